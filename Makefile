@@ -1,0 +1,45 @@
+# keras-eff: one command to set up and run the demo, one to set up and run the tests.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test test-fast setup data bench clean
+
+demo: setup data
+	$(VENV)/bin/keras-eff demo
+
+test: setup data
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.cfg setup.py
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# Debian's dataset-fashion-mnist: installed when its files are missing and apt can be used.
+data:
+	@if [ -z "$$KERAS_EFF_FASHION_MNIST_DIR" ] && [ ! -f $(FMNIST) ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's dataset-fashion-mnist"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST is missing: install Debian's dataset-fashion-mnist or set KERAS_EFF_FASHION_MNIST_DIR"; \
+	  fi; \
+	fi
+
+bench: setup data
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache

@@ -1,0 +1,61 @@
+"""Checks that a converted file is what an int8 deployment needs: the converter itself is silent about float islands."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FloatIslandError
+from .model_file import read_graph
+
+_FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64))
+
+
+def find_float_islands(model, int8_io: bool = True) -> list[str]:
+    """Lists, in graph order, every place where an int8 model computes in float.
+
+    A place is a float input or output (when ``int8_io``), a QUANTIZE from float or DEQUANTIZE to float inside the
+    graph, an op producing a float tensor, or an op reading float constants (weights left float). An int8-to-int8
+    QUANTIZE is a requantization and is fine.
+    """
+    graph = read_graph(model)
+    t = graph.tensors
+    problems, io_problems = [], []
+    boundary = set()
+    if int8_io:
+        for i in graph.inputs:
+            if t[i].dtype != np.int8:
+                io_problems.append(f"model input '{t[i].name}' is {t[i].dtype.name}, not int8")
+        for i in graph.outputs:
+            if t[i].dtype != np.int8:
+                io_problems.append(f"model output '{t[i].name}' is {t[i].dtype.name}, not int8")
+    else:
+        boundary = set(graph.inputs) | set(graph.outputs)
+    for op in graph.ops:
+        where = f"op #{op.index} {op.name}"
+        in_float = [i for i in op.inputs if t[i].dtype in _FLOAT_TYPES]
+        out_float = [i for i in op.outputs if t[i].dtype in _FLOAT_TYPES]
+        if op.name == "QUANTIZE" and in_float:
+            if not (in_float[0] in boundary):
+                problems.append(f"{where} quantizes float tensor '{t[in_float[0]].name}' inside the graph")
+            continue
+        if op.name == "DEQUANTIZE":
+            if not all(i in boundary for i in op.outputs):
+                problems.append(f"{where} dequantizes to float tensor '{t[op.outputs[0]].name}'")
+            continue
+        if out_float:
+            problems.append(f"{where} computes in float: it produces float32 tensor '{t[out_float[0]].name}'")
+        elif any(t[i].is_constant for i in in_float):
+            const = next(i for i in in_float if t[i].is_constant)
+            problems.append(f"{where} reads float constant '{t[const].name}'")
+    return problems + io_problems
+
+
+def check_int8(model, int8_io: bool = True) -> None:
+    """Raises ``FloatIslandError`` naming the first op (in graph order) and tensor where the model leaves int8."""
+    problems = find_float_islands(model, int8_io=int8_io)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise FloatIslandError(
+            f"the int8 model is not fully integer: {problems[0]}{more}. The tensor feeding it has no quantization "
+            f"range: give the model fake-quant ranges there (keras_eff.quantize_model) or pass representative_data; "
+            f"to accept float ops anyway pass allow_float=True.", problems)

@@ -1,0 +1,71 @@
+"""Does the TFLite file compute what the Keras model computes? Agreement measured in output LSBs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .runtime import TFLiteModel, quantize
+
+
+@dataclass
+class Comparison:
+    """Keras vs TFLite on the same inputs. LSB fields are None for a float TFLite output."""
+
+    n: int
+    argmax_agreement: float
+    max_abs_diff: float
+    within_1_lsb: float | None
+    max_lsb_diff: int | None
+    output_scale: float | None
+    disagreements: int
+    near_tie_disagreements: int
+
+    @property
+    def all_disagreements_near_ties(self) -> bool:
+        return self.disagreements == self.near_tie_disagreements
+
+    def as_dict(self):
+        d = asdict(self)
+        d["all_disagreements_near_ties"] = self.all_disagreements_near_ties
+        return d
+
+    def __str__(self):
+        lsb = (f", {self.within_1_lsb:.2%} of outputs within 1 LSB, max {self.max_lsb_diff} LSB"
+               if self.max_lsb_diff is not None else "")
+        return (f"{self.n} samples: argmax agreement {self.argmax_agreement:.2%}{lsb}, max |diff| "
+                f"{self.max_abs_diff:.3g}, {self.disagreements} disagreements ({self.near_tie_disagreements} near-ties)")
+
+
+def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=None) -> Comparison:
+    """Runs both models on ``x`` and compares their (first) outputs.
+
+    For an int8 output, the Keras output is put on the file's output grid and compared in LSBs. An argmax
+    disagreement is a near-tie when the Keras model's own gap between the two classes, in LSBs, is no larger than
+    that sample's largest LSB difference (or one LSB: classes closer than that tie on the int8 grid).
+    """
+    x = np.asarray(x)
+    if len(x) == 0:
+        raise ValueError("compare needs at least one input sample")
+    ref = np.asarray(keras_model.predict(x, batch_size=batch_size, verbose=0), np.float64)
+    tfl = TFLiteModel(tflite_model)
+    out = tfl.outputs[0]
+    raw = tfl.predict(x, batch_size=batch_size, dequantize_outputs=False) if tflite_outputs is None else tflite_outputs
+    raw = np.asarray(raw)
+    if raw.shape != ref.shape:
+        raise ValueError(f"Keras output shape {ref.shape} differs from the TFLite output shape {raw.shape}")
+    ref2, raw2 = ref.reshape(len(x), -1), raw.reshape(len(x), -1)
+    k_arg, t_arg = ref2.argmax(1), raw2.argmax(1)
+    disagree = np.flatnonzero(k_arg != t_arg)
+    if out["dtype"] == np.int8:
+        scale, zp = out["quantization"]
+        kq = quantize(ref2, scale, zp).astype(np.int32)
+        lsb = np.abs(kq - raw2.astype(np.int32))
+        gaps = (ref2[disagree, k_arg[disagree]] - ref2[disagree, t_arg[disagree]]) / scale
+        near = int(np.sum(gaps <= np.maximum(lsb[disagree].max(axis=1), 1) + 1e-6))
+        max_abs = float(np.max(np.abs((raw2.astype(np.float64) - zp) * scale - ref2)))
+        return Comparison(len(x), float(np.mean(k_arg == t_arg)), max_abs, float(np.mean(lsb <= 1)),
+                          int(lsb.max()), float(scale), len(disagree), near)
+    return Comparison(len(x), float(np.mean(k_arg == t_arg)), float(np.max(np.abs(raw2 - ref2))), None, None, None,
+                      len(disagree), 0)

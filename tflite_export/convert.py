@@ -1,0 +1,152 @@
+"""Keras 3 model → TFLite flatbuffer: float, post-training full-int8, or full-int8 from fake-quant ranges."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from .checks import check_int8
+from .errors import TFLiteExportError
+
+_FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
+
+
+def _model_inputs(model):
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        raise TFLiteExportError(f"model {model.name!r} has no known inputs: build it (call it once on data, or "
+                                f"give it an Input layer) before exporting")
+    return inputs
+
+
+def _traced_op_types(model) -> set:
+    """Op types of the model's inference graph, nested functions included."""
+    inputs = _model_inputs(model)
+    specs = [tf.TensorSpec(shape=t.shape, dtype=t.dtype) for t in inputs]
+
+    @tf.function
+    def fn(*xs):
+        return model(list(xs) if len(xs) > 1 else xs[0], training=False)
+
+    graph = fn.get_concrete_function(*specs).graph
+    types = {op.type for op in graph.get_operations()}
+    for f in graph._functions.values():  # layers traced as nested functions
+        types.update(node.op for node in f.definition.node_def)
+    return types
+
+
+def has_fake_quant(model) -> bool:
+    """Whether the model's graph holds TensorFlow FakeQuant ops (that is, carries its own int8 ranges)."""
+    return bool(_traced_op_types(model) & set(_FAKE_QUANT_OPS))
+
+
+def _as_input_arrays(model, data, max_samples):
+    """Representative data as one float32 array per model input, validated against the input shapes."""
+    inputs = _model_inputs(model)
+    if isinstance(data, tf.data.Dataset):
+        batches = []
+        count = 0
+        for item in data:
+            x = item[0] if isinstance(item, (tuple, list)) and len(inputs) == 1 else item
+            batches.append(tf.nest.map_structure(np.asarray, x))
+            count += len(tf.nest.flatten(x)[0])
+            if count >= max_samples:
+                break
+        if not batches:
+            raise ValueError("representative_data is an empty dataset: give it a few hundred typical inputs")
+        flat = [tf.nest.flatten(b) for b in batches]
+        arrays = [np.concatenate([f[i] for f in flat]) for i in range(len(flat[0]))]
+    elif isinstance(data, (list, tuple)):
+        arrays = [np.asarray(a) for a in data]
+    else:
+        arrays = [np.asarray(data)]
+    if len(arrays) != len(inputs):
+        raise ValueError(f"representative_data holds {len(arrays)} arrays but the model has {len(inputs)} inputs")
+    for i, (a, t) in enumerate(zip(arrays, inputs)):
+        expected = tuple(t.shape[1:])
+        if a.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, a.shape[1:])):
+            raise ValueError(f"representative_data input {i} has shape {a.shape}, but the model input "
+                             f"{t.name!r} expects (n, {', '.join(str(e) for e in expected)})")
+        if a.shape[0] == 0:
+            raise ValueError(f"representative_data input {i} is empty: give it a few hundred typical inputs")
+        if not np.all(np.isfinite(a.astype(np.float64, copy=False))):
+            raise ValueError(f"representative_data input {i} holds NaN or infinite values")
+    return [a[:max_samples].astype(np.float32) for a in arrays]
+
+
+def _export_problems(model) -> list:
+    """Asks every layer that knows of export limits (the ``export_problems`` hook) what int8 TFLite cannot hold."""
+    problems = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        hook = getattr(layer, "export_problems", None)
+        if callable(hook):
+            problems.extend(hook())
+    return problems
+
+
+def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize: bool = True,
+              allow_float: bool = False, max_samples: int = 256) -> bytes:
+    """Converts a Keras 3 model to a TFLite flatbuffer and returns its bytes.
+
+    - ``quantize=False``: a float32 model; no data needed.
+    - ``quantize=True`` on a model with fake-quant ranges (a QAT model): full int8 from those ranges; where
+      ``representative_data`` is also given it fills only what the ranges leave open.
+    - ``quantize=True`` on a float model: full int8 by post-training quantization, ``representative_data`` required
+      (an array, a list of arrays for several inputs, or a ``tf.data.Dataset``; at most ``max_samples`` are used).
+
+    With ``int8_io`` the input and output are int8 too. Every int8 file is checked: a float tensor or a
+    QUANTIZE/DEQUANTIZE inside the graph raises ``FloatIslandError`` naming the op, unless ``allow_float``.
+    """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"to_tflite expects a Keras 3 model, got {type(model).__name__}")
+    rep = None
+    if quantize:
+        problems = _export_problems(model)
+        if problems:
+            raise TFLiteExportError("int8 TFLite cannot hold this model's quantization settings:\n  - "
+                                    + "\n  - ".join(problems))
+        if representative_data is not None:
+            rep = _as_input_arrays(model, representative_data, max_samples)
+        elif not has_fake_quant(model):
+            raise TFLiteExportError(
+                f"model {model.name!r} is a float model (it carries no fake-quant ranges), so int8 export needs "
+                f"representative_data (a few hundred typical inputs) to calibrate its ranges; or export it as "
+                f"float with quantize=False, or quantize it first with keras_eff.quantize_model")
+    elif representative_data is not None:
+        raise ValueError("representative_data is only used for int8 export; drop it or set quantize=True")
+
+    with tempfile.TemporaryDirectory(prefix="keras_eff_export_") as tmp:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                model.export(tmp, format="tf_saved_model", verbose=False)
+        except Exception as err:  # the cause is the useful part; the converter would hide it
+            raise TFLiteExportError(f"Keras could not export model {model.name!r} as a SavedModel: "
+                                    f"{type(err).__name__}: {err}") from err
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if quantize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if rep is not None:
+                def gen():
+                    for i in range(len(rep[0])):
+                        yield [a[i:i + 1] for a in rep]
+                converter.representative_dataset = gen
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        try:
+            data = converter.convert()
+        except Exception as err:
+            raise TFLiteExportError(f"the TFLite converter failed on model {model.name!r}: "
+                                    f"{type(err).__name__}: {err}") from err
+    if not data:
+        raise TFLiteExportError(f"the TFLite converter returned an empty file for model {model.name!r} (this "
+                                f"happens when a weight's shape is computed at run time)")
+    if quantize and not allow_float:
+        check_int8(data, int8_io=int8_io)
+    return data

@@ -1,0 +1,17 @@
+"""Errors raised by tflite_export, each naming what is wrong and what to do."""
+
+
+class TFLiteExportError(RuntimeError):
+    """A model could not be converted to the TFLite file that was asked for."""
+
+
+class FloatIslandError(TFLiteExportError):
+    """An int8 conversion left float tensors or QUANTIZE/DEQUANTIZE ops inside the graph."""
+
+    def __init__(self, message, problems=()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+class InvalidTFLiteModel(ValueError):
+    """Bytes or a file that are not a loadable TFLite flatbuffer."""

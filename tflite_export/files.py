@@ -1,0 +1,45 @@
+"""Writing files atomically: a reader never sees half a file, and a failure leaves the old file in place."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path, data, overwrite: bool = True) -> Path:
+    """Writes ``data`` (bytes or str) to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--force on the command line) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, (bytes, bytearray, memoryview)) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_json(path, obj, overwrite: bool = True) -> Path:
+    return atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite=overwrite)
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} as JSON")

@@ -1,0 +1,135 @@
+"""Running TFLite models with the LiteRT interpreter: (de)quantization for the caller, batches, latency."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .model_file import make_interpreter, read_model
+
+
+def quantize(x, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
+    """Float values to the integer grid of a tensor (round half away from zero, as TFLite does, then clip)."""
+    info = np.iinfo(dtype)
+    v = np.asarray(x, np.float64) / scale
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q, scale: float, zero_point: int) -> np.ndarray:
+    return ((np.asarray(q, np.float32) - zero_point) * scale).astype(np.float32)
+
+
+@dataclass
+class Latency:
+    median_us: float
+    p10_us: float
+    p90_us: float
+    runs: int
+    num_threads: int
+
+    def as_dict(self):
+        return asdict(self)
+
+
+class TFLiteModel:
+    """A loaded TFLite model. ``predict`` takes and returns float arrays; int8 I/O is (de)quantized here."""
+
+    def __init__(self, model, num_threads: int = 1, use_xnnpack: bool = True):
+        self.model_bytes = read_model(model)
+        self.num_threads = num_threads
+        self._interpreter = make_interpreter(self.model_bytes, num_threads=num_threads, use_xnnpack=use_xnnpack)
+        self._batch = None
+
+    @property
+    def inputs(self):
+        return self._interpreter.get_input_details()
+
+    @property
+    def outputs(self):
+        return self._interpreter.get_output_details()
+
+    @property
+    def is_int8(self) -> bool:
+        return self.inputs[0]["dtype"] == np.int8
+
+    def _resize(self, batch: int):
+        if self._batch == batch:
+            return
+        for d in self.inputs:
+            shape = list(d["shape_signature"])
+            shape[0] = batch
+            shape = [s if s > 0 else d["shape"][i] for i, s in enumerate(shape)]
+            self._interpreter.resize_tensor_input(d["index"], shape)
+        self._interpreter.allocate_tensors()
+        self._batch = batch
+
+    def _set_inputs(self, xs, raw: bool):
+        for d, x in zip(self.inputs, xs):
+            scale, zp = d["quantization"]
+            if not raw and d["dtype"] in (np.int8, np.uint8, np.int16):
+                x = quantize(x, scale, zp, d["dtype"])
+            self._interpreter.set_tensor(d["index"], np.ascontiguousarray(x, dtype=d["dtype"]))
+
+    def run(self, *xs, raw_inputs: bool = False, dequantize_outputs: bool = True):
+        """Runs one batch. Returns the output array (a list where the model has several outputs)."""
+        xs = [np.asarray(x) for x in xs]
+        if len(xs) != len(self.inputs):
+            raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(xs)}")
+        for d, x in zip(self.inputs, xs):
+            expected = tuple(d["shape_signature"][1:])
+            if x.shape[1:] != expected:
+                raise ValueError(f"input {d['name']!r} expects shape (n, {', '.join(map(str, expected))}), "
+                                 f"got {x.shape}")
+        self._resize(len(xs[0]))
+        self._set_inputs(xs, raw_inputs)
+        self._interpreter.invoke()
+        outs = []
+        for d in self.outputs:
+            y = self._interpreter.get_tensor(d["index"]).copy()
+            if dequantize_outputs and d["dtype"] in (np.int8, np.uint8, np.int16):
+                y = dequantize(y, *d["quantization"])
+            outs.append(y)
+        return outs[0] if len(outs) == 1 else outs
+
+    def predict(self, *xs, batch_size: int = 256, raw_inputs=False, dequantize_outputs=True):
+        """Runs over any number of samples in batches; outputs concatenated along the batch axis."""
+        n = len(xs[0])
+        if n == 0:
+            raise ValueError("predict got no samples")
+        parts = [self.run(*[x[i:i + batch_size] for x in xs], raw_inputs=raw_inputs,
+                          dequantize_outputs=dequantize_outputs) for i in range(0, n, batch_size)]
+        if isinstance(parts[0], list):
+            return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+        return np.concatenate(parts)
+
+    def latency(self, runs: int = 200, warmup: int = 20, seed: int = 0) -> Latency:
+        """Median wall time of one batch-1 inference after warm-up, with this model's thread count."""
+        rng = np.random.default_rng(seed)
+        self._resize(1)
+        for d in self.inputs:
+            shape = d["shape"]
+            if np.issubdtype(d["dtype"], np.integer):
+                info = np.iinfo(d["dtype"])
+                x = rng.integers(info.min, info.max + 1, size=shape).astype(d["dtype"])
+            else:
+                x = rng.standard_normal(shape).astype(d["dtype"])
+            self._interpreter.set_tensor(d["index"], x)
+        invoke = self._interpreter.invoke
+        for _ in range(warmup):
+            invoke()
+        times = np.empty(runs)
+        for i in range(runs):
+            t0 = time.perf_counter()
+            invoke()
+            times[i] = time.perf_counter() - t0
+        times *= 1e6
+        return Latency(float(np.median(times)), float(np.percentile(times, 10)), float(np.percentile(times, 90)),
+                       runs, self.num_threads)
+
+
+def measure_latency(model, num_threads: int = 1, runs: int = 200, warmup: int = 20) -> Latency:
+    """Median batch-1 latency of a TFLite model (bytes or path) on LiteRT with XNNPACK."""
+    return TFLiteModel(model, num_threads=num_threads).latency(runs=runs, warmup=warmup)
