@@ -1,0 +1,159 @@
+"""Rebuilding Keras functional graphs node by node: the mechanism every technique uses to change a model.
+
+``rebuild(model, transform)`` walks the graph of a Functional or Sequential model in order and builds a new model on
+fresh inputs. For each node the ``transform`` may return new outputs (wrap, replace, fuse) or ``None`` to keep the
+node as it is, with a copy of its layer: the new model shares no layer and no variable with the old one, so the
+user's model is never changed. Nodes a transform has fused into an earlier one are marked ``absorbed`` and pass
+their input through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+
+from ..errors import UnsupportedModelError
+
+
+def functional_of(model) -> keras.Model:
+    """The functional graph behind a Functional or Sequential model; a clear error for anything else."""
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise UnsupportedModelError(
+                f"Sequential model {model.name!r} is not built: give it a keras.Input first or call it on data")
+        return functional
+    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth") and model.inputs:
+        return model
+    if isinstance(model, keras.Model):
+        raise UnsupportedModelError(
+            f"model {model.name!r} is a subclassed Keras model, whose graph cannot be rewritten; apply the per-layer "
+            f"decorators (keras_eff.quantize, keras_eff.prune, keras_eff.cluster) to its layers instead")
+    raise TypeError(f"expected a Keras 3 model, got {type(model).__name__}")
+
+
+def clone_layer(layer, **overrides):
+    """A new layer of the same class and config (with ``overrides``); weights are copied by ``copy_weights``."""
+    config = layer.get_config()
+    config.update(overrides)
+    return layer.__class__.from_config(config)
+
+
+def copy_weights(src, dst):
+    """Copies weights between two built layers of the same structure."""
+    dst.set_weights(src.get_weights())
+
+
+@dataclass
+class GraphInfo:
+    """The nodes of a functional graph in execution order, and who consumes each tensor."""
+
+    model: keras.Model
+    nodes: list = field(default_factory=list)
+    consumers: dict = field(default_factory=dict)
+    output_ids: set = field(default_factory=set)
+
+    @classmethod
+    def of(cls, model):
+        fn = functional_of(model)
+        info = cls(fn)
+        for depth in sorted(fn._nodes_by_depth, reverse=True):
+            for node in fn._nodes_by_depth[depth]:
+                if node.operation is None or node.is_input:
+                    continue
+                info.nodes.append(node)
+                for t in node.input_tensors:
+                    info.consumers.setdefault(id(t), []).append(node)
+        info.output_ids = {id(t) for t in fn.outputs}
+        return info
+
+    def node_consumers(self, node) -> list:
+        return [c for t in node.outputs for c in self.consumers.get(id(t), [])]
+
+    def sole_consumer(self, node):
+        """The one node that reads this node's single output, or None (several, none, or a model output)."""
+        if len(node.outputs) != 1 or id(node.outputs[0]) in self.output_ids:
+            return None
+        consumers = self.consumers.get(id(node.outputs[0]), [])
+        return consumers[0] if len(consumers) == 1 else None
+
+
+class Rebuild:
+    """State of one rebuild, handed to the transform: graph info, absorbed nodes, tensors built so far."""
+
+    def __init__(self, model, transform):
+        self.info = GraphInfo.of(model)
+        self.transform = transform
+        self.absorbed = set()
+        self.tensors = {}
+
+    def absorb(self, node):
+        """Marks ``node`` as fused into an earlier one: it will pass its (first) input through."""
+        self.absorbed.add(id(node))
+
+    def keep(self, node, args, kwargs):
+        """The default: call a copy of the node's layer (a stateless op is called as it is)."""
+        op = node.operation
+        if isinstance(op, keras.Model):
+            return rebuild(op, self.transform)(*args, **kwargs)
+        if isinstance(op, keras.layers.Layer):
+            new = clone_layer(op)
+            out = new(*args, **kwargs)
+            if op.weights:
+                copy_weights(op, new)
+            return out
+        return op(*args, **kwargs)
+
+    def run(self, name=None) -> keras.Model:
+        fn = self.info.model
+        new_inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=getattr(t, "name", None))
+                      for t in fn.inputs]
+        for old, new in zip(fn.inputs, new_inputs):
+            self.tensors[id(old)] = new
+        for node in self.info.nodes:
+            args, kwargs = node.arguments.fill_in(self.tensors)
+            if id(node) in self.absorbed:
+                outputs = args[0]
+            else:
+                outputs = self.transform(self, node, args, kwargs)
+                if outputs is None:
+                    outputs = self.keep(node, args, kwargs)
+            for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
+                self.tensors[id(old)] = new
+        outputs = keras.tree.map_structure(lambda t: self.tensors[id(t)], fn._outputs_struct)
+        inputs = keras.tree.pack_sequence_as(fn._inputs_struct, new_inputs)
+        return keras.Model(inputs, outputs, name=name or fn.name)
+
+
+def rebuild(model, transform=None, name=None) -> keras.Model:
+    """A new model with the same graph, each node passed through ``transform(rebuild, node, args, kwargs)``.
+
+    The transform returns the node's new outputs, or None to keep the node (a copy of its layer). Nested models are
+    rebuilt with the same transform.
+    """
+    return Rebuild(model, transform or (lambda *_: None)).run(name=name or model.name)
+
+
+def clone(model, replace: dict | None = None, remove=()) -> keras.Model:
+    """A copy of ``model`` with layers replaced (``{name: callable}``, each called on the layer's inputs) or removed
+    (single-input layers whose output becomes their input). Unknown names raise, listing the model's layers."""
+    replace, remove = dict(replace or {}), set(remove)
+    known = {layer.name for layer in functional_of(model).layers}
+    unknown = (set(replace) | remove) - known
+    if unknown:
+        raise ValueError(f"no layer named {', '.join(sorted(unknown))} in model {model.name!r}; its layers are: "
+                         f"{', '.join(sorted(known))}")
+
+    def transform(rb, node, args, kwargs):
+        name = getattr(node.operation, "name", None)
+        if name in remove:
+            if len(node.input_tensors) != 1:
+                raise ValueError(f"layer {name!r} has {len(node.input_tensors)} inputs; only single-input layers "
+                                 f"can be removed")
+            return args[0]
+        if name in replace:
+            return replace[name](*args, **kwargs)
+        return None
+
+    return rebuild(model, transform)
