@@ -82,7 +82,8 @@ class GraphInfo:
 class Rebuild:
     """State of one rebuild, handed to the transform: graph info, absorbed nodes, tensors built so far."""
 
-    def __init__(self, model, transform):
+    def __init__(self, model, transform, on_input=None):
+        self.on_input = on_input
         self.info = GraphInfo.of(model)
         self.transform = transform
         self.absorbed = set()
@@ -110,7 +111,7 @@ class Rebuild:
         new_inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=getattr(t, "name", None))
                       for t in fn.inputs]
         for old, new in zip(fn.inputs, new_inputs):
-            self.tensors[id(old)] = new
+            self.tensors[id(old)] = new if self.on_input is None else self.on_input(new)
         for node in self.info.nodes:
             args, kwargs = node.arguments.fill_in(self.tensors)
             if id(node) in self.absorbed:
@@ -126,13 +127,13 @@ class Rebuild:
         return keras.Model(inputs, outputs, name=name or fn.name)
 
 
-def rebuild(model, transform=None, name=None) -> keras.Model:
+def rebuild(model, transform=None, name=None, on_input=None) -> keras.Model:
     """A new model with the same graph, each node passed through ``transform(rebuild, node, args, kwargs)``.
 
     The transform returns the node's new outputs, or None to keep the node (a copy of its layer). Nested models are
-    rebuilt with the same transform.
+    rebuilt with the same transform. ``on_input`` maps each new model input to the tensor its consumers read.
     """
-    return Rebuild(model, transform or (lambda *_: None)).run(name=name or model.name)
+    return Rebuild(model, transform or (lambda *_: None), on_input).run(name=name or model.name)
 
 
 def clone(model, replace: dict | None = None, remove=()) -> keras.Model:

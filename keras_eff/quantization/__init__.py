@@ -1,0 +1,12 @@
+"""Quantization simulation and quantization-aware training whose int8 TFLite export computes the same thing."""
+
+from .calibration import activation_quantizers, calibrate
+from .callbacks import FreezeBatchNorm, FreezeRanges
+from .config import LayerQuantSpec, QuantConfig
+from .model import QuantizationReport, quantize, quantize_model
+from .quantizers import FIXED_RANGES, ActivationQuantizer, WeightQuantizer, fake_quant, fake_quant_per_channel
+from .wrapper import QuantizeWrapper
+
+__all__ = ["FIXED_RANGES", "ActivationQuantizer", "FreezeBatchNorm", "FreezeRanges", "LayerQuantSpec",
+           "QuantConfig", "QuantizationReport", "QuantizeWrapper", "WeightQuantizer", "activation_quantizers",
+           "calibrate", "fake_quant", "fake_quant_per_channel", "quantize", "quantize_model"]

@@ -1,0 +1,85 @@
+"""Callbacks for quantization-aware training with model.fit: freeze BatchNorm statistics, freeze ranges."""
+
+from __future__ import annotations
+
+import keras
+
+from .quantizers import ActivationQuantizer
+from .wrapper import QuantizeWrapper
+
+
+class _FreezeAt(keras.callbacks.Callback):
+    """Freezes something once training reaches ``epoch`` (0-based, at its start) or ``step`` (global batches)."""
+
+    what = "state"
+
+    def __init__(self, epoch: int | None = None, step: int | None = None, verbose: int = 0):
+        super().__init__()
+        if (epoch is None) == (step is None):
+            raise ValueError(f"{type(self).__name__} needs exactly one of epoch= or step=")
+        for name, value in (("epoch", epoch), ("step", step)):
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{type(self).__name__}: {name}={value!r} must be a non-negative integer")
+        self.epoch, self.step, self.verbose = epoch, step, verbose
+        self._seen = 0
+        self.frozen_at = None
+
+    def _targets(self, layer) -> list:
+        """The 0/1 flag variables of ``layer`` that this callback sets; each subclass names its own."""
+        return []
+
+    def _freeze(self, where):
+        if self.frozen_at is not None:
+            return
+        count = 0
+        for layer in self.model._flatten_layers(include_self=False, recursive=True):
+            for variable in self._targets(layer):
+                variable.assign(1.0)
+                count += 1
+        self.frozen_at = where
+        if self.verbose:
+            print(f"{type(self).__name__}: froze {count} {self.what} at {where}")
+
+    def on_train_begin(self, logs=None):
+        self._seen = 0
+        if self.step == 0 or self.epoch == 0:
+            self._freeze("the start")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epoch is not None and epoch >= self.epoch:
+            self._freeze(f"epoch {epoch}")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.step is not None and self._seen >= self.step:
+            self._freeze(f"step {self._seen}")
+        self._seen += 1
+
+    def get_config(self):
+        return {"epoch": self.epoch, "step": self.step, "verbose": self.verbose}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_eff")
+class FreezeBatchNorm(_FreezeAt):
+    """Stops updating BatchNorm statistics folded into quantized layers; from then on training uses the moving
+    statistics, exactly as the int8 file will (BN folding trains best with statistics frozen for the last epochs)."""
+
+    what = "BatchNorm statistics"
+
+    def _targets(self, layer):
+        if isinstance(layer, QuantizeWrapper) and layer.batchnorm is not None:
+            return [layer.bn_frozen]
+        return []
+
+
+@keras.saving.register_keras_serializable(package="keras_eff")
+class FreezeRanges(_FreezeAt):
+    """Stops the moving-average updates of activation ranges, so the last steps train on fixed grids."""
+
+    what = "activation ranges"
+
+    def _targets(self, layer):
+        return [layer.ranges_frozen] if isinstance(layer, ActivationQuantizer) else []

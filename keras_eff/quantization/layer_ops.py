@@ -1,0 +1,70 @@
+"""The linear part of each quantizable layer type, run with kernels handed in (fake-quantized, BN-folded).
+
+Each entry knows: which weights are kernels, how to move a kernel's output channels to the last axis for per-channel
+quantization (and back), and how to compute the layer's output from inputs and kernels. Bias and activation are
+applied by the wrapper.
+"""
+
+from __future__ import annotations
+
+from keras import layers, ops
+
+SUPPORTED = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense,
+             layers.Conv2DTranspose)
+
+
+def unsupported_reason(layer) -> str | None:
+    """Why a layer of a supported type still cannot be wrapped, or None."""
+    if not isinstance(layer, SUPPORTED):
+        return f"{type(layer).__name__} has no quantized implementation"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return "channels_first data format (TFLite is channels_last)"
+    if getattr(layer, "groups", 1) != 1:
+        return f"grouped convolution (groups={layer.groups})"
+    return None
+
+
+def kernel_names(layer) -> tuple:
+    if isinstance(layer, layers.SeparableConv2D):
+        return ("depthwise_kernel", "pointwise_kernel")
+    return ("kernel",)
+
+
+def to_channels_last(layer, name, kernel):
+    """The kernel reshaped so that its last axis is the output channel (for per-channel ranges)."""
+    if isinstance(layer, layers.DepthwiseConv2D) or name == "depthwise_kernel":
+        kh, kw, cin, mult = kernel.shape
+        return ops.reshape(kernel, (kh, kw, 1, cin * mult))
+    if isinstance(layer, layers.Conv2DTranspose):
+        return ops.transpose(kernel, (0, 1, 3, 2))
+    return kernel
+
+
+def from_channels_last(layer, name, kernel, shape):
+    if isinstance(layer, layers.DepthwiseConv2D) or name == "depthwise_kernel":
+        return ops.reshape(kernel, shape)
+    if isinstance(layer, layers.Conv2DTranspose):
+        return ops.transpose(kernel, (0, 1, 3, 2))
+    return kernel
+
+
+def linear(layer, x, kernels: dict, between=None):
+    """The layer's output before bias and activation. ``between`` quantizes the tensor between the two halves of a
+    separable convolution."""
+    if isinstance(layer, layers.Dense):
+        return ops.matmul(x, kernels["kernel"])
+    if isinstance(layer, layers.SeparableConv2D):
+        y = ops.depthwise_conv(x, kernels["depthwise_kernel"], strides=layer.strides, padding=layer.padding,
+                               dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        if between is not None:
+            y = between(y)
+        return ops.conv(y, kernels["pointwise_kernel"], strides=1, padding="valid", data_format=layer.data_format)
+    if isinstance(layer, layers.DepthwiseConv2D):
+        return ops.depthwise_conv(x, kernels["kernel"], strides=layer.strides, padding=layer.padding,
+                                  dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+    if isinstance(layer, layers.Conv2DTranspose):
+        return ops.conv_transpose(x, kernels["kernel"], strides=layer.strides, padding=layer.padding,
+                                  output_padding=layer.output_padding, data_format=layer.data_format,
+                                  dilation_rate=layer.dilation_rate)
+    return ops.conv(x, kernels["kernel"], strides=layer.strides, padding=layer.padding,
+                    dilation_rate=layer.dilation_rate, data_format=layer.data_format)

@@ -1,0 +1,242 @@
+"""quantize_model for whole Functional and Sequential models, and the per-layer ``quantize`` decorator.
+
+Quantizers sit where int8 TFLite materializes tensors: the model input; the output of every conv/dense layer after
+its folded BatchNorm and fused ReLU/ReLU6; the output of Add, Multiply, standalone BatchNorm and activations (fixed
+ranges for softmax, sigmoid, tanh); one range shared by the inputs and output of a Concatenate or an average pooling
+(TFLite keeps them on one grid). Max pooling, reshaping, padding and dropout inherit their input's range. Any other
+layer stays float and is reported.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+from keras import layers
+
+from ..errors import UnsupportedModelError
+from ..graph import clone_layer, functional_of, is_foldable_bn, rebuild
+from . import layer_ops
+from .config import QuantConfig
+from .quantizers import FIXED_RANGES, ActivationQuantizer
+from .wrapper import FUSED_ACTIVATIONS, SHARED_RANGE, QuantizeWrapper, activation_name
+
+# Layers whose output keeps the input's grid in TFLite (same scale and zero point).
+INHERIT_RANGE = (
+    layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D, layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D, layers.Reshape, layers.Flatten, layers.ZeroPadding1D,
+    layers.ZeroPadding2D, layers.Cropping1D, layers.Cropping2D, layers.Dropout, layers.SpatialDropout1D,
+    layers.SpatialDropout2D, layers.GaussianNoise, layers.GaussianDropout, layers.Identity, layers.Permute,
+    layers.UpSampling2D, layers.ActivityRegularization,
+)
+# Weightless layers that get an output range of their own.
+OWN_RANGE = (
+    layers.Add, layers.Subtract, layers.Multiply, layers.Average, layers.Maximum, layers.Minimum,
+    layers.BatchNormalization, layers.ReLU, layers.Activation, layers.Softmax,
+    layers.LeakyReLU, layers.ELU, layers.PReLU, layers.Rescaling,
+)
+
+
+@dataclass
+class QuantizationReport:
+    """What ``quantize_model`` did to each layer."""
+
+    quantized: list = field(default_factory=list)
+    folded_batchnorm: list = field(default_factory=list)
+    fused_activations: list = field(default_factory=list)
+    inherit_range: list = field(default_factory=list)
+    float_layers: list = field(default_factory=list)  # (name, reason)
+
+    def __str__(self):
+        lines = [f"{len(self.quantized)} layers quantized, {len(self.folded_batchnorm)} BatchNorms folded, "
+                 f"{len(self.fused_activations)} activations fused, {len(self.inherit_range)} layers inherit ranges"]
+        lines += [f"  kept float: {name} ({reason})" for name, reason in self.float_layers]
+        return "\n".join(lines)
+
+
+def _fusable_activation(layer) -> str | None:
+    """'relu' or 'relu6' where the layer is a plain ReLU that TFLite fuses into the op before it."""
+    if isinstance(layer, layers.ReLU):
+        if float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
+            return None
+        if layer.max_value is None:
+            return "relu"
+        return "relu6" if float(layer.max_value) == 6.0 else None
+    if isinstance(layer, layers.Activation):
+        name = activation_name(layer.activation)
+        return name if name in ("relu", "relu6") else None
+    return None
+
+
+def _fixed_range(layer):
+    if isinstance(layer, layers.Softmax):
+        return FIXED_RANGES["softmax"]
+    if isinstance(layer, layers.Activation):
+        return FIXED_RANGES.get(activation_name(layer.activation))
+    return None
+
+
+class _Quantizer:
+    """The transform ``rebuild`` runs over each node."""
+
+    def __init__(self, config: QuantConfig, report: QuantizationReport):
+        self.config = config
+        self.report = report
+
+    def act_kwargs(self, spec):
+        return dict(bits=spec.activation_bits, symmetric=spec.activation_symmetric, ema_decay=self.config.ema_decay)
+
+    def wrapper_kwargs(self, spec, layer):
+        return dict(weight_bits=spec.weight_bits, weight_symmetric=spec.weight_symmetric,
+                    per_channel=spec.per_channel_for(layer), activation_bits=spec.activation_bits,
+                    activation_symmetric=spec.activation_symmetric, ema_decay=self.config.ema_decay)
+
+    def _next_fusable(self, rb, node):
+        nxt = rb.info.sole_consumer(node)
+        if nxt is None or not isinstance(nxt.operation, layers.Layer):
+            return None, None
+        if not self.config.for_layer(nxt.operation).quantize:
+            return None, None
+        act = _fusable_activation(nxt.operation)
+        return (nxt, act) if act else (None, None)
+
+    def _feeds_shared_range(self, rb, node) -> bool:
+        """Whether this node's only consumer quantizes the tensor with its own shared range."""
+        nxt = rb.info.sole_consumer(node)
+        return (nxt is not None and isinstance(nxt.operation, SHARED_RANGE)
+                and self.config.for_layer(nxt.operation).quantize)
+
+    def __call__(self, rb, node, args, kwargs):
+        op = node.operation
+        if isinstance(op, keras.Model):
+            return quantize_model(op, self.config, _nested=True, _report=self.report)(*args, **kwargs)
+        if not isinstance(op, layers.Layer):  # a raw op such as keras.ops.add in the graph
+            out = op(*args, **kwargs)
+            nxt, act = self._next_fusable(rb, node)
+            if act:
+                out = layers.Activation(act)(out)
+                rb.absorb(nxt)
+            return ActivationQuantizer(**self.act_kwargs(self.config._default), name=f"{op.name}_output_range")(out)
+        spec = self.config.for_layer(op)
+        if not spec.quantize:
+            self.report.float_layers.append((op.name, "skipped by QuantConfig"))
+            return None
+        if isinstance(op, INHERIT_RANGE):
+            self.report.inherit_range.append(op.name)
+            return None
+        if isinstance(op, layer_ops.SUPPORTED):
+            reason = layer_ops.unsupported_reason(op)
+            if reason:
+                self.report.float_layers.append((op.name, reason))
+                return None
+            return self._wrap_kernel_layer(rb, node, op, spec, args, kwargs)
+        if isinstance(op, OWN_RANGE + SHARED_RANGE):
+            nxt, act = (None, None) if isinstance(op, (layers.Activation, layers.Softmax) + SHARED_RANGE) else \
+                self._next_fusable(rb, node)
+            fixed = _fixed_range(op)
+            wrapper = QuantizeWrapper(clone_layer(op), fused_activation=act or "linear",
+                                      quantize_output=not self._feeds_shared_range(rb, node),
+                                      fixed_output_range=fixed, **self.wrapper_kwargs(spec, op))
+            out = wrapper(*args, **kwargs)
+            if op.weights:
+                wrapper.layer.set_weights(op.get_weights())
+            if nxt is not None:
+                rb.absorb(nxt)
+                self.report.fused_activations.append(nxt.operation.name)
+            self.report.quantized.append(op.name)
+            return out
+        self.report.float_layers.append((op.name, f"{type(op).__name__} has no quantized implementation"))
+        return None
+
+    def _wrap_kernel_layer(self, rb, node, op, spec, args, kwargs):
+        own = activation_name(getattr(op, "activation", None))
+        last, bn = node, None
+        nxt = rb.info.sole_consumer(node)
+        if (spec.fold_batchnorm and nxt is not None and own == "linear" and is_foldable_bn(nxt.operation, op)
+                and self.config.for_layer(nxt.operation).quantize):
+            bn, last = nxt, nxt
+        act_node, act = (None, None)
+        if own in FUSED_ACTIVATIONS:
+            act_node, act = self._next_fusable(rb, last)
+        if act_node is not None:
+            last = act_node
+        wrapper = QuantizeWrapper(
+            clone_layer(op), batchnorm=None if bn is None else clone_layer(bn.operation),
+            fused_activation=act or "linear", quantize_output=not self._feeds_shared_range(rb, last),
+            **self.wrapper_kwargs(spec, op))
+        out = wrapper(*args, **kwargs)
+        wrapper.layer.set_weights(op.get_weights())
+        if bn is not None:
+            wrapper.batchnorm.set_weights(bn.operation.get_weights())
+            rb.absorb(bn)
+            self.report.folded_batchnorm.append((op.name, bn.operation.name))
+        if act_node is not None:
+            rb.absorb(act_node)
+            self.report.fused_activations.append(act_node.operation.name)
+        self.report.quantized.append(op.name)
+        return out
+
+
+def _check_weights(model):
+    for layer in model.layers:
+        for w in layer.weights:
+            if not np.all(np.isfinite(np.asarray(w))):
+                raise ValueError(f"layer {layer.name!r} of model {model.name!r} has NaN or infinite values in "
+                                 f"{w.path}: fix or retrain the model before quantizing it")
+
+
+def quantize_model(model, config: QuantConfig | None = None, *, _nested=False, _report=None) -> keras.Model:
+    """A new model ready for quantization-aware training, computing what its int8 TFLite export computes.
+
+    Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed. Layers that
+    cannot be quantized stay float: they are listed in ``new_model.quantization_report`` and warned about, and
+    exporting such a model needs representative data. Use ``keras_eff.quantize`` for subclassed models.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"quantize_model expects a Keras 3 model, got {type(model).__name__}")
+    config = config or QuantConfig()
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config must be a keras_eff.QuantConfig, got {type(config).__name__}")
+    try:
+        functional = functional_of(model)
+    except UnsupportedModelError as err:
+        raise UnsupportedModelError(
+            f"quantize_model cannot rewrite model {model.name!r}: {err}. For a subclassed model, wrap its layers "
+            f"with the decorator instead: self.conv = keras_eff.quantize(layers.Conv2D(...), quantize_inputs=True)"
+        ) from err
+    _check_weights(functional)
+    report = _report if _report is not None else QuantizationReport()
+    if not _nested:
+        all_layers = list(functional._flatten_layers(include_self=False, recursive=True))
+        config.check_names([l.name for l in all_layers], [c.__name__ for l in all_layers for c in type(l).__mro__])
+    on_input = None
+    if not _nested:
+        kw = _Quantizer(config, report).act_kwargs(config._default)
+        on_input = lambda t: ActivationQuantizer(**kw, name=f"{t.name}_input_range")(t)  # noqa: E731
+    new = rebuild(functional, _Quantizer(config, report), name=model.name, on_input=on_input)
+    if not _nested:
+        new.quantization_report = report
+        if report.float_layers:
+            warnings.warn(f"quantize_model kept {len(report.float_layers)} layers float: "
+                          + "; ".join(f"{n} ({r})" for n, r in report.float_layers)
+                          + ". Exporting this model to int8 needs representative_data.", stacklevel=2)
+    return new
+
+
+def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, activation_bits=8,
+             activation_symmetric=False, quantize_inputs=False, batchnorm=None, fused_activation="linear",
+             ema_decay=0.99) -> QuantizeWrapper:
+    """Quantizes one layer, for any model (subclassed ones too): ``self.conv = keras_eff.quantize(Conv2D(...))``.
+
+    The layer's kernels and output are fake-quantized; ``quantize_inputs=True`` also quantizes what comes in (the
+    first layer of a model, or wherever the tensor in front has no range). The layer itself is wrapped, not copied.
+    """
+    if not isinstance(layer, layers.Layer):
+        raise TypeError(f"quantize expects a Keras layer, got {type(layer).__name__}")
+    if isinstance(layer, keras.Model):
+        raise TypeError("quantize wraps single layers; use keras_eff.quantize_model for a whole model")
+    return QuantizeWrapper(layer, batchnorm=batchnorm, fused_activation=fused_activation, weight_bits=weight_bits,
+                           weight_symmetric=weight_symmetric, per_channel=per_channel,
+                           activation_bits=activation_bits, activation_symmetric=activation_symmetric,
+                           ema_decay=ema_decay, quantize_inputs=quantize_inputs)

@@ -1,0 +1,261 @@
+"""QuantizeWrapper: a Keras layer computed the way int8 TFLite computes it.
+
+For Conv1D/Conv2D, DepthwiseConv2D, SeparableConv2D, Dense and Conv2DTranspose the wrapper fake-quantizes the
+kernels (symmetric, per output channel where TFLite can hold it), folds a following BatchNorm into kernel and bias,
+applies a fused ReLU/ReLU6, and fake-quantizes the output: the tensor TFLite materializes. An activation TFLite does
+not fuse (softmax, sigmoid, tanh, swish, ...) runs after that, with its own output range (TFLite's fixed range where
+it has one). A separable convolution also quantizes the tensor between its depthwise and pointwise halves.
+
+Any other layer (Add, Multiply, a standalone BatchNorm, ...) is called as it is and its output fake-quantized; a
+Concatenate or an average pooling quantizes its inputs and output with one shared range.
+
+BatchNorm folding during QAT (Jacob et al. 2018, with the σ correction): while BN statistics are live, the layer runs
+a float pass for the batch statistics, updates the moving statistics, quantizes the kernel folded with the moving
+statistics (a stable grid) and rescales the output by σ/σ_B; once frozen (``keras_eff.callbacks.FreezeBatchNorm``)
+and at inference it is exactly conv(x, Q(w·γ/σ)) + (β − γ·μ/σ), which is what the int8 file holds.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from ..graph import bn_affine, output_channel_shape
+from . import layer_ops
+from .config import PER_CHANNEL_EXPORTABLE
+from .quantizers import FIXED_RANGES, ActivationQuantizer, WeightQuantizer, check_bits
+
+FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+# Layers whose inputs and output share one range (see keras_eff.quantization.model).
+SHARED_RANGE = (layers.Concatenate, layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D,
+                layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)
+
+
+def activation_name(fn) -> str:
+    if fn is None:
+        return "linear"
+    name = keras.activations.serialize(fn)
+    return name if isinstance(name, str) else getattr(fn, "__name__", str(name))
+
+
+def _fused(name, x):
+    if name == "relu":
+        return ops.relu(x)
+    if name == "relu6":
+        return ops.relu6(x)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="keras_eff")
+class QuantizeWrapper(layers.Wrapper):
+    """Quantization simulation of one layer (see the module docstring).
+
+    Args:
+        layer: the Keras layer to quantize (a copy made by ``quantize_model``, or yours with ``keras_eff.quantize``).
+        batchnorm: a BatchNormalization layer that directly follows ``layer``, folded in.
+        fused_activation: "relu" or "relu6" from a following ReLU layer, applied before the output range.
+        weight_bits, weight_symmetric, per_channel: the kernels' quantization.
+        activation_bits, activation_symmetric, ema_decay: the output range's quantization.
+        quantize_inputs: also fake-quantize the input (for layers of subclassed models, or a model's first layer).
+        quantize_output: False where the consumer quantizes this output (a Concatenate with a shared range).
+        fixed_output_range: (min, max) pinning the output range (softmax, sigmoid and tanh layers).
+    """
+
+    def __init__(self, layer, batchnorm=None, fused_activation="linear", weight_bits=8, weight_symmetric=True,
+                 per_channel=None, activation_bits=8, activation_symmetric=False, ema_decay=0.99,
+                 quantize_inputs=False, quantize_output=True, fixed_output_range=None, **kwargs):
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        if batchnorm is not None and not isinstance(layer, layer_ops.SUPPORTED):
+            raise ValueError(f"batchnorm can only be folded into a conv or dense layer, not {type(layer).__name__}")
+        if fused_activation not in FUSED_ACTIVATIONS:
+            raise ValueError(f"fused_activation={fused_activation!r} must be one of {FUSED_ACTIVATIONS}")
+        self.batchnorm = batchnorm
+        self.fused_activation = fused_activation
+        self.weight_bits = check_bits(weight_bits, "weight_bits")
+        self.weight_symmetric = bool(weight_symmetric)
+        self.per_channel = isinstance(layer, PER_CHANNEL_EXPORTABLE) if per_channel is None else bool(per_channel)
+        self.activation_bits = check_bits(activation_bits, "activation_bits")
+        self.activation_symmetric = bool(activation_symmetric)
+        self.ema_decay = float(ema_decay)
+        self.quantize_inputs = bool(quantize_inputs)
+        self.quantize_output = bool(quantize_output)
+        self.fixed_output_range = None if fixed_output_range is None else tuple(fixed_output_range)
+        self.has_kernel = isinstance(layer, layer_ops.SUPPORTED)
+        reason = layer_ops.unsupported_reason(layer) if self.has_kernel else None
+        if reason:
+            raise ValueError(f"layer {layer.name!r} cannot be quantized: {reason}")
+        self.weight_quantizer = WeightQuantizer(weight_bits, weight_symmetric, self.per_channel)
+        own = activation_name(getattr(layer, "activation", None)) if self.has_kernel else "linear"
+        self._own_fused = own if own in FUSED_ACTIVATIONS else "linear"
+        self._post_activation = None if own in FUSED_ACTIVATIONS else own
+        if self._post_activation and fused_activation != "linear":
+            raise ValueError(f"layer {layer.name!r} already ends in {own}; a ReLU after it cannot be fused")
+        act = dict(bits=activation_bits, symmetric=activation_symmetric, ema_decay=ema_decay)
+        prefix = layer.name
+        self.input_quantizer = ActivationQuantizer(**act, name=f"{prefix}_input_range") if quantize_inputs else None
+        self.output_quantizer = (ActivationQuantizer(**act, fixed_range=self.fixed_output_range,
+                                                     name=f"{prefix}_output_range") if quantize_output else None)
+        self.between_quantizer = (ActivationQuantizer(**act, name=f"{prefix}_between_range")
+                                  if isinstance(layer, layers.SeparableConv2D) else None)
+        self.post_quantizer = None
+        if self._post_activation:
+            self.post_quantizer = ActivationQuantizer(**act, fixed_range=FIXED_RANGES.get(self._post_activation),
+                                                      name=f"{prefix}_{self._post_activation}_range")
+
+    # -- structure ---------------------------------------------------------------------------------------------
+
+    @property
+    def quantizers(self) -> list:
+        """The activation quantizers of this layer, in the order data passes them."""
+        return [q for q in (self.input_quantizer, self.between_quantizer, self.output_quantizer,
+                            self.post_quantizer) if q is not None]
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        out_shape = self.layer.compute_output_shape(input_shape)
+        if self.batchnorm is not None and not self.batchnorm.built:
+            self.batchnorm.build(out_shape)
+        for q in self.quantizers:
+            q.build()
+        self.bn_frozen = self.add_weight(name="bn_frozen", shape=(), initializer="zeros", trainable=False)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    # -- computation -------------------------------------------------------------------------------------------
+
+    def quantize_kernel(self, name, kernel):
+        shape = kernel.shape
+        k = layer_ops.to_channels_last(self.layer, name, kernel)
+        return layer_ops.from_channels_last(self.layer, name, self.weight_quantizer(k), shape)
+
+    def _main_kernel(self):
+        return "pointwise_kernel" if isinstance(self.layer, layers.SeparableConv2D) else "kernel"
+
+    def folded_kernels(self):
+        """Float kernels and bias as the int8 file holds them: BatchNorm folded in (moving statistics)."""
+        layer = self.layer
+        kernels = {n: getattr(layer, n) for n in layer_ops.kernel_names(layer)}
+        bias = layer.bias if layer.use_bias else None
+        if self.batchnorm is not None:
+            scale, shift = bn_affine(self.batchnorm)
+            main = self._main_kernel()
+            kernels[main] = kernels[main] * ops.reshape(scale, output_channel_shape(layer, kernels[main].shape))
+            bias = shift if bias is None else bias * scale + shift
+        return kernels, bias
+
+    def quantized_kernels(self):
+        """The fake-quantized kernels (values on the grid) and the bias, as exported."""
+        kernels, bias = self.folded_kernels()
+        return {n: self.quantize_kernel(n, k) for n, k in kernels.items()}, bias
+
+    def _between(self, training):
+        if self.between_quantizer is None:
+            return None
+        return lambda t: self.between_quantizer(t, training=training)
+
+    def _linear_with_live_bn(self, x, training):
+        """Training with live BN statistics: batch statistics from a float pass, σ-corrected folded kernel."""
+        layer, bn = self.layer, self.batchnorm
+        raw = {n: getattr(layer, n) for n in layer_ops.kernel_names(layer)}
+        y_float = layer_ops.linear(layer, x, raw)
+        if layer.use_bias:
+            y_float = y_float + layer.bias
+        axes = list(range(len(y_float.shape) - 1))
+        mean, var = ops.moments(ops.stop_gradient(y_float), axes=axes)
+        m = bn.momentum
+        bn.moving_mean.assign(bn.moving_mean * m + mean * (1 - m))
+        bn.moving_variance.assign(bn.moving_variance * m + var * (1 - m))
+        qk, _ = self.quantized_kernels()
+        y = layer_ops.linear(layer, x, qk, self._between(training))
+        gamma = bn.gamma if bn.scale else ops.ones_like(mean)
+        beta = bn.beta if bn.center else ops.zeros_like(mean)
+        sigma_batch = ops.sqrt(var + bn.epsilon)
+        sigma_moving = ops.sqrt(bn.moving_variance + bn.epsilon)
+        bias = layer.bias if layer.use_bias else 0.0
+        return y * (sigma_moving / sigma_batch) + beta + gamma * (bias - mean) / sigma_batch
+
+    def _linear(self, x, training):
+        qk, bias = self.quantized_kernels()
+        y = layer_ops.linear(self.layer, x, qk, self._between(training))
+        return y if bias is None else y + bias
+
+    def call(self, inputs, training=None):
+        if self.input_quantizer is not None:
+            inputs = self.input_quantizer(inputs, training=training)
+        if not self.has_kernel:
+            y = self._call_plain(inputs, training)
+        elif self.batchnorm is not None and training:
+            y = tf.cond(self.bn_frozen > 0, lambda: self._linear(inputs, training),
+                        lambda: self._linear_with_live_bn(inputs, training))
+        else:
+            y = self._linear(inputs, training)
+        y = _fused(self.fused_activation, _fused(self._own_fused, y))
+        if self.output_quantizer is not None and not isinstance(self.layer, SHARED_RANGE):
+            y = self.output_quantizer(y, training=training)
+        if self._post_activation:
+            y = self.post_quantizer(self.layer.activation(y), training=training)
+        return y
+
+    def _call_plain(self, inputs, training):
+        q = self.output_quantizer
+        if isinstance(self.layer, SHARED_RANGE) and q is not None:
+            # one grid for inputs and output: the range is learned from the inputs, which the producers leave
+            # unquantized for this layer to quantize
+            seen = self.layer(inputs) if isinstance(self.layer, layers.Concatenate) else inputs
+            if q.calibrating:
+                q(seen)
+                return self.layer(inputs)
+            if training and q.learns_by_ema:
+                q.update_range(seen)
+            xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
+            return q.fake_quantize(self.layer(xs))
+        return self.layer(inputs, training=training) if _takes_training(self.layer) else self.layer(inputs)
+
+    # -- export and serialization --------------------------------------------------------------------------------
+
+    def export_problems(self) -> list:
+        """What int8 TFLite cannot hold of this layer's settings (empty when exportable)."""
+        problems = []
+        name = self.layer.name
+        if self.has_kernel:
+            if self.weight_bits > 8:
+                problems.append(f"layer {name!r}: weight_bits={self.weight_bits} (int8 TFLite holds at most 8)")
+            if not self.weight_symmetric:
+                problems.append(f"layer {name!r}: weight_symmetric=False (int8 TFLite weights are symmetric)")
+            if self.per_channel and not isinstance(self.layer, PER_CHANNEL_EXPORTABLE):
+                problems.append(f"layer {name!r}: per-channel weights on {type(self.layer).__name__} (the converter "
+                                f"cannot hold them; use weight_granularity='per_tensor')")
+        return problems  # activation ranges report for themselves (ActivationQuantizer.export_problems)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            batchnorm=None if self.batchnorm is None else keras.saving.serialize_keras_object(self.batchnorm),
+            fused_activation=self.fused_activation, weight_bits=self.weight_bits,
+            weight_symmetric=self.weight_symmetric, per_channel=self.per_channel,
+            activation_bits=self.activation_bits, activation_symmetric=self.activation_symmetric,
+            ema_decay=self.ema_decay, quantize_inputs=self.quantize_inputs, quantize_output=self.quantize_output,
+            fixed_output_range=self.fixed_output_range)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
+        bn = config.pop("batchnorm", None)
+        bn = None if bn is None else keras.saving.deserialize_keras_object(bn)
+        return cls(layer, batchnorm=bn, **config)
+
+
+def _takes_training(layer) -> bool:
+    import inspect
+
+    try:
+        return "training" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
