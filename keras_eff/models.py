@@ -84,3 +84,29 @@ def concat_cnn(input_shape=(28, 28, 1), num_classes=10, width=16, bn_momentum=0.
 
 
 ZOO = {"small_cnn": small_cnn, "ds_cnn": ds_cnn, "residual_cnn": residual_cnn, "concat_cnn": concat_cnn}
+
+
+def _application(build, input_shape, num_classes, bn_momentum, name, **kwargs):
+    """A keras.applications network (weights=None) on Fashion-MNIST-sized inputs: 28×28 padded to 32×32, logits out.
+    The application's BatchNorm momentum (0.999) is lowered, since short runs leave such statistics far off."""
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.ZeroPadding2D(2, name="pad_to_32")(inputs) if input_shape[0] == 28 else inputs
+    shape = (x.shape[1], x.shape[2], input_shape[-1])
+    base = build(input_shape=shape, weights=None, include_top=False, pooling="avg", **kwargs)
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = bn_momentum
+    outputs = layers.Dense(num_classes, name="logits")(base(x))
+    return keras.Model(inputs, outputs, name=name)
+
+
+def mobilenet_v2(input_shape=(28, 28, 1), num_classes=10, alpha=0.35, bn_momentum=0.9, name="mobilenet_v2"):
+    """keras.applications.MobileNetV2 (nested, weights=None) with a logits head."""
+    return _application(keras.applications.MobileNetV2, input_shape, num_classes, bn_momentum, name, alpha=alpha)
+
+
+def mobilenet_v3_small(input_shape=(28, 28, 1), num_classes=10, alpha=0.75, bn_momentum=0.9,
+                       name="mobilenet_v3_small"):
+    """keras.applications.MobileNetV3Small (nested, weights=None, no preprocessing layer) with a logits head."""
+    return _application(keras.applications.MobileNetV3Small, input_shape, num_classes, bn_momentum, name,
+                        alpha=alpha, include_preprocessing=False, minimalistic=False)

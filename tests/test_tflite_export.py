@@ -111,18 +111,26 @@ def _identity_int8():
 def test_compare_counts_lsb_and_near_ties():
     model, data = _identity_int8()
     scale, zp = te.TFLiteModel(data).outputs[0]["quantization"]
-    x = np.array([[0.5, -0.5, 0.0], [0.10, 0.10 + 0.5 * scale, -0.9], [0.8, 0.8 - 6 * scale, 0.2]], np.float32)
+    base = (round(0.8 / scale) + 0.3) * scale  # on the grid plus 0.3 LSB
+    x = np.array([[0.5, -0.5, 0.0],
+                  [0.10, 0.10 + 0.5 * scale, -0.9],
+                  [base - 6.4 * scale, base, 0.2]], np.float32)
     exact = te.quantize(model.predict(x, verbose=0), scale, zp).astype(np.int32)
+    assert exact[2, 1] - exact[2, 0] == 6  # 6.4 LSB apart in float, 6 on the grid
     fake = exact.copy()
     fake[0, 2] += 2  # 2 LSB off, argmax unchanged
-    fake[1] = [exact[1, 0] + 1, exact[1, 1], exact[1, 2]]  # argmax flips on a half-LSB tie: a near-tie
-    fake[2] = [exact[2, 0] - 3, exact[2, 1] + 4, exact[2, 2]]  # flips though the classes are 6 LSB apart: 4 < 6
+    fake[1] = [exact[1, 0] + 1, exact[1, 1], exact[1, 2]]  # flips on a half-LSB gap: a near-tie
+    # both classes meet in the middle (3 LSB each): the tie goes to class 0, though Keras had them 6.4 LSB apart,
+    # more than the 3 + 3 LSB errors explain
+    fake[2, 0] += 3
+    fake[2, 1] -= 3
     cmp = te.compare(model, data, x, tflite_outputs=fake.astype(np.int8))
-    assert cmp.max_lsb_diff == int(np.abs(fake - exact).max())
+    assert cmp.max_lsb_diff == 3
     assert cmp.within_1_lsb == pytest.approx(np.mean(np.abs(fake - exact) <= 1))
     assert cmp.argmax_agreement == pytest.approx(1 / 3)
     assert cmp.disagreements == 2 and cmp.near_tie_disagreements == 1
     assert not cmp.all_disagreements_near_ties
+    assert cmp.disagreement_gaps_lsb == pytest.approx([0.5, 6.4], abs=0.01)
     real = te.compare(model, data, x)  # row 1 ties on the grid: a disagreement, but a near-tie
     assert real.max_lsb_diff <= 1 and real.disagreements == 1 and real.all_disagreements_near_ties
 

@@ -44,6 +44,22 @@ def has_fake_quant(model) -> bool:
     return bool(_traced_op_types(model) & set(_FAKE_QUANT_OPS))
 
 
+def _saved_model_has_fake_quant(folder) -> bool:
+    """The same question asked of an exported SavedModel, without tracing the model again."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(f"{folder}/saved_model.pb", "rb") as f:
+        proto.ParseFromString(f.read())
+    for meta in proto.meta_graphs:
+        ops = {n.op for n in meta.graph_def.node}
+        for fn in meta.graph_def.library.function:
+            ops.update(n.op for n in fn.node_def)
+        if ops & set(_FAKE_QUANT_OPS):
+            return True
+    return False
+
+
 def _as_input_arrays(model, data, max_samples):
     """Representative data as one float32 array per model input, validated against the input shapes."""
     inputs = _model_inputs(model)
@@ -113,11 +129,6 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
                                     + "\n  - ".join(problems))
         if representative_data is not None:
             rep = _as_input_arrays(model, representative_data, max_samples)
-        elif not has_fake_quant(model):
-            raise TFLiteExportError(
-                f"model {model.name!r} is a float model (it carries no fake-quant ranges), so int8 export needs "
-                f"representative_data (a few hundred typical inputs) to calibrate its ranges; or export it as "
-                f"float with quantize=False, or quantize it first with keras_eff.quantize_model")
     elif representative_data is not None:
         raise ValueError("representative_data is only used for int8 export; drop it or set quantize=True")
 
@@ -128,6 +139,11 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
         except Exception as err:  # the cause is the useful part; the converter would hide it
             raise TFLiteExportError(f"Keras could not export model {model.name!r} as a SavedModel: "
                                     f"{type(err).__name__}: {err}") from err
+        if quantize and rep is None and not _saved_model_has_fake_quant(tmp):
+            raise TFLiteExportError(
+                f"model {model.name!r} is a float model (it carries no fake-quant ranges), so int8 export needs "
+                f"representative_data (a few hundred typical inputs) to calibrate its ranges; or export it as "
+                f"float with quantize=False, or quantize it first with keras_eff.quantize_model")
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         if quantize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]

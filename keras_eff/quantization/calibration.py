@@ -20,7 +20,8 @@ def _check_data(model, data):
         raise TypeError("calibration data must be a numeric array of model inputs")
     if x.ndim == 0 or len(x) == 0:
         raise ValueError("calibration data is empty: give a few hundred typical inputs (training images, say)")
-    expected = tuple(model.inputs[0].shape[1:])
+    inputs = getattr(model, "inputs", None)
+    expected = tuple(inputs[0].shape[1:]) if inputs else tuple(x.shape[1:])  # a subclassed model: no declared shape
     if x.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, x.shape[1:])):
         raise ValueError(f"calibration data has shape {x.shape}, but model {model.name!r} expects "
                          f"(n, {', '.join(str(e) for e in expected)})")

@@ -21,6 +21,8 @@ def unsupported_reason(layer) -> str | None:
         return "channels_first data format (TFLite is channels_last)"
     if getattr(layer, "groups", 1) != 1:
         return f"grouped convolution (groups={layer.groups})"
+    if isinstance(layer, layers.Conv1D) and layer.padding == "causal":
+        return "causal padding"
     return None
 
 
@@ -31,7 +33,13 @@ def kernel_names(layer) -> tuple:
 
 
 def to_channels_last(layer, name, kernel):
-    """The kernel reshaped so that its last axis is the output channel (for per-channel ranges)."""
+    """The kernel reshaped so that its last axis is the output channel (for per-channel ranges).
+
+    A Conv1D kernel becomes the (1, k, c_in, c_out) kernel of the 2-D convolution TFLite runs, and stays so: the
+    converter cannot hold per-channel ranges through the reshape it would otherwise insert after the quantizer.
+    """
+    if isinstance(layer, layers.Conv1D) and not isinstance(layer, layers.Conv1DTranspose):
+        return ops.expand_dims(kernel, 0)
     if isinstance(layer, layers.DepthwiseConv2D) or name == "depthwise_kernel":
         kh, kw, cin, mult = kernel.shape
         return ops.reshape(kernel, (kh, kw, 1, cin * mult))
@@ -41,6 +49,8 @@ def to_channels_last(layer, name, kernel):
 
 
 def from_channels_last(layer, name, kernel, shape):
+    if isinstance(layer, layers.Conv1D):
+        return kernel  # kept as the 2-D kernel (see to_channels_last)
     if isinstance(layer, layers.DepthwiseConv2D) or name == "depthwise_kernel":
         return ops.reshape(kernel, shape)
     if isinstance(layer, layers.Conv2DTranspose):
@@ -66,5 +76,10 @@ def linear(layer, x, kernels: dict, between=None):
         return ops.conv_transpose(x, kernels["kernel"], strides=layer.strides, padding=layer.padding,
                                   output_padding=layer.output_padding, data_format=layer.data_format,
                                   dilation_rate=layer.dilation_rate)
-    return ops.conv(x, kernels["kernel"], strides=layer.strides, padding=layer.padding,
-                    dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+    kernel = kernels["kernel"]
+    if isinstance(layer, layers.Conv1D) and len(kernel.shape) == 4:  # the 2-D form of a quantized Conv1D
+        y = ops.conv(ops.expand_dims(x, 1), kernel, strides=(1,) + tuple(layer.strides), padding=layer.padding,
+                     dilation_rate=(1,) + tuple(layer.dilation_rate), data_format=layer.data_format)
+        return ops.squeeze(y, 1)
+    return ops.conv(x, kernel, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate,
+                    data_format=layer.data_format)

@@ -149,7 +149,8 @@ class QuantizeWrapper(layers.Wrapper):
         return kernels, bias
 
     def quantized_kernels(self):
-        """The fake-quantized kernels (values on the grid) and the bias, as exported."""
+        """The fake-quantized kernels (values on the grid) and the bias, as exported. A Conv1D kernel comes back in
+        the (1, k, c_in, c_out) form of the 2-D convolution TFLite runs."""
         kernels, bias = self.folded_kernels()
         return {n: self.quantize_kernel(n, k) for n, k in kernels.items()}, bias
 
