@@ -10,8 +10,8 @@ import sys
 def _demo(args) -> int:
     from .demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(out_dir=args.out, epochs=args.epochs, n_train=args.train_samples,
-                        n_test=args.test_samples, seed=args.seed))
+    run_demo(DemoConfig(out_dir=args.out, epochs=args.epochs, qat_epochs=args.qat_epochs,
+                        n_train=args.train_samples, n_test=args.test_samples, seed=args.seed))
     return 0
 
 
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train a small CNN on Fashion-MNIST, quantize and export it, print a table")
     demo.add_argument("--out", default="artifacts/demo", help="folder for the artifacts (default: %(default)s)")
     demo.add_argument("--epochs", type=int, default=3, help="training epochs (default: %(default)s)")
+    demo.add_argument("--qat-epochs", type=int, default=1, help="quantization-aware training epochs (default: "
+                                                                  "%(default)s)")
     demo.add_argument("--train-samples", type=int, default=None, help="use only the first N training images")
     demo.add_argument("--test-samples", type=int, default=None, help="use only the first N test images")
     demo.add_argument("--seed", type=int, default=0)

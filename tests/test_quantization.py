@@ -375,3 +375,24 @@ def test_decorator_quantizes_a_subclassed_model(rng):
         ke.quantize(net)
     with pytest.raises(TypeError, match="Keras layer"):
         ke.quantize("conv")
+
+
+def test_swish_hard_swish_and_fixed_range_into_pooling(rng):
+    """Swish runs as LOGISTIC (fixed 1/256 grid) + MUL in TFLite; a pooling after a sigmoid keeps the sigmoid's
+    fixed grid instead of requantizing. Both must match the simulation."""
+    inputs = keras.Input((8, 8, 2))
+    x = layers.Conv2D(8, 3, activation="swish", name="c1")(inputs)
+    x = layers.Conv2D(8, 3, name="c2")(x)
+    x = layers.Activation("hard_swish", name="hs")(x)
+    x = layers.Activation("sigmoid", name="sg")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, layers.Dense(4, name="fc")(x))
+    model.set_weights([rng.normal(0, 0.5, w.shape) for w in model.get_weights()])
+    q = ke.quantize_model(model)
+    x = rng.normal(0, 1, (300, 8, 8, 2)).astype(np.float32)
+    ke.calibrate(q, x, progress=False)
+    data = te.to_tflite(q)
+    ops = te.read_graph(data).op_names()
+    assert "QUANTIZE" not in ops and {"LOGISTIC", "MUL", "HARD_SWISH", "MEAN"} <= set(ops)
+    cmp = te.compare(q, data, x)
+    assert cmp.within_1_lsb >= 0.99 and cmp.max_lsb_diff <= 1

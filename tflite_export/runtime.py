@@ -133,3 +133,20 @@ class TFLiteModel:
 def measure_latency(model, num_threads: int = 1, runs: int = 200, warmup: int = 20) -> Latency:
     """Median batch-1 latency of a TFLite model (bytes or path) on LiteRT with XNNPACK."""
     return TFLiteModel(model, num_threads=num_threads).latency(runs=runs, warmup=warmup)
+
+
+def compare_latency(models: dict, repeats: int = 7, runs: int = 100, warmup: int = 20,
+                    num_threads: int = 1) -> dict:
+    """Latency of several TFLite models measured interleaved: each repeat times every model in turn, so that a
+    machine's drifting load falls on all of them alike.
+
+    Returns ``{name: {"median_us", "spread_us", "repeats": [...]}}`` where ``median_us`` is the median of the
+    per-repeat medians and ``spread_us`` their max − min (the run-to-run spread).
+    """
+    loaded = {name: TFLiteModel(m, num_threads=num_threads) for name, m in models.items()}
+    per_repeat = {name: [] for name in loaded}
+    for _ in range(repeats):
+        for name, model in loaded.items():
+            per_repeat[name].append(model.latency(runs=runs, warmup=warmup).median_us)
+    return {name: {"median_us": float(np.median(v)), "spread_us": float(np.max(v) - np.min(v)), "repeats": v}
+            for name, v in per_repeat.items()}

@@ -70,11 +70,25 @@ def _fusable_activation(layer) -> str | None:
 
 
 def _fixed_range(layer):
+    """The output range TFLite fixes for this layer's last op (softmax, sigmoid, tanh), or None."""
     if isinstance(layer, layers.Softmax):
         return FIXED_RANGES["softmax"]
-    if isinstance(layer, layers.Activation):
-        return FIXED_RANGES.get(activation_name(layer.activation))
+    if isinstance(layer, layers.Activation) or isinstance(layer, layer_ops.SUPPORTED):
+        return FIXED_RANGES.get(activation_name(getattr(layer, "activation", None)))
     return None
+
+
+def _node_fixed_range(node):
+    op = node.operation
+    return _fixed_range(op) if isinstance(op, layers.Layer) else None
+
+
+def _inherited_fixed_range(node):
+    """For a shared-range layer with one input: the fixed range of the layer that produces it, which TFLite keeps."""
+    if len(node.input_tensors) != 1:
+        return None
+    producer = node.input_tensors[0]._keras_history.operation
+    return _fixed_range(producer) if isinstance(producer, layers.Layer) else None
 
 
 class _Quantizer:
@@ -102,9 +116,10 @@ class _Quantizer:
         return (nxt, act) if act else (None, None)
 
     def _feeds_shared_range(self, rb, node) -> bool:
-        """Whether this node's only consumer quantizes the tensor with its own shared range."""
+        """Whether this node's only consumer quantizes the tensor with its own shared range (a node with a fixed
+        output range keeps it: the consumer adopts that range instead)."""
         nxt = rb.info.sole_consumer(node)
-        return (nxt is not None and isinstance(nxt.operation, SHARED_RANGE)
+        return (nxt is not None and isinstance(nxt.operation, SHARED_RANGE) and _node_fixed_range(node) is None
                 and self.config.for_layer(nxt.operation).quantize)
 
     def __call__(self, rb, node, args, kwargs):
@@ -134,7 +149,7 @@ class _Quantizer:
         if isinstance(op, OWN_RANGE + SHARED_RANGE):
             nxt, act = (None, None) if isinstance(op, (layers.Activation, layers.Softmax) + SHARED_RANGE) else \
                 self._next_fusable(rb, node)
-            fixed = _fixed_range(op)
+            fixed = _inherited_fixed_range(node) if isinstance(op, SHARED_RANGE) else _fixed_range(op)
             wrapper = QuantizeWrapper(clone_layer(op), fused_activation=act or "linear",
                                       quantize_output=not self._feeds_shared_range(rb, node),
                                       fixed_output_range=fixed, **self.wrapper_kwargs(spec, op))

@@ -27,6 +27,7 @@ from .config import PER_CHANNEL_EXPORTABLE
 from .quantizers import FIXED_RANGES, ActivationQuantizer, WeightQuantizer, check_bits
 
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+SWISH = ("swish", "silu")  # TFLite runs x·sigmoid(x) as LOGISTIC (fixed 1/256 grid) then MUL
 # Layers whose inputs and output share one range (see keras_eff.quantization.model).
 SHARED_RANGE = (layers.Concatenate, layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D,
                 layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)
@@ -99,6 +100,11 @@ class QuantizeWrapper(layers.Wrapper):
                                                      name=f"{prefix}_output_range") if quantize_output else None)
         self.between_quantizer = (ActivationQuantizer(**act, name=f"{prefix}_between_range")
                                   if isinstance(layer, layers.SeparableConv2D) else None)
+        inner_act = (activation_name(layer.activation) if isinstance(layer, layers.Activation)
+                     else self._post_activation)
+        self.sigmoid_quantizer = (ActivationQuantizer(**act, fixed_range=FIXED_RANGES["sigmoid"],
+                                                      name=f"{prefix}_swish_sigmoid_range")
+                                  if inner_act in SWISH else None)
         self.post_quantizer = None
         if self._post_activation:
             self.post_quantizer = ActivationQuantizer(**act, fixed_range=FIXED_RANGES.get(self._post_activation),
@@ -110,7 +116,7 @@ class QuantizeWrapper(layers.Wrapper):
     def quantizers(self) -> list:
         """The activation quantizers of this layer, in the order data passes them."""
         return [q for q in (self.input_quantizer, self.between_quantizer, self.output_quantizer,
-                            self.post_quantizer) if q is not None]
+                            self.sigmoid_quantizer, self.post_quantizer) if q is not None]
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -199,8 +205,14 @@ class QuantizeWrapper(layers.Wrapper):
         if self.output_quantizer is not None and not isinstance(self.layer, SHARED_RANGE):
             y = self.output_quantizer(y, training=training)
         if self._post_activation:
-            y = self.post_quantizer(self.layer.activation(y), training=training)
+            y = self.post_quantizer(self._activate(self.layer.activation, y, training), training=training)
         return y
+
+    def _activate(self, fn, x, training):
+        """An activation as TFLite computes it: swish with its sigmoid on the fixed 1/256 grid."""
+        if self.sigmoid_quantizer is not None:
+            return x * self.sigmoid_quantizer(ops.sigmoid(x), training=training)
+        return fn(x)
 
     def _call_plain(self, inputs, training):
         q = self.output_quantizer
@@ -215,6 +227,8 @@ class QuantizeWrapper(layers.Wrapper):
                 q.update_range(seen)
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             return q.fake_quantize(self.layer(xs))
+        if isinstance(self.layer, layers.Activation):
+            return self._activate(self.layer, inputs, training)
         return self.layer(inputs, training=training) if _takes_training(self.layer) else self.layer(inputs)
 
     # -- export and serialization --------------------------------------------------------------------------------
