@@ -142,8 +142,16 @@ def _export(args) -> int:
 
 
 def _c_name(stem: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in stem)
-    return cleaned if cleaned[:1].isalpha() or cleaned[:1] == "_" else f"model_{cleaned}"
+    """A C identifier from a file name: other characters become '_', and a digit start or a keyword gets 'model'."""
+    import tflite_export as te
+
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in stem) or "model"
+    if not (cleaned[:1].isalpha() or cleaned[:1] == "_"):
+        cleaned = f"model_{cleaned}"
+    try:
+        return te.check_c_name(cleaned)
+    except ValueError:  # a C keyword such as 'float'
+        return f"{cleaned}_model"
 
 
 def _report(args) -> int:
