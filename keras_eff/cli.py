@@ -83,6 +83,7 @@ def _check_data(args, shape, required: bool):
             if required:
                 raise CliError(f"the model input is {shape}, not Fashion-MNIST's (28, 28, 1): pass --data FILE.npy "
                                f"with inputs for the check")
+            _say(f"No --data for input shape {shape}: the TFLite Micro vs LiteRT check is skipped")
             return None
         spec = BUILTIN_DATASET
     return load_samples(spec, shape, args.samples, "check data", split="test")
