@@ -40,6 +40,8 @@ class ArenaEstimate:
 
 
 def _too_small(reply) -> bool:
+    if reply.timed_out:
+        return False
     return reply.crashed or any(m in reply.log for m in _TOO_SMALL)
 
 

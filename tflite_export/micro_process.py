@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ class Reply:
     log: str
     crashed: bool = False
     returncode: int | None = None
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:
@@ -28,6 +30,8 @@ class Reply:
 
     @property
     def error(self) -> str:
+        if self.timed_out:
+            return f"the TFLite Micro process hung: {self.log.strip()}"
         if self.crashed:
             how = f"signal {-self.returncode}" if self.returncode and self.returncode < 0 else f"exit {self.returncode}"
             return f"the TFLite Micro process crashed ({how})" + (f": {self.log.strip()}" if self.log.strip() else "")
@@ -38,7 +42,7 @@ class Reply:
 class MicroProcess:
     """A TFLite Micro interpreter over one model in a child process, restarted when it crashes."""
 
-    def __init__(self, model_bytes: bytes, timeout: float = 120.0):
+    def __init__(self, model_bytes: bytes, timeout: float = 600.0):
         self._dir = tempfile.TemporaryDirectory(prefix="keras_eff_micro_")
         self.model_path = Path(self._dir.name) / "model.tflite"
         self.model_path.write_bytes(model_bytes)
@@ -63,22 +67,29 @@ class MicroProcess:
         if self._proc is None or self._proc.poll() is not None:
             self._start()
         start = self._log.seek(0, os.SEEK_END)
+        timed_out = False
         try:
             self._proc.stdin.write((json.dumps(req) + "\n").encode())
             self._proc.stdin.flush()
-            line = self._proc.stdout.readline()
+            ready, _, _ = select.select([self._proc.stdout], [], [], self.timeout)
+            timed_out = not ready
+            line = b"" if timed_out else self._proc.stdout.readline()
         except BrokenPipeError:
             line = b""
         if not line:
+            if timed_out:
+                self._proc.kill()
             try:
-                rc = self._proc.wait(timeout=self.timeout)
+                rc = self._proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 rc = self._proc.wait()
             log = self._read_log(start)
+            if timed_out:
+                log = f"no answer within {self.timeout:.0f} s; {log}"
             self._close_proc()
             self.restarts += 1
-            return Reply({}, log, crashed=True, returncode=rc)
+            return Reply({}, log, crashed=True, returncode=rc, timed_out=timed_out)
         return Reply(json.loads(line), self._read_log(start))
 
     def _read_log(self, start: int) -> str:
