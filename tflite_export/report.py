@@ -71,7 +71,7 @@ class ModelReport:
         s = d["summary"]
         md += ["| | |", "|---|---|"]
         md += [f"| {k} | {v} |" for k, v in (
-            ("int8 file", f"{s['file_bytes']:,} bytes"), ("gzip -9", f"{s['gzip_bytes']:,} bytes"),
+            ("TFLite file", f"{s['file_bytes']:,} bytes"), ("gzip -9", f"{s['gzip_bytes']:,} bytes"),
             ("parameters (conv and dense weights, biases)", f"{s['parameters']:,}"), ("MACs per inference", f"{s['macs']:,}"),
             ("input", s["input"]), ("output", s["output"]))]
         arena = d.get("arena")
