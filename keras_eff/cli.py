@@ -119,7 +119,7 @@ def _export(args) -> int:
     _preflight(out, names, args.force)
     rep = _rep_data(args, model)
     shape = _input_shape(model)
-    check_x = None if args.no_micro else _check_data(args, shape, required=False)
+    check_x = _check_data(args, shape, required=False) if (args.onnx or not args.no_micro) else None
     _say(f"Converting {args.model} to int8 TFLite")
     int8 = te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples)
     files = {f"{name}.tflite": int8}
@@ -135,7 +135,9 @@ def _export(args) -> int:
         _say("Exporting ONNX with tf2onnx")
         onnx = te.to_onnx(model, opset=args.opset)
         if check_x is not None or rep is not None:
-            print(te.compare_onnx(model, onnx, (check_x if check_x is not None else rep)[:200]))
+            x = (check_x if check_x is not None else rep)[:200]
+            for optimize in (False, True):
+                print(te.compare_onnx(model, onnx, x, optimize=optimize))
         files[f"{name}.onnx"] = onnx
     written = te.write_files(out, files, overwrite=args.force)
     print(f"Wrote {len(written)} files to {out}: {', '.join(sorted(p.name for p in written))}")

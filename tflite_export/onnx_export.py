@@ -1,7 +1,13 @@
 """Keras 3 models to ONNX with tf2onnx, run with onnxruntime and compared with Keras.
 
 A float model becomes a float ONNX graph; a model with fake-quant ops (a QAT model) keeps its quantization as
-QuantizeLinear/DequantizeLinear pairs, which onnxruntime runs in float around the simulated int8 grid.
+QuantizeLinear/DequantizeLinear pairs around float ops.
+
+onnxruntime's graph optimizations (on by default, from level BASIC up) rewrite those pairs and the ops between them,
+and then no longer compute exactly what the graph says: on a QAT CNN from keras_eff.quantize_model the optimized
+outputs differed from Keras by up to 5 output steps (97% argmax agreement), while the same graph run without
+optimizations matched Keras to 1e-7. ``run_onnx`` and ``compare_onnx`` therefore run the graph as exported by
+default (``optimize=False``); ``optimize=True`` measures what a default onnxruntime deployment computes.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ def _input_name(t, i) -> str:
     return name.split(":")[0].replace("/", "_")
 
 
-def _session(onnx_model):
+def _session(onnx_model, optimize: bool):
     import onnxruntime as ort
 
     data = onnx_model
@@ -59,15 +65,20 @@ def _session(onnx_model):
             data = f.read()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         return ort.InferenceSession(bytes(data), options, providers=["CPUExecutionProvider"])
     except Exception as err:
         raise ValueError(f"onnxruntime cannot load the ONNX model ({len(data)} bytes): {err}") from err
 
 
-def run_onnx(onnx_model, *xs, batch_size: int = 256):
-    """Runs an ONNX model (bytes or path) in onnxruntime; the output array, or a list for several outputs."""
-    session = _session(onnx_model)
+def run_onnx(onnx_model, *xs, batch_size: int = 256, optimize: bool = False):
+    """Runs an ONNX model (bytes or path) in onnxruntime; the output array, or a list for several outputs.
+
+    ``optimize=False`` runs the graph exactly as exported (graph optimizations off); ``optimize=True`` with
+    onnxruntime's default optimizations, as a deployment would, which changes QAT models' results (module doc)."""
+    session = _session(onnx_model, optimize)
     inputs = session.get_inputs()
     if len(xs) != len(inputs):
         raise ValueError(f"the ONNX model takes {len(inputs)} inputs, got {len(xs)}")
@@ -101,22 +112,25 @@ class OnnxComparison:
     max_abs_diff: float
     max_rel_diff: float
     argmax_agreement: float
+    optimized: bool = False
 
     def as_dict(self):
         return asdict(self)
 
     def __str__(self):
-        return (f"ONNX vs Keras on {self.n} samples: max |diff| {self.max_abs_diff:.3g} ({self.max_rel_diff:.2g} "
-                f"relative), argmax agreement {self.argmax_agreement:.2%}")
+        how = "onnxruntime optimized" if self.optimized else "graph as exported"
+        return (f"ONNX ({how}) vs Keras on {self.n} samples: max |diff| {self.max_abs_diff:.3g} "
+                f"({self.max_rel_diff:.2g} relative), argmax agreement {self.argmax_agreement:.2%}")
 
 
-def compare_onnx(keras_model, onnx_model, x, batch_size: int = 256) -> OnnxComparison:
+def compare_onnx(keras_model, onnx_model, x, batch_size: int = 256, optimize: bool = False) -> OnnxComparison:
+    """Keras vs onnxruntime on ``x``; ``optimize`` as in ``run_onnx``."""
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     if len(xs[0]) == 0:
         raise ValueError("compare_onnx needs at least one input sample")
     ref = keras_model.predict(xs if len(xs) > 1 else xs[0], batch_size=batch_size, verbose=0)
     ref = np.asarray(ref[0] if isinstance(ref, list) else ref, np.float64)
-    got = run_onnx(onnx_model, *xs, batch_size=batch_size)
+    got = run_onnx(onnx_model, *xs, batch_size=batch_size, optimize=optimize)
     got = np.asarray(got[0] if isinstance(got, list) else got, np.float64)
     if got.shape != ref.shape:
         raise ValueError(f"Keras output shape {ref.shape} differs from the ONNX output shape {got.shape}")
@@ -124,4 +138,4 @@ def compare_onnx(keras_model, onnx_model, x, batch_size: int = 256) -> OnnxCompa
     scale = float(np.max(np.abs(ref))) or 1.0
     n = len(ref)
     agree = float(np.mean(ref.reshape(n, -1).argmax(1) == got.reshape(n, -1).argmax(1)))
-    return OnnxComparison(n, diff, diff / scale, agree)
+    return OnnxComparison(n, diff, diff / scale, agree, optimize)
