@@ -79,7 +79,7 @@ def run_architecture(name, build, data, epochs, qat_epochs, seed, width):
     files = {"float": te.to_tflite(float_model, quantize=False),
              "int8 PTQ": te.to_tflite(float_model, representative_data=x[:500]),
              "int8 QAT": te.to_tflite(qat)}
-    latency = te.compare_latency(files, repeats=7, runs=100)
+    latency = te.compare_latency(files, rounds=7, runs=100)
     ratio, ratio_spread, _ = step_time_ratio(compile_classifier(build(width=width)),
                                              compile_classifier(ke.quantize_model(build(width=width))), x, y)
     keras_acc = {"float": float_model.evaluate(xt, yt, verbose=0)[1]}

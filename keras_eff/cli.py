@@ -1,25 +1,261 @@
-"""The `keras-eff` command line."""
+"""The `keras-eff` command line: demo, export, report, verify."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import textwrap
+import traceback
+from pathlib import Path
+
+from .cli_inputs import BUILTIN_DATASET, DEFAULT_REP_SAMPLES, CliError, load_keras_model, load_samples, read_tflite
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1  # usage error, missing/corrupt/mis-shaped input, output exists without --force
+EXIT_VERIFY_FAILED = 2  # TFLite Micro differs from LiteRT beyond tolerance, or cannot run the model
+EXIT_EXPORT_FAILED = 3  # the model cannot be converted (float islands, unsupported ops, converter errors)
+EXIT_INTERNAL = 4  # an unexpected error: a bug in keras-eff
+
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}  success
+  {EXIT_BAD_INPUT}  bad input or usage: a missing, corrupt or mis-shaped file, a bad option, or an output file
+     that exists without --force (nothing is written)
+  {EXIT_VERIFY_FAILED}  verification failed: TFLite Micro's outputs differ from LiteRT's by more than --max-lsb, or
+     TFLite Micro cannot run the model
+  {EXIT_EXPORT_FAILED}  export failed: the model cannot be converted as asked (float islands in an int8 model,
+     ops TFLite Micro lacks, converter errors); nothing is written
+  {EXIT_INTERNAL}  unexpected internal error (a bug: please report it with the traceback)"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit with EXIT_BAD_INPUT like every other bad input."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100)
+
+
+def _say(msg: str):
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _demo(args) -> int:
-    from .demo import DemoConfig, run_demo
+    from .demo import DemoConfig, mcu_stage, run_demo
 
     run_demo(DemoConfig(out_dir=args.out, epochs=args.epochs, qat_epochs=args.qat_epochs,
-                        n_train=args.train_samples, n_test=args.test_samples, seed=args.seed))
-    return 0
+                        n_train=args.train_samples, n_test=args.test_samples, seed=args.seed),
+             stages=[("Microcontroller package and report (out/mcu)", mcu_stage)])
+    return EXIT_OK
+
+
+def _input_shape(model):
+    if len(model.inputs) != 1:
+        raise CliError(f"model {model.name!r} has {len(model.inputs)} inputs; the command line handles single-input "
+                       f"models (use the tflite_export Python API for several)")
+    return tuple(model.inputs[0].shape[1:])
+
+
+def _rep_data(args, model):
+    """Representative data for int8 calibration: the --rep-data file, else the built-in dataset if it fits."""
+    import tflite_export as te
+
+    spec = args.rep_data
+    if spec is None:
+        if te.has_fake_quant(model):
+            return None  # a QAT model carries its own ranges
+        if _input_shape(model) != (28, 28, 1):
+            raise CliError(f"model {model.name!r} is a float model with input {_input_shape(model)}: int8 export "
+                           f"needs representative data; pass --rep-data FILE.npy (a few hundred typical inputs)")
+        spec = BUILTIN_DATASET
+        _say(f"Calibrating with {args.rep_samples} built-in Fashion-MNIST training images (--rep-data to change)")
+    return load_samples(spec, _input_shape(model), args.rep_samples, "representative data")
+
+
+def _check_data(args, shape, required: bool):
+    spec = args.data
+    if spec is None:
+        if shape != (28, 28, 1):
+            if required:
+                raise CliError(f"the model input is {shape}, not Fashion-MNIST's (28, 28, 1): pass --data FILE.npy "
+                               f"with inputs for the check")
+            _say(f"No --data for input shape {shape}: the TFLite Micro vs LiteRT check is skipped")
+            return None
+        spec = BUILTIN_DATASET
+    return load_samples(spec, shape, args.samples, "check data", split="test")
+
+
+def _tflite_input_shape(data: bytes):
+    import tflite_export as te
+
+    tfl = te.TFLiteModel(data)
+    if len(tfl.inputs) != 1:
+        raise CliError("the command line handles single-input models (use the tflite_export Python API)")
+    return tuple(int(s) for s in tfl.inputs[0]["shape"][1:])
+
+
+def _preflight(out_dir: Path, names, force: bool):
+    """Fails before any slow work when an output exists and --force was not given."""
+    if not force:
+        existing = [str(out_dir / n) for n in names if (out_dir / n).exists()]
+        if existing:
+            raise CliError(f"{', '.join(existing)} already exist(s); pass --force to replace, or choose another "
+                           f"--out folder")
+
+
+def _export(args) -> int:
+    import tflite_export as te
+
+    model = load_keras_model(args.model)
+    name = te.check_c_name(args.name or _c_name(Path(args.model).stem))
+    out = Path(args.out or f"{Path(args.model).stem}_export")
+    micro_names = [f"{name}.h", f"{name}.c", f"{name}_op_resolver.h", f"{name}_micro.json"]
+    names = [f"{name}.tflite"] + (micro_names if not args.no_micro else []) + \
+        ([f"{name}.onnx"] if args.onnx else []) + ([f"{name}_float.tflite"] if args.float else [])
+    _preflight(out, names, args.force)
+    rep = _rep_data(args, model)
+    shape = _input_shape(model)
+    check_x = _check_data(args, shape, required=False) if (args.onnx or not args.no_micro) else None
+    _say(f"Converting {args.model} to int8 TFLite")
+    int8 = te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples)
+    files = {f"{name}.tflite": int8}
+    if args.float:
+        files[f"{name}_float.tflite"] = te.to_tflite(model, quantize=False)
+    if not args.no_micro:
+        _say("Building the microcontroller package (arena search and TFLite Micro check in a child process)")
+        pkg = te.micro_package(int8, name=name, x=check_x, margin=args.arena_margin,
+                               source_note=Path(args.model).name)
+        files.update({k: v for k, v in pkg.files().items() if k != f"{name}.tflite"})
+        print(pkg)
+    if args.onnx:
+        _say("Exporting ONNX with tf2onnx")
+        onnx = te.to_onnx(model, opset=args.opset)
+        if check_x is not None or rep is not None:
+            x = (check_x if check_x is not None else rep)[:200]
+            for optimize in (False, True):
+                print(te.compare_onnx(model, onnx, x, optimize=optimize))
+        files[f"{name}.onnx"] = onnx
+    written = te.write_files(out, files, overwrite=args.force)
+    print(f"Wrote {len(written)} files to {out}: {', '.join(sorted(p.name for p in written))}")
+    return EXIT_OK
+
+
+def _c_name(stem: str) -> str:
+    """A C identifier from a file name: other characters become '_', and a digit start or a keyword gets 'model'."""
+    import tflite_export as te
+
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in stem) or "model"
+    if not (cleaned[:1].isalpha() or cleaned[:1] == "_"):
+        cleaned = f"model_{cleaned}"
+    try:
+        return te.check_c_name(cleaned)
+    except ValueError:  # a C keyword such as 'float'
+        return f"{cleaned}_model"
+
+
+def _report(args) -> int:
+    import tflite_export as te
+
+    path = Path(args.model)
+    if args.out:
+        stem = Path(args.out)
+        _preflight(stem.parent, [f"{stem.name}.md", f"{stem.name}.json"], args.force)
+    float_tfl = None
+    if path.suffix == ".keras":
+        model = load_keras_model(path)
+        rep = _rep_data(args, model)
+        _say(f"Converting {path} to int8 and float TFLite")
+        int8 = te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples)
+        float_tfl = te.to_tflite(model, quantize=False)
+    else:
+        int8 = read_tflite(path)
+        if args.float_tflite:
+            float_tfl = read_tflite(args.float_tflite)
+    x = _check_data(args, _tflite_input_shape(int8), required=False)
+    _say("Measuring: MACs, ops, TFLite Micro support, arena, LiteRT latency")
+    report = te.model_report(int8, float_model=float_tfl, x=x, name=path.name, latency_runs=args.latency_runs,
+                             margin=args.arena_margin)
+    print(report.to_json() if args.json else report.to_markdown())
+    if args.out:
+        written = te.write_files(Path(args.out).parent, {f"{Path(args.out).name}.md": report.to_markdown(),
+                                                         f"{Path(args.out).name}.json": report.to_json()},
+                                 overwrite=args.force)
+        _say(f"Wrote {', '.join(str(p) for p in written)}")
+    for w in report.warnings:
+        _say(f"WARNING: {w}")
+    return EXIT_OK
+
+
+def _verify(args) -> int:
+    import tflite_export as te
+
+    data = read_tflite(args.model)
+    if args.out:
+        _preflight(Path(args.out).parent, [Path(args.out).name], args.force)
+    x = _check_data(args, _tflite_input_shape(data), required=True)
+    try:
+        arena = args.arena or te.find_arena_size(data, margin=args.arena_margin).recommended_bytes
+        check = te.check_micro(data, x, arena_size=arena, use_xnnpack=args.xnnpack)
+    except te.MicroRuntimeError as err:
+        raise CliError(f"verification failed: {err}", EXIT_VERIFY_FAILED) from err
+    ok = check.passed(max_lsb=args.max_lsb)
+    print(check)
+    if args.out:
+        te.atomic_write_json(args.out, {"model": str(args.model), "passed": ok, "max_lsb_allowed": args.max_lsb,
+                                        **check.as_dict()}, overwrite=True)
+    if not ok:
+        _say(f"verification failed: TFLite Micro differs from {check.reference} by up to {check.max_lsb_diff} LSB "
+             f"(allowed: {args.max_lsb})")
+        return EXIT_VERIFY_FAILED
+    return EXIT_OK
+
+
+def _add_data_args(p, data_help: str, default_samples: int):
+    p.add_argument("--data", metavar="FILE", help=data_help)
+    p.add_argument("--samples", type=_positive_int, default=default_samples, metavar="N",
+                   help="use the first N samples of --data (default: %(default)s)")
+
+
+def _add_rep_args(p):
+    p.add_argument("--rep-data", metavar="FILE", help=f"representative inputs for int8 calibration: a .npy/.npz file "
+                   f"(read without pickle; .npz: the array 'x') or '{BUILTIN_DATASET}'. Default: none for QAT models "
+                   f"(their ranges are used), Fashion-MNIST for 28x28x1 float models")
+    p.add_argument("--rep-samples", type=_positive_int, default=DEFAULT_REP_SAMPLES, metavar="N",
+                   help="calibrate on the first N representative inputs (default: %(default)s)")
+
+
+def _positive_int(v):
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return n
+
+
+def _non_negative_int(v):
+    n = int(v)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return n
+
+
+def _fraction(v):
+    f = float(v)
+    if not 0 <= f <= 10:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 10 (0.25 = 25%), got {v}")
+    return f
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="keras-eff", description="Shrink Keras 3 models and deploy them as int8 "
-                                                                    "TFLite.")
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="keras-eff", description="Shrink Keras 3 models and deploy them as int8 TFLite.",
+                     epilog=EXIT_CODES, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="train a small CNN on Fashion-MNIST, quantize and export it, print a table")
+    demo = sub.add_parser("demo", help="train a small CNN on Fashion-MNIST, quantize and export it, print a table",
+                          epilog=EXIT_CODES, formatter_class=fmt)
     demo.add_argument("--out", default="artifacts/demo", help="folder for the artifacts (default: %(default)s)")
     demo.add_argument("--epochs", type=int, default=3, help="training epochs (default: %(default)s)")
     demo.add_argument("--qat-epochs", type=int, default=1, help="quantization-aware training epochs (default: "
@@ -28,21 +264,105 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--test-samples", type=int, default=None, help="use only the first N test images")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    export = sub.add_parser(
+        "export", help="a .keras model to int8 TFLite, a C array for TFLite Micro, and optionally ONNX",
+        description=_wrap("Converts a .keras model (loaded in Keras's safe mode) to a full-int8 TFLite file and its "
+                    "microcontroller package: NAME.h/NAME.c (the model as an aligned byte array with its length and "
+                    "I/O quantization), NAME_op_resolver.h (the ops to register), NAME_micro.json (tensor arena "
+                    "estimate, TFLite Micro vs LiteRT check). All files are written at once, none on failure."),
+        epilog=EXIT_CODES, formatter_class=fmt)
+    export.add_argument("model", help="the .keras file")
+    export.add_argument("-o", "--out", metavar="DIR", help="output folder (default: MODEL_export)")
+    export.add_argument("--name", help="C identifier and file name stem (default: from the model file name)")
+    _add_rep_args(export)
+    _add_data_args(export, f"inputs for the TFLite Micro check (.npy/.npz or '{BUILTIN_DATASET}'; default: "
+                           f"Fashion-MNIST test images for 28x28x1 models, else no check)", 200)
+    export.add_argument("--onnx", action="store_true", help="also write NAME.onnx (tf2onnx) and compare it with Keras")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    export.add_argument("--float", action="store_true", help="also write the float TFLite file NAME_float.tflite")
+    export.add_argument("--no-micro", action="store_true", help="skip the microcontroller package")
+    export.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
+                        help="margin added to the host arena estimate (default: %(default)s = 25%%)")
+    export.add_argument("--force", action="store_true", help="replace existing output files")
+    export.set_defaults(func=_export)
+
+    report = sub.add_parser(
+        "report", help="size, parameters, MACs, ops, TFLite Micro support, arena and latency of a model",
+        description=_wrap("Reports on a .keras model (converted to int8 and float TFLite here) or an int8 .tflite file: "
+                    "file and gzip size, parameters, MACs per op and in total, the ops and whether TFLite Micro runs "
+                    "them (with a warning when not), the tensor arena estimate, LiteRT latency int8 vs float, and "
+                    "the TFLite Micro vs LiteRT check. Prints markdown (or JSON with --json); -o writes both."),
+        epilog=EXIT_CODES, formatter_class=fmt)
+    report.add_argument("model", help="a .keras file or an int8 .tflite file")
+    report.add_argument("-o", "--out", metavar="STEM", help="write STEM.md and STEM.json")
+    report.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    report.add_argument("--float-tflite", metavar="FILE", help="the float .tflite for the latency comparison (for a "
+                                                               ".tflite MODEL)")
+    _add_rep_args(report)
+    _add_data_args(report, f"inputs for the TFLite Micro check (.npy/.npz or '{BUILTIN_DATASET}'; default: "
+                           f"Fashion-MNIST test images for 28x28x1 models, else no check)", 200)
+    report.add_argument("--latency-runs", type=_non_negative_int, default=200, metavar="N",
+                        help="batch-1 runs per latency round, 0 to skip (default: %(default)s)")
+    report.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
+                        help="margin added to the host arena estimate (default: %(default)s)")
+    report.add_argument("--force", action="store_true", help="replace existing output files")
+    report.set_defaults(func=_report)
+
+    verify = sub.add_parser(
+        "verify", help="check that TFLite Micro computes what LiteRT computes on the same inputs",
+        description=_wrap("Runs the same inputs through TFLite Micro (its Python interpreter, in a child process) and "
+                    "LiteRT and compares the raw outputs: share of bit-exact samples and the largest difference in "
+                    "output quantization steps (LSB). Exits 2 when it exceeds --max-lsb."),
+        epilog=EXIT_CODES, formatter_class=fmt)
+    verify.add_argument("model", help="a .tflite file")
+    _add_data_args(verify, f"inputs (.npy/.npz of float samples or '{BUILTIN_DATASET}', the default for 28x28x1 "
+                           f"models)", 200)
+    verify.add_argument("--max-lsb", type=int, default=1, metavar="K",
+                        help="largest allowed difference in output steps (default: %(default)s)")
+    verify.add_argument("--arena", type=_positive_int, metavar="BYTES",
+                        help="tensor arena size (default: the host estimate plus --arena-margin)")
+    verify.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
+                        help="margin added to the host arena estimate (default: %(default)s)")
+    verify.add_argument("--xnnpack", action="store_true",
+                        help="compare with LiteRT's XNNPACK delegate instead of its built-in kernels")
+    verify.add_argument("-o", "--out", metavar="FILE.json", help="also write the result as JSON")
+    verify.add_argument("--force", action="store_true", help="replace an existing --out file")
+    verify.set_defaults(func=_verify)
     return parser
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) and usage errors (EXIT_BAD_INPUT)
+        return int(exc.code or 0)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    import tflite_export as te
+
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError) as err:
+    except CliError as err:
         print(f"keras-eff {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return err.code
+    except te.TFLiteExportError as err:  # float islands, ops TFLite Micro lacks, converter failures
+        print(f"keras-eff {args.command}: export failed: {err}", file=sys.stderr)
+        return EXIT_EXPORT_FAILED
+    except (FileExistsError, FileNotFoundError, ValueError, TypeError) as err:
+        print(f"keras-eff {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"keras-eff {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"keras-eff {args.command}: unexpected internal error (a bug: please report it with the traceback "
+              f"above)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

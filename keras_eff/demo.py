@@ -91,8 +91,9 @@ def run_demo(config: DemoConfig | None = None, stages=None) -> list:
     rows = [_file_row("float", float_acc, float_tfl, x_test, y_test, model, cfg.latency_runs),
             _file_row("int8 PTQ", float_acc, int8_tfl, x_test, y_test, model, cfg.latency_runs),
             _file_row("int8 QAT", qat_acc, qat_tfl, x_test, y_test, qat, cfg.latency_runs)]
-    context = {"config": cfg, "model": model, "qat_model": qat, "int8_tflite": qat_tfl,
-               "data": ((x_train, y_train), (x_test, y_test)), "out": out, "file_row": _file_row}
+    context = {"config": cfg, "model": model, "qat_model": qat, "data": ((x_train, y_train), (x_test, y_test)),
+               "out": out, "file_row": _file_row,
+               "tflite": {"float": float_tfl, "int8 PTQ": int8_tfl, "int8 QAT": qat_tfl}}
     for name, stage in stages or ():
         print(f"[+] {name}", flush=True)
         rows.extend(stage(context))
@@ -109,4 +110,24 @@ def run_demo(config: DemoConfig | None = None, stages=None) -> list:
     return rows
 
 
-__all__ = ["DemoConfig", "run_demo", "markdown_table"]
+def mcu_stage(context, samples: int = 200) -> list:
+    """Demo stage: the microcontroller package (C array, arena estimate, TFLite Micro check) and the model report of
+    the demo's int8 model, written to ``out/mcu/``. Packages ``context["mcu_model"]`` (a key of
+    ``context["tflite"]``), by default the last int8 file added there."""
+    files = context["tflite"]
+    key = context.get("mcu_model") or [k for k in files if k != "float"][-1]
+    (_, _), (x_test, _) = context["data"]
+    out = Path(context["out"]) / "mcu"
+    pkg = te.micro_package(files[key], name="model", x=x_test[:samples], source_note=f"the keras-eff demo ({key})")
+    report = te.model_report(files[key], float_model=files.get("float"), name=f"demo small CNN ({key})",
+                             latency_runs=context["config"].latency_runs, package=pkg)
+    pkg.write(out, overwrite=True)
+    report.write(out / "report", overwrite=True)
+    print(f"      {key}: {pkg}".replace("\n", "\n      "))
+    for w in report.warnings:
+        print(f"      WARNING: {w}")
+    print(f"      C array, op resolver and report in {out}", flush=True)
+    return []
+
+
+__all__ = ["DemoConfig", "mcu_stage", "run_demo", "markdown_table"]

@@ -15,3 +15,7 @@ class FloatIslandError(TFLiteExportError):
 
 class InvalidTFLiteModel(ValueError):
     """Bytes or a file that are not a loadable TFLite flatbuffer."""
+
+
+class MicroRuntimeError(TFLiteExportError):
+    """TFLite Micro cannot run a model: an op it lacks, a tensor type its kernels refuse, or a crash."""

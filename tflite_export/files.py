@@ -43,3 +43,47 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
+
+
+def write_files(out_dir, files: dict, overwrite: bool = False) -> list:
+    """Writes several files under ``out_dir``, all or none: ``files`` maps names (subfolders allowed) to bytes or str.
+
+    Every file is first written to a temporary file beside its target; only when all are written are they renamed
+    into place. Without ``overwrite`` an existing target is an error raised before anything is written. On failure the
+    temporary files, and the folders this call created, are removed.
+    """
+    out_dir = Path(out_dir)
+    targets = {out_dir / name: data for name, data in files.items()}
+    if not overwrite:
+        existing = [str(p) for p in targets if p.exists()]
+        if existing:
+            raise FileExistsError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass "
+                                  f"--force (overwrite=True) to replace, or choose another output folder")
+    created, staged = [], []
+    try:
+        for path in targets:
+            missing = [d for d in [path.parent, *path.parent.parents] if not d.exists()]
+            for d in reversed(missing):
+                d.mkdir()
+                created.append(d)
+        for path, data in targets.items():
+            mode = "wb" if isinstance(data, (bytes, bytearray, memoryview)) else "w"
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            with os.fdopen(fd, mode) as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        raise
+    return list(targets)

@@ -135,18 +135,20 @@ def measure_latency(model, num_threads: int = 1, runs: int = 200, warmup: int = 
     return TFLiteModel(model, num_threads=num_threads).latency(runs=runs, warmup=warmup)
 
 
-def compare_latency(models: dict, repeats: int = 7, runs: int = 100, warmup: int = 20,
+def compare_latency(models: dict, rounds: int = 7, runs: int = 100, warmup: int | None = None,
                     num_threads: int = 1) -> dict:
-    """Latency of several TFLite models measured interleaved: each repeat times every model in turn, so that a
+    """Latency of several TFLite models measured interleaved: each round times every model in turn, so that a
     machine's drifting load falls on all of them alike.
 
-    Returns ``{name: {"median_us", "spread_us", "repeats": [...]}}`` where ``median_us`` is the median of the
-    per-repeat medians and ``spread_us`` their max − min (the run-to-run spread).
+    Returns ``{name: {"median_us", "spread_us", "min_us", "max_us", "per_round_us", ...}}``: the median of the
+    per-round medians, and their spread (max − min) as the run-to-run variation.
     """
     loaded = {name: TFLiteModel(m, num_threads=num_threads) for name, m in models.items()}
-    per_repeat = {name: [] for name in loaded}
-    for _ in range(repeats):
+    per_round = {name: [] for name in loaded}
+    warmup = max(5, runs // 10) if warmup is None else warmup
+    for _ in range(rounds):
         for name, model in loaded.items():
-            per_repeat[name].append(model.latency(runs=runs, warmup=warmup).median_us)
-    return {name: {"median_us": float(np.median(v)), "spread_us": float(np.max(v) - np.min(v)), "repeats": v}
-            for name, v in per_repeat.items()}
+            per_round[name].append(model.latency(runs=runs, warmup=warmup).median_us)
+    return {name: {"median_us": float(np.median(v)), "spread_us": float(np.max(v) - np.min(v)),
+                   "min_us": float(np.min(v)), "max_us": float(np.max(v)), "per_round_us": v, "rounds": rounds,
+                   "runs_per_round": runs, "num_threads": num_threads} for name, v in per_round.items()}

@@ -1,0 +1,91 @@
+"""Which builtin ops the installed TFLite Micro interpreter can run, found by asking it, and their resolver calls.
+
+How the list is determined: TFLite Micro looks every op of a model up in its op resolver before it prepares
+anything, and a missing op fails with "Failed to get registration from op code X" (or "Didn't find op for builtin
+opcode"). ``probe_micro_ops`` rewrites every op of a small model to one builtin code at a time, loads the result in
+the ``tflite-micro`` Python interpreter (in a child process, as a mis-wired op may crash it) and looks for that
+message. Any other outcome, including a failure in the kernel's Prepare on tensors that do not fit it, means the op is
+registered. With tflite-micro 0.dev20261023182759 this finds 100 of the 210 builtin codes.
+
+A registered op can still refuse a tensor type (many kernels take only int8 or float32): loading the real model in
+TFLite Micro, as ``find_arena_size`` does, is the final word.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from .micro_process import MicroProcess
+from .model_file import read_model
+
+_MISSING_MARKERS = ("Failed to get registration", "Didn't find op")
+
+# MicroMutableOpResolver method names that do not follow from the op name in CamelCase.
+_RESOLVER_EXCEPTIONS = {
+    "BATCH_MATMUL": "AddBatchMatMul",
+    "CUMSUM": "AddCumSum",
+    "PADV2": "AddPadV2",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+}
+
+
+def _schema():
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    return schema
+
+
+def builtin_codes() -> dict:
+    """Builtin op name -> code, from the TFLite schema that ships with tflite-micro."""
+    return {k: v for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_")}
+
+
+def resolver_method(op_name: str) -> str:
+    """The ``tflite::MicroMutableOpResolver`` method that registers builtin ``op_name`` (``CONV_2D`` -> AddConv2D)."""
+    if op_name in _RESOLVER_EXCEPTIONS:
+        return _RESOLVER_EXCEPTIONS[op_name]
+    parts = op_name.split("_")
+    return "Add" + "".join(p if p[:1].isdigit() else p[:1] + p[1:].lower() for p in parts)
+
+
+def probe_micro_ops(model, op_names=None) -> dict:
+    """Op name -> whether the installed TFLite Micro interpreter has it registered.
+
+    ``model`` is any loadable TFLite model used as the vehicle; ``op_names`` limits the probe (default: every builtin).
+    """
+    data = read_model(model)
+    codes = builtin_codes()
+    names = list(codes) if op_names is None else list(op_names)
+    unknown = [n for n in names if n not in codes]
+    if unknown:
+        raise ValueError(f"unknown TFLite builtin op(s): {', '.join(unknown)}")
+    out = {}
+    with MicroProcess(data) as proc:
+        for name in names:
+            reply = proc.request(op="opcode", code=codes[name])
+            out[name] = not any(m in reply.log for m in _MISSING_MARKERS)
+    return out
+
+
+def _bundled_model() -> bytes:
+    """The small float model that ships inside the tflite-micro wheel, a vehicle for the probe."""
+    import tflite_micro
+
+    path = Path(tflite_micro.__file__).parent / "python" / "tflite_micro" / "sine_float.tflite"
+    return read_model(path)
+
+
+@functools.lru_cache(maxsize=1)
+def micro_supported_ops() -> frozenset:
+    """Every builtin op the installed TFLite Micro interpreter registers (probed once per process, a few seconds)."""
+    return frozenset(name for name, ok in probe_micro_ops(_bundled_model()).items() if ok)
+
+
+def unsupported_micro_ops(model) -> list:
+    """The ops of ``model`` that TFLite Micro lacks, in graph order without repeats."""
+    from .model_file import read_graph
+
+    used = list(dict.fromkeys(read_graph(model).op_names()))
+    support = probe_micro_ops(model, [n for n in used if n in builtin_codes()])
+    return [n for n in used if not support.get(n, False)]

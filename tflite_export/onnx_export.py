@@ -1,0 +1,141 @@
+"""Keras 3 models to ONNX with tf2onnx, run with onnxruntime and compared with Keras.
+
+A float model becomes a float ONNX graph; a model with fake-quant ops (a QAT model) keeps its quantization as
+QuantizeLinear/DequantizeLinear pairs around float ops.
+
+onnxruntime's graph optimizations (on by default, from level BASIC up) rewrite those pairs and the ops between them,
+and then no longer compute exactly what the graph says: on a QAT CNN from keras_eff.quantize_model the optimized
+outputs differed from Keras by up to 5 output steps (97% argmax agreement), while the same graph run without
+optimizations matched Keras to 1e-7. ``run_onnx`` and ``compare_onnx`` therefore run the graph as exported by
+default (``optimize=False``); ``optimize=True`` measures what a default onnxruntime deployment computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import TFLiteExportError
+
+DEFAULT_OPSET = 17
+
+
+class OnnxExportError(TFLiteExportError):
+    """tf2onnx could not convert a model."""
+
+
+def to_onnx(model, opset: int = DEFAULT_OPSET) -> bytes:
+    """Converts a built Keras 3 model to an ONNX model (serialized bytes) with a free batch dimension."""
+    import keras
+    import tensorflow as tf
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"to_onnx expects a Keras 3 model, got {type(model).__name__}")
+    if not getattr(model, "inputs", None):
+        raise OnnxExportError(f"model {model.name!r} has no known inputs: build it (give it an Input layer) first")
+    if not 13 <= int(opset) <= 21:
+        raise ValueError(f"opset must be between 13 and 21 (per-channel QuantizeLinear needs 13), got {opset}")
+    import tf2onnx
+
+    spec = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=_input_name(t, i)) for i, t in enumerate(model.inputs)]
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=int(opset))
+    except Exception as err:
+        raise OnnxExportError(f"tf2onnx could not convert model {model.name!r}: {type(err).__name__}: {err}") from err
+    return proto.SerializeToString()
+
+
+def _input_name(t, i) -> str:
+    name = getattr(t, "name", None) or f"input_{i}"
+    return name.split(":")[0].replace("/", "_")
+
+
+def _session(onnx_model, optimize: bool):
+    import onnxruntime as ort
+
+    data = onnx_model
+    if not isinstance(onnx_model, (bytes, bytearray)):
+        with open(onnx_model, "rb") as f:
+            data = f.read()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(bytes(data), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise ValueError(f"onnxruntime cannot load the ONNX model ({len(data)} bytes): {err}") from err
+
+
+def run_onnx(onnx_model, *xs, batch_size: int = 256, optimize: bool = False):
+    """Runs an ONNX model (bytes or path) in onnxruntime; the output array, or a list for several outputs.
+
+    ``optimize=False`` runs the graph exactly as exported (graph optimizations off); ``optimize=True`` with
+    onnxruntime's default optimizations, as a deployment would, which changes QAT models' results (module doc)."""
+    session = _session(onnx_model, optimize)
+    inputs = session.get_inputs()
+    if len(xs) != len(inputs):
+        raise ValueError(f"the ONNX model takes {len(inputs)} inputs, got {len(xs)}")
+    n = len(xs[0])
+    parts = []
+    for s in range(0, n, batch_size):
+        feed = {d.name: np.asarray(x[s:s + batch_size], np.float32) for d, x in zip(inputs, xs)}
+        parts.append(session.run(None, feed))
+    outs = [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+    return outs[0] if len(outs) == 1 else outs
+
+
+def count_onnx_ops(onnx_model) -> dict:
+    """Op type -> count in the ONNX graph (QuantizeLinear/DequantizeLinear show a quantized export)."""
+    import onnx
+
+    model = onnx.load_from_string(bytes(onnx_model)) if isinstance(onnx_model, (bytes, bytearray)) \
+        else onnx.load(onnx_model)
+    counts = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+@dataclass
+class OnnxComparison:
+    """Keras vs onnxruntime on the same inputs (first output). ``max_rel_diff`` is relative to the largest
+    |Keras output|."""
+
+    n: int
+    max_abs_diff: float
+    max_rel_diff: float
+    argmax_agreement: float
+    optimized: bool = False
+
+    def as_dict(self):
+        return asdict(self)
+
+    def __str__(self):
+        how = "onnxruntime optimized" if self.optimized else "graph as exported"
+        return (f"ONNX ({how}) vs Keras on {self.n} samples: max |diff| {self.max_abs_diff:.3g} "
+                f"({self.max_rel_diff:.2g} relative), argmax agreement {self.argmax_agreement:.2%}")
+
+
+def compare_onnx(keras_model, onnx_model, x, batch_size: int = 256, optimize: bool = False) -> OnnxComparison:
+    """Keras vs onnxruntime on ``x``; ``optimize`` as in ``run_onnx``."""
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    if len(xs[0]) == 0:
+        raise ValueError("compare_onnx needs at least one input sample")
+    ref = keras_model.predict(xs if len(xs) > 1 else xs[0], batch_size=batch_size, verbose=0)
+    ref = np.asarray(ref[0] if isinstance(ref, list) else ref, np.float64)
+    got = run_onnx(onnx_model, *xs, batch_size=batch_size, optimize=optimize)
+    got = np.asarray(got[0] if isinstance(got, list) else got, np.float64)
+    if got.shape != ref.shape:
+        raise ValueError(f"Keras output shape {ref.shape} differs from the ONNX output shape {got.shape}")
+    diff = float(np.max(np.abs(got - ref)))
+    scale = float(np.max(np.abs(ref))) or 1.0
+    n = len(ref)
+    agree = float(np.mean(ref.reshape(n, -1).argmax(1) == got.reshape(n, -1).argmax(1)))
+    return OnnxComparison(n, diff, diff / scale, agree, optimize)
