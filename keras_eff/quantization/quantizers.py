@@ -173,6 +173,12 @@ class ActivationQuantizer(keras.layers.Layer):
         hi = ops.maximum(self.range_max, lo + _EPS)
         return fake_quant(x, lo, hi, self.bits, narrow_range=False)
 
+    def grid_step(self):
+        """The scale of this range's grid, as a tensor (the nudge moves the range but keeps its width)."""
+        lo = ops.minimum(self.range_min, 0.0)
+        hi = ops.maximum(self.range_max, lo + _EPS)
+        return grid_scale(lo, hi, self.bits)
+
     def call(self, x, training=None):
         if self.calibrating:
             self._record(x)

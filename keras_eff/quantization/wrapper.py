@@ -9,6 +9,10 @@ it has one). A separable convolution also quantizes the tensor between its depth
 Any other layer (Add, Multiply, a standalone BatchNorm, ...) is called as it is and its output fake-quantized; a
 Concatenate or an average pooling quantizes its inputs and output with one shared range.
 
+Biases are simulated as TFLite stores them: int32 on the grid s_in·s_w (input scale times each channel's weight
+scale). The input scale comes from the quantizer that produced the input, found through the layer's place in the
+graph (walking back through layers that inherit their input's range); where none can be found the bias stays float.
+
 BatchNorm folding during QAT (Jacob et al. 2018, with the σ correction): while BN statistics are live, the layer runs
 a float pass for the batch statistics, updates the moving statistics, quantizes the kernel folded with the moving
 statistics (a stable grid) and rescales the output by σ/σ_B; once frozen (``keras_eff.callbacks.FreezeBatchNorm``)
@@ -189,7 +193,33 @@ class QuantizeWrapper(layers.Wrapper):
     def _linear(self, x, training):
         qk, bias = self.quantized_kernels()
         y = layer_ops.linear(self.layer, x, qk, self._between(training))
-        return y if bias is None else y + bias
+        if bias is None:
+            return y
+        return y + self._int32_bias(bias)
+
+    def _int32_bias(self, bias):
+        """The bias on TFLite's int32 grid s_in·s_w, with a straight-through gradient."""
+        source = self.between_quantizer if self.between_quantizer is not None else self._input_range()
+        if source is None or source.calibrating:
+            return bias
+        kernels, _ = self.folded_kernels()
+        main = self._main_kernel()
+        s_w = self.weight_quantizer.scale(layer_ops.to_channels_last(self.layer, main, kernels[main]))
+        step = ops.stop_gradient(source.grid_step() * s_w)
+        v = bias / step
+        rounded = ops.sign(v) * ops.floor(ops.abs(v) + 0.5) * step
+        return bias + ops.stop_gradient(rounded - bias)
+
+    def _input_range(self):
+        """The ActivationQuantizer whose grid this layer's input lies on, or None where it cannot be known."""
+        if self.input_quantizer is not None:
+            return self.input_quantizer
+        cached = getattr(self, "_input_range_lookup", None)
+        if cached is None:
+            found = _producer_range(self)
+            cached = lambda: found  # noqa: E731 - a closure, so that Keras does not track the layer as a child
+            object.__setattr__(self, "_input_range_lookup", cached)
+        return cached()
 
     def call(self, inputs, training=None):
         if self.input_quantizer is not None:
@@ -265,6 +295,37 @@ class QuantizeWrapper(layers.Wrapper):
         bn = config.pop("batchnorm", None)
         bn = None if bn is None else keras.saving.deserialize_keras_object(bn)
         return cls(layer, batchnorm=bn, **config)
+
+
+def _final_range(layer):
+    """The quantizer that puts a layer's output on its grid, or None (no range, or one shared with a consumer)."""
+    if isinstance(layer, ActivationQuantizer):
+        return layer
+    if isinstance(layer, QuantizeWrapper):
+        return layer.post_quantizer or layer.output_quantizer
+    return None
+
+
+def _producer_range(layer, max_hops: int = 32):
+    """Walks back from ``layer``'s (first) input through range-inheriting layers to the quantizer of its grid."""
+    from .model import INHERIT_RANGE
+
+    nodes = getattr(layer, "_inbound_nodes", None)
+    if not nodes or not nodes[0].input_tensors:
+        return None
+    tensor = nodes[0].input_tensors[0]
+    for _ in range(max_hops):
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return None
+        producer = history.operation
+        found = _final_range(producer)
+        if found is not None:
+            return found
+        if not isinstance(producer, INHERIT_RANGE):
+            return None
+        tensor = producer._inbound_nodes[history.node_index].input_tensors[0]
+    return None
 
 
 def _takes_training(layer) -> bool:
