@@ -109,7 +109,8 @@ def layer_sparsities(model) -> dict:
 @keras.saving.register_keras_serializable(package="keras_eff")
 class PruningSummary(keras.callbacks.Callback):
     """Records each pruned layer's sparsity and the total at every epoch end, in the ``History`` (keys
-    ``sparsity/<layer>`` and ``sparsity/total``) and, with ``log_dir``, as TensorBoard scalars."""
+    ``sparsity/<layer>`` and ``sparsity/total``) and, with ``log_dir``, as TensorBoard scalars (event files written
+    with TensorFlow's own summary ops: the TensorBoard package is needed only to view them)."""
 
     def __init__(self, log_dir=None):
         super().__init__()
@@ -129,14 +130,21 @@ class PruningSummary(keras.callbacks.Callback):
         if logs is not None:
             logs.update(entries)
         if self.log_dir:
-            import tensorflow as tf
+            self._write(entries, epoch)
 
-            if self._writer is None:
-                self._writer = tf.summary.create_file_writer(str(self.log_dir))
-            with self._writer.as_default():
-                for key, value in entries.items():
-                    tf.summary.scalar(key, value, step=epoch)
-            self._writer.flush()
+    def _write(self, entries, epoch):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+        metadata = summary_pb2.SummaryMetadata(data_class=summary_pb2.DATA_CLASS_SCALAR)
+        metadata.plugin_data.plugin_name = "scalars"
+        with self._writer.as_default():
+            for key, value in entries.items():
+                tf.summary.write(key, tf.constant(value, tf.float32), step=epoch,
+                                 metadata=metadata.SerializeToString())
+        self._writer.flush()
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
