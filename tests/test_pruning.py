@@ -241,3 +241,13 @@ def test_small_and_depthwise_layers_left_dense_and_reported():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         strip(pruned)
+
+
+def test_steps_per_execution_catches_up_on_updates(data):
+    x, y = data
+    pruned = prune_model(tiny_cnn(), PolynomialDecay(0.0, 0.75, 0, end_step=11, frequency=100), min_weights=0)
+    pruned.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   steps_per_execution=4)
+    pruned.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[UpdatePruning()])  # 16 steps, executions of 4
+    assert all(int(w.pruning_step.numpy()) == 16 for w in _wrappers(pruned).values())
+    assert sparsity_report(pruned).pruned_sparsity == pytest.approx(0.75, abs=0.01)  # step 11 caught up at 12

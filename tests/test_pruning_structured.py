@@ -85,7 +85,7 @@ def test_channel_masks_zero_batchnorm_and_join_residual_adds(rng):
     assert np.all(bn["gamma"][mask == 0] == 0) and np.all(bn["beta"][mask == 0] == 0)
     assert np.any(bn["beta"][mask == 1] != 0)
     # so the pruned channels are exactly zero after BatchNorm, in the masked model itself
-    probe = keras.Model(pruned.inputs, pruned.get_layer("res0_add").output)
+    probe = keras.Model(pruned.input, pruned.get_layer("res0_add").output)
     out = np.asarray(probe(rng.random((2, 28, 28, 1), dtype=np.float32)))
     assert np.all(out[..., mask == 0] == 0) and np.any(out[..., mask == 1] != 0)
 

@@ -17,11 +17,12 @@ def pruning_wrappers(model) -> list:
             if isinstance(layer, PruneWrapper)]
 
 
-def update_group(members, step):
-    """Sets one channel mask on a group at ``step`` (if its schedule says so): channels scored by the members'
-    filter norms and BatchNorm |γ|/σ, each normalized to mean 1 and summed."""
+def update_group(members, step, due=None):
+    """Sets one channel mask on a group at ``step`` if its schedule has an update due at ``step`` (or at any step
+    of ``due``): channels scored by the members' filter norms and BatchNorm |γ|/σ, each normalized to mean 1 and
+    summed."""
     leader = next(w for w in members if w.schedule is not None)
-    if not leader.schedule.should_update(step):
+    if not any(leader.schedule.should_update(s) for s in (due or (step,))):
         return False
     total = None
     for w in members:
@@ -41,7 +42,8 @@ class UpdatePruning(keras.callbacks.Callback):
     """Advances each pruned layer's step counter and updates its masks at the schedule's update steps.
 
     Required when fitting a model with PruneWrappers: without it the first training step fails, saying so. The step
-    counter lives in the wrappers (saved with the model), so a later ``fit`` resumes the schedule.
+    counter lives in the wrappers (saved with the model), so a later ``fit`` resumes the schedule. With
+    ``steps_per_execution > 1`` an update due inside an execution happens at the start of the next one.
     """
 
     def on_train_begin(self, logs=None):
@@ -55,19 +57,25 @@ class UpdatePruning(keras.callbacks.Callback):
             if w.structure == "channels":
                 groups.setdefault(w.group, []).append(w)
         self._groups = [g for g in groups.values() if any(w.schedule is not None for w in g)]
+        self._base, self._checked = self._step, self._step - 1
         for w in self._wrappers:
             w.arm(True)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._base = self._step
+
     def on_train_batch_begin(self, batch, logs=None):
-        step = self._step
+        step = self._base + batch
+        due = range(self._checked + 1, step + 1)  # more than one step with steps_per_execution > 1
         for w in self._single:
-            if w.schedule.should_update(step):
+            if any(w.schedule.should_update(s) for s in due):
                 w.update_masks(w.schedule.sparsity_at(step))
         for members in self._groups:
-            update_group(members, step)
+            update_group(members, step, due)
+        self._checked = step
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
+        self._step = self._base + batch + 1
 
     def _save_step(self):
         for w in self._wrappers:

@@ -87,7 +87,7 @@ class ChannelGroup:
         return self.producers[0]
 
 
-def _unite(info: GraphInfo, start_node, by_layer):
+def _unite(info: GraphInfo, start_node):
     """The group that ``start_node``'s producer belongs to, found by walking forward and back through merges."""
     group = ChannelGroup()
     todo, seen_producers, seen_nodes = [start_node], set(), set()
@@ -156,7 +156,6 @@ def channel_groups(model, candidates=None) -> list:
     """The channel groups of ``model``'s graph holding the producers named in ``candidates`` (all by default)."""
     info = GraphInfo.of(model)
     info.producer_of = {id(t): node for node in info.nodes for t in node.outputs}
-    by_layer = {node.operation.name: node for node in info.nodes if isinstance(node.operation, layers.Layer)}
     groups, placed = [], set()
     for node in info.nodes:
         op = node.operation
@@ -171,7 +170,7 @@ def channel_groups(model, candidates=None) -> list:
             groups.append(ChannelGroup([op.name], [], reason))
             placed.add(op.name)
             continue
-        group = _unite(info, node, by_layer)
+        group = _unite(info, node)
         placed.update(group.producers)
         groups.append(group)
     return groups

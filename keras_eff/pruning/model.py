@@ -12,7 +12,7 @@ from ..graph import GraphInfo, clone_layer, copy_weights, rebuild
 from . import distribution as dist
 from .channels import channel_groups
 from .schedules import ConstantSparsity, as_schedule
-from .structured import parse_structure, unprunable_reason, weight_names
+from .structured import PRUNABLE, parse_structure, unprunable_reason, weight_names
 from .wrapper import PruneWrapper
 
 
@@ -52,7 +52,7 @@ class PruningConfig:
         return cls(**config)
 
 
-def _graph_layers(model):
+def graph_layers(model):
     """The layers of the model's graph (nested models included), each once."""
     out, seen = [], set()
 
@@ -77,7 +77,7 @@ def _size(layer) -> int:
 def _plan(model, cfg: PruningConfig):
     """{layer name: (schedule or None, structure, group)} and {layer name: why it is left dense}."""
     structure = parse_structure(cfg.structure)
-    all_layers = _graph_layers(model)
+    all_layers = graph_layers(model)
     names = {layer.name: layer for layer in all_layers}
     listing = ", ".join(sorted(names))
     for name in cfg.skip:
@@ -114,7 +114,7 @@ def _plan(model, cfg: PruningConfig):
                              f"distribution='uniform' with it")
         candidates = []
         for layer in all_layers:
-            if not isinstance(layer, PRUNABLE_ANY):
+            if not isinstance(layer, PRUNABLE):
                 continue
             reason = unprunable_reason(layer, structure)
             if layer.name in cfg.skip:
@@ -155,11 +155,6 @@ def _plan(model, cfg: PruningConfig):
         raise ValueError(f"no layer of model {model.name!r} can be pruned with these settings: "
                          + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     return plan, skipped
-
-
-PRUNABLE_ANY = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.Conv1DTranspose, layers.Conv2DTranspose,
-                layers.Conv3DTranspose, layers.DepthwiseConv1D, layers.DepthwiseConv2D, layers.SeparableConv1D,
-                layers.SeparableConv2D, layers.Dense, layers.Embedding)
 
 
 def _targets(cfg, schedule, sizes):

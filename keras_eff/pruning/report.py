@@ -8,8 +8,8 @@ import numpy as np
 
 from ..reporting import markdown_table
 from .callbacks import pruning_wrappers
-from .model import PRUNABLE_ANY, _graph_layers
-from .structured import format_structure, weight_names
+from .model import graph_layers
+from .structured import PRUNABLE, format_structure, weight_names
 
 
 @dataclass
@@ -39,12 +39,12 @@ def sparsity_report(model) -> SparsityReport:
     wrappers = {w.layer.name: w for w in pruning_wrappers(model)}
     skipped = dict(getattr(model, "_keras_eff_pruning_skipped", {}) or {})
     rows, inner = [], {id(w.layer) for w in wrappers.values()}
-    for layer in _graph_layers(model):
+    for layer in graph_layers(model):
         w = layer if layer in wrappers.values() else None
         target = layer if w is None else w.layer
         if id(target) in inner and w is None:
             continue
-        if not isinstance(target, PRUNABLE_ANY) or (w is not None and w.is_follower):
+        if not isinstance(target, PRUNABLE) or (w is not None and w.is_follower):
             continue
         if w is not None:
             values = w.pruned_weights()

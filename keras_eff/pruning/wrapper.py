@@ -110,7 +110,7 @@ class PruneWrapper(layers.Wrapper):
     def _broadcast(self, w, mask):
         if self.structure != "channels":
             return mask
-        if w.shape.__len__() == 1:
+        if len(w.shape) == 1:
             return mask
         if isinstance(self.layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
             return ops.reshape(mask, (1,) * (len(w.shape) - 2) + (w.shape[-2], 1))
@@ -189,11 +189,7 @@ class PruneWrapper(layers.Wrapper):
     def strip_layer(self):
         """A plain copy of the wrapped layer, built, holding the masked (final) weights."""
         new = clone_layer(self.layer, name=self.layer.name)
-        shape = self.layer._build_shapes_dict
-        if shape is not None and len(shape) == 1:
-            new.build(next(iter(shape.values())))
-        else:
-            new.build(self.input.shape if hasattr(self, "input") else None)
+        new.build_from_config(self.layer.get_build_config())
         masked = {id(v): np.asarray(value) for v, value in self.masked_values()}
         new.set_weights([masked.get(id(v), np.asarray(v)) for v in self.layer.weights])
         return new
