@@ -131,6 +131,11 @@ def _plan(model, cfg: PruningConfig):
     plan = {}
     if structure == "channels":
         groups = channel_groups(model, set(candidates))
+        for g in groups:
+            held = [n for n in g.producers if n in cfg.skip]
+            if held and g.reason is None:
+                g.reason = (f"its channels are joined (through a residual Add) with those of {held[0]!r}, which "
+                            f"skip keeps dense")
         sizes = {n: _size(names[n]) for g in groups for n in g.producers}
         usable = [g for g in groups if g.reason is None]
         for g in groups:
@@ -138,7 +143,7 @@ def _plan(model, cfg: PruningConfig):
                 for n in g.producers:
                     if explicit and n in cfg.distribution:
                         raise ValueError(f"cannot prune the channels of layer {n!r}: {g.reason}")
-                    skipped[n] = g.reason
+                    skipped.setdefault(n, g.reason)
         targets = _targets(cfg, schedule, {n: sizes[n] for g in usable for n in g.producers if n in candidates})
         for g in usable:
             s = min(targets[n] for n in g.producers if n in targets)
