@@ -32,7 +32,7 @@ from tflite_export import TFLiteModel, to_tflite  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
-FULL = dict(n_train=10000, n_test=10000, width=32, dense_epochs=4, prune_epochs=2, rounds=15, runs=200)
+FULL = dict(n_train=10000, n_test=10000, width=32, dense_epochs=4, prune_epochs=3, rounds=15, runs=200)
 QUICK = dict(n_train=3000, n_test=1000, width=16, dense_epochs=1, prune_epochs=2, rounds=5, runs=50)
 
 
@@ -81,7 +81,7 @@ def run(quick: bool = False):
     (x, y), (xt, yt) = data
     rep = x[:256]
     steps = int(np.ceil(len(x) / 64))
-    end_step = max(1, int(steps * (cfg["prune_epochs"] - 1)))  # ramp, then at least an epoch at the target
+    end_step = max(1, int(steps * cfg["prune_epochs"] / 2))  # ramp over half the epochs, then hold the target
     frequency = max(1, steps // 6)
 
     keras.utils.set_random_seed(1)
