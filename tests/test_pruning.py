@@ -149,7 +149,7 @@ def test_summary_callback_records_history_and_tensorboard(tmp_path, data):
     assert {"sparsity/conv1", "sparsity/total"} <= tags
 
 
-def test_zeros_stay_zero_in_the_int8_tflite_file(data, rep_images):
+def test_zeros_stay_zero_in_the_int8_tflite_file(data):
     from tflite_export import make_interpreter, read_graph, to_tflite
 
     x, _ = data

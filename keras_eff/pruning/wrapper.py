@@ -15,7 +15,7 @@ from keras import layers, ops
 
 from ..graph import clone_layer, output_channel_shape
 from . import masks as masks_lib
-from .schedules import PruningSchedule, as_schedule
+from .schedules import as_schedule
 from .structured import format_structure, parse_structure, unprunable_reason, weight_names
 
 _MISSING_CALLBACK = ("a pruned model is being trained without the keras_eff.callbacks.UpdatePruning() callback; "
@@ -229,4 +229,4 @@ def prune(layer, schedule=0.5, structure=None):
     return PruneWrapper(layer, schedule=as_schedule(schedule), structure=structure)
 
 
-__all__ = ["PruneWrapper", "PruningSchedule", "follower_weight_names", "prune"]
+__all__ = ["PruneWrapper", "follower_weight_names", "prune"]
