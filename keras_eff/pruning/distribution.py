@@ -1,0 +1,69 @@
+"""Per-layer sparsity targets: how an overall target is shared among the layers being pruned.
+
+- ``"uniform"``: every layer gets the target.
+- ``"log"`` (log-proportional, as in Arm's pruning guidance): layer i with n_i weights gets s_i = α·log n_i with
+  α = s·Σn_i / Σ(n_i·log n_i), so that the pruned layers together hold exactly a fraction s of zeros. Big layers are
+  pruned harder than small ones. A layer's sparsity is capped at ``max_sparsity``; what the cap removes is spread
+  over the other layers (α solved again over them) so the total still holds.
+- ``{layer name: sparsity}``: explicit targets; layers not named are not pruned.
+"""
+
+from __future__ import annotations
+
+import math
+
+DISTRIBUTIONS = ("uniform", "log")
+
+
+def uniform(sizes: dict, target: float) -> dict:
+    return {name: float(target) for name in sizes}
+
+
+def log_proportional(sizes: dict, target: float, max_sparsity: float = 0.98) -> dict:
+    """Sparsity per layer ∝ log(number of weights), with the weighted total equal to ``target`` exactly.
+
+    Layers whose share would exceed ``max_sparsity`` are held at it and the rest re-solved; a target that cannot be
+    met under the cap raises ``ValueError``.
+    """
+    if not 0 < max_sparsity < 1:
+        raise ValueError(f"max_sparsity must lie in (0, 1), got {max_sparsity}")
+    if target > max_sparsity:
+        raise ValueError(f"target sparsity {target} is above max_sparsity {max_sparsity}")
+    bad = {name: n for name, n in sizes.items() if int(n) < 1}
+    if bad:
+        raise ValueError(f"layers with no weights cannot share a sparsity target: {sorted(bad)}")
+    total = sum(sizes.values())
+    capped: dict = {}
+    while True:
+        free = {name: n for name, n in sizes.items() if name not in capped}
+        budget = target * total - sum(max_sparsity * sizes[name] for name in capped)
+        weight = sum(n * math.log(n) for n in free.values())
+        if not free or weight <= 0:
+            if abs(budget) <= 1e-9 * total:
+                return {**{name: 0.0 for name in free}, **capped}
+            raise ValueError(f"target sparsity {target} cannot be reached with each layer capped at "
+                             f"{max_sparsity}: too few weights in layers that can take more zeros")
+        alpha = budget / weight
+        out = {name: alpha * math.log(n) for name, n in free.items()}
+        over = {name for name, s in out.items() if s > max_sparsity}
+        if not over:
+            return {**out, **capped}
+        capped.update({name: max_sparsity for name in over})
+
+
+def resolve(distribution, sizes: dict, target: float, max_sparsity: float = 0.98) -> dict:
+    """{layer name: sparsity} for the layers in ``sizes`` ({name: number of weights})."""
+    if isinstance(distribution, dict):
+        return dict(distribution)
+    if distribution == "uniform":
+        return uniform(sizes, target)
+    if distribution in ("log", "log_proportional"):
+        return log_proportional(sizes, target, max_sparsity)
+    raise ValueError(f"unknown distribution {distribution!r}: use 'uniform', 'log' (log-proportional) or a dict "
+                     f"{{layer name: sparsity}}")
+
+
+def weighted_sparsity(sparsities: dict, sizes: dict) -> float:
+    """The fraction of zeros over all the layers together."""
+    total = sum(sizes[name] for name in sparsities)
+    return sum(sparsities[name] * sizes[name] for name in sparsities) / total if total else 0.0

@@ -1,0 +1,198 @@
+"""prune_model: a copy of a model whose prunable layers carry masks, with per-layer targets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import keras
+import numpy as np
+from keras import layers
+
+from ..graph import GraphInfo, clone_layer, copy_weights, rebuild
+from . import distribution as dist
+from .channels import channel_groups
+from .schedules import ConstantSparsity, as_schedule
+from .structured import PRUNABLE, parse_structure, unprunable_reason, weight_names
+from .wrapper import PruneWrapper
+
+
+@dataclass
+class PruningConfig:
+    """The options of ``prune_model``.
+
+    - ``schedule``: a ``PolynomialDecay``/``ConstantSparsity`` (or a sparsity, constant from step 0); its final
+      sparsity is the overall target the distribution shares out.
+    - ``distribution``: ``"uniform"``, ``"log"`` (log-proportional) or ``{layer name: sparsity}``.
+    - ``structure``: None (unstructured), ``"2:4"`` (any N:M) or ``"channels"``.
+    - ``min_weights``: with a uniform or log distribution, layers with fewer weights are left dense (the first conv,
+      say); ``skip_depthwise`` leaves depthwise kernels dense too (unstructured only); ``skip`` names more layers.
+    - ``max_sparsity``: the cap of the log distribution.
+    """
+
+    schedule: object = None
+    distribution: object = "uniform"
+    structure: str | None = None
+    min_weights: int = 1024
+    skip_depthwise: bool = True
+    skip: tuple = field(default_factory=tuple)
+    max_sparsity: float = 0.98
+
+    def get_config(self):
+        config = asdict(self)
+        config["schedule"] = None if self.schedule is None else keras.saving.serialize_keras_object(self.schedule)
+        config["skip"] = list(self.skip)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("schedule") is not None:
+            config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        config["skip"] = tuple(config.get("skip", ()))
+        return cls(**config)
+
+
+def graph_layers(model):
+    """The layers of the model's graph (nested models included), each once."""
+    out, seen = [], set()
+
+    def walk(m):
+        for node in GraphInfo.of(m).nodes:
+            op = node.operation
+            if isinstance(op, keras.Model):
+                walk(op)
+            elif isinstance(op, layers.Layer) and id(op) not in seen:
+                seen.add(id(op))
+                out.append(op)
+
+    walk(model)
+    return out
+
+
+def _size(layer) -> int:
+    by_name = {w.path.split("/")[-1]: w for w in layer.weights}
+    return int(sum(np.prod(by_name[n].shape) for n in weight_names(layer) if n in by_name))
+
+
+def _plan(model, cfg: PruningConfig):
+    """{layer name: (schedule or None, structure, group)} and {layer name: why it is left dense}."""
+    structure = parse_structure(cfg.structure)
+    all_layers = graph_layers(model)
+    names = {layer.name: layer for layer in all_layers}
+    listing = ", ".join(sorted(names))
+    for name in cfg.skip:
+        if name not in names:
+            raise ValueError(f"skip names layer {name!r}, which model {model.name!r} does not have; its layers are: "
+                             f"{listing}")
+    if cfg.schedule is None:
+        if isinstance(structure, tuple):
+            schedule = ConstantSparsity(1 - structure[1] / structure[2], begin_step=0)
+        elif isinstance(cfg.distribution, dict):
+            schedule = ConstantSparsity(0.5, begin_step=0)
+        else:
+            raise ValueError("prune_model needs a schedule: e.g. keras_eff.pruning.PolynomialDecay(0.0, 0.8, "
+                             "begin_step=0, end_step=1000), or a sparsity such as 0.8 (constant from step 0)")
+    else:
+        schedule = as_schedule(cfg.schedule)
+    skipped, explicit = {}, isinstance(cfg.distribution, dict)
+    if explicit:
+        for name, s in cfg.distribution.items():
+            if name not in names:
+                raise ValueError(f"distribution names layer {name!r}, which model {model.name!r} does not have; "
+                                 f"its layers are: {listing}")
+            reason = unprunable_reason(names[name], structure)
+            if reason:
+                raise ValueError(reason)
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < 1:
+                raise ValueError(f"sparsity for layer {name!r} must lie in [0, 1), got {s!r}")
+        candidates = [n for n in cfg.distribution if n not in cfg.skip]
+    else:
+        if cfg.distribution not in dist.DISTRIBUTIONS and cfg.distribution != "log_proportional":
+            dist.resolve(cfg.distribution, {}, 0.0)  # raises, naming the allowed values
+        if isinstance(structure, tuple) and cfg.distribution != "uniform":
+            raise ValueError(f"N:M pruning has a fixed sparsity of {1 - structure[1] / structure[2]:g}; use "
+                             f"distribution='uniform' with it")
+        candidates = []
+        for layer in all_layers:
+            if not isinstance(layer, PRUNABLE):
+                continue
+            reason = unprunable_reason(layer, structure)
+            if layer.name in cfg.skip:
+                reason = "skipped by request"
+            elif reason is None and structure is None and cfg.skip_depthwise and isinstance(
+                    layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+                reason = "depthwise kernel (skip_depthwise=True)"
+            elif reason is None and _size(layer) < cfg.min_weights:
+                reason = f"small: {_size(layer):,} weights < min_weights={cfg.min_weights:,}"
+            if reason:
+                skipped[layer.name] = reason
+            else:
+                candidates.append(layer.name)
+    plan = {}
+    if structure == "channels":
+        groups = channel_groups(model, set(candidates))
+        for g in groups:
+            held = [n for n in g.producers if n in cfg.skip]
+            if held and g.reason is None:
+                g.reason = (f"its channels are joined (through a residual Add) with those of {held[0]!r}, which "
+                            f"skip keeps dense")
+        sizes = {n: _size(names[n]) for g in groups for n in g.producers}
+        usable = [g for g in groups if g.reason is None]
+        for g in groups:
+            if g.reason:
+                for n in g.producers:
+                    if explicit and n in cfg.distribution:
+                        raise ValueError(f"cannot prune the channels of layer {n!r}: {g.reason}")
+                    skipped.setdefault(n, g.reason)
+        targets = _targets(cfg, schedule, {n: sizes[n] for g in usable for n in g.producers if n in candidates})
+        for g in usable:
+            s = min(targets[n] for n in g.producers if n in targets)
+            for n in g.producers:
+                plan[n] = (schedule.with_target(s), structure, g.name)
+                skipped.pop(n, None)
+            for n in g.followers:
+                plan[n] = (None, structure, g.name)
+    else:
+        targets = _targets(cfg, schedule, {n: _size(names[n]) for n in candidates})
+        for n in candidates:
+            plan[n] = (schedule.with_target(targets[n]), structure, None)
+    if not plan:
+        raise ValueError(f"no layer of model {model.name!r} can be pruned with these settings: "
+                         + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return plan, skipped
+
+
+def _targets(cfg, schedule, sizes):
+    if not sizes:
+        return {}
+    if isinstance(cfg.distribution, dict):
+        return {n: float(cfg.distribution[n]) for n in sizes}
+    return dist.resolve(cfg.distribution, sizes, schedule.target, cfg.max_sparsity)
+
+
+def prune_model(model, schedule=None, distribution="uniform", structure=None, *, min_weights=1024,
+                skip_depthwise=True, skip=(), max_sparsity=0.98, config: PruningConfig | None = None):
+    """A new model (``model`` is left untouched) whose prunable layers are wrapped in ``PruneWrapper``.
+
+    See ``PruningConfig`` for the options (or pass ``config=``). Train the result with
+    ``callbacks=[keras_eff.callbacks.UpdatePruning()]``, then ``keras_eff.strip`` it (``remove_pruned_channels=True``
+    to physically drop pruned filters). ``keras_eff.pruning.sparsity_report`` says which layers were left dense.
+    """
+    cfg = config or PruningConfig(schedule, distribution, structure, min_weights, skip_depthwise, tuple(skip),
+                                  max_sparsity)
+    plan, skipped = _plan(model, cfg)
+
+    def transform(rb, node, args, kwargs):
+        op = node.operation
+        if not isinstance(op, layers.Layer) or isinstance(op, keras.Model) or op.name not in plan:
+            return None
+        layer_schedule, layer_structure, group = plan[op.name]
+        inner = clone_layer(op)
+        wrapper = PruneWrapper(inner, schedule=layer_schedule, structure=layer_structure, group=group)
+        out = wrapper(*args, **kwargs)
+        copy_weights(op, inner)
+        return out
+
+    pruned = rebuild(model, transform)
+    pruned._keras_eff_pruning_skipped = dict(skipped)
+    return pruned

@@ -1,0 +1,71 @@
+"""sparsity_report: the zeros of each prunable layer and in total, for pruned and stripped models alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..reporting import markdown_table
+from .callbacks import pruning_wrappers
+from .model import graph_layers
+from .structured import PRUNABLE, format_structure, weight_names
+
+
+@dataclass
+class SparsityReport:
+    """``rows``: one dict per prunable layer (layer, type, weights, zeros, sparsity, target, structure, status);
+    ``pruned_sparsity``: the fraction of zeros over the pruned layers; ``total_sparsity``: over all prunable
+    layers' kernels; ``skipped``: {layer: why it was left dense}, where known."""
+
+    rows: list = field(default_factory=list)
+    pruned_sparsity: float = 0.0
+    total_sparsity: float = 0.0
+    skipped: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"rows": self.rows, "pruned_sparsity": self.pruned_sparsity, "total_sparsity": self.total_sparsity,
+                "skipped": self.skipped}
+
+    def __str__(self):
+        table = markdown_table(self.rows, ["layer", "type", "weights", "zeros", "sparsity", "target", "structure",
+                                           "status"])
+        return (f"{table}\npruned layers: {self.pruned_sparsity:.2%} zeros; all prunable kernels: "
+                f"{self.total_sparsity:.2%} zeros\n")
+
+
+def sparsity_report(model) -> SparsityReport:
+    """Zeros per prunable layer (the masked weights for a pruned model, the kernels for a plain one) and in total."""
+    wrappers = {w.layer.name: w for w in pruning_wrappers(model)}
+    skipped = dict(getattr(model, "_keras_eff_pruning_skipped", {}) or {})
+    rows, inner = [], {id(w.layer) for w in wrappers.values()}
+    for layer in graph_layers(model):
+        w = layer if layer in wrappers.values() else None
+        target = layer if w is None else w.layer
+        if id(target) in inner and w is None:
+            continue
+        if not isinstance(target, PRUNABLE) or (w is not None and w.is_follower):
+            continue
+        if w is not None:
+            values = w.pruned_weights()
+            if w.structure == "channels":
+                values = {"kernel": values["kernel"]}
+        else:
+            by_name = {v.path.split("/")[-1]: v for v in target.weights}
+            values = {n: np.asarray(by_name[n]) for n in weight_names(target) if n in by_name}
+        n = int(sum(v.size for v in values.values()))
+        zeros = int(sum(np.count_nonzero(v == 0) for v in values.values()))
+        status = "pruned" if w is not None else (f"dense: {skipped[target.name]}" if target.name in skipped
+                                                   else "not wrapped")
+        rows.append({"layer": target.name, "type": type(target).__name__, "weights": n, "zeros": zeros,
+                     "sparsity": zeros / n if n else 0.0,
+                     "target": None if w is None else float(w.schedule.target),
+                     "structure": None if w is None else (format_structure(w.structure) or "unstructured"),
+                     "status": status})
+    pruned = [r for r in rows if r["status"] == "pruned"]
+
+    def frac(rs):
+        total = sum(r["weights"] for r in rs)
+        return sum(r["zeros"] for r in rs) / total if total else 0.0
+
+    return SparsityReport(rows, frac(pruned), frac(rows), skipped)

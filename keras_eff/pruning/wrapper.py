@@ -1,0 +1,232 @@
+"""PruneWrapper: a layer whose weights are multiplied by masks in the forward pass.
+
+The masks are non-trainable variables of the wrapper, saved with it; they change only when ``UpdatePruning``
+(``callbacks.py``) asks, at the schedule's update steps. The forward pass reads the masked weights through a
+``keras.StatelessScope``, so masked weights get zero gradient; any drift an optimizer gives them (momentum) is
+wiped at the next update, before the new mask is chosen, and ``strip_layer`` writes the masked weights out.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from ..graph import clone_layer, output_channel_shape
+from . import masks as masks_lib
+from .schedules import as_schedule
+from .structured import format_structure, parse_structure, unprunable_reason, weight_names
+
+_MISSING_CALLBACK = ("a pruned model is being trained without the keras_eff.callbacks.UpdatePruning() callback; "
+                     "pass callbacks=[keras_eff.callbacks.UpdatePruning()] to fit, or the masks never follow the "
+                     "schedule")
+# Layers that only carry a pruned channel of the layer before them: the weights masked with it.
+_FOLLOWER_WEIGHTS = {layers.BatchNormalization: ("gamma", "beta"),
+                     layers.DepthwiseConv1D: ("kernel", "bias"), layers.DepthwiseConv2D: ("kernel", "bias")}
+
+
+def _weights_by_name(layer) -> dict:
+    return {w.path.split("/")[-1]: w for w in layer.weights}
+
+
+def follower_weight_names(layer) -> tuple:
+    for cls, names in _FOLLOWER_WEIGHTS.items():
+        if isinstance(layer, cls):
+            return names
+    return ()
+
+
+@keras.saving.register_keras_serializable(package="keras_eff")
+class PruneWrapper(layers.Wrapper):
+    """Wraps ``layer`` so that its kernel is pruned by ``schedule`` with the given ``structure``.
+
+    ``group`` names the channel group a channel-pruned layer belongs to (layers joined by a residual Add share one);
+    a wrapper with ``schedule=None`` and ``structure="channels"`` is a *follower* (a BatchNorm or depthwise layer
+    after a pruned conv) that only receives its group's channel mask.
+    """
+
+    def __init__(self, layer, schedule=None, structure=None, group=None, **kwargs):
+        kwargs.setdefault("name", f"prune_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.structure = parse_structure(structure)
+        self.schedule = None if schedule is None else as_schedule(schedule)
+        self.group = group
+        if self.is_follower:
+            if not follower_weight_names(layer):
+                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) cannot follow a pruned channel; "
+                                 f"followers are BatchNormalization and depthwise convolutions")
+        else:
+            if self.schedule is None:
+                raise ValueError(f"pruning layer {layer.name!r} needs a schedule, e.g. "
+                                 f"keras_eff.pruning.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)")
+            reason = unprunable_reason(layer, self.structure)
+            if reason:
+                raise ValueError(reason)
+        if self.structure == "channels" and group is None:
+            self.group = layer.name
+
+    @property
+    def is_follower(self) -> bool:
+        return self.schedule is None and self.structure == "channels"
+
+    # ---- variables --------------------------------------------------------------------------------------------
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        reason = None if self.is_follower else unprunable_reason(self.layer, self.structure)
+        if reason:
+            raise ValueError(reason)
+        weights = _weights_by_name(self.layer)
+        self.masks = []
+        if self.structure == "channels":
+            names = follower_weight_names(self.layer) if self.is_follower else ("kernel", "bias")
+            self._masked = [weights[n] for n in names if n in weights]
+            kernel = self._masked[0]
+            if isinstance(self.layer, layers.BatchNormalization):
+                channels = kernel.shape[0]
+            elif isinstance(self.layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+                if self.layer.depth_multiplier != 1:
+                    raise ValueError(f"depthwise layer {self.layer.name!r} has depth_multiplier "
+                                     f"{self.layer.depth_multiplier}; channel pruning follows only multiplier 1")
+                channels = kernel.shape[-2]
+            else:
+                channels = kernel.shape[-1]
+            self.masks.append(self.add_weight(name="channel_mask", shape=(channels,), initializer="ones",
+                                              trainable=False))
+        else:
+            self._masked = [weights[n] for n in weight_names(self.layer)]
+            for w in self._masked:
+                self.masks.append(self.add_weight(name=f"{w.path.split('/')[-1]}_mask", shape=w.shape,
+                                                  initializer="ones", trainable=False))
+        self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int64", initializer="zeros",
+                                            trainable=False)
+        self.armed = self.add_weight(name="armed", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        self.built = True
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self.armed.assign(0)  # a model saved during fit must not look as if a callback drove it after loading
+
+    def _broadcast(self, w, mask):
+        if self.structure != "channels":
+            return mask
+        if len(w.shape) == 1:
+            return mask
+        if isinstance(self.layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+            return ops.reshape(mask, (1,) * (len(w.shape) - 2) + (w.shape[-2], 1))
+        return ops.reshape(mask, output_channel_shape(self.layer, w.shape))
+
+    def masked_values(self):
+        """[(variable, masked tensor)] for every weight this wrapper masks."""
+        if self.structure == "channels":
+            mask = self.masks[0]
+            return [(w, w * ops.cast(self._broadcast(w, mask), w.dtype)) for w in self._masked]
+        return [(w, w * ops.cast(m, w.dtype)) for w, m in zip(self._masked, self.masks)]
+
+    # ---- forward ------------------------------------------------------------------------------------------------
+    def call(self, inputs, training=None, **kwargs):
+        if training is True and not self.is_follower:
+            tf.debugging.assert_equal(self.armed, 1, message=_MISSING_CALLBACK)
+        if self.layer._call_has_training_arg:
+            kwargs["training"] = training
+        mapping = self.masked_values()
+        mapped = {id(v) for v, _ in mapping}
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            outputs = self.layer(inputs, **kwargs)
+        for v in self.layer.weights:  # BatchNorm moving statistics and other in-call updates
+            if id(v) not in mapped:
+                new = scope.get_current_value(v)
+                if new is not None:
+                    v.assign(new)
+        for loss in scope.losses:
+            self.add_loss(loss)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    # ---- mask updates (host side, called by UpdatePruning) ---------------------------------------------------
+    def _wipe_masked(self):
+        """Writes the masked values into the variables: optimizer drift on pruned weights is dropped."""
+        for w, value in self.masked_values():
+            w.assign(value)
+
+    def update_masks(self, sparsity: float):
+        """Recomputes unstructured or N:M masks for ``sparsity`` from the current (masked) weights."""
+        if self.structure == "channels":
+            raise ValueError("channel masks are set per group: use set_channel_mask")
+        self._wipe_masked()
+        for w, m in zip(self._masked, self.masks):
+            values = np.asarray(w)
+            if self.structure is None:
+                m.assign(masks_lib.magnitude_mask(values, sparsity))
+            elif sparsity > 0:
+                m.assign(masks_lib.nm_mask(values, self.structure[1], self.structure[2]))
+
+    def channel_scores(self) -> np.ndarray | None:
+        """Importance of each channel: L2 norm of a producer's filters, |γ|/σ of a BatchNorm (None otherwise)."""
+        values = {w.path.split("/")[-1]: np.asarray(v) for w, v in self.masked_values()}
+        if isinstance(self.layer, layers.BatchNormalization):
+            if "gamma" not in values:
+                return None
+            var = np.asarray(self.layer.moving_variance)
+            return np.abs(values["gamma"]) / np.sqrt(var + self.layer.epsilon)
+        if self.is_follower:
+            return None
+        return masks_lib.channel_scores(values["kernel"])
+
+    def set_channel_mask(self, mask):
+        self._wipe_masked()
+        self.masks[0].assign(np.asarray(mask, np.float32))
+
+    def set_step(self, step: int):
+        self.pruning_step.assign(int(step))
+
+    def arm(self, on: bool):
+        self.armed.assign(1 if on else 0)
+
+    # ---- strip and report ---------------------------------------------------------------------------------------
+    def strip_layer(self):
+        """A plain copy of the wrapped layer, built, holding the masked (final) weights."""
+        new = clone_layer(self.layer, name=self.layer.name)
+        new.build_from_config(self.layer.get_build_config())
+        masked = {id(v): np.asarray(value) for v, value in self.masked_values()}
+        new.set_weights([masked.get(id(v), np.asarray(v)) for v in self.layer.weights])
+        return new
+
+    def pruned_weights(self) -> dict:
+        """{weight name: masked numpy value} of the weights this wrapper prunes."""
+        return {w.path.split("/")[-1]: np.asarray(v) for w, v in self.masked_values()}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"schedule": None if self.schedule is None else keras.saving.serialize_keras_object(
+                           self.schedule),
+                       "structure": format_structure(self.structure), "group": self.group})
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"), custom_objects=custom_objects)
+        schedule = config.pop("schedule", None)
+        if schedule is not None:
+            schedule = keras.saving.deserialize_keras_object(schedule, custom_objects=custom_objects)
+        return cls(layer, schedule=schedule, **config)
+
+
+def prune(layer, schedule=0.5, structure=None):
+    """Wraps one layer for pruning (usable while building any model, subclassed ones included).
+
+    ``schedule`` is a ``PolynomialDecay``/``ConstantSparsity`` or a sparsity in [0, 1) (constant from step 0);
+    ``structure`` is None (unstructured), ``"2:4"`` (N:M) or ``"channels"``. Train with
+    ``keras_eff.callbacks.UpdatePruning()`` and remove the wrapper with ``keras_eff.strip``.
+    """
+    if isinstance(layer, PruneWrapper):
+        raise ValueError(f"layer {layer.layer.name!r} is already wrapped for pruning")
+    if not isinstance(layer, layers.Layer):
+        raise TypeError(f"prune expects a Keras layer, got {type(layer).__name__}")
+    return PruneWrapper(layer, schedule=as_schedule(schedule), structure=structure)
+
+
+__all__ = ["PruneWrapper", "follower_weight_names", "prune"]
