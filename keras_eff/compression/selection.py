@@ -4,7 +4,8 @@ Sensitivity: every candidate layer is compressed alone at each candidate ratio a
 ``eval_fn``, or a proxy). The predicted loss of a layer at a ratio is the drop from the uncompressed score, made
 monotone (a layer never looks better compressed harder) and summed over layers. The greedy choice starts from the
 uncompressed model and repeatedly takes the step (one layer to a lower ratio) that buys the most cost reduction per
-unit of predicted loss, until the target is met; it then walks layers back up while the target still holds.
+unit of predicted loss, until the target is met; it then walks layers back up while the target still holds and the
+predicted loss does not grow.
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def select_ratios(table: SensitivityTable, cost_of, target: float) -> dict:
                 f"ratios (min_ratio)")
         _, name, r, cost = best
         ratios[name] = r
-    # Walk back up: the last greedy step may have overshot; undo what the target does not need, most loss first.
+    # Walk back up: the greedy steps may have overshot; undo what the target does not need, the most predicted loss
+    # first, then (at equal loss) the step that lands closest to the target.
     improved = True
     while improved:
         improved = False
@@ -160,10 +162,10 @@ def select_ratios(table: SensitivityTable, cost_of, target: float) -> dict:
             for r in higher:
                 trial = cost_of(settings({**ratios, name: r}))
                 gain = table.loss(name, ratios[name]) - table.loss(name, r)
-                if trial <= target and gain > 0:
-                    options.append((gain, r, name))
+                if trial <= target and gain >= 0:
+                    options.append((gain, trial, r, name))
         if options:
-            _, r, name = max(options)
+            _, _, r, name = max(options)
             ratios[name] = r
             improved = True
     return {n: r for n, r in ratios.items() if r < 1.0}
