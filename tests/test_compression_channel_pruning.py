@@ -66,7 +66,7 @@ def test_reconstruction_lowers_output_error(small, fmnist):
         counted = count_macs(model)
         assert scheme.cost_of(settings) == {"macs": counted.total_macs, "params": counted.total_params}
         errors[reconstruct] = output_error(model, x_test[:300], reference)  # held-out images
-    assert errors[True] < 0.7 * errors[False]
+    assert errors[True] < 0.3 * errors[False]  # about 25x lower on trained models
 
 
 def test_meets_target_trains_and_exports(small, fmnist, tmp_path):
