@@ -4,11 +4,12 @@
     python -m benchmarks.compression --quick    # a smoke run (~5 min idle, ~8 min shared)
 
 A VGG-like CNN (3 blocks of two 3×3 conv-BN-ReLU, widths 32/64/64, global pooling, dense; 21.9 M MACs, conv MACs
-99.9 %) is trained on a slice of the training set (12,000 images, 4 epochs; the test slice is 5,000 images). Each method compresses it to 50 % of its MACs, with per-layer
-ratios chosen from per-layer sensitivity measured as accuracy on a validation slice (training images the model was
-not trained on); ranks and kept channels are multiples of 8. "Both" is spatial SVD to 1/√2 of the MACs followed by
-channel pruning of the factorized model to 50 % of the original. Each compressed model is then fine-tuned for a few
-epochs; the original is trained for the same extra epochs as a reference ("original, trained as long").
+99.9 %) is trained on a slice of the training set (12,000 images, 4 epochs; the test slice is 5,000 images). Each
+method compresses it to 50 % of its MACs, with per-layer ratios chosen from per-layer sensitivity measured as
+accuracy on a validation slice (training images the model was not trained on); ranks and kept channels are multiples
+of 8. "Both" is spatial SVD to 1/√2 of the MACs followed by channel pruning of the factorized model to 50 % of the
+original. Each compressed model is then fine-tuned for a few epochs; the original is trained for the same extra
+epochs as a reference ("original, trained as long").
 Accuracy is on the test set, for the Keras float model and its int8 TFLite file (post-training quantized with 256
 training images). MACs are counted on the Keras model and on the TFLite file. Latency: LiteRT, XNNPACK, one thread,
 batch 1, int8; the four int8 files are measured in interleaved rounds (alternating order) and the median of each

@@ -23,12 +23,6 @@ def check_ratio(value, name="target_ratio") -> float:
     return ratio
 
 
-def check_metric(metric) -> str:
-    if metric not in ("macs", "params"):
-        raise ValueError(f"cost_metric must be 'macs' or 'params', got {metric!r}")
-    return metric
-
-
 def sample_array(model, data, max_samples: int, what="data") -> np.ndarray:
     """The model's single input as a float32 array of at most ``max_samples`` rows, from an array, an ``(x, y)``
     pair, or a ``tf.data.Dataset`` of ``x`` or ``(x, y)`` batches."""
@@ -80,5 +74,5 @@ def check_finite_weights(layer) -> None:
                              f"with finite weights")
 
 
-__all__ = ["NothingToCompressError", "check_finite_weights", "check_metric", "check_names", "check_ratio",
+__all__ = ["NothingToCompressError", "check_finite_weights", "check_names", "check_ratio",
            "sample_array"]
