@@ -1,0 +1,78 @@
+"""Checks of what the user hands to a compression: the target ratio, the sample data, the layer names."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph import functional_of
+
+
+class NothingToCompressError(ValueError):
+    """The model holds no layer the chosen method can compress, or the target cannot be reached."""
+
+
+def check_ratio(value, name="target_ratio") -> float:
+    """A ratio strictly between 0 and 1, as a float."""
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"{name} must lie strictly between 0 and 1 (the fraction of the cost to keep, e.g. 0.5 "
+                         f"for half the MACs), got {value!r}")
+    return ratio
+
+
+def sample_array(model, data, max_samples: int, what="data") -> np.ndarray:
+    """The model's single input as a float32 array of at most ``max_samples`` rows, from an array, an ``(x, y)``
+    pair, or a ``tf.data.Dataset`` of ``x`` or ``(x, y)`` batches."""
+    inputs = functional_of(model).inputs
+    if len(inputs) != 1:
+        raise ValueError(f"model {model.name!r} has {len(inputs)} inputs; compression with data supports "
+                         f"single-input models")
+    if data is None:
+        raise ValueError(f"{what} is required: give a few hundred typical inputs (an array shaped like the "
+                         f"model input)")
+    if hasattr(data, "as_numpy_iterator"):  # tf.data.Dataset
+        batches, count = [], 0
+        for item in data.as_numpy_iterator():
+            x = item[0] if isinstance(item, tuple) else item
+            batches.append(np.asarray(x))
+            count += len(batches[-1])
+            if count >= max_samples:
+                break
+        x = np.concatenate(batches) if batches else np.zeros((0,) + tuple(inputs[0].shape[1:]), np.float32)
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and np.ndim(data[0]) == len(inputs[0].shape):
+        x = np.asarray(data[0])
+    else:
+        x = np.asarray(data)
+    expected = tuple(inputs[0].shape[1:])
+    if x.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, x.shape[1:])):
+        raise ValueError(f"{what} has shape {x.shape}, but model {model.name!r} expects (n, "
+                         f"{', '.join(str(e) for e in expected)})")
+    if len(x) == 0:
+        raise ValueError(f"{what} is empty: give a few hundred typical inputs")
+    x = x[:max_samples].astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{what} holds NaN or infinite values")
+    return x
+
+
+def check_names(model, names, what) -> None:
+    """Raises where ``names`` holds a layer name the model lacks, listing the model's layers."""
+    known = {layer.name for layer in functional_of(model).layers}
+    unknown = sorted(set(names or ()) - known)
+    if unknown:
+        raise ValueError(f"{what} names {', '.join(map(repr, unknown))}, not layers of model {model.name!r}; its "
+                         f"layers are: {', '.join(sorted(known))}")
+
+
+def check_finite_weights(layer) -> None:
+    for w in layer.weights:
+        if not np.all(np.isfinite(np.asarray(w))):
+            raise ValueError(f"layer {layer.name!r} has NaN or infinite values in {w.path!r}: compress a model "
+                             f"with finite weights")
+
+
+__all__ = ["NothingToCompressError", "check_finite_weights", "check_names", "check_ratio",
+           "sample_array"]

@@ -1,0 +1,84 @@
+"""Options of each compression method (AIMET style): one small dataclass a method, with get_config/from_config."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+DEFAULT_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+
+
+@dataclass
+class CompressionParameters:
+    """Options shared by the methods.
+
+    - ``cost_metric``: what ``target_ratio`` counts, ``"macs"`` or ``"params"`` (of conv and dense layers).
+    - ``candidate_ratios``: the per-layer ratios tried in the sensitivity analysis (fractions of the layer's cost).
+    - ``layers``: names of the layers to consider (None: every eligible layer); ``exclude``: names to leave alone.
+    - ``multiple``: ranks and kept channel counts are rounded down to a multiple of this (8 suits XNNPACK/int8).
+    - ``num_eval_samples``: inputs used by the output-error proxy when no ``eval_fn`` is given.
+    - ``seed``: seeds the sampling of inputs and positions.
+    """
+
+    cost_metric: str = "macs"
+    candidate_ratios: tuple = DEFAULT_RATIOS
+    layers: tuple | None = None
+    exclude: tuple = ()
+    multiple: int = 1
+    num_eval_samples: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        self.candidate_ratios = tuple(float(r) for r in self.candidate_ratios)
+        if not self.candidate_ratios or any(not 0.0 < r < 1.0 for r in self.candidate_ratios):
+            raise ValueError(f"candidate_ratios must be a non-empty list of numbers strictly between 0 and 1, got "
+                             f"{self.candidate_ratios}")
+        if self.cost_metric not in ("macs", "params"):
+            raise ValueError(f"cost_metric must be 'macs' or 'params', got {self.cost_metric!r}")
+        if isinstance(self.layers, str) or isinstance(self.exclude, str):
+            raise TypeError("layers and exclude take a list of layer names, not a single string")
+        self.layers = None if self.layers is None else tuple(self.layers)
+        self.exclude = tuple(self.exclude)
+        if int(self.multiple) < 1:
+            raise ValueError(f"multiple must be an integer >= 1, got {self.multiple!r}")
+        if int(self.num_eval_samples) < 1:
+            raise ValueError(f"num_eval_samples must be >= 1, got {self.num_eval_samples!r}")
+
+    def get_config(self) -> dict:
+        config = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+
+@dataclass
+class SpatialSvdParameters(CompressionParameters):
+    """Options of ``spatial_svd``: those shared by every method (see ``CompressionParameters``)."""
+
+
+@dataclass
+class ChannelPruningParameters(CompressionParameters):
+    """Options of ``channel_pruning``, beyond the shared ones.
+
+    - ``num_reconstruction_samples``: rows of the least-squares problem per layer (sampled output positions).
+    - ``samples_per_image``: output positions sampled per input image.
+    - ``reconstruct``: refit the kept weights by least squares (False: only drop the pruned channels' weights).
+    - ``ridge``: Tikhonov regularisation of the refit, relative to the mean energy of the input columns.
+    """
+
+    num_reconstruction_samples: int = 5000
+    samples_per_image: int = 10
+    reconstruct: bool = True
+    ridge: float = 1e-3
+
+    def __post_init__(self):
+        super().__post_init__()
+        if int(self.samples_per_image) < 1 or int(self.num_reconstruction_samples) < 1:
+            raise ValueError("num_reconstruction_samples and samples_per_image must be >= 1")
+        if not self.ridge >= 0:
+            raise ValueError(f"ridge must be >= 0, got {self.ridge!r}")
+
+
+__all__ = ["ChannelPruningParameters", "CompressionParameters", "DEFAULT_RATIOS", "SpatialSvdParameters"]
