@@ -24,7 +24,8 @@ from .params import AdaRoundParams
 @dataclass
 class AdaRoundReport:
     """Per layer: reconstruction error of nearest rounding and of AdaRound (on the cached inputs), the loss curve
-    (sampled), and the share of weights rounded differently from nearest."""
+    (sampled: iteration, reconstruction, regularizer, total loss), the first regularized iteration and the share of
+    weights rounded differently from nearest."""
 
     layers: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)
@@ -126,7 +127,7 @@ def _optimize(wrapper, xs, params, rng, bar):
             reg = tf.reduce_sum(free * (1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta)))
             loss = recon + reg_on * params.reg_weight * reg
         adam(tape.gradient(loss, v))
-        return recon, reg
+        return recon, reg, loss
 
     @tf.function
     def hard_error(x, k):
@@ -148,9 +149,9 @@ def _optimize(wrapper, xs, params, rng, bar):
         else:
             progress = (it - warm) / max(1, params.iterations - warm)
             beta, reg_on = params.beta_start + (params.beta_end - params.beta_start) * progress, 1.0
-        recon, reg = step(tf.constant(xs[idx]), tf.constant(beta, tf.float32), tf.constant(reg_on, tf.float32))
+        recon, reg, loss = step(tf.constant(xs[idx]), tf.constant(beta, tf.float32), tf.constant(reg_on, tf.float32))
         if it % max(1, params.iterations // 50) == 0 or it == params.iterations - 1:
-            curve.append((it, float(recon), float(reg)))
+            curve.append((it, float(recon), float(reg), float(loss)))
         bar.update(1)
     hard = np.where(pinned, np.clip(np.round(ratio), -n, n),
                     np.clip(floor + (np.asarray(v) >= 0), -n, n)).astype(np.float32)
@@ -159,7 +160,7 @@ def _optimize(wrapper, xs, params, rng, bar):
     mse_ada = mse(tf.constant(final_k))
     flipped = float(np.mean(hard != np.clip(np.round(ratio), -n, n)))
     return final_k, dict(bits=wrapper.weight_quantizer.bits, mse_nearest=mse_nearest, mse_adaround=mse_ada,
-                         flipped=flipped, curve=curve, per_channel=wrapper.weight_quantizer.per_channel)
+                         flipped=flipped, curve=curve, warm_start=warm, per_channel=wrapper.weight_quantizer.per_channel)
 
 
 def adaround(quantized_model, data, params: AdaRoundParams | None = None, **kwargs):
