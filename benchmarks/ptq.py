@@ -29,13 +29,20 @@ from keras_eff.reporting import write_results
 RESULTS = Path(__file__).parent / "results"
 
 
-def unbalanced_ds_cnn(width, seed, spread=(0.03, 3.0)):
-    """ds_cnn with fixed, log-uniformly spread depthwise BatchNorm gains (MobileNet-like channel ranges)."""
+FEEDS_DEPTHWISE = ("stem_bn", "pw0_bn", "pw1_bn")
+
+
+def unbalanced_ds_cnn(width, seed, spread=(0.01, 1.0)):
+    """ds_cnn whose BatchNorms in front of each depthwise conv have fixed gains γ, log-uniform over ``spread``.
+
+    The depthwise inputs then differ in scale by up to 100× per channel; the depthwise BatchNorm normalizes them, so
+    after folding the depthwise kernels' channel ranges differ as much (large where the input is small): the
+    MobileNet situation in which a per-tensor weight grid fails."""
     keras.utils.set_random_seed(seed)
     model = ds_cnn(width=width)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.name.startswith("dw"):
+        if layer.name in FEEDS_DEPTHWISE:
             n = layer.gamma.shape[0]
             layer.gamma.assign(np.exp(rng.uniform(np.log(spread[0]), np.log(spread[1]), n)).astype("float32"))
             layer.gamma.trainable = False
