@@ -19,8 +19,8 @@ def _randomize_bn(model, seed=0):
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             n = layer.gamma.shape[0]
-            layer.set_weights([np.exp(rng.uniform(np.log(0.05), np.log(4.0), n)), rng.normal(1.0, 1.0, n), rng.normal(0, 1, n),
-                               rng.uniform(0.1, 2.0, n)])
+            gamma = np.exp(rng.uniform(np.log(0.05), np.log(4.0), n))
+            layer.set_weights([gamma, rng.normal(1.0, 1.0, n), rng.normal(0, 1, n), rng.uniform(0.1, 2.0, n)])
     return model
 
 

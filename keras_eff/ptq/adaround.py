@@ -75,7 +75,7 @@ def _set_bits(wrapper, bits):
     wrapper.weight_quantizer = WeightQuantizer(bits, wq.symmetric, wq.per_channel)
 
 
-def _optimize(wrapper, xs, params, rng, bar):
+def _optimize(wrapper, xs, params, rng, bar, xf=None):
     layer = wrapper.layer
     name = common.kernel_name(wrapper)
     fk = common.float_kernels(wrapper)
@@ -116,9 +116,12 @@ def _optimize(wrapper, xs, params, rng, bar):
         m2.assign(b2 * m2 + (1 - b2) * tf.square(grad))
         v.assign_sub(lr * (m1 / (1 - b1 ** t)) / (tf.sqrt(m2 / (1 - b2 ** t)) + 1e-8))
 
+    # targets: the float layer on the float model's inputs (asymmetric reconstruction) or on the quantized inputs
+    xf = xs if xf is None else xf
+
     @tf.function
-    def step(x, beta, reg_on):
-        target = output(x, target_k)
+    def step(x, x_float, beta, reg_on):
+        target = output(x_float, target_k)
         with tf.GradientTape() as tape:
             h = _rectified_sigmoid(v, zeta, gamma)
             y = output(x, kernel_from(h))
@@ -130,12 +133,12 @@ def _optimize(wrapper, xs, params, rng, bar):
         return recon, reg, loss
 
     @tf.function
-    def hard_error(x, k):
-        d = output(x, k) - output(x, target_k)
+    def hard_error(x, x_float, k):
+        d = output(x, k) - output(x_float, target_k)
         return tf.reduce_mean(tf.reduce_sum(tf.reshape(tf.square(d), (-1, tf.shape(d)[-1])), axis=-1))
 
     def mse(k):
-        errs = [float(hard_error(xs[i:i + 256], k)) for i in range(0, len(xs), 256)]
+        errs = [float(hard_error(xs[i:i + 256], xf[i:i + 256], k)) for i in range(0, len(xs), 256)]
         return float(np.mean(errs))
 
     nearest_k = layer_ops.from_channels_last(layer, name, nearest_t * scale_t, shape4)
@@ -149,7 +152,8 @@ def _optimize(wrapper, xs, params, rng, bar):
         else:
             progress = (it - warm) / max(1, params.iterations - warm)
             beta, reg_on = params.beta_start + (params.beta_end - params.beta_start) * progress, 1.0
-        recon, reg, loss = step(tf.constant(xs[idx]), tf.constant(beta, tf.float32), tf.constant(reg_on, tf.float32))
+        recon, reg, loss = step(tf.constant(xs[idx]), tf.constant(xf[idx]), tf.constant(beta, tf.float32),
+                                tf.constant(reg_on, tf.float32))
         if it % max(1, params.iterations // 50) == 0 or it == params.iterations - 1:
             curve.append((it, float(recon), float(reg), float(loss)))
         bar.update(1)
@@ -160,15 +164,35 @@ def _optimize(wrapper, xs, params, rng, bar):
     mse_ada = mse(tf.constant(final_k))
     flipped = float(np.mean(hard != np.clip(np.round(ratio), -n, n)))
     return final_k, dict(bits=wrapper.weight_quantizer.bits, mse_nearest=mse_nearest, mse_adaround=mse_ada,
-                         flipped=flipped, curve=curve, warm_start=warm, per_channel=wrapper.weight_quantizer.per_channel)
+                         flipped=flipped, curve=curve, warm_start=warm,
+                         per_channel=wrapper.weight_quantizer.per_channel)
 
 
-def adaround(quantized_model, data, params: AdaRoundParams | None = None, **kwargs):
+def _float_inputs(float_model, wrapper, x, batch_size=64):
+    """The input of the float model's layer of the same name (what the quantized layer would see without
+    quantization), for the asymmetric reconstruction target."""
+    import keras
+
+    try:
+        layer = float_model.get_layer(wrapper.layer.name)
+    except ValueError:
+        raise ValueError(f"float_model {float_model.name!r} has no layer named {wrapper.layer.name!r}: give the "
+                         f"float model that was quantized (after equalize / fold_batchnorm)") from None
+    probe = keras.Model(float_model.input, layer.input)
+    out = np.concatenate([np.asarray(probe(x[i:i + batch_size], training=False))
+                          for i in range(0, len(x), batch_size)])
+    return out
+
+
+def adaround(quantized_model, data, params: AdaRoundParams | None = None, *, float_model=None, **kwargs):
     """Learns the rounding of every quantized kernel of ``quantized_model`` **in place** and returns the model.
 
     ``quantized_model`` comes from ``keras_eff.quantize_model`` on a model without BatchNorm to fold (run
     ``keras_eff.ptq.equalize`` or ``keras_eff.graph.fold_batchnorm`` first), calibrated; ``data`` are typical inputs.
     Afterwards each kernel lies on its quantization grid, so the int8 TFLite export holds exactly these integers.
+    With ``float_model`` (the float model that was quantized), each layer reproduces the float model's output from
+    the quantized model's input, so it also makes up for the error of the layers before it (the paper's asymmetric
+    reconstruction); without, it reproduces its own float output on the quantized input.
     The report is set as ``quantized_model.adaround``.
     """
     if params is None:
@@ -200,7 +224,8 @@ def adaround(quantized_model, data, params: AdaRoundParams | None = None, **kwar
             if params.weight_bits is not None:
                 _set_bits(w, params.weight_bits)
             xs = common.layer_inputs(quantized_model, w, x)
-            kernel, info = _optimize(w, xs, params, rng, bar)
+            xf = None if float_model is None else _float_inputs(float_model, w, x)
+            kernel, info = _optimize(w, xs, params, rng, bar, xf)
             w.layer.kernel.assign(kernel.reshape(w.layer.kernel.shape))
             report.layers[w.layer.name] = info
     quantized_model.adaround = report

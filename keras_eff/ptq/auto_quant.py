@@ -127,7 +127,7 @@ def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *, confi
             if step == "cle+bc":
                 bias_correction(q, x, bc)
             elif step == "cle+adaround":
-                adaround(q, x, ar)
+                adaround(q, x, ar, float_model=equalized)
                 calibrate(q, x, progress=progress)
         score = _score(eval_fn, q, f"step {step!r}")
         met = score >= target
