@@ -233,6 +233,16 @@ def test_params_round_trip(cls):
         cls.from_config({"bogus": 1})
 
 
+def test_relu_mean_matches_sampling():
+    from keras_eff.ptq.bias_correction import expected_activation
+
+    rng = np.random.default_rng(0)
+    mean, std = np.array([-1.0, 0.5, 3.0, 7.0]), np.array([0.5, 1.0, 2.0, 1.5])
+    h = rng.normal(mean, std, (200_000, 4))
+    np.testing.assert_allclose(expected_activation(mean, std, "relu"), np.maximum(h, 0).mean(0), atol=0.02)
+    np.testing.assert_allclose(expected_activation(mean, std, "relu6"), np.clip(h, 0, 6).mean(0), atol=0.02)
+
+
 def test_bad_inputs_give_clear_errors(images):
     eq = ptq.equalize(relu_model())
     q = ke.calibrate(ke.quantize_model(eq), images, progress=False)
@@ -262,6 +272,9 @@ def test_bad_inputs_give_clear_errors(images):
         ptq.adaround(q, None)
     with pytest.raises(ValueError, match="allowed_drop"):
         ptq.auto_quant(relu_model(), images, lambda m: 0.0, allowed_drop=-1)
+    with pytest.raises(ValueError, match="float_model 'other' has no layer named 'conv'"):
+        other = keras.Sequential([keras.Input((12, 12, 1)), layers.Flatten(), layers.Dense(5)], name="other")
+        ptq.adaround(q, images, float_model=other, iterations=1)
     with_bn = ke.quantize_model(relu_model())
     with pytest.raises(ValueError, match="fold BatchNorm before quantize_model"):
         ptq.adaround(with_bn, images, layers=("conv",))

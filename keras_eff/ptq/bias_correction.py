@@ -43,10 +43,11 @@ def _norm_pdf(z):
     return np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
 
 
-def _norm_cdf(z):
-    from scipy.special import ndtr
+_erf = np.vectorize(math.erf, otypes=[np.float64])
 
-    return ndtr(z)
+
+def _norm_cdf(z):
+    return 0.5 * (1.0 + _erf(np.asarray(z, np.float64) / math.sqrt(2.0)))
 
 
 def relu_mean(mean, std):
