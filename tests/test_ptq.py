@@ -93,6 +93,9 @@ def test_relu6_is_replaced_only_when_asked_and_model_untouched(images):
     assert not any(isinstance(l, layers.ReLU) and l.max_value is not None for l in eq.layers)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+    absorbed_only = ptq.equalize(model, scale=False).equalization  # absorbing through a ReLU6 also needs ReLU
+    assert absorbed_only.absorbed and absorbed_only.pairs == []
+    assert set(absorbed_only.relu6_replaced) == {f"{n}_relu6" for n in absorbed_only.absorbed}
     kept = ptq.equalize(model, relu6_to_relu=False)
     assert kept.equalization.pairs == [] and kept.equalization.relu6_replaced == []
     assert kept.equalization.skipped_pairs

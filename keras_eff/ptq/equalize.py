@@ -205,8 +205,10 @@ def equalize(model, params: EqualizeParams | None = None, **kwargs) -> keras.Mod
             stats[p.first] = [mean - c, std]
             report.absorbed[p.first] = float(c.sum())
 
-    relu6 = {name for p in pairs for name in p.relu6_layers} if params.scale else set()
-    report.pairs = [(p.first, p.second, p.activation) for p in pairs]
+    # a ReLU6 inside a scaled pair, or one a bias was absorbed through, becomes ReLU (neither commutes with the clip)
+    changed = pairs if params.scale else [p for p in pairs if p.first in report.absorbed]
+    relu6 = {name for p in changed for name in p.relu6_layers}
+    report.pairs = [(p.first, p.second, p.activation) for p in pairs] if params.scale else []
     report.relu6_replaced = sorted(relu6)
 
     def transform(rb, node, args, kwargs):
