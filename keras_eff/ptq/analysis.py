@@ -1,0 +1,164 @@
+"""Analysis: weight ranges per channel before and after CLE, per-layer sensitivity, and where the int8 TFLite file
+first drifts from the simulation. Each returns its data and, given a path, saves a plot (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from . import common
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def weight_ranges(report_or_model) -> dict:
+    """{"before": {layer: [max|w| per output channel]}, "after": {...}} from an equalized model (or its
+    EqualizationReport); for any other model, {"after": ranges of its conv/dense kernels}."""
+    from . import layer_math as lm
+
+    report = getattr(report_or_model, "equalization", report_or_model)
+    if hasattr(report, "ranges_before"):
+        return {"before": report.ranges_before, "after": report.ranges_after}
+    out = {}
+    for layer in report_or_model.layers:
+        if lm.is_scalable(layer):
+            out[layer.name] = lm.out_ranges(layer, np.asarray(layer.kernel)).tolist()
+    return {"after": out}
+
+
+def plot_weight_ranges(report_or_model, path) -> dict:
+    """Box plots of the per-channel weight ranges of each layer, before and after equalization (log scale)."""
+    data = weight_ranges(report_or_model)
+    plt = _pyplot()
+    names = list(data["after"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
+    pos = np.arange(len(names))
+    for i, (key, color) in enumerate((("before", "tab:red"), ("after", "tab:blue"))):
+        if key not in data:
+            continue
+        vals = [np.maximum(np.asarray(data[key][n]), 1e-8) for n in names]
+        bp = ax.boxplot(vals, positions=pos + (i - 0.5) * 0.35, widths=0.3, patch_artist=True, whis=(0, 100))
+        for patch in bp["boxes"]:
+            patch.set_facecolor(color)
+            patch.set_alpha(0.5)
+        ax.plot([], [], color=color, lw=6, alpha=0.5, label=f"{key} CLE")
+    ax.set_yscale("log")
+    ax.set_xticks(pos)
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("max |w| per output channel")
+    ax.set_title("Per-channel weight ranges (whiskers: min to max)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return data
+
+
+def plot_sensitivity(sensitivity: dict, path, parameters: dict | None = None) -> dict:
+    """Grouped bars: the score drop of each layer alone at each width (``layer_sensitivity``'s result)."""
+    plt = _pyplot()
+    names = list(sensitivity)
+    widths = sorted({b for v in sensitivity.values() for b in v}, reverse=True)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
+    step = 0.8 / max(1, len(widths))
+    for i, b in enumerate(widths):
+        ax.bar(np.arange(len(names)) + i * step - 0.4 + step / 2, [sensitivity[n].get(b, np.nan) for n in names],
+               width=step, label=f"{b}-bit")
+    labels = [f"{n}\n({parameters[n]:,})" if parameters else n for n in names]
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("score drop (this layer alone)")
+    ax.set_title("Per-layer weight sensitivity")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"sensitivity": {n: {str(b): float(d) for b, d in v.items()} for n, v in sensitivity.items()}}
+
+
+def _tflite_tensor_for(names, wrapper_name) -> int | None:
+    """Index of the last op output whose name mentions the wrapper (TFLite names hold 'model/quant_conv_1/...')."""
+    pattern = re.compile(rf"(^|/){re.escape(wrapper_name)}(_\d+)?/")
+    found = None
+    for idx, name in names:
+        if any(pattern.search(part) for part in name.split(";")):
+            found = idx
+    return found
+
+
+def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tolerance_lsb: float = 2.0,
+               path=None) -> dict:
+    """Per quantized layer, how far the int8 TFLite tensor lies from the simulation (in output LSBs), in execution
+    order, and the first layer that drifts beyond ``tolerance_lsb``.
+
+    Runs LiteRT without delegates, keeping every intermediate tensor; TFLite tensors are matched to Keras layers by
+    the wrapper names in their names. Returns {"layers": [...], "first_drift": name or None}; plots to ``path``.
+    """
+    import keras
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    import tflite_export as te
+
+    x = common.check_data(quantized_model, data, "divergence data")[:samples]
+    model_bytes = te.read_model(tflite_model) if tflite_model is not None else te.to_tflite(quantized_model)
+    interp = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    inp = interp.get_input_details()[0]
+    shape = list(inp["shape"])
+    shape[0] = 1
+    interp.resize_tensor_input(inp["index"], shape)
+    interp.allocate_tensors()
+    graph = te.read_graph(model_bytes)
+    outputs = [(t, graph.tensors[t].name) for op in graph.ops for t in op.outputs]
+    wrappers = [w for w in quantized_model.layers if hasattr(w, "output_quantizer") and w.output_quantizer]
+    matched = [(w, _tflite_tensor_for(outputs, w.name)) for w in wrappers]
+    matched = [(w, t) for w, t in matched if t is not None]
+    if not matched:
+        raise ValueError("no TFLite tensor could be matched to a quantized layer by name")
+    probe = keras.Model(quantized_model.input, [w.output for w, _ in matched])
+    sim = probe.predict(x, verbose=0, batch_size=len(x))
+    sim = sim if isinstance(sim, list) else [sim]
+    diffs = [[] for _ in matched]
+    in_scale, in_zp = inp["quantization"]
+    for i in range(len(x)):
+        interp.set_tensor(inp["index"], te.quantize(x[i:i + 1], in_scale, in_zp, inp["dtype"]))
+        interp.invoke()
+        for j, (w, t) in enumerate(matched):
+            info = graph.tensors[t]
+            scale, zp = float(info.scales[0]), int(info.zero_points[0])
+            tfl = te.dequantize(interp.get_tensor(t), scale, zp)
+            diffs[j].append(np.abs(tfl.reshape(-1) - sim[j][i].reshape(-1)) / scale)
+    rows = []
+    first = None
+    for (w, t), d in zip(matched, diffs):
+        d = np.concatenate(d)
+        row = {"layer": w.layer.name, "tflite_tensor": graph.tensors[t].name.split(";")[0],
+               "max_lsb": float(d.max()), "mean_lsb": float(d.mean()), "share_off": float(np.mean(d > 0.5))}
+        rows.append(row)
+        if first is None and row["max_lsb"] > tolerance_lsb:
+            first = w.layer.name
+    result = {"layers": rows, "first_drift": first, "tolerance_lsb": tolerance_lsb, "samples": len(x)}
+    if path is not None:
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(rows) + 2), 3.6))
+        pos = np.arange(len(rows))
+        ax.bar(pos - 0.2, [r["max_lsb"] for r in rows], width=0.4, label="max")
+        ax.bar(pos + 0.2, [r["mean_lsb"] for r in rows], width=0.4, label="mean")
+        ax.axhline(tolerance_lsb, color="tab:red", ls="--", lw=1, label=f"tolerance {tolerance_lsb} LSB")
+        ax.set_xticks(pos)
+        ax.set_xticklabels([r["layer"] for r in rows], rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("|TFLite − simulation| (output LSB)")
+        ax.set_title("Simulation vs int8 TFLite, layer by layer" + (f" (first drift: {first})" if first else ""))
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return result

@@ -1,0 +1,147 @@
+"""AutoQuant: post-training quantization steps tried in order until the accuracy target is met.
+
+Steps: "ptq" (quantize_model + calibrate), "cle" (equalize, then the same), "cle+bc" (plus empirical bias
+correction), "cle+adaround" (AdaRound on the equalized model, ranges calibrated again afterwards). Each step starts
+from the float model, so each result stands alone; the first that reaches float − allowed_drop ends the search and
+the best model seen is returned, with a markdown report and a bar chart of every step tried.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import keras
+
+from ..quantization import QuantConfig, calibrate, quantize_model
+from ..reporting import markdown_table
+from . import common
+from .adaround import adaround
+from .bias_correction import bias_correction
+from .equalize import equalize
+from .params import AdaRoundParams, AutoQuantParams, BiasCorrectionParams, EqualizeParams
+
+
+@dataclass
+class AutoQuantResult:
+    model: keras.Model  # the best quantized model (calibrated)
+    best_step: str
+    float_score: float
+    target: float
+    steps: list = field(default_factory=list)  # {"step", "score", "drop", "seconds", "met"}
+    report_path: str | None = None
+    plot_path: str | None = None
+
+    @property
+    def target_met(self) -> bool:
+        return any(s["met"] for s in self.steps)
+
+
+def _score(eval_fn, model, what):
+    s = float(eval_fn(model))
+    if not math.isfinite(s):
+        raise ValueError(f"eval_fn returned {s} for {what}; it must return a finite score (higher is better)")
+    return s
+
+
+def _plot(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s["step"] for s in result.steps]
+    scores = [s["score"] for s in result.steps]
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2.5, 3.4))
+    bars = ax.bar(names, scores, color=["tab:green" if s["met"] else "tab:gray" for s in result.steps])
+    ax.axhline(result.float_score, color="tab:blue", lw=1, label=f"float {result.float_score:.4f}")
+    ax.axhline(result.target, color="tab:red", lw=1, ls="--", label=f"target {result.target:.4f}")
+    for b, s in zip(bars, scores):
+        ax.annotate(f"{s:.4f}", (b.get_x() + b.get_width() / 2, s), ha="center", va="bottom", fontsize=8)
+    low = min(scores + [result.target])
+    ax.set_ylim(max(0.0, low - 0.1 * (result.float_score - low + 1e-3) - 0.02), result.float_score * 1.02 + 1e-3)
+    ax.set_ylabel("score")
+    ax.set_title("AutoQuant: score after each step")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write_report(result, path, params, config):
+    from tflite_export import atomic_write
+
+    stem = os.path.splitext(path)[0]
+    plot = stem + ".png"
+    _plot(result, plot)
+    rows = [dict(step=s["step"], score=s["score"], drop=s["drop"], seconds=s["seconds"],
+                 target_met="yes" if s["met"] else "no") for s in result.steps]
+    skipped = [s for s in params.steps if s not in [r["step"] for r in result.steps]]
+    md = (f"# AutoQuant report\n\nFloat score {result.float_score:.4f}; target {result.target:.4f} "
+          f"(allowed drop {params.allowed_drop}). Weights {config.weight_bits}-bit "
+          f"{config.weight_granularity}, activations {config.activation_bits}-bit.\n\n"
+          + markdown_table(rows, ["step", "score", "drop", "seconds", "target_met"])
+          + f"\nBest: **{result.best_step}** ({'target met' if result.target_met else 'target not met'}).\n"
+          + (f"Not tried (target met before): {', '.join(skipped)}.\n" if skipped else "")
+          + f"\n![scores per step]({os.path.basename(plot)})\n")
+    atomic_write(path, md)
+    result.report_path, result.plot_path = path, plot
+
+
+def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *, config: QuantConfig | None = None,
+               params: AutoQuantParams | None = None, report_path: str | None = "auto_quant.md",
+               progress: bool = True) -> AutoQuantResult:
+    """Tries plain PTQ, then CLE, CLE + bias correction and CLE + AdaRound on float ``model`` until
+    ``eval_fn(quantized) >= eval_fn(model) − allowed_drop``; returns an ``AutoQuantResult`` with the best model.
+
+    data: calibration inputs (also AdaRound's and bias correction's). eval_fn(model) -> float, higher is better.
+    config: the QuantConfig of every step (default: 8-bit, per-channel where exportable). A markdown report with a
+    plot is written to ``report_path`` (None: no files).
+    """
+    if params is None:
+        params = AutoQuantParams(allowed_drop=0.01 if allowed_drop is None else allowed_drop)
+    elif allowed_drop is not None:
+        params = AutoQuantParams.from_config({**params.get_config(), "allowed_drop": allowed_drop})
+    if not callable(eval_fn):
+        raise TypeError("eval_fn must be a callable taking a model and returning a score (higher is better)")
+    config = config or QuantConfig()
+    x = common.check_data(model, data, "auto_quant data")
+    float_score = _score(eval_fn, model, "the float model")
+    target = float_score - params.allowed_drop
+    eq = EqualizeParams.from_config(params.equalize or {})
+    bc = BiasCorrectionParams.from_config(params.bias_correction or {})
+    ar = AdaRoundParams.from_config(params.adaround or {})
+    result = AutoQuantResult(model=None, best_step="", float_score=float_score, target=target)
+    equalized = None
+    best = -math.inf
+    for step in params.steps:
+        t0 = time.perf_counter()
+        if step == "ptq":
+            q = calibrate(quantize_model(model, config), x, progress=progress)
+        else:
+            if equalized is None:
+                equalized = equalize(model, eq)
+            q = calibrate(quantize_model(equalized, config), x, progress=progress)
+            if step == "cle+bc":
+                bias_correction(q, x, bc)
+            elif step == "cle+adaround":
+                adaround(q, x, ar, float_model=equalized)
+                calibrate(q, x, progress=progress)
+        score = _score(eval_fn, q, f"step {step!r}")
+        met = score >= target
+        result.steps.append(dict(step=step, score=score, drop=float_score - score,
+                                 seconds=time.perf_counter() - t0, met=met))
+        if progress:
+            print(f"auto_quant: {step}: {score:.4f} (float {float_score:.4f}, target {target:.4f})")
+        if score > best:
+            best, result.model, result.best_step = score, q, step
+        if met:
+            break
+    if report_path:
+        _write_report(result, report_path, params, config)
+    return result
+
+
+__all__ = ["AutoQuantResult", "auto_quant"]

@@ -1,0 +1,239 @@
+"""Data-free quantization (Nagel et al. 2019): BatchNorm folding, cross-layer equalization, high-bias absorption.
+
+Cross-layer scaling: for consecutive layers W1 → ReLU → W2, dividing output channel i of W1 (and its bias) by s_i
+and multiplying input channel i of W2 by s_i leaves the function unchanged (ReLU is positively homogeneous). With
+s_i = sqrt(r1_i·r2_i)/r2_i, where r1_i and r2_i are the channel's weight ranges in W1 and W2, both become
+sqrt(r1_i·r2_i): the channel ranges even out, so per-tensor grids lose less. Sweeps over all pairs repeat until the
+scales settle. High-bias absorption then moves c_i = max(0, β_i − 3γ_i) (from the folded BatchNorm's β, γ: the
+pre-activation mean and standard deviation) out of W1's bias into W2's bias, shrinking activation ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+from keras import layers
+
+from ..graph import GraphInfo, clone_layer, fold_batchnorm, functional_of, is_foldable_bn, rebuild
+from . import layer_math as lm
+from .params import EqualizeParams
+
+# Layers between a pair that commute with positive per-channel scaling; the last three also with a constant shift.
+_PASS_SCALE = (layers.MaxPooling2D, layers.ZeroPadding2D, layers.Dropout, layers.Identity, layers.SpatialDropout2D,
+               layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)
+_BREAKS_SHIFT = (layers.ZeroPadding2D,)
+
+
+@dataclass
+class EqualizationReport:
+    """What ``equalize`` did. ``statistics`` holds, per layer name, the pre-activation mean and standard deviation
+    per output channel (from the folded BatchNorms, carried through scaling and absorption): the input of the
+    data-free ``bias_correction``."""
+
+    pairs: list = field(default_factory=list)  # (first, second, activation between)
+    iterations: int = 0
+    relu6_replaced: list = field(default_factory=list)
+    skipped_pairs: list = field(default_factory=list)  # (first, second, reason)
+    absorbed: dict = field(default_factory=dict)  # layer -> total shift moved out of its bias
+    folded_batchnorm: list = field(default_factory=list)
+    statistics: dict = field(default_factory=dict)  # layer -> {"mean": [...], "std": [...]}
+    ranges_before: dict = field(default_factory=dict)  # layer -> per-output-channel max|w| (after folding)
+    ranges_after: dict = field(default_factory=dict)
+
+    def __str__(self):
+        lines = [f"{len(self.folded_batchnorm)} BatchNorms folded, {len(self.pairs)} layer pairs equalized in "
+                 f"{self.iterations} sweeps, bias absorbed into {len(self.absorbed)} layers"]
+        if self.relu6_replaced:
+            lines.append(f"  ReLU6 replaced by ReLU: {', '.join(self.relu6_replaced)}")
+        lines += [f"  not scaled: {a} -> {b} ({why})" for a, b, why in self.skipped_pairs]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"pairs": [list(p) for p in self.pairs], "iterations": self.iterations,
+                "relu6_replaced": list(self.relu6_replaced), "skipped_pairs": [list(p) for p in self.skipped_pairs],
+                "absorbed": self.absorbed, "folded_batchnorm": list(self.folded_batchnorm),
+                "statistics": self.statistics, "ranges_before": self.ranges_before,
+                "ranges_after": self.ranges_after}
+
+
+def _activation_kind(layer) -> str | None:
+    """'relu', 'relu6' or 'linear' for a plain activation layer; None for anything else."""
+    if isinstance(layer, layers.ReLU):
+        if float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
+            return None
+        if layer.max_value is None:
+            return "relu"
+        return "relu6" if float(layer.max_value) == 6.0 else None
+    if isinstance(layer, layers.Activation):
+        name = keras.activations.serialize(layer.activation)
+        return name if name in ("relu", "relu6", "linear") else None
+    return None
+
+
+def _own_activation(layer) -> str | None:
+    name = keras.activations.serialize(layer.activation)
+    return name if name in ("relu", "relu6", "linear") else None
+
+
+@dataclass
+class _Pair:
+    first: str
+    second: str
+    activation: str  # relu, relu6, linear (the effective activation between)
+    relu6_layers: list  # names of ReLU6 layers (or the first layer's own relu6) to turn into ReLU
+    shift_ok: bool  # high-bias absorption is exact here
+
+
+def _find_pairs(model, params, report) -> list:
+    info = GraphInfo.of(model)
+    pairs = []
+    for node in info.nodes:
+        first = node.operation
+        if not isinstance(first, layers.Layer) or not lm.is_scalable(first):
+            continue
+        act = _own_activation(first)
+        if act is None:
+            continue
+        relu6 = [first.name] if act == "relu6" else []
+        shift_ok, cur = True, node
+        while True:
+            nxt = info.sole_consumer(cur)
+            if nxt is None or not isinstance(nxt.operation, layers.Layer):
+                break
+            op = nxt.operation
+            kind = _activation_kind(op)
+            if kind is not None and kind != "linear":
+                if act != "linear":
+                    break  # two activations in a row: leave it alone
+                act = kind
+                if kind == "relu6":
+                    relu6.append(op.name)
+            elif kind == "linear" or isinstance(op, _PASS_SCALE):
+                shift_ok = shift_ok and not isinstance(op, _BREAKS_SHIFT)
+            elif lm.is_scalable(op):
+                if relu6 and not params.relu6_to_relu:
+                    report.skipped_pairs.append((first.name, op.name, "ReLU6 between (relu6_to_relu=False)"))
+                else:
+                    pairs.append(_Pair(first.name, op.name, "relu" if act == "relu6" else act, relu6,
+                                       shift_ok and lm.padding_free(op)))
+                break
+            else:
+                break
+            cur = nxt
+    return pairs
+
+
+def _bn_statistics(model) -> dict:
+    """Per layer followed by a foldable BatchNorm: (β, |γ|) = mean and std of the BN output, per channel."""
+    info = GraphInfo.of(model)
+    stats = {}
+    for node in info.nodes:
+        nxt = info.sole_consumer(node)
+        if nxt is not None and is_foldable_bn(nxt.operation, node.operation):
+            bn = nxt.operation
+            gamma = np.asarray(bn.gamma) if bn.scale else np.ones(bn.moving_mean.shape)
+            beta = np.asarray(bn.beta) if bn.center else np.zeros(bn.moving_mean.shape)
+            stats[node.operation.name] = (bn.name, beta.astype(np.float64), np.abs(gamma).astype(np.float64))
+    return stats
+
+
+def equalize(model, params: EqualizeParams | None = None, **kwargs) -> keras.Model:
+    """A new model with BatchNorm folded, cross-layer scaling and high-bias absorption (``model`` is unchanged).
+
+    Settings come from ``params`` (an ``EqualizeParams``) or keyword arguments (``equalize(m, absorb_bias=False)``).
+    The returned model carries ``equalization``, an ``EqualizationReport`` with the pairs, the ReLU6 layers replaced
+    by ReLU and the BatchNorm statistics that ``bias_correction`` uses without data.
+    """
+    if params is None:
+        params = EqualizeParams(**kwargs)
+    elif kwargs:
+        raise TypeError("give either params or keyword settings, not both")
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"equalize expects a Keras 3 model, got {type(model).__name__}")
+    functional_of(model)  # clear error for subclassed / unbuilt models
+    for layer in model.layers:
+        for w in layer.weights:
+            if not np.all(np.isfinite(np.asarray(w))):
+                raise ValueError(f"layer {layer.name!r} has NaN or infinite values in {w.path}: fix the model first")
+    report = EqualizationReport()
+    raw_stats = _bn_statistics(model)
+    folded = fold_batchnorm(model)
+    report.folded_batchnorm = [(name, bn) for name, (bn, _, _) in raw_stats.items()]
+    stats = {name: [mean, std] for name, (_, mean, std) in raw_stats.items()}
+
+    weights = {}
+    for layer in folded.layers:
+        if lm.is_scalable(layer):
+            weights[layer.name] = list(lm.kernel_and_bias(layer))
+            report.ranges_before[layer.name] = lm.out_ranges(layer, weights[layer.name][0]).tolist()
+    by_name = {layer.name: layer for layer in folded.layers}
+    pairs = _find_pairs(folded, params, report) if (params.scale or params.absorb_bias) else []
+
+    if params.scale:
+        for sweep in range(int(params.max_iterations)):
+            change = 0.0
+            for p in pairs:
+                l1, l2 = by_name[p.first], by_name[p.second]
+                (w1, b1), (w2, _) = weights[p.first], weights[p.second]
+                r1, r2 = lm.out_ranges(l1, w1), lm.in_ranges(l2, w2)
+                ok = (r1 > 0) & (r2 > 0)
+                s = np.where(ok, np.sqrt(r1 * r2) / np.where(ok, r2, 1.0), 1.0)
+                weights[p.first][0] = w1 / s.reshape(lm.out_shape(l1, w1))
+                weights[p.first][1] = b1 / s
+                weights[p.second][0] = w2 * s.reshape(lm.in_shape(l2, w2))
+                if p.first in stats:
+                    stats[p.first] = [stats[p.first][0] / s, stats[p.first][1] / s]
+                change = max(change, float(np.max(np.abs(np.log(s)))))
+            report.iterations = sweep + 1
+            if change < params.tolerance:
+                break
+    if params.absorb_bias:
+        for p in pairs:
+            if p.activation != "relu" or p.first not in stats:
+                continue
+            if not (p.shift_ok or params.absorb_through_padding):
+                continue
+            mean, std = stats[p.first]
+            c = np.maximum(0.0, mean - params.absorb_sigmas * std)
+            if not np.any(c > 0):
+                continue
+            l2 = by_name[p.second]
+            weights[p.first][1] = weights[p.first][1] - c
+            weights[p.second][1] = weights[p.second][1] + lm.input_sum(l2, weights[p.second][0], c)
+            stats[p.first] = [mean - c, std]
+            report.absorbed[p.first] = float(c.sum())
+
+    # a ReLU6 inside a scaled pair, or one a bias was absorbed through, becomes ReLU (neither commutes with the clip)
+    changed = pairs if params.scale else [p for p in pairs if p.first in report.absorbed]
+    relu6 = {name for p in changed for name in p.relu6_layers}
+    report.pairs = [(p.first, p.second, p.activation) for p in pairs] if params.scale else []
+    report.relu6_replaced = sorted(relu6)
+
+    def transform(rb, node, args, kwargs):
+        op = node.operation
+        if not isinstance(op, layers.Layer):
+            return None
+        if op.name in weights:
+            overrides = {"use_bias": True}
+            if op.name in relu6:
+                overrides["activation"] = "relu"
+            new = clone_layer(op, **overrides)
+            out = new(*args, **kwargs)
+            kernel, bias = weights[op.name]
+            new.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+            return out
+        if op.name in relu6:
+            return layers.ReLU(name=op.name)(*args, **kwargs)
+        return None
+
+    new = rebuild(folded, transform, name=model.name)
+    for name, (kernel, _) in weights.items():
+        report.ranges_after[name] = lm.out_ranges(by_name[name], kernel).tolist()
+    report.statistics = {name: {"mean": m.tolist(), "std": s.tolist()} for name, (m, s) in stats.items()}
+    new.equalization = report
+    return new
+
+
+__all__ = ["EqualizationReport", "equalize"]
