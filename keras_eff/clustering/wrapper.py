@@ -122,7 +122,8 @@ class ClusterWrapper(layers.Wrapper):
                                             trainable=False)
         self.built = True
         if not self._restoring:
-            self.initialize_clusters()
+            with tf.init_scope():  # eager even when a model first builds inside fit's graph
+                self.initialize_clusters()
 
     def initialize_clusters(self):
         """(Re)computes centroids and assignments from the inner layer's current kernels."""
