@@ -1,6 +1,7 @@
 """prune → cluster → QAT: what each `preserve` setting promises, checked on the weights of the int8 TFLite file."""
 
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -14,6 +15,8 @@ import tflite_export as te
 from keras_eff.clustering import cluster_model, clustering_report
 from keras_eff.quantization import QuantConfig, QuantizeWrapper
 from keras_eff.strip import strip
+
+pytestmark = pytest.mark.slow  # end to end: train, prune, cluster, QAT, convert
 
 K = 4
 FILTER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -86,7 +89,8 @@ def int8_filters(data):
             continue
         t = graph.tensors[op.inputs[1]]
         assert t.dtype == np.int8 and t.is_constant
-        name = next(part[len("quant_"):] for part in t.name.replace(";", "/").split("/") if part.startswith("quant_"))
+        part = next(p for p in t.name.replace(";", "/").split("/") if p.startswith("quant_"))
+        name = re.sub(r"_\d+$", "", part[len("quant_"):])  # TensorFlow's name scopes add "_1"
         out[name] = (op.name, interpreter.get_tensor(t.index))
     return out
 

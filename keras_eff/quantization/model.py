@@ -174,9 +174,7 @@ class _Quantizer:
         wrapper.layer.set_weights(op.get_weights())
         if wrapper.preserve:
             preserve_lib.fill(wrapper)
-            self.report.preserved.append((op.name, ", ".join(
-                [f"{sum(wrapper.n_centroids.values())} clusters"] * ("clusters" in spec.preserve)
-                + ["sparsity"] * ("sparsity" in spec.preserve))))
+            self.report.preserved.append((op.name, preserve_lib.describe(wrapper)))
         if bn is not None:
             wrapper.batchnorm.set_weights(bn.operation.get_weights())
             rb.absorb(bn)

@@ -98,3 +98,14 @@ def kernel_value(wrapper, name):
         return getattr(wrapper.layer, name)
     kernel = ops.take(state["centroids"], state["indices"]) if "centroids" in state else getattr(wrapper.layer, name)
     return kernel * state["mask"] if "mask" in state else kernel
+
+
+def describe(wrapper) -> str:
+    """What a wrapper preserves, for the quantization report: "sparsity 50.0%, 16 clusters"."""
+    parts = []
+    for n, state in wrapper.preserved.items():
+        if "mask" in state:
+            parts.append(f"{n} sparsity {1 - float(np.mean(np.asarray(state['mask']))):.1%}")
+        if "centroids" in state:
+            parts.append(f"{n} {state['centroids'].shape[0]} clusters")
+    return ", ".join(parts)
