@@ -274,3 +274,29 @@ def test_bad_inputs_give_clear_errors(trained):
     k.assign(np.where(np.arange(k.shape[1]) == 0, np.nan, np.asarray(k)))
     with pytest.raises(ValueError, match=r"layer 'hidden' has NaN"):
         cluster_model(bad, 4)
+
+
+def test_quantize_decorator_preserves_zeros_and_shared_values(rng):
+    import tensorflow as tf
+
+    layer = layers.Dense(6)
+    layer.build((None, 10))
+    values = rng.choice(np.array([-0.5, -0.1, 0.0, 0.2, 0.7], "float32"), size=(10, 6))
+    layer.kernel.assign(values)
+    wrapper = keras_eff.quantize(layer, per_channel=False, preserve=("sparsity", "clusters"))
+    x = rng.normal(size=(16, 10)).astype("float32")
+    wrapper(x)
+    assert wrapper.n_centroids == {"kernel": 4}  # the non-zero values; zero is held by the mask
+    optimizer = keras.optimizers.SGD(0.5)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(wrapper(x, training=True) ** 2)
+        variables = wrapper.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    assert all(v is not layer.kernel for v in variables)  # the centroids train instead
+    kernel = np.asarray(wrapper.folded_kernels()[0]["kernel"])
+    np.testing.assert_array_equal(kernel == 0, values == 0)
+    assert np.unique(kernel[kernel != 0]).size <= 4
+    assert not np.allclose(np.unique(kernel[kernel != 0]), [-0.5, -0.1, 0.2, 0.7])  # the shared values moved
+    quantized = np.asarray(wrapper.quantized_kernels()[0]["kernel"])
+    assert np.unique(quantized).size <= 5 and np.all(quantized[values == 0] == 0)

@@ -244,11 +244,12 @@ def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _
 
 def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, activation_bits=8,
              activation_symmetric=False, quantize_inputs=False, batchnorm=None, fused_activation="linear",
-             ema_decay=0.99) -> QuantizeWrapper:
+             ema_decay=0.99, preserve=()) -> QuantizeWrapper:
     """Quantizes one layer, for any model (subclassed ones too): ``self.conv = keras_eff.quantize(Conv2D(...))``.
 
     The layer's kernels and output are fake-quantized; ``quantize_inputs=True`` also quantizes what comes in (the
     first layer of a model, or wherever the tensor in front has no range). The layer itself is wrapped, not copied.
+    ``preserve`` ("sparsity", "clusters") keeps the zeros / shared values the layer's kernel has when it builds.
     """
     if not isinstance(layer, layers.Layer):
         raise TypeError(f"quantize expects a Keras layer, got {type(layer).__name__}")
@@ -257,4 +258,4 @@ def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, a
     return QuantizeWrapper(layer, batchnorm=batchnorm, fused_activation=fused_activation, weight_bits=weight_bits,
                            weight_symmetric=weight_symmetric, per_channel=per_channel,
                            activation_bits=activation_bits, activation_symmetric=activation_symmetric,
-                           ema_decay=ema_decay, quantize_inputs=quantize_inputs)
+                           ema_decay=ema_decay, quantize_inputs=quantize_inputs, preserve=preserve)
