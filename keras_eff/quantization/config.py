@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import keras
 from keras import layers
 
+from .preserve import check_preserve
 from .quantizers import check_bits
 
 GRANULARITIES = ("auto", "per_channel", "per_tensor")
@@ -32,9 +33,11 @@ class LayerQuantSpec:
     activation_bits: int = 8
     activation_symmetric: bool = False
     fold_batchnorm: bool = True
+    preserve: tuple = ()
     quantize: bool = True
 
     def __post_init__(self):
+        object.__setattr__(self, "preserve", check_preserve(self.preserve))
         check_bits(self.weight_bits, "weight_bits")
         check_bits(self.activation_bits, "activation_bits")
         if self.weight_granularity not in GRANULARITIES:
@@ -56,6 +59,8 @@ class QuantConfig:
 
     The fields are the defaults for every layer; ``overrides`` maps a layer name or a layer class name (``"Dense"``)
     to a dict of fields for those layers (a name beats a class); layers named in ``skip`` stay float.
+    ``preserve`` ("sparsity", "clusters" or both) keeps pruned zeros and clustered shared values through QAT
+    (``keras_eff.quantization.preserve``).
 
     >>> QuantConfig(weight_bits=8, overrides={"Dense": {"weight_bits": 4}, "stem": {"quantize": False}})
     """
@@ -66,11 +71,13 @@ class QuantConfig:
     activation_bits: int = 8
     activation_symmetric: bool = False
     fold_batchnorm: bool = True
+    preserve: tuple = ()
     ema_decay: float = 0.99
     overrides: dict = field(default_factory=dict)
     skip: tuple = ()
 
     def __post_init__(self):
+        self.preserve = check_preserve(self.preserve)
         self._default = LayerQuantSpec(**{k: getattr(self, k) for k in _SPEC_KEYS if k != "quantize"})
         for key, values in self.overrides.items():
             if not isinstance(values, dict):
@@ -106,6 +113,7 @@ class QuantConfig:
     def get_config(self):
         out = asdict(self)
         out["skip"] = list(self.skip)
+        out["preserve"] = list(self.preserve)
         return out
 
     @classmethod

@@ -10,7 +10,7 @@ layer stays float and is reported.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import keras
 import numpy as np
@@ -19,6 +19,7 @@ from keras import layers
 from ..errors import UnsupportedModelError
 from ..graph import clone_layer, functional_of, is_foldable_bn, rebuild
 from . import layer_ops
+from . import preserve as preserve_lib
 from .config import QuantConfig
 from .quantizers import FIXED_RANGES, ActivationQuantizer
 from .wrapper import FUSED_ACTIVATIONS, SHARED_RANGE, QuantizeWrapper, activation_name
@@ -47,11 +48,13 @@ class QuantizationReport:
     fused_activations: list = field(default_factory=list)
     inherit_range: list = field(default_factory=list)
     float_layers: list = field(default_factory=list)  # (name, reason)
+    preserved: list = field(default_factory=list)  # (name, what is kept: "sparsity", "16 clusters")
 
     def __str__(self):
         lines = [f"{len(self.quantized)} layers quantized, {len(self.folded_batchnorm)} BatchNorms folded, "
                  f"{len(self.fused_activations)} activations fused, {len(self.inherit_range)} layers inherit ranges"]
         lines += [f"  kept float: {name} ({reason})" for name, reason in self.float_layers]
+        lines += [f"  preserved: {name} ({what})" for name, what in self.preserved]
         return "\n".join(lines)
 
 
@@ -179,9 +182,14 @@ class _Quantizer:
         wrapper = QuantizeWrapper(
             clone_layer(op), batchnorm=None if bn is None else clone_layer(bn.operation),
             fused_activation=act or "linear", quantize_output=not self._feeds_shared_range(rb, last),
+            preserve=spec.preserve, n_centroids=preserve_lib.centroid_counts(op, layer_ops.kernel_names(op),
+                                                                             spec.preserve),
             **self.wrapper_kwargs(spec, op))
         out = wrapper(*args, **kwargs)
         wrapper.layer.set_weights(op.get_weights())
+        if wrapper.preserve:
+            preserve_lib.fill(wrapper)
+            self.report.preserved.append((op.name, preserve_lib.describe(wrapper)))
         if bn is not None:
             wrapper.batchnorm.set_weights(bn.operation.get_weights())
             rb.absorb(bn)
@@ -201,18 +209,23 @@ def _check_weights(model):
                                  f"{w.path}: fix or retrain the model before quantizing it")
 
 
-def quantize_model(model, config: QuantConfig | None = None, *, _nested=False, _report=None) -> keras.Model:
+def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _nested=False,
+                   _report=None) -> keras.Model:
     """A new model ready for quantization-aware training, computing what its int8 TFLite export computes.
 
     Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed. Layers that
     cannot be quantized stay float: they are listed in ``new_model.quantization_report`` and warned about, and
     exporting such a model needs representative data. Use ``keras_eff.quantize`` for subclassed models.
+    ``preserve`` ("sparsity", "clusters" or both) overrides ``config.preserve``: QAT keeps the zeros of pruned
+    kernels and the shared values of clustered ones (strip pruning and clustering wrappers first).
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"quantize_model expects a Keras 3 model, got {type(model).__name__}")
     config = config or QuantConfig()
     if not isinstance(config, QuantConfig):
         raise TypeError(f"config must be a keras_eff.QuantConfig, got {type(config).__name__}")
+    if preserve is not None:
+        config = replace(config, preserve=preserve)
     try:
         functional = functional_of(model)
     except UnsupportedModelError as err:
@@ -221,6 +234,11 @@ def quantize_model(model, config: QuantConfig | None = None, *, _nested=False, _
             f"with the decorator instead: self.conv = keras_eff.quantize(layers.Conv2D(...), quantize_inputs=True)"
         ) from err
     _check_weights(functional)
+    wrapped = [l.name for l in functional._flatten_layers(include_self=False, recursive=True)
+               if callable(getattr(l, "strip_layer", None))]
+    if wrapped:
+        raise ValueError(f"model {model.name!r} still holds pruning or clustering wrappers ({', '.join(wrapped)}): "
+                         f"call keras_eff.strip(model) first, then quantize_model(stripped, preserve=...)")
     report = _report if _report is not None else QuantizationReport()
     if not _nested:
         all_layers = list(functional._flatten_layers(include_self=False, recursive=True))
@@ -241,11 +259,12 @@ def quantize_model(model, config: QuantConfig | None = None, *, _nested=False, _
 
 def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, activation_bits=8,
              activation_symmetric=False, quantize_inputs=False, batchnorm=None, fused_activation="linear",
-             ema_decay=0.99) -> QuantizeWrapper:
+             ema_decay=0.99, preserve=()) -> QuantizeWrapper:
     """Quantizes one layer, for any model (subclassed ones too): ``self.conv = keras_eff.quantize(Conv2D(...))``.
 
     The layer's kernels and output are fake-quantized; ``quantize_inputs=True`` also quantizes what comes in (the
     first layer of a model, or wherever the tensor in front has no range). The layer itself is wrapped, not copied.
+    ``preserve`` ("sparsity", "clusters") keeps the zeros / shared values the layer's kernel has when it builds.
     """
     if not isinstance(layer, layers.Layer):
         raise TypeError(f"quantize expects a Keras layer, got {type(layer).__name__}")
@@ -254,4 +273,4 @@ def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, a
     return QuantizeWrapper(layer, batchnorm=batchnorm, fused_activation=fused_activation, weight_bits=weight_bits,
                            weight_symmetric=weight_symmetric, per_channel=per_channel,
                            activation_bits=activation_bits, activation_symmetric=activation_symmetric,
-                           ema_decay=ema_decay, quantize_inputs=quantize_inputs)
+                           ema_decay=ema_decay, quantize_inputs=quantize_inputs, preserve=preserve)

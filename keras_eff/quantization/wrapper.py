@@ -27,6 +27,7 @@ from keras import layers, ops
 
 from ..graph import bn_affine, output_channel_shape
 from . import layer_ops
+from . import preserve as preserve_lib
 from .config import PER_CHANNEL_EXPORTABLE
 from .quantizers import FIXED_RANGES, ActivationQuantizer, WeightQuantizer, check_bits
 
@@ -65,11 +66,14 @@ class QuantizeWrapper(layers.Wrapper):
         quantize_inputs: also fake-quantize the input (for layers of subclassed models, or a model's first layer).
         quantize_output: False where the consumer quantizes this output (a Concatenate with a shared range).
         fixed_output_range: (min, max) pinning the output range (softmax, sigmoid and tanh layers).
+        preserve: "sparsity", "clusters" or both: keep the kernels' zeros / shared values through QAT
+            (``keras_eff.quantization.preserve``); ``n_centroids`` is filled in and saved by the wrapper.
     """
 
     def __init__(self, layer, batchnorm=None, fused_activation="linear", weight_bits=8, weight_symmetric=True,
                  per_channel=None, activation_bits=8, activation_symmetric=False, ema_decay=0.99,
-                 quantize_inputs=False, quantize_output=True, fixed_output_range=None, **kwargs):
+                 quantize_inputs=False, quantize_output=True, fixed_output_range=None, preserve=(),
+                 n_centroids=None, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(layer, **kwargs)
         if batchnorm is not None and not isinstance(layer, layer_ops.SUPPORTED):
@@ -91,6 +95,8 @@ class QuantizeWrapper(layers.Wrapper):
         reason = layer_ops.unsupported_reason(layer) if self.has_kernel else None
         if reason:
             raise ValueError(f"layer {layer.name!r} cannot be quantized: {reason}")
+        self.preserve = preserve_lib.check_preserve(preserve) if self.has_kernel else ()
+        self.n_centroids = None if n_centroids is None else dict(n_centroids)
         self.weight_quantizer = WeightQuantizer(weight_bits, weight_symmetric, self.per_channel)
         own = activation_name(getattr(layer, "activation", None)) if self.has_kernel else "linear"
         self._own_fused = own if own in FUSED_ACTIVATIONS else "linear"
@@ -131,6 +137,8 @@ class QuantizeWrapper(layers.Wrapper):
         for q in self.quantizers:
             q.build()
         self.bn_frozen = self.add_weight(name="bn_frozen", shape=(), initializer="zeros", trainable=False)
+        if self.preserve:
+            preserve_lib.build(self, layer_ops.kernel_names(self.layer))
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -149,7 +157,7 @@ class QuantizeWrapper(layers.Wrapper):
     def folded_kernels(self):
         """Float kernels and bias as the int8 file holds them: BatchNorm folded in (moving statistics)."""
         layer = self.layer
-        kernels = {n: getattr(layer, n) for n in layer_ops.kernel_names(layer)}
+        kernels = {n: preserve_lib.kernel_value(self, n) for n in layer_ops.kernel_names(layer)}
         bias = layer.bias if layer.use_bias else None
         if self.batchnorm is not None:
             scale, shift = bn_affine(self.batchnorm)
@@ -172,7 +180,7 @@ class QuantizeWrapper(layers.Wrapper):
     def _linear_with_live_bn(self, x, training):
         """Training with live BN statistics: batch statistics from a float pass, σ-corrected folded kernel."""
         layer, bn = self.layer, self.batchnorm
-        raw = {n: getattr(layer, n) for n in layer_ops.kernel_names(layer)}
+        raw = {n: preserve_lib.kernel_value(self, n) for n in layer_ops.kernel_names(layer)}
         y_float = layer_ops.linear(layer, x, raw)
         if layer.use_bias:
             y_float = y_float + layer.bias
@@ -285,7 +293,7 @@ class QuantizeWrapper(layers.Wrapper):
             weight_symmetric=self.weight_symmetric, per_channel=self.per_channel,
             activation_bits=self.activation_bits, activation_symmetric=self.activation_symmetric,
             ema_decay=self.ema_decay, quantize_inputs=self.quantize_inputs, quantize_output=self.quantize_output,
-            fixed_output_range=self.fixed_output_range)
+            fixed_output_range=self.fixed_output_range, preserve=list(self.preserve), n_centroids=self.n_centroids)
         return config
 
     @classmethod

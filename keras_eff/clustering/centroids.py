@@ -1,0 +1,78 @@
+"""Choosing centroids for a weight tensor and assigning each weight to its nearest one (numpy and scikit-learn).
+
+Inits: ``kmeans++`` and ``random`` run scikit-learn's k-means (Lloyd) on the weight values from those seedings;
+``linear`` spaces the centroids evenly over [min, max]; ``density`` puts them at evenly spaced quantiles of the
+values (the inverse of their empirical CDF), so dense regions get more centroids. With ``keep_zero`` centroid 0 is
+pinned at 0.0 for the weights that are exactly zero and the other k−1 centroids cluster the non-zero weights.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+INITS = ("kmeans++", "linear", "density", "random")
+
+
+def check_init(init, where: str = "") -> str:
+    if init not in INITS:
+        raise ValueError(f"{where}init={init!r} is unknown; choose one of {', '.join(repr(i) for i in INITS)}")
+    return init
+
+
+def fit_centroids(values, k: int, init: str = "kmeans++", seed: int = 0) -> np.ndarray:
+    """``k`` sorted centroids for the 1-D ``values``, all within [min, max] of the values.
+
+    Fewer distinct values than ``k`` give those values, the last repeated (unused centroids cost nothing).
+    """
+    values = np.asarray(values, np.float64).reshape(-1)
+    if values.size == 0:
+        return np.zeros(k, np.float32)
+    distinct = np.unique(values)
+    if distinct.size <= k:
+        return np.concatenate([distinct, np.repeat(distinct[-1], k - distinct.size)]).astype(np.float32)
+    if init == "linear":
+        c = np.linspace(values.min(), values.max(), k)
+    elif init == "density":
+        c = np.quantile(values, (np.arange(k) + 0.5) / k)
+    else:
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=k, init="k-means++" if init == "kmeans++" else "random", n_init=1,
+                    random_state=seed, max_iter=100)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning on near-duplicate values
+            km.fit(values.reshape(-1, 1))
+        c = np.clip(km.cluster_centers_.reshape(-1), values.min(), values.max())
+    return np.sort(c).astype(np.float32)
+
+
+def nearest(values, centroids) -> np.ndarray:
+    """Index of the nearest centroid for each value (ties to the lower one); ``centroids`` sorted, 1-D."""
+    centroids = np.asarray(centroids, np.float64)
+    mids = (centroids[1:] + centroids[:-1]) / 2
+    return np.searchsorted(mids, np.asarray(values, np.float64), side="left").astype(np.int32)
+
+
+def cluster_values(values, k: int, init: str, keep_zero: bool, seed: int = 0):
+    """(centroids (k,), indices like ``values``) for one group of weights (a kernel or one output channel)."""
+    values = np.asarray(values, np.float32)
+    flat = values.reshape(-1)
+    if keep_zero and np.any(flat == 0):
+        nonzero = flat[flat != 0]
+        rest = fit_centroids(nonzero, k - 1, init, seed)
+        centroids = np.concatenate([[0.0], rest]).astype(np.float32)
+        idx = 1 + nearest(nonzero, rest) if nonzero.size else np.zeros(0, np.int32)
+        indices = np.zeros(flat.shape, np.int32)
+        indices[flat != 0] = idx
+        return centroids, indices.reshape(values.shape)
+    centroids = fit_centroids(flat, k, init, seed)
+    return centroids, nearest(flat, centroids).reshape(values.shape)
+
+
+def channel_ids(shape, channel_shape) -> np.ndarray:
+    """For each position of a kernel, its output channel: ``channel_shape`` is the broadcast shape of a
+    per-channel vector (``keras_eff.graph.output_channel_shape``)."""
+    n = int(np.prod(channel_shape))
+    return np.broadcast_to(np.arange(n, dtype=np.int32).reshape(channel_shape), shape).copy()
