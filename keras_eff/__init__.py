@@ -1,10 +1,20 @@
-"""keras-eff: shrink trained Keras 3 models and deploy them as int8 TFLite."""
+"""keras-eff: shrink trained Keras 3 models and deploy them as int8 TFLite.
 
-from . import callbacks, datasets, graph, quantization
+Techniques live one per subpackage (quantization, ptq, pruning, clustering, compression, donna); the everyday names
+are re-exported here.
+"""
+
+from . import callbacks, clustering, compression, datasets, graph, ptq, pruning, quantization
+from .clustering import cluster, cluster_model, clustering_report
 from .datasets import fashion_mnist
+from .pruning import ConstantSparsity, PolynomialDecay, prune, prune_model, sparsity_report
 from .quantization import QuantConfig, calibrate, quantize, quantize_model
+from .strip import strip  # last: keras_eff.strip is the function, not the module
 
 __version__ = "0.1.0"
 
-__all__ = ["QuantConfig", "calibrate", "callbacks", "datasets", "fashion_mnist", "graph", "quantization",
-           "quantize", "quantize_model"]
+__all__ = [
+    "ConstantSparsity", "PolynomialDecay", "QuantConfig", "calibrate", "callbacks", "cluster", "cluster_model",
+    "clustering", "clustering_report", "compression", "datasets", "fashion_mnist", "graph", "prune", "prune_model",
+    "ptq", "pruning", "quantization", "quantize", "quantize_model", "sparsity_report", "strip",
+]
