@@ -55,16 +55,13 @@ class BlockChoice:
     @classmethod
     def from_name(cls, name: str) -> "BlockChoice":
         parts = str(name).split("-")
-        try:
-            cell, k, e, d, se, act = parts
-            if k[0] != "k" or e[0] != "e" or d[0] != "d" or se not in ("se", "nose"):
-                raise ValueError
-            return cls(cell=cell, kernel=int(k[1:]), expansion=int(e[1:]), depth=int(d[1:]), se=se == "se",
-                       activation=act)
-        except (ValueError, IndexError) as err:
-            if isinstance(err, ValueError) and str(err):
-                raise
-            raise ValueError(f"{name!r} is not a block choice name; expected e.g. 'dw_ib-k5-e4-d2-se-swish'") from None
+        ok = (len(parts) == 6 and parts[1][:1] == "k" and parts[2][:1] == "e" and parts[3][:1] == "d"
+              and parts[4] in ("se", "nose") and all(p[1:].isdigit() for p in parts[1:4]))
+        if not ok:
+            raise ValueError(f"{name!r} is not a block choice name; expected e.g. 'dw_ib-k5-e4-d2-se-swish'")
+        cell, k, e, d, se, act = parts
+        return cls(cell=cell, kernel=int(k[1:]), expansion=int(e[1:]), depth=int(d[1:]), se=se == "se",
+                   activation=act)
 
     def get_config(self) -> dict:
         return {"cell": self.cell, "kernel": self.kernel, "expansion": self.expansion, "depth": self.depth,
@@ -313,7 +310,7 @@ def default_space() -> SearchSpace:
     """
     common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 4), depths=(1, 2, 3), se=SE_OPTIONS,
                   activations=ACTIVATIONS)
-    return SearchSpace(blocks=(BlockSpace(16, 1, **common), BlockSpace(24, 2, **common), BlockSpace(40, 2, **common)),
+    return SearchSpace(blocks=(BlockSpace(24, 2, **common), BlockSpace(24, 1, **common), BlockSpace(40, 2, **common)),
                        stem_channels=16, stem_stride=2, head_channels=96, name="fmnist_default")
 
 
