@@ -11,7 +11,7 @@ from keras_eff.donna import (AccuracyPredictor, BKDConfig, BlockLibrary, InProce
 from keras_eff.donna.reference import block_features, block_prefix
 from keras_eff.donna.supernet import get_block_weights
 
-FAST_BKD = BKDConfig(steps=60, batch_size=64, calibration_samples=128, compile=False)
+FAST_BKD = BKDConfig(steps=40, batch_size=64, calibration_samples=128, compile=False)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,9 @@ def library(reference, fmnist):
 def _job(reference, x, index, steps, **cfg):
     space = tiny_space()
     f = block_features(reference, space, x)
-    return {"block": space.blocks[index].get_config(), "in_channels": f[index].shape[-1], "index": index,
+    # a subset of the block's choices (the depthwise cell at kernel 3 and 5): any subset is a valid block
+    block = dict(space.blocks[index].get_config(), cells=["dw_ib"], se=[False])
+    return {"block": block, "in_channels": f[index].shape[-1], "index": index,
             "x": f[index][:600], "y": f[index + 1][:600], "x_val": f[index][600:], "y_val": f[index + 1][600:],
             "config": BKDConfig(steps=steps, batch_size=32, calibration_samples=64, compile=False,
                                 **cfg).get_config(),
@@ -40,10 +42,10 @@ def _job(reference, x, index, steps, **cfg):
 def test_bkd_loss_falls(reference, fmnist):
     (x, _), _ = fmnist
     # from scratch, so the fall is not hidden by the reference's head start
-    out = train_block_job(_job(reference, x[:800], 1, 80, init_from_reference=False, learning_rate=5e-3))
+    out = train_block_job(_job(reference, x[:800], 1, 50, init_from_reference=False, learning_rate=5e-3))
     h = out["history"]
-    assert h[-20:].mean() < 0.7 * h[:10].mean()
-    assert np.all(np.isfinite(out["losses"])) and out["losses"].shape == (len(tiny_space().block_choices(1)),)
+    assert h[-15:].mean() < 0.7 * h[:10].mean()
+    assert np.all(np.isfinite(out["losses"])) and out["losses"].shape == (8,)
 
 
 def test_library_scores_choices_and_reference_is_best(library):
