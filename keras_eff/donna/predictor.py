@@ -158,8 +158,11 @@ def plot_predictions(measured, predicted, path, title: str = "DONNA accuracy pre
     ax.set_ylabel("predicted accuracy")
     ax.set_title(f"{title}\nKendall tau = {tau:.3f}{extra}", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    import io
+
+    from tflite_export import atomic_write
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png")
     plt.close(fig)
-    return path
+    return atomic_write(path, buf.getvalue())
