@@ -170,3 +170,14 @@ def test_executors_give_the_same_results(reference, fmnist):
     for a, b in zip(local, remote):
         np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-3, atol=1e-5)
         np.testing.assert_allclose(a["history"], b["history"], rtol=1e-3, atol=1e-5)
+
+
+def test_compiled_and_eager_bkd_steps_agree(reference, fmnist):
+    (x, _), _ = fmnist
+    job = _job(reference, x[:700], 0, 6)
+    job["block"] = dict(job["block"], kernels=[3], expansions=[2], se=[False])  # two choices: depth 1 and 2
+    job["init"] = None
+    eager = train_block_job({**job, "config": {**job["config"], "compile": False}})
+    graph = train_block_job({**job, "config": {**job["config"], "compile": True}})
+    np.testing.assert_allclose(graph["history"], eager["history"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(graph["losses"], eager["losses"], rtol=1e-4, atol=1e-6)
