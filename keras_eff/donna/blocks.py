@@ -1,0 +1,70 @@
+"""Plain Keras blocks: one block choice built from standard layers (Conv2D, DepthwiseConv2D, BatchNormalization,
+ReLU or swish, squeeze-and-excitation from GlobalAveragePooling2D + 1x1 convs + Multiply, Add for the residual).
+
+Only ops that int8 TFLite supports are used, so any architecture of a space exports to a microcontroller.
+Layer names follow ``{prefix}_l{layer}_{part}``; :mod:`keras_eff.donna.supernet` extracts weights under the same
+names.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from .space import BlockChoice
+
+
+def se_channels(in_channels: int) -> int:
+    """Width of the squeeze-and-excitation bottleneck of a layer with ``in_channels`` inputs (a quarter, >= 4)."""
+    return max(4, in_channels // 4)
+
+
+def layer_plan(choice: BlockChoice, in_channels: int, out_channels: int, stride: int) -> list:
+    """Per stacked layer: (input channels, expanded channels, output channels, stride, residual)."""
+    plan = []
+    cin = in_channels
+    for i in range(choice.depth):
+        s = stride if i == 0 else 1
+        plan.append((cin, cin * choice.expansion, out_channels, s, s == 1 and cin == out_channels))
+        cin = out_channels
+    return plan
+
+
+def _activation(name: str, kind: str):
+    return layers.ReLU(name=name) if kind == "relu" else layers.Activation("swish", name=name)
+
+
+def apply_block(x, choice: BlockChoice, out_channels: int, stride: int, prefix: str, bn_momentum: float = 0.9):
+    """Applies the block ``choice`` to the Keras tensor ``x`` and returns the output tensor."""
+    for i, (cin, cexp, cout, s, residual) in enumerate(layer_plan(choice, x.shape[-1], out_channels, stride)):
+        p = f"{prefix}_l{i}"
+        inp = x
+        if choice.cell == "dw_ib":
+            y = layers.Conv2D(cexp, 1, use_bias=False, name=f"{p}_expand")(x)
+            y = layers.BatchNormalization(momentum=bn_momentum, name=f"{p}_expand_bn")(y)
+            y = _activation(f"{p}_expand_act", choice.activation)(y)
+            y = layers.DepthwiseConv2D(choice.kernel, strides=s, padding="same", use_bias=False, name=f"{p}_dw")(y)
+            y = layers.BatchNormalization(momentum=bn_momentum, name=f"{p}_dw_bn")(y)
+            y = _activation(f"{p}_dw_act", choice.activation)(y)
+        else:
+            y = layers.Conv2D(cexp, choice.kernel, strides=s, padding="same", use_bias=False, name=f"{p}_fused")(x)
+            y = layers.BatchNormalization(momentum=bn_momentum, name=f"{p}_fused_bn")(y)
+            y = _activation(f"{p}_fused_act", choice.activation)(y)
+        if choice.se:
+            z = layers.GlobalAveragePooling2D(keepdims=True, name=f"{p}_se_pool")(y)
+            z = layers.Conv2D(se_channels(cin), 1, name=f"{p}_se_reduce")(z)
+            z = _activation(f"{p}_se_act", choice.activation)(z)
+            z = layers.Conv2D(cexp, 1, activation="sigmoid", name=f"{p}_se_expand")(z)
+            y = layers.Multiply(name=f"{p}_se_scale")([y, z])
+        y = layers.Conv2D(cout, 1, use_bias=False, name=f"{p}_project")(y)
+        y = layers.BatchNormalization(momentum=bn_momentum, name=f"{p}_project_bn")(y)
+        x = layers.Add(name=f"{p}_add")([inp, y]) if residual else y
+    return layers.Identity(name=f"{prefix}_out")(x)
+
+
+def build_block(choice: BlockChoice, input_shape, out_channels: int, stride: int, prefix: str = "block",
+                bn_momentum: float = 0.9) -> keras.Model:
+    """The block ``choice`` alone as a Keras model from ``input_shape`` (h, w, c) to its output."""
+    inputs = keras.Input(tuple(input_shape), name=f"{prefix}_input")
+    outputs = apply_block(inputs, choice, out_channels, stride, prefix, bn_momentum)
+    return keras.Model(inputs, outputs, name=f"{prefix}_{choice.name}".replace("-", "_"))

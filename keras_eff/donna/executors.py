@@ -1,0 +1,98 @@
+"""Executors: one interface to run independent jobs (distilling a block, finetuning an architecture).
+
+``executor.map(fn, jobs)`` returns ``[fn(job) for job in jobs]`` in order. :class:`InProcessExecutor` runs them
+one after the other here; :class:`RayExecutor` runs them as Ray tasks (``pip install keras-eff[ray]``), on a local
+Ray started on demand or on the cluster that ``address`` names. ``fn`` must be a module-level function and jobs plain
+data (numbers, strings, lists, dicts, numpy arrays), so that they travel to other processes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from tqdm.auto import tqdm
+
+
+class Executor(ABC):
+    """Runs ``fn`` on each job; subclasses decide where."""
+
+    @abstractmethod
+    def map(self, fn, jobs, desc: str = "jobs") -> list:
+        """``[fn(job) for job in jobs]``, in the jobs' order."""
+
+    def get_config(self) -> dict:
+        return {}
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class InProcessExecutor(Executor):
+    """Runs the jobs in this process, in order (the default)."""
+
+    def map(self, fn, jobs, desc: str = "jobs") -> list:
+        jobs = list(jobs)
+        return [fn(job) for job in tqdm(jobs, desc=desc, disable=len(jobs) < 2)]
+
+
+class RayExecutor(Executor):
+    """Runs the jobs as Ray tasks. ``address`` picks a running cluster (None starts a local Ray with ``num_cpus``);
+    ``cpus_per_job`` is the CPU count each task reserves. A Ray started here is left running for the next map;
+    call :meth:`shutdown` to stop it."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1.0,
+                 env_vars: dict | None = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ImportError("RayExecutor needs Ray: pip install 'keras-eff[ray]' (or pip install ray)") from None
+        if cpus_per_job <= 0:
+            raise ValueError(f"cpus_per_job: {cpus_per_job} must be positive")
+        self.address, self.num_cpus, self.cpus_per_job = address, num_cpus, cpus_per_job
+        self.env_vars = {"TF_CPP_MIN_LOG_LEVEL": "3", **(env_vars or {})}
+        self._started = False
+
+    def _ensure(self):
+        import ray
+
+        if not ray.is_initialized():
+            kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus,
+                                                                      "include_dashboard": False}
+            ray.init(**kwargs, runtime_env={"env_vars": self.env_vars}, log_to_driver=False,
+                     ignore_reinit_error=True)
+            self._started = True
+
+    def map(self, fn, jobs, desc: str = "jobs") -> list:
+        import ray
+
+        self._ensure()
+        remote = ray.remote(num_cpus=self.cpus_per_job, max_retries=0)(fn)
+        refs = [remote.remote(job) for job in jobs]
+        pending = list(refs)
+        with tqdm(total=len(refs), desc=f"{desc} (ray)") as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                bar.update(len(done))
+        return ray.get(refs)
+
+    def shutdown(self) -> None:
+        import ray
+
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+        self._started = False
+
+    def get_config(self) -> dict:
+        return {"address": self.address, "num_cpus": self.num_cpus, "cpus_per_job": self.cpus_per_job}
+
+    def describe(self) -> str:
+        return f"RayExecutor({self.address or f'local, num_cpus={self.num_cpus}'})"
+
+
+def make_executor(kind: str = "inprocess", **kwargs) -> Executor:
+    """``"inprocess"`` (default) or ``"ray"`` (keyword arguments go to :class:`RayExecutor`)."""
+    if kind in ("inprocess", "local", None):
+        return InProcessExecutor()
+    if kind == "ray":
+        return RayExecutor(**kwargs)
+    raise ValueError(f"executor: {kind!r} is unknown; choose 'inprocess' or 'ray'")

@@ -1,0 +1,113 @@
+"""Whole networks of a search space as plain Keras models, and the reference model (the space's largest).
+
+Layer names: ``stem_conv``/``stem_bn``/``stem_act``, the blocks ``b{i}_...`` (ending in ``b{i}_out``), and
+``head_conv``/``head_bn``/``head_act``/``gap``/``logits``. Stem and head are the same in every architecture, so an
+architecture built from a block library reuses the reference model's stem and head.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+from keras import layers
+
+from .blocks import apply_block
+from .space import Architecture, SearchSpace
+
+STEM_HEAD_LAYERS = ("stem_conv", "stem_bn", "head_conv", "head_bn", "logits")
+
+
+def block_prefix(i: int) -> str:
+    return f"b{i}"
+
+
+def build_model(space: SearchSpace, arch: Architecture | None = None, name: str | None = None) -> keras.Model:
+    """The architecture ``arch`` of ``space`` (its reference when None) as a plain, freshly initialized Keras model
+    that outputs logits."""
+    arch = space.reference() if arch is None else arch
+    space.check(arch)
+    m = space.bn_momentum
+    inputs = keras.Input(space.input_shape, name="image")
+    x = layers.Conv2D(space.stem_channels, 3, strides=space.stem_stride, padding="same", use_bias=False,
+                      name="stem_conv")(inputs)
+    x = layers.BatchNormalization(momentum=m, name="stem_bn")(x)
+    x = layers.ReLU(name="stem_act")(x)
+    for i, (block, choice) in enumerate(zip(space.blocks, arch.choices)):
+        x = apply_block(x, choice, block.out_channels, block.stride, block_prefix(i), m)
+    x = layers.Conv2D(space.head_channels, 1, use_bias=False, name="head_conv")(x)
+    x = layers.BatchNormalization(momentum=m, name="head_bn")(x)
+    x = layers.ReLU(name="head_act")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(space.num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name or f"{space.name}_arch")
+
+
+def build_reference(space: SearchSpace) -> keras.Model:
+    """The reference model: the space's reference architecture (the largest, unless the blocks name one)."""
+    return build_model(space, space.reference(), name=f"{space.name}_reference")
+
+
+def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def check_data(x, y, space: SearchSpace, what: str = "training data") -> None:
+    x = np.asarray(x)
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(space.input_shape):
+        raise ValueError(f"{what}: images have shape {x.shape[1:]}, the space {space.name!r} takes "
+                         f"{tuple(space.input_shape)}")
+    if len(x) == 0:
+        raise ValueError(f"{what}: no images")
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"{what}: {len(x)} images but {len(y)} labels")
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t0)
+
+
+def train_reference(space: SearchSpace, x_train, y_train, epochs: int = 3, batch_size: int = 128,
+                    learning_rate: float = 1e-3, seed: int = 0, verbose: int = 1):
+    """Builds and trains the reference model. Returns ``(model, seconds per epoch)``: the median epoch, so that the
+    first epoch's one-off graph tracing (minutes on a busy machine) does not inflate the unit that costs are
+    counted in; with a single epoch that epoch's time, tracing included."""
+    check_data(x_train, y_train, space)
+    keras.utils.set_random_seed(seed)
+    model = compile_model(build_reference(space), learning_rate)
+    timer = _EpochTimer()
+    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=[timer])
+    later = timer.seconds[1:] or timer.seconds
+    return model, float(np.median(later))
+
+
+def boundary_layers(space: SearchSpace) -> list:
+    """The layers whose outputs are the block boundaries: stem output, then each block's output."""
+    return ["stem_act"] + [f"{block_prefix(i)}_out" for i in range(len(space.blocks))]
+
+
+def block_features(model: keras.Model, space: SearchSpace, x, batch_size: int = 512) -> list:
+    """The reference model's tensors at the block boundaries for images ``x``: ``len(blocks) + 1`` arrays, where
+    block ``i`` maps entry ``i`` to entry ``i + 1``."""
+    try:
+        outputs = [model.get_layer(name).output for name in boundary_layers(space)]
+    except ValueError as err:
+        raise ValueError(f"model {model.name!r} is not built from the space {space.name!r}: {err}") from None
+    probe = keras.Model(model.inputs, outputs)
+    return [np.asarray(a, dtype=np.float32) for a in probe.predict(x, batch_size=batch_size, verbose=0)]
+
+
+def stem_head_weights(model: keras.Model) -> dict:
+    """The weights of the stem and head layers (shared by every architecture), ``{layer name: [arrays]}``."""
+    return {name: model.get_layer(name).get_weights() for name in STEM_HEAD_LAYERS}

@@ -1,0 +1,322 @@
+"""The search space, declared as data: a fixed stem and head, and per block position the allowed choices.
+
+Every choice of a block maps the same input shape to the same output shape (the block's stride and output channels
+are fixed), so any combination of choices, one per block, is a valid network: an :class:`Architecture`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+KERNELS = (3, 5, 7)
+EXPANSIONS = (2, 3, 4, 6)
+DEPTHS = (1, 2, 3, 4)
+ACTIVATIONS = ("relu", "swish")
+CELLS = ("dw_ib", "fused_ib")
+SE_OPTIONS = (False, True)
+_FIELDS = ("cells", "kernels", "expansions", "depths", "se", "activations")
+
+
+@dataclass(frozen=True)
+class BlockChoice:
+    """One way to fill a block position.
+
+    ``cell`` is ``"dw_ib"`` (1x1 expand, depthwise kxk, 1x1 project) or ``"fused_ib"`` (full kxk conv that expands,
+    1x1 project); ``depth`` layers of it are stacked, the first carrying the block's stride.
+    """
+
+    cell: str = "dw_ib"
+    kernel: int = 3
+    expansion: int = 4
+    depth: int = 1
+    se: bool = False
+    activation: str = "relu"
+
+    def __post_init__(self):
+        _check_value("cell", self.cell, CELLS)
+        _check_value("kernel", self.kernel, KERNELS)
+        _check_value("expansion", self.expansion, EXPANSIONS)
+        _check_value("depth", self.depth, DEPTHS)
+        _check_value("se", self.se, SE_OPTIONS)
+        _check_value("activation", self.activation, ACTIVATIONS)
+
+    @property
+    def name(self) -> str:
+        """Readable and parseable: ``dw_ib-k5-e4-d2-se-swish`` (``nose`` without squeeze-and-excitation)."""
+        return (f"{self.cell}-k{self.kernel}-e{self.expansion}-d{self.depth}-{'se' if self.se else 'nose'}-"
+                f"{self.activation}")
+
+    @classmethod
+    def from_name(cls, name: str) -> "BlockChoice":
+        parts = str(name).split("-")
+        ok = (len(parts) == 6 and parts[1][:1] == "k" and parts[2][:1] == "e" and parts[3][:1] == "d"
+              and parts[4] in ("se", "nose") and all(p[1:].isdigit() for p in parts[1:4]))
+        if not ok:
+            raise ValueError(f"{name!r} is not a block choice name; expected e.g. 'dw_ib-k5-e4-d2-se-swish'")
+        cell, k, e, d, se, act = parts
+        return cls(cell=cell, kernel=int(k[1:]), expansion=int(e[1:]), depth=int(d[1:]), se=se == "se",
+                   activation=act)
+
+    def get_config(self) -> dict:
+        return {"cell": self.cell, "kernel": self.kernel, "expansion": self.expansion, "depth": self.depth,
+                "se": self.se, "activation": self.activation}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "BlockChoice":
+        return cls(**config)
+
+
+def _check_value(what, value, allowed, where=""):
+    ok = any(type(value) is type(a) and value == a for a in allowed)  # noqa: E721 (True is not 1 here)
+    if not ok:
+        allowed_txt = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{where}{what}: {value!r} is not allowed; choose from {allowed_txt}")
+
+
+@dataclass(frozen=True)
+class BlockSpace:
+    """One block position: its output channels and stride (fixed) and the allowed values of each choice."""
+
+    out_channels: int
+    stride: int = 1
+    cells: tuple = ("dw_ib",)
+    kernels: tuple = (3,)
+    expansions: tuple = (4,)
+    depths: tuple = (1,)
+    se: tuple = (False,)
+    activations: tuple = ("relu",)
+    reference: BlockChoice | None = None
+
+    def __post_init__(self):
+        for name in _FIELDS:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.reference, dict):
+            object.__setattr__(self, "reference", BlockChoice.from_config(self.reference))
+
+    def validate(self, where: str = "") -> None:
+        if not isinstance(self.out_channels, int) or isinstance(self.out_channels, bool) or self.out_channels < 1:
+            raise ValueError(f"{where}out_channels: {self.out_channels!r} must be a positive integer")
+        _check_value("stride", self.stride, (1, 2), where)
+        allowed = dict(zip(_FIELDS, (CELLS, KERNELS, EXPANSIONS, DEPTHS, SE_OPTIONS, ACTIVATIONS)))
+        for name in _FIELDS:
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"{where}{name}: empty; give at least one of {allowed[name]}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{where}{name}: {values} lists a value twice")
+            for v in values:
+                _check_value(name, v, allowed[name], where)
+        if self.reference is not None and self.reference not in self.choices():
+            raise ValueError(f"{where}reference: {self.reference.name} is not one of this block's choices")
+
+    def choices(self) -> list:
+        """Every choice of this block, in a fixed order (the index of a choice is its position here)."""
+        return [BlockChoice(c, k, e, d, s, a) for c, k, e, d, s, a in
+                itertools.product(self.cells, self.kernels, self.expansions, self.depths, self.se, self.activations)]
+
+    def reference_choice(self) -> BlockChoice:
+        """The given reference, else the largest: biggest kernel, expansion and depth, SE and swish when allowed,
+        the depthwise cell when allowed (the canonical MobileNet block)."""
+        if self.reference is not None:
+            return self.reference
+        return BlockChoice(cell="dw_ib" if "dw_ib" in self.cells else self.cells[0], kernel=max(self.kernels),
+                           expansion=max(self.expansions), depth=max(self.depths), se=True in self.se,
+                           activation="swish" if "swish" in self.activations else self.activations[0])
+
+    def get_config(self) -> dict:
+        cfg = {"out_channels": self.out_channels, "stride": self.stride}
+        cfg.update({name: list(getattr(self, name)) for name in _FIELDS})
+        cfg["reference"] = None if self.reference is None else self.reference.get_config()
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict) -> "BlockSpace":
+        unknown = set(config) - {"out_channels", "stride", "reference", *_FIELDS}
+        if unknown:
+            raise ValueError(f"unknown block field(s) {sorted(unknown)}; allowed: out_channels, stride, "
+                             f"{', '.join(_FIELDS)}, reference")
+        return cls(**config)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One choice per block position. Hashable; ``str(arch)`` is readable and ``Architecture.parse`` reads it."""
+
+    choices: tuple
+
+    def __post_init__(self):
+        object.__setattr__(self, "choices", tuple(self.choices))
+
+    def __str__(self) -> str:
+        return " | ".join(c.name for c in self.choices)
+
+    @classmethod
+    def parse(cls, text: str) -> "Architecture":
+        return cls(tuple(BlockChoice.from_name(part.strip()) for part in str(text).split("|")))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Stem (conv kxk with stride) -> blocks -> head (1x1 conv, global average pooling, dense logits)."""
+
+    blocks: tuple
+    input_shape: tuple = (28, 28, 1)
+    num_classes: int = 10
+    stem_channels: int = 16
+    stem_stride: int = 2
+    head_channels: int = 64
+    bn_momentum: float = 0.9
+    name: str = "space"
+
+    def __post_init__(self):
+        blocks = tuple(b if isinstance(b, BlockSpace) else BlockSpace.from_config(b) for b in self.blocks)
+        object.__setattr__(self, "blocks", blocks)
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.blocks:
+            raise ValueError("blocks: a search space needs at least one block")
+        if len(self.input_shape) != 3 or any(not isinstance(s, int) or s < 1 for s in self.input_shape):
+            raise ValueError(f"input_shape: {self.input_shape} must be (height, width, channels), positive ints")
+        for name in ("num_classes", "stem_channels", "head_channels"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: {v!r} must be a positive integer")
+        _check_value("stem_stride", self.stem_stride, (1, 2))
+        if not 0.0 < float(self.bn_momentum) < 1.0:
+            raise ValueError(f"bn_momentum: {self.bn_momentum} must lie in (0, 1)")
+        for i, block in enumerate(self.blocks):
+            block.validate(where=f"blocks[{i}].")
+
+    # ---- architectures ----------------------------------------------------------------------------------------
+    def block_choices(self, i: int) -> list:
+        return self.blocks[i].choices()
+
+    def reference(self) -> Architecture:
+        return Architecture(tuple(b.reference_choice() for b in self.blocks))
+
+    def size(self) -> int:
+        return int(np.prod([len(b.choices()) for b in self.blocks], dtype=np.float64))
+
+    def sample(self, n: int, seed=0, unique: bool = True) -> list:
+        """``n`` architectures drawn uniformly (distinct ones when ``unique``), reproducible from ``seed``."""
+        rng = np.random.default_rng(seed)
+        choices = [b.choices() for b in self.blocks]
+        if unique and n > self.size():
+            raise ValueError(f"n: asked for {n} distinct architectures, the space holds only {self.size()}")
+        out, seen = [], set()
+        while len(out) < n:
+            arch = Architecture(tuple(c[rng.integers(len(c))] for c in choices))
+            if unique and arch in seen:
+                continue
+            seen.add(arch)
+            out.append(arch)
+        return out
+
+    def indices(self, arch: Architecture) -> tuple:
+        """The choice index of each block; refuses an architecture that does not belong to this space."""
+        self.check(arch)
+        return tuple(b.choices().index(c) for b, c in zip(self.blocks, arch.choices))
+
+    def check(self, arch: Architecture) -> None:
+        if len(arch.choices) != len(self.blocks):
+            raise ValueError(f"architecture has {len(arch.choices)} blocks, the space {self.name!r} has "
+                             f"{len(self.blocks)}")
+        for i, (b, c) in enumerate(zip(self.blocks, arch.choices)):
+            if c not in b.choices():
+                raise ValueError(f"block {i}: choice {c.name} is not in the space {self.name!r}")
+
+    def block_input_shapes(self) -> list:
+        """(height, width, channels) at the input of each block, and at its output as the last entry."""
+        h, w, _ = self.input_shape
+        h, w = -(-h // self.stem_stride), -(-w // self.stem_stride)
+        shapes = [(h, w, self.stem_channels)]
+        for b in self.blocks:
+            h, w = -(-h // b.stride), -(-w // b.stride)
+            shapes.append((h, w, b.out_channels))
+        return shapes
+
+    # ---- serialization ----------------------------------------------------------------------------------------
+    def get_config(self) -> dict:
+        return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "stem_channels": self.stem_channels, "stem_stride": self.stem_stride,
+                "head_channels": self.head_channels, "bn_momentum": self.bn_momentum,
+                "blocks": [b.get_config() for b in self.blocks]}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "SearchSpace":
+        if not isinstance(config, dict) or "blocks" not in config:
+            raise ValueError("a search space config is a mapping with a 'blocks' list")
+        allowed = {"name", "input_shape", "num_classes", "stem_channels", "stem_stride", "head_channels",
+                   "bn_momentum", "blocks"}
+        unknown = set(config) - allowed
+        if unknown:
+            raise ValueError(f"unknown search space field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        blocks = []
+        for i, b in enumerate(config["blocks"]):
+            try:
+                blocks.append(BlockSpace.from_config(dict(b)))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"blocks[{i}]: {err}") from None
+        return cls(**{**config, "blocks": tuple(blocks)})
+
+    def fingerprint(self) -> str:
+        """A short hash of the config: files built for one space refuse to load into another."""
+        text = json.dumps(self.get_config(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def save(self, path) -> Path:
+        """Writes the space as YAML (``.yaml``/``.yml``) or JSON (any other suffix)."""
+        from tflite_export import atomic_write
+
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return atomic_write(path, yaml.safe_dump(self.get_config(), sort_keys=False))
+        return atomic_write(path, json.dumps(self.get_config(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "SearchSpace":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"search space file {path} does not exist")
+        text = path.read_text()
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                config = yaml.safe_load(text)
+            else:
+                config = json.loads(text)
+        except Exception as err:  # yaml.YAMLError or json.JSONDecodeError
+            raise ValueError(f"{path} is not a readable search space file: {err}") from None
+        return cls.from_config(config)
+
+
+def default_space() -> SearchSpace:
+    """Sized for Fashion-MNIST (28x28x1) on 2 CPU cores: 3 blocks at 14x14 -> 7x7 -> 4x4, 96 choices per block.
+
+    Kernel 7, expansion 6 and depth 4 are left out of the default: their fused cells cost tens of millions of MACs
+    per image at these channel counts, which on 2 cores turns an hour's accuracy model into several. Add them back
+    (``BlockSpace(kernels=(3, 5, 7), ...)``) where time allows.
+    """
+    common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 4), depths=(1, 2, 3), se=SE_OPTIONS,
+                  activations=ACTIVATIONS)
+    return SearchSpace(blocks=(BlockSpace(24, 2, **common), BlockSpace(24, 1, **common), BlockSpace(40, 2, **common)),
+                       stem_channels=16, stem_stride=2, head_channels=96, name="fmnist_default")
+
+
+def tiny_space() -> SearchSpace:
+    """Two small blocks, 32 choices each, for tests and notebooks (seconds to train)."""
+    common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 3), depths=(1, 2), se=SE_OPTIONS,
+                  activations=("relu",))
+    return SearchSpace(blocks=(BlockSpace(8, 2, **common), BlockSpace(12, 2, **common)), stem_channels=8,
+                       stem_stride=2, head_channels=24, name="tiny")
