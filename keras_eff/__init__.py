@@ -4,7 +4,7 @@ Techniques live one per subpackage (quantization, ptq, pruning, clustering, comp
 are re-exported here.
 """
 
-from . import callbacks, clustering, compression, datasets, graph, ptq, pruning, quantization
+from . import callbacks, clustering, compression, datasets, donna, graph, ptq, pruning, quantization
 from .clustering import cluster, cluster_model, clustering_report
 from .datasets import fashion_mnist
 from .pruning import ConstantSparsity, PolynomialDecay, prune, prune_model, sparsity_report
@@ -15,6 +15,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConstantSparsity", "PolynomialDecay", "QuantConfig", "calibrate", "callbacks", "cluster", "cluster_model",
-    "clustering", "clustering_report", "compression", "datasets", "fashion_mnist", "graph", "prune", "prune_model",
+    "clustering", "clustering_report", "compression", "datasets", "donna", "fashion_mnist", "graph", "prune", "prune_model",
     "ptq", "pruning", "quantization", "quantize", "quantize_model", "sparsity_report", "strip",
 ]
