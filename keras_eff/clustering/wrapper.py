@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from ..graph import clone_layer, output_channel_shape
+from ..graph import call_with_values, clone_layer, output_channel_shape
 from .centroids import channel_ids, check_init, cluster_values
 
 CLUSTERABLE = (layers.Dense, layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv1D,
@@ -215,17 +215,7 @@ class ClusterWrapper(layers.Wrapper):
             if self.reassign_every is not None:  # straight-through: the float kernel learns too
                 value = value + (w - ops.stop_gradient(w))
             mapping.append((w, value))
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            outputs = self.layer(inputs, **kwargs)
-        mapped = {id(v) for v, _ in mapping}
-        for v in self.layer.weights:
-            if id(v) not in mapped:
-                new = scope.get_current_value(v)
-                if new is not None:
-                    v.assign(new)
-        for loss in scope.losses:
-            self.add_loss(loss)
-        return outputs
+        return call_with_values(self, self.layer, inputs, mapping, **kwargs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

@@ -1,7 +1,8 @@
 """Rewriting Keras graphs: clone with layers replaced or removed, fold BatchNorm, rewire. Serves every technique."""
 
+from .layers import activation_kind, call_with_values
 from .batchnorm import bn_affine, fold_batchnorm, folded_weights, is_foldable_bn, kernel_name, output_channel_shape
 from .rewrite import GraphInfo, Rebuild, clone, clone_layer, copy_weights, functional_of, rebuild
 
-__all__ = ["GraphInfo", "Rebuild", "bn_affine", "clone", "clone_layer", "copy_weights", "fold_batchnorm",
+__all__ = ["GraphInfo", "Rebuild", "activation_kind", "bn_affine", "call_with_values", "clone", "clone_layer", "copy_weights", "fold_batchnorm",
            "folded_weights", "functional_of", "is_foldable_bn", "kernel_name", "output_channel_shape", "rebuild"]

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from ..graph import clone_layer, output_channel_shape
+from ..graph import call_with_values, clone_layer, output_channel_shape
 from . import masks as masks_lib
 from .schedules import as_schedule
 from .structured import format_structure, parse_structure, unprunable_reason, weight_names
@@ -129,18 +129,7 @@ class PruneWrapper(layers.Wrapper):
             tf.debugging.assert_equal(self.armed, 1, message=_MISSING_CALLBACK)
         if self.layer._call_has_training_arg:
             kwargs["training"] = training
-        mapping = self.masked_values()
-        mapped = {id(v) for v, _ in mapping}
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            outputs = self.layer(inputs, **kwargs)
-        for v in self.layer.weights:  # BatchNorm moving statistics and other in-call updates
-            if id(v) not in mapped:
-                new = scope.get_current_value(v)
-                if new is not None:
-                    v.assign(new)
-        for loss in scope.losses:
-            self.add_loss(loss)
-        return outputs
+        return call_with_values(self, self.layer, inputs, self.masked_values(), **kwargs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

@@ -16,7 +16,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from ..graph import GraphInfo, clone_layer, fold_batchnorm, functional_of, is_foldable_bn, rebuild
+from ..graph import (GraphInfo, activation_kind, clone_layer, fold_batchnorm, functional_of, is_foldable_bn,
+                     rebuild)
 from . import layer_math as lm
 from .params import EqualizeParams
 
@@ -58,20 +59,6 @@ class EqualizationReport:
                 "ranges_after": self.ranges_after}
 
 
-def _activation_kind(layer) -> str | None:
-    """'relu', 'relu6' or 'linear' for a plain activation layer; None for anything else."""
-    if isinstance(layer, layers.ReLU):
-        if float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
-            return None
-        if layer.max_value is None:
-            return "relu"
-        return "relu6" if float(layer.max_value) == 6.0 else None
-    if isinstance(layer, layers.Activation):
-        name = keras.activations.serialize(layer.activation)
-        return name if name in ("relu", "relu6", "linear") else None
-    return None
-
-
 def _own_activation(layer) -> str | None:
     name = keras.activations.serialize(layer.activation)
     return name if name in ("relu", "relu6", "linear") else None
@@ -103,7 +90,7 @@ def _find_pairs(model, params, report) -> list:
             if nxt is None or not isinstance(nxt.operation, layers.Layer):
                 break
             op = nxt.operation
-            kind = _activation_kind(op)
+            kind = activation_kind(op)
             if kind is not None and kind != "linear":
                 if act != "linear":
                     break  # two activations in a row: leave it alone

@@ -17,7 +17,7 @@ import numpy as np
 from keras import layers
 
 from ..errors import UnsupportedModelError
-from ..graph import clone_layer, functional_of, is_foldable_bn, rebuild
+from ..graph import activation_kind, clone_layer, functional_of, is_foldable_bn, rebuild
 from . import layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
@@ -60,16 +60,8 @@ class QuantizationReport:
 
 def _fusable_activation(layer) -> str | None:
     """'relu' or 'relu6' where the layer is a plain ReLU that TFLite fuses into the op before it."""
-    if isinstance(layer, layers.ReLU):
-        if float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
-            return None
-        if layer.max_value is None:
-            return "relu"
-        return "relu6" if float(layer.max_value) == 6.0 else None
-    if isinstance(layer, layers.Activation):
-        name = activation_name(layer.activation)
-        return name if name in ("relu", "relu6") else None
-    return None
+    kind = activation_kind(layer)
+    return kind if kind in ("relu", "relu6") else None
 
 
 def _fixed_range(layer):
