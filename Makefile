@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-fast setup data bench clean
+.PHONY: demo test test-fast setup data clean
 
 demo: setup data
 	$(VENV)/bin/keras-eff demo
@@ -37,9 +37,6 @@ data:
 	    echo "Fashion-MNIST is missing: install Debian's dataset-fashion-mnist or set KERAS_EFF_FASHION_MNIST_DIR"; \
 	  fi; \
 	fi
-
-bench: setup data
-	$(PY) -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
