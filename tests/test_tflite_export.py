@@ -197,3 +197,20 @@ def test_atomic_write_refuses_overwrite_without_permission(tmp_path):
     assert path.read_bytes() == b"one"
     te.atomic_write(path, b"two")
     assert path.read_bytes() == b"two" and [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_check_samples_names_what_is_wrong():
+    x = np.zeros((5, 4, 3), np.uint8)
+    out = te.check_samples(x, (4, None), "calibration data", "model 'm'", max_samples=3)
+    assert out.shape == (3, 4, 3) and out.dtype == np.float32
+    with pytest.raises(ValueError, match=r"calibration data has shape \(5, 4, 3\), but model 'm' expects \(n, 4, 2\)"):
+        te.check_samples(x, (4, 2), "calibration data", "model 'm'")
+    with pytest.raises(ValueError, match="calibration data is empty"):
+        te.check_samples(np.zeros((0, 4)), (4,), "calibration data")
+    late_nan = np.zeros((10, 2), np.float32)
+    late_nan[9, 1] = np.inf  # beyond max_samples, still refused: the whole array is checked
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        te.check_samples(late_nan, (2,), "data", max_samples=2)
+    with pytest.raises(TypeError, match="numeric"):
+        te.check_samples(np.array([["a"]]), None, "data")
+    assert te.check_samples(np.ones((2, 7)), None, "data").shape == (2, 7)  # no declared shape: anything goes

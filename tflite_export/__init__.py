@@ -17,13 +17,14 @@ from .micro_ops import micro_supported_ops, probe_micro_ops, resolver_method, un
 from .model_file import Graph, make_interpreter, read_graph, read_model
 from .onnx_export import OnnxComparison, OnnxExportError, compare_onnx, count_onnx_ops, run_onnx, to_onnx
 from .report import ModelReport, model_report
+from .samples import check_samples
 from .runtime import Latency, TFLiteModel, compare_latency, dequantize, measure_latency, quantize
 
 __all__ = [
     "ArenaEstimate", "CSources", "Comparison", "FloatIslandError", "Graph", "InvalidTFLiteModel", "Latency",
     "MacCount", "MicroCheck", "MicroPackage", "MicroRuntimeError", "ModelReport", "OnnxComparison",
     "OnnxExportError", "OpCount", "TFLiteExportError", "TFLiteModel", "atomic_write", "atomic_write_json",
-    "check_c_name", "check_int8", "check_micro", "compare", "compare_latency", "compare_onnx", "count_macs",
+    "check_c_name", "check_int8", "check_samples", "check_micro", "compare", "compare_latency", "compare_onnx", "count_macs",
     "count_onnx_ops", "dequantize", "find_arena_size", "find_float_islands", "has_fake_quant", "make_interpreter",
     "measure_latency", "micro_package", "micro_supported_ops", "model_report", "probe_micro_ops", "quantize",
     "read_graph", "read_model", "resolver_method", "run_micro", "run_onnx", "to_c_source", "to_onnx", "to_tflite",

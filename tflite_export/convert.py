@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from .checks import check_int8
 from .errors import TFLiteExportError
+from .samples import check_samples
 
 _FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
 
@@ -82,16 +83,8 @@ def _as_input_arrays(model, data, max_samples):
         arrays = [np.asarray(data)]
     if len(arrays) != len(inputs):
         raise ValueError(f"representative_data holds {len(arrays)} arrays but the model has {len(inputs)} inputs")
-    for i, (a, t) in enumerate(zip(arrays, inputs)):
-        expected = tuple(t.shape[1:])
-        if a.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, a.shape[1:])):
-            raise ValueError(f"representative_data input {i} has shape {a.shape}, but the model input "
-                             f"{t.name!r} expects (n, {', '.join(str(e) for e in expected)})")
-        if a.shape[0] == 0:
-            raise ValueError(f"representative_data input {i} is empty: give it a few hundred typical inputs")
-        if not np.all(np.isfinite(a.astype(np.float64, copy=False))):
-            raise ValueError(f"representative_data input {i} holds NaN or infinite values")
-    return [a[:max_samples].astype(np.float32) for a in arrays]
+    return [check_samples(a, t.shape[1:], f"representative_data input {i}", f"the model input {t.name!r}",
+                          max_samples) for i, (a, t) in enumerate(zip(arrays, inputs))]
 
 
 def _export_problems(model) -> list:

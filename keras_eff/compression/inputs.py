@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tflite_export import check_samples
+
 from ..graph import functional_of
 
 
@@ -46,16 +48,7 @@ def sample_array(model, data, max_samples: int, what="data") -> np.ndarray:
         x = np.asarray(data[0])
     else:
         x = np.asarray(data)
-    expected = tuple(inputs[0].shape[1:])
-    if x.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, x.shape[1:])):
-        raise ValueError(f"{what} has shape {x.shape}, but model {model.name!r} expects (n, "
-                         f"{', '.join(str(e) for e in expected)})")
-    if len(x) == 0:
-        raise ValueError(f"{what} is empty: give a few hundred typical inputs")
-    x = x[:max_samples].astype(np.float32)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{what} holds NaN or infinite values")
-    return x
+    return check_samples(x, inputs[0].shape[1:], what, f"model {model.name!r}", max_samples)
 
 
 def check_names(model, names, what) -> None:

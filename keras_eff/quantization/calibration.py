@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 from tqdm.auto import tqdm
+
+from tflite_export import check_samples
 
 from .quantizers import ActivationQuantizer
 
@@ -14,20 +15,10 @@ def activation_quantizers(model) -> list:
             if isinstance(layer, ActivationQuantizer)]
 
 
-def _check_data(model, data):
-    x = np.asarray(data)
-    if x.dtype == object:
-        raise TypeError("calibration data must be a numeric array of model inputs")
-    if x.ndim == 0 or len(x) == 0:
-        raise ValueError("calibration data is empty: give a few hundred typical inputs (training images, say)")
-    inputs = getattr(model, "inputs", None)
-    expected = tuple(inputs[0].shape[1:]) if inputs else tuple(x.shape[1:])  # a subclassed model: no declared shape
-    if x.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, x.shape[1:])):
-        raise ValueError(f"calibration data has shape {x.shape}, but model {model.name!r} expects "
-                         f"(n, {', '.join(str(e) for e in expected)})")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("calibration data holds NaN or infinite values")
-    return x.astype(np.float32, copy=False)
+def _check_data(model, data, max_samples=None):
+    inputs = getattr(model, "inputs", None)  # a subclassed model declares no input shape
+    return check_samples(data, inputs[0].shape[1:] if inputs else None, "calibration data", f"model {model.name!r}",
+                         max_samples)
 
 
 def calibrate(model, data, batch_size: int = 64, max_samples: int = 1024, progress: bool = True):
@@ -40,7 +31,7 @@ def calibrate(model, data, batch_size: int = 64, max_samples: int = 1024, progre
     if not quantizers:
         raise ValueError(f"model {model.name!r} has no activation quantizers: quantize it first with "
                          f"keras_eff.quantize_model")
-    x = _check_data(model, data)[:max_samples]
+    x = _check_data(model, data, max_samples)
     for q in quantizers:
         q.calibrating, q._calibration = True, None
     try:
