@@ -8,18 +8,8 @@ import re
 
 import numpy as np
 
+from ..reporting import agg_subplots as subplots
 from . import common
-
-
-def subplots(figsize):
-    """A figure and its axes on matplotlib's Agg canvas, outside pyplot: the caller's pyplot backend (a notebook's
-    inline backend, say) is left alone, and no figure stays open in pyplot's registry."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
 
 
 def weight_ranges(report_or_model) -> dict:

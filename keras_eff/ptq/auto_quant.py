@@ -47,7 +47,7 @@ def _score(eval_fn, model, what):
 
 
 def _plot(result, path):
-    from .analysis import subplots
+    from ..reporting import agg_subplots as subplots
 
     names = [s["step"] for s in result.steps]
     scores = [s["score"] for s in result.steps]
