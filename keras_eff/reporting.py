@@ -25,6 +25,18 @@ def versions() -> dict:
     return out
 
 
+def agg_subplots(figsize):
+    """A figure and its axes on matplotlib's Agg canvas, outside pyplot: for plots saved to files. The caller's pyplot
+    backend (a notebook's inline backend, say) is left alone, and no figure stays open in pyplot's registry (unlike
+    ``matplotlib.use("Agg")`` + ``pyplot.subplots``). Save with ``fig.savefig(path)``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
 def _fmt(v):
     if isinstance(v, float):
         if v != v:

@@ -201,6 +201,9 @@ def test_mixed_precision_reaches_the_average_width(images):
 
 
 def test_analysis_plots_and_data(images, tmp_path):
+    import matplotlib
+
+    matplotlib.use("svg")  # stands for a notebook's inline backend: the plots must leave the caller's backend alone
     eq = ptq.equalize(relu_model())
     data = ptq.plot_weight_ranges(eq, tmp_path / "ranges.png")
     assert set(data["before"]) == {"conv", "dw", "pw", "logits"} and (tmp_path / "ranges.png").exists()
@@ -213,6 +216,7 @@ def test_analysis_plots_and_data(images, tmp_path):
     assert names[:3] == ["conv", "dw", "pw"] and "logits" in names
     assert all(r["max_lsb"] <= 2.0 for r in div["layers"]) and div["first_drift"] is None
     assert (tmp_path / "div.png").exists()
+    assert matplotlib.get_backend() == "svg"
     enc = ptq.export_encodings(q, tmp_path / "enc.json")
     loaded = json.loads((tmp_path / "enc.json").read_text())
     assert loaded == json.loads(json.dumps(enc))

@@ -16,6 +16,20 @@ from .samples import check_samples
 _FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
 
 
+@contextlib.contextmanager
+def _quiet_export():
+    """Silences the SavedModel export: Keras' printed summary, and TensorFlow's INFO log ("Assets written to ...",
+    whose handler writes to the streams it captured at import, so redirecting stdout alone misses it)."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(max(level, 30))  # WARNING and above still shown
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _model_inputs(model):
     inputs = getattr(model, "inputs", None)
     if not inputs:
@@ -127,7 +141,7 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
 
     with tempfile.TemporaryDirectory(prefix="keras_eff_export_") as tmp:
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with _quiet_export():
                 model.export(tmp, format="tf_saved_model", verbose=False)
         except Exception as err:  # the cause is the useful part; the converter would hide it
             raise TFLiteExportError(f"Keras could not export model {model.name!r} as a SavedModel: "

@@ -1,5 +1,6 @@
 """Analysis: weight ranges per channel before and after CLE, per-layer sensitivity, and where the int8 TFLite file
-first drifts from the simulation. Each returns its data and, given a path, saves a plot (matplotlib, Agg)."""
+first drifts from the simulation. Each returns its data and, given a path, saves a plot (matplotlib's Agg canvas;
+the pyplot backend is left alone)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,8 @@ import re
 
 import numpy as np
 
+from ..reporting import agg_subplots as subplots
 from . import common
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def weight_ranges(report_or_model) -> dict:
@@ -37,9 +30,8 @@ def weight_ranges(report_or_model) -> dict:
 def plot_weight_ranges(report_or_model, path) -> dict:
     """Box plots of the per-channel weight ranges of each layer, before and after equalization (log scale)."""
     data = weight_ranges(report_or_model)
-    plt = _pyplot()
     names = list(data["after"])
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
+    fig, ax = subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
     pos = np.arange(len(names))
     for i, (key, color) in enumerate((("before", "tab:red"), ("after", "tab:blue"))):
         if key not in data:
@@ -58,16 +50,14 @@ def plot_weight_ranges(report_or_model, path) -> dict:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return data
 
 
 def plot_sensitivity(sensitivity: dict, path, parameters: dict | None = None) -> dict:
     """Grouped bars: the score drop of each layer alone at each width (``layer_sensitivity``'s result)."""
-    plt = _pyplot()
     names = list(sensitivity)
     widths = sorted({b for v in sensitivity.values() for b in v}, reverse=True)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
+    fig, ax = subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
     step = 0.8 / max(1, len(widths))
     for i, b in enumerate(widths):
         ax.bar(np.arange(len(names)) + i * step - 0.4 + step / 2, [sensitivity[n].get(b, np.nan) for n in names],
@@ -80,7 +70,6 @@ def plot_sensitivity(sensitivity: dict, path, parameters: dict | None = None) ->
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return {"sensitivity": {n: {str(b): float(d) for b, d in v.items()} for n, v in sensitivity.items()}}
 
 
@@ -147,8 +136,7 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
             first = w.layer.name
     result = {"layers": rows, "first_drift": first, "tolerance_lsb": tolerance_lsb, "samples": len(x)}
     if path is not None:
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(rows) + 2), 3.6))
+        fig, ax = subplots(figsize=(max(6.0, 0.7 * len(rows) + 2), 3.6))
         pos = np.arange(len(rows))
         ax.bar(pos - 0.2, [r["max_lsb"] for r in rows], width=0.4, label="max")
         ax.bar(pos + 0.2, [r["mean_lsb"] for r in rows], width=0.4, label="mean")
@@ -160,5 +148,4 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
-        plt.close(fig)
     return result

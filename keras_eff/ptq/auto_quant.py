@@ -47,14 +47,11 @@ def _score(eval_fn, model, what):
 
 
 def _plot(result, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..reporting import agg_subplots as subplots
 
     names = [s["step"] for s in result.steps]
     scores = [s["score"] for s in result.steps]
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2.5, 3.4))
+    fig, ax = subplots(figsize=(1.6 * len(names) + 2.5, 3.4))
     bars = ax.bar(names, scores, color=["tab:green" if s["met"] else "tab:gray" for s in result.steps])
     ax.axhline(result.float_score, color="tab:blue", lw=1, label=f"float {result.float_score:.4f}")
     ax.axhline(result.target, color="tab:red", lw=1, ls="--", label=f"target {result.target:.4f}")
@@ -67,7 +64,6 @@ def _plot(result, path):
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _write_report(result, path, params, config):
