@@ -180,6 +180,16 @@ class DonnaPipeline:
             merged = self.config.get_config()
         atomic_write_json(cfg_path, merged)
 
+    def record_scenario(self, scenario: Scenario) -> None:
+        """Adds ``scenario`` to the folder's ``config.json`` (replacing one of the same name)."""
+        self._check_folder()
+        from tflite_export import atomic_write_json
+
+        cfg_path = self.path(CONFIG_NAME)
+        doc = json.loads(cfg_path.read_text())
+        doc["scenarios"] = _merge_scenarios(doc.get("scenarios", []), [scenario.get_config()])
+        atomic_write_json(cfg_path, doc)
+
     def executor(self):
         if self._executor is None:
             from .executors import make_executor
