@@ -46,6 +46,7 @@ def _worker_loop(conn):
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    conn.send("ready")  # imports done: the caller's deadline starts with the call, not with the start-up
     while True:
         try:
             fn, args = conn.recv()
@@ -60,9 +61,10 @@ def _worker_loop(conn):
 class ProcessWorker:
     """One child process that runs calls one at a time; killed and restarted after a crash or a timeout."""
 
-    def __init__(self):
+    def __init__(self, startup_timeout_s: float = 300.0):
         self._proc = self._conn = None
         self.starts = 0
+        self.startup_timeout_s = startup_timeout_s
 
     def _start(self):
         ctx = multiprocessing.get_context("spawn")
@@ -72,21 +74,28 @@ class ProcessWorker:
         child.close()
         self._conn = parent
         self.starts += 1
+        if not self._receive(self.startup_timeout_s, "start") == "ready":
+            self.close()
+            raise MeasureCrash("the measuring process did not start properly")
+
+    def _receive(self, timeout_s, what):
+        try:
+            ready = self._conn.poll(timeout_s)
+            value = self._conn.recv() if ready else None
+        except (EOFError, ConnectionError, BrokenPipeError):
+            code = self._proc.exitcode if self._proc is not None else None
+            self.close()
+            raise MeasureCrash(f"the measuring process died (exit code {code})") from None
+        if not ready:
+            self.close()
+            raise MeasureTimeout(f"no {what} within {timeout_s:g} s (the child process was killed)")
+        return value
 
     def call(self, fn, args, timeout_s):
         if self._proc is None or not self._proc.is_alive():
             self._start()
         self._conn.send((fn, args))
-        try:
-            ready = self._conn.poll(timeout_s)
-            if not ready:
-                self.close()
-                raise MeasureTimeout(f"no result within {timeout_s:g} s (the child process was killed)")
-            ok, value = self._conn.recv()
-        except (EOFError, ConnectionError, OSError):
-            code = self._proc.exitcode if self._proc is not None else None
-            self.close()
-            raise MeasureCrash(f"the measuring process died (exit code {code})") from None
+        ok, value = self._receive(timeout_s, "result")
         if not ok:
             raise RuntimeError(value)
         return value
