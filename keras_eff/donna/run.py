@@ -343,11 +343,13 @@ class DonnaPipeline:
         name = scenario.name if isinstance(scenario, Scenario) else scenario["name"]
         folder = self.path("finetune", name)
         done = folder / "results.json"
+        archs = self.chosen(result)
+        # done when the results are there for these very architectures (a new search may choose others)
+        is_done = done.is_file() and json.loads(done.read_text()).get("chosen") == archs
 
         def run():
             x, y, _, xe, ye = self.data()
             n = int(self.config.finetune.get("samples", len(x)))
-            archs = self.chosen(result)
             if not archs:
                 self._say(f"[donna] finetune:{name}: the search found no architecture within the limits")
                 results = []
@@ -364,10 +366,11 @@ class DonnaPipeline:
                 rows.append({"arch": r["arch"], "accuracy": r["accuracy"],
                              "predicted_accuracy": front["predicted_accuracy"], "metrics": front["metrics"],
                              "model": model_path.name, "seconds": r["seconds"]})
-            atomic_write_json(done, {"scenario": name, "distill": self.config.distill.get_config(), "models": rows})
+            atomic_write_json(done, {"scenario": name, "chosen": archs, "distill": self.config.distill.get_config(),
+                                     "models": rows})
             return rows
 
-        out = self._stage(f"finetune:{name}", done.is_file() and not force, run)
+        out = self._stage(f"finetune:{name}", is_done and not force, run)
         return out if out is not None else json.loads(done.read_text())["models"]
 
     def run(self, scenarios=None, finetune: bool = True) -> "DonnaPipeline":
@@ -410,6 +413,9 @@ def _save_keras(model, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    opt = getattr(model, "optimizer", None)
+    if opt is not None and not opt.built:  # saved with its slots, so that loading it back does not warn
+        opt.build(model.trainable_variables)
     try:
         model.save(tmp)
         os.replace(tmp, path)
