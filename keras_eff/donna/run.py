@@ -326,13 +326,10 @@ class DonnaPipeline:
         return out if out is not None else SearchResult.load(pareto)
 
     def chosen(self, result: SearchResult, k: int | None = None) -> list:
-        """``k`` front architectures spread evenly along the front, cheapest and most accurate included."""
-        k = k or self.config.top_k
-        front = result.front
-        if len(front) <= k:
-            return [r["arch"] for r in front]
-        idx = sorted(set(np.round(np.linspace(0, len(front) - 1, k)).astype(int).tolist()))
-        return [front[i]["arch"] for i in idx]
+        """``k`` (the config's ``top_k``) front architectures spread evenly along the front."""
+        from .search import spread_along_front
+
+        return spread_along_front(result, k or self.config.top_k)
 
     def finetune_scenario(self, scenario, result: SearchResult, force: bool = False) -> list:
         """Stage D: the chosen front architectures of ``scenario`` trained with soft distillation from the library."""

@@ -174,6 +174,16 @@ class SearchResult:
         return atomic_write(path, buf.getvalue())
 
 
+def spread_along_front(result: "SearchResult", k: int) -> list:
+    """``k`` front architectures (strings) spread evenly along the front, the cheapest and the most accurate
+    included (all of them when the front is smaller)."""
+    front = result.front
+    if len(front) <= k:
+        return [r["arch"] for r in front]
+    idx = sorted(set(np.round(np.linspace(0, len(front) - 1, k)).astype(int).tolist()))
+    return [front[i]["arch"] for i in idx]
+
+
 def _make_problem(space, predictor, evaluator, scenario, archive, bar):
     from pymoo.core.problem import Problem
 
