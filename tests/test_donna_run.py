@@ -38,6 +38,8 @@ def test_config_files_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not exist" in err and "objective 'joules'" in err
     assert cli.main(["donna", "search", "--out", str(tmp_path / "nothing")]) == cli.EXIT_BAD_INPUT
+    assert cli.main(["donna"]) == cli.EXIT_BAD_INPUT  # no action: help on stderr
+    assert cli.main(["donna", "search", "--out", "x", "--input-size", "0x3"]) == cli.EXIT_BAD_INPUT
 
 
 @pytest.mark.slow
