@@ -174,7 +174,7 @@ def main(argv=None):
     t_start = time.perf_counter()
     if args.quick:
         space, cfg = tiny_space(), DonnaConfig.quick()
-        d = dict(epochs=3, train_samples=6000, eval_samples=2000, k=5, max_evals=64, widths="0.5,0.75,1")
+        d = dict(epochs=5, train_samples=8000, eval_samples=2000, k=5, max_evals=64, widths="0.5,0.75,1")
         pop = 16
     else:
         space = default_space()
