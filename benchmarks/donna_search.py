@@ -205,7 +205,8 @@ def main(argv=None):
     out = Path(args.out + ("_quick" if args.quick else ""))
     from keras_eff.donna import MeasurementCache
 
-    cache = MeasurementCache(out.parent / (out.name + "_measurements.json"))
+    # host-specific measurements: kept out of the results folder, reused by a rerun on the same machine
+    cache = MeasurementCache(Path("artifacts") / f"{out.name}_measurements.json")
     sres = search(space, am.predictor, scenario, SearchConfig(pop_size=pop, max_evals=o["max_evals"],
                                                              seed=args.seed), cache=cache)
     sres.save(str(out) + "_pareto.json")
