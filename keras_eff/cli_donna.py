@@ -157,7 +157,8 @@ def _search(args) -> int:
               f"{r['arch']}")
     if not args.no_finetune:
         for m in pipe.finetune_scenario(scenario, result, force=args.force):
-            print(f"finetuned {m['arch']}: accuracy {m['accuracy']:.4f} -> {out / 'finetune' / scenario.name / m['model']}")
+            path = out / "finetune" / scenario.name / m["model"]
+            print(f"finetuned {m['arch']}: accuracy {m['accuracy']:.4f} -> {path}")
     return EXIT_OK
 
 

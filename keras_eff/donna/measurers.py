@@ -148,7 +148,8 @@ class RayRemoteMeasurer(Measurer):
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise ImportError("RayRemoteMeasurer needs Ray: pip install 'keras-eff[ray]' (or pip install ray)") from None
+            raise ImportError("RayRemoteMeasurer needs Ray: pip install 'keras-eff[ray]' (or pip install ray)") \
+                from None
         inner = inner if inner is not None else {"kind": "litert"}
         self.inner = inner if isinstance(inner, Measurer) else measurer_from_config(inner)
         if isinstance(self.inner, RayRemoteMeasurer):
@@ -263,7 +264,8 @@ def int8_model(space, arch, seed: int = 0, calibration_samples: int = 16) -> byt
 
 
 def measure_all(space, arch, measurers, seed: int = 0) -> dict:
-    """Converts ``arch`` once (when a measurer needs the file) and runs every measurer on it: ``{measurer index: metrics}`` and the seconds."""
+    """Converts ``arch`` once (when a measurer needs the file) and runs every measurer on it. Returns
+    ``{"metrics": {measurer index: metrics}, "convert_seconds": ...}``."""
     t0 = time.perf_counter()
     data = int8_model(space, arch, seed) if any(m.needs_model for m in measurers) else None
     convert_s = time.perf_counter() - t0
