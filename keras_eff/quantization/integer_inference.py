@@ -61,3 +61,70 @@ def mean(layer, x, in_scale, out_scale):
     else:
         n = float(math.prod(dims))
     return requantize(acc, in_scale / (out_scale * n)) * out_scale
+
+
+# -- HARD_SWISH: LiteRT's built-in int8 kernel (XNNPACK does not take it), 16-bit fixed point ------------------------
+# All integer steps below run in float64, where every intermediate (products of two int16 values) is exact.
+
+HARD_SWISH = ("hard_swish", "hard_silu")
+
+
+def _f64(v):
+    return ops.cast(v, "float64")
+
+
+def _trunc_div_pot(v, d):
+    """C's integer division by a power of two d (rounds toward zero)."""
+    return ops.sign(v) * ops.floor(ops.abs(v) / d)
+
+
+def _rounding_divide_by_pot(x, exponent):
+    """gemmlowp's RoundingDivideByPOT: x / 2^exponent, rounded to nearest, ties away from zero."""
+    d = ops.power(2.0, exponent)
+    floor = ops.floor(x / d)
+    remainder = x - floor * d
+    threshold = ops.floor((d - 1) / 2) + ops.cast(x < 0, "float64")
+    return floor + ops.cast(remainder > threshold, "float64")
+
+
+def _srdhm16(a, b):
+    """gemmlowp's SaturatingRoundingDoublingHighMul on int16 (no overflow case: b is a positive multiplier)."""
+    ab = a * b
+    nudge = ops.where(ab >= 0, _f64(2.0 ** 14), _f64(1.0 - 2.0 ** 14))
+    return _trunc_div_pot(ab + nudge, 2.0 ** 15)
+
+
+def _saturate16(v):
+    return ops.clip(v, -32768.0, 32767.0)
+
+
+def _int16_multiplier(m):
+    """TFLite's QuantizeMultiplier then DownScaleInt32ToInt16Multiplier: m ≈ m16 · 2^(e − 15), m16 in [2^14, 2^15)."""
+    m = ops.cast(m, "float64")
+    e = ops.floor(ops.log2(m)) + 1.0
+    mant = m / ops.power(2.0, e)  # [0.5, 1), corrected below where log2 was off by one at a power of two
+    e = ops.where(mant >= 1.0, e + 1.0, ops.where(mant < 0.5, e - 1.0, e))
+    mant = m / ops.power(2.0, e)
+    q31 = ops.floor(mant * 2.0 ** 31 + 0.5)
+    e = ops.where(q31 >= 2.0 ** 31, e + 1.0, e)
+    q31 = ops.where(q31 >= 2.0 ** 31, _f64(2.0 ** 30), q31)
+    m16 = ops.where(q31 >= 2.0 ** 31 - 1 - 2.0 ** 15, _f64(32767.0), ops.floor((q31 + 2.0 ** 15) / 2.0 ** 16))
+    return m16, e
+
+
+def hard_swish(x, in_scale, out_scale):
+    """x·relu6(x + 3)/6 as LiteRT's int8 HARD_SWISH computes it (TFLite's reference HardSwish: a 16-bit "hires"
+    input, a saturating "relu-ish" factor on the 3/32768 scale, a truncating doubling high multiply). Returns the value
+    on the output grid."""
+    hires = ops.cast(in_scale, "float32") / 128.0  # the multipliers as TFLite computes them: float32, then double
+    out_m, out_e = _int16_multiplier(hires / ops.cast(out_scale, "float32"))
+    relu_m, relu_e = _int16_multiplier(hires / (3.0 / 32768.0))
+    hi = _saturate16(integers(x, in_scale) * 128.0)
+    pre = _srdhm16(hi, out_m)
+    left = _saturate16(hi * ops.power(2.0, ops.maximum(relu_e - 1.0, 0.0)))
+    left = _saturate16(_srdhm16(left, relu_m) * 2.0)
+    right = _rounding_divide_by_pot(_srdhm16(hi, relu_m), ops.maximum(-relu_e, 0.0))
+    reluish = ops.where(relu_e > 0, left, right)
+    reluish = ops.floor((reluish + 2.0 ** 15) / 2.0)
+    out = _rounding_divide_by_pot(_trunc_div_pot(reluish * pre, 2.0 ** 15), -out_e)
+    return ops.cast(out, "float32") * ops.cast(out_scale, "float32")

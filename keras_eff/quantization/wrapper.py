@@ -313,6 +313,9 @@ class QuantizeWrapper(layers.Wrapper):
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             return q.fake_quantize(self.layer(xs))
         if isinstance(self.layer, layers.Activation):
+            source = self._input_range()
+            if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source, q):
+                return integer.hard_swish(inputs, source.grid_step(), q.grid_step())
             return self._activate(self.layer, inputs, training)
         return self.layer(inputs, training=training) if _takes_training(self.layer) else self.layer(inputs)
 
