@@ -49,6 +49,12 @@ def requantize(acc, multiplier):
     return ops.round(ops.cast(acc, "float32") * ops.cast(multiplier, "float32"))
 
 
+def is_identity_mean(input_shape) -> bool:
+    """A global average over a 1×1 window: the converter drops it, and its range with it."""
+    spatial = tuple(input_shape)[1:-1]
+    return bool(spatial) and all(d == 1 for d in spatial)
+
+
 def mean(layer, x, in_scale, out_scale):
     """A global average pooling as XNNPACK's MEAN computes it: the exact sum of the input's integers, times
     s_in / (s_out · n) in float32, rounded half to even. Returns the value on the output grid."""

@@ -203,6 +203,13 @@ class ActivationQuantizer(keras.layers.Layer):
         self._calibration = None
         self.calibrating = False
 
+    def tflite_scale(self):
+        """The scale the int8 file stores for this range, as a float32 tensor: the converter takes the width in double
+        (``grid_step`` subtracts in float32 and can be one ulp off)."""
+        lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
+        hi = ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+        return ops.cast((hi - lo) / (2 ** self.bits - 1), "float32")
+
     @property
     def scale(self) -> float:
         lo = min(float(self.range_min.numpy()), 0.0)

@@ -233,11 +233,11 @@ class QuantizeWrapper(layers.Wrapper):
         main = self._main_kernel()
         s_w = self.weight_quantizer.scale(layer_ops.to_channels_last(layer, main, kernels[main]))
         qk = self.quantize_kernel(main, kernels[main])
-        s_in, s_out = source.grid_step(), target.grid_step()
+        s_in, s_out = source.tflite_scale(), target.tflite_scale()
         w_grid = ops.reshape(s_w, output_channel_shape(layer, qk.shape)) if len(s_w.shape) else s_w
         acc = layer_ops.linear(layer, integer.integers(x, s_in), {main: integer.integers(qk, w_grid)})
-        if bias is not None:
-            acc = acc + ops.cast(integer.round_half_away(bias / (s_in * s_w)), "float64")
+        if bias is not None:  # the exported bias (on the int32 grid the model knows), onto the file's int32 grid
+            acc = acc + ops.cast(integer.round_half_away(self._int32_bias(bias) / (s_in * s_w)), "float64")
         return integer.requantize(acc, (s_in * s_w) / s_out) * s_out
 
     def _output_range(self):
@@ -307,15 +307,17 @@ class QuantizeWrapper(layers.Wrapper):
             if isinstance(self.layer, integer.MEANS) and integer.active(training, q):
                 # the input lies on its producer's grid where that producer has one (it also feeds other layers),
                 # else on this shared grid (the producer left it for this layer, see _output_range)
-                x = q.fake_quantize(inputs) if source is None else inputs
-                s_in = q.grid_step() if source is None or source.calibrating else source.grid_step()
-                return q.fake_quantize(integer.mean(self.layer, x, s_in, q.grid_step()))
+                x = q.fake_quantize(inputs) if source is None or source.calibrating else inputs
+                if integer.is_identity_mean(inputs.shape):  # no op in the file: the input's grid carries on
+                    return self.layer(x)
+                s_in = q.tflite_scale() if source is None or source.calibrating else source.tflite_scale()
+                return q.fake_quantize(integer.mean(self.layer, x, s_in, q.tflite_scale()))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             return q.fake_quantize(self.layer(xs))
         if isinstance(self.layer, layers.Activation):
             source = self._input_range()
             if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source, q):
-                return integer.hard_swish(inputs, source.grid_step(), q.grid_step())
+                return integer.hard_swish(inputs, source.tflite_scale(), q.tflite_scale())
             return self._activate(self.layer, inputs, training)
         return self.layer(inputs, training=training) if _takes_training(self.layer) else self.layer(inputs)
 
@@ -383,6 +385,12 @@ def tensor_range(tensor, max_hops: int = 32):
             return None
         producer = history.operation
         found = _final_range(producer)
+        before = producer._inbound_nodes[history.node_index].input_tensors if hasattr(producer, "_inbound_nodes") else []
+        if (isinstance(producer, QuantizeWrapper) and isinstance(producer.layer, integer.MEANS) and before
+                and integer.is_identity_mean(before[0].shape)):
+            # a mean over a 1×1 window is no op in the file: its output keeps the input's grid (or, where the
+            # producer left its output to this layer's shared range, that range)
+            return tensor_range(before[0], max_hops) or found
         if found is not None:
             return found
         outer = getattr(producer, "_keras_eff_outer_range", None)  # the input of a nested model
