@@ -16,14 +16,7 @@ ARCHITECTURES = {
 
 pytestmark = pytest.mark.slow
 
-# Known gap, measured op by op on MobileNetV2: scales, int8 weights and int32 biases equal the file's, yet outputs whose
-# simulated value lies just below .5 LSB come out one higher in TFLite: its fixed-point requantization rounds twice
-# (a rounding high-multiply, then a rounding shift). Deep MobileNets amplify these rare flips past 1 LSB. Emulating
-# that rounding in the simulation is the open part of Foundation 2; these cases report XPASS once it lands.
-DEEP_NETS_GAP = pytest.mark.xfail(reason="TFLite's double rounding in requantization is not yet simulated; deep "
-                                         "MobileNets amplify the flips", strict=False)
-PARAMS = [pytest.param(name, marks=DEEP_NETS_GAP) if name.startswith("mobilenet") else name
-          for name in sorted(ARCHITECTURES)]
+PARAMS = sorted(ARCHITECTURES)
 
 
 @pytest.fixture(scope="module")
