@@ -134,3 +134,31 @@ def hard_swish(x, in_scale, out_scale):
     reluish = ops.floor((reluish + 2.0 ** 15) / 2.0)
     out = _rounding_divide_by_pot(_trunc_div_pot(reluish * pre, 2.0 ** 15), -out_e)
     return ops.cast(out, "float32") * ops.cast(out_scale, "float32")
+
+
+# -- ADD: XNNPACK's int8 addition -------------------------------------------------------------------------------------
+
+
+def _float32_exponent(v):
+    """floor(log2(v)) of positive float32 values, exact (the exponent field of the float)."""
+    v = ops.cast(v, "float64")
+    e = ops.floor(ops.log2(v))
+    e = ops.where(ops.power(2.0, e) > v, e - 1.0, e)
+    return ops.where(ops.power(2.0, e + 1.0) <= v, e + 1.0, e)
+
+
+def add(xs, in_scales, out_scale):
+    """The sum of tensors on their own grids as XNNPACK's int8 ADD computes it: each input's integers times a
+    21-bit multiplier round(s_i/s_out · 2^shift) (the largest in [2^20, 2^21)), summed exactly, then shifted right
+    with rounding half up. Returns the value on the output grid."""
+    out_scale = ops.cast(out_scale, "float32")
+    ratios = [ops.cast(s, "float32") / out_scale for s in in_scales]  # float32 divisions, as XNNPACK's init
+    largest = ratios[0]
+    for r in ratios[1:]:
+        largest = ops.maximum(largest, r)
+    shift = 20.0 - _float32_exponent(largest)
+    scale = ops.power(2.0, shift)
+    acc = 0.0
+    for x, s, r in zip(xs, in_scales, ratios):
+        acc = acc + integers(x, s) * ops.round(ops.cast(r, "float64") * scale)
+    return ops.cast(ops.floor(acc / scale + 0.5), "float32") * out_scale

@@ -72,6 +72,13 @@ class WeightQuantizer:
             return hi / (2 ** (self.bits - 1) - 1)
         return grid_scale(lo, hi, self.bits)
 
+    def tflite_scale(self, w):
+        """The symmetric scale the int8 file stores, max|w| / (2^(b−1) − 1) correctly rounded to float32. Divided in
+        float64: in a traced graph TensorFlow turns a float32 division by a constant into a multiplication by its
+        reciprocal, one ulp off at times."""
+        _, hi = self._ranges(ops.stop_gradient(w))
+        return ops.cast(ops.cast(hi, "float64") / (2 ** (self.bits - 1) - 1), "float32")
+
     def __call__(self, w):
         lo, hi = self._ranges(ops.stop_gradient(w))
         if self.symmetric and self.bits <= 8:

@@ -231,7 +231,7 @@ class QuantizeWrapper(layers.Wrapper):
         layer = self.layer
         kernels, bias = self.folded_kernels()
         main = self._main_kernel()
-        s_w = self.weight_quantizer.scale(layer_ops.to_channels_last(layer, main, kernels[main]))
+        s_w = self.weight_quantizer.tflite_scale(layer_ops.to_channels_last(layer, main, kernels[main]))
         qk = self.quantize_kernel(main, kernels[main])
         s_in, s_out = source.tflite_scale(), target.tflite_scale()
         w_grid = ops.reshape(s_w, output_channel_shape(layer, qk.shape)) if len(s_w.shape) else s_w
@@ -239,6 +239,13 @@ class QuantizeWrapper(layers.Wrapper):
         if bias is not None:  # the exported bias (on the int32 grid the model knows), onto the file's int32 grid
             acc = acc + ops.cast(integer.round_half_away(self._int32_bias(bias) / (s_in * s_w)), "float64")
         return integer.requantize(acc, (s_in * s_w) / s_out) * s_out
+
+    def _input_ranges(self) -> list:
+        """The quantizer of each input's grid (None where unknown), for layers with several inputs."""
+        nodes = getattr(self, "_inbound_nodes", None)
+        if not nodes:
+            return [None]
+        return [tensor_range(t) for t in nodes[0].input_tensors]
 
     def _output_range(self):
         """The quantizer of this layer's output grid: its own, or the shared range of the layer it feeds."""
@@ -314,6 +321,10 @@ class QuantizeWrapper(layers.Wrapper):
                 return q.fake_quantize(integer.mean(self.layer, x, s_in, q.tflite_scale()))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             return q.fake_quantize(self.layer(xs))
+        if isinstance(self.layer, layers.Add) and isinstance(inputs, (list, tuple)) and len(inputs) == 2:
+            sources = self._input_ranges()
+            if integer.active(training, q, *sources):
+                return integer.add(inputs, [r.tflite_scale() for r in sources], q.tflite_scale())
         if isinstance(self.layer, layers.Activation):
             source = self._input_range()
             if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source, q):
