@@ -14,8 +14,8 @@ from keras_eff.quantization import integer_inference, link_nested_ranges
 
 def _float_path(model, x):
     """The plain fake-quant simulation: what the model computed before integer inference (and what it exports)."""
-    with te.exporting():
-        return model.predict(x, verbose=0)
+    with te.exporting():  # an eager call: a predict function traced before would hold the integer path
+        return np.asarray(model(x, training=False))
 
 
 def _lsb(model, data, x, reference=None):

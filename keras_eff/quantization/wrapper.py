@@ -321,10 +321,12 @@ class QuantizeWrapper(layers.Wrapper):
                 return q.fake_quantize(integer.mean(self.layer, x, s_in, q.tflite_scale()))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             return q.fake_quantize(self.layer(xs))
-        if isinstance(self.layer, layers.Add) and isinstance(inputs, (list, tuple)) and len(inputs) == 2:
+        if isinstance(self.layer, (layers.Add, layers.Multiply)) and isinstance(inputs, (list, tuple)) \
+                and len(inputs) == 2:
             sources = self._input_ranges()
             if integer.active(training, q, *sources):
-                return integer.add(inputs, [r.tflite_scale() for r in sources], q.tflite_scale())
+                fn = integer.add if isinstance(self.layer, layers.Add) else integer.multiply
+                return fn(inputs, [r.tflite_scale() for r in sources], q.tflite_scale())
         if isinstance(self.layer, layers.Activation):
             source = self._input_range()
             if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source, q):
