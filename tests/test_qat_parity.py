@@ -16,14 +16,13 @@ ARCHITECTURES = {
 
 pytestmark = pytest.mark.slow
 
-# Known gap, measured op by op on MobileNetV2: scales, int8 weights and int32 biases equal the file's, yet outputs whose
-# simulated value lies just below .5 LSB come out one higher in TFLite: its fixed-point requantization rounds twice
-# (a rounding high-multiply, then a rounding shift). Deep MobileNets amplify these rare flips past 1 LSB. Emulating
-# that rounding in the simulation is the open part of Foundation 2; these cases report XPASS once it lands.
-DEEP_NETS_GAP = pytest.mark.xfail(reason="TFLite's double rounding in requantization is not yet simulated; deep "
-                                         "MobileNets amplify the flips", strict=False)
-PARAMS = [pytest.param(name, marks=DEEP_NETS_GAP) if name.startswith("mobilenet") else name
-          for name in sorted(ARCHITECTURES)]
+# Measured cause of the remaining gap: in a squeeze-excite block the converter folds hard-sigmoid's "+3" and "·1/6" into
+# the preceding 1×1 conv and requantizes that conv straight onto the final grid, dropping the two ranges in between;
+# the simulation still rounds three times there. Every other op is bit-exact with LiteRT (docs/parity.md). With the
+# seed used here: 97.75% within 1 LSB, max 4 LSB, all 6 argmax flips near-ties (other trainings reached 100%, max 1).
+SE_FOLD_GAP = pytest.mark.xfail(reason="hard-sigmoid folded into the SE conv by the converter is not yet simulated",
+                                strict=False)
+PARAMS = [pytest.param(n, marks=SE_FOLD_GAP) if n == "mobilenet_v3_small" else n for n in sorted(ARCHITECTURES)]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from .checks import check_int8, find_float_islands
 from .compare import Comparison, compare
 from .convert import has_fake_quant, to_tflite
 from .errors import FloatIslandError, InvalidTFLiteModel, MicroRuntimeError, TFLiteExportError
+from .export_mode import exporting, is_exporting
 from .files import atomic_write, atomic_write_json, write_files
 from .macs import MacCount, OpCount, count_macs
 from .micro import MicroPackage, micro_package
@@ -25,7 +26,7 @@ __all__ = [
     "MacCount", "MicroCheck", "MicroPackage", "MicroRuntimeError", "ModelReport", "OnnxComparison",
     "OnnxExportError", "OpCount", "TFLiteExportError", "TFLiteModel", "atomic_write", "atomic_write_json",
     "check_c_name", "check_int8", "check_samples", "check_micro", "compare", "compare_latency", "compare_onnx", "count_macs",
-    "count_onnx_ops", "dequantize", "find_arena_size", "find_float_islands", "has_fake_quant", "make_interpreter",
+    "count_onnx_ops", "dequantize", "exporting", "find_arena_size", "find_float_islands", "has_fake_quant", "is_exporting", "make_interpreter",
     "measure_latency", "micro_package", "micro_supported_ops", "model_report", "probe_micro_ops", "quantize",
     "read_graph", "read_model", "resolver_method", "run_micro", "run_onnx", "to_c_source", "to_onnx", "to_tflite",
     "try_arena", "unsupported_micro_ops", "write_files",

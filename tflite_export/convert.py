@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from .checks import check_int8
 from .errors import TFLiteExportError
+from .export_mode import exporting
 from .samples import check_samples
 
 _FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
@@ -47,7 +48,8 @@ def _traced_op_types(model) -> set:
     def fn(*xs):
         return model(list(xs) if len(xs) > 1 else xs[0], training=False)
 
-    graph = fn.get_concrete_function(*specs).graph
+    with exporting():
+        graph = fn.get_concrete_function(*specs).graph
     types = {op.type for op in graph.get_operations()}
     for f in graph._functions.values():  # layers traced as nested functions
         types.update(node.op for node in f.definition.node_def)
@@ -141,7 +143,7 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
 
     with tempfile.TemporaryDirectory(prefix="keras_eff_export_") as tmp:
         try:
-            with _quiet_export():
+            with _quiet_export(), exporting():
                 model.export(tmp, format="tf_saved_model", verbose=False)
         except Exception as err:  # the cause is the useful part; the converter would hide it
             raise TFLiteExportError(f"Keras could not export model {model.name!r} as a SavedModel: "

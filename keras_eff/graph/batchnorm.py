@@ -31,7 +31,10 @@ def bn_affine(bn, xp=ops):
     """(scale, shift) of an inference-mode BatchNorm: y = x·scale + shift, per channel."""
     gamma = bn.gamma if bn.scale else xp.ones_like(bn.moving_variance)
     beta = bn.beta if bn.center else xp.zeros_like(bn.moving_mean)
-    scale = gamma / xp.sqrt(bn.moving_variance + bn.epsilon)
+    if xp is ops:  # γ·rsqrt(σ² + ε), as the converter computes it (it rewrites γ / sqrt to that): the same float32
+        scale = gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
+    else:
+        scale = gamma / xp.sqrt(bn.moving_variance + bn.epsilon)
     return scale, beta - bn.moving_mean * scale
 
 

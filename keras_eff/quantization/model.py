@@ -22,7 +22,7 @@ from . import layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
 from .quantizers import FIXED_RANGES, ActivationQuantizer
-from .wrapper import FUSED_ACTIVATIONS, SHARED_RANGE, QuantizeWrapper, activation_name
+from .wrapper import FUSED_ACTIVATIONS, SHARED_RANGE, QuantizeWrapper, activation_name, link_nested_inputs
 
 # Layers whose output keeps the input's grid in TFLite (same scale and zero point).
 INHERIT_RANGE = (
@@ -120,7 +120,9 @@ class _Quantizer:
     def __call__(self, rb, node, args, kwargs):
         op = node.operation
         if isinstance(op, keras.Model):
-            return quantize_model(op, self.config, _nested=True, _report=self.report)(*args, **kwargs)
+            inner = quantize_model(op, self.config, _nested=True, _report=self.report)
+            link_nested_inputs(inner, args[0] if len(args) == 1 else list(args))
+            return inner(*args, **kwargs)
         if not isinstance(op, layers.Layer):  # a raw op such as keras.ops.add in the graph
             out = op(*args, **kwargs)
             nxt, act = self._next_fusable(rb, node)
@@ -247,6 +249,19 @@ def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _
                           + "; ".join(f"{n} ({r})" for n, r in report.float_layers)
                           + ". Exporting this model to int8 needs representative_data.", stacklevel=2)
     return new
+
+
+def link_nested_ranges(model) -> keras.Model:
+    """Links the inputs of the nested models in a quantized model to the ranges of the tensors they are called on
+    (``quantize_model`` does it; a model loaded from ``.keras`` needs it again): the layers inside then know their
+    input's grid for the int32 bias and integer inference. Returns ``model``."""
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.Model):
+            for node in layer._inbound_nodes:
+                if node.input_tensors:
+                    link_nested_inputs(layer, node.input_tensors)
+            link_nested_ranges(layer)
+    return model
 
 
 def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, activation_bits=8,

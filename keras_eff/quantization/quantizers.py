@@ -72,6 +72,13 @@ class WeightQuantizer:
             return hi / (2 ** (self.bits - 1) - 1)
         return grid_scale(lo, hi, self.bits)
 
+    def tflite_scale(self, w):
+        """The symmetric scale the int8 file stores, max|w| / (2^(b−1) − 1) correctly rounded to float32. Divided in
+        float64: in a traced graph TensorFlow turns a float32 division by a constant into a multiplication by its
+        reciprocal, one ulp off at times."""
+        _, hi = self._ranges(ops.stop_gradient(w))
+        return ops.cast(ops.cast(hi, "float64") / (2 ** (self.bits - 1) - 1), "float32")
+
     def __call__(self, w):
         lo, hi = self._ranges(ops.stop_gradient(w))
         if self.symmetric and self.bits <= 8:
@@ -202,6 +209,13 @@ class ActivationQuantizer(keras.layers.Layer):
             self.initialized.assign(1.0)
         self._calibration = None
         self.calibrating = False
+
+    def tflite_scale(self):
+        """The scale the int8 file stores for this range, as a float32 tensor: the converter takes the width in double
+        (``grid_step`` subtracts in float32 and can be one ulp off)."""
+        lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
+        hi = ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+        return ops.cast((hi - lo) / (2 ** self.bits - 1), "float32")
 
     @property
     def scale(self) -> float:

@@ -26,6 +26,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from ..graph import bn_affine, output_channel_shape
+from . import integer_inference as integer
 from . import layer_ops
 from . import preserve as preserve_lib
 from .config import PER_CHANNEL_EXPORTABLE
@@ -214,9 +215,50 @@ class QuantizeWrapper(layers.Wrapper):
         main = self._main_kernel()
         s_w = self.weight_quantizer.scale(layer_ops.to_channels_last(self.layer, main, kernels[main]))
         step = ops.stop_gradient(source.grid_step() * s_w)
-        v = bias / step
-        rounded = ops.sign(v) * ops.floor(ops.abs(v) + 0.5) * step
+        rounded = integer.round_half_away(bias / step) * step
         return bias + ops.stop_gradient(rounded - bias)
+
+    def _integer_grids(self, training):
+        """(input range, output range) where this call runs the integer path (see ``integer_inference``), else None."""
+        if not isinstance(self.layer, integer.LINEAR) or not self.weight_quantizer.exportable:
+            return None
+        source, target = self._input_range(), self._output_range()
+        return (source, target) if integer.active(training, source, target) else None
+
+    def _linear_integer(self, x, source, target):
+        """conv/dense as XNNPACK computes it: exact int32 accumulator (int8 kernel, int32 bias), fp32 requantization
+        half to even. Returns the value on the output grid, before the fused activation (a clamp on that grid)."""
+        layer = self.layer
+        kernels, bias = self.folded_kernels()
+        main = self._main_kernel()
+        s_w = self.weight_quantizer.tflite_scale(layer_ops.to_channels_last(layer, main, kernels[main]))
+        qk = self.quantize_kernel(main, kernels[main])
+        s_in, s_out = source.tflite_scale(), target.tflite_scale()
+        w_grid = ops.reshape(s_w, output_channel_shape(layer, qk.shape)) if len(s_w.shape) else s_w
+        acc = layer_ops.linear(layer, integer.integers(x, s_in), {main: integer.integers(qk, w_grid)})
+        if bias is not None:  # the exported bias (on the int32 grid the model knows), onto the file's int32 grid
+            acc = acc + ops.cast(integer.round_half_away(self._int32_bias(bias) / (s_in * s_w)), "float64")
+        return integer.requantize(acc, (s_in * s_w) / s_out) * s_out
+
+    def _input_ranges(self) -> list:
+        """The quantizer of each input's grid (None where unknown), for layers with several inputs."""
+        nodes = getattr(self, "_inbound_nodes", None)
+        if not nodes:
+            return [None]
+        return [tensor_range(t) for t in nodes[0].input_tensors]
+
+    def _output_range(self):
+        """The quantizer of this layer's output grid: its own, or the shared range of the layer it feeds."""
+        if self.output_quantizer is not None:
+            return self.output_quantizer
+        cached = getattr(self, "_output_range_lookup", None)
+        if cached is None:
+            found = _consumer_range(self)
+            if found is None:
+                return None
+            cached = lambda: found  # noqa: E731 - see _input_range
+            object.__setattr__(self, "_output_range_lookup", cached)
+        return cached()
 
     def _input_range(self):
         """The ActivationQuantizer whose grid this layer's input lies on, or None where it cannot be known."""
@@ -225,6 +267,8 @@ class QuantizeWrapper(layers.Wrapper):
         cached = getattr(self, "_input_range_lookup", None)
         if cached is None:
             found = _producer_range(self)
+            if found is None:  # not known (yet: a nested model's input is linked after its layers are called)
+                return None
             cached = lambda: found  # noqa: E731 - a closure, so that Keras does not track the layer as a child
             object.__setattr__(self, "_input_range_lookup", cached)
         return cached()
@@ -232,8 +276,11 @@ class QuantizeWrapper(layers.Wrapper):
     def call(self, inputs, training=None):
         if self.input_quantizer is not None:
             inputs = self.input_quantizer(inputs, training=training)
+        grids = self._integer_grids(training) if self.has_kernel else None
         if not self.has_kernel:
             y = self._call_plain(inputs, training)
+        elif grids is not None:
+            y = self._linear_integer(inputs, *grids)
         elif self.batchnorm is not None and training:
             y = tf.cond(self.bn_frozen > 0, lambda: self._linear(inputs, training),
                         lambda: self._linear_with_live_bn(inputs, training))
@@ -263,9 +310,27 @@ class QuantizeWrapper(layers.Wrapper):
                 return self.layer(inputs)
             if training and q.learns_by_ema:
                 q.update_range(seen)
+            source = self._input_range() if isinstance(self.layer, integer.MEANS) else None
+            if isinstance(self.layer, integer.MEANS) and integer.active(training, q):
+                # the input lies on its producer's grid where that producer has one (it also feeds other layers),
+                # else on this shared grid (the producer left it for this layer, see _output_range)
+                x = q.fake_quantize(inputs) if source is None or source.calibrating else inputs
+                if integer.is_identity_mean(inputs.shape):  # no op in the file: the input's grid carries on
+                    return self.layer(x)
+                s_in = q.tflite_scale() if source is None or source.calibrating else source.tflite_scale()
+                return q.fake_quantize(integer.mean(self.layer, x, s_in, q.tflite_scale()))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             return q.fake_quantize(self.layer(xs))
+        if isinstance(self.layer, (layers.Add, layers.Multiply)) and isinstance(inputs, (list, tuple)) \
+                and len(inputs) == 2:
+            sources = self._input_ranges()
+            if integer.active(training, q, *sources):
+                fn = integer.add if isinstance(self.layer, layers.Add) else integer.multiply
+                return fn(inputs, [r.tflite_scale() for r in sources], q.tflite_scale())
         if isinstance(self.layer, layers.Activation):
+            source = self._input_range()
+            if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source, q):
+                return integer.hard_swish(inputs, source.tflite_scale(), q.tflite_scale())
             return self._activate(self.layer, inputs, training)
         return self.layer(inputs, training=training) if _takes_training(self.layer) else self.layer(inputs)
 
@@ -314,25 +379,60 @@ def _final_range(layer):
     return None
 
 
-def _producer_range(layer, max_hops: int = 32):
+def _producer_range(layer):
     """Walks back from ``layer``'s (first) input through range-inheriting layers to the quantizer of its grid."""
-    from .model import INHERIT_RANGE
-
     nodes = getattr(layer, "_inbound_nodes", None)
     if not nodes or not nodes[0].input_tensors:
         return None
-    tensor = nodes[0].input_tensors[0]
+    return tensor_range(nodes[0].input_tensors[0])
+
+
+def tensor_range(tensor, max_hops: int = 32):
+    """The quantizer whose grid a symbolic tensor lies on, walking back through range-inheriting layers; across the
+    input of a nested model where ``link_nested_inputs`` has linked it to the outer tensor. None where unknown."""
+    from .model import INHERIT_RANGE
+
     for _ in range(max_hops):
         history = getattr(tensor, "_keras_history", None)
         if history is None:
             return None
         producer = history.operation
         found = _final_range(producer)
+        before = producer._inbound_nodes[history.node_index].input_tensors if hasattr(producer, "_inbound_nodes") else []
+        if (isinstance(producer, QuantizeWrapper) and isinstance(producer.layer, integer.MEANS) and before
+                and integer.is_identity_mean(before[0].shape)):
+            # a mean over a 1×1 window is no op in the file: its output keeps the input's grid (or, where the
+            # producer left its output to this layer's shared range, that range)
+            return tensor_range(before[0], max_hops) or found
         if found is not None:
             return found
+        outer = getattr(producer, "_keras_eff_outer_range", None)  # the input of a nested model
+        if outer is not None:
+            return outer()
         if not isinstance(producer, INHERIT_RANGE):
             return None
         tensor = producer._inbound_nodes[history.node_index].input_tensors[0]
+    return None
+
+
+def link_nested_inputs(inner, outer_tensors):
+    """Records, on each input layer of a nested model, the grid of the outer tensor it is called on: layers inside
+    then find their input's range (for the int32 bias and integer inference) across the model boundary."""
+    outer_tensors = outer_tensors if isinstance(outer_tensors, (list, tuple)) else [outer_tensors]
+    for t_in, t_out in zip(inner.inputs, outer_tensors):
+        found = tensor_range(t_out)
+        if found is not None:
+            object.__setattr__(t_in._keras_history.operation, "_keras_eff_outer_range", lambda found=found: found)
+
+
+def _consumer_range(layer):
+    """The shared range of the sole consumer that quantizes this layer's output (a Concatenate, an average pooling)."""
+    nodes = getattr(layer, "_outbound_nodes", None)
+    if not nodes or len(nodes) != 1:
+        return None
+    consumer = nodes[0].operation
+    if isinstance(consumer, QuantizeWrapper) and isinstance(consumer.layer, SHARED_RANGE):
+        return consumer.output_quantizer
     return None
 
 

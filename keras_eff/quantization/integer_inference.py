@@ -1,0 +1,173 @@
+"""Integer inference: quantized layers computed at inference the way LiteRT's default int8 kernels compute them.
+
+LiteRT runs int8 files on its XNNPACK delegate by default. Measured op by op (docs/parity.md): its CONV_2D,
+DEPTHWISE_CONV_2D and FULLY_CONNECTED sum an exact int32 accumulator and requantize it in float32, rounding half to
+even, ``q = round(acc · (s_in·s_w / s_out)) + z_out``; its MEAN rounds the mean of the window the same way. The float
+simulation (fake-quant in float32) gets those values right to ~1e-5 LSB, yet on deep networks that is not enough:
+the rare value that float error or a different tie rule puts on the other side of a .5 changes one LSB, and
+MobileNets amplify such flips (one in 10⁴ at the first layers became 15% of outputs off by more than 1 LSB at the
+logits). So at inference ``QuantizeWrapper`` takes this path: integers read off the grids, accumulators computed
+exactly (float64 holds any int32 sum exactly), and XNNPACK's rounding.
+
+Training keeps the float path with its straight-through gradients, and the exported graph is the fake-quant graph
+only: this path is skipped while ``tflite_export.is_exporting()`` (``to_tflite`` and ``to_onnx`` trace inside
+``tflite_export.exporting()``; do the same around your own ``model.export``). Where the grids are not known (an
+input with no range, calibration, activation bits other than 8) the float path runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras import layers, ops
+
+import tflite_export as te
+
+# Layer types whose integer form is emulated: XNNPACK's fp32-requantized conv, depthwise conv and fully connected.
+LINEAR = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
+MEANS = (layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)
+
+
+def active(training, *quantizers) -> bool:
+    """Whether this call computes with integers: inference, not exporting, every grid known and 8-bit."""
+    if training or te.is_exporting():
+        return False
+    return all(q is not None and not q.calibrating and q.bits == 8 for q in quantizers)
+
+
+def integers(x, scale):
+    """Values on a grid of step ``scale`` (zero on the grid) as the integers q − z, in float64."""
+    return ops.round(ops.cast(x, "float64") / ops.cast(scale, "float64"))
+
+
+def round_half_away(v):
+    return ops.sign(v) * ops.floor(ops.abs(v) + 0.5)
+
+
+def requantize(acc, multiplier):
+    """XNNPACK's fp32 requantization: the accumulator in float32 times the float32 multiplier, half to even."""
+    return ops.round(ops.cast(acc, "float32") * ops.cast(multiplier, "float32"))
+
+
+def is_identity_mean(input_shape) -> bool:
+    """A global average over a 1×1 window: the converter drops it, and its range with it."""
+    spatial = tuple(input_shape)[1:-1]
+    return bool(spatial) and all(d == 1 for d in spatial)
+
+
+def mean(layer, x, in_scale, out_scale):
+    """A global average pooling as XNNPACK's MEAN computes it: the exact sum of the input's integers, times
+    s_in / (s_out · n) in float32, rounded half to even. Returns the value on the output grid."""
+    axes = list(range(1, len(x.shape) - 1))
+    acc = ops.sum(integers(x, in_scale), axis=axes, keepdims=bool(layer.keepdims))
+    dims = [x.shape[a] for a in axes]
+    if None in dims:  # spatial size known only at run time
+        shape = ops.shape(x)
+        n = ops.cast(ops.prod(ops.stack([shape[a] for a in axes])), "float32")
+    else:
+        n = float(math.prod(dims))
+    return requantize(acc, in_scale / (out_scale * n)) * out_scale
+
+
+# -- HARD_SWISH: LiteRT's built-in int8 kernel (XNNPACK does not take it), 16-bit fixed point ------------------------
+# All integer steps below run in float64, where every intermediate (products of two int16 values) is exact.
+
+HARD_SWISH = ("hard_swish", "hard_silu")
+
+
+def _f64(v):
+    return ops.cast(v, "float64")
+
+
+def _trunc_div_pot(v, d):
+    """C's integer division by a power of two d (rounds toward zero)."""
+    return ops.sign(v) * ops.floor(ops.abs(v) / d)
+
+
+def _rounding_divide_by_pot(x, exponent):
+    """gemmlowp's RoundingDivideByPOT: x / 2^exponent, rounded to nearest, ties away from zero."""
+    d = ops.power(2.0, exponent)
+    floor = ops.floor(x / d)
+    remainder = x - floor * d
+    threshold = ops.floor((d - 1) / 2) + ops.cast(x < 0, "float64")
+    return floor + ops.cast(remainder > threshold, "float64")
+
+
+def _srdhm16(a, b):
+    """gemmlowp's SaturatingRoundingDoublingHighMul on int16 (no overflow case: b is a positive multiplier)."""
+    ab = a * b
+    nudge = ops.where(ab >= 0, _f64(2.0 ** 14), _f64(1.0 - 2.0 ** 14))
+    return _trunc_div_pot(ab + nudge, 2.0 ** 15)
+
+
+def _saturate16(v):
+    return ops.clip(v, -32768.0, 32767.0)
+
+
+def _int16_multiplier(m):
+    """TFLite's QuantizeMultiplier then DownScaleInt32ToInt16Multiplier: m ≈ m16 · 2^(e − 15), m16 in [2^14, 2^15)."""
+    m = ops.cast(m, "float64")
+    e = ops.floor(ops.log2(m)) + 1.0
+    mant = m / ops.power(2.0, e)  # [0.5, 1), corrected below where log2 was off by one at a power of two
+    e = ops.where(mant >= 1.0, e + 1.0, ops.where(mant < 0.5, e - 1.0, e))
+    mant = m / ops.power(2.0, e)
+    q31 = ops.floor(mant * 2.0 ** 31 + 0.5)
+    e = ops.where(q31 >= 2.0 ** 31, e + 1.0, e)
+    q31 = ops.where(q31 >= 2.0 ** 31, _f64(2.0 ** 30), q31)
+    m16 = ops.where(q31 >= 2.0 ** 31 - 1 - 2.0 ** 15, _f64(32767.0), ops.floor((q31 + 2.0 ** 15) / 2.0 ** 16))
+    return m16, e
+
+
+def hard_swish(x, in_scale, out_scale):
+    """x·relu6(x + 3)/6 as LiteRT's int8 HARD_SWISH computes it (TFLite's reference HardSwish: a 16-bit "hires"
+    input, a saturating "relu-ish" factor on the 3/32768 scale, a truncating doubling high multiply). Returns the value
+    on the output grid."""
+    hires = ops.cast(in_scale, "float32") / 128.0  # the multipliers as TFLite computes them: float32, then double
+    out_m, out_e = _int16_multiplier(hires / ops.cast(out_scale, "float32"))
+    relu_m, relu_e = _int16_multiplier(hires / (3.0 / 32768.0))
+    hi = _saturate16(integers(x, in_scale) * 128.0)
+    pre = _srdhm16(hi, out_m)
+    left = _saturate16(hi * ops.power(2.0, ops.maximum(relu_e - 1.0, 0.0)))
+    left = _saturate16(_srdhm16(left, relu_m) * 2.0)
+    right = _rounding_divide_by_pot(_srdhm16(hi, relu_m), ops.maximum(-relu_e, 0.0))
+    reluish = ops.where(relu_e > 0, left, right)
+    reluish = ops.floor((reluish + 2.0 ** 15) / 2.0)
+    out = _rounding_divide_by_pot(_trunc_div_pot(reluish * pre, 2.0 ** 15), -out_e)
+    return ops.cast(out, "float32") * ops.cast(out_scale, "float32")
+
+
+# -- ADD: XNNPACK's int8 addition -------------------------------------------------------------------------------------
+
+
+def _float32_exponent(v):
+    """floor(log2(v)) of positive float32 values, exact (the exponent field of the float)."""
+    v = ops.cast(v, "float64")
+    e = ops.floor(ops.log2(v))
+    e = ops.where(ops.power(2.0, e) > v, e - 1.0, e)
+    return ops.where(ops.power(2.0, e + 1.0) <= v, e + 1.0, e)
+
+
+def add(xs, in_scales, out_scale):
+    """The sum of tensors on their own grids as XNNPACK's int8 ADD computes it: each input's integers times a
+    21-bit multiplier round(s_i/s_out · 2^shift) (the largest in [2^20, 2^21)), summed exactly, then shifted right
+    with rounding half up. Returns the value on the output grid."""
+    out_scale = ops.cast(out_scale, "float32")
+    ratios = [ops.cast(s, "float32") / out_scale for s in in_scales]  # float32 divisions, as XNNPACK's init
+    largest = ratios[0]
+    for r in ratios[1:]:
+        largest = ops.maximum(largest, r)
+    shift = 20.0 - _float32_exponent(largest)
+    scale = ops.power(2.0, shift)
+    acc = 0.0
+    for x, s, r in zip(xs, in_scales, ratios):
+        acc = acc + integers(x, s) * ops.round(ops.cast(r, "float64") * scale)
+    return ops.cast(ops.floor(acc / scale + 0.5), "float32") * out_scale
+
+
+def multiply(xs, in_scales, out_scale):
+    """The product of two tensors on their own grids as XNNPACK's int8 MUL computes it: the exact product of the
+    integers times s_a·s_b/s_out in float32, rounded half to even. Returns the value on the output grid."""
+    s_a, s_b = (ops.cast(s, "float32") for s in in_scales)
+    out_scale = ops.cast(out_scale, "float32")
+    product = integers(xs[0], in_scales[0]) * integers(xs[1], in_scales[1])
+    return requantize(product, s_a * s_b / out_scale) * out_scale

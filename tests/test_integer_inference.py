@@ -1,0 +1,127 @@
+"""Integer inference: at inference a quantized model computes what LiteRT's default int8 kernels compute, bit for bit,
+while training and export keep the fake-quant graph."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers
+
+import keras_eff as ke
+import tflite_export as te
+from keras_eff.quantization import integer_inference, link_nested_ranges
+
+
+def _float_path(model, x):
+    """The plain fake-quant simulation: what the model computed before integer inference (and what it exports)."""
+    with te.exporting():  # an eager call: a predict function traced before would hold the integer path
+        return np.asarray(model(x, training=False))
+
+
+def _lsb(model, data, x, reference=None):
+    tfl = te.TFLiteModel(data)
+    out = tfl.outputs[0]
+    scale, zp = out["quantization"]
+    ref = model.predict(x, verbose=0) if reference is None else reference
+    raw = tfl.predict(x, dequantize_outputs=False).astype(np.int32)
+    return np.abs(te.quantize(ref, scale, zp).astype(np.int32) - raw)
+
+
+def _conv_net():
+    """conv + BN + ReLU6, depthwise + BN + ReLU6 (both requantized in float32), a mean over an even 4×4 window
+    (exact ties, rounded half to even), dense logits."""
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(12, 3, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU(6.0)(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU(6.0)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(10)(x))
+
+
+@pytest.fixture(scope="module")
+def conv_export():
+    keras.utils.set_random_seed(0)
+    model = _conv_net()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # BN statistics of a trained model, so that folding changes the kernels
+        if isinstance(layer, layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 0.3, c), rng.normal(0, 0.2, c),
+                               rng.uniform(0.2, 2, c)])
+    x = rng.uniform(-1, 1, (400, 8, 8, 3)).astype(np.float32)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x[:200], progress=False)
+    return qat, te.to_tflite(qat), x
+
+
+def test_conv_net_is_bit_exact_with_litert(conv_export):
+    qat, data, x = conv_export
+    assert te.find_float_islands(data) == []
+    assert _lsb(qat, data, x).max() == 0
+    # the float simulation it replaces is not: ties of the 4×4 mean and float rounding near .5 flip LSBs
+    assert _lsb(qat, data, x, reference=_float_path(qat, x)).max() >= 1
+
+
+def test_hard_swish_matches_litert_on_every_input_code():
+    inputs = keras.Input((256,))
+    model = keras.Model(inputs, layers.Activation("hard_silu")(inputs))
+    for lo, hi in [(-5.0, 7.0), (-3.2, 2.1), (-9.0, 30.0)]:
+        x = np.linspace(lo, hi, 256, dtype=np.float32)[None]
+        qat = ke.quantize_model(model)
+        ke.calibrate(qat, x, progress=False)
+        data = te.to_tflite(qat)
+        assert "HARD_SWISH" in te.read_graph(data).op_names()
+        codes = np.arange(-128, 128, dtype=np.int8)[None]  # every int8 input, straight into the file
+        raw = te.TFLiteModel(data).run(codes, raw_inputs=True, dequantize_outputs=False)
+        s_in, z_in = te.TFLiteModel(data).inputs[0]["quantization"]
+        s_out, z_out = te.TFLiteModel(data).outputs[0]["quantization"]
+        sim = qat.predict((codes.astype(np.float32) - z_in) * s_in, verbose=0)
+        assert np.array_equal(te.quantize(sim, s_out, z_out), raw), (lo, hi)
+
+
+def test_training_and_export_keep_the_fake_quant_graph(conv_export):
+    qat, _, x = conv_export
+
+    def op_types(training, exporting):
+        fn = tf.function(lambda t: qat(t, training=training))
+        if exporting:
+            with te.exporting():
+                graph = fn.get_concrete_function(tf.TensorSpec((None, 8, 8, 3))).graph
+        else:
+            graph = fn.get_concrete_function(tf.TensorSpec((None, 8, 8, 3))).graph
+        types = {op.type for op in graph.get_operations()}
+        for f in graph._functions.values():
+            types.update(node.op for node in f.definition.node_def)
+        return types
+
+    assert "Round" in op_types(False, False)  # inference: integers and XNNPACK's rounding
+    assert "Round" not in op_types(False, True)  # export: fake-quant only
+    assert "Round" not in op_types(True, False)  # training: fake-quant with straight-through gradients
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(qat(x[:8], training=True) ** 2)
+    grads = tape.gradient(loss, qat.trainable_weights)
+    assert all(g is not None for g in grads) and any(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+    assert not integer_inference.active(True) and integer_inference.active(False)
+
+
+def test_nested_model_inputs_find_their_range_after_loading(tmp_path):
+    keras.utils.set_random_seed(1)
+    inner_in = keras.Input((8, 8, 3))
+    inner = keras.Model(inner_in, layers.Conv2D(6, 3, activation="relu")(inner_in), name="inner")
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, layers.GlobalAveragePooling2D()(inner(inputs)))
+    x = np.random.default_rng(1).uniform(-1, 1, (64, 8, 8, 3)).astype(np.float32)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x, progress=False)
+    conv = qat.get_layer("inner").layers[1]
+    assert conv._input_range() is qat.layers[1]  # across the nested model's input
+    data = te.to_tflite(qat)
+    assert _lsb(qat, data, x).max() == 0
+    path = tmp_path / "nested.keras"
+    qat.save(path)
+    loaded = link_nested_ranges(keras.saving.load_model(path))
+    assert loaded.get_layer("inner").layers[1]._input_range() is not None
+    assert _lsb(loaded, data, x).max() == 0
