@@ -74,10 +74,14 @@ def _run_worker(framework, job_path, log_path):
     return time.perf_counter() - t0
 
 
-def _pretrain(spec, seed, data_path, hp, cfg, work):
+def _pretrain(spec, seed, data_path, hp, cfg, work, reuse=False):
     """Initial weights made in Keras 3, trained in float for pre_epochs over the seed's order; saved by layer name."""
     import keras
 
+    path = work / f"pretrained_{spec['name']}_s{seed}.npz"
+    acc_path = work / f"pretrained_{spec['name']}_s{seed}.json"
+    if reuse and path.exists() and acc_path.exists():  # the workers already ran from these very weights
+        return path, common.read_json(acc_path)["accuracy"]
     keras.utils.set_random_seed(seed)
     model = common.build(spec, keras)
     common.save_weights(model, work / f"init_{spec['name']}_s{seed}.npz")
@@ -87,8 +91,8 @@ def _pretrain(spec, seed, data_path, hp, cfg, work):
     x, y = common.epochs_of(data, 0, cfg["pre_epochs"])
     model.fit(x, y, batch_size=hp["batch_size"], epochs=1, shuffle=False, verbose=0)
     acc = common.accuracy(model.predict(data["x_test"], batch_size=500, verbose=0), data["y_test"])
-    path = work / f"pretrained_{spec['name']}_s{seed}.npz"
     common.save_weights(model, path)
+    common.write_json(acc_path, {"accuracy": acc})
     return path, acc
 
 
@@ -238,26 +242,26 @@ def main(argv=None):
           f"{cfg['tune_epochs']} per technique + {cfg['qat_epochs']} preserving QAT; work folder {work}", flush=True)
 
     results, pretrained, worker_s = [], {}, {"keras-eff": 0.0, "tfmot": 0.0}
-    for arch in cfg["models"]:
+    runs = [(si, seed, ai, arch) for si, seed in enumerate(cfg["seeds"]) for ai, arch in enumerate(cfg["models"])]
+    for si, seed, ai, arch in runs:  # seeds outer: every model of a seed before the next seed
         spec = common.ARCHITECTURES[arch](cfg["width"])
-        for i, seed in enumerate(cfg["seeds"]):
-            weights, acc = _pretrain(spec, seed, data_path, hp, cfg, work)
-            pretrained[f"{spec['name']}_s{seed}"] = acc
-            print(f"[{spec['name']} seed {seed}] pre-trained float {acc:.4f} ({time.time() - t_start:.0f} s)",
-                  flush=True)
-            frameworks = ("keras-eff", "tfmot") if i % 2 == 0 else ("tfmot", "keras-eff")  # alternate who goes first
-            for framework in frameworks:
-                result_path = work / f"result_{framework}_{spec['name']}_s{seed}.json"
-                if not (args.reuse and result_path.exists()):
-                    job = {"framework": framework, "seed": seed, "arch": spec, "hparams": hp, "data": str(data_path),
-                           "weights": str(weights), "out_dir": str(work),
-                           "techniques": list(common.TECHNIQUES if framework == "keras-eff" else TFMOT_TECHNIQUES)}
-                    job_path = work / f"job_{framework}_{spec['name']}_s{seed}.json"
-                    common.write_json(job_path, job)
-                    worker_s[framework] += _run_worker(framework, job_path,
-                                                       work / f"log_{framework}_{spec['name']}_s{seed}.txt")
-                results.append(common.read_json(result_path))
-            print(f"[{spec['name']} seed {seed}] done ({time.time() - t_start:.0f} s)", flush=True)
+        weights, acc = _pretrain(spec, seed, data_path, hp, cfg, work, args.reuse)
+        pretrained[f"{spec['name']}_s{seed}"] = acc
+        print(f"[{spec['name']} seed {seed}] pre-trained float {acc:.4f} ({time.time() - t_start:.0f} s)",
+              flush=True)
+        frameworks = ("keras-eff", "tfmot") if (si + ai) % 2 == 0 else ("tfmot", "keras-eff")  # who goes first
+        for framework in frameworks:
+            result_path = work / f"result_{framework}_{spec['name']}_s{seed}.json"
+            if not (args.reuse and result_path.exists()):
+                job = {"framework": framework, "seed": seed, "arch": spec, "hparams": hp, "data": str(data_path),
+                       "weights": str(weights), "out_dir": str(work),
+                       "techniques": list(common.TECHNIQUES if framework == "keras-eff" else TFMOT_TECHNIQUES)}
+                job_path = work / f"job_{framework}_{spec['name']}_s{seed}.json"
+                common.write_json(job_path, job)
+                worker_s[framework] += _run_worker(framework, job_path,
+                                                   work / f"log_{framework}_{spec['name']}_s{seed}.txt")
+            results.append(common.read_json(result_path))
+        print(f"[{spec['name']} seed {seed}] done ({time.time() - t_start:.0f} s)", flush=True)
 
     measured = _measure(results, work, data_path, cfg)
     rows = _aggregate(results, measured)
