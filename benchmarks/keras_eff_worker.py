@@ -3,7 +3,8 @@
 Runs in the project's environment (Keras 3), in its own process like the TF-MOT side. Each technique is used as the
 README shows it: ``quantize_model`` + ``calibrate`` with ``FreezeRanges``; ``prune_model`` with
 ``PolynomialDecay`` (uniform, and the log-proportional distribution) and ``callbacks.UpdatePruning``, then
-``strip``; ``cluster_model`` (k-means++), then ``strip``; ``quantize_model(..., preserve="sparsity" | "clusters")``.
+``strip``; ``cluster_model`` (k-means++, re-assigned every step), then ``strip``;
+``quantize_model(..., preserve="sparsity" | "clusters")``.
 Pruning covers the same layers as TF-MOT's ``prune_low_magnitude`` (every conv and dense kernel, also the small
 first conv, so ``min_weights=0``; depthwise kernels stay dense on both sides), so the rows compare like with like.
 
@@ -72,7 +73,10 @@ class KerasEffSide:
             return {"model": model, "lr": hp["lr_tune"], "callbacks": [ke.callbacks.UpdatePruning()],
                     "finish": lambda m: ptq(ke.strip(m))}
         if technique == "cluster16":
-            model = ke.cluster_model(base, 16, init="kmeans++")
+            # weights re-assigned to their nearest centroid every step, the float kernel trained straight-through
+            # (what TF-MOT does): on 2-epoch fine-tunes 1.1-1.4 points better than fixed assignments (seed 0:
+            # small_cnn 82.6 → 83.7 %, ds_cnn 80.1 → 81.5 %), which had trailed TF-MOT
+            model = ke.cluster_model(base, 16, init="kmeans++", reassign_every=1)
             return {"model": model, "lr": hp["lr_tune"], "callbacks": [], "finish": lambda m: ptq(ke.strip(m))}
         if technique == "pqat":
             return self._qat(cache["prune50"], data, steps, preserve="sparsity")

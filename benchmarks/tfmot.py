@@ -165,7 +165,8 @@ def _verdicts(rows):
         out.append({"model": r["model"], "keras-eff row": r["technique"], "TF-MOT row": t["technique"],
                     "keras-eff int8 %": r["int8 acc %"], "TF-MOT int8 %": t["int8 acc %"], "Δ pt": delta,
                     "allowed pt": -allowed, "ok": "yes" if delta >= -allowed else "NO",
-                    "gzip ratio": r["gzip KB"] / t["gzip KB"], "train ×float ratio": r["train ×float"] / t["train ×float"]})
+                    "gzip ratio": r["gzip KB"] / t["gzip KB"],
+                    "train ×float ratio": r["train ×float"] / t["train ×float"]})
     return out
 
 
@@ -287,7 +288,10 @@ def main(argv=None):
         f"shuffle=False), batch {hp['batch_size']}, Adam with cosine decay to 5 % from {hp['lr_tune']:g} "
         f"(QAT rows {hp['lr_qat']:g}). Pruning: PolynomialDecay 0 → target over the first half of the steps "
         f"(power 3), masks every 1/8 epoch, end_step on that grid; every conv and dense kernel in both frameworks "
-        f"(depthwise kernels stay dense: TF-MOT 0.8.1 does not prune them, keras-eff by default neither). keras-eff QAT: calibrate on {hp['calibration']} images, FreezeRanges at 3/4 of the steps "
+        f"(depthwise kernels stay dense: TF-MOT 0.8.1 does not prune them, keras-eff by default neither). "
+        f"Clustering: 16 clusters, k-means++, every conv and dense kernel, weights re-assigned to their nearest "
+        f"centroid every step (TF-MOT always; keras-eff reassign_every=1). "
+        f"keras-eff QAT: calibrate on {hp['calibration']} images, FreezeRanges at 3/4 of the steps "
         f"(BatchNorm statistics live, as in TF-MOT); TF-MOT QAT as its guide (quantize_model, no calibration). int8: "
         f"TFLiteConverter, full int8 with int8 input and output; float rows by post-training quantization with the "
         f"same {hp['representative']} training images on both sides, QAT rows from their fake-quant ranges. Every "

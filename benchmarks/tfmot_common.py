@@ -40,7 +40,7 @@ def _ds_block(i, filters, stride, bn_momentum=0.9):
 
 
 def small_cnn_spec(width=16, num_classes=10):
-    """conv-BN-ReLU ×3 (two with max pooling), global average pooling, a dense classifier: keras_eff.models.small_cnn."""
+    """conv-BN-ReLU ×3 (two with max pooling), global average pooling, a dense classifier (= models.small_cnn)."""
     layers = []
     for i, filters in enumerate((width, 2 * width, 4 * width)):
         layers += _conv_block(i, filters, pool=i < 2)
