@@ -236,7 +236,9 @@ def main(argv=None):
     n_epochs = cfg["pre_epochs"] + cfg["tune_epochs"] + cfg["qat_epochs"]
     orders = {s: np.stack([np.random.default_rng([s, e]).permutation(len(x)) for e in range(n_epochs)])
               for s in cfg["seeds"]}
-    data_path = work / "data.npz"
+    # one data file per seed set: a run with other seeds in the same folder must not replace the orders a running
+    # worker is about to read (the orders themselves depend only on the seed and the epoch)
+    data_path = work / f"data_s{'-'.join(map(str, cfg['seeds']))}.npz"
     common.write_data(data_path, x, y, xt, yt, orders)
     print(f"keras-eff vs TF-MOT: {', '.join(cfg['models'])} (width {cfg['width']}), {len(x):,} training / "
           f"{len(xt):,} test images, seeds {list(cfg['seeds'])}, epochs: {cfg['pre_epochs']} float + "
