@@ -42,7 +42,7 @@ TFMOT_PYTHON = ROOT / ".venv-tfmot" / "bin" / "python"
 
 FULL = dict(models=("small_cnn", "ds_cnn"), width=16, n_train=10000, n_test=3000, seeds=(0, 1, 2), pre_epochs=3,
             tune_epochs=2, qat_epochs=1, timing_steps=32, timing_repeats=5, latency_rounds=7, latency_runs=100)
-QUICK = dict(models=("small_cnn", "ds_cnn"), width=8, n_train=1024, n_test=500, seeds=(0, 1), pre_epochs=1,
+QUICK = dict(models=("small_cnn",), width=8, n_train=1024, n_test=500, seeds=(0, 1), pre_epochs=1,
              tune_epochs=1, qat_epochs=1, timing_steps=4, timing_repeats=2, latency_rounds=3, latency_runs=30)
 HPARAMS = dict(batch_size=64, lr_pre=1e-3, lr_tune=1e-3, lr_qat=3e-4, representative=256, calibration=1024)
 TFMOT_TECHNIQUES = tuple(t for t in common.TECHNIQUES if not t.endswith("_log"))
