@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-fast setup data clean
+.PHONY: demo test test-fast setup data clean bench bench-quick
 
 demo: setup data
 	$(VENV)/bin/keras-eff demo
@@ -40,3 +40,21 @@ data:
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
+
+# keras-eff vs TF-MOT side by side (benchmarks/tfmot.py). TF-MOT 0.8.1 runs only under tf_keras, so it gets its own
+# environment, .venv-tfmot/, made from benchmarks/requirements-tfmot.txt when missing (about 2.7 GB).
+TFMOT_VENV  := .venv-tfmot
+TFMOT_STAMP := $(TFMOT_VENV)/.installed
+
+bench: setup data $(TFMOT_STAMP)
+	$(PY) -m benchmarks.tfmot $(BENCH_ARGS)
+
+bench-quick: setup data $(TFMOT_STAMP)
+	$(PY) -m benchmarks.tfmot --quick $(BENCH_ARGS)
+
+$(TFMOT_STAMP): benchmarks/requirements-tfmot.txt
+	[ -x $(TFMOT_VENV)/bin/python ] || $(PYTHON) -m venv $(TFMOT_VENV)
+	$(TFMOT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TFMOT_VENV)/bin/python -m pip install -q -r benchmarks/requirements-tfmot.txt
+	$(TFMOT_VENV)/bin/python -m pip check
+	touch $(TFMOT_STAMP)

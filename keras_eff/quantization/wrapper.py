@@ -178,17 +178,21 @@ class QuantizeWrapper(layers.Wrapper):
         return lambda t: self.between_quantizer(t, training=training)
 
     def _linear_with_live_bn(self, x, training):
-        """Training with live BN statistics: batch statistics from a float pass, σ-corrected folded kernel."""
+        """Training with live BN statistics: batch statistics from a float pass, σ-corrected folded kernel.
+
+        The gradient flows through the batch mean and variance, as it does in BatchNormalization's own training:
+        with the statistics held constant (a stop-gradient) QAT of a small CNN lost 3.6 points against TF-MOT
+        (benchmarks/tfmot.py, 80.5 vs 84.1 %); with it, it matched (84.0 %)."""
         layer, bn = self.layer, self.batchnorm
         raw = {n: preserve_lib.kernel_value(self, n) for n in layer_ops.kernel_names(layer)}
         y_float = layer_ops.linear(layer, x, raw)
         if layer.use_bias:
             y_float = y_float + layer.bias
         axes = list(range(len(y_float.shape) - 1))
-        mean, var = ops.moments(ops.stop_gradient(y_float), axes=axes)
+        mean, var = ops.moments(y_float, axes=axes)
         m = bn.momentum
-        bn.moving_mean.assign(bn.moving_mean * m + mean * (1 - m))
-        bn.moving_variance.assign(bn.moving_variance * m + var * (1 - m))
+        bn.moving_mean.assign(bn.moving_mean * m + ops.stop_gradient(mean) * (1 - m))
+        bn.moving_variance.assign(bn.moving_variance * m + ops.stop_gradient(var) * (1 - m))
         qk, _ = self.quantized_kernels()
         y = layer_ops.linear(layer, x, qk, self._between(training))
         gamma = bn.gamma if bn.scale else ops.ones_like(mean)
