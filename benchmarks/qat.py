@@ -29,23 +29,39 @@ RESULTS = Path(__file__).parent / "results"
 ARCHITECTURES = {"small_cnn": small_cnn, "ds_cnn": ds_cnn}
 
 
+def freeze_batchnorm(model):
+    """Freezes the BatchNorm statistics of a QAT model now, as FreezeBatchNorm(step=0) does at the start of fit."""
+    callback = ke.callbacks.FreezeBatchNorm(step=0)
+    callback.set_model(model)
+    callback.on_train_begin()
+    return model
+
+
 def step_time_ratio(float_model, qat_model, x, y, batch_size=64, steps=20, repeats=5):
-    """Median time of one training step, QAT over float, measured in interleaved blocks (after warm-up)."""
+    """Median time of one training step, QAT over float, measured in interleaved blocks (after warm-up).
+
+    ``qat_model`` may be a dict of QAT models (name -> model): each gets its own ratio, all in the same blocks."""
+    qat_models = qat_model if isinstance(qat_model, dict) else {"qat": qat_model}
+    models = {"float": float_model, **qat_models}
     xb, yb = x[:batch_size], y[:batch_size]
-    for model in (float_model, qat_model):
+    for model in models.values():
         for _ in range(3):
             model.train_on_batch(xb, yb)
-    ratios, times = [], {"float": [], "qat": []}
+    ratios, times = {name: [] for name in qat_models}, {name: [] for name in models}
     for _ in range(repeats):
         block = {}
-        for name, model in (("float", float_model), ("qat", qat_model)):
+        for name, model in models.items():
             t0 = time.perf_counter()
             for _ in range(steps):
                 model.train_on_batch(xb, yb)
             block[name] = (time.perf_counter() - t0) / steps
             times[name].append(block[name] * 1e3)
-        ratios.append(block["qat"] / block["float"])
-    return float(np.median(ratios)), float(np.max(ratios) - np.min(ratios)), times
+        for name in qat_models:
+            ratios[name].append(block[name] / block["float"])
+    summary = {name: (float(np.median(r)), float(np.max(r) - np.min(r))) for name, r in ratios.items()}
+    if not isinstance(qat_model, dict):
+        return (*summary["qat"], times)
+    return summary, times
 
 
 def accuracy(pred, y):
@@ -68,20 +84,30 @@ def run_architecture(name, build, data, epochs, qat_epochs, seed, width):
     base.set_weights(weights0)
     if epochs > qat_epochs:
         base.fit(x, y, batch_size=64, epochs=epochs - qat_epochs, verbose=2)
+    # The float control for QAT's schedule: the same start, its last epoch in float at QAT's learning rate. It tells
+    # what the lower learning rate of the last epoch gains by itself (the float row keeps 1e-3 throughout).
+    control = compile_classifier(build(width=width), learning_rate=3e-4)
+    control.set_weights(base.get_weights())
     qat = compile_classifier(ke.quantize_model(base), learning_rate=3e-4)
     ke.calibrate(qat, x[:1024])
     steps = int(np.ceil(len(x) / 64)) * qat_epochs
     t0 = time.perf_counter()
+    # The recipe: BatchNorm frozen from the first step (QAT trains the folded graph the int8 file runs), ranges frozen
+    # for the last quarter. See the notes of the results for the comparison with freezing halfway.
     qat.fit(x, y, batch_size=64, epochs=qat_epochs, verbose=2,
-            callbacks=[ke.callbacks.FreezeBatchNorm(step=steps // 2), ke.callbacks.FreezeRanges(step=3 * steps // 4)])
+            callbacks=[ke.callbacks.FreezeBatchNorm(step=0), ke.callbacks.FreezeRanges(step=3 * steps // 4)])
     qat_seconds = time.perf_counter() - t0
+    print(f"[{name}] float control: the last {qat_epochs} epoch(s) in float at QAT's learning rate", flush=True)
+    control.fit(x, y, batch_size=64, epochs=qat_epochs, verbose=2)
 
     files = {"float": te.to_tflite(float_model, quantize=False),
              "int8 PTQ": te.to_tflite(float_model, representative_data=x[:500]),
              "int8 QAT": te.to_tflite(qat)}
     latency = te.compare_latency(files, rounds=7, runs=100)
-    ratio, ratio_spread, _ = step_time_ratio(compile_classifier(build(width=width)),
-                                             compile_classifier(ke.quantize_model(build(width=width))), x, y)
+    timed, _ = step_time_ratio(compile_classifier(build(width=width)),
+                               {"frozen BN": freeze_batchnorm(compile_classifier(ke.quantize_model(build(width=width)))),
+                                "live BN": compile_classifier(ke.quantize_model(build(width=width)))}, x, y)
+    (ratio, ratio_spread), (live_ratio, live_spread) = timed["frozen BN"], timed["live BN"]
     keras_acc = {"float": float_model.evaluate(xt, yt, verbose=0)[1]}
     keras_acc["int8 PTQ"] = keras_acc["float"]
     keras_acc["int8 QAT"] = qat.evaluate(xt, yt, verbose=0)[1]
@@ -98,8 +124,11 @@ def run_architecture(name, build, data, epochs, qat_epochs, seed, width):
             "size KB": len(data_bytes) / 1024, "gzip KB": len(gzip.compress(data_bytes, 9)) / 1024,
             "latency µs": latency[label]["median_us"], "latency spread µs": latency[label]["spread_us"],
         })
+    rows[-1]["float, QAT's schedule %"] = 100 * control.evaluate(xt, yt, verbose=0)[1]
     rows[-1]["qat epoch s"] = qat_seconds / qat_epochs
     rows[-1]["step ratio spread"] = ratio_spread
+    rows[-1]["train step ×float, live BN"] = live_ratio
+    rows[-1]["live BN ratio spread"] = live_spread
     return rows
 
 
@@ -116,13 +145,25 @@ def main(argv=None):
     for name, build in ARCHITECTURES.items():
         rows += run_architecture(name, build, data, epochs, 1, args.seed, width)
     stem = RESULTS / ("qat_quick" if args.quick else "qat")
-    columns = ["model", "variant", "keras acc %", "tflite acc %", "argmax agree %", "max LSB", "train step ×float",
+    columns = ["model", "variant", "keras acc %", "tflite acc %", "float, QAT's schedule %", "argmax agree %",
+               "max LSB", "train step ×float",
                "size KB", "gzip KB", "latency µs", "latency spread µs"]
     table = write_results(
         stem, "QAT on Fashion-MNIST: float vs keras-eff QAT (same model, data, epochs)", rows, columns,
         notes=(f"{len(data[0][0]):,} training / {len(data[1][0]):,} test images, {epochs} epochs in all; QAT = "
-               f"{epochs - 1} float epochs + 1 QAT epoch from the same initial weights. 'train step ×float': median "
-               f"ratio of QAT to float training-step time over 5 interleaved blocks of 20 steps (batch 64). Latency: "
+               f"{epochs - 1} float epochs + 1 QAT epoch from the same initial weights (Adam 3e-4, batch 64, "
+               f"BatchNorm frozen from the first QAT step, activation ranges for the last quarter). The float row "
+               f"trains all its epochs at Adam 1e-3; 'float, QAT's schedule' is the float model trained on QAT's "
+               f"schedule (the same first epochs, then the last at 3e-4 in float): what the lower learning rate "
+               f"alone gains, the fair float reference for the QAT row. 'train step "
+               f"×float': median ratio of QAT (BatchNorm frozen, as trained) to float training-step time over 5 "
+               f"interleaved blocks of 20 steps (batch 64); with live BatchNorm statistics a QAT step costs the "
+               f"'train step ×float, live BN' of the JSON. Why frozen from step 0: on small_cnn ×16, 60k images, "
+               f"seed 0, one QAT epoch (with gradients through the batch statistics) freezing at step 0 vs halfway "
+               f"gave 88.61 vs 88.43 % (this recipe) and 87.85 vs 87.92 % (the demo's: batch 128, Adam 2e-4); on "
+               f"20k images over 5 seed/recipe pairs the difference (step 0 − halfway) ranged −1.0 to +0.5 points, "
+               f"mean −0.2: equal within noise, so the simpler, cheaper step that trains the deployed graph wins. "
+               f"Latency: "
                f"LiteRT, batch 1, one thread, XNNPACK; median of 7 interleaved repeats of 100 runs, spread = max − "
                f"min of the repeats."))
     print(table)
