@@ -168,6 +168,21 @@ def test_batchnorm_folding_equals_unfolded(rng):
     np.testing.assert_array_equal(wrapper.batchnorm.moving_mean.numpy(), before)
 
 
+def test_unfolded_batchnorm_is_quantized_on_its_own_and_exports(rng):
+    """fold_batchnorm=False: the BN keeps its own layer and output range (Keras passes it a mask=None keyword)."""
+    inputs = keras.Input((6, 6, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, layers.Dense(3)(layers.Flatten()(layers.ReLU()(x))))
+    qat = ke.quantize_model(model, ke.QuantConfig(fold_batchnorm=False))
+    kinds = [type(getattr(layer, "layer", layer)).__name__ for layer in qat.layers]
+    assert "BatchNormalization" in kinds
+    assert not any(getattr(layer, "batchnorm", None) is not None for layer in qat.layers)
+    data = rng.uniform(-1, 1, (300, 6, 6, 3)).astype(np.float32)
+    ke.calibrate(qat, data[:200], progress=False)
+    cmp = te.compare(qat, te.to_tflite(qat), data)
+    assert cmp.within_1_lsb >= 0.99 and cmp.max_lsb_diff <= 2, cmp
+
+
 
 def test_live_batchnorm_gradients_equal_float_batchnorm_training(rng):
     """With live statistics the gradient flows through the batch mean and variance, as in BatchNormalization's own

@@ -150,7 +150,8 @@ class _Quantizer:
             wrapper = QuantizeWrapper(clone_layer(op), fused_activation=act or "linear",
                                       quantize_output=not self._feeds_shared_range(rb, node),
                                       fixed_output_range=fixed, **self.wrapper_kwargs(spec, op))
-            out = wrapper(*args, **kwargs)
+            # a wrapper takes no mask: Keras passes BatchNormalization's mask=None along in its node
+            out = wrapper(*args, **{k: v for k, v in kwargs.items() if not (k == "mask" and v is None)})
             if op.weights:
                 wrapper.layer.set_weights(op.get_weights())
             if nxt is not None:
