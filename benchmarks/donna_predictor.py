@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny space and short runs (minutes)")
-    p.add_argument("--held-out", type=int, default=None, help="held-out architectures (default 30; quick 24)")
+    p.add_argument("--held-out", type=int, default=None, help="held-out architectures (default 30)")
     p.add_argument("--n-archs", type=int, default=None, help="architectures that train the predictor")
     p.add_argument("--reference-samples", type=int, default=None, help="training images for the reference")
     p.add_argument("--reference-epochs", type=int, default=None)
@@ -48,13 +48,14 @@ def configure(args):
 
     if args.quick:
         space, cfg = tiny_space(), DonnaConfig.quick()
-        defaults = dict(held_out=24, reference_samples=6000, eval_samples=2000)
+        defaults = dict(held_out=30, reference_samples=60000, eval_samples=2000)
     else:
         space = default_space()
-        cfg = DonnaConfig(reference_epochs=3, bkd=BKDConfig(steps=1500, calibration_samples=500), bkd_samples=8000,
+        quick = DonnaConfig.quick()
+        cfg = DonnaConfig(reference_epochs=5, bkd=BKDConfig(steps=2000, calibration_samples=500), bkd_samples=10000,
                           val_samples=1000, n_archs=24, finetune=FinetuneConfig(steps=60), finetune_samples=20000,
-                          features=DonnaConfig.quick().features)
-        defaults = dict(held_out=30, reference_samples=20000, eval_samples=5000)
+                          features=quick.features, alpha=quick.alpha, sampling=quick.sampling)
+        defaults = dict(held_out=30, reference_samples=60000, eval_samples=5000)
     o = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
     for arg, set_it in (("n_archs", lambda v: setattr(cfg, "n_archs", v)),
                         ("reference_epochs", lambda v: setattr(cfg, "reference_epochs", v)),
@@ -80,7 +81,7 @@ def measure(args, space, cfg, o) -> dict:
     executor = make_executor(args.executor)
 
     model = build_accuracy_model(space, x_ref, y_ref, x_eval, y_eval, cfg, executor=executor,
-                                 budget_s=180 if args.quick else 3600, verbose=2)
+                                 budget_s=None if args.quick else 3600, verbose=2)
     out = Path(args.out + ("_quick" if args.quick else ""))
     model.save(out.parent / (out.name + "_artifacts"))
 
