@@ -124,7 +124,7 @@ def study(space, raw, features_list, n_list) -> list:
     return rows
 
 
-def report(raw, out: Path, features: str) -> None:
+def report(raw, out: Path, features: str, refit_from: str | None = None) -> None:
     """Fits the predictor on the raw measurements, prints and writes the tables, JSON and plot."""
     from scipy.stats import kendalltau
 
@@ -191,7 +191,9 @@ def report(raw, out: Path, features: str) -> None:
              f"{', '.join(f'{v:.3f}' for v in raw['library_meta']['final_train_nsr'])}); finetuning: "
              f"{cfg.finetune.steps} steps of {cfg.finetune.batch_size} on {cfg.finetune_samples} images; accuracy on "
              f"{o['eval_samples']} test images. Executor: {raw['executor']}. Plot: {out.name}.png.\n\n"
-             f"Feature study (the same measurements; alpha by leave-one-out on the training architectures):\n\n"
+             + (f"Predictor refitted (`--refit`, features {features!r}) on the measurements of the run of "
+                f"{raw.get('date', 'an earlier date')}; nothing retrained.\n\n" if refit_from else "")
+             + f"Feature study (the same measurements; alpha by leave-one-out on the training architectures):\n\n"
              + markdown_table(srows, ["features", "training archs", "alpha", "held-out tau", "training LOO tau"]))
     table = write_results(str(out), "DONNA accuracy predictor (Fashion-MNIST)", rows, ["quantity", "value", "note"],
                           notes, extra={"config": cfg.get_config(), "seconds": seconds, "predicted": predicted,
@@ -212,8 +214,9 @@ def main(argv=None):
     else:
         space, cfg, o = configure(args)
         raw = measure(args, space, cfg, o)
+        raw["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         features, out = cfg.features, Path(args.out + ("_quick" if args.quick else ""))
-    report(raw, out, features)
+    report(raw, out, features, args.refit)
 
 
 if __name__ == "__main__":

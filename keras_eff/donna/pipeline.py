@@ -68,14 +68,14 @@ class DonnaConfig:
     @classmethod
     def quick(cls) -> "DonnaConfig":
         """Minutes instead of an hour: for the tiny space, tests and notebooks. The reference trains 6 epochs (on
-        the full Fashion-MNIST training set in the benchmark: close to its plateau, so that "5 reference trainings"
-        is a fair unit of cost); BKD gets 800 steps per block (at 150 the blocks barely learn and their losses rank
-        architectures poorly); 24 architectures (balanced over the choices) fit the predictor on plain block losses
-        with a leave-one-out penalty (the best training leave-one-out tau among the feature sets of the benchmark's
-        study)."""
+        the full Fashion-MNIST training set in the benchmark: near its plateau, so that "5 reference trainings" is a
+        fair unit of cost); BKD gets 800 steps per block (at 150 the blocks barely learn and their losses rank
+        architectures poorly); 24 architectures, balanced over the choices, fit a ridge on each block's loss and
+        log-MACs with a leave-one-out penalty ("losses+macs": the best mean leave-one-out tau on the training
+        architectures over two benchmark runs, see benchmarks/results/donna_predictor_quick.md)."""
         return cls(reference_epochs=6, bkd=BKDConfig(steps=800, calibration_samples=256), bkd_samples=6000,
                    val_samples=500, n_archs=24, finetune=FinetuneConfig(steps=30), finetune_samples=3000,
-                   features="losses", alpha="cv", sampling="balanced")
+                   features="losses+macs", alpha="cv", sampling="balanced")
 
 
 def sample_balanced(space: SearchSpace, n: int, seed=0) -> list:
