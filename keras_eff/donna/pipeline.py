@@ -33,7 +33,7 @@ class DonnaConfig:
     n_archs: int = 24
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     finetune_samples: int = 20000
-    features: str = "losses"
+    features: str = "losses+macs"
     alpha: float | str = "cv"
     sampling: str = "balanced"
     seed: int = 0
