@@ -1,4 +1,4 @@
-"""The `keras-eff` command line: demo, export, report, verify."""
+"""The `keras-eff` command line: demo, export, report, verify, donna."""
 
 from __future__ import annotations
 
@@ -329,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("-o", "--out", metavar="FILE.json", help="also write the result as JSON")
     verify.add_argument("--force", action="store_true", help="replace an existing --out file")
     verify.set_defaults(func=_verify)
+
+    from .cli_donna import add_donna_parser
+
+    add_donna_parser(sub, fmt, EXIT_CODES)
     return parser
 
 

@@ -10,7 +10,8 @@ from .micro_process import MicroProcess
 from .model_file import read_model
 
 # Messages TFLite Micro prints when the arena is too small; any other failure is the model's fault.
-_TOO_SMALL = ("Failed to resize buffer", "Failed to allocate", "missing:", "Arena size is too small")
+_TOO_SMALL = ("Failed to resize buffer", "Failed to allocate", "missing:", "Arena size is too small",
+              "Too many buffers")  # the memory planner takes its scratch from the arena, too
 ARENA_ALIGNMENT = 16
 DEFAULT_MARGIN = 0.25
 MARGIN_NOTE = (

@@ -1,0 +1,146 @@
+"""DONNA step D: the chosen architectures, initialized from the block library, trained with soft distillation.
+
+The loss is ``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(labels, student)``
+(Hinton et al.): the reference model's logits, softened by the temperature ``T``, plus cross-entropy on the labels.
+``init="scratch"`` trains the same architecture from a fresh initialization with the same loss and epochs, the
+baseline that shows what the library's weights are worth. Each architecture is an independent job on an executor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+from keras import ops
+
+from .space import Architecture, SearchSpace
+
+INITS = ("library", "scratch")
+
+
+@keras.saving.register_keras_serializable(package="keras_eff")
+class DistillationLoss(keras.losses.Loss):
+    """Soft distillation plus cross-entropy. ``y_true`` packs the label in column 0 and the teacher's logits after
+    it (``pack_targets``); ``y_pred`` are the student's logits."""
+
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.5, name: str = "distillation_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not temperature > 0:
+            raise ValueError(f"DistillationLoss.temperature: {temperature} must be positive")
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"DistillationLoss.alpha: {alpha} must lie in [0, 1]")
+        self.temperature, self.alpha = float(temperature), float(alpha)
+
+    def call(self, y_true, y_pred):
+        labels = ops.cast(y_true[:, 0], "int32")
+        teacher = ops.cast(y_true[:, 1:], y_pred.dtype)
+        t = self.temperature
+        ce = keras.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
+        log_pt = ops.log_softmax(teacher / t, axis=-1)
+        log_ps = ops.log_softmax(y_pred / t, axis=-1)
+        kl = ops.sum(ops.exp(log_pt) * (log_pt - log_ps), axis=-1) * (t * t)
+        return self.alpha * kl + (1.0 - self.alpha) * ce
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha}
+
+
+def pack_targets(labels, teacher_logits) -> np.ndarray:
+    """``[label, teacher logits...]`` per sample, the ``y_true`` of :class:`DistillationLoss`."""
+    labels = np.asarray(labels).reshape(-1, 1).astype(np.float32)
+    return np.concatenate([labels, np.asarray(teacher_logits, np.float32)], axis=1)
+
+
+@dataclass
+class DistillConfig:
+    """``epochs`` over the training images in batches of ``batch_size``, Adam at ``learning_rate`` with cosine
+    decay; ``temperature`` and ``alpha`` as in :class:`DistillationLoss`."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    temperature: float = 4.0
+    alpha: float = 0.5
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"DistillConfig.{name}: {v!r} must be a positive integer")
+        if not self.learning_rate > 0:
+            raise ValueError(f"DistillConfig.learning_rate: {self.learning_rate} must be positive")
+        DistillationLoss(self.temperature, self.alpha)  # validates both
+
+    def get_config(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "DistillConfig":
+        return cls(**config)
+
+
+def distill_job(job: dict) -> dict:
+    """Trains one architecture. ``job``: ``space`` (config), ``arch`` (string), ``weights`` (initial weights, None
+    for a fresh initialization), ``x``/``y``/``teacher`` (training images, labels, reference logits),
+    ``x_eval``/``y_eval``, ``config`` (DistillConfig config), ``seed``, ``init`` (a label). Returns ``{"arch",
+    "init", "accuracy", "seconds", "seed", "weights"}``."""
+    from .reference import build_model, compile_model
+
+    t0 = time.perf_counter()
+    space = SearchSpace.from_config(job["space"])
+    arch = Architecture.parse(job["arch"])
+    cfg = DistillConfig.from_config(job["config"])
+    keras.utils.set_random_seed(int(job["seed"]))
+    model = build_model(space, arch)
+    if job.get("weights") is not None:
+        model.set_weights(job["weights"])
+    steps = cfg.epochs * -(-len(job["x"]) // cfg.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=DistillationLoss(cfg.temperature, cfg.alpha))
+    model.fit(job["x"], pack_targets(job["y"], job["teacher"]), batch_size=cfg.batch_size, epochs=cfg.epochs,
+              shuffle=True, verbose=0)
+    compile_model(model)  # plain cross-entropy and accuracy: what is evaluated, and what a saved model carries
+    _, acc = model.evaluate(job["x_eval"], job["y_eval"], batch_size=512, verbose=0)
+    return {"arch": job["arch"], "init": job.get("init", "library"), "accuracy": float(acc),
+            "seconds": time.perf_counter() - t0, "seed": int(job["seed"]), "weights": model.get_weights()}
+
+
+def distill_architectures(library, reference, archs, x_train, y_train, x_eval, y_eval,
+                          config: DistillConfig | None = None, init: str = "library", seed: int = 0,
+                          executor=None, teacher_logits=None, desc: str = "distill") -> list:
+    """Trains each architecture of ``archs`` with soft distillation from ``reference`` (a trained Keras model of the
+    space), initialized from ``library`` (``init="library"``) or freshly (``init="scratch"``); returns one result
+    per architecture (see :func:`distill_job`). ``teacher_logits`` skips recomputing the reference's logits."""
+    from .executors import InProcessExecutor
+    from .reference import check_data
+
+    if init not in INITS:
+        raise ValueError(f"init: {init!r} is unknown; choose from {', '.join(INITS)}")
+    config = config or DistillConfig()
+    executor = executor or InProcessExecutor()
+    space = library.space
+    check_data(x_train, y_train, space, "distillation data")
+    check_data(x_eval, y_eval, space, "evaluation data")
+    x_train, y_train = np.asarray(x_train, np.float32), np.asarray(y_train, np.int32)
+    if teacher_logits is None:
+        teacher_logits = reference.predict(x_train, batch_size=512, verbose=0)
+    teacher_logits = np.asarray(teacher_logits, np.float32)
+    if teacher_logits.shape != (len(x_train), space.num_classes):
+        raise ValueError(f"teacher_logits: shape {teacher_logits.shape}, expected ({len(x_train)}, "
+                         f"{space.num_classes})")
+    archs = [Architecture.parse(a) if isinstance(a, str) else a for a in archs]
+    jobs = [{"space": space.get_config(), "arch": str(a), "init": init, "config": config.get_config(),
+             "weights": library.build(a).get_weights() if init == "library" else None, "x": x_train, "y": y_train,
+             "teacher": teacher_logits, "x_eval": x_eval, "y_eval": y_eval, "seed": seed} for a in archs]
+    return executor.map(distill_job, jobs, desc=f"{desc} ({init})")
+
+
+def model_from_result(space: SearchSpace, result: dict):
+    """The trained Keras model of a :func:`distill_job` result (compiled with cross-entropy and accuracy)."""
+    from .reference import build_model, compile_model
+
+    model = build_model(space, Architecture.parse(result["arch"]))
+    model.set_weights(result["weights"])
+    return compile_model(model)

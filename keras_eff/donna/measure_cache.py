@@ -1,0 +1,85 @@
+"""The on-disk cache of measurements, keyed by architecture and scenario.
+
+One JSON file: ``{"format": ..., "entries": {key: {"arch", "measurer", "ok", "metrics", "error", "seconds"}}}``. The
+key hashes the space as the measurer sees it (input size included), the architecture and the measurer's cache key
+(its settings and, for latency, the host), so that another thread count, input size or device never reuses a
+number. Every new entry rewrites the file atomically: a search killed half-way keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+FORMAT = "keras_eff.donna.MeasurementCache"
+
+
+def measurement_key(space, arch, measurer) -> str:
+    text = json.dumps({"space": space.get_config(), "arch": str(arch), "measurer": measurer.cache_key()},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _plain(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # "inf": JSON has no infinity
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def _unplain(v):
+    if v in ("inf", "-inf", "nan"):
+        return float(v)
+    if isinstance(v, dict):
+        return {k: _unplain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_unplain(x) for x in v]
+    return v
+
+
+class MeasurementCache:
+    """In memory, and in the file ``path`` when given (read at start, rewritten on every :meth:`put`)."""
+
+    def __init__(self, path=None):
+        self.path = None if path is None else Path(path)
+        self.entries = {}
+        self.hits = self.misses = 0
+        if self.path is not None and self.path.exists():
+            try:
+                doc = json.loads(self.path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"measurement cache {self.path} is corrupt (not JSON: {err}); delete it to measure "
+                                 f"again") from None
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("entries"), dict):
+                raise ValueError(f"{self.path} is not a measurement cache file (format {FORMAT!r} expected)")
+            self.entries = {k: _unplain(v) for k, v in doc["entries"].items()}
+
+    def get(self, key: str):
+        entry = self.entries.get(key)
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
+
+    def put(self, key: str, entry: dict) -> None:
+        self.entries[key] = entry
+        self.save()
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        from tflite_export import atomic_write
+
+        doc = {"format": FORMAT, "entries": _plain(self.entries)}
+        atomic_write(self.path, json.dumps(doc, indent=0, sort_keys=True) + "\n")
+
+    def __len__(self):
+        return len(self.entries)

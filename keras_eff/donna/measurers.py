@@ -1,0 +1,277 @@
+"""Measurers: what an architecture costs on a target, measured, not modelled.
+
+Every measurer takes the same thing, the candidate's full-int8 TFLite file (``tflite_export.to_tflite``), and returns
+a dict of metrics:
+
+- :class:`LiteRTLatency`: the LiteRT interpreter on this machine, ``latency_us`` (median of ``runs`` batch-1
+  inferences after ``warmup``, ``num_threads`` threads, XNNPACK) and ``flash_bytes``;
+- :class:`MicroBudget`: a microcontroller budget, not a latency (the host TFLite Micro runs reference kernels):
+  ``flash_bytes`` (the int8 file), ``ram_bytes`` (the smallest tensor arena the TFLite Micro interpreter needs on
+  this host, an estimate: a device build differs), ``micro_unsupported_ops`` (how many of the model's ops TFLite
+  Micro lacks) and the op list;
+- :class:`RayRemoteMeasurer`: any of these run by a Ray actor, placed on the node (or custom resource) where the model
+  will run; the file travels to it, the metrics come back.
+
+Measurers are plain configs (``get_config``/``measurer_from_config``) so that a scenario file names them.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+
+KNOWN_METRICS = ("latency_us", "flash_bytes", "ram_bytes", "micro_unsupported_ops")
+
+
+class Measurer(ABC):
+    """Measures one int8 TFLite file. Subclasses set ``kind`` and implement :meth:`measure`."""
+
+    kind = "abstract"
+    metrics: tuple = ()
+    needs_model = True  # False: the measurer reads the architecture itself (measure_architecture), no int8 file
+
+    @abstractmethod
+    def measure(self, model_bytes: bytes) -> dict:
+        """The metrics of the model (numbers; lists and strings allowed for information)."""
+
+    def measure_architecture(self, space, arch) -> dict:
+        """For measurers with ``needs_model = False`` (an analytical cost, a test double): metrics of ``arch``."""
+        raise NotImplementedError(f"{type(self).__name__} measures int8 files; call measure(model_bytes)")
+
+    def get_config(self) -> dict:
+        return {"kind": self.kind}
+
+    def cache_key(self) -> dict:
+        """What the result depends on: cached results are shared only between measurers with the same key."""
+        return self.get_config()
+
+    def describe(self) -> str:
+        cfg = {k: v for k, v in self.get_config().items() if k != "kind"}
+        return f"{self.kind}({', '.join(f'{k}={v}' for k, v in cfg.items())})"
+
+
+class LiteRTLatency(Measurer):
+    """Batch-1 latency with the LiteRT interpreter here: median of ``runs`` after ``warmup``, ``num_threads``."""
+
+    kind = "litert"
+    metrics = ("latency_us", "flash_bytes")
+
+    def __init__(self, num_threads: int = 1, runs: int = 100, warmup: int = 20, use_xnnpack: bool = True,
+                 rounds: int = 3):
+        for name, v, lo in (("num_threads", num_threads, 1), ("runs", runs, 1), ("warmup", warmup, 0),
+                            ("rounds", rounds, 1)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"LiteRTLatency.{name}: {v!r} must be an integer >= {lo}")
+        self.num_threads, self.runs, self.warmup = num_threads, runs, warmup
+        self.use_xnnpack, self.rounds = bool(use_xnnpack), rounds
+
+    def measure(self, model_bytes: bytes) -> dict:
+        from tflite_export import TFLiteModel
+
+        model = TFLiteModel(model_bytes, num_threads=self.num_threads, use_xnnpack=self.use_xnnpack)
+        # the median of several rounds' medians: one round can land on a moment when the machine is busy
+        medians = [model.latency(runs=self.runs, warmup=self.warmup if r == 0 else 2, seed=r).median_us
+                   for r in range(self.rounds)]
+        medians.sort()
+        return {"latency_us": float(medians[len(medians) // 2]), "flash_bytes": len(model_bytes)}
+
+    def get_config(self) -> dict:
+        return {"kind": self.kind, "num_threads": self.num_threads, "runs": self.runs, "warmup": self.warmup,
+                "use_xnnpack": self.use_xnnpack, "rounds": self.rounds}
+
+    def cache_key(self) -> dict:
+        import platform
+
+        # latency belongs to the machine it was measured on
+        return {**self.get_config(), "host": platform.node(), "machine": platform.machine()}
+
+
+class MicroBudget(Measurer):
+    """Flash and RAM on a microcontroller, and whether TFLite Micro has every op. Constraints, not latency."""
+
+    kind = "micro"
+    metrics = ("flash_bytes", "ram_bytes", "micro_unsupported_ops")
+
+    def __init__(self, margin: float = 0.0):
+        if not 0 <= margin <= 10:
+            raise ValueError(f"MicroBudget.margin: {margin} must be a fraction between 0 and 10 (0.25 = 25%)")
+        self.margin = float(margin)
+
+    def measure(self, model_bytes: bytes) -> dict:
+        from tflite_export import find_arena_size, read_graph, unsupported_micro_ops
+
+        ops = sorted(set(read_graph(model_bytes).op_names()))
+        missing = unsupported_micro_ops(model_bytes)
+        out = {"flash_bytes": len(model_bytes), "micro_unsupported_ops": len(missing), "micro_ops": ops,
+               "micro_missing": missing}
+        if missing:  # the arena cannot be found for a model TFLite Micro cannot run
+            out["ram_bytes"] = float("inf")
+            return out
+        arena = find_arena_size(model_bytes, margin=self.margin)
+        out.update(ram_bytes=arena.recommended_bytes, ram_host_min_bytes=arena.host_min_bytes,
+                   ram_note="estimate from the host TFLite Micro interpreter; a device build differs")
+        return out
+
+    def get_config(self) -> dict:
+        return {"kind": self.kind, "margin": self.margin}
+
+
+class _MeasureActor:
+    """The Ray actor behind :class:`RayRemoteMeasurer`: holds the inner measurer where the model will run."""
+
+    def __init__(self, inner_config: dict):
+        import os
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        self.measurer = measurer_from_config(inner_config)
+
+    def measure(self, model_bytes: bytes) -> dict:
+        import platform
+
+        return {**self.measurer.measure(model_bytes), "measured_on": platform.node()}
+
+
+class RayRemoteMeasurer(Measurer):
+    """Runs ``inner`` (a measurer or its config) in a Ray actor on another node.
+
+    ``address`` names the cluster (None: the Ray already initialized here, else a local one with ``num_cpus``);
+    ``resources`` (e.g. ``{"rpi4": 1}``, a custom resource the target node advertises) or ``node_id`` pin the actor
+    to the device; ``device`` names the target in the cache key, so that latencies of different devices never mix.
+    A call slower than ``timeout_s`` kills the actor (a fresh one serves the next call) and fails that candidate.
+    """
+
+    kind = "ray"
+
+    def __init__(self, inner=None, device: str = "ray-local", address: str | None = None,
+                 num_cpus: int | None = None, resources: dict | None = None, node_id: str | None = None,
+                 timeout_s: float = 300.0):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ImportError("RayRemoteMeasurer needs Ray: pip install 'keras-eff[ray]' (or pip install ray)") \
+                from None
+        inner = inner if inner is not None else {"kind": "litert"}
+        self.inner = inner if isinstance(inner, Measurer) else measurer_from_config(inner)
+        if isinstance(self.inner, RayRemoteMeasurer):
+            raise ValueError("RayRemoteMeasurer: the inner measurer cannot itself be remote")
+        if not timeout_s > 0:
+            raise ValueError(f"RayRemoteMeasurer.timeout_s: {timeout_s} must be positive")
+        self.metrics = self.inner.metrics
+        self.device, self.address, self.num_cpus = str(device), address, num_cpus
+        self.resources, self.node_id, self.timeout_s = dict(resources or {}), node_id, float(timeout_s)
+        self._actor = None
+        self._started_ray = False
+
+    def _ensure(self):
+        import ray
+
+        if not ray.is_initialized():
+            kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus,
+                                                                      "include_dashboard": False}
+            ray.init(**kwargs, runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}}, log_to_driver=False,
+                     ignore_reinit_error=True)
+            self._started_ray = True
+        if self._actor is None:
+            options = {"num_cpus": 1, "max_restarts": 0}
+            if self.resources:
+                options["resources"] = self.resources
+            if self.node_id:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
+            self._actor = ray.remote(_MeasureActor).options(**options).remote(self.inner.get_config())
+        return self._actor
+
+    def measure(self, model_bytes: bytes) -> dict:
+        import ray
+
+        actor = self._ensure()
+        ref = actor.measure.remote(model_bytes)
+        try:
+            return ray.get(ref, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self._kill()
+            raise TimeoutError(f"the remote measurer on {self.device!r} did not answer within {self.timeout_s:g} s")
+        except ray.exceptions.RayActorError as err:
+            self._actor = None
+            raise RuntimeError(f"the remote measurer on {self.device!r} died: {err}") from None
+
+    def _kill(self):
+        import ray
+
+        if self._actor is not None:
+            ray.kill(self._actor)
+            self._actor = None
+
+    def shutdown(self) -> None:
+        """Kills the actor, and the local Ray if this measurer started it."""
+        import ray
+
+        if ray.is_initialized():
+            self._kill()
+            if self._started_ray:
+                ray.shutdown()
+        self._actor, self._started_ray = None, False
+
+    def get_config(self) -> dict:
+        return {"kind": self.kind, "inner": self.inner.get_config(), "device": self.device, "address": self.address,
+                "num_cpus": self.num_cpus, "resources": self.resources, "node_id": self.node_id,
+                "timeout_s": self.timeout_s}
+
+    def cache_key(self) -> dict:
+        return {"kind": self.kind, "inner": self.inner.get_config(), "device": self.device}
+
+    def __getstate__(self):  # the actor handle stays with the process that made it
+        state = dict(self.__dict__)
+        state["_actor"], state["_started_ray"] = None, False
+        return state
+
+
+MEASURERS = {"litert": LiteRTLatency, "micro": MicroBudget, "ray": RayRemoteMeasurer}
+
+
+def measurer_from_config(config) -> Measurer:
+    """A measurer from its config: ``{"kind": "litert" | "micro" | "ray", ...options}`` (or a Measurer, returned)."""
+    if isinstance(config, Measurer):
+        return config
+    if isinstance(config, str):
+        config = {"kind": config}
+    if not isinstance(config, dict) or "kind" not in config:
+        raise ValueError(f"a measurer config is a mapping with a 'kind' ({', '.join(MEASURERS)}), got {config!r}")
+    kind = config["kind"]
+    if kind not in MEASURERS:
+        raise ValueError(f"measurer kind {kind!r} is unknown; choose from {', '.join(MEASURERS)}")
+    options = {k: v for k, v in config.items() if k != "kind"}
+    try:
+        return MEASURERS[kind](**options)
+    except TypeError as err:
+        raise ValueError(f"measurer {kind!r}: {err}") from None
+
+
+def int8_model(space, arch, seed: int = 0, calibration_samples: int = 16) -> bytes:
+    """``arch`` of ``space`` as a full-int8 TFLite file for measuring cost: freshly initialized weights, calibrated
+    on uniform random images (cost does not depend on the weights' values)."""
+    import keras
+    import numpy as np
+    from tflite_export import to_tflite
+
+    from .reference import build_model
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(space, arch)
+    rep = np.random.default_rng(seed).random((calibration_samples, *space.input_shape), dtype=np.float32)
+    return to_tflite(model, rep)
+
+
+def measure_all(space, arch, measurers, seed: int = 0) -> dict:
+    """Converts ``arch`` once (when a measurer needs the file) and runs every measurer on it. Returns
+    ``{"metrics": {measurer index: metrics}, "convert_seconds": ...}``."""
+    t0 = time.perf_counter()
+    data = int8_model(space, arch, seed) if any(m.needs_model for m in measurers) else None
+    convert_s = time.perf_counter() - t0
+    out = {}
+    for i, m in enumerate(measurers):
+        t1 = time.perf_counter()
+        metrics = m.measure(data) if m.needs_model else m.measure_architecture(space, arch)
+        out[i] = {**metrics, "measure_seconds": time.perf_counter() - t1}
+    return {"metrics": out, "convert_seconds": convert_s}

@@ -1,0 +1,103 @@
+"""A deployment scenario: where the model runs (measurers, thread count, input size) and what it must fit (limits).
+
+The accuracy model does not depend on the scenario, so the same predictor is searched again for each scenario.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .measurers import KNOWN_METRICS, measurer_from_config
+from .space import SearchSpace
+
+
+@dataclass
+class Scenario:
+    """``measurers``: measurer configs (``{"kind": "litert", "num_threads": 2}``, ``{"kind": "micro"}``,
+    ``{"kind": "ray", "inner": {...}, "device": "pi"}``); ``input_shape`` replaces the space's input (None keeps
+    it); ``objective`` is the metric minimized against accuracy; ``limits`` maps metrics to their largest allowed
+    value (``{"latency_us": 500, "flash_bytes": 262144, "ram_bytes": 65536}``). A MicroBudget measurer also
+    requires every op to be one TFLite Micro has."""
+
+    name: str = "litert_1thread"
+    measurers: list = field(default_factory=lambda: [{"kind": "litert", "num_threads": 1}])
+    input_shape: tuple | None = None
+    objective: str = "latency_us"
+    limits: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise ValueError(f"Scenario.name: {self.name!r} must be a non-empty name of letters, digits, '-', '_', '.'"
+                             f" (it names files)")
+        if isinstance(self.measurers, (dict, str)):
+            self.measurers = [self.measurers]
+        if not self.measurers:
+            raise ValueError(f"scenario {self.name!r}: measurers is empty; give at least one, e.g. "
+                             f"[{{'kind': 'litert'}}]")
+        self._measurers = [measurer_from_config(m) for m in self.measurers]
+        self.measurers = [m.get_config() for m in self._measurers]
+        if self.input_shape is not None:
+            self.input_shape = tuple(self.input_shape)
+            if len(self.input_shape) != 3 or any(not isinstance(s, int) or s < 1 for s in self.input_shape):
+                raise ValueError(f"scenario {self.name!r}: input_shape {self.input_shape} must be (height, width, "
+                                 f"channels), positive ints")
+        provided = self.provided_metrics()
+        if self.objective not in provided:
+            raise ValueError(f"scenario {self.name!r}: objective {self.objective!r} is not measured by its measurers "
+                             f"(they give {', '.join(provided)})")
+        self.limits = dict(self.limits or {})
+        for k, v in self.limits.items():
+            if k not in KNOWN_METRICS:
+                raise ValueError(f"scenario {self.name!r}: limit on unknown metric {k!r}; choose from "
+                                 f"{', '.join(KNOWN_METRICS)}")
+            if k not in provided:
+                raise ValueError(f"scenario {self.name!r}: limit on {k!r}, but no measurer gives it (add "
+                                 f"{{'kind': 'micro'}} for flash/RAM, {{'kind': 'litert'}} for latency)")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"scenario {self.name!r}: limit {k} = {v!r} must be a positive number")
+        if "micro_unsupported_ops" in provided:
+            self.limits.setdefault("micro_unsupported_ops", 0.5)  # every op must be one TFLite Micro has
+
+    def provided_metrics(self) -> list:
+        out = []
+        for m in self._measurers:
+            out += [k for k in m.metrics if k not in out]
+        return out
+
+    def make_measurers(self) -> list:
+        return list(self._measurers)
+
+    def space_for(self, space: SearchSpace) -> SearchSpace:
+        """``space`` with this scenario's input size (the same space when it keeps the input)."""
+        if self.input_shape is None or tuple(self.input_shape) == tuple(space.input_shape):
+            return space
+        return SearchSpace.from_config({**space.get_config(), "input_shape": list(self.input_shape)})
+
+    def violations(self, metrics: dict) -> dict:
+        """Per limit, ``value - limit`` (<= 0 where it is met); NaN or missing values count as violated."""
+        out = {}
+        for k, lim in self.limits.items():
+            v = metrics.get(k, math.inf)
+            v = math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+            out[k] = v - float(lim)
+        return out
+
+    def feasible(self, metrics: dict) -> bool:
+        return all(v <= 0 for v in self.violations(metrics).values())
+
+    def get_config(self) -> dict:
+        limits = {k: v for k, v in self.limits.items() if k != "micro_unsupported_ops"}
+        return {"name": self.name, "measurers": [dict(m) for m in self.measurers],
+                "input_shape": None if self.input_shape is None else list(self.input_shape),
+                "objective": self.objective, "limits": limits}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Scenario":
+        if not isinstance(config, dict):
+            raise ValueError(f"a scenario config is a mapping, got {type(config).__name__}")
+        allowed = {"name", "measurers", "input_shape", "objective", "limits"}
+        unknown = set(config) - allowed
+        if unknown:
+            raise ValueError(f"unknown scenario field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return cls(**config)
