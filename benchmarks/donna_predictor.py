@@ -168,7 +168,8 @@ def report(raw, out: Path, features: str, refit_from: str | None = None) -> None
          "note": "total over the reference's own training time (tracing included); target <= 5"},
         {"quantity": "training architectures", "value": len(raw["train_archs"]),
          "note": f"{cfg.sampling} sampling, {cfg.finetune.steps} finetuning steps each"},
-        {"quantity": "predictor features", "value": features, "note": f"ridge alpha {predictor.alpha_:.3g} ({cfg.alpha})"},
+        {"quantity": "predictor features", "value": features,
+         "note": f"ridge alpha {predictor.alpha_:.3g} ({cfg.alpha})"},
         {"quantity": "held-out architectures", "value": len(held), "note": "uniform sampling, two seeds each"},
         {"quantity": "Kendall tau predicted vs measured (seed 0)", "value": tau, "note": ""},
         {"quantity": "Kendall tau predicted vs measured (seed 1)", "value": tau_seed1, "note": ""},
@@ -208,8 +209,9 @@ def main(argv=None):
 
     args = parse_args(argv)
     if args.refit:
-        raw = json.loads(Path(args.refit).read_text())["raw"]
-        features = args.features or raw["config"]["features"]
+        doc = json.loads(Path(args.refit).read_text())
+        raw = doc["raw"]
+        features = args.features or doc["config"]["features"]  # the features that file reports
         out = Path(args.refit[:-len(".json")] if args.refit.endswith(".json") else args.refit)
     else:
         space, cfg, o = configure(args)

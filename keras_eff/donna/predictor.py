@@ -224,7 +224,8 @@ class AccuracyPredictor:
 
 
 def plot_predictions(measured, predicted, path, title: str = "DONNA accuracy predictor", extra: str = "") -> Path:
-    """Scatter of predicted vs measured accuracy with Kendall's tau, saved to ``path`` (Agg canvas, pyplot untouched)."""
+    """Scatter of predicted vs measured accuracy with Kendall's tau, saved to ``path`` (Agg canvas; pyplot is left
+    alone)."""
     import io
 
     from scipy.stats import kendalltau
