@@ -181,3 +181,78 @@ def test_compiled_and_eager_bkd_steps_agree(reference, fmnist):
     graph = train_block_job({**job, "config": {**job["config"], "compile": True}})
     np.testing.assert_allclose(graph["history"], eager["history"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(graph["losses"], eager["losses"], rtol=1e-4, atol=1e-6)
+
+
+def _synthetic_predictor(features, alpha="cv"):
+    """A predictor on the tiny space with a made-up loss table (no training): block i, choice j has loss
+    0.1 + 0.02 * j + 0.1 * i."""
+    space = tiny_space()
+    table = [0.1 + 0.02 * np.arange(len(space.block_choices(i))) + 0.1 * i for i in range(len(space.blocks))]
+    return space, table, AccuracyPredictor(space, table, features, alpha)
+
+
+def test_predictor_features_have_the_documented_values():
+    from keras_eff.donna.predictor import FEATURES, choice_macs
+
+    space, table, _ = _synthetic_predictor("losses")
+    arch = space.sample(1, seed=3)[0]
+    idx = space.indices(arch)
+    losses = np.array([table[i][j] for i, j in enumerate(idx)])
+    for features in FEATURES:
+        p = AccuracyPredictor(space, table, features)
+        x = p.featurize([arch, str(arch)])
+        assert x.shape == (2, len(p.feature_names())) and np.array_equal(x[0], x[1])
+    row = dict(zip(*[(p := AccuracyPredictor(space, table, "log-losses+macs+choices")).feature_names(),
+                     p.featurize([arch])[0]]))
+    np.testing.assert_allclose([row["b0_log_loss"], row["b1_log_loss"]], np.log(losses))
+    assert row["b1_depth"] == arch.choices[1].depth and row["b0_fused"] == float(arch.choices[0].cell == "fused_ib")
+    prods = AccuracyPredictor(space, table, "losses+loss-products").featurize([arch])[0]
+    np.testing.assert_allclose(prods, [losses[0], losses[1], losses[0] ** 2, losses[0] * losses[1], losses[1] ** 2])
+    # MACs by hand: block 0 of the tiny space maps 14x14x8 to 7x7x8 (stride 2)
+    c = arch.choices[0]
+    from keras_eff.donna import BlockChoice
+
+    one = BlockChoice(cell="dw_ib", kernel=3, expansion=2, depth=1)
+    assert choice_macs(space, 0, one) == 14 * 14 * 8 * 16 + 7 * 7 * 9 * 16 + 7 * 7 * 16 * 8
+    fused = BlockChoice(cell="fused_ib", kernel=5, expansion=3, depth=2)  # layer 2: 7x7x8 -> 24 -> 8, stride 1
+    assert choice_macs(space, 0, fused) == (7 * 7 * 25 * 8 * 24 + 7 * 7 * 24 * 8) * 2
+    assert row["b0_log10_macs"] == pytest.approx(np.log10(choice_macs(space, 0, c)))
+    with pytest.raises(ValueError, match=r"'\+'-join of distinct parts"):
+        AccuracyPredictor(space, table, "losses+flops")
+    with pytest.raises(ValueError, match="'cv'"):
+        AccuracyPredictor(space, table, "losses", alpha="auto")
+
+
+def test_cv_alpha_is_deterministic_and_round_trips(tmp_path):
+    space, table, p = _synthetic_predictor("log-losses+macs")
+    archs = space.sample(16, seed=5)
+    rng = np.random.default_rng(0)
+    x = p.featurize(archs)
+    acc = 0.8 - 0.05 * x[:, 0] - 0.03 * x[:, 1] + 0.02 * x[:, 2] + rng.normal(0, 0.002, len(archs))
+    p.fit(archs, acc)
+    again = AccuracyPredictor(space, table, "log-losses+macs", "cv").fit(archs, acc)
+    assert p.alpha_ == again.alpha_ and np.array_equal(p.coef_, again.coef_)
+    assert p.alpha_ < 1  # little noise: a small penalty wins the leave-one-out
+    noisy = rng.normal(0, 0.05, len(archs)) + 0.7  # pure noise: the largest penalties win
+    assert AccuracyPredictor(space, table, "log-losses+macs", "cv").fit(archs, noisy).alpha_ >= 10
+    loaded = AccuracyPredictor.load(p.save(tmp_path / "p.json"))
+    assert loaded.alpha == "cv" and loaded.alpha_ == p.alpha_ and loaded.features == "log-losses+macs"
+    others = space.sample(8, seed=11)
+    np.testing.assert_allclose(loaded.predict(others), p.predict(others), rtol=1e-12)
+    loo = p.loo_predictions(archs, acc)
+    assert loo.shape == (16,) and np.corrcoef(loo, acc)[0, 1] > 0.9  # the truth is linear in these features
+
+
+def test_balanced_sampling_covers_every_choice():
+    from keras_eff.donna.pipeline import sample_archs
+
+    space = tiny_space()
+    archs = sample_archs(space, 40, "balanced", seed=2)
+    assert len(set(archs)) == 40 and archs == sample_archs(space, 40, "balanced", seed=2)
+    for i in range(len(space.blocks)):
+        counts = np.bincount([space.indices(a)[i] for a in archs], minlength=32)
+        assert counts.min() >= 1 and counts.max() <= 2  # 40 over 32 choices: each once or twice
+    uniform = sample_archs(space, 40, "uniform", seed=2)
+    assert uniform == space.sample(40, seed=2)
+    with pytest.raises(ValueError, match="sampling"):
+        sample_archs(space, 4, "stratified")

@@ -33,5 +33,10 @@ def test_config_validation_names_the_field():
         BKDConfig(steps=0)
     with pytest.raises(ValueError, match="FinetuneConfig.learning_rate"):
         FinetuneConfig(learning_rate=0)
+    with pytest.raises(ValueError, match="DonnaConfig.sampling"):
+        DonnaConfig(sampling="stratified")
+    with pytest.raises(ValueError, match="features"):
+        DonnaConfig(features="losses+flops")
     cfg = DonnaConfig.quick()
     assert DonnaConfig.from_config(cfg.get_config()) == cfg
+    assert cfg.alpha == "cv" and cfg.sampling == "balanced"

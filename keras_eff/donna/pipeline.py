@@ -14,7 +14,9 @@ import numpy as np
 
 from .bkd import BKDConfig
 from .finetune import FinetuneConfig
-from .space import SearchSpace
+from .space import Architecture, SearchSpace
+
+SAMPLINGS = ("balanced", "uniform")
 
 
 @dataclass
@@ -31,8 +33,9 @@ class DonnaConfig:
     n_archs: int = 24
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     finetune_samples: int = 20000
-    features: str = "losses"
-    alpha: float = 1e-3
+    features: str = "losses+macs"
+    alpha: float | str = "cv"
+    sampling: str = "balanced"
     seed: int = 0
 
     def __post_init__(self):
@@ -45,6 +48,11 @@ class DonnaConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"DonnaConfig.{name}: {v!r} must be a positive integer")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"DonnaConfig.sampling: {self.sampling!r} is unknown; choose from {', '.join(SAMPLINGS)}")
+        from .predictor import check_features
+
+        check_features(self.features)
         if self.n_archs < 3:
             raise ValueError(f"DonnaConfig.n_archs: {self.n_archs} is too few to fit a predictor; use 3 or more")
 
@@ -59,9 +67,41 @@ class DonnaConfig:
 
     @classmethod
     def quick(cls) -> "DonnaConfig":
-        """Minutes instead of an hour: for the tiny space, tests and notebooks."""
-        return cls(reference_epochs=3, bkd=BKDConfig(steps=150, calibration_samples=256), bkd_samples=3000,
-                   val_samples=500, n_archs=8, finetune=FinetuneConfig(steps=40), finetune_samples=3000)
+        """Minutes instead of an hour: for the tiny space, tests and notebooks. The reference trains 6 epochs (on
+        the full Fashion-MNIST training set in the benchmark: near its plateau, so that "5 reference trainings" is a
+        fair unit of cost); BKD gets 800 steps per block (at 150 the blocks barely learn and their losses rank
+        architectures poorly); 24 architectures, balanced over the choices, fit a ridge on each block's loss and
+        log-MACs with a leave-one-out penalty ("losses+macs": the best mean leave-one-out tau on the training
+        architectures over two benchmark runs, see benchmarks/results/donna_predictor_quick.md)."""
+        return cls(reference_epochs=6, bkd=BKDConfig(steps=800, calibration_samples=256), bkd_samples=6000,
+                   val_samples=500, n_archs=24, finetune=FinetuneConfig(steps=30), finetune_samples=3000,
+                   features="losses+macs", alpha="cv", sampling="balanced")
+
+
+def sample_balanced(space: SearchSpace, n: int, seed=0) -> list:
+    """``n`` distinct architectures in which every block's choices appear equally often (within one): per block, the
+    choices in shuffled rounds, so that a few dozen architectures still cover every choice's loss, unlike uniform
+    draws that repeat some choices and miss others. Reproducible from ``seed``."""
+    if n > space.size():
+        raise ValueError(f"n: asked for {n} distinct architectures, the space holds only {space.size()}")
+    rng = np.random.default_rng(seed)
+    choices = [b.choices() for b in space.blocks]
+    columns = [np.concatenate([rng.permutation(len(c)) for _ in range(-(-n // len(c)))])[:n] for c in choices]
+    out, seen = [], set()
+    for k in range(n):
+        arch = Architecture(tuple(c[col[k]] for c, col in zip(choices, columns)))
+        while arch in seen:  # rare: redraw uniformly
+            arch = Architecture(tuple(c[rng.integers(len(c))] for c in choices))
+        seen.add(arch)
+        out.append(arch)
+    return out
+
+
+def sample_archs(space: SearchSpace, n: int, sampling: str = "balanced", seed=0) -> list:
+    """The training architectures of the predictor: :func:`sample_balanced` or ``space.sample`` (uniform)."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling: {sampling!r} is unknown; choose from {', '.join(SAMPLINGS)}")
+    return sample_balanced(space, n, seed) if sampling == "balanced" else space.sample(n, seed=seed)
 
 
 @dataclass
@@ -151,7 +191,7 @@ def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, c
     seconds["block library (BKD)"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    archs = space.sample(config.n_archs, seed=config.seed + 1)
+    archs = sample_archs(space, config.n_archs, config.sampling, seed=config.seed + 1)
     ft_idx = fit_idx[:config.finetune_samples]
     results = measure_architectures(library, archs, x_train[ft_idx], y_train[ft_idx], x_eval, y_eval,
                                     config.finetune, seed=config.seed, executor=executor)

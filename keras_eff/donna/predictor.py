@@ -1,8 +1,17 @@
 """The accuracy predictor: a ridge regression from an architecture's block-level BKD losses to its accuracy.
 
-Features (``features=``): ``"losses"`` is one number per block, the held-out BKD loss of the block's chosen choice;
-``"losses+choices"`` adds per block the choice's kernel, expansion, depth, SE, swish and fused-cell flags. The
-predictor keeps the library's loss table, so its JSON file alone predicts any architecture of the space.
+Features (``features=``) are ``+``-joined parts, each giving numbers per block (or per pair of blocks):
+
+- ``losses``: the held-out BKD loss (noise-to-signal ratio) of the block's chosen choice;
+- ``log-losses``: its natural logarithm (errors compound from block to block: a product, linear in logs);
+- ``loss-products``: the products of every pair of block losses, squares included (the compounding, to second order);
+- ``macs``: log10 of the choice's multiply-accumulates at its position (its capacity);
+- ``choices``: the choice's kernel, expansion, depth, SE, swish and fused-cell flags.
+
+``alpha`` is the ridge penalty on standardized features, or ``"cv"``: chosen among :data:`CV_ALPHAS` by
+leave-one-out cross-validation on the architectures given to :meth:`~AccuracyPredictor.fit` (deterministic; the
+chosen value is ``alpha_``). The predictor keeps the library's loss table, so its JSON file alone predicts any
+architecture of the space.
 """
 
 from __future__ import annotations
@@ -15,18 +24,53 @@ import numpy as np
 from .space import Architecture, SearchSpace
 
 FORMAT = "keras_eff.donna.AccuracyPredictor"
-FEATURES = ("losses", "losses+choices")
+PARTS = ("losses", "log-losses", "loss-products", "macs", "choices")
+FEATURES = ("losses", "losses+choices", "log-losses", "losses+macs", "log-losses+macs", "losses+loss-products",
+            "log-losses+macs+choices")  # the combinations documented and benchmarked; any "+"-join of PARTS works
+CV_ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 15))
+_CHOICE_FIELDS = ("kernel", "expansion", "depth", "se", "swish", "fused")
+
+
+def check_features(features: str) -> tuple:
+    """The parts of a ``features`` string, refusing unknown or repeated ones."""
+    parts = tuple(str(features).split("+"))
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts or len(set(parts)) != len(parts):
+        raise ValueError(f"features: {features!r} is not a '+'-join of distinct parts from {', '.join(PARTS)} "
+                         f"(e.g. {', '.join(repr(f) for f in FEATURES[:3])})")
+    return parts
+
+
+def choice_macs(space: SearchSpace, i: int, choice) -> int:
+    """Multiply-accumulates of one image through ``choice`` at block ``i`` of ``space`` (convolutions and SE)."""
+    from .blocks import layer_plan, se_channels
+
+    h, w, cin = space.block_input_shapes()[i]
+    block = space.blocks[i]
+    macs = 0
+    for cin_l, cexp, cout, s, _ in layer_plan(choice, cin, block.out_channels, block.stride):
+        ho, wo = -(-h // s), -(-w // s)
+        if choice.cell == "dw_ib":
+            macs += h * w * cin_l * cexp + ho * wo * choice.kernel ** 2 * cexp
+        else:
+            macs += ho * wo * choice.kernel ** 2 * cin_l * cexp
+        if choice.se:
+            macs += 2 * cexp * se_channels(cin_l)
+        macs += ho * wo * cexp * cout
+        h, w = ho, wo
+    return int(macs)
 
 
 class AccuracyPredictor:
     """Predicts accuracy from block losses. Build it with :meth:`from_library`, then :meth:`fit`."""
 
-    def __init__(self, space: SearchSpace, loss_table, features: str = "losses", alpha: float = 1e-3):
-        if features not in FEATURES:
-            raise ValueError(f"features: {features!r} is unknown; choose from {', '.join(FEATURES)}")
-        if not alpha >= 0:
-            raise ValueError(f"alpha: {alpha} must be >= 0")
-        self.space, self.features, self.alpha = space, features, float(alpha)
+    def __init__(self, space: SearchSpace, loss_table, features: str = "losses", alpha="cv"):
+        self.parts = check_features(features)
+        if alpha != "cv" and not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha >= 0):
+            raise ValueError(f"alpha: {alpha!r} must be a number >= 0 or 'cv' (leave-one-out over {CV_ALPHAS[0]:g}"
+                             f"..{CV_ALPHAS[-1]:g})")
+        self.space, self.features = space, str(features)
+        self.alpha = alpha if alpha == "cv" else float(alpha)
         self.loss_table = [np.asarray(t, np.float64) for t in loss_table]
         for i, t in enumerate(self.loss_table):
             n = len(space.block_choices(i))
@@ -34,44 +78,63 @@ class AccuracyPredictor:
                 raise ValueError(f"loss_table[{i}] has shape {t.shape}; block {i} has {n} choices")
             if not np.all(np.isfinite(t)):
                 raise ValueError(f"loss_table[{i}] holds NaN or infinite losses")
+            if "log-losses" in self.parts and not np.all(t > 0):
+                raise ValueError(f"loss_table[{i}] holds losses <= 0; the 'log-losses' features need positive ones")
         self._index = [{c: j for j, c in enumerate(space.block_choices(i))} for i in range(len(space.blocks))]
         self.mean_ = self.scale_ = self.coef_ = None
-        self.intercept_ = None
+        self.intercept_ = self.alpha_ = None
 
     @classmethod
-    def from_library(cls, library, features: str = "losses", alpha: float = 1e-3) -> "AccuracyPredictor":
+    def from_library(cls, library, features: str = "losses", alpha="cv") -> "AccuracyPredictor":
         return cls(library.space, library.loss_table(), features, alpha)
 
     def feature_names(self) -> list:
-        names = []
-        for i in range(len(self.space.blocks)):
-            names.append(f"b{i}_loss")
-            if self.features == "losses+choices":
-                names += [f"b{i}_{n}" for n in ("kernel", "expansion", "depth", "se", "swish", "fused")]
+        n, names = len(self.space.blocks), []
+        for part in self.parts:
+            if part == "losses":
+                names += [f"b{i}_loss" for i in range(n)]
+            elif part == "log-losses":
+                names += [f"b{i}_log_loss" for i in range(n)]
+            elif part == "loss-products":
+                names += [f"b{i}_loss*b{j}_loss" for i in range(n) for j in range(i, n)]
+            elif part == "macs":
+                names += [f"b{i}_log10_macs" for i in range(n)]
+            else:
+                names += [f"b{i}_{f}" for i in range(n) for f in _CHOICE_FIELDS]
         return names
 
     def featurize(self, archs) -> np.ndarray:
-        """The feature matrix of ``archs`` (architectures or their strings)."""
+        """The feature matrix of ``archs`` (architectures or their strings), columns as :meth:`feature_names`."""
         rows = []
         for a in archs:
             a = Architecture.parse(a) if isinstance(a, str) else a
             if len(a.choices) != len(self.space.blocks):
                 raise ValueError(f"architecture {a} has {len(a.choices)} blocks; the space has "
                                  f"{len(self.space.blocks)}")
-            row = []
             for i, c in enumerate(a.choices):
                 if c not in self._index[i]:
                     raise ValueError(f"block {i}: choice {c.name} is not in the space {self.space.name!r}")
-                row.append(self.loss_table[i][self._index[i][c]])
-                if self.features == "losses+choices":
-                    row += [c.kernel, c.expansion, c.depth, float(c.se), float(c.activation == "swish"),
-                            float(c.cell == "fused_ib")]
+            losses = np.array([self.loss_table[i][self._index[i][c]] for i, c in enumerate(a.choices)])
+            row = []
+            for part in self.parts:
+                if part == "losses":
+                    row += list(losses)
+                elif part == "log-losses":
+                    row += list(np.log(losses))
+                elif part == "loss-products":
+                    row += [losses[i] * losses[j] for i in range(len(losses)) for j in range(i, len(losses))]
+                elif part == "macs":
+                    row += [np.log10(max(choice_macs(self.space, i, c), 1)) for i, c in enumerate(a.choices)]
+                else:
+                    row += [v for c in a.choices for v in (c.kernel, c.expansion, c.depth, float(c.se),
+                                                           float(c.activation == "swish"),
+                                                           float(c.cell == "fused_ib"))]
             rows.append(row)
         return np.asarray(rows, np.float64).reshape(len(rows), len(self.feature_names()))
 
     def fit(self, archs, accuracies) -> "AccuracyPredictor":
-        """Fits scikit-learn's Ridge on standardized features."""
-        from sklearn.linear_model import Ridge
+        """Fits scikit-learn's Ridge on standardized features (``alpha="cv"``: RidgeCV's leave-one-out choice)."""
+        from sklearn.linear_model import Ridge, RidgeCV
         from sklearn.preprocessing import StandardScaler
 
         x = self.featurize(archs)
@@ -82,11 +145,30 @@ class AccuracyPredictor:
             raise ValueError("fit: give at least 2 measured architectures")
         if not np.all(np.isfinite(y)):
             raise ValueError("fit: accuracies hold NaN or infinite values")
+        if self.alpha == "cv" and len(x) < 3:
+            raise ValueError("fit: alpha='cv' needs at least 3 measured architectures; give more or a number")
         scaler = StandardScaler().fit(x)
-        ridge = Ridge(alpha=self.alpha).fit(scaler.transform(x), y)
+        xs = scaler.transform(x)
+        if self.alpha == "cv":
+            self.alpha_ = float(RidgeCV(alphas=CV_ALPHAS).fit(xs, y).alpha_)  # efficient leave-one-out
+        else:
+            self.alpha_ = self.alpha
+        ridge = Ridge(alpha=self.alpha_).fit(xs, y)
         self.mean_, self.scale_ = scaler.mean_.copy(), scaler.scale_.copy()
         self.coef_, self.intercept_ = ridge.coef_.copy(), float(ridge.intercept_)
         return self
+
+    def loo_predictions(self, archs, accuracies) -> np.ndarray:
+        """Leave-one-out predictions: each architecture predicted by this predictor's settings fitted on the others
+        (alpha re-chosen inside each fold when ``"cv"``). Their Kendall tau against ``accuracies`` compares feature
+        sets on the training architectures alone."""
+        archs, y = list(archs), np.asarray(accuracies, np.float64)
+        out = np.empty(len(archs))
+        for k in range(len(archs)):
+            rest = [a for j, a in enumerate(archs) if j != k]
+            p = AccuracyPredictor(self.space, self.loss_table, self.features, self.alpha)
+            out[k] = p.fit(rest, np.delete(y, k)).predict([archs[k]])[0]
+        return out
 
     def predict(self, archs) -> np.ndarray:
         if self.coef_ is None:
@@ -97,7 +179,7 @@ class AccuracyPredictor:
     def get_config(self) -> dict:
         fitted = self.coef_ is not None
         return {"format": FORMAT, "version": 1, "space": self.space.get_config(), "features": self.features,
-                "alpha": self.alpha, "loss_table": [t.tolist() for t in self.loss_table],
+                "alpha": self.alpha, "alpha_": self.alpha_, "loss_table": [t.tolist() for t in self.loss_table],
                 "feature_names": self.feature_names(),
                 "mean": self.mean_.tolist() if fitted else None, "scale": self.scale_.tolist() if fitted else None,
                 "coef": self.coef_.tolist() if fitted else None, "intercept": self.intercept_}
@@ -116,6 +198,7 @@ class AccuracyPredictor:
                     raise ValueError(f"mean/scale/coef must each hold {n} numbers")
                 p.mean_, p.scale_, p.coef_ = arrays
                 p.intercept_ = float(config["intercept"])
+                p.alpha_ = float(config.get("alpha_", p.alpha if p.alpha != "cv" else float("nan")))
         except KeyError as err:
             raise ValueError(f"accuracy predictor config lacks the field {err}") from None
         return p
@@ -141,16 +224,19 @@ class AccuracyPredictor:
 
 
 def plot_predictions(measured, predicted, path, title: str = "DONNA accuracy predictor", extra: str = "") -> Path:
-    """Scatter of predicted vs measured accuracy with Kendall's tau, saved to ``path`` (matplotlib, Agg)."""
-    import matplotlib
+    """Scatter of predicted vs measured accuracy with Kendall's tau, saved to ``path`` (Agg canvas; pyplot is left
+    alone)."""
+    import io
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy.stats import kendalltau
+
+    from tflite_export import atomic_write
+
+    from ..reporting import agg_subplots
 
     measured, predicted = np.asarray(measured), np.asarray(predicted)
     tau = kendalltau(measured, predicted).statistic
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = agg_subplots((4.5, 4.5))
     ax.scatter(measured, predicted, s=18)
     lo, hi = min(measured.min(), predicted.min()), max(measured.max(), predicted.max())
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
@@ -158,11 +244,6 @@ def plot_predictions(measured, predicted, path, title: str = "DONNA accuracy pre
     ax.set_ylabel("predicted accuracy")
     ax.set_title(f"{title}\nKendall tau = {tau:.3f}{extra}", fontsize=9)
     fig.tight_layout()
-    import io
-
-    from tflite_export import atomic_write
-
     buf = io.BytesIO()
     fig.savefig(buf, dpi=120, format="png")
-    plt.close(fig)
     return atomic_write(path, buf.getvalue())

@@ -281,11 +281,12 @@ class DonnaPipeline:
         from tflite_export import atomic_write_json
 
         from .finetune import measure_architectures
+        from .pipeline import sample_archs
         from .predictor import AccuracyPredictor
 
         x, y, _, xe, ye = self.data()
         cfg = self.config.donna
-        archs = self.space.sample(cfg.n_archs, seed=cfg.seed + 1)
+        archs = sample_archs(self.space, cfg.n_archs, cfg.sampling, seed=cfg.seed + 1)
         results = measure_architectures(self.library(), archs, x[:cfg.finetune_samples], y[:cfg.finetune_samples],
                                         xe, ye, cfg.finetune, seed=cfg.seed, executor=self.executor())
         acc = np.array([r["accuracy"] for r in results])
