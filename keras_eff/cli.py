@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 from .cli_inputs import BUILTIN_DATASET, DEFAULT_REP_SAMPLES, CliError, load_keras_model, load_samples, read_tflite
+from .cli_inputs import positive_int as _positive_int
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1  # usage error, missing/corrupt/mis-shaped input, output exists without --force
@@ -226,13 +227,6 @@ def _add_rep_args(p):
                    f"(their ranges are used), Fashion-MNIST for 28x28x1 float models")
     p.add_argument("--rep-samples", type=_positive_int, default=DEFAULT_REP_SAMPLES, metavar="N",
                    help="calibrate on the first N representative inputs (default: %(default)s)")
-
-
-def _positive_int(v):
-    n = int(v)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return n
 
 
 def _non_negative_int(v):

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .cli_inputs import CliError
+from .cli_inputs import CliError, positive_int as _positive_int
 
 EXIT_OK = 0
 
@@ -17,13 +17,6 @@ DESCRIPTION = textwrap.fill(
     "each scenario of the config with NSGA-II on measured int8 latency and finetunes the chosen architectures; it "
     "resumes from what the --out folder holds. 'search' searches a new scenario with the accuracy model of an "
     "existing --out folder. 'config' writes a built-in config to edit.", width=100)
-
-
-def _positive_int(v):
-    n = int(v)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return n
 
 
 def _positive_float(v):

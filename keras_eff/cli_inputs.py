@@ -127,3 +127,13 @@ def load_samples(spec, model_input_shape, count: int = DEFAULT_REP_SAMPLES, what
     if not np.all(np.isfinite(x)):
         raise CliError(f"{what} in {str(p)!r} holds NaN or infinite values")
     return x
+
+
+def positive_int(v):
+    """An argparse type: an integer of 1 or more."""
+    import argparse
+
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return n

@@ -30,7 +30,7 @@ import numpy as np
 
 from .scenario import Scenario
 from .search import SearchConfig, SearchResult
-from .space import SearchSpace
+from .space import SearchSpace, read_yaml_or_json
 
 CONFIG_NAME = "config.json"
 SECTIONS = ("space", "data", "accuracy_model", "search", "scenarios", "finetune", "executor", "seed")
@@ -57,16 +57,7 @@ def read_config_file(path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"DONNA config file {path} does not exist (write one with: keras-eff donna config "
                                 f"tiny -o {path.name})")
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            doc = yaml.safe_load(text)
-        else:
-            doc = json.loads(text)
-    except Exception as err:  # yaml.YAMLError or json.JSONDecodeError
-        raise ValueError(f"{path} is not a readable DONNA config: {err}") from None
+    doc = read_yaml_or_json(path, "DONNA config")
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: a DONNA config is a mapping with the sections {', '.join(SECTIONS)}")
     return doc

@@ -288,17 +288,21 @@ class SearchSpace:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"search space file {path} does not exist")
-        text = path.read_text()
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
+        return cls.from_config(read_yaml_or_json(path, "search space file"))
 
-                config = yaml.safe_load(text)
-            else:
-                config = json.loads(text)
-        except Exception as err:  # yaml.YAMLError or json.JSONDecodeError
-            raise ValueError(f"{path} is not a readable search space file: {err}") from None
-        return cls.from_config(config)
+
+def read_yaml_or_json(path, what: str):
+    """The document in a ``.yaml``/``.yml`` (safe loader) or JSON file; a ValueError naming ``what`` if unreadable."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except Exception as err:  # yaml.YAMLError or json.JSONDecodeError
+        raise ValueError(f"{path} is not a readable {what}: {err}") from None
 
 
 def default_space() -> SearchSpace:
