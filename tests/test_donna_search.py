@@ -182,3 +182,10 @@ def test_process_guard_survives_a_crash_and_a_hang():
         guard.close()
     with pytest.raises(ValueError, match="isolation"):
         Guard(isolation="container")
+
+
+def test_a_file_measurer_asked_for_an_architecture_says_what_to_define():
+    from keras_eff.donna.measurers import LiteRTLatency
+
+    with pytest.raises(TypeError, match="needs_model = False must define measure_architecture"):
+        LiteRTLatency().measure_architecture(None, None)

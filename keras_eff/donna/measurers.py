@@ -36,7 +36,8 @@ class Measurer(ABC):
 
     def measure_architecture(self, space, arch) -> dict:
         """For measurers with ``needs_model = False`` (an analytical cost, a test double): metrics of ``arch``."""
-        raise NotImplementedError(f"{type(self).__name__} measures int8 files; call measure(model_bytes)")
+        raise TypeError(f"{type(self).__name__} measures int8 files (needs_model = True): call measure(model_bytes); "
+                        f"a measurer that sets needs_model = False must define measure_architecture(space, arch)")
 
     def get_config(self) -> dict:
         return {"kind": self.kind}
