@@ -44,9 +44,7 @@ class KerasEffSide:
 
     @staticmethod
     def compile(model, lr, steps):
-        schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
-        model.compile(optimizer=keras.optimizers.Adam(schedule),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        common.compile_classifier(model, lr, steps, keras)
 
     def _qat(self, model, data, steps, preserve=None):
         qat = ke.quantize_model(model, preserve=preserve)

@@ -94,6 +94,14 @@ def build(spec: dict, K):
 # --- weights ------------------------------------------------------------------------------------------------------
 
 
+def compile_classifier(model, lr: float, steps: int, K) -> None:
+    """The same training recipe on both sides: Adam with cosine decay to 5 % over ``steps``, logits cross-entropy.
+    ``K`` is ``keras`` or ``tf_keras``."""
+    schedule = K.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
+    model.compile(optimizer=K.optimizers.Adam(schedule),
+                  loss=K.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+
 def save_weights(model, path) -> None:
     """Every layer's weights as ``name/index`` arrays in one .npz (written atomically)."""
     arrays = {f"{layer.name}/{i}": np.asarray(w) for layer in model.layers for i, w in enumerate(layer.get_weights())}

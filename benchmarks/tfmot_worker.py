@@ -57,9 +57,7 @@ class TFMOTSide:
 
     @staticmethod
     def compile(model, lr, steps):
-        schedule = tf_keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
-        model.compile(optimizer=tf_keras.optimizers.Adam(schedule),
-                      loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        common.compile_classifier(model, lr, steps, tf_keras)
 
     def plan(self, technique, base, cache, data, steps):
         hp = self.hp

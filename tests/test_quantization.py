@@ -135,6 +135,17 @@ def test_each_layer_type_quantizes_and_exports(key, tmp_path):
     np.testing.assert_array_equal(loaded(x).numpy(), yq)
 
 
+def _conv_bn_wrapper(conv, bn, x):
+    """A 16-bit QuantizeWrapper of copies of ``conv`` with ``bn`` folded in, built on ``x``, with their weights."""
+    wrapper = QuantizeWrapper(layers.Conv2D.from_config(conv.get_config()),
+                              batchnorm=layers.BatchNormalization.from_config(bn.get_config()), weight_bits=16,
+                              quantize_output=False)
+    wrapper(x)
+    wrapper.layer.set_weights(conv.get_weights())
+    wrapper.batchnorm.set_weights(bn.get_weights())
+    return wrapper
+
+
 def test_batchnorm_folding_equals_unfolded(rng):
     inputs = keras.Input((6, 6, 3))
     conv = layers.Conv2D(4, 3, use_bias=True)
@@ -143,12 +154,7 @@ def test_batchnorm_folding_equals_unfolded(rng):
     conv.set_weights([rng.normal(0, 1, (3, 3, 3, 4)), rng.normal(0, 1, 4)])
     bn.set_weights([rng.uniform(0.5, 2, 4), rng.normal(0, 1, 4), rng.normal(0, 1, 4), rng.uniform(0.5, 2, 4)])
     x = rng.normal(0, 1, (8, 6, 6, 3)).astype(np.float32)
-    wrapper = QuantizeWrapper(layers.Conv2D.from_config(conv.get_config()),
-                              batchnorm=layers.BatchNormalization.from_config(bn.get_config()), weight_bits=16,
-                              quantize_output=False)
-    wrapper(x)
-    wrapper.layer.set_weights(conv.get_weights())
-    wrapper.batchnorm.set_weights(bn.get_weights())
+    wrapper = _conv_bn_wrapper(conv, bn, x)
     # inference: conv(x, w·γ/σ) + folded bias == BN(conv(x))
     kernels, bias = wrapper.folded_kernels()
     folded = keras.ops.conv(x, kernels["kernel"]) + bias
@@ -183,7 +189,6 @@ def test_unfolded_batchnorm_is_quantized_on_its_own_and_exports(rng):
     assert cmp.within_1_lsb >= 0.99 and cmp.max_lsb_diff <= 2, cmp
 
 
-
 def test_live_batchnorm_gradients_equal_float_batchnorm_training(rng):
     """With live statistics the gradient flows through the batch mean and variance, as in BatchNormalization's own
     training (held constant, QAT of a small CNN lost 3.6 points against TF-MOT: benchmarks/tfmot.py)."""
@@ -195,12 +200,7 @@ def test_live_batchnorm_gradients_equal_float_batchnorm_training(rng):
     conv(x), bn(conv(x))
     conv.set_weights([rng.normal(0, 1, (3, 3, 3, 4))])
     bn.set_weights([rng.uniform(0.5, 2, 4), rng.normal(0, 1, 4), rng.normal(0, 1, 4), rng.uniform(0.5, 2, 4)])
-    wrapper = QuantizeWrapper(layers.Conv2D.from_config(conv.get_config()),
-                              batchnorm=layers.BatchNormalization.from_config(bn.get_config()), weight_bits=16,
-                              quantize_output=False)
-    wrapper(x)
-    wrapper.layer.set_weights(conv.get_weights())
-    wrapper.batchnorm.set_weights(bn.get_weights())
+    wrapper = _conv_bn_wrapper(conv, bn, x)
     r = tf.constant(rng.normal(0, 1, (8, 4, 4, 4)).astype(np.float32))  # a loss whose gradient BN does not cancel
     grads = []
     for fn in (lambda t: bn(conv(t), training=True), lambda t: wrapper(t, training=True)):

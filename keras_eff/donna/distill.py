@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from .finetune import check_training_options
 from .space import Architecture, SearchSpace
 
 INITS = ("library", "scratch")
@@ -65,12 +66,7 @@ class DistillConfig:
     alpha: float = 0.5
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"DistillConfig.{name}: {v!r} must be a positive integer")
-        if not self.learning_rate > 0:
-            raise ValueError(f"DistillConfig.learning_rate: {self.learning_rate} must be positive")
+        check_training_options(self, ("epochs", "batch_size"))
         DistillationLoss(self.temperature, self.alpha)  # validates both
 
     def get_config(self) -> dict:

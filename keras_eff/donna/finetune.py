@@ -22,12 +22,7 @@ class FinetuneConfig:
     learning_rate: float = 1e-3
 
     def __post_init__(self):
-        for name in ("steps", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"FinetuneConfig.{name}: {v!r} must be a positive integer")
-        if not self.learning_rate > 0:
-            raise ValueError(f"FinetuneConfig.learning_rate: {self.learning_rate} must be positive")
+        check_training_options(self, ("steps", "batch_size"))
 
     def get_config(self) -> dict:
         return asdict(self)
@@ -35,6 +30,18 @@ class FinetuneConfig:
     @classmethod
     def from_config(cls, config: dict) -> "FinetuneConfig":
         return cls(**config)
+
+
+def check_training_options(config, counts) -> None:
+    """Refuses a training config whose ``counts`` (field names) are not positive integers or whose
+    ``learning_rate`` is not positive, naming the class and the field."""
+    name = type(config).__name__
+    for field in counts:
+        v = getattr(config, field)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}.{field}: {v!r} must be a positive integer")
+    if not config.learning_rate > 0:
+        raise ValueError(f"{name}.learning_rate: {config.learning_rate} must be positive")
 
 
 def finetune_job(job: dict) -> dict:

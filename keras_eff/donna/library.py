@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .space import Architecture, SearchSpace
+from .space import Architecture, SearchSpace, read_json
 
 FORMAT = "keras_eff.donna.BlockLibrary"
 VERSION = 1
@@ -130,10 +130,7 @@ class BlockLibrary:
             if not p.is_file():
                 raise FileNotFoundError(f"block library {path}: {p.name} is missing (a library folder holds "
                                         f"{JSON_NAME} and {NPZ_NAME}, written by BlockLibrary.save)")
-        try:
-            doc = json.loads(jpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"block library {jpath} is corrupt (not JSON: {err})") from None
+        doc = read_json(jpath, "block library")
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"{jpath} is not a block library file (format {FORMAT!r} expected)")
         if doc.get("version") != VERSION:

@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+from .space import read_json
+
 FORMAT = "keras_eff.donna.MeasurementCache"
 
 
@@ -52,11 +54,7 @@ class MeasurementCache:
         self.entries = {}
         self.hits = self.misses = 0
         if self.path is not None and self.path.exists():
-            try:
-                doc = json.loads(self.path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"measurement cache {self.path} is corrupt (not JSON: {err}); delete it to measure "
-                                 f"again") from None
+            doc = read_json(self.path, "measurement cache", "; delete it to measure again")
             if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("entries"), dict):
                 raise ValueError(f"{self.path} is not a measurement cache file (format {FORMAT!r} expected)")
             self.entries = {k: _unplain(v) for k, v in doc["entries"].items()}

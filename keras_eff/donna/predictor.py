@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .space import Architecture, SearchSpace
+from .space import Architecture, SearchSpace, read_json
 
 FORMAT = "keras_eff.donna.AccuracyPredictor"
 PARTS = ("losses", "log-losses", "loss-products", "macs", "choices")
@@ -213,10 +213,7 @@ class AccuracyPredictor:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"accuracy predictor file {path} does not exist")
-        try:
-            config = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"accuracy predictor file {path} is corrupt (not JSON: {err})") from None
+        config = read_json(path, "accuracy predictor file")
         try:
             return cls.from_config(config)
         except (TypeError, ValueError) as err:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .space import Architecture, SearchSpace
+from .space import Architecture, SearchSpace, read_json
 
 FORMAT = "keras_eff.donna.SearchResult"
 _BIG = 1e12
@@ -119,10 +119,7 @@ class SearchResult:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"search result {path} does not exist")
-        try:
-            doc = _unplain(json.loads(path.read_text()))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"search result {path} is corrupt (not JSON: {err})") from None
+        doc = _unplain(read_json(path, "search result"))
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"{path} is not a DONNA search result (format {FORMAT!r} expected)")
         return cls(doc["scenario"], doc["objective"], doc["front"], doc["evaluated"], doc.get("reference"),

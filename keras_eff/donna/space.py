@@ -291,6 +291,14 @@ class SearchSpace:
         return cls.from_config(read_yaml_or_json(path, "search space file"))
 
 
+def read_json(path, what: str, hint: str = ""):
+    """The JSON document in ``path``; a ValueError ``"<what> <path> is corrupt (not JSON: ...)<hint>"`` if it is not."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} {path} is corrupt (not JSON: {err}){hint}") from None
+
+
 def read_yaml_or_json(path, what: str):
     """The document in a ``.yaml``/``.yml`` (safe loader) or JSON file; a ValueError naming ``what`` if unreadable."""
     path = Path(path)
