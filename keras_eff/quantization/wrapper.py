@@ -255,26 +255,24 @@ class QuantizeWrapper(layers.Wrapper):
         """The quantizer of this layer's output grid: its own, or the shared range of the layer it feeds."""
         if self.output_quantizer is not None:
             return self.output_quantizer
-        cached = getattr(self, "_output_range_lookup", None)
-        if cached is None:
-            found = _consumer_range(self)
-            if found is None:
-                return None
-            cached = lambda: found  # noqa: E731 - see _input_range
-            object.__setattr__(self, "_output_range_lookup", cached)
-        return cached()
+        return self._cached_range("_output_range_lookup", _consumer_range)
 
     def _input_range(self):
         """The ActivationQuantizer whose grid this layer's input lies on, or None where it cannot be known."""
         if self.input_quantizer is not None:
             return self.input_quantizer
-        cached = getattr(self, "_input_range_lookup", None)
+        return self._cached_range("_input_range_lookup", _producer_range)
+
+    def _cached_range(self, attr: str, find):
+        """``find(self)``, remembered once found (None is not remembered: a nested model's input is linked after its
+        layers are called). Kept in a closure, so that Keras does not track the other layer's quantizer as a child."""
+        cached = getattr(self, attr, None)
         if cached is None:
-            found = _producer_range(self)
-            if found is None:  # not known (yet: a nested model's input is linked after its layers are called)
+            found = find(self)
+            if found is None:
                 return None
-            cached = lambda: found  # noqa: E731 - a closure, so that Keras does not track the layer as a child
-            object.__setattr__(self, "_input_range_lookup", cached)
+            cached = lambda: found  # noqa: E731
+            object.__setattr__(self, attr, cached)
         return cached()
 
     def call(self, inputs, training=None):
