@@ -65,6 +65,30 @@ def test_conv_net_is_bit_exact_with_litert(conv_export):
     assert _lsb(qat, data, x, reference=_float_path(qat, x)).max() >= 1
 
 
+def test_mean_rounds_with_its_odd_zero_point_as_litert_does():
+    # a mean whose input and output share one grid (scale ratio exactly 1/16: a tie on one value in 16) and whose
+    # zero point is odd: XNNPACK adds the zero point before rounding half to even, and the dense layer after the mean
+    # turns each flipped tie into several LSB
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((4, 4, 2))
+    x = layers.Conv2D(8, 1, name="conv")(inputs)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, layers.Dense(4, name="logits")(x))
+    x = np.random.default_rng(1).normal(0, 1, (400, 4, 4, 2)).astype(np.float32)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x[:200], progress=False)
+    shared = qat.get_layer("quant_gap").output_quantizer
+    shared.range_min.assign(-1.0)
+    shared.range_max.assign(2.0)  # scale 3/255, zero point −128 + 85 = −43
+    data = te.to_tflite(qat)
+    graph = te.read_graph(data)
+    mean = next(op for op in graph.ops if op.name == "MEAN")
+    for i in (mean.inputs[0], mean.outputs[0]):
+        assert graph.tensors[i].scales[0] == pytest.approx(3 / 255) and graph.tensors[i].zero_points[0] == -43
+    assert int(shared.tflite_zero_point()) == -43
+    assert _lsb(qat, data, x).max() == 0
+
+
 def test_hard_swish_matches_litert_on_every_input_code():
     inputs = keras.Input((256,))
     model = keras.Model(inputs, layers.Activation("hard_silu")(inputs))

@@ -217,6 +217,16 @@ class ActivationQuantizer(keras.layers.Layer):
         hi = ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
         return ops.cast((hi - lo) / (2 ** self.bits - 1), "float32")
 
+    def tflite_zero_point(self):
+        """The zero point the int8 file stores for this range (TFLite's nudge: qmin − min/scale, rounded half away
+        from zero, clamped to the integer range), as a float32 tensor."""
+        lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
+        hi = ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+        qmin = -(2.0 ** (self.bits - 1))
+        z = qmin - lo / ((hi - lo) / (2 ** self.bits - 1))
+        z = ops.sign(z) * ops.floor(ops.abs(z) + 0.5)
+        return ops.cast(ops.clip(z, qmin, -qmin - 1.0), "float32")
+
     @property
     def scale(self) -> float:
         lo = min(float(self.range_min.numpy()), 0.0)

@@ -320,7 +320,7 @@ class QuantizeWrapper(layers.Wrapper):
                 if integer.is_identity_mean(inputs.shape):  # no op in the file: the input's grid carries on
                     return self.layer(x)
                 s_in = q.tflite_scale() if source is None or source.calibrating else source.tflite_scale()
-                return q.fake_quantize(integer.mean(self.layer, x, s_in, q.tflite_scale()))
+                return q.fake_quantize(integer.mean(self.layer, x, s_in, q.tflite_scale(), q.tflite_zero_point()))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             return q.fake_quantize(self.layer(xs))
         if isinstance(self.layer, (layers.Add, layers.Multiply)) and isinstance(inputs, (list, tuple)) \
