@@ -106,6 +106,21 @@ def test_hard_swish_matches_litert_on_every_input_code():
         assert np.array_equal(te.quantize(sim, s_out, z_out), raw), (lo, hi)
 
 
+def test_hard_swish_onto_a_pooling_grid_matches_litert():
+    # a hard-swish whose only consumer is a global average pooling computes onto the pooling's shared grid (the file
+    # has no range of its own there); each channel pools two equal values, so the mean shows every code as it is
+    inputs = keras.Input((1, 2, 256))
+    model = keras.Model(inputs, layers.GlobalAveragePooling2D()(layers.Activation("hard_swish", name="hs")(inputs)))
+    x = np.repeat(np.linspace(-4.0, 9.0, 256, dtype=np.float32)[None, None, None, :], 2, axis=2)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x, progress=False)
+    assert qat.get_layer("quant_hs").output_quantizer is None
+    data = te.to_tflite(qat)
+    assert te.read_graph(data).op_names() == ["HARD_SWISH", "MEAN"]
+    assert _lsb(qat, data, x).max() == 0
+    assert _lsb(qat, data, x, reference=_float_path(qat, x)).max() >= 1  # what the float path got wrong
+
+
 def test_training_and_export_keep_the_fake_quant_graph(conv_export):
     qat, _, x = conv_export
 
@@ -149,3 +164,45 @@ def test_nested_model_inputs_find_their_range_after_loading(tmp_path):
     loaded = link_nested_ranges(keras.saving.load_model(path))
     assert loaded.get_layer("inner").layers[1]._input_range() is not None
     assert _lsb(loaded, data, x).max() == 0
+
+
+def _squeeze_excite_net():
+    """The grids of a MobileNetV3 head: a hard-swish whose only consumer is a global average pooling (its output lies
+    on the pooling's shared grid), a mean over a 1×1 window that the converter drops, a conv with bias after it, an
+    Add whose only consumer is another such mean, and a dense head after the nested model's output."""
+    inner_in = keras.Input((4, 4, 3))
+    y = layers.Conv2D(8, 1, name="expand")(inner_in)
+    y = layers.Activation("hard_swish", name="swish_1")(y)
+    y = layers.GlobalAveragePooling2D(keepdims=True, name="pool_4x4")(y)
+    y = layers.Conv2D(8, 1, name="squeeze")(y)
+    p = layers.Activation("hard_swish", name="swish_2")(y)
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="pool_1x1")(p)
+    s = layers.Conv2D(8, 1, activation="relu", name="se_conv")(s)
+    z = layers.Add(name="add")([p, s])
+    inner = keras.Model(inner_in, layers.GlobalAveragePooling2D(name="pool_out")(z), name="backbone")
+    inputs = keras.Input((4, 4, 3))
+    return keras.Model(inputs, layers.Dense(4, name="logits")(inner(inputs)))
+
+
+def test_squeeze_excite_grids_are_bit_exact_with_litert():
+    keras.utils.set_random_seed(2)
+    model = _squeeze_excite_net()
+    for layer in model.get_layer("backbone").layers + [model.get_layer("logits")]:
+        if getattr(layer, "bias", None) is not None:  # trained biases: the int32 bias grid matters
+            layer.bias.assign(np.random.default_rng(2).normal(0, 0.5, layer.bias.shape))
+    x = np.random.default_rng(2).normal(0, 1, (300, 4, 4, 3)).astype(np.float32)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x[:100], progress=False)
+    backbone = qat.get_layer("backbone")
+    # QAT moves a dropped mean's range away from its producer's (EMA of different tensors): the file's conv then
+    # reads the producer's grid but holds a bias quantized with the mean's scale
+    dropped = backbone.get_layer("quant_pool_1x1").output_quantizer
+    dropped.range_max.assign(dropped.range_max * 1.03)
+    swish = backbone.get_layer("quant_swish_1")
+    assert swish.output_quantizer is None and swish._output_range() is backbone.get_layer("quant_pool_4x4").output_quantizer
+    se_conv = backbone.get_layer("quant_se_conv")
+    assert se_conv._bias_range() is dropped and se_conv._input_range() is backbone.get_layer("quant_swish_2").output_quantizer
+    assert qat.get_layer("quant_logits")._input_range() is not None  # across the nested model's output
+    data = te.to_tflite(qat)
+    assert "MEAN" in te.read_graph(data).op_names() and "HARD_SWISH" in te.read_graph(data).op_names()
+    assert _lsb(qat, data, x).max() == 0

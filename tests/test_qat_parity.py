@@ -16,14 +16,6 @@ ARCHITECTURES = {
 
 pytestmark = pytest.mark.slow
 
-# Measured cause of the remaining gap: in a squeeze-excite block the converter folds hard-sigmoid's "+3" and "·1/6" into
-# the preceding 1×1 conv and requantizes that conv straight onto the final grid, dropping the two ranges in between;
-# the simulation still rounds three times there. Every other op is bit-exact with LiteRT (docs/parity.md). With the
-# seed used here: 97.75% within 1 LSB, max 4 LSB, all 6 argmax flips near-ties (other trainings reached 100%, max 1).
-SE_FOLD_GAP = pytest.mark.xfail(reason="hard-sigmoid folded into the SE conv by the converter is not yet simulated",
-                                strict=False)
-PARAMS = [pytest.param(n, marks=SE_FOLD_GAP) if n == "mobilenet_v3_small" else n for n in sorted(ARCHITECTURES)]
-
 
 @pytest.fixture(scope="module")
 def parity_data():
@@ -32,7 +24,7 @@ def parity_data():
     return fashion_mnist_float(n_train=8000, n_test=1000)
 
 
-@pytest.fixture(scope="module", params=PARAMS)
+@pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
 def qat_export(request, parity_data):
     """One architecture trained in float, quantized, calibrated, fine-tuned with QAT and exported."""
     (x, y), _ = parity_data
@@ -51,6 +43,7 @@ def test_simulation_equals_int8_tflite(qat_export, parity_data):
     _, (x_test, y_test) = parity_data
     assert te.find_float_islands(data) == []  # full int8, from the model's own ranges
     cmp = te.compare(qat, data, x_test)
+    print(f"{name}: {cmp}")
     assert cmp.n == 1000
     assert cmp.within_1_lsb >= 0.99, f"{name}: {cmp}"
     assert cmp.max_lsb_diff <= 2, f"{name}: {cmp}"

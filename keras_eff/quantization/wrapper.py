@@ -210,9 +210,19 @@ class QuantizeWrapper(layers.Wrapper):
             return y
         return y + self._int32_bias(bias)
 
+    def _bias_range(self):
+        """The range whose scale the file's int32 bias is quantized with: the input's, except after a mean over a 1×1
+        window, which the converter drops but whose range still sets the bias scale (the conv then reads the
+        producer's grid: measured on MobileNetV3Small, where this put 0.6 % of an SE conv's outputs one LSB off)."""
+        if self.between_quantizer is not None:
+            return self.between_quantizer
+        if self.input_quantizer is not None:
+            return self.input_quantizer
+        return self._cached_range("_bias_range_lookup", lambda layer: _producer_range(layer, through_dropped=False))
+
     def _int32_bias(self, bias):
         """The bias on TFLite's int32 grid s_in·s_w, with a straight-through gradient."""
-        source = self.between_quantizer if self.between_quantizer is not None else self._input_range()
+        source = self._bias_range()
         if source is None or source.calibrating:
             return bias
         kernels, _ = self.folded_kernels()
@@ -240,8 +250,9 @@ class QuantizeWrapper(layers.Wrapper):
         s_in, s_out = source.tflite_scale(), target.tflite_scale()
         w_grid = ops.reshape(s_w, output_channel_shape(layer, qk.shape)) if len(s_w.shape) else s_w
         acc = layer_ops.linear(layer, integer.integers(x, s_in), {main: integer.integers(qk, w_grid)})
-        if bias is not None:  # the exported bias (on the int32 grid the model knows), onto the file's int32 grid
-            acc = acc + ops.cast(integer.round_half_away(self._int32_bias(bias) / (s_in * s_w)), "float64")
+        if bias is not None:  # the exported bias as the file's int32 values, added as they are
+            s_b = self._bias_range().tflite_scale()
+            acc = acc + ops.cast(integer.round_half_away(self._int32_bias(bias) / (s_b * s_w)), "float64")
         return integer.requantize(acc, (s_in * s_w) / s_out) * s_out
 
     def _input_ranges(self) -> list:
@@ -323,16 +334,20 @@ class QuantizeWrapper(layers.Wrapper):
                 return q.fake_quantize(integer.mean(self.layer, x, s_in, q.tflite_scale(), q.tflite_zero_point()))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             return q.fake_quantize(self.layer(xs))
+        # the output grid is this layer's own range, or the shared range of the layer it feeds (a hard-swish before
+        # a global average pooling)
+        target = self._output_range()
         if isinstance(self.layer, (layers.Add, layers.Multiply)) and isinstance(inputs, (list, tuple)) \
                 and len(inputs) == 2:
             sources = self._input_ranges()
-            if integer.active(training, q, *sources):
+            if integer.active(training, target, *sources):
                 fn = integer.add if isinstance(self.layer, layers.Add) else integer.multiply
-                return fn(inputs, [r.tflite_scale() for r in sources], q.tflite_scale())
+                return fn(inputs, [r.tflite_scale() for r in sources], target.tflite_scale())
         if isinstance(self.layer, layers.Activation):
             source = self._input_range()
-            if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source, q):
-                return integer.hard_swish(inputs, source.tflite_scale(), q.tflite_scale())
+            if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source,
+                                                                                             target):
+                return integer.hard_swish(inputs, source.tflite_scale(), target.tflite_scale())
             return self._activate(self.layer, inputs, training)
         return self.layer(inputs, training=training) if _takes_training(self.layer) else self.layer(inputs)
 
@@ -381,17 +396,18 @@ def _final_range(layer):
     return None
 
 
-def _producer_range(layer):
+def _producer_range(layer, through_dropped: bool = True):
     """Walks back from ``layer``'s (first) input through range-inheriting layers to the quantizer of its grid."""
     nodes = getattr(layer, "_inbound_nodes", None)
     if not nodes or not nodes[0].input_tensors:
         return None
-    return tensor_range(nodes[0].input_tensors[0])
+    return tensor_range(nodes[0].input_tensors[0], through_dropped=through_dropped)
 
 
-def tensor_range(tensor, max_hops: int = 32):
+def tensor_range(tensor, max_hops: int = 32, through_dropped: bool = True):
     """The quantizer whose grid a symbolic tensor lies on, walking back through range-inheriting layers; across the
-    input of a nested model where ``link_nested_inputs`` has linked it to the outer tensor. None where unknown."""
+    input of a nested model where ``link_nested_inputs`` has linked it to the outer tensor. None where unknown.
+    ``through_dropped=False`` stops at a mean over a 1×1 window (no op in the file) and gives its own range."""
     from .model import INHERIT_RANGE
 
     for _ in range(max_hops):
@@ -401,8 +417,8 @@ def tensor_range(tensor, max_hops: int = 32):
         producer = history.operation
         found = _final_range(producer)
         before = producer._inbound_nodes[history.node_index].input_tensors if hasattr(producer, "_inbound_nodes") else []
-        if (isinstance(producer, QuantizeWrapper) and isinstance(producer.layer, integer.MEANS) and before
-                and integer.is_identity_mean(before[0].shape)):
+        if (through_dropped and isinstance(producer, QuantizeWrapper) and isinstance(producer.layer, integer.MEANS)
+                and before and integer.is_identity_mean(before[0].shape)):
             # a mean over a 1×1 window is no op in the file: its output keeps the input's grid (or, where the
             # producer left its output to this layer's shared range, that range)
             return tensor_range(before[0], max_hops) or found
@@ -411,6 +427,9 @@ def tensor_range(tensor, max_hops: int = 32):
         outer = getattr(producer, "_keras_eff_outer_range", None)  # the input of a nested model
         if outer is not None:
             return outer()
+        if isinstance(producer, keras.Model) and getattr(producer, "outputs", None):
+            tensor = producer.outputs[history.tensor_index]  # the output of a nested model: walk on inside it
+            continue
         if not isinstance(producer, INHERIT_RANGE):
             return None
         tensor = producer._inbound_nodes[history.node_index].input_tensors[0]
