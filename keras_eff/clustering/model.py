@@ -27,7 +27,7 @@ class ClusterConfig:
     init: str = "kmeans++"
     per_channel: bool = False
     preserve_sparsity: bool = False
-    reassign_every: int | None = None
+    reassign_every: int | None = 1
     seed: int = 0
     overrides: dict = field(default_factory=dict)
     skip: tuple = ()
@@ -69,7 +69,7 @@ class ClusterConfig:
 
 
 def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, preserve_sparsity=False,
-                  reassign_every=None, *, skip=(), overrides=None, seed=0, config: ClusterConfig | None = None):
+                  reassign_every=1, *, skip=(), overrides=None, seed=0, config: ClusterConfig | None = None):
     """A new model whose conv and dense layers are clustered from their current weights (``model`` is unchanged).
 
     Args:
@@ -77,7 +77,9 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
         init: "kmeans++" (default), "linear", "density" or "random".
         per_channel: one set of centroids per output channel.
         preserve_sparsity: weights that are exactly zero (pruned) stay zero through training and strip.
-        reassign_every: re-assign weights to their nearest centroid every N training steps (None: never).
+        reassign_every: re-assign weights to their nearest centroid every N training steps, training the float
+            kernel straight-through (1, the default, is what TF-MOT does; None: fixed assignments, only the
+            centroids learn).
         skip: names of layers to leave unclustered; overrides: {layer name or class: {setting: value}}.
         config: a ``ClusterConfig`` instead of the arguments above.
 
