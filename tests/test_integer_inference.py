@@ -9,7 +9,7 @@ from keras import layers
 
 import keras_eff as ke
 import tflite_export as te
-from keras_eff.quantization import integer_inference, link_nested_ranges
+from keras_eff.quantization import integer_inference, link_nested_ranges, set_integer_kernels
 
 
 def _float_path(model, x):
@@ -206,3 +206,72 @@ def test_squeeze_excite_grids_are_bit_exact_with_litert():
     data = te.to_tflite(qat)
     assert "MEAN" in te.read_graph(data).op_names() and "HARD_SWISH" in te.read_graph(data).op_names()
     assert _lsb(qat, data, x).max() == 0
+
+
+def _every_op_net():
+    """conv + BN + ReLU6, depthwise, hard-swish, pointwise, Add, a squeeze-excite (mean, conv + sigmoid, Multiply),
+    an average pooling feeding a global one (one chain of shared grids), dense; 24 channels, so that LiteRT's
+    built-in MEAN runs 16 of them with SIMD and 8 in scalar code (they round ties differently)."""
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(24, 3, padding="same", name="c1")(inputs)
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+    y = layers.Activation("hard_swish", name="hs")(layers.DepthwiseConv2D(3, padding="same", name="dw")(x))
+    a = layers.Add(name="add")([x, layers.Conv2D(24, 1, name="pw")(y)])
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="se_pool")(a)
+    s = layers.Conv2D(24, 1, activation="sigmoid", name="se")(s)
+    m = layers.Multiply(name="mul")([a, s])
+    g = layers.GlobalAveragePooling2D(name="gap")(layers.AveragePooling2D(5, 1, name="avg")(m))
+    return keras.Model(inputs, layers.Dense(10, name="fc")(g))
+
+
+@pytest.fixture(scope="module")
+def every_op_export():
+    keras.utils.set_random_seed(4)
+    model = _every_op_net()
+    x = np.random.default_rng(4).normal(0, 1, (200, 8, 8, 3)).astype(np.float32)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x[:100], progress=False)
+    # QAT moves ranges apart: a mean's output range is no longer its input's, so its multiplier is not 1/n
+    pool = qat.get_layer("quant_se_pool").output_quantizer
+    pool.range_max.assign(pool.range_max * 1.07)
+    return qat, te.to_tflite(qat), x
+
+
+@pytest.mark.parametrize("kernels", ["xnnpack", "builtin", "micro"])
+def test_each_kernel_set_is_bit_exact_with_its_runtime(every_op_export, kernels):
+    qat, data, x = every_op_export
+    assert {"MEAN", "AVERAGE_POOL_2D", "ADD", "MUL", "HARD_SWISH", "LOGISTIC"} <= set(te.read_graph(data).op_names())
+    set_integer_kernels(qat, kernels)
+    try:
+        if kernels == "micro":
+            raw = te.run_micro(data, x)[0]
+        else:
+            raw = te.TFLiteModel(data, use_xnnpack=kernels == "xnnpack").predict(x, dequantize_outputs=False)
+        cmp = te.compare(qat, data, x, tflite_outputs=raw)
+        assert cmp.max_lsb_diff == 0, f"{kernels}: {cmp}"
+        if kernels == "builtin":
+            assert te.compare(qat, data, x, use_xnnpack=False).max_lsb_diff == 0
+        # the kernel sets do differ: XNNPACK's arithmetic against the built-in kernels is not exact here
+        set_integer_kernels(qat, "xnnpack")
+        if kernels != "xnnpack":
+            assert te.compare(qat, data, x, tflite_outputs=raw).max_lsb_diff >= 1
+    finally:
+        set_integer_kernels(qat, "xnnpack")
+
+
+def test_integer_kernels_are_saved_and_checked(every_op_export, tmp_path):
+    qat, data, x = every_op_export
+    with pytest.raises(ValueError, match="integer_kernels='arm'"):
+        set_integer_kernels(qat, "arm")
+    with pytest.raises(ValueError, match="no QuantizeWrapper"):
+        set_integer_kernels(_every_op_net(), "micro")
+    set_integer_kernels(qat, "micro")
+    try:
+        expected = qat.predict(x, verbose=0)
+        path = tmp_path / "micro.keras"
+        qat.save(path)
+        loaded = keras.saving.load_model(path)
+        assert {l.integer_kernels for l in loaded.layers if isinstance(l, ke.quantization.QuantizeWrapper)} == {"micro"}
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
+    finally:
+        set_integer_kernels(qat, "xnnpack")

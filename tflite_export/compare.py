@@ -40,8 +40,12 @@ class Comparison:
                 f"{self.max_abs_diff:.3g}, {self.disagreements} disagreements ({self.near_tie_disagreements} near-ties)")
 
 
-def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=None) -> Comparison:
+def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=None,
+            use_xnnpack: bool = True) -> Comparison:
     """Runs both models on ``x`` and compares their (first) outputs.
+
+    The file runs on LiteRT's default XNNPACK delegate, or its built-in kernels with ``use_xnnpack=False``; pass
+    ``tflite_outputs`` (raw outputs) for another runtime, e.g. ``tflite_export.run_micro(file, x)[0]``.
 
     For an int8 output, the Keras output is put on the file's output grid and compared in LSBs. An argmax
     disagreement is a near-tie when the Keras model's own gap between the two classes, in LSBs, is no larger than the
@@ -52,7 +56,7 @@ def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=
     if len(x) == 0:
         raise ValueError("compare needs at least one input sample")
     ref = np.asarray(keras_model.predict(x, batch_size=batch_size, verbose=0), np.float64)
-    tfl = TFLiteModel(tflite_model)
+    tfl = TFLiteModel(tflite_model, use_xnnpack=use_xnnpack)
     out = tfl.outputs[0]
     raw = tfl.predict(x, batch_size=batch_size, dequantize_outputs=False) if tflite_outputs is None else tflite_outputs
     raw = np.asarray(raw)

@@ -13,12 +13,19 @@ Training keeps the float path with its straight-through gradients, and the expor
 only: this path is skipped while ``tflite_export.is_exporting()`` (``to_tflite`` and ``to_onnx`` trace inside
 ``tflite_export.exporting()``; do the same around your own ``model.export``). Where the grids are not known (an
 input with no range, calibration, activation bits other than 8) the float path runs.
+
+Three kernel sets (``QuantizeWrapper.integer_kernels``, set on a whole model with ``set_integer_kernels``):
+"xnnpack" (LiteRT's default), "builtin" (LiteRT without delegates: its optimized built-in kernels, whose rounding
+shift breaks ties upwards) and "micro" (TFLite Micro's reference kernels, gemmlowp's rounding shift: ties away from
+zero). The last two requantize with gemmlowp's ``MultiplyByQuantizedMultiplier``: a 31-bit multiplier, a rounding
+doubling high multiply, then a rounding shift (two roundings).
 """
 
 from __future__ import annotations
 
 import math
 
+import tensorflow as tf
 from keras import layers, ops
 
 import tflite_export as te
@@ -26,6 +33,14 @@ import tflite_export as te
 # Layer types whose integer form is emulated: XNNPACK's fp32-requantized conv, depthwise conv and fully connected.
 LINEAR = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
 MEANS = (layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)
+KERNELS = ("xnnpack", "builtin", "micro")
+
+
+def check_kernels(kernels) -> str:
+    if kernels not in KERNELS:
+        raise ValueError(f"integer_kernels={kernels!r} must be one of {KERNELS}: 'xnnpack' (LiteRT's default), "
+                         f"'builtin' (LiteRT without delegates) or 'micro' (TFLite Micro)")
+    return kernels
 
 
 def active(training, *quantizers) -> bool:
@@ -55,12 +70,15 @@ def is_identity_mean(input_shape) -> bool:
     return bool(spatial) and all(d == 1 for d in spatial)
 
 
-def mean(layer, x, in_scale, out_scale, out_zero_point):
+def mean(layer, x, in_scale, out_scale, out_zero_point, kernels="xnnpack", in_zero_point=0.0):
     """A global average pooling as XNNPACK's MEAN computes it: the exact sum of the input's integers, times
     s_in / (s_out · n) in float32, plus the output zero point, rounded half to even. The zero point counts: with
     s_in = s_out the multiplier is 1/n and ties are frequent (measured: rounding before adding an odd zero point put
-    2.3 % of a MEAN's outputs one LSB off, and the dense layer after it up to 14 LSB). Returns the value on the
-    output grid."""
+    2.3 % of a MEAN's outputs one LSB off, and the dense layer after it up to 14 LSB). "builtin": LiteRT's optimized
+    integer Mean (the sum of the raw codes, zero point included, requantized by s_in / (n · s_out) in float32, plus
+    z_out − round(z_in · s_in / s_out); 16 channels at a time with SIMD, whose rounding shift breaks ties upwards,
+    the last C mod 16 channels in scalar code, which breaks them away from zero); "micro": TFLite Micro (the zero-point-free sum requantized by
+    s_in / (s_out · n) in double, gemmlowp's rounding). Returns the value on the output grid."""
     axes = list(range(1, len(x.shape) - 1))
     acc = ops.sum(integers(x, in_scale), axis=axes, keepdims=bool(layer.keepdims))
     dims = [x.shape[a] for a in axes]
@@ -69,6 +87,23 @@ def mean(layer, x, in_scale, out_scale, out_zero_point):
         n = ops.cast(ops.prod(ops.stack([shape[a] for a in axes])), "float32")
     else:
         n = float(math.prod(dims))
+    s_in, s_out = ops.cast(in_scale, "float32"), ops.cast(out_scale, "float32")
+    if kernels == "builtin":
+        z_in, z_out = ops.cast(in_zero_point, "float32"), ops.cast(out_zero_point, "float32")
+        raw = _f64(acc) + _f64(n) * _f64(z_in)
+        shift = z_in * s_in / s_out  # float32, rounded half away, as the kernel's bias
+        bias = _f64(z_out) - _f64(ops.sign(shift) * ops.floor(ops.abs(shift) + 0.5))
+        real = _f64(s_in / (ops.cast(n, "float32") * s_out))
+        out = gemmlowp_requantize(raw, real, kernels)
+        channels = x.shape[-1]
+        simd = (channels // 16) * 16  # 16 channels at a time in SIMD (ties up), the rest scalar (ties away)
+        if simd < channels:  # measured where the grids differ; on one shared grid every channel rounded ties up
+            tail = gemmlowp_requantize(raw, real, "micro")
+            same = ops.logical_and(ops.equal(s_in, s_out), ops.equal(z_in, z_out))
+            out = ops.where(ops.logical_or(ops.arange(channels) < simd, same), out, tail)
+        return ops.cast(out + bias - _f64(z_out), "float32") * s_out
+    if kernels == "micro":
+        return ops.cast(gemmlowp_requantize(acc, _f64(s_in) / (_f64(s_out) * n), kernels), "float32") * s_out
     z = ops.cast(out_zero_point, "float32")
     scaled = ops.cast(acc, "float32") * ops.cast(in_scale / (out_scale * n), "float32")
     return (ops.round(scaled + z) - z) * out_scale
@@ -109,8 +144,9 @@ def _saturate16(v):
     return ops.clip(v, -32768.0, 32767.0)
 
 
-def _int16_multiplier(m):
-    """TFLite's QuantizeMultiplier then DownScaleInt32ToInt16Multiplier: m ≈ m16 · 2^(e − 15), m16 in [2^14, 2^15)."""
+def quantize_multiplier(m):
+    """TFLite's QuantizeMultiplier of a positive real multiplier (float64): m ≈ q31 · 2^(e − 31), q31 in
+    [2^30, 2^31). Returns (q31, e) as float64."""
     m = ops.cast(m, "float64")
     e = ops.floor(ops.log2(m)) + 1.0
     mant = m / ops.power(2.0, e)  # [0.5, 1), corrected below where log2 was off by one at a power of two
@@ -119,8 +155,38 @@ def _int16_multiplier(m):
     q31 = ops.floor(mant * 2.0 ** 31 + 0.5)
     e = ops.where(q31 >= 2.0 ** 31, e + 1.0, e)
     q31 = ops.where(q31 >= 2.0 ** 31, _f64(2.0 ** 30), q31)
+    return q31, e
+
+
+def _int16_multiplier(m):
+    """TFLite's QuantizeMultiplier then DownScaleInt32ToInt16Multiplier: m ≈ m16 · 2^(e − 15), m16 in [2^14, 2^15)."""
+    q31, e = quantize_multiplier(m)
     m16 = ops.where(q31 >= 2.0 ** 31 - 1 - 2.0 ** 15, _f64(32767.0), ops.floor((q31 + 2.0 ** 15) / 2.0 ** 16))
     return m16, e
+
+
+def gemmlowp_requantize(x, real_multiplier, kernels):
+    """``MultiplyByQuantizedMultiplier(x, quantize_multiplier(m))`` as the built-in kernels compute it: x shifted
+    left by the positive exponent, a saturating rounding doubling high multiply by the 31-bit multiplier, then a
+    rounding right shift, ties upwards ("builtin": LiteRT's optimized kernels) or away from zero ("micro": the
+    reference kernels). ``x`` holds integers (|x| < 2^31); the products need int64. Returns float64 integers."""
+    q31, e = quantize_multiplier(real_multiplier)
+    left = tf.cast(ops.maximum(e, 0.0), tf.int64)
+    right = tf.cast(ops.maximum(-e, 0.0), tf.int64)
+    x = tf.bitwise.left_shift(tf.cast(ops.round(_f64(x)), tf.int64), left)
+    ab = x * tf.cast(q31, tf.int64)
+    nudge = tf.where(ab >= 0, tf.constant(2 ** 30, tf.int64), tf.constant(1 - 2 ** 30, tf.int64))
+    high = tf.truncatediv(ab + nudge, tf.constant(2 ** 31, tf.int64))  # C's division: toward zero
+    one = tf.constant(1, tf.int64)
+    if kernels == "builtin":  # (x + 2^(r−1)) >> r
+        half = tf.where(right > 0, tf.bitwise.left_shift(one, tf.maximum(right - 1, 0)), tf.zeros_like(right))
+        out = tf.bitwise.right_shift(high + half, right)
+    else:  # gemmlowp's RoundingDivideByPOT
+        mask = tf.bitwise.left_shift(one, right) - 1
+        remainder = tf.bitwise.bitwise_and(high, mask)
+        threshold = tf.bitwise.right_shift(mask, 1) + tf.cast(high < 0, tf.int64)
+        out = tf.bitwise.right_shift(high, right) + tf.cast(remainder > threshold, tf.int64)
+    return tf.cast(out, tf.float64)
 
 
 def hard_swish(x, in_scale, out_scale):
@@ -152,10 +218,22 @@ def _float32_exponent(v):
     return ops.where(ops.power(2.0, e + 1.0) <= v, e + 1.0, e)
 
 
-def add(xs, in_scales, out_scale):
+def add(xs, in_scales, out_scale, kernels="xnnpack"):
     """The sum of tensors on their own grids as XNNPACK's int8 ADD computes it: each input's integers times a
     21-bit multiplier round(s_i/s_out · 2^shift) (the largest in [2^20, 2^21)), summed exactly, then shifted right
-    with rounding half up. Returns the value on the output grid."""
+    with rounding half up. Returns the value on the output grid. The built-in kernels instead shift each input's
+    integers left by 20, requantize them by s_i / (2·max s), sum, and requantize by 2·max s / (2^20 · s_out)."""
+    if kernels != "xnnpack":
+        scales = [_f64(ops.cast(s, "float32")) for s in in_scales]
+        twice_max = scales[0]
+        for s in scales[1:]:
+            twice_max = ops.maximum(twice_max, s)
+        twice_max = 2.0 * twice_max
+        raw = 0.0
+        for x, s, s64 in zip(xs, in_scales, scales):
+            raw = raw + gemmlowp_requantize(integers(x, s) * 2.0 ** 20, s64 / twice_max, "micro")
+        real_out = twice_max / (2.0 ** 20 * _f64(ops.cast(out_scale, "float32")))
+        return ops.cast(gemmlowp_requantize(raw, real_out, "micro"), "float32") * ops.cast(out_scale, "float32")
     out_scale = ops.cast(out_scale, "float32")
     ratios = [ops.cast(s, "float32") / out_scale for s in in_scales]  # float32 divisions, as XNNPACK's init
     largest = ratios[0]
@@ -169,10 +247,14 @@ def add(xs, in_scales, out_scale):
     return ops.cast(ops.floor(acc / scale + 0.5), "float32") * out_scale
 
 
-def multiply(xs, in_scales, out_scale):
+def multiply(xs, in_scales, out_scale, kernels="xnnpack"):
     """The product of two tensors on their own grids as XNNPACK's int8 MUL computes it: the exact product of the
-    integers times s_a·s_b/s_out in float32, rounded half to even. Returns the value on the output grid."""
+    integers times s_a·s_b/s_out in float32, rounded half to even (built-in kernels: gemmlowp's requantization by
+    s_a·s_b/s_out in double). Returns the value on the output grid."""
     s_a, s_b = (ops.cast(s, "float32") for s in in_scales)
     out_scale = ops.cast(out_scale, "float32")
     product = integers(xs[0], in_scales[0]) * integers(xs[1], in_scales[1])
+    if kernels != "xnnpack":
+        return ops.cast(gemmlowp_requantize(product, _f64(s_a) * _f64(s_b) / _f64(out_scale), "micro"),
+                        "float32") * out_scale
     return requantize(product, s_a * s_b / out_scale) * out_scale

@@ -265,6 +265,30 @@ def link_nested_ranges(model) -> keras.Model:
     return model
 
 
+def set_integer_kernels(model, kernels: str) -> keras.Model:
+    """Chooses whose integer arithmetic ``model``'s inference reproduces, in place: "xnnpack" (LiteRT's default
+    delegate, the default), "builtin" (LiteRT's built-in kernels: ``TFLiteModel(..., use_xnnpack=False)``) or
+    "micro" (TFLite Micro's reference kernels). Conv, dense, mean, Add and Multiply round differently in each
+    (docs/parity.md). Training and export are unaffected; the choice is saved with the model. Returns ``model``."""
+    from . import integer_inference
+
+    integer_inference.check_kernels(kernels)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"set_integer_kernels expects a Keras 3 model, got {type(model).__name__}")
+    found = False
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, QuantizeWrapper):
+            layer.integer_kernels = kernels
+            found = True
+    if not found:
+        raise ValueError(f"model {model.name!r} has no QuantizeWrapper layers: quantize it first "
+                         f"(keras_eff.quantize_model)")
+    for m in [model] + [l for l in model._flatten_layers(include_self=False, recursive=True)
+                        if isinstance(l, keras.Model)]:
+        m.predict_function = m.test_function = None  # traced functions hold the old arithmetic
+    return model
+
+
 def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, activation_bits=8,
              activation_symmetric=False, quantize_inputs=False, batchnorm=None, fused_activation="linear",
              ema_decay=0.99, preserve=()) -> QuantizeWrapper:

@@ -69,12 +69,14 @@ class QuantizeWrapper(layers.Wrapper):
         fixed_output_range: (min, max) pinning the output range (softmax, sigmoid and tanh layers).
         preserve: "sparsity", "clusters" or both: keep the kernels' zeros / shared values through QAT
             (``keras_eff.quantization.preserve``); ``n_centroids`` is filled in and saved by the wrapper.
+        integer_kernels: whose integer arithmetic inference reproduces: "xnnpack" (LiteRT's default), "builtin"
+            (LiteRT without delegates) or "micro" (TFLite Micro); see ``set_integer_kernels``.
     """
 
     def __init__(self, layer, batchnorm=None, fused_activation="linear", weight_bits=8, weight_symmetric=True,
                  per_channel=None, activation_bits=8, activation_symmetric=False, ema_decay=0.99,
                  quantize_inputs=False, quantize_output=True, fixed_output_range=None, preserve=(),
-                 n_centroids=None, **kwargs):
+                 n_centroids=None, integer_kernels="xnnpack", **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(layer, **kwargs)
         if batchnorm is not None and not isinstance(layer, layer_ops.SUPPORTED):
@@ -98,6 +100,7 @@ class QuantizeWrapper(layers.Wrapper):
             raise ValueError(f"layer {layer.name!r} cannot be quantized: {reason}")
         self.preserve = preserve_lib.check_preserve(preserve) if self.has_kernel else ()
         self.n_centroids = None if n_centroids is None else dict(n_centroids)
+        self.integer_kernels = integer.check_kernels(integer_kernels)
         self.weight_quantizer = WeightQuantizer(weight_bits, weight_symmetric, self.per_channel)
         own = activation_name(getattr(layer, "activation", None)) if self.has_kernel else "linear"
         self._own_fused = own if own in FUSED_ACTIVATIONS else "linear"
@@ -253,6 +256,9 @@ class QuantizeWrapper(layers.Wrapper):
         if bias is not None:  # the exported bias as the file's int32 values, added as they are
             s_b = self._bias_range().tflite_scale()
             acc = acc + ops.cast(integer.round_half_away(self._int32_bias(bias) / (s_b * s_w)), "float64")
+        if self.integer_kernels != "xnnpack":  # the multiplier in double, as the built-in kernels' Prepare
+            real = ops.cast(s_in, "float64") * ops.cast(s_w, "float64") / ops.cast(s_out, "float64")
+            return ops.cast(integer.gemmlowp_requantize(acc, real, self.integer_kernels), "float32") * s_out
         return integer.requantize(acc, (s_in * s_w) / s_out) * s_out
 
     def _input_ranges(self) -> list:
@@ -314,14 +320,19 @@ class QuantizeWrapper(layers.Wrapper):
 
     def _call_plain(self, inputs, training):
         q = self.output_quantizer
+        if isinstance(self.layer, SHARED_RANGE):
+            # a shared-range layer feeding another one (an average pooling before a global one) is on that one's grid
+            q = self._output_range()
         if isinstance(self.layer, SHARED_RANGE) and q is not None:
             # one grid for inputs and output: the range is learned from the inputs, which the producers leave
             # unquantized for this layer to quantize
+            owner = q is self.output_quantizer
             seen = self.layer(inputs) if isinstance(self.layer, layers.Concatenate) else inputs
             if q.calibrating:
-                q(seen)
+                if owner:
+                    q(seen)
                 return self.layer(inputs)
-            if training and q.learns_by_ema:
+            if training and q.learns_by_ema and owner:
                 q.update_range(seen)
             source = self._input_range() if isinstance(self.layer, integer.MEANS) else None
             if isinstance(self.layer, integer.MEANS) and integer.active(training, q):
@@ -330,8 +341,10 @@ class QuantizeWrapper(layers.Wrapper):
                 x = q.fake_quantize(inputs) if source is None or source.calibrating else inputs
                 if integer.is_identity_mean(inputs.shape):  # no op in the file: the input's grid carries on
                     return self.layer(x)
-                s_in = q.tflite_scale() if source is None or source.calibrating else source.tflite_scale()
-                return q.fake_quantize(integer.mean(self.layer, x, s_in, q.tflite_scale(), q.tflite_zero_point()))
+                grid = q if source is None or source.calibrating else source
+                return q.fake_quantize(integer.mean(self.layer, x, grid.tflite_scale(), q.tflite_scale(),
+                                                    q.tflite_zero_point(), self.integer_kernels,
+                                                    grid.tflite_zero_point()))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             return q.fake_quantize(self.layer(xs))
         # the output grid is this layer's own range, or the shared range of the layer it feeds (a hard-swish before
@@ -342,7 +355,7 @@ class QuantizeWrapper(layers.Wrapper):
             sources = self._input_ranges()
             if integer.active(training, target, *sources):
                 fn = integer.add if isinstance(self.layer, layers.Add) else integer.multiply
-                return fn(inputs, [r.tflite_scale() for r in sources], target.tflite_scale())
+                return fn(inputs, [r.tflite_scale() for r in sources], target.tflite_scale(), self.integer_kernels)
         if isinstance(self.layer, layers.Activation):
             source = self._input_range()
             if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source,
@@ -375,7 +388,8 @@ class QuantizeWrapper(layers.Wrapper):
             weight_symmetric=self.weight_symmetric, per_channel=self.per_channel,
             activation_bits=self.activation_bits, activation_symmetric=self.activation_symmetric,
             ema_decay=self.ema_decay, quantize_inputs=self.quantize_inputs, quantize_output=self.quantize_output,
-            fixed_output_range=self.fixed_output_range, preserve=list(self.preserve), n_centroids=self.n_centroids)
+            fixed_output_range=self.fixed_output_range, preserve=list(self.preserve), n_centroids=self.n_centroids,
+            integer_kernels=self.integer_kernels)
         return config
 
     @classmethod
@@ -453,7 +467,7 @@ def _consumer_range(layer):
         return None
     consumer = nodes[0].operation
     if isinstance(consumer, QuantizeWrapper) and isinstance(consumer.layer, SHARED_RANGE):
-        return consumer.output_quantizer
+        return consumer._output_range()  # its own range, or (a chain of shared ranges) the next one's
     return None
 
 
