@@ -210,7 +210,7 @@ def test_squeeze_excite_grids_are_bit_exact_with_litert():
 
 def _every_op_net():
     """conv + BN + ReLU6, depthwise, hard-swish, pointwise, Add, a squeeze-excite (mean, conv + sigmoid, Multiply),
-    an average pooling feeding a global one (one chain of shared grids), dense; 24 channels, so that LiteRT's
+    an average pooling feeding a global one over 6×6 (one chain of shared grids), dense; 24 channels, so that LiteRT's
     built-in MEAN runs 16 of them with SIMD and 8 in scalar code (they round ties differently)."""
     inputs = keras.Input((8, 8, 3))
     x = layers.Conv2D(24, 3, padding="same", name="c1")(inputs)
@@ -220,7 +220,7 @@ def _every_op_net():
     s = layers.GlobalAveragePooling2D(keepdims=True, name="se_pool")(a)
     s = layers.Conv2D(24, 1, activation="sigmoid", name="se")(s)
     m = layers.Multiply(name="mul")([a, s])
-    g = layers.GlobalAveragePooling2D(name="gap")(layers.AveragePooling2D(5, 1, name="avg")(m))
+    g = layers.GlobalAveragePooling2D(name="gap")(layers.AveragePooling2D(3, 1, name="avg")(m))  # a 6×6 mean
     return keras.Model(inputs, layers.Dense(10, name="fc")(g))
 
 

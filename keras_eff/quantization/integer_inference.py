@@ -78,9 +78,8 @@ def mean(layer, x, in_scale, out_scale, out_zero_point, kernels="xnnpack", in_ze
     integer Mean (the sum of the raw codes, zero point included, requantized by s_in / (n · s_out) in float32, plus
     z_out − round(z_in · s_in / s_out); 16 channels at a time with SIMD, whose rounding shift breaks ties upwards,
     the last C mod 16 channels in scalar code, which breaks them away from zero), where the mean keeps its dims;
-    without them, the zero-point-free sum requantized by s_in / (s_out · n), which matched 99.7 % of one
-    such MEAN's outputs but not all; "micro": TFLite Micro (the zero-point-free sum requantized by
-    s_in / (s_out · n) in double, gemmlowp's rounding). Returns the value on the output grid."""
+    without them, and on TFLite Micro ("micro"), TFLite's reference ``QuantizedMeanOrSum`` (``_mean_or_sum``).
+    Returns the value on the output grid."""
     axes = list(range(1, len(x.shape) - 1))
     acc = ops.sum(integers(x, in_scale), axis=axes, keepdims=bool(layer.keepdims))
     dims = [x.shape[a] for a in axes]
@@ -104,8 +103,8 @@ def mean(layer, x, in_scale, out_scale, out_zero_point, kernels="xnnpack", in_ze
             same = ops.logical_and(ops.equal(s_in, s_out), ops.equal(z_in, z_out))
             out = ops.where(ops.logical_or(ops.arange(channels) < simd, same), out, tail)
         return ops.cast(out + bias - _f64(z_out), "float32") * s_out
-    if kernels != "xnnpack":  # TFLite Micro, and LiteRT's general case (measured: 99.7 % of outputs, not all)
-        return ops.cast(gemmlowp_requantize(acc, _f64(s_in) / (_f64(s_out) * n), kernels), "float32") * s_out
+    if kernels != "xnnpack":  # TFLite Micro, and LiteRT's general case
+        return ops.cast(_mean_or_sum(acc, s_in, s_out, n, kernels), "float32") * s_out
     z = ops.cast(out_zero_point, "float32")
     scaled = ops.cast(acc, "float32") * ops.cast(in_scale / (out_scale * n), "float32")
     return (ops.round(scaled + z) - z) * out_scale
@@ -173,10 +172,14 @@ def gemmlowp_requantize(x, real_multiplier, kernels):
     rounding right shift, ties upwards ("builtin": LiteRT's optimized kernels) or away from zero ("micro": the
     reference kernels). ``x`` holds integers (|x| < 2^31); the products need int64. Returns float64 integers."""
     q31, e = quantize_multiplier(real_multiplier)
+    return _multiply_by_quantized_multiplier(x, tf.cast(q31, tf.int64), e, kernels)
+
+
+def _multiply_by_quantized_multiplier(x, q31, e, kernels):
     left = tf.cast(ops.maximum(e, 0.0), tf.int64)
     right = tf.cast(ops.maximum(-e, 0.0), tf.int64)
     x = tf.bitwise.left_shift(tf.cast(ops.round(_f64(x)), tf.int64), left)
-    ab = x * tf.cast(q31, tf.int64)
+    ab = x * q31
     nudge = tf.where(ab >= 0, tf.constant(2 ** 30, tf.int64), tf.constant(1 - 2 ** 30, tf.int64))
     high = tf.truncatediv(ab + nudge, tf.constant(2 ** 31, tf.int64))  # C's division: toward zero
     one = tf.constant(1, tf.int64)
@@ -189,6 +192,17 @@ def gemmlowp_requantize(x, real_multiplier, kernels):
         threshold = tf.bitwise.right_shift(mask, 1) + tf.cast(high < 0, tf.int64)
         out = tf.bitwise.right_shift(high, right) + tf.cast(remainder > threshold, tf.int64)
     return tf.cast(out, tf.float64)
+
+
+def _mean_or_sum(acc, s_in, s_out, n, kernels):
+    """TFLite's reference ``QuantizedMeanOrSum``: the multiplier of s_in / s_out, with 1/n folded into it by integer
+    division (``(q31 << shift) / n``, truncated: the mean's rounding threshold then sits a little below half an LSB)
+    and the exponent lowered by ``shift = floor(log2 n)``, applied to the zero-point-free sum."""
+    q31, e = quantize_multiplier(_f64(s_in) / _f64(s_out))
+    n64 = tf.cast(ops.round(_f64(n)), tf.int64)
+    shift = ops.minimum(ops.minimum(ops.floor(ops.log2(_f64(n))), 32.0), 31.0 + e)
+    folded = tf.math.floordiv(tf.bitwise.left_shift(tf.cast(q31, tf.int64), tf.cast(shift, tf.int64)), n64)
+    return _multiply_by_quantized_multiplier(acc, folded, e - shift, kernels)
 
 
 def hard_swish(x, in_scale, out_scale):
