@@ -247,7 +247,7 @@ def add(xs, in_scales, out_scale, kernels="xnnpack"):
         twice_max = 2.0 * twice_max
         raw = 0.0
         for x, s, s64 in zip(xs, in_scales, scales):
-            raw = raw + gemmlowp_requantize(integers(x, s) * 2.0 ** 20, s64 / twice_max, "micro")
+            raw = raw + gemmlowp_requantize(integers(x, s) * 2.0 ** 20, s64 / twice_max, kernels)
         real_out = twice_max / (2.0 ** 20 * _f64(ops.cast(out_scale, "float32")))
         return ops.cast(gemmlowp_requantize(raw, real_out, "micro"), "float32") * ops.cast(out_scale, "float32")
     out_scale = ops.cast(out_scale, "float32")
