@@ -69,3 +69,22 @@ def test_architectures_are_hashable_parseable_and_checked():
     with pytest.raises(ValueError, match="not a block choice name"):
         BlockChoice.from_name("dw_ib-k3")
     assert space.block_input_shapes() == [(14, 14, 8), (7, 7, 8), (4, 4, 12)]
+
+
+def test_missing_files_are_named_by_every_reader(tmp_path):
+    from keras_eff.donna import AccuracyPredictor, SearchResult
+
+    missing = tmp_path / "nothing.json"
+    for load, what in [(SearchSpace.load, "search space file"), (SearchResult.load, "search result"),
+                       (AccuracyPredictor.load, "accuracy predictor file")]:
+        with pytest.raises(FileNotFoundError, match=f"{what} .*nothing.json does not exist"):
+            load(missing)
+
+
+def test_finetune_job_refuses_a_job_without_weights():
+    from keras_eff.donna.finetune import FinetuneConfig, finetune_job
+
+    job = {"space": tiny_space().get_config(), "arch": str(tiny_space().reference()), "weights": None,
+           "config": FinetuneConfig().get_config(), "seed": 0}
+    with pytest.raises(ValueError, match="initial weights"):
+        finetune_job(job)

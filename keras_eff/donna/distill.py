@@ -82,16 +82,11 @@ def distill_job(job: dict) -> dict:
     for a fresh initialization), ``x``/``y``/``teacher`` (training images, labels, reference logits),
     ``x_eval``/``y_eval``, ``config`` (DistillConfig config), ``seed``, ``init`` (a label). Returns ``{"arch",
     "init", "accuracy", "seconds", "seed", "weights"}``."""
-    from .reference import build_model, compile_model
+    from .reference import build_job_model, compile_model
 
     t0 = time.perf_counter()
-    space = SearchSpace.from_config(job["space"])
-    arch = Architecture.parse(job["arch"])
     cfg = DistillConfig.from_config(job["config"])
-    keras.utils.set_random_seed(int(job["seed"]))
-    model = build_model(space, arch)
-    if job.get("weights") is not None:
-        model.set_weights(job["weights"])
+    model = build_job_model(job)
     steps = cfg.epochs * -(-len(job["x"]) // cfg.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=DistillationLoss(cfg.temperature, cfg.alpha))

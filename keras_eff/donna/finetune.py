@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .space import Architecture, SearchSpace
 
 
 @dataclass
@@ -51,15 +50,13 @@ def finetune_job(job: dict) -> dict:
     import keras
     import tensorflow as tf
 
-    from .reference import build_model
+    from .reference import build_job_model
 
     t0 = time.perf_counter()
-    space = SearchSpace.from_config(job["space"])
-    arch = Architecture.parse(job["arch"])
     cfg = FinetuneConfig.from_config(job["config"])
-    keras.utils.set_random_seed(int(job["seed"]))
-    model = build_model(space, arch)
-    model.set_weights(job["weights"])
+    if job.get("weights") is None:
+        raise ValueError("finetune_job needs the architecture's initial weights in job['weights']")
+    model = build_job_model(job)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])

@@ -210,9 +210,6 @@ class AccuracyPredictor:
 
     @classmethod
     def load(cls, path) -> "AccuracyPredictor":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"accuracy predictor file {path} does not exist")
         config = read_json(path, "accuracy predictor file")
         try:
             return cls.from_config(config)

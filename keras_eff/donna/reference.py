@@ -44,6 +44,16 @@ def build_model(space: SearchSpace, arch: Architecture | None = None, name: str 
     return keras.Model(inputs, outputs, name=name or f"{space.name}_arch")
 
 
+def build_job_model(job: dict) -> keras.Model:
+    """The model a training job (``distill_job``, ``finetune_job``) starts from: ``job["arch"]`` of
+    ``job["space"]`` (a config), built after seeding with ``job["seed"]``, with ``job["weights"]`` when given."""
+    keras.utils.set_random_seed(int(job["seed"]))
+    model = build_model(SearchSpace.from_config(job["space"]), Architecture.parse(job["arch"]))
+    if job.get("weights") is not None:
+        model.set_weights(job["weights"])
+    return model
+
+
 def build_reference(space: SearchSpace) -> keras.Model:
     """The reference model: the space's reference architecture (the largest, unless the blocks name one)."""
     return build_model(space, space.reference(), name=f"{space.name}_reference")

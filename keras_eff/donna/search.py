@@ -116,9 +116,6 @@ class SearchResult:
     def load(cls, path) -> "SearchResult":
         from .measure_cache import _unplain
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"search result {path} does not exist")
         doc = _unplain(read_json(path, "search result"))
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"{path} is not a DONNA search result (format {FORMAT!r} expected)")

@@ -285,24 +285,31 @@ class SearchSpace:
 
     @classmethod
     def load(cls, path) -> "SearchSpace":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"search space file {path} does not exist")
         return cls.from_config(read_yaml_or_json(path, "search space file"))
 
 
+def _check_exists(path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    return path
+
+
 def read_json(path, what: str, hint: str = ""):
-    """The JSON document in ``path``; a ValueError ``"<what> <path> is corrupt (not JSON: ...)<hint>"`` if it is not."""
+    """The JSON document in ``path``; a FileNotFoundError ``"<what> <path> does not exist"`` if there is none, a
+    ValueError ``"<what> <path> is corrupt (not JSON: ...)<hint>"`` if it is not JSON."""
+    path = _check_exists(path, what)
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{what} {path} is corrupt (not JSON: {err}){hint}") from None
 
 
 def read_yaml_or_json(path, what: str):
-    """The document in a ``.yaml``/``.yml`` (safe loader) or JSON file; a ValueError naming ``what`` if unreadable."""
+    """The document in a ``.yaml``/``.yml`` (safe loader) or JSON file; a FileNotFoundError if there is none, a
+    ValueError naming ``what`` if unreadable."""
+    text = _check_exists(path, what).read_text()
     path = Path(path)
-    text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
