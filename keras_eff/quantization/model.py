@@ -275,16 +275,14 @@ def set_integer_kernels(model, kernels: str) -> keras.Model:
     integer_inference.check_kernels(kernels)
     if not isinstance(model, keras.Model):
         raise TypeError(f"set_integer_kernels expects a Keras 3 model, got {type(model).__name__}")
-    found = False
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, QuantizeWrapper):
-            layer.integer_kernels = kernels
-            found = True
-    if not found:
+    every = list(model._flatten_layers(include_self=False, recursive=True))
+    wrappers = [l for l in every if isinstance(l, QuantizeWrapper)]
+    if not wrappers:
         raise ValueError(f"model {model.name!r} has no QuantizeWrapper layers: quantize it first "
                          f"(keras_eff.quantize_model)")
-    for m in [model] + [l for l in model._flatten_layers(include_self=False, recursive=True)
-                        if isinstance(l, keras.Model)]:
+    for layer in wrappers:
+        layer.integer_kernels = kernels
+    for m in [model] + [l for l in every if isinstance(l, keras.Model)]:
         m.predict_function = m.test_function = None  # traced functions hold the old arithmetic
     return model
 

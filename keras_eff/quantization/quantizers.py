@@ -210,18 +210,21 @@ class ActivationQuantizer(keras.layers.Layer):
         self._calibration = None
         self.calibrating = False
 
+    def _range64(self):
+        """(min, max) in float64, widened to hold zero, as the converter reads them."""
+        lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
+        return lo, ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+
     def tflite_scale(self):
         """The scale the int8 file stores for this range, as a float32 tensor: the converter takes the width in double
         (``grid_step`` subtracts in float32 and can be one ulp off)."""
-        lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
-        hi = ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+        lo, hi = self._range64()
         return ops.cast((hi - lo) / (2 ** self.bits - 1), "float32")
 
     def tflite_zero_point(self):
         """The zero point the int8 file stores for this range (TFLite's nudge: qmin − min/scale, rounded half away
         from zero, clamped to the integer range), as a float32 tensor."""
-        lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
-        hi = ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+        lo, hi = self._range64()
         qmin = -(2.0 ** (self.bits - 1))
         z = qmin - lo / ((hi - lo) / (2 ** self.bits - 1))
         z = ops.sign(z) * ops.floor(ops.abs(z) + 0.5)

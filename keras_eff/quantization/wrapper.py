@@ -319,10 +319,9 @@ class QuantizeWrapper(layers.Wrapper):
         return fn(x)
 
     def _call_plain(self, inputs, training):
-        q = self.output_quantizer
-        if isinstance(self.layer, SHARED_RANGE):
-            # a shared-range layer feeding another one (an average pooling before a global one) is on that one's grid
-            q = self._output_range()
+        # the output grid: this layer's own range, or the shared range of the layer it feeds (a hard-swish before a
+        # global average pooling; an average pooling before a global one)
+        q = self._output_range()
         if isinstance(self.layer, SHARED_RANGE) and q is not None:
             # one grid for inputs and output: the range is learned from the inputs, which the producers leave
             # unquantized for this layer to quantize
@@ -347,20 +346,16 @@ class QuantizeWrapper(layers.Wrapper):
                                                     grid.tflite_zero_point()))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             return q.fake_quantize(self.layer(xs))
-        # the output grid is this layer's own range, or the shared range of the layer it feeds (a hard-swish before
-        # a global average pooling)
-        target = self._output_range()
         if isinstance(self.layer, (layers.Add, layers.Multiply)) and isinstance(inputs, (list, tuple)) \
                 and len(inputs) == 2:
             sources = self._input_ranges()
-            if integer.active(training, target, *sources):
+            if integer.active(training, q, *sources):
                 fn = integer.add if isinstance(self.layer, layers.Add) else integer.multiply
-                return fn(inputs, [r.tflite_scale() for r in sources], target.tflite_scale(), self.integer_kernels)
+                return fn(inputs, [r.tflite_scale() for r in sources], q.tflite_scale(), self.integer_kernels)
         if isinstance(self.layer, layers.Activation):
             source = self._input_range()
-            if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source,
-                                                                                             target):
-                return integer.hard_swish(inputs, source.tflite_scale(), target.tflite_scale())
+            if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source, q):
+                return integer.hard_swish(inputs, source.tflite_scale(), q.tflite_scale())
             return self._activate(self.layer, inputs, training)
         return self.layer(inputs, training=training) if _takes_training(self.layer) else self.layer(inputs)
 
