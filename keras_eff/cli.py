@@ -111,22 +111,33 @@ def _preflight(out_dir: Path, names, force: bool):
 def _export(args) -> int:
     import tflite_export as te
 
+    _check_target(args)
     model = load_keras_model(args.model)
     name = te.check_c_name(args.name or _c_name(Path(args.model).stem))
     out = Path(args.out or f"{Path(args.model).stem}_export")
-    micro_names = [f"{name}.h", f"{name}.c", f"{name}_op_resolver.h", f"{name}_micro.json"]
-    names = [f"{name}.tflite"] + (micro_names if not args.no_micro else []) + \
+    c_names = [f"{name}.h", f"{name}.c", f"{name}_op_resolver.h"]
+    if args.target:
+        device_names = c_names + [f"{name}_vela.tflite", f"{name}_ethos_u.md", f"{name}_ethos_u.json"]
+    else:
+        device_names = c_names + [f"{name}_micro.json"] if not args.no_micro else []
+    names = [f"{name}.tflite"] + device_names + \
         ([f"{name}.onnx"] if args.onnx else []) + ([f"{name}_float.tflite"] if args.float else [])
     _preflight(out, names, args.force)
     rep = _rep_data(args, model)
     shape = _input_shape(model)
-    check_x = _check_data(args, shape, required=False) if (args.onnx or not args.no_micro) else None
-    _say(f"Converting {args.model} to int8 TFLite")
-    int8 = te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples)
+    micro = not args.no_micro and not args.target
+    check_x = _check_data(args, shape, required=False) if (args.onnx or micro) else None
+    _say(f"Converting {args.model} to int8 TFLite (batch 1, static shapes)")
+    int8 = te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples, batch_size=1)
     files = {f"{name}.tflite": int8}
     if args.float:
         files[f"{name}_float.tflite"] = te.to_tflite(model, quantize=False)
-    if not args.no_micro:
+    if args.target:
+        _say(f"Compiling for {args.target} with Vela")
+        compiled = _compile_ethos_u(args, int8)
+        files.update(compiled.files(name))
+        print(compiled.report)
+    if micro:
         _say("Building the microcontroller package (arena search and TFLite Micro check in a child process)")
         pkg = te.micro_package(int8, name=name, x=check_x, margin=args.arena_margin,
                                source_note=Path(args.model).name)
@@ -145,6 +156,40 @@ def _export(args) -> int:
     return EXIT_OK
 
 
+def _check_target(args):
+    """Checks --target, --system-config and --memory-mode before any slow work; unknown names list the valid ones."""
+    import tflite_export as te
+
+    if not getattr(args, "target", None):
+        for opt in ("vela_config", "system_config", "memory_mode"):
+            if getattr(args, opt, None):
+                raise CliError(f"--{opt.replace('_', '-')} configures Vela: it needs --target (e.g. "
+                               f"--target ethos-u55-128)")
+        return
+    try:
+        valid = te.accelerators()
+        if args.target not in valid:
+            raise CliError(f"unknown --target {args.target!r}; the Ethos-U configurations are: {', '.join(valid)}")
+        if args.vela_config and not Path(args.vela_config).is_file():
+            raise CliError(f"--vela-config {args.vela_config}: no such file")
+        configs = te.vela_configurations(args.vela_config)
+    except te.EthosUError as err:
+        raise CliError(str(err)) from None
+    for opt, key in (("system_config", "system_configs"), ("memory_mode", "memory_modes")):
+        value = getattr(args, opt)
+        if value and value not in configs[key]:
+            raise CliError(f"unknown --{opt.replace('_', '-')} {value!r}; "
+                           f"{Path(args.vela_config).name if args.vela_config else 'Vela'}'s are: "
+                           f"{', '.join(configs[key])}")
+
+
+def _compile_ethos_u(args, int8: bytes):
+    import tflite_export as te
+
+    return te.compile_ethos_u(int8, args.target, system_config=args.system_config, memory_mode=args.memory_mode,
+                              config_file=args.vela_config)
+
+
 def _c_name(stem: str) -> str:
     """A C identifier from a file name: other characters become '_', and a digit start or a keyword gets 'model'."""
     import tflite_export as te
@@ -161,6 +206,7 @@ def _c_name(stem: str) -> str:
 def _report(args) -> int:
     import tflite_export as te
 
+    _check_target(args)
     path = Path(args.model)
     if args.out:
         stem = Path(args.out)
@@ -169,26 +215,40 @@ def _report(args) -> int:
     if path.suffix == ".keras":
         model = load_keras_model(path)
         rep = _rep_data(args, model)
-        _say(f"Converting {path} to int8 and float TFLite")
-        int8 = te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples)
-        float_tfl = te.to_tflite(model, quantize=False)
+        _say(f"Converting {path} to int8{'' if args.target else ' and float'} TFLite")
+        int8 = te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples,
+                            batch_size=1 if args.target else None)
+        if not args.target:
+            float_tfl = te.to_tflite(model, quantize=False)
     else:
         int8 = read_tflite(path)
         if args.float_tflite:
             float_tfl = read_tflite(args.float_tflite)
+    if args.target:
+        _say(f"Compiling for {args.target} with Vela")
+        report = _compile_ethos_u(args, int8).report
+        _print_and_write(args, report.to_markdown(f"Ethos-U report: {path.name}"), report.to_json())
+        return EXIT_OK
     x = _check_data(args, _tflite_input_shape(int8), required=False)
     _say("Measuring: MACs, ops, TFLite Micro support, arena, LiteRT latency")
     report = te.model_report(int8, float_model=float_tfl, x=x, name=path.name, latency_runs=args.latency_runs,
                              margin=args.arena_margin)
-    print(report.to_json() if args.json else report.to_markdown())
-    if args.out:
-        written = te.write_files(Path(args.out).parent, {f"{Path(args.out).name}.md": report.to_markdown(),
-                                                         f"{Path(args.out).name}.json": report.to_json()},
-                                 overwrite=args.force)
-        _say(f"Wrote {', '.join(str(p) for p in written)}")
+    _print_and_write(args, report.to_markdown(), report.to_json())
     for w in report.warnings:
         _say(f"WARNING: {w}")
     return EXIT_OK
+
+
+def _print_and_write(args, markdown: str, json_text: str):
+    """Prints the report (markdown, or JSON with --json) and, with -o STEM, writes STEM.md and STEM.json."""
+    import tflite_export as te
+
+    print(json_text if args.json else markdown, end="")
+    if args.out:
+        stem = Path(args.out)
+        written = te.write_files(stem.parent, {f"{stem.name}.md": markdown, f"{stem.name}.json": json_text},
+                                 overwrite=args.force)
+        _say(f"Wrote {', '.join(str(p) for p in written)}")
 
 
 def _verify(args) -> int:
@@ -229,6 +289,21 @@ def _add_rep_args(p):
                    help="calibrate on the first N representative inputs (default: %(default)s)")
 
 
+def _add_target_args(p):
+    g = p.add_argument_group("Arm Ethos-U NPU (compiled with Vela)")
+    g.add_argument("--target", metavar="NAME", help="an Ethos-U configuration: ethos-u55-32/64/128/256, "
+                   "ethos-u65-256/512, ethos-u85-128/256/512/1024/2048. export writes NAME_vela.tflite, its C array "
+                   "and op resolver (the ethos-u op plus any CPU op) and NAME_ethos_u.md/.json instead of the "
+                   "microcontroller package; report prints Vela's report (ops on NPU/CPU with reasons, cycles, "
+                   "time, SRAM, flash)")
+    g.add_argument("--vela-config", metavar="FILE.ini", help="a Vela configuration file of your own (default: the "
+                   "Arm/vela.ini that ships with Vela)")
+    g.add_argument("--system-config", metavar="NAME", help="a system configuration of the Vela configuration file, "
+                   "e.g. Ethos_U55_High_End_Embedded (default: Vela's for the accelerator)")
+    g.add_argument("--memory-mode", metavar="NAME", help="a memory mode of the Vela configuration file, e.g. "
+                   "Shared_Sram (default: Vela's for the accelerator)")
+
+
 def _non_negative_int(v):
     n = int(v)
     if n < 0:
@@ -264,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=_wrap("Converts a .keras model (loaded in Keras's safe mode) to a full-int8 TFLite file and its "
                     "microcontroller package: NAME.h/NAME.c (the model as an aligned byte array with its length and "
                     "I/O quantization), NAME_op_resolver.h (the ops to register), NAME_micro.json (tensor arena "
-                    "estimate, TFLite Micro vs LiteRT check). All files are written at once, none on failure."),
+                    "estimate, TFLite Micro vs LiteRT check); with --target, the Vela-compiled file for an Arm Ethos-U "
+                    "NPU, its C array and op resolver, and Vela's report instead. Files for devices have batch 1 and "
+                    "static shapes. All files are written at once, none on failure."),
         epilog=EXIT_CODES, formatter_class=fmt)
     export.add_argument("model", help="the .keras file")
     export.add_argument("-o", "--out", metavar="DIR", help="output folder (default: MODEL_export)")
@@ -276,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
     export.add_argument("--float", action="store_true", help="also write the float TFLite file NAME_float.tflite")
     export.add_argument("--no-micro", action="store_true", help="skip the microcontroller package")
+    _add_target_args(export)
     export.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
                         help="margin added to the host arena estimate (default: %(default)s = 25%%)")
     export.add_argument("--force", action="store_true", help="replace existing output files")
@@ -301,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
                         help="margin added to the host arena estimate (default: %(default)s)")
     report.add_argument("--force", action="store_true", help="replace existing output files")
+    _add_target_args(report)
     report.set_defaults(func=_report)
 
     verify = sub.add_parser(

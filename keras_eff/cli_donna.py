@@ -58,8 +58,11 @@ def add_donna_parser(sub, fmt, epilog):
     search.add_argument("--scenario", metavar="FILE", help="a scenario as YAML/JSON (name, measurers, input_shape, "
                                                            "objective, limits)")
     search.add_argument("--name", help="scenario name (default: from the options)")
-    search.add_argument("--measurer", default="litert", choices=("litert", "micro", "litert+micro"),
-                        help="what measures each candidate (default: %(default)s)")
+    search.add_argument("--measurer", default="litert", choices=("litert", "micro", "litert+micro", "ethos_u"),
+                        help="what measures each candidate: LiteRT latency here, the microcontroller budget, or an "
+                             "Arm Ethos-U NPU as Vela compiles for it (--accelerator) (default: %(default)s)")
+    search.add_argument("--accelerator", default="ethos-u55-128", metavar="NAME",
+                        help="the Ethos-U configuration for --measurer ethos_u (default: %(default)s)")
     search.add_argument("--threads", type=_positive_int, default=1, help="LiteRT threads (default: %(default)s)")
     search.add_argument("--input-size", type=_input_size, metavar="HxW", help="input size of the deployed model "
                                                                              "(default: the space's)")
@@ -111,6 +114,8 @@ def _scenario_from_args(args, space):
         measurers.append({"kind": "litert", "num_threads": args.threads})
     if "micro" in args.measurer:
         measurers.append({"kind": "micro"})
+    if args.measurer == "ethos_u":
+        measurers.append({"kind": "ethos_u", "accelerator": args.accelerator})
     limits = {}
     for key, value in (("latency_us", args.max_latency_us), ("flash_bytes", args.max_flash_bytes),
                        ("ram_bytes", args.max_ram_bytes)):
@@ -120,9 +125,11 @@ def _scenario_from_args(args, space):
     if args.input_size:
         d = args.input_size
         shape = (d[0], d[1] if len(d) > 1 else d[0], d[2] if len(d) > 2 else space.input_shape[2])
-    name = args.name or "_".join([args.measurer.replace("+", "_")] + ([f"{args.threads}t"] if "litert" in
-                                  args.measurer else []) + ([f"{shape[0]}x{shape[1]}"] if shape else []))
-    objective = "latency_us" if "litert" in args.measurer else "flash_bytes"
+    npu = args.measurer == "ethos_u"
+    name = args.name or "_".join([args.accelerator if npu else args.measurer.replace("+", "_")]
+                                 + ([f"{args.threads}t"] if "litert" in args.measurer else [])
+                                 + ([f"{shape[0]}x{shape[1]}"] if shape else []))
+    objective = "latency_us" if "litert" in args.measurer or npu else "flash_bytes"
     return Scenario(name=name, measurers=measurers, input_shape=shape, objective=objective, limits=limits)
 
 

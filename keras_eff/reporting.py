@@ -20,6 +20,7 @@ def versions() -> dict:
 
         out["ai-edge-litert"] = version("ai-edge-litert")
         out["keras-eff"] = version("keras-eff")
+        out["ethos-u-vela"] = version("ethos-u-vela")
     except Exception:  # metadata missing in an uninstalled checkout
         pass
     return out

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .micro_ops import resolver_method
-from .model_file import read_graph, read_model
+from .model_file import read_graph_flatbuffer, read_model
 
 _C_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _C_KEYWORDS = {"auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum",
@@ -74,15 +74,16 @@ def _byte_rows(data: bytes, per_row: int = 12) -> str:
 
 
 def to_c_source(model, name: str = "model", alignment: int = 16, arena_bytes: int | None = None,
-                source_note: str = "") -> CSources:
+                source_note: str = "", arena_note: str = "host estimate with margin (see the report)") -> CSources:
     """C files for ``model``: ``NAME.h`` (declarations, sizes, quantization parameters), ``NAME.c`` (the bytes in an
     array aligned to ``alignment``, as TFLite Micro requires at least 4 and SIMD kernels prefer 16) and
-    ``NAME_op_resolver.h`` (a C++ function registering exactly the model's ops with a MicroMutableOpResolver)."""
+    ``NAME_op_resolver.h`` (a C++ function registering exactly the model's ops with a MicroMutableOpResolver; a
+    Vela-compiled file's ``ethos-u`` custom op is registered with ``AddEthosU``)."""
     check_c_name(name)
     if alignment < 4 or alignment & (alignment - 1):
         raise ValueError(f"alignment must be a power of two of at least 4 bytes, got {alignment}")
     data = read_model(model)
-    graph = read_graph(data)
+    graph = read_graph_flatbuffer(data)
     ops = list(dict.fromkeys(graph.op_names()))
     guard = f"{name.upper()}_H_"
     upper = name.upper()
@@ -99,7 +100,7 @@ def to_c_source(model, name: str = "model", alignment: int = 16, arena_bytes: in
             defs += s
     arena = []
     if arena_bytes is not None:
-        arena = [f"/* Tensor arena: host estimate with margin (see the report); confirm on the device. */",
+        arena = [f"/* Tensor arena: {arena_note}; confirm on the device. */",
                  f"#define {upper}_TENSOR_ARENA_SIZE {int(arena_bytes)}", ""]
     header = "\n".join(head + [
         f"#ifndef {guard}", f"#define {guard}", "",

@@ -113,8 +113,23 @@ def _export_problems(model) -> list:
     return problems
 
 
+def _input_signature(model, batch_size):
+    """A fixed-batch signature for the export (None keeps Keras's dynamic batch axis)."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None (a dynamic batch), got {batch_size!r}")
+    specs = []
+    for t in _model_inputs(model):
+        if any(d is None for d in t.shape[1:]):
+            raise TFLiteExportError(f"model input {t.name!r} has shape {tuple(t.shape)}: a static-shape file needs "
+                                    f"every axis but the batch fixed; give the model a fixed input size")
+        specs.append(tf.TensorSpec((batch_size, *t.shape[1:]), t.dtype, name=getattr(t, "name", None)))
+    return specs
+
+
 def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize: bool = True,
-              allow_float: bool = False, max_samples: int = 256) -> bytes:
+              allow_float: bool = False, max_samples: int = 256, batch_size: int | None = None) -> bytes:
     """Converts a Keras 3 model to a TFLite flatbuffer and returns its bytes.
 
     - ``quantize=False``: a float32 model; no data needed.
@@ -125,11 +140,15 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
 
     With ``int8_io`` the input and output are int8 too. Every int8 file is checked: a float tensor or a
     QUANTIZE/DEQUANTIZE inside the graph raises ``FloatIslandError`` naming the op, unless ``allow_float``.
+
+    ``batch_size=1`` fixes every shape, as microcontrollers and NPUs want: no op that exists only to handle a dynamic
+    batch (a Flatten's SHAPE, STRIDED_SLICE and PACK) reaches the file. None keeps the batch axis dynamic.
     """
     import keras
 
     if not isinstance(model, keras.Model):
         raise TypeError(f"to_tflite expects a Keras 3 model, got {type(model).__name__}")
+    signature = _input_signature(model, batch_size)
     rep = None
     if quantize:
         problems = _export_problems(model)
@@ -144,7 +163,7 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
     with tempfile.TemporaryDirectory(prefix="keras_eff_export_") as tmp:
         try:
             with _quiet_export(), exporting():
-                model.export(tmp, format="tf_saved_model", verbose=False)
+                model.export(tmp, format="tf_saved_model", verbose=False, input_signature=signature)
         except Exception as err:  # the cause is the useful part; the converter would hide it
             raise TFLiteExportError(f"Keras could not export model {model.name!r} as a SavedModel: "
                                     f"{type(err).__name__}: {err}") from err

@@ -27,6 +27,7 @@ _RESOLVER_EXCEPTIONS = {
     "CUMSUM": "AddCumSum",
     "PADV2": "AddPadV2",
     "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+    "ethos-u": "AddEthosU",  # the custom op of a Vela-compiled file (Arm Ethos-U NPU driver)
 }
 
 

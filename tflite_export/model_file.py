@@ -104,3 +104,63 @@ def read_graph(model) -> Graph:
             is_constant=idx not in produced and idx not in graph_inputs)
     return Graph(ops=ops, tensors=tensors, inputs=graph_inputs,
                  outputs=[d["index"] for d in interpreter.get_output_details()])
+
+
+_NUMPY_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "UINT8": np.uint8,
+                "INT64": np.int64, "BOOL": np.bool_, "INT16": np.int16, "INT8": np.int8, "FLOAT64": np.float64,
+                "UINT64": np.uint64, "UINT32": np.uint32, "UINT16": np.uint16}
+
+
+def _schema():
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    return schema
+
+
+def read_graph_flatbuffer(model) -> Graph:
+    """Reads the main subgraph straight from the flatbuffer, without an interpreter.
+
+    Works on files LiteRT cannot load, such as a Vela-compiled file whose ``ethos-u`` custom op only the NPU driver
+    runs. A custom op's name is its custom code (``ethos-u``); a builtin's is its name in the TFLite schema. Types
+    numpy has no dtype for (int4, strings, resources) read as ``object``.
+    """
+    data = read_model(model)
+    schema = _schema()
+    try:
+        fb = schema.Model.GetRootAs(data, 0)
+        sub = fb.Subgraphs(0)
+        builtin_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+        type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+        codes = []
+        for j in range(fb.OperatorCodesLength()):
+            code = fb.OperatorCodes(j)
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            custom = code.CustomCode()
+            codes.append(custom.decode() if builtin == schema.BuiltinOperator.CUSTOM and custom
+                         else builtin_names.get(builtin, f"BUILTIN_{builtin}"))
+        ops = []
+        for i in range(sub.OperatorsLength()):
+            op = sub.Operators(i)
+            ops.append(OpInfo(i, codes[op.OpcodeIndex()],
+                              [int(t) for t in op.InputsAsNumpy() if t >= 0] if op.InputsLength() else [],
+                              [int(t) for t in op.OutputsAsNumpy()] if op.OutputsLength() else []))
+        produced = {t for op in ops for t in op.outputs}
+        inputs = [int(t) for t in sub.InputsAsNumpy()] if sub.InputsLength() else []
+        tensors = {}
+        for i in range(sub.TensorsLength()):
+            t = sub.Tensors(i)
+            q = t.Quantization()
+            scales = q.ScaleAsNumpy() if q is not None and q.ScaleLength() else np.zeros(0, np.float32)
+            zps = q.ZeroPointAsNumpy() if q is not None and q.ZeroPointLength() else np.zeros(0, np.int64)
+            shape = tuple(int(s) for s in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+            tensors[i] = TensorInfo(
+                index=i, name=(t.Name() or b"").decode(errors="replace"),
+                dtype=np.dtype(_NUMPY_TYPES.get(type_names.get(t.Type(), ""), object)), shape=shape,
+                scales=np.asarray(scales), zero_points=np.asarray(zps),
+                quantized_dimension=int(q.QuantizedDimension()) if q is not None else 0,
+                is_constant=i not in produced and i not in inputs)
+        outputs = [int(t) for t in sub.OutputsAsNumpy()] if sub.OutputsLength() else []
+    except Exception as err:  # a truncated flatbuffer raises anything from struct errors to IndexError
+        raise InvalidTFLiteModel(f"cannot read the TFLite flatbuffer ({len(data)} bytes): {type(err).__name__}: "
+                                 f"{err}. The file is corrupt or truncated") from err
+    return Graph(ops=ops, tensors=tensors, inputs=inputs, outputs=outputs)

@@ -55,6 +55,12 @@ class TFLiteModel:
     def is_int8(self) -> bool:
         return self.inputs[0]["dtype"] == np.int8
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size a static-shape file is made for (1 for device files), or None for a dynamic batch."""
+        b = int(self.inputs[0]["shape_signature"][0])
+        return b if b > 0 else None
+
     def _resize(self, batch: int):
         if self._batch == batch:
             return
@@ -83,6 +89,12 @@ class TFLiteModel:
             if x.shape[1:] != expected:
                 raise ValueError(f"input {d['name']!r} expects shape (n, {', '.join(map(str, expected))}), "
                                  f"got {x.shape}")
+        fixed = self.fixed_batch
+        if fixed is not None and len(xs[0]) != fixed:  # a static-shape file runs its own batch size at a time
+            if len(xs[0]) % fixed:
+                raise ValueError(f"this file has a static batch of {fixed}: give a multiple of {fixed} samples, "
+                                 f"got {len(xs[0])}")
+            return self.predict(*xs, batch_size=fixed, raw_inputs=raw_inputs, dequantize_outputs=dequantize_outputs)
         self._resize(len(xs[0]))
         self._set_inputs(xs, raw_inputs)
         self._interpreter.invoke()
@@ -99,6 +111,7 @@ class TFLiteModel:
         n = len(xs[0])
         if n == 0:
             raise ValueError("predict got no samples")
+        batch_size = self.fixed_batch or batch_size
         parts = [self.run(*[x[i:i + batch_size] for x in xs], raw_inputs=raw_inputs,
                           dequantize_outputs=dequantize_outputs) for i in range(0, n, batch_size)]
         if isinstance(parts[0], list):

@@ -19,7 +19,7 @@ from .executors import Executor, InProcessExecutor, RayExecutor, make_executor
 from .finetune import FinetuneConfig, measure_architectures
 from .library import BlockLibrary, train_block_library
 from .measure_cache import MeasurementCache
-from .measurers import LiteRTLatency, Measurer, MicroBudget, RayRemoteMeasurer, int8_model, measurer_from_config
+from .measurers import EthosUMeasurer, LiteRTLatency, Measurer, MicroBudget, RayRemoteMeasurer, int8_model, measurer_from_config
 from .pipeline import AccuracyModel, DonnaConfig, build_accuracy_model
 from .predictor import AccuracyPredictor, plot_predictions
 from .reference import build_model, build_reference, train_reference
@@ -30,7 +30,7 @@ from .space import Architecture, BlockChoice, BlockSpace, SearchSpace, default_s
 from .supernet import SupernetBlock
 
 __all__ = [
-    "CostEvaluator", "DistillConfig", "DistillationLoss", "DonnaPipeline", "Guard", "LiteRTLatency",
+    "CostEvaluator", "DistillConfig", "DistillationLoss", "DonnaPipeline", "EthosUMeasurer", "Guard", "LiteRTLatency",
     "MeasurementCache", "Measurer", "MicroBudget", "PipelineConfig", "RayRemoteMeasurer", "Scenario", "SearchConfig",
     "SearchResult", "builtin_config", "distill_architectures", "distill_job", "hypervolume", "int8_model",
     "measurer_from_config", "non_dominated", "run_pipeline", "search",

@@ -9,6 +9,9 @@ a dict of metrics:
   ``flash_bytes`` (the int8 file), ``ram_bytes`` (the smallest tensor arena the TFLite Micro interpreter needs on
   this host, an estimate: a device build differs), ``micro_unsupported_ops`` (how many of the model's ops TFLite
   Micro lacks) and the op list;
+- :class:`EthosUMeasurer`: an Arm Ethos-U microNPU, as Arm's Vela compiler reports it (no hardware needed):
+  ``latency_us`` (Vela's inference time), ``npu_cycles``, ``flash_bytes`` (flash for the command stream and the
+  compressed weights), ``ram_bytes`` (SRAM), ``npu_cpu_ops`` (ops Vela leaves to the CPU);
 - :class:`RayRemoteMeasurer`: any of these run by a Ray actor, placed on the node (or custom resource) where the model
   will run; the file travels to it, the metrics come back.
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 
-KNOWN_METRICS = ("latency_us", "flash_bytes", "ram_bytes", "micro_unsupported_ops")
+KNOWN_METRICS = ("latency_us", "flash_bytes", "ram_bytes", "micro_unsupported_ops", "npu_cycles", "npu_cpu_ops")
 
 
 class Measurer(ABC):
@@ -115,6 +118,47 @@ class MicroBudget(Measurer):
 
     def get_config(self) -> dict:
         return {"kind": self.kind, "margin": self.margin}
+
+
+class EthosUMeasurer(Measurer):
+    """An Arm Ethos-U NPU as Vela compiles for it: ``accelerator`` (e.g. ``ethos-u55-128``), and optionally a
+    ``system_config`` and ``memory_mode`` of Vela's configuration file (``config_file``, default Vela's own).
+
+    Every figure is Vela's own (its performance estimate for the configuration), so results do not depend on this
+    host; the cache key holds Vela's version, as another version may schedule differently."""
+
+    kind = "ethos_u"
+    metrics = ("latency_us", "npu_cycles", "flash_bytes", "ram_bytes", "npu_cpu_ops")
+
+    def __init__(self, accelerator: str = "ethos-u55-128", system_config: str | None = None,
+                 memory_mode: str | None = None, config_file: str | None = None):
+        from tflite_export import accelerators
+
+        valid = accelerators()
+        if accelerator not in valid:
+            raise ValueError(f"EthosUMeasurer.accelerator: {accelerator!r} is unknown; choose from "
+                             f"{', '.join(valid)}")
+        self.accelerator, self.system_config, self.memory_mode = accelerator, system_config, memory_mode
+        self.config_file = None if config_file is None else str(config_file)
+
+    def measure(self, model_bytes: bytes) -> dict:
+        from tflite_export import compile_ethos_u
+
+        r = compile_ethos_u(model_bytes, self.accelerator, system_config=self.system_config,
+                            memory_mode=self.memory_mode, config_file=self.config_file).report
+        return {"latency_us": r.inference_time_us, "npu_cycles": r.cycles, "flash_bytes": r.flash_bytes,
+                "ram_bytes": r.sram_bytes, "npu_cpu_ops": len(r.cpu_ops), "dram_bytes": r.dram_bytes,
+                "vela_file_bytes": r.vela_file_bytes, "npu_encoded_weight_bytes": r.encoded_weight_bytes,
+                "system_config": r.system_config, "memory_mode": r.memory_mode}
+
+    def get_config(self) -> dict:
+        return {"kind": self.kind, "accelerator": self.accelerator, "system_config": self.system_config,
+                "memory_mode": self.memory_mode, "config_file": self.config_file}
+
+    def cache_key(self) -> dict:
+        from tflite_export import vela_version
+
+        return {**self.get_config(), "vela": vela_version()}
 
 
 class _MeasureActor:
@@ -228,11 +272,12 @@ class RayRemoteMeasurer(Measurer):
         return state
 
 
-MEASURERS = {"litert": LiteRTLatency, "micro": MicroBudget, "ray": RayRemoteMeasurer}
+MEASURERS = {"litert": LiteRTLatency, "micro": MicroBudget, "ethos_u": EthosUMeasurer, "ray": RayRemoteMeasurer}
 
 
 def measurer_from_config(config) -> Measurer:
-    """A measurer from its config: ``{"kind": "litert" | "micro" | "ray", ...options}`` (or a Measurer, returned)."""
+    """A measurer from its config: ``{"kind": "litert" | "micro" | "ethos_u" | "ray", ...options}`` (or a Measurer,
+    returned)."""
     if isinstance(config, Measurer):
         return config
     if isinstance(config, str):
@@ -251,7 +296,8 @@ def measurer_from_config(config) -> Measurer:
 
 def int8_model(space, arch, seed: int = 0, calibration_samples: int = 16) -> bytes:
     """``arch`` of ``space`` as a full-int8 TFLite file for measuring cost: freshly initialized weights, calibrated
-    on uniform random images (cost does not depend on the weights' values)."""
+    on uniform random images (cost does not depend on the weights' values); batch 1 and static shapes, as a device
+    runs it."""
     import keras
     import numpy as np
     from tflite_export import to_tflite
@@ -261,7 +307,7 @@ def int8_model(space, arch, seed: int = 0, calibration_samples: int = 16) -> byt
     keras.utils.set_random_seed(seed)
     model = build_model(space, arch)
     rep = np.random.default_rng(seed).random((calibration_samples, *space.input_shape), dtype=np.float32)
-    return to_tflite(model, rep)
+    return to_tflite(model, rep, batch_size=1)
 
 
 def measure_all(space, arch, measurers, seed: int = 0) -> dict:

@@ -18,7 +18,9 @@ class Scenario:
     ``{"kind": "ray", "inner": {...}, "device": "pi"}``); ``input_shape`` replaces the space's input (None keeps
     it); ``objective`` is the metric minimized against accuracy; ``limits`` maps metrics to their largest allowed
     value (``{"latency_us": 500, "flash_bytes": 262144, "ram_bytes": 65536}``). A MicroBudget measurer also
-    requires every op to be one TFLite Micro has."""
+    requires every op to be one TFLite Micro has; an Ethos-U measurer (``{"kind": "ethos_u", "accelerator":
+    "ethos-u55-128"}``) gives Vela's latency, flash and SRAM and, unless ``npu_cpu_ops`` is limited otherwise,
+    requires every op on the NPU."""
 
     name: str = "litert_1thread"
     measurers: list = field(default_factory=lambda: [{"kind": "litert", "num_threads": 1}])
@@ -53,11 +55,14 @@ class Scenario:
                                  f"{', '.join(KNOWN_METRICS)}")
             if k not in provided:
                 raise ValueError(f"scenario {self.name!r}: limit on {k!r}, but no measurer gives it (add "
-                                 f"{{'kind': 'micro'}} for flash/RAM, {{'kind': 'litert'}} for latency)")
+                                 f"{{'kind': 'micro'}} for flash/RAM, {{'kind': 'litert'}} for latency, {{'kind': 'ethos_u'}} for an "
+                                 f"Ethos-U NPU's latency, flash and SRAM)")
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"scenario {self.name!r}: limit {k} = {v!r} must be a positive number")
         if "micro_unsupported_ops" in provided:
             self.limits.setdefault("micro_unsupported_ops", 0.5)  # every op must be one TFLite Micro has
+        if "npu_cpu_ops" in provided:
+            self.limits.setdefault("npu_cpu_ops", 0.5)  # every op on the NPU
 
     def provided_metrics(self) -> list:
         out = []
@@ -87,7 +92,8 @@ class Scenario:
         return all(v <= 0 for v in self.violations(metrics).values())
 
     def get_config(self) -> dict:
-        limits = {k: v for k, v in self.limits.items() if k != "micro_unsupported_ops"}
+        implied = ("micro_unsupported_ops", "npu_cpu_ops")  # set by __post_init__ when not given
+        limits = {k: v for k, v in self.limits.items() if not (k in implied and v == 0.5)}
         return {"name": self.name, "measurers": [dict(m) for m in self.measurers],
                 "input_shape": None if self.input_shape is None else list(self.input_shape),
                 "objective": self.objective, "limits": limits}
