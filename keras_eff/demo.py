@@ -84,8 +84,9 @@ def run_demo(config: DemoConfig | None = None, stages=None) -> list:
 
     print("[4/5] Exporting float, int8 post-training and int8 QAT TFLite", flush=True)
     float_tfl = te.to_tflite(model, quantize=False)
-    int8_tfl = te.to_tflite(model, representative_data=x_train[:500])
-    qat_tfl = te.to_tflite(qat)  # the ranges come from the model itself: no data needed
+    # the int8 files are the ones a device runs: batch 1 and static shapes
+    int8_tfl = te.to_tflite(model, representative_data=x_train[:500], batch_size=1)
+    qat_tfl = te.to_tflite(qat, batch_size=1)  # the ranges come from the model itself: no data needed
     te.atomic_write(out / "float.tflite", float_tfl)
     te.atomic_write(out / "int8_ptq.tflite", int8_tfl)
     te.atomic_write(out / "int8_qat.tflite", qat_tfl)

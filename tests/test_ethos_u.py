@@ -208,6 +208,12 @@ def test_cli_export_and_report_for_an_ethos_u_target(tmp_path, capsys):
     assert main(["export", str(model_path), "-o", str(tmp_path / "o2"), "--target", "ethos-u55-64",
                  "--memory-mode", "Nope"]) == EXIT_BAD_INPUT
     assert "Shared_Sram" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    # the microcontroller package is a device file too: batch 1, only the ops the model computes
+    mcu = tmp_path / "mcu"
+    assert main(["export", str(model_path), "-o", str(mcu), "--rep-data", str(rep)]) == EXIT_OK
+    resolver = (mcu / "kws_op_resolver.h").read_text()
+    assert "AddAveragePool2D" in resolver and "AddShape" not in resolver and "AddStridedSlice" not in resolver
+    assert te.read_graph((mcu / "kws.tflite").read_bytes()).tensors[0].shape[0] == 1
 
 
 def one_block_space():
