@@ -10,8 +10,9 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_int8
-from .errors import TFLiteExportError
+from .errors import TFLiteExportError, UncalibratedModelError
 from .export_mode import exporting
+from .ranges import find_unset_ranges
 from .samples import check_samples
 
 _FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
@@ -113,8 +114,25 @@ def _export_problems(model) -> list:
     return problems
 
 
+def _check_ranges_set(model):
+    """Refuses a model whose own activation ranges were never set (see ``tflite_export.ranges``)."""
+    unset = find_unset_ranges(model)
+    if not unset:
+        return
+    layer, names = unset[0]
+    first = f"layer {layer!r}" if names == [layer] else f"layer {layer!r} ({', '.join(names)})"
+    more = sum(len(n) for _, n in unset) - len(names)
+    raise UncalibratedModelError(
+        f"model {model.name!r} has activation ranges that were never set, by calibration or by training: the first "
+        f"is in {first}{f', and {more} more in later layers' if more else ''}. Its int8 "
+        f"file would compute on their initial placeholder ranges, and representative_data cannot replace them (the "
+        f"converter keeps the model's own ranges). Set them from data: keras_eff.calibrate(model, x) with a few "
+        f"hundred typical inputs, or train the model (quantization-aware training sets them), then export again. "
+        f"To export it anyway (to measure size or latency, say) pass allow_uncalibrated=True.", unset)
+
+
 def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize: bool = True,
-              allow_float: bool = False, max_samples: int = 256) -> bytes:
+              allow_float: bool = False, allow_uncalibrated: bool = False, max_samples: int = 256) -> bytes:
     """Converts a Keras 3 model to a TFLite flatbuffer and returns its bytes.
 
     - ``quantize=False``: a float32 model; no data needed.
@@ -125,6 +143,10 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
 
     With ``int8_io`` the input and output are int8 too. Every int8 file is checked: a float tensor or a
     QUANTIZE/DEQUANTIZE inside the graph raises ``FloatIslandError`` naming the op, unless ``allow_float``.
+
+    A model whose own activation ranges were never set (a quantized model neither calibrated nor trained: its
+    layers' ``unset_ranges()`` say so, see ``tflite_export.ranges``) is refused with ``UncalibratedModelError``
+    naming the first such layer, unless ``allow_uncalibrated``.
     """
     import keras
 
@@ -132,6 +154,8 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
         raise TypeError(f"to_tflite expects a Keras 3 model, got {type(model).__name__}")
     rep = None
     if quantize:
+        if not allow_uncalibrated:
+            _check_ranges_set(model)
         problems = _export_problems(model)
         if problems:
             raise TFLiteExportError("int8 TFLite cannot hold this model's quantization settings:\n  - "
