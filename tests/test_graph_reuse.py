@@ -222,3 +222,50 @@ def test_pruning_or_clustering_a_rewritten_model_is_refused_with_advice():
     # the supported chain still works: strip, then the next technique
     again = ke.cluster_model(ke.strip(pruned), 4, preserve_sparsity=True)
     assert again.get_layer("half") is model.get_layer("half")
+
+
+def test_released_candidates_do_not_stay_alive_with_the_users_model(x, tmp_path):
+    """A shared layer records every model built on it; graph.release unhooks a discarded one (the loops of mixed
+    precision and compression do), while a model still in use keeps working and saving."""
+    import gc
+    import weakref
+
+    model = _lambda_model()
+    half = model.get_layer("half")
+    kept = ke.graph.clone(model)
+    alive = []
+    for _ in range(3):
+        candidate = ke.graph.clone(model)
+        candidate(x[:2])
+        alive.append(weakref.ref(candidate.get_layer("fc1")))
+        ke.graph.release(candidate)
+        del candidate
+    gc.collect()
+    assert [r() for r in alive] == [None, None, None]
+    assert len(half._inbound_nodes) == 2  # the user's model and the one kept
+    unreleased = weakref.ref(ke.graph.clone(model).get_layer("fc1"))
+    gc.collect()
+    assert unreleased() is not None  # what release is for: the shared Lambda holds it
+    kept.save(tmp_path / "kept.keras")
+    loaded = keras.saving.load_model(tmp_path / "kept.keras", safe_mode=False)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_graph_analyses_count_only_their_own_calls_of_a_shared_layer():
+    """A stateless layer reused by other models has more Keras nodes than calls in this graph: the channel groups
+    of channel pruning and the targets of spatial SVD must not see it as shared."""
+    from keras_eff.compression.channel_groups import find_groups
+    from keras_eff.compression.parameters import SpatialSvdParameters
+    from keras_eff.compression.svd import SpatialSvdScheme
+    from keras_eff.models import small_cnn
+
+    model = small_cnn(width=8)
+    groups = find_groups(model)
+    targets = set(SpatialSvdScheme(model, SpatialSvdParameters()).targets)
+    assert groups and targets
+    copies = [ke.graph.clone(model) for _ in range(2)]  # noqa: F841 (alive: their nodes stay on the shared layers)
+    assert len(model.get_layer("pool0")._inbound_nodes) == 3
+    assert find_groups(model) == groups
+    assert set(SpatialSvdScheme(model, SpatialSvdParameters()).targets) == targets
+    info = ke.graph.GraphInfo.of(model)
+    assert info.calls(model.get_layer("pool0")) == 1

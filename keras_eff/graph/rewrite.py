@@ -110,6 +110,11 @@ class GraphInfo:
         info.output_ids = {id(t) for t in fn.outputs}
         return info
 
+    def calls(self, op) -> int:
+        """How many nodes of this graph call ``op``. Not ``len(op._inbound_nodes)``: that also counts the calls of
+        other models sharing the layer (every rewrite reuses stateless layers)."""
+        return sum(1 for node in self.nodes if node.operation is op)
+
     def node_consumers(self, node) -> list:
         return [c for t in node.outputs for c in self.consumers.get(id(t), [])]
 
@@ -178,6 +183,36 @@ def rebuild(model, transform=None, name=None, on_input=None) -> keras.Model:
     rebuilt with the same transform. ``on_input`` maps each new model input to the tensor its consumers read.
     """
     return Rebuild(model, transform or (lambda *_: None), on_input).run(name=name or model.name)
+
+
+def _graph_nodes(fn, out: dict) -> dict:
+    """{id(node): node} for every node of a functional graph and of the models nested in it; and its operations."""
+    for depth_nodes in fn._nodes_by_depth.values():
+        for node in depth_nodes:
+            out[id(node)] = node
+            if isinstance(node.operation, keras.Model) and hasattr(node.operation, "_nodes_by_depth"):
+                _graph_nodes(node.operation, out)
+    return out
+
+
+def release(model) -> None:
+    """Unhooks a model made by ``rebuild`` from the stateless layers it shares with the model it was made from.
+
+    Keras records every call of a layer on the layer (``_inbound_nodes``, ``_outbound_nodes``), so a shared layer
+    keeps each model built on it alive, variables and traced functions included, as long as the original model
+    lives. Loops that build and discard many candidates (mixed precision, compression) call this on each one once
+    it is scored. Only the trailing records are dropped (the others' positions index the graphs of models still in
+    use), and the released model must not be saved or rewritten afterwards.
+    """
+    nodes = _graph_nodes(functional_of(model), {})
+    ops = {id(n.operation): n.operation for n in nodes.values() if n.operation is not None}
+    for op in ops.values():
+        inbound = getattr(op, "_inbound_nodes", None)
+        if inbound is None or all(id(n) in nodes for n in inbound):
+            continue  # the model's own layer: it goes with the model
+        while inbound and id(inbound[-1]) in nodes:
+            inbound.pop()
+        op._outbound_nodes[:] = [n for n in op._outbound_nodes if id(n) not in nodes]
 
 
 def clone(model, replace: dict | None = None, remove=()) -> keras.Model:
