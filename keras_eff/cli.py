@@ -15,7 +15,8 @@ from .cli_inputs import positive_int as _positive_int
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1  # usage error, missing/corrupt/mis-shaped input, output exists without --force
 EXIT_VERIFY_FAILED = 2  # TFLite Micro differs from LiteRT beyond tolerance, or cannot run the model
-EXIT_EXPORT_FAILED = 3  # the model cannot be converted (float islands, unsupported ops, converter errors)
+EXIT_EXPORT_FAILED = 3  # the model cannot be converted (float islands, unsupported ops, converter errors, ranges
+#                        never set)
 EXIT_INTERNAL = 4  # an unexpected error: a bug in keras-eff
 
 EXIT_CODES = f"""exit codes:
@@ -25,7 +26,8 @@ EXIT_CODES = f"""exit codes:
   {EXIT_VERIFY_FAILED}  verification failed: TFLite Micro's outputs differ from LiteRT's by more than --max-lsb, or
      TFLite Micro cannot run the model
   {EXIT_EXPORT_FAILED}  export failed: the model cannot be converted as asked (float islands in an int8 model,
-     ops TFLite Micro lacks, converter errors); nothing is written
+     ops TFLite Micro lacks, converter errors, a quantized model whose activation ranges were never set by
+     calibration or training); nothing is written
   {EXIT_INTERNAL}  unexpected internal error (a bug: please report it with the traceback)"""
 
 
@@ -75,6 +77,23 @@ def _rep_data(args, model):
         spec = BUILTIN_DATASET
         _say(f"Calibrating with {args.rep_samples} built-in Fashion-MNIST training images (--rep-data to change)")
     return load_samples(spec, _input_shape(model), args.rep_samples, "representative data")
+
+
+def _int8_tflite(args, model, rep, batch_size=None) -> bytes:
+    """The full-int8 file; a quantized model whose ranges were never set is refused (unless --allow-uncalibrated)."""
+    import tflite_export as te
+
+    try:
+        return te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples,
+                            allow_uncalibrated=args.allow_uncalibrated, batch_size=batch_size)
+    except te.UncalibratedModelError as err:
+        layer, names = err.layers[0]
+        raise CliError(
+            f"{args.model} is a quantized model whose activation ranges were never set, by calibration or by "
+            f"training (the first in layer {layer!r}: {', '.join(names)}): its int8 file would compute on "
+            f"placeholder ranges, and --rep-data cannot replace them. In Python, call keras_eff.calibrate(model, x) "
+            f"with a few hundred typical inputs (or train the model), save it again, and export that file; "
+            f"--allow-uncalibrated exports it anyway (for size or latency only)", EXIT_EXPORT_FAILED) from err
 
 
 def _check_data(args, shape, required: bool):
@@ -128,7 +147,7 @@ def _export(args) -> int:
     micro = not args.no_micro and not args.target
     check_x = _check_data(args, shape, required=False) if (args.onnx or micro) else None
     _say(f"Converting {args.model} to int8 TFLite (batch 1, static shapes)")
-    int8 = te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples, batch_size=1)
+    int8 = _int8_tflite(args, model, rep, batch_size=1)
     files = {f"{name}.tflite": int8}
     if args.float:
         files[f"{name}_float.tflite"] = te.to_tflite(model, quantize=False)
@@ -216,8 +235,7 @@ def _report(args) -> int:
         model = load_keras_model(path)
         rep = _rep_data(args, model)
         _say(f"Converting {path} to int8{'' if args.target else ' and float'} TFLite")
-        int8 = te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples,
-                            batch_size=1 if args.target else None)
+        int8 = _int8_tflite(args, model, rep, batch_size=1 if args.target else None)
         if not args.target:
             float_tfl = te.to_tflite(model, quantize=False)
     else:
@@ -287,6 +305,10 @@ def _add_rep_args(p):
                    f"(their ranges are used), Fashion-MNIST for 28x28x1 float models")
     p.add_argument("--rep-samples", type=_positive_int, default=DEFAULT_REP_SAMPLES, metavar="N",
                    help="calibrate on the first N representative inputs (default: %(default)s)")
+    p.add_argument("--allow-uncalibrated", action="store_true",
+                   help="export a quantized model whose activation ranges were never set (by keras_eff.calibrate or "
+                        "training) anyway, on its placeholder ranges: for size or latency only (refused by default, "
+                        "exit 3)")
 
 
 def _add_target_args(p):

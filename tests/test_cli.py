@@ -174,3 +174,27 @@ def test_help_documents_exit_codes():
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "exit codes:" in done.stdout and "verification failed" in done.stdout
+        assert "ranges were never set" in done.stdout
+        assert ("--allow-uncalibrated" in done.stdout) == (command != "verify")
+
+
+def test_export_refuses_a_quantized_model_whose_ranges_were_never_set(tmp_path, capsys):
+    import keras_eff as ke
+
+    fresh = ke.quantize_model(tiny_cnn("small_cnn"))
+    fresh.save(tmp_path / "fresh_qat.keras")
+    out = tmp_path / "refused"
+    rc = cli.main(["export", str(tmp_path / "fresh_qat.keras"), "-o", str(out), "--no-micro"])
+    err = capsys.readouterr().err
+    assert rc == cli.EXIT_EXPORT_FAILED == 3
+    assert "activation ranges were never set" in err and "first in layer 'image_input_range'" in err
+    assert "keras_eff.calibrate(model, x)" in err and "--allow-uncalibrated" in err
+    assert not out.exists()
+    # the escape hatch, and the same model calibrated, saved and exported
+    assert cli.main(["export", str(tmp_path / "fresh_qat.keras"), "-o", str(out), "--no-micro",
+                     "--allow-uncalibrated"]) == cli.EXIT_OK
+    ke.calibrate(fresh, random_images(64, seed=3), progress=False)
+    fresh.save(tmp_path / "calibrated_qat.keras")
+    out = tmp_path / "calibrated"
+    assert cli.main(["export", str(tmp_path / "calibrated_qat.keras"), "-o", str(out), "--no-micro"]) == cli.EXIT_OK
+    assert te.find_float_islands((out / "calibrated_qat.tflite").read_bytes()) == []

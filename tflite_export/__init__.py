@@ -10,7 +10,7 @@ from .compare import Comparison, compare
 from .convert import has_fake_quant, to_tflite
 from .ethos_u import (EthosUCompilation, EthosUError, EthosULayer, EthosUOp, EthosUReport, accelerators,
                       compile_ethos_u, vela_configurations, vela_version)
-from .errors import FloatIslandError, InvalidTFLiteModel, MicroRuntimeError, TFLiteExportError
+from .errors import FloatIslandError, InvalidTFLiteModel, MicroRuntimeError, TFLiteExportError, UncalibratedModelError
 from .export_mode import exporting, is_exporting
 from .files import atomic_write, atomic_write_json, write_files
 from .macs import MacCount, OpCount, count_macs
@@ -18,6 +18,7 @@ from .micro import MicroPackage, micro_package
 from .micro_check import MicroCheck, check_micro, run_micro
 from .micro_ops import micro_supported_ops, probe_micro_ops, resolver_method, unsupported_micro_ops
 from .model_file import Graph, make_interpreter, read_graph, read_graph_flatbuffer, read_model
+from .ranges import find_unset_ranges
 from .onnx_export import OnnxComparison, OnnxExportError, compare_onnx, count_onnx_ops, run_onnx, to_onnx
 from .report import ModelReport, model_report
 from .samples import check_samples
@@ -28,9 +29,9 @@ __all__ = [
     "EthosUReport", "FloatIslandError", "Graph", "InvalidTFLiteModel", "Latency",
     "MacCount", "MicroCheck", "MicroPackage", "MicroRuntimeError", "ModelReport", "OnnxComparison",
     "OnnxExportError", "OpCount", "accelerators", "compile_ethos_u", "read_graph_flatbuffer", "vela_configurations",
-    "vela_version", "TFLiteExportError", "TFLiteModel", "atomic_write", "atomic_write_json",
+    "vela_version", "TFLiteExportError", "TFLiteModel", "UncalibratedModelError", "atomic_write", "atomic_write_json",
     "check_c_name", "check_int8", "check_samples", "check_micro", "compare", "compare_latency", "compare_onnx", "count_macs",
-    "count_onnx_ops", "dequantize", "exporting", "find_arena_size", "find_float_islands", "has_fake_quant", "is_exporting", "make_interpreter",
+    "count_onnx_ops", "dequantize", "exporting", "find_arena_size", "find_float_islands", "find_unset_ranges", "has_fake_quant", "is_exporting", "make_interpreter",
     "measure_latency", "micro_package", "micro_supported_ops", "model_report", "probe_micro_ops", "quantize",
     "read_graph", "read_model", "resolver_method", "run_micro", "run_onnx", "to_c_source", "to_onnx", "to_tflite",
     "try_arena", "unsupported_micro_ops", "write_files",

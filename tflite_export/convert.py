@@ -10,8 +10,9 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_int8
-from .errors import TFLiteExportError
+from .errors import TFLiteExportError, UncalibratedModelError
 from .export_mode import exporting
+from .ranges import find_unset_ranges
 from .samples import check_samples
 
 _FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
@@ -128,8 +129,26 @@ def _input_signature(model, batch_size):
     return specs
 
 
+def _check_ranges_set(model):
+    """Refuses a model whose own activation ranges were never set (see ``tflite_export.ranges``)."""
+    unset = find_unset_ranges(model)
+    if not unset:
+        return
+    layer, names = unset[0]
+    first = f"layer {layer!r}" if names == [layer] else f"layer {layer!r} ({', '.join(names)})"
+    more = sum(len(n) for _, n in unset) - len(names)
+    raise UncalibratedModelError(
+        f"model {model.name!r} has activation ranges that were never set, by calibration or by training: the first "
+        f"is in {first}{f', and {more} more in later layers' if more else ''}. Its int8 "
+        f"file would compute on their initial placeholder ranges, and representative_data cannot replace them (the "
+        f"converter keeps the model's own ranges). Set them from data: keras_eff.calibrate(model, x) with a few "
+        f"hundred typical inputs, or train the model (quantization-aware training sets them), then export again. "
+        f"To export it anyway (to measure size or latency, say) pass allow_uncalibrated=True.", unset)
+
+
 def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize: bool = True,
-              allow_float: bool = False, max_samples: int = 256, batch_size: int | None = None) -> bytes:
+              allow_float: bool = False, allow_uncalibrated: bool = False, max_samples: int = 256,
+              batch_size: int | None = None) -> bytes:
     """Converts a Keras 3 model to a TFLite flatbuffer and returns its bytes.
 
     - ``quantize=False``: a float32 model; no data needed.
@@ -143,6 +162,10 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
 
     ``batch_size=1`` fixes every shape, as microcontrollers and NPUs want: no op that exists only to handle a dynamic
     batch (a Flatten's SHAPE, STRIDED_SLICE and PACK) reaches the file. None keeps the batch axis dynamic.
+
+    A model whose own activation ranges were never set (a quantized model neither calibrated nor trained: its
+    layers' ``unset_ranges()`` say so, see ``tflite_export.ranges``) is refused with ``UncalibratedModelError``
+    naming the first such layer, unless ``allow_uncalibrated``.
     """
     import keras
 
@@ -151,6 +174,8 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
     signature = _input_signature(model, batch_size)
     rep = None
     if quantize:
+        if not allow_uncalibrated:
+            _check_ranges_set(model)
         problems = _export_problems(model)
         if problems:
             raise TFLiteExportError("int8 TFLite cannot hold this model's quantization settings:\n  - "

@@ -19,3 +19,11 @@ class InvalidTFLiteModel(ValueError):
 
 class MicroRuntimeError(TFLiteExportError):
     """TFLite Micro cannot run a model: an op it lacks, a tensor type its kernels refuse, or a crash."""
+
+
+class UncalibratedModelError(TFLiteExportError):
+    """A quantized model whose activation ranges were never set (by calibration or training) was to be exported."""
+
+    def __init__(self, message, layers=()):
+        super().__init__(message)
+        self.layers = list(layers)  # [(layer name, [range names]), ...] in model order

@@ -24,8 +24,8 @@ _SPATIAL = (layers.MaxPooling2D, layers.AveragePooling2D, layers.GlobalAveragePo
 _MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
 
-def _single_node(layer) -> bool:
-    return len(getattr(layer, "_inbound_nodes", ())) == 1
+def _single_node(info, layer) -> bool:
+    return info.calls(layer) == 1
 
 
 def is_producer(layer) -> bool:
@@ -74,7 +74,7 @@ def find_groups(model) -> list:
     for node in info.nodes:
         layer = node.operation
         if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model) or \
-                len(node.input_tensors) != 1 or not _single_node(layer) or \
+                len(node.input_tensors) != 1 or not _single_node(info, layer) or \
                 not is_consumer(layer, node.input_tensors[0].shape):
             continue
         group = _walk_back(info, producer_of, node)
@@ -90,7 +90,7 @@ def _walk_back(info, producer_of, consumer_node):
             return None
         node = producer_of.get(id(tensor))
         if node is None or not isinstance(node.operation, keras.layers.Layer) or \
-                not _single_node(node.operation) or len(node.input_tensors) != 1:
+                not _single_node(info, node.operation) or len(node.input_tensors) != 1:
             return None
         layer = node.operation
         if is_producer(layer):

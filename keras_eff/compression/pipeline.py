@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from ..graph import functional_of
+from ..graph import functional_of, release
 from .inputs import check_names, check_ratio, sample_array
 from .macs import ModelCost, count_macs
 from .selection import SensitivityTable, measure_sensitivity, select_ratios
@@ -111,6 +111,15 @@ def predict(model, x, batch_size=256) -> np.ndarray:
     return np.concatenate(parts).astype(np.float64)
 
 
+def _scored(candidate, score):
+    """``score(candidate)``, then the candidate unhooked from the layers it shares with the user's model, so that
+    the candidates scored one after another do not stay alive with it (``keras_eff.graph.release``)."""
+    try:
+        return score(candidate)
+    finally:
+        release(candidate)
+
+
 def compress(scheme: Scheme, target_ratio, data=None, eval_fn=None, verbose=True) -> CompressionResult:
     """Runs a method end to end; see ``spatial_svd`` and ``channel_pruning`` for the meaning of the arguments."""
     target_ratio = check_ratio(target_ratio)
@@ -127,14 +136,14 @@ def compress(scheme: Scheme, target_ratio, data=None, eval_fn=None, verbose=True
         baseline, higher, label = float(eval_fn(model)), True, "eval_fn score"
 
         def score_of(name, setting):
-            return eval_fn(scheme.build({name: setting}))
+            return _scored(scheme.build({name: setting}), eval_fn)
     elif data is not None:
         x_eval = sample_array(model, data, params.num_eval_samples)
         reference = predict(model, x_eval)
         baseline, higher, label = 0.0, False, "relative output error"
 
         def score_of(name, setting):
-            return output_error(scheme.build({name: setting}), x_eval, reference)
+            return _scored(scheme.build({name: setting}), lambda m: output_error(m, x_eval, reference))
     else:
         baseline, higher, label = 0.0, False, "relative weight error"
         score_of = scheme.weight_error

@@ -59,7 +59,7 @@ class SpatialSvdScheme(Scheme):
         for node in self.info.nodes:
             op = node.operation
             if isinstance(op, keras.layers.Layer) and not isinstance(op, keras.Model) and _eligible(op) \
-                    and len(op._inbound_nodes) == 1:
+                    and self.info.calls(op) == 1:
                 self.targets[op.name] = (op, node.input_tensors[0].shape, node.outputs[0].shape)
         self._factors = {}
 

@@ -2,9 +2,12 @@
 
 ``rebuild(model, transform)`` walks the graph of a Functional or Sequential model in order and builds a new model on
 fresh inputs. For each node the ``transform`` may return new outputs (wrap, replace, fuse) or ``None`` to keep the
-node as it is, with a copy of its layer: the new model shares no layer and no variable with the old one, so the
-user's model is never changed. Nodes a transform has fused into an earlier one are marked ``absorbed`` and pass
-their input through.
+node as it is: a layer that holds state (weights, BatchNorm statistics, a seed generator's state: any variable) is
+copied, so the new model shares no variable with the old one and the user's model is never changed; a stateless
+layer (Flatten, Add, a ``Lambda``, ...) is reused as it is, the same object called in both models, as Keras allows.
+Reusing needs no ``get_config``/``from_config`` round trip, which Keras refuses for a ``Lambda`` outside unsafe mode
+and which custom layers may not implement. Nodes a transform has fused into an earlier one are marked ``absorbed`` and
+pass their input through.
 """
 
 from __future__ import annotations
@@ -33,6 +36,41 @@ def functional_of(model) -> keras.Model:
     raise TypeError(f"expected a Keras 3 model, got {type(model).__name__}")
 
 
+def holds_state(layer) -> bool:
+    """Whether a layer holds any variable: weights, non-trainable statistics, a seed generator's state (Keras lists
+    all of them in ``layer.variables``, sublayers included). A layer without is computed from its inputs alone."""
+    return bool(layer.variables)
+
+
+def reuse_or_clone(layer):
+    """``layer`` itself where it holds no state (see ``holds_state``), else a new copy from its config (unbuilt:
+    the caller copies the weights once it is called). A reused layer must not be changed: set no attribute on it."""
+    return clone_layer(layer) if holds_state(layer) else layer
+
+
+def layers_with(model, method: str) -> list:
+    """The layers of ``model`` that define a callable ``method`` (nested models searched; a layer found is not looked
+    into): how a technique finds another's layers by their duck-typed hooks (``strip_layer``, ``unset_ranges``)."""
+    found = []
+
+    def walk(layer):
+        for sub in layer._flatten_layers(include_self=False, recursive=False):
+            if callable(getattr(sub, method, None)):
+                found.append(sub)
+            else:
+                walk(sub)
+
+    walk(model)
+    return found
+
+
+def name_list(layers, limit: int = 4) -> str:
+    """'a, b, c' for the layers' names, the first ``limit`` of them and how many more."""
+    names = [layer.name for layer in layers]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def clone_layer(layer, **overrides):
     """A new layer of the same class and config (with ``overrides``); weights are copied by ``copy_weights``."""
     config = layer.get_config()
@@ -41,8 +79,12 @@ def clone_layer(layer, **overrides):
 
 
 def copy_weights(src, dst):
-    """Copies weights between two built layers of the same structure."""
+    """Copies weights between two built layers of the same structure. Layers that derive state from their variables
+    (an adapted ``Normalization``'s mean and variance) recompute it, as Keras does when it loads weights."""
     dst.set_weights(src.get_weights())
+    finalize = getattr(dst, "finalize_state", None)
+    if callable(finalize) and dst.weights:
+        finalize()
 
 
 @dataclass
@@ -67,6 +109,11 @@ class GraphInfo:
                     info.consumers.setdefault(id(t), []).append(node)
         info.output_ids = {id(t) for t in fn.outputs}
         return info
+
+    def calls(self, op) -> int:
+        """How many nodes of this graph call ``op``. Not ``len(op._inbound_nodes)``: that also counts the calls of
+        other models sharing the layer (every rewrite reuses stateless layers)."""
+        return sum(1 for node in self.nodes if node.operation is op)
 
     def node_consumers(self, node) -> list:
         return [c for t in node.outputs for c in self.consumers.get(id(t), [])]
@@ -94,11 +141,12 @@ class Rebuild:
         self.absorbed.add(id(node))
 
     def keep(self, node, args, kwargs):
-        """The default: call a copy of the node's layer (a stateless op is called as it is)."""
+        """The default: call a copy of the node's layer where it holds state; a stateless layer or op is called as it
+        is (the same object in both models: nothing may be set on it)."""
         op = node.operation
         if isinstance(op, keras.Model):
             return rebuild(op, self.transform)(*args, **kwargs)
-        if isinstance(op, keras.layers.Layer):
+        if isinstance(op, keras.layers.Layer) and holds_state(op):
             new = clone_layer(op)
             out = new(*args, **kwargs)
             if op.weights:
@@ -130,10 +178,41 @@ class Rebuild:
 def rebuild(model, transform=None, name=None, on_input=None) -> keras.Model:
     """A new model with the same graph, each node passed through ``transform(rebuild, node, args, kwargs)``.
 
-    The transform returns the node's new outputs, or None to keep the node (a copy of its layer). Nested models are
+    The transform returns the node's new outputs, or None to keep the node (a copy of its layer where it holds
+    state, else the layer itself). Nested models are
     rebuilt with the same transform. ``on_input`` maps each new model input to the tensor its consumers read.
     """
     return Rebuild(model, transform or (lambda *_: None), on_input).run(name=name or model.name)
+
+
+def _graph_nodes(fn, out: dict) -> dict:
+    """{id(node): node} for every node of a functional graph and of the models nested in it; and its operations."""
+    for depth_nodes in fn._nodes_by_depth.values():
+        for node in depth_nodes:
+            out[id(node)] = node
+            if isinstance(node.operation, keras.Model) and hasattr(node.operation, "_nodes_by_depth"):
+                _graph_nodes(node.operation, out)
+    return out
+
+
+def release(model) -> None:
+    """Unhooks a model made by ``rebuild`` from the stateless layers it shares with the model it was made from.
+
+    Keras records every call of a layer on the layer (``_inbound_nodes``, ``_outbound_nodes``), so a shared layer
+    keeps each model built on it alive, variables and traced functions included, as long as the original model
+    lives. Loops that build and discard many candidates (mixed precision, compression) call this on each one once
+    it is scored. Only the trailing records are dropped (the others' positions index the graphs of models still in
+    use), and the released model must not be saved or rewritten afterwards.
+    """
+    nodes = _graph_nodes(functional_of(model), {})
+    ops = {id(n.operation): n.operation for n in nodes.values() if n.operation is not None}
+    for op in ops.values():
+        inbound = getattr(op, "_inbound_nodes", None)
+        if inbound is None or all(id(n) in nodes for n in inbound):
+            continue  # the model's own layer: it goes with the model
+        while inbound and id(inbound[-1]) in nodes:
+            inbound.pop()
+        op._outbound_nodes[:] = [n for n in op._outbound_nodes if id(n) not in nodes]
 
 
 def clone(model, replace: dict | None = None, remove=()) -> keras.Model:

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..graph import release
 from .calibration import activation_quantizers, calibrate
 from .config import QuantConfig
 from .model import quantize_model
@@ -118,7 +119,11 @@ class _Evaluator:
         return q
 
     def score(self, bits: dict) -> float:
-        s = float(self.eval_fn(self.build(bits)))
+        candidate = self.build(bits)
+        try:
+            s = float(self.eval_fn(candidate))
+        finally:
+            release(candidate)  # it shares stateless layers with the user's model, which would keep it alive
         if not math.isfinite(s):
             raise ValueError(f"eval_fn returned {s}; it must return a finite score (higher is better)")
         self.log.append({"bits": dict(bits), "score": s})

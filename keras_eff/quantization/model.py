@@ -17,7 +17,8 @@ import numpy as np
 from keras import layers
 
 from ..errors import UnsupportedModelError
-from ..graph import activation_kind, clone_layer, functional_of, is_foldable_bn, rebuild
+from ..graph import (activation_kind, clone_layer, functional_of, is_foldable_bn, layers_with, name_list, rebuild,
+                     reuse_or_clone)
 from . import layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
@@ -50,12 +51,48 @@ class QuantizationReport:
     float_layers: list = field(default_factory=list)  # (name, reason)
     preserved: list = field(default_factory=list)  # (name, what is kept: "sparsity", "16 clusters")
 
+    def float_summary(self) -> str:
+        """The layers kept float, each unsupported class once with the names of its layers, and what to do."""
+        by_class, other, skipped = {}, [], []
+        for name, reason in self.float_layers:
+            if reason.endswith(NO_IMPLEMENTATION):
+                by_class.setdefault(reason[:-len(NO_IMPLEMENTATION)], []).append(name)
+            elif reason == SKIPPED:
+                skipped.append(name)
+            else:
+                other.append(f"{name} ({reason})")
+        parts = [f"{cls} ({_names(names)})" for cls, names in by_class.items()]
+        lines = [f"quantize_model kept {len(self.float_layers)} layers float; the int8 file computes them in float "
+                 f"unless to_tflite gets representative_data for their outputs "
+                 f"(new_model.quantization_report lists every layer)."]
+        if parts:
+            lines.append(f"Layer classes with no quantized implementation: {'; '.join(parts)}. {DECLARE_HINT}")
+        if other:
+            lines.append(f"Layers of supported classes with settings int8 cannot quantize: {'; '.join(other)}.")
+        if skipped:
+            lines.append(f"Skipped by QuantConfig: {_names(skipped)}.")
+        return "\n".join(lines)
+
     def __str__(self):
         lines = [f"{len(self.quantized)} layers quantized, {len(self.folded_batchnorm)} BatchNorms folded, "
                  f"{len(self.fused_activations)} activations fused, {len(self.inherit_range)} layers inherit ranges"]
         lines += [f"  kept float: {name} ({reason})" for name, reason in self.float_layers]
         lines += [f"  preserved: {name} ({what})" for name, what in self.preserved]
         return "\n".join(lines)
+
+
+NO_IMPLEMENTATION = " has no quantized implementation"
+SKIPPED = "skipped by QuantConfig"
+# What to do about a class quantize_model does not know. The one place to change when the registry of layer facts and
+# its protocol for custom layers arrive (issue #17): it should then say where to declare the class.
+DECLARE_HINT = ("quantize_model quantizes the conv and dense layers and the Keras layers listed in "
+                "keras_eff.quantization.model (INHERIT_RANGE, OWN_RANGE, SHARED_RANGE); other classes stay float. To "
+                "keep such a layer float without this warning, name it in QuantConfig(skip=[...]).")
+
+
+def _names(names, limit: int = 4) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def _fusable_activation(layer) -> str | None:
@@ -132,7 +169,7 @@ class _Quantizer:
             return ActivationQuantizer(**self.act_kwargs(self.config._default), name=f"{op.name}_output_range")(out)
         spec = self.config.for_layer(op)
         if not spec.quantize:
-            self.report.float_layers.append((op.name, "skipped by QuantConfig"))
+            self.report.float_layers.append((op.name, SKIPPED))
             return None
         if isinstance(op, INHERIT_RANGE):
             self.report.inherit_range.append(op.name)
@@ -147,19 +184,19 @@ class _Quantizer:
             nxt, act = (None, None) if isinstance(op, (layers.Activation, layers.Softmax) + SHARED_RANGE) else \
                 self._next_fusable(rb, node)
             fixed = _inherited_fixed_range(node) if isinstance(op, SHARED_RANGE) else _fixed_range(op)
-            wrapper = QuantizeWrapper(clone_layer(op), fused_activation=act or "linear",
+            wrapper = QuantizeWrapper(reuse_or_clone(op), fused_activation=act or "linear",
                                       quantize_output=not self._feeds_shared_range(rb, node),
                                       fixed_output_range=fixed, **self.wrapper_kwargs(spec, op))
             # a wrapper takes no mask: Keras passes BatchNormalization's mask=None along in its node
             out = wrapper(*args, **{k: v for k, v in kwargs.items() if not (k == "mask" and v is None)})
-            if op.weights:
+            if wrapper.layer is not op and op.weights:
                 wrapper.layer.set_weights(op.get_weights())
             if nxt is not None:
                 rb.absorb(nxt)
                 self.report.fused_activations.append(nxt.operation.name)
             self.report.quantized.append(op.name)
             return out
-        self.report.float_layers.append((op.name, f"{type(op).__name__} has no quantized implementation"))
+        self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
 
     def _wrap_kernel_layer(self, rb, node, op, spec, args, kwargs):
@@ -208,9 +245,11 @@ def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _
                    _report=None) -> keras.Model:
     """A new model ready for quantization-aware training, computing what its int8 TFLite export computes.
 
-    Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed. Layers that
-    cannot be quantized stay float: they are listed in ``new_model.quantization_report`` and warned about, and
-    exporting such a model needs representative data. Use ``keras_eff.quantize`` for subclassed models.
+    Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed (layers without
+    state, a ``Lambda`` say, are shared with it as they are). Layers that cannot be quantized stay float: they are
+    listed in ``new_model.quantization_report`` and warned about once (each class once, with its layers' names), and
+    exporting such a model needs representative data. A model that is already quantized is refused. Use
+    ``keras_eff.quantize`` for subclassed models.
     ``preserve`` ("sparsity", "clusters" or both) overrides ``config.preserve``: QAT keeps the zeros of pruned
     kernels and the shared values of clustered ones (strip pruning and clustering wrappers first).
     """
@@ -229,6 +268,11 @@ def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _
             f"with the decorator instead: self.conv = keras_eff.quantize(layers.Conv2D(...), quantize_inputs=True)"
         ) from err
     _check_weights(functional)
+    quantized = layers_with(functional, "unset_ranges")  # QuantizeWrapper, ActivationQuantizer
+    if quantized:
+        raise ValueError(f"model {model.name!r} is already quantized (it holds {name_list(quantized)}): "
+                         f"quantize_model takes a float model. To quantize with other settings, call quantize_model "
+                         f"on the float model this one was made from; to go on training this one, fit it as it is")
     wrapped = [l.name for l in functional._flatten_layers(include_self=False, recursive=True)
                if callable(getattr(l, "strip_layer", None))]
     if wrapped:
@@ -245,10 +289,8 @@ def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _
     new = rebuild(functional, _Quantizer(config, report), name=model.name, on_input=on_input)
     if not _nested:
         new.quantization_report = report
-        if report.float_layers:
-            warnings.warn(f"quantize_model kept {len(report.float_layers)} layers float: "
-                          + "; ".join(f"{n} ({r})" for n, r in report.float_layers)
-                          + ". Exporting this model to int8 needs representative_data.", stacklevel=2)
+        if any(reason != SKIPPED for _, reason in report.float_layers):  # a skip is the user's own choice
+            warnings.warn(report.float_summary(), stacklevel=2)
     return new
 
 

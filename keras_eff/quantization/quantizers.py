@@ -192,6 +192,8 @@ class ActivationQuantizer(keras.layers.Layer):
             return x
         if training and self.learns_by_ema:
             self.update_range(x)
+        elif training and self.trainable_range and self.fixed_range is None:
+            self.initialized.assign(1.0)  # the range is learned by gradient from this step on
         return self.fake_quantize(x)
 
     def _record(self, x):
@@ -238,6 +240,19 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    @property
+    def range_set(self) -> bool:
+        """Whether the range holds data's values: fixed, calibrated (``keras_eff.calibrate``) or trained. Saved with
+        the model (the ``initialized`` variable)."""
+        if self.fixed_range is not None:
+            return True
+        return self.built and float(keras.ops.convert_to_numpy(self.initialized)) > 0.0
+
+    def unset_ranges(self) -> list:
+        """[this range's name] while it was never set, else []: the ``tflite_export.ranges`` protocol that makes
+        ``to_tflite`` refuse a model never calibrated nor trained."""
+        return [] if self.range_set else [self.name]
 
     def export_problems(self) -> list:
         if self.bits != 8:

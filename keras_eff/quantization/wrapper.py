@@ -375,6 +375,11 @@ class QuantizeWrapper(layers.Wrapper):
                                 f"cannot hold them; use weight_granularity='per_tensor')")
         return problems  # activation ranges report for themselves (ActivationQuantizer.export_problems)
 
+    def unset_ranges(self) -> list:
+        """The names of this layer's activation ranges never set by calibration or training (the
+        ``tflite_export.ranges`` protocol: ``to_tflite`` refuses the model while any is left)."""
+        return [name for q in self.quantizers for name in q.unset_ranges()]
+
     def get_config(self):
         config = super().get_config()
         config.update(
