@@ -86,6 +86,56 @@ def _inherited_fixed_range(node):
     return _fixed_range(producer) if isinstance(producer, layers.Layer) else None
 
 
+def _channel_affine(layer, shape):
+    """(a, b) with ``layer(x) == x·a + b`` per channel (last axis, float64 arrays of length C) for a Rescaling or a
+    Normalization over the channel axis (or all axes) of a 4-D input, else None."""
+    if len(shape) != 4 or shape[-1] is None:
+        return None
+    channels = shape[-1]
+    if isinstance(layer, layers.Rescaling):
+        a, b = np.asarray(layer.scale, np.float64), np.asarray(layer.offset, np.float64)
+    elif isinstance(layer, layers.Normalization) and getattr(layer, "mean", None) is not None:
+        if tuple(getattr(layer, "_keep_axis", ())) not in ((), (3,)):
+            return None
+        mean = np.asarray(layer.mean, np.float64)
+        sd = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64)), keras.config.epsilon())
+        a, b = (sd, mean) if layer.invert else (1.0 / sd, -mean / sd)
+    else:
+        return None
+    try:
+        return tuple(np.broadcast_to(v, (1, 1, 1, channels)).reshape(channels) for v in (a, b))
+    except ValueError:
+        return None
+
+
+def _affine_as_depthwise(layer, shape):
+    """A Rescaling or Normalization as the 1×1 depthwise convolution int8 TFLite can run (per-channel scale as the
+    kernel, offset as the bias): a per-channel weight scale holds each factor exactly (its int8 value is ±127), and
+    the existing integer kernels simulate it. Not trainable: it is the model's preprocessing. None where the layer is
+    not a per-channel affine map of a 4-D tensor."""
+    affine = _channel_affine(layer, shape)
+    if affine is None:
+        return None
+    a, b = affine
+    dw = layers.DepthwiseConv2D(1, use_bias=True, name=layer.name, trainable=False)
+    dw.build(shape)
+    dw.set_weights([a.reshape(1, 1, -1, 1).astype(np.float32), b.astype(np.float32)])
+    return dw
+
+
+def _identity_depthwise(bn, shape):
+    """For a standalone BatchNormalization over the channels of a 4-D tensor (after an Add or a pooling, as in
+    pre-activation ResNets): a 1×1 depthwise convolution with a unit kernel, not trainable, for the BN to fold into.
+    int8 TFLite runs it as a DEPTHWISE_CONV_2D (the converter would otherwise leave the BN's MUL and ADD float), and
+    the BN keeps training as a folded one does. None where the BN is not of that kind."""
+    if len(shape) != 4 or shape[-1] is None or bn.axis not in (-1, 3):
+        return None
+    dw = layers.DepthwiseConv2D(1, use_bias=False, name=bn.name, trainable=False)
+    dw.build(shape)
+    dw.set_weights([np.ones((1, 1, shape[-1], 1), np.float32)])
+    return dw
+
+
 class _Quantizer:
     """The transform ``rebuild`` runs over each node."""
 
@@ -137,6 +187,15 @@ class _Quantizer:
         if isinstance(op, INHERIT_RANGE):
             self.report.inherit_range.append(op.name)
             return None
+        if isinstance(op, (layers.Rescaling, layers.Normalization)) and len(node.input_tensors) == 1:
+            depthwise = _affine_as_depthwise(op, node.input_tensors[0].shape)
+            if depthwise is not None:
+                return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
+        if isinstance(op, layers.BatchNormalization) and len(node.input_tensors) == 1:
+            depthwise = _identity_depthwise(op, node.input_tensors[0].shape)
+            if depthwise is not None:
+                kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
+                return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs, own_bn=node)
         if isinstance(op, layer_ops.SUPPORTED):
             reason = layer_ops.unsupported_reason(op)
             if reason:
@@ -162,12 +221,14 @@ class _Quantizer:
         self.report.float_layers.append((op.name, f"{type(op).__name__} has no quantized implementation"))
         return None
 
-    def _wrap_kernel_layer(self, rb, node, op, spec, args, kwargs):
+    def _wrap_kernel_layer(self, rb, node, op, spec, args, kwargs, own_bn=None):
+        """Wraps ``op`` (the node's layer, or the depthwise form of a Rescaling, Normalization or, with ``own_bn``,
+        of the node's standalone BatchNormalization, folded into it) with a following BN and ReLU fused."""
         own = activation_name(getattr(op, "activation", None))
-        last, bn = node, None
+        last, bn = node, own_bn
         nxt = rb.info.sole_consumer(node)
-        if (spec.fold_batchnorm and nxt is not None and own == "linear" and is_foldable_bn(nxt.operation, op)
-                and self.config.for_layer(nxt.operation).quantize):
+        if (own_bn is None and spec.fold_batchnorm and nxt is not None and own == "linear"
+                and is_foldable_bn(nxt.operation, op) and self.config.for_layer(nxt.operation).quantize):
             bn, last = nxt, nxt
         act_node, act = (None, None)
         if own in FUSED_ACTIVATIONS:
@@ -187,8 +248,9 @@ class _Quantizer:
             self.report.preserved.append((op.name, preserve_lib.describe(wrapper)))
         if bn is not None:
             wrapper.batchnorm.set_weights(bn.operation.get_weights())
-            rb.absorb(bn)
-            self.report.folded_batchnorm.append((op.name, bn.operation.name))
+            if own_bn is None:
+                rb.absorb(bn)
+                self.report.folded_batchnorm.append((op.name, bn.operation.name))
         if act_node is not None:
             rb.absorb(act_node)
             self.report.fused_activations.append(act_node.operation.name)
