@@ -123,3 +123,49 @@ def test_standalone_batchnorm_keeps_training_and_saves(tmp_path):
     qat.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+# -- Concatenate on one grid (DenseNet121: each block's concat also feeds the next BN; InceptionV3's branches) -------
+
+def test_concatenate_chain_with_other_readers_like_densenet():
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling2D(3, 2, padding="same")(layers.ZeroPadding2D(1)(x))  # the block input feeds BN and concat
+    for block in range(2):
+        for i in range(2):
+            y = layers.Conv2D(4, 3, padding="same")(layers.ReLU()(layers.BatchNormalization()(x)))
+            x = layers.Concatenate(name=f"block{block}_concat{i}")([x, y])
+        if block == 0:  # transition: BN, ReLU, 1×1 conv, average pooling
+            x = layers.Conv2D(8, 1)(layers.ReLU()(layers.BatchNormalization()(x)))
+            x = layers.AveragePooling2D(2)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    qat, data = _qat_int8(keras.Model(inputs, _head(x)), _images())
+    assert not qat.quantization_report.float_layers
+    _assert_parity(qat, data, _images(seed=1))
+
+
+def test_concatenate_branches_with_different_ranges():
+    inputs = keras.Input((16, 16, 3))
+    a = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)  # [0, a] and a wider signed branch
+    b = layers.Conv2D(4, 3, padding="same", kernel_initializer=keras.initializers.RandomNormal(0, 2.0))(inputs)
+    c = layers.MaxPooling2D(3, 1, padding="same")(a)  # also read by the concat, through an inheriting layer
+    x = layers.Concatenate()([a, b, c])
+    side = layers.Conv2D(4, 1)(a)  # a is read outside the concat too
+    x = layers.Concatenate()([layers.Conv2D(4, 1)(x), side])
+    qat, data = _qat_int8(keras.Model(inputs, _head(x)), _images())
+    _assert_parity(qat, data, _images(seed=1))
+
+
+def test_average_pool_same_padding_like_inception():
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.Concatenate()([layers.Conv2D(4, 1, activation="relu")(x), layers.Conv2D(4, 3, padding="same")(x)])
+    # the block input feeds 1×1 convs and a 3×3 average pooling (stride 1, 'same'), whose grid is the input's
+    branch_pool = layers.Conv2D(4, 1, activation="relu")(layers.AveragePooling2D(3, 1, padding="same")(x))
+    branch_1x1 = layers.Conv2D(4, 1, activation="relu")(x)
+    branch_max = layers.MaxPooling2D(3, 2, padding="same")(x)
+    x = layers.Concatenate()([branch_1x1, branch_pool])
+    x = layers.Concatenate()([layers.Conv2D(8, 3, strides=2, padding="same")(x), branch_max])
+    qat, data = _qat_int8(keras.Model(inputs, _head(x)), _images())
+    assert "AVERAGE_POOL_2D" in _op_names(data)
+    _assert_parity(qat, data, _images(seed=1))

@@ -22,7 +22,7 @@ from . import layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
 from .quantizers import FIXED_RANGES, ActivationQuantizer
-from .wrapper import FUSED_ACTIVATIONS, SHARED_RANGE, QuantizeWrapper, activation_name, link_nested_inputs
+from .wrapper import AVERAGE_POOLS, FUSED_ACTIVATIONS, SHARED_RANGE, QuantizeWrapper, activation_name, link_nested_inputs
 
 # Layers whose output keeps the input's grid in TFLite (same scale and zero point).
 INHERIT_RANGE = (
@@ -142,6 +142,7 @@ class _Quantizer:
     def __init__(self, config: QuantConfig, report: QuantizationReport):
         self.config = config
         self.report = report
+        self._left_to_consumer = set()  # ids of nodes whose output lies on a consumer's shared range
 
     def act_kwargs(self, spec):
         return dict(bits=spec.activation_bits, symmetric=spec.activation_symmetric, ema_decay=self.config.ema_decay)
@@ -161,11 +162,48 @@ class _Quantizer:
         return (nxt, act) if act else (None, None)
 
     def _feeds_shared_range(self, rb, node) -> bool:
-        """Whether this node's only consumer quantizes the tensor with its own shared range (a node with a fixed
-        output range keeps it: the consumer adopts that range instead)."""
+        """Whether this node's output lies on a consumer's shared range instead of a range of its own: its only
+        consumer quantizes the tensor with its shared range, or (through range-inheriting layers, with other
+        consumers beside) exactly one Concatenate reads it, which TFLite holds to its own grid. A node with a fixed
+        output range keeps it: the consumer adopts that range instead."""
+        if _node_fixed_range(node) is not None:
+            return False
         nxt = rb.info.sole_consumer(node)
-        return (nxt is not None and isinstance(nxt.operation, SHARED_RANGE) and _node_fixed_range(node) is None
-                and self.config.for_layer(nxt.operation).quantize)
+        if nxt is not None and isinstance(nxt.operation, SHARED_RANGE) and self.config.for_layer(nxt.operation).quantize:
+            return True
+        return len(self._concats_reached(rb, node)) == 1
+
+    def _concats_reached(self, rb, node) -> set:
+        """The Concatenate layers that read this node's output directly or through range-inheriting layers."""
+        found, stack, seen = set(), [node], set()
+        while stack:
+            for consumer in rb.info.node_consumers(stack.pop()):
+                op = consumer.operation
+                if id(consumer) in seen or not isinstance(op, layers.Layer) or not self.config.for_layer(op).quantize:
+                    continue
+                seen.add(id(consumer))
+                if isinstance(op, layers.Concatenate):
+                    found.add(id(op))
+                elif isinstance(op, INHERIT_RANGE):
+                    stack.append(consumer)
+        return found
+
+    def _pool_inherits(self, rb, node) -> bool:
+        """Whether an average pooling keeps its input's grid (TFLite's AVERAGE_POOL_2D has one scale for input and
+        output): where the tensor it reads has a grid of its own (its producer feeds other layers too, or is a
+        model input or a range-inheriting layer), not one the producer left to this pooling alone to set."""
+        if not isinstance(node.operation, AVERAGE_POOLS) or len(node.input_tensors) != 1:
+            return False
+        history = node.input_tensors[0]._keras_history
+        producer = history.operation._inbound_nodes[history.node_index]
+        return not (id(producer) in self._left_to_consumer and rb.info.sole_consumer(producer) is node)
+
+    def _decide_output(self, rb, node) -> bool:
+        """quantize_output for the wrapper of ``node``; remembers the nodes that leave their output to a consumer."""
+        leaves = self._feeds_shared_range(rb, node)
+        if leaves:
+            self._left_to_consumer.add(id(node))
+        return not leaves
 
     def __call__(self, rb, node, args, kwargs):
         op = node.operation
@@ -206,8 +244,9 @@ class _Quantizer:
             nxt, act = (None, None) if isinstance(op, (layers.Activation, layers.Softmax) + SHARED_RANGE) else \
                 self._next_fusable(rb, node)
             fixed = _inherited_fixed_range(node) if isinstance(op, SHARED_RANGE) else _fixed_range(op)
+            inherits = fixed is None and self._pool_inherits(rb, node)
             wrapper = QuantizeWrapper(clone_layer(op), fused_activation=act or "linear",
-                                      quantize_output=not self._feeds_shared_range(rb, node),
+                                      quantize_output=self._decide_output(rb, node) and not inherits,
                                       fixed_output_range=fixed, **self.wrapper_kwargs(spec, op))
             # a wrapper takes no mask: Keras passes BatchNormalization's mask=None along in its node
             out = wrapper(*args, **{k: v for k, v in kwargs.items() if not (k == "mask" and v is None)})
@@ -237,7 +276,7 @@ class _Quantizer:
             last = act_node
         wrapper = QuantizeWrapper(
             clone_layer(op), batchnorm=None if bn is None else clone_layer(bn.operation),
-            fused_activation=act or "linear", quantize_output=not self._feeds_shared_range(rb, last),
+            fused_activation=act or "linear", quantize_output=self._decide_output(rb, last),
             preserve=spec.preserve, n_centroids=preserve_lib.centroid_counts(op, layer_ops.kernel_names(op),
                                                                              spec.preserve),
             **self.wrapper_kwargs(spec, op))
