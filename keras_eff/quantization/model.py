@@ -229,7 +229,9 @@ class _Quantizer:
             depthwise = _affine_as_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
-        if isinstance(op, layers.BatchNormalization) and len(node.input_tensors) == 1:
+        if (isinstance(op, layers.BatchNormalization) and len(node.input_tensors) == 1
+                and not isinstance(node.input_tensors[0]._keras_history.operation, layer_ops.SUPPORTED)):
+            # (a BN left unfolded after a conv, fold_batchnorm=False, the converter folds into the conv itself)
             depthwise = _identity_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
                 kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
