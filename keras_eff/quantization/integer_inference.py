@@ -113,6 +113,23 @@ def mean(layer, x, in_scale, out_scale, out_zero_point, kernels="xnnpack", in_ze
 # -- HARD_SWISH: LiteRT's built-in int8 kernel (XNNPACK does not take it), 16-bit fixed point ------------------------
 # All integer steps below run in float64, where every intermediate (products of two int16 values) is exact.
 
+def average_pool(layer, x, scale, zero_point):
+    """An AveragePooling2D on its input's grid as LiteRT's int8 AVERAGE_POOL_2D computes it (a built-in kernel on
+    every runtime: XNNPACK does not take it): the sum of the raw codes (zero point included) over the window's valid
+    positions, divided by their count in integers, rounding half away from zero, ``(acc ± n/2) / n``. ``x`` lies on
+    the grid (scale, zero point), which the output shares."""
+    z = ops.cast(zero_point, "float64")
+    codes = integers(x, scale) + z
+    pool = dict(pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding, data_format="channels_last")
+    shape = ops.shape(x)
+    ones = ops.ones((1, shape[1], shape[2], 1), "float32")
+    window = ops.ones(tuple(layer.pool_size) + (1, 1), "float32")
+    n = ops.cast(ops.conv(ones, window, strides=layer.strides, padding=layer.padding), "float64")
+    acc = ops.round(ops.average_pool(codes, **pool) * n)
+    q = ops.sign(acc) * ops.floor((ops.abs(acc) + ops.floor(n / 2)) / n)
+    return ops.cast((q - z) * ops.cast(scale, "float64"), "float32")
+
+
 HARD_SWISH = ("hard_swish", "hard_silu")
 
 

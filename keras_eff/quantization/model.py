@@ -23,7 +23,7 @@ from . import layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
 from .quantizers import FIXED_RANGES, ActivationQuantizer
-from .wrapper import FUSED_ACTIVATIONS, SHARED_RANGE, QuantizeWrapper, activation_name, link_nested_inputs
+from .wrapper import AVERAGE_POOLS, FUSED_ACTIVATIONS, SHARED_RANGE, QuantizeWrapper, activation_name, link_nested_inputs
 
 # Layers whose output keeps the input's grid in TFLite (same scale and zero point).
 INHERIT_RANGE = (
@@ -123,12 +123,63 @@ def _inherited_fixed_range(node):
     return _fixed_range(producer) if isinstance(producer, layers.Layer) else None
 
 
+def _channel_affine(layer, shape):
+    """(a, b) with ``layer(x) == x·a + b`` per channel (last axis, float64 arrays of length C) for a Rescaling or a
+    Normalization over the channel axis (or all axes) of a 4-D input, else None."""
+    if len(shape) != 4 or shape[-1] is None:
+        return None
+    channels = shape[-1]
+    if isinstance(layer, layers.Rescaling):
+        a, b = np.asarray(layer.scale, np.float64), np.asarray(layer.offset, np.float64)
+    elif isinstance(layer, layers.Normalization) and getattr(layer, "mean", None) is not None:
+        if tuple(getattr(layer, "_keep_axis", ())) not in ((), (3,)):
+            return None
+        mean = np.asarray(layer.mean, np.float64)
+        sd = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64)), keras.config.epsilon())
+        a, b = (sd, mean) if layer.invert else (1.0 / sd, -mean / sd)
+    else:
+        return None
+    try:
+        return tuple(np.broadcast_to(v, (1, 1, 1, channels)).reshape(channels) for v in (a, b))
+    except ValueError:
+        return None
+
+
+def _affine_as_depthwise(layer, shape):
+    """A Rescaling or Normalization as the 1×1 depthwise convolution int8 TFLite can run (per-channel scale as the
+    kernel, offset as the bias): a per-channel weight scale holds each factor exactly (its int8 value is ±127), and
+    the existing integer kernels simulate it. Not trainable: it is the model's preprocessing. None where the layer is
+    not a per-channel affine map of a 4-D tensor."""
+    affine = _channel_affine(layer, shape)
+    if affine is None:
+        return None
+    a, b = affine
+    dw = layers.DepthwiseConv2D(1, use_bias=True, name=layer.name, trainable=False)
+    dw.build(shape)
+    dw.set_weights([a.reshape(1, 1, -1, 1).astype(np.float32), b.astype(np.float32)])
+    return dw
+
+
+def _identity_depthwise(bn, shape):
+    """For a standalone BatchNormalization over the channels of a 4-D tensor (after an Add or a pooling, as in
+    pre-activation ResNets): a 1×1 depthwise convolution with a unit kernel, not trainable, for the BN to fold into.
+    int8 TFLite runs it as a DEPTHWISE_CONV_2D (the converter would otherwise leave the BN's MUL and ADD float), and
+    the BN keeps training as a folded one does. None where the BN is not of that kind."""
+    if len(shape) != 4 or shape[-1] is None or bn.axis not in (-1, 3):
+        return None
+    dw = layers.DepthwiseConv2D(1, use_bias=False, name=bn.name, trainable=False)
+    dw.build(shape)
+    dw.set_weights([np.ones((1, 1, shape[-1], 1), np.float32)])
+    return dw
+
+
 class _Quantizer:
     """The transform ``rebuild`` runs over each node."""
 
     def __init__(self, config: QuantConfig, report: QuantizationReport):
         self.config = config
         self.report = report
+        self._left_to_consumer = set()  # ids of nodes whose output lies on a consumer's shared range
 
     def act_kwargs(self, spec):
         return dict(bits=spec.activation_bits, symmetric=spec.activation_symmetric, ema_decay=self.config.ema_decay)
@@ -148,11 +199,48 @@ class _Quantizer:
         return (nxt, act) if act else (None, None)
 
     def _feeds_shared_range(self, rb, node) -> bool:
-        """Whether this node's only consumer quantizes the tensor with its own shared range (a node with a fixed
-        output range keeps it: the consumer adopts that range instead)."""
+        """Whether this node's output lies on a consumer's shared range instead of a range of its own: its only
+        consumer quantizes the tensor with its shared range, or (through range-inheriting layers, with other
+        consumers beside) exactly one Concatenate reads it, which TFLite holds to its own grid. A node with a fixed
+        output range keeps it: the consumer adopts that range instead."""
+        if _node_fixed_range(node) is not None:
+            return False
         nxt = rb.info.sole_consumer(node)
-        return (nxt is not None and isinstance(nxt.operation, SHARED_RANGE) and _node_fixed_range(node) is None
-                and self.config.for_layer(nxt.operation).quantize)
+        if nxt is not None and isinstance(nxt.operation, SHARED_RANGE) and self.config.for_layer(nxt.operation).quantize:
+            return True
+        return len(self._concats_reached(rb, node)) == 1
+
+    def _concats_reached(self, rb, node) -> set:
+        """The Concatenate layers that read this node's output directly or through range-inheriting layers."""
+        found, stack, seen = set(), [node], set()
+        while stack:
+            for consumer in rb.info.node_consumers(stack.pop()):
+                op = consumer.operation
+                if id(consumer) in seen or not isinstance(op, layers.Layer) or not self.config.for_layer(op).quantize:
+                    continue
+                seen.add(id(consumer))
+                if isinstance(op, layers.Concatenate):
+                    found.add(id(op))
+                elif isinstance(op, INHERIT_RANGE):
+                    stack.append(consumer)
+        return found
+
+    def _pool_inherits(self, rb, node) -> bool:
+        """Whether an average pooling keeps its input's grid (TFLite's AVERAGE_POOL_2D has one scale for input and
+        output): where the tensor it reads has a grid of its own (its producer feeds other layers too, or is a
+        model input or a range-inheriting layer), not one the producer left to this pooling alone to set."""
+        if not isinstance(node.operation, AVERAGE_POOLS) or len(node.input_tensors) != 1:
+            return False
+        history = node.input_tensors[0]._keras_history
+        producer = history.operation._inbound_nodes[history.node_index]
+        return not (id(producer) in self._left_to_consumer and rb.info.sole_consumer(producer) is node)
+
+    def _decide_output(self, rb, node) -> bool:
+        """quantize_output for the wrapper of ``node``; remembers the nodes that leave their output to a consumer."""
+        leaves = self._feeds_shared_range(rb, node)
+        if leaves:
+            self._left_to_consumer.add(id(node))
+        return not leaves
 
     def __call__(self, rb, node, args, kwargs):
         op = node.operation
@@ -174,6 +262,17 @@ class _Quantizer:
         if isinstance(op, INHERIT_RANGE):
             self.report.inherit_range.append(op.name)
             return None
+        if isinstance(op, (layers.Rescaling, layers.Normalization)) and len(node.input_tensors) == 1:
+            depthwise = _affine_as_depthwise(op, node.input_tensors[0].shape)
+            if depthwise is not None:
+                return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
+        if (isinstance(op, layers.BatchNormalization) and len(node.input_tensors) == 1
+                and not isinstance(node.input_tensors[0]._keras_history.operation, layer_ops.SUPPORTED)):
+            # (a BN left unfolded after a conv, fold_batchnorm=False, the converter folds into the conv itself)
+            depthwise = _identity_depthwise(op, node.input_tensors[0].shape)
+            if depthwise is not None:
+                kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
+                return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs, own_bn=node)
         if isinstance(op, layer_ops.SUPPORTED):
             reason = layer_ops.unsupported_reason(op)
             if reason:
@@ -184,8 +283,9 @@ class _Quantizer:
             nxt, act = (None, None) if isinstance(op, (layers.Activation, layers.Softmax) + SHARED_RANGE) else \
                 self._next_fusable(rb, node)
             fixed = _inherited_fixed_range(node) if isinstance(op, SHARED_RANGE) else _fixed_range(op)
+            inherits = fixed is None and self._pool_inherits(rb, node)
             wrapper = QuantizeWrapper(reuse_or_clone(op), fused_activation=act or "linear",
-                                      quantize_output=not self._feeds_shared_range(rb, node),
+                                      quantize_output=self._decide_output(rb, node) and not inherits,
                                       fixed_output_range=fixed, **self.wrapper_kwargs(spec, op))
             # a wrapper takes no mask: Keras passes BatchNormalization's mask=None along in its node
             out = wrapper(*args, **{k: v for k, v in kwargs.items() if not (k == "mask" and v is None)})
@@ -199,12 +299,14 @@ class _Quantizer:
         self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
 
-    def _wrap_kernel_layer(self, rb, node, op, spec, args, kwargs):
+    def _wrap_kernel_layer(self, rb, node, op, spec, args, kwargs, own_bn=None):
+        """Wraps ``op`` (the node's layer, or the depthwise form of a Rescaling, Normalization or, with ``own_bn``,
+        of the node's standalone BatchNormalization, folded into it) with a following BN and ReLU fused."""
         own = activation_name(getattr(op, "activation", None))
-        last, bn = node, None
+        last, bn = node, own_bn
         nxt = rb.info.sole_consumer(node)
-        if (spec.fold_batchnorm and nxt is not None and own == "linear" and is_foldable_bn(nxt.operation, op)
-                and self.config.for_layer(nxt.operation).quantize):
+        if (own_bn is None and spec.fold_batchnorm and nxt is not None and own == "linear"
+                and is_foldable_bn(nxt.operation, op) and self.config.for_layer(nxt.operation).quantize):
             bn, last = nxt, nxt
         act_node, act = (None, None)
         if own in FUSED_ACTIVATIONS:
@@ -213,7 +315,7 @@ class _Quantizer:
             last = act_node
         wrapper = QuantizeWrapper(
             clone_layer(op), batchnorm=None if bn is None else clone_layer(bn.operation),
-            fused_activation=act or "linear", quantize_output=not self._feeds_shared_range(rb, last),
+            fused_activation=act or "linear", quantize_output=self._decide_output(rb, last),
             preserve=spec.preserve, n_centroids=preserve_lib.centroid_counts(op, layer_ops.kernel_names(op),
                                                                              spec.preserve),
             **self.wrapper_kwargs(spec, op))
@@ -224,8 +326,9 @@ class _Quantizer:
             self.report.preserved.append((op.name, preserve_lib.describe(wrapper)))
         if bn is not None:
             wrapper.batchnorm.set_weights(bn.operation.get_weights())
-            rb.absorb(bn)
-            self.report.folded_batchnorm.append((op.name, bn.operation.name))
+            if own_bn is None:
+                rb.absorb(bn)
+                self.report.folded_batchnorm.append((op.name, bn.operation.name))
         if act_node is not None:
             rb.absorb(act_node)
             self.report.fused_activations.append(act_node.operation.name)

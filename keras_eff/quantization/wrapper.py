@@ -37,6 +37,7 @@ SWISH = ("swish", "silu")  # TFLite runs x·sigmoid(x) as LOGISTIC (fixed 1/256 
 # Layers whose inputs and output share one range (see keras_eff.quantization.model).
 SHARED_RANGE = (layers.Concatenate, layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D,
                 layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)
+AVERAGE_POOLS = (layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D)
 
 
 def activation_name(fn) -> str:
@@ -269,10 +270,14 @@ class QuantizeWrapper(layers.Wrapper):
         return [tensor_range(t) for t in nodes[0].input_tensors]
 
     def _output_range(self):
-        """The quantizer of this layer's output grid: its own, or the shared range of the layer it feeds."""
+        """The quantizer of this layer's output grid: its own, the shared range of the layer it feeds, or (an average
+        pooling that keeps its input's grid) its input's."""
         if self.output_quantizer is not None:
             return self.output_quantizer
-        return self._cached_range("_output_range_lookup", _consumer_range)
+        found = self._cached_range("_output_range_lookup", _consumer_range)
+        if found is None and isinstance(self.layer, AVERAGE_POOLS):
+            return self._input_range()
+        return found
 
     def _input_range(self):
         """The ActivationQuantizer whose grid this layer's input lies on, or None where it cannot be known."""
@@ -308,6 +313,12 @@ class QuantizeWrapper(layers.Wrapper):
         y = _fused(self.fused_activation, _fused(self._own_fused, y))
         if self.output_quantizer is not None and not isinstance(self.layer, SHARED_RANGE):
             y = self.output_quantizer(y, training=training)
+        elif self.output_quantizer is None and not isinstance(self.layer, SHARED_RANGE) and _read_by_others(self):
+            # on a Concatenate's grid that other layers read too: put it there here (that range learns in the
+            # Concatenate, from what it is handed)
+            q = self._output_range()
+            if q is not None and not q.calibrating:
+                y = q.fake_quantize(y)
         if self._post_activation:
             y = self.post_quantizer(self._activate(self.layer.activation, y, training), training=training)
         return y
@@ -345,6 +356,8 @@ class QuantizeWrapper(layers.Wrapper):
                                                     q.tflite_zero_point(), self.integer_kernels,
                                                     grid.tflite_zero_point()))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
+            if isinstance(self.layer, layers.AveragePooling2D) and integer.active(training, q):
+                return integer.average_pool(self.layer, xs, q.tflite_scale(), q.tflite_zero_point())
             return q.fake_quantize(self.layer(xs))
         if isinstance(self.layer, (layers.Add, layers.Multiply)) and isinstance(inputs, (list, tuple)) \
                 and len(inputs) == 2:
@@ -402,12 +415,45 @@ class QuantizeWrapper(layers.Wrapper):
 
 
 def _final_range(layer):
-    """The quantizer that puts a layer's output on its grid, or None (no range, or one shared with a consumer)."""
+    """The quantizer that puts a layer's output on its grid, or None (no range, or one that only the shared-range
+    consumer it feeds reads)."""
     if isinstance(layer, ActivationQuantizer):
         return layer
     if isinstance(layer, QuantizeWrapper):
-        return layer.post_quantizer or layer.output_quantizer
+        own = layer.post_quantizer or layer.output_quantizer
+        if own is None and _read_by_others(layer):
+            return layer._output_range()
+        return own
     return None
+
+
+def _read_by_others(layer) -> bool:
+    """Whether a layer without an output range of its own has readers other than one shared-range consumer (which
+    quantizes it): it lies on a Concatenate's grid that others read, or it is an average pooling on its input's."""
+    nodes = getattr(layer, "_outbound_nodes", None) or []
+    if len(nodes) == 1:
+        consumer = nodes[0].operation
+        if isinstance(consumer, QuantizeWrapper) and isinstance(consumer.layer, SHARED_RANGE):
+            return False
+    return bool(nodes) or isinstance(layer.layer, AVERAGE_POOLS)
+
+
+def _concat_consumers(layer) -> list:
+    """The Concatenate wrappers that read ``layer``'s output directly or through range-inheriting layers."""
+    from .model import INHERIT_RANGE
+
+    found, stack, seen = [], [layer], set()
+    while stack:
+        for node in getattr(stack.pop(), "_outbound_nodes", None) or []:
+            op = node.operation
+            if id(op) in seen:
+                continue
+            seen.add(id(op))
+            if isinstance(op, QuantizeWrapper) and isinstance(op.layer, layers.Concatenate):
+                found.append(op)
+            elif isinstance(op, INHERIT_RANGE):
+                stack.append(op)
+    return found
 
 
 def _producer_range(layer, through_dropped: bool = True):
@@ -461,14 +507,16 @@ def link_nested_inputs(inner, outer_tensors):
 
 
 def _consumer_range(layer):
-    """The shared range of the sole consumer that quantizes this layer's output (a Concatenate, an average pooling)."""
+    """The shared range of the sole consumer that quantizes this layer's output (a Concatenate, an average pooling),
+    or of the one Concatenate that reads it beside other layers (``quantize_model`` left the output to it)."""
     nodes = getattr(layer, "_outbound_nodes", None)
-    if not nodes or len(nodes) != 1:
+    if not nodes:
         return None
     consumer = nodes[0].operation
-    if isinstance(consumer, QuantizeWrapper) and isinstance(consumer.layer, SHARED_RANGE):
+    if len(nodes) == 1 and isinstance(consumer, QuantizeWrapper) and isinstance(consumer.layer, SHARED_RANGE):
         return consumer._output_range()  # its own range, or (a chain of shared ranges) the next one's
-    return None
+    concats = _concat_consumers(layer)
+    return concats[0]._output_range() if len(concats) == 1 else None
 
 
 def _takes_training(layer) -> bool:

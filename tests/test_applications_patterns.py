@@ -1,0 +1,171 @@
+"""The patterns of keras.applications models (issue #17) in tiny models: each must export full int8 (no float island,
+int8 I/O) and its simulation must equal LiteRT with XNNPACK: ≥ 99.9 % of outputs bit-exact, at most 1 LSB off."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import keras_eff as ke
+import tflite_export as te
+from tflite_export.model_file import read_graph
+
+
+def _qat_int8(model, x, y=None, fit=True):
+    """quantize_model → calibrate → one fit step → to_tflite (which refuses any float island)."""
+    keras.utils.set_random_seed(0)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x, progress=False)
+    if fit:
+        n_out = qat.outputs[0].shape[-1]
+        y = np.arange(len(x)) % n_out if y is None else y
+        qat.compile(optimizer=keras.optimizers.SGD(1e-3),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        qat.fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0)
+    return qat, te.to_tflite(qat)
+
+
+def _assert_parity(qat, data, x):
+    cmp = te.compare(qat, data, x)
+    tfl = te.TFLiteModel(data)
+    scale, zp = tfl.outputs[0]["quantization"]
+    ref = np.asarray(qat.predict(x, verbose=0)).reshape(len(x), -1)
+    raw = np.asarray(tfl.predict(x, dequantize_outputs=False)).reshape(len(x), -1).astype(np.int32)
+    exact = np.mean(te.runtime.quantize(ref, scale, zp).astype(np.int32) == raw)
+    assert exact >= 0.999, f"only {exact:.4%} of outputs bit-exact ({cmp})"
+    assert cmp.max_lsb_diff <= 1, str(cmp)
+    return cmp
+
+
+def _op_names(data):
+    return read_graph(data).op_names()
+
+
+def _images(n=64, size=16, lo=0.0, hi=1.0, seed=0):
+    return np.random.default_rng(seed).uniform(lo, hi, (n, size, size, 3)).astype(np.float32)
+
+
+def _head(x, classes=4):
+    return layers.Dense(classes)(layers.GlobalAveragePooling2D()(x))
+
+
+# -- preprocessing inside the model: Rescaling, Normalization (MobileNetV3, EfficientNet, EfficientNetV2) ----------
+
+@pytest.mark.parametrize("scale,offset", [(1 / 127.5, -1.0), (1 / 255.0, 0.0), ([0.01, 0.02, -0.03], [0.5, 0.0, -0.2])])
+def test_rescaling_first_layer_is_quantized(scale, offset):
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Rescaling(scale, offset=offset, name="rescale")(inputs)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    model = keras.Model(inputs, _head(x))
+    x_data = _images(hi=255.0)
+    qat, data = _qat_int8(model, x_data)
+    assert "rescale" in qat.quantization_report.quantized and not qat.quantization_report.float_layers
+    assert "DEPTHWISE_CONV_2D" in _op_names(data)
+    _assert_parity(qat, data, x_data)
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_rescaling_then_normalization_like_efficientnet(invert):
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    x = layers.Normalization(mean=[0.485, 0.456, 0.406], variance=[0.052, 0.05, 0.051], invert=invert,
+                             name="norm")(x)
+    x = layers.ZeroPadding2D(1)(x)
+    x = layers.Conv2D(8, 3, strides=2, use_bias=False)(x)
+    x = layers.Activation("swish")(layers.BatchNormalization()(x))
+    model = keras.Model(inputs, _head(x))
+    x_data = _images(hi=255.0)
+    qat, data = _qat_int8(model, x_data)
+    assert "norm" in qat.quantization_report.quantized and not qat.quantization_report.float_layers
+    _assert_parity(qat, data, x_data)
+
+
+def test_adapted_normalization_default_axis():
+    inputs = keras.Input((16, 16, 3))
+    norm = layers.Normalization()
+    x_data = _images(hi=255.0)
+    norm.adapt(x_data)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(norm(inputs))
+    qat, data = _qat_int8(keras.Model(inputs, _head(x)), x_data)
+    _assert_parity(qat, data, x_data)
+
+
+# -- standalone BatchNormalization (pre-activation ResNet50V2: ZeroPadding → MaxPool → BN → ReLU) ---------------
+
+def test_maxpool_after_zero_padding_then_standalone_batchnorm():
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inputs)
+    x = layers.ZeroPadding2D(1)(x)
+    pooled = layers.MaxPooling2D(3, 2)(x)
+    x = layers.ReLU()(layers.BatchNormalization(name="preact_bn")(pooled))
+    x = layers.Conv2D(8, 3, padding="same")(x)
+    x = layers.Add()([x, pooled])
+    x = layers.ReLU()(layers.BatchNormalization(name="post_bn")(x))
+    qat, data = _qat_int8(keras.Model(inputs, _head(x)), _images())
+    report = qat.quantization_report
+    assert {"preact_bn", "post_bn"} <= set(report.quantized) and not report.float_layers
+    _assert_parity(qat, data, _images(seed=1))
+
+
+def test_standalone_batchnorm_keeps_training_and_saves(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    x = layers.BatchNormalization(momentum=0.5, name="bn")(layers.MaxPooling2D()(inputs))
+    model = keras.Model(inputs, _head(x))
+    qat = ke.quantize_model(model)
+    wrapper = qat.get_layer("quant_bn")
+    before = np.asarray(wrapper.batchnorm.moving_mean).copy()
+    assert {w.name for w in wrapper.trainable_weights} == {"gamma", "beta"}  # the unit kernel stays 1
+    x = _images(32, 8, 2.0, 3.0)
+    qat.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, np.zeros(32), batch_size=16, epochs=1, verbose=0)
+    assert not np.allclose(np.asarray(wrapper.batchnorm.moving_mean), before)  # statistics follow the data
+    path = tmp_path / "bn.keras"
+    qat.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+# -- Concatenate on one grid (DenseNet121: each block's concat also feeds the next BN; InceptionV3's branches) -------
+
+def test_concatenate_chain_with_other_readers_like_densenet():
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling2D(3, 2, padding="same")(layers.ZeroPadding2D(1)(x))  # the block input feeds BN and concat
+    for block in range(2):
+        for i in range(2):
+            y = layers.Conv2D(4, 3, padding="same")(layers.ReLU()(layers.BatchNormalization()(x)))
+            x = layers.Concatenate(name=f"block{block}_concat{i}")([x, y])
+        if block == 0:  # transition: BN, ReLU, 1×1 conv, average pooling
+            x = layers.Conv2D(8, 1)(layers.ReLU()(layers.BatchNormalization()(x)))
+            x = layers.AveragePooling2D(2)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    qat, data = _qat_int8(keras.Model(inputs, _head(x)), _images())
+    assert not qat.quantization_report.float_layers
+    _assert_parity(qat, data, _images(seed=1))
+
+
+def test_concatenate_branches_with_different_ranges():
+    inputs = keras.Input((16, 16, 3))
+    a = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)  # [0, a] and a wider signed branch
+    b = layers.Conv2D(4, 3, padding="same", kernel_initializer=keras.initializers.RandomNormal(0, 2.0))(inputs)
+    c = layers.MaxPooling2D(3, 1, padding="same")(a)  # also read by the concat, through an inheriting layer
+    x = layers.Concatenate()([a, b, c])
+    side = layers.Conv2D(4, 1)(a)  # a is read outside the concat too
+    x = layers.Concatenate()([layers.Conv2D(4, 1)(x), side])
+    qat, data = _qat_int8(keras.Model(inputs, _head(x)), _images())
+    _assert_parity(qat, data, _images(seed=1))
+
+
+def test_average_pool_same_padding_like_inception():
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.Concatenate()([layers.Conv2D(4, 1, activation="relu")(x), layers.Conv2D(4, 3, padding="same")(x)])
+    # the block input feeds 1×1 convs and a 3×3 average pooling (stride 1, 'same'), whose grid is the input's
+    branch_pool = layers.Conv2D(4, 1, activation="relu")(layers.AveragePooling2D(3, 1, padding="same")(x))
+    branch_1x1 = layers.Conv2D(4, 1, activation="relu")(x)
+    branch_max = layers.MaxPooling2D(3, 2, padding="same")(x)
+    x = layers.Concatenate()([branch_1x1, branch_pool])
+    x = layers.Concatenate()([layers.Conv2D(8, 3, strides=2, padding="same")(x), branch_max])
+    qat, data = _qat_int8(keras.Model(inputs, _head(x)), _images())
+    assert "AVERAGE_POOL_2D" in _op_names(data)
+    _assert_parity(qat, data, _images(seed=1))
