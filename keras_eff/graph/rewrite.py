@@ -8,6 +8,11 @@ layer (Flatten, Add, a ``Lambda``, ...) is reused as it is, the same object call
 Reusing needs no ``get_config``/``from_config`` round trip, which Keras refuses for a ``Lambda`` outside unsafe mode
 and which custom layers may not implement. Nodes a transform has fused into an earlier one are marked ``absorbed`` and
 pass their input through.
+
+A shared layer carries one Keras node per model it is called in: ``layer.input``/``layer.output`` give its first
+call's tensors (in the original model), and ``len(layer._inbound_nodes)`` counts the other models' calls too. Read a
+reused layer's tensors from the new graph (``GraphInfo``; ``GraphInfo.calls`` counts one graph's calls), and
+``release`` a discarded model so that the shared layers do not keep it alive.
 """
 
 from __future__ import annotations
