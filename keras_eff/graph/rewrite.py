@@ -78,9 +78,16 @@ def name_list(layers, limit: int = 4) -> str:
 
 def clone_layer(layer, **overrides):
     """A new layer of the same class and config (with ``overrides``); weights are copied by ``copy_weights``."""
-    config = layer.get_config()
-    config.update(overrides)
-    return layer.__class__.from_config(config)
+    try:
+        config = layer.get_config()
+        config.update(overrides)
+        return layer.__class__.from_config(config)
+    except Exception as err:
+        raise UnsupportedModelError(
+            f"layer {layer.name!r} ({type(layer).__name__}) holds variables, so the new model gets a copy made from "
+            f"its config (get_config/from_config), and that failed: {type(err).__name__}: {err}. Give the class a "
+            f"get_config() returning its constructor's arguments (layers without variables are reused as they "
+            f"are and need none)") from err
 
 
 def copy_weights(src, dst):
