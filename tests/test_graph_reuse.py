@@ -103,7 +103,8 @@ def test_lambda_model_is_quantized_calibrated_and_exported(x):
         te.to_tflite(q)
     ke.calibrate(q, x, progress=False)
     # the Lambda's output has no range: without representative data the file would compute it in float
-    with pytest.raises(te.FloatIslandError, match="representative_data"):
+    with pytest.raises(te.FloatIslandError, match=r"first float op: op #\d+ MUL computes in float: it produces "
+                                                  r"float32 tensor '[^']*half[^']*'(.|\n)*representative_data"):
         te.to_tflite(q)
     data = te.to_tflite(q, representative_data=x)
     assert te.find_float_islands(data) == []
@@ -269,3 +270,52 @@ def test_graph_analyses_count_only_their_own_calls_of_a_shared_layer():
     assert set(SpatialSvdScheme(model, SpatialSvdParameters()).targets) == targets
     info = ke.graph.GraphInfo.of(model)
     assert info.calls(model.get_layer("pool0")) == 1
+
+
+class _Scale(layers.Layer):
+    """A stateless custom layer whose constructor argument its config does not hold: it cannot be rebuilt from it."""
+
+    def __init__(self, factor):
+        super().__init__(name="scale")
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class _Bias(_Scale):
+    def build(self, shape):
+        self.b = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.factor + self.b
+
+
+def test_a_custom_layer_is_reused_and_a_stateful_one_needs_a_config():
+    def build(layer):
+        return keras.Sequential([keras.Input((4,)), layers.Dense(4, name="d1"), layer, layers.Dense(2, name="d2")])
+
+    model = build(_Scale(2.0))
+    assert ke.graph.clone(model).get_layer("scale") is model.get_layer("scale")
+    with pytest.warns(UserWarning, match=r"_Scale \(scale\)"):
+        q = ke.quantize_model(model)
+    assert ("scale", "_Scale has no quantized implementation") in q.quantization_report.float_layers
+    with pytest.raises(ke.errors.UnsupportedModelError, match=r"(?s)layer 'scale' \(_Bias\) holds variables.*"
+                                                              r"get_config\(\) returning its constructor's"):
+        ke.graph.clone(build(_Bias(2.0)))
+
+
+def test_a_lambda_inside_a_nested_model_is_reused(rng):
+    inner = keras.Sequential([keras.Input((4,)), layers.Lambda(lambda t: t + 1.0, name="shift"),
+                              layers.Dense(4, name="inner_fc")], name="inner")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.Dense(2, name="fc")(inner(inputs)))
+    with pytest.warns(UserWarning, match=r"Lambda \(shift\)"):
+        q = ke.quantize_model(model)
+    assert q.get_layer("inner").get_layer("shift") is inner.get_layer("shift")
+    x = rng.random((16, 4), dtype=np.float32)
+    ke.calibrate(q, x, progress=False)
+    np.testing.assert_allclose(np.asarray(q(x)), np.asarray(model(x)), atol=0.05)

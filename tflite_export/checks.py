@@ -55,7 +55,11 @@ def check_int8(model, int8_io: bool = True) -> None:
     problems = find_float_islands(model, int8_io=int8_io)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        # a DEQUANTIZE only marks where an island starts: name the first op computing in float too (its tensor
+        # carries the name of the layer left float, a Lambda say)
+        island = next((p for p in problems if " computes in float" in p), None)
+        where = f"; first float op: {island}" if island and island != problems[0] else ""
         raise FloatIslandError(
-            f"the int8 model is not fully integer: {problems[0]}{more}. The tensor feeding it has no quantization "
-            f"range: give the model fake-quant ranges there (keras_eff.quantize_model) or pass representative_data; "
-            f"to accept float ops anyway pass allow_float=True.", problems)
+            f"the int8 model is not fully integer: {problems[0]}{more}{where}. A tensor there has no quantization "
+            f"range (a layer left float, say): give the model fake-quant ranges there (keras_eff.quantize_model) or "
+            f"pass representative_data to calibrate it; to accept float ops anyway pass allow_float=True.", problems)

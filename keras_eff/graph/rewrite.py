@@ -8,6 +8,11 @@ layer (Flatten, Add, a ``Lambda``, ...) is reused as it is, the same object call
 Reusing needs no ``get_config``/``from_config`` round trip, which Keras refuses for a ``Lambda`` outside unsafe mode
 and which custom layers may not implement. Nodes a transform has fused into an earlier one are marked ``absorbed`` and
 pass their input through.
+
+A shared layer carries one Keras node per model it is called in: ``layer.input``/``layer.output`` give its first
+call's tensors (in the original model), and ``len(layer._inbound_nodes)`` counts the other models' calls too. Read a
+reused layer's tensors from the new graph (``GraphInfo``; ``GraphInfo.calls`` counts one graph's calls), and
+``release`` a discarded model so that the shared layers do not keep it alive.
 """
 
 from __future__ import annotations
@@ -73,9 +78,16 @@ def name_list(layers, limit: int = 4) -> str:
 
 def clone_layer(layer, **overrides):
     """A new layer of the same class and config (with ``overrides``); weights are copied by ``copy_weights``."""
-    config = layer.get_config()
-    config.update(overrides)
-    return layer.__class__.from_config(config)
+    try:
+        config = layer.get_config()
+        config.update(overrides)
+        return layer.__class__.from_config(config)
+    except Exception as err:
+        raise UnsupportedModelError(
+            f"layer {layer.name!r} ({type(layer).__name__}) holds variables, so the new model gets a copy made from "
+            f"its config (get_config/from_config), and that failed: {type(err).__name__}: {err}. Give the class a "
+            f"get_config() returning its constructor's arguments (layers without variables are reused as they "
+            f"are and need none)") from err
 
 
 def copy_weights(src, dst):
