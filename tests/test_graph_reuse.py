@@ -319,3 +319,33 @@ def test_a_lambda_inside_a_nested_model_is_reused(rng):
     x = rng.random((16, 4), dtype=np.float32)
     ke.calibrate(q, x, progress=False)
     np.testing.assert_allclose(np.asarray(q(x)), np.asarray(model(x)), atol=0.05)
+
+
+def test_lambda_model_goes_through_ptq_and_compression(rng):
+    """auto_quant (quantize + calibrate), bias correction, spatial SVD and channel pruning on a model with a Lambda:
+    each result calls the user's Lambda, and the user's model is unchanged."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 1))
+    h = layers.Conv2D(8, 3, activation="relu", name="conv1")(inputs)
+    h = layers.Conv2D(8, 3, activation="relu", name="conv2")(h)
+    h = layers.Lambda(lambda t: t * 0.5, name="half")(h)
+    model = keras.Model(inputs, layers.Dense(3, name="fc")(layers.Flatten()(h)))
+    x = rng.random((64, 12, 12, 1), dtype=np.float32)
+    snap, y = _snapshot(model), np.asarray(model(x))
+    half = model.get_layer("half")
+
+    def agreement(m):
+        return float(np.mean(np.argmax(np.asarray(m(x)), 1) == np.argmax(y, 1)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        auto = ke.ptq.auto_quant(model, x, agreement, 0.2, report_path=None, progress=False)
+        corrected = ke.ptq.bias_correction(ke.calibrate(ke.quantize_model(model), x, progress=False), x)
+    assert auto.model.get_layer("half") is half and corrected.get_layer("half") is half
+    assert te.find_unset_ranges(auto.model) == []
+    svd = ke.compression.spatial_svd(model, 0.8, x, verbose=False)
+    pruned = ke.compression.channel_pruning(model, 0.8, x, verbose=False)
+    for result in (svd, pruned):
+        assert result.model.get_layer("half") is half
+        assert result.mac_ratio <= 0.85
+    _assert_unchanged(model, snap, x, y)
