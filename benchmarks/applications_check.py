@@ -55,7 +55,7 @@ def build(family, size, kwargs):
     return fn(weights=None, classes=10, input_shape=(size, size, 3), **kwargs)
 
 
-def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True):
+def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True, save=None):
     import keras
 
     import keras_eff as ke
@@ -81,6 +81,9 @@ def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True):
         data = te.to_tflite(qat)
         row["export"] = "ok"
         row["bytes"] = len(data)
+        if save:  # written before LiteRT runs it, to look at a file that crashes the interpreter
+            te.atomic_write(save, data)
+            np.save(save + ".x.npy", x_test)
         cmp = te.compare(qat, data, x_test, batch_size=16)
         row.update(argmax=cmp.argmax_agreement, within_1_lsb=cmp.within_1_lsb, max_lsb=cmp.max_lsb_diff)
         ref = np.asarray(qat.predict(x_test, batch_size=16, verbose=0))
@@ -104,11 +107,12 @@ def main(argv=None):
     p.add_argument("--kw", action="append", default=[], help="extra constructor argument NAME=VALUE")
     p.add_argument("--no-fit", action="store_true", help="skip the one fit step")
     p.add_argument("--json", help="append the result row to this JSON-lines file")
+    p.add_argument("--save", help="write the .tflite file (and the test images as .x.npy) here")
     p.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a failure")
     args = p.parse_args(argv)
     kwargs = dict((k, _value(v)) for k, v in (kw.split("=", 1) for kw in args.kw))
     size = max(args.size, MIN_SIZE.get(args.family, 32))
-    row = run(args.family, size, kwargs, fit_step=not args.no_fit)
+    row = run(args.family, size, kwargs, fit_step=not args.no_fit, save=args.save)
     tb = row.pop("traceback", None)
     if args.verbose and tb:
         print(tb)
