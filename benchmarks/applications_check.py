@@ -55,7 +55,7 @@ def build(family, size, kwargs):
     return fn(weights=None, classes=10, input_shape=(size, size, 3), **kwargs)
 
 
-def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True, save=None):
+def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True, save=None, freeze_bn=False):
     import keras
 
     import keras_eff as ke
@@ -77,7 +77,9 @@ def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True, save=None):
         ke.calibrate(qat, x_cal, progress=False)
         if fit_step:
             qat.compile(optimizer=keras.optimizers.SGD(1e-4), loss="sparse_categorical_crossentropy")
-            qat.fit(x_cal[:8], y_cal[:8], batch_size=8, epochs=1, verbose=0)
+            callbacks = [ke.callbacks.FreezeBatchNorm(step=0)] if freeze_bn else []
+            qat.fit(x_cal[:8], y_cal[:8], batch_size=8, epochs=1, verbose=0, callbacks=callbacks)
+            row["fit"] = "frozen BN" if freeze_bn else "live BN"
         data = te.to_tflite(qat)
         row["export"] = "ok"
         row["bytes"] = len(data)
@@ -107,12 +109,14 @@ def main(argv=None):
     p.add_argument("--kw", action="append", default=[], help="extra constructor argument NAME=VALUE")
     p.add_argument("--no-fit", action="store_true", help="skip the one fit step")
     p.add_argument("--json", help="append the result row to this JSON-lines file")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="fit with BatchNorm statistics frozen from the first step (FreezeBatchNorm(step=0))")
     p.add_argument("--save", help="write the .tflite file (and the test images as .x.npy) here")
     p.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a failure")
     args = p.parse_args(argv)
     kwargs = dict((k, _value(v)) for k, v in (kw.split("=", 1) for kw in args.kw))
     size = max(args.size, MIN_SIZE.get(args.family, 32))
-    row = run(args.family, size, kwargs, fit_step=not args.no_fit, save=args.save)
+    row = run(args.family, size, kwargs, fit_step=not args.no_fit, save=args.save, freeze_bn=args.freeze_bn)
     tb = row.pop("traceback", None)
     if args.verbose and tb:
         print(tb)
