@@ -5,6 +5,13 @@ For ONE family per process (NASNetMobile alone peaks near 10 GB): the model with
 ``calibrate`` (64 Fashion-MNIST images resized and tiled to 3 channels) → one fit step → ``to_tflite`` → ``compare``
 against LiteRT with XNNPACK on 64 test images. Prints one line of results (and ``--json`` appends it to a file).
 
+With weights=None the BatchNorm moving statistics are their initial values (mean 0, variance 1), so calibration
+(inference mode) sets ranges for activations that are not normalized, while a training step with live BN statistics
+normalizes them: on EfficientNetB0/V2B0, ResNet50V2 and DenseNet121 that step collapsed activations onto zero, each BN
+then multiplied the gradient by about γ/√ε, and the stem kernel's gradient reached 2e18 (1e1 with BN frozen); the
+file's scales became absurd (LiteRT: "failed to create XNNPACK runtime", or a double free in XNNPACK). A trained model
+does not have that mismatch; ``--freeze-bn`` fits with FreezeBatchNorm(step=0), as the README's QAT recipe does.
+
     python -m benchmarks.applications_check MobileNetV3Small --size 64
     python -m benchmarks.applications_check MobileNetV3Small --kw include_preprocessing=False --kw minimalistic=True
 """
