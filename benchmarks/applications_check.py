@@ -7,9 +7,10 @@ against LiteRT with XNNPACK on 64 test images. Prints one line of results (and `
 
 With weights=None the BatchNorm moving statistics are their initial values (mean 0, variance 1), so calibration
 (inference mode) sets ranges for activations that are not normalized, while a training step with live BN statistics
-normalizes them: on EfficientNetB0/V2B0, ResNet50V2 and DenseNet121 that step collapsed activations onto zero, each BN
-then multiplied the gradient by about γ/√ε, and the stem kernel's gradient reached 2e18 (1e1 with BN frozen); the
-file's scales became absurd (LiteRT: "failed to create XNNPACK runtime", or a double free in XNNPACK). A trained model
+normalizes them. Measured on EfficientNetV2B0: after one such step the stem kernel's gradient was 2e18 (1e1 with BN
+frozen; the float model's step was sane), growing about tenfold per block towards the input (the likely mechanism,
+not verified: activations quantized onto too coarse a grid, σ_B near √ε, a gain of about γ/√ε per BN); on
+EfficientNetB0/V2B0, ResNet50V2 and DenseNet121 the file's scales became absurd (LiteRT: "failed to create XNNPACK runtime", or a double free in XNNPACK). A trained model
 does not have that mismatch; ``--freeze-bn`` fits with FreezeBatchNorm(step=0), as the README's QAT recipe does.
 
     python -m benchmarks.applications_check MobileNetV3Small --size 64
