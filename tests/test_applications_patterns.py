@@ -188,3 +188,16 @@ def test_grouped_conv_one_channel_per_group_is_a_depthwise_conv(multiplier):
     qat, data = _qat_int8(model, x_data)
     assert "grouped" in qat.quantization_report.quantized and not qat.quantization_report.float_layers
     _assert_parity(qat, data, _images(seed=1))
+
+
+# -- one small keras.applications model end to end: its Rescaling input layer and hard-swish written as Keras ops ------
+
+def test_mobilenet_v3_small_minimalistic_with_preprocessing():
+    model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75, minimalistic=True,
+                                                weights=None, classes=4)
+    x_data = _images(32, 32, 0.0, 255.0)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x_data, progress=False)
+    data = te.to_tflite(qat)
+    assert not qat.quantization_report.float_layers
+    _assert_parity(qat, data, _images(32, 32, 0.0, 255.0, seed=1))
