@@ -5,6 +5,14 @@ For ONE family per process (NASNetMobile alone peaks near 10 GB): the model with
 ``calibrate`` (64 Fashion-MNIST images resized and tiled to 3 channels) → one fit step → ``to_tflite`` → ``compare``
 against LiteRT with XNNPACK on 64 test images. Prints one line of results (and ``--json`` appends it to a file).
 
+With weights=None the BatchNorm moving statistics are their initial values (mean 0, variance 1), so calibration
+(inference mode) sets ranges for activations that are not normalized, while a training step with live BN statistics
+normalizes them. Measured on EfficientNetV2B0: after one such step the stem kernel's gradient was 2e18 (1e1 with BN
+frozen; the float model's step was sane), growing about tenfold per block towards the input (the likely mechanism,
+not verified: activations quantized onto too coarse a grid, σ_B near √ε, a gain of about γ/√ε per BN); on
+EfficientNetB0/V2B0, ResNet50V2 and DenseNet121 the file's scales became absurd (LiteRT: "failed to create XNNPACK runtime", or a double free in XNNPACK). A trained model
+does not have that mismatch; ``--freeze-bn`` fits with FreezeBatchNorm(step=0), as the README's QAT recipe does.
+
     python -m benchmarks.applications_check MobileNetV3Small --size 64
     python -m benchmarks.applications_check MobileNetV3Small --kw include_preprocessing=False --kw minimalistic=True
 """
@@ -55,7 +63,7 @@ def build(family, size, kwargs):
     return fn(weights=None, classes=10, input_shape=(size, size, 3), **kwargs)
 
 
-def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True):
+def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True, save=None, freeze_bn=False):
     import keras
 
     import keras_eff as ke
@@ -77,10 +85,15 @@ def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True):
         ke.calibrate(qat, x_cal, progress=False)
         if fit_step:
             qat.compile(optimizer=keras.optimizers.SGD(1e-4), loss="sparse_categorical_crossentropy")
-            qat.fit(x_cal[:8], y_cal[:8], batch_size=8, epochs=1, verbose=0)
+            callbacks = [ke.callbacks.FreezeBatchNorm(step=0)] if freeze_bn else []
+            qat.fit(x_cal[:8], y_cal[:8], batch_size=8, epochs=1, verbose=0, callbacks=callbacks)
+            row["fit"] = "frozen BN" if freeze_bn else "live BN"
         data = te.to_tflite(qat)
         row["export"] = "ok"
         row["bytes"] = len(data)
+        if save:  # written before LiteRT runs it, to look at a file that crashes the interpreter
+            te.atomic_write(save, data)
+            np.save(save + ".x.npy", x_test)
         cmp = te.compare(qat, data, x_test, batch_size=16)
         row.update(argmax=cmp.argmax_agreement, within_1_lsb=cmp.within_1_lsb, max_lsb=cmp.max_lsb_diff)
         ref = np.asarray(qat.predict(x_test, batch_size=16, verbose=0))
@@ -104,11 +117,14 @@ def main(argv=None):
     p.add_argument("--kw", action="append", default=[], help="extra constructor argument NAME=VALUE")
     p.add_argument("--no-fit", action="store_true", help="skip the one fit step")
     p.add_argument("--json", help="append the result row to this JSON-lines file")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="fit with BatchNorm statistics frozen from the first step (FreezeBatchNorm(step=0))")
+    p.add_argument("--save", help="write the .tflite file (and the test images as .x.npy) here")
     p.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a failure")
     args = p.parse_args(argv)
     kwargs = dict((k, _value(v)) for k, v in (kw.split("=", 1) for kw in args.kw))
     size = max(args.size, MIN_SIZE.get(args.family, 32))
-    row = run(args.family, size, kwargs, fit_step=not args.no_fit)
+    row = run(args.family, size, kwargs, fit_step=not args.no_fit, save=args.save, freeze_bn=args.freeze_bn)
     tb = row.pop("traceback", None)
     if args.verbose and tb:
         print(tb)

@@ -169,3 +169,35 @@ def test_average_pool_same_padding_like_inception():
     qat, data = _qat_int8(keras.Model(inputs, _head(x)), _images())
     assert "AVERAGE_POOL_2D" in _op_names(data)
     _assert_parity(qat, data, _images(seed=1))
+
+
+# -- grouped convolution with one input channel per group (ConvNeXt's 7×7 convolutions) ----------------------------
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_grouped_conv_one_channel_per_group_is_a_depthwise_conv(multiplier):
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    grouped = layers.Conv2D(8 * multiplier, 7, padding="same", groups=8, name="grouped")
+    x = grouped(x)
+    model = keras.Model(inputs, _head(x))
+    x_data = _images()
+    qat = ke.quantize_model(model)
+    inner = qat.get_layer("quant_grouped").layer
+    assert isinstance(inner, layers.DepthwiseConv2D)
+    np.testing.assert_allclose(inner(model.layers[1](x_data[:4])), grouped(model.layers[1](x_data[:4])), atol=1e-5)
+    qat, data = _qat_int8(model, x_data)
+    assert "grouped" in qat.quantization_report.quantized and not qat.quantization_report.float_layers
+    _assert_parity(qat, data, _images(seed=1))
+
+
+# -- one small keras.applications model end to end: its Rescaling input layer and hard-swish written as Keras ops ------
+
+def test_mobilenet_v3_small_minimalistic_with_preprocessing():
+    model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75, minimalistic=True,
+                                                weights=None, classes=4)
+    x_data = _images(32, 32, 0.0, 255.0)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x_data, progress=False)
+    data = te.to_tflite(qat)
+    assert not qat.quantization_report.float_layers
+    _assert_parity(qat, data, _images(32, 32, 0.0, 255.0, seed=1))

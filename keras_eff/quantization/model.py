@@ -160,6 +160,27 @@ def _affine_as_depthwise(layer, shape):
     return dw
 
 
+def _grouped_as_depthwise(conv, shape):
+    """A Conv2D with one input channel per group (groups = input channels, as ConvNeXt's 7×7 convolutions) as the
+    DepthwiseConv2D it is: int8 TFLite runs that per channel; the grouped CONV_2D the converter would otherwise
+    need is left float. Output channel c·m + j of the depthwise form is output channel c·m + j of the grouped one, so
+    the kernel (kh, kw, 1, C·m) only changes shape. None for other convolutions."""
+    groups = getattr(conv, "groups", 1)
+    if (type(conv) is not layers.Conv2D or groups == 1 or len(shape) != 4 or shape[-1] != groups
+            or conv.data_format != "channels_last"):
+        return None
+    kh, kw = conv.kernel_size
+    multiplier = conv.filters // groups
+    dw = layers.DepthwiseConv2D((kh, kw), strides=conv.strides, padding=conv.padding, depth_multiplier=multiplier,
+                                dilation_rate=conv.dilation_rate, activation=conv.activation, use_bias=conv.use_bias,
+                                name=conv.name, trainable=conv.trainable)
+    dw.build(shape)
+    weights = conv.get_weights()
+    weights[0] = weights[0].reshape(kh, kw, groups, multiplier)
+    dw.set_weights(weights)
+    return dw
+
+
 def _identity_depthwise(bn, shape):
     """For a standalone BatchNormalization over the channels of a 4-D tensor (after an Add or a pooling, as in
     pre-activation ResNets): a 1×1 depthwise convolution with a unit kernel, not trainable, for the BN to fold into.
@@ -273,6 +294,10 @@ class _Quantizer:
             if depthwise is not None:
                 kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs, own_bn=node)
+        if isinstance(op, layers.Conv2D) and getattr(op, "groups", 1) != 1 and len(node.input_tensors) == 1:
+            depthwise = _grouped_as_depthwise(op, node.input_tensors[0].shape)
+            if depthwise is not None:
+                return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
         if isinstance(op, layer_ops.SUPPORTED):
             reason = layer_ops.unsupported_reason(op)
             if reason:
