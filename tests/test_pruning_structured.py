@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+from keras_eff.graph.rewrite import GraphInfo
 from keras_eff.models import ZOO, compile_classifier
 from keras_eff.pruning import (ConstantSparsity, PruneWrapper, UpdatePruning, channel_groups, prune_model,
                                sparsity_report, strip, strip_channels)
@@ -85,7 +86,10 @@ def test_channel_masks_zero_batchnorm_and_join_residual_adds(rng):
     assert np.all(bn["gamma"][mask == 0] == 0) and np.all(bn["beta"][mask == 0] == 0)
     assert np.any(bn["beta"][mask == 1] != 0)
     # so the pruned channels are exactly zero after BatchNorm, in the masked model itself
-    probe = keras.Model(pruned.input, pruned.get_layer("res0_add").output)
+    # res0_add holds no state, so the rewrite reuses the user's layer: its own `.output` is the user's model's
+    # tensor, and the pruned model's is read from the pruned graph
+    add = next(n for n in GraphInfo.of(pruned).nodes if n.operation.name == "res0_add")
+    probe = keras.Model(pruned.input, add.output_tensors[0])
     out = np.asarray(probe(rng.random((2, 28, 28, 1), dtype=np.float32)))
     assert np.all(out[..., mask == 0] == 0) and np.any(out[..., mask == 1] != 0)
 
