@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 import keras
 
 from ..errors import UnsupportedModelError
-from ..graph import clone_layer, functional_of, layers_with, name_list, rebuild
+from ..graph import clone_layer, functional_of, rebuild, refuse_rewritten
 from .centroids import check_init
 from .wrapper import CLUSTERABLE, ClusterWrapper, check_n_clusters
 
@@ -100,16 +100,7 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
         raise UnsupportedModelError(
             f"cluster_model cannot rewrite model {model.name!r}: {err}. For a subclassed model, wrap its layers: "
             f"self.conv = keras_eff.cluster(layers.Conv2D(...), 16)") from err
-    quantized = layers_with(functional, "unset_ranges")
-    if quantized:
-        raise ValueError(f"model {model.name!r} is quantized (it holds {name_list(quantized)}): cluster the float "
-                         f"model instead, then strip it and quantize the result with "
-                         f"keras_eff.quantize_model(stripped, preserve='clusters')")
-    wrapped = layers_with(functional, "strip_layer")
-    if wrapped:
-        raise ValueError(f"model {model.name!r} holds keras-eff wrappers from an earlier prune_model or "
-                         f"cluster_model ({name_list(wrapped)}): call keras_eff.strip(model) first, then cluster the "
-                         f"stripped model (preserve_sparsity=True keeps a pruned model's zeros)")
+    refuse_rewritten(functional, "cluster", "clusters", " (preserve_sparsity=True keeps a pruned model's zeros)")
     all_layers = list(functional._flatten_layers(include_self=False, recursive=True))
     known = {l.name for l in all_layers} | {c.__name__ for l in all_layers for c in type(l).__mro__}
     unknown = [k for k in list(config.overrides) + list(config.skip) if k not in known]

@@ -69,6 +69,22 @@ def layers_with(model, method: str) -> list:
     return found
 
 
+def refuse_rewritten(model, verb: str, keeps: str, hint: str = "") -> None:
+    """Refuses to ``verb`` (``"prune"``, ``"cluster"``) a model that is already quantized or holds pruning or
+    clustering wrappers, saying what to do instead; ``keeps`` is the ``preserve=`` value that carries the technique
+    through QAT, ``hint`` a last word on the stripped model."""
+    quantized = layers_with(model, "unset_ranges")
+    if quantized:
+        raise ValueError(f"model {model.name!r} is quantized (it holds {name_list(quantized)}): {verb} the float "
+                         f"model instead, then strip it and quantize the result with "
+                         f"keras_eff.quantize_model(stripped, preserve='{keeps}')")
+    wrapped = layers_with(model, "strip_layer")
+    if wrapped:
+        raise ValueError(f"model {model.name!r} holds keras-eff wrappers from an earlier prune_model or "
+                         f"cluster_model ({name_list(wrapped)}): call keras_eff.strip(model) first, then {verb} the "
+                         f"stripped model{hint}")
+
+
 def name_list(layers, limit: int = 4) -> str:
     """'a, b, c' for the layers' names, the first ``limit`` of them and how many more."""
     names = [layer.name for layer in layers]

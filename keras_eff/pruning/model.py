@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ..graph import GraphInfo, clone_layer, copy_weights, layers_with, name_list, rebuild
+from ..graph import GraphInfo, clone_layer, copy_weights, rebuild, refuse_rewritten
 from . import distribution as dist
 from .channels import channel_groups
 from .schedules import ConstantSparsity, as_schedule
@@ -170,20 +170,6 @@ def _targets(cfg, schedule, sizes):
     return dist.resolve(cfg.distribution, sizes, schedule.target, cfg.max_sparsity)
 
 
-def _refuse_wrapped(model):
-    """A model already quantized, or holding pruning/clustering wrappers, cannot be pruned as it is: say what to do."""
-    quantized = layers_with(model, "unset_ranges")
-    if quantized:
-        raise ValueError(f"model {model.name!r} is quantized (it holds {name_list(quantized)}): prune the float "
-                         f"model instead, then strip it and quantize the result with "
-                         f"keras_eff.quantize_model(stripped, preserve='sparsity')")
-    wrapped = layers_with(model, "strip_layer")
-    if wrapped:
-        raise ValueError(f"model {model.name!r} holds keras-eff wrappers from an earlier prune_model or "
-                         f"cluster_model ({name_list(wrapped)}): call keras_eff.strip(model) first, then prune the "
-                         f"stripped model")
-
-
 def prune_model(model, schedule=None, distribution="uniform", structure=None, *, min_weights=1024,
                 skip_depthwise=True, skip=(), max_sparsity=0.98, config: PruningConfig | None = None):
     """A new model (``model`` is left untouched) whose prunable layers are wrapped in ``PruneWrapper``.
@@ -195,7 +181,7 @@ def prune_model(model, schedule=None, distribution="uniform", structure=None, *,
     cfg = config or PruningConfig(schedule, distribution, structure, min_weights, skip_depthwise, tuple(skip),
                                   max_sparsity)
     if isinstance(model, keras.Model):
-        _refuse_wrapped(model)
+        refuse_rewritten(model, "prune", "sparsity")
     plan, skipped = _plan(model, cfg)
 
     def transform(rb, node, args, kwargs):
