@@ -222,6 +222,11 @@ class EthosUCompilation:
 
 def check_vela_input(model) -> bytes:
     """The bytes of a file Vela can compile: full int8, not already compiled. Raises ``EthosUError`` otherwise."""
+    return _vela_input(model)[0]
+
+
+def _vela_input(model):
+    """``(bytes, graph)`` of a file Vela can compile (see :func:`check_vela_input`)."""
     data = read_model(model)
     graph = read_graph_flatbuffer(data)
     if ETHOS_U_OP in graph.op_names():
@@ -243,7 +248,7 @@ def check_vela_input(model) -> bytes:
                     f"Vela is given full-int8 files here, but op #{op.index} {op.name} has int16 tensor '{t.name}' "
                     f"(16-bit activations): quantize the activations to 8 bits and export with "
                     f"tflite_export.to_tflite")
-    return data
+    return data, graph
 
 
 def _check_choice(value, choices, what, hint):
@@ -263,7 +268,7 @@ def compile_ethos_u(model, target: str = "ethos-u55-128", *, system_config: str 
     message); nothing is written anywhere but a temporary folder.
     """
     version = vela_version()
-    data = check_vela_input(model)
+    data, graph = _vela_input(model)
     _check_choice(target, accelerators(), "Ethos-U accelerator", "choose one of")
     _check_choice(optimise, ("Performance", "Size"), "Vela optimise strategy", "choose")
     config_path = Path(config_file) if config_file is not None else default_vela_config()
@@ -302,7 +307,7 @@ def compile_ethos_u(model, target: str = "ethos-u55-128", *, system_config: str 
         vela_bytes = vela_file.read_bytes()
         summary = _read_csv(summaries[0])[0]
         layers = _read_layers(per_layer) if per_layer.is_file() else []
-    report = _make_report(data, vela_bytes, summary, layers, log, target, version)
+    report = _make_report(data, graph, vela_bytes, summary, layers, log, target, version)
     return EthosUCompilation(vela_bytes, report)
 
 
@@ -346,8 +351,7 @@ def _kib(summary, key) -> int:
     return int(round(float(summary.get(key) or 0) * _KIB))
 
 
-def _make_report(data, vela_bytes, summary, layers, log, target, version) -> EthosUReport:
-    graph = read_graph_flatbuffer(data)
+def _make_report(data, graph, vela_bytes, summary, layers, log, target, version) -> EthosUReport:
     cpu_names = {r.name for r in layers if r.target == "CPU"} | set(_CPU_LINE.findall(log))
     reasons = _cpu_reasons(log)
     ops = []
