@@ -176,7 +176,8 @@ def _export(args) -> int:
 
 
 def _check_target(args):
-    """Checks --target, --system-config and --memory-mode before any slow work; unknown names list the valid ones."""
+    """Checks --target, --vela-config, --system-config and --memory-mode before any slow work (unknown names list the
+    valid ones)."""
     import tflite_export as te
 
     if not getattr(args, "target", None):
@@ -186,20 +187,9 @@ def _check_target(args):
                                f"--target ethos-u55-128)")
         return
     try:
-        valid = te.accelerators()
-        if args.target not in valid:
-            raise CliError(f"unknown --target {args.target!r}; the Ethos-U configurations are: {', '.join(valid)}")
-        if args.vela_config and not Path(args.vela_config).is_file():
-            raise CliError(f"--vela-config {args.vela_config}: no such file")
-        configs = te.vela_configurations(args.vela_config)
+        te.check_ethos_u_options(args.target, args.system_config, args.memory_mode, args.vela_config)
     except te.EthosUError as err:
         raise CliError(str(err)) from None
-    for opt, key in (("system_config", "system_configs"), ("memory_mode", "memory_modes")):
-        value = getattr(args, opt)
-        if value and value not in configs[key]:
-            raise CliError(f"unknown --{opt.replace('_', '-')} {value!r}; "
-                           f"{Path(args.vela_config).name if args.vela_config else 'Vela'}'s are: "
-                           f"{', '.join(configs[key])}")
 
 
 def _compile_ethos_u(args, int8: bytes):

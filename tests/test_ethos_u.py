@@ -132,6 +132,12 @@ def test_unknown_names_list_the_valid_ones(kws_file):
         te.compile_ethos_u(kws_file, system_config="Fast")
     with pytest.raises(te.EthosUError, match="unknown Vela memory mode 'Big'.*Shared_Sram"):
         te.compile_ethos_u(kws_file, memory_mode="Big")
+    # the same check on its own, as the command line runs it before any work
+    assert te.check_ethos_u_options("ethos-u65-256", "Ethos_U65_High_End", "Dedicated_Sram").name == "vela.ini"
+    with pytest.raises(te.EthosUError, match="unknown Vela memory mode 'Big'"):
+        te.check_ethos_u_options("ethos-u65-256", memory_mode="Big")
+    with pytest.raises(te.EthosUError, match="does not exist"):
+        te.check_ethos_u_options("ethos-u65-256", config_file="/nonexistent/vela.ini")
     with pytest.raises(te.EthosUError, match="already compiled by Vela"):
         te.compile_ethos_u(te.compile_ethos_u(kws_file).tflite)
 

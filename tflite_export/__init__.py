@@ -9,7 +9,7 @@ from .checks import check_int8, find_float_islands
 from .compare import Comparison, compare
 from .convert import has_fake_quant, to_tflite
 from .ethos_u import (EthosUCompilation, EthosUError, EthosULayer, EthosUOp, EthosUReport, accelerators,
-                      compile_ethos_u, vela_configurations, vela_version)
+                      check_ethos_u_options, compile_ethos_u, vela_configurations, vela_version)
 from .errors import FloatIslandError, InvalidTFLiteModel, MicroRuntimeError, TFLiteExportError, UncalibratedModelError
 from .export_mode import exporting, is_exporting
 from .files import atomic_write, atomic_write_json, write_files
@@ -28,7 +28,7 @@ __all__ = [
     "ArenaEstimate", "CSources", "Comparison", "EthosUCompilation", "EthosUError", "EthosULayer", "EthosUOp",
     "EthosUReport", "FloatIslandError", "Graph", "InvalidTFLiteModel", "Latency",
     "MacCount", "MicroCheck", "MicroPackage", "MicroRuntimeError", "ModelReport", "OnnxComparison",
-    "OnnxExportError", "OpCount", "accelerators", "compile_ethos_u", "read_graph_flatbuffer", "vela_configurations",
+    "OnnxExportError", "OpCount", "accelerators", "check_ethos_u_options", "compile_ethos_u", "read_graph_flatbuffer", "vela_configurations",
     "vela_version", "TFLiteExportError", "TFLiteModel", "UncalibratedModelError", "atomic_write", "atomic_write_json",
     "check_c_name", "check_int8", "check_samples", "check_micro", "compare", "compare_latency", "compare_onnx", "count_macs",
     "count_onnx_ops", "dequantize", "exporting", "find_arena_size", "find_float_islands", "find_unset_ranges", "has_fake_quant", "is_exporting", "make_interpreter",

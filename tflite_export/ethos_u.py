@@ -256,6 +256,19 @@ def _check_choice(value, choices, what, hint):
         raise EthosUError(f"unknown {what} {value!r}; {hint}: {', '.join(choices) or '(none)'}")
 
 
+def check_ethos_u_options(target: str, system_config: str | None = None, memory_mode: str | None = None,
+                          config_file=None) -> Path:
+    """Checks the names Vela will be given, before any work: an unknown accelerator, system configuration or memory
+    mode raises ``EthosUError`` listing the valid ones. Returns the configuration file the names were checked in."""
+    _check_choice(target, accelerators(), "Ethos-U accelerator", "choose one of")
+    config_path = Path(config_file) if config_file is not None else default_vela_config()
+    configs = vela_configurations(config_path)
+    _check_choice(system_config, configs["system_configs"], "Vela system configuration",
+                  f"{config_path.name} defines")
+    _check_choice(memory_mode, configs["memory_modes"], "Vela memory mode", f"{config_path.name} defines")
+    return config_path
+
+
 def compile_ethos_u(model, target: str = "ethos-u55-128", *, system_config: str | None = None,
                     memory_mode: str | None = None, config_file=None, optimise: str = "Performance",
                     timeout_s: float = 600.0) -> EthosUCompilation:
@@ -269,13 +282,8 @@ def compile_ethos_u(model, target: str = "ethos-u55-128", *, system_config: str 
     """
     version = vela_version()
     data, graph = _vela_input(model)
-    _check_choice(target, accelerators(), "Ethos-U accelerator", "choose one of")
+    config_path = check_ethos_u_options(target, system_config, memory_mode, config_file)
     _check_choice(optimise, ("Performance", "Size"), "Vela optimise strategy", "choose")
-    config_path = Path(config_file) if config_file is not None else default_vela_config()
-    configs = vela_configurations(config_path)
-    _check_choice(system_config, configs["system_configs"], "Vela system configuration",
-                  f"{config_path.name} defines")
-    _check_choice(memory_mode, configs["memory_modes"], "Vela memory mode", f"{config_path.name} defines")
     with tempfile.TemporaryDirectory(prefix="keras_eff_vela_") as tmp:
         src = Path(tmp) / "model.tflite"
         src.write_bytes(data)
