@@ -1,0 +1,220 @@
+"""The registry of layer facts: the one place every technique asks what a layer is.
+
+``facts_for(layer)`` answers, in this order:
+
+1. the layer's own declaration: a method ``keras_eff_facts(self) -> LayerFacts`` (the protocol for custom layers;
+   the method sees the built layer, so the answer may depend on its settings);
+2. a registration, ``register_layer(MyLayer, LayerFacts(...))`` (or a function ``layer -> LayerFacts``), looked up
+   along the class's MRO, so subclasses of a registered class share its facts until registered themselves;
+3. for the Keras ops of a functional graph (``x + 3.0``, ``ops.sigmoid(x)``), the op's class name;
+4. nothing known: ``UNKNOWN`` (stays float, reported).
+
+The built-in entries cover the Keras layers keras-eff quantizes, prunes, clusters, equalizes or compresses.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from .facts import LayerFacts, LayerFactsError
+
+# TFLite's fixed int8 output grids: sigmoid and softmax scale 1/256 zero point −128; tanh scale 1/128 zero point 0.
+FIXED_RANGES = {
+    "sigmoid": (0.0, 255.0 / 256.0),
+    "softmax": (0.0, 255.0 / 256.0),
+    "tanh": (-1.0, 127.0 / 128.0),
+}
+HARD_SWISH = ("hard_swish", "hard_silu")
+PROTOCOL = "keras_eff_facts"
+
+UNKNOWN = LayerFacts()
+_INHERIT = LayerFacts(output_range="inherit", channels="pass")
+_OWN_MERGE = LayerFacts(output_range="own", channels="merge")
+
+
+def _conv(layout="last", *, quantized=True, per_channel=True, folds=True, channels="produce", int8="linear",
+          kernels=None):
+    return LayerFacts(kernels=kernels or {"kernel": layout}, output_range="own" if quantized else "float",
+                      fuses_activation=quantized, folds_batchnorm=folds, per_channel=per_channel and quantized,
+                      prunable=True, clusterable=True, channels=channels, int8_kernel=int8 if quantized else None)
+
+
+_SEPARABLE = {"depthwise_kernel": "depthwise", "pointwise_kernel": "last"}
+
+_BUILTIN: dict = {
+    layers.Dense: _conv(per_channel=False),
+    layers.Conv1D: _conv(),
+    layers.Conv2D: _conv(),
+    layers.Conv3D: _conv(quantized=False),
+    layers.DepthwiseConv2D: _conv("depthwise", channels="follow"),
+    layers.DepthwiseConv1D: _conv("depthwise", quantized=False, folds=False, channels="follow"),
+    layers.SeparableConv2D: _conv(kernels=_SEPARABLE, channels="block", int8=None),
+    layers.SeparableConv1D: _conv(kernels=_SEPARABLE, quantized=False, folds=False, channels="block"),
+    layers.Conv2DTranspose: _conv("transpose", per_channel=False, channels="block", int8=None),
+    layers.Conv1DTranspose: _conv("transpose", quantized=False, folds=False, channels="block"),
+    layers.Conv3DTranspose: _conv("transpose", quantized=False, folds=False, channels="block"),
+    layers.Embedding: LayerFacts(kernels={"embeddings": "last"}, prunable=True),
+    layers.BatchNormalization: LayerFacts(output_range="own", channels="follow"),
+    layers.Add: _OWN_MERGE.replace(int8_kernel="add"),
+    layers.Multiply: _OWN_MERGE.replace(int8_kernel="multiply"),
+    layers.Subtract: _OWN_MERGE,
+    layers.Average: _OWN_MERGE,
+    layers.Maximum: _OWN_MERGE,
+    layers.Minimum: _OWN_MERGE,
+    layers.ReLU: LayerFacts(output_range="own", channels="pass"),
+    layers.LeakyReLU: LayerFacts(output_range="own", channels="pass"),
+    layers.ELU: LayerFacts(output_range="own", channels="pass"),
+    layers.PReLU: LayerFacts(output_range="own"),
+    layers.Softmax: LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES["softmax"]),
+    layers.Rescaling: LayerFacts(output_range="own", channels="pass"),
+    layers.Normalization: LayerFacts(channels="pass"),  # quantize_model runs a 4-D one as a depthwise conv
+    layers.Concatenate: LayerFacts(output_range="shared", channels="concat"),
+    layers.AveragePooling1D: LayerFacts(output_range="shared", channels="pass"),
+    layers.AveragePooling2D: LayerFacts(output_range="shared", channels="pass", int8_kernel="average_pool"),
+    layers.AveragePooling3D: LayerFacts(output_range="shared", channels="pass"),
+    layers.GlobalAveragePooling1D: LayerFacts(output_range="shared", channels="pass", int8_kernel="mean"),
+    layers.GlobalAveragePooling2D: LayerFacts(output_range="shared", channels="pass", int8_kernel="mean"),
+    layers.GlobalAveragePooling3D: LayerFacts(channels="pass"),
+    layers.GlobalMaxPooling3D: LayerFacts(channels="pass"),
+    layers.SpatialDropout3D: LayerFacts(channels="pass"),
+    layers.ZeroPadding3D: LayerFacts(channels="pass"),
+    layers.Cropping3D: LayerFacts(channels="pass"),
+    layers.UpSampling1D: LayerFacts(channels="pass"),
+    layers.UpSampling3D: LayerFacts(channels="pass"),
+    layers.Flatten: LayerFacts(output_range="inherit", channels="flatten"),
+    layers.Reshape: LayerFacts(output_range="inherit"),
+    layers.Permute: LayerFacts(output_range="inherit"),
+    layers.ActivityRegularization: LayerFacts(output_range="inherit"),
+}
+for _cls in (layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D, layers.GlobalMaxPooling1D,
+             layers.GlobalMaxPooling2D, layers.ZeroPadding1D, layers.ZeroPadding2D, layers.Cropping1D,
+             layers.Cropping2D, layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.GaussianNoise,
+             layers.GaussianDropout, layers.Identity, layers.UpSampling2D):
+    _BUILTIN[_cls] = _INHERIT
+
+
+def activation_name(fn) -> str:
+    """The serialized name of an activation function ("linear" for None)."""
+    if fn is None:
+        return "linear"
+    name = keras.activations.serialize(fn)
+    return name if isinstance(name, str) else getattr(fn, "__name__", str(name))
+
+
+def _activation_facts(layer) -> LayerFacts:
+    name = activation_name(layer.activation)
+    if name in FIXED_RANGES:
+        return LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES[name], channels="pass")
+    return LayerFacts(output_range="own", channels="pass", int8_kernel="hard_swish" if name in HARD_SWISH else None)
+
+
+_BUILTIN[layers.Activation] = _activation_facts
+
+# Keras ops met as nodes of functional graphs, by the op's class name.
+_OPS = {name: LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES[key])
+        for name, key in (("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Softmax", "softmax"))}
+_OP_DEFAULT = LayerFacts(output_range="own")
+
+_REGISTERED: dict = {}
+
+
+def register_layer(cls, facts):
+    """Declares the facts of a layer class: a ``LayerFacts``, or a function ``layer -> LayerFacts`` where they
+    depend on the layer's settings. Subclasses share them unless registered themselves. A registration lives in the
+    process: a model saved with quantized layers of the class keeps their facts in its file. Returns ``cls``."""
+    if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
+        raise LayerFactsError(f"register_layer expects a Keras layer class, got {cls!r}")
+    if not (isinstance(facts, LayerFacts) or callable(facts)):
+        raise LayerFactsError(f"register_layer({cls.__name__}, ...) expects LayerFacts or a function layer -> "
+                              f"LayerFacts, got {type(facts).__name__}")
+    _REGISTERED[cls] = facts
+    return cls
+
+
+def unregister_layer(cls) -> None:
+    """Removes a registration made with ``register_layer`` (the built-in entries stay)."""
+    _REGISTERED.pop(cls, None)
+
+
+def _declared(layer):
+    method = getattr(layer, PROTOCOL, None)
+    if method is None:
+        return None
+    where = f"{type(layer).__name__}.{PROTOCOL}() of layer {getattr(layer, 'name', '?')!r}"
+    if not callable(method):
+        raise LayerFactsError(f"{where}: {PROTOCOL} must be a method returning keras_eff.LayerFacts")
+    try:
+        facts = method()
+    except LayerFactsError as err:
+        raise LayerFactsError(f"{where}: {err}") from err
+    if not isinstance(facts, LayerFacts):
+        raise LayerFactsError(f"{where} must return keras_eff.LayerFacts, got {type(facts).__name__}")
+    return _checked(layer, facts, where)
+
+
+def _checked(layer, facts, where):
+    """Kernels named in the facts must be weights of the (built) layer."""
+    if facts.kernels and getattr(layer, "built", False):
+        have = {w.path.split("/")[-1] for w in layer.weights} | {n for n in facts.kernels if hasattr(layer, n)}
+        missing = [n for n in facts.kernels if n not in have]
+        if missing:
+            raise LayerFactsError(f"{where} names kernels {missing} that layer {layer.name!r} does not have "
+                                  f"(its weights: {sorted(have)})")
+    return facts
+
+
+def facts_for(op) -> LayerFacts:
+    """What keras-eff knows about ``op``: a Keras layer, or a Keras op in a functional graph."""
+    declared = _declared(op)
+    if declared is not None:
+        return declared
+    if not isinstance(op, keras.layers.Layer):
+        return _OPS.get(type(op).__name__, _OP_DEFAULT)
+    for cls in type(op).__mro__:
+        entry = _REGISTERED.get(cls, _BUILTIN.get(cls))
+        if entry is None:
+            continue
+        if isinstance(entry, LayerFacts):
+            return entry
+        facts = entry(op)
+        if not isinstance(facts, LayerFacts):
+            raise LayerFactsError(f"the facts function registered for {cls.__name__} returned "
+                                  f"{type(facts).__name__} for layer {op.name!r}, not LayerFacts")
+        return _checked(op, facts, f"the facts registered for {cls.__name__}")
+    return UNKNOWN
+
+
+def is_known(op) -> bool:
+    """Whether ``op`` has facts of its own (declared, registered or built in), not ``UNKNOWN``."""
+    return facts_for(op) is not UNKNOWN
+
+
+def kernel_names(layer) -> tuple:
+    """The names of the layer's kernels (empty for layers without)."""
+    return tuple(facts_for(layer).kernels)
+
+
+def main_kernel(layer) -> str:
+    """The kernel mapping inputs to output channels (a BatchNorm after the layer folds into it)."""
+    return facts_for(layer).main_kernel or "kernel"
+
+
+def kernel_layout(layer, name) -> str:
+    return facts_for(layer).kernels.get(name, "last")
+
+
+def channel_shape(layer, name, shape) -> tuple:
+    """Broadcast shape of a per-output-channel vector against the kernel ``name`` (of shape ``shape``)."""
+    layout = kernel_layout(layer, name)
+    rank = len(shape)
+    if layout == "depthwise":  # (..., c_in, multiplier): output channel c·m + j
+        return (1,) * (rank - 2) + tuple(shape[-2:])
+    if layout == "transpose":  # (..., c_out, c_in)
+        return (1,) * (rank - 2) + (shape[-2], 1)
+    return (1,) * (rank - 1) + (shape[-1],)
+
+
+def registered_classes() -> list:
+    """Every layer class with built-in or registered facts (for tests and reports)."""
+    return list(_BUILTIN) + [c for c in _REGISTERED if c not in _BUILTIN]
