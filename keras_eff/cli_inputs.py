@@ -49,9 +49,7 @@ def load_keras_model(path):
                        f"(Lambda layers), which keras-eff refuses") from err
     if not isinstance(model, keras.Model):
         raise CliError(f"{str(p)!r} holds a {type(model).__name__}, not a Keras model")
-    from .quantization import link_nested_ranges
-
-    return link_nested_ranges(model)  # a quantized nested model's inner layers find their input ranges again
+    return model
 
 
 def read_tflite(path) -> bytes:

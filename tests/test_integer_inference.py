@@ -9,12 +9,12 @@ from keras import layers
 
 import keras_eff as ke
 import tflite_export as te
-from keras_eff.quantization import integer_inference, link_nested_ranges, set_integer_kernels
+from keras_eff.quantization import set_integer_kernels
 
 
 def _float_path(model, x):
     """The plain fake-quant simulation: what the model computed before integer inference (and what it exports)."""
-    with te.exporting():  # an eager call: a predict function traced before would hold the integer path
+    with te.export_view(model):  # an eager call: a predict function traced before would hold the integer path
         return np.asarray(model(x, training=False))
 
 
@@ -127,7 +127,7 @@ def test_training_and_export_keep_the_fake_quant_graph(conv_export):
     def op_types(training, exporting):
         fn = tf.function(lambda t: qat(t, training=training))
         if exporting:
-            with te.exporting():
+            with te.export_view(qat):
                 graph = fn.get_concrete_function(tf.TensorSpec((None, 8, 8, 3))).graph
         else:
             graph = fn.get_concrete_function(tf.TensorSpec((None, 8, 8, 3))).graph
@@ -143,7 +143,11 @@ def test_training_and_export_keep_the_fake_quant_graph(conv_export):
         loss = tf.reduce_sum(qat(x[:8], training=True) ** 2)
     grads = tape.gradient(loss, qat.trainable_weights)
     assert all(g is not None for g in grads) and any(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
-    assert not integer_inference.active(True) and integer_inference.active(False)
+    wrapper = next(l for l in qat.layers if isinstance(l, ke.quantization.QuantizeWrapper) and l.has_kernel)
+    assert not wrapper._integer(True, wrapper.output_quantizer) and wrapper._integer(False, wrapper.output_quantizer)
+    with wrapper.export_view():
+        assert not wrapper._integer(False, wrapper.output_quantizer)
+    assert wrapper._integer(False, wrapper.output_quantizer)  # the view ends with the block
 
 
 def test_nested_model_inputs_find_their_range_after_loading(tmp_path):
@@ -156,13 +160,13 @@ def test_nested_model_inputs_find_their_range_after_loading(tmp_path):
     qat = ke.quantize_model(model)
     ke.calibrate(qat, x, progress=False)
     conv = qat.get_layer("inner").layers[1]
-    assert conv._input_range() is qat.layers[1]  # across the nested model's input
+    assert conv._input_grid() is qat.layers[1]  # across the nested model's input
     data = te.to_tflite(qat)
     assert _lsb(qat, data, x).max() == 0
     path = tmp_path / "nested.keras"
     qat.save(path)
-    loaded = link_nested_ranges(keras.saving.load_model(path))
-    assert loaded.get_layer("inner").layers[1]._input_range() is not None
+    loaded = keras.saving.load_model(path)  # no linking call: the references are saved with the wrappers
+    assert loaded.get_layer("inner").layers[1]._input_grid() is loaded.layers[1]
     assert _lsb(loaded, data, x).max() == 0
 
 
@@ -199,10 +203,10 @@ def test_squeeze_excite_grids_are_bit_exact_with_litert():
     dropped = backbone.get_layer("quant_pool_1x1").output_quantizer
     dropped.range_max.assign(dropped.range_max * 1.03)
     swish = backbone.get_layer("quant_swish_1")
-    assert swish.output_quantizer is None and swish._output_range() is backbone.get_layer("quant_pool_4x4").output_quantizer
+    assert swish.output_quantizer is None and swish._output_grid() is backbone.get_layer("quant_pool_4x4").output_quantizer
     se_conv = backbone.get_layer("quant_se_conv")
-    assert se_conv._bias_range() is dropped and se_conv._input_range() is backbone.get_layer("quant_swish_2").output_quantizer
-    assert qat.get_layer("quant_logits")._input_range() is not None  # across the nested model's output
+    assert se_conv._bias_source() is dropped and se_conv._input_grid() is backbone.get_layer("quant_swish_2").output_quantizer
+    assert qat.get_layer("quant_logits")._input_grid() is not None  # across the nested model's output
     data = te.to_tflite(qat)
     assert "MEAN" in te.read_graph(data).op_names() and "HARD_SWISH" in te.read_graph(data).op_names()
     assert _lsb(qat, data, x).max() == 0

@@ -11,7 +11,7 @@ from .convert import has_fake_quant, to_tflite
 from .ethos_u import (EthosUCompilation, EthosUError, EthosULayer, EthosUOp, EthosUReport, accelerators,
                       check_ethos_u_options, compile_ethos_u, vela_configurations, vela_version)
 from .errors import FloatIslandError, InvalidTFLiteModel, MicroRuntimeError, TFLiteExportError, UncalibratedModelError
-from .export_mode import exporting, is_exporting
+from .export_mode import export_view
 from .files import atomic_write, atomic_write_json, write_files
 from .macs import MacCount, OpCount, count_macs
 from .micro import MicroPackage, micro_package
@@ -31,7 +31,7 @@ __all__ = [
     "OnnxExportError", "OpCount", "accelerators", "check_ethos_u_options", "compile_ethos_u", "read_graph_flatbuffer", "vela_configurations",
     "vela_version", "TFLiteExportError", "TFLiteModel", "UncalibratedModelError", "atomic_write", "atomic_write_json",
     "check_c_name", "check_int8", "check_samples", "check_micro", "compare", "compare_latency", "compare_onnx", "count_macs",
-    "count_onnx_ops", "dequantize", "exporting", "find_arena_size", "find_float_islands", "find_unset_ranges", "has_fake_quant", "is_exporting", "make_interpreter",
+    "count_onnx_ops", "dequantize", "export_view", "find_arena_size", "find_float_islands", "find_unset_ranges", "has_fake_quant", "make_interpreter",
     "measure_latency", "micro_package", "micro_supported_ops", "model_report", "probe_micro_ops", "quantize",
     "read_graph", "read_model", "resolver_method", "run_micro", "run_onnx", "to_c_source", "to_onnx", "to_tflite",
     "try_arena", "unsupported_micro_ops", "write_files",

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from .checks import check_int8
 from .errors import TFLiteExportError, UncalibratedModelError
-from .export_mode import exporting
+from .export_mode import export_view
 from .ranges import find_unset_ranges
 from .samples import check_samples
 
@@ -49,7 +49,7 @@ def _traced_op_types(model) -> set:
     def fn(*xs):
         return model(list(xs) if len(xs) > 1 else xs[0], training=False)
 
-    with exporting():
+    with export_view(model):
         graph = fn.get_concrete_function(*specs).graph
     types = {op.type for op in graph.get_operations()}
     for f in graph._functions.values():  # layers traced as nested functions
@@ -187,7 +187,7 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
 
     with tempfile.TemporaryDirectory(prefix="keras_eff_export_") as tmp:
         try:
-            with _quiet_export(), exporting():
+            with _quiet_export(), export_view(model):
                 model.export(tmp, format="tf_saved_model", verbose=False, input_signature=signature)
         except Exception as err:  # the cause is the useful part; the converter would hide it
             raise TFLiteExportError(f"Keras could not export model {model.name!r} as a SavedModel: "

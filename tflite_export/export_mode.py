@@ -1,29 +1,32 @@
-"""Whether a model is being traced for export: layers may compute differently for inference than what they export.
+"""The export protocol: what a layer computes while its model is traced for a file.
 
 A quantization simulation can follow a runtime's integer arithmetic bit for bit at inference (exact accumulators,
-the runtime's rounding), but the converter must see only the plain fake-quant graph. Layers ask ``is_exporting()``
-while they are traced; ``to_tflite`` and ``to_onnx`` trace inside ``exporting()``. Wrap your own ``model.export``
-in ``with tflite_export.exporting():`` when you convert a model yourself.
+the runtime's rounding), but the converter must see the plain fake-quant graph. A layer that computes differently
+for export declares a method ``export_view()`` returning a context manager, inside which it computes what the file
+should hold. ``export_view(model)`` enters it for every layer of the model (nested ones included): ``to_tflite``,
+``to_onnx`` and the op checks trace inside it; wrap your own ``model.export`` in ``with export_view(model):`` when
+you convert a model yourself. The switch belongs to each layer of that one model, for the duration of the trace:
+nothing process-wide, and other models are unaffected.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 
-_state = threading.local()
+HOOK = "export_view"
 
 
-def is_exporting() -> bool:
-    """True while a model is traced for export (inside ``exporting()``)."""
-    return getattr(_state, "depth", 0) > 0
+def _layers(model):
+    flatten = getattr(model, "_flatten_layers", None)
+    return list(flatten(include_self=False, recursive=True)) if callable(flatten) else []
 
 
 @contextlib.contextmanager
-def exporting():
-    """Marks the enclosed tracing as an export (nests; thread-local)."""
-    _state.depth = getattr(_state, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _state.depth -= 1
+def export_view(model):
+    """Every layer of ``model`` that declares ``export_view()`` computes its export form inside this block."""
+    with contextlib.ExitStack() as stack:
+        for layer in _layers(model):
+            hook = getattr(layer, HOOK, None)
+            if callable(hook):
+                stack.enter_context(hook())
+        yield model

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import TFLiteExportError
-from .export_mode import exporting
+from .export_mode import export_view
 
 DEFAULT_OPSET = 17
 
@@ -45,7 +45,7 @@ def to_onnx(model, opset: int = DEFAULT_OPSET) -> bytes:
     spec = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=_input_name(t, i)) for i, t in enumerate(model.inputs)]
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), exporting():
+        with contextlib.redirect_stdout(io.StringIO()), export_view(model):
             proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=int(opset))
     except Exception as err:
         raise OnnxExportError(f"tf2onnx could not convert model {model.name!r}: {type(err).__name__}: {err}") from err

@@ -13,14 +13,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import keras
-from keras import layers
 
+from ..layers import facts_for
 from .preserve import check_preserve
 from .quantizers import check_bits
 
 GRANULARITIES = ("auto", "per_channel", "per_tensor")
-# Layer types whose kernels int8 TFLite quantizes per output channel.
-PER_CHANNEL_EXPORTABLE = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class LayerQuantSpec:
 
     def per_channel_for(self, layer) -> bool:
         if self.weight_granularity == "auto":
-            return isinstance(layer, PER_CHANNEL_EXPORTABLE)
+            return facts_for(layer).per_channel  # where int8 TFLite holds per-channel scales (the registry)
         return self.weight_granularity == "per_channel"
 
 

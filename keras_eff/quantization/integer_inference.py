@@ -10,11 +10,12 @@ logits). So at inference ``QuantizeWrapper`` takes this path: integers read off 
 exactly (float64 holds any int32 sum exactly), and XNNPACK's rounding.
 
 Training keeps the float path with its straight-through gradients, and the exported graph is the fake-quant graph
-only: this path is skipped while ``tflite_export.is_exporting()`` (``to_tflite`` and ``to_onnx`` trace inside
-``tflite_export.exporting()``; do the same around your own ``model.export``). Where the grids are not known (an
-input with no range, calibration, activation bits other than 8) the float path runs.
+only: ``tflite_export`` traces a model inside ``export_view(model)``, during which each wrapper computes the plain
+fake-quant graph. Where the grids are not known (an input with no range, calibration, activation bits other than 8)
+the float path runs.
 
-Three kernel sets (``QuantizeWrapper.integer_kernels``, set on a whole model with ``set_integer_kernels``):
+Three kernel sets, or none (``QuantizeWrapper.integer_kernels``, a saved setting of each wrapper, set on a whole
+model with ``set_integer_kernels``; None keeps the fake-quant arithmetic at inference too):
 "xnnpack" (LiteRT's default), "builtin" (LiteRT without delegates: its optimized built-in kernels, whose rounding
 shift breaks ties upwards) and "micro" (TFLite Micro's reference kernels, gemmlowp's rounding shift: ties away from
 zero). The last two requantize with gemmlowp's ``MultiplyByQuantizedMultiplier``: a 31-bit multiplier, a rounding
@@ -26,27 +27,21 @@ from __future__ import annotations
 import math
 
 import tensorflow as tf
-from keras import layers, ops
+from keras import ops
 
-import tflite_export as te
-
-# Layer types whose integer form is emulated: XNNPACK's fp32-requantized conv, depthwise conv and fully connected.
-LINEAR = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
-MEANS = (layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)
-KERNELS = ("xnnpack", "builtin", "micro")
+KERNELS = ("xnnpack", "builtin", "micro", None)
 
 
-def check_kernels(kernels) -> str:
+def check_kernels(kernels):
     if kernels not in KERNELS:
         raise ValueError(f"integer_kernels={kernels!r} must be one of {KERNELS}: 'xnnpack' (LiteRT's default), "
-                         f"'builtin' (LiteRT without delegates) or 'micro' (TFLite Micro)")
+                         f"'builtin' (LiteRT without delegates), 'micro' (TFLite Micro) or None (fake-quant "
+                         f"arithmetic at inference too)")
     return kernels
 
 
-def active(training, *quantizers) -> bool:
-    """Whether this call computes with integers: inference, not exporting, every grid known and 8-bit."""
-    if training or te.is_exporting():
-        return False
+def grids_known(*quantizers) -> bool:
+    """Whether every grid is known, set and 8-bit (the integer path needs them all)."""
     return all(q is not None and not q.calibrating and q.bits == 8 for q in quantizers)
 
 

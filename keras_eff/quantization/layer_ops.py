@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from keras import layers, ops
 
+from ..layers import kernel_layout, kernel_names  # noqa: F401  (kernel_names: the registry's, re-exported here)
+
+# Layers whose linear part this module computes (a custom layer with kernels is called with its kernels replaced).
 SUPPORTED = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense,
              layers.Conv2DTranspose)
 
@@ -26,35 +29,30 @@ def unsupported_reason(layer) -> str | None:
     return None
 
 
-def kernel_names(layer) -> tuple:
-    if isinstance(layer, layers.SeparableConv2D):
-        return ("depthwise_kernel", "pointwise_kernel")
-    return ("kernel",)
-
-
 def to_channels_last(layer, name, kernel):
     """The kernel reshaped so that its last axis is the output channel (for per-channel ranges).
 
     A Conv1D kernel becomes the (1, k, c_in, c_out) kernel of the 2-D convolution TFLite runs, and stays so: the
     converter cannot hold per-channel ranges through the reshape it would otherwise insert after the quantizer.
     """
-    if isinstance(layer, layers.Conv1D) and not isinstance(layer, layers.Conv1DTranspose):
+    if isinstance(layer, layers.Conv1D):
         return ops.expand_dims(kernel, 0)
-    if isinstance(layer, layers.DepthwiseConv2D) or name == "depthwise_kernel":
-        kh, kw, cin, mult = kernel.shape
-        return ops.reshape(kernel, (kh, kw, 1, cin * mult))
-    if isinstance(layer, layers.Conv2DTranspose):
-        return ops.transpose(kernel, (0, 1, 3, 2))
+    layout = kernel_layout(layer, name)
+    if layout == "depthwise":  # (..., c_in, multiplier) -> (..., 1, c_in·multiplier)
+        return ops.reshape(kernel, tuple(kernel.shape[:-2]) + (1, kernel.shape[-2] * kernel.shape[-1]))
+    if layout == "transpose":
+        return ops.swapaxes(kernel, -1, -2)
     return kernel
 
 
 def from_channels_last(layer, name, kernel, shape):
     if isinstance(layer, layers.Conv1D):
         return kernel  # kept as the 2-D kernel (see to_channels_last)
-    if isinstance(layer, layers.DepthwiseConv2D) or name == "depthwise_kernel":
+    layout = kernel_layout(layer, name)
+    if layout == "depthwise":
         return ops.reshape(kernel, shape)
-    if isinstance(layer, layers.Conv2DTranspose):
-        return ops.transpose(kernel, (0, 1, 3, 2))
+    if layout == "transpose":
+        return ops.swapaxes(kernel, -1, -2)
     return kernel
 
 

@@ -1,10 +1,12 @@
 """quantize_model for whole Functional and Sequential models, and the per-layer ``quantize`` decorator.
 
-Quantizers sit where int8 TFLite materializes tensors: the model input; the output of every conv/dense layer after
-its folded BatchNorm and fused ReLU/ReLU6; the output of Add, Multiply, standalone BatchNorm and activations (fixed
-ranges for softmax, sigmoid, tanh); one range shared by the inputs and output of a Concatenate or an average pooling
-(TFLite keeps them on one grid). Max pooling, reshaping, padding and dropout inherit their input's range. Any other
-layer stays float and is reported.
+Quantizers sit where int8 TFLite materializes tensors, as the registry of layer facts (``keras_eff.layers``) says
+for each layer: the model input; the output of every conv/dense layer after its folded BatchNorm and fused
+ReLU/ReLU6; the output of Add, Multiply, standalone BatchNorm and activations (fixed ranges for softmax, sigmoid,
+tanh); one range shared by the inputs and output of a Concatenate or an average pooling (TFLite keeps them on one
+grid). Max pooling, reshaping, padding and dropout inherit their input's range. A layer the registry does not know
+stays float and is reported. Once the new graph is built, ``placement.place_ranges`` hands each wrapper the ranges
+of its neighbours, once.
 """
 
 from __future__ import annotations
@@ -19,25 +21,14 @@ from keras import layers
 from ..errors import UnsupportedModelError
 from ..graph import (activation_kind, clone_layer, functional_of, is_foldable_bn, layers_with, name_list, rebuild,
                      reuse_or_clone)
+from ..layers import PROTOCOL, facts_for
 from . import layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
-from .quantizers import FIXED_RANGES, ActivationQuantizer
-from .wrapper import AVERAGE_POOLS, FUSED_ACTIVATIONS, SHARED_RANGE, QuantizeWrapper, activation_name, link_nested_inputs
-
-# Layers whose output keeps the input's grid in TFLite (same scale and zero point).
-INHERIT_RANGE = (
-    layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D, layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D, layers.Reshape, layers.Flatten, layers.ZeroPadding1D,
-    layers.ZeroPadding2D, layers.Cropping1D, layers.Cropping2D, layers.Dropout, layers.SpatialDropout1D,
-    layers.SpatialDropout2D, layers.GaussianNoise, layers.GaussianDropout, layers.Identity, layers.Permute,
-    layers.UpSampling2D, layers.ActivityRegularization,
-)
-# Weightless layers that get an output range of their own.
-OWN_RANGE = (
-    layers.Add, layers.Subtract, layers.Multiply, layers.Average, layers.Maximum, layers.Minimum,
-    layers.BatchNormalization, layers.ReLU, layers.Activation, layers.Softmax,
-    layers.LeakyReLU, layers.ELU, layers.PReLU, layers.Rescaling,
-)
+from .placement import place_ranges
+from .quantizers import ActivationQuantizer
+from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
+from ..layers import FIXED_RANGES as _ACTIVATION_RANGES
 
 
 @dataclass
@@ -83,11 +74,10 @@ class QuantizationReport:
 
 NO_IMPLEMENTATION = " has no quantized implementation"
 SKIPPED = "skipped by QuantConfig"
-# What to do about a class quantize_model does not know. The one place to change when the registry of layer facts and
-# its protocol for custom layers arrive (issue #17): it should then say where to declare the class.
-DECLARE_HINT = ("quantize_model quantizes the conv and dense layers and the Keras layers listed in "
-                "keras_eff.quantization.model (INHERIT_RANGE, OWN_RANGE, SHARED_RANGE); other classes stay float. To "
-                "keep such a layer float without this warning, name it in QuantConfig(skip=[...]).")
+# What to do about a class quantize_model does not know.
+DECLARE_HINT = (f"To quantize such a layer, declare its facts: a method {PROTOCOL}() returning keras_eff.LayerFacts on "
+                f"your class, or keras_eff.register_layer(TheClass, keras_eff.LayerFacts(...)) for a class you do not "
+                f"own (docs/layers.md). To keep it float without this warning, name it in QuantConfig(skip=[...]).")
 
 
 def _names(names, limit: int = 4) -> str:
@@ -103,11 +93,28 @@ def _fusable_activation(layer) -> str | None:
 
 def _fixed_range(layer):
     """The output range TFLite fixes for this layer's last op (softmax, sigmoid, tanh), or None."""
-    if isinstance(layer, layers.Softmax):
-        return FIXED_RANGES["softmax"]
-    if isinstance(layer, layers.Activation) or isinstance(layer, layer_ops.SUPPORTED):
-        return FIXED_RANGES.get(activation_name(getattr(layer, "activation", None)))
+    facts = facts_for(layer)
+    if facts.output_range == "fixed":
+        return facts.fixed_range
+    if facts.kernels and isinstance(layer, layer_ops.SUPPORTED):  # a conv/dense ending in sigmoid, say
+        return _ACTIVATION_RANGES.get(activation_name(getattr(layer, "activation", None)))
     return None
+
+
+def _shared(op) -> bool:
+    return facts_for(op).output_range == "shared"
+
+
+def _windowed_average(op) -> bool:
+    """An average pooling over a window (not a global mean): one grid for its input and output in TFLite."""
+    facts = facts_for(op)
+    return facts.output_range == "shared" and facts.channels == "pass" and facts.int8_kernel != "mean"
+
+
+def _folds_into(op) -> bool:
+    """Whether a BatchNorm after ``op`` folds into its quantized kernel."""
+    facts = facts_for(op)
+    return facts.folds_batchnorm and facts.quantizable and isinstance(op, layer_ops.SUPPORTED)
 
 
 def _node_fixed_range(node):
@@ -227,7 +234,8 @@ class _Quantizer:
         if _node_fixed_range(node) is not None:
             return False
         nxt = rb.info.sole_consumer(node)
-        if nxt is not None and isinstance(nxt.operation, SHARED_RANGE) and self.config.for_layer(nxt.operation).quantize:
+        if (nxt is not None and isinstance(nxt.operation, layers.Layer) and _shared(nxt.operation)
+                and self.config.for_layer(nxt.operation).quantize):
             return True
         return len(self._concats_reached(rb, node)) == 1
 
@@ -240,9 +248,10 @@ class _Quantizer:
                 if id(consumer) in seen or not isinstance(op, layers.Layer) or not self.config.for_layer(op).quantize:
                     continue
                 seen.add(id(consumer))
-                if isinstance(op, layers.Concatenate):
+                facts = facts_for(op)
+                if facts.channels == "concat" and facts.output_range == "shared":
                     found.add(id(op))
-                elif isinstance(op, INHERIT_RANGE):
+                elif facts.output_range == "inherit":
                     stack.append(consumer)
         return found
 
@@ -250,7 +259,7 @@ class _Quantizer:
         """Whether an average pooling keeps its input's grid (TFLite's AVERAGE_POOL_2D has one scale for input and
         output): where the tensor it reads has a grid of its own (its producer feeds other layers too, or is a
         model input or a range-inheriting layer), not one the producer left to this pooling alone to set."""
-        if not isinstance(node.operation, AVERAGE_POOLS) or len(node.input_tensors) != 1:
+        if not _windowed_average(node.operation) or len(node.input_tensors) != 1:
             return False
         history = node.input_tensors[0]._keras_history
         producer = history.operation._inbound_nodes[history.node_index]
@@ -267,20 +276,21 @@ class _Quantizer:
         op = node.operation
         if isinstance(op, keras.Model):
             inner = quantize_model(op, self.config, _nested=True, _report=self.report)
-            link_nested_inputs(inner, args[0] if len(args) == 1 else list(args))
             return inner(*args, **kwargs)
+        facts = facts_for(op)
         if not isinstance(op, layers.Layer):  # a raw op such as keras.ops.add in the graph
             out = op(*args, **kwargs)
-            nxt, act = self._next_fusable(rb, node)
+            nxt, act = (None, None) if facts.fixed_range else self._next_fusable(rb, node)
             if act:
                 out = layers.Activation(act)(out)
                 rb.absorb(nxt)
-            return ActivationQuantizer(**self.act_kwargs(self.config._default), name=f"{op.name}_output_range")(out)
+            return ActivationQuantizer(**self.act_kwargs(self.config._default), fixed_range=facts.fixed_range,
+                                       name=f"{op.name}_output_range")(out)
         spec = self.config.for_layer(op)
         if not spec.quantize:
             self.report.float_layers.append((op.name, SKIPPED))
             return None
-        if isinstance(op, INHERIT_RANGE):
+        if facts.output_range == "inherit":
             self.report.inherit_range.append(op.name)
             return None
         if isinstance(op, (layers.Rescaling, layers.Normalization)) and len(node.input_tensors) == 1:
@@ -288,7 +298,7 @@ class _Quantizer:
             if depthwise is not None:
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
         if (isinstance(op, layers.BatchNormalization) and len(node.input_tensors) == 1
-                and not isinstance(node.input_tensors[0]._keras_history.operation, layer_ops.SUPPORTED)):
+                and not _folds_into(node.input_tensors[0]._keras_history.operation)):
             # (a BN left unfolded after a conv, fold_batchnorm=False, the converter folds into the conv itself)
             depthwise = _identity_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
@@ -298,16 +308,17 @@ class _Quantizer:
             depthwise = _grouped_as_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
-        if isinstance(op, layer_ops.SUPPORTED):
-            reason = layer_ops.unsupported_reason(op)
+        if facts.kernels and facts.quantizable:
+            reason = layer_ops.unsupported_reason(op) if isinstance(op, layer_ops.SUPPORTED) else None
             if reason:
                 self.report.float_layers.append((op.name, reason))
                 return None
             return self._wrap_kernel_layer(rb, node, op, spec, args, kwargs)
-        if isinstance(op, OWN_RANGE + SHARED_RANGE):
-            nxt, act = (None, None) if isinstance(op, (layers.Activation, layers.Softmax) + SHARED_RANGE) else \
-                self._next_fusable(rb, node)
-            fixed = _inherited_fixed_range(node) if isinstance(op, SHARED_RANGE) else _fixed_range(op)
+        if facts.quantizable:
+            shared = facts.output_range == "shared"
+            nxt, act = (None, None) if isinstance(op, layers.Activation) or facts.output_range in ("fixed", "shared") \
+                else self._next_fusable(rb, node)
+            fixed = _inherited_fixed_range(node) if shared else _fixed_range(op)
             inherits = fixed is None and self._pool_inherits(rb, node)
             wrapper = QuantizeWrapper(reuse_or_clone(op), fused_activation=act or "linear",
                                       quantize_output=self._decide_output(rb, node) and not inherits,
@@ -327,14 +338,15 @@ class _Quantizer:
     def _wrap_kernel_layer(self, rb, node, op, spec, args, kwargs, own_bn=None):
         """Wraps ``op`` (the node's layer, or the depthwise form of a Rescaling, Normalization or, with ``own_bn``,
         of the node's standalone BatchNormalization, folded into it) with a following BN and ReLU fused."""
-        own = activation_name(getattr(op, "activation", None))
+        builtin = isinstance(op, layer_ops.SUPPORTED)  # else a layer declared through the registry
+        own = activation_name(getattr(op, "activation", None)) if builtin else "linear"
         last, bn = node, own_bn
         nxt = rb.info.sole_consumer(node)
-        if (own_bn is None and spec.fold_batchnorm and nxt is not None and own == "linear"
+        if (own_bn is None and builtin and spec.fold_batchnorm and nxt is not None and own == "linear"
                 and is_foldable_bn(nxt.operation, op) and self.config.for_layer(nxt.operation).quantize):
             bn, last = nxt, nxt
         act_node, act = (None, None)
-        if own in FUSED_ACTIVATIONS:
+        if own in FUSED_ACTIVATIONS and facts_for(op).fuses_activation:
             act_node, act = self._next_fusable(rb, last)
         if act_node is not None:
             last = act_node
@@ -416,30 +428,19 @@ def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _
         on_input = lambda t: ActivationQuantizer(**kw, name=f"{t.name}_input_range")(t)  # noqa: E731
     new = rebuild(functional, _Quantizer(config, report), name=model.name, on_input=on_input)
     if not _nested:
+        place_ranges(new)
         new.quantization_report = report
         if any(reason != SKIPPED for _, reason in report.float_layers):  # a skip is the user's own choice
             warnings.warn(report.float_summary(), stacklevel=2)
     return new
 
 
-def link_nested_ranges(model) -> keras.Model:
-    """Links the inputs of the nested models in a quantized model to the ranges of the tensors they are called on
-    (``quantize_model`` does it; a model loaded from ``.keras`` needs it again): the layers inside then know their
-    input's grid for the int32 bias and integer inference. Returns ``model``."""
-    for layer in getattr(model, "layers", []):
-        if isinstance(layer, keras.Model):
-            for node in layer._inbound_nodes:
-                if node.input_tensors:
-                    link_nested_inputs(layer, node.input_tensors)
-            link_nested_ranges(layer)
-    return model
-
-
-def set_integer_kernels(model, kernels: str) -> keras.Model:
+def set_integer_kernels(model, kernels) -> keras.Model:
     """Chooses whose integer arithmetic ``model``'s inference reproduces, in place: "xnnpack" (LiteRT's default
-    delegate, the default), "builtin" (LiteRT's built-in kernels: ``TFLiteModel(..., use_xnnpack=False)``) or
-    "micro" (TFLite Micro's reference kernels). Conv, dense, mean, Add and Multiply round differently in each
-    (docs/parity.md). Training and export are unaffected; the choice is saved with the model. Returns ``model``."""
+    delegate, the default), "builtin" (LiteRT's built-in kernels: ``TFLiteModel(..., use_xnnpack=False)``),
+    "micro" (TFLite Micro's reference kernels) or None (no integer emulation: the fake-quant graph at inference too).
+    Conv, dense, mean, Add and Multiply round differently in each (docs/parity.md). Training and export are
+    unaffected; the choice is saved with the model. Returns ``model``."""
     from . import integer_inference
 
     integer_inference.check_kernels(kernels)

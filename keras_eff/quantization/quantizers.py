@@ -14,6 +14,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from ..layers import FIXED_RANGES as _REGISTRY_FIXED_RANGES
+
 MIN_BITS, MAX_BITS = 2, 16
 _EPS = 1e-8
 
@@ -108,13 +110,7 @@ class WeightQuantizer:
         return f"WeightQuantizer({self.bits}-bit {kind}, {'per-channel' if self.per_channel else 'per-tensor'})"
 
 
-# Output ranges that TFLite fixes for some int8 ops: (min, max) such that the 8-bit grid has the op's scale and zero
-# point. sigmoid and softmax: scale 1/256, zero point −128; tanh: scale 1/128, zero point 0.
-FIXED_RANGES = {
-    "sigmoid": (0.0, 255.0 / 256.0),
-    "softmax": (0.0, 255.0 / 256.0),
-    "tanh": (-1.0, 127.0 / 128.0),
-}
+FIXED_RANGES = _REGISTRY_FIXED_RANGES  # TFLite's fixed output grids (sigmoid, softmax, tanh): see keras_eff.layers
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")

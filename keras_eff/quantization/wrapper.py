@@ -9,9 +9,14 @@ it has one). A separable convolution also quantizes the tensor between its depth
 Any other layer (Add, Multiply, a standalone BatchNorm, ...) is called as it is and its output fake-quantized; a
 Concatenate or an average pooling quantizes its inputs and output with one shared range.
 
+A layer declared through the registry (``keras_eff.layers``: a custom layer's ``keras_eff_facts()``) with kernels
+is called with its kernels fake-quantized (per tensor, or per channel where its facts say int8 TFLite holds that),
+and its output quantized as its facts say.
+
 Biases are simulated as TFLite stores them: int32 on the grid s_in·s_w (input scale times each channel's weight
-scale). The input scale comes from the quantizer that produced the input, found through the layer's place in the
-graph (walking back through layers that inherit their input's range); where none can be found the bias stays float.
+scale). Which quantizer sets s_in, like every other neighbour's range this layer reads, is decided once by
+``quantize_model`` (``placement.place_ranges``) and kept in the wrapper's config; where none is known the bias stays
+float.
 
 BatchNorm folding during QAT (Jacob et al. 2018, with the σ correction): while BN statistics are live, the layer runs
 a float pass for the batch statistics, updates the moving statistics, quantizes the kernel folded with the moving
@@ -25,26 +30,32 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from ..graph import bn_affine, output_channel_shape
+import contextlib
+
+from keras.src.saving import serialization_lib
+
+from ..graph import bn_affine, call_with_values, output_channel_shape
+from ..layers import FIXED_RANGES, HARD_SWISH, LayerFacts, activation_name, facts_for
 from . import integer_inference as integer
 from . import layer_ops
 from . import preserve as preserve_lib
-from .config import PER_CHANNEL_EXPORTABLE
-from .quantizers import FIXED_RANGES, ActivationQuantizer, WeightQuantizer, check_bits
+from .quantizers import ActivationQuantizer, WeightQuantizer, check_bits
 
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 SWISH = ("swish", "silu")  # TFLite runs x·sigmoid(x) as LOGISTIC (fixed 1/256 grid) then MUL
-# Layers whose inputs and output share one range (see keras_eff.quantization.model).
-SHARED_RANGE = (layers.Concatenate, layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D,
-                layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)
-AVERAGE_POOLS = (layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D)
+ROLES = ("input", "between", "output", "sigmoid", "post")  # the activation quantizers a wrapper may own
+PLACED = ("input_range", "bias_range", "output_range")  # the neighbours' quantizers ``place`` hands in
 
 
-def activation_name(fn) -> str:
-    if fn is None:
-        return "linear"
-    name = keras.activations.serialize(fn)
-    return name if isinstance(name, str) else getattr(fn, "__name__", str(name))
+def _shared_config(obj):
+    """``obj`` serialized so that, inside Keras's saving (an ObjectSharingScope), every config that names it loads
+    back as one object: the first serialization registers it, the second comes back marked as shared."""
+    serialization_lib.serialize_keras_object(obj)
+    return serialization_lib.serialize_keras_object(obj)
+
+
+def _load(config):
+    return None if config is None else keras.saving.deserialize_keras_object(config)
 
 
 def _fused(name, x):
@@ -77,10 +88,14 @@ class QuantizeWrapper(layers.Wrapper):
     def __init__(self, layer, batchnorm=None, fused_activation="linear", weight_bits=8, weight_symmetric=True,
                  per_channel=None, activation_bits=8, activation_symmetric=False, ema_decay=0.99,
                  quantize_inputs=False, quantize_output=True, fixed_output_range=None, preserve=(),
-                 n_centroids=None, integer_kernels="xnnpack", **kwargs):
+                 n_centroids=None, integer_kernels="xnnpack", facts=None, quantizers=None, placement=None, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(layer, **kwargs)
-        if batchnorm is not None and not isinstance(layer, layer_ops.SUPPORTED):
+        self.facts = facts_for(layer) if facts is None else (
+            facts if isinstance(facts, LayerFacts) else LayerFacts.from_config(facts))
+        self.has_kernel = bool(self.facts.kernels) and self.facts.quantizable
+        self.builtin_kernel = isinstance(layer, layer_ops.SUPPORTED)  # else: a declared layer, called as it is
+        if batchnorm is not None and not (self.has_kernel and self.facts.folds_batchnorm and self.builtin_kernel):
             raise ValueError(f"batchnorm can only be folded into a conv or dense layer, not {type(layer).__name__}")
         if fused_activation not in FUSED_ACTIVATIONS:
             raise ValueError(f"fused_activation={fused_activation!r} must be one of {FUSED_ACTIVATIONS}")
@@ -88,42 +103,78 @@ class QuantizeWrapper(layers.Wrapper):
         self.fused_activation = fused_activation
         self.weight_bits = check_bits(weight_bits, "weight_bits")
         self.weight_symmetric = bool(weight_symmetric)
-        self.per_channel = isinstance(layer, PER_CHANNEL_EXPORTABLE) if per_channel is None else bool(per_channel)
+        self.per_channel = self.facts.per_channel if per_channel is None else bool(per_channel)
         self.activation_bits = check_bits(activation_bits, "activation_bits")
         self.activation_symmetric = bool(activation_symmetric)
         self.ema_decay = float(ema_decay)
         self.quantize_inputs = bool(quantize_inputs)
         self.quantize_output = bool(quantize_output)
         self.fixed_output_range = None if fixed_output_range is None else tuple(fixed_output_range)
-        self.has_kernel = isinstance(layer, layer_ops.SUPPORTED)
-        reason = layer_ops.unsupported_reason(layer) if self.has_kernel else None
+        if self.fixed_output_range is None and self.facts.output_range == "fixed":
+            self.fixed_output_range = self.facts.fixed_range
+        reason = layer_ops.unsupported_reason(layer) if self.has_kernel and self.builtin_kernel else None
         if reason:
             raise ValueError(f"layer {layer.name!r} cannot be quantized: {reason}")
         self.preserve = preserve_lib.check_preserve(preserve) if self.has_kernel else ()
         self.n_centroids = None if n_centroids is None else dict(n_centroids)
         self.integer_kernels = integer.check_kernels(integer_kernels)
         self.weight_quantizer = WeightQuantizer(weight_bits, weight_symmetric, self.per_channel)
-        own = activation_name(getattr(layer, "activation", None)) if self.has_kernel else "linear"
+        own = activation_name(getattr(layer, "activation", None)) if self.has_kernel and self.builtin_kernel \
+            else "linear"
         self._own_fused = own if own in FUSED_ACTIVATIONS else "linear"
         self._post_activation = None if own in FUSED_ACTIVATIONS else own
         if self._post_activation and fused_activation != "linear":
             raise ValueError(f"layer {layer.name!r} already ends in {own}; a ReLU after it cannot be fused")
+        given = dict(quantizers or {})
+        unknown = set(given) - set(ROLES)
+        if unknown:
+            raise ValueError(f"quantizers: unknown roles {sorted(unknown)}; a wrapper owns {ROLES}")
+        given = {role: q if isinstance(q, ActivationQuantizer) or q is None else _load(q) for role, q in given.items()}
         act = dict(bits=activation_bits, symmetric=activation_symmetric, ema_decay=ema_decay)
         prefix = layer.name
-        self.input_quantizer = ActivationQuantizer(**act, name=f"{prefix}_input_range") if quantize_inputs else None
-        self.output_quantizer = (ActivationQuantizer(**act, fixed_range=self.fixed_output_range,
-                                                     name=f"{prefix}_output_range") if quantize_output else None)
-        self.between_quantizer = (ActivationQuantizer(**act, name=f"{prefix}_between_range")
-                                  if isinstance(layer, layers.SeparableConv2D) else None)
+
+        def make(role, wanted, **extra):
+            if not wanted:
+                return None
+            if role in given and given[role] is not None:
+                return given[role]
+            return ActivationQuantizer(**act, **extra, name=f"{prefix}_{role}_range" if role != "post" else
+                                       f"{prefix}_{self._post_activation}_range")
+
+        self.input_quantizer = make("input", quantize_inputs)
+        self.output_quantizer = make("output", quantize_output, fixed_range=self.fixed_output_range)
+        self.between_quantizer = make("between", isinstance(layer, layers.SeparableConv2D))
         inner_act = (activation_name(layer.activation) if isinstance(layer, layers.Activation)
                      else self._post_activation)
-        self.sigmoid_quantizer = (ActivationQuantizer(**act, fixed_range=FIXED_RANGES["sigmoid"],
-                                                      name=f"{prefix}_swish_sigmoid_range")
-                                  if inner_act in SWISH else None)
-        self.post_quantizer = None
-        if self._post_activation:
-            self.post_quantizer = ActivationQuantizer(**act, fixed_range=FIXED_RANGES.get(self._post_activation),
-                                                      name=f"{prefix}_{self._post_activation}_range")
+        if inner_act in SWISH and "sigmoid" not in given:
+            self.sigmoid_quantizer = ActivationQuantizer(**act, fixed_range=FIXED_RANGES["sigmoid"],
+                                                         name=f"{prefix}_swish_sigmoid_range")
+        else:
+            self.sigmoid_quantizer = make("sigmoid", inner_act in SWISH)
+        self.post_quantizer = make("post", bool(self._post_activation),
+                                   fixed_range=FIXED_RANGES.get(self._post_activation))
+        self._export_view = False
+        self.place(**_placement_from_config(placement))
+
+    def place(self, input_range=None, bias_range=None, output_range=None, input_ranges=(), onto_output_grid=False):
+        """Hands the wrapper the quantizers of the grids it reads besides its own (``placement.place_ranges``):
+        its input's, the one its int32 bias is quantized with, its output's where another layer owns it, each
+        input's (Add, Multiply), and whether it puts its output on that other grid itself. Kept as references, not
+        as sub-layers: the layer that owns a range trains and saves it."""
+        for name, q in (("input_range", input_range), ("bias_range", bias_range), ("output_range", output_range)):
+            object.__setattr__(self, f"_{name}", q)
+        object.__setattr__(self, "_input_ranges", list(input_ranges or ()))
+        self.onto_output_grid = bool(onto_output_grid)
+
+    @contextlib.contextmanager
+    def export_view(self):
+        """While the model is traced for export (``tflite_export``'s export protocol): the plain fake-quant graph,
+        the integer path off."""
+        previous, self._export_view = self._export_view, True
+        try:
+            yield
+        finally:
+            self._export_view = previous
 
     # -- structure ---------------------------------------------------------------------------------------------
 
@@ -136,18 +187,22 @@ class QuantizeWrapper(layers.Wrapper):
     def build(self, input_shape):
         if not self.layer.built:
             self.layer.build(input_shape)
-        out_shape = self.layer.compute_output_shape(input_shape)
         if self.batchnorm is not None and not self.batchnorm.built:
-            self.batchnorm.build(out_shape)
+            self.batchnorm.build(self.layer.compute_output_shape(input_shape))
         for q in self.quantizers:
-            q.build()
+            if not q.built:  # (a loaded model's come built from their config)
+                q.build()
         self.bn_frozen = self.add_weight(name="bn_frozen", shape=(), initializer="zeros", trainable=False)
         if self.preserve:
-            preserve_lib.build(self, layer_ops.kernel_names(self.layer))
+            preserve_lib.build(self, self._kernel_names())
         self.built = True
 
     def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+        try:
+            return self.layer.compute_output_shape(input_shape)
+        except NotImplementedError:  # a custom layer without it: Keras traces the layer instead
+            spec = keras.tree.map_shape_structure(lambda shape: keras.KerasTensor(shape), input_shape)
+            return keras.tree.map_structure(lambda t: t.shape, self.layer.compute_output_spec(spec))
 
     # -- computation -------------------------------------------------------------------------------------------
 
@@ -157,12 +212,15 @@ class QuantizeWrapper(layers.Wrapper):
         return layer_ops.from_channels_last(self.layer, name, self.weight_quantizer(k), shape)
 
     def _main_kernel(self):
-        return "pointwise_kernel" if isinstance(self.layer, layers.SeparableConv2D) else "kernel"
+        return self.facts.main_kernel
+
+    def _kernel_names(self):
+        return tuple(self.facts.kernels)
 
     def folded_kernels(self):
         """Float kernels and bias as the int8 file holds them: BatchNorm folded in (moving statistics)."""
         layer = self.layer
-        kernels = {n: preserve_lib.kernel_value(self, n) for n in layer_ops.kernel_names(layer)}
+        kernels = {n: preserve_lib.kernel_value(self, n) for n in self._kernel_names()}
         bias = layer.bias if layer.use_bias else None
         if self.batchnorm is not None:
             scale, shift = bn_affine(self.batchnorm)
@@ -189,7 +247,7 @@ class QuantizeWrapper(layers.Wrapper):
         with the statistics held constant (a stop-gradient) QAT of a small CNN lost 3.6 points against TF-MOT
         (benchmarks/tfmot.py, 80.5 vs 84.1 %); with it, it matched (84.0 %)."""
         layer, bn = self.layer, self.batchnorm
-        raw = {n: preserve_lib.kernel_value(self, n) for n in layer_ops.kernel_names(layer)}
+        raw = {n: preserve_lib.kernel_value(self, n) for n in self._kernel_names()}
         y_float = layer_ops.linear(layer, x, raw)
         if layer.use_bias:
             y_float = y_float + layer.bias
@@ -214,19 +272,15 @@ class QuantizeWrapper(layers.Wrapper):
             return y
         return y + self._int32_bias(bias)
 
-    def _bias_range(self):
+    def _bias_source(self):
         """The range whose scale the file's int32 bias is quantized with: the input's, except after a mean over a 1×1
         window, which the converter drops but whose range still sets the bias scale (the conv then reads the
         producer's grid: measured on MobileNetV3Small, where this put 0.6 % of an SE conv's outputs one LSB off)."""
-        if self.between_quantizer is not None:
-            return self.between_quantizer
-        if self.input_quantizer is not None:
-            return self.input_quantizer
-        return self._cached_range("_bias_range_lookup", lambda layer: _producer_range(layer, through_dropped=False))
+        return self.between_quantizer or self.input_quantizer or self._bias_range
 
     def _int32_bias(self, bias):
         """The bias on TFLite's int32 grid s_in·s_w, with a straight-through gradient."""
-        source = self._bias_range()
+        source = self._bias_source()
         if source is None or source.calibrating:
             return bias
         kernels, _ = self.folded_kernels()
@@ -236,12 +290,19 @@ class QuantizeWrapper(layers.Wrapper):
         rounded = integer.round_half_away(bias / step) * step
         return bias + ops.stop_gradient(rounded - bias)
 
+    def _integer(self, training, *quantizers) -> bool:
+        """Whether this call computes with integers (``integer_inference``): inference with integer kernels chosen,
+        not traced for export, every grid known, set and 8-bit."""
+        if training or self._export_view or self.integer_kernels is None:
+            return False
+        return integer.grids_known(*quantizers)
+
     def _integer_grids(self, training):
         """(input range, output range) where this call runs the integer path (see ``integer_inference``), else None."""
-        if not isinstance(self.layer, integer.LINEAR) or not self.weight_quantizer.exportable:
+        if self.facts.int8_kernel != "linear" or not self.builtin_kernel or not self.weight_quantizer.exportable:
             return None
-        source, target = self._input_range(), self._output_range()
-        return (source, target) if integer.active(training, source, target) else None
+        source, target = self._input_grid(), self._output_grid()
+        return (source, target) if self._integer(training, source, target) else None
 
     def _linear_integer(self, x, source, target):
         """conv/dense as XNNPACK computes it: exact int32 accumulator (int8 kernel, int32 bias), fp32 requantization
@@ -255,47 +316,21 @@ class QuantizeWrapper(layers.Wrapper):
         w_grid = ops.reshape(s_w, output_channel_shape(layer, qk.shape)) if len(s_w.shape) else s_w
         acc = layer_ops.linear(layer, integer.integers(x, s_in), {main: integer.integers(qk, w_grid)})
         if bias is not None:  # the exported bias as the file's int32 values, added as they are
-            s_b = self._bias_range().tflite_scale()
+            s_b = self._bias_source().tflite_scale()
             acc = acc + ops.cast(integer.round_half_away(self._int32_bias(bias) / (s_b * s_w)), "float64")
         if self.integer_kernels != "xnnpack":  # the multiplier in double, as the built-in kernels' Prepare
             real = ops.cast(s_in, "float64") * ops.cast(s_w, "float64") / ops.cast(s_out, "float64")
             return ops.cast(integer.gemmlowp_requantize(acc, real, self.integer_kernels), "float32") * s_out
         return integer.requantize(acc, (s_in * s_w) / s_out) * s_out
 
-    def _input_ranges(self) -> list:
-        """The quantizer of each input's grid (None where unknown), for layers with several inputs."""
-        nodes = getattr(self, "_inbound_nodes", None)
-        if not nodes:
-            return [None]
-        return [tensor_range(t) for t in nodes[0].input_tensors]
+    def _output_grid(self):
+        """The quantizer of this layer's output grid: its own, or the one ``place`` handed in (the shared range of
+        the layer it feeds; an average pooling's input grid)."""
+        return self.output_quantizer or self._output_range
 
-    def _output_range(self):
-        """The quantizer of this layer's output grid: its own, the shared range of the layer it feeds, or (an average
-        pooling that keeps its input's grid) its input's."""
-        if self.output_quantizer is not None:
-            return self.output_quantizer
-        found = self._cached_range("_output_range_lookup", _consumer_range)
-        if found is None and isinstance(self.layer, AVERAGE_POOLS):
-            return self._input_range()
-        return found
-
-    def _input_range(self):
-        """The ActivationQuantizer whose grid this layer's input lies on, or None where it cannot be known."""
-        if self.input_quantizer is not None:
-            return self.input_quantizer
-        return self._cached_range("_input_range_lookup", _producer_range)
-
-    def _cached_range(self, attr: str, find):
-        """``find(self)``, remembered once found (None is not remembered: a nested model's input is linked after its
-        layers are called). Kept in a closure, so that Keras does not track the other layer's quantizer as a child."""
-        cached = getattr(self, attr, None)
-        if cached is None:
-            found = find(self)
-            if found is None:
-                return None
-            cached = lambda: found  # noqa: E731
-            object.__setattr__(self, attr, cached)
-        return cached()
+    def _input_grid(self):
+        """The quantizer whose grid this layer's input lies on, or None where it is not known."""
+        return self.input_quantizer or self._input_range
 
     def call(self, inputs, training=None):
         if self.input_quantizer is not None:
@@ -303,6 +338,8 @@ class QuantizeWrapper(layers.Wrapper):
         grids = self._integer_grids(training) if self.has_kernel else None
         if not self.has_kernel:
             y = self._call_plain(inputs, training)
+        elif not self.builtin_kernel:
+            y = self._call_declared(inputs, training)
         elif grids is not None:
             y = self._linear_integer(inputs, *grids)
         elif self.batchnorm is not None and training:
@@ -311,12 +348,13 @@ class QuantizeWrapper(layers.Wrapper):
         else:
             y = self._linear(inputs, training)
         y = _fused(self.fused_activation, _fused(self._own_fused, y))
-        if self.output_quantizer is not None and not isinstance(self.layer, SHARED_RANGE):
+        shared = self.facts.output_range == "shared"
+        if self.output_quantizer is not None and not shared:
             y = self.output_quantizer(y, training=training)
-        elif self.output_quantizer is None and not isinstance(self.layer, SHARED_RANGE) and _read_by_others(self):
+        elif self.onto_output_grid:
             # on a Concatenate's grid that other layers read too: put it there here (that range learns in the
             # Concatenate, from what it is handed)
-            q = self._output_range()
+            q = self._output_range
             if q is not None and not q.calibrating:
                 y = q.fake_quantize(y)
         if self._post_activation:
@@ -329,23 +367,34 @@ class QuantizeWrapper(layers.Wrapper):
             return x * self.sigmoid_quantizer(ops.sigmoid(x), training=training)
         return fn(x)
 
+    def _call_declared(self, inputs, training):
+        """A layer declared through the registry with kernels: called with them fake-quantized."""
+        mapping = []
+        for name in self._kernel_names():
+            variable = getattr(self.layer, name)
+            mapping.append((variable, self.quantize_kernel(name, preserve_lib.kernel_value(self, name))))
+        kwargs = {"training": training} if _takes_training(self.layer) else {}
+        return call_with_values(self, self.layer, inputs, mapping, **kwargs)
+
     def _call_plain(self, inputs, training):
         # the output grid: this layer's own range, or the shared range of the layer it feeds (a hard-swish before a
         # global average pooling; an average pooling before a global one)
-        q = self._output_range()
-        if isinstance(self.layer, SHARED_RANGE) and q is not None:
+        q = self._output_grid()
+        facts = self.facts
+        if facts.output_range == "shared" and q is not None:
             # one grid for inputs and output: the range is learned from the inputs, which the producers leave
             # unquantized for this layer to quantize
             owner = q is self.output_quantizer
-            seen = self.layer(inputs) if isinstance(self.layer, layers.Concatenate) else inputs
+            seen = self.layer(inputs) if facts.channels == "concat" else inputs
             if q.calibrating:
                 if owner:
                     q(seen)
                 return self.layer(inputs)
             if training and q.learns_by_ema and owner:
                 q.update_range(seen)
-            source = self._input_range() if isinstance(self.layer, integer.MEANS) else None
-            if isinstance(self.layer, integer.MEANS) and integer.active(training, q):
+            mean = facts.int8_kernel == "mean"
+            source = self._input_grid() if mean else None
+            if mean and self._integer(training, q):
                 # the input lies on its producer's grid where that producer has one (it also feeds other layers),
                 # else on this shared grid (the producer left it for this layer, see _output_range)
                 x = q.fake_quantize(inputs) if source is None or source.calibrating else inputs
@@ -356,18 +405,17 @@ class QuantizeWrapper(layers.Wrapper):
                                                     q.tflite_zero_point(), self.integer_kernels,
                                                     grid.tflite_zero_point()))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
-            if isinstance(self.layer, layers.AveragePooling2D) and integer.active(training, q):
+            if facts.int8_kernel == "average_pool" and self._integer(training, q):
                 return integer.average_pool(self.layer, xs, q.tflite_scale(), q.tflite_zero_point())
             return q.fake_quantize(self.layer(xs))
-        if isinstance(self.layer, (layers.Add, layers.Multiply)) and isinstance(inputs, (list, tuple)) \
-                and len(inputs) == 2:
-            sources = self._input_ranges()
-            if integer.active(training, q, *sources):
-                fn = integer.add if isinstance(self.layer, layers.Add) else integer.multiply
+        if facts.int8_kernel in ("add", "multiply") and isinstance(inputs, (list, tuple)) and len(inputs) == 2:
+            sources = self._input_ranges
+            if len(sources) == 2 and self._integer(training, q, *sources):
+                fn = integer.add if facts.int8_kernel == "add" else integer.multiply
                 return fn(inputs, [r.tflite_scale() for r in sources], q.tflite_scale(), self.integer_kernels)
         if isinstance(self.layer, layers.Activation):
-            source = self._input_range()
-            if activation_name(self.layer.activation) in integer.HARD_SWISH and integer.active(training, source, q):
+            source = self._input_grid()
+            if facts.int8_kernel == "hard_swish" and self._integer(training, source, q):
                 return integer.hard_swish(inputs, source.tflite_scale(), q.tflite_scale())
             return self._activate(self.layer, inputs, training)
         return self.layer(inputs, training=training) if _takes_training(self.layer) else self.layer(inputs)
@@ -383,7 +431,7 @@ class QuantizeWrapper(layers.Wrapper):
                 problems.append(f"layer {name!r}: weight_bits={self.weight_bits} (int8 TFLite holds at most 8)")
             if not self.weight_symmetric:
                 problems.append(f"layer {name!r}: weight_symmetric=False (int8 TFLite weights are symmetric)")
-            if self.per_channel and not isinstance(self.layer, PER_CHANNEL_EXPORTABLE):
+            if self.per_channel and not self.facts.per_channel:
                 problems.append(f"layer {name!r}: per-channel weights on {type(self.layer).__name__} (the converter "
                                 f"cannot hold them; use weight_granularity='per_tensor')")
         return problems  # activation ranges report for themselves (ActivationQuantizer.export_problems)
@@ -402,8 +450,18 @@ class QuantizeWrapper(layers.Wrapper):
             activation_bits=self.activation_bits, activation_symmetric=self.activation_symmetric,
             ema_decay=self.ema_decay, quantize_inputs=self.quantize_inputs, quantize_output=self.quantize_output,
             fixed_output_range=self.fixed_output_range, preserve=list(self.preserve), n_centroids=self.n_centroids,
-            integer_kernels=self.integer_kernels)
+            integer_kernels=self.integer_kernels, facts=self.facts.get_config(),
+            quantizers={role: _shared_config(q) for role, q in zip(ROLES, self._owned()) if q is not None},
+            placement=dict(
+                {name: None if getattr(self, f"_{name}") is None else _shared_config(getattr(self, f"_{name}"))
+                 for name in PLACED},
+                input_ranges=[None if q is None else _shared_config(q) for q in self._input_ranges],
+                onto_output_grid=self.onto_output_grid))
         return config
+
+    def _owned(self):
+        return (self.input_quantizer, self.between_quantizer, self.output_quantizer, self.sigmoid_quantizer,
+                self.post_quantizer)
 
     @classmethod
     def from_config(cls, config):
@@ -414,109 +472,14 @@ class QuantizeWrapper(layers.Wrapper):
         return cls(layer, batchnorm=bn, **config)
 
 
-def _final_range(layer):
-    """The quantizer that puts a layer's output on its grid, or None (no range, or one that only the shared-range
-    consumer it feeds reads)."""
-    if isinstance(layer, ActivationQuantizer):
-        return layer
-    if isinstance(layer, QuantizeWrapper):
-        own = layer.post_quantizer or layer.output_quantizer
-        if own is None and _read_by_others(layer):
-            return layer._output_range()
-        return own
-    return None
-
-
-def _read_by_others(layer) -> bool:
-    """Whether a layer without an output range of its own has readers other than one shared-range consumer (which
-    quantizes it): it lies on a Concatenate's grid that others read, or it is an average pooling on its input's."""
-    nodes = getattr(layer, "_outbound_nodes", None) or []
-    if len(nodes) == 1:
-        consumer = nodes[0].operation
-        if isinstance(consumer, QuantizeWrapper) and isinstance(consumer.layer, SHARED_RANGE):
-            return False
-    return bool(nodes) or isinstance(layer.layer, AVERAGE_POOLS)
-
-
-def _concat_consumers(layer) -> list:
-    """The Concatenate wrappers that read ``layer``'s output directly or through range-inheriting layers."""
-    from .model import INHERIT_RANGE
-
-    found, stack, seen = [], [layer], set()
-    while stack:
-        for node in getattr(stack.pop(), "_outbound_nodes", None) or []:
-            op = node.operation
-            if id(op) in seen:
-                continue
-            seen.add(id(op))
-            if isinstance(op, QuantizeWrapper) and isinstance(op.layer, layers.Concatenate):
-                found.append(op)
-            elif isinstance(op, INHERIT_RANGE):
-                stack.append(op)
+def _placement_from_config(placement) -> dict:
+    if not placement:
+        return {}
+    placement = dict(placement)
+    found = {name: _load(placement.get(name)) for name in PLACED}
+    found["input_ranges"] = [_load(q) for q in placement.get("input_ranges") or ()]
+    found["onto_output_grid"] = bool(placement.get("onto_output_grid", False))
     return found
-
-
-def _producer_range(layer, through_dropped: bool = True):
-    """Walks back from ``layer``'s (first) input through range-inheriting layers to the quantizer of its grid."""
-    nodes = getattr(layer, "_inbound_nodes", None)
-    if not nodes or not nodes[0].input_tensors:
-        return None
-    return tensor_range(nodes[0].input_tensors[0], through_dropped=through_dropped)
-
-
-def tensor_range(tensor, max_hops: int = 32, through_dropped: bool = True):
-    """The quantizer whose grid a symbolic tensor lies on, walking back through range-inheriting layers; across the
-    input of a nested model where ``link_nested_inputs`` has linked it to the outer tensor. None where unknown.
-    ``through_dropped=False`` stops at a mean over a 1×1 window (no op in the file) and gives its own range."""
-    from .model import INHERIT_RANGE
-
-    for _ in range(max_hops):
-        history = getattr(tensor, "_keras_history", None)
-        if history is None:
-            return None
-        producer = history.operation
-        found = _final_range(producer)
-        before = producer._inbound_nodes[history.node_index].input_tensors if hasattr(producer, "_inbound_nodes") else []
-        if (through_dropped and isinstance(producer, QuantizeWrapper) and isinstance(producer.layer, integer.MEANS)
-                and before and integer.is_identity_mean(before[0].shape)):
-            # a mean over a 1×1 window is no op in the file: its output keeps the input's grid (or, where the
-            # producer left its output to this layer's shared range, that range)
-            return tensor_range(before[0], max_hops) or found
-        if found is not None:
-            return found
-        outer = getattr(producer, "_keras_eff_outer_range", None)  # the input of a nested model
-        if outer is not None:
-            return outer()
-        if isinstance(producer, keras.Model) and getattr(producer, "outputs", None):
-            tensor = producer.outputs[history.tensor_index]  # the output of a nested model: walk on inside it
-            continue
-        if not isinstance(producer, INHERIT_RANGE):
-            return None
-        tensor = producer._inbound_nodes[history.node_index].input_tensors[0]
-    return None
-
-
-def link_nested_inputs(inner, outer_tensors):
-    """Records, on each input layer of a nested model, the grid of the outer tensor it is called on: layers inside
-    then find their input's range (for the int32 bias and integer inference) across the model boundary."""
-    outer_tensors = outer_tensors if isinstance(outer_tensors, (list, tuple)) else [outer_tensors]
-    for t_in, t_out in zip(inner.inputs, outer_tensors):
-        found = tensor_range(t_out)
-        if found is not None:
-            object.__setattr__(t_in._keras_history.operation, "_keras_eff_outer_range", lambda found=found: found)
-
-
-def _consumer_range(layer):
-    """The shared range of the sole consumer that quantizes this layer's output (a Concatenate, an average pooling),
-    or of the one Concatenate that reads it beside other layers (``quantize_model`` left the output to it)."""
-    nodes = getattr(layer, "_outbound_nodes", None)
-    if not nodes:
-        return None
-    consumer = nodes[0].operation
-    if len(nodes) == 1 and isinstance(consumer, QuantizeWrapper) and isinstance(consumer.layer, SHARED_RANGE):
-        return consumer._output_range()  # its own range, or (a chain of shared ranges) the next one's
-    concats = _concat_consumers(layer)
-    return concats[0]._output_range() if len(concats) == 1 else None
 
 
 def _takes_training(layer) -> bool:
