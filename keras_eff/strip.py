@@ -4,6 +4,10 @@ The hook is deliberately small: every layer in the graph that has a ``strip_laye
 ``PruneWrapper`` now, clustering and quantization wrappers later) is replaced by what that method returns: a plain,
 already built Keras layer that holds the final weights (masks applied, centroids gathered, ...) and takes the same
 inputs. Everything else is copied. The input model is left untouched.
+
+A wrapper whose output channels were pruned says which it keeps with a second hook, ``kept_channels()`` (indices, or
+None); ``remove_pruned_channels=True`` then removes the others physically (``keras_eff.graph.remove_channels``).
+strip needs no technique: it imports only ``keras_eff.graph``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import keras
 
 from .graph import rebuild
+from .graph.channels import remove_channels
 
 
 def _strip_transform(rb, node, args, kwargs):
@@ -24,6 +29,18 @@ def _strip_transform(rb, node, args, kwargs):
     return layer(*args, **kwargs)
 
 
+def kept_channels(model) -> dict:
+    """{layer name: indices of the output channels kept} from every wrapper's ``kept_channels()`` hook (nested
+    models included)."""
+    keep = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        hook = getattr(layer, "kept_channels", None)
+        kept = hook() if callable(hook) else None
+        if kept is not None:
+            keep[layer.layer.name if hasattr(layer, "layer") else layer.name] = kept
+    return keep
+
+
 def strip(model, remove_pruned_channels: bool = False) -> keras.Model:
     """A plain Keras model with the final weights of every keras-eff wrapper (see the module docstring).
 
@@ -31,8 +48,6 @@ def strip(model, remove_pruned_channels: bool = False) -> keras.Model:
     the matching BatchNorm/depthwise channels and the inputs of the layers after them
     (``keras_eff.pruning.strip_channels``): the result is smaller and faster, with the same outputs.
     """
-    if remove_pruned_channels:
-        from .pruning.strip_channels import strip_channels
-
-        return strip_channels(model)
-    return rebuild(model, _strip_transform)
+    keep = kept_channels(model) if remove_pruned_channels else None
+    plain = rebuild(model, _strip_transform)
+    return remove_channels(plain, keep) if remove_pruned_channels else plain

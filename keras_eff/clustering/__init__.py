@@ -10,7 +10,7 @@ from ..strip import strip
 from .centroids import INITS, cluster_values, fit_centroids
 from .model import ClusterConfig, cluster_model
 from .report import ClusteringReport, KernelStats, clustering_report
-from .wrapper import CLUSTERABLE, ClusterWrapper, cluster
+from .wrapper import ClusterWrapper, cluster, is_clusterable
 
-__all__ = ["CLUSTERABLE", "INITS", "ClusterConfig", "ClusterWrapper", "ClusteringReport", "KernelStats", "cluster",
-           "cluster_model", "cluster_values", "clustering_report", "fit_centroids", "strip"]
+__all__ = ["INITS", "ClusterConfig", "ClusterWrapper", "ClusteringReport", "KernelStats", "cluster", "cluster_model",
+           "cluster_values", "clustering_report", "fit_centroids", "is_clusterable", "strip"]

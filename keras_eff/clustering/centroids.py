@@ -73,6 +73,6 @@ def cluster_values(values, k: int, init: str, keep_zero: bool, seed: int = 0):
 
 def channel_ids(shape, channel_shape) -> np.ndarray:
     """For each position of a kernel, its output channel: ``channel_shape`` is the broadcast shape of a
-    per-channel vector (``keras_eff.graph.output_channel_shape``)."""
+    per-channel vector (``keras_eff.layers.channel_shape``)."""
     n = int(np.prod(channel_shape))
     return np.broadcast_to(np.arange(n, dtype=np.int32).reshape(channel_shape), shape).copy()

@@ -9,7 +9,7 @@ import keras
 from ..errors import UnsupportedModelError
 from ..graph import clone_layer, functional_of, rebuild, refuse_rewritten
 from .centroids import check_init
-from .wrapper import CLUSTERABLE, ClusterWrapper, check_n_clusters
+from .wrapper import ClusterWrapper, check_n_clusters, is_clusterable
 
 _LAYER_KEYS = ("n_clusters", "init", "per_channel", "preserve_sparsity", "reassign_every")
 
@@ -114,7 +114,7 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
         if isinstance(op, keras.Model):
             inner = rebuild(op, transform)
             return inner(*args, **kwargs)
-        if not isinstance(op, CLUSTERABLE) or isinstance(op, ClusterWrapper):
+        if isinstance(op, ClusterWrapper) or not is_clusterable(op):
             return None
         settings = config.for_layer(op)
         if settings is None:

@@ -14,7 +14,8 @@ import keras
 import numpy as np
 
 from ..graph import functional_of
-from .wrapper import CLUSTERABLE, ClusterWrapper, channel_shape, kernel_names
+from ..layers import channel_shape, kernel_names
+from .wrapper import ClusterWrapper, is_clusterable
 
 # TFLite op -> the output-channel axis of its filter tensor.
 _TFLITE_FILTER_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
@@ -93,9 +94,10 @@ def _keras_report(model) -> ClusteringReport:
     for layer in found:
         if isinstance(layer, ClusterWrapper):
             inner, values = layer.layer, layer.clustered_weights()
-        elif isinstance(layer, CLUSTERABLE):
+        elif is_clusterable(layer):
             inner = layer
-            values = {n: np.asarray(getattr(layer, n)) for n in kernel_names(layer)}
+            by_name = {w.path.split("/")[-1]: w for w in layer.weights}
+            values = {n: np.asarray(by_name[n] if n in by_name else getattr(layer, n)) for n in kernel_names(layer)}
         else:
             continue
         for n, v in values.items():

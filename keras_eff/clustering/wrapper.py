@@ -21,27 +21,15 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from ..graph import call_with_values, clone_layer, output_channel_shape
+from ..graph import call_with_values, clone_layer
+from ..layers import channel_shape, facts_for, kernel_names
 from .centroids import channel_ids, check_init, cluster_values
 
-CLUSTERABLE = (layers.Dense, layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv1D,
-               layers.DepthwiseConv2D, layers.SeparableConv1D, layers.SeparableConv2D, layers.Conv1DTranspose,
-               layers.Conv2DTranspose, layers.Conv3DTranspose)
-_DEPTHWISE = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
 
-
-def kernel_names(layer) -> tuple:
-    """The weights clustering replaces (biases stay float)."""
-    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
-        return ("depthwise_kernel", "pointwise_kernel")
-    return ("kernel",)
-
-
-def channel_shape(layer, name, shape) -> tuple:
-    """Broadcast shape of a per-output-channel vector for the weight ``name`` of ``layer``."""
-    if isinstance(layer, _DEPTHWISE) or name == "depthwise_kernel":  # (..., c_in, multiplier): channel c·m + j
-        return (1,) * (len(shape) - 2) + tuple(shape[-2:])
-    return output_channel_shape(layer, shape)
+def is_clusterable(layer) -> bool:
+    """Whether weight clustering acts on ``layer``: the registry's ``clusterable`` fact (built in for Dense and the
+    convolutions; a custom layer declares it with ``keras_eff_facts()`` or ``keras_eff.layers.register_layer``)."""
+    return isinstance(layer, layers.Layer) and facts_for(layer).clusterable
 
 
 def check_n_clusters(n_clusters, where: str = "") -> int:
@@ -56,9 +44,10 @@ def check_clusterable(layer):
         raise ValueError(f"layer {layer.layer.name!r} is already wrapped for clustering")
     if not isinstance(layer, layers.Layer) or isinstance(layer, keras.Model):
         raise TypeError(f"cluster expects a Keras layer, got {type(layer).__name__}")
-    if not isinstance(layer, CLUSTERABLE):
+    if not is_clusterable(layer):
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no kernel to cluster; clusterable "
-                         f"types: {', '.join(c.__name__ for c in CLUSTERABLE)}")
+                         f"layers are Dense, Conv, DepthwiseConv, SeparableConv and Conv*Transpose, and custom layers "
+                         f"that declare clusterable kernels (keras_eff_facts() or keras_eff.layers.register_layer)")
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")

@@ -14,7 +14,7 @@ import numpy as np
 from keras import layers
 
 from ..graph import GraphInfo
-from .channel_groups import WeightState, find_groups
+from .channel_groups import WeightState, _dense_like, find_groups
 from .inputs import NothingToCompressError, check_finite_weights, check_ratio, sample_array
 from .parameters import ChannelPruningParameters
 from .pipeline import CompressionResult, Scheme, compress
@@ -76,7 +76,7 @@ class ChannelPruningScheme(Scheme):
     # sampled rows --------------------------------------------------------------------------------------------------
     def _positions(self, name):
         layer = self.layers[name]
-        if isinstance(layer, layers.Dense):
+        if _dense_like(layer):
             return None
         shape = layer.output.shape
         rng = np.random.default_rng([self.params.seed, list(self.groups).index(name)])

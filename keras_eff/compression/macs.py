@@ -14,15 +14,16 @@ from dataclasses import asdict, dataclass, field
 
 import keras
 import numpy as np
-from keras import layers
 
 from ..graph import GraphInfo
+from ..layers import facts_for
 
-_SEPARABLE = (layers.SeparableConv1D, layers.SeparableConv2D)
-_DEPTHWISE = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
-_TRANSPOSE = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
-_CONV = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
-COUNTED = _SEPARABLE + _DEPTHWISE + _TRANSPOSE + _CONV + (layers.Dense,)
+
+def counted(layer) -> bool:
+    """Whether ``layer`` multiplies its inputs by kernels: the registry's kernels of a layer whose kernels are
+    ``clusterable`` (Dense and every convolution; an Embedding's table is a kernel too, but a lookup: it is not)."""
+    facts = facts_for(layer)
+    return bool(facts.kernels) and facts.clusterable
 
 
 @dataclass
@@ -69,21 +70,22 @@ def _size(shape) -> int:
 def layer_macs(layer, input_shape, output_shape) -> int | None:
     """MACs of one call of ``layer`` for one sample (shapes include the batch axis), or None for a layer that
     multiplies nothing (pooling, BatchNorm, activations...)."""
+    if not counted(layer):
+        return None
     out = _size(output_shape[1:])
-    if isinstance(layer, _SEPARABLE):
-        depthwise = layer.depthwise_kernel.shape  # (k..., c_in, multiplier)
+    weights = {w.path.split("/")[-1]: w for w in layer.weights}
+    kernels = [(tuple(weights[n].shape), layout) for n, layout in facts_for(layer).kernels.items()]
+    if len(kernels) == 2 and kernels[0][1] == "depthwise":  # separable: depthwise, then pointwise (1, ..., mid, out)
+        depthwise, pointwise = kernels[0][0], kernels[1][0]  # (k..., c_in, multiplier)
         mid = _size(depthwise[-2:])
-        positions = out // layer.filters
+        positions = out // pointwise[-1]
         return positions * mid * _size(depthwise[:-2]) + out * mid
-    if isinstance(layer, _DEPTHWISE):
-        return out * _size(layer.kernel.shape[:-2])
-    if isinstance(layer, _TRANSPOSE):  # kernel (k..., c_out, c_in); every input value is spread over k · c_out
-        return _size(input_shape[1:]) * _size(layer.kernel.shape[:-2]) * layer.kernel.shape[-2]
-    if isinstance(layer, _CONV):  # kernel (k..., c_in / groups, c_out)
-        return out * _size(layer.kernel.shape[:-1])
-    if isinstance(layer, layers.Dense):
-        return out * layer.kernel.shape[0]
-    return None
+    (shape, layout), = kernels[-1:]
+    if layout == "depthwise":  # (k..., c_in, multiplier)
+        return out * _size(shape[:-2])
+    if layout == "transpose":  # kernel (k..., c_out, c_in); every input value is spread over k · c_out
+        return _size(input_shape[1:]) * _size(shape[:-2]) * shape[-2]
+    return out * _size(shape[:-1])  # (k..., c_in / groups, c_out); a dense kernel (in, units)
 
 
 def count_macs(model) -> ModelCost:
@@ -110,4 +112,4 @@ def _count(model, prefix, cost, seen):
         cost.layers.append(LayerCost(prefix + op.name, type(op).__name__, int(macs), params))
 
 
-__all__ = ["COUNTED", "LayerCost", "ModelCost", "count_macs", "layer_macs"]
+__all__ = ["LayerCost", "ModelCost", "count_macs", "counted", "layer_macs"]

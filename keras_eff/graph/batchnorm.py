@@ -6,25 +6,14 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from ..layers import channel_shape, facts_for, main_kernel
 from .rewrite import GraphInfo, clone_layer, rebuild
-
-# Layers whose output channels a following BatchNorm can be folded into.
-FOLDABLE = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv2D, layers.Dense,
-            layers.Conv2DTranspose, layers.SeparableConv2D)
-
-
-def kernel_name(layer) -> str:
-    """The name of the weight that maps inputs to output channels (the pointwise half of a separable conv)."""
-    return "pointwise_kernel" if isinstance(layer, layers.SeparableConv2D) else "kernel"
 
 
 def output_channel_shape(layer, kernel_shape) -> tuple:
-    """The shape a per-output-channel vector takes to broadcast against the layer's kernel."""
-    if isinstance(layer, layers.DepthwiseConv2D):  # (kh, kw, c_in, multiplier): output channel c*m + j
-        return (1,) * (len(kernel_shape) - 2) + tuple(kernel_shape[-2:])
-    if isinstance(layer, (layers.Conv2DTranspose, layers.Conv1DTranspose, layers.Conv3DTranspose)):
-        return (1,) * (len(kernel_shape) - 2) + (kernel_shape[-2], 1)
-    return (1,) * (len(kernel_shape) - 1) + (kernel_shape[-1],)
+    """The shape a per-output-channel vector takes to broadcast against the layer's main kernel (the registry's
+    ``channel_shape`` of ``main_kernel``; kept for callers that hold only the kernel's shape)."""
+    return channel_shape(layer, main_kernel(layer), kernel_shape)
 
 
 def bn_affine(bn, xp=ops):
@@ -39,8 +28,12 @@ def bn_affine(bn, xp=ops):
 
 
 def is_foldable_bn(bn, layer) -> bool:
+    """Whether BatchNorm ``bn`` folds into ``layer`` before it: the registry says the layer folds BatchNorms
+    (``folds_batchnorm``); the instance must normalize the last axis, be channels_last and have no activation of its
+    own between kernel and BN."""
     return (isinstance(bn, layers.BatchNormalization) and bn.axis in (-1, len(bn.input.shape) - 1)
-            and isinstance(layer, FOLDABLE) and getattr(layer, "data_format", "channels_last") == "channels_last"
+            and facts_for(layer).folds_batchnorm
+            and getattr(layer, "data_format", "channels_last") == "channels_last"
             and getattr(layer, "activation", None) in (None, keras.activations.linear))
 
 
@@ -48,9 +41,9 @@ def folded_weights(layer, bn) -> dict:
     """Numpy kernel and bias of ``layer`` with ``bn`` folded in, keyed by the layer's weight names."""
     scale, shift = (np.asarray(v) for v in bn_affine(bn, xp=_NumpyOps))
     out = {w.path.split("/")[-1]: np.asarray(w) for w in layer.weights}
-    name = kernel_name(layer)
+    name = main_kernel(layer)
     kernel = out[name]
-    out[name] = kernel * scale.reshape(output_channel_shape(layer, kernel.shape))
+    out[name] = kernel * scale.reshape(channel_shape(layer, name, kernel.shape))
     bias = out.get("bias", np.zeros_like(shift))
     out["bias"] = bias * scale + shift
     return out
@@ -85,5 +78,4 @@ def fold_batchnorm(model) -> keras.Model:
     return rebuild(model, transform)
 
 
-__all__ = ["FOLDABLE", "bn_affine", "fold_batchnorm", "folded_weights", "is_foldable_bn", "kernel_name",
-           "output_channel_shape", "GraphInfo"]
+__all__ = ["bn_affine", "fold_batchnorm", "folded_weights", "is_foldable_bn", "output_channel_shape", "GraphInfo"]

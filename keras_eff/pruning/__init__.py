@@ -6,17 +6,18 @@
     small = keras_eff.strip(pruned_channels, remove_pruned_channels=True)   # filters physically removed
 """
 
+from ..graph.channels import ChannelGroup, channel_groups
 from ..strip import strip
 from .callbacks import PruningSummary, UpdatePruning, layer_sparsities
-from .channels import ChannelGroup, channel_groups
 from .distribution import log_proportional, uniform
 from .model import PruningConfig, prune_model
 from .report import SparsityReport, sparsity_report
 from .schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from .strip_channels import kept_channels, remove_channels, strip_channels
+from .structured import is_prunable
 from .wrapper import PruneWrapper, prune
 
 __all__ = ["ChannelGroup", "ConstantSparsity", "PolynomialDecay", "PruneWrapper", "PruningConfig",
            "PruningSchedule", "PruningSummary", "SparsityReport", "UpdatePruning", "channel_groups",
-           "kept_channels", "layer_sparsities", "log_proportional", "prune", "prune_model", "remove_channels",
+           "is_prunable", "kept_channels", "layer_sparsities", "log_proportional", "prune", "prune_model", "remove_channels",
            "sparsity_report", "strip", "strip_channels", "uniform"]

@@ -8,11 +8,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from ..graph import GraphInfo, clone_layer, copy_weights, rebuild, refuse_rewritten
+from ..graph import GraphInfo, channel_groups, clone_layer, copy_weights, rebuild, refuse_rewritten
 from . import distribution as dist
-from .channels import channel_groups
 from .schedules import ConstantSparsity, as_schedule
-from .structured import PRUNABLE, parse_structure, unprunable_reason, weight_names
+from .structured import depthwise_only, is_prunable, parse_structure, unprunable_reason, weight_names
 from .wrapper import PruneWrapper
 
 
@@ -114,13 +113,12 @@ def _plan(model, cfg: PruningConfig):
                              f"distribution='uniform' with it")
         candidates = []
         for layer in all_layers:
-            if not isinstance(layer, PRUNABLE):
+            if not is_prunable(layer):
                 continue
             reason = unprunable_reason(layer, structure)
             if layer.name in cfg.skip:
                 reason = "skipped by request"
-            elif reason is None and structure is None and cfg.skip_depthwise and isinstance(
-                    layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+            elif reason is None and structure is None and cfg.skip_depthwise and depthwise_only(layer):
                 reason = "depthwise kernel (skip_depthwise=True)"
             elif reason is None and _size(layer) < cfg.min_weights:
                 reason = f"small: {_size(layer):,} weights < min_weights={cfg.min_weights:,}"

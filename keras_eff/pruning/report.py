@@ -9,7 +9,7 @@ import numpy as np
 from ..reporting import markdown_table
 from .callbacks import pruning_wrappers
 from .model import graph_layers
-from .structured import PRUNABLE, format_structure, weight_names
+from .structured import format_structure, is_prunable, weight_names
 
 
 @dataclass
@@ -44,7 +44,7 @@ def sparsity_report(model) -> SparsityReport:
         target = layer if w is None else w.layer
         if id(target) in inner and w is None:
             continue
-        if not isinstance(target, PRUNABLE) or (w is not None and w.is_follower):
+        if not is_prunable(target) or (w is not None and w.is_follower):
             continue
         if w is not None:
             values = w.pruned_weights()

@@ -5,7 +5,7 @@
   (fixed sparsity 1 − N/M; the mask is applied from the schedule's first step with a non-zero target).
 - ``"channels"``: whole output channels (filters) are pruned; the BatchNorm γ/β and depthwise weights that carry a
   pruned channel are masked with it, channels joined by a residual Add are pruned together, and
-  ``keras_eff.pruning.strip_channels`` removes them physically (see ``channels.py``).
+  ``keras_eff.pruning.strip_channels`` removes them physically (see ``keras_eff/graph/channels.py``).
 """
 
 from __future__ import annotations
@@ -14,17 +14,20 @@ import re
 
 from keras import layers
 
-# Layers whose kernels magnitude pruning acts on, and the weights it prunes.
-_KERNELS = {layers.SeparableConv1D: ("depthwise_kernel", "pointwise_kernel"),
-            layers.SeparableConv2D: ("depthwise_kernel", "pointwise_kernel")}
-PRUNABLE = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.Conv1DTranspose, layers.Conv2DTranspose,
-            layers.Conv3DTranspose, layers.DepthwiseConv1D, layers.DepthwiseConv2D, layers.SeparableConv1D,
-            layers.SeparableConv2D, layers.Dense, layers.Embedding)
-# Layers whose output channels can be pruned as filters (producers in channels.py).
-CHANNEL_PRODUCERS = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.Dense)
-_DEPTHWISE = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
-_TRANSPOSED = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
-_SEPARABLE = (layers.SeparableConv1D, layers.SeparableConv2D)
+from ..graph.channels import producer_problem
+from ..layers import facts_for, kernel_names
+
+
+def is_prunable(layer) -> bool:
+    """Whether magnitude pruning acts on ``layer``: the registry's ``prunable`` fact (built in for Conv,
+    DepthwiseConv, SeparableConv, Conv*Transpose, Dense and Embedding; custom layers declare it)."""
+    return isinstance(layer, layers.Layer) and facts_for(layer).prunable
+
+
+def depthwise_only(layer) -> bool:
+    """Whether every kernel of ``layer`` is a depthwise kernel (what ``skip_depthwise`` leaves dense)."""
+    layouts = set(facts_for(layer).kernels.values())
+    return layouts == {"depthwise"}
 
 
 def parse_structure(structure):
@@ -53,39 +56,32 @@ def format_structure(parsed) -> str | None:
 
 
 def weight_names(layer) -> tuple:
-    """Names of the weights unstructured pruning zeroes in ``layer``."""
-    for cls, names in _KERNELS.items():
-        if isinstance(layer, cls):
-            return names
-    return ("embeddings",) if isinstance(layer, layers.Embedding) else ("kernel",)
+    """Names of the weights unstructured pruning zeroes in ``layer``: its kernels in the registry."""
+    return kernel_names(layer)
 
 
 def unprunable_reason(layer, structure=None) -> str | None:
     """Why ``layer`` cannot carry a mask of this structure (None: it can)."""
     parsed = parse_structure(structure)
     kind = type(layer).__name__
-    if not isinstance(layer, PRUNABLE):
+    if not is_prunable(layer):
         return (f"layer {layer.name!r} ({kind}) has no kernel pruning can act on; prunable layers are Conv, "
-                f"DepthwiseConv, SeparableConv, Conv*Transpose, Dense and Embedding")
+                f"DepthwiseConv, SeparableConv, Conv*Transpose, Dense and Embedding, and custom layers that declare "
+                f"prunable kernels (keras_eff_facts() or keras_eff.layers.register_layer)")
     if parsed is None:
         return None
     if parsed == "channels":
-        if not isinstance(layer, CHANNEL_PRODUCERS):
-            return (f"layer {layer.name!r} ({kind}) cannot have its output channels pruned; channel pruning "
-                    f"acts on Conv1D/2D/3D and Dense (depthwise channels follow the layer before them)")
-        if getattr(layer, "groups", 1) != 1:
-            return f"layer {layer.name!r} is a grouped convolution (groups={layer.groups}); channel pruning needs groups=1"
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            return f"layer {layer.name!r} is channels_first; channel pruning needs channels_last"
-        return None
+        # the instance conditions (groups, data_format) are the channel analysis's; f(0) = 0 is checked there too
+        return producer_problem(layer, constant_ok=True)
     _, n, m = parsed
-    if isinstance(layer, _DEPTHWISE + _TRANSPOSED + _SEPARABLE) or isinstance(layer, layers.Embedding):
+    if facts_for(layer).channels != "produce":  # a kernel (..., c_in, c_out): Conv and Dense
         return (f"layer {layer.name!r} ({kind}): {n}:{m} pruning groups the input channels of Conv and Dense "
                 f"kernels; {kind} has none to group")
     if getattr(layer, "groups", 1) != 1:
         return f"layer {layer.name!r} is a grouped convolution; {n}:{m} pruning needs groups=1"
     if layer.built:
-        cin = layer.kernel.shape[-2]
+        weights = {w.path.split("/")[-1]: w for w in layer.weights}
+        cin = weights[kernel_names(layer)[-1]].shape[-2]
         if cin % m:
             return (f"layer {layer.name!r} has {cin} input channels, not a multiple of {m}, so its kernel cannot "
                     f"be split into groups of {m} for {n}:{m} pruning")

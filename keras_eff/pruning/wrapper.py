@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from ..graph import call_with_values, clone_layer, output_channel_shape
+from ..graph import call_with_values, clone_layer
+from ..layers import channel_shape, facts_for, kernel_layout
 from . import masks as masks_lib
 from .schedules import as_schedule
 from .structured import format_structure, parse_structure, unprunable_reason, weight_names
@@ -21,20 +22,23 @@ from .structured import format_structure, parse_structure, unprunable_reason, we
 _MISSING_CALLBACK = ("a pruned model is being trained without the keras_eff.callbacks.UpdatePruning() callback; "
                      "pass callbacks=[keras_eff.callbacks.UpdatePruning()] to fit, or the masks never follow the "
                      "schedule")
-# Layers that only carry a pruned channel of the layer before them: the weights masked with it.
-_FOLLOWER_WEIGHTS = {layers.BatchNormalization: ("gamma", "beta"),
-                     layers.DepthwiseConv1D: ("kernel", "bias"), layers.DepthwiseConv2D: ("kernel", "bias")}
 
 
 def _weights_by_name(layer) -> dict:
     return {w.path.split("/")[-1]: w for w in layer.weights}
 
 
+def _name(w) -> str:
+    return w.path.split("/")[-1]
+
+
 def follower_weight_names(layer) -> tuple:
-    for cls, names in _FOLLOWER_WEIGHTS.items():
-        if isinstance(layer, cls):
-            return names
-    return ()
+    """The weights masked with a pruned channel in a layer that only carries it (registry ``channels="follow"``):
+    its kernels and bias (depthwise), or γ and β (a normalization without kernels)."""
+    facts = facts_for(layer)
+    if facts.channels != "follow":
+        return ()
+    return tuple(facts.kernels) + ("bias",) if facts.kernels else ("gamma", "beta")
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
@@ -82,10 +86,10 @@ class PruneWrapper(layers.Wrapper):
             names = follower_weight_names(self.layer) if self.is_follower else ("kernel", "bias")
             self._masked = [weights[n] for n in names if n in weights]
             kernel = self._masked[0]
-            if isinstance(self.layer, layers.BatchNormalization):
+            if len(kernel.shape) == 1:  # γ of a normalization
                 channels = kernel.shape[0]
-            elif isinstance(self.layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
-                if self.layer.depth_multiplier != 1:
+            elif kernel_layout(self.layer, _name(kernel)) == "depthwise":
+                if getattr(self.layer, "depth_multiplier", 1) != 1:
                     raise ValueError(f"depthwise layer {self.layer.name!r} has depth_multiplier "
                                      f"{self.layer.depth_multiplier}; channel pruning follows only multiplier 1")
                 channels = kernel.shape[-2]
@@ -112,9 +116,9 @@ class PruneWrapper(layers.Wrapper):
             return mask
         if len(w.shape) == 1:
             return mask
-        if isinstance(self.layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+        if kernel_layout(self.layer, _name(w)) == "depthwise":  # (..., c, 1): the mask is on c
             return ops.reshape(mask, (1,) * (len(w.shape) - 2) + (w.shape[-2], 1))
-        return ops.reshape(mask, output_channel_shape(self.layer, w.shape))
+        return ops.reshape(mask, channel_shape(self.layer, _name(w), w.shape))
 
     def masked_values(self):
         """[(variable, masked tensor)] for every weight this wrapper masks."""
@@ -155,13 +159,11 @@ class PruneWrapper(layers.Wrapper):
     def channel_scores(self) -> np.ndarray | None:
         """Importance of each channel: L2 norm of a producer's filters, |γ|/σ of a BatchNorm (None otherwise)."""
         values = {w.path.split("/")[-1]: np.asarray(v) for w, v in self.masked_values()}
-        if isinstance(self.layer, layers.BatchNormalization):
-            if "gamma" not in values:
+        if self.is_follower:  # a normalization scores its channels; a depthwise conv does not
+            if "gamma" not in values or not hasattr(self.layer, "moving_variance"):
                 return None
             var = np.asarray(self.layer.moving_variance)
             return np.abs(values["gamma"]) / np.sqrt(var + self.layer.epsilon)
-        if self.is_follower:
-            return None
         return masks_lib.channel_scores(values["kernel"])
 
     def set_channel_mask(self, mask):
@@ -182,6 +184,13 @@ class PruneWrapper(layers.Wrapper):
         masked = {id(v): np.asarray(value) for v, value in self.masked_values()}
         new.set_weights([masked.get(id(v), np.asarray(v)) for v in self.layer.weights])
         return new
+
+    def kept_channels(self):
+        """Indices of the output channels a channel-pruned producer keeps (None for other wrappers): the hook
+        ``keras_eff.strip(..., remove_pruned_channels=True)`` reads."""
+        if self.structure != "channels" or self.is_follower:
+            return None
+        return np.flatnonzero(np.asarray(self.masks[0]) != 0)
 
     def pruned_weights(self) -> dict:
         """{weight name: masked numpy value} of the weights this wrapper prunes."""

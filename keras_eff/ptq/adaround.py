@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from ..layers import main_kernel
 from ..quantization import WeightQuantizer, layer_ops
 from . import common
 from .params import AdaRoundParams
@@ -77,7 +78,7 @@ def _set_bits(wrapper, bits):
 
 def _optimize(wrapper, xs, params, rng, bar, xf=None):
     layer = wrapper.layer
-    name = common.kernel_name(wrapper)
+    name = main_kernel(layer)
     fk = common.float_kernels(wrapper)
     shape4 = tuple(fk[name].shape)
     w_cl = np.asarray(layer_ops.to_channels_last(layer, name, fk[name]), np.float32)

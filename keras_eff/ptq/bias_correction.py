@@ -21,7 +21,9 @@ from . import common
 from . import layer_math as lm
 from .params import BiasCorrectionParams
 
-# Layers that keep the mean of each channel (the expectation the analytical correction needs passes through).
+# Layers that keep the mean of each channel (the expectation the analytical correction needs passes through). Kept
+# here, not read from the registry: its channels="pass" / output_range="inherit" also cover max pooling, padding and
+# cropping, which change a channel's mean; "keeps the mean" is this technique's own condition.
 _PASS = (layers.Dropout, layers.Identity, layers.SpatialDropout2D, layers.GlobalAveragePooling2D,
          layers.AveragePooling2D)
 

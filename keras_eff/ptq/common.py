@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import ops
 
 from ..graph import GraphInfo
+from ..layers import facts_for
 from ..quantization import QuantizeWrapper
 from ..quantization.calibration import _check_data
 
@@ -85,10 +86,10 @@ def bias_variable(wrapper):
 
 
 def supported_reason(wrapper) -> str | None:
-    if isinstance(wrapper.layer, (layers.SeparableConv2D, layers.Conv2DTranspose)):
+    """Why AdaRound and bias correction leave a quantized layer alone (None: they handle it). Both work on one
+    kernel whose output channels lie on its last axis (or a depthwise kernel): from the registry, not a separable
+    convolution (two kernels) nor a transposed one (output channels on axis -2)."""
+    layouts = list(facts_for(wrapper.layer).kernels.values())
+    if len(layouts) != 1 or layouts[0] not in ("last", "depthwise"):
         return f"{type(wrapper.layer).__name__} is not handled"
     return None
-
-
-def kernel_name(wrapper) -> str:
-    return "pointwise_kernel" if isinstance(wrapper.layer, layers.SeparableConv2D) else "kernel"

@@ -18,13 +18,24 @@ from keras import layers
 
 from ..graph import (GraphInfo, activation_kind, clone_layer, fold_batchnorm, functional_of, is_foldable_bn,
                      rebuild)
+from ..layers import facts_for
 from . import layer_math as lm
 from .params import EqualizeParams
 
-# Layers between a pair that commute with positive per-channel scaling; the last three also with a constant shift.
-_PASS_SCALE = (layers.MaxPooling2D, layers.ZeroPadding2D, layers.Dropout, layers.Identity, layers.SpatialDropout2D,
-               layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)
-_BREAKS_SHIFT = (layers.ZeroPadding2D,)
+
+def _passes_scale(op) -> bool:
+    """Whether ``op``, between a pair, commutes with positive per-channel scaling (and with a constant shift): from
+    the registry, a channel-by-channel layer (``channels="pass"``) whose output lies on its input's grid
+    (``output_range`` "inherit": max pooling, padding, cropping, dropout, identity, upsampling) or shares it
+    (``"shared"``: average pooling): every output value is one input value of its channel, or a mean of some."""
+    facts = facts_for(op)
+    return facts.channels == "pass" and facts.output_range in ("inherit", "shared")
+
+
+def _breaks_shift(op) -> bool:
+    """Zero padding commutes with scaling but not with a constant shift (the padded zeros do not move). A
+    PTQ-specific condition, not a registry fact: for int8 TFLite padding is just another 'inherit' layer."""
+    return isinstance(op, (layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D))
 
 
 @dataclass
@@ -97,8 +108,8 @@ def _find_pairs(model, params, report) -> list:
                 act = kind
                 if kind == "relu6":
                     relu6.append(op.name)
-            elif kind == "linear" or isinstance(op, _PASS_SCALE):
-                shift_ok = shift_ok and not isinstance(op, _BREAKS_SHIFT)
+            elif kind == "linear" or _passes_scale(op):
+                shift_ok = shift_ok and not _breaks_shift(op)
             elif lm.is_scalable(op):
                 if relu6 and not params.relu6_to_relu:
                     report.skipped_pairs.append((first.name, op.name, "ReLU6 between (relu6_to_relu=False)"))
