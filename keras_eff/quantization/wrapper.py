@@ -34,8 +34,8 @@ import contextlib
 
 from keras.src.saving import serialization_lib
 
-from ..graph import bn_affine, call_with_values, output_channel_shape
-from ..layers import FIXED_RANGES, HARD_SWISH, LayerFacts, activation_name, facts_for
+from ..graph import bn_affine, call_with_values
+from ..layers import FIXED_RANGES, LayerFacts, activation_name, channel_shape, facts_for
 from . import integer_inference as integer
 from . import layer_ops
 from . import preserve as preserve_lib
@@ -225,7 +225,7 @@ class QuantizeWrapper(layers.Wrapper):
         if self.batchnorm is not None:
             scale, shift = bn_affine(self.batchnorm)
             main = self._main_kernel()
-            kernels[main] = kernels[main] * ops.reshape(scale, output_channel_shape(layer, kernels[main].shape))
+            kernels[main] = kernels[main] * ops.reshape(scale, channel_shape(layer, main, kernels[main].shape))
             bias = shift if bias is None else bias * scale + shift
         return kernels, bias
 
@@ -313,7 +313,7 @@ class QuantizeWrapper(layers.Wrapper):
         s_w = self.weight_quantizer.tflite_scale(layer_ops.to_channels_last(layer, main, kernels[main]))
         qk = self.quantize_kernel(main, kernels[main])
         s_in, s_out = source.tflite_scale(), target.tflite_scale()
-        w_grid = ops.reshape(s_w, output_channel_shape(layer, qk.shape)) if len(s_w.shape) else s_w
+        w_grid = ops.reshape(s_w, channel_shape(layer, main, qk.shape)) if len(s_w.shape) else s_w
         acc = layer_ops.linear(layer, integer.integers(x, s_in), {main: integer.integers(qk, w_grid)})
         if bias is not None:  # the exported bias as the file's int32 values, added as they are
             s_b = self._bias_source().tflite_scale()
