@@ -279,3 +279,16 @@ def test_integer_kernels_are_saved_and_checked(every_op_export, tmp_path):
         np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
     finally:
         set_integer_kernels(qat, "xnnpack")
+
+
+def test_a_rewritten_copy_reads_its_own_ranges(conv_export):
+    """graph.clone copies wrappers from their configs: their references to other layers' ranges are placed again in
+    the new graph, on the copy's own quantizers, not left pointing into the original model."""
+    qat, _, x = conv_export
+    copy = ke.graph.clone(qat)
+    originals = {id(q) for q in ke.quantization.activation_quantizers(qat)}
+    wrappers = [l for l in copy.layers if isinstance(l, ke.quantization.QuantizeWrapper)]
+    placed = [q for w in wrappers for q in (w._input_range, w._bias_range, w._output_range) if q is not None]
+    assert placed and not any(id(q) in originals for q in placed)
+    np.testing.assert_array_equal(copy.predict(x, verbose=0), qat.predict(x, verbose=0))
+    assert _lsb(copy, te.to_tflite(copy), x).max() == 0

@@ -92,6 +92,11 @@ def name_list(layers, limit: int = 4) -> str:
     return ", ".join(names[:limit]) + more
 
 
+# Layers whose class defines ``after_rebuild(model)`` (a classmethod) are told when a rewrite built a model holding
+# them (quantization wrappers place their neighbours' ranges again).
+AFTER_REBUILD = "after_rebuild"
+
+
 def clone_layer(layer, **overrides):
     """A new layer of the same class and config (with ``overrides``); weights are copied by ``copy_weights``."""
     try:
@@ -200,7 +205,11 @@ class Rebuild:
                 self.tensors[id(old)] = new
         outputs = keras.tree.map_structure(lambda t: self.tensors[id(t)], fn._outputs_struct)
         inputs = keras.tree.pack_sequence_as(fn._inputs_struct, new_inputs)
-        return keras.Model(inputs, outputs, name=name or fn.name)
+        model = keras.Model(inputs, outputs, name=name or fn.name)
+        hooks = {getattr(type(l), AFTER_REBUILD, None) for l in model._flatten_layers(include_self=False)}
+        for hook in hooks - {None}:  # once per class that asks
+            hook(model)
+        return model
 
 
 def rebuild(model, transform=None, name=None, on_input=None) -> keras.Model:

@@ -166,6 +166,14 @@ class QuantizeWrapper(layers.Wrapper):
         object.__setattr__(self, "_input_ranges", list(input_ranges or ()))
         self.onto_output_grid = bool(onto_output_grid)
 
+    @classmethod
+    def after_rebuild(cls, model):
+        """``keras_eff.graph``'s rebuild protocol: a rewritten graph holding wrappers (copied from their configs,
+        whose references to other layers' ranges stay behind) gets its ranges placed again."""
+        from .placement import place_ranges
+
+        place_ranges(model)
+
     @contextlib.contextmanager
     def export_view(self):
         """While the model is traced for export (``tflite_export``'s export protocol): the plain fake-quant graph,
@@ -472,8 +480,14 @@ class QuantizeWrapper(layers.Wrapper):
         return cls(layer, batchnorm=bn, **config)
 
 
+def _in_saving_scope() -> bool:
+    """Whether Keras is loading a saved model (its ObjectSharingScope): only then do the references in a config come
+    back as the very quantizers the other layers own."""
+    return serialization_lib.global_state.get_global_attribute("shared_objects/id_to_obj_map") is not None
+
+
 def _placement_from_config(placement) -> dict:
-    if not placement:
+    if not placement or not _in_saving_scope():  # a copy made from a config alone: re-placed in its new graph
         return {}
     placement = dict(placement)
     found = {name: _load(placement.get(name)) for name in PLACED}
