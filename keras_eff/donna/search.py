@@ -56,8 +56,11 @@ class SearchConfig:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: dict) -> "SearchConfig":
-        return cls(**config)
+    def from_config(cls, config: dict, where: str = "search") -> "SearchConfig":
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        from .checks import checked
+
+        return checked(cls, config, where)
 
 
 def non_dominated(points) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +173,7 @@ class SearchSpace:
     head_channels: int = 64
     bn_momentum: float = 0.9
     name: str = "space"
+    backbone: dict | None = field(default=None, hash=False)  # stem, head and boundaries of a Keras reference
 
     def __post_init__(self):
         blocks = tuple(b if isinstance(b, BlockSpace) else BlockSpace.from_config(b) for b in self.blocks)
@@ -189,11 +190,52 @@ class SearchSpace:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}: {v!r} must be a positive integer")
-        _check_value("stem_stride", self.stem_stride, (1, 2))
+        if self.backbone is None:
+            _check_value("stem_stride", self.stem_stride, (1, 2))
+        else:
+            self._check_backbone()
         if not 0.0 < float(self.bn_momentum) < 1.0:
             raise ValueError(f"bn_momentum: {self.bn_momentum} must lie in (0, 1)")
         for i, block in enumerate(self.blocks):
             block.validate(where=f"blocks[{i}].")
+
+    def _check_backbone(self) -> None:
+        bb = self.backbone
+        if not isinstance(bb, dict) or not {"boundaries", "shapes", "stem", "head"} <= set(bb):
+            raise ValueError("backbone: expected a mapping with boundaries, shapes, stem and head (made by "
+                             "SearchSpace.from_reference)")
+        shapes = [tuple(s) for s in bb["shapes"]]
+        if len(shapes) != len(self.blocks) + 1:
+            raise ValueError(f"backbone: {len(shapes)} boundaries for {len(self.blocks)} blocks; a space read from a "
+                             f"reference has one block between each two boundaries")
+        for i, (a, b) in enumerate(zip(shapes, shapes[1:])):
+            blk = self.blocks[i]
+            if (b[2] != blk.out_channels or blk.stride not in (1, 2)
+                    or tuple(-(-x // blk.stride) for x in a[:2]) != tuple(b[:2])):
+                raise ValueError(f"blocks[{i}]: out_channels {blk.out_channels}, stride {blk.stride} do not map the "
+                                 f"reference's {bb['boundaries'][i]!r} {a} to {bb['boundaries'][i + 1]!r} {b}")
+
+    @classmethod
+    def from_reference(cls, model, blocks=None, choices="default", name: str | None = None) -> "SearchSpace":
+        """A space whose blocks replace the reference ``model``'s between the layers ``blocks`` (names; None or
+        ``"auto"``: the proposed boundaries, see :mod:`keras_eff.donna.backbone`): each block keeps the reference's
+        input and output shapes, the stem and head are the reference's own. ``choices`` (a template name of
+        :data:`CHOICE_TEMPLATES` or a mapping of ``cells``/``kernels``/... lists) applies to every block."""
+        from .backbone import backbone_config
+
+        bb, _ = backbone_config(model, blocks)
+        return cls.from_backbone(bb, choices, name or f"{bb['source']}_donna")
+
+    @classmethod
+    def from_backbone(cls, bb: dict, choices="default", name: str = "reference_space") -> "SearchSpace":
+        template = choice_template(choices)
+        shapes = [tuple(s) for s in bb["shapes"]]
+        blocks = tuple(BlockSpace(b[2], -(-a[0] // b[0]) if a[0] != b[0] else 1, **template)
+                       for a, b in zip(shapes, shapes[1:]))
+        stem_in = tuple(bb["input_shape"])
+        return cls(blocks=blocks, input_shape=stem_in, num_classes=int(bb["num_classes"]),
+                   stem_channels=shapes[0][2], stem_stride=max(1, round(stem_in[0] / shapes[0][0])),
+                   head_channels=shapes[-1][2], name=name, backbone=bb)
 
     # ---- architectures ----------------------------------------------------------------------------------------
     def block_choices(self, i: int) -> list:
@@ -235,6 +277,8 @@ class SearchSpace:
 
     def block_input_shapes(self) -> list:
         """(height, width, channels) at the input of each block, and at its output as the last entry."""
+        if self.backbone is not None:
+            return [tuple(s) for s in self.backbone["shapes"]]
         h, w, _ = self.input_shape
         h, w = -(-h // self.stem_stride), -(-w // self.stem_stride)
         shapes = [(h, w, self.stem_channels)]
@@ -248,14 +292,15 @@ class SearchSpace:
         return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
                 "stem_channels": self.stem_channels, "stem_stride": self.stem_stride,
                 "head_channels": self.head_channels, "bn_momentum": self.bn_momentum,
-                "blocks": [b.get_config() for b in self.blocks]}
+                "blocks": [b.get_config() for b in self.blocks],
+                **({} if self.backbone is None else {"backbone": self.backbone})}
 
     @classmethod
     def from_config(cls, config: dict) -> "SearchSpace":
         if not isinstance(config, dict) or "blocks" not in config:
             raise ValueError("a search space config is a mapping with a 'blocks' list")
         allowed = {"name", "input_shape", "num_classes", "stem_channels", "stem_stride", "head_channels",
-                   "bn_momentum", "blocks"}
+                   "bn_momentum", "blocks", "backbone"}
         unknown = set(config) - allowed
         if unknown:
             raise ValueError(f"unknown search space field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -318,6 +363,36 @@ def read_yaml_or_json(path, what: str):
         return json.loads(text)
     except Exception as err:  # yaml.YAMLError or json.JSONDecodeError
         raise ValueError(f"{path} is not a readable {what}: {err}") from None
+
+
+CHOICE_TEMPLATES = {
+    "default": dict(cells=CELLS, kernels=(3, 5), expansions=(2, 4), depths=(1, 2), se=SE_OPTIONS,
+                    activations=("relu",)),
+    "tiny": dict(cells=CELLS, kernels=(3, 5), expansions=(2,), depths=(1,), se=(False,), activations=("relu",)),
+}
+
+
+def choice_template(choices) -> dict:
+    """The per-block choice lists of a space read from a reference: a :data:`CHOICE_TEMPLATES` name or a mapping."""
+    if isinstance(choices, str):
+        if choices not in CHOICE_TEMPLATES:
+            raise ValueError(f"space: {choices!r} is not a choice template for a reference; choose from "
+                             f"{', '.join(CHOICE_TEMPLATES)} or give a mapping of {', '.join(_FIELDS)}")
+        return dict(CHOICE_TEMPLATES[choices])
+    if not isinstance(choices, dict):
+        raise ValueError(f"space: with a reference model, give a choice template name ({', '.join(CHOICE_TEMPLATES)}) "
+                         f"or a mapping of {', '.join(_FIELDS)}; got {choices!r}")
+    unknown = set(choices) - set(_FIELDS)
+    if unknown:
+        raise ValueError(f"space: unknown key(s) {sorted(unknown)} for a reference's choices; allowed: "
+                         f"{', '.join(_FIELDS)}")
+    out = dict(CHOICE_TEMPLATES["default"])
+    for k, v in choices.items():
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"space.{k}: {v!r} must be a list")
+        out[k] = tuple(v)
+    BlockSpace(8, 1, **out).validate("space.")
+    return out
 
 
 def default_space() -> SearchSpace:
