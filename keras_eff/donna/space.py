@@ -20,7 +20,8 @@ DEPTHS = (1, 2, 3, 4)
 ACTIVATIONS = ("relu", "swish")
 CELLS = ("dw_ib", "fused_ib")
 SE_OPTIONS = (False, True)
-_FIELDS = ("cells", "kernels", "expansions", "depths", "se", "activations")
+WIDTHS = (0.5, 0.75, 1.0)
+_FIELDS = ("cells", "kernels", "expansions", "depths", "se", "activations", "widths")
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,12 @@ class BlockChoice:
     depth: int = 1
     se: bool = False
     activation: str = "relu"
+    width: float = 1.0
 
     def __post_init__(self):
+        if isinstance(self.width, int) and not isinstance(self.width, bool):
+            object.__setattr__(self, "width", float(self.width))
+        _check_value("width", self.width, WIDTHS)
         _check_value("cell", self.cell, CELLS)
         _check_value("kernel", self.kernel, KERNELS)
         _check_value("expansion", self.expansion, EXPANSIONS)
@@ -48,24 +53,32 @@ class BlockChoice:
 
     @property
     def name(self) -> str:
-        """Readable and parseable: ``dw_ib-k5-e4-d2-se-swish`` (``nose`` without squeeze-and-excitation)."""
+        """Readable and parseable: ``dw_ib-k5-e4-d2-se-swish`` (``nose`` without squeeze-and-excitation), with
+        ``-w0.5`` appended when the width multiplier is not 1."""
         return (f"{self.cell}-k{self.kernel}-e{self.expansion}-d{self.depth}-{'se' if self.se else 'nose'}-"
-                f"{self.activation}")
+                f"{self.activation}" + ("" if self.width == 1.0 else f"-w{self.width:g}"))
 
     @classmethod
     def from_name(cls, name: str) -> "BlockChoice":
         parts = str(name).split("-")
+        width = 1.0
+        if len(parts) == 7 and parts[6][:1] == "w":
+            try:
+                width = float(parts.pop()[1:])
+            except ValueError:
+                parts.append("?")
         ok = (len(parts) == 6 and parts[1][:1] == "k" and parts[2][:1] == "e" and parts[3][:1] == "d"
               and parts[4] in ("se", "nose") and all(p[1:].isdigit() for p in parts[1:4]))
         if not ok:
             raise ValueError(f"{name!r} is not a block choice name; expected e.g. 'dw_ib-k5-e4-d2-se-swish'")
         cell, k, e, d, se, act = parts
         return cls(cell=cell, kernel=int(k[1:]), expansion=int(e[1:]), depth=int(d[1:]), se=se == "se",
-                   activation=act)
+                   activation=act, width=width)
 
     def get_config(self) -> dict:
-        return {"cell": self.cell, "kernel": self.kernel, "expansion": self.expansion, "depth": self.depth,
-                "se": self.se, "activation": self.activation}
+        cfg = {"cell": self.cell, "kernel": self.kernel, "expansion": self.expansion, "depth": self.depth,
+               "se": self.se, "activation": self.activation}
+        return cfg if self.width == 1.0 else {**cfg, "width": self.width}
 
     @classmethod
     def from_config(cls, config: dict) -> "BlockChoice":
@@ -91,11 +104,14 @@ class BlockSpace:
     depths: tuple = (1,)
     se: tuple = (False,)
     activations: tuple = ("relu",)
+    widths: tuple = (1.0,)
     reference: BlockChoice | None = None
 
     def __post_init__(self):
         for name in _FIELDS:
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "widths", tuple(float(w) if isinstance(w, int) and not isinstance(w, bool) else w
+                                                 for w in self.widths))
         if isinstance(self.reference, dict):
             object.__setattr__(self, "reference", BlockChoice.from_config(self.reference))
 
@@ -103,7 +119,7 @@ class BlockSpace:
         if not isinstance(self.out_channels, int) or isinstance(self.out_channels, bool) or self.out_channels < 1:
             raise ValueError(f"{where}out_channels: {self.out_channels!r} must be a positive integer")
         _check_value("stride", self.stride, (1, 2), where)
-        allowed = dict(zip(_FIELDS, (CELLS, KERNELS, EXPANSIONS, DEPTHS, SE_OPTIONS, ACTIVATIONS)))
+        allowed = dict(zip(_FIELDS, (CELLS, KERNELS, EXPANSIONS, DEPTHS, SE_OPTIONS, ACTIVATIONS, WIDTHS)))
         for name in _FIELDS:
             values = getattr(self, name)
             if not values:
@@ -117,8 +133,9 @@ class BlockSpace:
 
     def choices(self) -> list:
         """Every choice of this block, in a fixed order (the index of a choice is its position here)."""
-        return [BlockChoice(c, k, e, d, s, a) for c, k, e, d, s, a in
-                itertools.product(self.cells, self.kernels, self.expansions, self.depths, self.se, self.activations)]
+        return [BlockChoice(c, k, e, d, s, a, w) for c, k, e, d, s, a, w in
+                itertools.product(self.cells, self.kernels, self.expansions, self.depths, self.se, self.activations,
+                                  self.widths)]
 
     def reference_choice(self) -> BlockChoice:
         """The given reference, else the largest: biggest kernel, expansion and depth, SE and swish when allowed,
@@ -127,11 +144,12 @@ class BlockSpace:
             return self.reference
         return BlockChoice(cell="dw_ib" if "dw_ib" in self.cells else self.cells[0], kernel=max(self.kernels),
                            expansion=max(self.expansions), depth=max(self.depths), se=True in self.se,
-                           activation="swish" if "swish" in self.activations else self.activations[0])
+                           activation="swish" if "swish" in self.activations else self.activations[0],
+                           width=max(self.widths))
 
     def get_config(self) -> dict:
         cfg = {"out_channels": self.out_channels, "stride": self.stride}
-        cfg.update({name: list(getattr(self, name)) for name in _FIELDS})
+        cfg.update({name: list(getattr(self, name)) for name in _FIELDS if name != "widths" or self.widths != (1.0,)})
         cfg["reference"] = None if self.reference is None else self.reference.get_config()
         return cfg
 
@@ -367,7 +385,7 @@ def read_yaml_or_json(path, what: str):
 
 CHOICE_TEMPLATES = {
     "default": dict(cells=CELLS, kernels=(3, 5), expansions=(2, 4), depths=(1, 2), se=SE_OPTIONS,
-                    activations=("relu",)),
+                    activations=("relu",), widths=(0.5, 0.75, 1.0)),
     "tiny": dict(cells=CELLS, kernels=(3, 5), expansions=(2,), depths=(1,), se=(False,), activations=("relu",)),
 }
 
