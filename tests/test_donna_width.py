@@ -4,7 +4,7 @@ equals the plain block built from them; names and configs round-trip; bad widths
 import numpy as np
 import pytest
 
-from keras_eff.donna import BlockChoice, BlockSpace, SearchSpace, SupernetBlock, build_block, build_model
+from keras_eff.donna import BlockChoice, BlockSpace, SearchSpace, SupernetBlock, build_block, build_model, rgb_space
 from keras_eff.donna.blocks import layer_plan
 from keras_eff.donna.supernet import load_block_weights
 
@@ -50,3 +50,12 @@ def test_width_names_configs_and_checks():
     assert model.output_shape == (None, 10)
     with pytest.raises(ValueError, match=r"blocks\[0\]\.widths: 2.0 is not allowed"):
         SearchSpace(blocks=(BlockSpace(8, 2, widths=(2.0,)),))
+
+
+def test_rgb_space_has_five_blocks_and_builds():
+    space = rgb_space(32)
+    assert len(space.blocks) == 5 and space.input_shape == (32, 32, 3)
+    assert len(space.block_choices(0)) == 144 and {c.width for c in space.block_choices(0)} == {0.5, 0.75, 1.0}
+    assert build_model(space, space.sample(1, seed=3)[0]).output_shape == (None, 10)
+    with pytest.raises(ValueError, match="size: 128 must be an integer from 32 to 96"):
+        rgb_space(128)

@@ -426,6 +426,23 @@ def default_space() -> SearchSpace:
                        stem_channels=16, stem_stride=2, head_channels=96, name="fmnist_default")
 
 
+def rgb_space(size: int = 64, channels: int = 3, num_classes: int = 10) -> SearchSpace:
+    """The documents' space at 32-96 px: a stride-2 stem of 48 channels, 5 blocks (24, 32, 48, 64, 96 channels;
+    strides 1, 2, 2, 1, 2), a 256-channel head; each block with depthwise or fused cells, kernels 3/5, expansions
+    2/3/4, depths 1-2, SE or not, ReLU and a width multiplier of 0.5/0.75/1.0 (144 choices per block). Sized so that
+    its int8 models measure about 0.1-2 ms on LiteRT with one thread at 64 px (see
+    benchmarks/results/donna_space_latency_quick.md). Kernel 7 and swish are left out: a 7x7 int8 depthwise
+    convolution measured 13.5 ms here (vs 0.76 ms at 5x5), far outside that range; add them back with your own
+    ``BlockSpace`` lists."""
+    if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 96:
+        raise ValueError(f"size: {size!r} must be an integer from 32 to 96")
+    common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 3, 4), depths=(1, 2), se=SE_OPTIONS,
+                  activations=("relu",), widths=WIDTHS)
+    blocks = tuple(BlockSpace(c, s, **common) for c, s in ((24, 1), (32, 2), (48, 2), (64, 1), (96, 2)))
+    return SearchSpace(blocks=blocks, input_shape=(size, size, channels), num_classes=num_classes, stem_channels=48,
+                       stem_stride=2, head_channels=256, name=f"rgb{size}")
+
+
 def tiny_space() -> SearchSpace:
     """Two small blocks, 32 choices each, for tests and notebooks (seconds to train)."""
     common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 3), depths=(1, 2), se=SE_OPTIONS,
