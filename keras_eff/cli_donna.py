@@ -46,6 +46,14 @@ def add_donna_parser(sub, fmt, epilog):
     run.add_argument("--config", default="tiny", help="a built-in config name (tiny, default) or a YAML/JSON file "
                                                       "(default: %(default)s)")
     run.add_argument("--out", required=True, metavar="DIR", help="the run's folder; what it holds is reused")
+    run.add_argument("--reference", metavar="MODEL.keras", help="your trained Keras model as the reference (its stem, "
+                     "head and weights are used as they are); replaces the config's 'reference'")
+    run.add_argument("--blocks", metavar="L1,L2,...", help="with --reference: the layer names that end the stem and "
+                     "each block (default: auto, boundaries proposed at the stage changes)")
+    run.add_argument("--data", metavar="PATH", help="a .npz file (x_train, y_train, x_val, y_val) or a folder of "
+                     "class sub-folders of images; replaces the config's data.path (default: Fashion-MNIST)")
+    run.add_argument("--image-size", type=_input_size, metavar="HxW", help="with an image folder: resize to this "
+                     "(default: the model's input size)")
     run.add_argument("--no-finetune", action="store_true", help="stop after the search")
     run.set_defaults(func=_run)
 
@@ -94,10 +102,32 @@ def _summary(pipe) -> None:
     print((pipe.out / "summary.md").read_text())
 
 
+def _run_config(args) -> dict:
+    """The config named by --config, with --reference / --blocks / --data / --image-size applied."""
+    from .donna.configs import BUILTIN, builtin_config
+    from .donna.run import read_config_file
+
+    cfg = builtin_config(args.config) if args.config in BUILTIN else read_config_file(args.config)
+    if args.blocks and not args.reference:
+        raise CliError("--blocks names layers of the reference model: give --reference MODEL.keras too")
+    if args.image_size and not args.data:
+        raise CliError("--image-size resizes the images of an image folder: give --data FOLDER too")
+    if args.reference:
+        cfg["reference"] = {"path": args.reference, "blocks": args.blocks or "auto"}
+    if args.data:
+        data = {k: v for k, v in dict(cfg.get("data") or {}).items() if k in ("n_train", "n_test")}
+        data["path"] = args.data
+        if args.image_size:
+            d = args.image_size
+            data["image_size"] = [d[0], d[1] if len(d) > 1 else d[0]]
+        cfg["data"] = data
+    return cfg
+
+
 def _run(args) -> int:
     from .donna import DonnaPipeline
 
-    pipe = DonnaPipeline(args.config, args.out).run(finetune=not args.no_finetune)
+    pipe = DonnaPipeline(_run_config(args), args.out).run(finetune=not args.no_finetune)
     _summary(pipe)
     return EXIT_OK
 

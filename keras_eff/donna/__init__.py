@@ -26,7 +26,7 @@ from .reference import build_model, build_reference, train_reference
 from .run import DonnaPipeline, PipelineConfig, run_pipeline
 from .scenario import Scenario
 from .search import SearchConfig, SearchResult, hypervolume, non_dominated, search
-from .space import Architecture, BlockChoice, BlockSpace, SearchSpace, default_space, tiny_space
+from .space import Architecture, BlockChoice, BlockSpace, SearchSpace, default_space, rgb_space, tiny_space
 from .supernet import SupernetBlock
 
 __all__ = [
@@ -37,6 +37,6 @@ __all__ = [
     "AccuracyModel", "AccuracyPredictor", "Architecture", "BKDConfig", "BlockChoice", "BlockLibrary", "BlockSpace",
     "DonnaConfig", "Executor", "FinetuneConfig", "InProcessExecutor", "RayExecutor", "SearchSpace", "SupernetBlock",
     "apply_block", "build_accuracy_model", "build_block", "build_model", "build_reference", "default_space",
-    "make_executor", "measure_architectures", "nsr_loss", "plot_predictions", "tiny_space", "train_block_job",
+    "make_executor", "measure_architectures", "nsr_loss", "plot_predictions", "rgb_space", "tiny_space", "train_block_job",
     "train_block_library", "train_reference",
 ]

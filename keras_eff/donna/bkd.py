@@ -44,8 +44,11 @@ class BKDConfig:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: dict) -> "BKDConfig":
-        return cls(**config)
+    def from_config(cls, config: dict, where: str = "bkd") -> "BKDConfig":
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        from .checks import checked
+
+        return checked(cls, config, where)
 
 
 def nsr_loss(student, teacher):

@@ -19,14 +19,24 @@ def se_channels(in_channels: int) -> int:
     return max(4, in_channels // 4)
 
 
+def scaled(channels: int, width: float) -> int:
+    """``channels`` times the width multiplier, rounded to a multiple of 4 (at least 4); unchanged at width 1."""
+    if width == 1.0:
+        return int(channels)
+    return max(4, int(round(channels * width / 4)) * 4)
+
+
 def layer_plan(choice: BlockChoice, in_channels: int, out_channels: int, stride: int) -> list:
-    """Per stacked layer: (input channels, expanded channels, output channels, stride, residual)."""
+    """Per stacked layer: (input channels, expanded channels, output channels, stride, residual). The width
+    multiplier scales the expanded channels and the channels between stacked layers; the block's output keeps
+    ``out_channels`` (the boundary's), so that blocks still chain."""
     plan = []
     cin = in_channels
     for i in range(choice.depth):
         s = stride if i == 0 else 1
-        plan.append((cin, cin * choice.expansion, out_channels, s, s == 1 and cin == out_channels))
-        cin = out_channels
+        cout = out_channels if i == choice.depth - 1 else scaled(out_channels, choice.width)
+        plan.append((cin, scaled(cin * choice.expansion, choice.width), cout, s, s == 1 and cin == cout))
+        cin = cout
     return plan
 
 

@@ -28,7 +28,8 @@ class CostEvaluator:
     "error", "cached", "seconds"}``; ``n_measured`` counts the architectures measured (not found in the cache)."""
 
     def __init__(self, space: SearchSpace, scenario, cache: MeasurementCache | None = None,
-                 timeout_s: float = 120.0, isolation: str = "thread", retry_failed: bool = False, measurers=None):
+                 timeout_s: float = 120.0, isolation: str = "thread", retry_failed: bool = False, measurers=None,
+                 workers: int = 1):
         self.scenario = scenario
         self.space = scenario.space_for(space)
         self.measurers = list(measurers) if measurers is not None else scenario.make_measurers()
@@ -37,6 +38,8 @@ class CostEvaluator:
         self.retry_failed = retry_failed
         self.n_measured = self.n_failed = 0
         self.seconds = 0.0
+        self.workers = int(workers)
+        self._pool = None
 
     def _run(self, arch, missing):
         ms = [self.measurers[i] for i in missing]
@@ -44,20 +47,21 @@ class CostEvaluator:
             return self.guard.call(_measure_job, self.space.get_config(), str(arch), [m.get_config() for m in ms])
         return self.guard.call(measure_all, self.space, arch, ms)
 
-    def evaluate(self, arch: Architecture) -> dict:
-        t0 = time.perf_counter()
+    def _lookup(self, arch):
         keys = [measurement_key(self.space, arch, m) for m in self.measurers]
         entries = [self.cache.get(k) for k in keys]
         missing = [i for i, e in enumerate(entries) if e is None or (self.retry_failed and not e["ok"])]
+        return keys, entries, missing
+
+    def _record(self, arch, keys, entries, missing, out=None, err=None, t0=0.0) -> dict:
         if missing:
             self.n_measured += 1
-            try:
-                out = self._run(arch, missing)
+            if err is None:
                 for j, i in enumerate(missing):
                     entries[i] = {"arch": str(arch), "measurer": self.measurers[i].get_config(), "ok": True,
                                   "metrics": out["metrics"][j], "error": None,
                                   "seconds": out["convert_seconds"] + out["metrics"][j]["measure_seconds"]}
-            except Exception as err:  # noqa: BLE001 - any failure of any measurer fails this candidate only
+            else:
                 self.n_failed += 1
                 msg = f"{type(err).__name__}: {err}".strip()
                 for i in missing:
@@ -76,7 +80,66 @@ class CostEvaluator:
         return {"ok": ok, "metrics": metrics, "error": errors[0] if errors else None, "cached": not missing,
                 "seconds": dt}
 
+    def evaluate(self, arch: Architecture) -> dict:
+        t0 = time.perf_counter()
+        keys, entries, missing = self._lookup(arch)
+        out = err = None
+        if missing:
+            try:
+                out = self._run(arch, missing)
+            except Exception as e:  # noqa: BLE001 - any failure of any measurer fails this candidate only
+                err = e
+        return self._record(arch, keys, entries, missing, out, err, t0)
+
+    def pool(self):
+        """The process pool that converts candidates off the driver (``workers`` processes, started once)."""
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def evaluate_many(self, archs) -> list:
+        """``[evaluate(a) for a in archs]``, with the int8 conversions of the uncached ones run concurrently in
+        ``workers`` processes; the measurers then run one candidate at a time here (concurrent runs would disturb
+        each other's latency), each under the guard's deadline."""
+        archs = list(archs)
+        if self.workers <= 1 or len(archs) < 2:
+            return [self.evaluate(a) for a in archs]
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        from .measurers import convert_job, measure_bytes
+
+        t0 = time.perf_counter()
+        plans = [self._lookup(a) for a in archs]
+        needs = [bool(missing) and any(self.measurers[i].needs_model for i in missing) for _, _, missing in plans]
+        futures = {k: self.pool().submit(convert_job, self.space.get_config(), str(a))
+                   for k, a in enumerate(archs) if needs[k]}
+        results = []
+        for k, (arch, (keys, entries, missing)) in enumerate(zip(archs, plans)):
+            t1 = time.perf_counter()
+            out = err = None
+            if missing:
+                try:
+                    conv = {"bytes": None, "convert_seconds": 0.0}
+                    if k in futures:
+                        remaining = max(1.0, self.guard.timeout_s - (time.perf_counter() - t0))
+                        conv = futures[k].result(timeout=remaining)
+                    ms = [self.measurers[i] for i in missing]
+                    metrics = self.guard.call(measure_bytes, conv["bytes"], self.space, arch, ms)
+                    out = {"metrics": metrics, "convert_seconds": conv["convert_seconds"]}
+                except FutureTimeout:
+                    err = TimeoutError(f"no int8 conversion within {self.guard.timeout_s:g} s")
+                except Exception as e:  # noqa: BLE001 - the candidate fails, the search goes on
+                    err = e
+            results.append(self._record(arch, keys, entries, missing, out, err, t1))
+        return results
+
     def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         self.guard.close()
         for m in self.measurers:
             if hasattr(m, "shutdown"):

@@ -73,8 +73,11 @@ class DistillConfig:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: dict) -> "DistillConfig":
-        return cls(**config)
+    def from_config(cls, config: dict, where: str = "distill") -> "DistillConfig":
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        from .checks import checked
+
+        return checked(cls, config, where)
 
 
 def distill_job(job: dict) -> dict:

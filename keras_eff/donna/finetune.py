@@ -27,8 +27,11 @@ class FinetuneConfig:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: dict) -> "FinetuneConfig":
-        return cls(**config)
+    def from_config(cls, config: dict, where: str = "finetune") -> "FinetuneConfig":
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        from .checks import checked
+
+        return checked(cls, config, where)
 
 
 def check_training_options(config, counts) -> None:

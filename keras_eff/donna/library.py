@@ -209,7 +209,8 @@ def train_block_library(space: SearchSpace, reference, x_train, x_val, config=No
     for i, block in enumerate(space.blocks):
         jobs.append({"block": block.get_config(), "in_channels": shapes[i][2], "index": i,
                      "x": feats[i], "y": feats[i + 1], "x_val": feats_val[i], "y_val": feats_val[i + 1],
-                     "config": config.get_config(), "init": get_block_weights(reference, block_prefix(i))})
+                     "config": config.get_config(),
+                     "init": None if space.backbone is not None else get_block_weights(reference, block_prefix(i))})
     del feats, feats_val
     results = executor.map(train_block_job, jobs, desc="BKD blocks")
     blocks = [{"variables": r["variables"], "stats": r["stats"], "losses": r["losses"]} for r in results]
@@ -221,4 +222,4 @@ def train_block_library(space: SearchSpace, reference, x_train, x_val, config=No
     if verbose:
         print(f"block library: {len(blocks)} blocks distilled in {seconds:.0f} s "
               f"(per block: {', '.join(f'{s:.0f} s' for s in meta['block_seconds'])})")
-    return BlockLibrary(space, stem_head_weights(reference), blocks, meta)
+    return BlockLibrary(space, stem_head_weights(reference, space), blocks, meta)

@@ -18,9 +18,28 @@ from .space import read_json
 FORMAT = "keras_eff.donna.MeasurementCache"
 
 
+def package_version(name: str) -> str | None:
+    """The installed version of the distribution ``name`` (None when it is not installed); no import."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def toolchain() -> dict:
+    """The versions a measurement depends on whatever the measurer: the converter (TensorFlow) and Keras, which
+    build the int8 file."""
+    return {"tensorflow": package_version("tensorflow") or package_version("tensorflow-cpu"),
+            "keras": package_version("keras")}
+
+
 def measurement_key(space, arch, measurer) -> str:
-    text = json.dumps({"space": space.get_config(), "arch": str(arch), "measurer": measurer.cache_key()},
-                      sort_keys=True)
+    """The key of one measurement: the space as measured, the architecture, the measurer's own key (its settings, and
+    the runtime's version and host where they matter) and the converter's versions."""
+    text = json.dumps({"space": space.get_config(), "arch": str(arch), "measurer": measurer.cache_key(),
+                       "toolchain": toolchain()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

@@ -86,8 +86,11 @@ class LiteRTLatency(Measurer):
     def cache_key(self) -> dict:
         import platform
 
-        # latency belongs to the machine it was measured on
-        return {**self.get_config(), "host": platform.node(), "machine": platform.machine()}
+        from .measure_cache import package_version
+
+        # latency belongs to the machine it was measured on, and to the runtime that ran it
+        return {**self.get_config(), "host": platform.node(), "machine": platform.machine(),
+                "litert": package_version("ai-edge-litert")}
 
 
 class MicroBudget(Measurer):
@@ -118,6 +121,11 @@ class MicroBudget(Measurer):
 
     def get_config(self) -> dict:
         return {"kind": self.kind, "margin": self.margin}
+
+    def cache_key(self) -> dict:
+        from .measure_cache import package_version
+
+        return {**self.get_config(), "tflite_micro": package_version("tflite-micro")}
 
 
 class EthosUMeasurer(Measurer):
@@ -264,7 +272,7 @@ class RayRemoteMeasurer(Measurer):
                 "timeout_s": self.timeout_s}
 
     def cache_key(self) -> dict:
-        return {"kind": self.kind, "inner": self.inner.get_config(), "device": self.device}
+        return {"kind": self.kind, "inner": self.inner.cache_key(), "device": self.device}
 
     def __getstate__(self):  # the actor handle stays with the process that made it
         state = dict(self.__dict__)
@@ -288,6 +296,13 @@ def measurer_from_config(config) -> Measurer:
     if kind not in MEASURERS:
         raise ValueError(f"measurer kind {kind!r} is unknown; choose from {', '.join(MEASURERS)}")
     options = {k: v for k, v in config.items() if k != "kind"}
+    import inspect
+
+    allowed = [n for n in inspect.signature(MEASURERS[kind].__init__).parameters if n != "self"]
+    unknown = [k for k in options if k not in allowed]
+    if unknown:
+        raise ValueError(f"measurer {kind!r}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: kind, "
+                         f"{', '.join(allowed)}")
     try:
         return MEASURERS[kind](**options)
     except TypeError as err:
@@ -308,6 +323,28 @@ def int8_model(space, arch, seed: int = 0, calibration_samples: int = 16) -> byt
     model = build_model(space, arch)
     rep = np.random.default_rng(seed).random((calibration_samples, *space.input_shape), dtype=np.float32)
     return to_tflite(model, rep, batch_size=1)
+
+
+def convert_job(space_config: dict, arch_text: str, seed: int = 0) -> dict:
+    """Module-level (a pool worker runs it): ``{"bytes": int8 file, "convert_seconds"}`` of one architecture."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from .space import Architecture, SearchSpace
+
+    t0 = time.perf_counter()
+    data = int8_model(SearchSpace.from_config(space_config), Architecture.parse(arch_text), seed)
+    return {"bytes": data, "convert_seconds": time.perf_counter() - t0}
+
+
+def measure_bytes(data, space, arch, measurers) -> dict:
+    """Runs every measurer on the int8 file ``data`` (None when none needs it): ``{measurer index: metrics}``."""
+    out = {}
+    for i, m in enumerate(measurers):
+        t1 = time.perf_counter()
+        metrics = m.measure(data) if m.needs_model else m.measure_architecture(space, arch)
+        out[i] = {**metrics, "measure_seconds": time.perf_counter() - t1}
+    return out
 
 
 def measure_all(space, arch, measurers, seed: int = 0) -> dict:

@@ -62,8 +62,11 @@ class DonnaConfig:
         return cfg
 
     @classmethod
-    def from_config(cls, config: dict) -> "DonnaConfig":
-        return cls(**config)
+    def from_config(cls, config: dict, where: str = "accuracy_model") -> "DonnaConfig":
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        from .checks import checked
+
+        return checked(cls, config, where)
 
     @classmethod
     def quick(cls) -> "DonnaConfig":
@@ -76,6 +79,9 @@ class DonnaConfig:
         return cls(reference_epochs=6, bkd=BKDConfig(steps=800, calibration_samples=256), bkd_samples=6000,
                    val_samples=500, n_archs=24, finetune=FinetuneConfig(steps=30), finetune_samples=3000,
                    features="losses+macs", alpha="cv", sampling="balanced")
+
+
+DonnaConfig._nested = {"BKDConfig": BKDConfig, "FinetuneConfig": FinetuneConfig}
 
 
 def sample_balanced(space: SearchSpace, n: int, seed=0) -> list:

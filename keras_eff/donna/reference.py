@@ -29,6 +29,15 @@ def build_model(space: SearchSpace, arch: Architecture | None = None, name: str 
     arch = space.reference() if arch is None else arch
     space.check(arch)
     m = space.bn_momentum
+    if space.backbone is not None:  # the reference's own stem and head, as nested models "stem" and "head"
+        from .backbone import build_part
+
+        stem, head = build_part(space.backbone["stem"], "stem"), build_part(space.backbone["head"], "head")
+        inputs = keras.Input(space.input_shape, name="image")
+        x = stem(inputs)
+        for i, (block, choice) in enumerate(zip(space.blocks, arch.choices)):
+            x = apply_block(x, choice, block.out_channels, block.stride, block_prefix(i), m)
+        return keras.Model(inputs, head(x), name=name or f"{space.name}_arch")
     inputs = keras.Input(space.input_shape, name="image")
     x = layers.Conv2D(space.stem_channels, 3, strides=space.stem_stride, padding="same", use_bias=False,
                       name="stem_conv")(inputs)
@@ -56,6 +65,9 @@ def build_job_model(job: dict) -> keras.Model:
 
 def build_reference(space: SearchSpace) -> keras.Model:
     """The reference model: the space's reference architecture (the largest, unless the blocks name one)."""
+    if space.backbone is not None:
+        raise ValueError(f"the space {space.name!r} was read from a Keras reference model: that model is its "
+                         f"reference (it cannot be rebuilt from the space); pass it as it is")
     return build_model(space, space.reference(), name=f"{space.name}_reference")
 
 
@@ -74,6 +86,16 @@ def check_data(x, y, space: SearchSpace, what: str = "training data") -> None:
         raise ValueError(f"{what}: no images")
     if y is not None and len(y) != len(x):
         raise ValueError(f"{what}: {len(x)} images but {len(y)} labels")
+    if y is not None and len(y):
+        y = np.asarray(y)
+        whole = np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and y.ndim == 1
+                                                         and np.all(np.mod(y, 1) == 0))
+        if y.ndim != 1 or not whole:
+            raise ValueError(f"{what}: labels must be integer class indices of shape (n,), got dtype {y.dtype} and "
+                             f"shape {y.shape}")
+        if y.min() < 0 or y.max() >= space.num_classes:
+            raise ValueError(f"{what}: labels range over {int(y.min())}..{int(y.max())}, but the model has "
+                             f"{space.num_classes} classes (0..{space.num_classes - 1})")
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -104,6 +126,8 @@ def train_reference(space: SearchSpace, x_train, y_train, epochs: int = 3, batch
 
 def boundary_layers(space: SearchSpace) -> list:
     """The layers whose outputs are the block boundaries: stem output, then each block's output."""
+    if space.backbone is not None:
+        return list(space.backbone["boundaries"])
     return ["stem_act"] + [f"{block_prefix(i)}_out" for i in range(len(space.blocks))]
 
 
@@ -118,6 +142,11 @@ def block_features(model: keras.Model, space: SearchSpace, x, batch_size: int = 
     return [np.asarray(a, dtype=np.float32) for a in probe.predict(x, batch_size=batch_size, verbose=0)]
 
 
-def stem_head_weights(model: keras.Model) -> dict:
-    """The weights of the stem and head layers (shared by every architecture), ``{layer name: [arrays]}``."""
+def stem_head_weights(model: keras.Model, space: SearchSpace | None = None) -> dict:
+    """The weights of the stem and head layers (shared by every architecture), ``{layer name: [arrays]}``; for a
+    space read from a Keras reference, ``{"stem": [...], "head": [...]}`` (its nested stem and head models)."""
+    if space is not None and space.backbone is not None:
+        from .backbone import reference_parts
+
+        return reference_parts(model, space.backbone)
     return {name: model.get_layer(name).get_weights() for name in STEM_HEAD_LAYERS}

@@ -33,7 +33,10 @@ from .search import SearchConfig, SearchResult
 from .space import SearchSpace, read_yaml_or_json
 
 CONFIG_NAME = "config.json"
-SECTIONS = ("space", "data", "accuracy_model", "search", "scenarios", "finetune", "executor", "seed")
+SECTIONS = ("space", "reference", "data", "accuracy_model", "search", "scenarios", "finetune", "executor", "seed")
+REFERENCE_KEYS = ("path", "blocks")
+FINETUNE_KEYS = ("top_k", "samples", "distill")
+EXECUTOR_KEYS = {"inprocess": ("kind",), "ray": ("kind", "address", "num_cpus", "cpus_per_job", "env_vars")}
 
 
 def _space_from(spec) -> SearchSpace:
@@ -52,6 +55,50 @@ def _space_from(spec) -> SearchSpace:
     raise ValueError(f"space: {spec!r} is neither 'tiny', 'default', a space mapping nor an existing YAML/JSON file")
 
 
+def _fields(cls) -> tuple:
+    import dataclasses
+
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _check_reference(ref):
+    from .checks import check_mapping
+
+    if ref is None:
+        return None
+    if isinstance(ref, (str, os.PathLike)):
+        ref = {"path": str(ref)}
+    ref = check_mapping(ref, "reference", REFERENCE_KEYS)
+    if not isinstance(ref.get("path"), str) or not ref["path"]:
+        raise ValueError(f"reference.path: {ref.get('path')!r} must name a .keras file")
+    blocks = ref.get("blocks", "auto")
+    if isinstance(blocks, str) and blocks != "auto":
+        blocks = [b.strip() for b in blocks.split(",") if b.strip()]
+    if blocks != "auto" and (not isinstance(blocks, (list, tuple)) or not all(isinstance(b, str) for b in blocks)):
+        raise ValueError(f"reference.blocks: {blocks!r} must be a list of layer names or 'auto'")
+    return {"path": ref["path"], "blocks": blocks if blocks == "auto" else list(blocks)}
+
+
+def _check_executor(ex):
+    from .checks import as_float, as_int, check_mapping
+
+    ex = check_mapping(ex if ex is not None else {"kind": "inprocess"}, "executor",
+                       sorted({k for keys in EXECUTOR_KEYS.values() for k in keys}))
+    kind = ex.get("kind", "inprocess")
+    if kind not in EXECUTOR_KEYS:
+        raise ValueError(f"executor.kind: {kind!r} is unknown; choose from {', '.join(EXECUTOR_KEYS)}")
+    check_mapping(ex, f"executor (kind {kind!r})", EXECUTOR_KEYS[kind])
+    if ex.get("address") is not None and not isinstance(ex["address"], str):
+        raise ValueError(f"executor.address: {ex['address']!r} must be a string such as 'ray://host:10001'")
+    if ex.get("num_cpus") is not None:
+        ex["num_cpus"] = as_int("executor.num_cpus", ex["num_cpus"], 1)
+    if ex.get("cpus_per_job") is not None and not as_float("executor.cpus_per_job", ex["cpus_per_job"]) > 0:
+        raise ValueError(f"executor.cpus_per_job: {ex['cpus_per_job']} must be positive")
+    if ex.get("env_vars") is not None and not isinstance(ex["env_vars"], dict):
+        raise ValueError("executor.env_vars: must be a mapping of names to values")
+    return {"kind": kind, **{k: v for k, v in ex.items() if k != "kind"}}
+
+
 def read_config_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -68,6 +115,7 @@ class PipelineConfig:
     """The sections of a pipeline config file (see :mod:`keras_eff.donna.configs` for the built-in ones)."""
 
     space: object = "tiny"
+    reference: object = None
     data: dict = field(default_factory=lambda: {"n_train": 6000, "n_test": 2000})
     accuracy_model: dict = field(default_factory=dict)
     search: dict = field(default_factory=dict)
@@ -77,40 +125,56 @@ class PipelineConfig:
     seed: int = 0
 
     def __post_init__(self):
+        """Checks every section and field by name; reads no file but a space file (the reference model and the
+        data are read by :meth:`DonnaPipeline.prepare`, still before anything is written)."""
+        from .checks import as_int, check_mapping
+        from .data import check_data_section
         from .distill import DistillConfig
         from .pipeline import DonnaConfig
 
-        self.space_obj = _space_from(self.space)
-        self.space = self.space_obj.get_config()
-        for k in self.data:
-            if k not in ("n_train", "n_test"):
-                raise ValueError(f"data: unknown field {k!r}; allowed: n_train, n_test")
-        self.donna = DonnaConfig.from_config({"seed": self.seed, **self.accuracy_model})
-        self.search_config = SearchConfig.from_config({"seed": self.seed, **self.search})
-        if not self.scenarios:
-            raise ValueError("scenarios: give at least one scenario, e.g. [{'name': 'litert_1thread'}]")
-        self.scenario_objs = [s if isinstance(s, Scenario) else Scenario.from_config(dict(s)) for s in self.scenarios]
+        self.seed = as_int("seed", self.seed, 0)
+        self.reference = _check_reference(self.reference)
+        if self.reference is not None and not (isinstance(self.space, dict) and "backbone" in self.space):
+            from .space import choice_template
+
+            choice_template(self.space)  # a template name or a mapping of choice lists; the space needs the model
+            self.space_obj = None
+        else:
+            self.space_obj = _space_from(self.space)
+            self.space = self.space_obj.get_config()
+        self.data = check_data_section(self.data)
+        self.donna = DonnaConfig.from_config({"seed": self.seed, **check_mapping(
+            self.accuracy_model, "accuracy_model", _fields(DonnaConfig))}, "accuracy_model")
+        self.search_config = SearchConfig.from_config({"seed": self.seed, **check_mapping(
+            self.search, "search", _fields(SearchConfig))}, "search")
+        if not isinstance(self.scenarios, (list, tuple)) or not self.scenarios:
+            raise ValueError("scenarios: give a list of at least one scenario, e.g. [{'name': 'litert_1thread'}]")
+        objs = []
+        for i, sc in enumerate(self.scenarios):
+            try:
+                objs.append(sc if isinstance(sc, Scenario) else Scenario.from_config(sc))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"scenarios[{i}]: {err}") from None
+        self.scenario_objs = objs
         self.scenarios = [s.get_config() for s in self.scenario_objs]
         names = [s.name for s in self.scenario_objs]
         if len(set(names)) != len(names):
             raise ValueError(f"scenarios: names must differ, got {names}")
-        unknown = set(self.finetune) - {"top_k", "samples", "distill"}
-        if unknown:
-            raise ValueError(f"finetune: unknown field(s) {sorted(unknown)}; allowed: top_k, samples, distill")
-        self.top_k = int(self.finetune.get("top_k", 3))
-        if self.top_k < 1:
-            raise ValueError(f"finetune.top_k: {self.top_k} must be a positive integer")
-        self.distill = DistillConfig.from_config(self.finetune.get("distill", {}))
+        self.finetune = check_mapping(self.finetune, "finetune", FINETUNE_KEYS)
+        self.top_k = as_int("finetune.top_k", self.finetune.get("top_k", 3), 1)
+        if "samples" in self.finetune:
+            self.finetune["samples"] = as_int("finetune.samples", self.finetune["samples"], 1)
+        self.distill = DistillConfig.from_config(self.finetune.get("distill", {}), "finetune.distill")
+        self.executor = _check_executor(self.executor)
 
     def get_config(self) -> dict:
         return {name: getattr(self, name) for name in SECTIONS}
 
     @classmethod
     def from_config(cls, config: dict) -> "PipelineConfig":
-        unknown = set(config) - set(SECTIONS)
-        if unknown:
-            raise ValueError(f"unknown DONNA config section(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
-        return cls(**config)
+        from .checks import check_mapping
+
+        return cls(**check_mapping(config, "DONNA config", SECTIONS))
 
     @classmethod
     def load(cls, spec) -> "PipelineConfig":
@@ -136,12 +200,37 @@ class DonnaPipeline:
     def __init__(self, config, out_dir, executor=None, data=None, verbose: int = 1):
         self.config = PipelineConfig.load(config)
         self.out = Path(out_dir)
-        self.space = self.config.space_obj
         self.verbose = verbose
+        self._reference_model = None
+        if self.config.space_obj is None:
+            self._read_reference()
+        self.space = self.config.space_obj
         self._executor = executor
         self._data = data
         self.ran, self.skipped, self.seconds = [], [], {}
         self._reference = self._library = self._predictor = None
+
+    def _read_reference(self):
+        """Reads the reference model and derives the space from it (no file written)."""
+        from .backbone import backbone_config
+        from .space import SearchSpace
+
+        ref = self.config.reference
+        model = load_reference_model(ref["path"])
+        bb, logits = backbone_config(model, ref["blocks"])
+        bb["source"] = str(ref["path"])
+        space = SearchSpace.from_backbone(bb, self.config.space, name=f"{Path(ref['path']).stem}_donna")
+        self.config.space_obj, self.config.space = space, space.get_config()
+        self._reference_model = logits
+
+    def prepare(self):
+        """Reads and checks the data against the space (shapes, labels, sizes), before anything is written."""
+        x, y, xv, xe, ye = self.data()
+        from .reference import check_data
+
+        check_data(x, y, self.space, "training data (x_train, y_train)")
+        check_data(xe, ye, self.space, "validation data (x_val, y_val)")
+        return self
 
     # ---- files and helpers -------------------------------------------------------------------------------------
     def path(self, *parts) -> Path:
@@ -192,15 +281,14 @@ class DonnaPipeline:
     def data(self):
         """``(x_fit, y_fit, x_val, x_eval, y_eval)``: the same split as :func:`build_accuracy_model`."""
         if self._data is None:
-            from keras_eff.datasets import fashion_mnist_float
+            from .data import load_data
 
-            if tuple(self.space.input_shape) != (28, 28, 1):
-                raise ValueError(f"the space {self.space.name!r} takes {self.space.input_shape} images; the built-in "
-                                 f"data is Fashion-MNIST (28, 28, 1): pass data=((x, y), (x_eval, y_eval))")
-            self._data = fashion_mnist_float(n_train=self.config.data.get("n_train"),
-                                             n_test=self.config.data.get("n_test"))
+            self._data = load_data(self.config.data, self.space.input_shape, self.config.seed)
         (x, y), (xe, ye) = self._data
         cfg = self.config.donna
+        if len(x) <= cfg.val_samples:
+            raise ValueError(f"accuracy_model.val_samples: {cfg.val_samples} held-out images, but the training data "
+                             f"has only {len(x)}; lower it or give more data")
         perm = np.random.default_rng(cfg.seed).permutation(len(x))
         fit_idx, val_idx = perm[:len(x) - cfg.val_samples], perm[len(x) - cfg.val_samples:]
         return x[fit_idx], y[fit_idx], x[val_idx], xe, ye
@@ -250,6 +338,16 @@ class DonnaPipeline:
     def _train_reference(self):
         from .reference import train_reference
 
+        if self.space.backbone is not None:  # the user's trained model, used as it is (logits, never retrained)
+            model = self._reference_model
+            if model is None:
+                from .backbone import logits_model
+
+                model = logits_model(load_reference_model(self.config.reference["path"]))[0]
+            _save_keras(model, self.path("reference.keras"))
+            self._reference = None
+            return None
+
         x, y, _, _, _ = self.data()
         cfg = self.config.donna
         model, epoch_s = train_reference(self.space, x, y, cfg.reference_epochs, cfg.reference_batch_size,
@@ -288,6 +386,7 @@ class DonnaPipeline:
 
     def build_accuracy_model(self):
         """Stages A and B, each skipped when its file exists."""
+        self.prepare()
         self._check_folder()
         self._stage("reference", self.path("reference.keras").is_file(), self._train_reference)
         self._stage("library", (self.path("library") / "library.json").is_file(), self._train_library)
@@ -390,6 +489,27 @@ class DonnaPipeline:
         lines += ["", "stages run: " + (", ".join(f"{k} ({self.seconds[k]:.0f} s)" for k in self.ran) or "none"),
                   "stages skipped (on disk): " + (", ".join(self.skipped) or "none"), ""]
         atomic_write(self.path("summary.md"), "\n".join(lines))
+
+
+def load_reference_model(path):
+    """A ``.keras`` reference model, loaded in Keras's safe mode; errors name ``reference.path``."""
+    import zipfile
+
+    import keras
+
+    import keras_eff  # noqa: F401  (registers keras-eff's layers)
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"reference.path: {p} does not exist")
+    if p.suffix != ".keras" or not zipfile.is_zipfile(p):
+        raise ValueError(f"reference.path: {p} is not a .keras file (save the model with model.save('model.keras'))")
+    try:
+        model = keras.saving.load_model(p, compile=False, safe_mode=True)
+    except Exception as err:  # noqa: BLE001 - Keras raises many types for one meaning
+        raise ValueError(f"reference.path: cannot load {p}: {type(err).__name__}: {err} (custom layers must be "
+                         f"registered; Lambda layers are refused in safe mode)") from None
+    return model
 
 
 def _merge_scenarios(old: list, new: list) -> list:

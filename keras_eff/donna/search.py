@@ -36,6 +36,7 @@ class SearchConfig:
     timeout_s: float = 120.0
     isolation: str = "thread"
     retry_failed: bool = False
+    workers: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -43,6 +44,9 @@ class SearchConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 2:
                 raise ValueError(f"SearchConfig.{name}: {v!r} must be an integer >= 2")
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
+            raise ValueError(f"SearchConfig.workers: {self.workers!r} must be an integer >= 1 (1: convert in the "
+                             f"driver, N: N conversion processes)")
         if self.max_time_s is not None and not self.max_time_s > 0:
             raise ValueError(f"SearchConfig.max_time_s: {self.max_time_s} must be positive (or None for no cap)")
         if not self.timeout_s > 0:
@@ -56,8 +60,11 @@ class SearchConfig:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: dict) -> "SearchConfig":
-        return cls(**config)
+    def from_config(cls, config: dict, where: str = "search") -> "SearchConfig":
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        from .checks import checked
+
+        return checked(cls, config, where)
 
 
 def non_dominated(points) -> np.ndarray:
@@ -195,8 +202,9 @@ def _make_problem(space, predictor, evaluator, scenario, archive, bar):
             todo = [a for a in dict.fromkeys(archs) if str(a) not in archive]
             if todo:
                 accs = np.asarray(predictor.predict(todo), np.float64)
-                for a, acc in zip(todo, accs):
-                    cost = evaluator.evaluate(a)
+                costs = (evaluator.evaluate_many(todo) if hasattr(evaluator, "evaluate_many")
+                         else [evaluator.evaluate(a) for a in todo])
+                for a, acc, cost in zip(todo, accs, costs):
                     m = cost["metrics"]
                     ok = cost["ok"] and math.isfinite(float(m.get(obj, math.nan)))
                     archive[str(a)] = {"arch": str(a), "predicted_accuracy": float(acc), "ok": ok,
@@ -240,7 +248,8 @@ def search(space: SearchSpace, predictor, scenario, config: SearchConfig | None 
     config = config or SearchConfig()
     own_evaluator = evaluator is None
     if own_evaluator:
-        evaluator = CostEvaluator(space, scenario, cache, config.timeout_s, config.isolation, config.retry_failed)
+        evaluator = CostEvaluator(space, scenario, cache, config.timeout_s, config.isolation, config.retry_failed,
+                                  workers=config.workers)
     archive = {}
     t0 = time.perf_counter()
     pop = min(config.pop_size, space.size())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ DEPTHS = (1, 2, 3, 4)
 ACTIVATIONS = ("relu", "swish")
 CELLS = ("dw_ib", "fused_ib")
 SE_OPTIONS = (False, True)
-_FIELDS = ("cells", "kernels", "expansions", "depths", "se", "activations")
+WIDTHS = (0.5, 0.75, 1.0)
+_FIELDS = ("cells", "kernels", "expansions", "depths", "se", "activations", "widths")
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,12 @@ class BlockChoice:
     depth: int = 1
     se: bool = False
     activation: str = "relu"
+    width: float = 1.0
 
     def __post_init__(self):
+        if isinstance(self.width, int) and not isinstance(self.width, bool):
+            object.__setattr__(self, "width", float(self.width))
+        _check_value("width", self.width, WIDTHS)
         _check_value("cell", self.cell, CELLS)
         _check_value("kernel", self.kernel, KERNELS)
         _check_value("expansion", self.expansion, EXPANSIONS)
@@ -48,24 +53,32 @@ class BlockChoice:
 
     @property
     def name(self) -> str:
-        """Readable and parseable: ``dw_ib-k5-e4-d2-se-swish`` (``nose`` without squeeze-and-excitation)."""
+        """Readable and parseable: ``dw_ib-k5-e4-d2-se-swish`` (``nose`` without squeeze-and-excitation), with
+        ``-w0.5`` appended when the width multiplier is not 1."""
         return (f"{self.cell}-k{self.kernel}-e{self.expansion}-d{self.depth}-{'se' if self.se else 'nose'}-"
-                f"{self.activation}")
+                f"{self.activation}" + ("" if self.width == 1.0 else f"-w{self.width:g}"))
 
     @classmethod
     def from_name(cls, name: str) -> "BlockChoice":
         parts = str(name).split("-")
+        width = 1.0
+        if len(parts) == 7 and parts[6][:1] == "w":
+            try:
+                width = float(parts.pop()[1:])
+            except ValueError:
+                parts.append("?")
         ok = (len(parts) == 6 and parts[1][:1] == "k" and parts[2][:1] == "e" and parts[3][:1] == "d"
               and parts[4] in ("se", "nose") and all(p[1:].isdigit() for p in parts[1:4]))
         if not ok:
             raise ValueError(f"{name!r} is not a block choice name; expected e.g. 'dw_ib-k5-e4-d2-se-swish'")
         cell, k, e, d, se, act = parts
         return cls(cell=cell, kernel=int(k[1:]), expansion=int(e[1:]), depth=int(d[1:]), se=se == "se",
-                   activation=act)
+                   activation=act, width=width)
 
     def get_config(self) -> dict:
-        return {"cell": self.cell, "kernel": self.kernel, "expansion": self.expansion, "depth": self.depth,
-                "se": self.se, "activation": self.activation}
+        cfg = {"cell": self.cell, "kernel": self.kernel, "expansion": self.expansion, "depth": self.depth,
+               "se": self.se, "activation": self.activation}
+        return cfg if self.width == 1.0 else {**cfg, "width": self.width}
 
     @classmethod
     def from_config(cls, config: dict) -> "BlockChoice":
@@ -91,11 +104,14 @@ class BlockSpace:
     depths: tuple = (1,)
     se: tuple = (False,)
     activations: tuple = ("relu",)
+    widths: tuple = (1.0,)
     reference: BlockChoice | None = None
 
     def __post_init__(self):
         for name in _FIELDS:
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "widths", tuple(float(w) if isinstance(w, int) and not isinstance(w, bool) else w
+                                                 for w in self.widths))
         if isinstance(self.reference, dict):
             object.__setattr__(self, "reference", BlockChoice.from_config(self.reference))
 
@@ -103,7 +119,7 @@ class BlockSpace:
         if not isinstance(self.out_channels, int) or isinstance(self.out_channels, bool) or self.out_channels < 1:
             raise ValueError(f"{where}out_channels: {self.out_channels!r} must be a positive integer")
         _check_value("stride", self.stride, (1, 2), where)
-        allowed = dict(zip(_FIELDS, (CELLS, KERNELS, EXPANSIONS, DEPTHS, SE_OPTIONS, ACTIVATIONS)))
+        allowed = dict(zip(_FIELDS, (CELLS, KERNELS, EXPANSIONS, DEPTHS, SE_OPTIONS, ACTIVATIONS, WIDTHS)))
         for name in _FIELDS:
             values = getattr(self, name)
             if not values:
@@ -117,8 +133,9 @@ class BlockSpace:
 
     def choices(self) -> list:
         """Every choice of this block, in a fixed order (the index of a choice is its position here)."""
-        return [BlockChoice(c, k, e, d, s, a) for c, k, e, d, s, a in
-                itertools.product(self.cells, self.kernels, self.expansions, self.depths, self.se, self.activations)]
+        return [BlockChoice(c, k, e, d, s, a, w) for c, k, e, d, s, a, w in
+                itertools.product(self.cells, self.kernels, self.expansions, self.depths, self.se, self.activations,
+                                  self.widths)]
 
     def reference_choice(self) -> BlockChoice:
         """The given reference, else the largest: biggest kernel, expansion and depth, SE and swish when allowed,
@@ -127,11 +144,12 @@ class BlockSpace:
             return self.reference
         return BlockChoice(cell="dw_ib" if "dw_ib" in self.cells else self.cells[0], kernel=max(self.kernels),
                            expansion=max(self.expansions), depth=max(self.depths), se=True in self.se,
-                           activation="swish" if "swish" in self.activations else self.activations[0])
+                           activation="swish" if "swish" in self.activations else self.activations[0],
+                           width=max(self.widths))
 
     def get_config(self) -> dict:
         cfg = {"out_channels": self.out_channels, "stride": self.stride}
-        cfg.update({name: list(getattr(self, name)) for name in _FIELDS})
+        cfg.update({name: list(getattr(self, name)) for name in _FIELDS if name != "widths" or self.widths != (1.0,)})
         cfg["reference"] = None if self.reference is None else self.reference.get_config()
         return cfg
 
@@ -173,6 +191,7 @@ class SearchSpace:
     head_channels: int = 64
     bn_momentum: float = 0.9
     name: str = "space"
+    backbone: dict | None = field(default=None, hash=False)  # stem, head and boundaries of a Keras reference
 
     def __post_init__(self):
         blocks = tuple(b if isinstance(b, BlockSpace) else BlockSpace.from_config(b) for b in self.blocks)
@@ -189,11 +208,52 @@ class SearchSpace:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}: {v!r} must be a positive integer")
-        _check_value("stem_stride", self.stem_stride, (1, 2))
+        if self.backbone is None:
+            _check_value("stem_stride", self.stem_stride, (1, 2))
+        else:
+            self._check_backbone()
         if not 0.0 < float(self.bn_momentum) < 1.0:
             raise ValueError(f"bn_momentum: {self.bn_momentum} must lie in (0, 1)")
         for i, block in enumerate(self.blocks):
             block.validate(where=f"blocks[{i}].")
+
+    def _check_backbone(self) -> None:
+        bb = self.backbone
+        if not isinstance(bb, dict) or not {"boundaries", "shapes", "stem", "head"} <= set(bb):
+            raise ValueError("backbone: expected a mapping with boundaries, shapes, stem and head (made by "
+                             "SearchSpace.from_reference)")
+        shapes = [tuple(s) for s in bb["shapes"]]
+        if len(shapes) != len(self.blocks) + 1:
+            raise ValueError(f"backbone: {len(shapes)} boundaries for {len(self.blocks)} blocks; a space read from a "
+                             f"reference has one block between each two boundaries")
+        for i, (a, b) in enumerate(zip(shapes, shapes[1:])):
+            blk = self.blocks[i]
+            if (b[2] != blk.out_channels or blk.stride not in (1, 2)
+                    or tuple(-(-x // blk.stride) for x in a[:2]) != tuple(b[:2])):
+                raise ValueError(f"blocks[{i}]: out_channels {blk.out_channels}, stride {blk.stride} do not map the "
+                                 f"reference's {bb['boundaries'][i]!r} {a} to {bb['boundaries'][i + 1]!r} {b}")
+
+    @classmethod
+    def from_reference(cls, model, blocks=None, choices="default", name: str | None = None) -> "SearchSpace":
+        """A space whose blocks replace the reference ``model``'s between the layers ``blocks`` (names; None or
+        ``"auto"``: the proposed boundaries, see :mod:`keras_eff.donna.backbone`): each block keeps the reference's
+        input and output shapes, the stem and head are the reference's own. ``choices`` (a template name of
+        :data:`CHOICE_TEMPLATES` or a mapping of ``cells``/``kernels``/... lists) applies to every block."""
+        from .backbone import backbone_config
+
+        bb, _ = backbone_config(model, blocks)
+        return cls.from_backbone(bb, choices, name or f"{bb['source']}_donna")
+
+    @classmethod
+    def from_backbone(cls, bb: dict, choices="default", name: str = "reference_space") -> "SearchSpace":
+        template = choice_template(choices)
+        shapes = [tuple(s) for s in bb["shapes"]]
+        blocks = tuple(BlockSpace(b[2], -(-a[0] // b[0]) if a[0] != b[0] else 1, **template)
+                       for a, b in zip(shapes, shapes[1:]))
+        stem_in = tuple(bb["input_shape"])
+        return cls(blocks=blocks, input_shape=stem_in, num_classes=int(bb["num_classes"]),
+                   stem_channels=shapes[0][2], stem_stride=max(1, round(stem_in[0] / shapes[0][0])),
+                   head_channels=shapes[-1][2], name=name, backbone=bb)
 
     # ---- architectures ----------------------------------------------------------------------------------------
     def block_choices(self, i: int) -> list:
@@ -235,6 +295,8 @@ class SearchSpace:
 
     def block_input_shapes(self) -> list:
         """(height, width, channels) at the input of each block, and at its output as the last entry."""
+        if self.backbone is not None:
+            return [tuple(s) for s in self.backbone["shapes"]]
         h, w, _ = self.input_shape
         h, w = -(-h // self.stem_stride), -(-w // self.stem_stride)
         shapes = [(h, w, self.stem_channels)]
@@ -248,14 +310,15 @@ class SearchSpace:
         return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
                 "stem_channels": self.stem_channels, "stem_stride": self.stem_stride,
                 "head_channels": self.head_channels, "bn_momentum": self.bn_momentum,
-                "blocks": [b.get_config() for b in self.blocks]}
+                "blocks": [b.get_config() for b in self.blocks],
+                **({} if self.backbone is None else {"backbone": self.backbone})}
 
     @classmethod
     def from_config(cls, config: dict) -> "SearchSpace":
         if not isinstance(config, dict) or "blocks" not in config:
             raise ValueError("a search space config is a mapping with a 'blocks' list")
         allowed = {"name", "input_shape", "num_classes", "stem_channels", "stem_stride", "head_channels",
-                   "bn_momentum", "blocks"}
+                   "bn_momentum", "blocks", "backbone"}
         unknown = set(config) - allowed
         if unknown:
             raise ValueError(f"unknown search space field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -320,6 +383,36 @@ def read_yaml_or_json(path, what: str):
         raise ValueError(f"{path} is not a readable {what}: {err}") from None
 
 
+CHOICE_TEMPLATES = {
+    "default": dict(cells=CELLS, kernels=(3, 5), expansions=(2, 4), depths=(1, 2), se=SE_OPTIONS,
+                    activations=("relu",), widths=(0.5, 0.75, 1.0)),
+    "tiny": dict(cells=CELLS, kernels=(3, 5), expansions=(2,), depths=(1,), se=(False,), activations=("relu",)),
+}
+
+
+def choice_template(choices) -> dict:
+    """The per-block choice lists of a space read from a reference: a :data:`CHOICE_TEMPLATES` name or a mapping."""
+    if isinstance(choices, str):
+        if choices not in CHOICE_TEMPLATES:
+            raise ValueError(f"space: {choices!r} is not a choice template for a reference; choose from "
+                             f"{', '.join(CHOICE_TEMPLATES)} or give a mapping of {', '.join(_FIELDS)}")
+        return dict(CHOICE_TEMPLATES[choices])
+    if not isinstance(choices, dict):
+        raise ValueError(f"space: with a reference model, give a choice template name ({', '.join(CHOICE_TEMPLATES)}) "
+                         f"or a mapping of {', '.join(_FIELDS)}; got {choices!r}")
+    unknown = set(choices) - set(_FIELDS)
+    if unknown:
+        raise ValueError(f"space: unknown key(s) {sorted(unknown)} for a reference's choices; allowed: "
+                         f"{', '.join(_FIELDS)}")
+    out = dict(CHOICE_TEMPLATES["default"])
+    for k, v in choices.items():
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"space.{k}: {v!r} must be a list")
+        out[k] = tuple(v)
+    BlockSpace(8, 1, **out).validate("space.")
+    return out
+
+
 def default_space() -> SearchSpace:
     """Sized for Fashion-MNIST (28x28x1) on 2 CPU cores: 3 blocks at 14x14 -> 7x7 -> 4x4, 96 choices per block.
 
@@ -331,6 +424,23 @@ def default_space() -> SearchSpace:
                   activations=ACTIVATIONS)
     return SearchSpace(blocks=(BlockSpace(24, 2, **common), BlockSpace(24, 1, **common), BlockSpace(40, 2, **common)),
                        stem_channels=16, stem_stride=2, head_channels=96, name="fmnist_default")
+
+
+def rgb_space(size: int = 64, channels: int = 3, num_classes: int = 10) -> SearchSpace:
+    """The documents' space at 32-96 px: a stride-2 stem of 48 channels, 5 blocks (24, 32, 48, 64, 96 channels;
+    strides 1, 2, 2, 1, 2), a 256-channel head; each block with depthwise or fused cells, kernels 3/5, expansions
+    2/3/4, depths 1-2, SE or not, ReLU and a width multiplier of 0.5/0.75/1.0 (144 choices per block). Sized so that
+    its int8 models measure about 0.1-2 ms on LiteRT with one thread at 64 px (see
+    benchmarks/results/donna_space_latency_quick.md). Kernel 7 and swish are left out: a 7x7 int8 depthwise
+    convolution measured 13.5 ms here (vs 0.76 ms at 5x5), far outside that range; add them back with your own
+    ``BlockSpace`` lists."""
+    if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 96:
+        raise ValueError(f"size: {size!r} must be an integer from 32 to 96")
+    common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 3, 4), depths=(1, 2), se=SE_OPTIONS,
+                  activations=("relu",), widths=WIDTHS)
+    blocks = tuple(BlockSpace(c, s, **common) for c, s in ((24, 1), (32, 2), (48, 2), (64, 1), (96, 2)))
+    return SearchSpace(blocks=blocks, input_shape=(size, size, channels), num_classes=num_classes, stem_channels=48,
+                       stem_stride=2, head_channels=256, name=f"rgb{size}")
 
 
 def tiny_space() -> SearchSpace:

@@ -103,9 +103,9 @@ class SupernetBlock(keras.layers.Layer):
         """The batch norms that ``choice`` uses and their widths: ``{name: channels}``."""
         choice = self._as_choice(choice)
         out = {}
-        for p, cin, cexp, s, residual, off in self._slices(choice):
+        for p, cin, cexp, cout, s, residual, off in self._slices(choice):
             for part in bn_names(choice.cell):
-                out[f"{p}/{part}_bn"] = self.block.out_channels if part == "project" else cexp
+                out[f"{p}/{part}_bn"] = cout if part == "project" else cexp
         return out
 
     def bn_max_widths(self) -> dict:
@@ -114,11 +114,12 @@ class SupernetBlock(keras.layers.Layer):
                 if key.endswith("_bn_gamma")}
 
     def _slices(self, choice: BlockChoice):
-        """Per stacked layer: (prefix, cin, cexp, stride, residual, kernel crop offset)."""
+        """Per stacked layer: (prefix, cin, cexp, cout, stride, residual, kernel crop offset). A width below 1 uses
+        the first channels of each weight (inputs, expansion, and the outputs of all but the last layer)."""
         off = (self.kmax - choice.kernel) // 2
         for layer, (cin, cexp, cout, s, residual) in enumerate(
                 layer_plan(choice, self.in_channels, self.block.out_channels, self.block.stride)):
-            yield f"{choice.cell}/l{layer}", cin, cexp, s, residual, off
+            yield f"{choice.cell}/l{layer}", cin, cexp, cout, s, residual, off
 
     # ---- running a choice ----------------------------------------------------------------------------------------
     def forward(self, x, choice, stats: dict | None = None):
@@ -140,25 +141,26 @@ class SupernetBlock(keras.layers.Layer):
             gamma, beta = v[f"{key}_gamma"][:width], v[f"{key}_beta"][:width]
             return (y - mean) * (gamma / ops.sqrt(var + BN_EPSILON)) + beta
 
-        for p, cin, cexp, s, residual, off in self._slices(choice):
+        for p, cin, cexp, cout, s, residual, off in self._slices(choice):
             inp = x
+            r = se_channels(cin)
             if choice.cell == "dw_ib":
-                y = ops.matmul(x, v[f"{p}/expand"][:, :cexp])
+                y = ops.matmul(x, v[f"{p}/expand"][:cin, :cexp])
                 y = act(bn(y, f"{p}/expand", cexp))
                 kern = v[f"{p}/dw"][off:off + k, off:off + k, :cexp, :]
                 y = ops.depthwise_conv(y, kern, strides=s, padding="same")
                 y = act(bn(y, f"{p}/dw", cexp))
             else:
-                kern = v[f"{p}/fused"][off:off + k, off:off + k, :, :cexp]
+                kern = v[f"{p}/fused"][off:off + k, off:off + k, :cin, :cexp]
                 y = ops.conv(x, kern, strides=s, padding="same")
                 y = act(bn(y, f"{p}/fused", cexp))
             if choice.se:
                 z = ops.mean(y, axis=[1, 2])
-                z = act(ops.matmul(z, v[f"{p}/se_reduce"][:cexp]) + v[f"{p}/se_reduce_bias"])
-                z = ops.sigmoid(ops.matmul(z, v[f"{p}/se_expand"][:, :cexp]) + v[f"{p}/se_expand_bias"][:cexp])
+                z = act(ops.matmul(z, v[f"{p}/se_reduce"][:cexp, :r]) + v[f"{p}/se_reduce_bias"][:r])
+                z = ops.sigmoid(ops.matmul(z, v[f"{p}/se_expand"][:r, :cexp]) + v[f"{p}/se_expand_bias"][:cexp])
                 y = y * z[:, None, None, :]
-            y = ops.matmul(y, v[f"{p}/project"][:cexp])
-            y = bn(y, f"{p}/project", self.block.out_channels)
+            y = ops.matmul(y, v[f"{p}/project"][:cexp, :cout])
+            y = bn(y, f"{p}/project", cout)
             x = inp + y if residual else y
         return x, moments
 
@@ -194,14 +196,13 @@ class SupernetBlock(keras.layers.Layer):
         choice = self._as_choice(choice)
         v = {key: ops.convert_to_numpy(var) for key, var in self._vars.items()}
         k, out = choice.kernel, {}
-        cout = self.block.out_channels
-        for p, cin, cexp, s, residual, off in self._slices(choice):
+        for p, cin, cexp, cout, s, residual, off in self._slices(choice):
             name = p.split("/")[1]
             if choice.cell == "dw_ib":
-                out[f"{name}_expand"] = [v[f"{p}/expand"][:, :cexp].reshape(1, 1, cin, cexp)]
+                out[f"{name}_expand"] = [v[f"{p}/expand"][:cin, :cexp].reshape(1, 1, cin, cexp)]
                 out[f"{name}_dw"] = [v[f"{p}/dw"][off:off + k, off:off + k, :cexp, :]]
             else:
-                out[f"{name}_fused"] = [v[f"{p}/fused"][off:off + k, off:off + k, :, :cexp]]
+                out[f"{name}_fused"] = [v[f"{p}/fused"][off:off + k, off:off + k, :cin, :cexp]]
             for part in bn_names(choice.cell):
                 width = cout if part == "project" else cexp
                 mean, var = stats[f"{p}/{part}_bn"]
@@ -209,11 +210,11 @@ class SupernetBlock(keras.layers.Layer):
                                             np.asarray(mean), np.asarray(var)]
             if choice.se:
                 r = se_channels(cin)
-                out[f"{name}_se_reduce"] = [v[f"{p}/se_reduce"][:cexp].reshape(1, 1, cexp, r),
-                                            v[f"{p}/se_reduce_bias"]]
-                out[f"{name}_se_expand"] = [v[f"{p}/se_expand"][:, :cexp].reshape(1, 1, r, cexp),
+                out[f"{name}_se_reduce"] = [v[f"{p}/se_reduce"][:cexp, :r].reshape(1, 1, cexp, r),
+                                            v[f"{p}/se_reduce_bias"][:r]]
+                out[f"{name}_se_expand"] = [v[f"{p}/se_expand"][:r, :cexp].reshape(1, 1, r, cexp),
                                             v[f"{p}/se_expand_bias"][:cexp]]
-            out[f"{name}_project"] = [v[f"{p}/project"][:cexp].reshape(1, 1, cexp, cout)]
+            out[f"{name}_project"] = [v[f"{p}/project"][:cexp, :cout].reshape(1, 1, cexp, cout)]
         return out
 
     def assign_from(self, choice, weights: dict) -> None:
@@ -221,7 +222,6 @@ class SupernetBlock(keras.layers.Layer):
         start the supernet from the reference block). Moving statistics are ignored."""
         choice = self._as_choice(choice)
         k = choice.kernel
-        cout = self.block.out_channels
 
         def put(key, index, value):
             var = self._vars[key]
@@ -229,13 +229,13 @@ class SupernetBlock(keras.layers.Layer):
             full[index] = value
             var.assign(full)
 
-        for p, cin, cexp, s, residual, off in self._slices(choice):
+        for p, cin, cexp, cout, s, residual, off in self._slices(choice):
             name = p.split("/")[1]
             if choice.cell == "dw_ib":
-                put(f"{p}/expand", np.s_[:, :cexp], weights[f"{name}_expand"][0].reshape(cin, cexp))
+                put(f"{p}/expand", np.s_[:cin, :cexp], weights[f"{name}_expand"][0].reshape(cin, cexp))
                 put(f"{p}/dw", np.s_[off:off + k, off:off + k, :cexp, :], weights[f"{name}_dw"][0])
             else:
-                put(f"{p}/fused", np.s_[off:off + k, off:off + k, :, :cexp], weights[f"{name}_fused"][0])
+                put(f"{p}/fused", np.s_[off:off + k, off:off + k, :cin, :cexp], weights[f"{name}_fused"][0])
             for part in bn_names(choice.cell):
                 width = cout if part == "project" else cexp
                 gamma, beta = weights[f"{name}_{part}_bn"][:2]
@@ -243,11 +243,11 @@ class SupernetBlock(keras.layers.Layer):
                 put(f"{p}/{part}_bn_beta", np.s_[:width], beta)
             if choice.se:
                 r = se_channels(cin)
-                put(f"{p}/se_reduce", np.s_[:cexp], weights[f"{name}_se_reduce"][0].reshape(cexp, r))
-                put(f"{p}/se_reduce_bias", np.s_[:], weights[f"{name}_se_reduce"][1])
-                put(f"{p}/se_expand", np.s_[:, :cexp], weights[f"{name}_se_expand"][0].reshape(r, cexp))
+                put(f"{p}/se_reduce", np.s_[:cexp, :r], weights[f"{name}_se_reduce"][0].reshape(cexp, r))
+                put(f"{p}/se_reduce_bias", np.s_[:r], weights[f"{name}_se_reduce"][1])
+                put(f"{p}/se_expand", np.s_[:r, :cexp], weights[f"{name}_se_expand"][0].reshape(r, cexp))
                 put(f"{p}/se_expand_bias", np.s_[:cexp], weights[f"{name}_se_expand"][1])
-            put(f"{p}/project", np.s_[:cexp], weights[f"{name}_project"][0].reshape(cexp, cout))
+            put(f"{p}/project", np.s_[:cexp, :cout], weights[f"{name}_project"][0].reshape(cexp, cout))
 
     def get_variables(self) -> dict:
         """All weights as ``{name: numpy array}`` (names like ``dw_ib/l0/expand``)."""
