@@ -60,19 +60,20 @@ _BUILTIN: dict = {
     layers.Multiply: _OWN_MERGE.replace(int8_kernel="multiply"),
     layers.Subtract: _OWN_MERGE,
     layers.Average: _OWN_MERGE,
-    layers.Maximum: _OWN_MERGE,
-    layers.Minimum: _OWN_MERGE,
-    layers.ReLU: LayerFacts(output_range="own", channels="pass"),
+    # int8 MAXIMUM / MINIMUM take inputs and output on one grid (max(clip a, clip b) = clip max(a, b): the range
+    # learned from the output serves the inputs too)
+    layers.Maximum: LayerFacts(output_range="shared", channels="merge"),
+    layers.Minimum: LayerFacts(output_range="shared", channels="merge"),
     layers.LeakyReLU: LayerFacts(output_range="own", channels="pass"),
-    layers.ELU: LayerFacts(output_range="own", channels="pass"),
+    layers.ELU: LayerFacts(channels="pass"),  # the converter keeps ELU float even with ranges on both sides
     layers.PReLU: LayerFacts(output_range="own"),
     layers.Softmax: LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES["softmax"]),
     layers.Rescaling: LayerFacts(output_range="own", channels="pass"),
     layers.Normalization: LayerFacts(channels="pass"),  # quantize_model runs a 4-D one as a depthwise conv
     layers.Concatenate: LayerFacts(output_range="shared", channels="concat"),
-    layers.AveragePooling1D: LayerFacts(output_range="shared", channels="pass"),
+    layers.AveragePooling1D: LayerFacts(output_range="shared", channels="pass", int8_kernel="average_pool"),
     layers.AveragePooling2D: LayerFacts(output_range="shared", channels="pass", int8_kernel="average_pool"),
-    layers.AveragePooling3D: LayerFacts(output_range="shared", channels="pass"),
+    layers.AveragePooling3D: LayerFacts(channels="pass"),  # no 3-D pooling in TFLite, float or int8
     layers.GlobalAveragePooling1D: LayerFacts(output_range="shared", channels="pass", int8_kernel="mean"),
     layers.GlobalAveragePooling2D: LayerFacts(output_range="shared", channels="pass", int8_kernel="mean"),
     layers.GlobalAveragePooling3D: LayerFacts(channels="pass"),
@@ -87,7 +88,8 @@ _BUILTIN: dict = {
     layers.Permute: LayerFacts(output_range="inherit"),
     layers.ActivityRegularization: LayerFacts(output_range="inherit"),
 }
-for _cls in (layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D, layers.GlobalMaxPooling1D,
+_BUILTIN[layers.MaxPooling3D] = LayerFacts(channels="pass")  # no 3-D pooling in TFLite
+for _cls in (layers.MaxPooling1D, layers.MaxPooling2D, layers.GlobalMaxPooling1D,
              layers.GlobalMaxPooling2D, layers.ZeroPadding1D, layers.ZeroPadding2D, layers.Cropping1D,
              layers.Cropping2D, layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.GaussianNoise,
              layers.GaussianDropout, layers.Identity, layers.UpSampling2D):
@@ -110,6 +112,18 @@ def _activation_facts(layer) -> LayerFacts:
 
 
 _BUILTIN[layers.Activation] = _activation_facts
+
+
+def _relu_facts(layer) -> LayerFacts:
+    """A ReLU with both a negative slope and a cap or threshold becomes several ops in the converter (NEG, MUL,
+    MINIMUM ...), whose inner tensors no single output range covers: it stays float."""
+    slope = float(layer.negative_slope)
+    if slope != 0.0 and (layer.max_value is not None or float(layer.threshold) != 0.0):
+        return LayerFacts(channels="pass")
+    return LayerFacts(output_range="own", channels="pass")
+
+
+_BUILTIN[layers.ReLU] = _relu_facts
 
 # Keras ops met as nodes of functional graphs, by the op's class name.
 _OPS = {name: LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES[key])

@@ -108,11 +108,22 @@ def mean(layer, x, in_scale, out_scale, out_zero_point, kernels="xnnpack", in_ze
 # -- HARD_SWISH: LiteRT's built-in int8 kernel (XNNPACK does not take it), 16-bit fixed point ------------------------
 # All integer steps below run in float64, where every intermediate (products of two int16 values) is exact.
 
+class _Pool2D:
+    """The pooling settings ``average_pool`` reads, for a 1-D pooling run as a 2-D one."""
+
+    def __init__(self, pool_size, strides, padding):
+        self.pool_size, self.strides, self.padding = pool_size, strides, padding
+
+
 def average_pool(layer, x, scale, zero_point):
     """An AveragePooling2D on its input's grid as LiteRT's int8 AVERAGE_POOL_2D computes it (a built-in kernel on
     every runtime: XNNPACK does not take it): the sum of the raw codes (zero point included) over the window's valid
     positions, divided by their count in integers, rounding half away from zero, ``(acc ± n/2) / n``. ``x`` lies on
     the grid (scale, zero point), which the output shares."""
+    if len(x.shape) == 3:  # AveragePooling1D: the converter runs it as a 2-D pooling over (1, width)
+        pooled = average_pool(_Pool2D((1,) + tuple(layer.pool_size), (1,) + tuple(layer.strides), layer.padding),
+                              ops.expand_dims(x, 1), scale, zero_point)
+        return ops.squeeze(pooled, 1)
     z = ops.cast(zero_point, "float64")
     codes = integers(x, scale) + z
     pool = dict(pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding, data_format="channels_last")

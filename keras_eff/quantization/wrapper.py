@@ -143,7 +143,8 @@ class QuantizeWrapper(layers.Wrapper):
 
         self.input_quantizer = make("input", quantize_inputs)
         self.output_quantizer = make("output", quantize_output, fixed_range=self.fixed_output_range)
-        self.between_quantizer = make("between", isinstance(layer, layers.SeparableConv2D))
+        # the tensor between a separable conv's halves; the sum inside an Average (ADD, then MUL by 1/n in the file)
+        self.between_quantizer = make("between", isinstance(layer, (layers.SeparableConv2D, layers.Average)))
         inner_act = (activation_name(layer.activation) if isinstance(layer, layers.Activation)
                      else self._post_activation)
         if inner_act in SWISH and "sigmoid" not in given:
@@ -421,6 +422,11 @@ class QuantizeWrapper(layers.Wrapper):
             if len(sources) == 2 and self._integer(training, q, *sources):
                 fn = integer.add if facts.int8_kernel == "add" else integer.multiply
                 return fn(inputs, [r.tflite_scale() for r in sources], q.tflite_scale(), self.integer_kernels)
+        if isinstance(self.layer, layers.Average) and isinstance(inputs, (list, tuple)):
+            total = inputs[0]
+            for x in inputs[1:]:
+                total = ops.add(total, x)
+            return self.between_quantizer(total, training=training) / len(inputs)
         if isinstance(self.layer, layers.Activation):
             source = self._input_grid()
             if facts.int8_kernel == "hard_swish" and self._integer(training, source, q):
