@@ -18,6 +18,8 @@ from keras import layers
 
 import keras_eff as ke
 import tflite_export as te
+from keras.src.applications.convnext import LayerScale
+
 from keras_eff.layers import facts_for, registered_classes
 
 # class -> (factory, input shape without batch, where the layer sits: "body" after a conv/dense, "merge" on two
@@ -85,11 +87,17 @@ CASES = {
     layers.GaussianDropout: (lambda: layers.GaussianDropout(0.1), IMG),
     layers.Identity: (lambda: layers.Identity(), IMG),
     layers.UpSampling2D: (lambda: layers.UpSampling2D(2), IMG),
+    LayerScale: (lambda: LayerScale(0.5, IMG[-1]), IMG),
+    layers.LayerNormalization: (lambda: layers.LayerNormalization(epsilon=1e-6), IMG),
+}
+SEQUENCE_CASES = {  # the same classes on (batch, steps, channels), as in a transformer
+    layers.LayerNormalization: (lambda: layers.LayerNormalization(epsilon=1e-6), SEQ),
+    layers.Dense: (lambda: layers.Dense(5), SEQ),
 }
 
 
 # Classes quantize_model rewrites into a quantizable form (a 4-D Normalization into a 1×1 depthwise conv).
-REWRITTEN = (layers.Normalization,)
+REWRITTEN = (layers.Normalization, layers.LayerNormalization)
 # Known gaps, measured: what LiteRT computes differs from the simulation. Strict: fixing one makes its test fail
 # until the mark is removed.
 KNOWN_GAPS = {
@@ -98,9 +106,9 @@ KNOWN_GAPS = {
 }
 
 
-def _build(cls):
+def _build(cls, cases=None):
     """A tiny model with one instance of ``cls`` (named "under_test") after a float producer, and its data."""
-    factory, shape = CASES[cls]
+    factory, shape = (cases or CASES)[cls]
     layer = factory()
     layer.name = "under_test"
     rng = np.random.default_rng(0)
@@ -151,9 +159,9 @@ def test_every_entry_has_a_case():
 
 @pytest.mark.parametrize("cls", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[c]))
                                  if c in KNOWN_GAPS else c for c in CASES], ids=lambda c: c.__name__)
-def test_quantization_follows_the_facts(cls, tmp_path):
+def test_quantization_follows_the_facts(cls, tmp_path, cases=None):
     keras.utils.set_random_seed(0)
-    model, data = _build(cls)
+    model, data = _build(cls, cases)
     facts = facts_for(model.get_layer("under_test"))
     if facts.output_range == "float" and cls not in REWRITTEN:
         with pytest.warns(UserWarning, match="under_test"):
@@ -172,6 +180,11 @@ def test_quantization_follows_the_facts(cls, tmp_path):
     tflite = te.to_tflite(loaded)  # full int8 or an error: it refuses float islands
     cmp = te.compare(loaded, tflite, data)
     assert cmp.max_lsb_diff <= 1, f"{cls.__name__}: {cmp}"
+
+
+@pytest.mark.parametrize("cls", list(SEQUENCE_CASES), ids=lambda c: c.__name__)
+def test_sequence_layers_follow_the_facts(cls, tmp_path):
+    test_quantization_follows_the_facts(cls, tmp_path, SEQUENCE_CASES)
 
 
 @pytest.mark.parametrize("cls", [c for c in CASES if facts_for(CASES[c][0]()).prunable or

@@ -125,6 +125,13 @@ def _relu_facts(layer) -> LayerFacts:
 
 _BUILTIN[layers.ReLU] = _relu_facts
 
+try:  # keras.applications' ConvNeXt LayerScale (x · γ per channel; quantize_model runs it as a 1×1 depthwise conv)
+    from keras.src.applications.convnext import LayerScale as _LayerScale
+
+    _BUILTIN[_LayerScale] = LayerFacts(kernels={"gamma": "last"}, output_range="own", channels="follow")
+except ImportError:  # pragma: no cover - another Keras layout
+    pass
+
 # Keras ops met as nodes of functional graphs, by the op's class name.
 _OPS = {name: LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES[key])
         for name, key in (("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Softmax", "softmax"))}

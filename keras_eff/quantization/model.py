@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from ..errors import UnsupportedModelError
 from ..graph import (activation_kind, clone_layer, functional_of, is_foldable_bn, layers_with, name_list, rebuild,
@@ -25,6 +25,7 @@ from ..layers import PROTOCOL, facts_for
 from . import layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
+from .layer_norm import QuantizedNormalization
 from .placement import place_ranges
 from .quantizers import ActivationQuantizer
 from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
@@ -188,6 +189,22 @@ def _grouped_as_depthwise(conv, shape):
     return dw
 
 
+def _is_layer_scale(op) -> bool:
+    """keras.applications' ConvNeXt LayerScale: x · γ per channel."""
+    return type(op).__name__ == "LayerScale" and getattr(op, "gamma", None) is not None and len(op.gamma.shape) == 1
+
+
+def _channel_affine_depthwise(name, shape, scale, shift, trainable):
+    """x·scale (+ shift) per channel of a 4-D tensor as a 1×1 DepthwiseConv2D: int8 TFLite runs it per channel, and
+    the factors stay trainable weights (LayerNormalization's γ and β, ConvNeXt's LayerScale)."""
+    scale = np.asarray(scale, np.float32)
+    dw = layers.DepthwiseConv2D(1, use_bias=shift is not None, name=name, trainable=trainable)
+    dw.build(shape)
+    weights = [scale.reshape(1, 1, -1, 1)] + ([] if shift is None else [np.asarray(shift, np.float32)])
+    dw.set_weights(weights)
+    return dw
+
+
 def _identity_depthwise(bn, shape):
     """For a standalone BatchNormalization over the channels of a 4-D tensor (after an Add or a pooling, as in
     pre-activation ResNets): a 1×1 depthwise convolution with a unit kernel, not trainable, for the BN to fold into.
@@ -304,6 +321,13 @@ class _Quantizer:
             if depthwise is not None:
                 kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs, own_bn=node)
+        if isinstance(op, layers.LayerNormalization) and len(node.input_tensors) == 1:
+            out = self._layer_norm(rb, node, op, spec, args)
+            if out is not None:
+                return out
+        if _is_layer_scale(op) and len(node.input_tensors) == 1 and len(node.input_tensors[0].shape) == 4:
+            depthwise = _channel_affine_depthwise(op.name, node.input_tensors[0].shape, op.gamma, None, op.trainable)
+            return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
         if isinstance(op, layers.Conv2D) and getattr(op, "groups", 1) != 1 and len(node.input_tensors) == 1:
             depthwise = _grouped_as_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
@@ -334,6 +358,27 @@ class _Quantizer:
             return out
         self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
+
+    def _layer_norm(self, rb, node, op, spec, args):
+        """A LayerNormalization over the last axis as int8 TFLite can run it (``layer_norm.QuantizedNormalization``),
+        then γ and β as a 1×1 depthwise convolution (per-channel int8, trainable). None for other forms (RMS scaling,
+        several axes), which stay float."""
+        shape = node.input_tensors[0].shape
+        axes = [op.axis] if isinstance(op.axis, int) else list(op.axis)
+        if len(axes) != 1 or axes[0] not in (-1, len(shape) - 1) or op.rms_scaling or len(shape) not in (2, 3, 4):
+            return None
+        normalized = QuantizedNormalization(op.epsilon, **self.act_kwargs(spec), name=f"{op.name}_normalize")(args[0])
+        channels = shape[-1]
+        gamma = op.gamma if op.scale else np.ones(channels, np.float32)
+        beta = op.beta if op.center else np.zeros(channels, np.float32)
+        if len(shape) == 4:
+            depthwise = _channel_affine_depthwise(op.name, shape, gamma, beta, op.trainable)
+            return self._wrap_kernel_layer(rb, node, depthwise, spec, (normalized,), {})
+        inner = tuple(shape[1:-1])  # a sequence's steps, or nothing (a vector)
+        as_image = layers.Reshape((inner[0] if inner else 1, 1, channels), name=f"{op.name}_as_image")(normalized)
+        depthwise = _channel_affine_depthwise(op.name, as_image.shape, gamma, beta, op.trainable)
+        out = self._wrap_kernel_layer(rb, node, depthwise, spec, (as_image,), {})
+        return layers.Reshape(inner + (channels,), name=f"{op.name}_as_{'sequence' if inner else 'vector'}")(out)
 
     def _wrap_kernel_layer(self, rb, node, op, spec, args, kwargs, own_bn=None):
         """Wraps ``op`` (the node's layer, or the depthwise form of a Rescaling, Normalization or, with ``own_bn``,

@@ -101,6 +101,8 @@ class _Placer:
         """The quantizer that puts a layer's output on its grid, or None."""
         if isinstance(op, ActivationQuantizer):
             return op
+        if getattr(op, "final_quantizer", None) is not None:  # a composite layer (layer_norm.QuantizedNormalization)
+            return op.final_quantizer
         if _is_wrapper(op):
             own = op.post_quantizer or op.output_quantizer
             if own is None and self.read_by_others(op):

@@ -342,6 +342,22 @@ class QuantizeWrapper(layers.Wrapper):
         return self.input_quantizer or self._input_range
 
     def call(self, inputs, training=None):
+        shape = getattr(inputs, "shape", None)
+        if (self.builtin_kernel and isinstance(self.layer, layers.Dense) and shape is not None and len(shape) > 2
+                and None not in shape[1:]):
+            # a Dense on a sequence or an image: one 2-D FULLY_CONNECTED between reshapes, its bias and output range
+            # on the 2-D result (the tensordot Keras traces otherwise leaves the converter a float matmul)
+            y = self._call_core(ops.reshape(inputs, (-1, shape[-1])), training)
+            return self._call_post(ops.reshape(y, (-1,) + tuple(shape[1:-1]) + (y.shape[-1],)), training)
+        return self._call_post(self._call_core(inputs, training), training)
+
+    def _call_post(self, y, training):
+        """The activation TFLite does not fuse (softmax, sigmoid, gelu, ...) on its own grid."""
+        if self._post_activation:
+            y = self.post_quantizer(self._activate(self.layer.activation, y, training), training=training)
+        return y
+
+    def _call_core(self, inputs, training):
         if self.input_quantizer is not None:
             inputs = self.input_quantizer(inputs, training=training)
         grids = self._integer_grids(training) if self.has_kernel else None
@@ -366,8 +382,6 @@ class QuantizeWrapper(layers.Wrapper):
             q = self._output_range
             if q is not None and not q.calibrating:
                 y = q.fake_quantize(y)
-        if self._post_activation:
-            y = self.post_quantizer(self._activate(self.layer.activation, y, training), training=training)
         return y
 
     def _activate(self, fn, x, training):
