@@ -168,9 +168,9 @@ def test_saving_a_model_with_a_lambda_stays_the_users_choice(x, tmp_path):
 
 def test_each_unknown_class_is_warned_about_once():
     inputs = keras.Input((6, 4))
-    x = layers.LayerNormalization(name="norm_a")(inputs)
+    x = layers.UnitNormalization(name="norm_a")(inputs)
     x = layers.Lambda(lambda t: t + 1.0, name="lam_a")(x)
-    x = layers.LayerNormalization(name="norm_b")(x)
+    x = layers.UnitNormalization(name="norm_b")(x)
     x = layers.Lambda(lambda t: t * 2.0, name="lam_b")(x)
     x = layers.Flatten()(x)
     model = keras.Model(inputs, layers.Dense(3, name="fc")(x))
@@ -181,7 +181,7 @@ def test_each_unknown_class_is_warned_about_once():
     assert len(messages) == 1
     text = messages[0]
     assert "kept 5 layers float" in text
-    assert text.count("LayerNormalization") == 1 and "LayerNormalization (norm_a, norm_b)" in text
+    assert text.count("UnitNormalization") == 1 and "UnitNormalization (norm_a, norm_b)" in text
     assert text.count("Lambda") == 1 and "Lambda (lam_a, lam_b)" in text
     assert "QuantConfig(skip=" in text and "Skipped by QuantConfig: fc" in text
     assert len(q.quantization_report.float_layers) == 5  # the report still lists every layer

@@ -167,9 +167,14 @@ def test_protocol_misuse_names_the_method_and_the_layer():
 
 
 def test_builtin_facts_roundtrip_and_answer_for_keras_layers():
-    for cls in ke.layers.registered_classes():
-        facts = facts_for(cls.__new__(cls)) if cls is not layers.Activation else facts_for(layers.Activation("tanh"))
-        assert ke.LayerFacts.from_config(facts.get_config()) == facts
+    from keras_eff.layers.registry import _BUILTIN
+
+    for cls, entry in _BUILTIN.items():
+        facts = entry if isinstance(entry, ke.LayerFacts) else None
+        if facts is not None:
+            assert ke.LayerFacts.from_config(facts.get_config()) == facts, cls.__name__
+    assert facts_for(layers.ReLU(negative_slope=0.1, max_value=6.0)).output_range == "float"  # several ops
+    assert facts_for(layers.ReLU(max_value=6.0)).output_range == "own"
     assert facts_for(layers.SeparableConv2D(4, 3)).main_kernel == "pointwise_kernel"
     assert facts_for(layers.Activation("sigmoid")).fixed_range == (0.0, 255 / 256)
     assert facts_for(layers.Activation("hard_swish")).int8_kernel == "hard_swish"

@@ -333,11 +333,11 @@ def test_calibrate_sets_ranges_from_data(rng):
 
 def test_unknown_layer_is_kept_float_and_reported(rng):
     inputs = keras.Input((6, 4))
-    x = layers.LayerNormalization(name="norm")(inputs)
+    x = layers.UnitNormalization(name="norm")(inputs)
     x = layers.Flatten()(x)
     model = keras.Model(inputs, layers.Dense(3, name="fc")(x))
     with pytest.warns(UserWarning, match=r"kept 1 layers float(.|\n)*no quantized implementation: "
-                                         r"LayerNormalization \(norm\)"):
+                                         r"UnitNormalization \(norm\)"):
         q = ke.quantize_model(model)
     assert q.quantization_report.float_layers[0][0] == "norm"
     ke.calibrate(q, rng.normal(0, 1, (32, 6, 4)).astype(np.float32), progress=False)

@@ -25,6 +25,7 @@ from ..layers import PROTOCOL, facts_for
 from . import layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
+from . import attention
 from .layer_norm import QuantizedNormalization
 from .placement import place_ranges
 from .quantizers import ActivationQuantizer
@@ -321,6 +322,17 @@ class _Quantizer:
             if depthwise is not None:
                 kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs, own_bn=node)
+        if isinstance(op, layers.MultiHeadAttention):
+            reason = attention.supported_reason(op, node)
+            if reason:
+                self.report.float_layers.append((op.name, f"MultiHeadAttention with {reason}"))
+                return None
+            shapes = [t.shape for t in node.input_tensors]
+            swapped = attention.from_attention(op, self.act_kwargs(spec), spec.weight_bits, shapes)
+            query, value = args[0], args[1] if len(args) > 1 else kwargs["value"]
+            key = args[2] if len(args) > 2 else kwargs.get("key")
+            self.report.quantized.append(op.name)
+            return swapped(query, value, key=key) if key is not None else swapped(query, value)
         if isinstance(op, layers.LayerNormalization) and len(node.input_tensors) == 1:
             out = self._layer_norm(rb, node, op, spec, args)
             if out is not None:
