@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from ..distribute import replicas_in_sync  # noqa: F401  (re-exported for the wrappers)
 from ..layers import FIXED_RANGES as _REGISTRY_FIXED_RANGES
 
 MIN_BITS, MAX_BITS = 2, 16
@@ -37,13 +38,6 @@ def fake_quant_per_channel(x, min_values, max_values, bits: int = 8, narrow_rang
     """Per-channel fake quantization along the last axis."""
     return tf.quantization.fake_quant_with_min_max_vars_per_channel(x, min_values, max_values, num_bits=bits,
                                                                     narrow_range=narrow_range)
-
-
-def replicas_in_sync() -> int:
-    """How many replicas train in lockstep here: > 1 only inside a ``tf.distribute`` replica function (``fit`` under
-    ``MirroredStrategy`` / ``MultiWorkerMirroredStrategy``), 1 in cross-replica context and without a strategy."""
-    ctx = tf.distribute.get_replica_context()
-    return 1 if ctx is None else int(ctx.num_replicas_in_sync)
 
 
 def global_min_max(lo, hi):

@@ -39,7 +39,8 @@ from ..layers import FIXED_RANGES, LayerFacts, activation_name, channel_shape, f
 from . import integer_inference as integer
 from . import layer_ops
 from . import preserve as preserve_lib
-from .quantizers import ActivationQuantizer, WeightQuantizer, check_bits, replicas_in_sync
+from ..distribute import replicas_in_sync
+from .quantizers import ActivationQuantizer, WeightQuantizer, check_bits
 
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 SWISH = ("swish", "silu")  # TFLite runs x·sigmoid(x) as LOGISTIC (fixed 1/256 grid) then MUL
