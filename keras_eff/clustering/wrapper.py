@@ -102,16 +102,22 @@ class ClusterWrapper(layers.Wrapper):
             c_shape = (n_ch, self.n_clusters) if self.per_channel else (self.n_clusters,)
             self._kernels[name] = w
             w.trainable = self.reassign_every is not None  # only re-assignment trains the float kernel
-            self._centroids[name] = self.add_weight(name=f"{name}_centroids", shape=c_shape, initializer="zeros")
+            # centroids: trainable, the optimizer applies the all-reduced gradient as for any weight. indices and
+            # cluster_step: written inside the training step (in a tf.cond, where no cross-replica call may sit), so
+            # aggregation NONE: each replica re-assigns from the same mirrored kernel and centroids and gets the same
+            # indices, with no communication (tests/test_distribute.py checks they stay identical). _free: set once.
+            self._centroids[name] = self.add_weight(name=f"{name}_centroids", shape=c_shape, initializer="zeros",
+                                                    dtype="float32")
             self._indices[name] = self.add_weight(name=f"{name}_indices", shape=w.shape, dtype="int32",
-                                                  initializer="zeros", trainable=False)
+                                                  initializer="zeros", trainable=False, aggregation="none")
             if self.preserve_sparsity:
                 self._free[name] = self.add_weight(name=f"{name}_free", shape=c_shape, initializer="ones",
-                                                   trainable=False)
+                                                   trainable=False, dtype="float32",
+                                                   aggregation="only_first_replica")
             if self.per_channel:
                 self._channels[name] = channel_ids(tuple(w.shape), ch_shape) * self.n_clusters
         self.cluster_step = self.add_weight(name="cluster_step", shape=(), dtype="int64", initializer="zeros",
-                                            trainable=False)
+                                            trainable=False, aggregation="none")
         self.built = True
         if not self._restoring:
             with tf.init_scope():  # eager even when a model first builds inside fit's graph

@@ -24,6 +24,12 @@ _MISSING_CALLBACK = ("a pruned model is being trained without the keras_eff.call
                      "schedule")
 
 
+# Masks, step counter and the armed flag are set only between steps, by UpdatePruning on the host (cross-replica
+# context: every replica's copy is written). ONLY_FIRST_REPLICA makes any write from a replica function keep one
+# value on every replica too, instead of letting the copies drift apart (docs/distributed.md).
+_HOST_SET = "only_first_replica"
+
+
 def _weights_by_name(layer) -> dict:
     return {w.path.split("/")[-1]: w for w in layer.weights}
 
@@ -96,15 +102,16 @@ class PruneWrapper(layers.Wrapper):
             else:
                 channels = kernel.shape[-1]
             self.masks.append(self.add_weight(name="channel_mask", shape=(channels,), initializer="ones",
-                                              trainable=False))
+                                              trainable=False, aggregation=_HOST_SET))
         else:
             self._masked = [weights[n] for n in weight_names(self.layer)]
             for w in self._masked:
                 self.masks.append(self.add_weight(name=f"{w.path.split('/')[-1]}_mask", shape=w.shape,
-                                                  initializer="ones", trainable=False))
+                                                  initializer="ones", trainable=False, aggregation=_HOST_SET))
         self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int64", initializer="zeros",
-                                            trainable=False)
-        self.armed = self.add_weight(name="armed", shape=(), dtype="int32", initializer="zeros", trainable=False)
+                                            trainable=False, aggregation=_HOST_SET)
+        self.armed = self.add_weight(name="armed", shape=(), dtype="int32", initializer="zeros", trainable=False,
+                                     aggregation=_HOST_SET)
         self.built = True
 
     def load_own_variables(self, store):

@@ -37,8 +37,12 @@ class _FreezeAt(keras.callbacks.Callback):
                 variable.assign(1.0)
                 count += 1
         self.frozen_at = where
+        self._retrace()
         if self.verbose:
             print(f"{type(self).__name__}: froze {count} {self.what} at {where}")
+
+    def _retrace(self):
+        """Nothing here; FreezeBatchNorm retraces a distributed training step (its branch is chosen at trace time)."""
 
     def on_train_begin(self, logs=None):
         self._seen = 0
@@ -68,6 +72,13 @@ class FreezeBatchNorm(_FreezeAt):
     statistics, exactly as the int8 file will (BN folding trains best with statistics frozen for the last epochs)."""
 
     what = "BatchNorm statistics"
+
+    def _retrace(self):
+        # Under tf.distribute a wrapper picks its live / frozen BatchNorm branch when the step is traced (a cross-
+        # replica all-reduce cannot sit in a tf.cond): the next step must be traced again with the flags set.
+        strategy = getattr(self.model, "distribute_strategy", None)
+        if strategy is not None and strategy.num_replicas_in_sync > 1 and self.model.train_function is not None:
+            self.model.make_train_function(force=True)
 
     def _targets(self, layer):
         if isinstance(layer, QuantizeWrapper) and layer.batchnorm is not None:

@@ -19,8 +19,8 @@ import numpy as np
 from keras import layers, ops
 
 from ..errors import UnsupportedModelError
-from ..graph import (activation_kind, clone_layer, functional_of, is_foldable_bn, layers_with, name_list, rebuild,
-                     reuse_or_clone)
+from ..graph import (activation_kind, clone_layer, functional_of, holds_state, is_foldable_bn, layers_with, name_list,
+                     rebuild, reuse_or_clone)
 from ..layers import PROTOCOL, facts_for
 from . import layer_ops
 from . import preserve as preserve_lib
@@ -310,7 +310,8 @@ class _Quantizer:
             return None
         if facts.output_range == "inherit":
             self.report.inherit_range.append(op.name)
-            return None
+            copy = _in_float32(op)  # (on the grid of its input, which a float16 layer would leave through casts)
+            return None if copy is op else copy(*args, **kwargs)
         if isinstance(op, (layers.Rescaling, layers.Normalization)) and len(node.input_tensors) == 1:
             depthwise = _affine_as_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
@@ -356,7 +357,7 @@ class _Quantizer:
                 else self._next_fusable(rb, node)
             fixed = _inherited_fixed_range(node) if shared else _fixed_range(op)
             inherits = fixed is None and self._pool_inherits(rb, node)
-            wrapper = QuantizeWrapper(reuse_or_clone(op), fused_activation=act or "linear",
+            wrapper = QuantizeWrapper(_in_float32(reuse_or_clone(op)), fused_activation=act or "linear",
                                       quantize_output=self._decide_output(rb, node) and not inherits,
                                       fixed_output_range=fixed, **self.wrapper_kwargs(spec, op))
             # a wrapper takes no mask: Keras passes BatchNormalization's mask=None along in its node
@@ -408,7 +409,7 @@ class _Quantizer:
         if act_node is not None:
             last = act_node
         wrapper = QuantizeWrapper(
-            clone_layer(op), batchnorm=None if bn is None else clone_layer(bn.operation),
+            clone_layer(op, **_FLOAT32), batchnorm=None if bn is None else clone_layer(bn.operation, **_FLOAT32),
             fused_activation=act or "linear", quantize_output=self._decide_output(rb, last),
             preserve=spec.preserve, n_centroids=preserve_lib.centroid_counts(op, layer_ops.kernel_names(op),
                                                                              spec.preserve),
@@ -428,6 +429,25 @@ class _Quantizer:
             self.report.fused_activations.append(act_node.operation.name)
         self.report.quantized.append(op.name)
         return out
+
+
+# A quantized layer computes in float32 under any mixed-precision policy: TensorFlow's FakeQuant ops are float32
+# only, and a float16 tensor between two int8 grids would reach the int8 file as CAST ops (a float island).
+_FLOAT32 = {"dtype": "float32"}
+
+
+def _in_float32(layer):
+    """``layer`` where it computes in float32, else a float32 copy of it (a stateless layer is shared with the user's
+    model and must not be changed); itself where no copy can be made from its config (a ``Lambda``)."""
+    if layer.compute_dtype == "float32":
+        return layer
+    if holds_state(layer):  # a private copy already (reuse_or_clone)
+        layer.dtype_policy = "float32"
+        return layer
+    try:
+        return clone_layer(layer, **_FLOAT32)
+    except UnsupportedModelError:
+        return layer
 
 
 def _check_weights(model):

@@ -65,12 +65,13 @@ def build(wrapper, names):
         state = {}
         if "sparsity" in preserve:
             state["mask"] = wrapper.add_weight(name=f"{n}_mask", shape=kernel.shape, initializer="ones",
-                                               trainable=False)
-        if "clusters" in preserve:
+                                               trainable=False, dtype="float32", aggregation="only_first_replica")
+        if "clusters" in preserve:  # centroids trained by the optimizer; mask and indices fixed during QAT
             state["centroids"] = wrapper.add_weight(name=f"{n}_centroids", shape=(wrapper.n_centroids[n],),
-                                                    initializer="zeros")
+                                                    initializer="zeros", dtype="float32")
             state["indices"] = wrapper.add_weight(name=f"{n}_indices", shape=kernel.shape, dtype="int32",
-                                                  initializer="zeros", trainable=False)
+                                                  initializer="zeros", trainable=False,
+                                                  aggregation="only_first_replica")
             kernel.trainable = False  # the centroids are trained instead
         wrapper.preserved[n] = state
     if not given:

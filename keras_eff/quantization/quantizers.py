@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from ..distribute import replicas_in_sync  # noqa: F401  (re-exported for the wrappers)
 from ..layers import FIXED_RANGES as _REGISTRY_FIXED_RANGES
 
 MIN_BITS, MAX_BITS = 2, 16
@@ -37,6 +38,18 @@ def fake_quant_per_channel(x, min_values, max_values, bits: int = 8, narrow_rang
     """Per-channel fake quantization along the last axis."""
     return tf.quantization.fake_quant_with_min_max_vars_per_channel(x, min_values, max_values, num_bits=bits,
                                                                     narrow_range=narrow_range)
+
+
+def global_min_max(lo, hi):
+    """(min, max) over the whole global batch: every replica's (lo, hi) gathered (``ReplicaContext.all_gather``), so
+    each replica computes the same value a single device computes on the global batch. Identity without a strategy.
+    A synchronization point: it must not sit inside a ``tf.cond`` / ``tf.while_loop`` branch (TensorFlow's
+    ``merge_call`` limit on CPUs and GPUs without XLA)."""
+    if replicas_in_sync() == 1:
+        return lo, hi
+    ctx = tf.distribute.get_replica_context()
+    both = ctx.all_gather(ops.reshape(ops.stack([lo, hi]), (1, 2)), axis=0)
+    return ops.min(both[:, 0]), ops.max(both[:, 1])
 
 
 def grid_scale(min_value, max_value, bits: int = 8, narrow_range: bool = False):
@@ -82,6 +95,8 @@ class WeightQuantizer:
         return ops.cast(ops.cast(hi, "float64") / (2 ** (self.bits - 1) - 1), "float32")
 
     def __call__(self, w):
+        dtype = w.dtype
+        w = ops.cast(w, "float32")  # TensorFlow's FakeQuant ops are float32 only (a mixed-precision policy)
         lo, hi = self._ranges(ops.stop_gradient(w))
         if self.symmetric and self.bits <= 8:
             # the b-bit symmetric grid, held by the 8-bit narrow-range op: scale s, integers in ±(2^(b-1) - 1)
@@ -91,8 +106,10 @@ class WeightQuantizer:
         else:
             bits, narrow = self.bits, self.symmetric
         if self.per_channel:
-            return fake_quant_per_channel(w, lo, hi, bits, narrow)
-        return fake_quant(w, lo, hi, bits, narrow)
+            q = fake_quant_per_channel(w, lo, hi, bits, narrow)
+        else:
+            q = fake_quant(w, lo, hi, bits, narrow)
+        return q if dtype == q.dtype else ops.cast(q, dtype)
 
     @property
     def exportable(self) -> bool:
@@ -121,10 +138,16 @@ class ActivationQuantizer(keras.layers.Layer):
     ``ranges_frozen`` is set (``keras_eff.callbacks.FreezeRanges``); with ``trainable_range`` the range is instead a
     pair of trainable variables learned by gradient. ``fixed_range`` pins the range (TFLite's fixed output ranges).
     ``calibrate`` collects ranges from data with quantization switched off.
+
+    Always computes in float32 (its dtype policy is "float32" whatever the global policy: TensorFlow's FakeQuant ops
+    take float32 only, and a range must not be rounded to float16). Under ``tf.distribute`` the EMA step uses the
+    global batch's min/max (gathered from every replica), and the range variables are ``ONLY_FIRST_REPLICA``: every
+    replica holds the value single-device training on the global batch would (docs/distributed.md).
     """
 
     def __init__(self, bits: int = 8, symmetric: bool = False, ema_decay: float = 0.99, fixed_range=None,
                  trainable_range: bool = False, **kwargs):
+        kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.bits = check_bits(bits, "activation_bits")
         self.symmetric = bool(symmetric)
@@ -139,21 +162,28 @@ class ActivationQuantizer(keras.layers.Layer):
     def build(self, input_shape=None):
         lo, hi = self.fixed_range or (-1.0, 1.0)
         trainable = self.trainable_range and self.fixed_range is None
+        # ONLY_FIRST_REPLICA: an update in a replica function keeps replica 0's value on every replica (all compute the
+        # same one from the gathered global min/max); a trainable range is updated by the optimizer as any weight
+        first = "only_first_replica"
         self.range_min = self.add_weight(name="range_min", shape=(), initializer=keras.initializers.Constant(lo),
-                                         trainable=trainable)
+                                         trainable=trainable, dtype="float32", aggregation=first)
         self.range_max = self.add_weight(name="range_max", shape=(), initializer=keras.initializers.Constant(hi),
-                                         trainable=trainable)
-        self.initialized = self.add_weight(name="initialized", shape=(), trainable=False,
-                                           initializer=keras.initializers.Constant(1.0 if self.fixed_range else 0.0))
-        self.ranges_frozen = self.add_weight(name="ranges_frozen", shape=(), initializer="zeros", trainable=False)
+                                         trainable=trainable, dtype="float32", aggregation=first)
+        self.initialized = self.add_weight(name="initialized", shape=(), trainable=False, dtype="float32",
+                                           initializer=keras.initializers.Constant(1.0 if self.fixed_range else 0.0),
+                                           aggregation=first)
+        self.ranges_frozen = self.add_weight(name="ranges_frozen", shape=(), initializer="zeros", trainable=False,
+                                             dtype="float32", aggregation=first)
 
     @property
     def learns_by_ema(self) -> bool:
         return self.fixed_range is None and not self.trainable_range
 
     def _batch_range(self, x):
-        lo = ops.minimum(ops.min(x), 0.0)
-        hi = ops.maximum(ops.max(x), 0.0)
+        x = ops.cast(x, "float32")
+        lo, hi = global_min_max(ops.min(x), ops.max(x))  # the global batch's, under tf.distribute
+        lo = ops.minimum(lo, 0.0)
+        hi = ops.maximum(hi, 0.0)
         if self.symmetric:
             m = ops.maximum(-lo, hi)
             return -m, m
@@ -172,6 +202,7 @@ class ActivationQuantizer(keras.layers.Layer):
         self.initialized.assign(ops.where(frozen, self.initialized, 1.0))
 
     def fake_quantize(self, x):
+        x = ops.cast(x, "float32")  # called directly by wrappers too, on a tensor of any float dtype
         lo = ops.minimum(self.range_min, 0.0)
         hi = ops.maximum(self.range_max, lo + _EPS)
         return fake_quant(x, lo, hi, self.bits, narrow_range=False)

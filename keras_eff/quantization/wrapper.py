@@ -39,6 +39,7 @@ from ..layers import FIXED_RANGES, LayerFacts, activation_name, channel_shape, f
 from . import integer_inference as integer
 from . import layer_ops
 from . import preserve as preserve_lib
+from ..distribute import replicas_in_sync
 from .quantizers import ActivationQuantizer, WeightQuantizer, check_bits
 
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
@@ -52,6 +53,20 @@ def _shared_config(obj):
     back as one object: the first serialization registers it, the second comes back marked as shared."""
     serialization_lib.serialize_keras_object(obj)
     return serialization_lib.serialize_keras_object(obj)
+
+
+def _moments(x, axes):
+    """Mean and variance over ``axes`` of the global batch: under ``tf.distribute`` the replicas' sums are all-reduced
+    (as Keras's ``BatchNormalization(synchronized=True)``), so every replica folds the same statistics a single device
+    computes on the global batch, and the moving statistics stay identical on every replica."""
+    if replicas_in_sync() == 1:
+        return ops.moments(x, axes=axes)
+    ctx = tf.distribute.get_replica_context()
+    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
+    total, squares, count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [
+        ops.sum(x, axis=axes), ops.sum(ops.square(x), axis=axes), count])
+    mean = total / count
+    return mean, ops.maximum(squares / count - ops.square(mean), 0.0)
 
 
 def _load(config):
@@ -90,6 +105,7 @@ class QuantizeWrapper(layers.Wrapper):
                  quantize_inputs=False, quantize_output=True, fixed_output_range=None, preserve=(),
                  n_centroids=None, integer_kernels="xnnpack", facts=None, quantizers=None, placement=None, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
+        kwargs["dtype"] = "float32"  # fake quantization in float32 under any mixed-precision policy (distributed.md)
         super().__init__(layer, **kwargs)
         self.facts = facts_for(layer) if facts is None else (
             facts if isinstance(facts, LayerFacts) else LayerFacts.from_config(facts))
@@ -201,7 +217,8 @@ class QuantizeWrapper(layers.Wrapper):
         for q in self.quantizers:
             if not q.built:  # (a loaded model's come built from their config)
                 q.build()
-        self.bn_frozen = self.add_weight(name="bn_frozen", shape=(), initializer="zeros", trainable=False)
+        self.bn_frozen = self.add_weight(name="bn_frozen", shape=(), initializer="zeros", trainable=False,
+                                         dtype="float32", aggregation="only_first_replica")
         if self.preserve:
             preserve_lib.build(self, self._kernel_names())
         self.built = True
@@ -261,7 +278,7 @@ class QuantizeWrapper(layers.Wrapper):
         if layer.use_bias:
             y_float = y_float + layer.bias
         axes = list(range(len(y_float.shape) - 1))
-        mean, var = ops.moments(y_float, axes=axes)
+        mean, var = _moments(y_float, axes)
         m = bn.momentum
         bn.moving_mean.assign(bn.moving_mean * m + ops.stop_gradient(mean) * (1 - m))
         bn.moving_variance.assign(bn.moving_variance * m + ops.stop_gradient(var) * (1 - m))
@@ -273,6 +290,22 @@ class QuantizeWrapper(layers.Wrapper):
         sigma_moving = ops.sqrt(bn.moving_variance + bn.epsilon)
         bias = layer.bias if layer.use_bias else 0.0
         return y * (sigma_moving / sigma_batch) + beta + gamma * (bias - mean) / sigma_batch
+
+    def _linear_bn_replicated(self, x, training):
+        """The BatchNorm branch in a ``tf.distribute`` replica function. The live branch all-reduces its batch
+        statistics, and a cross-replica reduction cannot sit inside a ``tf.cond`` (TensorFlow's ``merge_call`` limit),
+        so the branch is chosen when the step is traced, from the flag's value then; ``FreezeBatchNorm`` retraces
+        ``fit``'s step when it sets the flag, and a step traced for the other value fails loudly instead of training
+        the wrong branch."""
+        with tf.init_scope():
+            frozen = float(keras.ops.convert_to_numpy(self.bn_frozen)) > 0
+        check = tf.debugging.assert_equal(
+            self.bn_frozen > 0, frozen,
+            message=f"layer {self.name!r}: bn_frozen changed after this training step was traced under tf.distribute; "
+                    f"retrace it (model.make_train_function(force=True)), as keras_eff.callbacks.FreezeBatchNorm does")
+        with tf.control_dependencies([check]):
+            x = tf.identity(x)
+        return self._linear(x, training) if frozen else self._linear_with_live_bn(x, training)
 
     def _linear(self, x, training):
         qk, bias = self.quantized_kernels()
@@ -367,6 +400,8 @@ class QuantizeWrapper(layers.Wrapper):
             y = self._call_declared(inputs, training)
         elif grids is not None:
             y = self._linear_integer(inputs, *grids)
+        elif self.batchnorm is not None and training and replicas_in_sync() > 1:
+            y = self._linear_bn_replicated(inputs, training)
         elif self.batchnorm is not None and training:
             y = tf.cond(self.bn_frozen > 0, lambda: self._linear(inputs, training),
                         lambda: self._linear_with_live_bn(inputs, training))
