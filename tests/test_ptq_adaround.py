@@ -115,3 +115,25 @@ def test_adaround_weight_bits_override_and_per_tensor():
         s = float(np.asarray(w.weight_quantizer.scale(k)))
         assert np.abs(np.round(k / s)).max() <= 3
         np.testing.assert_allclose(k / s, np.round(k / s), atol=1e-4)
+
+
+def test_adaround_after_equalize_with_a_reused_preprocessing_layer():
+    """equalize reuses the stateless Rescaling; AdaRound's float inputs then come from the equalized model's own
+    graph, not the user's (whose Rescaling tensor is not connected to the equalized model's input)."""
+    import keras
+    from keras import layers
+
+    import keras_eff as ke
+
+    inputs = keras.Input((12, 12, 3))
+    x = layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    x = layers.Conv2D(6, 3, activation="relu", name="c1")(x)
+    x = layers.Conv2D(6, 3, name="c2")(x)
+    model = keras.Model(inputs, layers.Dense(3, name="fc")(layers.GlobalAveragePooling2D()(x)))
+    data = np.random.default_rng(0).uniform(0, 255, (24, 12, 12, 3)).astype(np.float32)
+    equalized = ke.ptq.equalize(model)
+    assert equalized.get_layer("scale") is model.get_layer("scale")  # reused, not copied
+    q = ke.quantize_model(equalized)
+    ke.calibrate(q, data, progress=False)
+    ke.ptq.adaround(q, data, iterations=3, batch_size=12, float_model=equalized)
+    assert np.all(np.isfinite(q.predict(data, verbose=0)))

@@ -14,6 +14,7 @@ import numpy as np
 from keras import layers
 
 from ..graph import GraphInfo
+from ..graph import tensors_in
 from .channel_groups import WeightState, _dense_like, find_groups
 from .inputs import NothingToCompressError, check_finite_weights, check_ratio, sample_array
 from .parameters import ChannelPruningParameters
@@ -85,7 +86,7 @@ class ChannelPruningScheme(Scheme):
     def rows(self, model, name, positions):
         """The inputs layer ``name`` of ``model`` reads at the sampled positions: patches, or input vectors."""
         layer = model.get_layer(name)
-        features = keras.Model(model.inputs[0], layer.input)
+        features = keras.Model(model.inputs[0], tensors_in(model, layer))
         parts = [keras.ops.convert_to_numpy(features(self.x[i:i + 128], training=False))
                  for i in range(0, len(self.x), 128)]
         x = np.concatenate(parts)

@@ -97,6 +97,16 @@ def name_list(layers, limit: int = 4) -> str:
 AFTER_REBUILD = "after_rebuild"
 
 
+def tensors_in(model, layer, which="input"):
+    """``layer.input`` / ``layer.output`` as they are in ``model``'s graph. A layer reused by a rewrite (one without
+    state) is called in several graphs, and Keras's ``layer.input`` is its first call's: the user's model's tensor."""
+    for index, node in enumerate(layer._inbound_nodes):
+        if f"{id(layer)}_ib-{index}" in model._nodes:  # Keras's node key (ops/function.py make_node_key)
+            tensors = node.input_tensors if which == "input" else node.outputs
+            return tensors[0] if len(tensors) == 1 else list(tensors)
+    return layer.input if which == "input" else layer.output
+
+
 def clone_layer(layer, **overrides):
     """A new layer of the same class and config (with ``overrides``); weights are copied by ``copy_weights``."""
     try:

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from ..graph import tensors_in
 from ..layers import main_kernel
 from ..quantization import WeightQuantizer, layer_ops
 from . import common
@@ -179,7 +180,7 @@ def _float_inputs(float_model, wrapper, x, batch_size=64):
     except ValueError:
         raise ValueError(f"float_model {float_model.name!r} has no layer named {wrapper.layer.name!r}: give the "
                          f"float model that was quantized (after equalize / fold_batchnorm)") from None
-    probe = keras.Model(float_model.input, layer.input)
+    probe = keras.Model(float_model.input, tensors_in(float_model, layer))
     out = np.concatenate([np.asarray(probe(x[i:i + batch_size], training=False))
                           for i in range(0, len(x), batch_size)])
     return out

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 
+from ..graph import tensors_in
 from ..reporting import agg_subplots as subplots
 from . import common
 
@@ -112,7 +113,7 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
     matched = [(w, t) for w, t in matched if t is not None]
     if not matched:
         raise ValueError("no TFLite tensor could be matched to a quantized layer by name")
-    probe = keras.Model(quantized_model.input, [w.output for w, _ in matched])
+    probe = keras.Model(quantized_model.input, [tensors_in(quantized_model, w, "output") for w, _ in matched])
     sim = probe.predict(x, verbose=0, batch_size=len(x))
     sim = sim if isinstance(sim, list) else [sim]
     diffs = [[] for _ in matched]

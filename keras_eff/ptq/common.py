@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from ..graph import GraphInfo
+from ..graph import tensors_in
 from ..layers import facts_for
 from ..quantization import QuantizeWrapper
 from ..quantization.calibration import _check_data
@@ -42,7 +43,7 @@ def check_data(model, data, what="data") -> np.ndarray:
 
 def layer_inputs(model, wrapper, x, batch_size=64) -> np.ndarray:
     """What ``wrapper`` receives when ``model`` runs on ``x`` (inference)."""
-    probe = keras.Model(model.input, wrapper.input)
+    probe = keras.Model(model.input, tensors_in(model, wrapper))
     return np.concatenate([np.asarray(probe(x[i:i + batch_size], training=False))
                            for i in range(0, len(x), batch_size)])
 
