@@ -42,6 +42,8 @@ def test_uncalibrated_model_is_refused_naming_the_first_layer(x):
         te.to_tflite(q, representative_data=x)
     assert te.find_float_islands(te.to_tflite(q, allow_uncalibrated=True)) == []  # the escape hatch
     te.to_tflite(q, quantize=False)  # a float file reads no range
+    with pytest.raises(te.UncalibratedModelError, match="pixels_input_range"):  # ONNX too
+        te.to_onnx(q)
 
 
 def test_refusal_names_the_first_layer_left_unset(x):

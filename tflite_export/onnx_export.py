@@ -29,8 +29,10 @@ class OnnxExportError(TFLiteExportError):
     """tf2onnx could not convert a model."""
 
 
-def to_onnx(model, opset: int = DEFAULT_OPSET) -> bytes:
-    """Converts a built Keras 3 model to an ONNX model (serialized bytes) with a free batch dimension."""
+def to_onnx(model, opset: int = DEFAULT_OPSET, *, allow_uncalibrated: bool = False) -> bytes:
+    """Converts a built Keras 3 model to an ONNX model (serialized bytes) with a free batch dimension. A quantized
+    model whose activation ranges were never set is refused, as ``to_tflite`` refuses it
+    (``UncalibratedModelError``; ``allow_uncalibrated=True`` to convert anyway)."""
     import keras
     import tensorflow as tf
 
@@ -40,6 +42,10 @@ def to_onnx(model, opset: int = DEFAULT_OPSET) -> bytes:
         raise OnnxExportError(f"model {model.name!r} has no known inputs: build it (give it an Input layer) first")
     if not 13 <= int(opset) <= 21:
         raise ValueError(f"opset must be between 13 and 21 (per-channel QuantizeLinear needs 13), got {opset}")
+    if not allow_uncalibrated:
+        from .convert import _check_ranges_set
+
+        _check_ranges_set(model)
     import tf2onnx
 
     spec = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=_input_name(t, i)) for i, t in enumerate(model.inputs)]
