@@ -164,7 +164,7 @@ def _export(args) -> int:
         print(pkg)
     if args.onnx:
         _say("Exporting ONNX with tf2onnx")
-        onnx = te.to_onnx(model, opset=args.opset)
+        onnx = te.to_onnx(model, opset=args.opset, allow_uncalibrated=args.allow_uncalibrated)
         if check_x is not None or rep is not None:
             x = (check_x if check_x is not None else rep)[:200]
             for optimize in (False, True):
