@@ -46,6 +46,8 @@ FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 SWISH = ("swish", "silu")  # TFLite runs x·sigmoid(x) as LOGISTIC (fixed 1/256 grid) then MUL
 ROLES = ("input", "between", "output", "sigmoid", "post")  # the activation quantizers a wrapper may own
 PLACED = ("input_range", "bias_range", "output_range")  # the neighbours' quantizers ``place`` hands in
+# Live BN normalizes by at most this many times the moving σ (see ``_linear_with_live_bn``): σ_B is floored at σ/2.
+MAX_LIVE_BN_GAIN = 2.0
 
 
 def _shared_config(obj):
@@ -271,7 +273,22 @@ class QuantizeWrapper(layers.Wrapper):
 
         The gradient flows through the batch mean and variance, as it does in BatchNormalization's own training:
         with the statistics held constant (a stop-gradient) QAT of a small CNN lost 3.6 points against TF-MOT
-        (benchmarks/tfmot.py, 80.5 vs 84.1 %); with it, it matched (84.0 %)."""
+        (benchmarks/tfmot.py, 80.5 vs 84.1 %); with it, it matched (84.0 %).
+
+        σ_B is floored at σ/MAX_LIVE_BN_GAIN (σ from the moving variance, which calibration and the int8 file use).
+        A freshly initialised model (weights=None: moving variance 1) is calibrated in inference mode on activations
+        that shrink from layer to layer, so its ranges are far narrower than the batch-normalized activations of a
+        live-BN step. Clipped at those ranges, each BN's input keeps their small scale (ResNet50V2 at 64 px: σ/σ_B
+        4–15 on average per layer), and BN, being scale-invariant, multiplies the gradient by γ/σ_B: 3–8× per
+        residual block, 2e13 on the stem (float model: 28; with the statistics' gradient stopped: still 9e13; with
+        ±8 ranges instead of the calibrated ones: 16). One SGD step at 1e-4 then left kernels of 2e9 (EfficientNetB0:
+        1e13) and a file whose scales crash XNNPACK. With the floor the training activations stay within 2× of the
+        scale the ranges were calibrated on; the moving variance still follows the batches, so the floor lets go as
+        they converge. Stem gradients with it: ResNet50V2 4.2, EfficientNetB0 0.17, EfficientNetV2B0 17, DenseNet121
+        2.3, InceptionV3 0.6; with a floor of σ/4 ResNet50V2 still had 1e5, with σ/10 4e11. Trained models hardly
+        reach it (residual and ds CNNs, MobileNetV2 after one epoch, batch 64: σ_B/σ ≥ 0.65; at batch 8, σ_B < σ/2
+        for 0.6 % of MobileNetV2's channels, none of the CNNs'), and where they do not this is BatchNormalization's
+        training computation exactly."""
         layer, bn = self.layer, self.batchnorm
         raw = {n: preserve_lib.kernel_value(self, n) for n in self._kernel_names()}
         y_float = layer_ops.linear(layer, x, raw)
@@ -286,8 +303,8 @@ class QuantizeWrapper(layers.Wrapper):
         y = layer_ops.linear(layer, x, qk, self._between(training))
         gamma = bn.gamma if bn.scale else ops.ones_like(mean)
         beta = bn.beta if bn.center else ops.zeros_like(mean)
-        sigma_batch = ops.sqrt(var + bn.epsilon)
         sigma_moving = ops.sqrt(bn.moving_variance + bn.epsilon)
+        sigma_batch = ops.maximum(ops.sqrt(var + bn.epsilon), sigma_moving / MAX_LIVE_BN_GAIN)
         bias = layer.bias if layer.use_bias else 0.0
         return y * (sigma_moving / sigma_batch) + beta + gamma * (bias - mean) / sigma_batch
 
