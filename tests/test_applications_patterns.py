@@ -201,3 +201,17 @@ def test_mobilenet_v3_small_minimalistic_with_preprocessing():
     data = te.to_tflite(qat)
     assert not qat.quantization_report.float_layers
     _assert_parity(qat, data, _images(32, 32, 0.0, 255.0, seed=1))
+
+
+def test_batchnorm_after_a_conv_with_other_readers_is_quantized():
+    """A stem conv read by a shortcut Add and by a pre-activation BatchNorm: the converter cannot fold that BN into
+    the conv (the conv's output is needed unnormalized), so it runs as a depthwise conv, on int8 grids."""
+    inputs = keras.Input((12, 12, 3))
+    stem = layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    branch = layers.ReLU()(layers.BatchNormalization(name="pre_bn")(stem))
+    branch = layers.Conv2D(8, 3, padding="same", name="branch")(branch)
+    model = keras.Model(inputs, _head(layers.Add()([stem, branch])))
+    x = _images(n=48, size=12)
+    qat, data = _qat_int8(model, x)
+    assert "pre_bn" in qat.quantization_report.quantized and not qat.quantization_report.float_layers
+    _assert_parity(qat, data, x)

@@ -317,8 +317,7 @@ class _Quantizer:
             if depthwise is not None:
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
         if (isinstance(op, layers.BatchNormalization) and len(node.input_tensors) == 1
-                and not _folds_into(node.input_tensors[0]._keras_history.operation)):
-            # (a BN left unfolded after a conv, fold_batchnorm=False, the converter folds into the conv itself)
+                and not self._converter_folds(rb, node)):
             depthwise = _identity_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
                 kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
@@ -371,6 +370,17 @@ class _Quantizer:
             return out
         self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
+
+    def _converter_folds(self, rb, bn_node) -> bool:
+        """Whether the converter folds this (unfolded) BatchNorm into the conv before it: a BN left after a conv with
+        fold_batchnorm=False, the conv's only reader. A BN after a conv that other layers read too (a stem feeding
+        both a shortcut and a pre-activation BN) is not folded by anyone: it runs as a depthwise conv instead."""
+        history = bn_node.input_tensors[0]._keras_history
+        producer = history.operation
+        if not _folds_into(producer):
+            return False
+        producer_node = producer._inbound_nodes[history.node_index]
+        return rb.info.sole_consumer(producer_node) is bn_node
 
     def _layer_norm(self, rb, node, op, spec, args):
         """A LayerNormalization over the last axis as int8 TFLite can run it (``layer_norm.QuantizedNormalization``),
