@@ -9,13 +9,12 @@ holds one scale for a FULLY_CONNECTED's weights here). Other forms stay float an
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import numpy as np
 from keras import ops
 
 from ..layers import FIXED_RANGES
+from .composite import CompositeQuantized
 from .quantizers import ActivationQuantizer, WeightQuantizer
 
 PROJECTIONS = ("query", "key", "value", "output")
@@ -43,7 +42,7 @@ def supported_reason(mha, node) -> str | None:
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
-class QuantizedAttention(keras.layers.Layer):
+class QuantizedAttention(CompositeQuantized):
     """Multi-head attention computed with fake-quantized projections and ranges on every intermediate tensor."""
 
     def __init__(self, num_heads, key_dim, value_dim, output_dim, use_bias=True, weight_bits=8, bits=8,
@@ -54,19 +53,10 @@ class QuantizedAttention(keras.layers.Layer):
         self.weight_bits, self.bits, self.symmetric, self.ema_decay = int(weight_bits), int(bits), bool(symmetric), \
             float(ema_decay)
         act = dict(bits=bits, symmetric=symmetric, ema_decay=ema_decay)
-        if quantizers is None:
-            self.step_quantizers = [
-                ActivationQuantizer(**act, fixed_range=FIXED_RANGES["softmax"] if step == "probabilities" else None,
-                                    name=f"{self.name}_{step}_range") for step in STEPS]
-        else:  # from a config: the same objects the layers reading them hold (see wrapper._shared_config)
-            self.step_quantizers = [q if isinstance(q, ActivationQuantizer) else
-                                    keras.saving.deserialize_keras_object(q) for q in quantizers]
+        self._init_steps(STEPS, quantizers, lambda step: ActivationQuantizer(
+            **act, fixed_range=FIXED_RANGES["softmax"] if step == "probabilities" else None,
+            name=f"{self.name}_{step}_range"))
         self.weight_quantizer = WeightQuantizer(weight_bits, True, False)
-        self._export_view = False
-
-    @property
-    def final_quantizer(self):
-        return self.step_quantizers[-1]
 
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
@@ -79,9 +69,7 @@ class QuantizedAttention(keras.layers.Layer):
             if self.use_bias:
                 setattr(self, f"{name}_bias", self.add_weight(name=f"{name}_bias", shape=(fan_out,),
                                                               initializer="zeros"))
-        for q in self.step_quantizers:
-            if not q.built:
-                q.build()
+        self._build_steps()
         self.built = True
 
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
@@ -114,24 +102,11 @@ class QuantizedAttention(keras.layers.Layer):
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, steps, self.num_heads * self.value_dim))
         return self._project("output", context, q["output"], training)
 
-    @contextlib.contextmanager
-    def export_view(self):
-        previous, self._export_view = self._export_view, True
-        try:
-            yield
-        finally:
-            self._export_view = previous
-
-    def unset_ranges(self) -> list:
-        return [name for q in self.step_quantizers for name in q.unset_ranges()]
-
     def get_config(self):
-        from .wrapper import _shared_config
-
         return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
                 "value_dim": self.value_dim, "output_dim": self.output_dim, "use_bias": self.use_bias,
                 "weight_bits": self.weight_bits, "bits": self.bits, "symmetric": self.symmetric,
-                "ema_decay": self.ema_decay, "quantizers": [_shared_config(q) for q in self.step_quantizers]}
+                "ema_decay": self.ema_decay}
 
 
 def from_attention(mha, spec_kwargs, weight_bits, shapes) -> QuantizedAttention:

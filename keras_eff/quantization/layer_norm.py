@@ -11,18 +11,17 @@ which is measured there, not guaranteed for every model.
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 from keras import ops
 
+from .composite import CompositeQuantized
 from .quantizers import ActivationQuantizer
 
 STEPS = ("mean", "centered", "squared", "variance", "variance_eps", "rsqrt", "normalized")
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
-class QuantizedNormalization(keras.layers.Layer):
+class QuantizedNormalization(CompositeQuantized):
     """(x − mean) · rsqrt(var + ε) over the last axis, every intermediate fake-quantized (γ, β come after it)."""
 
     def __init__(self, epsilon=1e-3, bits=8, symmetric=False, ema_decay=0.99, quantizers=None, **kwargs):
@@ -30,22 +29,10 @@ class QuantizedNormalization(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.bits, self.symmetric, self.ema_decay = int(bits), bool(symmetric), float(ema_decay)
         act = dict(bits=bits, symmetric=symmetric, ema_decay=ema_decay)
-        if quantizers is None:
-            self.step_quantizers = [ActivationQuantizer(**act, name=f"{self.name}_{step}_range") for step in STEPS]
-        else:  # from a config: the same objects the layers reading them hold (see wrapper._shared_config)
-            self.step_quantizers = [q if isinstance(q, ActivationQuantizer) else
-                                    keras.saving.deserialize_keras_object(q) for q in quantizers]
-        self._export_view = False
-
-    @property
-    def final_quantizer(self):
-        """The range of this layer's output (``placement`` reads it)."""
-        return self.step_quantizers[-1]
+        self._init_steps(STEPS, quantizers, lambda step: ActivationQuantizer(**act, name=f"{self.name}_{step}_range"))
 
     def build(self, input_shape):
-        for q in self.step_quantizers:
-            if not q.built:
-                q.build()
+        self._build_steps()
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -66,20 +53,6 @@ class QuantizedNormalization(keras.layers.Layer):
         inverse = q["rsqrt"](raw, training=training)
         return q["normalized"](ops.multiply(centered, inverse), training=training)
 
-    @contextlib.contextmanager
-    def export_view(self):
-        """``tflite_export``'s export protocol: the plain op graph (no saturation guard) while traced for export."""
-        previous, self._export_view = self._export_view, True
-        try:
-            yield
-        finally:
-            self._export_view = previous
-
-    def unset_ranges(self) -> list:
-        return [name for q in self.step_quantizers for name in q.unset_ranges()]
-
     def get_config(self):
-        from .wrapper import _shared_config
-
         return {**super().get_config(), "epsilon": self.epsilon, "bits": self.bits, "symmetric": self.symmetric,
-                "ema_decay": self.ema_decay, "quantizers": [_shared_config(q) for q in self.step_quantizers]}
+                "ema_decay": self.ema_decay}

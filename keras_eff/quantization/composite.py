@@ -1,0 +1,52 @@
+"""What the composite quantized layers share (``layer_norm.QuantizedNormalization``, ``attention.QuantizedAttention``):
+one layer standing for several int8 ops, with an activation range on each intermediate tensor."""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+
+from .quantizers import ActivationQuantizer
+
+
+class CompositeQuantized(keras.layers.Layer):
+    """Holds ``step_quantizers`` (one per intermediate tensor, the last on the output), the export protocol, the
+    unset-ranges protocol and the serialization of its quantizers as objects other layers may also hold."""
+
+    def _init_steps(self, names, quantizers, make):
+        """``make(step)`` builds a step's quantizer; from a config, the deserialized ones are used instead (the
+        same objects the layers reading them hold: see ``wrapper._shared_config``)."""
+        if quantizers is None:
+            self.step_quantizers = [make(step) for step in names]
+        else:
+            self.step_quantizers = [q if isinstance(q, ActivationQuantizer) else
+                                    keras.saving.deserialize_keras_object(q) for q in quantizers]
+        self._export_view = False
+
+    @property
+    def final_quantizer(self):
+        """The range of this layer's output (``placement`` reads it)."""
+        return self.step_quantizers[-1]
+
+    def _build_steps(self):
+        for q in self.step_quantizers:
+            if not q.built:
+                q.build()
+
+    @contextlib.contextmanager
+    def export_view(self):
+        """``tflite_export``'s export protocol: the plain op graph while the model is traced for export."""
+        previous, self._export_view = self._export_view, True
+        try:
+            yield
+        finally:
+            self._export_view = previous
+
+    def unset_ranges(self) -> list:
+        return [name for q in self.step_quantizers for name in q.unset_ranges()]
+
+    def get_config(self):
+        from .wrapper import _shared_config
+
+        return {**super().get_config(), "quantizers": [_shared_config(q) for q in self.step_quantizers]}
