@@ -495,6 +495,9 @@ def write(rows, stem, meta):
     moved = "" if len(by_commit) < 2 else (
         "; HEAD moved during the run, families by the commit at their start: "
         + "; ".join(f"`{c}`: {', '.join(f)}" for c, f in by_commit.items()))
+    resumed = "" if not meta.get("resumed") else (
+        f"; the run was stopped from outside {meta['resumed']} time(s) (SIGTERM to its processes) and resumed with "
+        f"`--resume`, rerunning the interrupted family from the start")
     failures = []
     for r in rows:
         for key, label in (("export", "export"), ("quantize_ok", "quantize step"), ("prune_ok", "prune"),
@@ -514,7 +517,7 @@ def write(rows, stem, meta):
 - Command: `{meta['command']}`
 - Code: commit `{meta['commit']}` (`git rev-parse --short HEAD`; the working tree was shared with other engineers
   editing keras_eff/ in parallel, so a later commit may differ{moved})
-- Date: {meta['started']} – {meta['finished']} ({meta['wall_min']:.0f} min wall)
+- Date: {meta['started']} – {meta['finished']} ({meta['wall_min']:.0f} min of running{resumed})
 - Versions: keras {ver.get('keras')}, tensorflow {ver.get('tensorflow')}, ai-edge-litert {ver.get('ai-edge-litert')},
   numpy {ver.get('numpy')}, Python {ver.get('python')}
 - Machine: {meta['machine']}, {os.cpu_count()} CPU cores, no GPU, shared with other engineers' jobs (tests,
@@ -592,6 +595,9 @@ def main(argv=None):
                         "all, over relaunches)")
     p.add_argument("--out", help="result stem (default benchmarks/results/coverage; a --quick or --families run "
                                  "writes to its temporary folder unless given)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the finished families of the result stem's JSON (from an interrupted run) and run the "
+                        "rest")
     p.add_argument("--child", nargs=2, metavar=("PART", "FAMILY"), help=argparse.SUPPRESS)
     p.add_argument("--steps", default=",".join(STEPS), help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -613,13 +619,28 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="keras_eff_coverage_")
     # a quick or partial run does not overwrite the committed table unless --out says so
     stem = args.out or (os.path.join(workdir, "coverage") if args.quick or args.families else str(RESULTS / "coverage"))
-    command = "python -m benchmarks.coverage" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
+    command = ("python -m benchmarks.coverage " + " ".join(given)).rstrip()
     start = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.perf_counter()
     commit_start = _commit()
-    loads, rows = [], []
+    loads, rows, earlier_min, resumed = [], [], 0.0, 0
+    if args.resume and os.path.exists(f"{stem}.json"):
+        with open(f"{stem}.json") as f:
+            old = json.load(f)
+        rows = [r for r in old.get("rows", []) if r.get("family") in families]
+        at = old["meta"]["loadavg"].get("at_family_start", {})
+        loads = [at[r["family"]] for r in rows if r["family"] in at]
+        start = datetime.datetime.strptime(old["meta"]["started"], "%Y-%m-%d %H:%M UTC").replace(
+            tzinfo=datetime.timezone.utc)
+        earlier_min, resumed = old["meta"].get("wall_min", 0.0), old["meta"].get("resumed", 0) + 1
+        commit_start = old["meta"].get("commit_start", commit_start)
+        print(f"resuming: {', '.join(r['family'] for r in rows) or 'nothing'} done", flush=True)
+    done = {r["family"] for r in rows}
     print(f"logs and per-family JSON in {workdir}", flush=True)
     for family in families:
+        if family in done:
+            continue
         loads.append(os.getloadavg()[0])
         print(f"{family}: load {loads[-1]:.1f} …", flush=True)
         commit_family = _commit()
@@ -632,11 +653,15 @@ def main(argv=None):
         meta = {"command": command, "commit": commit_start if commit_now == commit_start
                 else f"{commit_start} (HEAD {commit_now} by the end)", "started": start.strftime("%Y-%m-%d %H:%M UTC"),
                 "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                "wall_min": (time.perf_counter() - t0) / 60, "machine": f"{platform.node()} ({platform.machine()})",
+                "wall_min": earlier_min + (time.perf_counter() - t0) / 60, "resumed": resumed,
+                "commit_start": commit_start, "machine": f"{platform.node()} ({platform.machine()})",
                 "loadavg": {"min": min(loads), "max": max(loads), "median": float(np.median(loads)),
                             "at_family_start": dict(zip([r["family"] for r in rows], loads))},
                 "families": list(families), "logs": workdir}
         table, summ = write(rows, stem, meta)
+    if all(f in done for f in families):
+        print("nothing left to run")
+        return rows
     print(table)
     print(json.dumps(summ, indent=1))
     try:
