@@ -496,8 +496,8 @@ def write(rows, stem, meta):
         "; HEAD moved during the run, families by the commit at their start: "
         + "; ".join(f"`{c}`: {', '.join(f)}" for c, f in by_commit.items()))
     resumed = "" if not meta.get("resumed") else (
-        f"; the run was stopped from outside {meta['resumed']} time(s) (SIGTERM to its processes) and resumed with "
-        f"`--resume`, rerunning the interrupted family from the start")
+        "; the run was stopped from outside (SIGTERM to its processes) and resumed with `--resume`, rerunning the "
+        "interrupted family from the start; its minutes of running count the finished families only")
     failures = []
     for r in rows:
         for key, label in (("export", "export"), ("quantize_ok", "quantize step"), ("prune_ok", "prune"),
