@@ -456,6 +456,7 @@ def summary(rows):
            "prune_ok": sum(r.get("prune_ok") == "ok" and r.get("prune_export") == "full int8" for r in rows),
            "cluster_ok": sum(r.get("cluster_ok") == "ok" and r.get("cluster_export") == "full int8" for r in rows),
            "adaround_ok": sum(r.get("adaround_ok") == "ok" for r in rows)}
+    out["minutes of running, all rows (target ≤ 30)"] = round(sum(r.get("total_s", 0) for r in rows) / 60, 1)
     res = next((r for r in rows if r["family"] == "ResNet50"), None)
     if res and res.get("quantize_s") is not None:
         out["ResNet50 quantize_model s (target ≤ 10)"] = res["quantize_s"]
@@ -506,6 +507,10 @@ def write(rows, stem, meta):
             v = r.get(key)
             if v not in (None, "ok", "full int8"):
                 failures.append(f"- {r['family']}, {label}: `{v}`")
+        if r.get("bit_exact") is not None and (r["bit_exact"] < 0.999 or (r.get("max_lsb") or 0) > 1):
+            failures.append(f"- {r['family']}, simulation vs file below the criterion (≥ 99.9 % bit-exact, max 1 "
+                            f"LSB): {r['bit_exact']:.2%} bit-exact, {r.get('within_1_lsb', 0):.2%} within 1 LSB, "
+                            f"max {r.get('max_lsb')} LSB, argmax {r.get('argmax', 0):.1%}")
         c = r.get("converter", {}).get("export")
         if c not in (None, "full int8"):
             failures.append(f"- {r['family']}, converter PTQ: `{c}`")
@@ -522,7 +527,8 @@ def write(rows, stem, meta):
   numpy {ver.get('numpy')}, Python {ver.get('python')}
 - Machine: {meta['machine']}, {os.cpu_count()} CPU cores, no GPU, shared with other engineers' jobs (tests,
   benchmarks): 1-minute load average {loads['min']:.1f}–{loads['max']:.1f} (median {loads['median']:.1f}) at the
-  family starts (2.0 = both cores busy), so the seconds are pessimistic and noisy
+  family starts (2.0 = both cores busy; this run's own process accounts for about 1.0 of it), so the seconds are
+  pessimistic and noisy
 
 Per family: keras.applications with its default arguments (weights=None, classes=10; 64 px, 75 for InceptionV3, 71
 for Xception), or the transformer (input (16, 32), Dense 32, 2 × [LayerNormalization, MultiHeadAttention(2 heads,
