@@ -24,7 +24,19 @@ MARGIN_NOTE = (
 
 @dataclass
 class ArenaEstimate:
-    """``host_min_bytes`` works and one byte less fails; ``recommended_bytes`` adds ``margin`` for a device build."""
+    """The tensor arena a model needs, as found by ``find_arena_size``.
+
+    ``host_min_bytes`` works on the host and one byte less fails; ``recommended_bytes`` adds ``margin`` for a device
+    build. ``str()`` gives a one-line summary.
+
+    Attributes:
+        host_min_bytes: The smallest arena, in bytes, with which the host's TFLite Micro interpreter allocates and
+            invokes the model.
+        recommended_bytes: ``host_min_bytes`` plus ``margin``, rounded up to a multiple of 16 bytes.
+        margin: The fraction added for the device (0.25 is 25 %).
+        probes: How many arena sizes the search tried.
+        note: What the host estimate means for a device, and how to confirm it there.
+    """
 
     host_min_bytes: int
     recommended_bytes: int
@@ -33,6 +45,11 @@ class ArenaEstimate:
     note: str = MARGIN_NOTE
 
     def as_dict(self):
+        """The fields as a JSON-ready dict.
+
+        Returns:
+            A dict with one entry per field.
+        """
         return asdict(self)
 
     def __str__(self):
@@ -47,22 +64,73 @@ def _too_small(reply) -> bool:
 
 
 def try_arena(model, arena_size: int) -> bool:
-    """Whether TFLite Micro allocates and invokes ``model`` with an ``arena_size``-byte arena (in a fresh process)."""
+    """Whether TFLite Micro allocates and invokes ``model`` with an arena of ``arena_size`` bytes.
+
+    The interpreter runs in a fresh child process, so a crash (a far too small arena can segfault TFLite Micro) is
+    an answer, not the end of the caller's process.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+        arena_size: The arena to try, in bytes.
+
+    Returns:
+        True when allocation and one inference succeed; False on any failure (a too small arena, but also an op
+        TFLite Micro lacks or a crash: ``find_arena_size`` tells these apart).
+
+    Raises:
+        InvalidTFLiteModel: If ``model`` is not a readable TFLite file.
+
+    Example:
+        ```python
+        ok = tflite_export.try_arena("model.tflite", 32 * 1024)
+        ```
+    """
     with MicroProcess(read_model(model)) as proc:
         return proc.request(op="try", arena=int(arena_size)).ok
 
 
 def recommended_arena(host_min_bytes: int, margin: float = DEFAULT_MARGIN) -> int:
+    """The arena to build a device with: ``host_min_bytes`` plus ``margin``, rounded up to 16 bytes.
+
+    Args:
+        host_min_bytes: The smallest arena found on the host.
+        margin: The fraction to add (0.25 is 25 %).
+
+    Returns:
+        The recommended size in bytes, a multiple of 16.
+    """
     return int(math.ceil(host_min_bytes * (1 + margin) / ARENA_ALIGNMENT) * ARENA_ALIGNMENT)
 
 
 def find_arena_size(model, margin: float = DEFAULT_MARGIN, start: int = 64 * 1024,
                     max_bytes: int = 512 * 1024 * 1024) -> ArenaEstimate:
-    """Binary search for the smallest arena, in bytes, with which TFLite Micro allocates and invokes ``model``.
+    """Finds, to the byte, the smallest arena with which TFLite Micro allocates and invokes ``model``.
 
-    Every probe runs in a child process (restarted after a crash: a far too small arena can segfault). Raises
-    ``MicroRuntimeError`` with TFLite Micro's own message when the model fails for a reason other than arena size
-    (an op TFLite Micro lacks, a tensor type its kernel refuses), or still fails at ``max_bytes``.
+    The search grows the arena from ``start`` (times 4) until a probe works, then bisects. Every probe runs in a
+    child process that is restarted after a crash (a far too small arena can segfault TFLite Micro). The result is a
+    host estimate (the ``tflite-micro`` Python interpreter, reference kernels, 64-bit host): see
+    ``ArenaEstimate.note`` and docs/export.md.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+        margin: The fraction added to the host minimum for ``recommended_bytes``, between 0 and 10 (0.25 is 25 %).
+        start: The first arena size tried, in bytes (at least 1024 is used).
+        max_bytes: The largest arena tried before giving up, in bytes.
+
+    Returns:
+        An `ArenaEstimate` with the host minimum, the recommended size and the number of probes.
+
+    Raises:
+        ValueError: If ``margin`` is outside [0, 10].
+        InvalidTFLiteModel: If ``model`` is not a readable TFLite file.
+        MicroRuntimeError: With TFLite Micro's own message, when the model fails for a reason other than arena size
+            (an op TFLite Micro lacks, a tensor type its kernel refuses), or still fails at ``max_bytes``.
+
+    Example:
+        ```python
+        estimate = tflite_export.find_arena_size(tflite_bytes)
+        print(estimate)  # tensor arena: ... bytes recommended (host minimum ... bytes + 25% margin)
+        ```
     """
     if not 0 <= margin <= 10:
         raise ValueError(f"margin must be a fraction between 0 and 10 (0.25 = 25%), got {margin}")

@@ -21,7 +21,13 @@ _C_KEYWORDS = {"auto", "break", "case", "char", "const", "continue", "default", 
 
 @dataclass
 class CSources:
-    """The generated files' text, keyed by file name: ``NAME.h``, ``NAME.c`` and ``NAME_op_resolver.h``."""
+    """The C sources of a TFLite model, as made by ``to_c_source``.
+
+    Attributes:
+        name: The C identifier the files and symbols are named after.
+        files: File name -> text: ``NAME.h``, ``NAME.c`` and ``NAME_op_resolver.h``.
+        ops: The distinct ops of the model, in graph order (builtin names; ``ethos-u`` for a Vela-compiled file).
+    """
 
     name: str
     files: dict
@@ -29,18 +35,33 @@ class CSources:
 
     @property
     def header(self) -> str:
+        """The text of ``NAME.h``."""
         return self.files[f"{self.name}.h"]
 
     @property
     def source(self) -> str:
+        """The text of ``NAME.c``."""
         return self.files[f"{self.name}.c"]
 
     @property
     def op_resolver(self) -> str:
+        """The text of ``NAME_op_resolver.h``."""
         return self.files[f"{self.name}_op_resolver.h"]
 
 
 def check_c_name(name: str) -> str:
+    """Checks that ``name`` can name C (and C++) symbols and files.
+
+    Args:
+        name: The proposed identifier, e.g. ``"kws_model"``.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        ValueError: If ``name`` is empty, is not letters, digits and underscores starting with a letter or
+            underscore, or is a C or C++ keyword.
+    """
     if not _C_IDENT.match(name or "") or name in _C_KEYWORDS:
         raise ValueError(f"{name!r} is not usable as a C identifier: use letters, digits and underscores, not "
                          f"starting with a digit (e.g. 'model' or 'kws_model')")
@@ -75,10 +96,35 @@ def _byte_rows(data: bytes, per_row: int = 12) -> str:
 
 def to_c_source(model, name: str = "model", alignment: int = 16, arena_bytes: int | None = None,
                 source_note: str = "", arena_note: str = "host estimate with margin (see the report)") -> CSources:
-    """C files for ``model``: ``NAME.h`` (declarations, sizes, quantization parameters), ``NAME.c`` (the bytes in an
-    array aligned to ``alignment``, as TFLite Micro requires at least 4 and SIMD kernels prefer 16) and
-    ``NAME_op_resolver.h`` (a C++ function registering exactly the model's ops with a MicroMutableOpResolver; a
-    Vela-compiled file's ``ethos-u`` custom op is registered with ``AddEthosU``)."""
+    """Makes the C files a TFLite Micro build compiles a model from.
+
+    ``NAME.h`` holds the declarations, sizes and the inputs' and outputs' quantization parameters; ``NAME.c`` the
+    model's bytes in an array aligned to ``alignment`` (TFLite Micro requires at least 4, SIMD kernels prefer 16);
+    ``NAME_op_resolver.h`` a C++ function registering exactly the model's ops with a ``MicroMutableOpResolver`` (a
+    Vela-compiled file's ``ethos-u`` custom op is registered with ``AddEthosU``). Nothing is written to disk.
+
+    Args:
+        model: A TFLite model, as bytes or a path. Files LiteRT cannot load (Vela-compiled ones) are accepted.
+        name: The C identifier for the files and symbols (``NAME_data``, ``NAME_data_len``, ...).
+        alignment: The byte alignment of the data array, a power of two of at least 4.
+        arena_bytes: When given, ``NAME.h`` defines ``NAME_TENSOR_ARENA_SIZE`` to it.
+        source_note: Where the model came from, for the files' header comment.
+        arena_note: What ``arena_bytes`` is, for the comment above the arena define.
+
+    Returns:
+        A `CSources` holding the three files' text and the model's ops.
+
+    Raises:
+        ValueError: If ``name`` is not a C identifier, ``alignment`` is not a power of two of at least 4, or an
+            input or output quantization scale is not finite.
+        InvalidTFLiteModel: If ``model`` is not a readable TFLite file.
+
+    Example:
+        ```python
+        sources = tflite_export.to_c_source(tflite_bytes, name="kws_model", arena_bytes=24_000)
+        tflite_export.write_files("mcu", sources.files)
+        ```
+    """
     check_c_name(name)
     if alignment < 4 or alignment & (alignment - 1):
         raise ValueError(f"alignment must be a power of two of at least 4 bytes, got {alignment}")

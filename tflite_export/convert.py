@@ -58,7 +58,27 @@ def _traced_op_types(model) -> set:
 
 
 def has_fake_quant(model) -> bool:
-    """Whether the model's graph holds TensorFlow FakeQuant ops (that is, carries its own int8 ranges)."""
+    """Whether a Keras model's graph holds TensorFlow FakeQuant ops, that is, carries its own int8 ranges.
+
+    The model is traced for inference (inside ``export_view``, as for export), nested functions included; it is
+    not changed.
+
+    Args:
+        model: A built Keras 3 model.
+
+    Returns:
+        True when the traced graph holds a ``FakeQuantWithMinMaxVars``, ``...PerChannel`` or
+        ``FakeQuantWithMinMaxArgs`` op.
+
+    Raises:
+        TFLiteExportError: If the model has no known inputs (it was never built).
+
+    Example:
+        ```python
+        if not tflite_export.has_fake_quant(model):
+            data = tflite_export.to_tflite(model, representative_data=x_train[:300])
+        ```
+    """
     return bool(_traced_op_types(model) & set(_FAKE_QUANT_OPS))
 
 
@@ -154,18 +174,48 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
     - ``quantize=False``: a float32 model; no data needed.
     - ``quantize=True`` on a model with fake-quant ranges (a QAT model): full int8 from those ranges; where
       ``representative_data`` is also given it fills only what the ranges leave open.
-    - ``quantize=True`` on a float model: full int8 by post-training quantization, ``representative_data`` required
-      (an array, a list of arrays for several inputs, or a ``tf.data.Dataset``; at most ``max_samples`` are used).
+    - ``quantize=True`` on a float model: full int8 by post-training quantization, ``representative_data`` required.
 
-    With ``int8_io`` the input and output are int8 too. Every int8 file is checked: a float tensor or a
-    QUANTIZE/DEQUANTIZE inside the graph raises ``FloatIslandError`` naming the op, unless ``allow_float``.
+    Every int8 file is checked: a float tensor or a QUANTIZE/DEQUANTIZE inside the graph raises ``FloatIslandError``,
+    unless ``allow_float``. A model whose own activation ranges were never set (a quantized model neither calibrated
+    nor trained: its layers' ``unset_ranges()`` say so, see ``tflite_export.ranges``) is refused with
+    ``UncalibratedModelError`` naming the first such layer, unless ``allow_uncalibrated``. The model is exported as a
+    SavedModel to a temporary folder inside ``export_view``; it is not changed and nothing else is written.
 
-    ``batch_size=1`` fixes every shape, as microcontrollers and NPUs want: no op that exists only to handle a dynamic
-    batch (a Flatten's SHAPE, STRIDED_SLICE and PACK) reaches the file. None keeps the batch axis dynamic.
+    Args:
+        model: A built Keras 3 model (it must have known inputs).
+        representative_data: Typical inputs for post-training calibration: an array of shape
+            ``(n, *input_shape)``, a list of arrays for several inputs, or a ``tf.data.Dataset`` (of inputs or of
+            ``(x, y)`` pairs). Only used when ``quantize``.
+        int8_io: With ``quantize``, make the model's input and output int8 too; otherwise they stay float32.
+        quantize: Convert to full int8 (True) or to float32 (False).
+        allow_float: Skip the float-island check of an int8 file.
+        allow_uncalibrated: Export a quantized model whose activation ranges were never set, on its placeholder
+            ranges (for size or latency measurements only).
+        max_samples: The most samples of ``representative_data`` used.
+        batch_size: A fixed batch size for every input (1 for microcontrollers and NPUs: no op that only serves a
+            dynamic batch, such as a Flatten's SHAPE, STRIDED_SLICE and PACK, reaches the file); None keeps the
+            batch axis dynamic.
 
-    A model whose own activation ranges were never set (a quantized model neither calibrated nor trained: its
-    layers' ``unset_ranges()`` say so, see ``tflite_export.ranges``) is refused with ``UncalibratedModelError``
-    naming the first such layer, unless ``allow_uncalibrated``.
+    Returns:
+        The TFLite flatbuffer, as bytes.
+
+    Raises:
+        TypeError: If ``model`` is not a Keras 3 model, or ``representative_data`` is not numeric.
+        ValueError: If ``batch_size`` is not a positive integer or None; if ``representative_data`` is given with
+            ``quantize=False``, is empty, holds NaN or infinite values, or does not match the model's inputs.
+        UncalibratedModelError: If the model's activation ranges were never set and not ``allow_uncalibrated``.
+        FloatIslandError: If the int8 file computes in float somewhere and not ``allow_float``.
+        TFLiteExportError: If the model has no known inputs or (with ``batch_size``) a free non-batch axis; if its
+            layers hold quantization settings int8 TFLite cannot represent; if a float model is to be quantized
+            without ``representative_data``; or if Keras' export or the converter fails (their message included).
+
+    Example:
+        ```python
+        qat_bytes = tflite_export.to_tflite(qat_model)  # full int8 from the model's own ranges
+        ptq_bytes = tflite_export.to_tflite(float_model, representative_data=x_train[:300], batch_size=1)
+        float_bytes = tflite_export.to_tflite(float_model, quantize=False)
+        ```
     """
     import keras
 

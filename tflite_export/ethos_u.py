@@ -39,7 +39,14 @@ class EthosUError(TFLiteExportError):
 
 
 def vela_version() -> str:
-    """The installed Vela's version; an ``EthosUError`` saying how to install it when missing."""
+    """The version of Arm's Vela compiler (the ``ethos-u-vela`` package) installed.
+
+    Returns:
+        The version string, e.g. ``"5.2.0"``.
+
+    Raises:
+        EthosUError: If Vela is not installed, saying how to install it.
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -49,7 +56,14 @@ def vela_version() -> str:
 
 
 def accelerators() -> list:
-    """The accelerator configurations the installed Vela knows (``ethos-u55-32`` … ``ethos-u85-2048``)."""
+    """The accelerator configurations the installed Vela knows, the valid ``target`` names of ``compile_ethos_u``.
+
+    Returns:
+        A list of names such as ``"ethos-u55-32"`` … ``"ethos-u85-2048"``.
+
+    Raises:
+        EthosUError: If Vela is not installed.
+    """
     vela_version()
     from ethosu.vela.architecture_features import Accelerator
 
@@ -58,7 +72,14 @@ def accelerators() -> list:
 
 def default_vela_config() -> Path:
     """The configuration file that ships with Vela (``Arm/vela.ini``): Arm's reference system configurations and
-    memory modes."""
+    memory modes.
+
+    Returns:
+        The path of that file in the installed Vela package.
+
+    Raises:
+        EthosUError: If Vela is not installed.
+    """
     vela_version()
     import ethosu.vela
 
@@ -66,7 +87,23 @@ def default_vela_config() -> Path:
 
 
 def vela_configurations(config_file=None) -> dict:
-    """``{"system_configs": [...], "memory_modes": [...]}`` defined in a Vela ``.ini`` file (default: Vela's own)."""
+    """The system configurations and memory modes a Vela ``.ini`` file defines.
+
+    Args:
+        config_file: The path of a Vela configuration file; None reads the ``Arm/vela.ini`` that ships with Vela.
+
+    Returns:
+        ``{"system_configs": [...], "memory_modes": [...]}``: the section names, without their
+        ``System_Config.`` / ``Memory_Mode.`` prefixes.
+
+    Raises:
+        EthosUError: If the file does not exist or cannot be parsed, or (with the default) Vela is not installed.
+
+    Example:
+        ```python
+        tflite_export.vela_configurations()["system_configs"]  # e.g. ["Ethos_U55_High_End_Embedded", ...]
+        ```
+    """
     path = Path(config_file) if config_file is not None else default_vela_config()
     if not path.is_file():
         raise EthosUError(f"Vela configuration file {str(path)!r} does not exist")
@@ -82,7 +119,15 @@ def vela_configurations(config_file=None) -> dict:
 
 @dataclass
 class EthosUOp:
-    """One op of the input file and where Vela put it."""
+    """One op of the input file and where Vela put it.
+
+    Attributes:
+        index: The op's position in the input file's graph.
+        op: The op's name (``CONV_2D``, ...).
+        output: The name of its first output tensor.
+        target: ``"NPU"`` or ``"CPU"``.
+        reason: Vela's reason for leaving the op to the CPU; None for an NPU op.
+    """
 
     index: int
     op: str
@@ -91,13 +136,27 @@ class EthosUOp:
     reason: str | None = None  # Vela's reason, for an op left to the CPU
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-ready dict.
+
+        Returns:
+            A dict with one entry per field.
+        """
         return {"index": self.index, "op": self.op, "output": self.output, "target": self.target,
                 "reason": self.reason}
 
 
 @dataclass
 class EthosULayer:
-    """One row of Vela's per-layer CSV: an op as Vela scheduled it (an op may become several NPU operations)."""
+    """One row of Vela's per-layer CSV: an op as Vela scheduled it (an op may become several NPU operations).
+
+    Attributes:
+        original_op: The op of the input file (Vela's "Original Operator").
+        npu_op: The operation Vela scheduled (its "NNG Operator").
+        target: Where it runs, as Vela writes it (``"NPU"`` or ``"CPU"``).
+        cycles: Vela's cycle estimate for the operation.
+        macs: Its multiply-accumulates.
+        name: The name Vela gives it (its output tensor).
+    """
 
     original_op: str
     npu_op: str
@@ -107,13 +166,44 @@ class EthosULayer:
     name: str
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-ready dict.
+
+        Returns:
+            A dict with one entry per field.
+        """
         return {"original_op": self.original_op, "npu_op": self.npu_op, "target": self.target,
                 "cycles": self.cycles, "macs": self.macs, "name": self.name}
 
 
 @dataclass
 class EthosUReport:
-    """What Vela says of one compiled file. Memory in bytes (Vela reports KiB), times in seconds."""
+    """What Vela says of one compiled file, every figure taken from Vela's own output.
+
+    Memory is in bytes (Vela reports KiB, converted here), times in seconds. ``str()`` gives a summary with the ops
+    left to the CPU and Vela's reasons.
+
+    Attributes:
+        accelerator: The accelerator configuration compiled for (``ethos-u55-128``, ...).
+        system_config: The system configuration Vela used (its default for the accelerator when none was named).
+        memory_mode: The memory mode Vela used.
+        vela_version: The version of Vela that compiled the file.
+        clock_hz: The NPU clock of the system configuration.
+        cycles: Vela's total cycle estimate for one inference.
+        inference_time_s: ``cycles`` at ``clock_hz``, as Vela reports it.
+        sram_bytes: SRAM used (the tensor arena for the NPU part).
+        dram_bytes: DRAM used.
+        on_chip_flash_bytes: On-chip flash used (command stream and weights).
+        off_chip_flash_bytes: Off-chip flash used.
+        original_weight_bytes: Weight bytes before Vela's encoding.
+        encoded_weight_bytes: Weight bytes after Vela's encoding (compression).
+        macs: Multiply-accumulates of one inference.
+        input_bytes: The size of the int8 file given to Vela.
+        vela_file_bytes: The size of the Vela-optimized file.
+        ops: An `EthosUOp` per op of the input file: NPU or CPU, and why.
+        layers: An `EthosULayer` per row of Vela's per-layer CSV.
+        warnings: Things to fix in the input file (e.g. a dynamic batch axis Vela had to set to 1).
+        summary: Vela's summary CSV row, as Vela wrote it.
+    """
 
     accelerator: str
     system_config: str
@@ -138,10 +228,12 @@ class EthosUReport:
 
     @property
     def npu_ops(self) -> list:
+        """The `EthosUOp`s Vela placed on the NPU."""
         return [o for o in self.ops if o.target == "NPU"]
 
     @property
     def cpu_ops(self) -> list:
+        """The `EthosUOp`s Vela left to the CPU, each with Vela's reason."""
         return [o for o in self.ops if o.target == "CPU"]
 
     @property
@@ -151,9 +243,16 @@ class EthosUReport:
 
     @property
     def inference_time_us(self) -> float:
+        """``inference_time_s`` in microseconds."""
         return self.inference_time_s * 1e6
 
     def as_dict(self) -> dict:
+        """The report as a JSON-ready dict.
+
+        Returns:
+            The scalar fields, ``flash_bytes``, ``inference_time_us``, the NPU and CPU op counts, ``ops`` and
+            ``layers`` as lists of dicts, ``warnings``, and Vela's summary row as ``vela_summary``.
+        """
         scalars = {k: getattr(self, k) for k in (
             "accelerator", "system_config", "memory_mode", "vela_version", "clock_hz", "cycles", "inference_time_s",
             "sram_bytes", "dram_bytes", "on_chip_flash_bytes", "off_chip_flash_bytes", "original_weight_bytes",
@@ -164,9 +263,22 @@ class EthosUReport:
                 "warnings": list(self.warnings), "vela_summary": dict(self.summary)}
 
     def to_json(self) -> str:
+        """The report as indented JSON text.
+
+        Returns:
+            ``as_dict()`` as JSON, ending with a newline.
+        """
         return json.dumps(self.as_dict(), indent=2) + "\n"
 
     def to_markdown(self, title: str = "Ethos-U report") -> str:
+        """The report as markdown: the totals, the op placement (with Vela's reasons) and the per-layer table.
+
+        Args:
+            title: The level-1 heading.
+
+        Returns:
+            The markdown text.
+        """
         md = [f"# {title}", "", f"Compiled by Vela {self.vela_version} for {self.accelerator} "
               f"({self.system_config}, {self.memory_mode}, {self.clock_hz / 1e6:g} MHz).", ""]
         md += [f"> **Warning:** {w}" for w in self.warnings] + ([""] if self.warnings else [])
@@ -200,14 +312,33 @@ class EthosUReport:
 
 @dataclass
 class EthosUCompilation:
-    """The Vela-optimized file and Vela's report of it."""
+    """The result of ``compile_ethos_u``: the Vela-optimized file and Vela's report of it.
+
+    The file holds an ``ethos-u`` custom op that only the NPU driver runs: LiteRT and the host TFLite Micro cannot
+    execute it.
+
+    Attributes:
+        tflite: The Vela-optimized TFLite file, as bytes.
+        report: Vela's report of the compilation, an `EthosUReport`.
+    """
 
     tflite: bytes
     report: EthosUReport
 
     def files(self, name: str = "model") -> dict:
-        """The deployment files: ``NAME_vela.tflite``, its C array and TFLite Micro op resolver (the ``ethos-u``
-        custom op plus any CPU op), and the report as ``NAME_ethos_u.md`` / ``.json``."""
+        """The deployment files, in memory; write them with ``tflite_export.write_files``.
+
+        Args:
+            name: The C identifier the files and symbols are named after.
+
+        Returns:
+            File name -> contents (str or bytes): ``NAME_vela.tflite``, its C array (``NAME.c``, ``NAME.h``, with
+            Vela's SRAM figure as the arena size to start from), ``NAME_op_resolver.h`` (the ``ethos-u`` custom op
+            plus any op left to the CPU) and the report as ``NAME_ethos_u.md`` and ``NAME_ethos_u.json``.
+
+        Raises:
+            ValueError: If ``name`` is not a C identifier.
+        """
         from .c_source import to_c_source
 
         sources = to_c_source(self.tflite, name, arena_bytes=self.report.sram_bytes,
@@ -221,7 +352,18 @@ class EthosUCompilation:
 
 
 def check_vela_input(model) -> bytes:
-    """The bytes of a file Vela can compile: full int8, not already compiled. Raises ``EthosUError`` otherwise."""
+    """Checks that Vela can be given ``model``: full int8 (no float or int16 activations), not already compiled.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+
+    Returns:
+        The model's bytes.
+
+    Raises:
+        EthosUError: If the file has float or int16 activation tensors, or already holds an ``ethos-u`` op.
+        InvalidTFLiteModel: If ``model`` is not a readable TFLite file.
+    """
     return _vela_input(model)[0]
 
 
@@ -258,8 +400,26 @@ def _check_choice(value, choices, what, hint):
 
 def check_ethos_u_options(target: str, system_config: str | None = None, memory_mode: str | None = None,
                           config_file=None) -> Path:
-    """Checks the names Vela will be given, before any work: an unknown accelerator, system configuration or memory
-    mode raises ``EthosUError`` listing the valid ones. Returns the configuration file the names were checked in."""
+    """Checks the names Vela will be given, before any slow work.
+
+    Args:
+        target: A Vela accelerator configuration (see ``accelerators()``).
+        system_config: A system configuration section of the configuration file; None skips the check.
+        memory_mode: A memory mode section of the configuration file; None skips the check.
+        config_file: The path of a Vela ``.ini`` file; None uses the ``Arm/vela.ini`` that ships with Vela.
+
+    Returns:
+        The path of the configuration file the names were checked in.
+
+    Raises:
+        EthosUError: If Vela is not installed, the configuration file is missing or unreadable, or a name is
+            unknown (the message lists the valid ones).
+
+    Example:
+        ```python
+        tflite_export.check_ethos_u_options("ethos-u55-128", memory_mode="Shared_Sram")
+        ```
+    """
     _check_choice(target, accelerators(), "Ethos-U accelerator", "choose one of")
     config_path = Path(config_file) if config_file is not None else default_vela_config()
     configs = vela_configurations(config_path)
@@ -272,13 +432,36 @@ def check_ethos_u_options(target: str, system_config: str | None = None, memory_
 def compile_ethos_u(model, target: str = "ethos-u55-128", *, system_config: str | None = None,
                     memory_mode: str | None = None, config_file=None, optimise: str = "Performance",
                     timeout_s: float = 600.0) -> EthosUCompilation:
-    """Compiles a full-int8 TFLite file (bytes or path) for an Ethos-U accelerator with Vela.
+    """Compiles a full-int8 TFLite file for an Arm Ethos-U accelerator with Vela.
 
-    ``target`` is a Vela accelerator configuration (:func:`accelerators`). ``system_config`` and ``memory_mode``
-    name sections of ``config_file`` (default: the ``Arm/vela.ini`` that ships with Vela; None lets Vela pick its
-    default for the accelerator). ``optimise`` is Vela's strategy, ``"Performance"`` or ``"Size"``. Raises
-    ``EthosUError`` for a float or int16 file, an unknown name (listing the valid ones), or when Vela fails (with its
-    message); nothing is written anywhere but a temporary folder.
+    Vela runs as a child process on a copy of the file in a temporary folder; nothing is written anywhere else.
+    Every figure of the report comes from Vela's own output (its summary CSV, per-layer CSV and list of the ops it
+    leaves to the CPU).
+
+    Args:
+        model: A full-int8 TFLite model (int8 activations, input and output), as bytes or a path.
+        target: A Vela accelerator configuration (see ``accelerators()``).
+        system_config: A system configuration section of ``config_file``; None lets Vela pick its default for the
+            accelerator.
+        memory_mode: A memory mode section of ``config_file``; None lets Vela pick its default.
+        config_file: The path of a Vela ``.ini`` file; None uses the ``Arm/vela.ini`` that ships with Vela.
+        optimise: Vela's strategy, ``"Performance"`` or ``"Size"``.
+        timeout_s: How long Vela may run, in seconds.
+
+    Returns:
+        An `EthosUCompilation`: the Vela-optimized bytes and an `EthosUReport`.
+
+    Raises:
+        EthosUError: If Vela is not installed; the file is float or int16 or already compiled; a name is unknown
+            (the message lists the valid ones); or Vela fails or times out (with its message).
+        InvalidTFLiteModel: If ``model`` is not a readable TFLite file.
+
+    Example:
+        ```python
+        result = tflite_export.compile_ethos_u(int8_bytes, "ethos-u55-128")
+        print(result.report)  # ops on the NPU or CPU, cycles, time, SRAM, flash
+        tflite_export.write_files("npu", result.files("kws_model"))
+        ```
     """
     version = vela_version()
     data, graph = _vela_input(model)

@@ -23,7 +23,24 @@ def _layers(model):
 
 @contextlib.contextmanager
 def export_view(model):
-    """Every layer of ``model`` that declares ``export_view()`` computes its export form inside this block."""
+    """A context in which every layer of ``model`` that declares ``export_view()`` computes its export form.
+
+    ``to_tflite``, ``to_onnx`` and the op checks trace inside it; use it around your own ``model.export`` when you
+    convert a model yourself. Layers nested in other layers are included. The switch belongs to the layers of this
+    one model and lasts only for the block: other models are unaffected.
+
+    Args:
+        model: A Keras model. A model without layers, or an object that is not a Keras model, is a no-op.
+
+    Returns:
+        A context manager whose ``with`` block receives ``model``.
+
+    Example:
+        ```python
+        with tflite_export.export_view(model):
+            model.export("saved", format="tf_saved_model")
+        ```
+    """
     with contextlib.ExitStack() as stack:
         for layer in _layers(model):
             hook = getattr(layer, HOOK, None)

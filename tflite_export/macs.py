@@ -11,6 +11,17 @@ from .model_file import read_graph
 
 @dataclass
 class OpCount:
+    """The multiply-accumulates and weight parameters of one op, for one sample.
+
+    Attributes:
+        index: The op's position in the graph.
+        op: The op's name (``CONV_2D``, ...).
+        output: The name of its first output tensor.
+        output_shape: That tensor's shape.
+        macs: Its multiply-accumulates (0 for elementwise ops, pooling and activations).
+        params: Its weight and bias elements (constant inputs of the ops that count MACs).
+    """
+
     index: int
     op: str
     output: str
@@ -21,17 +32,30 @@ class OpCount:
 
 @dataclass
 class MacCount:
+    """The MACs and parameters of a TFLite model, per op, as counted by ``count_macs``.
+
+    Attributes:
+        ops: An `OpCount` per op, in graph order.
+    """
+
     ops: list = field(default_factory=list)
 
     @property
     def total_macs(self) -> int:
+        """The multiply-accumulates of one inference, all ops together."""
         return sum(o.macs for o in self.ops)
 
     @property
     def total_params(self) -> int:
+        """The weight and bias elements of the ops that count MACs."""
         return sum(o.params for o in self.ops)
 
     def by_op_type(self) -> dict:
+        """MACs summed per op type.
+
+        Returns:
+            Op name -> multiply-accumulates, e.g. ``{"CONV_2D": 1843200, "FULLY_CONNECTED": 10240}``.
+        """
         out = {}
         for o in self.ops:
             out[o.op] = out.get(o.op, 0) + o.macs
@@ -43,11 +67,28 @@ def _size(shape) -> int:
 
 
 def count_macs(model) -> MacCount:
-    """Multiply-accumulates and weight parameters of each op, for one sample.
+    """Counts the multiply-accumulates and weight parameters of each op of a TFLite model, for one sample.
 
-    CONV_2D: out_h·out_w·c_out·k_h·k_w·c_in; DEPTHWISE_CONV_2D: out_h·out_w·c_out·k_h·k_w; FULLY_CONNECTED:
-    rows·units·in; TRANSPOSE_CONV: in_h·in_w·c_in·k_h·k_w·c_out; BATCH_MATMUL: out·K. Elementwise ops, pooling and
-    activations count no MACs. Parameters are the weight and bias elements of these ops.
+    The counts come from the graph's ops and tensor shapes: CONV_2D: out_h·out_w·c_out·k_h·k_w·c_in;
+    DEPTHWISE_CONV_2D: out_h·out_w·c_out·k_h·k_w; FULLY_CONNECTED: rows·units·in; TRANSPOSE_CONV:
+    in_h·in_w·c_in·k_h·k_w·c_out; BATCH_MATMUL: out·K. Elementwise ops, pooling and activations count no MACs.
+    Parameters are the weight and bias elements of these ops. The shapes are the file's: a file with a dynamic
+    batch axis is read at batch 1.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+
+    Returns:
+        A `MacCount` with an `OpCount` per op; ``total_macs`` and ``total_params`` sum them.
+
+    Raises:
+        InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
+
+    Example:
+        ```python
+        counts = tflite_export.count_macs("model.tflite")
+        print(counts.total_macs, counts.by_op_type())
+        ```
     """
     graph = read_graph(model)
     t = graph.tensors

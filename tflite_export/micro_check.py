@@ -15,7 +15,21 @@ from .runtime import TFLiteModel, quantize
 
 @dataclass
 class MicroCheck:
-    """TFLite Micro vs LiteRT on ``n`` samples (all outputs of each sample flattened together)."""
+    """TFLite Micro vs LiteRT on the same inputs, as measured by ``check_micro``.
+
+    The raw outputs are compared: all outputs of a sample flattened together. ``str()`` gives a one-line summary.
+
+    Attributes:
+        n: The number of samples.
+        bit_exact_samples: The share of samples whose every output value is identical.
+        exact_values: The share of output values that are identical.
+        max_lsb_diff: The largest difference in output quantization steps; None for float outputs.
+        within_1_lsb: The share of output values at most one step apart; None for float outputs.
+        max_abs_diff: The largest difference in the raw output values (integers for int8 outputs).
+        argmax_agreement: The share of samples whose first output has the same argmax in both.
+        arena_bytes: The tensor arena TFLite Micro ran with.
+        reference: Which LiteRT kernels were compared with.
+    """
 
     n: int
     bit_exact_samples: float  # share of samples whose every output value is identical
@@ -28,10 +42,23 @@ class MicroCheck:
     reference: str = "LiteRT built-in kernels"
 
     def as_dict(self):
+        """The fields as a JSON-ready dict.
+
+        Returns:
+            A dict with one entry per field.
+        """
         return asdict(self)
 
     def passed(self, max_lsb: int = 1, float_tolerance: float = 1e-4) -> bool:
-        """int8 outputs: no value more than ``max_lsb`` steps apart; float outputs: within ``float_tolerance``."""
+        """Whether TFLite Micro and LiteRT agree within a tolerance.
+
+        Args:
+            max_lsb: For integer outputs, the most quantization steps any value may differ by.
+            float_tolerance: For float outputs, the largest absolute difference allowed.
+
+        Returns:
+            True when every output value is within the tolerance.
+        """
         if self.max_lsb_diff is None:
             return self.max_abs_diff <= float_tolerance
         return self.max_lsb_diff <= max_lsb
@@ -70,7 +97,28 @@ def _as_model_inputs(tfl: TFLiteModel, x) -> list:
 
 
 def run_micro(model, x, arena_size: int | None = None) -> list:
-    """Runs TFLite Micro sample by sample in a child process; returns one raw output array per model output."""
+    """Runs a model in the TFLite Micro interpreter, sample by sample, in a child process.
+
+    Args:
+        model: A TFLite model, as bytes or a path (LiteRT must load it too: its input details are read there).
+        x: The inputs: float samples (quantized onto the input grid here) or samples already of the input dtype;
+            one array, or a list of arrays for several inputs, each of shape ``(n, *input_shape)``.
+        arena_size: The tensor arena in bytes; None (or 0) searches for it first with ``find_arena_size`` and uses
+            the recommended size.
+
+    Returns:
+        One raw output array per model output (integers for an int8 output), each with ``n`` rows.
+
+    Raises:
+        ValueError: If ``x`` does not match the model's inputs (count, shape, dtype) or is empty.
+        InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
+        MicroRuntimeError: If TFLite Micro cannot run the model (with its message).
+
+    Example:
+        ```python
+        raw = tflite_export.run_micro("model.tflite", x_test[:100])[0]
+        ```
+    """
     data = read_model(model)
     tfl = TFLiteModel(data)
     xs = _as_model_inputs(tfl, x)
@@ -88,12 +136,34 @@ def run_micro(model, x, arena_size: int | None = None) -> list:
 
 
 def check_micro(model, x, arena_size: int | None = None, use_xnnpack: bool = False) -> MicroCheck:
-    """Runs ``x`` (float samples, quantized here, or samples already on the int8 input grid) through TFLite Micro
-    and through LiteRT, and compares their raw outputs. ``arena_size`` defaults to the recommended estimate.
+    """Runs the same inputs through TFLite Micro and through LiteRT and compares their raw outputs.
 
-    The LiteRT reference uses its built-in kernels by default, the closest to TFLite Micro's reference kernels;
-    ``use_xnnpack=True`` compares with the XNNPACK delegate instead (LiteRT's default on a PC), whose int8 rounding
-    differs more often by one step.
+    The LiteRT reference uses its built-in kernels by default; ``use_xnnpack=True`` compares with the XNNPACK
+    delegate instead (LiteRT's default on a PC), whose int8 rounding differs by one step more often. How closely
+    each matches TFLite Micro depends on the ops: see the measurements in docs/export.md.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+        x: The inputs: float samples (quantized onto the input grid here) or samples already of the input dtype;
+            one array, or a list of arrays for several inputs, each of shape ``(n, *input_shape)``.
+        arena_size: The tensor arena in bytes; None (or 0) searches for it first with ``find_arena_size`` and uses
+            the recommended size.
+        use_xnnpack: Compare with LiteRT's XNNPACK delegate instead of its built-in kernels.
+
+    Returns:
+        A `MicroCheck`; ``passed()`` says whether the outputs agree within a tolerance.
+
+    Raises:
+        ValueError: If ``x`` does not match the model's inputs (count, shape, dtype) or is empty.
+        InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
+        MicroRuntimeError: If TFLite Micro cannot run the model (with its message).
+
+    Example:
+        ```python
+        check = tflite_export.check_micro("model.tflite", x_test[:200])
+        print(check)
+        assert check.passed(max_lsb=1)
+        ```
     """
     data = read_model(model)
     tfl = TFLiteModel(data, use_xnnpack=use_xnnpack)

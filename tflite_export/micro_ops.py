@@ -5,7 +5,7 @@ anything, and a missing op fails with "Failed to get registration from op code X
 opcode"). ``probe_micro_ops`` rewrites every op of a small model to one builtin code at a time, loads the result in
 the ``tflite-micro`` Python interpreter (in a child process, as a mis-wired op may crash it) and looks for that
 message. Any other outcome, including a failure in the kernel's Prepare on tensors that do not fit it, means the op is
-registered. With tflite-micro 0.dev20261023182759 this finds 100 of the 210 builtin codes.
+registered. docs/export.md lists what this finds with the pinned tflite-micro version.
 
 A registered op can still refuse a tensor type (many kernels take only int8 or float32): loading the real model in
 TFLite Micro, as ``find_arena_size`` does, is the final word.
@@ -38,12 +38,32 @@ def _schema():
 
 
 def builtin_codes() -> dict:
-    """Builtin op name -> code, from the TFLite schema that ships with tflite-micro."""
+    """The builtin ops of the TFLite schema that ships with tflite-micro.
+
+    Returns:
+        Builtin op name -> its code, e.g. ``{"ADD": 0, ...}``.
+    """
     return {k: v for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_")}
 
 
 def resolver_method(op_name: str) -> str:
-    """The ``tflite::MicroMutableOpResolver`` method that registers builtin ``op_name`` (``CONV_2D`` -> AddConv2D)."""
+    """The ``tflite::MicroMutableOpResolver`` method that registers an op.
+
+    The name is the op's in CamelCase (``CONV_2D`` -> ``AddConv2D``) except for a few irregular ones
+    (``BATCH_MATMUL`` -> ``AddBatchMatMul``, ...); the ``ethos-u`` custom op of a Vela-compiled file gives
+    ``AddEthosU``. The name is not checked against TFLite Micro.
+
+    Args:
+        op_name: A builtin op name as TFLite writes it (``CONV_2D``), or ``ethos-u``.
+
+    Returns:
+        The method name, e.g. ``"AddConv2D"``.
+
+    Example:
+        ```python
+        tflite_export.resolver_method("DEPTHWISE_CONV_2D")  # "AddDepthwiseConv2D"
+        ```
+    """
     if op_name in _RESOLVER_EXCEPTIONS:
         return _RESOLVER_EXCEPTIONS[op_name]
     parts = op_name.split("_")
@@ -51,9 +71,27 @@ def resolver_method(op_name: str) -> str:
 
 
 def probe_micro_ops(model, op_names=None) -> dict:
-    """Op name -> whether the installed TFLite Micro interpreter has it registered.
+    """Asks the installed TFLite Micro interpreter which builtin ops it has registered.
 
-    ``model`` is any loadable TFLite model used as the vehicle; ``op_names`` limits the probe (default: every builtin).
+    Each op of ``model`` is rewritten to one builtin code at a time and loaded in TFLite Micro in a child process;
+    only the "op not found" message means the op is missing (see the module docstring). A registered op can still
+    refuse a tensor type: loading the real model, as ``find_arena_size`` does, is the final word.
+
+    Args:
+        model: Any TFLite model (bytes or a path), used as the vehicle for the probe.
+        op_names: The builtin op names to probe; None probes every builtin of the schema.
+
+    Returns:
+        Op name -> True when TFLite Micro has it registered.
+
+    Raises:
+        ValueError: If ``op_names`` holds a name that is not a TFLite builtin op.
+        InvalidTFLiteModel: If ``model`` is not a TFLite file.
+
+    Example:
+        ```python
+        tflite_export.probe_micro_ops("model.tflite", ["CONV_2D", "GELU"])  # {"CONV_2D": True, "GELU": False}
+        ```
     """
     data = read_model(model)
     codes = builtin_codes()
@@ -79,12 +117,37 @@ def _bundled_model() -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def micro_supported_ops() -> frozenset:
-    """Every builtin op the installed TFLite Micro interpreter registers (probed once per process, a few seconds)."""
+    """Every builtin op the installed TFLite Micro interpreter registers.
+
+    The whole schema is probed with ``probe_micro_ops`` on the small model that ships with tflite-micro, once per
+    process (the answer is cached).
+
+    Returns:
+        The names of the registered builtin ops.
+    """
     return frozenset(name for name, ok in probe_micro_ops(_bundled_model()).items() if ok)
 
 
 def unsupported_micro_ops(model) -> list:
-    """The ops of ``model`` that TFLite Micro lacks, in graph order without repeats."""
+    """Lists the ops of a model that the installed TFLite Micro interpreter lacks.
+
+    Only the model's own ops are probed (with ``probe_micro_ops``); an op that is not a builtin (a custom op)
+    counts as lacking.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+
+    Returns:
+        The names of the missing ops, in graph order without repeats; empty when TFLite Micro has them all.
+
+    Raises:
+        InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
+
+    Example:
+        ```python
+        missing = tflite_export.unsupported_micro_ops("model.tflite")  # e.g. ["GELU"]
+        ```
+    """
     from .model_file import read_graph
 
     used = list(dict.fromkeys(read_graph(model).op_names()))

@@ -4,9 +4,9 @@ A float model becomes a float ONNX graph; a model with fake-quant ops (a QAT mod
 QuantizeLinear/DequantizeLinear pairs around float ops.
 
 onnxruntime's graph optimizations (on by default, from level BASIC up) rewrite those pairs and the ops between them,
-and then no longer compute exactly what the graph says: on a QAT CNN from keras_eff.quantize_model the optimized
-outputs differed from Keras by up to 5 output steps (97% argmax agreement), while the same graph run without
-optimizations matched Keras to 1e-7. ``run_onnx`` and ``compare_onnx`` therefore run the graph as exported by
+and then no longer compute exactly what the graph says: on a QAT CNN the optimized outputs differed from Keras by
+several output steps, while the same graph run without optimizations matched Keras to float rounding (the
+measurement is in docs/export.md, "ONNX"). ``run_onnx`` and ``compare_onnx`` therefore run the graph as exported by
 default (``optimize=False``); ``optimize=True`` measures what a default onnxruntime deployment computes.
 """
 
@@ -30,9 +30,33 @@ class OnnxExportError(TFLiteExportError):
 
 
 def to_onnx(model, opset: int = DEFAULT_OPSET, *, allow_uncalibrated: bool = False) -> bytes:
-    """Converts a built Keras 3 model to an ONNX model (serialized bytes) with a free batch dimension. A quantized
-    model whose activation ranges were never set is refused, as ``to_tflite`` refuses it
-    (``UncalibratedModelError``; ``allow_uncalibrated=True`` to convert anyway)."""
+    """Converts a built Keras 3 model to ONNX with tf2onnx, with a free batch dimension.
+
+    A float model becomes a float graph; a model with fake-quant ops keeps its quantization as
+    QuantizeLinear/DequantizeLinear pairs. The model is traced inside ``export_view`` and is not changed. A quantized
+    model whose activation ranges were never set is refused, as ``to_tflite`` refuses it.
+
+    Args:
+        model: A built Keras 3 model (it must have known inputs).
+        opset: The ONNX opset, 13 to 21 (per-channel QuantizeLinear needs 13).
+        allow_uncalibrated: Convert a quantized model whose activation ranges were never set, on its placeholder
+            ranges.
+
+    Returns:
+        The serialized ONNX model, as bytes.
+
+    Raises:
+        TypeError: If ``model`` is not a Keras 3 model.
+        ValueError: If ``opset`` is outside 13 to 21.
+        UncalibratedModelError: If the model's activation ranges were never set and not ``allow_uncalibrated``.
+        OnnxExportError: If the model has no known inputs, or tf2onnx fails (its message included).
+
+    Example:
+        ```python
+        onnx_bytes = tflite_export.to_onnx(model)
+        print(tflite_export.compare_onnx(model, onnx_bytes, x_test[:200]))
+        ```
+    """
     import keras
     import tensorflow as tf
 
@@ -81,10 +105,26 @@ def _session(onnx_model, optimize: bool):
 
 
 def run_onnx(onnx_model, *xs, batch_size: int = 256, optimize: bool = False):
-    """Runs an ONNX model (bytes or path) in onnxruntime; the output array, or a list for several outputs.
+    """Runs an ONNX model in onnxruntime (CPU), in batches.
 
-    ``optimize=False`` runs the graph exactly as exported (graph optimizations off); ``optimize=True`` with
-    onnxruntime's default optimizations, as a deployment would, which changes QAT models' results (module doc)."""
+    Args:
+        onnx_model: An ONNX model, as bytes or a path.
+        *xs: One array per model input, each of shape ``(n, *input_shape)``; cast to float32.
+        batch_size: The most samples per onnxruntime call.
+        optimize: Run with onnxruntime's default graph optimizations, as a deployment would (this changes a QAT
+            model's results, see the module docstring); False runs the graph exactly as exported.
+
+    Returns:
+        The output array, or a list of arrays for a model with several outputs, concatenated over the batches.
+
+    Raises:
+        ValueError: If onnxruntime cannot load the model, or the number of arrays differs from the model's inputs.
+
+    Example:
+        ```python
+        y = tflite_export.run_onnx("model.onnx", x_test)
+        ```
+    """
     session = _session(onnx_model, optimize)
     inputs = session.get_inputs()
     if len(xs) != len(inputs):
@@ -99,7 +139,19 @@ def run_onnx(onnx_model, *xs, batch_size: int = 256, optimize: bool = False):
 
 
 def count_onnx_ops(onnx_model) -> dict:
-    """Op type -> count in the ONNX graph (QuantizeLinear/DequantizeLinear show a quantized export)."""
+    """Counts the ops of an ONNX model's main graph by type.
+
+    Args:
+        onnx_model: An ONNX model, as bytes or a path.
+
+    Returns:
+        Op type -> count; QuantizeLinear and DequantizeLinear entries show a quantized export.
+
+    Example:
+        ```python
+        tflite_export.count_onnx_ops(onnx_bytes).get("QuantizeLinear", 0)
+        ```
+    """
     import onnx
 
     model = onnx.load_from_string(bytes(onnx_model)) if isinstance(onnx_model, (bytes, bytearray)) \
@@ -112,8 +164,17 @@ def count_onnx_ops(onnx_model) -> dict:
 
 @dataclass
 class OnnxComparison:
-    """Keras vs onnxruntime on the same inputs (first output). ``max_rel_diff`` is relative to the largest
-    |Keras output|."""
+    """Keras vs onnxruntime on the same inputs (first output), as measured by ``compare_onnx``.
+
+    ``str()`` gives a one-line summary.
+
+    Attributes:
+        n: The number of samples.
+        max_abs_diff: The largest absolute difference between the outputs.
+        max_rel_diff: ``max_abs_diff`` relative to the largest absolute Keras output.
+        argmax_agreement: The share of samples with the same argmax.
+        optimized: Whether onnxruntime ran with its graph optimizations.
+    """
 
     n: int
     max_abs_diff: float
@@ -122,6 +183,11 @@ class OnnxComparison:
     optimized: bool = False
 
     def as_dict(self):
+        """The fields as a JSON-ready dict.
+
+        Returns:
+            A dict with one entry per field.
+        """
         return asdict(self)
 
     def __str__(self):
@@ -131,7 +197,27 @@ class OnnxComparison:
 
 
 def compare_onnx(keras_model, onnx_model, x, batch_size: int = 256, optimize: bool = False) -> OnnxComparison:
-    """Keras vs onnxruntime on ``x``; ``optimize`` as in ``run_onnx``."""
+    """Runs a Keras model and its ONNX export on the same inputs and compares their first outputs.
+
+    Args:
+        keras_model: The Keras model the ONNX file was made from.
+        onnx_model: Its ONNX export, as bytes or a path.
+        x: The inputs: one array of shape ``(n, *input_shape)``, or a list of arrays for several inputs.
+        batch_size: The batch size for both runtimes.
+        optimize: Run onnxruntime with its default graph optimizations (see ``run_onnx``).
+
+    Returns:
+        An `OnnxComparison`.
+
+    Raises:
+        ValueError: If ``x`` is empty, onnxruntime cannot load the model, or the output shapes differ.
+
+    Example:
+        ```python
+        onnx_bytes = tflite_export.to_onnx(model)
+        print(tflite_export.compare_onnx(model, onnx_bytes, x_test[:200]))
+        ```
+    """
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     if len(xs[0]) == 0:
         raise ValueError("compare_onnx needs at least one input sample")

@@ -2,9 +2,8 @@
 
 A model carrying its own int8 ranges (TensorFlow FakeQuant ops, as quantization-aware training builds them) is
 converted with exactly those ranges: representative data does not replace them. A range that was never set by
-calibration or training still holds its initial value, and the int8 file silently computes on that grid (reported in
-keras-eff's issue #17: a QAT model of raw pixels, never calibrated nor trained, scored 0.44 in int8 against 0.65 in
-float). ``to_tflite`` therefore asks the model first.
+calibration or training still holds its initial value, and the int8 file silently computes on that grid (docs/export.md,
+"Python API", gives the accuracy this cost in the case that was reported). ``to_tflite`` therefore asks the model first.
 
 The protocol, duck-typed so that this package needs no knowledge of the library that made the layers:
 
@@ -29,6 +28,22 @@ def _walk(layer):
 
 
 def find_unset_ranges(model) -> list[tuple[str, list[str]]]:
-    """[(layer name, [names of its ranges never set]), ...] in model order, for the layers with any (see the module
-    docstring); empty when every range was set or the model has none."""
+    """Lists the layers of a model whose activation ranges were never set, by asking their ``unset_ranges()``.
+
+    The layers are walked in model order, nested ones included; the sublayers of a layer that answered are not asked
+    again, and layers without the method are not checked (see the module docstring for the protocol).
+
+    Args:
+        model: A Keras model (or layer).
+
+    Returns:
+        ``[(layer name, [names of its ranges never set]), ...]`` in model order, for the layers with any; empty when
+        every range was set or the model has no layer that answers.
+
+    Example:
+        ```python
+        for layer, names in tflite_export.find_unset_ranges(model):
+            print(f"{layer}: {', '.join(names)} never set; calibrate first")
+        ```
+    """
     return [(layer.name, names) for layer, names in _walk(model) if names]

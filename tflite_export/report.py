@@ -36,20 +36,45 @@ def _versions() -> dict:
 
 @dataclass
 class ModelReport:
+    """A deployment report of a TFLite model, as made by ``model_report``; rendered as markdown or JSON.
+
+    Attributes:
+        name: The model's name, for the title.
+        data: The measurements: ``summary`` (file and gzip size, parameters, MACs, input and output), ``ops``,
+            ``unsupported_micro_ops``, ``macs_per_op``, ``float_islands``, and when measured ``arena``, ``latency``
+            and ``micro_check``; then ``warnings``, ``versions`` and ``date``.
+    """
+
     name: str
     data: dict = field(default_factory=dict)
 
     @property
     def warnings(self) -> list:
+        """What stands in the way of deployment (missing TFLite Micro ops, float islands, TFLite Micro failures)."""
         return self.data.get("warnings", [])
 
     def as_dict(self) -> dict:
+        """The report as a JSON-ready dict.
+
+        Returns:
+            ``{"name": name, **data}``.
+        """
         return {"name": self.name, **self.data}
 
     def to_json(self) -> str:
+        """The report as indented JSON text.
+
+        Returns:
+            ``as_dict()`` as JSON, ending with a newline.
+        """
         return json.dumps(self.as_dict(), indent=2) + "\n"
 
     def to_markdown(self) -> str:
+        """The report as markdown: warnings, a summary table, the ops and the MACs per op.
+
+        Returns:
+            The markdown text.
+        """
         d = self.data
         md = [f"# Model report: {self.name}", ""]
         for w in d["warnings"]:
@@ -95,7 +120,21 @@ class ModelReport:
         return "\n".join(md)
 
     def write(self, stem, overwrite: bool = False) -> list:
-        """Writes ``stem.md`` and ``stem.json`` together (neither when one fails)."""
+        """Writes ``STEM.md`` and ``STEM.json`` together, both or neither (see ``write_files``).
+
+        Args:
+            stem: The path of the files without their suffix, e.g. ``"build/report"``; its folder is created when
+                missing.
+            overwrite: Replace files that exist; without it an existing file is an error raised before anything is
+                written.
+
+        Returns:
+            The two paths written, as ``pathlib.Path`` objects.
+
+        Raises:
+            FileExistsError: If a file exists and not ``overwrite``.
+            OSError: If a file cannot be written; nothing is left behind then.
+        """
         from pathlib import Path
 
         stem = Path(stem)
@@ -111,9 +150,42 @@ def _describe(t) -> str:
 def model_report(model, float_model=None, x=None, name: str = "model", latency_runs: int = 200,
                  latency_rounds: int = 3, arena: bool = True, margin: float = DEFAULT_MARGIN,
                  check_samples: int = 200, package=None) -> ModelReport:
-    """Reports on an int8 TFLite model (bytes or path); ``float_model`` (its float TFLite) adds the latency
-    comparison, ``x`` (float samples) adds the TFLite Micro vs LiteRT check. ``latency_runs=0`` skips latency.
-    ``package`` (a ``MicroPackage`` of the same model) supplies the arena estimate and check already measured."""
+    """Measures what deploying an int8 TFLite model costs, for a report in markdown and JSON.
+
+    The report holds the file and gzip -9 sizes, parameters and MACs (per op and per op type, from
+    ``count_macs``), the input and output quantization, the ops with whether TFLite Micro runs them, float islands,
+    the tensor arena estimate, LiteRT latency (int8, and float when given), the TFLite Micro vs LiteRT check, and the
+    versions of the runtimes. A TFLite Micro failure in the arena search or the check is recorded as a warning in
+    the report, not raised. Nothing is written until ``ModelReport.write``.
+
+    Args:
+        model: The int8 TFLite model, as bytes or a path.
+        float_model: Its float TFLite model (bytes or a path), for the int8 vs float latency comparison.
+        x: Float samples (one array, or a list of arrays for several inputs) for the TFLite Micro vs LiteRT check;
+            None skips the check.
+        name: The model's name, for the title.
+        latency_runs: Inferences per latency round; 0 skips the latency measurement.
+        latency_rounds: Interleaved latency rounds (see ``compare_latency``).
+        arena: Search for the tensor arena (skipped when TFLite Micro lacks an op of the model).
+        margin: The fraction added to the host arena minimum (0.25 is 25 %).
+        check_samples: The most samples of ``x`` the check uses.
+        package: A `MicroPackage` of the same model, whose arena estimate and check are used instead of measuring
+            them again.
+
+    Returns:
+        A `ModelReport`.
+
+    Raises:
+        ValueError: If ``package`` was built from another model.
+        InvalidTFLiteModel: If ``model`` or ``float_model`` is not a loadable TFLite file.
+
+    Example:
+        ```python
+        report = tflite_export.model_report(int8_bytes, float_model=float_bytes, x=x_test[:200], name="kws")
+        print(report.to_markdown())
+        report.write("build/report")  # build/report.md, build/report.json
+        ```
+    """
     data = read_model(model)
     graph = read_graph(data)
     macs = count_macs(data)

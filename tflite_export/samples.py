@@ -6,11 +6,28 @@ import numpy as np
 
 
 def check_samples(x, expected_shape, what: str, owner: str = "the model", max_samples: int | None = None):
-    """``x`` as float32 rows for an input of per-sample shape ``expected_shape`` (None entries match anything; a
-    None shape skips the check), at most ``max_samples`` of them.
+    """Checks an array of sample inputs against a model input and returns it as float32.
 
-    Raises ValueError naming ``what`` (e.g. "calibration data") and ``owner`` (e.g. "model 'cnn'") when the shape
-    is wrong, there are no samples, or any value is NaN or infinite.
+    Args:
+        x: The samples, an array-like of shape ``(n, *expected_shape)``.
+        expected_shape: The per-sample shape of the input (its entries None match any size); None skips the shape
+            check.
+        what: What ``x`` is, for the messages (e.g. ``"calibration data"``).
+        owner: Whose input it is, for the messages (e.g. ``"model 'cnn'"``).
+        max_samples: The most samples kept (the first ones); None keeps all.
+
+    Returns:
+        At most ``max_samples`` rows of ``x``, as a float32 array (a copy; ``x`` is not changed).
+
+    Raises:
+        TypeError: If ``x`` is not numeric.
+        ValueError: If ``x`` has the wrong shape, holds no samples, or holds NaN or infinite values; the message
+            names ``what`` and ``owner``.
+
+    Example:
+        ```python
+        x = tflite_export.check_samples(x_train[:500], (28, 28, 1), "calibration data", "model 'cnn'", 256)
+        ```
     """
     x = np.asarray(x)
     if x.dtype == object or not np.issubdtype(x.dtype, np.number):
