@@ -16,6 +16,24 @@ def find_float_islands(model, int8_io: bool = True) -> list[str]:
     A place is a float input or output (when ``int8_io``), a QUANTIZE from float or DEQUANTIZE to float inside the
     graph, an op producing a float tensor, or an op reading float constants (weights left float). An int8-to-int8
     QUANTIZE is a requantization and is fine.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+        int8_io: Require int8 inputs and outputs; False accepts float I/O and the QUANTIZE and DEQUANTIZE ops at
+            the graph's boundary.
+
+    Returns:
+        One message per place (``"op #3 DEQUANTIZE dequantizes to float tensor '...'"``), the ops first and the
+        inputs and outputs last; empty when the model is fully int8.
+
+    Raises:
+        InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
+
+    Example:
+        ```python
+        for place in tflite_export.find_float_islands("model.tflite"):
+            print(place)
+        ```
     """
     graph = read_graph(model)
     t = graph.tensors
@@ -51,7 +69,25 @@ def find_float_islands(model, int8_io: bool = True) -> list[str]:
 
 
 def check_int8(model, int8_io: bool = True) -> None:
-    """Raises ``FloatIslandError`` naming the first op (in graph order) and tensor where the model leaves int8."""
+    """Checks that a TFLite model is fully int8, as an int8 deployment needs (the converter does not say).
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+        int8_io: Require int8 inputs and outputs too (see ``find_float_islands``).
+
+    Returns:
+        None when the model is fully int8.
+
+    Raises:
+        FloatIslandError: Naming the first op (in graph order) and tensor where the model leaves int8 and, where it
+            is another op, the first op that computes in float; its ``problems`` lists every place.
+        InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
+
+    Example:
+        ```python
+        tflite_export.check_int8(tflite_bytes)
+        ```
+    """
     problems = find_float_islands(model, int8_io=int8_io)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -11,7 +11,24 @@ from .runtime import TFLiteModel, quantize
 
 @dataclass
 class Comparison:
-    """Keras vs TFLite on the same inputs. LSB fields are None for a float TFLite output."""
+    """Keras vs TFLite on the same inputs (first output), as measured by ``compare``.
+
+    ``str()`` gives a one-line summary.
+
+    Attributes:
+        n: The number of samples.
+        argmax_agreement: The share of samples with the same argmax.
+        max_abs_diff: The largest absolute difference between the outputs, in real (dequantized) values.
+        within_1_lsb: The share of output values at most one output step apart; None for a float TFLite output.
+        max_lsb_diff: The largest difference in output steps; None for a float TFLite output.
+        output_scale: The output's quantization scale; None for a float TFLite output.
+        disagreements: The number of samples whose argmax differs.
+        near_tie_disagreements: How many of those the file's rounding alone explains (see ``compare``).
+        disagreement_gaps_lsb: Per disagreement, the Keras model's gap between the two classes, in output steps;
+            None for a float TFLite output.
+        disagreement_max_lsb: Per disagreement, that sample's largest difference in output steps; None for a float
+            TFLite output.
+    """
 
     n: int
     argmax_agreement: float
@@ -26,9 +43,15 @@ class Comparison:
 
     @property
     def all_disagreements_near_ties(self) -> bool:
+        """Whether every argmax disagreement is a near-tie (True when there are none)."""
         return self.disagreements == self.near_tie_disagreements
 
     def as_dict(self):
+        """The fields as a JSON-ready dict.
+
+        Returns:
+            A dict with one entry per field, and ``all_disagreements_near_ties``.
+        """
         d = asdict(self)
         d["all_disagreements_near_ties"] = self.all_disagreements_near_ties
         return d
@@ -51,6 +74,27 @@ def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=
     disagreement is a near-tie when the Keras model's own gap between the two classes, in LSBs, is no larger than the
     LSB differences of those two outputs together (or one LSB: classes closer than that tie on the int8 grid): the
     file's rounding alone explains the flip.
+
+    Args:
+        keras_model: The Keras model the file was made from (one input).
+        tflite_model: The TFLite file, as bytes or a path.
+        x: Float inputs, an array of shape ``(n, *input_shape)``.
+        batch_size: The batch size for both runtimes.
+        tflite_outputs: The file's raw first output on ``x`` from another runtime; None runs the file on LiteRT.
+        use_xnnpack: Run the file with LiteRT's XNNPACK delegate; False uses its built-in kernels.
+
+    Returns:
+        A `Comparison`.
+
+    Raises:
+        ValueError: If ``x`` is empty or the output shapes differ.
+        InvalidTFLiteModel: If ``tflite_model`` is not a loadable TFLite file.
+
+    Example:
+        ```python
+        result = tflite_export.compare(model, tflite_bytes, x_test[:500])
+        print(result)
+        ```
     """
     x = np.asarray(x)
     if len(x) == 0:

@@ -6,7 +6,11 @@ class TFLiteExportError(RuntimeError):
 
 
 class FloatIslandError(TFLiteExportError):
-    """An int8 conversion left float tensors or QUANTIZE/DEQUANTIZE ops inside the graph."""
+    """An int8 conversion left float tensors or QUANTIZE/DEQUANTIZE ops inside the graph.
+
+    Attributes:
+        problems: Every place where the model leaves int8, in graph order (as ``find_float_islands`` lists them).
+    """
 
     def __init__(self, message, problems=()):
         super().__init__(message)
@@ -22,7 +26,12 @@ class MicroRuntimeError(TFLiteExportError):
 
 
 class UncalibratedModelError(TFLiteExportError):
-    """A quantized model whose activation ranges were never set (by calibration or training) was to be exported."""
+    """A quantized model whose activation ranges were never set (by calibration or training) was to be exported.
+
+    Attributes:
+        layers: ``[(layer name, [range names never set]), ...]`` in model order (as ``find_unset_ranges`` lists
+            them).
+    """
 
     def __init__(self, message, layers=()):
         super().__init__(message)

@@ -9,7 +9,27 @@ from pathlib import Path
 
 
 def atomic_write(path, data, overwrite: bool = True) -> Path:
-    """Writes ``data`` (bytes or str) to ``path`` through a temporary file in the same folder and a rename."""
+    """Writes one file atomically: through a temporary file in the same folder, then a rename.
+
+    A reader never sees half a file, and a failure leaves the old file (if any) in place.
+
+    Args:
+        path: The file to write; missing parent folders are created.
+        data: The contents: bytes (written as is) or str (written as text).
+        overwrite: Replace an existing file; False makes an existing file an error.
+
+    Returns:
+        ``path`` as a ``pathlib.Path``.
+
+    Raises:
+        FileExistsError: If ``path`` exists and not ``overwrite``.
+        OSError: If the folder or file cannot be written; the temporary file is removed then.
+
+    Example:
+        ```python
+        tflite_export.atomic_write("build/model.tflite", tflite_bytes)
+        ```
+    """
     path = Path(path)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} exists; pass overwrite=True (--force on the command line) to replace it")
@@ -30,6 +50,26 @@ def atomic_write(path, data, overwrite: bool = True) -> Path:
 
 
 def atomic_write_json(path, obj, overwrite: bool = True) -> Path:
+    """Writes ``obj`` as indented JSON, atomically (see ``atomic_write``).
+
+    Args:
+        path: The file to write; missing parent folders are created.
+        obj: A JSON-serializable object; numpy scalars and arrays and ``pathlib.Path`` values are converted.
+        overwrite: Replace an existing file; False makes an existing file an error.
+
+    Returns:
+        ``path`` as a ``pathlib.Path``.
+
+    Raises:
+        TypeError: If ``obj`` holds a value JSON cannot represent.
+        FileExistsError: If ``path`` exists and not ``overwrite``.
+        OSError: If the folder or file cannot be written.
+
+    Example:
+        ```python
+        tflite_export.atomic_write_json("build/metrics.json", {"accuracy": np.float32(0.91)})
+        ```
+    """
     return atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite=overwrite)
 
 
@@ -51,6 +91,23 @@ def write_files(out_dir, files: dict, overwrite: bool = False) -> list:
     Every file is first written to a temporary file beside its target; only when all are written are they renamed
     into place. Without ``overwrite`` an existing target is an error raised before anything is written. On failure the
     temporary files, and the folders this call created, are removed.
+
+    Args:
+        out_dir: The folder to write into; created (with any missing parents) when missing.
+        files: File name (relative to ``out_dir``, subfolders allowed) -> contents, bytes or str.
+        overwrite: Replace files that exist.
+
+    Returns:
+        The paths written, as ``pathlib.Path`` objects, in the order of ``files``.
+
+    Raises:
+        FileExistsError: If a target exists and not ``overwrite`` (before anything is written).
+        OSError: If a folder or file cannot be written.
+
+    Example:
+        ```python
+        tflite_export.write_files("build", {"model.tflite": tflite_bytes, "notes/README.txt": "int8, batch 1"})
+        ```
     """
     out_dir = Path(out_dir)
     targets = {out_dir / name: data for name, data in files.items()}

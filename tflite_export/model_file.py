@@ -14,7 +14,26 @@ _IDENTIFIER = b"TFL3"
 
 
 def read_model(model) -> bytes:
-    """Returns the flatbuffer bytes of ``model`` (bytes or a path), checked to be a TFLite file."""
+    """Returns the flatbuffer bytes of a TFLite model, checked to be a TFLite file.
+
+    Only the file identifier is checked (``TFL3``); ``make_interpreter`` and ``read_graph_flatbuffer`` find deeper
+    damage.
+
+    Args:
+        model: A TFLite model, as bytes (bytes, bytearray, memoryview) or a path (str or ``os.PathLike``).
+
+    Returns:
+        The model's bytes.
+
+    Raises:
+        InvalidTFLiteModel: If ``model`` is of another type, the file cannot be read, or the data is empty or not a
+            TFLite flatbuffer.
+
+    Example:
+        ```python
+        data = tflite_export.read_model("model.tflite")
+        ```
+    """
     if isinstance(model, (str, os.PathLike)):
         try:
             with open(model, "rb") as f:
@@ -35,7 +54,24 @@ def read_model(model) -> bytes:
 
 
 def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = True) -> Interpreter:
-    """A LiteRT interpreter with its tensors allocated; a corrupt file raises ``InvalidTFLiteModel``."""
+    """Loads a TFLite model in a LiteRT interpreter and allocates its tensors.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+        num_threads: The interpreter's thread count (None lets LiteRT choose).
+        use_xnnpack: Apply LiteRT's default XNNPACK delegate; False runs its built-in kernels.
+
+    Returns:
+        An ``ai_edge_litert.interpreter.Interpreter``, ready to ``invoke``.
+
+    Raises:
+        InvalidTFLiteModel: If ``model`` is not a TFLite file or LiteRT cannot load it (corrupt or truncated).
+
+    Example:
+        ```python
+        interpreter = tflite_export.make_interpreter(tflite_bytes, use_xnnpack=False)
+        ```
+    """
     data = read_model(model)
     resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
@@ -50,6 +86,19 @@ def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = Tru
 
 @dataclass
 class TensorInfo:
+    """One tensor of a `Graph`.
+
+    Attributes:
+        index: The tensor's index in the subgraph.
+        name: Its name.
+        dtype: Its numpy dtype (``object`` for types numpy lacks, in ``read_graph_flatbuffer``).
+        shape: Its shape.
+        scales: Its quantization scales (empty when not quantized; one per channel when per-channel).
+        zero_points: Its zero points.
+        quantized_dimension: The channel axis of per-channel quantization.
+        is_constant: Neither produced by an op nor a graph input (a weight or another constant).
+    """
+
     index: int
     name: str
     dtype: np.dtype
@@ -61,11 +110,21 @@ class TensorInfo:
 
     @property
     def is_quantized(self) -> bool:
+        """Whether the tensor has quantization scales."""
         return self.scales.size > 0
 
 
 @dataclass
 class OpInfo:
+    """One op of a `Graph`.
+
+    Attributes:
+        index: The op's position in execution order.
+        name: The builtin op's name (``CONV_2D``), or a custom op's custom code.
+        inputs: The indices of its input tensors (optional inputs left out).
+        outputs: The indices of its output tensors.
+    """
+
     index: int
     name: str
     inputs: list
@@ -74,7 +133,15 @@ class OpInfo:
 
 @dataclass
 class Graph:
-    """The ops and tensors of a TFLite model's main subgraph, in execution order."""
+    """The ops and tensors of a TFLite model's main subgraph, in execution order.
+
+    Attributes:
+        ops: An ``OpInfo`` per op, in execution order.
+        tensors: Tensor index -> ``TensorInfo``.
+        inputs: The indices of the graph's input tensors.
+        outputs: The indices of the graph's output tensors.
+        extra: Room for further facts about the graph (empty as read).
+    """
 
     ops: list
     tensors: dict
@@ -83,11 +150,35 @@ class Graph:
     extra: dict = field(default_factory=dict)
 
     def op_names(self) -> list:
+        """The ops' names in execution order, repeats included.
+
+        Returns:
+            A list of op names, e.g. ``["CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"]``.
+        """
         return [op.name for op in self.ops]
 
 
 def read_graph(model) -> Graph:
-    """Reads the graph of a TFLite model without delegates (XNNPACK would hide ops behind DELEGATE nodes)."""
+    """Reads the main subgraph of a TFLite model through LiteRT, without delegates.
+
+    XNNPACK would hide ops behind DELEGATE nodes, so the interpreter runs the built-in kernels. Use
+    ``read_graph_flatbuffer`` for files LiteRT cannot load.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+
+    Returns:
+        A `Graph` of the model's ops and tensors.
+
+    Raises:
+        InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
+
+    Example:
+        ```python
+        graph = tflite_export.read_graph("model.tflite")
+        print(graph.op_names())
+        ```
+    """
     interpreter = make_interpreter(model, use_xnnpack=False)
     ops = [OpInfo(d["index"], d["op_name"], [int(i) for i in d["inputs"] if i >= 0],
                   [int(i) for i in d["outputs"]]) for d in interpreter._get_ops_details()]
@@ -123,6 +214,21 @@ def read_graph_flatbuffer(model) -> Graph:
     Works on files LiteRT cannot load, such as a Vela-compiled file whose ``ethos-u`` custom op only the NPU driver
     runs. A custom op's name is its custom code (``ethos-u``); a builtin's is its name in the TFLite schema. Types
     numpy has no dtype for (int4, strings, resources) read as ``object``.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+
+    Returns:
+        A `Graph` of the main subgraph's ops and tensors.
+
+    Raises:
+        InvalidTFLiteModel: If ``model`` is not a TFLite file, or its flatbuffer is corrupt or truncated.
+
+    Example:
+        ```python
+        graph = tflite_export.read_graph_flatbuffer(compilation.tflite)
+        print(graph.op_names())  # e.g. ["ethos-u"]
+        ```
     """
     data = read_model(model)
     schema = _schema()

@@ -11,7 +11,22 @@ from .model_file import make_interpreter, read_model
 
 
 def quantize(x, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
-    """Float values to the integer grid of a tensor (round half away from zero, as TFLite does, then clip)."""
+    """Puts float values on the integer grid of a tensor: round half away from zero, as TFLite does, then clip.
+
+    Args:
+        x: Float values (array-like).
+        scale: The tensor's quantization scale.
+        zero_point: The tensor's zero point.
+        dtype: The integer type (int8, uint8, int16, ...); values are clipped to its range.
+
+    Returns:
+        ``round(x / scale) + zero_point``, clipped, as an array of ``dtype``.
+
+    Example:
+        ```python
+        q = tflite_export.quantize(x, 0.0039, -128)  # int8
+        ```
+    """
     info = np.iinfo(dtype)
     v = np.asarray(x, np.float64) / scale
     q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zero_point
@@ -19,11 +34,36 @@ def quantize(x, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
 
 
 def dequantize(q, scale: float, zero_point: int) -> np.ndarray:
+    """Integer values of a tensor back to the real values they stand for.
+
+    Args:
+        q: Integer values (array-like).
+        scale: The tensor's quantization scale.
+        zero_point: The tensor's zero point.
+
+    Returns:
+        ``(q - zero_point) * scale`` as a float32 array.
+
+    Example:
+        ```python
+        y = tflite_export.dequantize(raw, 0.00390625, -128)
+        ```
+    """
     return ((np.asarray(q, np.float32) - zero_point) * scale).astype(np.float32)
 
 
 @dataclass
 class Latency:
+    """Batch-1 inference latency of a TFLite model on LiteRT, as measured by ``TFLiteModel.latency``.
+
+    Attributes:
+        median_us: The median wall time of one inference, in microseconds.
+        p10_us: Its 10th percentile.
+        p90_us: Its 90th percentile.
+        runs: The number of timed inferences.
+        num_threads: The interpreter's thread count.
+    """
+
     median_us: float
     p10_us: float
     p90_us: float
@@ -31,11 +71,36 @@ class Latency:
     num_threads: int
 
     def as_dict(self):
+        """The fields as a JSON-ready dict.
+
+        Returns:
+            A dict with one entry per field.
+        """
         return asdict(self)
 
 
 class TFLiteModel:
-    """A loaded TFLite model. ``predict`` takes and returns float arrays; int8 I/O is (de)quantized here."""
+    """A loaded TFLite model. ``predict`` takes and returns float arrays; int8 I/O is (de)quantized here.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+        num_threads: The LiteRT interpreter's thread count.
+        use_xnnpack: Run with LiteRT's default XNNPACK delegate; False runs its built-in kernels.
+
+    Attributes:
+        model_bytes: The model's bytes.
+        num_threads: The interpreter's thread count.
+
+    Raises:
+        InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
+
+    Example:
+        ```python
+        tfl = tflite_export.TFLiteModel("model.tflite")
+        probs = tfl.predict(x_test)  # float in, float out
+        print(tfl.latency())
+        ```
+    """
 
     def __init__(self, model, num_threads: int = 1, use_xnnpack: bool = True):
         self.model_bytes = read_model(model)
@@ -45,14 +110,17 @@ class TFLiteModel:
 
     @property
     def inputs(self):
+        """LiteRT's input details: one dict per input (``name``, ``shape``, ``dtype``, ``quantization``, ...)."""
         return self._interpreter.get_input_details()
 
     @property
     def outputs(self):
+        """LiteRT's output details: one dict per output, as for ``inputs``."""
         return self._interpreter.get_output_details()
 
     @property
     def is_int8(self) -> bool:
+        """Whether the (first) input is int8."""
         return self.inputs[0]["dtype"] == np.int8
 
     @property
@@ -80,7 +148,21 @@ class TFLiteModel:
             self._interpreter.set_tensor(d["index"], np.ascontiguousarray(x, dtype=d["dtype"]))
 
     def run(self, *xs, raw_inputs: bool = False, dequantize_outputs: bool = True):
-        """Runs one batch. Returns the output array (a list where the model has several outputs)."""
+        """Runs one batch (a file with a static batch runs any multiple of it, batch by batch).
+
+        Args:
+            *xs: One array per model input, each of shape ``(n, *input_shape)``.
+            raw_inputs: The arrays are already of the input dtype (on the integer grid); otherwise float inputs of
+                an integer tensor are quantized here.
+            dequantize_outputs: Dequantize integer outputs to float; False returns them raw.
+
+        Returns:
+            The output array, or a list of arrays where the model has several outputs.
+
+        Raises:
+            ValueError: If the number of arrays or their per-sample shape does not match the model's inputs, or
+                (static batch) ``n`` is not a multiple of the file's batch.
+        """
         xs = [np.asarray(x) for x in xs]
         if len(xs) != len(self.inputs):
             raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(xs)}")
@@ -107,7 +189,21 @@ class TFLiteModel:
         return outs[0] if len(outs) == 1 else outs
 
     def predict(self, *xs, batch_size: int = 256, raw_inputs=False, dequantize_outputs=True):
-        """Runs over any number of samples in batches; outputs concatenated along the batch axis."""
+        """Runs any number of samples, in batches.
+
+        Args:
+            *xs: One array per model input, each of shape ``(n, *input_shape)``.
+            batch_size: Samples per interpreter call; a file with a static batch uses its own.
+            raw_inputs: The arrays are already of the input dtype (see ``run``).
+            dequantize_outputs: Dequantize integer outputs to float; False returns them raw.
+
+        Returns:
+            The output array, or a list of arrays where the model has several outputs, concatenated along the batch
+            axis.
+
+        Raises:
+            ValueError: If there are no samples, or the arrays do not match the model's inputs (see ``run``).
+        """
         n = len(xs[0])
         if n == 0:
             raise ValueError("predict got no samples")
@@ -119,7 +215,16 @@ class TFLiteModel:
         return np.concatenate(parts)
 
     def latency(self, runs: int = 200, warmup: int = 20, seed: int = 0) -> Latency:
-        """Median wall time of one batch-1 inference after warm-up, with this model's thread count."""
+        """Times batch-1 inferences on random inputs, after a warm-up, with this model's thread count.
+
+        Args:
+            runs: The number of timed inferences.
+            warmup: Untimed inferences first.
+            seed: Seed of the random inputs.
+
+        Returns:
+            A `Latency` (median and 10th and 90th percentiles, in microseconds).
+        """
         rng = np.random.default_rng(seed)
         self._resize(1)
         for d in self.inputs:
@@ -144,7 +249,25 @@ class TFLiteModel:
 
 
 def measure_latency(model, num_threads: int = 1, runs: int = 200, warmup: int = 20) -> Latency:
-    """Median batch-1 latency of a TFLite model (bytes or path) on LiteRT with XNNPACK."""
+    """Measures the batch-1 latency of a TFLite model on LiteRT with its default XNNPACK delegate.
+
+    Args:
+        model: A TFLite model, as bytes or a path.
+        num_threads: The interpreter's thread count.
+        runs: The number of timed inferences.
+        warmup: Untimed inferences first.
+
+    Returns:
+        A `Latency`.
+
+    Raises:
+        InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
+
+    Example:
+        ```python
+        print(tflite_export.measure_latency("model.tflite").median_us)
+        ```
+    """
     return TFLiteModel(model, num_threads=num_threads).latency(runs=runs, warmup=warmup)
 
 
@@ -153,8 +276,26 @@ def compare_latency(models: dict, rounds: int = 7, runs: int = 100, warmup: int 
     """Latency of several TFLite models measured interleaved: each round times every model in turn, so that a
     machine's drifting load falls on all of them alike.
 
-    Returns ``{name: {"median_us", "spread_us", "min_us", "max_us", "per_round_us", ...}}``: the median of the
-    per-round medians, and their spread (max − min) as the run-to-run variation.
+    Args:
+        models: Name -> TFLite model (bytes or a path).
+        rounds: The number of rounds.
+        runs: Timed batch-1 inferences per model and round.
+        warmup: Untimed inferences before each model's runs in a round; None uses ``max(5, runs // 10)``.
+        num_threads: The interpreters' thread count.
+
+    Returns:
+        Name -> ``{"median_us", "spread_us", "min_us", "max_us", "per_round_us", "rounds", "runs_per_round",
+        "num_threads"}``: the median of the per-round medians, their spread (max − min) as the run-to-run
+        variation, their extremes and the list of them, in microseconds.
+
+    Raises:
+        InvalidTFLiteModel: If a model is not a loadable TFLite file.
+
+    Example:
+        ```python
+        lat = tflite_export.compare_latency({"int8": int8_bytes, "float": float_bytes})
+        print(lat["float"]["median_us"] / lat["int8"]["median_us"])
+        ```
     """
     loaded = {name: TFLiteModel(m, num_threads=num_threads) for name, m in models.items()}
     per_round = {name: [] for name in loaded}
