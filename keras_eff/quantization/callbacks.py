@@ -68,8 +68,31 @@ class _FreezeAt(keras.callbacks.Callback):
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class FreezeBatchNorm(_FreezeAt):
-    """Stops updating BatchNorm statistics folded into quantized layers; from then on training uses the moving
-    statistics, exactly as the int8 file will (BN folding trains best with statistics frozen for the last epochs)."""
+    """Stops updating the BatchNorm statistics folded into quantized layers, at an epoch or a step of ``fit``.
+
+    From then on training folds the moving statistics into the kernels, exactly as the int8 file will hold them
+    (BN folding trains best with statistics frozen for the last epochs). The flags (``bn_frozen`` of each
+    `QuantizeWrapper` with a folded BatchNorm) are saved with the model and are set once; nothing unfreezes them.
+    Under ``tf.distribute`` the training step is traced again when the flags are set (docs/distributed.md). Give
+    exactly one of ``epoch`` and ``step``.
+
+    Args:
+        epoch: Freeze at the start of this epoch (0-based; 0 freezes before the first step).
+        step: Freeze before this many training batches have run (counted from the start of this ``fit``).
+        verbose: Print how many layers were frozen, and when.
+
+    Attributes:
+        frozen_at: Where the statistics were frozen (``"the start"``, ``"epoch 3"``, ``"step 500"``); None until then.
+
+    Raises:
+        ValueError: If neither or both of ``epoch`` and ``step`` are given, or one is not a non-negative integer.
+
+    Example:
+        ```python
+        qat.fit(x, y, epochs=4, callbacks=[keras_eff.callbacks.FreezeBatchNorm(epoch=3),
+                                           keras_eff.callbacks.FreezeRanges(epoch=3)])
+        ```
+    """
 
     what = "BatchNorm statistics"
 
@@ -88,7 +111,28 @@ class FreezeBatchNorm(_FreezeAt):
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class FreezeRanges(_FreezeAt):
-    """Stops the moving-average updates of activation ranges, so the last steps train on fixed grids."""
+    """Stops the moving-average updates of activation ranges at an epoch or a step of ``fit``.
+
+    The last steps then train on fixed grids. Sets each `ActivationQuantizer`'s ``ranges_frozen`` flag, saved with the
+    model; nothing unfreezes it. Ranges trained by gradient (``trainable_range=True``) and fixed ranges are not
+    affected. Give exactly one of ``epoch`` and ``step``.
+
+    Args:
+        epoch: Freeze at the start of this epoch (0-based; 0 freezes before the first step).
+        step: Freeze before this many training batches have run (counted from the start of this ``fit``).
+        verbose: Print how many ranges were frozen, and when.
+
+    Attributes:
+        frozen_at: Where the ranges were frozen (``"the start"``, ``"epoch 3"``, ``"step 500"``); None until then.
+
+    Raises:
+        ValueError: If neither or both of ``epoch`` and ``step`` are given, or one is not a non-negative integer.
+
+    Example:
+        ```python
+        qat.fit(x, y, epochs=4, callbacks=[keras_eff.callbacks.FreezeRanges(step=3000)])
+        ```
+    """
 
     what = "activation ranges"
 

@@ -23,7 +23,28 @@ GRANULARITIES = ("auto", "per_channel", "per_tensor")
 
 @dataclass(frozen=True)
 class LayerQuantSpec:
-    """The settings that apply to one layer."""
+    """The quantization settings that apply to one layer, as ``QuantConfig.for_layer`` resolves them.
+
+    Frozen; made by ``QuantConfig`` from its defaults and ``overrides``. The field names are the keys an
+    ``overrides`` entry may set.
+
+    Attributes:
+        weight_bits: Bits of the kernels, 2 to 16 (int8 TFLite holds at most 8).
+        weight_symmetric: Symmetric kernel ranges (±max|w|, what int8 TFLite stores) or asymmetric ones.
+        weight_granularity: ``"auto"`` (per-channel where int8 TFLite holds it, as the layer registry says),
+            ``"per_channel"`` or ``"per_tensor"``.
+        activation_bits: Bits of the activation ranges, 2 to 16 (int8 TFLite needs 8).
+        activation_symmetric: Symmetric activation ranges instead of the default asymmetric ones.
+        fold_batchnorm: Fold a BatchNormalization that directly follows a conv or dense layer into it.
+        preserve: A tuple of ``"sparsity"``, ``"clusters"`` or both: keep pruned zeros and clustered shared values
+            through QAT.
+        quantize: False keeps the layer float (a layer named in ``QuantConfig.skip``).
+
+    Raises:
+        ValueError: If a bit width is outside 2 to 16, ``weight_granularity`` is not one of ``"auto"``,
+            ``"per_channel"``, ``"per_tensor"``, or ``preserve`` names something else than ``"sparsity"`` and
+            ``"clusters"``.
+    """
 
     weight_bits: int = 8
     weight_symmetric: bool = True
@@ -42,6 +63,16 @@ class LayerQuantSpec:
             raise ValueError(f"weight_granularity={self.weight_granularity!r} must be one of {GRANULARITIES}")
 
     def per_channel_for(self, layer) -> bool:
+        """Whether ``layer``'s kernels get one range per output channel under these settings.
+
+        Args:
+            layer: The Keras layer the settings apply to.
+
+        Returns:
+            True for per-channel ranges, False for one range per tensor. With ``weight_granularity="auto"``: the
+            layer registry's ``per_channel`` fact (Conv and DepthwiseConv per channel, Dense and Conv2DTranspose per
+            tensor).
+        """
         if self.weight_granularity == "auto":
             return facts_for(layer).per_channel  # where int8 TFLite holds per-channel scales (the registry)
         return self.weight_granularity == "per_channel"
@@ -53,14 +84,42 @@ _SPEC_KEYS = {f.name for f in fields(LayerQuantSpec)}
 @keras.saving.register_keras_serializable(package="keras_eff")
 @dataclass
 class QuantConfig:
-    """Quantization settings for ``quantize_model``.
+    """Quantization settings for ``quantize_model``: defaults for every layer, per-layer overrides, skips.
 
-    The fields are the defaults for every layer; ``overrides`` maps a layer name or a layer class name (``"Dense"``)
-    to a dict of fields for those layers (a name beats a class); layers named in ``skip`` stay float.
-    ``preserve`` ("sparsity", "clusters" or both) keeps pruned zeros and clustered shared values through QAT
-    (``keras_eff.quantization.preserve``).
+    The fields ``weight_bits`` to ``preserve`` are the defaults for every layer. ``overrides`` maps a layer name or a
+    layer class name (``"Dense"``, matched along the class's bases too) to a dict of ``LayerQuantSpec`` fields for
+    those layers; a layer name beats a class name. ``quantize_model`` refuses overrides and skips that name no layer
+    of the model. A Keras-serializable object (``get_config``/``from_config``).
 
-    >>> QuantConfig(weight_bits=8, overrides={"Dense": {"weight_bits": 4}, "stem": {"quantize": False}})
+    What int8 TFLite holds: symmetric weights of 2 to 8 bits, 8-bit activations. Other settings simulate (for
+    research) but are refused at export, naming the layer and the setting.
+
+    Attributes:
+        weight_bits: Bits of the kernels, 2 to 16.
+        weight_symmetric: Symmetric kernel ranges (±max|w|, what int8 TFLite stores) or asymmetric ones.
+        weight_granularity: ``"auto"`` (per-channel for Conv and DepthwiseConv, per-tensor for Dense and
+            Conv2DTranspose, where the converter holds per-channel scales), ``"per_channel"`` or ``"per_tensor"``.
+        activation_bits: Bits of the activation ranges, 2 to 16 (int8 TFLite needs 8).
+        activation_symmetric: Symmetric activation ranges instead of the default asymmetric ones.
+        fold_batchnorm: Fold a BatchNormalization that directly follows a conv or dense layer into its kernel and bias.
+        preserve: ``"sparsity"``, ``"clusters"`` or both: QAT keeps the zeros of pruned kernels and the shared values
+            of clustered ones (``keras_eff.quantization.preserve``). Normalized to a tuple.
+        ema_decay: Decay of the moving average that trains activation ranges, in [0, 1).
+        overrides: ``{layer name or class name: {field: value}}``; the fields are those of ``LayerQuantSpec``,
+            ``"quantize": False`` included.
+        skip: Names of layers to keep float.
+
+    Raises:
+        ValueError: If a setting is out of range (bits outside 2 to 16, an unknown granularity or preserve value,
+            ``ema_decay`` outside [0, 1)) or an ``overrides`` entry has an unknown key.
+        TypeError: If an ``overrides`` value is not a dict.
+
+    Example:
+        ```python
+        config = keras_eff.QuantConfig(overrides={"Dense": {"weight_bits": 4}, "stem": {"quantize": False}},
+                                       skip=["head"])
+        qat = keras_eff.quantize_model(model, config)
+        ```
     """
 
     weight_bits: int = 8
@@ -90,6 +149,14 @@ class QuantConfig:
         self.skip = tuple(self.skip)
 
     def for_layer(self, layer) -> LayerQuantSpec:
+        """The settings for one layer: the defaults, then class overrides (base classes first), then its name's.
+
+        Args:
+            layer: A Keras layer of the model being quantized.
+
+        Returns:
+            A `LayerQuantSpec`; ``quantize=False`` for a layer named in ``skip``.
+        """
         if layer.name in self.skip:
             return replace(self._default, quantize=False)
         spec = self._default
@@ -101,7 +168,19 @@ class QuantConfig:
         return spec
 
     def check_names(self, layer_names, layer_classes):
-        """Refuses overrides and skips that name no layer of the model (a typo would otherwise pass silently)."""
+        """Refuses overrides and skips that name no layer of the model (a typo would otherwise pass silently).
+
+        Args:
+            layer_names: The names of the model's layers (nested models included).
+            layer_classes: The class names of the model's layers and of their base classes.
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: If a key of ``overrides`` or a name in ``skip`` matches no layer name or class; the message
+                lists the model's layers.
+        """
         known = set(layer_names) | set(layer_classes)
         unknown = [k for k in list(self.overrides) + list(self.skip) if k not in known]
         if unknown:

@@ -5,9 +5,8 @@ DEPTHWISE_CONV_2D and FULLY_CONNECTED sum an exact int32 accumulator and requant
 even, ``q = round(acc · (s_in·s_w / s_out)) + z_out``; its MEAN rounds the mean of the window the same way. The float
 simulation (fake-quant in float32) gets those values right to ~1e-5 LSB, yet on deep networks that is not enough:
 the rare value that float error or a different tie rule puts on the other side of a .5 changes one LSB, and
-MobileNets amplify such flips (one in 10⁴ at the first layers became 15% of outputs off by more than 1 LSB at the
-logits). So at inference ``QuantizeWrapper`` takes this path: integers read off the grids, accumulators computed
-exactly (float64 holds any int32 sum exactly), and XNNPACK's rounding.
+MobileNets amplify such flips (docs/parity.md). So at inference ``QuantizeWrapper`` takes this path: integers read
+off the grids, accumulators computed exactly (float64 holds any int32 sum exactly), and XNNPACK's rounding.
 
 Training keeps the float path with its straight-through gradients, and the exported graph is the fake-quant graph
 only: ``tflite_export`` traces a model inside ``export_view(model)``, during which each wrapper computes the plain
@@ -68,8 +67,8 @@ def is_identity_mean(input_shape) -> bool:
 def mean(layer, x, in_scale, out_scale, out_zero_point, kernels="xnnpack", in_zero_point=0.0):
     """A global average pooling as XNNPACK's MEAN computes it: the exact sum of the input's integers, times
     s_in / (s_out · n) in float32, plus the output zero point, rounded half to even. The zero point counts: with
-    s_in = s_out the multiplier is 1/n and ties are frequent (measured: rounding before adding an odd zero point put
-    2.3 % of a MEAN's outputs one LSB off, and the dense layer after it up to 14 LSB). "builtin": LiteRT's optimized
+    s_in = s_out the multiplier is 1/n and ties are frequent (with an odd zero point, rounding before adding it puts
+    outputs one LSB off: docs/parity.md). "builtin": LiteRT's optimized
     integer Mean (the sum of the raw codes, zero point included, requantized by s_in / (n · s_out) in float32, plus
     z_out − round(z_in · s_in / s_out); 16 channels at a time with SIMD, whose rounding shift breaks ties upwards,
     the last C mod 16 channels in scalar code, which breaks them away from zero), where the mean keeps its dims;

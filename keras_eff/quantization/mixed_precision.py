@@ -28,8 +28,26 @@ from .wrapper import QuantizeWrapper
 
 @dataclass
 class MixedPrecisionParams:
-    """Options of ``mixed_precision``: a target parameter-weighted average width and/or a maximum drop of
-    ``eval_fn`` (same units as its score), the widths to choose from, and the calibration sample count."""
+    """The options of ``mixed_precision``.
+
+    Give ``target_average_bits``, ``max_drop`` or both. With a target, layers are lowered (largest first) until the
+    parameter-weighted average width reaches it; with ``max_drop`` too, layers are then raised again (most sensitive
+    first) until the score is within the drop. With ``max_drop`` alone, each layer (largest first) goes as low as the
+    whole model's drop allows.
+
+    Attributes:
+        target_average_bits: The parameter-weighted average weight width to reach, between the smallest candidate
+            width and 8.
+        max_drop: The largest drop of ``eval_fn``'s score from the all-8-bit model accepted, in the score's units
+            (0.01 for one point of accuracy as a fraction); zero or positive.
+        candidate_bits: The weight widths to choose from, each 2 to 8; normalized to a descending tuple that holds 8.
+        calibration_samples: How many inputs of ``data`` calibrate the activation ranges (once, shared by every
+            candidate).
+
+    Raises:
+        ValueError: If neither ``target_average_bits`` nor ``max_drop`` is given, a candidate width is outside 2 to
+            8, ``target_average_bits`` lies outside [smallest candidate, 8] or ``max_drop`` is negative.
+    """
 
     target_average_bits: float | None = None
     max_drop: float | None = None
@@ -65,6 +83,24 @@ class MixedPrecisionParams:
 
 @dataclass
 class MixedPrecisionResult:
+    """What ``mixed_precision`` chose and measured.
+
+    Attributes:
+        bits: ``{layer name: weight bits}`` for every layer with kernels.
+        config: The `QuantConfig` that quantizes with these widths (the given config with ``weight_bits`` overrides
+            by layer name); pass it to ``quantize_model``.
+        average_bits: The parameter-weighted average weight width.
+        score: ``eval_fn``'s score of the chosen model.
+        baseline_score: ``eval_fn``'s score with every layer at 8 bits.
+        sensitivity: ``{layer name: {bits: drop}}``, as ``layer_sensitivity`` returns it.
+        parameters: ``{layer name: number of kernel weights}``.
+        model: The quantized model with the chosen widths, its activation ranges calibrated.
+        tflite_bytes: Size of ``model``'s int8 TFLite file (None with ``export=False``).
+        packed_bytes: What the file would take with sub-8-bit weights packed at their widths (None with
+            ``export=False``); int8 TFLite itself stores every weight in 8 bits.
+        evaluations: Every ``eval_fn`` call made: ``{"bits": {layer: bits}, "score": score}`` dicts, in order.
+    """
+
     bits: dict  # layer name -> weight bits
     config: QuantConfig
     average_bits: float
@@ -79,9 +115,16 @@ class MixedPrecisionResult:
 
     @property
     def drop(self) -> float:
+        """``baseline_score - score``: how much the chosen widths cost."""
         return self.baseline_score - self.score
 
     def as_dict(self) -> dict:
+        """The result as JSON-ready types (``model`` and ``evaluations`` left out, ``config`` as its config dict).
+
+        Returns:
+            A dict with the keys bits, config, average_bits, score, baseline_score, drop, sensitivity, parameters,
+            tflite_bytes and packed_bytes.
+        """
         return {"bits": self.bits, "config": self.config.get_config(), "average_bits": self.average_bits,
                 "score": self.score, "baseline_score": self.baseline_score, "drop": self.drop,
                 "sensitivity": {k: {str(b): d for b, d in v.items()} for k, v in self.sensitivity.items()},
@@ -147,7 +190,29 @@ def average_bits(bits: dict, parameters: dict) -> float:
 
 def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), config: QuantConfig | None = None,
                       layers=None, calibration_samples: int = 512, _evaluator=None) -> dict:
-    """{layer: {bits: drop}}: how much ``eval_fn`` drops when only that layer's weights go to ``bits``."""
+    """Measures how much ``eval_fn`` drops when only one layer's weights go to fewer bits.
+
+    Quantizes ``model`` with ``config`` and calibrates its activation ranges once; every candidate reuses those ranges
+    and changes the weight width of one layer only.
+
+    Args:
+        model: A float Functional or Sequential model. Not changed.
+        data: Typical inputs, a numeric array of shape ``(n, *input_shape)``, for the calibration.
+        eval_fn: ``eval_fn(quantized_model) -> float``, higher is better (accuracy on held-out data, say).
+        candidate_bits: The widths to try for each layer; widths of 8 or more are not tried.
+        config: The other quantization settings (granularity, ...); default ``QuantConfig()``.
+        layers: Names of the layers to measure; default every layer with kernels.
+        calibration_samples: How many inputs of ``data`` calibrate the ranges.
+        _evaluator: Internal (``mixed_precision`` passes its own); leave it out.
+
+    Returns:
+        ``{layer name: {bits: drop}}``, the drop being the all-8-bit score minus the score with that layer at
+        ``bits``.
+
+    Raises:
+        ValueError: If ``data`` is None, does not match the model's input or holds NaN or infinite values, or
+            ``eval_fn`` returns a score that is not finite.
+    """
     ev = _evaluator or _Evaluator(model, _data(model, data), eval_fn, config or QuantConfig(), calibration_samples)
     base = ev.score({})
     names = list(_kernel_layers(ev.reference)) if layers is None else list(layers)
@@ -168,12 +233,39 @@ def _data(model, data):
 
 def mixed_precision(model, data, eval_fn, params: MixedPrecisionParams | None = None, *,
                     config: QuantConfig | None = None, export: bool = True, **kwargs) -> MixedPrecisionResult:
-    """Chooses per-layer weight widths for ``model`` (float) and returns a ``MixedPrecisionResult`` with the
-    ``QuantConfig``, the calibrated quantized model, its score and sizes.
+    """Chooses a weight width per layer of a float model, for a target average width and/or a maximum score drop.
 
-    eval_fn(quantized_model) -> float, higher is better (e.g. accuracy on held-out data). ``data`` calibrates the
-    activation ranges. Settings: ``MixedPrecisionParams`` or keywords (target_average_bits=5, max_drop=0.01,
-    candidate_bits=(8, 6, 4)). ``config`` gives the other settings (granularity, ...); its overrides are kept.
+    Measures each layer's sensitivity (``layer_sensitivity``), then visits the layers from the most parameters to the
+    fewest (after Arm's sensitivity method; see ``MixedPrecisionParams`` for the two criteria). Activation ranges are
+    calibrated once on ``data`` and shared by every candidate. ``model`` is not changed.
+
+    Args:
+        model: A float Functional or Sequential model. Not changed.
+        data: Typical inputs, a numeric array of shape ``(n, *input_shape)``, for the calibration.
+        eval_fn: ``eval_fn(quantized_model) -> float``, higher is better (accuracy on held-out data, say). Called
+            once per candidate.
+        params: A `MixedPrecisionParams`; or leave it out and give its fields as keywords.
+        config: The other quantization settings (granularity, ...); its overrides are kept. Default
+            ``QuantConfig()``.
+        export: Convert the chosen model to int8 TFLite to fill in ``tflite_bytes`` and ``packed_bytes``.
+        **kwargs: The fields of `MixedPrecisionParams` (``target_average_bits=5``, ``max_drop=0.01``,
+            ``candidate_bits=(8, 6, 4)``, ``calibration_samples``) when ``params`` is not given.
+
+    Returns:
+        A `MixedPrecisionResult`: the widths, the `QuantConfig` that gives them, the calibrated quantized model, its
+        score against the all-8-bit one, and its sizes.
+
+    Raises:
+        TypeError: If both ``params`` and keywords are given, a keyword is unknown, or ``eval_fn`` is not callable.
+        ValueError: If the settings are invalid (see `MixedPrecisionParams`), ``data`` is missing or does not match
+            the model's input, or ``eval_fn`` returns a score that is not finite.
+
+    Example:
+        ```python
+        result = keras_eff.quantization.mixed_precision(model, x_train[:512], lambda m: accuracy(m, x_val, y_val),
+                                                        target_average_bits=5, max_drop=0.01)
+        qat = keras_eff.quantize_model(model, result.config)
+        ```
     """
     if params is None:
         params = MixedPrecisionParams(**kwargs)

@@ -35,7 +35,19 @@ from ..layers import FIXED_RANGES as _ACTIVATION_RANGES
 
 @dataclass
 class QuantizationReport:
-    """What ``quantize_model`` did to each layer."""
+    """What ``quantize_model`` did to each layer, as ``new_model.quantization_report``.
+
+    ``str(report)`` gives the counts and the layers kept float; ``float_summary()`` the warning text.
+
+    Attributes:
+        quantized: Names of the layers quantized.
+        folded_batchnorm: ``(layer name, BatchNorm name)`` for each BatchNorm folded into the layer before it.
+        fused_activations: Names of the ReLU/ReLU6 layers fused into the layer before them.
+        inherit_range: Names of the layers that keep their input's range (max pooling, reshapes, padding, dropout).
+        float_layers: ``(layer name, reason)`` for each layer kept float.
+        preserved: ``(layer name, what is kept)`` for each layer whose pruned zeros or clusters QAT preserves
+            (``"kernel sparsity 50.0%, kernel 16 clusters"``).
+    """
 
     quantized: list = field(default_factory=list)
     folded_batchnorm: list = field(default_factory=list)
@@ -45,7 +57,12 @@ class QuantizationReport:
     preserved: list = field(default_factory=list)  # (name, what is kept: "sparsity", "16 clusters")
 
     def float_summary(self) -> str:
-        """The layers kept float, each unsupported class once with the names of its layers, and what to do."""
+        """Describes the layers kept float and what to do about them (the text ``quantize_model`` warns with).
+
+        Returns:
+            A few lines: the count, each class with no quantized implementation once with its layers' names and how
+            to declare it, the layers whose settings int8 cannot quantize, and the layers skipped by `QuantConfig`.
+        """
         by_class, other, skipped = {}, [], []
         for name, reason in self.float_layers:
             if reason.endswith(NO_IMPLEMENTATION):
@@ -470,15 +487,44 @@ def _check_weights(model):
 
 def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _nested=False,
                    _report=None) -> keras.Model:
-    """A new model ready for quantization-aware training, computing what its int8 TFLite export computes.
+    """Makes a copy of a float model ready for quantization-aware training, computing what its int8 TFLite computes.
 
+    Quantizers are placed where int8 TFLite materializes tensors (see the module docstring): kernels fake-quantized,
+    a following BatchNorm folded in, a following ReLU/ReLU6 fused, outputs quantized on the ranges TFLite gives them.
     Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed (layers without
     state, a ``Lambda`` say, are shared with it as they are). Layers that cannot be quantized stay float: they are
     listed in ``new_model.quantization_report`` and warned about once (each class once, with its layers' names), and
-    exporting such a model needs representative data. A model that is already quantized is refused. Use
-    ``keras_eff.quantize`` for subclassed models.
-    ``preserve`` ("sparsity", "clusters" or both) overrides ``config.preserve``: QAT keeps the zeros of pruned
-    kernels and the shared values of clustered ones (strip pruning and clustering wrappers first).
+    exporting such a model needs representative data. The activation ranges start unset: calibrate (``calibrate``)
+    or train the result before exporting it.
+
+    Args:
+        model: A float Functional or Sequential Keras 3 model (built). Not changed. Use ``keras_eff.quantize`` on
+            the layers of a subclassed model instead.
+        config: A `QuantConfig`; default ``QuantConfig()`` (8-bit symmetric weights, per-channel where int8 TFLite
+            holds it, 8-bit asymmetric activations, BatchNorm folded).
+        preserve: ``"sparsity"``, ``"clusters"`` or both; overrides ``config.preserve``: QAT keeps the zeros of
+            pruned kernels and the shared values of clustered ones (strip the pruning and clustering wrappers first).
+        _nested: Internal (set for a model nested in the one being quantized); leave it out.
+        _report: Internal (the report a nested model adds to); leave it out.
+
+    Returns:
+        A new Keras model holding `QuantizeWrapper` and `ActivationQuantizer` layers, with the attribute
+        ``quantization_report`` (a `QuantizationReport`).
+
+    Raises:
+        TypeError: If ``model`` is not a Keras model or ``config`` is not a `QuantConfig`.
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+        ValueError: If ``model`` has NaN or infinite weights, is already quantized, still holds pruning or clustering
+            wrappers, or ``config`` names layers the model does not have.
+
+    Example:
+        ```python
+        qat = keras_eff.quantize_model(model)
+        keras_eff.calibrate(qat, x_train[:512])
+        qat.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        qat.fit(x_train, y_train, epochs=2, callbacks=[keras_eff.callbacks.FreezeBatchNorm(epoch=1)])
+        tflite_bytes = tflite_export.to_tflite(qat)
+        ```
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"quantize_model expects a Keras 3 model, got {type(model).__name__}")
@@ -523,11 +569,30 @@ def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _
 
 
 def set_integer_kernels(model, kernels) -> keras.Model:
-    """Chooses whose integer arithmetic ``model``'s inference reproduces, in place: "xnnpack" (LiteRT's default
-    delegate, the default), "builtin" (LiteRT's built-in kernels: ``TFLiteModel(..., use_xnnpack=False)``),
-    "micro" (TFLite Micro's reference kernels) or None (no integer emulation: the fake-quant graph at inference too).
-    Conv, dense, mean, Add and Multiply round differently in each (docs/parity.md). Training and export are
-    unaffected; the choice is saved with the model. Returns ``model``."""
+    """Chooses whose integer arithmetic a quantized model's inference reproduces, in place.
+
+    Conv, dense, mean, Add and Multiply round differently in each runtime (docs/parity.md). Training and export are
+    unaffected; the choice is saved with the model (each `QuantizeWrapper`'s ``integer_kernels``), and traced
+    inference functions are dropped so the next ``predict`` uses it.
+
+    Args:
+        model: A quantized Keras model. Changed in place.
+        kernels: ``"xnnpack"`` (LiteRT's default delegate; the default of a new model), ``"builtin"`` (LiteRT's
+            built-in kernels: ``TFLiteModel(..., use_xnnpack=False)``), ``"micro"`` (TFLite Micro's reference kernels)
+            or None (no integer emulation: the fake-quant graph at inference too).
+
+    Returns:
+        ``model`` itself.
+
+    Raises:
+        ValueError: If ``kernels`` is not one of those, or ``model`` holds no `QuantizeWrapper` (quantize it first).
+        TypeError: If ``model`` is not a Keras model.
+
+    Example:
+        ```python
+        keras_eff.quantization.set_integer_kernels(qat, "micro")  # compare with TFLite Micro's outputs
+        ```
+    """
     from . import integer_inference
 
     integer_inference.check_kernels(kernels)
@@ -548,11 +613,45 @@ def set_integer_kernels(model, kernels) -> keras.Model:
 def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, activation_bits=8,
              activation_symmetric=False, quantize_inputs=False, batchnorm=None, fused_activation="linear",
              ema_decay=0.99, preserve=()) -> QuantizeWrapper:
-    """Quantizes one layer, for any model (subclassed ones too): ``self.conv = keras_eff.quantize(Conv2D(...))``.
+    """Wraps one layer for quantization-aware training, for any model (subclassed ones too).
 
-    The layer's kernels and output are fake-quantized; ``quantize_inputs=True`` also quantizes what comes in (the
-    first layer of a model, or wherever the tensor in front has no range). The layer itself is wrapped, not copied.
-    ``preserve`` ("sparsity", "clusters") keeps the zeros / shared values the layer's kernel has when it builds.
+    The layer's kernels and output are fake-quantized as int8 TFLite computes them. The layer itself is wrapped, not
+    copied. Unlike ``quantize_model``, nothing is decided from the graph around it: fold a BatchNorm or fuse a ReLU by
+    passing them, and quantize the inputs where the tensor in front has no range of its own.
+
+    Args:
+        layer: An unbuilt or built Keras layer (not a model).
+        weight_bits: Bits of the kernels, 2 to 16 (int8 TFLite holds at most 8).
+        weight_symmetric: Symmetric kernel ranges (what int8 TFLite stores) or asymmetric ones.
+        per_channel: One range per output channel; None: where int8 TFLite holds it (the layer registry's fact).
+        activation_bits: Bits of the output range (and input range), 2 to 16 (int8 TFLite needs 8).
+        activation_symmetric: Symmetric activation ranges instead of asymmetric ones.
+        quantize_inputs: Also fake-quantize what comes in (a model's first layer, or wherever the tensor in front
+            has no range).
+        batchnorm: A BatchNormalization layer that directly follows ``layer`` (a conv or dense layer), folded in.
+        fused_activation: ``"linear"``, ``"relu"`` or ``"relu6"``: a ReLU applied after ``layer`` (and the
+            BatchNorm), before the output range.
+        ema_decay: Decay of the moving average that trains the activation ranges, in [0, 1).
+        preserve: ``"sparsity"``, ``"clusters"`` or both: keep the zeros / shared values the layer's kernels hold
+            when the wrapper builds.
+
+    Returns:
+        A `QuantizeWrapper` around ``layer``.
+
+    Raises:
+        TypeError: If ``layer`` is not a Keras layer, or is a model (use ``quantize_model``).
+        ValueError: If a setting is out of range, ``batchnorm`` cannot be folded into ``layer``, or ``layer`` is a
+            conv or dense layer int8 TFLite cannot run quantized (channels_first, grouped, causal padding).
+
+    Example:
+        ```python
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.conv = keras_eff.quantize(keras.layers.Conv2D(16, 3), quantize_inputs=True,
+                                               fused_activation="relu")
+                self.head = keras_eff.quantize(keras.layers.Dense(10))
+        ```
     """
     if not isinstance(layer, layers.Layer):
         raise TypeError(f"quantize expects a Keras layer, got {type(layer).__name__}")

@@ -169,8 +169,23 @@ class _Placer:
 
 
 def place_ranges(model) -> keras.Model:
-    """Hands every QuantizeWrapper in ``model`` (nested models included) the ranges of its neighbours (see the
-    module docstring). ``quantize_model`` calls it; call it yourself only after rewiring a quantized model's graph
-    by hand. Returns ``model``."""
+    """Hands every QuantizeWrapper of a quantized model the ranges of its neighbours, in place.
+
+    Walks the graph once (see the module docstring) and calls each wrapper's ``place``: its input's range, the one
+    its int32 bias is quantized with, its output's where another layer owns it, each input's range of an Add or
+    Multiply. ``quantize_model`` calls it, and a loaded model has the placement from its config; call it yourself
+    only after rewiring a quantized model's graph by hand.
+
+    Args:
+        model: A quantized Keras model (nested models included). Its wrappers are changed in place.
+
+    Returns:
+        ``model`` itself.
+
+    Example:
+        ```python
+        keras_eff.quantization.place_ranges(rewired_qat_model)
+        ```
+    """
     _Placer().place(model)
     return model

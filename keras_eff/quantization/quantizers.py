@@ -29,13 +29,46 @@ def check_bits(bits, what: str = "bits") -> int:
 
 
 def fake_quant(x, min_value, max_value, bits: int = 8, narrow_range: bool = False):
-    """Per-tensor fake quantization with TensorFlow's op (zero is nudged onto the grid, as TFLite does)."""
+    """Fake-quantizes a tensor with one range, with TensorFlow's ``fake_quant_with_min_max_vars``.
+
+    The range is nudged so that zero lies on the grid, as TFLite does; the gradient is straight-through inside the
+    range and zero outside it.
+
+    Args:
+        x: A float32 tensor.
+        min_value: The range's lower end (a scalar, a tensor or a variable).
+        max_value: The range's upper end.
+        bits: Bits of the grid, 2 to 16.
+        narrow_range: Leave out the lowest integer (the symmetric ±(2^(b−1) − 1) grid of int8 TFLite weights).
+
+    Returns:
+        ``x`` rounded to the grid and clipped to the range, as a float32 tensor.
+
+    Example:
+        ```python
+        y = keras_eff.quantization.fake_quant(x, -1.0, 1.0)  # 8-bit, 256 levels over [-1, 1]
+        ```
+    """
     return tf.quantization.fake_quant_with_min_max_vars(x, min_value, max_value, num_bits=bits,
                                                         narrow_range=narrow_range)
 
 
 def fake_quant_per_channel(x, min_values, max_values, bits: int = 8, narrow_range: bool = False):
-    """Per-channel fake quantization along the last axis."""
+    """Fake-quantizes a tensor with one range per channel of its last axis.
+
+    TensorFlow's ``fake_quant_with_min_max_vars_per_channel``: each range nudged so that zero lies on its grid,
+    straight-through gradient inside the range.
+
+    Args:
+        x: A float32 tensor whose last axis is the channel axis.
+        min_values: The ranges' lower ends, one per channel.
+        max_values: The ranges' upper ends, one per channel.
+        bits: Bits of the grid, 2 to 16.
+        narrow_range: Leave out the lowest integer (the symmetric grid of int8 TFLite weights).
+
+    Returns:
+        ``x`` rounded to each channel's grid and clipped to its range, as a float32 tensor.
+    """
     return tf.quantization.fake_quant_with_min_max_vars_per_channel(x, min_values, max_values, num_bits=bits,
                                                                     narrow_range=narrow_range)
 
@@ -60,10 +93,26 @@ def grid_scale(min_value, max_value, bits: int = 8, narrow_range: bool = False):
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class WeightQuantizer:
-    """Quantizes a weight tensor from its own range at each call.
+    """Fake-quantizes a weight tensor from its own range at each call; holds no state.
 
-    bits: 2–16. symmetric: range ±max|w| (int8 TFLite needs it) or [min(w), max(w)]. per_channel: one range per
-    output channel, the last axis of the tensor handed in (callers move the channel axis last).
+    ``quantizer(w)`` returns ``w`` on the grid (float, same dtype), with a straight-through gradient. Symmetric
+    weights of at most 8 bits lie on the b-bit grid with scale max|w| / (2^(b−1) − 1), which the int8 file stores
+    exactly. Keras-serializable.
+
+    Args:
+        bits: Bits of the grid, 2 to 16 (int8 TFLite holds at most 8).
+        symmetric: Range ±max|w| (what int8 TFLite stores) or [min(min(w), 0), max(w)].
+        per_channel: One range per channel of the last axis of the tensor handed in (callers move the output
+            channel axis last), or one for the whole tensor.
+
+    Raises:
+        ValueError: If ``bits`` is not an integer from 2 to 16.
+
+    Example:
+        ```python
+        q = keras_eff.quantization.WeightQuantizer(bits=4, per_channel=True)
+        kernel_on_grid = q(conv.kernel)
+        ```
     """
 
     def __init__(self, bits: int = 8, symmetric: bool = True, per_channel: bool = True):
@@ -81,16 +130,31 @@ class WeightQuantizer:
         return lo, hi
 
     def scale(self, w):
-        """The grid step of ``w``'s quantization: per channel (a vector) or per tensor (a scalar)."""
+        """Computes the grid step this quantizer uses for a tensor.
+
+        Args:
+            w: The weight tensor, channel axis last.
+
+        Returns:
+            The step: a vector with one value per channel, or a scalar per tensor. No gradient flows through it.
+        """
         lo, hi = self._ranges(ops.stop_gradient(w))
         if self.symmetric:
             return hi / (2 ** (self.bits - 1) - 1)
         return grid_scale(lo, hi, self.bits)
 
     def tflite_scale(self, w):
-        """The symmetric scale the int8 file stores, max|w| / (2^(b−1) − 1) correctly rounded to float32. Divided in
-        float64: in a traced graph TensorFlow turns a float32 division by a constant into a multiplication by its
-        reciprocal, one ulp off at times."""
+        """Computes the symmetric scale the int8 file stores for a tensor: max|w| / (2^(b−1) − 1).
+
+        Divided in float64 and rounded to float32 once: in a traced graph TensorFlow turns a float32 division by a
+        constant into a multiplication by its reciprocal, one ulp off at times.
+
+        Args:
+            w: The weight tensor, channel axis last.
+
+        Returns:
+            A float32 tensor: one scale per channel, or a scalar per tensor.
+        """
         _, hi = self._ranges(ops.stop_gradient(w))
         return ops.cast(ops.cast(hi, "float64") / (2 ** (self.bits - 1) - 1), "float32")
 
@@ -113,6 +177,7 @@ class WeightQuantizer:
 
     @property
     def exportable(self) -> bool:
+        """Whether int8 TFLite can hold these weights: symmetric and at most 8 bits."""
         return self.symmetric and self.bits <= 8
 
     def get_config(self):
@@ -132,17 +197,41 @@ FIXED_RANGES = _REGISTRY_FIXED_RANGES  # TFLite's fixed output grids (sigmoid, s
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class ActivationQuantizer(keras.layers.Layer):
-    """Fake-quantizes a tensor with a learned range (asymmetric 8-bit by default).
+    """A Keras layer that fake-quantizes a tensor with a learned range (asymmetric 8-bit by default).
 
-    In training the range follows an exponential moving average of batch ranges (``ema_decay``) until
-    ``ranges_frozen`` is set (``keras_eff.callbacks.FreezeRanges``); with ``trainable_range`` the range is instead a
-    pair of trainable variables learned by gradient. ``fixed_range`` pins the range (TFLite's fixed output ranges).
-    ``calibrate`` collects ranges from data with quantization switched off.
+    In training the range follows an exponential moving average of batch ranges (``ema_decay``; the first batch sets
+    it) until ``ranges_frozen`` is set (``keras_eff.callbacks.FreezeRanges``); with ``trainable_range`` the range is
+    instead a pair of trainable variables learned by gradient. ``fixed_range`` pins the range (TFLite's fixed output
+    ranges). ``keras_eff.calibrate`` collects ranges from data with quantization switched off. The range always
+    holds zero.
 
     Always computes in float32 (its dtype policy is "float32" whatever the global policy: TensorFlow's FakeQuant ops
     take float32 only, and a range must not be rounded to float16). Under ``tf.distribute`` the EMA step uses the
     global batch's min/max (gathered from every replica), and the range variables are ``ONLY_FIRST_REPLICA``: every
     replica holds the value single-device training on the global batch would (docs/distributed.md).
+
+    Args:
+        bits: Bits of the grid, 2 to 16 (int8 TFLite needs 8).
+        symmetric: A range symmetric about zero instead of [min, max].
+        ema_decay: Weight of the old range in each moving-average step, in [0, 1).
+        fixed_range: ``(min, max)`` pinning the range; None: learned.
+        trainable_range: Learn the range by gradient instead of by moving average.
+        **kwargs: Passed to ``keras.layers.Layer`` (``name``, ...); ``dtype`` is always float32.
+
+    Attributes:
+        range_min: The range's lower end (a variable, saved with the model).
+        range_max: The range's upper end.
+        initialized: 1.0 once the range holds data's values (fixed, calibrated or trained), else 0.0.
+        ranges_frozen: 1.0 once the moving average stops (``FreezeRanges``), else 0.0.
+        calibrating: True while ``keras_eff.calibrate`` runs data through (the layer then passes its input on).
+
+    Raises:
+        ValueError: If ``bits`` is not an integer from 2 to 16, or ``ema_decay`` lies outside [0, 1).
+
+    Example:
+        ```python
+        x = keras_eff.quantization.ActivationQuantizer(name="input_range")(inputs)
+        ```
     """
 
     def __init__(self, bits: int = 8, symmetric: bool = False, ema_decay: float = 0.99, fixed_range=None,
@@ -177,6 +266,7 @@ class ActivationQuantizer(keras.layers.Layer):
 
     @property
     def learns_by_ema(self) -> bool:
+        """Whether training moves the range by moving average (neither fixed nor trainable)."""
         return self.fixed_range is None and not self.trainable_range
 
     def _batch_range(self, x):
@@ -190,7 +280,16 @@ class ActivationQuantizer(keras.layers.Layer):
         return lo, hi
 
     def update_range(self, x):
-        """One EMA step towards the batch's range (the first batch sets it), unless ranges are frozen."""
+        """Moves the range one moving-average step towards the batch's range, unless ranges are frozen.
+
+        The first batch sets the range. Under ``tf.distribute`` the batch's range is the global batch's.
+
+        Args:
+            x: The tensor whose range is measured (no gradient flows from the update).
+
+        Returns:
+            None. ``range_min``, ``range_max`` and ``initialized`` are assigned.
+        """
         lo, hi = self._batch_range(ops.stop_gradient(x))
         first = ops.equal(self.initialized, 0.0)
         frozen = ops.greater(self.ranges_frozen, 0.0)
@@ -202,13 +301,25 @@ class ActivationQuantizer(keras.layers.Layer):
         self.initialized.assign(ops.where(frozen, self.initialized, 1.0))
 
     def fake_quantize(self, x):
+        """Fake-quantizes a tensor on the current range, without updating it.
+
+        Args:
+            x: A tensor of any float dtype.
+
+        Returns:
+            ``x`` on the range's ``bits``-bit grid, as float32.
+        """
         x = ops.cast(x, "float32")  # called directly by wrappers too, on a tensor of any float dtype
         lo = ops.minimum(self.range_min, 0.0)
         hi = ops.maximum(self.range_max, lo + _EPS)
         return fake_quant(x, lo, hi, self.bits, narrow_range=False)
 
     def grid_step(self):
-        """The scale of this range's grid, as a tensor (the nudge moves the range but keeps its width)."""
+        """Computes the step of this range's grid (the nudge onto zero moves the range but keeps its width).
+
+        Returns:
+            A scalar float32 tensor.
+        """
         lo = ops.minimum(self.range_min, 0.0)
         hi = ops.maximum(self.range_max, lo + _EPS)
         return grid_scale(lo, hi, self.bits)
@@ -231,7 +342,11 @@ class ActivationQuantizer(keras.layers.Layer):
             self._calibration = [min(self._calibration[0], lo), max(self._calibration[1], hi)]
 
     def finish_calibration(self):
-        """Sets the range to what calibration saw (fixed ranges stay)."""
+        """Ends calibration: sets the range to the min/max calibration saw (fixed ranges stay as they are).
+
+        Returns:
+            None. The range is assigned (where data was seen) and ``calibrating`` is reset to False.
+        """
         if self._calibration is not None and self.fixed_range is None:
             self.range_min.assign(self._calibration[0])
             self.range_max.assign(self._calibration[1])
@@ -245,14 +360,24 @@ class ActivationQuantizer(keras.layers.Layer):
         return lo, ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
 
     def tflite_scale(self):
-        """The scale the int8 file stores for this range, as a float32 tensor: the converter takes the width in double
-        (``grid_step`` subtracts in float32 and can be one ulp off)."""
+        """Computes the scale the int8 file stores for this range.
+
+        The converter takes the range's width in double; ``grid_step`` subtracts in float32 and can be one ulp off.
+
+        Returns:
+            A scalar float32 tensor.
+        """
         lo, hi = self._range64()
         return ops.cast((hi - lo) / (2 ** self.bits - 1), "float32")
 
     def tflite_zero_point(self):
-        """The zero point the int8 file stores for this range (TFLite's nudge: qmin − min/scale, rounded half away
-        from zero, clamped to the integer range), as a float32 tensor."""
+        """Computes the zero point the int8 file stores for this range.
+
+        TFLite's nudge: qmin − min/scale, rounded half away from zero, clamped to the integer range.
+
+        Returns:
+            A scalar float32 tensor holding an integer.
+        """
         lo, hi = self._range64()
         qmin = -(2.0 ** (self.bits - 1))
         z = qmin - lo / ((hi - lo) / (2 ** self.bits - 1))
@@ -261,6 +386,7 @@ class ActivationQuantizer(keras.layers.Layer):
 
     @property
     def scale(self) -> float:
+        """The current grid step as a Python float (read from the variables: eager only)."""
         lo = min(float(self.range_min.numpy()), 0.0)
         hi = max(float(self.range_max.numpy()), lo + _EPS)
         return float(grid_scale(lo, hi, self.bits))
@@ -277,11 +403,21 @@ class ActivationQuantizer(keras.layers.Layer):
         return self.built and float(keras.ops.convert_to_numpy(self.initialized)) > 0.0
 
     def unset_ranges(self) -> list:
-        """[this range's name] while it was never set, else []: the ``tflite_export.ranges`` protocol that makes
-        ``to_tflite`` refuse a model never calibrated nor trained."""
+        """Lists this range if it was never set: the ``tflite_export.ranges`` protocol.
+
+        ``to_tflite`` refuses a model while any of its ranges was neither calibrated nor trained.
+
+        Returns:
+            ``[self.name]`` while the range was never set, else ``[]``.
+        """
         return [] if self.range_set else [self.name]
 
     def export_problems(self) -> list:
+        """Says what int8 TFLite cannot hold of this range's settings (the export check's protocol).
+
+        Returns:
+            A list of messages naming this range; empty when it is 8-bit.
+        """
         if self.bits != 8:
             return [f"activation range {self.name!r}: activation_bits={self.bits} (int8 TFLite activations are 8-bit)"]
         return []

@@ -21,7 +21,7 @@ float.
 BatchNorm folding during QAT (Jacob et al. 2018, with the σ correction): while BN statistics are live, the layer runs
 a float pass for the batch statistics, updates the moving statistics, quantizes the kernel folded with the moving
 statistics (a stable grid) and rescales the output by σ/σ_B; once frozen (``keras_eff.callbacks.FreezeBatchNorm``)
-and at inference it is exactly conv(x, Q(w·γ/σ)) + (β − γ·μ/σ), which is what the int8 file holds.
+and at inference it is exactly conv(x, Q(w·γ/σ)) + (β − γ·μ/σ), which is what the int8 file holds (docs/qat.md).
 """
 
 from __future__ import annotations
@@ -85,21 +85,60 @@ def _fused(name, x):
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class QuantizeWrapper(layers.Wrapper):
-    """Quantization simulation of one layer (see the module docstring).
+    """A Keras layer computed the way int8 TFLite computes it: kernels, folded BatchNorm and output quantized.
+
+    Made by ``quantize_model`` for each quantized layer, or by ``keras_eff.quantize`` for one layer of any model (see
+    the module docstring for what it simulates). Training runs the fake-quant graph with straight-through gradients;
+    inference (``training=False``) computes conv, dense, mean, Add and Multiply with the integer arithmetic of
+    ``integer_kernels`` where every grid is known. Always computes in float32. Keras-serializable: a saved model loads
+    back with its ranges and their placement (in a process that has imported ``keras_eff``).
 
     Args:
-        layer: the Keras layer to quantize (a copy made by ``quantize_model``, or yours with ``keras_eff.quantize``).
-        batchnorm: a BatchNormalization layer that directly follows ``layer``, folded in.
-        fused_activation: "relu" or "relu6" from a following ReLU layer, applied before the output range.
-        weight_bits, weight_symmetric, per_channel: the kernels' quantization.
-        activation_bits, activation_symmetric, ema_decay: the output range's quantization.
-        quantize_inputs: also fake-quantize the input (for layers of subclassed models, or a model's first layer).
+        layer: The Keras layer to quantize (a copy made by ``quantize_model``, or yours with ``keras_eff.quantize``).
+        batchnorm: A BatchNormalization layer that directly follows ``layer`` (a conv or dense layer), folded in.
+        fused_activation: ``"linear"``, ``"relu"`` or ``"relu6"``: a following ReLU applied before the output range.
+        weight_bits: Bits of the kernels, 2 to 16 (int8 TFLite holds at most 8).
+        weight_symmetric: Symmetric kernel ranges (what int8 TFLite stores) or asymmetric ones.
+        per_channel: One kernel range per output channel; None: where int8 TFLite holds it (the layer registry's
+            fact).
+        activation_bits: Bits of the activation ranges the wrapper owns, 2 to 16 (int8 TFLite needs 8).
+        activation_symmetric: Symmetric activation ranges instead of asymmetric ones.
+        ema_decay: Decay of the moving average that trains those ranges, in [0, 1).
+        quantize_inputs: Also fake-quantize the input (for layers of subclassed models, or a model's first layer).
         quantize_output: False where the consumer quantizes this output (a Concatenate with a shared range).
-        fixed_output_range: (min, max) pinning the output range (softmax, sigmoid and tanh layers).
-        preserve: "sparsity", "clusters" or both: keep the kernels' zeros / shared values through QAT
-            (``keras_eff.quantization.preserve``); ``n_centroids`` is filled in and saved by the wrapper.
-        integer_kernels: whose integer arithmetic inference reproduces: "xnnpack" (LiteRT's default), "builtin"
-            (LiteRT without delegates) or "micro" (TFLite Micro); see ``set_integer_kernels``.
+        fixed_output_range: ``(min, max)`` pinning the output range (softmax, sigmoid and tanh layers); None: the
+            registry's fixed range where the layer has one, else learned.
+        preserve: ``"sparsity"``, ``"clusters"`` or both: keep the kernels' zeros / shared values through QAT
+            (``keras_eff.quantization.preserve``); ignored for a layer without kernels.
+        n_centroids: ``{kernel name: number of centroids}`` for ``preserve="clusters"``; None: counted from the
+            kernels when the wrapper builds. Saved in the config so a loaded model makes the same variables.
+        integer_kernels: Whose integer arithmetic inference reproduces: ``"xnnpack"`` (LiteRT's default),
+            ``"builtin"`` (LiteRT without delegates), ``"micro"`` (TFLite Micro) or None (the fake-quant graph at
+            inference too); see ``set_integer_kernels``.
+        facts: The layer's `LayerFacts` (or their config); None: looked up in the layer registry. Saved in the config.
+        quantizers: ``{role: ActivationQuantizer or its config}`` for the roles ``"input"``, ``"between"``,
+            ``"output"``, ``"sigmoid"`` and ``"post"``: ranges to reuse instead of new ones (loading uses this);
+            None: new ones.
+        placement: The neighbours' ranges as a saved config holds them (loading only); otherwise ``quantize_model``
+            places them (``place_ranges``).
+        **kwargs: Passed to ``keras.layers.Wrapper`` (``name``, default ``"quant_<layer name>"``); ``dtype`` is
+            always float32.
+
+    Attributes:
+        quantizers: The `ActivationQuantizer` layers the wrapper owns, in the order data passes them.
+        weight_quantizer: The `WeightQuantizer` of the kernels.
+        bn_frozen: 1.0 once ``FreezeBatchNorm`` froze the folded BatchNorm's statistics, else 0.0 (a variable).
+
+    Raises:
+        ValueError: If a setting is out of range, ``batchnorm`` cannot be folded into ``layer``, ``layer`` is a conv
+            or dense layer int8 TFLite cannot run quantized (channels_first, grouped, causal padding), ``layer``
+            already ends in an activation other than ReLU/ReLU6 and a ReLU is to be fused, or ``quantizers`` names an
+            unknown role.
+
+    Example:
+        ```python
+        wrapper = keras_eff.quantization.QuantizeWrapper(keras.layers.Dense(10), quantize_inputs=True)
+        ```
     """
 
     def __init__(self, layer, batchnorm=None, fused_activation="linear", weight_bits=8, weight_symmetric=True,
@@ -176,10 +215,22 @@ class QuantizeWrapper(layers.Wrapper):
         self.place(**_placement_from_config(placement))
 
     def place(self, input_range=None, bias_range=None, output_range=None, input_ranges=(), onto_output_grid=False):
-        """Hands the wrapper the quantizers of the grids it reads besides its own (``placement.place_ranges``):
-        its input's, the one its int32 bias is quantized with, its output's where another layer owns it, each
-        input's (Add, Multiply), and whether it puts its output on that other grid itself. Kept as references, not
-        as sub-layers: the layer that owns a range trains and saves it."""
+        """Hands the wrapper the quantizers of the grids it reads besides its own; ``place_ranges`` calls it.
+
+        Kept as references, not as sub-layers: the layer that owns a range trains and saves it. The references are
+        saved in the wrapper's config. Call it yourself only when rewiring a quantized graph by hand.
+
+        Args:
+            input_range: The `ActivationQuantizer` of the input's grid, or None where not known.
+            bias_range: The quantizer whose scale the int32 bias is quantized with, where it is not the input's.
+            output_range: The quantizer of the output's grid where another layer owns it (the shared range of a
+                Concatenate or average pooling this layer feeds).
+            input_ranges: The quantizers of each input's grid (Add, Multiply).
+            onto_output_grid: Whether this layer puts its output on ``output_range``'s grid itself.
+
+        Returns:
+            None.
+        """
         for name, q in (("input_range", input_range), ("bias_range", bias_range), ("output_range", output_range)):
             object.__setattr__(self, f"_{name}", q)
         object.__setattr__(self, "_input_ranges", list(input_ranges or ()))
@@ -187,16 +238,30 @@ class QuantizeWrapper(layers.Wrapper):
 
     @classmethod
     def after_rebuild(cls, model):
-        """``keras_eff.graph``'s rebuild protocol: a rewritten graph holding wrappers (copied from their configs,
-        whose references to other layers' ranges stay behind) gets its ranges placed again."""
+        """Places the ranges of a rewritten graph again (``keras_eff.graph``'s rebuild protocol).
+
+        Wrappers copied from their configs leave their references to other layers' ranges behind; ``rebuild`` calls
+        this on the new model.
+
+        Args:
+            model: The model ``keras_eff.graph.rebuild`` just built. Its wrappers are changed in place.
+
+        Returns:
+            None.
+        """
         from .placement import place_ranges
 
         place_ranges(model)
 
     @contextlib.contextmanager
     def export_view(self):
-        """While the model is traced for export (``tflite_export``'s export protocol): the plain fake-quant graph,
-        the integer path off."""
+        """A context in which the wrapper computes the plain fake-quant graph, the integer path off.
+
+        ``tflite_export`` traces a model for export inside it (its export protocol).
+
+        Yields:
+            None.
+        """
         previous, self._export_view = self._export_view, True
         try:
             yield
@@ -235,6 +300,16 @@ class QuantizeWrapper(layers.Wrapper):
     # -- computation -------------------------------------------------------------------------------------------
 
     def quantize_kernel(self, name, kernel):
+        """Fake-quantizes one kernel of the wrapped layer with the wrapper's `WeightQuantizer`.
+
+        Args:
+            name: The kernel's attribute name on the layer (``"kernel"``, ``"depthwise_kernel"``, ...), which says
+                where its output channel axis is.
+            kernel: The kernel's value (folded with the BatchNorm, say), in the layer's own layout.
+
+        Returns:
+            The kernel on its grid, in the layer's layout.
+        """
         shape = kernel.shape
         k = layer_ops.to_channels_last(self.layer, name, kernel)
         return layer_ops.from_channels_last(self.layer, name, self.weight_quantizer(k), shape)
@@ -246,7 +321,14 @@ class QuantizeWrapper(layers.Wrapper):
         return tuple(self.facts.kernels)
 
     def folded_kernels(self):
-        """Float kernels and bias as the int8 file holds them: BatchNorm folded in (moving statistics)."""
+        """Computes the float kernels and bias as the int8 file holds them, before quantization.
+
+        A folded BatchNorm is folded in with its moving statistics; preserved zeros and clusters are applied.
+
+        Returns:
+            ``(kernels, bias)``: ``{kernel name: tensor}`` and the bias tensor (None for a layer without bias and
+            without a folded BatchNorm).
+        """
         layer = self.layer
         kernels = {n: preserve_lib.kernel_value(self, n) for n in self._kernel_names()}
         bias = layer.bias if layer.use_bias else None
@@ -258,8 +340,12 @@ class QuantizeWrapper(layers.Wrapper):
         return kernels, bias
 
     def quantized_kernels(self):
-        """The fake-quantized kernels (values on the grid) and the bias, as exported. A Conv1D kernel comes back in
-        the (1, k, c_in, c_out) form of the 2-D convolution TFLite runs."""
+        """Computes the fake-quantized kernels (values on the grid) and the float bias, as exported.
+
+        Returns:
+            ``(kernels, bias)`` as ``folded_kernels`` returns them, the kernels on their grids. A Conv1D kernel comes
+            back in the ``(1, k, c_in, c_out)`` form of the 2-D convolution TFLite runs.
+        """
         kernels, bias = self.folded_kernels()
         return {n: self.quantize_kernel(n, k) for n, k in kernels.items()}, bias
 
@@ -271,24 +357,18 @@ class QuantizeWrapper(layers.Wrapper):
     def _linear_with_live_bn(self, x, training):
         """Training with live BN statistics: batch statistics from a float pass, σ-corrected folded kernel.
 
-        The gradient flows through the batch mean and variance, as it does in BatchNormalization's own training:
-        with the statistics held constant (a stop-gradient) QAT of a small CNN lost 3.6 points against TF-MOT
-        (benchmarks/tfmot.py, 80.5 vs 84.1 %); with it, it matched (84.0 %).
+        The gradient flows through the batch mean and variance, as it does in BatchNormalization's own training
+        (with the statistics held constant, QAT trailed TF-MOT's: docs/tfmot.md).
 
         σ_B is floored at σ/MAX_LIVE_BN_GAIN (σ from the moving variance, which calibration and the int8 file use).
         A freshly initialised model (weights=None: moving variance 1) is calibrated in inference mode on activations
         that shrink from layer to layer, so its ranges are far narrower than the batch-normalized activations of a
-        live-BN step. Clipped at those ranges, each BN's input keeps their small scale (ResNet50V2 at 64 px: σ/σ_B
-        4–15 on average per layer), and BN, being scale-invariant, multiplies the gradient by γ/σ_B: 3–8× per
-        residual block, 2e13 on the stem (float model: 28; with the statistics' gradient stopped: still 9e13; with
-        ±8 ranges instead of the calibrated ones: 16). One SGD step at 1e-4 then left kernels of 2e9 (EfficientNetB0:
-        1e13) and a file whose scales crash XNNPACK. With the floor the training activations stay within 2× of the
-        scale the ranges were calibrated on; the moving variance still follows the batches, so the floor lets go as
-        they converge. Stem gradients with it: ResNet50V2 4.2, EfficientNetB0 0.17, EfficientNetV2B0 17, DenseNet121
-        2.3, InceptionV3 0.6; with a floor of σ/4 ResNet50V2 still had 1e5, with σ/10 4e11. Trained models hardly
-        reach it (residual and ds CNNs, MobileNetV2 after one epoch, batch 64: σ_B/σ ≥ 0.65; at batch 8, σ_B < σ/2
-        for 0.6 % of MobileNetV2's channels, none of the CNNs'), and where they do not this is BatchNormalization's
-        training computation exactly."""
+        live-BN step. Clipped at those ranges, each BN's input keeps their small scale, and BN, being
+        scale-invariant, multiplies the gradient by γ/σ_B at every such layer: one SGD step can then blow the kernels
+        up. With the floor the training activations stay within 2× of the scale the ranges were calibrated on; the
+        moving variance still follows the batches, so the floor lets go as they converge. Trained models hardly
+        reach it, and where they do not this is BatchNormalization's training computation exactly. The
+        measurements behind the floor: docs/qat.md."""
         layer, bn = self.layer, self.batchnorm
         raw = {n: preserve_lib.kernel_value(self, n) for n in self._kernel_names()}
         y_float = layer_ops.linear(layer, x, raw)
@@ -334,7 +414,7 @@ class QuantizeWrapper(layers.Wrapper):
     def _bias_source(self):
         """The range whose scale the file's int32 bias is quantized with: the input's, except after a mean over a 1×1
         window, which the converter drops but whose range still sets the bias scale (the conv then reads the
-        producer's grid: measured on MobileNetV3Small, where this put 0.6 % of an SE conv's outputs one LSB off)."""
+        producer's grid; docs/parity.md)."""
         return self.between_quantizer or self.input_quantizer or self._bias_range
 
     def _int32_bias(self, bias):
@@ -503,7 +583,14 @@ class QuantizeWrapper(layers.Wrapper):
     # -- export and serialization --------------------------------------------------------------------------------
 
     def export_problems(self) -> list:
-        """What int8 TFLite cannot hold of this layer's settings (empty when exportable)."""
+        """Says what int8 TFLite cannot hold of this layer's kernel settings (the export check's protocol).
+
+        Activation ranges report for themselves (``ActivationQuantizer.export_problems``).
+
+        Returns:
+            A list of messages naming the layer and the setting (more than 8 weight bits, asymmetric weights,
+            per-channel weights where the converter cannot hold them); empty when exportable.
+        """
         problems = []
         name = self.layer.name
         if self.has_kernel:
@@ -517,8 +604,13 @@ class QuantizeWrapper(layers.Wrapper):
         return problems  # activation ranges report for themselves (ActivationQuantizer.export_problems)
 
     def unset_ranges(self) -> list:
-        """The names of this layer's activation ranges never set by calibration or training (the
-        ``tflite_export.ranges`` protocol: ``to_tflite`` refuses the model while any is left)."""
+        """Lists this layer's activation ranges never set by calibration or training (``tflite_export.ranges``).
+
+        ``to_tflite`` refuses the model while any is left.
+
+        Returns:
+            The names of the unset ranges the wrapper owns; empty when all are set.
+        """
         return [name for q in self.quantizers for name in q.unset_ranges()]
 
     def get_config(self):
