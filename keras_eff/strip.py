@@ -1,7 +1,7 @@
 """strip: the one step that turns a model trained with keras-eff wrappers back into a plain Keras model.
 
 The hook is deliberately small: every layer in the graph that has a ``strip_layer()`` method (pruning's
-``PruneWrapper`` now, clustering and quantization wrappers later) is replaced by what that method returns: a plain,
+``PruneWrapper``, clustering's ``ClusterWrapper``) is replaced by what that method returns: a plain,
 already built Keras layer that holds the final weights (masks applied, centroids gathered, ...) and takes the same
 inputs. Everything else is copied. The input model is left untouched.
 
@@ -30,8 +30,15 @@ def _strip_transform(rb, node, args, kwargs):
 
 
 def kept_channels(model) -> dict:
-    """{layer name: indices of the output channels kept} from every wrapper's ``kept_channels()`` hook (nested
-    models included)."""
+    """Collects the output channels each wrapper keeps, from its ``kept_channels()`` hook (nested models included).
+
+    Args:
+        model: A Keras model. Not changed.
+
+    Returns:
+        ``{wrapped layer's name: indices of the output channels kept}`` for every wrapper whose hook returns
+        indices.
+    """
     keep = {}
     for layer in model._flatten_layers(include_self=False, recursive=True):
         hook = getattr(layer, "kept_channels", None)

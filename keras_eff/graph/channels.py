@@ -323,8 +323,29 @@ def _size_setting(op, n) -> dict:
 
 
 def remove_channels(model, keep: dict) -> keras.Model:
-    """A copy of a plain model without the output channels that ``keep`` ({producer name: kept indices}) drops, and
-    with them the matching channels of followers and inputs of the layers that read them."""
+    """Copies a plain model without the output channels that ``keep`` drops, physically.
+
+    With a producer's channels go the matching channels of its followers (BatchNorm, depthwise) and the matching
+    inputs of the layers that read them, through pass layers (pooling, activations), merges (``Add``),
+    ``Concatenate`` and ``Flatten``. ``keras_eff.strip(..., remove_pruned_channels=True)`` calls it.
+
+    Args:
+        model: A plain Functional or Sequential model (wrappers stripped). Not changed.
+        keep: ``{producer layer name: indices of the output channels kept}``; producers not named keep all.
+
+    Returns:
+        A new Keras model with the smaller layers and the kept weights.
+
+    Raises:
+        ValueError: If removed channels reach a layer that cannot drop them, or a merge whose inputs keep different
+            channels (prune such producers as one group, as ``prune_model`` does).
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+
+    Example:
+        ```python
+        small = keras_eff.pruning.remove_channels(model, {"conv1": [0, 2, 5]})
+        ```
+    """
     keeps = {}  # id(tensor of the old graph) -> kept channel indices (None: all)
 
     def transform(rb, node, args, kwargs):

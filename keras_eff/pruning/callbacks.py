@@ -41,9 +41,17 @@ def update_group(members, step, due=None):
 class UpdatePruning(keras.callbacks.Callback):
     """Advances each pruned layer's step counter and updates its masks at the schedule's update steps.
 
-    Required when fitting a model with PruneWrappers: without it the first training step fails, saying so. The step
-    counter lives in the wrappers (saved with the model), so a later ``fit`` resumes the schedule. With
-    ``steps_per_execution > 1`` an update due inside an execution happens at the start of the next one.
+    Required when fitting a model with `PruneWrapper` layers: without it the first training step fails, saying so.
+    Unstructured and N:M masks are recomputed per layer; channel masks once per channel group, from the members'
+    filter norms and BatchNorm |γ|/σ. The step counter lives in the wrappers (saved with the model), so a later
+    ``fit`` resumes the schedule. With ``steps_per_execution > 1`` an update due inside an execution happens at the
+    start of the next one. Warns when the model has no pruned layers, and when training stops before a schedule's
+    ``end_step`` (the final sparsity was not reached). Takes no arguments.
+
+    Example:
+        ```python
+        pruned.fit(x, y, epochs=4, callbacks=[keras_eff.callbacks.UpdatePruning()])
+        ```
     """
 
     def on_train_begin(self, logs=None):
@@ -101,7 +109,20 @@ class UpdatePruning(keras.callbacks.Callback):
 
 
 def layer_sparsities(model) -> dict:
-    """{layer name: fraction of zeros in its pruned weights} for every non-follower PruneWrapper."""
+    """Measures the sparsity of each pruned layer of a model.
+
+    Args:
+        model: A model holding `PruneWrapper` layers (nested models included). Not changed.
+
+    Returns:
+        ``{layer name: fraction of zeros in its masked weights}`` for every wrapper that is not a follower (for
+        channel pruning, of its kernel only); empty for a model without wrappers.
+
+    Example:
+        ```python
+        print(keras_eff.pruning.layer_sparsities(pruned))  # {'conv1': 0.5, 'dense': 0.8}
+        ```
+    """
     out = {}
     for w in pruning_wrappers(model):
         if w.is_follower:
@@ -116,9 +137,23 @@ def layer_sparsities(model) -> dict:
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class PruningSummary(keras.callbacks.Callback):
-    """Records each pruned layer's sparsity and the total at every epoch end, in the ``History`` (keys
-    ``sparsity/<layer>`` and ``sparsity/total``) and, with ``log_dir``, as TensorBoard scalars (event files written
-    with TensorFlow's own summary ops: the TensorBoard package is needed only to view them)."""
+    """Records each pruned layer's sparsity and the total at every epoch end.
+
+    The values go into the epoch's logs, so the ``History`` holds them (keys ``sparsity/<layer>`` and
+    ``sparsity/total``, the total weighted by the layers' weight counts), and, with ``log_dir``, into TensorBoard
+    scalars (event files written with TensorFlow's own summary ops: the TensorBoard package is needed only to view
+    them).
+
+    Args:
+        log_dir: A folder for TensorBoard event files; None: the ``History`` only.
+
+    Example:
+        ```python
+        history = pruned.fit(x, y, epochs=4, callbacks=[keras_eff.callbacks.UpdatePruning(),
+                                                        keras_eff.callbacks.PruningSummary("logs/pruning")])
+        history.history["sparsity/total"]
+        ```
+    """
 
     def __init__(self, log_dir=None):
         super().__init__()

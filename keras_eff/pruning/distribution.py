@@ -16,14 +16,46 @@ DISTRIBUTIONS = ("uniform", "log")
 
 
 def uniform(sizes: dict, target: float) -> dict:
+    """Gives every layer the overall target (``distribution="uniform"``).
+
+    Args:
+        sizes: ``{layer name: number of weights}`` of the layers being pruned.
+        target: The overall sparsity.
+
+    Returns:
+        ``{layer name: target}`` for every layer of ``sizes``.
+
+    Example:
+        ```python
+        keras_eff.pruning.uniform({"conv": 864, "dense": 40960}, 0.8)  # {'conv': 0.8, 'dense': 0.8}
+        ```
+    """
     return {name: float(target) for name in sizes}
 
 
 def log_proportional(sizes: dict, target: float, max_sparsity: float = 0.98) -> dict:
-    """Sparsity per layer ∝ log(number of weights), with the weighted total equal to ``target`` exactly.
+    """Shares an overall sparsity among layers in proportion to log(number of weights) (``distribution="log"``).
 
-    Layers whose share would exceed ``max_sparsity`` are held at it and the rest re-solved; a target that cannot be
-    met under the cap raises ``ValueError``.
+    Layer i with n_i weights gets s_i = α·log n_i, with α chosen so that the layers together hold exactly a fraction
+    ``target`` of zeros: big layers are pruned harder than small ones. Layers whose share would exceed
+    ``max_sparsity`` are held at it and α is solved again over the others.
+
+    Args:
+        sizes: ``{layer name: number of weights}`` of the layers being pruned, each at least 1.
+        target: The overall sparsity, at most ``max_sparsity``.
+        max_sparsity: The cap on any one layer's sparsity, in (0, 1).
+
+    Returns:
+        ``{layer name: sparsity}`` whose weight-weighted mean is ``target``.
+
+    Raises:
+        ValueError: If ``max_sparsity`` lies outside (0, 1), ``target`` exceeds it, a layer has no weights, or the
+            target cannot be met with each layer capped.
+
+    Example:
+        ```python
+        keras_eff.pruning.log_proportional({"conv": 864, "dense": 40960}, 0.8)
+        ```
     """
     if not 0 < max_sparsity < 1:
         raise ValueError(f"max_sparsity must lie in (0, 1), got {max_sparsity}")

@@ -17,15 +17,32 @@ from .wrapper import PruneWrapper
 
 @dataclass
 class PruningConfig:
-    """The options of ``prune_model``.
+    """The options of ``prune_model``, as one object (``prune_model(model, config=...)``).
 
-    - ``schedule``: a ``PolynomialDecay``/``ConstantSparsity`` (or a sparsity, constant from step 0); its final
-      sparsity is the overall target the distribution shares out.
-    - ``distribution``: ``"uniform"``, ``"log"`` (log-proportional) or ``{layer name: sparsity}``.
-    - ``structure``: None (unstructured), ``"2:4"`` (any N:M) or ``"channels"``.
-    - ``min_weights``: with a uniform or log distribution, layers with fewer weights are left dense (the first conv,
-      say); ``skip_depthwise`` leaves depthwise kernels dense too (unstructured only); ``skip`` names more layers.
-    - ``max_sparsity``: the cap of the log distribution.
+    Keras-serializable through ``get_config``/``from_config``.
+
+    Attributes:
+        schedule: A `PolynomialDecay`/`ConstantSparsity`, or a sparsity in [0, 1) (constant from step 0); its final
+            sparsity is the overall target the distribution shares out. None is allowed with an N:M structure (a
+            constant 1 − N/M) or an explicit distribution (each layer's sparsity, constant from step 0).
+        distribution: ``"uniform"`` (every layer gets the target), ``"log"`` (log-proportional: big layers pruned
+            harder, the total still the target; see ``log_proportional``) or ``{layer name: sparsity}`` (only those
+            layers are pruned).
+        structure: None (unstructured), ``"N:M"`` such as ``"2:4"`` (keep N of every M input channels' weights;
+            the fixed sparsity 1 − N/M replaces the schedule's target, which then only says when masks apply), or
+            ``"channels"`` (whole filters, with the BatchNorm and depthwise channels after them; channels joined by
+            a residual Add pruned together).
+        min_weights: With a uniform or log distribution, layers with fewer weights are left dense (the first conv,
+            say).
+        skip_depthwise: Leave depthwise kernels dense (unstructured pruning only).
+        skip: Names of more layers to leave dense.
+        max_sparsity: The cap on one layer's sparsity under the log distribution, in (0, 1).
+
+    Example:
+        ```python
+        config = keras_eff.pruning.PruningConfig(keras_eff.PolynomialDecay(0.0, 0.8, 0, 2000), distribution="log")
+        pruned = keras_eff.prune_model(model, config=config)
+        ```
     """
 
     schedule: object = None
@@ -170,11 +187,45 @@ def _targets(cfg, schedule, sizes):
 
 def prune_model(model, schedule=None, distribution="uniform", structure=None, *, min_weights=1024,
                 skip_depthwise=True, skip=(), max_sparsity=0.98, config: PruningConfig | None = None):
-    """A new model (``model`` is left untouched) whose prunable layers are wrapped in ``PruneWrapper``.
+    """Wraps every prunable layer of a copy of ``model`` for magnitude pruning.
 
-    See ``PruningConfig`` for the options (or pass ``config=``). Train the result with
+    The overall target sparsity (the schedule's final one) is shared among the layers by ``distribution``; each
+    wrapped layer gets the schedule with its own target. Train the result with
     ``callbacks=[keras_eff.callbacks.UpdatePruning()]``, then ``keras_eff.strip`` it (``remove_pruned_channels=True``
-    to physically drop pruned filters). ``keras_eff.pruning.sparsity_report`` says which layers were left dense.
+    to physically drop pruned filters). ``keras_eff.sparsity_report`` says which layers were left dense, and why.
+
+    Args:
+        model: A built Functional or Sequential model (nested models included), float: not quantized and without
+            keras-eff wrappers. Not changed.
+        schedule: A `PolynomialDecay`/`ConstantSparsity` or a sparsity in [0, 1) (constant from step 0); may be
+            None with an N:M structure or a dict distribution (see `PruningConfig`).
+        distribution: ``"uniform"``, ``"log"`` (log-proportional) or ``{layer name: sparsity}``.
+        structure: None (unstructured), ``"N:M"`` such as ``"2:4"``, or ``"channels"``.
+        min_weights: Layers with fewer weights are left dense (uniform and log distributions).
+        skip_depthwise: Leave depthwise kernels dense (unstructured pruning).
+        skip: Names of layers to leave dense.
+        max_sparsity: The cap on one layer's sparsity under the log distribution.
+        config: A `PruningConfig` holding all of these; when given, the other options are ignored.
+
+    Returns:
+        A new Keras model whose pruned layers are wrapped in `PruneWrapper` (channel followers too).
+
+    Raises:
+        ValueError: If no layer can be pruned with these settings (the message says why for each), ``skip`` or the
+            distribution names a layer the model does not have or one that cannot be pruned, a sparsity is out of
+            range, the distribution is unknown, an N:M structure comes with a non-uniform distribution, no schedule
+            is given where one is needed, or ``model`` is quantized or still holds keras-eff wrappers.
+        TypeError: If ``schedule`` is not a schedule or a number, or ``model`` is not a Keras model.
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model (use ``keras_eff.prune`` on
+            the layers of a subclassed model).
+
+    Example:
+        ```python
+        pruned = keras_eff.prune_model(model, keras_eff.PolynomialDecay(0.0, 0.75, 0, 1000), distribution="log")
+        pruned.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        pruned.fit(x, y, epochs=4, callbacks=[keras_eff.callbacks.UpdatePruning()])
+        final = keras_eff.strip(pruned)
+        ```
     """
     cfg = config or PruningConfig(schedule, distribution, structure, min_weights, skip_depthwise, tuple(skip),
                                   max_sparsity)

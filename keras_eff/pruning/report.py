@@ -14,9 +14,18 @@ from .structured import format_structure, is_prunable, weight_names
 
 @dataclass
 class SparsityReport:
-    """``rows``: one dict per prunable layer (layer, type, weights, zeros, sparsity, target, structure, status);
-    ``pruned_sparsity``: the fraction of zeros over the pruned layers; ``total_sparsity``: over all prunable
-    layers' kernels; ``skipped``: {layer: why it was left dense}, where known."""
+    """The zeros of each prunable layer of a model and in total, as ``sparsity_report`` measures them.
+
+    ``str(report)`` is a Markdown table with the two totals.
+
+    Attributes:
+        rows: One dict per prunable layer, with the keys layer, type, weights, zeros, sparsity, target (the
+            schedule's final sparsity; None for a layer not wrapped), structure and status (``"pruned"``,
+            ``"dense: <why>"`` or ``"not wrapped"``).
+        pruned_sparsity: The fraction of zeros over the pruned layers' weights.
+        total_sparsity: The fraction of zeros over all prunable layers' kernels.
+        skipped: ``{layer name: why prune_model left it dense}``, where known (a model made by ``prune_model``).
+    """
 
     rows: list = field(default_factory=list)
     pruned_sparsity: float = 0.0
@@ -24,6 +33,11 @@ class SparsityReport:
     skipped: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
+        """The report as JSON-ready types.
+
+        Returns:
+            A dict with the keys rows, pruned_sparsity, total_sparsity and skipped.
+        """
         return {"rows": self.rows, "pruned_sparsity": self.pruned_sparsity, "total_sparsity": self.total_sparsity,
                 "skipped": self.skipped}
 
@@ -35,7 +49,25 @@ class SparsityReport:
 
 
 def sparsity_report(model) -> SparsityReport:
-    """Zeros per prunable layer (the masked weights for a pruned model, the kernels for a plain one) and in total."""
+    """Counts the zeros of each prunable layer of a model and in total, for pruned and stripped models alike.
+
+    For a pruned model the masked weights are counted (a channel-pruned layer's kernel only), for a plain one the
+    kernels. Layers that ``prune_model`` left dense say why, as long as the model is the one it returned.
+
+    Args:
+        model: A Functional or Sequential model, pruned (holding `PruneWrapper` layers) or plain. Not changed.
+
+    Returns:
+        A `SparsityReport`.
+
+    Raises:
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+
+    Example:
+        ```python
+        print(keras_eff.sparsity_report(keras_eff.strip(pruned)))
+        ```
+    """
     wrappers = {w.layer.name: w for w in pruning_wrappers(model)}
     skipped = dict(getattr(model, "_keras_eff_pruning_skipped", {}) or {})
     rows, inner = [], {id(w.layer) for w in wrappers.values()}

@@ -35,35 +35,74 @@ def _check_step(name, value, minimum=0):
 
 
 class PruningSchedule(abc.ABC):
-    """Base class. Subclasses define ``sparsity_at``, ``should_update``, ``target`` and ``with_target``."""
+    """The base class of pruning schedules: the target sparsity at each training step, and when masks update.
+
+    Subclasses define ``sparsity_at``, ``should_update``, ``target``, ``with_target`` and ``get_config`` (the
+    constructor's arguments). Schedules compare equal when their type and config are equal.
+
+    Attributes:
+        end_step: The step after which the sparsity no longer changes; None: it never settles.
+    """
 
     #: the step after which the sparsity no longer changes (None: never settles)
     end_step = None
 
     def __call__(self, step: int):
-        """``(update now?, sparsity)`` at ``step``, as TF-MOT's schedules return them."""
+        """Answers both questions at once, as TF-MOT's schedules do.
+
+        Args:
+            step: The number of optimizer steps taken.
+
+        Returns:
+            ``(should_update(step), sparsity_at(step))``.
+        """
         return self.should_update(step), self.sparsity_at(step)
 
     @property
     @abc.abstractmethod
     def target(self) -> float:
-        """The sparsity the schedule ends at."""
+        """The sparsity the schedule ends at (what per-layer distributions share out)."""
 
     @abc.abstractmethod
     def sparsity_at(self, step: int) -> float:
-        """The target sparsity after ``step`` optimizer steps."""
+        """The target sparsity after a number of optimizer steps.
+
+        Args:
+            step: The number of optimizer steps taken.
+
+        Returns:
+            The fraction of weights to set to zero, in [0, 1).
+        """
 
     @abc.abstractmethod
     def should_update(self, step: int) -> bool:
-        """Whether masks are recomputed at ``step``."""
+        """Whether masks are recomputed at a step (``UpdatePruning`` asks before each training batch).
+
+        Args:
+            step: The number of optimizer steps taken.
+
+        Returns:
+            True at the schedule's update steps.
+        """
 
     @abc.abstractmethod
     def with_target(self, sparsity: float) -> "PruningSchedule":
-        """The same schedule with its final sparsity replaced (per-layer distributions use this)."""
+        """Makes the same schedule with another final sparsity (per-layer distributions use this).
+
+        Args:
+            sparsity: The new final sparsity, in [0, 1).
+
+        Returns:
+            A new schedule of the same type; this one is not changed.
+        """
 
     @abc.abstractmethod
     def get_config(self) -> dict:
-        """The constructor arguments."""
+        """The constructor arguments, for saving.
+
+        Returns:
+            A dict of the constructor's keyword arguments.
+        """
 
     @classmethod
     def from_config(cls, config):
@@ -79,12 +118,34 @@ class PruningSchedule(abc.ABC):
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class PolynomialDecay(PruningSchedule):
-    """Sparsity rising from ``initial_sparsity`` to ``final_sparsity`` between ``begin_step`` and ``end_step``:
+    """A sparsity rising from ``initial_sparsity`` to ``final_sparsity`` between ``begin_step`` and ``end_step``.
+
+    The sparsity at step t, between the two steps, is
 
         s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t_end - t0)) ** power
 
     Masks are updated every ``frequency`` steps from ``begin_step`` and once more at ``end_step`` whatever the
     frequency, so the final sparsity is always reached (TF-MOT skipped it when ``end_step`` was off the grid).
+    Keras-serializable.
+
+    Args:
+        initial_sparsity: The sparsity up to ``begin_step``, in [0, 1).
+        final_sparsity: The sparsity from ``end_step`` on, in [0, 1), at least ``initial_sparsity``.
+        begin_step: The optimizer step pruning starts at.
+        end_step: The step the final sparsity is reached at, after ``begin_step``.
+        power: The exponent of the curve, positive (3: fast at first, then slower).
+        frequency: Steps between two mask updates, at least 1.
+
+    Raises:
+        ValueError: If a sparsity lies outside [0, 1), ``initial_sparsity`` exceeds ``final_sparsity``,
+            ``end_step`` is not after ``begin_step``, a step is negative, ``power`` is not positive or ``frequency``
+            is below 1.
+        TypeError: If a sparsity is not a number or a step not an integer.
+
+    Example:
+        ```python
+        schedule = keras_eff.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=steps_per_epoch * 4, frequency=50)
+        ```
     """
 
     def __init__(self, initial_sparsity=0.0, final_sparsity=0.5, begin_step=0, end_step=1000, power=3,
@@ -106,9 +167,18 @@ class PolynomialDecay(PruningSchedule):
 
     @property
     def target(self):
+        """The sparsity the schedule ends at: ``final_sparsity``."""
         return self.final_sparsity
 
     def sparsity_at(self, step):
+        """The target sparsity after a number of optimizer steps, on the polynomial curve.
+
+        Args:
+            step: The number of optimizer steps taken.
+
+        Returns:
+            ``initial_sparsity`` up to ``begin_step``, ``final_sparsity`` from ``end_step`` on, the curve between.
+        """
         if step <= self.begin_step:
             return self.initial_sparsity
         if step >= self.end_step:
@@ -117,11 +187,27 @@ class PolynomialDecay(PruningSchedule):
         return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** self.power
 
     def should_update(self, step):
+        """Whether masks are recomputed at a step: every ``frequency`` steps from ``begin_step``, and at ``end_step``.
+
+        Args:
+            step: The number of optimizer steps taken.
+
+        Returns:
+            True at ``begin_step + k·frequency`` before ``end_step``, and at ``end_step``.
+        """
         if step == self.end_step:
             return True
         return self.begin_step <= step < self.end_step and (step - self.begin_step) % self.frequency == 0
 
     def with_target(self, sparsity):
+        """Makes the same schedule with another final sparsity, the initial one scaled in proportion.
+
+        Args:
+            sparsity: The new final sparsity, in [0, 1).
+
+        Returns:
+            A new `PolynomialDecay` with the same steps, power and frequency.
+        """
         sparsity = _check_sparsity("sparsity", sparsity)
         ratio = sparsity / self.final_sparsity if self.final_sparsity else 0.0
         return PolynomialDecay(min(self.initial_sparsity * ratio, sparsity), sparsity, self.begin_step,
@@ -135,8 +221,27 @@ class PolynomialDecay(PruningSchedule):
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class ConstantSparsity(PruningSchedule):
-    """A fixed ``target_sparsity`` from ``begin_step`` on, masks recomputed every ``frequency`` steps (and no more
-    after ``end_step`` where one is given, the last update falling on ``end_step``)."""
+    """A fixed sparsity from ``begin_step`` on (0 before), masks recomputed every ``frequency`` steps.
+
+    With ``end_step`` the masks are updated no more after it, the last update falling on ``end_step``.
+    Keras-serializable.
+
+    Args:
+        target_sparsity: The sparsity, in [0, 1).
+        begin_step: The optimizer step pruning starts at.
+        frequency: Steps between two mask updates, at least 1.
+        end_step: The last update step, after ``begin_step``; None: masks keep updating.
+
+    Raises:
+        ValueError: If ``target_sparsity`` lies outside [0, 1), a step is negative, ``end_step`` is not after
+            ``begin_step`` or ``frequency`` is below 1.
+        TypeError: If ``target_sparsity`` is not a number or a step not an integer.
+
+    Example:
+        ```python
+        pruned = keras_eff.prune_model(model, keras_eff.ConstantSparsity(0.5, begin_step=0, frequency=100))
+        ```
+    """
 
     def __init__(self, target_sparsity=0.5, begin_step=0, frequency=100, end_step=None):
         self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
@@ -150,12 +255,29 @@ class ConstantSparsity(PruningSchedule):
 
     @property
     def target(self):
+        """The sparsity the schedule holds: ``target_sparsity``."""
         return self.target_sparsity
 
     def sparsity_at(self, step):
+        """The target sparsity after a number of optimizer steps.
+
+        Args:
+            step: The number of optimizer steps taken.
+
+        Returns:
+            ``target_sparsity`` from ``begin_step`` on, 0.0 before.
+        """
         return self.target_sparsity if step >= self.begin_step else 0.0
 
     def should_update(self, step):
+        """Whether masks are recomputed at a step: every ``frequency`` steps from ``begin_step``, up to ``end_step``.
+
+        Args:
+            step: The number of optimizer steps taken.
+
+        Returns:
+            True at ``begin_step + k·frequency`` (none after ``end_step``), and at ``end_step``.
+        """
         if self.end_step is not None:
             if step == self.end_step:
                 return True
@@ -164,6 +286,14 @@ class ConstantSparsity(PruningSchedule):
         return step >= self.begin_step and (step - self.begin_step) % self.frequency == 0
 
     def with_target(self, sparsity):
+        """Makes the same schedule with another sparsity.
+
+        Args:
+            sparsity: The new sparsity, in [0, 1).
+
+        Returns:
+            A new `ConstantSparsity` with the same steps and frequency.
+        """
         return ConstantSparsity(sparsity, self.begin_step, self.frequency, self.end_step)
 
     def get_config(self):

@@ -16,12 +16,40 @@ from ..strip import strip
 
 
 def kept_channels(model) -> dict:
-    """{producer layer name: indices of the output channels kept} from the channel masks of a pruned model."""
+    """Says which output channels each channel-pruned layer of a model keeps, from its channel masks.
+
+    Args:
+        model: A model pruned with ``structure="channels"`` (nested models included). Not changed.
+
+    Returns:
+        ``{producer layer name: numpy array of the kept channels' indices}``; empty for a model without
+        channel-pruned layers.
+    """
     return _kept_by_hook(model)
 
 
 def strip_channels(model) -> keras.Model:
-    """``keras_eff.strip(model)`` and then the pruned channels removed physically (``remove_channels``)."""
+    """Strips a channel-pruned model and removes its pruned channels: ``keras_eff.strip(model, True)``.
+
+    Filters go, and with them the matching channels of the BatchNorm and depthwise layers after them and the matching
+    inputs of the next layers; the result has fewer parameters and the same outputs.
+
+    Args:
+        model: A model pruned with ``structure="channels"`` (and trained). Not changed.
+
+    Returns:
+        A new plain Keras model without the pruned channels.
+
+    Raises:
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+        ValueError: If pruned channels reach a layer that cannot drop them, or a merge whose inputs keep different
+            channels.
+
+    Example:
+        ```python
+        small = keras_eff.pruning.strip_channels(pruned)
+        ```
+    """
     return strip(model, remove_pruned_channels=True)
 
 

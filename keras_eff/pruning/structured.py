@@ -19,8 +19,22 @@ from ..layers import facts_for, kernel_names
 
 
 def is_prunable(layer) -> bool:
-    """Whether magnitude pruning acts on ``layer``: the registry's ``prunable`` fact (built in for Conv,
-    DepthwiseConv, SeparableConv, Conv*Transpose, Dense and Embedding; custom layers declare it)."""
+    """Says whether magnitude pruning acts on a layer: the layer registry's ``prunable`` fact.
+
+    Built in for Conv, DepthwiseConv, SeparableConv, Conv*Transpose, Dense and Embedding; custom layers declare it
+    (``keras_eff_facts()`` or ``keras_eff.register_layer``, docs/layers.md).
+
+    Args:
+        layer: Any object; only Keras layers can be prunable.
+
+    Returns:
+        True where ``layer`` is a Keras layer with prunable kernels.
+
+    Example:
+        ```python
+        [l.name for l in model.layers if keras_eff.pruning.is_prunable(l)]
+        ```
+    """
     return isinstance(layer, layers.Layer) and facts_for(layer).prunable
 
 

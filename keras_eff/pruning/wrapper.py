@@ -49,11 +49,42 @@ def follower_weight_names(layer) -> tuple:
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class PruneWrapper(layers.Wrapper):
-    """Wraps ``layer`` so that its kernel is pruned by ``schedule`` with the given ``structure``.
+    """A Keras layer that multiplies the wrapped layer's kernels by masks, pruned by ``schedule``.
 
-    ``group`` names the channel group a channel-pruned layer belongs to (layers joined by a residual Add share one);
-    a wrapper with ``schedule=None`` and ``structure="channels"`` is a *follower* (a BatchNorm or depthwise layer
-    after a pruned conv) that only receives its group's channel mask.
+    The masks are non-trainable variables saved with the wrapper; they change only when the
+    ``keras_eff.callbacks.UpdatePruning`` callback asks, at the schedule's update steps. Masked weights get zero
+    gradient. Training without that callback fails at the first step, saying so. ``keras_eff.strip`` replaces the
+    wrapper by a plain copy of the layer holding the masked weights. Made by ``prune_model`` for each pruned layer,
+    or by ``keras_eff.prune`` for one layer of any model. Keras-serializable.
+
+    Args:
+        layer: The Keras layer to prune: a prunable layer (Conv, DepthwiseConv, SeparableConv, Conv*Transpose, Dense,
+            Embedding, or a custom layer declaring prunable kernels); for a follower, a BatchNormalization or a
+            depthwise convolution.
+        schedule: A `PruningSchedule` (`PolynomialDecay`, `ConstantSparsity`), a sparsity in [0, 1) (constant from
+            step 0) or a schedule's saved config; None only for a follower.
+        structure: None (unstructured), ``"N:M"`` such as ``"2:4"`` (keep N of every M input channels' weights), or
+            ``"channels"`` (whole output channels).
+        group: The name of the channel group a channel-pruned layer belongs to (layers joined by a residual Add
+            share one); default the layer's own name. A wrapper with ``schedule=None`` and ``structure="channels"``
+            is a *follower* that only receives its group's channel mask.
+        **kwargs: Passed to ``keras.layers.Wrapper`` (``name``, default ``"prune_<layer name>"``).
+
+    Attributes:
+        masks: The mask variables: one per pruned kernel, or one channel mask with ``structure="channels"``.
+        pruning_step: The optimizer steps seen by ``UpdatePruning`` (saved, so a later ``fit`` resumes the schedule).
+
+    Raises:
+        ValueError: If ``layer`` cannot carry a mask of this structure (not prunable; N:M on a layer without input
+            channels, a grouped convolution or input channels not a multiple of M), ``schedule`` is None for a layer
+            that is not a follower, a follower is not a BatchNormalization or depthwise layer, or ``structure`` is
+            unknown.
+        TypeError: If ``schedule`` is of another type.
+
+    Example:
+        ```python
+        dense = keras_eff.pruning.PruneWrapper(keras.layers.Dense(64), keras_eff.PolynomialDecay(0.0, 0.8, 0, 1000))
+        ```
     """
 
     def __init__(self, layer, schedule=None, structure=None, group=None, **kwargs):
@@ -78,6 +109,7 @@ class PruneWrapper(layers.Wrapper):
 
     @property
     def is_follower(self) -> bool:
+        """Whether this wrapper only follows its group's channel mask (no schedule, ``structure="channels"``)."""
         return self.schedule is None and self.structure == "channels"
 
     # ---- variables --------------------------------------------------------------------------------------------
@@ -115,6 +147,14 @@ class PruneWrapper(layers.Wrapper):
         self.built = True
 
     def load_own_variables(self, store):
+        """Loads the wrapper's variables (Keras's saving API) and disarms it until ``UpdatePruning`` drives it again.
+
+        Args:
+            store: The variable store Keras hands in.
+
+        Returns:
+            None.
+        """
         super().load_own_variables(store)
         self.armed.assign(0)  # a model saved during fit must not look as if a callback drove it after loading
 
@@ -128,7 +168,11 @@ class PruneWrapper(layers.Wrapper):
         return ops.reshape(mask, channel_shape(self.layer, _name(w), w.shape))
 
     def masked_values(self):
-        """[(variable, masked tensor)] for every weight this wrapper masks."""
+        """Computes the masked value of every weight this wrapper masks.
+
+        Returns:
+            A list of ``(variable, masked tensor)`` pairs.
+        """
         if self.structure == "channels":
             mask = self.masks[0]
             return [(w, w * ops.cast(self._broadcast(w, mask), w.dtype)) for w in self._masked]
@@ -152,7 +196,21 @@ class PruneWrapper(layers.Wrapper):
             w.assign(value)
 
     def update_masks(self, sparsity: float):
-        """Recomputes unstructured or N:M masks for ``sparsity`` from the current (masked) weights."""
+        """Recomputes unstructured or N:M masks from the current (masked) weights; ``UpdatePruning`` calls it.
+
+        Optimizer drift on pruned weights is wiped first (the masked values are written into the variables).
+        Unstructured: zeros at the ``round(sparsity·n)`` smallest magnitudes. N:M: the N largest of every M input
+        channels, whatever ``sparsity`` is, once it is above 0.
+
+        Args:
+            sparsity: The target sparsity, in [0, 1).
+
+        Returns:
+            None. The masks (and masked weights) are assigned.
+
+        Raises:
+            ValueError: For a channel-pruned wrapper (its mask is set per group with ``set_channel_mask``).
+        """
         if self.structure == "channels":
             raise ValueError("channel masks are set per group: use set_channel_mask")
         self._wipe_masked()
@@ -164,7 +222,12 @@ class PruneWrapper(layers.Wrapper):
                 m.assign(masks_lib.nm_mask(values, self.structure[1], self.structure[2]))
 
     def channel_scores(self) -> np.ndarray | None:
-        """Importance of each channel: L2 norm of a producer's filters, |γ|/σ of a BatchNorm (None otherwise)."""
+        """Scores each output channel's importance, for channel pruning.
+
+        Returns:
+            A numpy vector: the L2 norm of each filter of a producer, |γ|/σ of each channel of a BatchNorm follower;
+            None for a follower without statistics (a depthwise layer).
+        """
         values = {w.path.split("/")[-1]: np.asarray(v) for w, v in self.masked_values()}
         if self.is_follower:  # a normalization scores its channels; a depthwise conv does not
             if "gamma" not in values or not hasattr(self.layer, "moving_variance"):
@@ -174,18 +237,48 @@ class PruneWrapper(layers.Wrapper):
         return masks_lib.channel_scores(values["kernel"])
 
     def set_channel_mask(self, mask):
+        """Sets the channel mask of a channel-pruned wrapper (``UpdatePruning`` sets one per group).
+
+        Optimizer drift on pruned weights is wiped first.
+
+        Args:
+            mask: 1.0 for each kept output channel, 0.0 for each pruned one.
+
+        Returns:
+            None.
+        """
         self._wipe_masked()
         self.masks[0].assign(np.asarray(mask, np.float32))
 
     def set_step(self, step: int):
+        """Records the optimizer steps taken (``UpdatePruning`` does at each epoch end).
+
+        Args:
+            step: The number of optimizer steps taken.
+
+        Returns:
+            None.
+        """
         self.pruning_step.assign(int(step))
 
     def arm(self, on: bool):
+        """Marks the wrapper as driven by ``UpdatePruning``; training an unarmed wrapper fails.
+
+        Args:
+            on: True while ``UpdatePruning`` drives training, False after it.
+
+        Returns:
+            None.
+        """
         self.armed.assign(1 if on else 0)
 
     # ---- strip and report ---------------------------------------------------------------------------------------
     def strip_layer(self):
-        """A plain copy of the wrapped layer, built, holding the masked (final) weights."""
+        """Makes the plain layer ``keras_eff.strip`` puts in the wrapper's place.
+
+        Returns:
+            A built copy of the wrapped layer (same name) holding the masked (final) weights.
+        """
         new = clone_layer(self.layer, name=self.layer.name)
         new.build_from_config(self.layer.get_build_config())
         masked = {id(v): np.asarray(value) for v, value in self.masked_values()}
@@ -193,14 +286,21 @@ class PruneWrapper(layers.Wrapper):
         return new
 
     def kept_channels(self):
-        """Indices of the output channels a channel-pruned producer keeps (None for other wrappers): the hook
-        ``keras_eff.strip(..., remove_pruned_channels=True)`` reads."""
+        """Says which output channels a channel-pruned producer keeps (the hook of ``remove_pruned_channels``).
+
+        Returns:
+            A numpy array of the kept channels' indices; None for unstructured, N:M and follower wrappers.
+        """
         if self.structure != "channels" or self.is_follower:
             return None
         return np.flatnonzero(np.asarray(self.masks[0]) != 0)
 
     def pruned_weights(self) -> dict:
-        """{weight name: masked numpy value} of the weights this wrapper prunes."""
+        """Reads the masked weights.
+
+        Returns:
+            ``{weight name: masked numpy value}`` for every weight this wrapper masks.
+        """
         return {w.path.split("/")[-1]: np.asarray(v) for w, v in self.masked_values()}
 
     def get_config(self):
@@ -221,11 +321,34 @@ class PruneWrapper(layers.Wrapper):
 
 
 def prune(layer, schedule=0.5, structure=None):
-    """Wraps one layer for pruning (usable while building any model, subclassed ones included).
+    """Wraps one layer for magnitude pruning, while building any model (subclassed ones included).
 
-    ``schedule`` is a ``PolynomialDecay``/``ConstantSparsity`` or a sparsity in [0, 1) (constant from step 0);
-    ``structure`` is None (unstructured), ``"2:4"`` (N:M) or ``"channels"``. Train with
-    ``keras_eff.callbacks.UpdatePruning()`` and remove the wrapper with ``keras_eff.strip``.
+    The layer itself is wrapped, not copied. Train with ``keras_eff.callbacks.UpdatePruning()`` and remove the
+    wrapper with ``keras_eff.strip``. For a whole Functional or Sequential model, ``prune_model`` also shares a
+    sparsity target among layers and prunes channel groups together.
+
+    Args:
+        layer: A prunable Keras layer (Conv, DepthwiseConv, SeparableConv, Conv*Transpose, Dense, Embedding, or a
+            custom layer declaring prunable kernels).
+        schedule: A `PolynomialDecay`/`ConstantSparsity`, or a sparsity in [0, 1) (constant from step 0).
+        structure: None (unstructured), ``"N:M"`` such as ``"2:4"``, or ``"channels"`` (the layer's own output
+            channels; a following BatchNorm is not masked with them).
+
+    Returns:
+        A `PruneWrapper` around ``layer``.
+
+    Raises:
+        TypeError: If ``layer`` is not a Keras layer, or ``schedule`` is not a schedule or a number.
+        ValueError: If ``layer`` is already wrapped for pruning or cannot carry a mask of this structure, or the
+            sparsity or structure is invalid.
+
+    Example:
+        ```python
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.conv = keras_eff.prune(keras.layers.Conv2D(32, 3), keras_eff.PolynomialDecay(0.0, 0.7, 0, 2000))
+        ```
     """
     if isinstance(layer, PruneWrapper):
         raise ValueError(f"layer {layer.layer.name!r} is already wrapped for pruning")
