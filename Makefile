@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-fast setup data clean bench bench-quick
+.PHONY: demo test test-fast setup data clean bench bench-quick docs
 
 demo: setup data
 	$(VENV)/bin/keras-eff demo
@@ -38,8 +38,12 @@ data:
 	  fi; \
 	fi
 
+# The API reference, built from the docstrings (Google style) by pdoc: open site/api/index.html.
+docs: setup
+	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/pdoc -d google -o site/api keras_eff tflite_export
+
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache
+	rm -rf $(VENV) artifacts .pytest_cache site
 
 # keras-eff vs TF-MOT side by side (benchmarks/tfmot.py). TF-MOT 0.8.1 runs only under tf_keras, so it gets its own
 # environment, .venv-tfmot/, made from benchmarks/requirements-tfmot.txt when missing (about 2.7 GB).

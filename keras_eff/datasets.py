@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = ["DEFAULT_FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES", "FASHION_MNIST_ENV", "fashion_mnist",
+           "fashion_mnist_float"]
+
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_ENV = "KERAS_EFF_FASHION_MNIST_DIR"
 FASHION_MNIST_CLASSES = (
@@ -47,10 +50,27 @@ def _read_idx(path: Path, expected_ndim: int) -> np.ndarray:
 
 
 def fashion_mnist(data_dir: str | os.PathLike | None = None):
-    """Loads Fashion-MNIST as ``(x_train, y_train), (x_test, y_test)``.
+    """Loads Fashion-MNIST from the four original gzip IDX files on this machine; nothing is downloaded.
 
-    Images are ``uint8`` arrays of shape ``(n, 28, 28)``; labels are ``uint8`` in ``0..9`` (names in
-    ``FASHION_MNIST_CLASSES``). The folder is ``data_dir``, else ``$KERAS_EFF_FASHION_MNIST_DIR``, else Debian's.
+    Args:
+        data_dir: The folder holding ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+            ``t10k-images-idx3-ubyte.gz`` and ``t10k-labels-idx1-ubyte.gz``. Default: ``$KERAS_EFF_FASHION_MNIST_DIR``
+            when set, else ``DEFAULT_FASHION_MNIST_DIR`` (where Debian's ``dataset-fashion-mnist`` installs them).
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)``: images as ``uint8`` arrays of shape ``(n, 28, 28)`` (60,000 and
+        10,000), labels as ``uint8`` arrays of shape ``(n,)`` in ``0..9`` (names in ``FASHION_MNIST_CLASSES``).
+
+    Raises:
+        FileNotFoundError: If any of the four files is missing from the folder.
+        ValueError: If a file is not a readable gzip IDX file of unsigned bytes, is truncated, or images and labels
+            differ in count.
+
+    Example:
+        ```python
+        (x_train, y_train), (x_test, y_test) = keras_eff.datasets.fashion_mnist()
+        print(FASHION_MNIST_CLASSES[y_train[0]])
+        ```
     """
     folder = Path(data_dir or os.environ.get(FASHION_MNIST_ENV) or DEFAULT_FASHION_MNIST_DIR)
     missing = [name for name in _FILES.values() if not (folder / name).is_file()]
@@ -68,7 +88,28 @@ def fashion_mnist(data_dir: str | os.PathLike | None = None):
 
 
 def fashion_mnist_float(data_dir=None, n_train: int | None = None, n_test: int | None = None):
-    """Fashion-MNIST scaled to ``[0, 1]`` float32 with a channel axis, ``(n, 28, 28, 1)``, optionally sliced."""
+    """Loads Fashion-MNIST ready for a Keras model: float32 images in ``[0, 1]`` with a channel axis.
+
+    Args:
+        data_dir: The folder holding the four IDX files, as in `fashion_mnist` (default: the environment variable,
+            else Debian's folder).
+        n_train: Keep only the first ``n_train`` training images and labels; ``None`` keeps all 60,000.
+        n_test: Keep only the first ``n_test`` test images and labels; ``None`` keeps all 10,000.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)``: images as ``float32`` arrays of shape ``(n, 28, 28, 1)`` scaled by
+        1/255, labels as ``int32`` arrays of shape ``(n,)``.
+
+    Raises:
+        FileNotFoundError: If any of the four files is missing.
+        ValueError: If a file is damaged (see `fashion_mnist`).
+
+    Example:
+        ```python
+        (x_train, y_train), (x_test, y_test) = fashion_mnist_float(n_train=6000, n_test=2000)
+        model.fit(x_train, y_train, epochs=1)
+        ```
+    """
     (x_train, y_train), (x_test, y_test) = fashion_mnist(data_dir)
     x_train, y_train = x_train[:n_train], y_train[:n_train]
     x_test, y_test = x_test[:n_test], y_test[:n_test]

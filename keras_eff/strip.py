@@ -49,11 +49,32 @@ def kept_channels(model) -> dict:
 
 
 def strip(model, remove_pruned_channels: bool = False) -> keras.Model:
-    """A plain Keras model with the final weights of every keras-eff wrapper (see the module docstring).
+    """Turns a model trained with keras-eff wrappers back into a plain Keras model with their final weights.
 
-    With ``remove_pruned_channels=True``, filters pruned with ``structure="channels"`` are physically removed, with
-    the matching BatchNorm/depthwise channels and the inputs of the layers after them
-    (``keras_eff.pruning.strip_channels``): the result is smaller and faster, with the same outputs.
+    Every layer with a ``strip_layer()`` method (pruning's ``PruneWrapper``, clustering's ``ClusterWrapper``) is
+    replaced by the plain layer it returns (masks applied, centroids gathered); every other layer is copied (see the
+    module docstring).
+
+    Args:
+        model: A Functional or Sequential model holding keras-eff wrappers (or none). Not changed.
+        remove_pruned_channels: Also remove physically the filters pruned with ``structure="channels"``, with the
+            matching BatchNorm/depthwise channels and the inputs of the layers after them: the result is smaller and
+            faster, with the same outputs.
+
+    Returns:
+        A new plain Keras model.
+
+    Raises:
+        TypeError: If a wrapper's ``strip_layer()`` does not return a built Keras layer.
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+        ValueError: With ``remove_pruned_channels``, if pruned channels reach a layer that cannot drop them, or a merge
+            joins inputs whose kept channels differ.
+
+    Example:
+        ```python
+        final = keras_eff.strip(pruned)  # then quantize, export
+        smaller = keras_eff.strip(channel_pruned, remove_pruned_channels=True)
+        ```
     """
     keep = kept_channels(model) if remove_pruned_channels else None
     plain = rebuild(model, _strip_transform)

@@ -22,9 +22,21 @@ def check_init(init, where: str = "") -> str:
 
 
 def fit_centroids(values, k: int, init: str = "kmeans++", seed: int = 0) -> np.ndarray:
-    """``k`` sorted centroids for the 1-D ``values``, all within [min, max] of the values.
+    """Chooses ``k`` centroids for a set of weight values.
 
-    Fewer distinct values than ``k`` give those values, the last repeated (unused centroids cost nothing).
+    ``"kmeans++"`` and ``"random"`` run scikit-learn's k-means (Lloyd, one run, at most 100 iterations) from those
+    seedings; ``"linear"`` spaces the centroids evenly over [min, max]; ``"density"`` puts them at evenly spaced
+    quantiles of the values, so dense regions get more centroids.
+
+    Args:
+        values: The weight values (any shape; flattened).
+        k: The number of centroids.
+        init: ``"kmeans++"``, ``"linear"``, ``"density"``; any other value runs k-means from a random seeding.
+        seed: The k-means seed.
+
+    Returns:
+        A sorted float32 array of ``k`` centroids, all within [min, max] of the values. With ``k`` or fewer distinct
+        values, those values, the last repeated; with no values, zeros.
     """
     values = np.asarray(values, np.float64).reshape(-1)
     if values.size == 0:
@@ -56,7 +68,20 @@ def nearest(values, centroids) -> np.ndarray:
 
 
 def cluster_values(values, k: int, init: str, keep_zero: bool, seed: int = 0):
-    """(centroids (k,), indices like ``values``) for one group of weights (a kernel or one output channel)."""
+    """Clusters one group of weights (a kernel, or one output channel of it).
+
+    Args:
+        values: The weights.
+        k: The number of centroids.
+        init: ``"kmeans++"``, ``"linear"``, ``"density"`` or ``"random"`` (see `fit_centroids`).
+        keep_zero: Pin centroid 0 at 0.0 for the weights that are exactly zero (where there are any) and cluster the
+            others with the remaining ``k - 1`` centroids.
+        seed: The k-means seed.
+
+    Returns:
+        ``(centroids, indices)``: ``k`` float32 centroids, and for each weight the int32 index of its nearest
+        centroid (ties to the lower one), shaped like ``values``.
+    """
     values = np.asarray(values, np.float32)
     flat = values.reshape(-1)
     if keep_zero and np.any(flat == 0):

@@ -17,10 +17,30 @@ _LAYER_KEYS = ("n_clusters", "init", "per_channel", "preserve_sparsity", "reassi
 @keras.saving.register_keras_serializable(package="keras_eff")
 @dataclass
 class ClusterConfig:
-    """Clustering settings for ``cluster_model``.
+    """Clustering settings for `cluster_model`, in one object (saved and loaded with ``get_config``/``from_config``).
 
-    The fields apply to every clusterable layer; ``overrides`` maps a layer name or class name (``"Dense"``) to a
-    dict of fields for those layers (a name beats a class); layers named in ``skip`` stay as they are.
+    The fields apply to every clusterable layer; ``overrides`` changes them for some layers and ``skip`` leaves
+    layers out.
+
+    Attributes:
+        n_clusters: Shared values per kernel (per output channel with ``per_channel``), an integer of at least 2;
+            default 16.
+        init: How the centroids start: ``"kmeans++"`` (default), ``"linear"``, ``"density"`` or ``"random"`` (see
+            `fit_centroids`).
+        per_channel: One set of centroids per output channel.
+        preserve_sparsity: Weights that are exactly zero (pruned) stay zero through training and strip.
+        reassign_every: Re-assign weights to their nearest centroid every N training steps, training the float kernel
+            straight-through (default 1, every step, as TF-MOT does); None: fixed assignments, only the centroids
+            learn.
+        seed: The k-means seed.
+        overrides: ``{layer name or class name ("Dense"): {setting: value}}`` for the settings ``n_clusters``,
+            ``init``, ``per_channel``, ``preserve_sparsity`` and ``reassign_every``; a layer name beats a class name.
+        skip: Names of layers to leave unclustered.
+
+    Raises:
+        ValueError: If ``n_clusters`` is not an integer of at least 2, ``init`` is unknown, or an override holds an
+            unknown setting or a bad value.
+        TypeError: If an override is not a dict.
     """
 
     n_clusters: int = 16
@@ -49,7 +69,15 @@ class ClusterConfig:
         self.skip = tuple(self.skip)
 
     def for_layer(self, layer) -> dict | None:
-        """The ClusterWrapper arguments for ``layer``, or None when it is skipped."""
+        """Gives the settings for one layer: the fields, the overrides of its classes (base classes first), then of its
+        name.
+
+        Args:
+            layer: A Keras layer.
+
+        Returns:
+            The keyword arguments of `ClusterWrapper` for ``layer`` (seed included), or None when it is skipped.
+        """
         if layer.name in self.skip:
             return None
         out = {k: getattr(self, k) for k in _LAYER_KEYS}
@@ -59,32 +87,68 @@ class ClusterConfig:
         return dict(out, seed=self.seed)
 
     def get_config(self):
+        """Serializes the settings.
+
+        Returns:
+            ``{field: value}``, ``skip`` as a list.
+        """
         out = asdict(self)
         out["skip"] = list(self.skip)
         return out
 
     @classmethod
     def from_config(cls, config):
+        """Makes settings from a dict written by ``get_config``.
+
+        Args:
+            config: ``{field: value}``.
+
+        Returns:
+            A new `ClusterConfig`, checked as when it is made.
+        """
         return cls(**config)
 
 
 def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, preserve_sparsity=False,
                   reassign_every=1, *, skip=(), overrides=None, seed=0, config: ClusterConfig | None = None):
-    """A new model whose conv and dense layers are clustered from their current weights (``model`` is unchanged).
+    """Makes a copy of a model whose clusterable layers are wrapped for weight clustering; ``model`` is unchanged.
+
+    Every layer the registry marks clusterable (Dense, the convolutions, custom layers that declare it), nested models
+    included, is wrapped in a `ClusterWrapper` whose centroids start from the layer's current weights. Train the
+    result as usual (the centroids learn), then `strip` it to get a plain model with at most ``n_clusters`` distinct
+    values per kernel. The new model's ``clustered_layers`` attribute lists the names of the wrapped layers.
 
     Args:
-        n_clusters: shared values per kernel (per output channel with ``per_channel``), ≥ 2.
-        init: "kmeans++" (default), "linear", "density" or "random".
-        per_channel: one set of centroids per output channel.
-        preserve_sparsity: weights that are exactly zero (pruned) stay zero through training and strip.
-        reassign_every: re-assign weights to their nearest centroid every N training steps, training the float
-            kernel straight-through (1, the default, is what TF-MOT does; None: fixed assignments, only the
-            centroids learn).
-        skip: names of layers to leave unclustered; overrides: {layer name or class: {setting: value}}.
-        config: a ``ClusterConfig`` instead of the arguments above.
+        model: A built Functional or Sequential Keras model. Not changed. For a subclassed model, wrap its layers
+            with `cluster` instead.
+        n_clusters: Shared values per kernel (per output channel with ``per_channel``), at least 2.
+        init: How the centroids start: ``"kmeans++"`` (default), ``"linear"``, ``"density"`` or ``"random"``.
+        per_channel: One set of centroids per output channel.
+        preserve_sparsity: Weights that are exactly zero (pruned) stay zero through training and strip.
+        reassign_every: Re-assign weights to their nearest centroid every N training steps, training the float kernel
+            straight-through (1, the default, is what TF-MOT does); None: fixed assignments, only the centroids learn.
+        skip: Names of layers to leave unclustered.
+        overrides: ``{layer name or class name: {setting: value}}``, settings for some layers (see `ClusterConfig`).
+        seed: The k-means seed.
+        config: A `ClusterConfig` used instead of all the settings above.
 
-    Train the result as usual (the centroids learn), then ``keras_eff.strip`` it. ``new.clustered_layers`` lists the
-    names of the wrapped layers.
+    Returns:
+        A new Keras model holding `ClusterWrapper` layers.
+
+    Raises:
+        TypeError: If ``model`` is not a Keras model or ``config`` is not a ``ClusterConfig``.
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+        ValueError: If a setting is out of range, ``skip`` or ``overrides`` names no layer or layer class of the
+            model, the model is already quantized or holds pruning or clustering wrappers (strip it first), a kernel
+            has fewer weights than ``n_clusters``, or a kernel holds NaN or infinite values.
+
+    Example:
+        ```python
+        clustered = keras_eff.cluster_model(model, 16, preserve_sparsity=True)
+        clustered.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        clustered.fit(x_train, y_train, epochs=1)
+        final = keras_eff.strip(clustered)  # plain Keras model, at most 16 distinct values per kernel
+        ```
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"cluster_model expects a Keras 3 model, got {type(model).__name__}")

@@ -8,9 +8,9 @@ its centroid and the inner layer's own kernel is left unused (non-trainable).
 
 With ``reassign_every=N`` (default 1, what TF-MOT does) the inner float kernel is trained too (straight-through:
 the forward value stays the clustered one) and every N training steps each weight moves to the centroid nearest its
-float value; zeros kept by ``preserve_sparsity`` stay on the pinned centroid. Every step beat fixed assignments
-(``reassign_every=None``) by 1.1–1.4 points in benchmarks/tfmot.py; rarer re-assignment trained worse, since each one
-changes the function abruptly (docs/clustering.md). ``strip_layer()`` gives the plain layer with the gathered
+float value; zeros kept by ``preserve_sparsity`` stay on the pinned centroid. Re-assigning every step trained better
+than fixed assignments (``reassign_every=None``), and rarer re-assignment worse, since each one changes the function
+abruptly: docs/clustering.md gives the measured figures. ``strip_layer()`` gives the plain layer with the gathered
 kernels, for ``keras_eff.strip``.
 """
 
@@ -27,8 +27,18 @@ from .centroids import channel_ids, check_init, cluster_values
 
 
 def is_clusterable(layer) -> bool:
-    """Whether weight clustering acts on ``layer``: the registry's ``clusterable`` fact (built in for Dense and the
-    convolutions; a custom layer declares it with ``keras_eff_facts()`` or ``keras_eff.layers.register_layer``)."""
+    """Tells whether weight clustering acts on a layer.
+
+    Args:
+        layer: Any object; only Keras layers can be clusterable.
+
+    Returns:
+        True if ``layer`` is a Keras layer whose registry facts say ``clusterable`` (built in for Dense and the
+        convolutions; a custom layer declares it with ``keras_eff_facts()`` or ``keras_eff.layers.register_layer``).
+
+    Raises:
+        LayerFactsError: If the layer's declared facts are invalid (see ``keras_eff.facts_for``).
+    """
     return isinstance(layer, layers.Layer) and facts_for(layer).clusterable
 
 
@@ -52,17 +62,30 @@ def check_clusterable(layer):
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class ClusterWrapper(layers.Wrapper):
-    """Weight clustering of one layer (see the module docstring).
+    """Weight clustering of one layer: its kernels become ``gather(centroids, indices)``, trained through the shared
+    centroids (see the module docstring).
+
+    Made by `cluster` or `cluster_model`; `strip` replaces it by a plain layer holding the clustered kernels. The
+    centroids are computed when the wrapper is built, from the inner layer's weights at that time (call
+    ``initialize_clusters()`` to recompute them).
 
     Args:
-        layer: a conv or dense layer; when it is already built its current weights are clustered.
-        n_clusters: shared values per kernel (per output channel with ``per_channel``), at least 2.
-        init: "kmeans++", "linear", "density" or "random" (see ``keras_eff.clustering.centroids``).
-        per_channel: one set of centroids per output channel.
-        preserve_sparsity: weights that are exactly zero stay zero (a pinned zero centroid).
-        reassign_every: re-assign weights to their nearest centroid every N training steps, training the float
-            kernel straight-through (default 1, every step; None: fixed assignments).
-        seed: k-means seed.
+        layer: A clusterable layer (Dense, a convolution, a custom layer with clusterable kernels); when it is
+            already built its current weights are clustered. It becomes the wrapper's ``layer``.
+        n_clusters: Shared values per kernel (per output channel with ``per_channel``), at least 2 and at most the
+            number of weights clustered together.
+        init: ``"kmeans++"``, ``"linear"``, ``"density"`` or ``"random"`` (see `fit_centroids`).
+        per_channel: One set of centroids per output channel.
+        preserve_sparsity: Weights that are exactly zero stay zero (a pinned zero centroid).
+        reassign_every: Re-assign weights to their nearest centroid every N training steps, training the float kernel
+            straight-through (default 1, every step); None: fixed assignments, only the centroids learn.
+        seed: The k-means seed.
+        **kwargs: Passed to ``keras.layers.Wrapper`` (``name`` defaults to ``"cluster_<layer name>"``).
+
+    Raises:
+        ValueError: If ``layer`` is already wrapped or has no kernel to cluster, a setting is out of range, or (when
+            built) a kernel has fewer weights than ``n_clusters`` or holds NaN or infinite values.
+        TypeError: If ``layer`` is not a Keras layer, or is a model.
     """
 
     def __init__(self, layer, n_clusters=16, init="kmeans++", per_channel=False, preserve_sparsity=False,
@@ -124,7 +147,16 @@ class ClusterWrapper(layers.Wrapper):
                 self.initialize_clusters()
 
     def initialize_clusters(self):
-        """(Re)computes centroids and assignments from the inner layer's current kernels."""
+        """Recomputes the centroids and assignments from the inner layer's current kernels.
+
+        Call it after loading trained weights into ``wrapper.layer`` of a wrapper that was built before.
+
+        Returns:
+            None. The centroid, index (and with ``preserve_sparsity`` pinning) variables are changed in place.
+
+        Raises:
+            ValueError: If a kernel holds NaN or infinite values.
+        """
         for name, w in self._kernels.items():
             values = np.asarray(w)
             if not np.all(np.isfinite(values)):
@@ -159,6 +191,14 @@ class ClusterWrapper(layers.Wrapper):
 
     # ---- forward ------------------------------------------------------------------------------------------------
     def effective_centroids(self, name):
+        """Gives a kernel's centroids as the layer uses them (the pinned zero centroid held at 0).
+
+        Args:
+            name: The kernel's weight name.
+
+        Returns:
+            The centroids: ``(n_clusters,)``, or ``(channels, n_clusters)`` per channel.
+        """
         c = self._centroids[name]
         return c * self._free[name] if self.preserve_sparsity else c
 
@@ -167,7 +207,14 @@ class ClusterWrapper(layers.Wrapper):
         return idx + self._channels[name] if self.per_channel else idx
 
     def clustered_kernel(self, name):
-        """The kernel the layer computes with: every weight replaced by its centroid."""
+        """Gives the kernel the layer computes with: every weight replaced by its centroid.
+
+        Args:
+            name: The kernel's weight name (``"kernel"``, ``"depthwise_kernel"`` ...).
+
+        Returns:
+            A tensor shaped like the kernel.
+        """
         c = ops.reshape(self.effective_centroids(name), (-1,))
         return ops.take(c, self._flat_indices(name))
 
@@ -219,11 +266,19 @@ class ClusterWrapper(layers.Wrapper):
 
     # ---- strip and serialization ------------------------------------------------------------------------------
     def clustered_weights(self) -> dict:
-        """{kernel name: numpy kernel with every weight replaced by its centroid}."""
+        """Gives the clustered kernels as numpy arrays.
+
+        Returns:
+            ``{kernel name: numpy kernel with every weight replaced by its centroid}``.
+        """
         return {name: np.asarray(self.clustered_kernel(name)) for name in self._kernels}
 
     def strip_layer(self):
-        """A plain, built copy of the wrapped layer holding the clustered kernels."""
+        """Makes the plain layer that `strip` puts in the wrapper's place.
+
+        Returns:
+            A new, built copy of the wrapped layer holding the clustered kernels (its other weights copied).
+        """
         new = clone_layer(self.layer, name=self.layer.name)
         new.build_from_config(self.layer.get_build_config())
         clustered = {id(self._kernels[n]): v for n, v in self.clustered_weights().items()}
@@ -247,9 +302,37 @@ class ClusterWrapper(layers.Wrapper):
 
 def cluster(layer, n_clusters=16, init="kmeans++", per_channel=False, preserve_sparsity=False,
             reassign_every=1, seed=0) -> ClusterWrapper:
-    """Clusters one layer's kernels (any model, subclassed ones included): ``self.conv = keras_eff.cluster(
-    layers.Conv2D(...), 16)``. A built layer is clustered from its current weights; an unbuilt one from its
-    initial weights when the model builds (call ``wrapper.initialize_clusters()`` after loading trained weights
-    into ``wrapper.layer``). Remove the wrapper with ``keras_eff.strip``."""
+    """Wraps one layer for weight clustering: the way to cluster layers of any model, subclassed ones included.
+
+    A built layer is clustered from its current weights; an unbuilt one from its initial weights when the model
+    builds (call ``wrapper.initialize_clusters()`` after loading trained weights into ``wrapper.layer``). Remove the
+    wrapper with `strip`.
+
+    Args:
+        layer: A clusterable Keras layer (Dense, a convolution, a custom layer with clusterable kernels).
+        n_clusters: Shared values per kernel (per output channel with ``per_channel``), at least 2.
+        init: ``"kmeans++"`` (default), ``"linear"``, ``"density"`` or ``"random"`` (see `fit_centroids`).
+        per_channel: One set of centroids per output channel.
+        preserve_sparsity: Weights that are exactly zero stay zero.
+        reassign_every: Re-assign weights to their nearest centroid every N training steps (default 1); None: fixed
+            assignments.
+        seed: The k-means seed.
+
+    Returns:
+        A new `ClusterWrapper` holding ``layer``.
+
+    Raises:
+        ValueError: If ``layer`` has no kernel to cluster or is already wrapped, or a setting is out of range.
+        TypeError: If ``layer`` is not a Keras layer.
+
+    Example:
+        ```python
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.conv = keras_eff.cluster(keras.layers.Conv2D(16, 3), 16)
+                self.head = keras.layers.Dense(10)
+        ```
+    """
     return ClusterWrapper(layer, n_clusters=n_clusters, init=init, per_channel=per_channel,
                           preserve_sparsity=preserve_sparsity, reassign_every=reassign_every, seed=seed)

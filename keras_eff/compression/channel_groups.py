@@ -45,8 +45,21 @@ def refittable(layer, input_shape=None) -> bool:
 
 
 def find_groups(model) -> list:
-    """The channel groups of a model, in graph order of their consumers (``keras_eff.graph.channel_chains`` with
-    compression's ``refittable`` condition)."""
+    """Finds the channel groups `channel_pruning` can prune: the input channels of a consumer that can go with the
+    output channels of the producer before it.
+
+    It is ``keras_eff.graph.channel_chains`` with compression's own condition: the consumer and producer are
+    Dense layers on vectors or 2-D convolutions, which the least-squares refit handles.
+
+    Args:
+        model: A Functional or Sequential model. Not changed.
+
+    Returns:
+        A list of `ChannelGroup` (``keras_eff.graph.ChannelChain``), in graph order of their consumers.
+
+    Raises:
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+    """
     return channel_chains(model, refittable)
 
 

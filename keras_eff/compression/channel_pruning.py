@@ -152,19 +152,48 @@ class ChannelPruningScheme(Scheme):
 
 def channel_pruning(model, target_ratio, data, eval_fn=None, parameters: ChannelPruningParameters | None = None,
                     verbose=True) -> CompressionResult:
-    """Compresses ``model`` to ``target_ratio`` of its MACs (or parameters) by pruning input channels.
+    """Compresses a model to a fraction of its MACs (or parameters) by pruning input channels, refitting what remains.
 
-    Candidate layers are those whose input channels can go (see ``channel_groups``); removing a channel also
-    removes the producing layer's output channel and that channel of the BatchNorm, activation, pooling or
-    depthwise layers between. ``data`` (an array of typical inputs, an ``(x, y)`` pair or a ``tf.data.Dataset``) is
-    required: the pruned layers are refit on it by least squares. Each candidate is pruned alone at each candidate
-    ratio and scored by ``eval_fn(model) -> float`` (higher is better; the model is not compiled) where given,
-    else by the relative error of the model's outputs on ``data``; the ratios are then chosen greedily for the
-    least predicted loss within the target.
+    Candidate layers are those whose input channels can go (`find_groups`): removing a channel also removes the
+    producing layer's output channel and that channel of the BatchNorm, activation, pooling or depthwise layers
+    between. Each candidate is pruned alone at each candidate ratio and scored by ``eval_fn`` where given, else by the
+    relative error of the model's outputs on ``data``; the ratios are then chosen greedily for the least predicted
+    loss within the target (`select_ratios`). The final model is built layer by layer in graph order: channels are
+    chosen by their contribution to the layer's output, and the kept weights refit by ridge regression on ``data``
+    against the original model's outputs.
 
-    Returns a ``CompressionResult``: ``.model`` is a new plain Keras model with the same layer names (the input
-    model is untouched), with ``.layer_ratios``, ``.layer_settings`` (kept input channels), ``.achieved_ratio``,
-    ``.mac_ratio`` and ``.sensitivity``.
+    Args:
+        model: A trained Functional or Sequential model with a single input. Not changed.
+        target_ratio: The fraction of the model's cost to keep (``parameters.cost_metric``: MACs by default),
+            strictly between 0 and 1.
+        data: Typical inputs, required: an array shaped like the model's input, an ``(x, y)`` pair or a
+            ``tf.data.Dataset``. The refit samples its rows from them, and they score candidates without ``eval_fn``.
+        eval_fn: ``eval_fn(model) -> float``, higher is better (for example accuracy on held-out data); the model it
+            gets is not compiled. Called for the input model and for each candidate.
+        parameters: A `ChannelPruningParameters`; default: its defaults.
+        verbose: Show a progress bar of the sensitivity analysis.
+
+    Returns:
+        A `CompressionResult`: ``.model`` is a new plain Keras model with the same layer names;
+        ``.layer_ratios``, ``.layer_settings`` (input channels kept), ``.achieved_ratio``, ``.mac_ratio``,
+        ``.sensitivity`` and ``.summary()`` describe the choice.
+
+    Raises:
+        ValueError: If ``data`` is missing or does not fit the model's input, the model has several inputs,
+            ``target_ratio`` is not strictly between 0 and 1, ``parameters.layers``/``exclude`` names a layer the
+            model lacks, or a layer of a candidate group holds NaN or infinite weights.
+        TypeError: If ``target_ratio`` is not a number, ``parameters`` is not a ``ChannelPruningParameters`` or
+            ``eval_fn`` is not callable.
+        NothingToCompressError: If no layer's input channels can be pruned among those selected (residual adds and
+            concatenations pin their channels), or the target cannot be reached with the candidate ratios.
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+
+    Example:
+        ```python
+        result = keras_eff.compression.channel_pruning(model, 0.5, x_train[:1000], eval_fn=eval_fn)
+        print(result.summary())
+        result.sensitivity.plot("sensitivity.png")
+        ```
     """
     target_ratio = check_ratio(target_ratio)
     parameters = parameters or ChannelPruningParameters()

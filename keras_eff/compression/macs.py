@@ -28,7 +28,14 @@ def counted(layer) -> bool:
 
 @dataclass
 class LayerCost:
-    """One layer call's multiply-accumulates and its layer's weight count."""
+    """One layer call's multiply-accumulates and its layer's weight count.
+
+    Attributes:
+        name: The layer's name (``outer/inner`` for a layer of a nested model).
+        kind: The layer's class name.
+        macs: Multiply-accumulates of this call, for one sample.
+        params: The layer's weights (kernel and bias); 0 for the second and later calls of a shared layer.
+    """
 
     name: str
     kind: str
@@ -36,30 +43,60 @@ class LayerCost:
     params: int
 
     def as_dict(self) -> dict:
+        """Gives the cost as a dict.
+
+        Returns:
+            ``{"name", "kind", "macs", "params"}``.
+        """
         return asdict(self)
 
 
 @dataclass
 class ModelCost:
-    """Per-layer costs of a model in graph order, with totals."""
+    """Per-layer costs of a model in graph order, with totals; made by `count_macs`.
+
+    Attributes:
+        layers: The `LayerCost` of every counted layer call (conv, depthwise, separable, transposed and dense
+            layers), in graph order.
+    """
 
     layers: list = field(default_factory=list)
 
     @property
     def total_macs(self) -> int:
+        """MACs of the whole model, for one sample."""
         return sum(c.macs for c in self.layers)
 
     @property
     def total_params(self) -> int:
+        """Weights of the counted layers."""
         return sum(c.params for c in self.layers)
 
     def total(self, metric: str = "macs") -> int:
+        """Gives a total by metric name.
+
+        Args:
+            metric: ``"macs"``; anything else gives the parameters.
+
+        Returns:
+            `total_macs` or `total_params`.
+        """
         return self.total_macs if metric == "macs" else self.total_params
 
     def by_name(self) -> dict:
+        """Indexes the costs by layer name.
+
+        Returns:
+            ``{layer name: LayerCost}`` (the last call of a layer called several times).
+        """
         return {c.name: c for c in self.layers}
 
     def as_rows(self) -> list:
+        """Lists the costs as table rows.
+
+        Returns:
+            One dict per layer call (see `LayerCost.as_dict`), for a table.
+        """
         return [c.as_dict() for c in self.layers]
 
 
@@ -89,8 +126,28 @@ def layer_macs(layer, input_shape, output_shape) -> int | None:
 
 
 def count_macs(model) -> ModelCost:
-    """Per-layer MACs and parameters of a built Functional or Sequential model (nested models included, their
-    layers named ``outer/inner``). A layer called several times counts its MACs at every call, its weights once."""
+    """Counts the multiply-accumulates and weights of a model's conv and dense layers, per layer and in total.
+
+    The formulas are those TFLite's ops imply, so the MACs agree with ``tflite_export.count_macs`` on the converted
+    model. Layers without kernels (BatchNorm, pooling, activations, Add) count nothing and are not listed. A layer
+    called several times counts its MACs at every call and its weights once; nested models are included, their layers
+    named ``outer/inner``.
+
+    Args:
+        model: A built Functional or Sequential model. Not changed.
+
+    Returns:
+        A `ModelCost` (``.layers``, ``.total_macs``, ``.total_params``, ``.by_name()``), MACs for one sample.
+
+    Raises:
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+
+    Example:
+        ```python
+        cost = keras_eff.compression.count_macs(model)
+        print(f"{cost.total_macs:,} MACs, {cost.total_params:,} parameters")
+        ```
+    """
     cost = ModelCost()
     _count(model, "", cost, set())
     return cost

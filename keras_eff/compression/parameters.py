@@ -10,14 +10,23 @@ DEFAULT_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 
 @dataclass
 class CompressionParameters:
-    """Options shared by the methods.
+    """Options shared by the compression methods; `SpatialSvdParameters` and `ChannelPruningParameters` add their own.
 
-    - ``cost_metric``: what ``target_ratio`` counts, ``"macs"`` or ``"params"`` (of conv and dense layers).
-    - ``candidate_ratios``: the per-layer ratios tried in the sensitivity analysis (fractions of the layer's cost).
-    - ``layers``: names of the layers to consider (None: every eligible layer); ``exclude``: names to leave alone.
-    - ``multiple``: ranks and kept channel counts are rounded down to a multiple of this (8 suits XNNPACK/int8).
-    - ``num_eval_samples``: inputs used by the output-error proxy when no ``eval_fn`` is given.
-    - ``seed``: seeds the sampling of inputs and positions.
+    Attributes:
+        cost_metric: What ``target_ratio`` counts: ``"macs"`` (default) or ``"params"``, of the conv and dense layers.
+        candidate_ratios: The per-layer ratios tried in the sensitivity analysis (fractions of the layer's cost
+            kept), each strictly between 0 and 1; default 0.9, 0.8, ..., 0.1.
+        layers: Names of the layers to consider; None (default): every eligible layer.
+        exclude: Names of layers to leave alone.
+        multiple: Ranks and kept channel counts are rounded down to a multiple of this (8 suits XNNPACK and int8
+            kernels); default 1.
+        num_eval_samples: How many inputs of ``data`` the output-error score uses when no ``eval_fn`` is given.
+        seed: Seeds the sampling of inputs and positions.
+
+    Raises:
+        ValueError: If ``candidate_ratios`` is empty or holds a value outside (0, 1), ``cost_metric`` is unknown, or
+            ``multiple`` or ``num_eval_samples`` is below 1.
+        TypeError: If ``layers`` or ``exclude`` is a single string instead of a list of names.
     """
 
     cost_metric: str = "macs"
@@ -45,27 +54,65 @@ class CompressionParameters:
             raise ValueError(f"num_eval_samples must be >= 1, got {self.num_eval_samples!r}")
 
     def get_config(self) -> dict:
+        """Serializes the options.
+
+        Returns:
+            ``{field: value}``, tuples as lists.
+        """
         config = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
     @classmethod
     def from_config(cls, config: dict):
+        """Makes options from a dict written by ``get_config``.
+
+        Args:
+            config: ``{field: value}``.
+
+        Returns:
+            A new instance of this class, checked as when it is made.
+        """
         return cls(**config)
 
 
 @dataclass
 class SpatialSvdParameters(CompressionParameters):
-    """Options of ``spatial_svd``: those shared by every method (see ``CompressionParameters``)."""
+    """Options of `spatial_svd`: those shared by every method (see `CompressionParameters`).
+
+    Attributes:
+        cost_metric: As in `CompressionParameters`.
+        candidate_ratios: As in `CompressionParameters`.
+        layers: As in `CompressionParameters`.
+        exclude: As in `CompressionParameters`.
+        multiple: As in `CompressionParameters`.
+        num_eval_samples: As in `CompressionParameters`.
+        seed: As in `CompressionParameters`.
+    """
 
 
 @dataclass
 class ChannelPruningParameters(CompressionParameters):
-    """Options of ``channel_pruning``, beyond the shared ones.
+    """Options of `channel_pruning`: the shared ones (see `CompressionParameters`) and those of the least-squares refit.
 
-    - ``num_reconstruction_samples``: rows of the least-squares problem per layer (sampled output positions).
-    - ``samples_per_image``: output positions sampled per input image.
-    - ``reconstruct``: refit the kept weights by least squares (False: only drop the pruned channels' weights).
-    - ``ridge``: Tikhonov regularisation of the refit, relative to the mean energy of the input columns.
+    Attributes:
+        cost_metric: As in `CompressionParameters`.
+        candidate_ratios: As in `CompressionParameters`.
+        layers: As in `CompressionParameters`.
+        exclude: As in `CompressionParameters`.
+        multiple: As in `CompressionParameters`.
+        num_eval_samples: As in `CompressionParameters`.
+        seed: As in `CompressionParameters`.
+        num_reconstruction_samples: Rows of each layer's least-squares problem (sampled output positions); default
+            5000.
+        samples_per_image: Output positions sampled per input image; default 10. ``num_reconstruction_samples /
+            samples_per_image`` images of ``data`` are used.
+        reconstruct: Refit the kept weights by least squares (default); False only drops the pruned channels'
+            weights.
+        ridge: Tikhonov regularisation of the refit, relative to the mean energy of the input columns; default 1e-3.
+
+    Raises:
+        ValueError: As `CompressionParameters`, or if ``num_reconstruction_samples`` or ``samples_per_image`` is
+            below 1 or ``ridge`` is negative.
     """
 
     num_reconstruction_samples: int = 5000

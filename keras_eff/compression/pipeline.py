@@ -59,9 +59,20 @@ class Scheme(ABC):
 
 @dataclass
 class CompressionResult:
-    """What a compression returns: ``model`` (a new plain Keras model; the input model is untouched), the chosen
-    per-layer ``layer_ratios`` and ``layer_settings`` (rank or kept channels), the costs before and after (per
-    layer), the achieved ratio of the target metric, and the sensitivity table the choice was made from."""
+    """What `spatial_svd` and `channel_pruning` return: the compressed model and how it was chosen.
+
+    Attributes:
+        model: The compressed model, a new plain Keras (Functional) model; the input model is untouched.
+        method: ``"spatial_svd"`` or ``"channel_pruning"``.
+        target_ratio: The fraction of the cost asked for.
+        cost_metric: ``"macs"`` or ``"params"``: what the ratios count.
+        layer_ratios: ``{layer name: ratio}`` for every compressed layer (the fraction of that layer's cost kept).
+        layer_settings: ``{layer name: setting}``: the SVD rank, or the number of input channels kept.
+        original_cost: The input model's `ModelCost`.
+        compressed_cost: The compressed model's `ModelCost`.
+        sensitivity: The `SensitivityTable` the ratios were chosen from.
+        parameters: The method's parameters (`SpatialSvdParameters` or `ChannelPruningParameters`).
+    """
 
     model: keras.Model
     method: str
@@ -81,16 +92,29 @@ class CompressionResult:
 
     @property
     def mac_ratio(self) -> float:
+        """MACs of the compressed model over the original's."""
         return self.compressed_cost.total_macs / self.original_cost.total_macs
 
     @property
     def param_ratio(self) -> float:
+        """Parameters of the compressed model over the original's."""
         return self.compressed_cost.total_params / self.original_cost.total_params
 
     def as_rows(self) -> list:
+        """Lists the compressed layers as table rows.
+
+        Returns:
+            ``[{"layer": name, "ratio": ratio, "setting": setting}, ...]``.
+        """
         return [{"layer": n, "ratio": r, "setting": self.layer_settings[n]} for n, r in self.layer_ratios.items()]
 
     def summary(self) -> str:
+        """Describes the result in a few lines: target and achieved ratio, MACs and parameters before and after,
+        and each layer's ratio and setting.
+
+        Returns:
+            The text.
+        """
         lines = [f"{self.method}: target {self.target_ratio:.3g} of {self.cost_metric}, achieved "
                  f"{self.achieved_ratio:.3f} (MACs {self.original_cost.total_macs:,} -> "
                  f"{self.compressed_cost.total_macs:,}, params {self.original_cost.total_params:,} -> "

@@ -22,11 +22,19 @@ from .inputs import NothingToCompressError
 
 @dataclass
 class SensitivityTable:
-    """Scores of the model with one layer compressed at a time.
+    """Scores of a model with one layer compressed at a time: what per-layer ratios are chosen from.
 
-    ``scores[layer][ratio]`` is the model's score with only ``layer`` compressed to ``ratio`` of its cost;
-    ``settings[layer][ratio]`` the layer setting that ratio became (an SVD rank, a number of kept channels).
-    ``baseline`` is the uncompressed model's score; ``metric`` names what was measured.
+    Made by `measure_sensitivity`; a `CompressionResult` holds it as ``.sensitivity``.
+
+    Attributes:
+        metric: What was measured (``"eval_fn score"``, ``"relative output error"``, ``"relative weight error"``).
+        higher_is_better: Whether a higher score is better (True for an ``eval_fn`` score, False for errors).
+        baseline: The uncompressed model's score.
+        ratios: The candidate ratios, highest first.
+        scores: ``{layer: {ratio: score}}``: the model's score with only that layer compressed to that fraction of
+            its cost.
+        settings: ``{layer: {ratio: setting}}``: the layer setting each ratio became (an SVD rank, a number of kept
+            channels).
     """
 
     metric: str
@@ -38,17 +46,37 @@ class SensitivityTable:
 
     @property
     def layers(self) -> list:
+        """The measured layers' names, in the order measured."""
         return list(self.scores)
 
     def raw_loss(self, layer, ratio) -> float:
+        """Gives the measured loss of compressing one layer to one ratio.
+
+        Args:
+            layer: A measured layer's name.
+            ratio: One of its measured ratios, or 1.0 or more (uncompressed).
+
+        Returns:
+            How much worse the score is than the baseline (may be negative); 0.0 for a ratio of 1.0 or more.
+        """
         if ratio >= 1.0:
             return 0.0
         score = self.scores[layer][ratio]
         return self.baseline - score if self.higher_is_better else score - self.baseline
 
     def loss(self, layer, ratio) -> float:
-        """Predicted loss of compressing ``layer`` to ``ratio``: never below zero, never below the loss at any
-        higher ratio of that layer (measurement noise must not reward harder compression)."""
+        """Gives the predicted loss of compressing one layer to one ratio.
+
+        Never below zero, and never below the loss at any higher ratio of that layer: measurement noise must not reward
+        harder compression.
+
+        Args:
+            layer: A measured layer's name.
+            ratio: A ratio (fraction of the layer's cost kept).
+
+        Returns:
+            The predicted loss.
+        """
         worst = 0.0
         for r in self.scores[layer]:
             if r >= ratio:
@@ -56,15 +84,33 @@ class SensitivityTable:
         return worst
 
     def as_rows(self) -> list:
+        """Lists the scores as table rows.
+
+        Returns:
+            ``[{"layer", "ratio", "setting", "score"}, ...]``, for each layer from the highest ratio down.
+        """
         return [{"layer": name, "ratio": r, "setting": self.settings[name][r], "score": s}
                 for name, by_ratio in self.scores.items() for r, s in sorted(by_ratio.items(), reverse=True)]
 
     def get_config(self) -> dict:
+        """Serializes the table.
+
+        Returns:
+            A JSON-compatible dict, for ``from_config``.
+        """
         return {"metric": self.metric, "higher_is_better": self.higher_is_better, "baseline": self.baseline,
                 "ratios": list(self.ratios), "rows": self.as_rows()}
 
     @classmethod
     def from_config(cls, config):
+        """Makes a table from a dict written by ``get_config``.
+
+        Args:
+            config: The dict.
+
+        Returns:
+            A new `SensitivityTable`.
+        """
         table = cls(config["metric"], config["higher_is_better"], config["baseline"], list(config["ratios"]))
         for row in config["rows"]:
             table.scores.setdefault(row["layer"], {})[row["ratio"]] = row["score"]
@@ -72,8 +118,17 @@ class SensitivityTable:
         return table
 
     def plot(self, path, title: str | None = None):
-        """Saves the table as a figure (score against kept cost ratio, one line a layer) to ``path`` (.png, .svg,
-        .pdf). Drawn with matplotlib's Agg canvas; the global pyplot backend is left alone."""
+        """Saves the table as a figure: score against kept cost ratio, one line per layer, the baseline dashed.
+
+        Drawn with matplotlib's Agg canvas; the global pyplot backend is left alone. The file is written atomically.
+
+        Args:
+            path: The file to write; its suffix picks the format (``.png``, ``.svg``, ``.pdf``; png without one).
+            title: The figure's title (default: "Per-layer compression sensitivity").
+
+        Returns:
+            ``path``.
+        """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -99,9 +154,23 @@ class SensitivityTable:
 
 def measure_sensitivity(layers, ratios, setting_of, score_of, baseline, metric, higher_is_better=True,
                         verbose=True) -> SensitivityTable:
-    """Scores every (layer, ratio) pair: ``setting_of(layer, ratio)`` gives the layer setting (None where the ratio
-    cannot be reached or changes nothing) and ``score_of(layer, setting)`` the model's score with only that layer
-    compressed."""
+    """Scores every (layer, ratio) pair with only that layer compressed: the first step of every compression method.
+
+    Args:
+        layers: Names of the layers to measure.
+        ratios: The candidate ratios (fractions of a layer's cost kept).
+        setting_of: ``setting_of(layer, ratio)``: the layer setting (a rank, a number of kept channels) that ratio
+            gives, or None where it cannot be reached or changes nothing. A setting is measured once per layer, at
+            the highest ratio that gives it.
+        score_of: ``score_of(layer, setting) -> float``: the model's score with only that layer compressed.
+        baseline: The uncompressed model's score.
+        metric: The name of what the scores measure.
+        higher_is_better: Whether a higher score is better.
+        verbose: Show a progress bar.
+
+    Returns:
+        A new `SensitivityTable`.
+    """
     table = SensitivityTable(metric, higher_is_better, float(baseline), sorted(ratios, reverse=True))
     jobs = []
     for name in layers:
@@ -120,9 +189,24 @@ def measure_sensitivity(layers, ratios, setting_of, score_of, baseline, metric, 
 
 
 def select_ratios(table: SensitivityTable, cost_of, target: float) -> dict:
-    """Per-layer ratios (``{layer: ratio}``, only compressed layers listed) whose ``cost_of(settings)`` is at most
-    ``target``, chosen greedily for the least predicted loss. Raises NothingToCompressError where even the harshest
-    candidate of every layer stays above the target."""
+    """Chooses per-layer ratios that meet a cost target with the least predicted loss.
+
+    Greedy: from the uncompressed model, it repeatedly takes the step (one layer to a lower ratio) that buys the most
+    cost reduction per unit of predicted loss (`SensitivityTable.loss`) until the target is met, then walks layers
+    back up while the target still holds and the predicted loss does not grow.
+
+    Args:
+        table: The `SensitivityTable` of the candidate layers.
+        cost_of: ``cost_of(settings) -> float``: the model's cost with ``{layer: setting}`` applied (layers not
+            listed uncompressed).
+        target: The cost to reach.
+
+    Returns:
+        ``{layer: ratio}`` for the layers to compress (those left uncompressed are not listed).
+
+    Raises:
+        NothingToCompressError: If the target cannot be reached even with every layer at its lowest measured ratio.
+    """
     ratios = {name: 1.0 for name in table.layers}
 
     def settings(rs):

@@ -24,7 +24,19 @@ def svd_factors(matrix):
 
 
 def split_conv_kernel(kernel, rank, factors=None):
-    """A ``(kh, kw, c_in, c_out)`` kernel as ``(kh, 1, c_in, rank)`` and ``(1, kw, rank, c_out)`` kernels."""
+    """Splits a k×k convolution kernel into a k×1 and a 1×k kernel of a given rank (spatial SVD).
+
+    Args:
+        kernel: A numpy kernel of shape ``(kh, kw, c_in, c_out)``.
+        rank: Channels between the two kernels, from 1 to ``min(kh·c_in, kw·c_out)``.
+        factors: ``(u, s, vt)``, the SVD of the kernel laid out as a ``(kh·c_in, kw·c_out)`` matrix, to reuse across
+            ranks; computed when None.
+
+    Returns:
+        ``(vertical, horizontal)``: kernels of shapes ``(kh, 1, c_in, rank)`` and ``(1, kw, rank, c_out)`` in the
+        kernel's dtype. A kh×1 convolution with the first followed by a 1×kw convolution with the second is the best
+        rank-``rank`` approximation of the layer, exact at full rank.
+    """
     kh, kw, cin, cout = kernel.shape
     u, s, vt = factors or svd_factors(np.transpose(kernel, (0, 2, 1, 3)).reshape(kh * cin, kw * cout))
     root = np.sqrt(s[:rank])
@@ -34,7 +46,17 @@ def split_conv_kernel(kernel, rank, factors=None):
 
 
 def split_dense_kernel(kernel, rank, factors=None):
-    """An ``(in, units)`` kernel as ``(in, rank)`` and ``(rank, units)`` kernels."""
+    """Splits a dense kernel into two low-rank kernels (truncated SVD).
+
+    Args:
+        kernel: A numpy kernel of shape ``(in, units)``.
+        rank: The inner dimension, from 1 to ``min(in, units)``.
+        factors: ``(u, s, vt)``, the kernel's SVD, to reuse across ranks; computed when None.
+
+    Returns:
+        ``(first, second)`` of shapes ``(in, rank)`` and ``(rank, units)`` in the kernel's dtype, whose product is
+        the best rank-``rank`` approximation of ``kernel``.
+    """
     u, s, vt = factors or svd_factors(kernel)
     root = np.sqrt(s[:rank])
     return (u[:, :rank] * root).astype(kernel.dtype), (root[:, None] * vt[:rank]).astype(kernel.dtype)
@@ -165,17 +187,50 @@ def factorized_call(layer, rank, args, kwargs, factors=None):
 
 def spatial_svd(model, target_ratio, data=None, eval_fn=None, parameters: SpatialSvdParameters | None = None,
                 verbose=True) -> CompressionResult:
-    """Compresses ``model`` to ``target_ratio`` of its MACs (or parameters) by spatial SVD with per-layer ranks.
+    """Compresses a model to a fraction of its MACs (or parameters) by spatial SVD, with ranks chosen per layer.
 
-    Every eligible layer (a Conv2D with a k×k kernel, k > 1, and every Dense layer, unless ``parameters`` narrows
-    the choice) is factorized alone at each candidate ratio and scored: by ``eval_fn(model) -> float`` (higher is
-    better, e.g. accuracy on held-out data; the model it gets is not compiled) where given, else by the relative
-    error of the model's outputs on ``data``, else (no data) by the layer's relative weight error. The ranks are
-    then chosen greedily for the least predicted loss within the target.
+    Every eligible layer (a ``Conv2D`` with a k×k kernel, k > 1, groups=1, channels_last, called once; every
+    ``Dense`` layer called once) unless ``parameters`` narrows the choice, is factorized alone at each candidate
+    ratio and scored: by ``eval_fn`` where given, else by the relative error of the model's outputs on ``data``, else
+    by the layer's relative weight error. The ranks are then chosen greedily for the least predicted loss within the
+    target (`select_ratios`). A factorized layer becomes ``<name>_svd_a`` (k×1 convolution, or dense to ``rank``
+    units, no bias or activation) and ``<name>_svd_b`` (1×k convolution or dense, with the layer's bias and
+    activation).
 
-    Returns a ``CompressionResult``: ``.model`` is a new plain Keras model (factorized layers become
-    ``<name>_svd_a`` and ``<name>_svd_b``; the input model is untouched), with ``.layer_ratios``,
-    ``.layer_settings`` (ranks), ``.achieved_ratio``, ``.mac_ratio`` and ``.sensitivity``.
+    Args:
+        model: A trained Functional or Sequential model. Not changed.
+        target_ratio: The fraction of the model's cost to keep (``parameters.cost_metric``: MACs by default),
+            strictly between 0 and 1.
+        data: Typical inputs for the output-error score: an array shaped like the model's single input, an
+            ``(x, y)`` pair or a ``tf.data.Dataset``; optional.
+        eval_fn: ``eval_fn(model) -> float``, higher is better (for example accuracy on held-out data); the model it
+            gets is not compiled. Called for the input model and for each candidate.
+        parameters: A `SpatialSvdParameters`; default: its defaults.
+        verbose: Show a progress bar of the sensitivity analysis.
+
+    Returns:
+        A `CompressionResult`: ``.model`` is a new plain Keras model; ``.layer_ratios``, ``.layer_settings``
+        (ranks), ``.achieved_ratio``, ``.mac_ratio``, ``.sensitivity`` and ``.summary()`` describe the choice.
+
+    Raises:
+        ValueError: If ``target_ratio`` is not strictly between 0 and 1, ``parameters.layers``/``exclude`` names a
+            layer the model lacks, a candidate layer holds NaN or infinite weights, or ``data`` does not fit the
+            model's input.
+        TypeError: If ``target_ratio`` is not a number, ``parameters`` is not a ``SpatialSvdParameters`` or
+            ``eval_fn`` is not callable.
+        NothingToCompressError: If no eligible layer is selected, or the target cannot be reached with the candidate
+            ratios.
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+
+    Example:
+        ```python
+        def eval_fn(m):  # higher is better
+            return float((m.predict(x_val, verbose=0).argmax(-1) == y_val).mean())
+
+        result = keras_eff.compression.spatial_svd(model, 0.5, eval_fn=eval_fn)
+        print(result.summary())
+        small = result.model  # fine-tune, then export
+        ```
     """
     target_ratio = check_ratio(target_ratio)
     parameters = parameters or SpatialSvdParameters()

@@ -100,8 +100,21 @@ def producer_problem(op, constant_ok=False) -> str | None:
 
 
 def channel_role(op, node=None, constant_ok=False) -> str:
-    """producer, follower, pass, merge, concat, flatten or block (see the module docstring). ``node``: the call
-    whose input shapes to read (the layer's first call otherwise)."""
+    """Gives a layer's role in the channel analysis (see the module docstring).
+
+    The role is the layer registry's ``channels`` fact, kept only where the instance allows it (channels_last,
+    ``groups=1``, a BatchNorm on the channel axis ...); otherwise ``"block"``.
+
+    Args:
+        op: A layer or Keras operation of a functional graph; models and non-layers are ``"block"``.
+        node: The call whose input shapes to read; None: the layer's first call.
+        constant_ok: Whether a layer that turns 0 into a non-zero value (an activation with f(0) ≠ 0, an offset) may
+            keep its role: True for compression, which removes channels at once; False for pruning, where a pruned
+            channel stays in the graph as zeros.
+
+    Returns:
+        ``"producer"``, ``"follower"``, ``"pass"``, ``"merge"``, ``"concat"``, ``"flatten"`` or ``"block"``.
+    """
     if not isinstance(op, keras.layers.Layer) or isinstance(op, keras.Model):
         return "block"
     role = _ROLE.get(facts_for(op).channels, "block")
@@ -140,7 +153,17 @@ def _name(node) -> str:
 @dataclass
 class ChannelGroup:
     """Producers whose output channels are pruned with one mask, the followers masked with them, and why the group
-    cannot be pruned (None when it can)."""
+    cannot be pruned.
+
+    Made by `channel_groups` (pruning's ``structure="channels"``).
+
+    Attributes:
+        producers: Names of the producer layers (Conv, Dense) joined through merges (an ``Add`` of their outputs);
+            the first is the group's ``name``.
+        followers: Names of the follower layers (BatchNorm, depthwise) whose per-channel weights go with the channels.
+        reason: Why the group cannot be pruned (a model output, a layer channel pruning cannot follow ...); None when
+            it can.
+    """
 
     producers: list = field(default_factory=list)
     followers: list = field(default_factory=list)
@@ -217,7 +240,21 @@ def _unite(info: GraphInfo, producer_of, start_node):
 
 
 def channel_groups(model, candidates=None) -> list:
-    """The channel groups of ``model``'s graph holding the producers named in ``candidates`` (all by default)."""
+    """Groups the producers of a model whose output channels must be pruned together.
+
+    Producers whose channels meet in a merge (an ``Add``) form one group; the followers after them are masked with
+    it. A group that cannot be pruned says why in ``reason``.
+
+    Args:
+        model: A Functional or Sequential model. Not changed.
+        candidates: Names of the producers to report on (the groups holding them); None: every producer.
+
+    Returns:
+        A list of `ChannelGroup`, in graph order of their first producer.
+
+    Raises:
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+    """
     info = GraphInfo.of(model)
     producer_of = {id(t): node for node in info.nodes for t in node.outputs}
     groups, placed = [], set()
@@ -240,7 +277,18 @@ def channel_groups(model, candidates=None) -> list:
 # ---- compression: single producer → consumer chains -----------------------------------------------------------
 @dataclass
 class ChannelChain:
-    """A consumer, its producer and the per-channel layers with weights between them (in graph order)."""
+    """A consumer, its producer and the per-channel layers with weights between them: input channels of the consumer
+    that can be removed with the producer's output channels.
+
+    Made by `channel_chains`; ``keras_eff.compression`` calls it ``ChannelGroup``.
+
+    Attributes:
+        consumer: Name of the layer whose input channels go.
+        producer: Name of the layer whose output channels go with them.
+        channelwise: Names of the layers with per-channel weights between the two (BatchNorm, depthwise), in graph
+            order.
+        channels: The producer's number of output channels.
+    """
 
     consumer: str
     producer: str
@@ -249,13 +297,25 @@ class ChannelChain:
 
 
 def channel_chains(model, usable=None) -> list:
-    """The chains of ``model``, in graph order of their consumers: a consumer (a producer whose input channels can
-    go, called once, on one input) whose input comes from a producer through followers and pass layers only, each
-    called once and read by nothing else (no second branch, residual Add, Concatenate or model output).
+    """Finds the producer → consumer chains of a model whose channels can be removed (compression's channel pruning).
 
-    ``usable(layer, input_shape)``: a technique's own condition on the consumer (given its input shape) and on the
-    producer (``input_shape=None``); compression refits only Dense kernels on vectors and 2-D convolutions. Constants are allowed (``constant_ok=True``): the chain's channels are
-    removed, not zeroed."""
+    A chain is a consumer (a producer whose input channels can go, called once, on one input) whose input comes from
+    another producer through followers and pass layers only, each called once and read by nothing else (no second
+    branch, residual ``Add``, ``Concatenate`` or model output). Constants are allowed (``constant_ok=True``): the
+    chain's channels are removed, not zeroed.
+
+    Args:
+        model: A Functional or Sequential model. Not changed.
+        usable: ``usable(layer, input_shape) -> bool``: a technique's own condition, asked of the consumer (with its
+            input shape) and of the producer (``input_shape=None``); compression refits only Dense kernels on vectors
+            and 2-D convolutions. None: every producer is usable.
+
+    Returns:
+        A list of `ChannelChain`, in graph order of their consumers.
+
+    Raises:
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+    """
     info = GraphInfo.of(model)
     producer_of = {id(t): node for node in info.nodes for t in node.outputs}
     usable = usable or (lambda layer, shape: True)

@@ -8,7 +8,16 @@ from keras import layers
 
 
 def activation_kind(layer) -> str | None:
-    """'relu', 'relu6' or 'linear' for a plain activation layer (ReLU or Activation); None for anything else."""
+    """Names what a plain activation layer computes, for the techniques that fuse activations.
+
+    Args:
+        layer: Any Keras layer.
+
+    Returns:
+        ``"relu"`` or ``"relu6"`` for a ``ReLU`` layer without negative slope or threshold and with no cap or a cap of
+        6; ``"relu"``, ``"relu6"`` or ``"linear"`` for an ``Activation`` layer with that activation; None for anything
+        else.
+    """
     if isinstance(layer, layers.ReLU):
         if float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
             return None
@@ -22,10 +31,21 @@ def activation_kind(layer) -> str | None:
 
 
 def call_with_values(owner, layer, inputs, mapping, **kwargs):
-    """Calls ``layer`` with the variables in ``mapping`` [(variable, value), ...] replaced by those values.
+    """Calls ``layer`` with some of its variables replaced by other values, leaving those variables unchanged.
 
-    Variables the call updates itself (BatchNorm statistics, say) are written back, and the call's losses are added to
-    ``owner``: the way a wrapper computes its layer with masked or clustered weights without touching them.
+    The way a wrapper computes its layer with masked or clustered weights. Variables the call updates itself
+    (BatchNorm statistics, say) and that ``mapping`` does not replace are written back, and the call's losses are added
+    to ``owner``.
+
+    Args:
+        owner: The layer (usually the wrapper) to which the call's losses are added.
+        layer: The layer to call.
+        inputs: The layer's inputs.
+        mapping: ``[(variable, value), ...]``: variables of ``layer`` and the values the call computes with.
+        **kwargs: Passed on to the layer's call (``training=`` ...).
+
+    Returns:
+        The layer's outputs.
     """
     mapped = {id(v) for v, _ in mapping}
     with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:

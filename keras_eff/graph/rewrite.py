@@ -25,7 +25,20 @@ from ..errors import UnsupportedModelError
 
 
 def functional_of(model) -> keras.Model:
-    """The functional graph behind a Functional or Sequential model; a clear error for anything else."""
+    """Returns the functional graph behind a Functional or Sequential model, the graph every rewrite walks.
+
+    Args:
+        model: A Keras model. A Sequential model must be built (given a ``keras.Input``, or called on data).
+
+    Returns:
+        ``model`` itself for a Functional model; for a Sequential one, the functional model Keras keeps inside it.
+        Nothing is copied.
+
+    Raises:
+        UnsupportedModelError: If ``model`` is an unbuilt Sequential model or a subclassed model, whose graph cannot
+            be rewritten (apply the per-layer functions ``keras_eff.quantize``/``prune``/``cluster`` to its layers).
+        TypeError: If ``model`` is not a Keras model.
+    """
     if isinstance(model, keras.Sequential):
         functional = getattr(model, "_functional", None)
         if functional is None:
@@ -42,20 +55,48 @@ def functional_of(model) -> keras.Model:
 
 
 def holds_state(layer) -> bool:
-    """Whether a layer holds any variable: weights, non-trainable statistics, a seed generator's state (Keras lists
-    all of them in ``layer.variables``, sublayers included). A layer without is computed from its inputs alone."""
+    """Tells whether a layer holds any variable; a layer without one is computed from its inputs alone.
+
+    Args:
+        layer: A Keras layer or model.
+
+    Returns:
+        True if ``layer.variables`` is not empty: weights, non-trainable statistics, a seed generator's state
+        (Keras lists all of them, sublayers' included); else False.
+    """
     return bool(layer.variables)
 
 
 def reuse_or_clone(layer):
-    """``layer`` itself where it holds no state (see ``holds_state``), else a new copy from its config (unbuilt:
-    the caller copies the weights once it is called). A reused layer must not be changed: set no attribute on it."""
+    """Gives a layer to call in a rewritten model: the layer itself where it holds no state, else a copy.
+
+    Args:
+        layer: A Keras layer. Not changed.
+
+    Returns:
+        ``layer`` itself if it holds no variable (see `holds_state`): it will be called in both models, so set no
+        attribute on it. Otherwise a new, unbuilt layer of the same class made from its config; the caller copies the
+        weights (`copy_weights`) once it has been called.
+
+    Raises:
+        UnsupportedModelError: If the layer holds variables and its ``get_config``/``from_config`` round trip fails.
+    """
     return clone_layer(layer) if holds_state(layer) else layer
 
 
 def layers_with(model, method: str) -> list:
-    """The layers of ``model`` that define a callable ``method`` (nested models searched; a layer found is not looked
-    into): how a technique finds another's layers by their duck-typed hooks (``strip_layer``, ``unset_ranges``)."""
+    """Finds the layers that define a given method: how a technique finds another's layers by their hooks.
+
+    Nested models are searched; a layer found is not looked into.
+
+    Args:
+        model: A Keras model (or a layer holding sublayers); the model itself is not a candidate.
+        method: The name of the method, for example ``"strip_layer"`` (pruning and clustering wrappers) or
+            ``"unset_ranges"`` (quantization wrappers).
+
+    Returns:
+        A list of the layers whose ``method`` attribute is callable, in Keras's layer order.
+    """
     found = []
 
     def walk(layer):
@@ -70,9 +111,22 @@ def layers_with(model, method: str) -> list:
 
 
 def refuse_rewritten(model, verb: str, keeps: str, hint: str = "") -> None:
-    """Refuses to ``verb`` (``"prune"``, ``"cluster"``) a model that is already quantized or holds pruning or
-    clustering wrappers, saying what to do instead; ``keeps`` is the ``preserve=`` value that carries the technique
-    through QAT, ``hint`` a last word on the stripped model."""
+    """Refuses to prune or cluster a model that is already quantized or holds pruning or clustering wrappers.
+
+    Args:
+        model: The Keras model about to be rewritten. Not changed.
+        verb: What the caller is about to do, for the message: ``"prune"`` or ``"cluster"``.
+        keeps: The ``preserve=`` value of ``keras_eff.quantize_model`` that carries the technique through QAT
+            (``"sparsity"``, ``"clusters"``), named in the message.
+        hint: Words appended to the message that tells the user to strip the model first.
+
+    Returns:
+        None, when the model holds neither kind of layer.
+
+    Raises:
+        ValueError: If ``model`` holds quantization wrappers (layers with ``unset_ranges``) or keras-eff wrappers from
+            ``prune_model``/``cluster_model`` (layers with ``strip_layer``); the message says what to do instead.
+    """
     quantized = layers_with(model, "unset_ranges")
     if quantized:
         raise ValueError(f"model {model.name!r} is quantized (it holds {name_list(quantized)}): {verb} the float "
@@ -86,7 +140,15 @@ def refuse_rewritten(model, verb: str, keeps: str, hint: str = "") -> None:
 
 
 def name_list(layers, limit: int = 4) -> str:
-    """'a, b, c' for the layers' names, the first ``limit`` of them and how many more."""
+    """Names layers for a message.
+
+    Args:
+        layers: Layers (anything with a ``name``).
+        limit: How many names to spell out.
+
+    Returns:
+        ``"a, b, c"``: the first ``limit`` names joined by commas, then ``" and N more"`` when there are more.
+    """
     names = [layer.name for layer in layers]
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
@@ -98,8 +160,20 @@ AFTER_REBUILD = "after_rebuild"
 
 
 def tensors_in(model, layer, which="input"):
-    """``layer.input`` / ``layer.output`` as they are in ``model``'s graph. A layer reused by a rewrite (one without
-    state) is called in several graphs, and Keras's ``layer.input`` is its first call's: the user's model's tensor."""
+    """Reads a layer's input or output tensor as it is in a given model's graph.
+
+    A layer reused by a rewrite (one without state) is called in several graphs, and Keras's ``layer.input`` is its
+    first call's: the tensor of the user's model, not of ``model``.
+
+    Args:
+        model: The Functional model whose graph to read.
+        layer: A layer called in ``model``.
+        which: ``"input"`` for the call's input tensors; anything else for its outputs.
+
+    Returns:
+        The tensor, or a list of tensors where the call has several. Where ``layer`` has no call in ``model``,
+        ``layer.input`` or ``layer.output`` (its first call's).
+    """
     for index, node in enumerate(layer._inbound_nodes):
         if f"{id(layer)}_ib-{index}" in model._nodes:  # Keras's node key (ops/function.py make_node_key)
             tensors = node.input_tensors if which == "input" else node.outputs
@@ -108,7 +182,20 @@ def tensors_in(model, layer, which="input"):
 
 
 def clone_layer(layer, **overrides):
-    """A new layer of the same class and config (with ``overrides``); weights are copied by ``copy_weights``."""
+    """Makes a new layer of the same class and config, with some settings changed.
+
+    Args:
+        layer: A Keras layer. Not changed.
+        **overrides: Config entries to change in the copy (``name=``, ``units=``, ``use_bias=`` ...).
+
+    Returns:
+        A new, unbuilt layer built by ``type(layer).from_config`` from ``layer.get_config()`` updated with
+        ``overrides``. Weights are not copied: use `copy_weights` once the new layer is built.
+
+    Raises:
+        UnsupportedModelError: If the ``get_config``/``from_config`` round trip fails; the message says to give the
+            class a ``get_config()`` returning its constructor's arguments.
+    """
     try:
         config = layer.get_config()
         config.update(overrides)
@@ -122,8 +209,21 @@ def clone_layer(layer, **overrides):
 
 
 def copy_weights(src, dst):
-    """Copies weights between two built layers of the same structure. Layers that derive state from their variables
-    (an adapted ``Normalization``'s mean and variance) recompute it, as Keras does when it loads weights."""
+    """Copies the weights of one built layer into another of the same structure.
+
+    Layers that derive state from their variables (an adapted ``Normalization``'s mean and variance) recompute it
+    (``finalize_state``), as Keras does when it loads weights.
+
+    Args:
+        src: The built layer to copy from. Not changed.
+        dst: A built layer with the same weights in the same order and shapes; changed in place.
+
+    Returns:
+        None. ``dst`` holds ``src``'s weight values.
+
+    Raises:
+        ValueError: If the number or the shapes of the weights differ (raised by Keras's ``set_weights``).
+    """
     dst.set_weights(src.get_weights())
     finalize = getattr(dst, "finalize_state", None)
     if callable(finalize) and dst.weights:
@@ -132,7 +232,16 @@ def copy_weights(src, dst):
 
 @dataclass
 class GraphInfo:
-    """The nodes of a functional graph in execution order, and who consumes each tensor."""
+    """The nodes of a functional graph in execution order, and which nodes read each tensor.
+
+    Build one with ``GraphInfo.of(model)``; `Rebuild` hands one to every transform as ``rb.info``.
+
+    Attributes:
+        model: The functional model (`functional_of` of the model given to ``of``).
+        nodes: The graph's nodes in execution order, input nodes left out (nested models are single nodes).
+        consumers: ``{id(tensor): [nodes reading it]}``.
+        output_ids: The ``id`` of each of the model's output tensors.
+    """
 
     model: keras.Model
     nodes: list = field(default_factory=list)
@@ -141,6 +250,17 @@ class GraphInfo:
 
     @classmethod
     def of(cls, model):
+        """Reads the graph of a Functional or Sequential model.
+
+        Args:
+            model: A Functional or Sequential model. Not changed.
+
+        Returns:
+            A new `GraphInfo` of ``functional_of(model)``.
+
+        Raises:
+            UnsupportedModelError: If the model is subclassed or an unbuilt Sequential model.
+        """
         fn = functional_of(model)
         info = cls(fn)
         for depth in sorted(fn._nodes_by_depth, reverse=True):
@@ -154,15 +274,40 @@ class GraphInfo:
         return info
 
     def calls(self, op) -> int:
-        """How many nodes of this graph call ``op``. Not ``len(op._inbound_nodes)``: that also counts the calls of
-        other models sharing the layer (every rewrite reuses stateless layers)."""
+        """Counts the calls of an operation in this graph.
+
+        Not ``len(op._inbound_nodes)``: that also counts the calls of other models sharing the layer (every rewrite
+        reuses stateless layers).
+
+        Args:
+            op: A layer or Keras operation.
+
+        Returns:
+            How many nodes of this graph call ``op``.
+        """
         return sum(1 for node in self.nodes if node.operation is op)
 
     def node_consumers(self, node) -> list:
+        """Lists the nodes that read any output of ``node``.
+
+        Args:
+            node: A node of this graph.
+
+        Returns:
+            The consuming nodes, one entry per tensor read (a node reading two outputs appears twice).
+        """
         return [c for t in node.outputs for c in self.consumers.get(id(t), [])]
 
     def sole_consumer(self, node):
-        """The one node that reads this node's single output, or None (several, none, or a model output)."""
+        """Finds the one node that reads this node's single output.
+
+        Args:
+            node: A node of this graph.
+
+        Returns:
+            That node, or None where ``node`` has several outputs, several or no readers, or its output is a model
+            output.
+        """
         if len(node.outputs) != 1 or id(node.outputs[0]) in self.output_ids:
             return None
         consumers = self.consumers.get(id(node.outputs[0]), [])
@@ -170,7 +315,21 @@ class GraphInfo:
 
 
 class Rebuild:
-    """State of one rebuild, handed to the transform: graph info, absorbed nodes, tensors built so far."""
+    """One rebuild in progress, handed to the transform of `rebuild` as its first argument.
+
+    Most callers use `rebuild`; a transform reads ``rb.info`` and may call ``rb.absorb(node)`` and ``rb.keep(...)``.
+
+    Args:
+        model: The Functional or Sequential model to rebuild. Not changed.
+        transform: ``transform(rb, node, args, kwargs)``, called for each node in execution order; it returns the
+            node's new outputs, or None to keep the node (see `keep`).
+        on_input: A function mapping each new model input to the tensor its consumers read; None: the input itself.
+
+    Attributes:
+        info: The `GraphInfo` of ``model``.
+        absorbed: The ``id`` of each node marked by `absorb`.
+        tensors: ``{id(tensor of the old graph): tensor of the new graph}``, filled as the rebuild goes.
+    """
 
     def __init__(self, model, transform, on_input=None):
         self.on_input = on_input
@@ -180,12 +339,30 @@ class Rebuild:
         self.tensors = {}
 
     def absorb(self, node):
-        """Marks ``node`` as fused into an earlier one: it will pass its (first) input through."""
+        """Marks ``node`` as fused into an earlier node: it will pass its first input through.
+
+        Args:
+            node: A later node of the graph being rebuilt (for example the BatchNorm after a folded convolution).
+
+        Returns:
+            None.
+        """
         self.absorbed.add(id(node))
 
     def keep(self, node, args, kwargs):
-        """The default: call a copy of the node's layer where it holds state; a stateless layer or op is called as it
-        is (the same object in both models: nothing may be set on it)."""
+        """Calls the node as it is in the new graph: the default for nodes the transform leaves alone.
+
+        A layer that holds state is copied (config and weights); a stateless layer or op is called as it is, the same
+        object in both models (nothing may be set on it); a nested model is rebuilt with the same transform.
+
+        Args:
+            node: The node of the old graph.
+            args: The call's positional arguments, as tensors of the new graph.
+            kwargs: The call's keyword arguments, as tensors of the new graph.
+
+        Returns:
+            The node's outputs in the new graph.
+        """
         op = node.operation
         if isinstance(op, keras.Model):
             return rebuild(op, self.transform)(*args, **kwargs)
@@ -198,6 +375,14 @@ class Rebuild:
         return op(*args, **kwargs)
 
     def run(self, name=None) -> keras.Model:
+        """Builds the new model: walks the nodes in order, then tells classes with an ``after_rebuild`` hook.
+
+        Args:
+            name: The new model's name (default: the functional model's).
+
+        Returns:
+            A new ``keras.Model`` on fresh inputs.
+        """
         fn = self.info.model
         new_inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=getattr(t, "name", None))
                       for t in fn.inputs]
@@ -223,11 +408,38 @@ class Rebuild:
 
 
 def rebuild(model, transform=None, name=None, on_input=None) -> keras.Model:
-    """A new model with the same graph, each node passed through ``transform(rebuild, node, args, kwargs)``.
+    """Makes a new model with the same graph, each node passed through ``transform``: how every technique rewrites a
+    model.
 
-    The transform returns the node's new outputs, or None to keep the node (a copy of its layer where it holds
-    state, else the layer itself). Nested models are
-    rebuilt with the same transform. ``on_input`` maps each new model input to the tensor its consumers read.
+    Layers that hold state are copied with their weights and stateless ones reused (see the module docstring), so the
+    new model shares no variable with ``model``. Nested models are rebuilt with the same transform. A layer class with
+    an ``after_rebuild(model)`` classmethod is called once with the new model.
+
+    Args:
+        model: A Functional or Sequential model. Not changed.
+        transform: ``transform(rb, node, args, kwargs)``: ``rb`` is the `Rebuild` in progress, ``node`` the Keras
+            node of the old graph and ``args``/``kwargs`` its call arguments as tensors of the new graph. It returns
+            the node's new outputs (wrap, replace, fuse), or None to keep the node. Default: keep every node (a copy).
+        name: The new model's name (default: ``model.name``).
+        on_input: A function mapping each new model input to the tensor its consumers read; None: the input itself.
+
+    Returns:
+        A new ``keras.Model``.
+
+    Raises:
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model, or a layer that holds
+            state cannot be copied from its config.
+        TypeError: If ``model`` is not a Keras model.
+
+    Example:
+        ```python
+        def relu6(rb, node, args, kwargs):
+            if isinstance(node.operation, keras.layers.ReLU):
+                return keras.layers.ReLU(max_value=6.0)(*args, **kwargs)
+            return None  # keep the node
+
+        capped = keras_eff.graph.rebuild(model, relu6)
+        ```
     """
     return Rebuild(model, transform or (lambda *_: None), on_input).run(name=name or model.name)
 
@@ -243,13 +455,23 @@ def _graph_nodes(fn, out: dict) -> dict:
 
 
 def release(model) -> None:
-    """Unhooks a model made by ``rebuild`` from the stateless layers it shares with the model it was made from.
+    """Unhooks a model made by `rebuild` from the stateless layers it shares with the model it was made from.
 
     Keras records every call of a layer on the layer (``_inbound_nodes``, ``_outbound_nodes``), so a shared layer
     keeps each model built on it alive, variables and traced functions included, as long as the original model
     lives. Loops that build and discard many candidates (mixed precision, compression) call this on each one once
     it is scored. Only the trailing records are dropped (the others' positions index the graphs of models still in
-    use), and the released model must not be saved or rewritten afterwards.
+    use).
+
+    Args:
+        model: A model made by `rebuild` (or `clone`, `fold_batchnorm`) and no longer needed. It must not be saved or
+            rewritten afterwards.
+
+    Returns:
+        None. The shared layers forget ``model``'s calls; the model it was made from is not changed.
+
+    Raises:
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
     """
     nodes = _graph_nodes(functional_of(model), {})
     ops = {id(n.operation): n.operation for n in nodes.values() if n.operation is not None}
@@ -263,8 +485,27 @@ def release(model) -> None:
 
 
 def clone(model, replace: dict | None = None, remove=()) -> keras.Model:
-    """A copy of ``model`` with layers replaced (``{name: callable}``, each called on the layer's inputs) or removed
-    (single-input layers whose output becomes their input). Unknown names raise, listing the model's layers."""
+    """Copies a model with some layers replaced or removed.
+
+    Args:
+        model: A Functional or Sequential model. Not changed.
+        replace: ``{layer name: callable}``: each callable is called on that layer's call arguments instead of the
+            layer and returns its outputs (a new layer, or any function of Keras tensors).
+        remove: Names of single-input layers to drop: their output becomes their input.
+
+    Returns:
+        A new model made by `rebuild`; the other layers are copied with their weights (stateless ones reused).
+
+    Raises:
+        ValueError: If a name is not a layer of ``model`` (the message lists its layers), or a layer to remove has
+            several inputs.
+
+    Example:
+        ```python
+        no_dropout = keras_eff.graph.clone(model, remove=["dropout"])
+        capped = keras_eff.graph.clone(model, replace={"relu": keras.layers.ReLU(max_value=6.0)})
+        ```
+    """
     replace, remove = dict(replace or {}), set(remove)
     known = {layer.name for layer in functional_of(model).layers}
     unknown = (set(replace) | remove) - known

@@ -43,7 +43,50 @@ class LayerFactsError(ValueError):
 @keras.saving.register_keras_serializable(package="keras_eff")
 @dataclass(frozen=True)
 class LayerFacts:
-    """What keras-eff knows about a kind of layer (see the module docstring for each field)."""
+    """What keras-eff knows about a kind of layer: which weights are kernels, where int8 TFLite puts its output, what
+    fuses or folds into it, whether pruning and clustering act on it, and how its channels flow.
+
+    A frozen dataclass, checked when it is made; it serializes (``get_config``/``from_config``), so a quantized layer
+    keeps its facts in a saved model. Declare a custom layer's facts with a ``keras_eff_facts(self)`` method returning
+    one, or with `register_layer`; docs/layers.md has the details.
+
+    Attributes:
+        kernels: ``{weight name: layout}`` of the weights that are kernels (quantized, pruned, clustered). Layout
+            ``"last"`` (output channels on the last axis: Dense, Conv), ``"depthwise"`` (``(..., c_in, multiplier)``)
+            or ``"transpose"`` (output channels second to last: ConvTranspose). The last one listed maps inputs to
+            output channels.
+        output_range: Where int8 TFLite puts the output: ``"own"`` (a range of its own), ``"inherit"`` (its input's
+            grid: max pooling, reshapes), ``"shared"`` (one grid for inputs and output: Concatenate, average
+            pooling), ``"fixed"`` (a grid the runtime fixes: softmax, sigmoid, tanh) or ``"float"`` (no int8 form:
+            stays float and is reported; the default).
+        fixed_range: ``(min, max)`` of the fixed grid; given with ``output_range="fixed"`` and only then. It must hold
+            0 and have min < max.
+        fuses_activation: A ReLU/ReLU6 right after the layer runs inside its int8 op.
+        folds_batchnorm: A BatchNorm right after the layer folds into its kernel and bias.
+        per_channel: int8 TFLite holds one weight scale per output channel.
+        prunable: Magnitude pruning acts on its kernels.
+        clusterable: Weight clustering acts on its kernels.
+        channels: How output channels relate to input channels, for channel pruning and compression:
+            ``"produce"``, ``"follow"``, ``"pass"``, ``"merge"``, ``"concat"``, ``"flatten"`` or ``"block"`` (the
+            default: the analysis stops there).
+        int8_kernel: Whose integer arithmetic the simulation follows at inference, one of keras-eff's own kernels
+            (``"linear"``, ``"mean"``, ``"average_pool"``, ``"add"``, ``"multiply"``, ``"hard_swish"``); leave it None
+            for your own layers.
+
+    Raises:
+        LayerFactsError: If a value is not one of those allowed, ``output_range="fixed"`` and ``fixed_range`` do not
+            go together, or ``prunable``, ``clusterable``, ``per_channel`` or ``folds_batchnorm`` is set without
+            kernels. The message names the field.
+
+    Example:
+        ```python
+        class ScaledDense(keras.layers.Layer):
+            ...
+            def keras_eff_facts(self):
+                return keras_eff.LayerFacts(kernels={"kernel": "last"}, output_range="own", prunable=True,
+                                            clusterable=True, channels="produce")
+        ```
+    """
 
     kernels: dict = field(default_factory=dict)
     output_range: str = "float"
@@ -89,15 +132,42 @@ class LayerFacts:
         return self.output_range != "float"
 
     def replace(self, **changes) -> "LayerFacts":
+        """Makes a copy with some fields changed.
+
+        Args:
+            **changes: The fields to change and their new values.
+
+        Returns:
+            A new `LayerFacts`, checked as when it is made.
+
+        Raises:
+            LayerFactsError: If the changed facts are not valid.
+        """
         return replace(self, **changes)
 
     def get_config(self) -> dict:
+        """Serializes the facts.
+
+        Returns:
+            A dict of the fields (``fixed_range`` as a list), for ``from_config``.
+        """
         config = asdict(self)
         config["fixed_range"] = None if self.fixed_range is None else list(self.fixed_range)
         return config
 
     @classmethod
     def from_config(cls, config: dict) -> "LayerFacts":
+        """Makes facts from a dict written by ``get_config``.
+
+        Args:
+            config: ``{field: value}``.
+
+        Returns:
+            A new `LayerFacts`.
+
+        Raises:
+            LayerFactsError: If ``config`` has keys that are not fields, or the facts are not valid.
+        """
         unknown = set(config) - set(cls.__dataclass_fields__)
         if unknown:
             raise LayerFactsError(f"LayerFacts config has unknown keys {sorted(unknown)}; allowed: "

@@ -97,7 +97,15 @@ for _cls in (layers.MaxPooling1D, layers.MaxPooling2D, layers.GlobalMaxPooling1D
 
 
 def activation_name(fn) -> str:
-    """The serialized name of an activation function ("linear" for None)."""
+    """Names an activation function as Keras serializes it.
+
+    Args:
+        fn: An activation function (``keras.activations.relu``, a callable with a ``__name__``) or None.
+
+    Returns:
+        Its serialized name (``"relu"``, ``"hard_silu"`` ...); ``"linear"`` for None; the function's ``__name__``
+        where Keras serializes it to something other than a name.
+    """
     if fn is None:
         return "linear"
     name = keras.activations.serialize(fn)
@@ -141,9 +149,29 @@ _REGISTERED: dict = {}
 
 
 def register_layer(cls, facts):
-    """Declares the facts of a layer class: a ``LayerFacts``, or a function ``layer -> LayerFacts`` where they
-    depend on the layer's settings. Subclasses share them unless registered themselves. A registration lives in the
-    process: a model saved with quantized layers of the class keeps their facts in its file. Returns ``cls``."""
+    """Declares the facts of a layer class you do not own (for your own class, a ``keras_eff_facts`` method is simpler).
+
+    Subclasses share the facts unless registered themselves; a layer's own ``keras_eff_facts`` method wins over a
+    registration. A registration lives in the process; a model saved with quantized layers of the class keeps their
+    facts in its file.
+
+    Args:
+        cls: A Keras layer class.
+        facts: A `LayerFacts`, or a function ``layer -> LayerFacts`` where the facts depend on the layer's settings.
+
+    Returns:
+        ``cls``.
+
+    Raises:
+        LayerFactsError: If ``cls`` is not a Keras layer class or ``facts`` is neither ``LayerFacts`` nor callable.
+
+    Example:
+        ```python
+        keras_eff.register_layer(TheirLayer, keras_eff.LayerFacts(output_range="own", channels="pass"))
+        keras_eff.register_layer(TheirConv, lambda layer: keras_eff.LayerFacts(
+            kernels={"kernel": "last"}, output_range="own" if layer.simple else "float"))
+        ```
+    """
     if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
         raise LayerFactsError(f"register_layer expects a Keras layer class, got {cls!r}")
     if not (isinstance(facts, LayerFacts) or callable(facts)):
@@ -154,7 +182,14 @@ def register_layer(cls, facts):
 
 
 def unregister_layer(cls) -> None:
-    """Removes a registration made with ``register_layer`` (the built-in entries stay)."""
+    """Removes a registration made with `register_layer`; the built-in entries stay.
+
+    Args:
+        cls: The registered layer class; a class that is not registered is ignored.
+
+    Returns:
+        None. The registry no longer holds ``cls``.
+    """
     _REGISTERED.pop(cls, None)
 
 
@@ -186,7 +221,29 @@ def _checked(layer, facts, where):
 
 
 def facts_for(op) -> LayerFacts:
-    """What keras-eff knows about ``op``: a Keras layer, or a Keras op in a functional graph."""
+    """Looks up what keras-eff knows about a layer or a Keras op: the question every technique asks.
+
+    In this order: the layer's own ``keras_eff_facts()`` method; a registration or built-in entry for its class or
+    the nearest base class; for a Keras op in a functional graph, its class name (sigmoid, tanh and softmax get their
+    fixed ranges, other ops a range of their own); else `UNKNOWN`.
+
+    Args:
+        op: A Keras layer, or a Keras operation met as a node of a functional graph.
+
+    Returns:
+        The `LayerFacts` of ``op``; ``UNKNOWN`` (stays float, not pruned or clustered) for a layer nothing is known
+        about.
+
+    Raises:
+        LayerFactsError: If the layer's ``keras_eff_facts`` is not a method returning ``LayerFacts``, a registered
+            function returns something else, or the facts name kernels the built layer does not have.
+
+    Example:
+        ```python
+        keras_eff.facts_for(keras.layers.Conv2D(8, 3)).prunable   # True
+        keras_eff.facts_for(keras.layers.Softmax()).fixed_range  # (0.0, 0.99609375)
+        ```
+    """
     declared = _declared(op)
     if declared is not None:
         return declared
@@ -207,26 +264,71 @@ def facts_for(op) -> LayerFacts:
 
 
 def is_known(op) -> bool:
-    """Whether ``op`` has facts of its own (declared, registered or built in), not ``UNKNOWN``."""
+    """Tells whether keras-eff knows a layer or op.
+
+    Args:
+        op: A Keras layer or operation.
+
+    Returns:
+        True if ``op`` has facts of its own (declared, registered or built in); False where `facts_for` gives
+        ``UNKNOWN``.
+
+    Raises:
+        LayerFactsError: As `facts_for`.
+    """
     return facts_for(op) is not UNKNOWN
 
 
 def kernel_names(layer) -> tuple:
-    """The names of the layer's kernels (empty for layers without)."""
+    """Lists the weights of a layer that are kernels (quantized, pruned, clustered).
+
+    Args:
+        layer: A Keras layer.
+
+    Returns:
+        A tuple of weight names from the layer's facts, the main kernel last; empty for layers without kernels.
+    """
     return tuple(facts_for(layer).kernels)
 
 
 def main_kernel(layer) -> str:
-    """The kernel mapping inputs to output channels (a BatchNorm after the layer folds into it)."""
+    """Names the kernel that maps a layer's inputs to its output channels (a BatchNorm after the layer folds into it).
+
+    Args:
+        layer: A Keras layer.
+
+    Returns:
+        The last kernel of the layer's facts; ``"kernel"`` where the facts list none.
+    """
     return facts_for(layer).main_kernel or "kernel"
 
 
 def kernel_layout(layer, name) -> str:
+    """Gives the channel layout of one of a layer's kernels.
+
+    Args:
+        layer: A Keras layer.
+        name: The kernel's weight name (``"kernel"``, ``"depthwise_kernel"`` ...).
+
+    Returns:
+        ``"last"``, ``"depthwise"`` or ``"transpose"`` (see `LayerFacts`); ``"last"`` for a weight the facts do not
+        list.
+    """
     return facts_for(layer).kernels.get(name, "last")
 
 
 def channel_shape(layer, name, shape) -> tuple:
-    """Broadcast shape of a per-output-channel vector against the kernel ``name`` (of shape ``shape``)."""
+    """Gives the shape in which a per-output-channel vector broadcasts against one of a layer's kernels.
+
+    Args:
+        layer: A Keras layer.
+        name: The kernel's weight name; its layout comes from the layer's facts (see `kernel_layout`).
+        shape: The kernel's shape.
+
+    Returns:
+        A tuple of the kernel's rank: ``(1, ..., 1, c_out)`` for layout ``"last"``, ``(1, ..., c_in, multiplier)``
+        for ``"depthwise"`` (output channel c·m + j), ``(1, ..., c_out, 1)`` for ``"transpose"``.
+    """
     layout = kernel_layout(layer, name)
     rank = len(shape)
     if layout == "depthwise":  # (..., c_in, multiplier): output channel c·m + j
@@ -237,5 +339,9 @@ def channel_shape(layer, name, shape) -> tuple:
 
 
 def registered_classes() -> list:
-    """Every layer class with built-in or registered facts (for tests and reports)."""
+    """Lists the layer classes the registry has facts for (for tests and reports).
+
+    Returns:
+        The classes with built-in facts, then those added by `register_layer`.
+    """
     return list(_BUILTIN) + [c for c in _REGISTERED if c not in _BUILTIN]
