@@ -201,7 +201,7 @@ def adaround(quantized_model, data, params: AdaRoundParams | None = None, *, flo
         params = AdaRoundParams(**kwargs)
     elif kwargs:
         raise TypeError("give either params or keyword settings, not both")
-    x = common.check_data(quantized_model, data, "AdaRound data")[:params.max_samples]
+    x = common.check_data(quantized_model, data, "AdaRound data", params.max_samples)
     wrappers = common.quantized_layers(quantized_model, params.layers)
     report = AdaRoundReport()
     todo = []

@@ -97,7 +97,7 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
 
     import tflite_export as te
 
-    x = common.check_data(quantized_model, data, "divergence data")[:samples]
+    x = common.check_data(quantized_model, data, "divergence data", samples)
     model_bytes = te.read_model(tflite_model) if tflite_model is not None else te.to_tflite(quantized_model)
     interp = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True,
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

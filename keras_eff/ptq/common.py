@@ -6,11 +6,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..data import model_samples
 from ..graph import GraphInfo
 from ..graph import tensors_in
 from ..layers import facts_for
 from ..quantization import QuantizeWrapper
-from ..quantization.calibration import _check_data
 
 
 def quantized_layers(model, names=None) -> list:
@@ -32,13 +32,10 @@ def quantized_layers(model, names=None) -> list:
     return wrappers
 
 
-def check_data(model, data, what="data") -> np.ndarray:
-    if data is None:
-        raise ValueError(f"{what} is required: give a few hundred typical inputs (training images, say)")
-    try:
-        return _check_data(model, data)
-    except (ValueError, TypeError) as err:
-        raise type(err)(str(err).replace("calibration data", what)) from err
+def check_data(model, data, what="data", max_samples=None) -> np.ndarray:
+    """``data`` in any form ``keras_eff.data.model_samples`` takes (arrays, ``(x, y)``, tf.data, PyDataset,
+    generators) as float32 inputs of ``model``, at most ``max_samples`` of them."""
+    return model_samples(model, data, what, max_samples)
 
 
 def layer_inputs(model, wrapper, x, batch_size=64) -> np.ndarray:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from tflite_export import check_samples
-
+from ..data import check_count, model_samples
 from .quantizers import ActivationQuantizer
 
 
@@ -15,18 +14,22 @@ def activation_quantizers(model) -> list:
             if isinstance(layer, ActivationQuantizer)]
 
 
-def _check_data(model, data, max_samples=None):
-    inputs = getattr(model, "inputs", None)  # a subclassed model declares no input shape
-    return check_samples(data, inputs[0].shape[1:] if inputs else None, "calibration data", f"model {model.name!r}",
-                         max_samples)
+def _check_data(model, data, max_samples=None, what="calibration data"):
+    return model_samples(model, data, what, max_samples)
 
 
-def calibrate(model, data, batch_size: int = 64, max_samples: int = 1024, progress: bool = True):
+def calibrate(model, data, batch_size: int = 64, max_samples: int | None = 1024, progress: bool = True):
     """Sets every activation range of a quantized model to the min/max seen on ``data`` (float forward passes).
 
     Use it before QAT (a good start) or as post-training quantization on its own. Changes ``model`` in place and
     returns it. Fixed ranges (softmax, sigmoid, tanh) are left as TFLite defines them.
+
+    ``data``: a numpy array of inputs, an ``(x, y)`` tuple, a ``tf.data.Dataset`` of ``x`` or ``(x, y)`` elements
+    (batched or not), a ``keras.utils.PyDataset`` or a generator of batches; at most ``max_samples`` inputs are read
+    (None: all of them), run in batches of ``batch_size``. Both counts must be at least 1.
     """
+    batch_size = check_count(batch_size, "batch_size", what="inputs per forward pass")
+    max_samples = check_count(max_samples, "max_samples", allow_none=True, what="the most inputs to calibrate on")
     quantizers = activation_quantizers(model)
     if not quantizers:
         raise ValueError(f"model {model.name!r} has no activation quantizers: quantize it first with "

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..data import model_samples
 from ..graph import release
 from .calibration import activation_quantizers, calibrate
 from .config import QuantConfig
@@ -148,7 +149,8 @@ def average_bits(bits: dict, parameters: dict) -> float:
 def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), config: QuantConfig | None = None,
                       layers=None, calibration_samples: int = 512, _evaluator=None) -> dict:
     """{layer: {bits: drop}}: how much ``eval_fn`` drops when only that layer's weights go to ``bits``."""
-    ev = _evaluator or _Evaluator(model, _data(model, data), eval_fn, config or QuantConfig(), calibration_samples)
+    ev = _evaluator or _Evaluator(model, _data(model, data, calibration_samples), eval_fn, config or QuantConfig(),
+                                            calibration_samples)
     base = ev.score({})
     names = list(_kernel_layers(ev.reference)) if layers is None else list(layers)
     out = {}
@@ -158,12 +160,8 @@ def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), config: Quant
     return out
 
 
-def _data(model, data):
-    from .calibration import _check_data
-
-    if data is None:
-        raise ValueError("data is required: give a few hundred typical inputs to calibrate the activation ranges")
-    return _check_data(model, data)
+def _data(model, data, max_samples):
+    return model_samples(model, data, "data", max_samples)
 
 
 def mixed_precision(model, data, eval_fn, params: MixedPrecisionParams | None = None, *,
@@ -181,7 +179,7 @@ def mixed_precision(model, data, eval_fn, params: MixedPrecisionParams | None = 
         raise TypeError("give either params or keyword settings, not both")
     if not callable(eval_fn):
         raise TypeError("eval_fn must be a callable taking a quantized model and returning a score")
-    x = _data(model, data)
+    x = _data(model, data, params.calibration_samples)
     ev = _Evaluator(model, x, eval_fn, config or QuantConfig(), params.calibration_samples)
     parameters = _kernel_layers(ev.reference)
     baseline = ev.score({})
