@@ -153,7 +153,7 @@ def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *, confi
             if step == "cle+bc":
                 bias_correction(q, x, bc)
             elif step == "cle+adaround":
-                adaround(q, x, ar, float_model=equalized)
+                adaround(q, x, ar)  # float targets: q with its quantizers bypassed (the equalized model)
                 calibrate(q, x, progress=progress)
         score = _score(eval_fn, q, f"step {step!r}")
         met = score >= target
