@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import keras
 
+from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
 from ..graph import clone_layer, functional_of, rebuild, refuse_rewritten
 from .centroids import check_init
@@ -107,6 +108,12 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
     if unknown:
         raise ValueError(f"cluster_model names {unknown}, which match no layer name or layer class of model "
                          f"{model.name!r}; its layers are: {', '.join(sorted(l.name for l in all_layers))}")
+    check_finite_weights(model, "clustering it")
+    candidates = [l for l in all_layers if is_clusterable(l)]
+    if not any(config.for_layer(l) is not None for l in candidates):
+        raise ValueError(f"no layer of model {model.name!r} can be clustered with these settings: "
+                         + ("; ".join(f"{l.name}: skipped by request" for l in candidates)
+                            or "it has no clusterable layer (conv, dense or another layer with a kernel)"))
     clustered = []
 
     def transform(rb, node, args, kwargs):
