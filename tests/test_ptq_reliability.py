@@ -216,7 +216,7 @@ def test_equalize_reports_batchnorms_folded_inside_nested_models():
     eq = ptq.equalize(model)
     assert sorted(eq.equalization.folded_batchnorm) == [("inner_conv", "inner_bn"), ("outer_conv", "outer_bn")]
     assert str(eq.equalization).startswith("2 BatchNorms folded")
-    assert not any(isinstance(l, layers.BatchNormalization) for l in eq.get_layer("block").layers)
+    assert not any(isinstance(x, layers.BatchNormalization) for x in eq.get_layer("block").layers)
 
 
 # -- D12: AdaRound's default call uses float targets ----------------------------------------------------------------

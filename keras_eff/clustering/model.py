@@ -109,10 +109,10 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
         raise ValueError(f"cluster_model names {unknown}, which match no layer name or layer class of model "
                          f"{model.name!r}; its layers are: {', '.join(sorted(l.name for l in all_layers))}")
     check_finite_weights(model, "clustering it")
-    candidates = [l for l in all_layers if is_clusterable(l)]
-    if not any(config.for_layer(l) is not None for l in candidates):
+    candidates = [layer for layer in all_layers if is_clusterable(layer)]
+    if not any(config.for_layer(layer) is not None for layer in candidates):
         raise ValueError(f"no layer of model {model.name!r} can be clustered with these settings: "
-                         + ("; ".join(f"{l.name}: skipped by request" for l in candidates)
+                         + ("; ".join(f"{layer.name}: skipped by request" for layer in candidates)
                             or "it has no clusterable layer (conv, dense or another layer with a kernel)"))
     clustered = []
 
