@@ -272,7 +272,7 @@ def test_bad_inputs_give_clear_errors(trained):
     bad.set_weights(trained.get_weights())
     k = bad.get_layer("hidden").kernel
     k.assign(np.where(np.arange(k.shape[1]) == 0, np.nan, np.asarray(k)))
-    with pytest.raises(ValueError, match=r"layer 'hidden' has NaN"):
+    with pytest.raises(ValueError, match=r"layer 'hidden' of model .* has NaN.*before clustering it"):
         cluster_model(bad, 4)
 
 

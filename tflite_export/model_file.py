@@ -53,6 +53,27 @@ def read_model(model) -> bytes:
     return data
 
 
+def _check_tensor_names(interpreter, model) -> None:
+    """LiteRT decodes each tensor name as UTF-8 whenever its details are read (get_tensor_details, the op details,
+    input/output details) and a damaged name then raises a bare UnicodeDecodeError there; refuse the file here,
+    naming it and the tensor."""
+    raw = getattr(interpreter, "_interpreter", None)
+    if raw is None:
+        return
+    for sub in range(raw.NumSubgraphs()):
+        for i in range(raw.NumTensors(sub)):
+            try:
+                raw.TensorName(i, sub)
+            except UnicodeDecodeError as err:
+                where = (f"file {os.fspath(model)!r}" if isinstance(model, (str, os.PathLike))
+                         else "the TFLite model bytes")
+                in_sub = f" of subgraph {sub}" if sub else ""
+                raise InvalidTFLiteModel(
+                    f"{where}: the name of tensor {i}{in_sub} is not valid UTF-8 ({err.reason} at byte {err.start}: "
+                    f"{err.object[max(0, err.start - 8):err.end + 8]!r}). The file is damaged; convert the model "
+                    f"again (tflite_export.read_graph_flatbuffer still reads it, the bad bytes replaced)") from None
+
+
 def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = True) -> Interpreter:
     """Loads a TFLite model in a LiteRT interpreter and allocates its tensors.
 
@@ -65,7 +86,8 @@ def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = Tru
         An ``ai_edge_litert.interpreter.Interpreter``, ready to ``invoke``.
 
     Raises:
-        InvalidTFLiteModel: If ``model`` is not a TFLite file or LiteRT cannot load it (corrupt or truncated).
+        InvalidTFLiteModel: If ``model`` is not a TFLite file or LiteRT cannot load it (corrupt or truncated, or a
+            tensor name that is not UTF-8).
 
     Example:
         ```python
@@ -81,6 +103,7 @@ def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = Tru
     except (ValueError, RuntimeError) as err:
         raise InvalidTFLiteModel(f"LiteRT cannot load the model ({len(data)} bytes): {err}. The file is corrupt or "
                                  f"truncated; convert the model again") from err
+    _check_tensor_names(interpreter, model)
     return interpreter
 
 
@@ -242,7 +265,7 @@ def read_graph_flatbuffer(model) -> Graph:
             code = fb.OperatorCodes(j)
             builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
             custom = code.CustomCode()
-            codes.append(custom.decode() if builtin == schema.BuiltinOperator.CUSTOM and custom
+            codes.append(custom.decode(errors="replace") if builtin == schema.BuiltinOperator.CUSTOM and custom
                          else builtin_names.get(builtin, f"BUILTIN_{builtin}"))
         ops = []
         for i in range(sub.OperatorsLength()):

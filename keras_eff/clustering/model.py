@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import keras
 
+from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
 from ..graph import clone_layer, functional_of, rebuild, refuse_rewritten
 from .centroids import check_init
@@ -171,6 +172,12 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
     if unknown:
         raise ValueError(f"cluster_model names {unknown}, which match no layer name or layer class of model "
                          f"{model.name!r}; its layers are: {', '.join(sorted(l.name for l in all_layers))}")
+    check_finite_weights(model, "clustering it")
+    candidates = [layer for layer in all_layers if is_clusterable(layer)]
+    if not any(config.for_layer(layer) is not None for layer in candidates):
+        raise ValueError(f"no layer of model {model.name!r} can be clustered with these settings: "
+                         + ("; ".join(f"{layer.name}: skipped by request" for layer in candidates)
+                            or "it has no clusterable layer (conv, dense or another layer with a kernel)"))
     clustered = []
 
     def transform(rb, node, args, kwargs):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflite_export import check_samples
-
+from ..data import model_samples
 from ..graph import functional_of
 
 
@@ -26,29 +25,14 @@ def check_ratio(value, name="target_ratio") -> float:
 
 
 def sample_array(model, data, max_samples: int, what="data") -> np.ndarray:
-    """The model's single input as a float32 array of at most ``max_samples`` rows, from an array, an ``(x, y)``
-    pair, or a ``tf.data.Dataset`` of ``x`` or ``(x, y)`` batches."""
+    """The model's single input as a float32 array of at most ``max_samples`` rows, from any form
+    ``keras_eff.data.model_samples`` takes: an array, an ``(x, y)`` pair, a ``tf.data.Dataset`` of ``x`` or
+    ``(x, y)`` elements, a ``keras.utils.PyDataset`` or a generator of batches."""
     inputs = functional_of(model).inputs
     if len(inputs) != 1:
         raise ValueError(f"model {model.name!r} has {len(inputs)} inputs; compression with data supports "
                          f"single-input models")
-    if data is None:
-        raise ValueError(f"{what} is required: give a few hundred typical inputs (an array shaped like the "
-                         f"model input)")
-    if hasattr(data, "as_numpy_iterator"):  # tf.data.Dataset
-        batches, count = [], 0
-        for item in data.as_numpy_iterator():
-            x = item[0] if isinstance(item, tuple) else item
-            batches.append(np.asarray(x))
-            count += len(batches[-1])
-            if count >= max_samples:
-                break
-        x = np.concatenate(batches) if batches else np.zeros((0,) + tuple(inputs[0].shape[1:]), np.float32)
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and np.ndim(data[0]) == len(inputs[0].shape):
-        x = np.asarray(data[0])
-    else:
-        x = np.asarray(data)
-    return check_samples(x, inputs[0].shape[1:], what, f"model {model.name!r}", max_samples)
+    return model_samples(model, data, what, max_samples)
 
 
 def check_names(model, names, what) -> None:

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from ..checks import check_finite_weights
 from ..graph import GraphInfo, channel_groups, clone_layer, copy_weights, rebuild, refuse_rewritten
 from . import distribution as dist
 from .schedules import ConstantSparsity, as_schedule
@@ -110,6 +111,8 @@ def _plan(model, cfg: PruningConfig):
                              "begin_step=0, end_step=1000), or a sparsity such as 0.8 (constant from step 0)")
     else:
         schedule = as_schedule(cfg.schedule)
+        if isinstance(structure, tuple):
+            _check_nm_target(structure, schedule.target, "the schedule's target sparsity")
     skipped, explicit = {}, isinstance(cfg.distribution, dict)
     if explicit:
         for name, s in cfg.distribution.items():
@@ -121,6 +124,8 @@ def _plan(model, cfg: PruningConfig):
                 raise ValueError(reason)
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < 1:
                 raise ValueError(f"sparsity for layer {name!r} must lie in [0, 1), got {s!r}")
+            if isinstance(structure, tuple):
+                _check_nm_target(structure, s, f"distribution[{name!r}]")
         candidates = [n for n in cfg.distribution if n not in cfg.skip]
     else:
         if cfg.distribution not in dist.DISTRIBUTIONS and cfg.distribution != "log_proportional":
@@ -173,8 +178,20 @@ def _plan(model, cfg: PruningConfig):
             plan[n] = (schedule.with_target(targets[n]), structure, None)
     if not plan:
         raise ValueError(f"no layer of model {model.name!r} can be pruned with these settings: "
-                         + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+                         + ("; ".join(f"{k}: {v}" for k, v in skipped.items())
+                            or "it has no prunable layer (conv, dense or another layer with a kernel)"))
     return plan, skipped
+
+
+def _check_nm_target(structure, sparsity, what) -> None:
+    """N:M keeps N of every M weights: its sparsity is 1 − N/M whatever else is asked; a different one is refused."""
+    _, n, m = structure
+    fixed = 1 - n / m
+    if abs(float(sparsity) - fixed) > 1e-6:
+        raise ValueError(f"structure '{n}:{m}' keeps {n} of every {m} weights, a sparsity of {fixed:g}, but "
+                         f"{what} is {float(sparsity):g}: leave the schedule out (the default is "
+                         f"ConstantSparsity({fixed:g})), give one whose target is {fixed:g} (its steps then say when "
+                         f"the N:M masks apply), or choose N:M with 1 - N/M = {float(sparsity):g}")
 
 
 def _targets(cfg, schedule, sizes):
@@ -231,6 +248,7 @@ def prune_model(model, schedule=None, distribution="uniform", structure=None, *,
                                   max_sparsity)
     if isinstance(model, keras.Model):
         refuse_rewritten(model, "prune", "sparsity")
+        check_finite_weights(model, "pruning it")
     plan, skipped = _plan(model, cfg)
 
     def transform(rb, node, args, kwargs):

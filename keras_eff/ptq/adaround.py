@@ -170,6 +170,14 @@ def _optimize(wrapper, xs, params, rng, bar, xf=None):
                          per_channel=wrapper.weight_quantizer.per_channel)
 
 
+def _float_targets(model, wrapper, x, xs, originals):
+    """What ``wrapper`` receives in the float model ``model`` was quantized from: ``model`` run with its quantizers
+    bypassed and every kernel AdaRound has rounded so far back at its float value (the asymmetric reconstruction
+    target). ``xs`` are its quantized inputs (unused here: the targets of the older, weaker default)."""
+    with common.quantizers_bypassed(model), common.variables_set(originals):
+        return common.layer_inputs(model, wrapper, x)
+
+
 def _float_inputs(float_model, wrapper, x, batch_size=64):
     """The input of the float model's layer of the same name (what the quantized layer would see without
     quantization), for the asymmetric reconstruction target."""
@@ -178,8 +186,15 @@ def _float_inputs(float_model, wrapper, x, batch_size=64):
     try:
         layer = float_model.get_layer(wrapper.layer.name)
     except ValueError:
+        nested = any(getattr(layer, "name", None) == wrapper.layer.name
+                     for layer in float_model._flatten_layers(include_self=False, recursive=True))
+        if nested:
+            raise ValueError(f"layer {wrapper.layer.name!r} lies inside a nested model of float_model "
+                             f"{float_model.name!r}: leave float_model out (the default computes the float inputs "
+                             f"from the quantized model with its quantizers bypassed)") from None
         raise ValueError(f"float_model {float_model.name!r} has no layer named {wrapper.layer.name!r}: give the "
-                         f"float model that was quantized (after equalize / fold_batchnorm)") from None
+                         f"float model that was quantized (after equalize / fold_batchnorm), or leave float_model "
+                         f"out") from None
     probe = keras.Model(float_model.input, tensors_in(float_model, layer))
     out = np.concatenate([np.asarray(probe(x[i:i + batch_size], training=False))
                           for i in range(0, len(x), batch_size)])
@@ -192,16 +207,18 @@ def adaround(quantized_model, data, params: AdaRoundParams | None = None, *, flo
     ``quantized_model`` comes from ``keras_eff.quantize_model`` on a model without BatchNorm to fold (run
     ``keras_eff.ptq.equalize`` or ``keras_eff.graph.fold_batchnorm`` first), calibrated; ``data`` are typical inputs.
     Afterwards each kernel lies on its quantization grid, so the int8 TFLite export holds exactly these integers.
-    With ``float_model`` (the float model that was quantized), each layer reproduces the float model's output from
-    the quantized model's input, so it also makes up for the error of the layers before it (the paper's asymmetric
-    reconstruction); without, it reproduces its own float output on the quantized input.
+    Each layer reproduces, from the quantized model's input, the output the float model gives, so it also makes up
+    for the error of the layers before it (the paper's asymmetric reconstruction). The float model's inputs come from
+    ``quantized_model`` itself, run with its quantizers bypassed and the original float kernels (the model is left
+    as it was, apart from the rounded kernels); ``float_model`` (the float model that was quantized) gives them
+    instead, for a model whose float version differs. Layers inside nested models are rounded too.
     The report is set as ``quantized_model.adaround``.
     """
     if params is None:
         params = AdaRoundParams(**kwargs)
     elif kwargs:
         raise TypeError("give either params or keyword settings, not both")
-    x = common.check_data(quantized_model, data, "AdaRound data")[:params.max_samples]
+    x = common.check_data(quantized_model, data, "AdaRound data", params.max_samples)
     wrappers = common.quantized_layers(quantized_model, params.layers)
     report = AdaRoundReport()
     todo = []
@@ -220,13 +237,17 @@ def adaround(quantized_model, data, params: AdaRoundParams | None = None, *, flo
         raise ValueError(f"AdaRound found no layer it can handle in model {quantized_model.name!r}: "
                          + "; ".join(f"{n}: {r}" for n, r in report.skipped))
     rng = np.random.default_rng(params.seed)
+    originals = [(w.layer.kernel, np.asarray(w.layer.kernel)) for w in todo]  # float kernels, for the targets
     with tqdm(total=len(todo) * params.iterations, desc="AdaRound", unit="it", leave=False) as bar:
         for w in todo:
             bar.set_postfix_str(w.layer.name)
             if params.weight_bits is not None:
                 _set_bits(w, params.weight_bits)
             xs = common.layer_inputs(quantized_model, w, x)
-            xf = None if float_model is None else _float_inputs(float_model, w, x)
+            if float_model is None:
+                xf = _float_targets(quantized_model, w, x, xs, originals)
+            else:
+                xf = _float_inputs(float_model, w, x)
             kernel, info = _optimize(w, xs, params, rng, bar, xf)
             w.layer.kernel.assign(kernel.reshape(w.layer.kernel.shape))
             report.layers[w.layer.name] = info

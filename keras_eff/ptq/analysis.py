@@ -97,8 +97,10 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
 
     import tflite_export as te
 
-    x = common.check_data(quantized_model, data, "divergence data")[:samples]
+    x = common.check_data(quantized_model, data, "divergence data", samples)
     model_bytes = te.read_model(tflite_model) if tflite_model is not None else te.to_tflite(quantized_model)
+    # read first: a damaged file is refused naming it (and the bad tensor) before LiteRT's own readers trip on it
+    graph = te.read_graph(tflite_model if tflite_model is not None else model_bytes)
     interp = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True,
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     inp = interp.get_input_details()[0]
@@ -106,7 +108,6 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
     shape[0] = 1
     interp.resize_tensor_input(inp["index"], shape)
     interp.allocate_tensors()
-    graph = te.read_graph(model_bytes)
     outputs = [(t, graph.tensors[t].name) for op in graph.ops for t in op.outputs]
     wrappers = [w for w in quantized_model.layers if hasattr(w, "output_quantizer") and w.output_quantizer]
     matched = [(w, _tflite_tensor_for(outputs, w.name)) for w in wrappers]

@@ -8,12 +8,17 @@ the best model seen is returned, with a markdown report and a bar chart of every
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
+from tflite_export import atomic_write
 
 from ..quantization import QuantConfig, calibrate, quantize_model
 from ..reporting import markdown_table
@@ -33,6 +38,7 @@ class AutoQuantResult:
     steps: list = field(default_factory=list)  # {"step", "score", "drop", "seconds", "met"}
     report_path: str | None = None
     plot_path: str | None = None
+    report_error: str | None = None  # why the report could not be written (the result is returned all the same)
 
     @property
     def target_met(self) -> bool:
@@ -63,12 +69,31 @@ def _plot(result, path):
     ax.set_title("AutoQuant: score after each step")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write(path, buf.getvalue())
+
+
+def _check_report_path(report_path) -> str:
+    """The report path as a string, once its folder exists (created if need be) and takes a new file: checked before
+    any step runs, so that a typo does not cost the whole search."""
+    path = Path(report_path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(f"it is a folder; give a file name such as {str(path / 'auto_quant.md')!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        why = err.strerror or str(err)
+        raise type(err)(f"auto_quant cannot write its report to {str(path)!r}: {why} ({str(path.parent)!r}). Give "
+                        f"a report_path in a writable folder, or report_path=None for no files; no step was "
+                        f"run") from err
+    return str(path)
 
 
 def _write_report(result, path, params, config):
-    from tflite_export import atomic_write
-
     stem = os.path.splitext(path)[0]
     plot = stem + ".png"
     _plot(result, plot)
@@ -94,7 +119,9 @@ def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *, confi
 
     data: calibration inputs (also AdaRound's and bias correction's). eval_fn(model) -> float, higher is better.
     config: the QuantConfig of every step (default: 8-bit, per-channel where exportable). A markdown report with a
-    plot is written to ``report_path`` (None: no files).
+    plot is written to ``report_path`` (None: no files); its folder is created, and checked to be writable before
+    any step runs. Should writing still fail at the end, the result is returned all the same, with a
+    ``RuntimeWarning`` and ``result.report_error`` saying where the report could not be written.
     """
     if params is None:
         params = AutoQuantParams(allowed_drop=0.01 if allowed_drop is None else allowed_drop)
@@ -103,12 +130,15 @@ def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *, confi
     if not callable(eval_fn):
         raise TypeError("eval_fn must be a callable taking a model and returning a score (higher is better)")
     config = config or QuantConfig()
-    x = common.check_data(model, data, "auto_quant data")
-    float_score = _score(eval_fn, model, "the float model")
-    target = float_score - params.allowed_drop
     eq = EqualizeParams.from_config(params.equalize or {})
     bc = BiasCorrectionParams.from_config(params.bias_correction or {})
     ar = AdaRoundParams.from_config(params.adaround or {})
+    if report_path:
+        report_path = _check_report_path(report_path)
+    # the most inputs any step reads (calibrate's default 1024): an endless dataset or generator is read that far
+    x = common.check_data(model, data, "auto_quant data", max(1024, bc.max_samples, ar.max_samples))
+    float_score = _score(eval_fn, model, "the float model")
+    target = float_score - params.allowed_drop
     result = AutoQuantResult(model=None, best_step="", float_score=float_score, target=target)
     equalized = None
     best = -math.inf
@@ -123,7 +153,7 @@ def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *, confi
             if step == "cle+bc":
                 bias_correction(q, x, bc)
             elif step == "cle+adaround":
-                adaround(q, x, ar, float_model=equalized)
+                adaround(q, x, ar)  # float targets: q with its quantizers bypassed (the equalized model)
                 calibrate(q, x, progress=progress)
         score = _score(eval_fn, q, f"step {step!r}")
         met = score >= target
@@ -136,7 +166,14 @@ def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *, confi
         if met:
             break
     if report_path:
-        _write_report(result, report_path, params, config)
+        try:
+            _write_report(result, report_path, params, config)
+        except OSError as err:
+            result.report_path = result.plot_path = None
+            result.report_error = (f"auto_quant could not write the report to {report_path!r} "
+                                   f"({type(err).__name__}: {err}); the result is returned all the same (best step "
+                                   f"{result.best_step!r})")
+            warnings.warn(result.report_error, RuntimeWarning, stacklevel=2)
     return result
 
 

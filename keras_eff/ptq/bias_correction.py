@@ -168,7 +168,7 @@ def bias_correction(quantized_model, data=None, params: BiasCorrectionParams | N
         else:
             usable.append(w)
     if data is not None:
-        x = common.check_data(quantized_model, data, "bias correction data")[:params.max_samples]
+        x = common.check_data(quantized_model, data, "bias correction data", params.max_samples)
         report.method = "empirical"
         _empirical(quantized_model, x, params, report, usable)
     else:

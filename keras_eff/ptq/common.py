@@ -1,24 +1,41 @@
-"""What the PTQ techniques share: finding the quantized layers of a model, checking data, caching layer inputs."""
+"""What the PTQ techniques share: finding the quantized layers of a model (nested models included), checking data,
+caching layer inputs, running a quantized model as the float model it came from."""
 
 from __future__ import annotations
+
+import contextlib
 
 import keras
 import numpy as np
 from keras import ops
 
-from ..graph import GraphInfo
-from ..graph import tensors_in
+from ..data import model_samples
+from ..graph import GraphInfo, functional_of, tensors_in
 from ..layers import facts_for
-from ..quantization import QuantizeWrapper
-from ..quantization.calibration import _check_data
+from ..quantization import QuantizeWrapper, WeightQuantizer, activation_quantizers
+
+
+def _walk(model, path=()):
+    """(wrapper, path) for every QuantizeWrapper with kernels in execution order, ``path`` the nested models (outer
+    first) it lies in; each wrapper once."""
+    seen = set()
+    for node in GraphInfo.of(model).nodes:
+        op = node.operation
+        if isinstance(op, QuantizeWrapper):
+            if op.has_kernel and id(op) not in seen:
+                seen.add(id(op))
+                yield op, path
+        elif isinstance(op, keras.Model) and id(op) not in seen:
+            seen.add(id(op))
+            yield from _walk(op, path + (op,))
 
 
 def quantized_layers(model, names=None) -> list:
-    """The top-level QuantizeWrappers with kernels, in execution order (``names``: inner layer names to keep)."""
+    """The QuantizeWrappers with kernels, in execution order, those of nested models included (``names``: inner
+    layer names to keep)."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"expected a quantized Keras model (keras_eff.quantize_model), got {type(model).__name__}")
-    wrappers = [n.operation for n in GraphInfo.of(model).nodes
-                if isinstance(n.operation, QuantizeWrapper) and n.operation.has_kernel]
+    wrappers = [w for w, _ in _walk(model)]
     if not wrappers:
         raise ValueError(f"model {model.name!r} has no quantized conv or dense layers: quantize it first with "
                          f"keras_eff.quantize_model")
@@ -32,20 +49,79 @@ def quantized_layers(model, names=None) -> list:
     return wrappers
 
 
-def check_data(model, data, what="data") -> np.ndarray:
-    if data is None:
-        raise ValueError(f"{what} is required: give a few hundred typical inputs (training images, say)")
-    try:
-        return _check_data(model, data)
-    except (ValueError, TypeError) as err:
-        raise type(err)(str(err).replace("calibration data", what)) from err
+def check_data(model, data, what="data", max_samples=None) -> np.ndarray:
+    """``data`` in any form ``keras_eff.data.model_samples`` takes (arrays, ``(x, y)``, tf.data, PyDataset,
+    generators) as float32 inputs of ``model``, at most ``max_samples`` of them."""
+    return model_samples(model, data, what, max_samples)
+
+
+def _probe(model, layer):
+    """A model from ``model``'s inputs to what ``layer`` (called once in it) receives."""
+    fn = functional_of(model)
+    return keras.Model(fn.inputs[0] if len(fn.inputs) == 1 else fn.inputs, tensors_in(fn, layer))
 
 
 def layer_inputs(model, wrapper, x, batch_size=64) -> np.ndarray:
-    """What ``wrapper`` receives when ``model`` runs on ``x`` (inference)."""
-    probe = keras.Model(model.input, tensors_in(model, wrapper))
-    return np.concatenate([np.asarray(probe(x[i:i + batch_size], training=False))
-                           for i in range(0, len(x), batch_size)])
+    """What ``wrapper`` receives when ``model`` runs on ``x`` (inference), also where it lies inside nested models:
+    the outer model runs up to the nested model's input, the nested one from there to the wrapper."""
+    path = next((p for w, p in _walk(model) if w is wrapper), None)
+    if path is None:
+        raise ValueError(f"layer {wrapper.name!r} is not a quantized layer of model {model.name!r}")
+    stages, outer = [], model
+    for inner in path:  # Keras calls a nested model once per graph (a second call would repeat its name)
+        stages.append(_probe(outer, inner))
+        outer = inner
+    stages.append(_probe(outer, wrapper))
+    out = []
+    for i in range(0, len(x), batch_size):
+        h = x[i:i + batch_size]
+        for stage in stages:
+            h = stage(h, training=False)
+        out.append(np.asarray(h))
+    return np.concatenate(out)
+
+
+class _PassThrough(WeightQuantizer):
+    """A weight quantizer that leaves the weights as they are (see ``quantizers_bypassed``)."""
+
+    def __call__(self, w):
+        return w
+
+
+@contextlib.contextmanager
+def quantizers_bypassed(model):
+    """Within the block, ``model`` (quantized) computes as the float model it was made from: every
+    ActivationQuantizer passes its input through (as during ``calibrate``, the ranges it sees are discarded) and every
+    weight quantizer returns the weights unchanged. Everything is restored on leaving, errors included: ranges,
+    quantizers and the model's outputs are as before. Eager calls only (what ``layer_inputs`` makes)."""
+    acts = [(q, q.calibrating, q._calibration) for q in activation_quantizers(model)]
+    holders = [(layer, layer.weight_quantizer) for layer in model._flatten_layers(include_self=False, recursive=True)
+               if isinstance(getattr(layer, "weight_quantizer", None), WeightQuantizer)]
+    try:
+        for q, _, _ in acts:
+            q.calibrating, q._calibration = True, None
+        for layer, wq in holders:
+            layer.weight_quantizer = _PassThrough(wq.bits, wq.symmetric, wq.per_channel)
+        yield model
+    finally:
+        for layer, wq in holders:
+            layer.weight_quantizer = wq
+        for q, calibrating, seen in acts:
+            q.calibrating, q._calibration = calibrating, seen
+
+
+@contextlib.contextmanager
+def variables_set(pairs):
+    """Within the block each variable of ``[(variable, value), ...]`` holds that value; its current value is put
+    back after."""
+    saved = [(v, np.asarray(v)) for v, _ in pairs]
+    try:
+        for v, value in pairs:
+            v.assign(value)
+        yield
+    finally:
+        for v, value in saved:
+            v.assign(value)
 
 
 def float_kernels(wrapper) -> dict:

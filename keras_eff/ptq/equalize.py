@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from ..checks import check_finite_weights
 from ..graph import (GraphInfo, activation_kind, clone_layer, fold_batchnorm, functional_of, is_foldable_bn,
                      rebuild)
 from ..layers import facts_for
@@ -123,11 +124,15 @@ def _find_pairs(model, params, report) -> list:
     return pairs
 
 
-def _bn_statistics(model) -> dict:
-    """Per layer followed by a foldable BatchNorm: (β, |γ|) = mean and std of the BN output, per channel."""
+def _bn_statistics(model, stats=None) -> dict:
+    """Per layer followed by a foldable BatchNorm (what ``fold_batchnorm`` folds, nested models included):
+    (BN name, β, |γ|), β and |γ| the mean and std of the BN output, per channel."""
     info = GraphInfo.of(model)
-    stats = {}
+    stats = {} if stats is None else stats
     for node in info.nodes:
+        if isinstance(node.operation, keras.Model):
+            _bn_statistics(node.operation, stats)
+            continue
         nxt = info.sole_consumer(node)
         if nxt is not None and is_foldable_bn(nxt.operation, node.operation):
             bn = nxt.operation
@@ -151,10 +156,7 @@ def equalize(model, params: EqualizeParams | None = None, **kwargs) -> keras.Mod
     if not isinstance(model, keras.Model):
         raise TypeError(f"equalize expects a Keras 3 model, got {type(model).__name__}")
     functional_of(model)  # clear error for subclassed / unbuilt models
-    for layer in model.layers:
-        for w in layer.weights:
-            if not np.all(np.isfinite(np.asarray(w))):
-                raise ValueError(f"layer {layer.name!r} has NaN or infinite values in {w.path}: fix the model first")
+    check_finite_weights(model, "equalizing it")
     report = EqualizationReport()
     raw_stats = _bn_statistics(model)
     folded = fold_batchnorm(model)

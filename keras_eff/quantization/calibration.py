@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from tflite_export import check_samples
-
+from ..data import check_count, model_samples
 from .quantizers import ActivationQuantizer
 
 
@@ -23,13 +22,11 @@ def activation_quantizers(model) -> list:
             if isinstance(layer, ActivationQuantizer)]
 
 
-def _check_data(model, data, max_samples=None):
-    inputs = getattr(model, "inputs", None)  # a subclassed model declares no input shape
-    return check_samples(data, inputs[0].shape[1:] if inputs else None, "calibration data", f"model {model.name!r}",
-                         max_samples)
+def _check_data(model, data, max_samples=None, what="calibration data"):
+    return model_samples(model, data, what, max_samples)
 
 
-def calibrate(model, data, batch_size: int = 64, max_samples: int = 1024, progress: bool = True):
+def calibrate(model, data, batch_size: int = 64, max_samples: int | None = 1024, progress: bool = True):
     """Sets every activation range of a quantized model to the min/max seen on ``data``, in place.
 
     Runs forward passes in inference mode with quantization switched off and sets each range to the smallest and
@@ -38,10 +35,12 @@ def calibrate(model, data, batch_size: int = 64, max_samples: int = 1024, progre
 
     Args:
         model: A model made by ``quantize_model`` (or holding ``keras_eff.quantize`` layers). Changed in place.
-        data: Typical inputs as one numeric array of shape ``(n, *input_shape)`` (a few hundred are enough); only the
-            first ``max_samples`` are used.
-        batch_size: Inputs per forward pass.
-        max_samples: The most inputs used (the first ones).
+        data: Typical inputs (a few hundred are enough): a numeric array of shape ``(n, *input_shape)``, an
+            ``(x, y)`` tuple, a ``tf.data.Dataset`` of ``x`` or ``(x, y)`` elements (batched or not), a
+            ``keras.utils.PyDataset`` or a generator of batches.
+        batch_size: Inputs per forward pass, at least 1.
+        max_samples: The most inputs read (the first ones), at least 1; None reads them all (an endless source then
+            raises).
         progress: Show a progress bar (only when there are at least 4 batches).
 
     Returns:
@@ -49,8 +48,9 @@ def calibrate(model, data, batch_size: int = 64, max_samples: int = 1024, progre
 
     Raises:
         ValueError: If ``model`` has no activation quantizers (quantize it first), or ``data`` does not match the
-            model's input shape, is empty or holds NaN or infinite values.
-        TypeError: If ``data`` is not a numeric array.
+            model's input shape, is empty or holds NaN or infinite values, or ``batch_size``/``max_samples`` is below
+            1.
+        TypeError: If ``data`` is none of the accepted kinds, or a count is not a whole number.
 
     Example:
         ```python
@@ -58,6 +58,8 @@ def calibrate(model, data, batch_size: int = 64, max_samples: int = 1024, progre
         keras_eff.calibrate(qat, x_train[:512])
         ```
     """
+    batch_size = check_count(batch_size, "batch_size", what="inputs per forward pass")
+    max_samples = check_count(max_samples, "max_samples", allow_none=True, what="the most inputs to calibrate on")
     quantizers = activation_quantizers(model)
     if not quantizers:
         raise ValueError(f"model {model.name!r} has no activation quantizers: quantize it first with "

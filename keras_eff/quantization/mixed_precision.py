@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..data import model_samples
 from ..graph import release
 from .calibration import activation_quantizers, calibrate
 from .config import QuantConfig
@@ -197,7 +198,8 @@ def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), config: Quant
 
     Args:
         model: A float Functional or Sequential model. Not changed.
-        data: Typical inputs, a numeric array of shape ``(n, *input_shape)``, for the calibration.
+        data: Typical inputs for the calibration, in any form ``calibrate`` takes (array, ``(x, y)``,
+            ``tf.data.Dataset``, ``PyDataset``, generator).
         eval_fn: ``eval_fn(quantized_model) -> float``, higher is better (accuracy on held-out data, say).
         candidate_bits: The widths to try for each layer; widths of 8 or more are not tried.
         config: The other quantization settings (granularity, ...); default ``QuantConfig()``.
@@ -213,7 +215,8 @@ def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), config: Quant
         ValueError: If ``data`` is None, does not match the model's input or holds NaN or infinite values, or
             ``eval_fn`` returns a score that is not finite.
     """
-    ev = _evaluator or _Evaluator(model, _data(model, data), eval_fn, config or QuantConfig(), calibration_samples)
+    ev = _evaluator or _Evaluator(model, _data(model, data, calibration_samples), eval_fn, config or QuantConfig(),
+                                  calibration_samples)
     base = ev.score({})
     names = list(_kernel_layers(ev.reference)) if layers is None else list(layers)
     out = {}
@@ -223,12 +226,8 @@ def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), config: Quant
     return out
 
 
-def _data(model, data):
-    from .calibration import _check_data
-
-    if data is None:
-        raise ValueError("data is required: give a few hundred typical inputs to calibrate the activation ranges")
-    return _check_data(model, data)
+def _data(model, data, max_samples):
+    return model_samples(model, data, "data", max_samples)
 
 
 def mixed_precision(model, data, eval_fn, params: MixedPrecisionParams | None = None, *,
@@ -273,7 +272,7 @@ def mixed_precision(model, data, eval_fn, params: MixedPrecisionParams | None = 
         raise TypeError("give either params or keyword settings, not both")
     if not callable(eval_fn):
         raise TypeError("eval_fn must be a callable taking a quantized model and returning a score")
-    x = _data(model, data)
+    x = _data(model, data, params.calibration_samples)
     ev = _Evaluator(model, x, eval_fn, config or QuantConfig(), params.calibration_samples)
     parameters = _kernel_layers(ev.reference)
     baseline = ev.score({})

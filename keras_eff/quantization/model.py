@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
 from ..graph import (activation_kind, clone_layer, functional_of, holds_state, is_foldable_bn, layers_with, name_list,
                      rebuild, reuse_or_clone)
@@ -478,11 +479,7 @@ def _in_float32(layer):
 
 
 def _check_weights(model):
-    for layer in model.layers:
-        for w in layer.weights:
-            if not np.all(np.isfinite(np.asarray(w))):
-                raise ValueError(f"layer {layer.name!r} of model {model.name!r} has NaN or infinite values in "
-                                 f"{w.path}: fix or retrain the model before quantizing it")
+    check_finite_weights(model, "quantizing it")
 
 
 def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _nested=False,
