@@ -37,7 +37,8 @@ CONFIG_NAME = "config.json"
 SECTIONS = ("space", "reference", "data", "accuracy_model", "search", "scenarios", "finetune", "executor", "seed")
 REFERENCE_KEYS = ("path", "blocks")
 FINETUNE_KEYS = ("top_k", "samples", "distill")
-EXECUTOR_KEYS = {"inprocess": ("kind",), "ray": ("kind", "address", "num_cpus", "cpus_per_job", "env_vars")}
+EXECUTOR_KEYS = {"inprocess": ("kind",),
+                 "ray": ("kind", "address", "num_cpus", "cpus_per_job", "gpus_per_job", "env_vars")}
 
 
 def _space_from(spec) -> SearchSpace:
@@ -95,6 +96,10 @@ def _check_executor(ex):
         ex["num_cpus"] = as_int("executor.num_cpus", ex["num_cpus"], 1)
     if ex.get("cpus_per_job") is not None and not as_float("executor.cpus_per_job", ex["cpus_per_job"]) > 0:
         raise ValueError(f"executor.cpus_per_job: {ex['cpus_per_job']} must be positive")
+    if ex.get("gpus_per_job") is not None:
+        from .executors import check_gpus_per_job
+
+        ex["gpus_per_job"] = check_gpus_per_job(ex["gpus_per_job"], "executor.gpus_per_job")
     if ex.get("env_vars") is not None and not isinstance(ex["env_vars"], dict):
         raise ValueError("executor.env_vars: must be a mapping of names to values")
     return {"kind": kind, **{k: v for k, v in ex.items() if k != "kind"}}
