@@ -1,5 +1,6 @@
 """DONNA on Ray: each training job reserves the configured GPU count (a fake GPU declared on a local Ray, so this runs
-on a CPU machine)."""
+on a CPU machine); a pool of remote measurer actors measures a generation's candidates concurrently, the cache
+filled as one at a time would fill it."""
 
 import os
 
@@ -71,3 +72,51 @@ def test_ray_tasks_get_the_gpus_they_reserve():
     assert "GPU" not in none[0]["resources"] and none[0]["gpu_ids"] == []
     assert none[0]["visible"] == ""  # a job that reserves no GPU sees none
 
+
+def test_remote_measurer_actors_are_checked():
+    pytest.importorskip("ray")
+    from keras_eff.donna import RayRemoteMeasurer, measurer_from_config
+
+    with pytest.raises(ValueError, match="RayRemoteMeasurer.actors: 0 must be an integer >= 1"):
+        RayRemoteMeasurer(actors=0)
+    with pytest.raises(ValueError, match="RayRemoteMeasurer.actors: 1.5 must be a whole number"):
+        measurer_from_config({"kind": "ray", "actors": 1.5})
+    m = measurer_from_config({"kind": "ray", "actors": 2.0})
+    assert m.actors == 2 and m.parallel and m.get_config()["actors"] == 2
+    assert m.cache_key() == RayRemoteMeasurer().cache_key()  # the pool's size does not change what is measured
+    assert not RayRemoteMeasurer().parallel
+
+
+@pytest.mark.slow
+def test_pool_of_two_actors_measures_candidates_concurrently(tmp_path):
+    ray = pytest.importorskip("ray")
+    from keras_eff.donna import CostEvaluator, MeasurementCache, RayRemoteMeasurer, Scenario, tiny_space
+    from keras_eff.donna.measure_cache import measurement_key
+
+    space = tiny_space()
+    archs = space.sample(3, seed=5)
+    inner = {"kind": "litert", "runs": 5, "warmup": 1, "rounds": 1}  # concurrent on one host: fine for a test
+    remote = RayRemoteMeasurer(inner, device="pool", num_cpus=2, actors=2, timeout_s=120)
+    scenario = Scenario(name="pool", measurers=[remote.get_config()], objective="latency_us")
+    cache = MeasurementCache(tmp_path / "m.json")
+    evaluator = CostEvaluator(space, scenario, cache, timeout_s=120, measurers=[remote])
+    try:
+        first = evaluator.evaluate_many(archs)
+        again = evaluator.evaluate_many(archs)  # all cached: nothing measured again
+        one = remote.measure_many([])
+    finally:
+        evaluator.close()
+    assert not ray.is_initialized()
+    assert one == []
+    assert [r["ok"] for r in first] == [True] * 3, [r["error"] for r in first]
+    assert remote.max_in_flight == 2  # two candidates were out at once, one per actor
+    assert len({r["metrics"]["measured_by"] for r in first}) == 2  # both actors measured
+    assert all(r["metrics"]["flash_bytes"] > 0 and r["metrics"]["latency_us"] > 0 for r in first)
+    assert evaluator.n_measured == 3 and all(r["cached"] for r in again)
+    # the cache holds each candidate under its own key, with its own file's size
+    saved = MeasurementCache(tmp_path / "m.json")
+    for arch, r in zip(archs, first):
+        entry = saved.get(measurement_key(evaluator.space, arch, remote))
+        assert entry["ok"] and entry["arch"] == str(arch)
+        assert entry["metrics"]["flash_bytes"] == r["metrics"]["flash_bytes"]
+    assert len({r["metrics"]["flash_bytes"] for r in first}) == 3  # three different architectures, three sizes
