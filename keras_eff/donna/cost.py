@@ -103,9 +103,13 @@ class CostEvaluator:
     def evaluate_many(self, archs) -> list:
         """``[evaluate(a) for a in archs]``, with the int8 conversions of the uncached ones run concurrently in
         ``workers`` processes; the measurers then run one candidate at a time here (concurrent runs would disturb
-        each other's latency), each under the guard's deadline."""
+        each other's latency), each under the guard's deadline, except a measurer with a pool of its own
+        (``parallel``, e.g. ``RayRemoteMeasurer(actors=N)``): it gets every candidate's file at once
+        (``measure_many``) and measures them on its N actors concurrently, with its own deadline per call. Results
+        are recorded in the cache here, one candidate after the other, whatever order they finished in."""
         archs = list(archs)
-        if self.workers <= 1 or len(archs) < 2:
+        pooled = [i for i, m in enumerate(self.measurers) if getattr(m, "parallel", False)]
+        if (self.workers <= 1 and not pooled) or len(archs) < 2:
             return [self.evaluate(a) for a in archs]
         from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -114,23 +118,50 @@ class CostEvaluator:
         t0 = time.perf_counter()
         plans = [self._lookup(a) for a in archs]
         needs = [bool(missing) and any(self.measurers[i].needs_model for i in missing) for _, _, missing in plans]
-        futures = {k: self.pool().submit(convert_job, self.space.get_config(), str(a))
-                   for k, a in enumerate(archs) if needs[k]}
+        futures = {}
+        if self.workers > 1:
+            futures = {k: self.pool().submit(convert_job, self.space.get_config(), str(a))
+                       for k, a in enumerate(archs) if needs[k]}
+        convs = {}  # candidate -> {"bytes", "convert_seconds"}, or the exception that failed its conversion
+        for k, arch in enumerate(archs):
+            if not plans[k][2]:
+                continue
+            try:
+                if k in futures:
+                    remaining = max(1.0, self.guard.timeout_s - (time.perf_counter() - t0))
+                    convs[k] = futures[k].result(timeout=remaining)
+                elif needs[k]:
+                    convs[k] = self.guard.call(convert_job, self.space.get_config(), str(arch))
+                else:
+                    convs[k] = {"bytes": None, "convert_seconds": 0.0}
+            except FutureTimeout:
+                convs[k] = TimeoutError(f"no int8 conversion within {self.guard.timeout_s:g} s")
+            except Exception as e:  # noqa: BLE001 - the candidate fails, the search goes on
+                convs[k] = e
+        remote = {}  # (candidate, measurer index) -> metrics or exception, from the pooled measurers
+        for i in pooled:
+            ks = [k for k, (_, _, missing) in enumerate(plans) if i in missing and isinstance(convs[k], dict)]
+            for k, r in zip(ks, self.measurers[i].measure_many([convs[k]["bytes"] for k in ks])):
+                remote[(k, i)] = r
         results = []
         for k, (arch, (keys, entries, missing)) in enumerate(zip(archs, plans)):
             t1 = time.perf_counter()
             out = err = None
             if missing:
                 try:
-                    conv = {"bytes": None, "convert_seconds": 0.0}
-                    if k in futures:
-                        remaining = max(1.0, self.guard.timeout_s - (time.perf_counter() - t0))
-                        conv = futures[k].result(timeout=remaining)
-                    ms = [self.measurers[i] for i in missing]
-                    metrics = self.guard.call(measure_bytes, conv["bytes"], self.space, arch, ms)
+                    conv = convs[k]
+                    if isinstance(conv, Exception):
+                        raise conv
+                    local = [i for i in missing if i not in pooled]
+                    here = self.guard.call(measure_bytes, conv["bytes"], self.space, arch,
+                                           [self.measurers[i] for i in local]) if local else {}
+                    metrics = {}
+                    for j, i in enumerate(missing):
+                        m = remote[(k, i)] if i in pooled else here[local.index(i)]
+                        if isinstance(m, Exception):
+                            raise m
+                        metrics[j] = m
                     out = {"metrics": metrics, "convert_seconds": conv["convert_seconds"]}
-                except FutureTimeout:
-                    err = TimeoutError(f"no int8 conversion within {self.guard.timeout_s:g} s")
                 except Exception as e:  # noqa: BLE001 - the candidate fails, the search goes on
                     err = e
             results.append(self._record(arch, keys, entries, missing, out, err, t1))

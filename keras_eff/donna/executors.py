@@ -35,13 +35,35 @@ class InProcessExecutor(Executor):
         return [fn(job) for job in tqdm(jobs, desc=desc, disable=len(jobs) < 2)]
 
 
+def check_gpus_per_job(value, where: str = "gpus_per_job") -> float:
+    """``value`` as a GPU count per Ray task: a number >= 0, a fraction (0.25: four tasks share one GPU) only below
+    1, whole numbers above (as Ray allows)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: {value!r} must be a number of GPUs per job (0, a fraction such as 0.5, or a "
+                         f"whole number)")
+    if value < 0:
+        raise ValueError(f"{where}: {value} must be >= 0 (0: the jobs use no GPU)")
+    if value > 1 and value != int(value):
+        raise ValueError(f"{where}: {value} is a fraction above 1, which Ray does not allow; give a fraction below "
+                         f"1 (GPUs shared) or a whole number")
+    return float(value)
+
+
 class RayExecutor(Executor):
-    """Runs the jobs as Ray tasks. ``address`` picks a running cluster (None starts a local Ray with ``num_cpus``);
-    ``cpus_per_job`` is the CPU count each task reserves. A Ray started here is left running for the next map;
-    call :meth:`shutdown` to stop it."""
+    """Runs the jobs as Ray tasks. ``address`` picks a running cluster (None starts a local Ray with ``num_cpus``,
+    or uses the Ray already initialized in this process). Each task reserves ``cpus_per_job`` CPUs and
+    ``gpus_per_job`` GPUs (Ray's ``num_gpus`` of the task: 0 by default, fractions below 1 share a GPU, e.g. 0.5
+    runs two jobs per GPU); Ray makes the reserved GPUs the only ones the task sees (``CUDA_VISIBLE_DEVICES``), and
+    a task that reserves none sees none (``RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1``), so that CPU jobs never land on
+    a GPU unscheduled. ``env_vars`` go with every task (its runtime environment); by default TensorFlow's logs are
+    quieted and its GPU memory grows on demand (``TF_FORCE_GPU_ALLOW_GROWTH``), so that jobs sharing a GPU do not
+    each claim all of its memory. A Ray started here is left running for the next map; call :meth:`shutdown` to
+    stop it."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1.0,
-                 env_vars: dict | None = None):
+                 env_vars: dict | None = None, gpus_per_job: float = 0.0):
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -49,7 +71,9 @@ class RayExecutor(Executor):
         if cpus_per_job <= 0:
             raise ValueError(f"cpus_per_job: {cpus_per_job} must be positive")
         self.address, self.num_cpus, self.cpus_per_job = address, num_cpus, cpus_per_job
-        self.env_vars = {"TF_CPP_MIN_LOG_LEVEL": "3", **(env_vars or {})}
+        self.gpus_per_job = check_gpus_per_job(gpus_per_job)
+        self.env_vars = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+                         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1", **(env_vars or {})}
         self._started = False
 
     def _ensure(self):
@@ -66,7 +90,7 @@ class RayExecutor(Executor):
         import ray
 
         self._ensure()
-        remote = ray.remote(num_cpus=self.cpus_per_job, max_retries=0)(fn)
+        remote = ray.remote(**self.task_options())(fn)
         refs = [remote.remote(job) for job in jobs]
         pending = list(refs)
         with tqdm(total=len(refs), desc=f"{desc} (ray)") as bar:
@@ -74,6 +98,11 @@ class RayExecutor(Executor):
                 done, pending = ray.wait(pending, num_returns=1)
                 bar.update(len(done))
         return ray.get(refs)
+
+    def task_options(self) -> dict:
+        """The options of every task this executor starts (``ray.remote(**options)``)."""
+        return {"num_cpus": self.cpus_per_job, "num_gpus": self.gpus_per_job, "max_retries": 0,
+                "runtime_env": {"env_vars": dict(self.env_vars)}}
 
     def shutdown(self) -> None:
         import ray
@@ -83,10 +112,12 @@ class RayExecutor(Executor):
         self._started = False
 
     def get_config(self) -> dict:
-        return {"address": self.address, "num_cpus": self.num_cpus, "cpus_per_job": self.cpus_per_job}
+        return {"address": self.address, "num_cpus": self.num_cpus, "cpus_per_job": self.cpus_per_job,
+                "gpus_per_job": self.gpus_per_job}
 
     def describe(self) -> str:
-        return f"RayExecutor({self.address or f'local, num_cpus={self.num_cpus}'})"
+        gpus = f", {self.gpus_per_job:g} GPU per job" if self.gpus_per_job else ""
+        return f"RayExecutor({self.address or f'local, num_cpus={self.num_cpus}'}{gpus})"
 
 
 def make_executor(kind: str = "inprocess", **kwargs) -> Executor:

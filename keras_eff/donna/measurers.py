@@ -12,8 +12,9 @@ a dict of metrics:
 - :class:`EthosUMeasurer`: an Arm Ethos-U microNPU, as Arm's Vela compiler reports it (no hardware needed):
   ``latency_us`` (Vela's inference time), ``npu_cycles``, ``flash_bytes`` (flash for the command stream and the
   compressed weights), ``ram_bytes`` (SRAM), ``npu_cpu_ops`` (ops Vela leaves to the CPU);
-- :class:`RayRemoteMeasurer`: any of these run by a Ray actor, placed on the node (or custom resource) where the model
-  will run; the file travels to it, the metrics come back.
+- :class:`RayRemoteMeasurer`: any of these run by Ray actors (one, or a pool of ``actors``), placed on the node (or
+  custom resource) where the model will run; the files travel to them, the metrics come back; with a pool, the
+  candidates of a generation are measured concurrently, one per actor.
 
 Measurers are plain configs (``get_config``/``measurer_from_config``) so that a scenario file names them.
 """
@@ -181,23 +182,33 @@ class _MeasureActor:
     def measure(self, model_bytes: bytes) -> dict:
         import platform
 
-        return {**self.measurer.measure(model_bytes), "measured_on": platform.node()}
+        import ray
+
+        return {**self.measurer.measure(model_bytes), "measured_on": platform.node(),
+                "measured_by": ray.get_runtime_context().get_actor_id()}
 
 
 class RayRemoteMeasurer(Measurer):
-    """Runs ``inner`` (a measurer or its config) in a Ray actor on another node.
+    """Runs ``inner`` (a measurer or its config) in Ray actors on another node.
 
     ``address`` names the cluster (None: the Ray already initialized here, else a local one with ``num_cpus``);
-    ``resources`` (e.g. ``{"rpi4": 1}``, a custom resource the target node advertises) or ``node_id`` pin the actor
+    ``resources`` (e.g. ``{"rpi4": 1}``, a custom resource the target node advertises) or ``node_id`` pin the actors
     to the device; ``device`` names the target in the cache key, so that latencies of different devices never mix.
-    A call slower than ``timeout_s`` kills the actor (a fresh one serves the next call) and fails that candidate.
+    ``actors`` (default 1) is the size of the pool: :meth:`measure_many` (what the search's
+    :meth:`~keras_eff.donna.cost.CostEvaluator.evaluate_many` calls once per generation) keeps every actor busy with
+    one candidate at a time, so N actors measure N candidates at once. Give N > 1 only where the actors land on
+    separate devices (a custom resource of 1 unit per device, e.g. ``{"rpi4": 1}`` on each of N boards) or where the
+    metric does not depend on the load (flash and RAM budgets, Vela): N latency runs on one host disturb each other.
+    A call slower than ``timeout_s`` (from its dispatch to its actor) kills that actor (a fresh one takes its place)
+    and fails that candidate.
     """
 
     kind = "ray"
+    parallel = False  # True when actors > 1: CostEvaluator.evaluate_many then calls measure_many
 
     def __init__(self, inner=None, device: str = "ray-local", address: str | None = None,
                  num_cpus: int | None = None, resources: dict | None = None, node_id: str | None = None,
-                 timeout_s: float = 300.0):
+                 timeout_s: float = 300.0, actors: int = 1):
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -209,13 +220,19 @@ class RayRemoteMeasurer(Measurer):
             raise ValueError("RayRemoteMeasurer: the inner measurer cannot itself be remote")
         if not timeout_s > 0:
             raise ValueError(f"RayRemoteMeasurer.timeout_s: {timeout_s} must be positive")
+        from .checks import as_int
+
+        actors = as_int("RayRemoteMeasurer.actors", actors, 1)  # the size of the actor pool
         self.metrics = self.inner.metrics
         self.device, self.address, self.num_cpus = str(device), address, num_cpus
         self.resources, self.node_id, self.timeout_s = dict(resources or {}), node_id, float(timeout_s)
-        self._actor = None
+        self.actors = actors
+        self.parallel = actors > 1
+        self._pool = [None] * actors
         self._started_ray = False
+        self.max_in_flight = 0  # the most calls this measurer had running at once (for reports and tests)
 
-    def _ensure(self):
+    def _ensure_ray(self):
         import ray
 
         if not ray.is_initialized():
@@ -224,7 +241,13 @@ class RayRemoteMeasurer(Measurer):
             ray.init(**kwargs, runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}}, log_to_driver=False,
                      ignore_reinit_error=True)
             self._started_ray = True
-        if self._actor is None:
+
+    def _actor(self, slot: int):
+        """The actor of pool slot ``slot``, started when there is none (first use, or after it died or hung)."""
+        import ray
+
+        self._ensure_ray()
+        if self._pool[slot] is None:
             options = {"num_cpus": 1, "max_restarts": 0}
             if self.resources:
                 options["resources"] = self.resources
@@ -232,51 +255,85 @@ class RayRemoteMeasurer(Measurer):
                 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
-            self._actor = ray.remote(_MeasureActor).options(**options).remote(self.inner.get_config())
-        return self._actor
+            self._pool[slot] = ray.remote(_MeasureActor).options(**options).remote(self.inner.get_config())
+        return self._pool[slot]
 
     def measure(self, model_bytes: bytes) -> dict:
+        out = self.measure_many([model_bytes])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def measure_many(self, files: list) -> list:
+        """Measures every file of ``files``, each on the first free actor of the pool (at most ``actors`` at once).
+        Returns, in order, each file's metrics or the exception that failed it (a ``TimeoutError`` after
+        ``timeout_s``, whose actor is killed and replaced; a ``RuntimeError`` when the actor died)."""
         import ray
 
-        actor = self._ensure()
-        ref = actor.measure.remote(model_bytes)
-        try:
-            return ray.get(ref, timeout=self.timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            self._kill()
-            raise TimeoutError(f"the remote measurer on {self.device!r} did not answer within {self.timeout_s:g} s")
-        except ray.exceptions.RayActorError as err:
-            self._actor = None
-            raise RuntimeError(f"the remote measurer on {self.device!r} died: {err}") from None
+        files = list(files)
+        results: list = [None] * len(files)
+        todo = list(range(len(files)))[::-1]
+        free = list(range(self.actors))[::-1]
+        running = {}  # object ref -> (file index, pool slot, dispatch time)
+        while todo or running:
+            while todo and free:
+                k, slot = todo.pop(), free.pop()
+                ref = self._actor(slot).measure.remote(files[k])
+                running[ref] = (k, slot, time.perf_counter())
+            self.max_in_flight = max(self.max_in_flight, len(running))
+            now = time.perf_counter()
+            wait_s = max(0.0, min(t + self.timeout_s for _, _, t in running.values()) - now)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=wait_s)
+            for ref in done:
+                k, slot, t = running.pop(ref)
+                try:
+                    results[k] = {**ray.get(ref), "measure_seconds": time.perf_counter() - t}
+                except ray.exceptions.RayActorError as err:
+                    self._pool[slot] = None
+                    results[k] = RuntimeError(f"the remote measurer on {self.device!r} died: {err}")
+                except Exception as err:  # noqa: BLE001 - the inner measurer's error fails this file only
+                    results[k] = RuntimeError(f"the remote measurer on {self.device!r} failed: "
+                                              f"{type(err).__name__}: {err}")
+                free.append(slot)
+            now = time.perf_counter()
+            for ref, (k, slot, t) in list(running.items()):
+                if now - t >= self.timeout_s:
+                    del running[ref]
+                    self._kill(slot)
+                    results[k] = TimeoutError(f"the remote measurer on {self.device!r} did not answer within "
+                                              f"{self.timeout_s:g} s")
+                    free.append(slot)
+        return results
 
-    def _kill(self):
+    def _kill(self, slot: int):
         import ray
 
-        if self._actor is not None:
-            ray.kill(self._actor)
-            self._actor = None
+        if self._pool[slot] is not None:
+            ray.kill(self._pool[slot])
+            self._pool[slot] = None
 
     def shutdown(self) -> None:
-        """Kills the actor, and the local Ray if this measurer started it."""
+        """Kills the actors, and the local Ray if this measurer started it."""
         import ray
 
         if ray.is_initialized():
-            self._kill()
+            for slot in range(self.actors):
+                self._kill(slot)
             if self._started_ray:
                 ray.shutdown()
-        self._actor, self._started_ray = None, False
+        self._pool, self._started_ray = [None] * self.actors, False
 
     def get_config(self) -> dict:
         return {"kind": self.kind, "inner": self.inner.get_config(), "device": self.device, "address": self.address,
                 "num_cpus": self.num_cpus, "resources": self.resources, "node_id": self.node_id,
-                "timeout_s": self.timeout_s}
+                "timeout_s": self.timeout_s, "actors": self.actors}
 
-    def cache_key(self) -> dict:
+    def cache_key(self) -> dict:  # the pool's size changes when, not what, is measured
         return {"kind": self.kind, "inner": self.inner.cache_key(), "device": self.device}
 
-    def __getstate__(self):  # the actor handle stays with the process that made it
+    def __getstate__(self):  # the actor handles stay with the process that made them
         state = dict(self.__dict__)
-        state["_actor"], state["_started_ray"] = None, False
+        state["_pool"], state["_started_ray"] = [None] * self.actors, False
         return state
 
 

@@ -1,7 +1,9 @@
 """DONNA steps A and B end to end: reference model -> block library (BKD) -> measured architectures -> predictor.
 
-Costs are counted in wall time and in epochs of the reference model (wall time over the reference's time per epoch),
-and printed at the end as a time budget.
+:func:`build_accuracy_model` is the one implementation of these stages: called directly on arrays, or by
+:class:`keras_eff.donna.DonnaPipeline` over its folder (resumable, one stage at a time). Costs are counted in wall
+time and in epochs of the reference model (wall time over the reference's time per epoch), and printed at the end as
+a time budget.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from .finetune import FinetuneConfig
 from .space import Architecture, SearchSpace
 
 SAMPLINGS = ("balanced", "uniform")
+# the files of a build folder (build_accuracy_model(folder=...), AccuracyModel.save, DonnaPipeline)
+REFERENCE_FILE, LIBRARY_DIR, PREDICTOR_FILE, MEASURED_FILE = "reference.keras", "library", "predictor.json", \
+    "measured.json"
 
 
 @dataclass
@@ -112,7 +117,9 @@ def sample_archs(space: SearchSpace, n: int, sampling: str = "balanced", seed=0)
 
 @dataclass
 class AccuracyModel:
-    """What :func:`build_accuracy_model` returns: the predictor and everything it was built from."""
+    """What :func:`build_accuracy_model` returns: the predictor and everything it was built from.
+    ``reference_epoch_seconds`` is None when unknown (a resumed build whose reference was neither trained nor
+    timed in this call, in a folder without ``measured.json``)."""
 
     predictor: object
     library: object
@@ -121,27 +128,36 @@ class AccuracyModel:
     accuracies: np.ndarray
     reference_accuracy: float
     seconds: dict
-    reference_epoch_seconds: float
+    reference_epoch_seconds: float | None
 
     @property
     def cost_reference_epochs(self) -> float:
-        """The whole build (reference training included) in epochs of the reference model."""
+        """The whole build (reference training included) in epochs of the reference model (NaN when the epoch
+        time is unknown)."""
+        if not self.reference_epoch_seconds:
+            return float("nan")
         return self.seconds["total"] / self.reference_epoch_seconds
 
     def save(self, folder) -> Path:
-        """Writes ``predictor.json``, the block library folder ``library/`` and ``reference.keras``."""
-        from tflite_export import atomic_write_json
-
+        """Writes ``predictor.json``, the block library folder ``library/``, ``reference.keras`` and
+        ``measured.json``: the layout :func:`build_accuracy_model` resumes from (``folder=``)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.predictor.save(folder / "predictor.json")
-        self.library.save(folder / "library")
-        self.reference.save(folder / "reference.keras")
-        atomic_write_json(folder / "measured.json", {"archs": [str(a) for a in self.archs],
-                                                     "accuracies": self.accuracies, "seconds": self.seconds,
-                                                     "reference_accuracy": self.reference_accuracy,
-                                                     "reference_epoch_seconds": self.reference_epoch_seconds})
+        save_keras(self.reference, folder / REFERENCE_FILE)
+        self.library.save(folder / LIBRARY_DIR)
+        _write_measured(folder, self.archs, self.accuracies, self.seconds, self.reference_accuracy,
+                        self.reference_epoch_seconds)
+        self.predictor.save(folder / PREDICTOR_FILE)
         return folder
+
+
+def _write_measured(folder: Path, archs, accuracies, seconds, reference_accuracy, reference_epoch_seconds):
+    from tflite_export import atomic_write_json
+
+    atomic_write_json(folder / MEASURED_FILE, {"archs": [str(a) for a in archs],
+                                               "accuracies": np.asarray(accuracies).tolist(), "seconds": seconds,
+                                               "reference_accuracy": reference_accuracy,
+                                               "reference_epoch_seconds": reference_epoch_seconds})
 
 
 def print_budget(title: str, seconds: dict, epoch_seconds: float | None = None, budget_s: float | None = None):
@@ -155,70 +171,191 @@ def print_budget(title: str, seconds: dict, epoch_seconds: float | None = None, 
         print(f"  budget {budget_s:.0f} s: {'within' if total <= budget_s else 'OVER'} ({total / budget_s:.0%})")
 
 
+def split_data(x_train, y_train, config: DonnaConfig):
+    """``(x_fit, y_fit, x_val)``: the one split of the training data that every stage uses. ``val_samples``
+    images, drawn with ``config.seed``, score the blocks (BKD) and are never trained on; the reference trains on
+    the rest, the blocks distil on its first ``bkd_samples`` and the sampled architectures finetune on its first
+    ``finetune_samples`` (fewer when there are fewer). Refuses data with fewer than ``bkd_samples + val_samples``
+    images."""
+    need = config.bkd_samples + config.val_samples
+    if len(x_train) < need:
+        raise ValueError(f"training data: {len(x_train)} images, but accuracy_model.bkd_samples + val_samples = "
+                         f"{config.bkd_samples} + {config.val_samples} = {need}; lower them or give more data")
+    perm = np.random.default_rng(config.seed).permutation(len(x_train))
+    fit_idx, val_idx = perm[:len(x_train) - config.val_samples], perm[len(x_train) - config.val_samples:]
+    return x_train[fit_idx], y_train[fit_idx], x_train[val_idx]
+
+
+def _run_stage(name: str, done: bool, fn):
+    """The default stage runner of :func:`build_accuracy_model`: ``fn()`` unless the stage is done."""
+    return None if done else fn()
+
+
 def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, config: DonnaConfig | None = None,
-                         executor=None, reference=None, budget_s: float | None = None,
-                         verbose: int = 1) -> AccuracyModel:
-    """DONNA's accuracy model for ``space``: trains the reference (unless ``reference``, a trained model built by
-    ``build_reference``, is given), distils every block on held-out-scored BKD, finetunes ``n_archs`` sampled
-    architectures, measures them on ``(x_eval, y_eval)`` and fits the predictor. Jobs run on ``executor``."""
-    from .library import train_block_library
+                         executor=None, reference=None, budget_s: float | None = None, verbose: int = 1,
+                         folder=None, stage=None) -> AccuracyModel:
+    """DONNA's accuracy model for ``space`` (stages A and B), the one implementation behind both this function and
+    :meth:`keras_eff.donna.DonnaPipeline.build_accuracy_model`.
+
+    The stages, on the split of :func:`split_data`:
+
+    - ``reference``: trains the reference (unless ``reference``, a trained logits model, is given: it is used as
+      it is, never retrained, and one epoch is timed on a copy so that costs can be counted in its epochs);
+    - ``library``: distils every block with held-out-scored BKD;
+    - ``predictor``: finetunes ``n_archs`` sampled architectures, measures them on ``(x_eval, y_eval)`` and fits
+      the predictor.
+
+    Jobs run on ``executor`` (in this process when None). With ``folder``, every stage writes its result there as
+    soon as it ends (``reference.keras``, ``library/``, ``measured.json`` + ``predictor.json``; the layout of
+    :meth:`AccuracyModel.save`) and a stage whose file is already there is read back instead of run, so that an
+    interrupted build resumes; the folder's files win over a ``reference`` given again. ``stage(name, done, fn)``,
+    when given, runs each stage instead of the default (which calls ``fn()`` unless ``done``): the pipeline's log
+    and timing. ``verbose`` 0 prints nothing; otherwise the time budget (against ``budget_s``) is printed.
+    """
+    from .library import BlockLibrary, train_block_library
     from .predictor import AccuracyPredictor
     from .finetune import measure_architectures
     from .reference import check_data, compile_model, train_reference
 
     config = config or DonnaConfig()
+    stage = stage or _run_stage
+    folder = None if folder is None else Path(folder)
     check_data(x_train, y_train, space, "x_train")
     check_data(x_eval, y_eval, space, "x_eval")
-    need = config.bkd_samples + config.val_samples
-    if len(x_train) < need:
-        raise ValueError(f"x_train: {len(x_train)} images, but bkd_samples + val_samples = {need}; lower them")
-    rng = np.random.default_rng(config.seed)
-    perm = rng.permutation(len(x_train))
-    fit_idx, val_idx = perm[:len(x_train) - config.val_samples], perm[len(x_train) - config.val_samples:]
+    x_fit, y_fit, x_val = split_data(x_train, y_train, config)
+    measured = _read_measured(folder)
     seconds, t_all = {}, time.perf_counter()
 
+    def is_done(name):
+        return folder is not None and (folder / name).is_file()
+
+    # A: the reference
     t0 = time.perf_counter()
-    if reference is None:
-        reference, epoch_s = train_reference(space, x_train[fit_idx], y_train[fit_idx], config.reference_epochs,
-                                             config.reference_batch_size, seed=config.seed, verbose=verbose)
-    else:
-        # a given reference costs nothing here; time one epoch's worth of steps on a copy to express costs in epochs
-        epoch_s = _time_reference_epoch(space, x_train[fit_idx], y_train[fit_idx], config.reference_batch_size)
-    compile_model(reference)
-    ref_acc = float(reference.evaluate(x_eval, y_eval, batch_size=512, verbose=0)[1])
+    state = {"epoch_s": measured.get("reference_epoch_seconds")}
+
+    def reference_stage():
+        nonlocal reference
+        if reference is None:
+            reference, state["epoch_s"] = train_reference(space, x_fit, y_fit, config.reference_epochs,
+                                                          config.reference_batch_size, seed=config.seed,
+                                                          verbose=verbose)
+        else:  # costs nothing here; one epoch's worth of steps is timed on a copy to express costs in epochs
+            state["epoch_s"] = _time_reference_epoch(reference, x_fit, y_fit, config.reference_batch_size)
+        if folder is not None:
+            save_keras(reference, folder / REFERENCE_FILE)
+        return reference
+
+    ran = stage("reference", is_done(REFERENCE_FILE), reference_stage) is not None
+    if not ran:
+        import keras
+
+        reference = compile_model(keras.saving.load_model(folder / REFERENCE_FILE, compile=False))
+    epoch_s = state["epoch_s"]
+    ref_acc = None if ran else measured.get("reference_accuracy")
+    if ref_acc is None:
+        ref_acc = _accuracy(reference, x_eval, y_eval)
     seconds["reference"] = time.perf_counter() - t0
     if verbose:
-        print(f"reference model: accuracy {ref_acc:.4f}, {epoch_s:.1f} s per epoch")
+        print(f"reference model: accuracy {ref_acc:.4f}"
+              + (f", {epoch_s:.1f} s per epoch" if epoch_s else ""))
 
+    # B: the block library
     t0 = time.perf_counter()
-    bkd_idx = fit_idx[:config.bkd_samples]
-    library = train_block_library(space, reference, x_train[bkd_idx], x_train[val_idx], config.bkd, executor,
+
+    def library_stage():
+        lib = train_block_library(space, reference, x_fit[:config.bkd_samples], x_val, config.bkd, executor,
                                   verbose=bool(verbose))
+        if folder is not None:
+            lib.save(folder / LIBRARY_DIR)
+        return lib
+
+    library = stage("library", is_done(f"{LIBRARY_DIR}/library.json"), library_stage)
+    ran = ran or library is not None
+    if library is None:
+        library = BlockLibrary.load(folder / LIBRARY_DIR, space=space)
     seconds["block library (BKD)"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    archs = sample_archs(space, config.n_archs, config.sampling, seed=config.seed + 1)
-    ft_idx = fit_idx[:config.finetune_samples]
-    results = measure_architectures(library, archs, x_train[ft_idx], y_train[ft_idx], x_eval, y_eval,
-                                    config.finetune, seed=config.seed, executor=executor)
-    accuracies = np.array([r["accuracy"] for r in results])
-    seconds["finetune + measure"] = time.perf_counter() - t0
+    # B: the sampled architectures, finetuned and measured, and the predictor fitted on them
+    def predictor_stage():
+        t1 = time.perf_counter()
+        archs = sample_archs(space, config.n_archs, config.sampling, seed=config.seed + 1)
+        results = measure_architectures(library, archs, x_fit[:config.finetune_samples],
+                                        y_fit[:config.finetune_samples], x_eval, y_eval, config.finetune,
+                                        seed=config.seed, executor=executor)
+        accuracies = np.array([r["accuracy"] for r in results])
+        seconds["finetune + measure"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        predictor = AccuracyPredictor.from_library(library, config.features, config.alpha).fit(archs, accuracies)
+        seconds["fit predictor"] = time.perf_counter() - t1
+        if folder is not None:  # measured.json first: predictor.json marks the stage done
+            _write_measured(folder, archs, accuracies, {**seconds, "total": time.perf_counter() - t_all}, ref_acc,
+                            epoch_s)
+            predictor.save(folder / PREDICTOR_FILE)
+        return predictor, archs, accuracies
 
-    t0 = time.perf_counter()
-    predictor = AccuracyPredictor.from_library(library, config.features, config.alpha).fit(archs, accuracies)
-    seconds["fit predictor"] = time.perf_counter() - t0
+    out = stage("predictor", is_done(PREDICTOR_FILE), predictor_stage)
+    ran = ran or out is not None
+    if out is None:
+        predictor = AccuracyPredictor.load(folder / PREDICTOR_FILE)
+        if predictor.space.fingerprint() != space.fingerprint():
+            raise ValueError(f"{folder / PREDICTOR_FILE} was fitted for another space than {space.name!r}; use "
+                             f"another folder or delete its files")
+        measured = _read_measured(folder)
+        archs = [Architecture.parse(a) for a in measured.get("archs", [])]
+        accuracies = np.asarray(measured.get("accuracies", []), np.float64)
+    else:
+        predictor, archs, accuracies = out
     seconds["total"] = time.perf_counter() - t_all
-    if verbose:
+    if verbose and ran:  # a build read back whole from its folder has no budget to show
         print_budget(f"accuracy model of {space.name!r}", seconds, epoch_s, budget_s)
     return AccuracyModel(predictor, library, reference, archs, accuracies, ref_acc, seconds, epoch_s)
 
 
-def _time_reference_epoch(space, x, y, batch_size, steps: int = 20) -> float:
-    from .reference import build_reference, compile_model
+def _read_measured(folder) -> dict:
+    """``measured.json`` of ``folder`` (an empty mapping when there is none)."""
+    if folder is None or not (Path(folder) / MEASURED_FILE).is_file():
+        return {}
+    from .space import read_json
 
-    model = compile_model(build_reference(space))
+    doc = read_json(Path(folder) / MEASURED_FILE, "measured architectures")
+    return doc if isinstance(doc, dict) else {}
+
+
+def _accuracy(model, x, y, batch_size: int = 512) -> float:
+    """Top-1 accuracy of the logits model ``model`` on ``(x, y)``, without compiling (or otherwise changing) it."""
+    logits = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(y).reshape(-1)))
+
+
+def _time_reference_epoch(reference, x, y, batch_size, steps: int = 20) -> float:
+    """Seconds per epoch over ``x`` of training a copy of ``reference`` (``steps`` timed steps, scaled): the unit
+    costs are counted in when the reference was not trained here. The given model is not changed."""
+    import keras
+
+    from .reference import compile_model
+
+    model = compile_model(keras.models.clone_model(reference))
     n = min(len(x), steps * batch_size)
     model.fit(x[:batch_size], y[:batch_size], batch_size=batch_size, epochs=1, verbose=0)  # trace once
     t0 = time.perf_counter()
     model.fit(x[:n], y[:n], batch_size=batch_size, epochs=1, verbose=0)
     return (time.perf_counter() - t0) * len(x) / n
+
+
+def save_keras(model, path) -> Path:
+    """``model.save`` to a temporary name in the same folder, then renamed: no half-written ``.keras`` file."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    opt = getattr(model, "optimizer", None)
+    if opt is not None and not opt.built:  # saved with its slots, so that loading it back does not warn
+        opt.build(model.trainable_variables)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

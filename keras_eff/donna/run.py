@@ -26,8 +26,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from .distill import DistillConfig
+from .pipeline import (LIBRARY_DIR, PREDICTOR_FILE, REFERENCE_FILE, AccuracyModel, DonnaConfig, build_accuracy_model,
+                       save_keras, split_data)
 from .scenario import Scenario
 from .search import SearchConfig, SearchResult
 from .space import SearchSpace, read_yaml_or_json
@@ -36,7 +37,8 @@ CONFIG_NAME = "config.json"
 SECTIONS = ("space", "reference", "data", "accuracy_model", "search", "scenarios", "finetune", "executor", "seed")
 REFERENCE_KEYS = ("path", "blocks")
 FINETUNE_KEYS = ("top_k", "samples", "distill")
-EXECUTOR_KEYS = {"inprocess": ("kind",), "ray": ("kind", "address", "num_cpus", "cpus_per_job", "env_vars")}
+EXECUTOR_KEYS = {"inprocess": ("kind",),
+                 "ray": ("kind", "address", "num_cpus", "cpus_per_job", "gpus_per_job", "env_vars")}
 
 
 def _space_from(spec) -> SearchSpace:
@@ -94,6 +96,10 @@ def _check_executor(ex):
         ex["num_cpus"] = as_int("executor.num_cpus", ex["num_cpus"], 1)
     if ex.get("cpus_per_job") is not None and not as_float("executor.cpus_per_job", ex["cpus_per_job"]) > 0:
         raise ValueError(f"executor.cpus_per_job: {ex['cpus_per_job']} must be positive")
+    if ex.get("gpus_per_job") is not None:
+        from .executors import check_gpus_per_job
+
+        ex["gpus_per_job"] = check_gpus_per_job(ex["gpus_per_job"], "executor.gpus_per_job")
     if ex.get("env_vars") is not None and not isinstance(ex["env_vars"], dict):
         raise ValueError("executor.env_vars: must be a mapping of names to values")
     return {"kind": kind, **{k: v for k, v in ex.items() if k != "kind"}}
@@ -123,14 +129,19 @@ class PipelineConfig:
     finetune: dict = field(default_factory=dict)
     executor: dict = field(default_factory=lambda: {"kind": "inprocess"})
     seed: int = 0
+    # derived by __post_init__ from the sections above (not arguments, not compared: they follow from them)
+    space_obj: SearchSpace | None = field(init=False, repr=False, compare=False)  # None until a reference is read
+    donna: DonnaConfig = field(init=False, repr=False, compare=False)  # accuracy_model, checked
+    search_config: SearchConfig = field(init=False, repr=False, compare=False)  # search, checked
+    scenario_objs: list = field(init=False, repr=False, compare=False)  # scenarios as Scenario objects
+    top_k: int = field(init=False, repr=False, compare=False)  # finetune.top_k (default 3)
+    distill: DistillConfig = field(init=False, repr=False, compare=False)  # finetune.distill, checked
 
     def __post_init__(self):
         """Checks every section and field by name; reads no file but a space file (the reference model and the
         data are read by :meth:`DonnaPipeline.prepare`, still before anything is written)."""
         from .checks import as_int, check_mapping
         from .data import check_data_section
-        from .distill import DistillConfig
-        from .pipeline import DonnaConfig
 
         self.seed = as_int("seed", self.seed, 0)
         self.reference = _check_reference(self.reference)
@@ -209,6 +220,7 @@ class DonnaPipeline:
         self._data = data
         self.ran, self.skipped, self.seconds = [], [], {}
         self._reference = self._library = self._predictor = None
+        self.accuracy_model = None  # the AccuracyModel, once build_accuracy_model has run
 
     def _read_reference(self):
         """Reads the reference model and derives the space from it (no file written)."""
@@ -225,11 +237,12 @@ class DonnaPipeline:
 
     def prepare(self):
         """Reads and checks the data against the space (shapes, labels, sizes), before anything is written."""
-        x, y, xv, xe, ye = self.data()
         from .reference import check_data
 
+        (x, y), (xe, ye) = self.raw_data()
         check_data(x, y, self.space, "training data (x_train, y_train)")
         check_data(xe, ye, self.space, "validation data (x_val, y_val)")
+        self.data()  # enough images for the split
         return self
 
     # ---- files and helpers -------------------------------------------------------------------------------------
@@ -278,20 +291,19 @@ class DonnaPipeline:
             self._executor = make_executor(spec.pop("kind", "inprocess"), **spec)
         return self._executor
 
-    def data(self):
-        """``(x_fit, y_fit, x_val, x_eval, y_eval)``: the same split as :func:`build_accuracy_model`."""
+    def raw_data(self):
+        """``((x_train, y_train), (x_eval, y_eval))`` as the config's ``data`` section gives them (read once)."""
         if self._data is None:
             from .data import load_data
 
             self._data = load_data(self.config.data, self.space.input_shape, self.config.seed)
-        (x, y), (xe, ye) = self._data
-        cfg = self.config.donna
-        if len(x) <= cfg.val_samples:
-            raise ValueError(f"accuracy_model.val_samples: {cfg.val_samples} held-out images, but the training data "
-                             f"has only {len(x)}; lower it or give more data")
-        perm = np.random.default_rng(cfg.seed).permutation(len(x))
-        fit_idx, val_idx = perm[:len(x) - cfg.val_samples], perm[len(x) - cfg.val_samples:]
-        return x[fit_idx], y[fit_idx], x[val_idx], xe, ye
+        return self._data
+
+    def data(self):
+        """``(x_fit, y_fit, x_val, x_eval, y_eval)``: the split of :func:`keras_eff.donna.pipeline.split_data`, the
+        one :func:`build_accuracy_model` makes."""
+        (x, y), (xe, ye) = self.raw_data()
+        return (*split_data(x, y, self.config.donna), xe, ye)
 
     def _stage(self, name, done: bool, fn):
         if done:
@@ -313,84 +325,46 @@ class DonnaPipeline:
 
             from .reference import compile_model
 
-            self._reference = compile_model(keras.saving.load_model(self.path("reference.keras"), compile=False))
+            self._reference = compile_model(keras.saving.load_model(self.path(REFERENCE_FILE), compile=False))
         return self._reference
 
     def library(self):
         if self._library is None:
             from .library import BlockLibrary
 
-            self._library = BlockLibrary.load(self.path("library"), space=self.space)
+            self._library = BlockLibrary.load(self.path(LIBRARY_DIR), space=self.space)
         return self._library
 
     def predictor(self):
         if self._predictor is None:
             from .predictor import AccuracyPredictor
 
-            if not self.path("predictor.json").is_file():
-                raise FileNotFoundError(f"{self.out} has no accuracy model (predictor.json); run the pipeline "
+            if not self.path(PREDICTOR_FILE).is_file():
+                raise FileNotFoundError(f"{self.out} has no accuracy model ({PREDICTOR_FILE}); run the pipeline "
                                         f"first: keras-eff donna run --config CONFIG --out {self.out}")
-            self._predictor = AccuracyPredictor.load(self.path("predictor.json"))
+            self._predictor = AccuracyPredictor.load(self.path(PREDICTOR_FILE))
             if self._predictor.space.fingerprint() != self.space.fingerprint():
-                raise ValueError(f"{self.path('predictor.json')} was fitted for another space")
+                raise ValueError(f"{self.path(PREDICTOR_FILE)} was fitted for another space")
         return self._predictor
 
-    def _train_reference(self):
-        from .reference import train_reference
-
-        if self.space.backbone is not None:  # the user's trained model, used as it is (logits, never retrained)
-            model = self._reference_model
-            if model is None:
-                from .backbone import logits_model
-
-                model = logits_model(load_reference_model(self.config.reference["path"]))[0]
-            _save_keras(model, self.path("reference.keras"))
-            self._reference = None
-            return None
-
-        x, y, _, _, _ = self.data()
-        cfg = self.config.donna
-        model, epoch_s = train_reference(self.space, x, y, cfg.reference_epochs, cfg.reference_batch_size,
-                                         seed=cfg.seed, verbose=0)
-        _save_keras(model, self.path("reference.keras"))
-        self._reference = None
-        return epoch_s
-
-    def _train_library(self):
-        from .library import train_block_library
-
-        x, _, xv, _, _ = self.data()
-        cfg = self.config.donna
-        lib = train_block_library(self.space, self.reference(), x[:cfg.bkd_samples], xv, cfg.bkd, self.executor(),
-                                  verbose=bool(self.verbose))
-        lib.save(self.path("library"))
-        self._library = lib
-
-    def _fit_predictor(self):
-        from tflite_export import atomic_write_json
-
-        from .finetune import measure_architectures
-        from .pipeline import sample_archs
-        from .predictor import AccuracyPredictor
-
-        x, y, _, xe, ye = self.data()
-        cfg = self.config.donna
-        archs = sample_archs(self.space, cfg.n_archs, cfg.sampling, seed=cfg.seed + 1)
-        results = measure_architectures(self.library(), archs, x[:cfg.finetune_samples], y[:cfg.finetune_samples],
-                                        xe, ye, cfg.finetune, seed=cfg.seed, executor=self.executor())
-        acc = np.array([r["accuracy"] for r in results])
-        predictor = AccuracyPredictor.from_library(self.library(), cfg.features, cfg.alpha).fit(archs, acc)
-        atomic_write_json(self.path("measured.json"), {"archs": [str(a) for a in archs], "accuracies": acc.tolist()})
-        predictor.save(self.path("predictor.json"))
-        self._predictor = predictor
-
-    def build_accuracy_model(self):
-        """Stages A and B, each skipped when its file exists."""
+    def build_accuracy_model(self) -> AccuracyModel:
+        """Stages A and B: :func:`keras_eff.donna.build_accuracy_model` over this folder, each stage skipped when
+        its file exists. A reference read from the user's model is used as it is (logits, never retrained)."""
         self.prepare()
         self._check_folder()
-        self._stage("reference", self.path("reference.keras").is_file(), self._train_reference)
-        self._stage("library", (self.path("library") / "library.json").is_file(), self._train_library)
-        self._stage("predictor", self.path("predictor.json").is_file(), self._fit_predictor)
+        (x, y), (xe, ye) = self.raw_data()
+        reference = None
+        if self.space.backbone is not None and not self.path(REFERENCE_FILE).is_file():
+            reference = self._reference_model
+            if reference is None:
+                from .backbone import logits_model
+
+                reference = logits_model(load_reference_model(self.config.reference["path"]))[0]
+        model = build_accuracy_model(self.space, x, y, xe, ye, self.config.donna, executor=self.executor(),
+                                     reference=reference, verbose=self.verbose, folder=self.out, stage=self._stage)
+        self._reference, self._library, self._predictor = model.reference, model.library, model.predictor
+        self.accuracy_model = model
+        return model
 
     # ---- C: search, D: finetune --------------------------------------------------------------------------------
     def cache(self):
@@ -449,7 +423,7 @@ class DonnaPipeline:
             by_arch = {r["arch"]: r for r in result.front}
             for i, r in enumerate(results):
                 model_path = folder / f"model_{i}.keras"
-                _save_keras(model_from_result(self.space, r), model_path)
+                save_keras(model_from_result(self.space, r), model_path)
                 front = by_arch[r["arch"]]
                 rows.append({"arch": r["arch"], "accuracy": r["accuracy"],
                              "predicted_accuracy": front["predicted_accuracy"], "metrics": front["metrics"],
@@ -515,23 +489,6 @@ def load_reference_model(path):
 def _merge_scenarios(old: list, new: list) -> list:
     names = {s["name"] for s in new}
     return [s for s in old if s.get("name") not in names] + list(new)
-
-
-def _save_keras(model, path: Path) -> Path:
-    """``model.save`` to a temporary name in the same folder, then renamed: no half-written ``.keras`` file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
-    opt = getattr(model, "optimizer", None)
-    if opt is not None and not opt.built:  # saved with its slots, so that loading it back does not warn
-        opt.build(model.trainable_variables)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def run_pipeline(config="tiny", out_dir="artifacts/donna", executor=None, data=None, verbose: int = 1,
