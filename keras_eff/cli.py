@@ -413,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     kernels = verify.add_mutually_exclusive_group()
     kernels.add_argument("--kernels", choices=["builtin", "reference", "xnnpack"],
                          help="the LiteRT kernels compared with: its optimized built-in kernels (default), its "
-                              "reference kernels (the closest to TFLite Micro's) or the XNNPACK delegate")
+                              "reference kernels (whose ADD rounds as TFLite Micro's: use them for residual "
+                              "networks) or the XNNPACK delegate")
     kernels.add_argument("--xnnpack", action="store_true", help="the same as --kernels xnnpack")
     verify.add_argument("-o", "--out", metavar="FILE.json", help="also write the result as JSON")
     verify.add_argument("--force", action="store_true", help="replace an existing --out file")

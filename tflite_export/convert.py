@@ -177,9 +177,10 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
     - ``quantize=True`` on a float model: full int8 by post-training quantization, ``representative_data`` required.
 
     Every int8 file is checked: a float tensor or a QUANTIZE/DEQUANTIZE inside the graph raises ``FloatIslandError``
-    naming the ops that compute in float and the layers they came from, unless ``allow_float``. A model whose own activation ranges were never set (a quantized model neither calibrated
-    nor trained: its layers' ``unset_ranges()`` say so, see ``tflite_export.ranges``) is refused with
-    ``UncalibratedModelError`` naming the first such layer, unless ``allow_uncalibrated``. The model is exported as a
+    naming the ops that compute in float and the layers they came from, unless ``allow_float``. A model whose own
+    activation ranges were never set (a quantized model neither calibrated nor trained: its layers'
+    ``unset_ranges()`` say so, see ``tflite_export.ranges``) is refused with ``UncalibratedModelError`` naming the
+    first such layer, unless ``allow_uncalibrated``. The model is exported as a
     SavedModel to a temporary folder inside ``export_view``; it is not changed and nothing else is written.
 
     Args:

@@ -75,7 +75,7 @@ def _check_tensor_names(interpreter, model) -> None:
 
 
 # LiteRT's kernel choices: its default XNNPACK delegate, its optimized built-in kernels without delegates, and its
-# reference kernels (plain C++, the code TFLite Micro's kernels derive from)
+# reference kernels (unoptimized C++, the code TFLite Micro's kernels derive from)
 KERNELS = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
            "reference": OpResolverType.BUILTIN_REF}
 
@@ -99,7 +99,7 @@ def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = Tru
         use_xnnpack: Apply LiteRT's default XNNPACK delegate; False runs its built-in kernels.
         kernels: Which LiteRT kernels run the model, overriding ``use_xnnpack``: ``"xnnpack"`` (the XNNPACK delegate,
             LiteRT's default), ``"builtin"`` (its optimized built-in kernels, no delegate) or ``"reference"`` (its
-            reference kernels, ``OpResolverType.BUILTIN_REF``: slow, and the closest to TFLite Micro's).
+            reference kernels, ``OpResolverType.BUILTIN_REF``: unoptimized; their ADD rounds as TFLite Micro's).
 
     Returns:
         An ``ai_edge_litert.interpreter.Interpreter``, ready to ``invoke``.

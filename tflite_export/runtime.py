@@ -86,8 +86,8 @@ class TFLiteModel:
         model: A TFLite model, as bytes or a path.
         num_threads: The LiteRT interpreter's thread count.
         use_xnnpack: Run with LiteRT's default XNNPACK delegate; False runs its built-in kernels.
-        kernels: ``"xnnpack"``, ``"builtin"`` or ``"reference"`` (LiteRT's reference kernels, the closest to TFLite
-            Micro's); overrides ``use_xnnpack`` (see ``make_interpreter``).
+        kernels: ``"xnnpack"``, ``"builtin"`` or ``"reference"`` (LiteRT's reference kernels, whose ADD rounds as
+            TFLite Micro's); overrides ``use_xnnpack`` (see ``make_interpreter``).
 
     Attributes:
         model_bytes: The model's bytes.
