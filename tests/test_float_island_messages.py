@@ -1,9 +1,8 @@
 """A float island is refused with a message that names the op running in float and the Keras layer it came from."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 import tensorflow as tf
 from keras import layers
 

@@ -81,7 +81,7 @@ def _scan(graph, int8_io: bool):
     else:
         boundary = set(graph.inputs) | set(graph.outputs)
     producer = {o: op for op in graph.ops for o in op.outputs}
-    consumers = {}
+    consumers: dict[int, list] = {}
     for op in graph.ops:
         for i in op.inputs:
             consumers.setdefault(i, []).append(op)
