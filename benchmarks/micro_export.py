@@ -32,7 +32,8 @@ def measure(name, build, data, args):
     float_tfl = te.to_tflite(model, quantize=False)
     pkg = te.micro_package(int8, name="model", x=x_test, check_samples=len(x_test))
     micro_out = te.run_micro(int8, x_test, arena_size=pkg.arena.recommended_bytes)[0]
-    xnn = te.check_micro(int8, x_test, arena_size=pkg.arena.recommended_bytes, use_xnnpack=True)
+    xnn = te.check_micro(int8, x_test, arena_size=pkg.arena.recommended_bytes, kernels="xnnpack")
+    ref = te.check_micro(int8, x_test, arena_size=pkg.arena.recommended_bytes, kernels="reference")
     onnx = te.compare_onnx(model, te.to_onnx(model), x_test)
     lat = te.compare_latency({"int8": int8, "float": float_tfl}, runs=200, rounds=args.rounds)
     spread = {k: v["max_us"] - v["min_us"] for k, v in lat.items()}
@@ -43,6 +44,7 @@ def measure(name, build, data, args):
         "TFLM acc %": 100 * float(np.mean(micro_out.argmax(1) == y_test)),
         "TFLM=LiteRT bit-exact %": 100 * pkg.check.bit_exact_samples, "max LSB": pkg.check.max_lsb_diff,
         "TFLM=XNNPACK bit-exact %": 100 * xnn.bit_exact_samples, "max LSB XNNPACK": xnn.max_lsb_diff,
+        "TFLM=LiteRT ref. bit-exact %": 100 * ref.bit_exact_samples, "max LSB ref.": ref.max_lsb_diff,
         "ONNX max rel diff": onnx.max_rel_diff,
         "int8 µs": lat["int8"]["median_us"], "float µs": lat["float"]["median_us"],
         "spread µs (int8/float)": f"{spread['int8']:.1f}/{spread['float']:.1f}",
@@ -71,7 +73,8 @@ def main(argv=None):
         notes=(f"ZOO models at width {args.width}, {args.epochs} epoch(s) on {args.train:,} Fashion-MNIST images; "
                f"int8 by post-training quantization on 500 images; checks on {args.test} test images. Arena: host "
                f"minimum by binary search (one byte less fails) and the recommended size with a 25% margin. TFLM "
-               f"compared with LiteRT's built-in kernels and with its XNNPACK delegate. Latency: LiteRT, batch 1, "
+               f"compared with LiteRT's optimized built-in kernels (TFLM=LiteRT), its XNNPACK delegate and its "
+               f"reference kernels (ref., OpResolverType.BUILTIN_REF). Latency: LiteRT, batch 1, "
                f"one thread, median of {args.rounds} interleaved rounds of 200 runs; spread = max-min round median."))
     print(table)
 

@@ -268,7 +268,8 @@ def _verify(args) -> int:
     x = _check_data(args, _tflite_input_shape(data), required=True)
     try:
         arena = args.arena or te.find_arena_size(data, margin=args.arena_margin).recommended_bytes
-        check = te.check_micro(data, x, arena_size=arena, use_xnnpack=args.xnnpack)
+        kernels = args.kernels or ("xnnpack" if args.xnnpack else None)
+        check = te.check_micro(data, x, arena_size=arena, kernels=kernels)
     except te.MicroRuntimeError as err:
         raise CliError(f"verification failed: {err}", EXIT_VERIFY_FAILED) from err
     ok = check.passed(max_lsb=args.max_lsb)
@@ -409,8 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tensor arena size (default: the host estimate plus --arena-margin)")
     verify.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
                         help="margin added to the host arena estimate (default: %(default)s)")
-    verify.add_argument("--xnnpack", action="store_true",
-                        help="compare with LiteRT's XNNPACK delegate instead of its built-in kernels")
+    kernels = verify.add_mutually_exclusive_group()
+    kernels.add_argument("--kernels", choices=["builtin", "reference", "xnnpack"],
+                         help="the LiteRT kernels compared with: its optimized built-in kernels (default), its "
+                              "reference kernels (whose ADD rounds as TFLite Micro's: use them for residual "
+                              "networks) or the XNNPACK delegate")
+    kernels.add_argument("--xnnpack", action="store_true", help="the same as --kernels xnnpack")
     verify.add_argument("-o", "--out", metavar="FILE.json", help="also write the result as JSON")
     verify.add_argument("--force", action="store_true", help="replace an existing --out file")
     verify.set_defaults(func=_verify)

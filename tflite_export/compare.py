@@ -64,7 +64,7 @@ class Comparison:
 
 
 def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=None,
-            use_xnnpack: bool = True) -> Comparison:
+            use_xnnpack: bool = True, kernels: str | None = None) -> Comparison:
     """Runs both models on ``x`` and compares their (first) outputs.
 
     The file runs on LiteRT's default XNNPACK delegate, or its built-in kernels with ``use_xnnpack=False``; pass
@@ -82,6 +82,8 @@ def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=
         batch_size: The batch size for both runtimes.
         tflite_outputs: The file's raw first output on ``x`` from another runtime; None runs the file on LiteRT.
         use_xnnpack: Run the file with LiteRT's XNNPACK delegate; False uses its built-in kernels.
+        kernels: ``"xnnpack"``, ``"builtin"`` or ``"reference"`` (LiteRT's reference kernels); overrides
+            ``use_xnnpack``.
 
     Returns:
         A `Comparison`.
@@ -100,7 +102,7 @@ def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=
     if len(x) == 0:
         raise ValueError("compare needs at least one input sample")
     ref = np.asarray(keras_model.predict(x, batch_size=batch_size, verbose=0), np.float64)
-    tfl = TFLiteModel(tflite_model, use_xnnpack=use_xnnpack)
+    tfl = TFLiteModel(tflite_model, use_xnnpack=use_xnnpack, kernels=kernels)
     out = tfl.outputs[0]
     raw = tfl.predict(x, batch_size=batch_size, dequantize_outputs=False) if tflite_outputs is None else tflite_outputs
     raw = np.asarray(raw)

@@ -176,10 +176,11 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
       ``representative_data`` is also given it fills only what the ranges leave open.
     - ``quantize=True`` on a float model: full int8 by post-training quantization, ``representative_data`` required.
 
-    Every int8 file is checked: a float tensor or a QUANTIZE/DEQUANTIZE inside the graph raises ``FloatIslandError``,
-    unless ``allow_float``. A model whose own activation ranges were never set (a quantized model neither calibrated
-    nor trained: its layers' ``unset_ranges()`` say so, see ``tflite_export.ranges``) is refused with
-    ``UncalibratedModelError`` naming the first such layer, unless ``allow_uncalibrated``. The model is exported as a
+    Every int8 file is checked: a float tensor or a QUANTIZE/DEQUANTIZE inside the graph raises ``FloatIslandError``
+    naming the ops that compute in float and the layers they came from, unless ``allow_float``. A model whose own
+    activation ranges were never set (a quantized model neither calibrated nor trained: its layers'
+    ``unset_ranges()`` say so, see ``tflite_export.ranges``) is refused with ``UncalibratedModelError`` naming the
+    first such layer, unless ``allow_uncalibrated``. The model is exported as a
     SavedModel to a temporary folder inside ``export_view``; it is not changed and nothing else is written.
 
     Args:
@@ -205,7 +206,8 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
         ValueError: If ``batch_size`` is not a positive integer or None; if ``representative_data`` is given with
             ``quantize=False``, is empty, holds NaN or infinite values, or does not match the model's inputs.
         UncalibratedModelError: If the model's activation ranges were never set and not ``allow_uncalibrated``.
-        FloatIslandError: If the int8 file computes in float somewhere and not ``allow_float``.
+        FloatIslandError: If the int8 file computes in float somewhere and not ``allow_float``; it names the ops
+            that compute in float and the Keras layers they came from.
         TFLiteExportError: If the model has no known inputs or (with ``batch_size``) a free non-batch axis; if its
             layers hold quantization settings int8 TFLite cannot represent; if a float model is to be quantized
             without ``representative_data``; or if Keras' export or the converter fails (their message included).
@@ -267,5 +269,5 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
         raise TFLiteExportError(f"the TFLite converter returned an empty file for model {model.name!r} (this "
                                 f"happens when a weight's shape is computed at run time)")
     if quantize and not allow_float:
-        check_int8(data, int8_io=int8_io)
+        check_int8(data, int8_io=int8_io, keras_model=model)
     return data

@@ -10,11 +10,14 @@ class FloatIslandError(TFLiteExportError):
 
     Attributes:
         problems: Every place where the model leaves int8, in graph order (as ``find_float_islands`` lists them).
+        float_ops: The ops that compute in float, in graph order, as ``tflite_export.checks.FloatOp`` records (op
+            name, index, tensor name, Keras layer where known, and whether int8 ranges surround it).
     """
 
-    def __init__(self, message, problems=()):
+    def __init__(self, message, problems=(), float_ops=()):
         super().__init__(message)
         self.problems = list(problems)
+        self.float_ops = list(float_ops)
 
 
 class InvalidTFLiteModel(ValueError):

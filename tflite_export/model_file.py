@@ -74,13 +74,32 @@ def _check_tensor_names(interpreter, model) -> None:
                     f"again (tflite_export.read_graph_flatbuffer still reads it, the bad bytes replaced)") from None
 
 
-def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = True) -> Interpreter:
+# LiteRT's kernel choices: its default XNNPACK delegate, its optimized built-in kernels without delegates, and its
+# reference kernels (unoptimized C++, the code TFLite Micro's kernels derive from)
+KERNELS = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+           "reference": OpResolverType.BUILTIN_REF}
+
+
+def resolve_kernels(kernels: str | None, use_xnnpack: bool) -> str:
+    """The kernel choice, ``kernels`` where given, else from ``use_xnnpack``; an unknown name raises ValueError."""
+    if kernels is None:
+        return "xnnpack" if use_xnnpack else "builtin"
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
+    return kernels
+
+
+def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = True,
+                     kernels: str | None = None) -> Interpreter:
     """Loads a TFLite model in a LiteRT interpreter and allocates its tensors.
 
     Args:
         model: A TFLite model, as bytes or a path.
         num_threads: The interpreter's thread count (None lets LiteRT choose).
         use_xnnpack: Apply LiteRT's default XNNPACK delegate; False runs its built-in kernels.
+        kernels: Which LiteRT kernels run the model, overriding ``use_xnnpack``: ``"xnnpack"`` (the XNNPACK delegate,
+            LiteRT's default), ``"builtin"`` (its optimized built-in kernels, no delegate) or ``"reference"`` (its
+            reference kernels, ``OpResolverType.BUILTIN_REF``: unoptimized; their ADD rounds as TFLite Micro's).
 
     Returns:
         An ``ai_edge_litert.interpreter.Interpreter``, ready to ``invoke``.
@@ -88,14 +107,15 @@ def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = Tru
     Raises:
         InvalidTFLiteModel: If ``model`` is not a TFLite file or LiteRT cannot load it (corrupt or truncated, or a
             tensor name that is not UTF-8).
+        ValueError: If ``kernels`` is not one of the three names.
 
     Example:
         ```python
         interpreter = tflite_export.make_interpreter(tflite_bytes, use_xnnpack=False)
         ```
     """
+    resolver = KERNELS[resolve_kernels(kernels, use_xnnpack)]
     data = read_model(model)
-    resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         interpreter = Interpreter(model_content=data, num_threads=num_threads,
                                   experimental_op_resolver_type=resolver)

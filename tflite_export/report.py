@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arena import DEFAULT_MARGIN, find_arena_size
-from .checks import find_float_islands
+from .checks import describe_float_ops, find_float_islands, float_ops
 from .errors import MicroRuntimeError
 from .files import write_files
 from .macs import count_macs
@@ -198,8 +198,11 @@ def model_report(model, float_model=None, x=None, name: str = "model", latency_r
                         f"microcontroller; replace the layers that produce them before flashing it.")
     islands = find_float_islands(data)
     if islands:
-        warnings.append(f"the model is not fully int8 ({len(islands)} place(s), first: {islands[0]}): float ops are "
-                        f"slow or unavailable on microcontrollers.")
+        ops_in_float = float_ops(data)
+        first = (f"ops computing in float: {describe_float_ops(ops_in_float)}" if ops_in_float
+                 else f"first: {islands[0]}")
+        warnings.append(f"the model is not fully int8 ({len(islands)} place(s); {first}): float ops are slow or "
+                        f"unavailable on microcontrollers.")
     by_type = macs.by_op_type()
     ops = [{"op": n, "count": names.count(n), "macs": int(by_type.get(n, 0)), "micro": bool(support.get(n))}
            for n in dict.fromkeys(names)]

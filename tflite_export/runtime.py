@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .model_file import make_interpreter, read_model
+from .model_file import make_interpreter, read_model, resolve_kernels
 
 
 def quantize(x, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
@@ -86,13 +86,17 @@ class TFLiteModel:
         model: A TFLite model, as bytes or a path.
         num_threads: The LiteRT interpreter's thread count.
         use_xnnpack: Run with LiteRT's default XNNPACK delegate; False runs its built-in kernels.
+        kernels: ``"xnnpack"``, ``"builtin"`` or ``"reference"`` (LiteRT's reference kernels, whose ADD rounds as
+            TFLite Micro's); overrides ``use_xnnpack`` (see ``make_interpreter``).
 
     Attributes:
         model_bytes: The model's bytes.
         num_threads: The interpreter's thread count.
+        kernels: The LiteRT kernels that run the model: ``"xnnpack"``, ``"builtin"`` or ``"reference"``.
 
     Raises:
         InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
+        ValueError: If ``kernels`` is not one of the three names.
 
     Example:
         ```python
@@ -102,10 +106,11 @@ class TFLiteModel:
         ```
     """
 
-    def __init__(self, model, num_threads: int = 1, use_xnnpack: bool = True):
+    def __init__(self, model, num_threads: int = 1, use_xnnpack: bool = True, kernels: str | None = None):
+        self.kernels = resolve_kernels(kernels, use_xnnpack)
         self.model_bytes = read_model(model)
         self.num_threads = num_threads
-        self._interpreter = make_interpreter(self.model_bytes, num_threads=num_threads, use_xnnpack=use_xnnpack)
+        self._interpreter = make_interpreter(self.model_bytes, num_threads=num_threads, kernels=self.kernels)
         self._batch = None
 
     @property
