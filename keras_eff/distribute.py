@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import tensorflow as tf
 
 
@@ -11,3 +13,89 @@ def replicas_in_sync() -> int:
     ctx = tf.distribute.get_replica_context()
     return 1 if ctx is None else int(ctx.num_replicas_in_sync)
 
+
+def _multi_worker(strategy) -> bool:
+    """True for a ``MultiWorkerMirroredStrategy`` that spans more than one worker (TF_CONFIG with several tasks)."""
+    extended = getattr(strategy, "extended", None)
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and bool(getattr(extended, "_in_multi_worker_mode", lambda: False)()))
+
+
+def _local_value(value):
+    """This worker's first replica's tensor of a per-replica value; anything else as it is."""
+    if isinstance(value, tf.distribute.DistributedValues):
+        return value.values[0]
+    return value
+
+
+def _rank(value):
+    return _local_value(value).shape.rank
+
+
+_PATCHED = False
+
+
+def patch_keras_multi_worker_fit() -> bool:
+    """Lets Keras 3's ``fit`` / ``evaluate`` run under a multi-worker ``tf.distribute.MultiWorkerMirroredStrategy``.
+
+    Keras 3.15 on TensorFlow 2.21 fails there before training anything, for any model, keras-eff's or not
+    (keras-team/keras#20585, tensorflow/tensorflow#72388):
+
+    - ``fit`` first reduces the whole ``(x, y)`` batch with one ``strategy.reduce``, which does not take nested values
+      across workers (``ValueError: Attempt to convert a value (PerReplica ...) ... to a Tensor``). It only needs the
+      batch's shapes: patched to take this worker's own per-replica batch, with no communication.
+    - the step's scalar logs (the loss) are averaged with ``strategy.reduce("MEAN", v, axis=0)``
+      (``ValueError: Invalid reduction dimension 0 for input with 0 dimensions``): patched to ``axis=None`` for
+      scalars, the mean over replicas, which is what the single-worker path computes.
+
+    Both patches act only under a multi-worker strategy (everything else runs Keras's own code unchanged); they
+    change no variable, aggregation or gradient. Call it once per worker process, before ``fit``. Returns True when it
+    patched (False when it had already). This changes Keras for the whole process; it is the only keras-eff function
+    that does.
+    """
+    global _PATCHED
+    if _PATCHED:
+        return False
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    trainer_cls = tf_trainer.TensorFlowTrainer
+    build = getattr(trainer_cls, "_maybe_symbolic_build", None)
+    reduce_per_replica = getattr(tf_trainer, "reduce_per_replica", None)
+    if build is None or reduce_per_replica is None:
+        import keras
+
+        warnings.warn(f"patch_keras_multi_worker_fit: Keras {keras.__version__} has no "
+                      f"TensorFlowTrainer._maybe_symbolic_build / reduce_per_replica (written for Keras 3.15); "
+                      f"nothing patched: check that fit runs under MultiWorkerMirroredStrategy", stacklevel=2)
+        return False
+
+    def _maybe_symbolic_build(self, *args, **kwargs):
+        strategy = getattr(self, "_distribute_strategy", None)
+        if strategy is None or not _multi_worker(strategy):
+            return build(self, *args, **kwargs)
+
+        def local_batch(reduce_op, value, axis=None):  # the signature Keras calls reduce with
+            return tree.map_structure(_local_value, value)
+
+        strategy.reduce = local_batch  # on this instance, for this call only
+        try:
+            return build(self, *args, **kwargs)
+        finally:
+            del strategy.reduce
+
+    def _reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not _multi_worker(strategy):
+            return reduce_per_replica(values, strategy, reduction)
+
+        def one(value):
+            if _rank(value) == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return reduce_per_replica(value, strategy, reduction)
+
+        return tree.map_structure(one, values)
+
+    trainer_cls._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer.reduce_per_replica = _reduce_per_replica
+    _PATCHED = True
+    return True
