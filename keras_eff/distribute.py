@@ -14,6 +14,59 @@ def replicas_in_sync() -> int:
     return 1 if ctx is None else int(ctx.num_replicas_in_sync)
 
 
+def _strategy_of(variable):
+    """The ``tf.distribute`` strategy whose scope created ``variable``, None for a plain (one-device) variable."""
+    inner = getattr(variable, "value", variable)  # a Keras variable holds the TensorFlow one
+    if isinstance(inner, tf.distribute.DistributedValues):
+        return inner.distribute_strategy
+    return None
+
+
+def _where(strategy) -> str:
+    if strategy is None:
+        return "outside any tf.distribute scope"
+    return f"in the scope of a {type(strategy).__name__} (id {id(strategy):#x})"
+
+
+def check_same_scope(model) -> None:
+    """Raises ValueError unless ``model``, its variables and its optimizer's variables (when compiled) all come
+    from the same ``tf.distribute`` strategy's scope, or all from outside any scope.
+
+    Keras trains a model with the strategy it was created under, and its optimizer updates variables only of its
+    own strategy: a model quantized, pruned or clustered outside the scope and compiled inside it (or the reverse)
+    fails at the first step, with a bare ``AssertionError`` or a message about scopes that does not say which part
+    is where. keras-eff's training callbacks (``FreezeBatchNorm``, ``FreezeRanges``, ``UpdatePruning``) call this at
+    ``on_train_begin``; call it yourself before ``fit`` otherwise (``cluster_model`` has no callback).
+    """
+    parts = [("the model", getattr(model, "_distribute_strategy", None), None)]
+    seen = {}
+    for v in model.variables:
+        seen.setdefault(_strategy_of(v), v.path)
+    parts += [("its variables", strategy, path) for strategy, path in seen.items()]
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        seen = {}
+        for v in optimizer.variables:
+            seen.setdefault(_strategy_of(v), v.path)
+        parts += [("its optimizer's variables", strategy, path) for strategy, path in seen.items()]
+    groups = {}  # strategy -> the parts made under it, in order
+    for part in parts:
+        groups.setdefault(id(part[1]) if part[1] is not None else None, []).append(part)
+    if len(groups) <= 1:
+        return
+    clauses = []
+    for members in groups.values():
+        names = [name if path is None else f"{name} (e.g. {path!r})" for name, _, path in members]
+        joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        clauses.append(f"{joined} {'was' if len(names) == 1 and members[0][2] is None else 'were'} created "
+                       f"{_where(members[0][1])}")
+    raise ValueError(
+        f"model {model.name!r} mixes tf.distribute scopes: {'; '.join(clauses)}. Keras trains a model only with the "
+        f"strategy that it, its variables and its optimizer all come from: build (or load) the float model, apply "
+        f"quantize_model / prune_model / cluster_model / strip, calibrate and compile inside the same "
+        f"`with strategy.scope():` (or do all of it outside any scope), then call fit (docs/distributed.md, Scope)")
+
+
 def _multi_worker(strategy) -> bool:
     """True for a ``MultiWorkerMirroredStrategy`` that spans more than one worker (TF_CONFIG with several tasks)."""
     extended = getattr(strategy, "extended", None)
