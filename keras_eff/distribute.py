@@ -30,7 +30,8 @@ def _where(strategy) -> str:
 
 def check_same_scope(model) -> None:
     """Raises ValueError unless ``model``, its variables and its optimizer's variables (when compiled) all come
-    from the same ``tf.distribute`` strategy's scope, or all from outside any scope.
+    from the same ``tf.distribute`` strategy's scope, or all from outside any scope; and, when this is called inside
+    a strategy's scope (``fit`` inside ``with strategy.scope():``), unless that is the same strategy.
 
     Keras trains a model with the strategy it was created under, and its optimizer updates variables only of its
     own strategy: a model quantized, pruned or clustered outside the scope and compiled inside it (or the reverse)
@@ -52,7 +53,10 @@ def check_same_scope(model) -> None:
     groups = {}  # strategy -> the parts made under it, in order
     for part in parts:
         groups.setdefault(id(part[1]) if part[1] is not None else None, []).append(part)
-    if len(groups) <= 1:
+    # fit called inside a scope runs there unless the model has its own strategy (then the two must agree)
+    current = (tf.distribute.get_strategy()
+               if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() else None)
+    if len(set(groups) | ({id(current)} if current is not None else set())) <= 1:
         return
     clauses = []
     for members in groups.values():
@@ -60,6 +64,8 @@ def check_same_scope(model) -> None:
         joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
         clauses.append(f"{joined} {'was' if len(names) == 1 and members[0][2] is None else 'were'} created "
                        f"{_where(members[0][1])}")
+    if current is not None:
+        clauses.append(f"and fit is called {_where(current)}")
     raise ValueError(
         f"model {model.name!r} mixes tf.distribute scopes: {'; '.join(clauses)}. Keras trains a model only with the "
         f"strategy that it, its variables and its optimizer all come from: build (or load) the float model, apply "

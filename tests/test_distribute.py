@@ -200,6 +200,18 @@ else:
             _fit(made, data, 2, callbacks)
         assert all(not isinstance(v.value, tf.distribute.DistributedValues) for v in made.variables)
 
+    @pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["sgd", "momentum"])
+    def test_made_and_compiled_outside_scope_fit_inside_fails_clearly(strategy, data, float_weights, momentum):
+        """Keras: a bare AssertionError, or 'Mixing different tf.distribute.Strategy objects', at the first step."""
+        model = _float_model()
+        model.set_weights(float_weights)
+        qat, callbacks = _technique("qat", model, data[0])
+        _compile_with(qat, momentum)
+        ke.distribute.check_same_scope(qat)  # consistent in itself: trains outside the scope
+        with strategy.scope(), pytest.raises(ValueError, match=r"outside any tf\.distribute scope; and fit is "
+                                                              r"called in the scope of a MirroredStrategy"):
+            _fit(qat, data, 2, callbacks)
+
     @pytest.mark.parametrize("kind", ["qat", "pruning"])
     def test_made_inside_scope_compiled_outside_fails_clearly(strategy, data, float_weights, kind):
         with strategy.scope():
