@@ -334,3 +334,24 @@ else:
         for layer in qd.layers:  # QAT kept the clusters: every preserved kernel reads at most 4 centroids
             for state in getattr(layer, "preserved", {}).values():
                 assert state["centroids"].shape[0] <= 4
+
+    # -- keras_eff.distribute.patch_keras_multi_worker_fit (tests/test_multiworker.py runs it on 2 workers) ----------
+
+    def test_multi_worker_patch_leaves_mirrored_strategy_alone(strategy, data, float_weights):
+        """Last in this module: it patches Keras for the rest of this process, which must change nothing here."""
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+
+        original = tf_trainer.reduce_per_replica
+        values = strategy.run(lambda: {"loss": tf.constant(2.0), "v": tf.ones((3,))})
+        before = tf.nest.map_structure(np.asarray, original(values, strategy, "auto"))
+        assert ke.distribute.patch_keras_multi_worker_fit() is True
+        assert ke.distribute.patch_keras_multi_worker_fit() is False  # once per process
+        assert tf_trainer.reduce_per_replica is not original
+        after = tf.nest.map_structure(np.asarray, tf_trainer.reduce_per_replica(values, strategy, "auto"))
+        tf.nest.map_structure(np.testing.assert_array_equal, after, before)
+        with strategy.scope():
+            model = _float_model(synchronized=True)
+            model.set_weights(float_weights)
+            _compile(model)
+        _fit(model, data, 2)
+        _assert_replicas_identical(model)
