@@ -4,6 +4,8 @@ bit-identical on both workers, and equal to single-process training on the same 
 
 The test starts its own two workers (tests/_multiworker_worker.py, TF_CONFIG on 127.0.0.1 with free ports, one CPU
 replica each), computes the single-process reference here while they run, and always kills the workers it started.
+Keras 3.15's fit needs keras_eff.distribute.patch_keras_multi_worker_fit under a multi-worker strategy; each worker
+first records that Keras's own fit still fails there.
 """
 
 import contextlib
