@@ -25,7 +25,7 @@ if not CHILD:
     def test_mirrored_strategy_suite_in_own_process():
         env = dict(os.environ, KERAS_EFF_DISTRIBUTED_CHILD="1")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240,
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
         assert " passed" in done.stdout and "failed" not in done.stdout, done.stdout[-3000:]
@@ -171,6 +171,105 @@ else:
         with pytest.raises(tf.errors.InvalidArgumentError, match="bn_frozen changed"):
             _fit(qat, data, 3, [SneakyFreeze()])
 
+    # -- scope mismatches (issue #20, bad input) ------------------------------------------------------------------
+
+    def _technique(kind, model, x):
+        if kind == "qat":
+            qat = ke.quantize_model(model)
+            ke.calibrate(qat, x[:32], progress=False)
+            return qat, [ke.callbacks.FreezeBatchNorm(step=1), ke.callbacks.FreezeRanges(step=1)]
+        pruned = ke.prune_model(model, ke.ConstantSparsity(0.5, begin_step=0, frequency=1), min_weights=0)
+        return pruned, [ke.callbacks.UpdatePruning()]
+
+    def _compile_with(model, momentum):
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=momentum),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    @pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["sgd", "momentum"])
+    @pytest.mark.parametrize("kind", ["qat", "pruning"])
+    def test_made_outside_scope_compiled_inside_fails_clearly(strategy, data, float_weights, kind, momentum):
+        """Keras fails here at the first step with a bare AssertionError (an optimizer without slots) or 'Need to be
+        inside with strategy.scope()'; keras-eff's callbacks stop it first, saying what to do."""
+        model = _float_model()
+        model.set_weights(float_weights)
+        made, callbacks = _technique(kind, model, data[0])
+        with strategy.scope():
+            _compile_with(made, momentum)
+        with pytest.raises(ValueError, match=r"mixes tf\.distribute scopes.*outside any.*MirroredStrategy.*"
+                                             r"inside the same `with strategy\.scope\(\):`"):
+            _fit(made, data, 2, callbacks)
+        assert all(not isinstance(v.value, tf.distribute.DistributedValues) for v in made.variables)
+
+    @pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["sgd", "momentum"])
+    def test_made_and_compiled_outside_scope_fit_inside_fails_clearly(strategy, data, float_weights, momentum):
+        """Keras: a bare AssertionError, or 'Mixing different tf.distribute.Strategy objects', at the first step."""
+        model = _float_model()
+        model.set_weights(float_weights)
+        qat, callbacks = _technique("qat", model, data[0])
+        _compile_with(qat, momentum)
+        ke.distribute.check_same_scope(qat)  # consistent in itself: trains outside the scope
+        with strategy.scope(), pytest.raises(ValueError, match=r"outside any tf\.distribute scope; and fit is "
+                                                              r"called in the scope of a MirroredStrategy"):
+            _fit(qat, data, 2, callbacks)
+
+    @pytest.mark.parametrize("kind", ["qat", "pruning"])
+    def test_made_inside_scope_compiled_outside_fails_clearly(strategy, data, float_weights, kind):
+        with strategy.scope():
+            model = _float_model()
+            model.set_weights(float_weights)
+            made, callbacks = _technique(kind, model, data[0])
+        _compile_with(made, 0.0)  # Keras would train this one; Adam or momentum fail in Keras ("Mixing different ...")
+        with pytest.raises(ValueError, match=r"optimizer's variables .*outside any tf\.distribute scope"):
+            _fit(made, data, 2, callbacks)
+
+    def test_made_inside_scope_compiled_outside_with_slots_fails_in_keras(strategy, data, float_weights):
+        """Keras builds the optimizer of a model made in a scope before any callback runs: its own error stands."""
+        with strategy.scope():
+            model = _float_model()
+            model.set_weights(float_weights)
+            qat, callbacks = _technique("qat", model, data[0])
+        _compile_with(qat, 0.9)
+        with pytest.raises(RuntimeError, match="Mixing different tf.distribute.Strategy objects"):
+            _fit(qat, data, 2, callbacks)
+
+    def test_float_model_from_outside_quantized_inside_simply_works(strategy, data, float_weights):
+        """quantize_model and prune_model copy every layer that holds variables: a float model made (or loaded)
+        outside the scope gives a model whose variables are all mirrored."""
+        model = _float_model(synchronized=True)  # outside the scope; pruning keeps Keras's BN: synchronized
+        model.set_weights(float_weights)
+        for kind in ("qat", "pruning"):
+            with strategy.scope():
+                made, callbacks = _technique(kind, model, data[0])
+                _compile(made)
+            ke.distribute.check_same_scope(made)
+            _fit(made, data, 2, callbacks)
+            _assert_replicas_identical(made)
+
+    def test_made_and_trained_without_strategy_inside_a_program_that_has_one(strategy, data, float_weights):
+        """Built in a scope, quantized and compiled outside: the quantized model is a plain one-device model (no
+        strategy at all), trained without one; nothing to reject."""
+        with strategy.scope():
+            model = _float_model()
+        qat, callbacks = _technique("qat", model, data[0])
+        _compile(qat)
+        ke.distribute.check_same_scope(qat)
+        _fit(qat, data, 2, callbacks)
+        assert all(not isinstance(v.value, tf.distribute.DistributedValues) for v in qat.variables)
+
+    def test_check_same_scope_names_the_parts(strategy, data, float_weights):
+        model = _float_model()
+        qat, _ = _technique("qat", model, data[0])
+        ke.distribute.check_same_scope(qat)  # not compiled yet: the model and its variables agree
+        with strategy.scope():
+            _compile(qat)
+        with pytest.raises(ValueError) as err:
+            ke.distribute.check_same_scope(qat)
+        message = str(err.value)
+        assert f"model {qat.name!r}" in message
+        assert "the model and its variables (e.g. " in message and "outside any tf.distribute scope" in message
+        assert "its optimizer's variables (e.g. " in message and "a MirroredStrategy" in message
+        assert "quantize_model" in message and "docs/distributed.md" in message
+
     # -- pruning ------------------------------------------------------------------------------------------------
 
     def test_pruning_replicas_identical_and_equal_single_device(strategy, data, float_weights):
@@ -235,3 +334,24 @@ else:
         for layer in qd.layers:  # QAT kept the clusters: every preserved kernel reads at most 4 centroids
             for state in getattr(layer, "preserved", {}).values():
                 assert state["centroids"].shape[0] <= 4
+
+    # -- keras_eff.distribute.patch_keras_multi_worker_fit (tests/test_multiworker.py runs it on 2 workers) ----------
+
+    def test_multi_worker_patch_leaves_mirrored_strategy_alone(strategy, data, float_weights):
+        """Last in this module: it patches Keras for the rest of this process, which must change nothing here."""
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+
+        original = tf_trainer.reduce_per_replica
+        values = strategy.run(lambda: {"loss": tf.constant(2.0), "v": tf.ones((3,))})
+        before = tf.nest.map_structure(np.asarray, original(values, strategy, "auto"))
+        assert ke.distribute.patch_keras_multi_worker_fit() is True
+        assert ke.distribute.patch_keras_multi_worker_fit() is False  # once per process
+        assert tf_trainer.reduce_per_replica is not original
+        after = tf.nest.map_structure(np.asarray, tf_trainer.reduce_per_replica(values, strategy, "auto"))
+        tf.nest.map_structure(np.testing.assert_array_equal, after, before)
+        with strategy.scope():
+            model = _float_model(synchronized=True)
+            model.set_weights(float_weights)
+            _compile(model)
+        _fit(model, data, 2)
+        _assert_replicas_identical(model)

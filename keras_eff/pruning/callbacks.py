@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 
+from ..distribute import check_same_scope
 from . import masks as masks_lib
 from .wrapper import PruneWrapper
 
@@ -55,6 +56,7 @@ class UpdatePruning(keras.callbacks.Callback):
     """
 
     def on_train_begin(self, logs=None):
+        check_same_scope(self.model)  # a model and optimizer from different tf.distribute scopes cannot train
         self._wrappers = pruning_wrappers(self.model)
         if not self._wrappers:
             warnings.warn(f"UpdatePruning: model {self.model.name!r} has no pruned layers", stacklevel=2)

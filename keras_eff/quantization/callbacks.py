@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from ..distribute import check_same_scope
 from .quantizers import ActivationQuantizer
 from .wrapper import QuantizeWrapper
 
@@ -45,6 +46,7 @@ class _FreezeAt(keras.callbacks.Callback):
         """Nothing here; FreezeBatchNorm retraces a distributed training step (its branch is chosen at trace time)."""
 
     def on_train_begin(self, logs=None):
+        check_same_scope(self.model)  # a model and optimizer from different tf.distribute scopes cannot train
         self._seen = 0
         if self.step == 0 or self.epoch == 0:
             self._freeze("the start")
