@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tflite_export.files import read_yaml_or_json
+
 from .scenario import Scenario
 from .search import SearchConfig, SearchResult
-from .space import SearchSpace, read_yaml_or_json
+from .space import SearchSpace
 
 CONFIG_NAME = "config.json"
 SECTIONS = ("space", "reference", "data", "accuracy_model", "search", "scenarios", "finetune", "executor", "seed")
