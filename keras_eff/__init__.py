@@ -12,10 +12,11 @@ either order: if Keras is already imported, the registering modules load now; ot
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import sys
 import threading
 import types
+
+from ._import_hooks import LoaderWrappingFinder, WrappingLoader
 
 __version__ = "0.1.0"
 
@@ -70,7 +71,7 @@ def _load_registering_modules() -> None:
         return
     _local.loading = True
     try:
-        _remove_hook()
+        _hook.remove()
         for module in REGISTERING_MODULES:
             importlib.import_module(f".{module}", __name__)
         _registered = True
@@ -85,20 +86,10 @@ def _after_import() -> None:
         _load_registering_modules()
 
 
-class _WatchingLoader:
+class _WatchingLoader(WrappingLoader):
     """The real loader, with the end of its module's execution reported to :func:`_after_import`."""
 
-    def __init__(self, loader):
-        self._loader = loader
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        module.__loader__ = module.__spec__.loader = self._loader  # the module sees its own loader
+    def run(self, module):
         _local.n = getattr(_local, "n", 0) + 1
         try:
             self._loader.exec_module(module)
@@ -107,32 +98,17 @@ class _WatchingLoader:
         _after_import()
 
 
-class _KerasImportHook(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the loader of keras, tensorflow, tflite_export and keras_eff's submodules that
-    another finder found, so that keras-eff's registering modules load right after Keras finishes importing."""
+class _KerasImportHook(LoaderWrappingFinder):
+    """Wraps the loaders of keras, tensorflow, tflite_export and keras_eff's submodules, so that keras-eff's
+    registering modules load right after Keras finishes importing."""
 
-    def find_spec(self, name, path=None, target=None):
-        if not (name in _WATCHED or name.startswith(f"{__name__}.") or name.split(".")[0] == "tflite_export"):
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _WatchingLoader(spec.loader)
-                return spec
-        return None
+    loader_class = _WatchingLoader
+
+    def wants(self, name):
+        return name in _WATCHED or name.startswith(f"{__name__}.") or name.split(".")[0] == "tflite_export"
 
 
 _hook = _KerasImportHook()
-
-
-def _remove_hook() -> None:
-    try:
-        sys.meta_path.remove(_hook)
-    except ValueError:
-        pass
 
 
 class _Package(types.ModuleType):
@@ -147,4 +123,4 @@ sys.modules[__name__].__class__ = _Package
 if "keras" in sys.modules:
     _load_registering_modules()
 else:
-    sys.meta_path.insert(0, _hook)
+    _hook.install()
