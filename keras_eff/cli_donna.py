@@ -105,7 +105,7 @@ def _summary(pipe) -> None:
 
 def _run_config(args) -> dict:
     """The config named by --config, with --reference / --blocks / --data / --image-size applied."""
-    from .donna.configs import BUILTIN, builtin_config
+    from .donna.configs import BUILTIN, builtin_config  # start-up: keras_eff.donna imports TensorFlow
     from .donna.run import read_config_file
 
     cfg = builtin_config(args.config) if args.config in BUILTIN else read_config_file(args.config)
@@ -195,7 +195,7 @@ def _search(args) -> int:
 
 
 def _config(args) -> int:
-    import yaml
+    import yaml  # start-up: PyYAML (~20 ms) only for this action
 
     from .donna import builtin_config  # start-up: imports TensorFlow (keras_eff.donna's package does)
 

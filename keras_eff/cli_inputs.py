@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+import tflite_export as te  # its names load on first use: no TensorFlow here
 from tflite_export import files
+
+from .datasets import fashion_mnist_float
 
 BUILTIN_DATASET = "fashion-mnist"
 DEFAULT_REP_SAMPLES = 500
@@ -45,7 +48,7 @@ def load_keras_model(path):
     p = _existing_file(path, "model file")
     import keras  # start-up: imports TensorFlow (seconds); the command line's parser and --help must not
 
-    import keras_eff  # noqa: F401  (registers keras-eff's layers so that its models load)
+    import keras_eff  # noqa: F401  (importing keras_eff registers its Keras classes, whatever the order)
 
     if p.suffix != ".keras":
         raise CliError(f"{str(p)!r} is not a .keras file: save the model with model.save('model.keras') (Keras 3 "
@@ -67,8 +70,6 @@ def load_keras_model(path):
 
 
 def read_tflite(path) -> bytes:
-    import tflite_export as te
-
     p = _existing_file(path, "TFLite file")
     try:
         data = te.read_model(p)
@@ -116,8 +117,6 @@ def load_samples(spec, model_input_shape, count: int = DEFAULT_REP_SAMPLES, what
         raise CliError(f"the sample count must be at least 1, got {count}")
     shape = tuple(model_input_shape)
     if spec == BUILTIN_DATASET:
-        from .datasets import fashion_mnist_float
-
         if shape != (28, 28, 1):
             raise CliError(f"the built-in dataset holds 28x28x1 images but the model input is {shape}; give "
                            f"{what} as a .npy/.npz file")

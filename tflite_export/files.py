@@ -25,6 +25,7 @@ benchmarks can use it at start-up.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import io
@@ -102,8 +103,9 @@ def _first_non_folder(path: Path) -> Path | None:
 
 
 def describe_os_error(err: OSError, action: str = "access") -> str:
-    """A one-line message for an OSError that names the path and what to do: ``cannot write out/m.tflite:
-    permission denied: ...``. Errors raised by this module already read like that and are returned as they are."""
+    """A one-line message for an OSError that names the path (and, for ``action`` "write", what to do): ``cannot
+    write out/m.tflite: permission denied; choose a location you can write to, ...``. Errors raised by this module
+    already read like that and are returned as they are."""
     if err.strerror is None and len(err.args) == 1 and isinstance(err.args[0], str):
         return err.args[0]  # one of ours (see _os_error), or a message without a path: nothing to add
     path = err.filename
@@ -114,7 +116,7 @@ def describe_os_error(err: OSError, action: str = "access") -> str:
         if culprit is not None:
             return f"cannot {action} {path}: {culprit} is a file, not a folder; choose another location"
     reason = _REASONS.get(err.errno) or (err.strerror or str(err)).lower()
-    advice = _WRITE_ADVICE.get(err.errno) if action != "read" else None
+    advice = _WRITE_ADVICE.get(err.errno) if action in ("write", "create the folder") else None
     return f"cannot {action} {path}: {reason}" + (f"; {advice}" if advice else "")
 
 
@@ -166,6 +168,9 @@ def remove_staged_temps() -> list:
     for p in paths:
         _remove(p)
     return [Path(p) for p in paths]
+
+
+atexit.register(remove_staged_temps)  # what a thread abandoned when the interpreter exits
 
 
 def _temp_path(target: Path, suffix: str = "") -> Path:
