@@ -19,7 +19,8 @@ from tflite_export import files
 
 from .cli_donna import add_donna_parser
 from .cli_inputs import (BUILTIN_DATASET, DEFAULT_REP_SAMPLES, EXIT_FILE_ERROR, CliError, check_output_files,
-                         check_output_folder, float_range, int_range, load_keras_model, load_samples, read_tflite)
+                         check_output_folder, existing_file, float_range, int_range, load_keras_model, load_samples,
+                         read_tflite)
 from .cli_inputs import positive_int as _positive_int
 from .cli_logs import quiet_tensorflow_import
 
@@ -147,6 +148,7 @@ def _export(args) -> int:
         device_names = c_names + [f"{name}_micro.json"] if not args.no_micro else []
     names = [f"{name}.tflite"] + device_names + \
         ([f"{name}.onnx"] if args.onnx else []) + ([f"{name}_float.tflite"] if args.float else [])
+    existing_file(args.model, "model file")
     _preflight(out, names, args.force, "-o/--out")
     model = load_keras_model(args.model)
     rep = _rep_data(args, model)
@@ -222,7 +224,7 @@ def _c_name(stem: str) -> str:
 
 def _report(args) -> int:
     _check_target(args)
-    path = Path(args.model)
+    path = existing_file(args.model, "model file")
     if args.out:
         stem = Path(args.out)
         _preflight(stem.parent, [f"{stem.name}.md", f"{stem.name}.json"], args.force, "-o/--out")
@@ -264,6 +266,7 @@ def _print_and_write(args, markdown: str, json_text: str):
 
 
 def _verify(args) -> int:
+    existing_file(args.model, "TFLite file")
     if args.out:
         _preflight(Path(args.out).parent, [Path(args.out).name], args.force, "-o/--out")
     data = read_tflite(args.model)

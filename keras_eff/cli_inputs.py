@@ -28,7 +28,8 @@ class CliError(Exception):
         self.code = code
 
 
-def _existing_file(path, what: str) -> Path:
+def existing_file(path, what: str) -> Path:
+    """``path`` as a Path, if it is a readable file; a CliError naming ``what`` and the path otherwise."""
     p = Path(path)
     if not p.exists():
         raise CliError(f"{what} {str(p)!r} does not exist")
@@ -45,7 +46,7 @@ def _existing_file(path, what: str) -> Path:
 
 def load_keras_model(path):
     """Loads a `.keras` file in Keras's safe mode (no arbitrary code: Lambda layers holding Python are refused)."""
-    p = _existing_file(path, "model file")
+    p = existing_file(path, "model file")
     import keras  # start-up: imports TensorFlow (seconds); the command line's parser and --help must not
 
     import keras_eff  # noqa: F401  (importing keras_eff registers its Keras classes, whatever the order)
@@ -70,7 +71,7 @@ def load_keras_model(path):
 
 
 def read_tflite(path) -> bytes:
-    p = _existing_file(path, "TFLite file")
+    p = existing_file(path, "TFLite file")
     try:
         data = te.read_model(p)
         te.make_interpreter(data, use_xnnpack=False)
@@ -122,7 +123,7 @@ def load_samples(spec, model_input_shape, count: int = DEFAULT_REP_SAMPLES, what
                            f"{what} as a .npy/.npz file")
         (x_train, _), (x_test, _) = fashion_mnist_float(n_train=count, n_test=count)
         return x_train if split == "train" else x_test
-    p = _existing_file(spec, f"{what} file")
+    p = existing_file(spec, f"{what} file")
     if p.suffix not in (".npy", ".npz"):
         raise CliError(f"{what} must be a .npy or .npz file (or '{BUILTIN_DATASET}'), got {str(p)!r}")
     x = _from_npy(p)
