@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from keras_eff import cli, cli_inputs, cli_logs
-from tflite_export import files
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -1,5 +1,5 @@
-"""`import keras_eff` is lazy (no TensorFlow until a name is used), yet a `.keras` file holding keras-eff's classes loads
-with no custom_objects whatever the import order. Each order runs in a fresh subprocess."""
+"""`import keras_eff` is lazy (no TensorFlow until a name is used), yet a `.keras` file holding keras-eff's classes
+loads with no custom_objects whatever the import order. Each order runs in a fresh subprocess."""
 
 import os
 import subprocess
