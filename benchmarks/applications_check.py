@@ -93,7 +93,7 @@ def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True, save=None, f
         row["bytes"] = len(data)
         if save:  # written before LiteRT runs it, to look at a file that crashes the interpreter
             te.atomic_write(save, data)
-            np.save(save + ".x.npy", x_test)
+            te.files.atomic_write_npy(save + ".x.npy", x_test)
         cmp = te.compare(qat, data, x_test, batch_size=16)
         row.update(argmax=cmp.argmax_agreement, within_1_lsb=cmp.within_1_lsb, max_lsb=cmp.max_lsb_diff)
         ref = np.asarray(qat.predict(x_test, batch_size=16, verbose=0))

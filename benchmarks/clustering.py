@@ -33,6 +33,7 @@ from keras_eff.models import compile_classifier, small_cnn  # noqa: E402
 from keras_eff.reporting import write_results  # noqa: E402
 from keras_eff.strip import strip  # noqa: E402
 from tflite_export import TFLiteModel, to_tflite  # noqa: E402
+from tflite_export.files import atomic_savefig  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -170,7 +171,7 @@ def _plot(rows, path):
     ax.set_title("Weight clustering, small_cnn on Fashion-MNIST")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from benchmarks.applications_check import FAMILIES as APP_FAMILIES
 from benchmarks.applications_check import MIN_SIZE, RAW_PIXELS
+from tflite_export.files import atomic_savefig, atomic_write, read_json
 
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = APP_FAMILIES + ("Transformer",)
@@ -268,15 +269,12 @@ STEP_FUNCS = {"quantize": step_quantize, "prune": step_prune, "cluster": step_cl
 
 
 def _write(path, row):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(row, f, default=str)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(row, default=str))
 
 
 def child_keras_eff(family, steps, out):
     t0 = time.perf_counter()
-    row = json.load(open(out)) if os.path.exists(out) else {}
+    row = read_json(out, "coverage row") if os.path.exists(out) else {}
     model = build(family)
     x_cal, y_cal, x_test = data(family)
     row["params"] = int(model.count_params())
@@ -333,7 +331,7 @@ def _run_child(args, out, timeout, log):
                                                                    else "")
         except subprocess.TimeoutExpired:
             status = f"timeout after {timeout} s"
-    row = json.load(open(out)) if os.path.exists(out) else {}
+    row = read_json(out, "coverage row") if os.path.exists(out) else {}
     return row, status, time.perf_counter() - t
 
 
@@ -484,7 +482,7 @@ def _commit():
 
 def write(rows, stem, meta):
     from keras_eff.reporting import markdown_table, versions
-    from tflite_export import atomic_write, atomic_write_json
+    from tflite_export.files import atomic_write_json
 
     ver = versions()
     summ = summary(rows)
@@ -589,7 +587,7 @@ def plot(rows, path):
     ax.set_title("Peak memory per family, keras-eff vs the TFLite converter's PTQ")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
 
 
 def main(argv=None):
@@ -632,8 +630,7 @@ def main(argv=None):
     commit_start = _commit()
     loads, rows, earlier_min, resumed = [], [], 0.0, 0
     if args.resume and os.path.exists(f"{stem}.json"):
-        with open(f"{stem}.json") as f:
-            old = json.load(f)
+        old = read_json(f"{stem}.json", "coverage results")
         rows = [r for r in old.get("rows", []) if r.get("family") in families]
         at = old["meta"]["loadavg"].get("at_family_start", {})
         loads = [at[r["family"]] for r in rows if r["family"] in at]

@@ -130,13 +130,11 @@ def compare_at_points(donna, fam):
 
 
 def plot(path, donna_pts, scratch_pts, fam_pts, search_front, title):
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from tflite_export import atomic_write
+    from tflite_export.files import atomic_savefig
 
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
 
@@ -156,10 +154,9 @@ def plot(path, donna_pts, scratch_pts, fam_pts, search_front, title):
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=120, format="png")
+    path = atomic_savefig(fig, path, dpi=120, format="png")
     plt.close(fig)
-    return atomic_write(path, buf.getvalue())
+    return path
 
 
 def main(argv=None):

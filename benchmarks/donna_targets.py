@@ -25,6 +25,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from tflite_export.files import atomic_savefig  # noqa: E402
+
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 TARGETS = {
@@ -114,7 +116,7 @@ def _plot(results, on_all, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
 
 
 def main(argv=None):

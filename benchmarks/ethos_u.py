@@ -25,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tflite_export.files import atomic_savefig  # noqa: E402
+
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 FULL = dict(n_train=15000, n_test=10000, width=16, dense_epochs=8, tune_epochs=2, qat_epochs=1)
@@ -150,7 +152,7 @@ def _plot(rows, path, target):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
 
 
 def main(argv=None):

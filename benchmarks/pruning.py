@@ -29,6 +29,7 @@ from keras_eff.datasets import fashion_mnist_float  # noqa: E402
 from keras_eff.models import compile_classifier, small_cnn  # noqa: E402
 from keras_eff.reporting import write_results  # noqa: E402
 from tflite_export import TFLiteModel, to_tflite  # noqa: E402
+from tflite_export.files import atomic_savefig  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -187,7 +188,7 @@ def _plot(rows, path):
     b.set(xlabel="target sparsity", ylabel="int8 TFLite, gzip KiB")
     a.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 

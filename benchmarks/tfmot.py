@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from benchmarks import tfmot_common as common  # noqa: E402
+from tflite_export.files import atomic_savefig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -197,7 +198,7 @@ def _plot(rows, path):
         ax.set_title(f"{model}: mean, bars = min..max over seeds")
         ax.legend(loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 

@@ -1,7 +1,8 @@
 """What both sides of the keras-eff vs TF-MOT benchmark share, importable under Keras 3 and under tf_keras alike.
 
-This file imports neither keras_eff nor a Keras: the TF-MOT worker runs it in its own environment (tf_keras, Keras 2),
-the keras-eff worker in the project's (Keras 3). It holds
+This file imports neither keras_eff nor a Keras (only ``tflite_export.files``, the shared file helpers, which import
+neither): the TF-MOT worker runs it in its own environment (tf_keras, Keras 2), the keras-eff worker in the project's
+(Keras 3). It holds
 
 - one description of each architecture (a list of layers with kinds and sizes) and ``build(spec, K)``, which makes
   it with whichever Keras module ``K`` is passed (``keras`` or ``tf_keras``), with the same layer names;
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
+
+from tflite_export.files import atomic_write, atomic_write_npz, read_json as _read_json  # no Keras, no TensorFlow
 
 # --- architectures ------------------------------------------------------------------------------------------------
 
@@ -105,7 +107,7 @@ def compile_classifier(model, lr: float, steps: int, K) -> None:
 def save_weights(model, path) -> None:
     """Every layer's weights as ``name/index`` arrays in one .npz (written atomically)."""
     arrays = {f"{layer.name}/{i}": np.asarray(w) for layer in model.layers for i, w in enumerate(layer.get_weights())}
-    _atomic(path, lambda f: np.savez(f, **arrays), binary=True)
+    atomic_write_npz(path, arrays)
 
 
 def load_weights(model, path) -> None:
@@ -136,7 +138,7 @@ def write_data(path, x_train, y_train, x_test, y_test, orders: dict) -> None:
     """The slices and, per seed, the training-image order of every epoch (``orders[seed]``: epochs × n)."""
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     arrays.update({f"order_{seed}": np.asarray(o, np.int32) for seed, o in orders.items()})
-    _atomic(path, lambda f: np.savez(f, **arrays), binary=True)
+    atomic_write_npz(path, arrays)
 
 
 def read_data(path, seed: int) -> dict:
@@ -160,12 +162,11 @@ JOB_KEYS = ("framework", "seed", "arch", "techniques", "hparams", "data", "weigh
 
 
 def write_json(path, obj) -> None:
-    _atomic(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True)), binary=False)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def read_job(path) -> dict:
-    with open(path) as f:
-        job = json.load(f)
+    job = _read_json(path, "job spec")
     missing = [k for k in JOB_KEYS if k not in job]
     if missing:
         raise ValueError(f"job spec {path} lacks {', '.join(missing)}")
@@ -173,22 +174,7 @@ def read_job(path) -> dict:
 
 
 def read_json(path) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def _atomic(path, write, binary):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.splitext(str(path))[1])
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return _read_json(path, "result file")
 
 
 # --- training schedule and timing ---------------------------------------------------------------------------------
@@ -292,7 +278,7 @@ def run_job(job: dict, side) -> dict:
         keras_acc = accuracy(final.predict(xt, batch_size=500, verbose=0), yt)
         name = f"{job['framework']}_{job['arch']['name']}_{technique}_s{seed}.tflite"
         path = os.path.join(job["out_dir"], name)
-        _atomic(path, lambda f: f.write(int8), binary=True)
+        atomic_write(path, int8)
 
         # training cost against float training in this framework: fresh models, interleaved equal blocks
         if timing_float is None:

@@ -1,16 +1,28 @@
-"""The `keras-eff` command line: demo, export, report, verify, donna."""
+"""The `keras-eff` command line: demo, export, report, verify, donna.
+
+Start-up: building the parser imports no TensorFlow (keras_eff and tflite_export load their names on first use), so
+``--help`` answers at once; each command imports what it needs, after checking its output paths.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import textwrap
 import traceback
 from pathlib import Path
 
-from .cli_inputs import BUILTIN_DATASET, DEFAULT_REP_SAMPLES, CliError, load_keras_model, load_samples, read_tflite
+import tflite_export as te
+from tflite_export import files
+
+from .cli_donna import add_donna_parser
+from .cli_inputs import (BUILTIN_DATASET, DEFAULT_REP_SAMPLES, EXIT_FILE_ERROR, CliError, check_output_files,
+                         check_output_folder, existing_file, float_range, int_range, load_keras_model, load_samples,
+                         read_tflite)
 from .cli_inputs import positive_int as _positive_int
+from .cli_logs import quiet_tensorflow_import
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1  # usage error, missing/corrupt/mis-shaped input, output exists without --force
@@ -18,6 +30,8 @@ EXIT_VERIFY_FAILED = 2  # TFLite Micro differs from LiteRT beyond tolerance, or 
 EXIT_EXPORT_FAILED = 3  # the model cannot be converted (float islands, unsupported ops, converter errors, ranges
 #                        never set)
 EXIT_INTERNAL = 4  # an unexpected error: a bug in keras-eff
+# EXIT_FILE_ERROR = 5 (from cli_inputs): a path cannot be read or written
+EXIT_TERMINATED = 128 + signal.SIGTERM  # stopped by SIGTERM, as a shell reports it
 
 EXIT_CODES = f"""exit codes:
   {EXIT_OK}  success
@@ -28,7 +42,11 @@ EXIT_CODES = f"""exit codes:
   {EXIT_EXPORT_FAILED}  export failed: the model cannot be converted as asked (float islands in an int8 model,
      ops TFLite Micro lacks, converter errors, a quantized model whose activation ranges were never set by
      calibration or training); nothing is written
-  {EXIT_INTERNAL}  unexpected internal error (a bug: please report it with the traceback)"""
+  {EXIT_INTERNAL}  unexpected internal error (a bug: please report it with the traceback)
+  {EXIT_FILE_ERROR}  a file or folder cannot be read or written: permission denied, a file where a folder is
+     needed (or the reverse), a full disk, a read-only file system; output paths are checked before any
+     work, and a failed write leaves the old files as they were
+  {EXIT_TERMINATED}  stopped by SIGTERM (130 for Ctrl-C): no partial or temporary files are left"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,7 +66,8 @@ def _say(msg: str):
 
 
 def _demo(args) -> int:
-    from .demo import DemoConfig, mcu_stage, run_demo
+    check_output_folder(args.out)
+    from .demo import DemoConfig, mcu_stage, run_demo  # start-up: imports TensorFlow
 
     run_demo(DemoConfig(out_dir=args.out, epochs=args.epochs, qat_epochs=args.qat_epochs,
                         n_train=args.train_samples, n_test=args.test_samples, seed=args.seed),
@@ -65,8 +84,6 @@ def _input_shape(model):
 
 def _rep_data(args, model):
     """Representative data for int8 calibration: the --rep-data file, else the built-in dataset if it fits."""
-    import tflite_export as te
-
     spec = args.rep_data
     if spec is None:
         if te.has_fake_quant(model):
@@ -81,8 +98,6 @@ def _rep_data(args, model):
 
 def _int8_tflite(args, model, rep, batch_size=None) -> bytes:
     """The full-int8 file; a quantized model whose ranges were never set is refused (unless --allow-uncalibrated)."""
-    import tflite_export as te
-
     try:
         return te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples,
                             allow_uncalibrated=args.allow_uncalibrated, batch_size=batch_size)
@@ -110,29 +125,21 @@ def _check_data(args, shape, required: bool):
 
 
 def _tflite_input_shape(data: bytes):
-    import tflite_export as te
-
     tfl = te.TFLiteModel(data)
     if len(tfl.inputs) != 1:
         raise CliError("the command line handles single-input models (use the tflite_export Python API)")
     return tuple(int(s) for s in tfl.inputs[0]["shape"][1:])
 
 
-def _preflight(out_dir: Path, names, force: bool):
-    """Fails before any slow work when an output exists and --force was not given."""
-    if not force:
-        existing = [str(out_dir / n) for n in names if (out_dir / n).exists()]
-        if existing:
-            raise CliError(f"{', '.join(existing)} already exist(s); pass --force to replace, or choose another "
-                           f"--out folder")
+def _preflight(out_dir: Path, names, force: bool, option: str = "--out"):
+    """Fails before any slow work when an output cannot be written: it exists and --force was not given (exit 1), or
+    its path is wrong (a file where a folder is needed, a folder, no permission: exit 5)."""
+    check_output_files([out_dir / n for n in names], force, option)
 
 
 def _export(args) -> int:
-    import tflite_export as te
-
     _check_target(args)
-    model = load_keras_model(args.model)
-    name = te.check_c_name(args.name or _c_name(Path(args.model).stem))
+    name = _checked_c_name(args.name) if args.name else _c_name(Path(args.model).stem)
     out = Path(args.out or f"{Path(args.model).stem}_export")
     c_names = [f"{name}.h", f"{name}.c", f"{name}_op_resolver.h"]
     if args.target:
@@ -141,7 +148,9 @@ def _export(args) -> int:
         device_names = c_names + [f"{name}_micro.json"] if not args.no_micro else []
     names = [f"{name}.tflite"] + device_names + \
         ([f"{name}.onnx"] if args.onnx else []) + ([f"{name}_float.tflite"] if args.float else [])
-    _preflight(out, names, args.force)
+    existing_file(args.model, "model file")
+    _preflight(out, names, args.force, "-o/--out")
+    model = load_keras_model(args.model)
     rep = _rep_data(args, model)
     shape = _input_shape(model)
     micro = not args.no_micro and not args.target
@@ -178,8 +187,6 @@ def _export(args) -> int:
 def _check_target(args):
     """Checks --target, --vela-config, --system-config and --memory-mode before any slow work (unknown names list the
     valid ones)."""
-    import tflite_export as te
-
     if not getattr(args, "target", None):
         for opt in ("vela_config", "system_config", "memory_mode"):
             if getattr(args, opt, None):
@@ -193,16 +200,19 @@ def _check_target(args):
 
 
 def _compile_ethos_u(args, int8: bytes):
-    import tflite_export as te
-
     return te.compile_ethos_u(int8, args.target, system_config=args.system_config, memory_mode=args.memory_mode,
                               config_file=args.vela_config)
 
 
+def _checked_c_name(name: str) -> str:
+    try:
+        return te.check_c_name(name)
+    except ValueError as err:
+        raise CliError(f"--name: {err}") from None
+
+
 def _c_name(stem: str) -> str:
     """A C identifier from a file name: other characters become '_', and a digit start or a keyword gets 'model'."""
-    import tflite_export as te
-
     cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in stem) or "model"
     if not (cleaned[:1].isalpha() or cleaned[:1] == "_"):
         cleaned = f"model_{cleaned}"
@@ -213,13 +223,11 @@ def _c_name(stem: str) -> str:
 
 
 def _report(args) -> int:
-    import tflite_export as te
-
     _check_target(args)
-    path = Path(args.model)
+    path = existing_file(args.model, "model file")
     if args.out:
         stem = Path(args.out)
-        _preflight(stem.parent, [f"{stem.name}.md", f"{stem.name}.json"], args.force)
+        _preflight(stem.parent, [f"{stem.name}.md", f"{stem.name}.json"], args.force, "-o/--out")
     float_tfl = None
     if path.suffix == ".keras":
         model = load_keras_model(path)
@@ -249,8 +257,6 @@ def _report(args) -> int:
 
 def _print_and_write(args, markdown: str, json_text: str):
     """Prints the report (markdown, or JSON with --json) and, with -o STEM, writes STEM.md and STEM.json."""
-    import tflite_export as te
-
     print(json_text if args.json else markdown, end="")
     if args.out:
         stem = Path(args.out)
@@ -260,11 +266,10 @@ def _print_and_write(args, markdown: str, json_text: str):
 
 
 def _verify(args) -> int:
-    import tflite_export as te
-
-    data = read_tflite(args.model)
+    existing_file(args.model, "TFLite file")
     if args.out:
-        _preflight(Path(args.out).parent, [Path(args.out).name], args.force)
+        _preflight(Path(args.out).parent, [Path(args.out).name], args.force, "-o/--out")
+    data = read_tflite(args.model)
     x = _check_data(args, _tflite_input_shape(data), required=True)
     try:
         arena = args.arena or te.find_arena_size(data, margin=args.arena_margin).recommended_bytes
@@ -275,8 +280,8 @@ def _verify(args) -> int:
     ok = check.passed(max_lsb=args.max_lsb)
     print(check)
     if args.out:
-        te.atomic_write_json(args.out, {"model": str(args.model), "passed": ok, "max_lsb_allowed": args.max_lsb,
-                                        **check.as_dict()}, overwrite=True)
+        files.atomic_write_json(args.out, {"model": str(args.model), "passed": ok, "max_lsb_allowed": args.max_lsb,
+                                           **check.as_dict()}, overwrite=args.force)
     if not ok:
         _say(f"verification failed: TFLite Micro differs from {check.reference} by up to {check.max_lsb_diff} LSB "
              f"(allowed: {args.max_lsb})")
@@ -317,18 +322,7 @@ def _add_target_args(p):
                    "Shared_Sram (default: Vela's for the accelerator)")
 
 
-def _non_negative_int(v):
-    n = int(v)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return n
-
-
-def _fraction(v):
-    f = float(v)
-    if not 0 <= f <= 10:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 10 (0.25 = 25%), got {v}")
-    return f
+_fraction = float_range(0, 10, note=" (0.25 = 25%)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,12 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train a small CNN on Fashion-MNIST, quantize and export it, print a table",
                           epilog=EXIT_CODES, formatter_class=fmt)
     demo.add_argument("--out", default="artifacts/demo", help="folder for the artifacts (default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=3, help="training epochs (default: %(default)s)")
-    demo.add_argument("--qat-epochs", type=int, default=1, help="quantization-aware training epochs (default: "
-                                                                  "%(default)s)")
-    demo.add_argument("--train-samples", type=int, default=None, help="use only the first N training images")
-    demo.add_argument("--test-samples", type=int, default=None, help="use only the first N test images")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=int_range(1, 1000), default=3, metavar="N",
+                      help="training epochs, 1 to 1,000 (default: %(default)s)")
+    demo.add_argument("--qat-epochs", type=int_range(0, 1000), default=1, metavar="N",
+                      help="quantization-aware training epochs, 0 (calibration only) to 1,000 (default: %(default)s)")
+    demo.add_argument("--train-samples", type=int_range(10, 60_000, " (10%% go to validation)"), default=None,
+                      metavar="N", help="use only the first N training images, 10 to 60,000 (default: all)")
+    demo.add_argument("--test-samples", type=int_range(1, 10_000), default=None, metavar="N",
+                      help="use only the first N test images, 1 to 10,000 (default: all)")
+    demo.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, metavar="N",
+                      help="random seed, 0 to 2**32-1 (default: %(default)s)")
     demo.set_defaults(func=_demo)
 
     export = sub.add_parser(
@@ -363,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(export, f"inputs for the TFLite Micro check (.npy/.npz or '{BUILTIN_DATASET}'; default: "
                            f"Fashion-MNIST test images for 28x28x1 models, else no check)", 200)
     export.add_argument("--onnx", action="store_true", help="also write NAME.onnx (tf2onnx) and compare it with Keras")
-    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    export.add_argument("--opset", type=int_range(13, 21), default=17, metavar="N",
+                        help="ONNX opset, 13 to 21 (default: %(default)s)")
     export.add_argument("--float", action="store_true", help="also write the float TFLite file NAME_float.tflite")
     export.add_argument("--no-micro", action="store_true", help="skip the microcontroller package")
     _add_target_args(export)
@@ -387,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rep_args(report)
     _add_data_args(report, f"inputs for the TFLite Micro check (.npy/.npz or '{BUILTIN_DATASET}'; default: "
                            f"Fashion-MNIST test images for 28x28x1 models, else no check)", 200)
-    report.add_argument("--latency-runs", type=_non_negative_int, default=200, metavar="N",
+    report.add_argument("--latency-runs", type=int_range(0), default=200, metavar="N",
                         help="batch-1 runs per latency round, 0 to skip (default: %(default)s)")
     report.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
                         help="margin added to the host arena estimate (default: %(default)s)")
@@ -404,8 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("model", help="a .tflite file")
     _add_data_args(verify, f"inputs (.npy/.npz of float samples or '{BUILTIN_DATASET}', the default for 28x28x1 "
                            f"models)", 200)
-    verify.add_argument("--max-lsb", type=int, default=1, metavar="K",
-                        help="largest allowed difference in output steps (default: %(default)s)")
+    verify.add_argument("--max-lsb", type=int_range(0, 255), default=1, metavar="K",
+                        help="largest allowed difference in output steps, 0 to 255 (default: %(default)s)")
     verify.add_argument("--arena", type=_positive_int, metavar="BYTES",
                         help="tensor arena size (default: the host estimate plus --arena-margin)")
     verify.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
@@ -416,17 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
                               "reference kernels (whose ADD rounds as TFLite Micro's: use them for residual "
                               "networks) or the XNNPACK delegate")
     kernels.add_argument("--xnnpack", action="store_true", help="the same as --kernels xnnpack")
-    verify.add_argument("-o", "--out", metavar="FILE.json", help="also write the result as JSON")
+    verify.add_argument("-o", "--out", metavar="FILE.json", help="also write the result as JSON (checked before the "
+                        "verification runs)")
     verify.add_argument("--force", action="store_true", help="replace an existing --out file")
     verify.set_defaults(func=_verify)
-
-    from .cli_donna import add_donna_parser
 
     add_donna_parser(sub, fmt, EXIT_CODES)
     return parser
 
 
 def main(argv=None) -> int:
+    # TensorFlow reads this when it is imported, which only a command does: set here, before any import of it; a
+    # value the user set is kept. Its first log lines ignore it: quiet_tensorflow_import filters them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     try:
@@ -436,27 +436,38 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
-    import tflite_export as te
-
-    try:
-        return args.func(args)
-    except CliError as err:
-        print(f"keras-eff {args.command}: error: {err}", file=sys.stderr)
-        return err.code
-    except te.TFLiteExportError as err:  # float islands, ops TFLite Micro lacks, converter failures
-        print(f"keras-eff {args.command}: export failed: {err}", file=sys.stderr)
-        return EXIT_EXPORT_FAILED
-    except (FileExistsError, FileNotFoundError, ValueError, TypeError) as err:
-        print(f"keras-eff {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"keras-eff {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception:
-        traceback.print_exc()
-        print(f"keras-eff {args.command}: unexpected internal error (a bug: please report it with the traceback "
-              f"above)", file=sys.stderr)
-        return EXIT_INTERNAL
+    name = f"keras-eff {args.command}" + (f" {args.donna_command}" if getattr(args, "donna_command", None) else "")
+    # SIGTERM raises files.Terminated: the writes in progress remove their temporary files and put back what they
+    # replaced, as for Ctrl-C
+    with files.cleanup_on_termination(), quiet_tensorflow_import():
+        try:
+            return args.func(args)
+        except CliError as err:
+            print(f"{name}: error: {err}", file=sys.stderr)
+            return err.code
+        except te.TFLiteExportError as err:  # float islands, ops TFLite Micro lacks, converter failures
+            print(f"{name}: export failed: {err}", file=sys.stderr)
+            return EXIT_EXPORT_FAILED
+        except (FileExistsError, FileNotFoundError) as err:
+            print(f"{name}: error: {files.describe_os_error(err)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except OSError as err:  # permissions, a file where a folder is needed, a full disk: not a bug
+            print(f"{name}: error: {files.describe_os_error(err)}", file=sys.stderr)
+            return EXIT_FILE_ERROR
+        except (ValueError, TypeError) as err:
+            print(f"{name}: error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted; no partial or temporary files were left", file=sys.stderr)
+            return 130
+        except files.Terminated as err:
+            print(f"{name}: {err}; no partial or temporary files were left", file=sys.stderr)
+            return 128 + err.signum
+        except Exception:
+            traceback.print_exc()
+            print(f"{name}: unexpected internal error (a bug: please report it with the traceback above)",
+                  file=sys.stderr)
+            return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .cli_inputs import CliError, positive_int as _positive_int
+from tflite_export import files
+
+from .cli_inputs import CliError, check_output_files, check_output_folder, float_range, int_range
+from .cli_inputs import positive_int as _positive_int
 
 EXIT_OK = 0
 
@@ -19,11 +22,7 @@ DESCRIPTION = textwrap.fill(
     "existing --out folder. 'config' writes a built-in config to edit.", width=100)
 
 
-def _positive_float(v):
-    f = float(v)
-    if not f > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {v}")
-    return f
+_positive_float = float_range(0, low_inclusive=False)
 
 
 def _input_size(v):
@@ -71,13 +70,15 @@ def add_donna_parser(sub, fmt, epilog):
                              "Arm Ethos-U NPU as Vela compiles for it (--accelerator) (default: %(default)s)")
     search.add_argument("--accelerator", default="ethos-u55-128", metavar="NAME",
                         help="the Ethos-U configuration for --measurer ethos_u (default: %(default)s)")
-    search.add_argument("--threads", type=_positive_int, default=1, help="LiteRT threads (default: %(default)s)")
+    search.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                        help="LiteRT threads, 1 or more (default: %(default)s)")
     search.add_argument("--input-size", type=_input_size, metavar="HxW", help="input size of the deployed model "
                                                                              "(default: the space's)")
     search.add_argument("--max-latency-us", type=_positive_float, metavar="US", help="latency target")
     search.add_argument("--max-flash-bytes", type=_positive_int, metavar="B", help="flash budget (micro measurer)")
     search.add_argument("--max-ram-bytes", type=_positive_int, metavar="B", help="RAM budget (micro measurer)")
-    search.add_argument("--max-evals", type=_positive_int, metavar="N", help="evaluation cap (default: the config's)")
+    search.add_argument("--max-evals", type=int_range(2), metavar="N", help="evaluation cap, 2 or more (default: the "
+                        "config's)")
     search.add_argument("--no-finetune", action="store_true", help="do not finetune the chosen architectures")
     search.add_argument("--force", action="store_true", help="search again even if the scenario's front exists")
     search.set_defaults(func=_search)
@@ -99,12 +100,12 @@ def _no_action(parser) -> int:
 
 
 def _summary(pipe) -> None:
-    print((pipe.out / "summary.md").read_text())
+    print(files.read_text(pipe.out / "summary.md", "DONNA summary"))
 
 
 def _run_config(args) -> dict:
     """The config named by --config, with --reference / --blocks / --data / --image-size applied."""
-    from .donna.configs import BUILTIN, builtin_config
+    from .donna.configs import BUILTIN, builtin_config  # start-up: keras_eff.donna imports TensorFlow
     from .donna.run import read_config_file
 
     cfg = builtin_config(args.config) if args.config in BUILTIN else read_config_file(args.config)
@@ -125,7 +126,8 @@ def _run_config(args) -> dict:
 
 
 def _run(args) -> int:
-    from .donna import DonnaPipeline
+    check_output_folder(args.out)
+    from .donna import DonnaPipeline  # start-up: imports TensorFlow
 
     pipe = DonnaPipeline(_run_config(args), args.out).run(finetune=not args.no_finetune)
     _summary(pipe)
@@ -133,7 +135,7 @@ def _run(args) -> int:
 
 
 def _scenario_from_args(args, space):
-    from .donna import Scenario
+    from .donna import Scenario  # start-up: imports TensorFlow
 
     if args.scenario:
         from .donna.run import read_config_file
@@ -164,20 +166,20 @@ def _scenario_from_args(args, space):
 
 
 def _search(args) -> int:
-    from .donna import DonnaPipeline, SearchConfig
-
-    out = Path(args.out)
+    out = check_output_folder(args.out)
     cfg_path = out / "config.json"
     if not cfg_path.is_file():
         raise CliError(f"{out} holds no DONNA run ({cfg_path.name} is missing); run 'keras-eff donna run --config "
                        f"... --out {out}' first")
-    config = json.loads(cfg_path.read_text())
+    config = files.read_json(cfg_path, "DONNA run config")
+    from .donna import DonnaPipeline, SearchConfig  # start-up: imports TensorFlow
+
     pipe = DonnaPipeline(config, out)
     pipe.predictor()  # refuses a folder without an accuracy model, before any measuring
     scenario = _scenario_from_args(args, pipe.space)
     search_cfg = pipe.config.search_config
     if args.max_evals:
-        search_cfg = SearchConfig.from_config({**search_cfg.get_config(), "max_evals": max(2, args.max_evals)})
+        search_cfg = SearchConfig.from_config({**search_cfg.get_config(), "max_evals": args.max_evals})
     pipe.record_scenario(scenario)
     result = pipe.search_scenario(scenario, search_cfg, force=args.force)
     print(f"scenario {scenario.name!r}: {len(result.front)} architectures on the Pareto front "
@@ -193,20 +195,18 @@ def _search(args) -> int:
 
 
 def _config(args) -> int:
-    import yaml
+    import yaml  # start-up: PyYAML (~20 ms) only for this action
 
-    from .donna import builtin_config
+    from .donna import builtin_config  # start-up: imports TensorFlow (keras_eff.donna's package does)
 
+    if args.out is not None:
+        check_output_files([args.out], args.force, "-o/--out")
     cfg = builtin_config(args.name)
     if args.out is None:
         print(yaml.safe_dump(cfg, sort_keys=False))
         return EXIT_OK
     path = Path(args.out)
-    if path.exists() and not args.force:
-        raise CliError(f"{path} exists; pass --force to replace it")
-    from tflite_export import atomic_write
-
     text = yaml.safe_dump(cfg, sort_keys=False) if path.suffix in (".yaml", ".yml") else json.dumps(cfg, indent=2)
-    atomic_write(path, text + "\n")
+    files.atomic_write(path, text + "\n", overwrite=args.force)
     print(f"wrote the {args.name!r} DONNA config to {path}", file=sys.stderr)
     return EXIT_OK

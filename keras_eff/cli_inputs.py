@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+import tflite_export as te  # its names load on first use: no TensorFlow here
+from tflite_export import files
+
+from .datasets import fashion_mnist_float
+
 BUILTIN_DATASET = "fashion-mnist"
 DEFAULT_REP_SAMPLES = 500
+EXIT_FILE_ERROR = 5  # a file or folder cannot be read or written (permissions, a file where a folder is needed, ...)
 
 
 class CliError(Exception):
@@ -19,22 +28,29 @@ class CliError(Exception):
         self.code = code
 
 
-def _existing_file(path, what: str) -> Path:
+def existing_file(path, what: str) -> Path:
+    """``path`` as a Path, if it is a readable file; a CliError naming ``what`` and the path otherwise."""
     p = Path(path)
     if not p.exists():
         raise CliError(f"{what} {str(p)!r} does not exist")
     if not p.is_file():
-        raise CliError(f"{what} {str(p)!r} is not a file")
+        raise CliError(f"{what} {str(p)!r} is not a file" + (" but a folder" if p.is_dir() else ""))
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as err:
+        raise CliError(f"{what} {str(p)!r} cannot be read: {files.describe_os_error(err, 'read')}",
+                       EXIT_FILE_ERROR) from None
     return p
 
 
 def load_keras_model(path):
     """Loads a `.keras` file in Keras's safe mode (no arbitrary code: Lambda layers holding Python are refused)."""
-    import keras
+    p = existing_file(path, "model file")
+    import keras  # start-up: imports TensorFlow (seconds); the command line's parser and --help must not
 
-    import keras_eff  # noqa: F401  (registers keras-eff's layers so that its models load)
+    import keras_eff  # noqa: F401  (importing keras_eff registers its Keras classes, whatever the order)
 
-    p = _existing_file(path, "model file")
     if p.suffix != ".keras":
         raise CliError(f"{str(p)!r} is not a .keras file: save the model with model.save('model.keras') (Keras 3 "
                        f"format); a .tflite file goes to `keras-eff report` or `keras-eff verify`")
@@ -43,6 +59,8 @@ def load_keras_model(path):
                        f"or truncated; save the model again")
     try:
         model = keras.saving.load_model(p, safe_mode=True)
+    except OSError as err:  # the file system, not the file's content (permissions, I/O errors)
+        raise CliError(f"cannot load {str(p)!r}: {files.describe_os_error(err, 'read')}", EXIT_FILE_ERROR) from err
     except Exception as err:  # Keras raises many types for a bad archive; all mean the same to the user
         raise CliError(f"cannot load {str(p)!r} as a Keras model: {type(err).__name__}: {err}. The file is "
                        f"corrupt, uses custom layers that are not registered, or needs unsafe deserialization "
@@ -53,9 +71,7 @@ def load_keras_model(path):
 
 
 def read_tflite(path) -> bytes:
-    import tflite_export as te
-
-    p = _existing_file(path, "TFLite file")
+    p = existing_file(path, "TFLite file")
     try:
         data = te.read_model(p)
         te.make_interpreter(data, use_xnnpack=False)
@@ -72,6 +88,8 @@ def _from_npy(p: Path):
             raise CliError(f"{str(p)!r} holds Python objects (a pickled array); keras-eff never unpickles data. Save "
                            f"a numeric array instead: np.save(path, np.asarray(x, dtype='float32'))") from err
         raise CliError(f"{str(p)!r} is not a readable .npy/.npz file: {err}") from err
+    except (PermissionError, IsADirectoryError) as err:
+        raise CliError(f"cannot read {str(p)!r}: {files.describe_os_error(err, 'read')}", EXIT_FILE_ERROR) from err
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise CliError(f"{str(p)!r} is not a readable .npy/.npz file (corrupt or truncated): {err}") from err
     if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -100,14 +118,12 @@ def load_samples(spec, model_input_shape, count: int = DEFAULT_REP_SAMPLES, what
         raise CliError(f"the sample count must be at least 1, got {count}")
     shape = tuple(model_input_shape)
     if spec == BUILTIN_DATASET:
-        from .datasets import fashion_mnist_float
-
         if shape != (28, 28, 1):
             raise CliError(f"the built-in dataset holds 28x28x1 images but the model input is {shape}; give "
                            f"{what} as a .npy/.npz file")
         (x_train, _), (x_test, _) = fashion_mnist_float(n_train=count, n_test=count)
         return x_train if split == "train" else x_test
-    p = _existing_file(spec, f"{what} file")
+    p = existing_file(spec, f"{what} file")
     if p.suffix not in (".npy", ".npz"):
         raise CliError(f"{what} must be a .npy or .npz file (or '{BUILTIN_DATASET}'), got {str(p)!r}")
     x = _from_npy(p)
@@ -127,11 +143,70 @@ def load_samples(spec, model_input_shape, count: int = DEFAULT_REP_SAMPLES, what
     return x
 
 
-def positive_int(v):
-    """An argparse type: an integer of 1 or more."""
-    import argparse
+def int_range(low: int, high: int | None = None, note: str = ""):
+    """An argparse type: an integer from ``low`` to ``high`` (no upper bound if None). argparse names the option in
+    the error: ``argument --max-lsb: must be an integer from 0 to 255, got -1``."""
+    if high is not None:
+        allowed = f"an integer from {low:,} to {high:,}"
+    else:
+        allowed = "a positive integer" if low == 1 else f"an integer of {low:,} or more"
 
-    n = int(v)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return n
+    def parse(text):
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}{note}, got {text!r}") from None
+        if n < low or (high is not None and n > high):
+            raise argparse.ArgumentTypeError(f"must be {allowed}{note}, got {n}")
+        return n
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_range(low: float, high: float | None = None, low_inclusive: bool = True, note: str = ""):
+    """An argparse type: a finite number from ``low`` (or above it, if not ``low_inclusive``) to ``high``."""
+    if high is not None:
+        allowed = f"a number from {low:g} to {high:g}"
+    elif low_inclusive:
+        allowed = f"a number of {low:g} or more"
+    else:
+        allowed = "a positive number" if low == 0 else f"a number above {low:g}"
+
+    def parse(text):
+        try:
+            f = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}{note}, got {text!r}") from None
+        if not math.isfinite(f) or f < low or (f == low and not low_inclusive) or (high is not None and f > high):
+            raise argparse.ArgumentTypeError(f"must be {allowed}{note}, got {text}")
+        return f
+
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = int_range(1)
+"""An argparse type: an integer of 1 or more."""
+
+
+def check_output_folder(folder, option: str = "--out") -> Path:
+    """Fails at once, before any slow work, when ``folder`` cannot be an output folder (a file, or not writable)."""
+    try:
+        return files.check_output_folder(folder)
+    except OSError as err:
+        raise CliError(f"{files.describe_os_error(err, 'write')} (given as {option})", EXIT_FILE_ERROR) from None
+
+
+def check_output_files(paths, force: bool, option: str = "--out") -> list:
+    """Fails at once, before any slow work, when the output files cannot be written: one exists without --force
+    (exit 1), or the path is wrong (a file where a folder is needed, a folder, no permission: EXIT_FILE_ERROR)."""
+    try:
+        paths = files.check_targets(paths, overwrite=True)
+    except OSError as err:
+        raise CliError(f"{files.describe_os_error(err, 'write')} (given as {option})", EXIT_FILE_ERROR) from None
+    existing = [str(p) for p in paths if os.path.lexists(p)]
+    if existing and not force:
+        raise CliError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --force to "
+                       f"replace {'it' if len(existing) == 1 else 'them'}, or choose another {option}")
+    return paths

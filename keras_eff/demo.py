@@ -68,7 +68,8 @@ def run_demo(config: DemoConfig | None = None, stages=None) -> list:
     model = compile_classifier(small_cnn(width=cfg.width))
     model.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs, validation_split=0.1, verbose=2)
     float_acc = model.evaluate(x_test, y_test, verbose=0)[1]
-    model.save(out / "float.keras")
+    with te.files.staged_path(out / "float.keras") as tmp:  # written whole or not at all
+        model.save(tmp)
 
     print(f"[3/5] Quantization-aware training for {cfg.qat_epochs} epoch(s)", flush=True)
     qat = compile_classifier(quantize_model(model), learning_rate=2e-4)
@@ -80,7 +81,8 @@ def run_demo(config: DemoConfig | None = None, stages=None) -> list:
     qat.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.qat_epochs, validation_split=0.1, verbose=2,
             callbacks=[FreezeBatchNorm(step=0), FreezeRanges(step=(3 * steps) // 4)])
     qat_acc = qat.evaluate(x_test, y_test, verbose=0)[1]
-    qat.save(out / "qat.keras")
+    with te.files.staged_path(out / "qat.keras") as tmp:
+        qat.save(tmp)
 
     print("[4/5] Exporting float, int8 post-training and int8 QAT TFLite", flush=True)
     float_tfl = te.to_tflite(model, quantize=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import platform
 
-from tflite_export import atomic_write, atomic_write_json
+from tflite_export.files import atomic_write, atomic_write_json
 
 
 def versions() -> dict:
@@ -29,7 +29,7 @@ def versions() -> dict:
 def agg_subplots(figsize):
     """A figure and its axes on matplotlib's Agg canvas, outside pyplot: for plots saved to files. The caller's pyplot
     backend (a notebook's inline backend, say) is left alone, and no figure stays open in pyplot's registry (unlike
-    ``matplotlib.use("Agg")`` + ``pyplot.subplots``). Save with ``fig.savefig(path)``."""
+    ``matplotlib.use("Agg")`` + ``pyplot.subplots``). Save with ``tflite_export.files.atomic_savefig(fig, path)``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

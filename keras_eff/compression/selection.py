@@ -10,12 +10,11 @@ predicted loss does not grow.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from tflite_export import atomic_write
+from tflite_export.files import atomic_savefig
 
 from .inputs import NothingToCompressError
 
@@ -145,11 +144,7 @@ class SensitivityTable:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
-        buf = io.BytesIO()
-        fmt = str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else "png"
-        fig.savefig(buf, format=fmt)
-        atomic_write(path, buf.getvalue())
-        return path
+        return atomic_savefig(fig, path)
 
 
 def measure_sensitivity(layers, ratios, setting_of, score_of, baseline, metric, higher_is_better=True,

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .space import Architecture, SearchSpace, read_json
+from tflite_export.files import read_json
+
+from .space import Architecture, SearchSpace
 
 FORMAT = "keras_eff.donna.BlockLibrary"
 VERSION = 1

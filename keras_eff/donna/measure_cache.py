@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from .space import read_json
+from tflite_export.files import read_json
 
 FORMAT = "keras_eff.donna.MeasurementCache"
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .space import Architecture, SearchSpace, read_json
+from tflite_export.files import read_json
+
+from .space import Architecture, SearchSpace
 
 FORMAT = "keras_eff.donna.AccuracyPredictor"
 PARTS = ("losses", "log-losses", "loss-products", "macs", "choices")

@@ -26,12 +26,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tflite_export.files import read_yaml_or_json
+
 from .distill import DistillConfig
 from .pipeline import (LIBRARY_DIR, PREDICTOR_FILE, REFERENCE_FILE, AccuracyModel, DonnaConfig, build_accuracy_model,
                        save_keras, split_data)
 from .scenario import Scenario
 from .search import SearchConfig, SearchResult
-from .space import SearchSpace, read_yaml_or_json
+from .space import SearchSpace
 
 CONFIG_NAME = "config.json"
 SECTIONS = ("space", "reference", "data", "accuracy_model", "search", "scenarios", "finetune", "executor", "seed")

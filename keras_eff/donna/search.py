@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .space import Architecture, SearchSpace, read_json
+from tflite_export.files import read_json
+
+from .space import Architecture, SearchSpace
 
 FORMAT = "keras_eff.donna.SearchResult"
 _BIG = 1e12

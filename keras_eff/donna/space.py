@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+# read_json is re-exported for code that still imports it from here; both live in the shared file helpers.
+from tflite_export.files import read_json, read_yaml_or_json  # noqa: F401
+
 KERNELS = (3, 5, 7)
 EXPANSIONS = (2, 3, 4, 6)
 DEPTHS = (1, 2, 3, 4)
@@ -349,38 +352,6 @@ class SearchSpace:
     @classmethod
     def load(cls, path) -> "SearchSpace":
         return cls.from_config(read_yaml_or_json(path, "search space file"))
-
-
-def _check_exists(path, what: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    return path
-
-
-def read_json(path, what: str, hint: str = ""):
-    """The JSON document in ``path``; a FileNotFoundError ``"<what> <path> does not exist"`` if there is none, a
-    ValueError ``"<what> <path> is corrupt (not JSON: ...)<hint>"`` if it is not JSON."""
-    path = _check_exists(path, what)
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{what} {path} is corrupt (not JSON: {err}){hint}") from None
-
-
-def read_yaml_or_json(path, what: str):
-    """The document in a ``.yaml``/``.yml`` (safe loader) or JSON file; a FileNotFoundError if there is none, a
-    ValueError naming ``what`` if unreadable."""
-    text = _check_exists(path, what).read_text()
-    path = Path(path)
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            return yaml.safe_load(text)
-        return json.loads(text)
-    except Exception as err:  # yaml.YAMLError or json.JSONDecodeError
-        raise ValueError(f"{path} is not a readable {what}: {err}") from None
 
 
 CHOICE_TEMPLATES = {

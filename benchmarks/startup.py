@@ -1,0 +1,103 @@
+"""Start-up time of the command line and of ``import keras_eff``: wall time of a fresh process, median of 5 runs each.
+
+Measured: ``keras-eff --help`` and ``keras-eff export --help`` (the console script's code path:
+``from keras_eff.cli import main; main([...])``), ``python -c "import keras_eff"``, and for reference an empty
+``python -c pass`` and ``python -c "import tensorflow"`` (what every call paid when keras_eff imported TensorFlow
+eagerly). Each command also runs once more, untimed, to record whether it imported TensorFlow and how many lines it
+wrote to stderr (TensorFlow's log lines). The runs of the commands are interleaved, so that a slow phase of a shared
+machine hits them all; the load average is recorded.
+
+    python -m benchmarks.startup            # about a minute
+    python -m benchmarks.startup --quick    # 2 runs each, results in startup_quick.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+_CLI = "import sys; from keras_eff.cli import main; sys.exit(main({argv!r}))"
+COMMANDS = {
+    "keras-eff --help": _CLI.format(argv=["--help"]),
+    "keras-eff export --help": _CLI.format(argv=["export", "--help"]),
+    'python -c "import keras_eff"': "import keras_eff",
+    "python -c pass (interpreter start, reference)": "pass",
+    'python -c "import tensorflow" (reference)': "import tensorflow",
+}
+_CHECK = "; import sys as _s; print('TENSORFLOW', 'tensorflow' in _s.modules, file=_s.stderr)"
+
+
+def _env() -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user runs it: the command line sets its own default
+    return env
+
+
+def _run(code: str) -> tuple[float, subprocess.CompletedProcess]:
+    t = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT,
+                          timeout=300)
+    return time.perf_counter() - t, done
+
+
+def _check(name: str, code: str) -> dict:
+    """One untimed run: did it import TensorFlow, and what did it write to stderr besides our marker?"""
+    code = f"try:\n    exec({code!r})\nexcept SystemExit:\n    pass\n{_CHECK.lstrip('; ')}"
+    _, done = _run(code)
+    lines = done.stderr.splitlines()
+    marker = [line for line in lines if line.startswith("TENSORFLOW ")]
+    other = [line for line in lines if not line.startswith("TENSORFLOW ")]
+    return {"imports tensorflow": marker[-1].split()[1] == "True" if marker else None, "stderr lines": len(other)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per command (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="2 runs each, results in startup_quick.*")
+    args = parser.parse_args(argv)
+    runs = 2 if args.quick else args.runs
+    load_before = os.getloadavg()
+    for name, code in COMMANDS.items():  # warm the file cache once
+        _run(code)
+    times = {name: [] for name in COMMANDS}
+    for _ in range(runs):
+        for name, code in COMMANDS.items():
+            dt, done = _run(code)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+            times[name].append(dt)
+    load_after = os.getloadavg()
+    rows = []
+    for name, code in COMMANDS.items():
+        t = times[name]
+        rows.append({"command": name, "median s": round(statistics.median(t), 3), "min s": round(min(t), 3),
+                     "max s": round(max(t), 3), "runs": len(t), **_check(name, code),
+                     "under 1 s": statistics.median(t) < 1.0})
+        print(f"{name}: median {statistics.median(t):.3f} s (min {min(t):.3f}, max {max(t):.3f})", flush=True)
+
+    from keras_eff.reporting import write_results
+
+    notes = (f"Wall time of a fresh `{Path(sys.executable).name}` process per command, median of {runs} interleaved "
+             f"runs after one warm-up run each; 'stderr lines' and 'imports tensorflow' come from one more, untimed "
+             f"run (TF_CPP_MIN_LOG_LEVEL unset, as a user runs it). Load average (1, 5, 15 min) "
+             f"{', '.join(f'{x:.1f}' for x in load_before)} before and {', '.join(f'{x:.1f}' for x in load_after)} "
+             f"after, on {os.cpu_count()} CPU cores shared with other jobs: absolute times vary with the load. "
+             f"`keras-eff --help` builds its parser without importing TensorFlow "
+             f"(keras_eff and tflite_export load their names on first use), so it costs the interpreter, NumPy "
+             f"and argparse; `import tensorflow` is what every call paid before.\n\n"
+             f"Generated by `python -m benchmarks.startup{' --quick' if args.quick else ''}`.")
+    stem = RESULTS / ("startup_quick" if args.quick else "startup")
+    print(write_results(stem, "Start-up: keras-eff --help and import keras_eff", rows, notes=notes,
+                        extra={"load_average": {"before": load_before, "after": load_after}, "runs": runs}))
+
+
+if __name__ == "__main__":
+    main()
