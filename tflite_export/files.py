@@ -409,13 +409,31 @@ def _uninterrupted():
 
 
 def write_files(out_dir, files: dict, overwrite: bool = False) -> list:
-    """Writes several files under ``out_dir``, all or none: ``files`` maps names (subfolders allowed) to bytes or str.
+    """Writes several files under ``out_dir``, all or none.
 
     Every file is first written to a temporary file beside its target; only when all are written are they renamed
     into place. Without ``overwrite`` an existing target is an error raised before anything is written. With it, the
     files being replaced are kept until every rename has succeeded; if one fails, those already replaced are put back
-    and new ones removed. On failure the temporary files, and the folders this call created, are removed. Returns the
-    paths written.
+    and new ones removed. On failure the temporary files, and the folders this call created, are removed. New files
+    get mode ``0666 & ~umask``; a replaced file keeps its mode.
+
+    Args:
+        out_dir: The folder the names are relative to; created when missing.
+        files: ``{name: contents}``, names relative to ``out_dir`` (subfolders allowed), contents bytes or str
+            (written as UTF-8).
+        overwrite: Replace existing files; False makes an existing target an error.
+
+    Returns:
+        The paths written (``pathlib.Path``), in the order of ``files``.
+
+    Raises:
+        FileExistsError: If a target exists and not ``overwrite`` (nothing is written).
+        OSError: If a folder or file cannot be written; the message names the path, and nothing is left changed.
+
+    Example:
+        ```python
+        tflite_export.write_files("build/kws", {"model.tflite": tflite_bytes, "model.cc": c_source})
+        ```
     """
     out_dir = Path(out_dir)
     targets = {out_dir / name: data for name, data in files.items()}
@@ -480,22 +498,61 @@ def _restore(done: list, backups: dict) -> None:
 
 
 def atomic_write(path, data, overwrite: bool = True) -> Path:
-    """Writes ``data`` (bytes, or str as UTF-8) to ``path`` through a temporary file in the same folder and a rename:
-    a reader sees the old file or the new one, never half of one. See the module notes for modes and failures.
+    """Writes one file atomically: through a temporary file in the same folder, then a rename.
 
-    Raises FileExistsError if ``path`` exists and not ``overwrite``. Returns ``path``.
+    A reader sees the old file or the new one, never half of one, and a failure leaves the old file in place. Modes as
+    in :func:`write_files`.
+
+    Args:
+        path: The file to write; missing parent folders are created.
+        data: The contents: bytes, or str (written as UTF-8).
+        overwrite: Replace an existing file; False makes an existing file an error.
+
+    Returns:
+        ``path`` as a ``pathlib.Path``.
+
+    Raises:
+        FileExistsError: If ``path`` exists and not ``overwrite``.
+        OSError: If the folder or file cannot be written (the message names the path).
+
+    Example:
+        ```python
+        tflite_export.atomic_write("build/model.tflite", tflite_bytes)
+        ```
     """
     path = Path(path)
     return write_files(path.parent, {path.name: data}, overwrite=overwrite)[0]
 
 
 def atomic_write_json(path, obj, overwrite: bool = True) -> Path:
-    """``obj`` as indented JSON (NumPy scalars and arrays, and paths, converted), written with :func:`atomic_write`."""
+    """Writes ``obj`` as indented JSON with :func:`atomic_write`.
+
+    Args:
+        path: The ``.json`` file to write.
+        obj: JSON-serializable data; NumPy scalars and arrays and paths are converted.
+        overwrite: Replace an existing file.
+
+    Returns:
+        ``path`` as a ``pathlib.Path``.
+
+    Raises:
+        TypeError: If ``obj`` holds something JSON cannot represent.
+        FileExistsError: If ``path`` exists and not ``overwrite``.
+    """
     return atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite=overwrite)
 
 
 def atomic_write_npz(path, arrays: dict, overwrite: bool = True) -> Path:
-    """NumPy arrays as an ``.npz`` file (``numpy.savez``), written with :func:`atomic_write`."""
+    """Writes NumPy arrays as an ``.npz`` file (``numpy.savez``) with :func:`atomic_write`.
+
+    Args:
+        path: The ``.npz`` file to write.
+        arrays: ``{name: array}``.
+        overwrite: Replace an existing file.
+
+    Returns:
+        ``path`` as a ``pathlib.Path``.
+    """
     import numpy as np
 
     buf = io.BytesIO()
@@ -504,7 +561,16 @@ def atomic_write_npz(path, arrays: dict, overwrite: bool = True) -> Path:
 
 
 def atomic_write_npy(path, array, overwrite: bool = True) -> Path:
-    """One NumPy array as a ``.npy`` file (``numpy.save``, no pickle), written with :func:`atomic_write`."""
+    """Writes one NumPy array as a ``.npy`` file (``numpy.save``, no pickle) with :func:`atomic_write`.
+
+    Args:
+        path: The ``.npy`` file to write.
+        array: The array (object arrays are refused: no pickle).
+        overwrite: Replace an existing file.
+
+    Returns:
+        ``path`` as a ``pathlib.Path``.
+    """
     import numpy as np
 
     buf = io.BytesIO()
@@ -513,8 +579,17 @@ def atomic_write_npy(path, array, overwrite: bool = True) -> Path:
 
 
 def atomic_savefig(fig, path, overwrite: bool = True, **savefig_kwargs) -> Path:
-    """Saves a matplotlib figure with :func:`atomic_write`: rendered in memory in the format of the file's suffix
-    (``format=`` to choose), then written to a temporary file in the same folder and renamed."""
+    """Saves a matplotlib figure atomically: rendered in memory, then written with :func:`atomic_write`.
+
+    Args:
+        fig: A ``matplotlib.figure.Figure``.
+        path: The image file; its suffix picks the format unless ``format=`` is given.
+        overwrite: Replace an existing file.
+        **savefig_kwargs: Passed to ``fig.savefig`` (``dpi``, ``bbox_inches``, ``format``, ...).
+
+    Returns:
+        ``path`` as a ``pathlib.Path``.
+    """
     path = Path(path)
     savefig_kwargs.setdefault("format", path.suffix.lstrip(".").lower() or "png")
     buf = io.BytesIO()
@@ -524,14 +599,27 @@ def atomic_savefig(fig, path, overwrite: bool = True, **savefig_kwargs) -> Path:
 
 @contextlib.contextmanager
 def staged_path(path, overwrite: bool = True):
-    """For writers that want a file name (``model.save``, a tool): yields a temporary path beside ``path`` with the
-    same suffix, renamed to ``path`` when the block succeeds (the mode rules of :func:`atomic_write` apply) and
-    removed when it fails.
+    """A temporary file name beside ``path``, renamed to ``path`` when the block succeeds.
 
-    Example::
+    For writers that want a file name (``model.save``, an external tool). The mode rules of :func:`atomic_write`
+    apply; the temporary file is removed when the block fails.
 
-        with staged_path("out/model.keras") as tmp:
+    Args:
+        path: The file the block's output becomes.
+        overwrite: Replace an existing file.
+
+    Returns:
+        A context manager yielding the temporary path (same suffix as ``path``).
+
+    Raises:
+        FileExistsError: If ``path`` exists and not ``overwrite`` (before the block runs).
+        FileNotFoundError: If the block wrote nothing to the temporary path.
+
+    Example:
+        ```python
+        with tflite_export.staged_path("out/model.keras") as tmp:
             model.save(tmp)
+        ```
     """
     path = Path(path)
     check_targets([path], overwrite)
@@ -635,8 +723,20 @@ def read_text(path, what: str = "file") -> str:
 
 
 def read_json(path, what: str, hint: str = ""):
-    """The JSON document in ``path``; a FileNotFoundError ``"<what> <path> does not exist"`` if there is none, a
-    ValueError ``"<what> <path> is corrupt (not JSON: ...)<hint>"`` if it is not JSON."""
+    """Reads a JSON document, with errors that name the file and what it is.
+
+    Args:
+        path: The JSON file.
+        what: What the file is, for messages ("DONNA config", "measurement cache").
+        hint: Text appended to the corrupt-file message (what to do).
+
+    Returns:
+        The parsed document.
+
+    Raises:
+        FileNotFoundError: ``"<what> <path> does not exist"``.
+        ValueError: ``"<what> <path> is corrupt (not JSON: ...)<hint>"``.
+    """
     path = _readable_file(path, what)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -647,8 +747,19 @@ def read_json(path, what: str, hint: str = ""):
 
 
 def read_yaml_or_json(path, what: str):
-    """The document in a ``.yaml``/``.yml`` file (YAML's safe loader: plain data only, no Python objects) or a JSON
-    file; a FileNotFoundError if there is none, a ValueError naming ``what`` and the file if unreadable."""
+    """Reads a ``.yaml``/``.yml`` file (YAML's safe loader: plain data only, no Python objects) or a JSON file.
+
+    Args:
+        path: The file; its suffix picks the parser.
+        what: What the file is, for messages.
+
+    Returns:
+        The parsed document.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If it cannot be parsed (the message names ``what`` and the file).
+    """
     text = read_text(path, what)
     path = Path(path)
     try:
