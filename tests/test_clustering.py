@@ -139,6 +139,10 @@ def test_training_moves_only_the_centroids_and_strip_keeps_k_values(trained, dig
     report = clustering_report(plain)
     stats = {s.name: s for s in report.kernels}
     assert stats["logits/kernel"].distinct == np.unique(k["logits"]).size
+    wrapped = clustering_report(clustered)  # each kernel once: the clustered values, not the wrapped float kernel
+    names = [s.name for s in wrapped.kernels]
+    assert len(names) == len(set(names)) == len(report.kernels)
+    assert {s.name: s.distinct for s in wrapped.kernels} == {s.name: s.distinct for s in report.kernels}
 
 
 def test_per_channel_clustering_after_training(trained, digits):

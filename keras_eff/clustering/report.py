@@ -127,7 +127,10 @@ def _keras_report(model) -> ClusteringReport:
     report = ClusteringReport()
     found = functional_of(model)._flatten_layers(include_self=False, recursive=True) \
         if isinstance(model, keras.Model) else [model]
+    inside = {id(w.layer) for w in found if isinstance(w, ClusterWrapper)}  # reported through their wrapper
     for layer in found:
+        if id(layer) in inside:
+            continue
         if isinstance(layer, ClusterWrapper):
             inner, values = layer.layer, layer.clustered_weights()
         elif is_clusterable(layer):

@@ -227,7 +227,7 @@ def select_ratios(table: SensitivityTable, cost_of, target: float) -> dict:
             raise NothingToCompressError(
                 f"the target cost {target:,.0f} cannot be reached: compressing every candidate layer as far as the "
                 f"candidate ratios allow leaves {floor:,.0f}. Raise target_ratio, add layers, or allow lower "
-                f"ratios (min_ratio)")
+                f"ratios (candidate_ratios)")
         _, name, r, cost = best
         ratios[name] = r
     # Walk back up: the greedy steps may have overshot; undo what the target does not need, the most predicted loss
