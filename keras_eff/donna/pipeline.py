@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tflite_export.files import staged_path
+
 from .bkd import BKDConfig
 from .finetune import FinetuneConfig
 from .space import Architecture, SearchSpace
@@ -344,18 +346,10 @@ def _time_reference_epoch(reference, x, y, batch_size, steps: int = 20) -> float
 
 def save_keras(model, path) -> Path:
     """``model.save`` to a temporary name in the same folder, then renamed: no half-written ``.keras`` file."""
-    import os
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
     opt = getattr(model, "optimizer", None)
     if opt is not None and not opt.built:  # saved with its slots, so that loading it back does not warn
         opt.build(model.trainable_variables)
-    try:
+    with staged_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
