@@ -20,9 +20,29 @@ from .space import BlockSpace
 
 @dataclass
 class BKDConfig:
-    """Options of blockwise distillation: ``steps`` per block at ``batch_size``; ``compile`` traces one graph per
-    choice (about a second each, then several times faster than eager) — ``None`` decides from the number of steps
-    per choice; ``calibration_samples`` training inputs set each choice's batch-norm statistics."""
+    """Options of blockwise knowledge distillation (:func:`train_block_library`, :func:`train_block_job`).
+
+    Each block trains ``steps`` steps of ``batch_size`` reference-block inputs, one random choice per step, with Adam
+    and a cosine decay from ``learning_rate`` to zero over the steps.
+
+    Attributes:
+        steps: Training steps per block position.
+        batch_size: Inputs per step.
+        learning_rate: Adam's initial learning rate.
+        calibration_samples: How many of the training inputs set each choice's batch-norm statistics before it is
+            scored.
+        seed: Seed of the initialization, the batches and the choices (block ``i`` uses ``seed + 1000 * i``).
+        compile: Whether to run the steps as ``tf.function`` graphs, one traced per choice (slower to start,
+            faster per step; docs/donna.md gives figures); None: compiled when there are at least 6 steps per
+            choice.
+        init_from_reference: Whether to start each supernet block from the reference block's weights (when the
+            reference was built from the space; a reference read from a Keras model has other blocks and always
+            starts fresh).
+
+    Raises:
+        ValueError: If ``steps``, ``batch_size`` or ``calibration_samples`` is not a positive integer, or
+            ``learning_rate`` is not positive.
+    """
 
     steps: int = 1500
     batch_size: int = 128
@@ -41,18 +61,53 @@ class BKDConfig:
             raise ValueError(f"BKDConfig.learning_rate: {self.learning_rate} must be positive")
 
     def get_config(self) -> dict:
+        """The options as a plain mapping.
+
+        Returns:
+            A dict of the fields, which :meth:`from_config` reads back.
+        """
         return asdict(self)
 
     @classmethod
     def from_config(cls, config: dict, where: str = "bkd") -> "BKDConfig":
-        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`).
+
+        Args:
+            config: A mapping of field names to values (a `BKDConfig` is returned as it is).
+            where: The dotted name of the section, for error messages.
+
+        Returns:
+            A new `BKDConfig`.
+
+        Raises:
+            ValueError: If a key is unknown or a value has the wrong type or range (the message names it, e.g.
+                ``bkd.steps``).
+        """
         from .checks import checked
 
         return checked(cls, config, where)
 
 
 def nsr_loss(student, teacher):
-    """Noise-to-signal ratio: mean squared error over the mean per-channel variance of the teacher output."""
+    """The noise-to-signal ratio of a student block's output against the teacher's: BKD's loss.
+
+    The mean squared error divided by the teacher output's variance around its per-channel mean (over batch,
+    height and width), so that blocks of different scales give comparable losses.
+
+    Args:
+        student: The student's output tensor ``(batch, height, width, channels)``.
+        teacher: The teacher's output tensor, the same shape.
+
+    Returns:
+        A scalar tensor: 0 for a perfect copy, about 1 for an output that predicts only the per-channel means.
+
+    Example:
+        ```python
+        teacher = np.random.default_rng(0).normal(size=(8, 4, 4, 3)).astype("float32")
+        float(nsr_loss(teacher, teacher))                  # 0.0
+        float(nsr_loss(np.zeros_like(teacher), teacher))   # about 1: zero is about the channel means here
+        ```
+    """
     from keras import ops
 
     mean = ops.mean(teacher, axis=[0, 1, 2], keepdims=True)
@@ -96,10 +151,27 @@ def unpack_stats(layer, packed: dict, choice) -> dict:
 
 
 def train_block_job(job: dict) -> dict:
-    """Distils one block position. ``job`` holds plain data (so that any executor can ship it): ``block`` (a
-    BlockSpace config), ``in_channels``, ``index``, ``x``/``y`` (reference block input and output, training),
-    ``x_val``/``y_val`` (held out), ``config`` (a BKDConfig config), optional ``init`` (the reference block's plain
-    weights). Returns ``{"variables", "stats", "losses", "history", "seconds"}``."""
+    """Distils one block position into a supernet block and scores every choice on held-out data.
+
+    A module-level function of plain data in and out, so that any executor can ship it to another process.
+    :func:`train_block_library` makes one job per block position.
+
+    Args:
+        job: A mapping: ``block`` (a `BlockSpace` config), ``in_channels``, ``index`` (the block position, for
+            seeds and progress bars; default 0), ``x``/``y`` (the reference block's inputs and outputs on the
+            training images), ``x_val``/``y_val`` (the same on held-out images), ``config`` (a `BKDConfig`
+            config) and optionally ``init`` (the reference block's plain weights, ``{layer suffix: [arrays]}``,
+            to start from).
+
+    Returns:
+        A dict: ``variables`` (the supernet block's weights), ``stats`` (every choice's batch-norm statistics,
+        packed), ``losses`` (each choice's held-out NSR loss, in ``block.choices()`` order), ``history`` (the
+        training loss per step), ``seconds`` and ``reference_loss`` (the reference choice's held-out loss).
+
+    Raises:
+        ValueError: If the inputs and outputs are empty or of different lengths, or the config or block is
+            invalid.
+    """
     import keras
     import tensorflow as tf
     from tqdm.auto import tqdm

@@ -45,7 +45,31 @@ def _activation(name: str, kind: str):
 
 
 def apply_block(x, choice: BlockChoice, out_channels: int, stride: int, prefix: str, bn_momentum: float = 0.9):
-    """Applies the block ``choice`` to the Keras tensor ``x`` and returns the output tensor."""
+    """Applies the block ``choice`` to the Keras tensor ``x`` with standard Keras layers.
+
+    Per stacked layer: a 1x1 expansion, a kxk depthwise convolution (``dw_ib``) or one kxk convolution that expands
+    (``fused_ib``), each followed by batch norm and the activation; optional squeeze-and-excitation; a 1x1
+    projection with batch norm; and a residual ``Add`` where the layer keeps its shape. Layers are named
+    ``{prefix}_l{layer}_{part}``; the output is an ``Identity`` layer ``{prefix}_out``.
+
+    Args:
+        x: A Keras tensor ``(batch, height, width, channels)`` of a functional model being built.
+        choice: The `BlockChoice` to build.
+        out_channels: The block's output channels.
+        stride: The block's stride (1 or 2), carried by its first layer.
+        prefix: The prefix of the layer names; must be unique within the model.
+        bn_momentum: Momentum of the batch norms.
+
+    Returns:
+        The block's output tensor ``(batch, ceil(height / stride), ceil(width / stride), out_channels)``.
+
+    Example:
+        ```python
+        inputs = keras.Input((16, 16, 8))
+        y = apply_block(inputs, BlockChoice(kernel=5, se=True), out_channels=16, stride=2, prefix="b0")
+        model = keras.Model(inputs, y)   # output (None, 8, 8, 16)
+        ```
+    """
     for i, (cin, cexp, cout, s, residual) in enumerate(layer_plan(choice, x.shape[-1], out_channels, stride)):
         p = f"{prefix}_l{i}"
         inp = x
@@ -74,7 +98,26 @@ def apply_block(x, choice: BlockChoice, out_channels: int, stride: int, prefix: 
 
 def build_block(choice: BlockChoice, input_shape, out_channels: int, stride: int, prefix: str = "block",
                 bn_momentum: float = 0.9) -> keras.Model:
-    """The block ``choice`` alone as a Keras model from ``input_shape`` (h, w, c) to its output."""
+    """The block ``choice`` alone as a Keras model, built with :func:`apply_block`.
+
+    Args:
+        choice: The `BlockChoice` to build.
+        input_shape: ``(height, width, channels)`` of the block's input.
+        out_channels: The block's output channels.
+        stride: The block's stride (1 or 2).
+        prefix: The prefix of the layer names (and of the model's name).
+        bn_momentum: Momentum of the batch norms.
+
+    Returns:
+        A new, freshly initialized functional `keras.Model` named ``{prefix}_{choice name}`` (dashes replaced by
+        underscores).
+
+    Example:
+        ```python
+        block = build_block(BlockChoice.from_name("fused_ib-k3-e2-d2-nose-relu"), (14, 14, 16), 24, 2)
+        block.output_shape   # (None, 7, 7, 24)
+        ```
+    """
     inputs = keras.Input(tuple(input_shape), name=f"{prefix}_input")
     outputs = apply_block(inputs, choice, out_channels, stride, prefix, bn_momentum)
     return keras.Model(inputs, outputs, name=f"{prefix}_{choice.name}".replace("-", "_"))

@@ -1,6 +1,6 @@
-"""The built-in pipeline configs: ``tiny`` (end to end in a few minutes, for trying it and for tests) and
-``default`` (the default space on Fashion-MNIST, about an hour on 2 cores). ``keras-eff donna config NAME`` writes
-one to a file to edit."""
+"""The built-in pipeline configs: ``tiny`` (the tiny space, small budgets: for trying it and for tests) and
+``default`` (the default space on Fashion-MNIST). ``keras-eff donna config NAME`` writes one to a file to edit.
+How long each takes: docs/donna.md."""
 
 from __future__ import annotations
 
@@ -43,7 +43,25 @@ BUILTIN = {"tiny": TINY, "default": DEFAULT}
 
 
 def builtin_config(name: str) -> dict:
-    """A copy of the built-in config ``name`` (``tiny`` or ``default``)."""
+    """A copy of a built-in pipeline config, to run or edit.
+
+    Args:
+        name: ``"tiny"`` (the tiny space and small budgets, for trying it and for tests) or ``"default"`` (the
+            default space on the full Fashion-MNIST).
+
+    Returns:
+        A new dict with the sections of `PipelineConfig` (changing it leaves the built-in one alone).
+
+    Raises:
+        ValueError: If ``name`` is not a built-in config.
+
+    Example:
+        ```python
+        cfg = builtin_config("tiny")
+        cfg["search"]["max_evals"] = 48
+        pipe = run_pipeline(cfg, "artifacts/donna")
+        ```
+    """
     if name not in BUILTIN:
         raise ValueError(f"no built-in DONNA config {name!r}; choose from {', '.join(BUILTIN)} or give a YAML/JSON "
                          f"file")

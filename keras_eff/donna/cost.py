@@ -24,8 +24,38 @@ def _measure_job(space_config: dict, arch_text: str, measurer_configs: list, see
 
 
 class CostEvaluator:
-    """Costs of architectures of ``space`` in ``scenario``. ``evaluate(arch)`` returns ``{"ok", "metrics",
-    "error", "cached", "seconds"}``; ``n_measured`` counts the architectures measured (not found in the cache)."""
+    """The measured cost of architectures of a space in one scenario, through a measurement cache.
+
+    Each of the scenario's measurers is looked up in the cache; for those that miss, the architecture is converted
+    to int8 once and measured under a `Guard` (deadline, thread or process isolation). A crash, an exception or a
+    timeout fails that candidate only, and is cached too. :func:`search` makes one; make your own to measure
+    architectures outside a search. ``n_measured`` and ``n_failed`` count the architectures measured (not found in
+    the cache) and those that failed; call :meth:`close` when done.
+
+    Args:
+        space: The `SearchSpace`; measured at the scenario's input size when it sets one.
+        scenario: The `Scenario`: its measurers, unless ``measurers`` is given, and its input size.
+        cache: A `MeasurementCache`; None: a new one in memory.
+        timeout_s: Deadline of one candidate's conversion and measurements, in seconds.
+        isolation: ``"thread"`` (a hung call is abandoned) or ``"process"`` (calls run in a child process that a
+            crash or a timeout kills and restarts).
+        retry_failed: Whether to measure again the candidates whose cached entry is a failure.
+        measurers: Measurers to use instead of the scenario's (e.g. test doubles); None: the scenario's.
+        workers: How many processes :meth:`evaluate_many` converts candidates in (1: in this process).
+
+    Raises:
+        ValueError: If ``isolation`` is unknown or ``timeout_s`` is not positive.
+
+    Example:
+        ```python
+        evaluator = CostEvaluator(tiny_space(), Scenario("litert_1thread"), MeasurementCache("measurements.json"))
+        try:
+            cost = evaluator.evaluate(tiny_space().reference())
+        finally:
+            evaluator.close()
+        cost["ok"], cost["metrics"]["latency_us"]
+        ```
+    """
 
     def __init__(self, space: SearchSpace, scenario, cache: MeasurementCache | None = None,
                  timeout_s: float = 120.0, isolation: str = "thread", retry_failed: bool = False, measurers=None,
@@ -81,6 +111,16 @@ class CostEvaluator:
                 "seconds": dt}
 
     def evaluate(self, arch: Architecture) -> dict:
+        """The cost of one architecture: cached, or measured now (and cached).
+
+        Args:
+            arch: An architecture of the space.
+
+        Returns:
+            A dict: ``ok`` (every measurer succeeded), ``metrics`` (the measurers' metrics merged, the first
+            measurer's value kept where two give the same metric), ``error`` (the first failure's message, or
+            None), ``cached`` (nothing had to be measured) and ``seconds``. A failure is returned, not raised.
+        """
         t0 = time.perf_counter()
         keys, entries, missing = self._lookup(arch)
         out = err = None
@@ -92,7 +132,11 @@ class CostEvaluator:
         return self._record(arch, keys, entries, missing, out, err, t0)
 
     def pool(self):
-        """The process pool that converts candidates off the driver (``workers`` processes, started once)."""
+        """The process pool that converts candidates off the driver (``workers`` processes, started once).
+
+        Returns:
+            A ``concurrent.futures.ProcessPoolExecutor`` (spawned processes), shut down by :meth:`close`.
+        """
         if self._pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -106,7 +150,14 @@ class CostEvaluator:
         each other's latency), each under the guard's deadline, except a measurer with a pool of its own
         (``parallel``, e.g. ``RayRemoteMeasurer(actors=N)``): it gets every candidate's file at once
         (``measure_many``) and measures them on its N actors concurrently, with its own deadline per call. Results
-        are recorded in the cache here, one candidate after the other, whatever order they finished in."""
+        are recorded in the cache here, one candidate after the other, whatever order they finished in.
+
+        Args:
+            archs: Architectures of the space.
+
+        Returns:
+            One dict per architecture, in order, as :meth:`evaluate` returns them.
+        """
         archs = list(archs)
         pooled = [i for i, m in enumerate(self.measurers) if getattr(m, "parallel", False)]
         if (self.workers <= 1 and not pooled) or len(archs) < 2:
@@ -168,6 +219,11 @@ class CostEvaluator:
         return results
 
     def close(self):
+        """Stops the conversion pool, the guard's child process and the measurers' own resources (Ray actors).
+
+        Returns:
+            None.
+        """
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

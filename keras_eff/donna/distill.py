@@ -23,8 +23,30 @@ INITS = ("library", "scratch")
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class DistillationLoss(keras.losses.Loss):
-    """Soft distillation plus cross-entropy. ``y_true`` packs the label in column 0 and the teacher's logits after
-    it (``pack_targets``); ``y_pred`` are the student's logits."""
+    """Soft distillation plus cross-entropy, as a Keras loss.
+
+    ``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(labels, student)``.
+    ``y_true`` packs the label in column 0 and the teacher's logits after it (:func:`pack_targets`); ``y_pred`` are
+    the student's logits. Registered as a Keras serializable: a model compiled with it saves and loads without
+    ``custom_objects``.
+
+    Args:
+        temperature: ``T``, the softening temperature; positive.
+        alpha: The weight of the distillation term, in [0, 1] (1: distillation only, 0: cross-entropy only).
+        name: The loss's name.
+        **kwargs: Passed to `keras.losses.Loss` (``reduction``, ``dtype``).
+
+    Raises:
+        ValueError: If ``temperature`` is not positive or ``alpha`` is outside [0, 1].
+
+    Example:
+        ```python
+        from keras_eff.donna.distill import pack_targets
+
+        student.compile(optimizer="adam", loss=DistillationLoss(temperature=4.0, alpha=0.5))
+        student.fit(x, pack_targets(y, teacher.predict(x)), epochs=3)
+        ```
+    """
 
     def __init__(self, temperature: float = 4.0, alpha: float = 0.5, name: str = "distillation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -56,8 +78,21 @@ def pack_targets(labels, teacher_logits) -> np.ndarray:
 
 @dataclass
 class DistillConfig:
-    """``epochs`` over the training images in batches of ``batch_size``, Adam at ``learning_rate`` with cosine
-    decay; ``temperature`` and ``alpha`` as in :class:`DistillationLoss`."""
+    """Options of the soft-distillation training of stage D (:func:`distill_architectures`).
+
+    Adam with a cosine decay from ``learning_rate`` to zero over all the steps, on :class:`DistillationLoss`.
+
+    Attributes:
+        epochs: Epochs over the training images.
+        batch_size: Images per step.
+        learning_rate: Adam's initial learning rate.
+        temperature: The distillation temperature, as in :class:`DistillationLoss`.
+        alpha: The weight of the distillation term, as in :class:`DistillationLoss`.
+
+    Raises:
+        ValueError: If ``epochs`` or ``batch_size`` is not a positive integer, ``learning_rate`` or
+            ``temperature`` is not positive, or ``alpha`` is outside [0, 1].
+    """
 
     epochs: int = 3
     batch_size: int = 128
@@ -70,21 +105,52 @@ class DistillConfig:
         DistillationLoss(self.temperature, self.alpha)  # validates both
 
     def get_config(self) -> dict:
+        """The options as a plain mapping.
+
+        Returns:
+            A dict of the fields, which :meth:`from_config` reads back.
+        """
         return asdict(self)
 
     @classmethod
     def from_config(cls, config: dict, where: str = "distill") -> "DistillConfig":
-        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`).
+
+        Args:
+            config: A mapping of field names to values (a `DistillConfig` is returned as it is).
+            where: The dotted name of the section, for error messages.
+
+        Returns:
+            A new `DistillConfig`.
+
+        Raises:
+            ValueError: If a key is unknown or a value has the wrong type or range (the message names it).
+        """
         from .checks import checked
 
         return checked(cls, config, where)
 
 
 def distill_job(job: dict) -> dict:
-    """Trains one architecture. ``job``: ``space`` (config), ``arch`` (string), ``weights`` (initial weights, None
-    for a fresh initialization), ``x``/``y``/``teacher`` (training images, labels, reference logits),
-    ``x_eval``/``y_eval``, ``config`` (DistillConfig config), ``seed``, ``init`` (a label). Returns ``{"arch",
-    "init", "accuracy", "seconds", "seed", "weights"}``."""
+    """Trains one architecture with soft distillation and measures its accuracy.
+
+    A module-level function of plain data in and out, so that any executor can ship it to another process.
+    :func:`distill_architectures` makes one job per architecture.
+
+    Args:
+        job: A mapping: ``space`` (a `SearchSpace` config), ``arch`` (the architecture's string), ``weights``
+            (initial weights in ``model.get_weights()`` order; None for a fresh initialization), ``x``/``y``/
+            ``teacher`` (training images, labels and the reference's logits on them), ``x_eval``/``y_eval``,
+            ``config`` (a `DistillConfig` config), ``seed`` and optionally ``init`` (a label copied to the result;
+            default ``"library"``).
+
+    Returns:
+        A dict: ``arch``, ``init``, ``accuracy`` (float top-1 on ``(x_eval, y_eval)``), ``seconds``, ``seed`` and
+        ``weights`` (the trained weights, for :func:`keras_eff.donna.distill.model_from_result`).
+
+    Raises:
+        ValueError: If the config or the space is invalid.
+    """
     from .reference import build_job_model, compile_model
 
     t0 = time.perf_counter()
@@ -104,9 +170,45 @@ def distill_job(job: dict) -> dict:
 def distill_architectures(library, reference, archs, x_train, y_train, x_eval, y_eval,
                           config: DistillConfig | None = None, init: str = "library", seed: int = 0,
                           executor=None, teacher_logits=None, desc: str = "distill") -> list:
-    """Trains each architecture of ``archs`` with soft distillation from ``reference`` (a trained Keras model of the
-    space), initialized from ``library`` (``init="library"``) or freshly (``init="scratch"``); returns one result
-    per architecture (see :func:`distill_job`). ``teacher_logits`` skips recomputing the reference's logits."""
+    """DONNA step D: trains each architecture with soft distillation from the reference model.
+
+    Each architecture starts from the block library's weights (``init="library"``) or from a fresh initialization
+    (``init="scratch"``, the baseline that shows what the library's weights are worth), and trains on
+    :class:`DistillationLoss` against the reference's logits. Each architecture is one :func:`distill_job` on
+    ``executor``. Neither ``library`` nor ``reference`` is changed.
+
+    Args:
+        library: The `BlockLibrary` of the space.
+        reference: The trained reference Keras model (logits) of the space: the teacher.
+        archs: Architectures of the space (`Architecture` or their strings).
+        x_train: Training images ``(n, *space.input_shape)``.
+        y_train: Their integer labels ``(n,)``.
+        x_eval: Evaluation images.
+        y_eval: Their integer labels.
+        config: Training options; None: ``DistillConfig()``.
+        init: ``"library"`` or ``"scratch"``.
+        seed: Seed of each job's initialization and shuffling.
+        executor: Where the jobs run (an `Executor`); None: in this process.
+        teacher_logits: The reference's logits on ``x_train``, shape ``(n, num_classes)``, to skip computing them.
+        desc: Progress-bar label.
+
+    Returns:
+        One :func:`distill_job` result per architecture, in order (``arch``, ``init``, ``accuracy``, ``seconds``,
+        ``seed``, ``weights``); :func:`keras_eff.donna.distill.model_from_result` builds the trained model.
+
+    Raises:
+        ValueError: If ``init`` is unknown, the data do not fit the space (shape, labels), ``teacher_logits`` has
+            the wrong shape, or an architecture is not of the space.
+
+    Example:
+        ```python
+        from keras_eff.donna.distill import model_from_result
+
+        results = distill_architectures(library, reference, result.front_archs()[:2], x_train, y_train, x_test,
+                                        y_test, DistillConfig(epochs=2))
+        model = model_from_result(library.space, results[0])
+        ```
+    """
     from .executors import InProcessExecutor
     from .reference import check_data
 

@@ -14,7 +14,18 @@ import numpy as np
 
 @dataclass
 class FinetuneConfig:
-    """``steps`` batches of ``batch_size`` images with Adam at ``learning_rate`` (cosine decay to zero)."""
+    """Options of the short finetuning that measures the predictor's training architectures (stage B).
+
+    ``steps`` batches of ``batch_size`` images with Adam and a cosine decay from ``learning_rate`` to zero.
+
+    Attributes:
+        steps: Training steps per architecture.
+        batch_size: Images per step.
+        learning_rate: Adam's initial learning rate.
+
+    Raises:
+        ValueError: If ``steps`` or ``batch_size`` is not a positive integer or ``learning_rate`` is not positive.
+    """
 
     steps: int = 300
     batch_size: int = 128
@@ -24,11 +35,27 @@ class FinetuneConfig:
         check_training_options(self, ("steps", "batch_size"))
 
     def get_config(self) -> dict:
+        """The options as a plain mapping.
+
+        Returns:
+            A dict of the fields, which :meth:`from_config` reads back.
+        """
         return asdict(self)
 
     @classmethod
     def from_config(cls, config: dict, where: str = "finetune") -> "FinetuneConfig":
-        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`).
+
+        Args:
+            config: A mapping of field names to values (a `FinetuneConfig` is returned as it is).
+            where: The dotted name of the section, for error messages.
+
+        Returns:
+            A new `FinetuneConfig`.
+
+        Raises:
+            ValueError: If a key is unknown or a value has the wrong type or range (the message names it).
+        """
         from .checks import checked
 
         return checked(cls, config, where)
@@ -78,8 +105,37 @@ def finetune_job(job: dict) -> dict:
 
 def measure_architectures(library, archs, x_train, y_train, x_eval, y_eval, config: FinetuneConfig | None = None,
                           seed: int = 0, executor=None, desc: str = "finetune") -> list:
-    """Finetunes each architecture from the library's weights (``config``, seeded by ``seed``) and returns the
-    accuracies on ``(x_eval, y_eval)``, one job per architecture on ``executor``."""
+    """Finetunes each architecture briefly from the block library's weights and measures its accuracy.
+
+    These measured accuracies are what the accuracy predictor is fitted on. Each architecture is one job on
+    ``executor``; the library is not changed.
+
+    Args:
+        library: The `BlockLibrary` of the space.
+        archs: Architectures of the space.
+        x_train: Training images ``(n, *space.input_shape)``.
+        y_train: Their integer labels ``(n,)``.
+        x_eval: Evaluation images.
+        y_eval: Their integer labels.
+        config: Finetuning options; None: ``FinetuneConfig()``.
+        seed: Seed of each job's initialization and batch order.
+        executor: Where the jobs run (an `Executor`); None: in this process.
+        desc: Progress-bar label.
+
+    Returns:
+        One dict per architecture, in order: ``arch`` (its string), ``accuracy`` (top-1 on ``(x_eval, y_eval)``),
+        ``seconds`` and ``seed``.
+
+    Raises:
+        ValueError: If the data do not fit the space (image shape, labels) or an architecture is not of the space.
+
+    Example:
+        ```python
+        archs = library.space.sample(8, seed=1)
+        results = measure_architectures(library, archs, x_train, y_train, x_test, y_test, FinetuneConfig(steps=50))
+        predictor = AccuracyPredictor.from_library(library).fit(archs, [r["accuracy"] for r in results])
+        ```
+    """
     from .executors import InProcessExecutor
     from .reference import check_data
 

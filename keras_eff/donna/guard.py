@@ -111,8 +111,31 @@ class ProcessWorker:
 
 
 class Guard:
-    """``guard.call(fn, *args)``: ``fn(*args)`` within ``timeout_s`` seconds, isolated as ``isolation`` says. In
-    ``"process"`` isolation ``fn`` must be a module-level function and ``args`` picklable."""
+    """Calls a function with a deadline, so that a measurer that crashes or hangs fails one call, not the caller.
+
+    ``guard.call(fn, *args)`` returns ``fn(*args)`` or raises: the function's own exception, `MeasureTimeout` after
+    ``timeout_s`` seconds, or `MeasureCrash` when the child process died. Call :meth:`close` when done.
+
+    Args:
+        timeout_s: The deadline of each call, in seconds; positive.
+        isolation: ``"thread"``: the call runs in a daemon thread, which a timeout abandons (a hard crash of
+            native code still takes this process down). ``"process"``: it runs in a persistent child process
+            (spawned at the first call, reused), which a crash or a timeout kills and the next call restarts; ``fn``
+            must then be a module-level function and ``args`` picklable, and a script must start its work under
+            ``if __name__ == "__main__":`` (the child imports the main module).
+
+    Raises:
+        ValueError: If ``isolation`` is unknown or ``timeout_s`` is not positive.
+
+    Example:
+        ```python
+        guard = Guard(timeout_s=60, isolation="process")
+        try:
+            data = guard.call(int8_model, tiny_space(), tiny_space().reference())
+        finally:
+            guard.close()
+        ```
+    """
 
     def __init__(self, timeout_s: float = 120.0, isolation: str = "thread"):
         if isolation not in ISOLATIONS:
@@ -123,10 +146,30 @@ class Guard:
         self._worker = ProcessWorker() if isolation == "process" else None
 
     def call(self, fn, *args):
+        """``fn(*args)`` within the deadline, isolated as the guard says.
+
+        Args:
+            fn: The function (module-level for ``"process"`` isolation).
+            *args: Its arguments (picklable for ``"process"`` isolation).
+
+        Returns:
+            What ``fn`` returns.
+
+        Raises:
+            MeasureTimeout: If there is no result within ``timeout_s`` seconds (a ``TimeoutError``).
+            MeasureCrash: If the child process died (a ``RuntimeError``).
+            Exception: What ``fn`` raised (in ``"process"`` isolation, a ``RuntimeError`` with its type, message
+                and traceback).
+        """
         if self._worker is not None:
             return self._worker.call(fn, args, self.timeout_s)
         return _call_in_thread(fn, args, self.timeout_s)
 
     def close(self):
+        """Kills the child process, if any.
+
+        Returns:
+            None.
+        """
         if self._worker is not None:
             self._worker.close()

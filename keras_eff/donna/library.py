@@ -29,8 +29,34 @@ NPZ_NAME = "weights.npz"
 
 @dataclass
 class BlockLibrary:
-    """``blocks[i]`` holds ``variables`` (supernet weights), ``stats`` (packed per-choice batch-norm statistics) and
-    ``losses`` (held-out BKD loss of each choice, in ``space.block_choices(i)`` order)."""
+    """The block library: every choice of every block, distilled, with its held-out BKD loss.
+
+    Made by :func:`train_block_library`; saved as a folder of ``library.json`` and ``weights.npz`` (numpy arrays only,
+    no pickle; a checksum ties the two). Any architecture of the space can be built from it as a plain Keras model
+    (:meth:`build`): the reference's stem and head, and each block's weights extracted from its supernet block with
+    the choice's own batch-norm statistics.
+
+    Attributes:
+        space: The `SearchSpace` the library was built for.
+        stem_head: The reference's stem and head weights, ``{layer name: [arrays]}`` (for a space read from a Keras
+            reference, ``{"stem": [...], "head": [...]}``).
+        blocks: Per block position, a dict: ``variables`` (the supernet block's weights, ``{name: array}``),
+            ``stats`` (every choice's batch-norm statistics, packed) and ``losses`` (the held-out BKD loss of each
+            choice, in ``space.block_choices(i)`` order).
+        meta: Run metadata (the BKD config, times, training losses), saved with the library.
+
+    Raises:
+        ValueError: If ``blocks`` does not have one entry per block of the space, or a block's losses do not have
+            one value per choice.
+
+    Example:
+        ```python
+        library = train_block_library(space, reference, x_bkd, x_val, BKDConfig(steps=800))
+        library.save("artifacts/donna/library")
+        library = BlockLibrary.load("artifacts/donna/library", space=space)
+        model = library.build(space.sample(1)[0])   # a plain Keras model, initialized from the library
+        ```
+    """
 
     space: SearchSpace
     stem_head: dict
@@ -49,17 +75,41 @@ class BlockLibrary:
 
     # ---- losses ------------------------------------------------------------------------------------------------
     def loss_table(self) -> list:
-        """Per block, the held-out loss of each of its choices."""
+        """Per block, the held-out loss of each of its choices.
+
+        Returns:
+            A list of float64 arrays, one per block, in ``space.block_choices(i)`` order.
+        """
         return [np.asarray(b["losses"], np.float64) for b in self.blocks]
 
     def block_losses(self, arch: Architecture) -> np.ndarray:
-        """The held-out BKD loss of each block of ``arch``."""
+        """The held-out BKD loss of each block of ``arch``.
+
+        Args:
+            arch: An architecture of the space.
+
+        Returns:
+            A float64 array with one loss per block.
+
+        Raises:
+            ValueError: If ``arch`` does not belong to the space.
+        """
         idx = self.space.indices(arch)
         return np.array([self.blocks[i]["losses"][c] for i, c in enumerate(idx)], np.float64)
 
     # ---- weights -----------------------------------------------------------------------------------------------
     def supernet(self, i: int):
-        """The supernet layer of block ``i`` with the library's weights (built once, then cached)."""
+        """The supernet layer of block ``i`` with the library's weights (built once, then cached).
+
+        Args:
+            i: The block position.
+
+        Returns:
+            A `SupernetBlock`.
+
+        Raises:
+            ValueError: If the library's weights do not match the block (names or shapes).
+        """
         from .supernet import SupernetBlock
 
         if i not in self._supernets:
@@ -70,14 +120,36 @@ class BlockLibrary:
         return self._supernets[i]
 
     def block_weights(self, i: int, choice) -> dict:
-        """The plain-block weights of ``choice`` at block ``i`` (``{layer suffix: [arrays]}``)."""
+        """The plain-block weights of ``choice`` at block ``i``.
+
+        Args:
+            i: The block position.
+            choice: A `BlockChoice` of that block, its name or its index.
+
+        Returns:
+            ``{layer suffix: [arrays]}``, as :meth:`SupernetBlock.extract_weights` returns them.
+
+        Raises:
+            ValueError: If ``choice`` is not one of the block's choices.
+        """
         from .bkd import unpack_stats
 
         layer = self.supernet(i)
         return layer.extract_weights(choice, unpack_stats(layer, self.blocks[i]["stats"], choice))
 
     def build(self, arch: Architecture, name: str | None = None):
-        """``arch`` as a plain Keras model initialized from the library (stem and head from the reference)."""
+        """``arch`` as a plain Keras model initialized from the library (stem and head from the reference).
+
+        Args:
+            arch: An architecture of the space.
+            name: The model's name; default ``"<space name>_arch"``.
+
+        Returns:
+            A new functional `keras.Model` that outputs logits (not compiled).
+
+        Raises:
+            ValueError: If ``arch`` does not belong to the space.
+        """
         from .reference import block_prefix, build_model
         from .supernet import load_block_weights
 
@@ -103,7 +175,14 @@ class BlockLibrary:
         return out
 
     def save(self, path) -> Path:
-        """Writes the folder ``path`` (``library.json`` + ``weights.npz``), each file atomically."""
+        """Writes the folder ``path`` (``library.json`` + ``weights.npz``), each file atomically.
+
+        Args:
+            path: The folder (created if needed).
+
+        Returns:
+            ``path`` as a `pathlib.Path`.
+        """
         from tflite_export import atomic_write
 
         path = Path(path)
@@ -124,8 +203,20 @@ class BlockLibrary:
 
     @classmethod
     def load(cls, path, space: SearchSpace | None = None) -> "BlockLibrary":
-        """Reads a library folder; refuses corrupt files, weights that do not match the JSON, and (when ``space``
-        is given) a library built for another space."""
+        """Reads a library folder that :meth:`save` wrote (no pickle).
+
+        Args:
+            path: The folder.
+            space: The space the library must have been built for; None accepts the library's own space.
+
+        Returns:
+            A new `BlockLibrary`.
+
+        Raises:
+            FileNotFoundError: If ``library.json`` or ``weights.npz`` is missing.
+            ValueError: If a file is corrupt or of another format version, the weights do not match the JSON
+                (checksum, names, shapes), or (with ``space``) the library was built for another space.
+        """
         path = Path(path)
         jpath, npath = path / JSON_NAME, path / NPZ_NAME
         for p in (jpath, npath):
@@ -189,9 +280,37 @@ def _plain(o):
 
 def train_block_library(space: SearchSpace, reference, x_train, x_val, config=None, executor=None,
                         verbose: bool = True) -> BlockLibrary:
-    """Distils every block of ``space`` from the trained ``reference`` model (built by ``build_reference``): the
-    reference's block inputs/outputs on ``x_train`` teach, those on ``x_val`` score every choice. Block positions run
-    as independent jobs on ``executor`` (in-process when None)."""
+    """DONNA step B1: distils every block of the space from the trained reference into a block library.
+
+    The reference's tensors at the block boundaries on ``x_train`` teach each supernet block (blockwise knowledge
+    distillation, :func:`nsr_loss`), those on ``x_val`` score every choice. Block positions are independent jobs
+    (:func:`train_block_job`) on ``executor``. The reference is not changed.
+
+    Args:
+        space: The `SearchSpace`.
+        reference: The trained reference Keras model of the space (:func:`build_reference` /
+            :func:`train_reference`, or, for a space read from a Keras model, that model's logits copy).
+        x_train: Images ``(n, *space.input_shape)`` that teach the blocks.
+        x_val: Held-out images that score the choices (never trained on).
+        config: BKD options; None: ``BKDConfig()``.
+        executor: Where the jobs run (an `Executor`); None: in this process.
+        verbose: Whether to print the time taken.
+
+    Returns:
+        A new `BlockLibrary`, not yet saved.
+
+    Raises:
+        ValueError: If the images do not have the space's input shape or are empty, or ``reference`` is not built
+            from the space (a boundary layer is missing).
+
+    Example:
+        ```python
+        space = tiny_space()
+        reference, _ = train_reference(space, x_train, y_train, epochs=3)
+        library = train_block_library(space, reference, x_train[:6000], x_val, BKDConfig(steps=800))
+        library.loss_table()   # per block, each choice's held-out loss
+        ```
+    """
     import time
 
     from .bkd import BKDConfig, train_block_job

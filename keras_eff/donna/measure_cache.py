@@ -66,7 +66,26 @@ def _unplain(v):
 
 
 class MeasurementCache:
-    """In memory, and in the file ``path`` when given (read at start, rewritten on every :meth:`put`)."""
+    """The measurements of architectures, keyed by :func:`measurement_key`, in memory and optionally in a file.
+
+    The key hashes the space as measured (input size included), the architecture, the measurer's cache key (its
+    settings, and the host and runtime versions where they matter) and the converter's versions, so that another
+    thread count, input size, device or version never reuses a number. With a file, every :meth:`put` rewrites it
+    atomically: a search killed half-way keeps what it measured. ``hits`` and ``misses`` count :meth:`get` calls.
+
+    Args:
+        path: The JSON file, read now when it exists and written on every new entry; None: memory only.
+
+    Raises:
+        ValueError: If ``path`` exists but is not a measurement cache file (corrupt JSON or another format).
+
+    Example:
+        ```python
+        cache = MeasurementCache("artifacts/donna/measurements.json")
+        result = search(space, predictor, scenario, cache=cache)   # a second search measures nothing twice
+        len(cache), cache.hits
+        ```
+    """
 
     def __init__(self, path=None):
         self.path = None if path is None else Path(path)
@@ -79,6 +98,14 @@ class MeasurementCache:
             self.entries = {k: _unplain(v) for k, v in doc["entries"].items()}
 
     def get(self, key: str):
+        """The entry of ``key``, counting a hit or a miss.
+
+        Args:
+            key: A :func:`measurement_key`.
+
+        Returns:
+            The entry (``{"arch", "measurer", "ok", "metrics", "error", "seconds"}``), or None.
+        """
         entry = self.entries.get(key)
         if entry is None:
             self.misses += 1
@@ -87,10 +114,24 @@ class MeasurementCache:
         return entry
 
     def put(self, key: str, entry: dict) -> None:
+        """Stores an entry and rewrites the file (when there is one).
+
+        Args:
+            key: A :func:`measurement_key`.
+            entry: The measurement (JSON-serializable; infinite values are written as ``"inf"``).
+
+        Returns:
+            None.
+        """
         self.entries[key] = entry
         self.save()
 
     def save(self) -> None:
+        """Writes every entry to the file atomically (nothing without a file).
+
+        Returns:
+            None.
+        """
         if self.path is None:
             return
         from tflite_export import atomic_write

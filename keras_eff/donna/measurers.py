@@ -28,7 +28,25 @@ KNOWN_METRICS = ("latency_us", "flash_bytes", "ram_bytes", "micro_unsupported_op
 
 
 class Measurer(ABC):
-    """Measures one int8 TFLite file. Subclasses set ``kind`` and implement :meth:`measure`."""
+    """What an architecture costs on a target, measured: the base class of the measurers.
+
+    A measurer takes the candidate's full-int8 TFLite file and returns a dict of metrics. Subclasses set ``kind``
+    (their config name) and ``metrics`` (the metrics they give) and implement :meth:`measure`; one that reads the
+    architecture itself instead (an analytical cost, a test double) sets ``needs_model = False`` and implements
+    :meth:`measure_architecture`. To be named in a config, a measurer needs an entry in ``MEASURERS``.
+
+    Example:
+        ```python
+        class FlashOnly(Measurer):
+            kind = "flash"
+            metrics = ("flash_bytes",)
+
+            def measure(self, model_bytes):
+                return {"flash_bytes": len(model_bytes)}
+
+        Scenario("flash", measurers=[FlashOnly()], objective="flash_bytes")
+        ```
+    """
 
     kind = "abstract"
     metrics: tuple = ()
@@ -36,27 +54,82 @@ class Measurer(ABC):
 
     @abstractmethod
     def measure(self, model_bytes: bytes) -> dict:
-        """The metrics of the model (numbers; lists and strings allowed for information)."""
+        """The metrics of one model.
+
+        Args:
+            model_bytes: A full-int8 TFLite file, batch 1 and static shapes.
+
+        Returns:
+            ``{metric: value}``: numbers for the metrics of ``metrics``; lists and strings allowed for
+            information.
+        """
 
     def measure_architecture(self, space, arch) -> dict:
-        """For measurers with ``needs_model = False`` (an analytical cost, a test double): metrics of ``arch``."""
+        """The metrics of ``arch``, for measurers with ``needs_model = False`` (an analytical cost, a test double).
+
+        Args:
+            space: The `SearchSpace` as measured (the scenario's input size).
+            arch: The `Architecture`.
+
+        Returns:
+            ``{metric: value}``, as :meth:`measure`.
+
+        Raises:
+            TypeError: In this base class: measurers of int8 files do not define it.
+        """
         raise TypeError(f"{type(self).__name__} measures int8 files (needs_model = True): call measure(model_bytes); "
                         f"a measurer that sets needs_model = False must define measure_architecture(space, arch)")
 
     def get_config(self) -> dict:
+        """The measurer as a plain mapping, which :func:`measurer_from_config` reads back.
+
+        Returns:
+            ``{"kind": ..., **settings}``.
+        """
         return {"kind": self.kind}
 
     def cache_key(self) -> dict:
-        """What the result depends on: cached results are shared only between measurers with the same key."""
+        """What the result depends on: cached results are shared only between measurers with the same key.
+
+        Returns:
+            A JSON-serializable dict; by default :meth:`get_config`.
+        """
         return self.get_config()
 
     def describe(self) -> str:
+        """A short description for logs.
+
+        Returns:
+            E.g. ``"litert(num_threads=1, runs=100, ...)"``.
+        """
         cfg = {k: v for k, v in self.get_config().items() if k != "kind"}
         return f"{self.kind}({', '.join(f'{k}={v}' for k, v in cfg.items())})"
 
 
 class LiteRTLatency(Measurer):
-    """Batch-1 latency with the LiteRT interpreter here: median of ``runs`` after ``warmup``, ``num_threads``."""
+    """Batch-1 latency with the LiteRT interpreter on this machine, and the file's size.
+
+    Metrics: ``latency_us``, the median over ``rounds`` rounds of the median of ``runs`` inferences (after
+    ``warmup`` runs in the first round, 2 in later ones), and ``flash_bytes``, the int8 file's size. The cache key
+    holds the host name, the machine type and the ``ai-edge-litert`` version: latencies measured elsewhere are
+    never reused.
+
+    Args:
+        num_threads: Interpreter threads, >= 1.
+        runs: Timed inferences per round, >= 1.
+        warmup: Untimed inferences before the first round, >= 0.
+        use_xnnpack: Whether to use the XNNPACK delegate.
+        rounds: Rounds, >= 1; one round can land on a moment when the machine is busy.
+
+    Raises:
+        ValueError: If a count is not an integer in its range.
+
+    Example:
+        ```python
+        latency = LiteRTLatency(num_threads=2)
+        latency.measure(int8_model(space, arch))   # {"latency_us": ..., "flash_bytes": ...}
+        ```
+    """
 
     kind = "litert"
     metrics = ("latency_us", "flash_bytes")
@@ -71,6 +144,14 @@ class LiteRTLatency(Measurer):
         self.use_xnnpack, self.rounds = bool(use_xnnpack), rounds
 
     def measure(self, model_bytes: bytes) -> dict:
+        """Times the model with the LiteRT interpreter here.
+
+        Args:
+            model_bytes: A full-int8 TFLite file.
+
+        Returns:
+            ``{"latency_us": float, "flash_bytes": int}``.
+        """
         from tflite_export import TFLiteModel
 
         model = TFLiteModel(model_bytes, num_threads=self.num_threads, use_xnnpack=self.use_xnnpack)
@@ -95,7 +176,26 @@ class LiteRTLatency(Measurer):
 
 
 class MicroBudget(Measurer):
-    """Flash and RAM on a microcontroller, and whether TFLite Micro has every op. Constraints, not latency."""
+    """Flash and RAM on a microcontroller, and whether TFLite Micro has every op: constraints, not latency.
+
+    Metrics: ``flash_bytes`` (the int8 file), ``ram_bytes`` (the tensor arena the TFLite Micro interpreter needs on
+    this host, with ``margin`` added: an estimate, a device build differs; infinite when an op is missing),
+    ``micro_unsupported_ops`` (how many of the model's ops TFLite Micro lacks), and for information ``micro_ops``
+    and ``micro_missing``. A scenario with this measurer requires every op to be one TFLite Micro has. The cache
+    key holds the ``tflite-micro`` version.
+
+    Args:
+        margin: Fraction added to the smallest arena found (0.25 = 25 %), between 0 and 10.
+
+    Raises:
+        ValueError: If ``margin`` is outside [0, 10].
+
+    Example:
+        ```python
+        Scenario("mcu", [{"kind": "litert"}, {"kind": "micro", "margin": 0.1}],
+                 limits={"flash_bytes": 256 * 1024, "ram_bytes": 64 * 1024})
+        ```
+    """
 
     kind = "micro"
     metrics = ("flash_bytes", "ram_bytes", "micro_unsupported_ops")
@@ -106,6 +206,16 @@ class MicroBudget(Measurer):
         self.margin = float(margin)
 
     def measure(self, model_bytes: bytes) -> dict:
+        """Reads the model's ops and finds its tensor arena with the host TFLite Micro interpreter.
+
+        Args:
+            model_bytes: A full-int8 TFLite file.
+
+        Returns:
+            ``flash_bytes``, ``ram_bytes`` (``inf`` when an op is missing), ``micro_unsupported_ops``,
+            ``micro_ops``, ``micro_missing`` and, when the arena was found, ``ram_host_min_bytes`` and
+            ``ram_note``.
+        """
         from tflite_export import find_arena_size, read_graph, unsupported_micro_ops
 
         ops = sorted(set(read_graph(model_bytes).op_names()))
@@ -130,11 +240,30 @@ class MicroBudget(Measurer):
 
 
 class EthosUMeasurer(Measurer):
-    """An Arm Ethos-U NPU as Vela compiles for it: ``accelerator`` (e.g. ``ethos-u55-128``), and optionally a
-    ``system_config`` and ``memory_mode`` of Vela's configuration file (``config_file``, default Vela's own).
+    """An Arm Ethos-U NPU as Arm's Vela compiler compiles for it (no hardware needed).
 
-    Every figure is Vela's own (its performance estimate for the configuration), so results do not depend on this
-    host; the cache key holds Vela's version, as another version may schedule differently."""
+    Metrics: ``latency_us`` (Vela's inference time), ``npu_cycles``, ``flash_bytes`` (command stream and compressed
+    weights), ``ram_bytes`` (SRAM) and ``npu_cpu_ops`` (ops left to the CPU; a scenario requires 0 unless its
+    limits say otherwise), plus ``dram_bytes`` and other details for information. Every figure is Vela's own
+    performance estimate for the configuration, so results do not depend on this host; the cache key holds Vela's
+    version, as another version may schedule differently. Needs ``pip install ethos-u-vela``.
+
+    Args:
+        accelerator: A Vela accelerator configuration, e.g. ``"ethos-u55-128"`` (see
+            ``tflite_export.accelerators()``).
+        system_config: A system configuration of Vela's configuration file; None: Vela's default.
+        memory_mode: A memory mode of Vela's configuration file; None: Vela's default.
+        config_file: Vela's configuration file; None: the one that ships with Vela.
+
+    Raises:
+        ValueError: If ``accelerator`` is not one the installed Vela knows.
+        tflite_export.EthosUError: If Vela is not installed.
+
+    Example:
+        ```python
+        npu = Scenario("u55", [{"kind": "ethos_u", "accelerator": "ethos-u55-128"}])
+        ```
+    """
 
     kind = "ethos_u"
     metrics = ("latency_us", "npu_cycles", "flash_bytes", "ram_bytes", "npu_cpu_ops")
@@ -151,6 +280,18 @@ class EthosUMeasurer(Measurer):
         self.config_file = None if config_file is None else str(config_file)
 
     def measure(self, model_bytes: bytes) -> dict:
+        """Compiles the model with Vela and reads its performance report.
+
+        Args:
+            model_bytes: A full-int8 TFLite file.
+
+        Returns:
+            ``latency_us``, ``npu_cycles``, ``flash_bytes``, ``ram_bytes``, ``npu_cpu_ops``, ``dram_bytes``,
+            ``vela_file_bytes``, ``npu_encoded_weight_bytes``, ``system_config`` and ``memory_mode``.
+
+        Raises:
+            tflite_export.EthosUError: If Vela refuses or fails to compile the file.
+        """
         from tflite_export import compile_ethos_u
 
         r = compile_ethos_u(model_bytes, self.accelerator, system_config=self.system_config,
@@ -200,7 +341,31 @@ class RayRemoteMeasurer(Measurer):
     separate devices (a custom resource of 1 unit per device, e.g. ``{"rpi4": 1}`` on each of N boards) or where the
     metric does not depend on the load (flash and RAM budgets, Vela): N latency runs on one host disturb each other.
     A call slower than ``timeout_s`` (from its dispatch to its actor) kills that actor (a fresh one takes its place)
-    and fails that candidate.
+    and fails that candidate. Needs Ray (``pip install 'keras-eff[ray]'``). A Ray address is trusted: the files go
+    to it and pickled results come back.
+
+    Args:
+        inner: The measurer the actors run (a `Measurer` or its config); None: ``{"kind": "litert"}``.
+        device: The target's name, part of the cache key.
+        address: The Ray cluster, e.g. ``"ray://host:10001"``, when Ray is not initialized here yet; None: a local
+            Ray.
+        num_cpus: CPUs of a local Ray started here.
+        resources: Custom Ray resources each actor reserves, e.g. ``{"rpi4": 1}``.
+        node_id: The Ray node to pin the actors to.
+        timeout_s: Deadline of one measurement, in seconds; positive.
+        actors: Size of the actor pool, >= 1.
+
+    Raises:
+        ImportError: If Ray is not installed.
+        ValueError: If ``inner`` is itself remote or invalid, ``timeout_s`` is not positive or ``actors`` is not an
+            integer >= 1.
+
+    Example:
+        ```python
+        remote = RayRemoteMeasurer({"kind": "litert", "num_threads": 4}, device="rpi4", address="ray://head:10001",
+                                   resources={"rpi4": 1})
+        Scenario("rpi4", measurers=[remote])
+        ```
     """
 
     kind = "ray"
@@ -259,6 +424,19 @@ class RayRemoteMeasurer(Measurer):
         return self._pool[slot]
 
     def measure(self, model_bytes: bytes) -> dict:
+        """Measures one file on an actor of the pool.
+
+        Args:
+            model_bytes: A full-int8 TFLite file.
+
+        Returns:
+            The inner measurer's metrics, with ``measured_on`` (the host), ``measured_by`` (the actor) and
+            ``measure_seconds``.
+
+        Raises:
+            TimeoutError: If the actor did not answer within ``timeout_s`` (it is killed and replaced).
+            RuntimeError: If the actor died or the inner measurer failed.
+        """
         out = self.measure_many([model_bytes])[0]
         if isinstance(out, Exception):
             raise out
@@ -267,7 +445,14 @@ class RayRemoteMeasurer(Measurer):
     def measure_many(self, files: list) -> list:
         """Measures every file of ``files``, each on the first free actor of the pool (at most ``actors`` at once).
         Returns, in order, each file's metrics or the exception that failed it (a ``TimeoutError`` after
-        ``timeout_s``, whose actor is killed and replaced; a ``RuntimeError`` when the actor died)."""
+        ``timeout_s``, whose actor is killed and replaced; a ``RuntimeError`` when the actor died).
+
+        Args:
+            files: Full-int8 TFLite files.
+
+        Returns:
+            One entry per file, in order: its metrics (as :meth:`measure`) or the exception that failed it.
+        """
         import ray
 
         files = list(files)
@@ -313,7 +498,11 @@ class RayRemoteMeasurer(Measurer):
             self._pool[slot] = None
 
     def shutdown(self) -> None:
-        """Kills the actors, and the local Ray if this measurer started it."""
+        """Kills the actors, and the local Ray if this measurer started it.
+
+        Returns:
+            None.
+        """
         import ray
 
         if ray.is_initialized():
@@ -341,8 +530,26 @@ MEASURERS = {"litert": LiteRTLatency, "micro": MicroBudget, "ethos_u": EthosUMea
 
 
 def measurer_from_config(config) -> Measurer:
-    """A measurer from its config: ``{"kind": "litert" | "micro" | "ethos_u" | "ray", ...options}`` (or a Measurer,
-    returned)."""
+    """A measurer from its config, as a scenario names it.
+
+    Args:
+        config: ``{"kind": "litert" | "micro" | "ethos_u" | "ray", **options}`` (the options are the class's
+            constructor arguments), a kind alone as a string, or a `Measurer` (returned as it is).
+
+    Returns:
+        A new `Measurer` (or ``config`` itself).
+
+    Raises:
+        ValueError: If ``config`` has no ``kind``, the kind is unknown, an option is unknown (the message lists
+            the allowed ones) or invalid.
+        ImportError: For ``"ray"`` without Ray installed.
+
+    Example:
+        ```python
+        measurer_from_config({"kind": "litert", "num_threads": 2})   # LiteRTLatency(num_threads=2)
+        measurer_from_config("micro")                                # MicroBudget()
+        ```
+    """
     if isinstance(config, Measurer):
         return config
     if isinstance(config, str):
@@ -367,9 +574,29 @@ def measurer_from_config(config) -> Measurer:
 
 
 def int8_model(space, arch, seed: int = 0, calibration_samples: int = 16) -> bytes:
-    """``arch`` of ``space`` as a full-int8 TFLite file for measuring cost: freshly initialized weights, calibrated
-    on uniform random images (cost does not depend on the weights' values); batch 1 and static shapes, as a device
-    runs it."""
+    """An architecture as a full-int8 TFLite file for measuring its cost, as a device runs it.
+
+    The model is freshly initialized and calibrated on uniform random images in [0, 1) (cost does not depend on the
+    weights' values), with batch 1 and static shapes. Sets Keras's global random seed to ``seed``.
+
+    Args:
+        space: The `SearchSpace` (its input shape is the file's).
+        arch: An architecture of the space.
+        seed: Seed of the weights and the calibration images.
+        calibration_samples: How many random images calibrate the quantization ranges.
+
+    Returns:
+        The ``.tflite`` file's bytes.
+
+    Raises:
+        ValueError: If ``arch`` does not belong to the space.
+
+    Example:
+        ```python
+        data = int8_model(tiny_space(), tiny_space().reference())
+        LiteRTLatency().measure(data)
+        ```
+    """
     import keras
     import numpy as np
     from tflite_export import to_tflite

@@ -28,9 +28,41 @@ REFERENCE_FILE, LIBRARY_DIR, PREDICTOR_FILE, MEASURED_FILE = "reference.keras", 
 
 @dataclass
 class DonnaConfig:
-    """Options of :func:`build_accuracy_model`. ``bkd_samples`` training images teach the blocks and
-    ``val_samples`` held-out ones score them; ``n_archs`` architectures are finetuned on ``finetune_samples`` images
-    and measured on the evaluation set to fit the predictor."""
+    """Options of :func:`build_accuracy_model` (DONNA stages A and B); the ``accuracy_model`` section of a pipeline
+    config.
+
+    ``val_samples`` training images, drawn with ``seed``, are held out to score the blocks; the reference trains on
+    the rest, the blocks distil on its first ``bkd_samples`` and ``n_archs`` sampled architectures finetune on its
+    first ``finetune_samples``, then are measured on the evaluation set to fit the predictor. The defaults are sized
+    for the default space; :meth:`quick` is for the tiny space, tests and notebooks.
+
+    Attributes:
+        reference_epochs: Epochs of the reference's training.
+        reference_batch_size: Batch size of the reference's training.
+        bkd: Blockwise-distillation options (a `BKDConfig` or its mapping).
+        bkd_samples: Training images that teach the blocks.
+        val_samples: Held-out training images that score the blocks.
+        n_archs: Architectures finetuned and measured to fit the predictor; at least 3.
+        finetune: Their finetuning options (a `FinetuneConfig` or its mapping).
+        finetune_samples: Training images they finetune on (fewer when there are fewer).
+        features: The predictor's features, a ``"+"``-join of ``losses``, ``log-losses``, ``loss-products``,
+            ``macs`` and ``choices`` (see `AccuracyPredictor`).
+        alpha: The predictor's ridge penalty, a number >= 0 or ``"cv"`` (leave-one-out).
+        sampling: How the training architectures are drawn: ``"balanced"`` (every block's choices equally often)
+            or ``"uniform"``.
+        seed: Seed of the split, the reference, the sampling and the finetuning.
+
+    Raises:
+        ValueError: If a count is not a positive integer, ``n_archs`` is below 3, or ``sampling`` or ``features``
+            is unknown.
+
+    Example:
+        ```python
+        config = DonnaConfig(reference_epochs=6, bkd=BKDConfig(steps=800), n_archs=24, features="losses+macs")
+        same = DonnaConfig.from_config({"reference_epochs": 6, "bkd": {"steps": 800}, "n_archs": 24,
+                                        "features": "losses+macs"})   # config == same
+        ```
+    """
 
     reference_epochs: int = 4
     reference_batch_size: int = 128
@@ -64,25 +96,47 @@ class DonnaConfig:
             raise ValueError(f"DonnaConfig.n_archs: {self.n_archs} is too few to fit a predictor; use 3 or more")
 
     def get_config(self) -> dict:
+        """The options as a plain mapping (nested configs as mappings).
+
+        Returns:
+            A dict that :meth:`from_config` reads back.
+        """
         cfg = dict(self.__dict__)
         cfg["bkd"], cfg["finetune"] = self.bkd.get_config(), self.finetune.get_config()
         return cfg
 
     @classmethod
     def from_config(cls, config: dict, where: str = "accuracy_model") -> "DonnaConfig":
-        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`).
+
+        Args:
+            config: A mapping of field names to values, ``bkd`` and ``finetune`` as mappings (a `DonnaConfig` is
+                returned as it is).
+            where: The dotted name of the section, for error messages.
+
+        Returns:
+            A new `DonnaConfig`.
+
+        Raises:
+            ValueError: If a key is unknown or a value has the wrong type or range (the message names it, e.g.
+                ``accuracy_model.bkd.steps``).
+        """
         from .checks import checked
 
         return checked(cls, config, where)
 
     @classmethod
     def quick(cls) -> "DonnaConfig":
-        """Minutes instead of an hour: for the tiny space, tests and notebooks. The reference trains 6 epochs (on
-        the full Fashion-MNIST training set in the benchmark: near its plateau, so that "5 reference trainings" is a
-        fair unit of cost); BKD gets 800 steps per block (at 150 the blocks barely learn and their losses rank
-        architectures poorly); 24 architectures, balanced over the choices, fit a ridge on each block's loss and
-        log-MACs with a leave-one-out penalty ("losses+macs": the best mean leave-one-out tau on the training
-        architectures over two benchmark runs, see benchmarks/results/donna_predictor_quick.md)."""
+        """Small budgets for the tiny space, tests and notebooks: the settings of the ``--quick`` benchmarks.
+
+        The reference trains 6 epochs; BKD runs 800 steps per block on 6,000 images (256 calibration images per
+        choice), scored on 500; 24 architectures, balanced over the choices, finetune 30 steps on 3,000 images and
+        fit a ridge on each block's loss and log-MACs (``"losses+macs"``) with a leave-one-out penalty. Why these
+        values, and what they measured: docs/donna.md, "Benchmark" of part 1.
+
+        Returns:
+            A new `DonnaConfig`.
+        """
         return cls(reference_epochs=6, bkd=BKDConfig(steps=800, calibration_samples=256), bkd_samples=6000,
                    val_samples=500, n_archs=24, finetune=FinetuneConfig(steps=30), finetune_samples=3000,
                    features="losses+macs", alpha="cv", sampling="balanced")
@@ -120,8 +174,27 @@ def sample_archs(space: SearchSpace, n: int, sampling: str = "balanced", seed=0)
 @dataclass
 class AccuracyModel:
     """What :func:`build_accuracy_model` returns: the predictor and everything it was built from.
-    ``reference_epoch_seconds`` is None when unknown (a resumed build whose reference was neither trained nor
-    timed in this call, in a folder without ``measured.json``)."""
+
+    Attributes:
+        predictor: The fitted `AccuracyPredictor`.
+        library: The `BlockLibrary`.
+        reference: The trained reference Keras model (logits).
+        archs: The architectures the predictor was fitted on.
+        accuracies: Their measured accuracies (an array, in ``archs`` order).
+        reference_accuracy: The reference's accuracy on the evaluation set.
+        seconds: Wall time per stage (``"reference"``, ``"block library (BKD)"``, ``"finetune + measure"``,
+            ``"fit predictor"`` where run) and ``"total"``.
+        reference_epoch_seconds: Seconds per epoch of the reference's training, the unit costs are counted in;
+            None when unknown (a resumed build whose reference was neither trained nor timed in this call, in a
+            folder without ``measured.json``).
+
+    Example:
+        ```python
+        result = build_accuracy_model(tiny_space(), x_train, y_train, x_test, y_test, DonnaConfig.quick())
+        result.save("artifacts/donna")
+        result.cost_reference_epochs    # the whole build in epochs of the reference
+        ```
+    """
 
     predictor: object
     library: object
@@ -134,15 +207,25 @@ class AccuracyModel:
 
     @property
     def cost_reference_epochs(self) -> float:
-        """The whole build (reference training included) in epochs of the reference model (NaN when the epoch
-        time is unknown)."""
+        """The whole build (reference training included) in epochs of the reference model.
+
+        Returns:
+            ``seconds["total"] / reference_epoch_seconds``; NaN when the epoch time is unknown.
+        """
         if not self.reference_epoch_seconds:
             return float("nan")
         return self.seconds["total"] / self.reference_epoch_seconds
 
     def save(self, folder) -> Path:
         """Writes ``predictor.json``, the block library folder ``library/``, ``reference.keras`` and
-        ``measured.json``: the layout :func:`build_accuracy_model` resumes from (``folder=``)."""
+        ``measured.json``: the layout :func:`build_accuracy_model` resumes from (``folder=``).
+
+        Args:
+            folder: The folder (created if needed); files already there are replaced.
+
+        Returns:
+            ``folder`` as a `pathlib.Path`.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_keras(self.reference, folder / REFERENCE_FILE)
@@ -213,6 +296,40 @@ def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, c
     interrupted build resumes; the folder's files win over a ``reference`` given again. ``stage(name, done, fn)``,
     when given, runs each stage instead of the default (which calls ``fn()`` unless ``done``): the pipeline's log
     and timing. ``verbose`` 0 prints nothing; otherwise the time budget (against ``budget_s``) is printed.
+
+    Args:
+        space: The `SearchSpace`.
+        x_train: Training images ``(n, *space.input_shape)``; at least ``bkd_samples + val_samples`` of them.
+        y_train: Their integer labels ``(n,)``.
+        x_eval: Evaluation images: the sampled architectures' and the reference's accuracy.
+        y_eval: Their integer labels.
+        config: The options; None: ``DonnaConfig()``.
+        executor: Where the jobs run (an `Executor`); None: in this process.
+        reference: A trained reference Keras model of the space (logits) to use instead of training one; not
+            changed.
+        budget_s: A time budget in seconds, printed against the time taken (nothing is stopped).
+        verbose: 0: print nothing; otherwise progress and the time budget.
+        folder: A folder to write each stage's result to and to resume from; None: nothing is written.
+        stage: ``stage(name, done, fn)`` to run each stage instead of the default.
+
+    Returns:
+        An `AccuracyModel`: the fitted predictor, the block library, the reference, the measured architectures and
+        the time taken.
+
+    Raises:
+        ValueError: If the data do not fit the space (image shape, labels) or there are fewer than
+            ``bkd_samples + val_samples`` training images, or a file in ``folder`` is corrupt or was built for
+            another space.
+
+    Example:
+        ```python
+        from keras_eff.datasets import fashion_mnist_float
+
+        (x_train, y_train), (x_test, y_test) = fashion_mnist_float(n_test=2000)
+        result = build_accuracy_model(tiny_space(), x_train, y_train, x_test, y_test, DonnaConfig.quick(),
+                                      folder="artifacts/donna")   # run again to resume
+        result.predictor.predict(tiny_space().sample(5))
+        ```
     """
     from .library import BlockLibrary, train_block_library
     from .predictor import AccuracyPredictor

@@ -64,7 +64,34 @@ def choice_macs(space: SearchSpace, i: int, choice) -> int:
 
 
 class AccuracyPredictor:
-    """Predicts accuracy from block losses. Build it with :meth:`from_library`, then :meth:`fit`."""
+    """DONNA's accuracy predictor: a ridge regression from an architecture's block-level BKD losses to its accuracy.
+
+    Build it with :meth:`from_library`, then :meth:`fit` it on measured architectures. It keeps the library's loss
+    table, so its JSON file alone (:meth:`save`, :meth:`load`) predicts any architecture of the space. After
+    fitting, ``alpha_`` is the penalty used and ``mean_``, ``scale_``, ``coef_``, ``intercept_`` the model.
+
+    Args:
+        space: The `SearchSpace`.
+        loss_table: Per block, the held-out loss of each choice (``BlockLibrary.loss_table()``).
+        features: A ``"+"``-join of distinct parts: ``losses`` (each block's loss), ``log-losses`` (their
+            logarithms), ``loss-products`` (products of every pair of block losses, squares included), ``macs``
+            (log10 of each block choice's multiply-accumulates) and ``choices`` (each choice's kernel, expansion,
+            depth, SE, swish and fused-cell flags).
+        alpha: The ridge penalty on standardized features, a number >= 0, or ``"cv"``: chosen among
+            :data:`CV_ALPHAS` by leave-one-out cross-validation in :meth:`fit`.
+
+    Raises:
+        ValueError: If ``features`` or ``alpha`` is invalid, or the loss table does not match the space, holds
+            non-finite values, or (for ``log-losses``) values <= 0.
+
+    Example:
+        ```python
+        predictor = AccuracyPredictor.from_library(library, features="losses+macs").fit(archs, accuracies)
+        predictor.save("predictor.json")
+        candidates = space.sample(1000, seed=1)
+        best = candidates[AccuracyPredictor.load("predictor.json").predict(candidates).argmax()]
+        ```
+    """
 
     def __init__(self, space: SearchSpace, loss_table, features: str = "losses", alpha="cv"):
         self.parts = check_features(features)
@@ -88,9 +115,27 @@ class AccuracyPredictor:
 
     @classmethod
     def from_library(cls, library, features: str = "losses", alpha="cv") -> "AccuracyPredictor":
+        """An unfitted predictor on a block library's space and losses.
+
+        Args:
+            library: The `BlockLibrary`.
+            features: As in the constructor.
+            alpha: As in the constructor.
+
+        Returns:
+            A new, unfitted `AccuracyPredictor`.
+
+        Raises:
+            ValueError: If ``features`` or ``alpha`` is invalid.
+        """
         return cls(library.space, library.loss_table(), features, alpha)
 
     def feature_names(self) -> list:
+        """The names of the feature columns, e.g. ``"b0_loss"``, ``"b1_log10_macs"``.
+
+        Returns:
+            A list of strings, in column order.
+        """
         n, names = len(self.space.blocks), []
         for part in self.parts:
             if part == "losses":
@@ -106,7 +151,17 @@ class AccuracyPredictor:
         return names
 
     def featurize(self, archs) -> np.ndarray:
-        """The feature matrix of ``archs`` (architectures or their strings), columns as :meth:`feature_names`."""
+        """The feature matrix of architectures.
+
+        Args:
+            archs: Architectures of the space, or their strings.
+
+        Returns:
+            A float64 array ``(len(archs), len(feature_names()))``.
+
+        Raises:
+            ValueError: If an architecture is not of the space.
+        """
         rows = []
         for a in archs:
             a = Architecture.parse(a) if isinstance(a, str) else a
@@ -135,7 +190,19 @@ class AccuracyPredictor:
         return np.asarray(rows, np.float64).reshape(len(rows), len(self.feature_names()))
 
     def fit(self, archs, accuracies) -> "AccuracyPredictor":
-        """Fits scikit-learn's Ridge on standardized features (``alpha="cv"``: RidgeCV's leave-one-out choice)."""
+        """Fits scikit-learn's Ridge on standardized features (``alpha="cv"``: RidgeCV's leave-one-out choice).
+
+        Args:
+            archs: Measured architectures of the space (or their strings).
+            accuracies: Their measured accuracies.
+
+        Returns:
+            This predictor, fitted (changed in place).
+
+        Raises:
+            ValueError: If the lengths differ, there are fewer than 2 architectures (3 with ``alpha="cv"``), or an
+                accuracy is not finite.
+        """
         from sklearn.linear_model import Ridge, RidgeCV
         from sklearn.preprocessing import StandardScaler
 
@@ -163,7 +230,19 @@ class AccuracyPredictor:
     def loo_predictions(self, archs, accuracies) -> np.ndarray:
         """Leave-one-out predictions: each architecture predicted by this predictor's settings fitted on the others
         (alpha re-chosen inside each fold when ``"cv"``). Their Kendall tau against ``accuracies`` compares feature
-        sets on the training architectures alone."""
+        sets on the training architectures alone.
+
+        Args:
+            archs: Measured architectures of the space.
+            accuracies: Their measured accuracies.
+
+        Returns:
+            A float64 array: each architecture's prediction by a predictor fitted on the others. This predictor
+            is not changed.
+
+        Raises:
+            ValueError: As :meth:`fit`, for the folds.
+        """
         archs, y = list(archs), np.asarray(accuracies, np.float64)
         out = np.empty(len(archs))
         for k in range(len(archs)):
@@ -173,12 +252,28 @@ class AccuracyPredictor:
         return out
 
     def predict(self, archs) -> np.ndarray:
+        """Predicted accuracies.
+
+        Args:
+            archs: Architectures of the space, or their strings.
+
+        Returns:
+            A float64 array, one prediction per architecture.
+
+        Raises:
+            ValueError: If the predictor is not fitted or an architecture is not of the space.
+        """
         if self.coef_ is None:
             raise ValueError("predict: the predictor is not fitted; call fit(archs, accuracies) or load a file")
         x = self.featurize(archs)
         return (x - self.mean_) / self.scale_ @ self.coef_ + self.intercept_
 
     def get_config(self) -> dict:
+        """The predictor as a plain mapping: the space, the loss table, the options and the fitted model.
+
+        Returns:
+            A JSON-serializable dict that :meth:`from_config` reads back.
+        """
         fitted = self.coef_ is not None
         return {"format": FORMAT, "version": 1, "space": self.space.get_config(), "features": self.features,
                 "alpha": self.alpha, "alpha_": self.alpha_, "loss_table": [t.tolist() for t in self.loss_table],
@@ -188,6 +283,17 @@ class AccuracyPredictor:
 
     @classmethod
     def from_config(cls, config: dict) -> "AccuracyPredictor":
+        """The inverse of :meth:`get_config`.
+
+        Args:
+            config: The mapping.
+
+        Returns:
+            A new `AccuracyPredictor`, fitted when the config was.
+
+        Raises:
+            ValueError: If ``config`` is not a predictor's, lacks a field, or its arrays do not match the features.
+        """
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(f"not an accuracy predictor (format {FORMAT!r} expected)")
         try:
@@ -206,12 +312,32 @@ class AccuracyPredictor:
         return p
 
     def save(self, path) -> Path:
+        """Writes the predictor as one JSON file, atomically.
+
+        Args:
+            path: The file.
+
+        Returns:
+            The path written.
+        """
         from tflite_export import atomic_write
 
         return atomic_write(path, json.dumps(self.get_config(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path) -> "AccuracyPredictor":
+        """Reads a predictor that :meth:`save` wrote.
+
+        Args:
+            path: The JSON file.
+
+        Returns:
+            A new `AccuracyPredictor`.
+
+        Raises:
+            FileNotFoundError: If ``path`` does not exist.
+            ValueError: If the file is corrupt or not a predictor's (the message names the file).
+        """
         config = read_json(path, "accuracy predictor file")
         try:
             return cls.from_config(config)
@@ -220,8 +346,26 @@ class AccuracyPredictor:
 
 
 def plot_predictions(measured, predicted, path, title: str = "DONNA accuracy predictor", extra: str = "") -> Path:
-    """Scatter of predicted vs measured accuracy with Kendall's tau, saved to ``path`` (Agg canvas; pyplot is left
-    alone)."""
+    """A scatter plot of predicted against measured accuracy, with Kendall's tau in the title, saved as PNG.
+
+    Drawn on its own Agg canvas (pyplot's state is left alone); the file is written atomically.
+
+    Args:
+        measured: Measured accuracies.
+        predicted: Predicted accuracies, in the same order.
+        path: The PNG file to write.
+        title: The plot's title (tau is added below it).
+        extra: Text appended to the tau line.
+
+    Returns:
+        The path written.
+
+    Example:
+        ```python
+        plot_predictions(accuracies, predictor.loo_predictions(archs, accuracies), "predictor_loo.png",
+                         extra=" (leave-one-out)")
+        ```
+    """
     import io
 
     from scipy.stats import kendalltau

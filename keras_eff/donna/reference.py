@@ -24,8 +24,31 @@ def block_prefix(i: int) -> str:
 
 
 def build_model(space: SearchSpace, arch: Architecture | None = None, name: str | None = None) -> keras.Model:
-    """The architecture ``arch`` of ``space`` (its reference when None) as a plain, freshly initialized Keras model
-    that outputs logits."""
+    """An architecture of a space as a plain, freshly initialized Keras model that outputs logits.
+
+    Standard Keras layers only (int8 TFLite exports every architecture). Layers are named ``stem_conv``,
+    ``stem_bn``, ``stem_act``, ``b{i}_...`` (block ``i``, ending in ``b{i}_out``), ``head_conv``, ``head_bn``,
+    ``head_act``, ``gap`` and ``logits``; a space read from a Keras reference has the reference's stem and head as
+    two nested models ``stem`` and ``head`` instead.
+
+    Args:
+        space: The `SearchSpace`.
+        arch: An architecture of the space; None: the space's reference architecture.
+        name: The model's name; default ``"<space name>_arch"``.
+
+    Returns:
+        A new functional `keras.Model` (not compiled).
+
+    Raises:
+        ValueError: If ``arch`` does not belong to the space.
+
+    Example:
+        ```python
+        space = tiny_space()
+        model = build_model(space, space.sample(1, seed=3)[0])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        ```
+    """
     arch = space.reference() if arch is None else arch
     space.check(arch)
     m = space.bn_momentum
@@ -64,7 +87,22 @@ def build_job_model(job: dict) -> keras.Model:
 
 
 def build_reference(space: SearchSpace) -> keras.Model:
-    """The reference model: the space's reference architecture (the largest, unless the blocks name one)."""
+    """The reference model, untrained: the space's reference architecture (the largest, unless the blocks name one).
+
+    Args:
+        space: The `SearchSpace`, with the built-in stem and head.
+
+    Returns:
+        A new functional `keras.Model` named ``"<space name>_reference"`` that outputs logits (not compiled).
+
+    Raises:
+        ValueError: If the space was read from a Keras reference model (that model is its reference).
+
+    Example:
+        ```python
+        reference = build_reference(tiny_space())
+        ```
+    """
     if space.backbone is not None:
         raise ValueError(f"the space {space.name!r} was read from a Keras reference model: that model is its "
                          f"reference (it cannot be rebuilt from the space); pass it as it is")
@@ -112,9 +150,34 @@ class _EpochTimer(keras.callbacks.Callback):
 
 def train_reference(space: SearchSpace, x_train, y_train, epochs: int = 3, batch_size: int = 128,
                     learning_rate: float = 1e-3, seed: int = 0, verbose: int = 1):
-    """Builds and trains the reference model. Returns ``(model, seconds per epoch)``: the median epoch, so that the
-    first epoch's one-off graph tracing (minutes on a busy machine) does not inflate the unit that costs are
-    counted in; with a single epoch that epoch's time, tracing included."""
+    """DONNA step A: builds and trains the reference model of a space.
+
+    Adam with sparse categorical cross-entropy on logits; Keras's global random seed is set to ``seed`` first.
+
+    Args:
+        space: The `SearchSpace`, with the built-in stem and head.
+        x_train: Training images ``(n, *space.input_shape)``.
+        y_train: Their integer labels ``(n,)``.
+        epochs: Training epochs.
+        batch_size: Images per step.
+        learning_rate: Adam's learning rate.
+        seed: Seed of the initialization and the shuffling.
+        verbose: Keras's ``fit`` verbosity.
+
+    Returns:
+        ``(model, epoch_seconds)``: the trained, compiled model (accuracy as its metric), and the seconds per epoch
+        that DONNA counts costs in: the median of the epochs after the first, so that the first epoch's one-off
+        graph tracing does not inflate the unit; with a single epoch, that epoch's time, tracing included.
+
+    Raises:
+        ValueError: If the data do not fit the space (image shape, labels out of range) or the space was read from
+            a Keras reference model.
+
+    Example:
+        ```python
+        reference, epoch_s = train_reference(tiny_space(), x_train, y_train, epochs=3)
+        ```
+    """
     check_data(x_train, y_train, space)
     keras.utils.set_random_seed(seed)
     model = compile_model(build_reference(space), learning_rate)

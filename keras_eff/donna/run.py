@@ -120,7 +120,46 @@ def read_config_file(path) -> dict:
 
 @dataclass
 class PipelineConfig:
-    """The sections of a pipeline config file (see :mod:`keras_eff.donna.configs` for the built-in ones)."""
+    """A DONNA pipeline config: the sections of a config file, each checked field by field when it is made.
+
+    The built-in ones are :func:`builtin_config` ``("tiny")`` and ``("default")``. Making one reads no file but a
+    space file: the reference model and the data are read by :meth:`DonnaPipeline.prepare`. The sections are
+    normalized in place (the space and scenarios as configs, the executor with its kind); the checked objects are
+    the derived attributes below.
+
+    Attributes:
+        space: ``"tiny"``, ``"default"``, a space mapping or a space file (YAML/JSON); with a ``reference``, a
+            choice template name (``"tiny"``, ``"default"``) or a mapping of choice lists applied to every block.
+        reference: None, a ``.keras`` path, or ``{"path": ..., "blocks": [layer names] or "auto"}``: your own
+            trained reference, whose blocks between the boundaries the space replaces.
+        data: ``{"path", "image_size", "val_split", "n_train", "n_test"}``: a ``.npz`` file (``x_train``,
+            ``y_train``, ``x_val``, ``y_val``) or a folder of images; without ``path``, Fashion-MNIST.
+        accuracy_model: `DonnaConfig` fields.
+        search: `SearchConfig` fields.
+        scenarios: `Scenario` configs (or objects), at least one, with distinct names.
+        finetune: ``{"top_k", "samples", "distill"}``: how many front architectures are finetuned per scenario
+            (default 3), on how many training images, with which `DistillConfig` fields.
+        executor: ``{"kind": "inprocess"}`` or ``{"kind": "ray", "address", "num_cpus", "cpus_per_job",
+            "gpus_per_job", "env_vars"}``.
+        seed: The seed of every stage, >= 0 (also the default ``seed`` of ``accuracy_model`` and ``search``).
+        space_obj: Derived: the `SearchSpace` (None until a ``reference`` model is read).
+        donna: Derived: ``accuracy_model`` as a `DonnaConfig`.
+        search_config: Derived: ``search`` as a `SearchConfig`.
+        scenario_objs: Derived: ``scenarios`` as `Scenario` objects.
+        top_k: Derived: ``finetune.top_k``.
+        distill: Derived: ``finetune.distill`` as a `DistillConfig`.
+
+    Raises:
+        ValueError: If a section or field is invalid or unknown (the message names it by its dotted name, e.g.
+            ``finetune.top_k``, and lists the allowed keys).
+
+    Example:
+        ```python
+        cfg = PipelineConfig.load("tiny")
+        cfg = PipelineConfig(space="tiny", search={"max_evals": 48}, scenarios=[{"name": "litert_2threads",
+                             "measurers": [{"kind": "litert", "num_threads": 2}]}])
+        ```
+    """
 
     space: object = "tiny"
     reference: object = None
@@ -181,17 +220,46 @@ class PipelineConfig:
         self.executor = _check_executor(self.executor)
 
     def get_config(self) -> dict:
+        """The sections as a plain mapping (what ``config.json`` records).
+
+        Returns:
+            A dict of the sections, which :meth:`from_config` reads back.
+        """
         return {name: getattr(self, name) for name in SECTIONS}
 
     @classmethod
     def from_config(cls, config: dict) -> "PipelineConfig":
+        """From a mapping of sections.
+
+        Args:
+            config: A mapping whose keys are sections (``space``, ``reference``, ``data``, ``accuracy_model``,
+                ``search``, ``scenarios``, ``finetune``, ``executor``, ``seed``).
+
+        Returns:
+            A new, checked `PipelineConfig`.
+
+        Raises:
+            ValueError: If ``config`` is not a mapping, a section is unknown or a field is invalid.
+        """
         from .checks import check_mapping
 
         return cls(**check_mapping(config, "DONNA config", SECTIONS))
 
     @classmethod
     def load(cls, spec) -> "PipelineConfig":
-        """From a built-in name (``tiny``, ``default``), a YAML/JSON file or a mapping."""
+        """A config from a built-in name, a YAML/JSON file or a mapping.
+
+        Args:
+            spec: ``"tiny"``, ``"default"``, a path to a YAML/JSON file, a mapping of sections, or a
+                `PipelineConfig` (returned as it is).
+
+        Returns:
+            A checked `PipelineConfig`.
+
+        Raises:
+            FileNotFoundError: If ``spec`` names a file that does not exist.
+            ValueError: If the file is unreadable or the config invalid (the message names the file and field).
+        """
         from .configs import BUILTIN, builtin_config
 
         if isinstance(spec, PipelineConfig):
@@ -207,8 +275,39 @@ class PipelineConfig:
 
 
 class DonnaPipeline:
-    """The pipeline over ``out_dir`` for ``config`` (anything :meth:`PipelineConfig.load` takes). ``ran`` lists
-    the stages run by this object (those skipped because their files exist are in ``skipped``)."""
+    """DONNA A → D as one resumable pipeline over a folder.
+
+    Stages and their files in ``out_dir``: ``reference`` (``reference.keras``), ``library`` (``library/``),
+    ``predictor`` (``predictor.json``, ``measured.json``), ``search:<scenario>`` (``search/<scenario>/pareto.json``,
+    ``pareto.png``; measurements cached in ``measurements.json``) and ``finetune:<scenario>``
+    (``finetune/<scenario>/results.json`` and one ``model_<i>.keras`` per chosen architecture). A stage whose file
+    exists is skipped; files are written atomically and last, so an interrupted run resumes. ``config.json``
+    records the config; :meth:`run` also writes ``summary.md``. ``ran`` lists the stages this object ran,
+    ``skipped`` those found on disk, ``seconds`` their times.
+
+    Making the pipeline checks the config and, for a config with a ``reference``, reads that model and derives the
+    space from it; nothing is written until a stage runs.
+
+    Args:
+        config: Anything :meth:`PipelineConfig.load` takes: ``"tiny"``, ``"default"``, a YAML/JSON file, a mapping
+            or a `PipelineConfig`.
+        out_dir: The run's folder.
+        executor: The `Executor` of the training jobs; None: the config's ``executor`` section.
+        data: ``((x_train, y_train), (x_eval, y_eval))`` arrays to use instead of the config's ``data`` section.
+        verbose: 0: print nothing; otherwise each stage's start, end and time.
+
+    Raises:
+        FileNotFoundError: If the config file or the reference model does not exist.
+        ValueError: If the config is invalid or the reference model cannot be read or cut into blocks.
+
+    Example:
+        ```python
+        pipe = DonnaPipeline("tiny", "artifacts/donna")
+        pipe.run()                                      # A -> D; run again to resume
+        pipe.ran, pipe.skipped
+        pipe.search_scenario(Scenario("litert_4t", [{"kind": "litert", "num_threads": 4}]))   # no rebuilding
+        ```
+    """
 
     def __init__(self, config, out_dir, executor=None, data=None, verbose: int = 1):
         self.config = PipelineConfig.load(config)
@@ -238,7 +337,15 @@ class DonnaPipeline:
         self._reference_model = logits
 
     def prepare(self):
-        """Reads and checks the data against the space (shapes, labels, sizes), before anything is written."""
+        """Reads and checks the data against the space (shapes, labels, sizes), before anything is written.
+
+        Returns:
+            This pipeline.
+
+        Raises:
+            FileNotFoundError: If the data file or folder does not exist.
+            ValueError: If the data do not fit the space or there are too few training images for the split.
+        """
         from .reference import check_data
 
         (x, y), (xe, ye) = self.raw_data()
@@ -249,6 +356,14 @@ class DonnaPipeline:
 
     # ---- files and helpers -------------------------------------------------------------------------------------
     def path(self, *parts) -> Path:
+        """A path in the run's folder.
+
+        Args:
+            *parts: Path components under ``out_dir``.
+
+        Returns:
+            ``out_dir / parts...``.
+        """
         return self.out.joinpath(*parts)
 
     def _say(self, msg):
@@ -276,7 +391,17 @@ class DonnaPipeline:
         atomic_write_json(cfg_path, merged)
 
     def record_scenario(self, scenario: Scenario) -> None:
-        """Adds ``scenario`` to the folder's ``config.json`` (replacing one of the same name)."""
+        """Adds ``scenario`` to the folder's ``config.json`` (replacing one of the same name).
+
+        Args:
+            scenario: The `Scenario`.
+
+        Returns:
+            None. ``config.json`` is rewritten.
+
+        Raises:
+            ValueError: If the folder holds a run for another space.
+        """
         self._check_folder()
         from tflite_export import atomic_write_json
 
@@ -286,6 +411,11 @@ class DonnaPipeline:
         atomic_write_json(cfg_path, doc)
 
     def executor(self):
+        """The executor of the training jobs: the one given, else one made from the config (once).
+
+        Returns:
+            An `Executor`.
+        """
         if self._executor is None:
             from .executors import make_executor
 
@@ -294,7 +424,15 @@ class DonnaPipeline:
         return self._executor
 
     def raw_data(self):
-        """``((x_train, y_train), (x_eval, y_eval))`` as the config's ``data`` section gives them (read once)."""
+        """The data as given, or as the config's ``data`` section names them (read once).
+
+        Returns:
+            ``((x_train, y_train), (x_eval, y_eval))``.
+
+        Raises:
+            FileNotFoundError: If the data file or folder does not exist.
+            ValueError: If the data are unreadable or do not fit the model's input.
+        """
         if self._data is None:
             from .data import load_data
 
@@ -302,8 +440,15 @@ class DonnaPipeline:
         return self._data
 
     def data(self):
-        """``(x_fit, y_fit, x_val, x_eval, y_eval)``: the split of :func:`keras_eff.donna.pipeline.split_data`, the
-        one :func:`build_accuracy_model` makes."""
+        """The data split every stage uses.
+
+        Returns:
+            ``(x_fit, y_fit, x_val, x_eval, y_eval)``: the split of :func:`keras_eff.donna.pipeline.split_data`,
+            the one :func:`build_accuracy_model` makes.
+
+        Raises:
+            ValueError: If there are too few training images for the split.
+        """
         (x, y), (xe, ye) = self.raw_data()
         return (*split_data(x, y, self.config.donna), xe, ye)
 
@@ -322,6 +467,11 @@ class DonnaPipeline:
 
     # ---- A, B: the accuracy model ------------------------------------------------------------------------------
     def reference(self):
+        """The trained reference model (read from the folder once, unless built by this object).
+
+        Returns:
+            The compiled Keras reference model.
+        """
         if self._reference is None:
             import keras
 
@@ -331,6 +481,15 @@ class DonnaPipeline:
         return self._reference
 
     def library(self):
+        """The block library (read from the folder once, unless built by this object).
+
+        Returns:
+            The `BlockLibrary`.
+
+        Raises:
+            FileNotFoundError: If the folder has no library.
+            ValueError: If the library is corrupt or was built for another space.
+        """
         if self._library is None:
             from .library import BlockLibrary
 
@@ -338,6 +497,15 @@ class DonnaPipeline:
         return self._library
 
     def predictor(self):
+        """The accuracy predictor (read from the folder once, unless built by this object).
+
+        Returns:
+            The fitted `AccuracyPredictor`.
+
+        Raises:
+            FileNotFoundError: If the folder has no ``predictor.json`` (run the pipeline first).
+            ValueError: If it was fitted for another space.
+        """
         if self._predictor is None:
             from .predictor import AccuracyPredictor
 
@@ -351,7 +519,14 @@ class DonnaPipeline:
 
     def build_accuracy_model(self) -> AccuracyModel:
         """Stages A and B: :func:`keras_eff.donna.build_accuracy_model` over this folder, each stage skipped when
-        its file exists. A reference read from the user's model is used as it is (logits, never retrained)."""
+        its file exists. A reference read from the user's model is used as it is (logits, never retrained).
+
+        Returns:
+            The `AccuracyModel` (also kept as ``accuracy_model``).
+
+        Raises:
+            ValueError: If the data do not fit, or the folder holds a run for another space.
+        """
         self.prepare()
         self._check_folder()
         (x, y), (xe, ye) = self.raw_data()
@@ -370,12 +545,30 @@ class DonnaPipeline:
 
     # ---- C: search, D: finetune --------------------------------------------------------------------------------
     def cache(self):
+        """The folder's measurement cache, ``measurements.json``, shared by every scenario and run.
+
+        Returns:
+            A new `MeasurementCache` on that file.
+        """
         from .measure_cache import MeasurementCache
 
         return MeasurementCache(self.path("measurements.json"))
 
     def search_scenario(self, scenario, config: SearchConfig | None = None, force: bool = False) -> SearchResult:
-        """Stage C for ``scenario`` (a :class:`Scenario` or its config) with the accuracy model on disk."""
+        """Stage C for one scenario, with the accuracy model on disk (nothing is rebuilt).
+
+        Args:
+            scenario: A `Scenario` or its config.
+            config: Search options; None: the config's ``search`` section.
+            force: Whether to search again when ``search/<scenario>/pareto.json`` exists.
+
+        Returns:
+            The `SearchResult` (read back from the folder when the stage is skipped).
+
+        Raises:
+            FileNotFoundError: If the folder has no accuracy model.
+            ValueError: If the scenario is invalid.
+        """
         from .search import search
 
         scenario = scenario if isinstance(scenario, Scenario) else Scenario.from_config(dict(scenario))
@@ -393,13 +586,31 @@ class DonnaPipeline:
         return out if out is not None else SearchResult.load(pareto)
 
     def chosen(self, result: SearchResult, k: int | None = None) -> list:
-        """``k`` (the config's ``top_k``) front architectures spread evenly along the front."""
+        """The front architectures that stage D finetunes, spread evenly along the front.
+
+        Args:
+            result: A `SearchResult`.
+            k: How many; None: the config's ``finetune.top_k``.
+
+        Returns:
+            Architecture strings, the cheapest and the most accurate included (all when the front is smaller).
+        """
         from .search import spread_along_front
 
         return spread_along_front(result, k or self.config.top_k)
 
     def finetune_scenario(self, scenario, result: SearchResult, force: bool = False) -> list:
-        """Stage D: the chosen front architectures of ``scenario`` trained with soft distillation from the library."""
+        """Stage D: the chosen front architectures of ``scenario`` trained with soft distillation from the library.
+
+        Args:
+            scenario: A `Scenario` or its config.
+            result: The scenario's `SearchResult`.
+            force: Whether to train again when ``finetune/<scenario>/results.json`` exists for these architectures.
+
+        Returns:
+            One dict per chosen architecture: ``arch``, ``accuracy``, ``predicted_accuracy``, ``metrics``,
+            ``model`` (the ``.keras`` file's name in ``finetune/<scenario>/``) and ``seconds``.
+        """
         from tflite_export import atomic_write_json
 
         from .distill import distill_architectures, model_from_result
@@ -438,7 +649,20 @@ class DonnaPipeline:
         return out if out is not None else json.loads(done.read_text())["models"]
 
     def run(self, scenarios=None, finetune: bool = True) -> "DonnaPipeline":
-        """A → D: the accuracy model, then per scenario (``scenarios`` or the config's) search and finetuning."""
+        """A → D: the accuracy model, then per scenario (``scenarios`` or the config's) search and finetuning.
+
+        Args:
+            scenarios: The `Scenario` objects to search; None: the config's.
+            finetune: Whether to run stage D.
+
+        Returns:
+            This pipeline; ``results`` maps each scenario's name to its front size and finetuned models, and
+            ``summary.md`` lists them.
+
+        Raises:
+            FileNotFoundError: If the data or the reference model does not exist.
+            ValueError: If the data do not fit the space, or the folder holds a run for another space.
+        """
         t0 = time.perf_counter()
         self.build_accuracy_model()
         self.results = {}
@@ -495,5 +719,28 @@ def _merge_scenarios(old: list, new: list) -> list:
 
 def run_pipeline(config="tiny", out_dir="artifacts/donna", executor=None, data=None, verbose: int = 1,
                  finetune: bool = True) -> DonnaPipeline:
-    """Runs (or resumes) DONNA A → D over ``out_dir``; see :class:`DonnaPipeline`."""
+    """Runs (or resumes) DONNA A → D over a folder; see `DonnaPipeline` for the stages and files.
+
+    Args:
+        config: ``"tiny"``, ``"default"``, a YAML/JSON file, a mapping of sections or a `PipelineConfig`.
+        out_dir: The run's folder.
+        executor: The `Executor` of the training jobs; None: the config's ``executor`` section.
+        data: ``((x_train, y_train), (x_eval, y_eval))`` arrays to use instead of the config's ``data`` section.
+        verbose: 0: print nothing; otherwise each stage's start, end and time.
+        finetune: Whether to run stage D.
+
+    Returns:
+        The `DonnaPipeline`, run: ``ran``, ``skipped``, ``seconds`` and ``results``.
+
+    Raises:
+        FileNotFoundError: If the config file, the reference model or the data does not exist.
+        ValueError: If the config is invalid, the data do not fit the space, or ``out_dir`` holds a run for another
+            space.
+
+    Example:
+        ```python
+        pipe = run_pipeline("tiny", "artifacts/donna")   # a built-in name, a YAML/JSON file or a dict
+        pipe.ran                                          # the stages this call ran (a resumed run skips the rest)
+        ```
+    """
     return DonnaPipeline(config, out_dir, executor=executor, data=data, verbose=verbose).run(finetune=finetune)

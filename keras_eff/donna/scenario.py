@@ -14,13 +14,36 @@ from .space import SearchSpace
 
 @dataclass
 class Scenario:
-    """``measurers``: measurer configs (``{"kind": "litert", "num_threads": 2}``, ``{"kind": "micro"}``,
-    ``{"kind": "ray", "inner": {...}, "device": "pi"}``); ``input_shape`` replaces the space's input (None keeps
-    it); ``objective`` is the metric minimized against accuracy; ``limits`` maps metrics to their largest allowed
-    value (``{"latency_us": 500, "flash_bytes": 262144, "ram_bytes": 65536}``). A MicroBudget measurer also
-    requires every op to be one TFLite Micro has; an Ethos-U measurer (``{"kind": "ethos_u", "accelerator":
-    "ethos-u55-128"}``) gives Vela's latency, flash and SRAM and, unless ``npu_cpu_ops`` is limited otherwise,
-    requires every op on the NPU."""
+    """A deployment scenario: where the model runs (measurers, input size) and what it must fit (limits).
+
+    The accuracy model does not depend on the scenario, so the same predictor is searched again for each one
+    (:func:`search`). A `MicroBudget` measurer also requires every op to be one TFLite Micro has; an
+    `EthosUMeasurer` (``{"kind": "ethos_u", "accelerator": "ethos-u55-128"}``) gives Vela's latency, flash and
+    SRAM and, unless ``npu_cpu_ops`` is limited otherwise, requires every op on the NPU. The measurers are
+    normalized to their configs.
+
+    Attributes:
+        name: The scenario's name: letters, digits, ``-``, ``_`` and ``.`` (it names files).
+        measurers: Measurer configs (``{"kind": "litert", "num_threads": 2}``, ``{"kind": "micro"}``,
+            ``{"kind": "ray", "inner": {...}, "device": "pi"}``) or `Measurer` objects; one alone is accepted.
+        input_shape: ``(height, width, channels)`` of the deployed model's input, replacing the space's for
+            measuring (not for the accuracy model); None keeps the space's.
+        objective: The metric minimized against accuracy; one the measurers give.
+        limits: The largest allowed value of metrics, e.g. ``{"latency_us": 500, "flash_bytes": 262144,
+            "ram_bytes": 65536}``; positive numbers, on metrics the measurers give.
+
+    Raises:
+        ValueError: If the name is invalid, there is no measurer or one is invalid, ``input_shape`` is not three
+            positive integers, the objective is not measured, or a limit is on an unknown or unmeasured metric or
+            not a positive number.
+
+    Example:
+        ```python
+        laptop = Scenario("litert_2threads", [{"kind": "litert", "num_threads": 2}], limits={"latency_us": 300})
+        mcu = Scenario("mcu", [{"kind": "litert"}, {"kind": "micro"}], input_shape=(32, 32, 1),
+                       limits={"flash_bytes": 256 * 1024, "ram_bytes": 64 * 1024})
+        ```
+    """
 
     name: str = "litert_1thread"
     measurers: list = field(default_factory=lambda: [{"kind": "litert", "num_threads": 1}])
@@ -65,22 +88,49 @@ class Scenario:
             self.limits.setdefault("npu_cpu_ops", 0.5)  # every op on the NPU
 
     def provided_metrics(self) -> list:
+        """The metrics the scenario's measurers give.
+
+        Returns:
+            Metric names, without repeats, in the measurers' order.
+        """
         out = []
         for m in self._measurers:
             out += [k for k in m.metrics if k not in out]
         return out
 
     def make_measurers(self) -> list:
+        """The scenario's measurers.
+
+        Returns:
+            A new list of its `Measurer` objects (the same objects each call).
+        """
         return list(self._measurers)
 
     def space_for(self, space: SearchSpace) -> SearchSpace:
-        """``space`` with this scenario's input size (the same space when it keeps the input)."""
+        """The space as this scenario measures it.
+
+        Args:
+            space: The `SearchSpace`.
+
+        Returns:
+            ``space`` with this scenario's ``input_shape`` (``space`` itself when the scenario keeps the input).
+
+        Raises:
+            ValueError: If the space does not accept that input shape.
+        """
         if self.input_shape is None or tuple(self.input_shape) == tuple(space.input_shape):
             return space
         return SearchSpace.from_config({**space.get_config(), "input_shape": list(self.input_shape)})
 
     def violations(self, metrics: dict) -> dict:
-        """Per limit, ``value - limit`` (<= 0 where it is met); NaN or missing values count as violated."""
+        """How far measured metrics are from the limits.
+
+        Args:
+            metrics: Measured ``{metric: value}``.
+
+        Returns:
+            Per limit, ``value - limit`` (<= 0 where it is met); a missing, None or NaN value counts as infinite.
+        """
         out = {}
         for k, lim in self.limits.items():
             v = metrics.get(k, math.inf)
@@ -89,9 +139,22 @@ class Scenario:
         return out
 
     def feasible(self, metrics: dict) -> bool:
+        """Whether measured metrics meet every limit.
+
+        Args:
+            metrics: Measured ``{metric: value}``.
+
+        Returns:
+            True when every :meth:`violations` value is <= 0.
+        """
         return all(v <= 0 for v in self.violations(metrics).values())
 
     def get_config(self) -> dict:
+        """The scenario as a plain mapping (limits implied by the measurers left out).
+
+        Returns:
+            A dict that :meth:`from_config` reads back.
+        """
         implied = ("micro_unsupported_ops", "npu_cpu_ops")  # set by __post_init__ when not given
         limits = {k: v for k, v in self.limits.items() if not (k in implied and v == 0.5)}
         return {"name": self.name, "measurers": [dict(m) for m in self.measurers],
@@ -100,6 +163,17 @@ class Scenario:
 
     @classmethod
     def from_config(cls, config: dict) -> "Scenario":
+        """A scenario from a mapping, as a config file gives it.
+
+        Args:
+            config: A mapping of the fields (``name``, ``measurers``, ``input_shape``, ``objective``, ``limits``).
+
+        Returns:
+            A new `Scenario`.
+
+        Raises:
+            ValueError: If ``config`` is not a mapping, holds an unknown key, or a value is invalid.
+        """
         if not isinstance(config, dict):
             raise ValueError(f"a scenario config is a mapping, got {type(config).__name__}")
         allowed = {"name", "measurers", "input_shape", "objective", "limits"}

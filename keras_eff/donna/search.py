@@ -28,9 +28,29 @@ _BIG = 1e12
 
 @dataclass
 class SearchConfig:
-    """NSGA-II with ``pop_size`` per generation; at most ``max_evals`` evaluations and ``max_time_s`` seconds
-    (None: no time cap). Each candidate's measurement gets ``timeout_s`` under ``isolation`` (``"thread"`` or
-    ``"process"``). The defaults end within about 15 minutes on 2 cores for the default space."""
+    """Options of :func:`search` (DONNA step C); the ``search`` section of a pipeline config.
+
+    How long the defaults take: docs/donna.md ("Scenarios and the search").
+
+    Attributes:
+        pop_size: NSGA-II's population per generation, >= 2 (capped at the space's size).
+        max_evals: Stop after this many evaluations (rounded up to the end of a generation), >= 2.
+        max_time_s: Stop after this many seconds; None: no time cap.
+        timeout_s: Deadline of one candidate's conversion and measurements, in seconds.
+        isolation: ``"thread"`` or ``"process"``, as in `Guard`.
+        retry_failed: Whether to measure again candidates whose cached measurement failed.
+        workers: Processes that convert a generation's candidates to int8 concurrently (1: in the driver). The
+            processes are spawned: a script must start its work under ``if __name__ == "__main__":``.
+        seed: Seed of the first population and of NSGA-II.
+
+    Raises:
+        ValueError: If a field is out of range or ``isolation`` is unknown.
+
+    Example:
+        ```python
+        config = SearchConfig(pop_size=16, max_evals=120, max_time_s=None, workers=2)
+        ```
+    """
 
     pop_size: int = 24
     max_evals: int = 240
@@ -59,18 +79,46 @@ class SearchConfig:
             raise ValueError(f"SearchConfig.isolation: {self.isolation!r}; choose from {', '.join(ISOLATIONS)}")
 
     def get_config(self) -> dict:
+        """The options as a plain mapping.
+
+        Returns:
+            A dict of the fields, which :meth:`from_config` reads back.
+        """
         return asdict(self)
 
     @classmethod
     def from_config(cls, config: dict, where: str = "search") -> "SearchConfig":
-        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`)."""
+        """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`).
+
+        Args:
+            config: A mapping of field names to values (a `SearchConfig` is returned as it is).
+            where: The dotted name of the section, for error messages.
+
+        Returns:
+            A new `SearchConfig`.
+
+        Raises:
+            ValueError: If a key is unknown or a value has the wrong type or range (the message names it).
+        """
         from .checks import checked
 
         return checked(cls, config, where)
 
 
 def non_dominated(points) -> np.ndarray:
-    """Indices of the non-dominated rows of ``points`` (every column minimized), with pymoo's sorting."""
+    """The Pareto-optimal rows of a set of points, every column minimized (pymoo's non-dominated sorting).
+
+    Args:
+        points: An array-like ``(n, objectives)``.
+
+    Returns:
+        The sorted indices of the rows that no other row dominates (an empty int array for no points).
+
+    Example:
+        ```python
+        non_dominated([[1, 5], [2, 2], [3, 3], [4, 1]])   # array([0, 1, 3]): [3, 3] is dominated by [2, 2]
+        ```
+    """
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
     points = np.asarray(points, np.float64)
@@ -80,8 +128,25 @@ def non_dominated(points) -> np.ndarray:
 
 
 def hypervolume(accuracy, cost, ref_accuracy: float, ref_cost: float) -> float:
-    """Hypervolume (pymoo) of points ``(accuracy, cost)`` against the reference point: the area of the region they
-    dominate with accuracy above ``ref_accuracy`` and cost below ``ref_cost``."""
+    """The hypervolume (pymoo) of ``(accuracy, cost)`` points: the area they dominate beyond a reference point.
+
+    Accuracy is maximized and cost minimized: the area of the region that the points dominate with accuracy above
+    ``ref_accuracy`` and cost below ``ref_cost``. Larger is a better front.
+
+    Args:
+        accuracy: The points' accuracies.
+        cost: The points' costs (e.g. latencies), in the same order.
+        ref_accuracy: The reference point's accuracy (a lower bound).
+        ref_cost: The reference point's cost (an upper bound).
+
+    Returns:
+        The area, in accuracy x cost units (0.0 for no points).
+
+    Example:
+        ```python
+        hypervolume([0.8, 0.9], [2.0, 4.0], ref_accuracy=0.5, ref_cost=5.0)   # 0.3 * 3 + 0.1 * 1 = 1.0
+        ```
+    """
     from pymoo.indicators.hv import HV
 
     pts = np.column_stack([-np.asarray(accuracy, np.float64), np.asarray(cost, np.float64)])
@@ -92,8 +157,28 @@ def hypervolume(accuracy, cost, ref_accuracy: float, ref_cost: float) -> float:
 
 @dataclass
 class SearchResult:
-    """``front``: the Pareto points sorted by cost; ``evaluated``: every architecture seen (``ok``, ``feasible``,
-    ``predicted_accuracy``, ``metrics``, ``error``); ``reference``: the space's reference architecture's record."""
+    """What :func:`search` returns: the Pareto front of one scenario and every architecture evaluated.
+
+    A record is a dict: ``arch`` (its string), ``predicted_accuracy``, ``metrics``, ``ok`` (measured without
+    error), ``feasible`` (within the limits), ``error``, ``cached``, ``order`` and ``on_front``.
+
+    Attributes:
+        scenario: The scenario's config.
+        objective: The metric minimized against accuracy.
+        front: The Pareto front's records, sorted by cost.
+        evaluated: Every architecture's record, in evaluation order.
+        reference: The space's reference architecture's record (None when it was not evaluated).
+        stats: Counts and times: ``evaluations``, ``measured``, ``failed``, ``feasible``, ``cache_entries``,
+            ``seconds``, ``search_config``, ``space``.
+
+    Example:
+        ```python
+        result.save("pareto.json")
+        result = SearchResult.load("pareto.json")
+        result.plot("pareto.png")
+        best = result.front_archs()[-1]     # the most accurate point of the front
+        ```
+    """
 
     scenario: dict
     objective: str
@@ -104,12 +189,23 @@ class SearchResult:
 
     @property
     def failed(self) -> list:
+        """The records of the architectures whose measurement failed (with their ``error``)."""
         return [r for r in self.evaluated if not r["ok"]]
 
     def front_archs(self) -> list:
+        """The front's architectures.
+
+        Returns:
+            A list of `Architecture`, sorted by cost.
+        """
         return [Architecture.parse(r["arch"]) for r in self.front]
 
     def to_dict(self) -> dict:
+        """The result as a JSON-serializable mapping (infinite values as ``"inf"``).
+
+        Returns:
+            The dict that :meth:`save` writes.
+        """
         from .measure_cache import _plain
 
         return _plain({"format": FORMAT, "scenario": self.scenario, "objective": self.objective,
@@ -117,12 +213,32 @@ class SearchResult:
                        "evaluated": self.evaluated})
 
     def save(self, path) -> Path:
+        """Writes the result as JSON, atomically.
+
+        Args:
+            path: The file.
+
+        Returns:
+            The path written.
+        """
         from tflite_export import atomic_write
 
         return atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path) -> "SearchResult":
+        """Reads a result that :meth:`save` wrote.
+
+        Args:
+            path: The JSON file.
+
+        Returns:
+            A new `SearchResult`.
+
+        Raises:
+            FileNotFoundError: If ``path`` does not exist.
+            ValueError: If the file is corrupt or not a search result.
+        """
         from .measure_cache import _unplain
 
         doc = _unplain(read_json(path, "search result"))
@@ -132,8 +248,19 @@ class SearchResult:
                    doc.get("stats", {}))
 
     def plot(self, path, family: list | None = None, title: str | None = None) -> Path:
-        """Accuracy against the objective: every feasible point, the front, the reference, and ``family``
-        (``[{"label", "accuracy", <objective>}]``, e.g. the reference scaled by width and depth)."""
+        """Plots predicted accuracy against the objective and saves it as PNG, atomically.
+
+        Every feasible point, those over a limit, the front, the reference (a star) and the objective's limit.
+
+        Args:
+            path: The PNG file.
+            family: Extra points drawn as a line, ``[{"label", "accuracy", <objective>: value}]`` (e.g. the
+                reference scaled by width and depth); None: none.
+            title: The plot's title; default ``"DONNA search: scenario <name>"``.
+
+        Returns:
+            The path written.
+        """
         import io
 
         import matplotlib
@@ -232,9 +359,40 @@ def _make_problem(space, predictor, evaluator, scenario, archive, bar):
 
 def search(space: SearchSpace, predictor, scenario, config: SearchConfig | None = None, cache=None,
            evaluator=None, verbose: int = 1) -> SearchResult:
-    """Runs NSGA-II for ``scenario`` (a :class:`~keras_eff.donna.scenario.Scenario`) with ``predictor`` (anything
-    with ``predict(archs) -> accuracies``; part 1's :class:`AccuracyPredictor`). Measurements go through ``cache``
-    (a :class:`MeasurementCache`, in memory when None). The reference architecture is always evaluated."""
+    """DONNA step C: NSGA-II over the block choices, predicted accuracy against measured cost, for one scenario.
+
+    Each decision variable is one block's choice index. Objectives: maximize the predicted accuracy, minimize the
+    scenario's measured objective; constraints: the scenario's limits and "the measurement succeeded". Every
+    candidate is converted to int8 and measured (:class:`CostEvaluator`) unless ``cache`` has it; a failed
+    measurement makes the candidate infeasible and the search goes on. The first population holds the reference
+    architecture. The search stops after ``max_evals`` evaluations or ``max_time_s`` seconds; the front is taken
+    over every feasible architecture evaluated.
+
+    Args:
+        space: The `SearchSpace`.
+        predictor: Anything with ``predict(archs) -> accuracies``, e.g. a fitted `AccuracyPredictor`.
+        scenario: The `Scenario`.
+        config: Search options; None: ``SearchConfig()``.
+        cache: A `MeasurementCache` (new entries are added to it); None: a new one in memory.
+        evaluator: A `CostEvaluator` to use instead of making one (then ``cache`` and the config's measuring
+            options are not used, and it is not closed).
+        verbose: 0: no progress bar or summary line.
+
+    Returns:
+        A `SearchResult`.
+
+    Raises:
+        ValueError: If the predictor refuses the space's architectures.
+
+    Example:
+        ```python
+        predictor = AccuracyPredictor.load("artifacts/donna/predictor.json")
+        scenario = Scenario("litert_2threads", [{"kind": "litert", "num_threads": 2}], limits={"latency_us": 300})
+        result = search(tiny_space(), predictor, scenario, SearchConfig(max_evals=120),
+                        cache=MeasurementCache("artifacts/donna/measurements.json"))
+        result.front   # [{"arch", "predicted_accuracy", "metrics": {...}, ...}], sorted by cost
+        ```
+    """
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.sampling import Sampling
     from pymoo.operators.crossover.sbx import SBX

@@ -29,10 +29,32 @@ _FIELDS = ("cells", "kernels", "expansions", "depths", "se", "activations", "wid
 
 @dataclass(frozen=True)
 class BlockChoice:
-    """One way to fill a block position.
+    """One way to fill a block position: a cell type, its kernel, expansion, depth, SE, activation and width.
 
-    ``cell`` is ``"dw_ib"`` (1x1 expand, depthwise kxk, 1x1 project) or ``"fused_ib"`` (full kxk conv that expands,
-    1x1 project); ``depth`` layers of it are stacked, the first carrying the block's stride.
+    Frozen and hashable. Every value is checked against the values a block may allow (:data:`KERNELS`,
+    :data:`EXPANSIONS`, ...); whether a given block allows it is checked by :class:`BlockSpace` and
+    :class:`SearchSpace`.
+
+    Attributes:
+        cell: ``"dw_ib"`` (1x1 expand, depthwise kxk, 1x1 project) or ``"fused_ib"`` (a full kxk convolution that
+            expands, then 1x1 project).
+        kernel: The kxk kernel size: 3, 5 or 7.
+        expansion: How many times the layer's input channels the expanded channels are: 2, 3, 4 or 6.
+        depth: How many layers of the cell are stacked (1 to 4); the first carries the block's stride.
+        se: Whether each layer has squeeze-and-excitation.
+        activation: ``"relu"`` or ``"swish"``.
+        width: Width multiplier, 0.5, 0.75 or 1.0: scales the expanded channels and the channels between stacked
+            layers (the block's output keeps its channels). An int such as ``1`` is read as ``1.0``.
+
+    Raises:
+        ValueError: If a value is not one of the allowed ones (the message lists them). ``True`` is not ``1``.
+
+    Example:
+        ```python
+        choice = BlockChoice(cell="fused_ib", kernel=5, expansion=4, depth=2, se=True)
+        choice.name                                 # 'fused_ib-k5-e4-d2-se-relu'
+        BlockChoice.from_name(choice.name) == choice  # True
+        ```
     """
 
     cell: str = "dw_ib"
@@ -63,6 +85,17 @@ class BlockChoice:
 
     @classmethod
     def from_name(cls, name: str) -> "BlockChoice":
+        """The choice that :attr:`name` wrote.
+
+        Args:
+            name: A name such as ``"dw_ib-k5-e4-d2-se-swish"`` or ``"fused_ib-k3-e2-d1-nose-relu-w0.5"``.
+
+        Returns:
+            The `BlockChoice` of that name.
+
+        Raises:
+            ValueError: If ``name`` is not in that form or names a value that is not allowed.
+        """
         parts = str(name).split("-")
         width = 1.0
         if len(parts) == 7 and parts[6][:1] == "w":
@@ -79,12 +112,29 @@ class BlockChoice:
                    activation=act, width=width)
 
     def get_config(self) -> dict:
+        """The choice as a plain mapping (``width`` only when it is not 1).
+
+        Returns:
+            A dict that :meth:`from_config` reads back.
+        """
         cfg = {"cell": self.cell, "kernel": self.kernel, "expansion": self.expansion, "depth": self.depth,
                "se": self.se, "activation": self.activation}
         return cfg if self.width == 1.0 else {**cfg, "width": self.width}
 
     @classmethod
     def from_config(cls, config: dict) -> "BlockChoice":
+        """The inverse of :meth:`get_config`.
+
+        Args:
+            config: A mapping of the constructor's fields.
+
+        Returns:
+            A new `BlockChoice`.
+
+        Raises:
+            ValueError: If a value is not allowed.
+            TypeError: If ``config`` holds a key that is not a field.
+        """
         return cls(**config)
 
 
@@ -97,7 +147,30 @@ def _check_value(what, value, allowed, where=""):
 
 @dataclass(frozen=True)
 class BlockSpace:
-    """One block position: its output channels and stride (fixed) and the allowed values of each choice."""
+    """One block position: its output channels and stride (fixed) and the allowed values of each choice.
+
+    Every combination of the listed values is a choice of the block (:meth:`choices`). The lists are kept as tuples
+    and checked by :meth:`validate`, which :class:`SearchSpace` calls for each of its blocks.
+
+    Attributes:
+        out_channels: The block's output channels, the same for every choice.
+        stride: 1 or 2, carried by the first stacked layer of every choice.
+        cells: The allowed cell types (``"dw_ib"``, ``"fused_ib"``).
+        kernels: The allowed kernel sizes (3, 5, 7).
+        expansions: The allowed expansions (2, 3, 4, 6).
+        depths: The allowed depths (1 to 4).
+        se: The allowed squeeze-and-excitation settings (``False``, ``True``).
+        activations: The allowed activations (``"relu"``, ``"swish"``).
+        widths: The allowed width multipliers (0.5, 0.75, 1.0).
+        reference: The block's choice in the reference model (a `BlockChoice` or its config); None: the largest
+            (:meth:`reference_choice`).
+
+    Example:
+        ```python
+        block = BlockSpace(24, stride=2, cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2, 4))
+        len(block.choices())   # 8
+        ```
+    """
 
     out_channels: int
     stride: int = 1
@@ -119,6 +192,18 @@ class BlockSpace:
             object.__setattr__(self, "reference", BlockChoice.from_config(self.reference))
 
     def validate(self, where: str = "") -> None:
+        """Checks the block's values.
+
+        Args:
+            where: Prefix of the error messages, e.g. ``"blocks[1]."``.
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: If ``out_channels`` is not a positive integer, ``stride`` is not 1 or 2, a list is empty,
+                repeats a value or holds one that is not allowed, or ``reference`` is not one of the choices.
+        """
         if not isinstance(self.out_channels, int) or isinstance(self.out_channels, bool) or self.out_channels < 1:
             raise ValueError(f"{where}out_channels: {self.out_channels!r} must be a positive integer")
         _check_value("stride", self.stride, (1, 2), where)
@@ -135,14 +220,22 @@ class BlockSpace:
             raise ValueError(f"{where}reference: {self.reference.name} is not one of this block's choices")
 
     def choices(self) -> list:
-        """Every choice of this block, in a fixed order (the index of a choice is its position here)."""
+        """Every choice of this block, in a fixed order (the index of a choice is its position here).
+
+        Returns:
+            A list of `BlockChoice`, the product of the allowed values.
+        """
         return [BlockChoice(c, k, e, d, s, a, w) for c, k, e, d, s, a, w in
                 itertools.product(self.cells, self.kernels, self.expansions, self.depths, self.se, self.activations,
                                   self.widths)]
 
     def reference_choice(self) -> BlockChoice:
-        """The given reference, else the largest: biggest kernel, expansion and depth, SE and swish when allowed,
-        the depthwise cell when allowed (the canonical MobileNet block)."""
+        """The block's choice in the reference model.
+
+        Returns:
+            ``reference`` when given, else the largest choice: biggest kernel, expansion, depth and width, SE and
+            swish when allowed, the depthwise cell when allowed (the canonical MobileNet block).
+        """
         if self.reference is not None:
             return self.reference
         return BlockChoice(cell="dw_ib" if "dw_ib" in self.cells else self.cells[0], kernel=max(self.kernels),
@@ -151,6 +244,11 @@ class BlockSpace:
                            width=max(self.widths))
 
     def get_config(self) -> dict:
+        """The block as a plain mapping (``widths`` only when it is not ``(1.0,)``).
+
+        Returns:
+            A dict that :meth:`from_config` reads back.
+        """
         cfg = {"out_channels": self.out_channels, "stride": self.stride}
         cfg.update({name: list(getattr(self, name)) for name in _FIELDS if name != "widths" or self.widths != (1.0,)})
         cfg["reference"] = None if self.reference is None else self.reference.get_config()
@@ -158,6 +256,17 @@ class BlockSpace:
 
     @classmethod
     def from_config(cls, config: dict) -> "BlockSpace":
+        """The inverse of :meth:`get_config`.
+
+        Args:
+            config: A mapping of the constructor's fields (lists for the allowed values).
+
+        Returns:
+            A new `BlockSpace` (not yet validated: :meth:`validate` checks its values).
+
+        Raises:
+            ValueError: If ``config`` holds an unknown key (the message lists the allowed ones).
+        """
         unknown = set(config) - {"out_channels", "stride", "reference", *_FIELDS}
         if unknown:
             raise ValueError(f"unknown block field(s) {sorted(unknown)}; allowed: out_channels, stride, "
@@ -167,7 +276,20 @@ class BlockSpace:
 
 @dataclass(frozen=True)
 class Architecture:
-    """One choice per block position. Hashable; ``str(arch)`` is readable and ``Architecture.parse`` reads it."""
+    """One choice per block position: a network of a search space.
+
+    Frozen and hashable; ``str(arch)`` joins the choices' names with ``" | "`` and :meth:`parse` reads it back.
+    Whether it belongs to a given space is checked by :meth:`SearchSpace.check`.
+
+    Attributes:
+        choices: One `BlockChoice` per block position, in order (any sequence; kept as a tuple).
+
+    Example:
+        ```python
+        arch = tiny_space().sample(1)[0]
+        Architecture.parse(str(arch)) == arch   # True
+        ```
+    """
 
     choices: tuple
 
@@ -179,12 +301,55 @@ class Architecture:
 
     @classmethod
     def parse(cls, text: str) -> "Architecture":
+        """The architecture that ``str(arch)`` wrote.
+
+        Args:
+            text: Block choice names joined by ``"|"``, e.g. ``"dw_ib-k3-e2-d1-nose-relu | fused_ib-k5-e2-d1-se-relu"``.
+
+        Returns:
+            A new `Architecture`.
+
+        Raises:
+            ValueError: If a part is not a block choice name.
+        """
         return cls(tuple(BlockChoice.from_name(part.strip()) for part in str(text).split("|")))
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Stem (conv kxk with stride) -> blocks -> head (1x1 conv, global average pooling, dense logits)."""
+    """A DONNA search space: a fixed stem and head, and per block position the allowed choices.
+
+    Networks are stem (a 3x3 convolution with ``stem_stride``, batch norm, ReLU) -> blocks -> head (a 1x1
+    convolution to ``head_channels``, batch norm, ReLU, global average pooling, dense logits). A space read from a
+    Keras reference (:meth:`from_reference`) keeps that model's own stem and head instead (``backbone``). The space
+    is checked when it is made; it is frozen, and it saves to and loads from YAML or JSON (:meth:`save`,
+    :meth:`load`).
+
+    Attributes:
+        blocks: One `BlockSpace` (or its config) per block position.
+        input_shape: ``(height, width, channels)`` of the input images.
+        num_classes: How many classes the logits have.
+        stem_channels: Output channels of the stem.
+        stem_stride: Stride of the stem, 1 or 2.
+        head_channels: Channels of the head's 1x1 convolution.
+        bn_momentum: Momentum of every batch norm, in (0, 1).
+        name: A name for messages and model names.
+        backbone: The stem, head and block boundaries of a Keras reference model (made by :meth:`from_reference`);
+            None for the built-in stem and head.
+
+    Raises:
+        ValueError: If a field or a block is invalid (the message names it, e.g. ``blocks[1].kernels``).
+
+    Example:
+        ```python
+        space = SearchSpace(blocks=(BlockSpace(16, 2, kernels=(3, 5), expansions=(2, 4)),
+                                    BlockSpace(32, 2, cells=("dw_ib", "fused_ib"))),
+                            input_shape=(32, 32, 3), num_classes=10)
+        space.size()                 # 4 * 2 = 8 architectures
+        space.save("space.yaml")
+        SearchSpace.load("space.yaml") == space   # True
+        ```
+    """
 
     blocks: tuple
     input_shape: tuple = (28, 28, 1)
@@ -203,6 +368,15 @@ class SearchSpace:
         self.validate()
 
     def validate(self) -> None:
+        """Checks every field and every block (called when the space is made).
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: If there is no block, a field is out of range, a block is invalid, or the blocks do not
+                match the ``backbone``'s boundaries.
+        """
         if not self.blocks:
             raise ValueError("blocks: a search space needs at least one block")
         if len(self.input_shape) != 3 or any(not isinstance(s, int) or s < 1 for s in self.input_shape):
@@ -238,10 +412,35 @@ class SearchSpace:
 
     @classmethod
     def from_reference(cls, model, blocks=None, choices="default", name: str | None = None) -> "SearchSpace":
-        """A space whose blocks replace the reference ``model``'s between the layers ``blocks`` (names; None or
-        ``"auto"``: the proposed boundaries, see :mod:`keras_eff.donna.backbone`): each block keeps the reference's
-        input and output shapes, the stem and head are the reference's own. ``choices`` (a template name of
-        :data:`CHOICE_TEMPLATES` or a mapping of ``cells``/``kernels``/... lists) applies to every block."""
+        """A space whose blocks replace a Keras reference model's blocks between chosen boundary layers.
+
+        Each block keeps the reference's input and output shapes; the stem and head are the reference's own (a
+        final softmax dropped), kept in ``backbone``. ``model`` is not changed.
+
+        Args:
+            model: A Functional or Sequential Keras model with one image input and one class-score output.
+            blocks: The names of the boundary layers; None or ``"auto"``: the proposed boundaries (see
+                :func:`keras_eff.donna.backbone.propose_boundaries`).
+            choices: The choice lists of every block: a name of :data:`CHOICE_TEMPLATES` (``"default"``,
+                ``"tiny"``) or a mapping of ``cells``, ``kernels``, ``expansions``, ``depths``, ``se``,
+                ``activations``, ``widths`` lists.
+            name: The space's name; default ``"<model name>_donna"``.
+
+        Returns:
+            A new `SearchSpace` with a ``backbone``.
+
+        Raises:
+            ValueError: If ``model`` is subclassed or has other than one fixed-shape image input and one
+                class-score output; if a boundary is not in the model, a skip connection crosses it, its output is
+                not an image tensor, or consecutive boundaries do not chain with stride 1 or 2 (the message lists
+                the candidate boundaries); or if ``choices`` is invalid.
+
+        Example:
+            ```python
+            model = keras.applications.MobileNetV2(input_shape=(64, 64, 3), weights=None, classes=10)
+            space = SearchSpace.from_reference(model, ["block_2_add", "block_5_add", "block_9_add"])
+            ```
+        """
         from .backbone import backbone_config
 
         bb, _ = backbone_config(model, blocks)
@@ -249,6 +448,20 @@ class SearchSpace:
 
     @classmethod
     def from_backbone(cls, bb: dict, choices="default", name: str = "reference_space") -> "SearchSpace":
+        """The space of :meth:`from_reference`, from an already extracted backbone.
+
+        Args:
+            bb: The backbone mapping (``boundaries``, ``shapes``, ``stem``, ``head``, ``input_shape``,
+                ``num_classes``) of :func:`keras_eff.donna.backbone.backbone_config`.
+            choices: A :data:`CHOICE_TEMPLATES` name or a mapping of choice lists, as in :meth:`from_reference`.
+            name: The space's name.
+
+        Returns:
+            A new `SearchSpace` with ``backbone=bb``.
+
+        Raises:
+            ValueError: If ``choices`` is invalid or the backbone's shapes do not chain.
+        """
         template = choice_template(choices)
         shapes = [tuple(s) for s in bb["shapes"]]
         blocks = tuple(BlockSpace(b[2], -(-a[0] // b[0]) if a[0] != b[0] else 1, **template)
@@ -260,16 +473,46 @@ class SearchSpace:
 
     # ---- architectures ----------------------------------------------------------------------------------------
     def block_choices(self, i: int) -> list:
+        """The choices of block ``i``.
+
+        Args:
+            i: The block position.
+
+        Returns:
+            ``blocks[i].choices()``: a list of `BlockChoice` whose order gives the choice indices.
+        """
         return self.blocks[i].choices()
 
     def reference(self) -> Architecture:
+        """The reference architecture.
+
+        Returns:
+            Each block's :meth:`BlockSpace.reference_choice`: the largest choices unless the blocks name one.
+        """
         return Architecture(tuple(b.reference_choice() for b in self.blocks))
 
     def size(self) -> int:
+        """How many architectures the space holds.
+
+        Returns:
+            The product of the blocks' choice counts.
+        """
         return int(np.prod([len(b.choices()) for b in self.blocks], dtype=np.float64))
 
     def sample(self, n: int, seed=0, unique: bool = True) -> list:
-        """``n`` architectures drawn uniformly (distinct ones when ``unique``), reproducible from ``seed``."""
+        """Architectures drawn uniformly at random.
+
+        Args:
+            n: How many.
+            seed: Seed of the draw (anything ``numpy.random.default_rng`` takes); the same seed gives the same list.
+            unique: Whether the architectures must differ.
+
+        Returns:
+            A list of ``n`` `Architecture`.
+
+        Raises:
+            ValueError: If ``unique`` and ``n`` exceeds :meth:`size`.
+        """
         rng = np.random.default_rng(seed)
         choices = [b.choices() for b in self.blocks]
         if unique and n > self.size():
@@ -284,11 +527,32 @@ class SearchSpace:
         return out
 
     def indices(self, arch: Architecture) -> tuple:
-        """The choice index of each block; refuses an architecture that does not belong to this space."""
+        """The choice index of each block of ``arch``.
+
+        Args:
+            arch: An architecture of this space.
+
+        Returns:
+            A tuple with one index per block, into :meth:`block_choices`.
+
+        Raises:
+            ValueError: If ``arch`` does not belong to this space.
+        """
         self.check(arch)
         return tuple(b.choices().index(c) for b, c in zip(self.blocks, arch.choices))
 
     def check(self, arch: Architecture) -> None:
+        """Refuses an architecture that does not belong to this space.
+
+        Args:
+            arch: The architecture.
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: If ``arch`` has another number of blocks or a choice a block does not allow.
+        """
         if len(arch.choices) != len(self.blocks):
             raise ValueError(f"architecture has {len(arch.choices)} blocks, the space {self.name!r} has "
                              f"{len(self.blocks)}")
@@ -297,7 +561,12 @@ class SearchSpace:
                 raise ValueError(f"block {i}: choice {c.name} is not in the space {self.name!r}")
 
     def block_input_shapes(self) -> list:
-        """(height, width, channels) at the input of each block, and at its output as the last entry."""
+        """The tensor shape at each block boundary.
+
+        Returns:
+            ``len(blocks) + 1`` tuples ``(height, width, channels)``: the input of each block, then the last
+            block's output.
+        """
         if self.backbone is not None:
             return [tuple(s) for s in self.backbone["shapes"]]
         h, w, _ = self.input_shape
@@ -310,6 +579,11 @@ class SearchSpace:
 
     # ---- serialization ----------------------------------------------------------------------------------------
     def get_config(self) -> dict:
+        """The space as a plain mapping (what :meth:`save` writes).
+
+        Returns:
+            A dict that :meth:`from_config` reads back.
+        """
         return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
                 "stem_channels": self.stem_channels, "stem_stride": self.stem_stride,
                 "head_channels": self.head_channels, "bn_momentum": self.bn_momentum,
@@ -318,6 +592,18 @@ class SearchSpace:
 
     @classmethod
     def from_config(cls, config: dict) -> "SearchSpace":
+        """The inverse of :meth:`get_config`.
+
+        Args:
+            config: A mapping with a ``blocks`` list and optionally the other fields.
+
+        Returns:
+            A new, checked `SearchSpace`.
+
+        Raises:
+            ValueError: If ``config`` is not a mapping with ``blocks``, holds an unknown key, or a value is invalid
+                (the message names the field).
+        """
         if not isinstance(config, dict) or "blocks" not in config:
             raise ValueError("a search space config is a mapping with a 'blocks' list")
         allowed = {"name", "input_shape", "num_classes", "stem_channels", "stem_stride", "head_channels",
@@ -334,12 +620,23 @@ class SearchSpace:
         return cls(**{**config, "blocks": tuple(blocks)})
 
     def fingerprint(self) -> str:
-        """A short hash of the config: files built for one space refuse to load into another."""
+        """A short hash of the config: files built for one space refuse to load into another.
+
+        Returns:
+            16 hex digits of the SHA-256 of :meth:`get_config`.
+        """
         text = json.dumps(self.get_config(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def save(self, path) -> Path:
-        """Writes the space as YAML (``.yaml``/``.yml``) or JSON (any other suffix)."""
+        """Writes the space as YAML (``.yaml``/``.yml``) or JSON (any other suffix), atomically.
+
+        Args:
+            path: The file to write.
+
+        Returns:
+            The path written.
+        """
         from tflite_export import atomic_write
 
         path = Path(path)
@@ -351,6 +648,18 @@ class SearchSpace:
 
     @classmethod
     def load(cls, path) -> "SearchSpace":
+        """Reads a space that :meth:`save` wrote.
+
+        Args:
+            path: A ``.yaml``/``.yml`` file (read with the safe loader) or a JSON file.
+
+        Returns:
+            A new, checked `SearchSpace`.
+
+        Raises:
+            FileNotFoundError: If ``path`` does not exist.
+            ValueError: If the file is unreadable or its space is invalid.
+        """
         return cls.from_config(read_yaml_or_json(path, "search space file"))
 
 
@@ -385,11 +694,21 @@ def choice_template(choices) -> dict:
 
 
 def default_space() -> SearchSpace:
-    """Sized for Fashion-MNIST (28x28x1) on 2 CPU cores: 3 blocks at 14x14 -> 7x7 -> 4x4, 96 choices per block.
+    """The default space, sized for Fashion-MNIST (28x28x1 images, 10 classes) on a few CPU cores.
 
-    Kernel 7, expansion 6 and depth 4 are left out of the default: their fused cells cost tens of millions of MACs
-    per image at these channel counts, which on 2 cores turns an hour's accuracy model into several. Add them back
-    (``BlockSpace(kernels=(3, 5, 7), ...)``) where time allows.
+    A stride-2 stem of 16 channels, 3 blocks (24, 24, 40 channels; strides 2, 1, 2: 14x14 -> 7x7 -> 4x4) and a
+    96-channel head. Each block: depthwise or fused cells, kernels 3/5, expansions 2/4, depths 1-3, SE or not, ReLU or
+    swish (96 choices per block). Kernel 7, expansion 6 and depth 4 are left out to keep the accuracy model's cost
+    down (docs/donna.md says why); add them back with your own ``BlockSpace`` lists.
+
+    Returns:
+        A new `SearchSpace` named ``"fmnist_default"``.
+
+    Example:
+        ```python
+        space = default_space()
+        space.size()   # 96 ** 3
+        ```
     """
     common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 4), depths=(1, 2, 3), se=SE_OPTIONS,
                   activations=ACTIVATIONS)
@@ -398,13 +717,32 @@ def default_space() -> SearchSpace:
 
 
 def rgb_space(size: int = 64, channels: int = 3, num_classes: int = 10) -> SearchSpace:
-    """The documents' space at 32-96 px: a stride-2 stem of 48 channels, 5 blocks (24, 32, 48, 64, 96 channels;
-    strides 1, 2, 2, 1, 2), a 256-channel head; each block with depthwise or fused cells, kernels 3/5, expansions
-    2/3/4, depths 1-2, SE or not, ReLU and a width multiplier of 0.5/0.75/1.0 (144 choices per block). Sized so that
-    its int8 models measure about 0.1-2 ms on LiteRT with one thread at 64 px (see
-    benchmarks/results/donna_space_latency_quick.md). Kernel 7 and swish are left out: a 7x7 int8 depthwise
-    convolution measured 13.5 ms here (vs 0.76 ms at 5x5), far outside that range; add them back with your own
-    ``BlockSpace`` lists."""
+    """The 5-block space for square RGB (or other) images of 32 to 96 pixels.
+
+    A stride-2 stem of 48 channels, 5 blocks (24, 32, 48, 64, 96 channels; strides 1, 2, 2, 1, 2), a 256-channel
+    head; each block with depthwise or fused cells, kernels 3/5, expansions 2/3/4, depths 1-2, SE or not, ReLU and a
+    width multiplier of 0.5/0.75/1.0 (144 choices per block). Kernel 7 and swish are left out; the latencies it was
+    sized for, and why those are left out, are in docs/donna.md ("The 5-block space for 32-96 px inputs"). Add them
+    back with your own ``BlockSpace`` lists.
+
+    Args:
+        size: Height and width of the input images, an integer from 32 to 96.
+        channels: Channels of the input images.
+        num_classes: How many classes the logits have.
+
+    Returns:
+        A new `SearchSpace` named ``"rgb<size>"``.
+
+    Raises:
+        ValueError: If ``size`` is not an integer from 32 to 96, or ``channels`` or ``num_classes`` is not a
+            positive integer.
+
+    Example:
+        ```python
+        space = rgb_space(64)
+        model = build_model(space, space.sample(1)[0])   # input (64, 64, 3), 10 logits
+        ```
+    """
     if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 96:
         raise ValueError(f"size: {size!r} must be an integer from 32 to 96")
     common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 3, 4), depths=(1, 2), se=SE_OPTIONS,
@@ -415,7 +753,20 @@ def rgb_space(size: int = 64, channels: int = 3, num_classes: int = 10) -> Searc
 
 
 def tiny_space() -> SearchSpace:
-    """Two small blocks, 32 choices each, for tests and notebooks (seconds to train)."""
+    """Two small blocks of 32 choices each (1,024 architectures) on 28x28x1 images, for tests and notebooks.
+
+    A stride-2 stem of 8 channels, blocks of 8 and 12 channels (both stride 2), a 24-channel head; each block with
+    depthwise or fused cells, kernels 3/5, expansions 2/3, depths 1-2, SE or not, ReLU.
+
+    Returns:
+        A new `SearchSpace` named ``"tiny"``.
+
+    Example:
+        ```python
+        space = tiny_space()
+        archs = space.sample(5, seed=0)
+        ```
+    """
     common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 3), depths=(1, 2), se=SE_OPTIONS,
                   activations=("relu",))
     return SearchSpace(blocks=(BlockSpace(8, 2, **common), BlockSpace(12, 2, **common)), stem_channels=8,

@@ -28,10 +28,33 @@ def bn_names(cell: str) -> tuple:
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class SupernetBlock(keras.layers.Layer):
-    """All choices of one block position, sharing weights where they nest.
+    """A Keras layer that runs any choice of one block position, sharing weights where the choices nest.
 
-    ``in_channels`` is the block's input width; ``block`` the :class:`BlockSpace` (or its config). ``active`` is the
-    choice (a :class:`BlockChoice`, its name or its index) that :meth:`call` runs; :meth:`forward` runs any.
+    A smaller kernel is the centre crop of the largest, a smaller expansion or width uses the first channels, a
+    shallower choice the first layers; the two cell types have separate weights. Batch norm always normalizes with
+    the batch's statistics (they differ from choice to choice); :meth:`calibrate` measures a choice's own statistics
+    for evaluation and for :meth:`extract_weights`. The weights are created in the constructor. Registered as a
+    Keras serializable (``keras_eff>SupernetBlock``).
+
+    Args:
+        in_channels: The block's input channels.
+        block: The `BlockSpace` of the position (or its config).
+        active: The choice that :meth:`call` runs: a `BlockChoice`, its name or its index in
+            ``block.choices()``; None: the block's reference choice. :meth:`forward` runs any choice.
+        **kwargs: Passed to `keras.layers.Layer` (``name``, ``dtype``, ...).
+
+    Raises:
+        ValueError: If ``block`` is invalid or ``active`` is not one of its choices.
+
+    Example:
+        ```python
+        block = tiny_space().blocks[0]
+        layer = SupernetBlock(8, block)
+        choice = block.choices()[3]
+        y, _ = layer.forward(x, choice)           # x: (n, 14, 14, 8) -> y: (n, 7, 7, 8)
+        stats = layer.calibrate(x, choice)        # the choice's own batch-norm statistics
+        weights = layer.extract_weights(choice, stats)
+        ```
     """
 
     def __init__(self, in_channels: int, block, active=None, **kwargs):
@@ -86,10 +109,25 @@ class SupernetBlock(keras.layers.Layer):
 
     # ---- which weights a choice uses -----------------------------------------------------------------------------
     def variable_names(self) -> list:
+        """The names of the layer's weights.
+
+        Returns:
+            A list of names such as ``"dw_ib/l0/expand"``.
+        """
         return list(self._vars)
 
     def variables_for(self, choice) -> list:
-        """The variables that ``choice`` reads (so that an optimizer step touches only those)."""
+        """The variables that ``choice`` reads (so that an optimizer step touches only those).
+
+        Args:
+            choice: A `BlockChoice`, its name or its index.
+
+        Returns:
+            A list of the layer's variables (whole variables: the choice may use only a slice of each).
+
+        Raises:
+            ValueError: If ``choice`` is not one of the block's choices.
+        """
         choice = self._as_choice(choice)
         out = []
         for layer in range(choice.depth):
@@ -100,7 +138,17 @@ class SupernetBlock(keras.layers.Layer):
         return out
 
     def bn_widths(self, choice) -> dict:
-        """The batch norms that ``choice`` uses and their widths: ``{name: channels}``."""
+        """The batch norms that ``choice`` uses and their widths.
+
+        Args:
+            choice: A `BlockChoice`, its name or its index.
+
+        Returns:
+            ``{batch-norm name: channels}``, names such as ``"dw_ib/l0/expand_bn"``.
+
+        Raises:
+            ValueError: If ``choice`` is not one of the block's choices.
+        """
         choice = self._as_choice(choice)
         out = {}
         for p, cin, cexp, cout, s, residual, off in self._slices(choice):
@@ -109,7 +157,11 @@ class SupernetBlock(keras.layers.Layer):
         return out
 
     def bn_max_widths(self) -> dict:
-        """Every batch norm of the layer and its full width."""
+        """Every batch norm of the layer and its full width.
+
+        Returns:
+            ``{batch-norm name: channels}``.
+        """
         return {key[:-len("_gamma")]: int(var.shape[0]) for key, var in self._vars.items()
                 if key.endswith("_bn_gamma")}
 
@@ -123,8 +175,21 @@ class SupernetBlock(keras.layers.Layer):
 
     # ---- running a choice ----------------------------------------------------------------------------------------
     def forward(self, x, choice, stats: dict | None = None):
-        """Runs ``choice`` on ``x``. Normalizes with the batch's statistics, or with ``stats`` (a dict of
-        ``{bn name: (mean, var)}`` from :meth:`calibrate`) when given. Returns ``(output, batch moments)``."""
+        """Runs ``choice`` on ``x``.
+
+        Args:
+            x: A tensor ``(batch, height, width, in_channels)``.
+            choice: A `BlockChoice`, its name or its index.
+            stats: ``{batch-norm name: (mean, variance)}`` (from :meth:`calibrate`) to normalize with; None: the
+                batch's own statistics.
+
+        Returns:
+            ``(output, moments)``: the output tensor, and the batch's ``{batch-norm name: (mean, variance)}``
+            (empty when ``stats`` is given).
+
+        Raises:
+            ValueError: If ``choice`` is not one of the block's choices.
+        """
         choice = self._as_choice(choice)
         v = self._vars
         act = ops.relu if choice.activation == "relu" else ops.silu
@@ -174,8 +239,20 @@ class SupernetBlock(keras.layers.Layer):
         return (n, None if h is None else -(-h // s), None if w is None else -(-w // s), self.block.out_channels)
 
     def calibrate(self, x, choice, batch_size: int = 256) -> dict:
-        """A choice's batch-norm statistics on ``x``: the batch means and variances averaged over batches of
-        ``batch_size`` (as numpy arrays, keyed by batch-norm name)."""
+        """A choice's own batch-norm statistics on ``x``.
+
+        Args:
+            x: Block inputs ``(n, height, width, in_channels)`` (numpy array or tensor).
+            choice: A `BlockChoice`, its name or its index.
+            batch_size: The batch size the statistics are measured at.
+
+        Returns:
+            ``{batch-norm name: (mean, variance)}`` as numpy arrays: the batches' means and variances, averaged
+            over the batches weighted by their sizes.
+
+        Raises:
+            ValueError: If ``x`` is empty or ``choice`` is not one of the block's choices.
+        """
         sums, n = {}, 0
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
@@ -191,8 +268,21 @@ class SupernetBlock(keras.layers.Layer):
 
     # ---- plain blocks --------------------------------------------------------------------------------------------
     def extract_weights(self, choice, stats: dict) -> dict:
-        """The weights of ``choice`` laid out for :func:`keras_eff.donna.blocks.apply_block`: ``{layer suffix: [arrays]}``
-        (suffixes like ``l0_expand``), with ``stats`` (from :meth:`calibrate`) as the batch-norm moving statistics."""
+        """The weights of ``choice`` laid out for the plain block of :func:`keras_eff.donna.blocks.apply_block`.
+
+        Args:
+            choice: A `BlockChoice`, its name or its index.
+            stats: ``{batch-norm name: (mean, variance)}`` (from :meth:`calibrate`): the plain batch norms' moving
+                statistics.
+
+        Returns:
+            ``{layer suffix: [numpy arrays]}`` (suffixes like ``"l0_expand"``), for ``layer.set_weights`` on the
+            layers ``{prefix}_{suffix}``.
+
+        Raises:
+            ValueError: If ``choice`` is not one of the block's choices.
+            KeyError: If ``stats`` lacks one of the choice's batch norms.
+        """
         choice = self._as_choice(choice)
         v = {key: ops.convert_to_numpy(var) for key, var in self._vars.items()}
         k, out = choice.kernel, {}
@@ -218,8 +308,21 @@ class SupernetBlock(keras.layers.Layer):
         return out
 
     def assign_from(self, choice, weights: dict) -> None:
-        """The inverse of :meth:`extract_weights`: writes a plain block's weights into this choice's slices (used to
-        start the supernet from the reference block). Moving statistics are ignored."""
+        """The inverse of :meth:`extract_weights`: writes a plain block's weights into this choice's slices.
+
+        Used to start the supernet from the reference block. Moving statistics are ignored.
+
+        Args:
+            choice: A `BlockChoice`, its name or its index.
+            weights: ``{layer suffix: [arrays]}`` as :meth:`extract_weights` returns them.
+
+        Returns:
+            None. The layer's variables are changed in place.
+
+        Raises:
+            ValueError: If ``choice`` is not one of the block's choices.
+            KeyError: If ``weights`` lacks one of the choice's layers.
+        """
         choice = self._as_choice(choice)
         k = choice.kernel
 
@@ -250,10 +353,25 @@ class SupernetBlock(keras.layers.Layer):
             put(f"{p}/project", np.s_[:cexp, :cout], weights[f"{name}_project"][0].reshape(cexp, cout))
 
     def get_variables(self) -> dict:
-        """All weights as ``{name: numpy array}`` (names like ``dw_ib/l0/expand``)."""
+        """All weights, for saving.
+
+        Returns:
+            ``{name: numpy array}`` (names like ``"dw_ib/l0/expand"``).
+        """
         return {key: ops.convert_to_numpy(var) for key, var in self._vars.items()}
 
     def set_variables(self, arrays: dict) -> None:
+        """Sets every weight from :meth:`get_variables`'s output.
+
+        Args:
+            arrays: ``{name: array}`` for every name of :meth:`variable_names` (other keys are ignored).
+
+        Returns:
+            None. The layer's variables are changed in place.
+
+        Raises:
+            ValueError: If a weight is missing or its shape differs from the layer's.
+        """
         missing = sorted(set(self._vars) - set(arrays))
         if missing:
             raise ValueError(f"supernet weights missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
