@@ -79,3 +79,13 @@ def test_cli_refuses_a_bad_config_before_writing_anything(tmp_path, capsys):
         assert cli.main(["donna", "run", "--config", str(cfg_path), "--out", str(out)]) == cli.EXIT_BAD_INPUT
         assert needle in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_dataclass_counts_refuse_booleans():
+    from keras_eff.donna.bkd import BKDConfig
+    from keras_eff.donna.pipeline import DonnaConfig
+
+    with pytest.raises(ValueError, match="BKDConfig.steps"):
+        BKDConfig(steps=True)
+    with pytest.raises(ValueError, match="DonnaConfig.n_archs"):
+        DonnaConfig(n_archs=True)

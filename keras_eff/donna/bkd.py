@@ -55,7 +55,7 @@ class BKDConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "calibration_samples"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"BKDConfig.{name}: {v!r} must be a positive integer")
         if not self.learning_rate > 0:
             raise ValueError(f"BKDConfig.learning_rate: {self.learning_rate} must be positive")

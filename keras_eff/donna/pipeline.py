@@ -85,7 +85,7 @@ class DonnaConfig:
         for name in ("reference_epochs", "reference_batch_size", "bkd_samples", "val_samples", "n_archs",
                      "finetune_samples"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"DonnaConfig.{name}: {v!r} must be a positive integer")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"DonnaConfig.sampling: {self.sampling!r} is unknown; choose from {', '.join(SAMPLINGS)}")
