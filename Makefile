@@ -7,16 +7,22 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-fast setup data clean bench bench-quick docs
+.PHONY: demo test test-fast lint setup data clean bench bench-quick docs
 
 demo: setup data
 	$(VENV)/bin/keras-eff demo
 
-test: setup data
+test: setup data lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# ruff (lint, then the formatting check) and mypy; configured in ruff.toml and setup.cfg [mypy].
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 setup: $(STAMP)
 
