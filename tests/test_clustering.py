@@ -10,8 +10,15 @@ import pytest
 from keras import layers
 
 import keras_eff
-from keras_eff.clustering import (INITS, ClusterConfig, ClusterWrapper, cluster, cluster_model, clustering_report,
-                                  fit_centroids)
+from keras_eff.clustering import (
+    INITS,
+    ClusterConfig,
+    ClusterWrapper,
+    cluster,
+    cluster_model,
+    clustering_report,
+    fit_centroids,
+)
 from keras_eff.strip import strip
 
 

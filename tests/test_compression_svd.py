@@ -4,8 +4,13 @@ import pytest
 from keras import layers
 
 import tflite_export
-from keras_eff.compression import (NothingToCompressError, SpatialSvdParameters, count_macs, spatial_svd,
-                                   split_conv_kernel)
+from keras_eff.compression import (
+    NothingToCompressError,
+    SpatialSvdParameters,
+    count_macs,
+    spatial_svd,
+    split_conv_kernel,
+)
 from keras_eff.compression.svd import SpatialSvdScheme
 
 FEW = SpatialSvdParameters(candidate_ratios=(0.8, 0.6, 0.4, 0.2))

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pdoc
-import pytest
 import pdoc.render
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 

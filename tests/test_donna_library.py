@@ -6,8 +6,16 @@ import shutil
 import numpy as np
 import pytest
 
-from keras_eff.donna import (AccuracyPredictor, BKDConfig, BlockLibrary, InProcessExecutor, build_model,
-                             tiny_space, train_block_job, train_block_library, train_reference)
+from keras_eff.donna import (
+    AccuracyPredictor,
+    BKDConfig,
+    BlockLibrary,
+    InProcessExecutor,
+    tiny_space,
+    train_block_job,
+    train_block_library,
+    train_reference,
+)
 from keras_eff.donna.reference import block_features, block_prefix
 from keras_eff.donna.supernet import get_block_weights
 

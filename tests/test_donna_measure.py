@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 import tflite_export as te
-from keras_eff.donna import (BlockSpace, CostEvaluator, LiteRTLatency, MeasurementCache, MicroBudget, Scenario,
-                             SearchSpace, int8_model, measurer_from_config)
+from keras_eff.donna import (
+    BlockSpace,
+    CostEvaluator,
+    LiteRTLatency,
+    MeasurementCache,
+    MicroBudget,
+    Scenario,
+    SearchSpace,
+    int8_model,
+    measurer_from_config,
+)
 from keras_eff.donna.measure_cache import measurement_key
 
 

@@ -1,9 +1,9 @@
 """Plain architectures and supernet blocks: build, run, serialize; a supernet's sub-choice equals the plain block."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_eff  # noqa: F401  (registers the serializable layers)
 from keras_eff.donna import SupernetBlock, build_block, build_model, tiny_space
 from keras_eff.donna.supernet import load_block_weights

@@ -3,8 +3,15 @@ holds the runtime's and TensorFlow's versions."""
 
 import pytest
 
-from keras_eff.donna import CostEvaluator, LiteRTLatency, MeasurementCache, Scenario, SearchConfig, tiny_space
-from keras_eff.donna import measure_cache
+from keras_eff.donna import (
+    CostEvaluator,
+    LiteRTLatency,
+    MeasurementCache,
+    Scenario,
+    SearchConfig,
+    measure_cache,
+    tiny_space,
+)
 from keras_eff.donna.measure_cache import measurement_key
 
 

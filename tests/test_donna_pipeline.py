@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from keras_eff.donna import (AccuracyPredictor, BKDConfig, BlockLibrary, DonnaConfig, FinetuneConfig,
-                             build_accuracy_model, tiny_space)
+from keras_eff.donna import (
+    AccuracyPredictor,
+    BKDConfig,
+    BlockLibrary,
+    DonnaConfig,
+    FinetuneConfig,
+    build_accuracy_model,
+    tiny_space,
+)
 
 
 @pytest.mark.slow

@@ -51,7 +51,6 @@ def test_ray_tasks_get_the_gpus_they_reserve():
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
 
     def job(i):  # by value: a closure travels to the worker whole
-        import os
 
         import ray
 

@@ -10,8 +10,18 @@ import time
 import numpy as np
 import pytest
 
-from keras_eff.donna import (BlockSpace, Guard, MeasurementCache, Measurer, Scenario, SearchConfig, SearchResult,
-                             SearchSpace, non_dominated, search)
+from keras_eff.donna import (
+    BlockSpace,
+    Guard,
+    MeasurementCache,
+    Measurer,
+    Scenario,
+    SearchConfig,
+    SearchResult,
+    SearchSpace,
+    non_dominated,
+    search,
+)
 from keras_eff.donna.guard import MeasureCrash, MeasureTimeout
 
 

@@ -12,8 +12,16 @@ import tensorflow as tf
 
 import tflite_export as te
 from keras_eff.cli import EXIT_BAD_INPUT, EXIT_EXPORT_FAILED, EXIT_OK, main
-from keras_eff.donna import (BlockSpace, EthosUMeasurer, MeasurementCache, Scenario, SearchConfig, SearchSpace,
-                             int8_model, search)
+from keras_eff.donna import (
+    BlockSpace,
+    EthosUMeasurer,
+    MeasurementCache,
+    Scenario,
+    SearchConfig,
+    SearchSpace,
+    int8_model,
+    search,
+)
 
 
 def _int8(model, batch_size=1, seed=0):

@@ -7,7 +7,6 @@ import pytest
 from keras import layers, ops
 
 import keras_eff as ke
-from keras_eff.clustering import ClusterWrapper
 from keras_eff.layers import LayerFacts, register_layer, unregister_layer
 from keras_eff.pruning import ConstantSparsity, PruneWrapper, UpdatePruning
 

@@ -8,9 +8,9 @@ import subprocess
 
 import numpy as np
 import pytest
+from micro_models import gelu_model, random_images, tiny_cnn
 
 import tflite_export as te
-from micro_models import gelu_model, random_images, tiny_cnn
 
 MAIN_C = r"""
 #include <stdint.h>

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from micro_models import fake_quant_model, random_images, tiny_cnn
 
 import tflite_export as te
-from micro_models import fake_quant_model, random_images, tiny_cnn
 
 
 def test_float_onnx_matches_keras():

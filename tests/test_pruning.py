@@ -10,8 +10,17 @@ from keras import layers
 
 from keras_eff.errors import UnsupportedModelError
 from keras_eff.models import compile_classifier
-from keras_eff.pruning import (ConstantSparsity, PolynomialDecay, PruneWrapper, PruningSummary, UpdatePruning,
-                               prune, prune_model, sparsity_report, strip)
+from keras_eff.pruning import (
+    ConstantSparsity,
+    PolynomialDecay,
+    PruneWrapper,
+    PruningSummary,
+    UpdatePruning,
+    prune,
+    prune_model,
+    sparsity_report,
+    strip,
+)
 
 
 def tiny_cnn(name="tiny"):

@@ -7,8 +7,16 @@ from keras import layers
 
 from keras_eff.graph.rewrite import GraphInfo
 from keras_eff.models import ZOO, compile_classifier
-from keras_eff.pruning import (ConstantSparsity, PruneWrapper, UpdatePruning, channel_groups, prune_model,
-                               sparsity_report, strip, strip_channels)
+from keras_eff.pruning import (
+    ConstantSparsity,
+    PruneWrapper,
+    UpdatePruning,
+    channel_groups,
+    prune_model,
+    sparsity_report,
+    strip,
+    strip_channels,
+)
 
 
 def _set_masks(model, step=0):

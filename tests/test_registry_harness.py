@@ -15,11 +15,10 @@ import keras
 import numpy as np
 import pytest
 from keras import layers
+from keras.src.applications.convnext import LayerScale
 
 import keras_eff as ke
 import tflite_export as te
-from keras.src.applications.convnext import LayerScale
-
 from keras_eff.layers import facts_for, registered_classes
 
 # class -> (factory, input shape without batch, where the layer sits: "body" after a conv/dense, "merge" on two

@@ -90,7 +90,7 @@ def _scan(graph, int8_io: bool):
         in_float = [i for i in op.inputs if t[i].dtype in _FLOAT_TYPES]
         out_float = [i for i in op.outputs if t[i].dtype in _FLOAT_TYPES]
         if op.name == "QUANTIZE" and in_float:
-            if not (in_float[0] in boundary):
+            if in_float[0] not in boundary:
                 problems.append(f"{where} quantizes float tensor '{t[in_float[0]].name}' inside the graph")
             continue
         if op.name == "DEQUANTIZE":

@@ -9,8 +9,6 @@ import json
 import platform
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .arena import DEFAULT_MARGIN, find_arena_size
 from .checks import describe_float_ops, find_float_islands, float_ops
 from .errors import MicroRuntimeError
@@ -19,7 +17,7 @@ from .macs import count_macs
 from .micro_check import check_micro
 from .micro_ops import probe_micro_ops
 from .model_file import read_graph, read_model
-from .runtime import TFLiteModel, compare_latency
+from .runtime import compare_latency
 
 
 def _versions() -> dict:
@@ -244,5 +242,5 @@ def model_report(model, float_model=None, x=None, name: str = "model", latency_r
             warnings.append(f"TFLite Micro failed on the check inputs: {err}")
     out["warnings"] = warnings
     out["versions"] = _versions()
-    out["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return ModelReport(name, out)

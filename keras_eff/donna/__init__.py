@@ -10,16 +10,24 @@ chosen architectures finetuned from the library with soft distillation; ``run_pi
 """
 
 from .bkd import BKDConfig, nsr_loss, train_block_job
+from .blocks import apply_block, build_block
 from .configs import builtin_config
 from .cost import CostEvaluator
-from .distill import DistillConfig, DistillationLoss, distill_architectures, distill_job
-from .guard import Guard
-from .blocks import apply_block, build_block
+from .distill import DistillationLoss, DistillConfig, distill_architectures, distill_job
 from .executors import Executor, InProcessExecutor, RayExecutor, make_executor
 from .finetune import FinetuneConfig, measure_architectures
+from .guard import Guard
 from .library import BlockLibrary, train_block_library
 from .measure_cache import MeasurementCache
-from .measurers import EthosUMeasurer, LiteRTLatency, Measurer, MicroBudget, RayRemoteMeasurer, int8_model, measurer_from_config
+from .measurers import (
+    EthosUMeasurer,
+    LiteRTLatency,
+    Measurer,
+    MicroBudget,
+    RayRemoteMeasurer,
+    int8_model,
+    measurer_from_config,
+)
 from .pipeline import AccuracyModel, DonnaConfig, build_accuracy_model
 from .predictor import AccuracyPredictor, plot_predictions
 from .reference import build_model, build_reference, train_reference

@@ -69,7 +69,7 @@ class BKDConfig:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: dict, where: str = "bkd") -> "BKDConfig":
+    def from_config(cls, config: dict, where: str = "bkd") -> BKDConfig:
         """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`).
 
         Args:

@@ -113,7 +113,7 @@ class DistillConfig:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: dict, where: str = "distill") -> "DistillConfig":
+    def from_config(cls, config: dict, where: str = "distill") -> DistillConfig:
         """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`).
 
         Args:

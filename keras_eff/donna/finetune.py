@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
-
 @dataclass
 class FinetuneConfig:
     """Options of the short finetuning that measures the predictor's training architectures (stage B).
@@ -43,7 +42,7 @@ class FinetuneConfig:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: dict, where: str = "finetune") -> "FinetuneConfig":
+    def from_config(cls, config: dict, where: str = "finetune") -> FinetuneConfig:
         """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`).
 
         Args:

@@ -202,7 +202,7 @@ class BlockLibrary:
         return path
 
     @classmethod
-    def load(cls, path, space: SearchSpace | None = None) -> "BlockLibrary":
+    def load(cls, path, space: SearchSpace | None = None) -> BlockLibrary:
         """Reads a library folder that :meth:`save` wrote (no pickle).
 
         Args:

@@ -599,6 +599,7 @@ def int8_model(space, arch, seed: int = 0, calibration_samples: int = 16) -> byt
     """
     import keras
     import numpy as np
+
     from tflite_export import to_tflite
 
     from .reference import build_model

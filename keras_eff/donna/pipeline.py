@@ -106,7 +106,7 @@ class DonnaConfig:
         return cfg
 
     @classmethod
-    def from_config(cls, config: dict, where: str = "accuracy_model") -> "DonnaConfig":
+    def from_config(cls, config: dict, where: str = "accuracy_model") -> DonnaConfig:
         """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`).
 
         Args:
@@ -126,7 +126,7 @@ class DonnaConfig:
         return checked(cls, config, where)
 
     @classmethod
-    def quick(cls) -> "DonnaConfig":
+    def quick(cls) -> DonnaConfig:
         """Small budgets for the tiny space, tests and notebooks: the settings of the ``--quick`` benchmarks.
 
         The reference trains 6 epochs; BKD runs 800 steps per block on 6,000 images (256 calibration images per
@@ -331,9 +331,9 @@ def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, c
         result.predictor.predict(tiny_space().sample(5))
         ```
     """
+    from .finetune import measure_architectures
     from .library import BlockLibrary, train_block_library
     from .predictor import AccuracyPredictor
-    from .finetune import measure_architectures
     from .reference import check_data, compile_model, train_reference
 
     config = config or DonnaConfig()

@@ -114,7 +114,7 @@ class AccuracyPredictor:
         self.intercept_ = self.alpha_ = None
 
     @classmethod
-    def from_library(cls, library, features: str = "losses", alpha="cv") -> "AccuracyPredictor":
+    def from_library(cls, library, features: str = "losses", alpha="cv") -> AccuracyPredictor:
         """An unfitted predictor on a block library's space and losses.
 
         Args:
@@ -189,7 +189,7 @@ class AccuracyPredictor:
             rows.append(row)
         return np.asarray(rows, np.float64).reshape(len(rows), len(self.feature_names()))
 
-    def fit(self, archs, accuracies) -> "AccuracyPredictor":
+    def fit(self, archs, accuracies) -> AccuracyPredictor:
         """Fits scikit-learn's Ridge on standardized features (``alpha="cv"``: RidgeCV's leave-one-out choice).
 
         Args:
@@ -282,7 +282,7 @@ class AccuracyPredictor:
                 "coef": self.coef_.tolist() if fitted else None, "intercept": self.intercept_}
 
     @classmethod
-    def from_config(cls, config: dict) -> "AccuracyPredictor":
+    def from_config(cls, config: dict) -> AccuracyPredictor:
         """The inverse of :meth:`get_config`.
 
         Args:
@@ -325,7 +325,7 @@ class AccuracyPredictor:
         return atomic_write(path, json.dumps(self.get_config(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path) -> "AccuracyPredictor":
+    def load(cls, path) -> AccuracyPredictor:
         """Reads a predictor that :meth:`save` wrote.
 
         Args:

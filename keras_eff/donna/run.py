@@ -29,8 +29,16 @@ from pathlib import Path
 from tflite_export.files import read_yaml_or_json
 
 from .distill import DistillConfig
-from .pipeline import (LIBRARY_DIR, PREDICTOR_FILE, REFERENCE_FILE, AccuracyModel, DonnaConfig, build_accuracy_model,
-                       save_keras, split_data)
+from .pipeline import (
+    LIBRARY_DIR,
+    PREDICTOR_FILE,
+    REFERENCE_FILE,
+    AccuracyModel,
+    DonnaConfig,
+    build_accuracy_model,
+    save_keras,
+    split_data,
+)
 from .scenario import Scenario
 from .search import SearchConfig, SearchResult
 from .space import SearchSpace
@@ -228,7 +236,7 @@ class PipelineConfig:
         return {name: getattr(self, name) for name in SECTIONS}
 
     @classmethod
-    def from_config(cls, config: dict) -> "PipelineConfig":
+    def from_config(cls, config: dict) -> PipelineConfig:
         """From a mapping of sections.
 
         Args:
@@ -246,7 +254,7 @@ class PipelineConfig:
         return cls(**check_mapping(config, "DONNA config", SECTIONS))
 
     @classmethod
-    def load(cls, spec) -> "PipelineConfig":
+    def load(cls, spec) -> PipelineConfig:
         """A config from a built-in name, a YAML/JSON file or a mapping.
 
         Args:
@@ -648,7 +656,7 @@ class DonnaPipeline:
         out = self._stage(f"finetune:{name}", is_done and not force, run)
         return out if out is not None else json.loads(done.read_text())["models"]
 
-    def run(self, scenarios=None, finetune: bool = True) -> "DonnaPipeline":
+    def run(self, scenarios=None, finetune: bool = True) -> DonnaPipeline:
         """A → D: the accuracy model, then per scenario (``scenarios`` or the config's) search and finetuning.
 
         Args:

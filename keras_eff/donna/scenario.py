@@ -162,7 +162,7 @@ class Scenario:
                 "objective": self.objective, "limits": limits}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Scenario":
+    def from_config(cls, config: dict) -> Scenario:
         """A scenario from a mapping, as a config file gives it.
 
         Args:

@@ -87,7 +87,7 @@ class SearchConfig:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: dict, where: str = "search") -> "SearchConfig":
+    def from_config(cls, config: dict, where: str = "search") -> SearchConfig:
         """From a mapping; every key and value checked by name (:func:`keras_eff.donna.checks.checked`).
 
         Args:
@@ -226,7 +226,7 @@ class SearchResult:
         return atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path) -> "SearchResult":
+    def load(cls, path) -> SearchResult:
         """Reads a result that :meth:`save` wrote.
 
         Args:
@@ -267,6 +267,7 @@ class SearchResult:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         from tflite_export import atomic_write
 
         obj = self.objective
@@ -304,7 +305,7 @@ class SearchResult:
         return atomic_write(path, buf.getvalue())
 
 
-def spread_along_front(result: "SearchResult", k: int) -> list:
+def spread_along_front(result: SearchResult, k: int) -> list:
     """``k`` front architectures (strings) spread evenly along the front, the cheapest and the most accurate
     included (all of them when the front is smaller)."""
     front = result.front

@@ -12,8 +12,22 @@ fields and docs/layers.md for examples.
 """
 
 from .facts import CHANNELS, LAYOUTS, OUTPUT_RANGES, LayerFacts, LayerFactsError
-from .registry import (FIXED_RANGES, HARD_SWISH, PROTOCOL, UNKNOWN, activation_name, channel_shape, facts_for, is_known,
-                       kernel_layout, kernel_names, main_kernel, register_layer, registered_classes, unregister_layer)
+from .registry import (
+    FIXED_RANGES,
+    HARD_SWISH,
+    PROTOCOL,
+    UNKNOWN,
+    activation_name,
+    channel_shape,
+    facts_for,
+    is_known,
+    kernel_layout,
+    kernel_names,
+    main_kernel,
+    register_layer,
+    registered_classes,
+    unregister_layer,
+)
 
 __all__ = ["CHANNELS", "FIXED_RANGES", "HARD_SWISH", "LAYOUTS", "LayerFacts", "LayerFactsError", "OUTPUT_RANGES",
            "PROTOCOL", "UNKNOWN", "activation_name", "channel_shape", "facts_for", "is_known", "kernel_layout",

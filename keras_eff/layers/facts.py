@@ -131,7 +131,7 @@ class LayerFacts:
         """Whether quantize_model puts this layer on int8 grids (anything but ``output_range="float"``)."""
         return self.output_range != "float"
 
-    def replace(self, **changes) -> "LayerFacts":
+    def replace(self, **changes) -> LayerFacts:
         """Makes a copy with some fields changed.
 
         Args:
@@ -156,7 +156,7 @@ class LayerFacts:
         return config
 
     @classmethod
-    def from_config(cls, config: dict) -> "LayerFacts":
+    def from_config(cls, config: dict) -> LayerFacts:
         """Makes facts from a dict written by ``get_config``.
 
         Args:

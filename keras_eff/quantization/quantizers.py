@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from ..distribute import replicas_in_sync  # noqa: F401  (re-exported for the wrappers)
+from ..distribute import replicas_in_sync
 from ..layers import FIXED_RANGES as _REGISTRY_FIXED_RANGES
 
 MIN_BITS, MAX_BITS = 2, 16

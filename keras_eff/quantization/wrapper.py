@@ -26,20 +26,19 @@ and at inference it is exactly conv(x, Q(w·γ/σ)) + (β − γ·μ/σ), which 
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 from keras import layers, ops
-
-import contextlib
-
 from keras.src.saving import serialization_lib
 
+from ..distribute import replicas_in_sync
 from ..graph import bn_affine, call_with_values
 from ..layers import FIXED_RANGES, LayerFacts, activation_name, channel_shape, facts_for
 from . import integer_inference as integer
 from . import layer_ops
 from . import preserve as preserve_lib
-from ..distribute import replicas_in_sync
 from .quantizers import ActivationQuantizer, WeightQuantizer, check_bits
 
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
