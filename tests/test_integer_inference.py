@@ -203,9 +203,11 @@ def test_squeeze_excite_grids_are_bit_exact_with_litert():
     dropped = backbone.get_layer("quant_pool_1x1").output_quantizer
     dropped.range_max.assign(dropped.range_max * 1.03)
     swish = backbone.get_layer("quant_swish_1")
-    assert swish.output_quantizer is None and swish._output_grid() is backbone.get_layer("quant_pool_4x4").output_quantizer
+    assert swish.output_quantizer is None
+    assert swish._output_grid() is backbone.get_layer("quant_pool_4x4").output_quantizer
     se_conv = backbone.get_layer("quant_se_conv")
-    assert se_conv._bias_source() is dropped and se_conv._input_grid() is backbone.get_layer("quant_swish_2").output_quantizer
+    assert se_conv._bias_source() is dropped
+    assert se_conv._input_grid() is backbone.get_layer("quant_swish_2").output_quantizer
     assert qat.get_layer("quant_logits")._input_grid() is not None  # across the nested model's output
     data = te.to_tflite(qat)
     assert "MEAN" in te.read_graph(data).op_names() and "HARD_SWISH" in te.read_graph(data).op_names()

@@ -111,7 +111,7 @@ def test_residual_add_with_the_model_input_is_refused_with_the_reason():
     groups = {g.name: g for g in channel_groups(model)}
     assert "skip (Add) adds a model input" in groups["conv"].reason
     assert groups["head"].reason is None
-    with pytest.raises(ValueError, match="cannot prune the channels of layer 'conv': skip \\(Add\\) adds a model input"):
+    with pytest.raises(ValueError, match=r"cannot prune the channels of layer 'conv': skip \(Add\) adds a model input"):
         prune_model(model, distribution={"conv": 0.5}, structure="channels")
     report = sparsity_report(prune_model(model, 0.5, structure="channels", min_weights=0))
     status = {r["layer"]: r["status"] for r in report.rows}

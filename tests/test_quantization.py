@@ -123,7 +123,7 @@ def test_each_layer_type_quantizes_and_exports(key, tmp_path):
     ke.calibrate(q, x, progress=False)
     # the wrapper computes the layer with quantized kernels: close to float, and its kernels on the grid
     kernels, _ = wrapper.quantized_kernels()
-    for name, k in kernels.items():
+    for k in kernels.values():
         k = k.numpy()
         assert len(np.unique(k)) <= 255 * (k.shape[-1] if wrapper.per_channel else 1)
     y, yq = model(x).numpy(), q(x).numpy()

@@ -81,7 +81,8 @@ def _tensor_lines(name, kind, k, t) -> tuple[list, list]:
     dims = ", ".join(str(d) for d in t.shape)
     scale = _c_float(t.scales[0]) if t.scales.size == 1 else "0.0f"
     zp = int(t.zero_points[0]) if t.zero_points.size == 1 else 0
-    decl = [f"/* {kind} {k}: '{t.name}', {t.dtype.name}, shape ({dims}); real = scale * (q - zero_point); scale 0: not quantized */",
+    decl = [(f"/* {kind} {k}: '{t.name}', {t.dtype.name}, shape ({dims}); "
+             "real = scale * (q - zero_point); scale 0: not quantized */"),
             f"extern const float {prefix}_scale;", f"extern const int {prefix}_zero_point;",
             f"extern const int {prefix}_dims[{len(t.shape)}];", f"extern const int {prefix}_rank;"]
     defs = [f"const float {prefix}_scale = {scale};", f"const int {prefix}_zero_point = {zp};",

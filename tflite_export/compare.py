@@ -60,7 +60,8 @@ class Comparison:
         lsb = (f", {self.within_1_lsb:.2%} of outputs within 1 LSB, max {self.max_lsb_diff} LSB"
                if self.max_lsb_diff is not None else "")
         return (f"{self.n} samples: argmax agreement {self.argmax_agreement:.2%}{lsb}, max |diff| "
-                f"{self.max_abs_diff:.3g}, {self.disagreements} disagreements ({self.near_tie_disagreements} near-ties)")
+                f"{self.max_abs_diff:.3g}, {self.disagreements} disagreements "
+                f"({self.near_tie_disagreements} near-ties)")
 
 
 def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=None,

@@ -279,8 +279,8 @@ class EthosUReport:
         Returns:
             The markdown text.
         """
-        md = [f"# {title}", "", f"Compiled by Vela {self.vela_version} for {self.accelerator} "
-              f"({self.system_config}, {self.memory_mode}, {self.clock_hz / 1e6:g} MHz).", ""]
+        md = [f"# {title}", "", (f"Compiled by Vela {self.vela_version} for {self.accelerator} "
+                                 f"({self.system_config}, {self.memory_mode}, {self.clock_hz / 1e6:g} MHz)."), ""]
         md += [f"> **Warning:** {w}" for w in self.warnings] + ([""] if self.warnings else [])
         md += ["| | |", "|---|---|",
                f"| ops on the NPU / CPU | {len(self.npu_ops)} / {len(self.cpu_ops)} |",
@@ -289,8 +289,8 @@ class EthosUReport:
                f"| SRAM used | {self.sram_bytes:,} B |",
                f"| flash used (on-chip + off-chip) | {self.flash_bytes:,} B |",
                f"| DRAM used | {self.dram_bytes:,} B |",
-               f"| weights: original → after Vela's encoding | {self.original_weight_bytes:,} → "
-               f"{self.encoded_weight_bytes:,} B |",
+               (f"| weights: original → after Vela's encoding | {self.original_weight_bytes:,} → "
+                f"{self.encoded_weight_bytes:,} B |"),
                f"| MACs | {self.macs:,} |",
                f"| file: int8 → Vela | {self.input_bytes:,} → {self.vela_file_bytes:,} B |", ""]
         md += ["## Op placement", "", "| # | op | output | target | reason (CPU ops) |", "|---|---|---|---|---|"]
@@ -302,10 +302,10 @@ class EthosUReport:
         return "\n".join(md) + "\n"
 
     def __str__(self):
-        lines = [f"{self.accelerator} ({self.system_config}, {self.memory_mode}), Vela {self.vela_version}: "
-                 f"{len(self.npu_ops)} ops on the NPU, {len(self.cpu_ops)} on the CPU; {self.cycles:,} cycles, "
-                 f"{self.inference_time_us:,.1f} µs; SRAM {self.sram_bytes:,} B, flash {self.flash_bytes:,} B; "
-                 f"weights {self.original_weight_bytes:,} → {self.encoded_weight_bytes:,} B"]
+        lines = [(f"{self.accelerator} ({self.system_config}, {self.memory_mode}), Vela {self.vela_version}: "
+                  f"{len(self.npu_ops)} ops on the NPU, {len(self.cpu_ops)} on the CPU; {self.cycles:,} cycles, "
+                  f"{self.inference_time_us:,.1f} µs; SRAM {self.sram_bytes:,} B, flash {self.flash_bytes:,} B; "
+                  f"weights {self.original_weight_bytes:,} → {self.encoded_weight_bytes:,} B")]
         lines += [f"  CPU: #{o.index} {o.op} '{o.output}': {o.reason}" for o in self.cpu_ops]
         return "\n".join(lines)
 

@@ -83,7 +83,8 @@ class ModelReport:
         md += ["| | |", "|---|---|"]
         md += [f"| {k} | {v} |" for k, v in (
             ("TFLite file", f"{s['file_bytes']:,} bytes"), ("gzip -9", f"{s['gzip_bytes']:,} bytes"),
-            ("parameters (conv and dense weights, biases)", f"{s['parameters']:,}"), ("MACs per inference", f"{s['macs']:,}"),
+            ("parameters (conv and dense weights, biases)", f"{s['parameters']:,}"),
+            ("MACs per inference", f"{s['macs']:,}"),
             ("input", s["input"]), ("output", s["output"]))]
         arena = d.get("arena")
         if arena and "host_min_bytes" in arena:

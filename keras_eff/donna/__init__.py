@@ -45,6 +45,6 @@ __all__ = [
     "AccuracyModel", "AccuracyPredictor", "Architecture", "BKDConfig", "BlockChoice", "BlockLibrary", "BlockSpace",
     "DonnaConfig", "Executor", "FinetuneConfig", "InProcessExecutor", "RayExecutor", "SearchSpace", "SupernetBlock",
     "apply_block", "build_accuracy_model", "build_block", "build_model", "build_reference", "default_space",
-    "make_executor", "measure_architectures", "nsr_loss", "plot_predictions", "rgb_space", "tiny_space", "train_block_job",
-    "train_block_library", "train_reference",
+    "make_executor", "measure_architectures", "nsr_loss", "plot_predictions", "rgb_space", "tiny_space",
+    "train_block_job", "train_block_library", "train_reference",
 ]

@@ -78,8 +78,8 @@ class Scenario:
                                  f"{', '.join(KNOWN_METRICS)}")
             if k not in provided:
                 raise ValueError(f"scenario {self.name!r}: limit on {k!r}, but no measurer gives it (add "
-                                 f"{{'kind': 'micro'}} for flash/RAM, {{'kind': 'litert'}} for latency, {{'kind': 'ethos_u'}} for an "
-                                 f"Ethos-U NPU's latency, flash and SRAM)")
+                                 f"{{'kind': 'micro'}} for flash/RAM, {{'kind': 'litert'}} for latency, "
+                                 f"{{'kind': 'ethos_u'}} for an Ethos-U NPU's latency, flash and SRAM)")
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"scenario {self.name!r}: limit {k} = {v!r} must be a positive number")
         if "micro_unsupported_ops" in provided:

@@ -151,7 +151,7 @@ class SupernetBlock(keras.layers.Layer):
         """
         choice = self._as_choice(choice)
         out = {}
-        for p, cin, cexp, cout, s, residual, off in self._slices(choice):
+        for p, _cin, cexp, cout, _s, _residual, _off in self._slices(choice):
             for part in bn_names(choice.cell):
                 out[f"{p}/{part}_bn"] = cout if part == "project" else cexp
         return out
@@ -286,7 +286,7 @@ class SupernetBlock(keras.layers.Layer):
         choice = self._as_choice(choice)
         v = {key: ops.convert_to_numpy(var) for key, var in self._vars.items()}
         k, out = choice.kernel, {}
-        for p, cin, cexp, cout, s, residual, off in self._slices(choice):
+        for p, cin, cexp, cout, _s, _residual, off in self._slices(choice):
             name = p.split("/")[1]
             if choice.cell == "dw_ib":
                 out[f"{name}_expand"] = [v[f"{p}/expand"][:cin, :cexp].reshape(1, 1, cin, cexp)]
@@ -332,7 +332,7 @@ class SupernetBlock(keras.layers.Layer):
             full[index] = value
             var.assign(full)
 
-        for p, cin, cexp, cout, s, residual, off in self._slices(choice):
+        for p, cin, cexp, cout, _s, _residual, off in self._slices(choice):
             name = p.split("/")[1]
             if choice.cell == "dw_ib":
                 put(f"{p}/expand", np.s_[:cin, :cexp], weights[f"{name}_expand"][0].reshape(cin, cexp))
@@ -378,7 +378,8 @@ class SupernetBlock(keras.layers.Layer):
         for key, var in self._vars.items():
             a = np.asarray(arrays[key])
             if tuple(a.shape) != tuple(var.shape):
-                raise ValueError(f"supernet weight {key}: shape {a.shape} does not match the block's {tuple(var.shape)}")
+                raise ValueError(f"supernet weight {key}: shape {a.shape} does not match the block's "
+                                 f"{tuple(var.shape)}")
             var.assign(a)
 
     def get_config(self) -> dict:

@@ -20,7 +20,8 @@ from .rewrite import (
     tensors_in,
 )
 
-__all__ = ["ChannelChain", "ChannelGroup", "GraphInfo", "Rebuild", "activation_kind", "channel_chains", "channel_groups",
-           "channel_role", "bn_affine", "call_with_values", "clone", "clone_layer", "copy_weights", "fold_batchnorm",
-           "folded_weights", "functional_of", "holds_state", "is_foldable_bn", "layers_with", "name_list", "refuse_rewritten", "output_channel_shape",
-           "rebuild", "release", "reuse_or_clone", "tensors_in"]
+__all__ = ["ChannelChain", "ChannelGroup", "GraphInfo", "Rebuild", "activation_kind", "channel_chains",
+           "channel_groups", "channel_role", "bn_affine", "call_with_values", "clone", "clone_layer", "copy_weights",
+           "fold_batchnorm", "folded_weights", "functional_of", "holds_state", "is_foldable_bn", "layers_with",
+           "name_list", "refuse_rewritten", "output_channel_shape", "rebuild", "release", "reuse_or_clone",
+           "tensors_in"]

@@ -111,8 +111,8 @@ class QuantizedAttention(CompositeQuantized):
 
 def from_attention(mha, spec_kwargs, weight_bits, shapes) -> QuantizedAttention:
     """A QuantizedAttention with ``mha``'s weights (EinsumDense kernels reshaped to 2-D)."""
-    layer = QuantizedAttention(mha.num_heads, mha.key_dim, mha.value_dim or mha.key_dim,
-                               output_dim=shapes[0][-1] if mha._output_shape is None else int(np.prod(mha._output_shape)),
+    output_dim = shapes[0][-1] if mha._output_shape is None else int(np.prod(mha._output_shape))
+    layer = QuantizedAttention(mha.num_heads, mha.key_dim, mha.value_dim or mha.key_dim, output_dim=output_dim,
                                use_bias=mha.use_bias, weight_bits=weight_bits, name=mha.name, **spec_kwargs)
     layer.build(*shapes)
     for name in PROJECTIONS:
