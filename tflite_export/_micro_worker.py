@@ -13,14 +13,10 @@ TFLite Micro's own messages go to stderr, which the parent reads.
 import json
 import sys
 
+import flatbuffers
 import numpy as np
-
-
-def _load_runtime():
-    from tflite_micro import runtime
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
-    return runtime, schema
+from tflite_micro import runtime
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 
 def _num_io(schema, model_bytes):
@@ -74,8 +70,6 @@ def _opcode_registered(runtime, schema, model_bytes, code):
     "Failed to get registration" or "Didn't find op". Any other outcome (loads, fails in Prepare on the wrong
     tensors, even crashes) means the op is registered.
     """
-    import flatbuffers
-
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
     for oc in model.operatorCodes:
         oc.builtinCode = int(code)
@@ -91,7 +85,6 @@ def _opcode_registered(runtime, schema, model_bytes, code):
 
 
 def main():
-    runtime, schema = _load_runtime()
     with open(sys.argv[1], "rb") as f:
         model_bytes = f.read()
     for line in sys.stdin:

@@ -6,8 +6,10 @@ import contextlib
 import io
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from .checks import check_int8
 from .errors import TFLiteExportError, UncalibratedModelError
@@ -84,8 +86,6 @@ def has_fake_quant(model) -> bool:
 
 def _saved_model_has_fake_quant(folder) -> bool:
     """The same question asked of an exported SavedModel, without tracing the model again."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
     proto = saved_model_pb2.SavedModel()
     with open(f"{folder}/saved_model.pb", "rb") as f:
         proto.ParseFromString(f.read())
@@ -219,8 +219,6 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
         float_bytes = tflite_export.to_tflite(float_model, quantize=False)
         ```
     """
-    import keras
-
     if not isinstance(model, keras.Model):
         raise TypeError(f"to_tflite expects a Keras 3 model, got {type(model).__name__}")
     signature = _input_signature(model, batch_size)

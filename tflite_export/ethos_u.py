@@ -22,10 +22,12 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from .c_source import to_c_source
 from .errors import TFLiteExportError
 from .model_file import read_graph_flatbuffer, read_model
 
@@ -47,11 +49,9 @@ def vela_version() -> str:
     Raises:
         EthosUError: If Vela is not installed, saying how to install it.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
-        return version(_VELA_PACKAGE)
-    except PackageNotFoundError:
+        return metadata.version(_VELA_PACKAGE)
+    except metadata.PackageNotFoundError:
         raise EthosUError(f"Arm's Vela compiler is not installed: pip install {_VELA_PACKAGE}") from None
 
 
@@ -65,7 +65,7 @@ def accelerators() -> list:
         EthosUError: If Vela is not installed.
     """
     vela_version()
-    from ethosu.vela.architecture_features import Accelerator
+    from ethosu.vela.architecture_features import Accelerator  # noqa: PLC0415 - Vela may be absent: checked first
 
     return list(Accelerator.member_list())
 
@@ -81,7 +81,7 @@ def default_vela_config() -> Path:
         EthosUError: If Vela is not installed.
     """
     vela_version()
-    import ethosu.vela
+    import ethosu.vela  # noqa: PLC0415 - Vela may be absent: vela_version() says how to install it
 
     return Path(ethosu.vela.__file__).parent.parent / "config_files" / "Arm" / "vela.ini"
 
@@ -339,8 +339,6 @@ class EthosUCompilation:
         Raises:
             ValueError: If ``name`` is not a C identifier.
         """
-        from .c_source import to_c_source
-
         sources = to_c_source(self.tflite, name, arena_bytes=self.report.sram_bytes,
                               arena_note=f"Vela's SRAM use on {self.report.accelerator} ({self.report.memory_mode}); "
                                          f"add what the CPU ops need")

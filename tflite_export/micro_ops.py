@@ -16,8 +16,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import tflite_micro
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
 from .micro_process import MicroProcess
-from .model_file import read_model
+from .model_file import read_graph, read_model
 
 _MISSING_MARKERS = ("Failed to get registration", "Didn't find op")
 
@@ -31,19 +34,13 @@ _RESOLVER_EXCEPTIONS = {
 }
 
 
-def _schema():
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
-    return schema
-
-
 def builtin_codes() -> dict:
     """The builtin ops of the TFLite schema that ships with tflite-micro.
 
     Returns:
         Builtin op name -> its code, e.g. ``{"ADD": 0, ...}``.
     """
-    return {k: v for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_")}
+    return {k: v for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
 def resolver_method(op_name: str) -> str:
@@ -109,8 +106,6 @@ def probe_micro_ops(model, op_names=None) -> dict:
 
 def _bundled_model() -> bytes:
     """The small float model that ships inside the tflite-micro wheel, a vehicle for the probe."""
-    import tflite_micro
-
     path = Path(tflite_micro.__file__).parent / "python" / "tflite_micro" / "sine_float.tflite"
     return read_model(path)
 
@@ -148,8 +143,6 @@ def unsupported_micro_ops(model) -> list:
         missing = tflite_export.unsupported_micro_ops("model.tflite")  # e.g. ["GELU"]
         ```
     """
-    from .model_file import read_graph
-
     used = list(dict.fromkeys(read_graph(model).op_names()))
     support = probe_micro_ops(model, [n for n in used if n in builtin_codes()])
     return [n for n in used if not support.get(n, False)]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from .errors import InvalidTFLiteModel
 
@@ -245,12 +246,6 @@ _NUMPY_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32,
                 "UINT64": np.uint64, "UINT32": np.uint32, "UINT16": np.uint16}
 
 
-def _schema():
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
-    return schema
-
-
 def read_graph_flatbuffer(model) -> Graph:
     """Reads the main subgraph straight from the flatbuffer, without an interpreter.
 
@@ -274,7 +269,6 @@ def read_graph_flatbuffer(model) -> Graph:
         ```
     """
     data = read_model(model)
-    schema = _schema()
     try:
         fb = schema.Model.GetRootAs(data, 0)
         sub = fb.Subgraphs(0)

@@ -18,6 +18,8 @@ import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
 from .errors import TFLiteExportError
 from .export_mode import export_view
@@ -57,8 +59,10 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, *, allow_uncalibrated: bool = Fal
         print(tflite_export.compare_onnx(model, onnx_bytes, x_test[:200]))
         ```
     """
-    import keras
-    import tensorflow as tf
+    # Start-up: TensorFlow and Keras take ~8-10 s to import, and only to_onnx needs them (run_onnx and
+    # count_onnx_ops read ONNX files without them); tf2onnx adds ~7 s more.
+    import keras  # noqa: PLC0415 - see above
+    import tensorflow as tf  # noqa: PLC0415 - see above
 
     if not isinstance(model, keras.Model):
         raise TypeError(f"to_onnx expects a Keras 3 model, got {type(model).__name__}")
@@ -67,10 +71,10 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, *, allow_uncalibrated: bool = Fal
     if not 13 <= int(opset) <= 21:
         raise ValueError(f"opset must be between 13 and 21 (per-channel QuantizeLinear needs 13), got {opset}")
     if not allow_uncalibrated:
-        from .convert import _check_ranges_set
+        from .convert import _check_ranges_set  # noqa: PLC0415 - .convert imports TensorFlow (~8 s): as above
 
         _check_ranges_set(model)
-    import tf2onnx
+    import tf2onnx  # noqa: PLC0415 - tf2onnx costs ~7 s to import; only to_onnx needs it
 
     spec = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=_input_name(t, i)) for i, t in enumerate(model.inputs)]
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
@@ -88,8 +92,6 @@ def _input_name(t, i) -> str:
 
 
 def _session(onnx_model, optimize: bool):
-    import onnxruntime as ort
-
     data = onnx_model
     if not isinstance(onnx_model, (bytes, bytearray)):
         with open(onnx_model, "rb") as f:
@@ -152,8 +154,6 @@ def count_onnx_ops(onnx_model) -> dict:
         tflite_export.count_onnx_ops(onnx_bytes).get("QuantizeLinear", 0)
         ```
     """
-    import onnx
-
     model = onnx.load_from_string(bytes(onnx_model)) if isinstance(onnx_model, (bytes, bytearray)) \
         else onnx.load(onnx_model)
     counts = {}

@@ -8,6 +8,8 @@ import gzip
 import json
 import platform
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from .arena import DEFAULT_MARGIN, find_arena_size
 from .checks import describe_float_ops, find_float_islands, float_ops
@@ -21,8 +23,6 @@ from .runtime import compare_latency
 
 
 def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for pkg in ("tensorflow", "ai-edge-litert", "tflite-micro"):
         try:
@@ -134,8 +134,6 @@ class ModelReport:
             FileExistsError: If a file exists and not ``overwrite``.
             OSError: If a file cannot be written; nothing is left behind then.
         """
-        from pathlib import Path
-
         stem = Path(stem)
         return write_files(stem.parent, {f"{stem.name}.md": self.to_markdown(), f"{stem.name}.json": self.to_json()},
                            overwrite=overwrite)
