@@ -8,6 +8,7 @@ import contextlib
 import keras
 
 from .quantizers import ActivationQuantizer
+from .wrapper import _shared_config
 
 
 class CompositeQuantized(keras.layers.Layer):
@@ -47,6 +48,4 @@ class CompositeQuantized(keras.layers.Layer):
         return [name for q in self.step_quantizers for name in q.unset_ranges()]
 
     def get_config(self):
-        from .wrapper import _shared_config
-
         return {**super().get_config(), "quantizers": [_shared_config(q) for q in self.step_quantizers]}

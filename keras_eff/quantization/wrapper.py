@@ -27,6 +27,7 @@ and at inference it is exactly conv(x, Q(w·γ/σ)) + (β − γ·μ/σ), which 
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import keras
 import tensorflow as tf
@@ -39,6 +40,7 @@ from ..layers import FIXED_RANGES, LayerFacts, activation_name, channel_shape, f
 from . import integer_inference as integer
 from . import layer_ops
 from . import preserve as preserve_lib
+from .placement import place_ranges
 from .quantizers import ActivationQuantizer, WeightQuantizer, check_bits
 
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
@@ -248,8 +250,6 @@ class QuantizeWrapper(layers.Wrapper):
         Returns:
             None.
         """
-        from .placement import place_ranges
-
         place_ranges(model)
 
     @contextlib.contextmanager
@@ -660,8 +660,6 @@ def _placement_from_config(placement) -> dict:
 
 
 def _takes_training(layer) -> bool:
-    import inspect
-
     try:
         return "training" in inspect.signature(layer.call).parameters
     except (TypeError, ValueError):
