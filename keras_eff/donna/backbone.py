@@ -15,6 +15,7 @@ untouched.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -259,8 +260,6 @@ def backbone_config(model, blocks=None) -> tuple:
 
 def build_part(config: dict, name: str) -> keras.Model:
     """A fresh ``stem`` or ``head`` model from its stored config."""
-    import copy
-
     part = keras.saving.deserialize_keras_object(copy.deepcopy(config))  # Keras consumes the dict it reads
     if not isinstance(part, keras.Model):
         raise ValueError(f"the stored {name} is not a Keras model")

@@ -13,9 +13,15 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+import keras
 import numpy as np
+import tensorflow as tf
+from keras import ops
+from tqdm.auto import tqdm
 
+from .checks import checked
 from .space import BlockSpace
+from .supernet import SupernetBlock
 
 
 @dataclass
@@ -83,8 +89,6 @@ class BKDConfig:
             ValueError: If a key is unknown or a value has the wrong type or range (the message names it, e.g.
                 ``bkd.steps``).
         """
-        from .checks import checked
-
         return checked(cls, config, where)
 
 
@@ -108,8 +112,6 @@ def nsr_loss(student, teacher):
         float(nsr_loss(np.zeros_like(teacher), teacher))   # about 1: zero is about the channel means here
         ```
     """
-    from keras import ops
-
     mean = ops.mean(teacher, axis=[0, 1, 2], keepdims=True)
     signal = ops.mean(ops.square(teacher - mean))
     return ops.mean(ops.square(student - teacher)) / (signal + 1e-8)
@@ -118,8 +120,6 @@ def nsr_loss(student, teacher):
 def evaluate_choice(layer, choice, x_calib, x_val, y_val, batch_size: int = 500):
     """One choice's batch-norm statistics (from ``x_calib``) and its NSR loss on the held-out pair ``(x_val, y_val)``
     computed over the whole set (summed errors over summed signal)."""
-    from keras import ops
-
     stats = layer.calibrate(x_calib, choice, batch_size=batch_size)
     stats_t = {k: (ops.convert_to_tensor(m), ops.convert_to_tensor(v)) for k, (m, v) in stats.items()}
     mean = y_val.mean(axis=(0, 1, 2), keepdims=True)
@@ -172,12 +172,6 @@ def train_block_job(job: dict) -> dict:
         ValueError: If the inputs and outputs are empty or of different lengths, or the config or block is
             invalid.
     """
-    import keras
-    import tensorflow as tf
-    from tqdm.auto import tqdm
-
-    from .supernet import SupernetBlock
-
     t0 = time.perf_counter()
     cfg = BKDConfig.from_config(job["config"])
     block = BlockSpace.from_config(dict(job["block"]))

@@ -8,11 +8,14 @@ goes on) and is cached too, so a resumed search does not retry it (``retry_faile
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from .guard import Guard
 from .measure_cache import MeasurementCache, measurement_key
-from .measurers import measure_all, measurer_from_config
+from .measurers import convert_job, measure_all, measure_bytes, measurer_from_config
 from .space import Architecture, SearchSpace
 
 
@@ -138,9 +141,6 @@ class CostEvaluator:
             A ``concurrent.futures.ProcessPoolExecutor`` (spawned processes), shut down by :meth:`close`.
         """
         if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         return self._pool
 
@@ -162,9 +162,6 @@ class CostEvaluator:
         pooled = [i for i, m in enumerate(self.measurers) if getattr(m, "parallel", False)]
         if (self.workers <= 1 and not pooled) or len(archs) < 2:
             return [self.evaluate(a) for a in archs]
-        from concurrent.futures import TimeoutError as FutureTimeout
-
-        from .measurers import convert_job, measure_bytes
 
         t0 = time.perf_counter()
         plans = [self._lookup(a) for a in archs]

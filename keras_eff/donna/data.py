@@ -15,7 +15,10 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
+
+from keras_eff.datasets import fashion_mnist_float
 
 from .checks import as_float, as_int, check_mapping
 
@@ -115,8 +118,6 @@ def _folder_arrays(ds) -> tuple:
 def load_image_folder(path, image_size, channels: int = 3, val_split=None, seed: int = 0, n_train=None,
                       n_test=None) -> tuple:
     """``((x_train, y_train), (x_val, y_val))`` from a folder of class sub-folders (or ``train/`` and ``val/``)."""
-    import keras
-
     path = Path(path)
     color = {1: "grayscale", 3: "rgb", 4: "rgba"}.get(channels)
     if color is None:
@@ -147,8 +148,6 @@ def load_data(section: dict, input_shape, seed: int = 0) -> tuple:
     section = check_data_section(section)
     path = section.get("path")
     if path is None:
-        from keras_eff.datasets import fashion_mnist_float
-
         if tuple(input_shape) != (28, 28, 1):
             raise ValueError(f"data: the model takes {tuple(input_shape)} images; the built-in data is Fashion-MNIST "
                              f"(28, 28, 1): give data.path (a .npz file with x_train, y_train, x_val, y_val, or a "

@@ -15,7 +15,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from .checks import checked
+from .executors import InProcessExecutor
 from .finetune import check_training_options
+from .reference import build_job_model, build_model, check_data, compile_model
 from .space import Architecture, SearchSpace
 
 INITS = ("library", "scratch")
@@ -126,8 +129,6 @@ class DistillConfig:
         Raises:
             ValueError: If a key is unknown or a value has the wrong type or range (the message names it).
         """
-        from .checks import checked
-
         return checked(cls, config, where)
 
 
@@ -151,8 +152,6 @@ def distill_job(job: dict) -> dict:
     Raises:
         ValueError: If the config or the space is invalid.
     """
-    from .reference import build_job_model, compile_model
-
     t0 = time.perf_counter()
     cfg = DistillConfig.from_config(job["config"])
     model = build_job_model(job)
@@ -209,9 +208,6 @@ def distill_architectures(library, reference, archs, x_train, y_train, x_eval, y
         model = model_from_result(library.space, results[0])
         ```
     """
-    from .executors import InProcessExecutor
-    from .reference import check_data
-
     if init not in INITS:
         raise ValueError(f"init: {init!r} is unknown; choose from {', '.join(INITS)}")
     config = config or DistillConfig()
@@ -235,8 +231,6 @@ def distill_architectures(library, reference, archs, x_train, y_train, x_eval, y
 
 def model_from_result(space: SearchSpace, result: dict):
     """The trained Keras model of a :func:`distill_job` result (compiled with cross-entropy and accuracy)."""
-    from .reference import build_model, compile_model
-
     model = build_model(space, Architecture.parse(result["arch"]))
     model.set_weights(result["weights"])
     return compile_model(model)

@@ -8,6 +8,7 @@ data (numbers, strings, lists, dicts, numpy arrays), so that they travel to othe
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 from tqdm.auto import tqdm
@@ -85,8 +86,6 @@ class InProcessExecutor(Executor):
 def check_gpus_per_job(value, where: str = "gpus_per_job") -> float:
     """``value`` as a GPU count per Ray task: a number >= 0, a fraction (0.25: four tasks share one GPU) only below
     1, whole numbers above (as Ray allows)."""
-    import math
-
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{where}: {value!r} must be a number of GPUs per job (0, a fraction such as 0.5, or a "
                          f"whole number)")
@@ -137,7 +136,7 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1.0,
                  env_vars: dict | None = None, gpus_per_job: float = 0.0):
         try:
-            import ray  # noqa: F401
+            import ray  # noqa: F401, PLC0415 - Ray is optional: checked here to name the extra to install
         except ImportError:
             raise ImportError("RayExecutor needs Ray: pip install 'keras-eff[ray]' (or pip install ray)") from None
         if cpus_per_job <= 0:
@@ -149,7 +148,7 @@ class RayExecutor(Executor):
         self._started = False
 
     def _ensure(self):
-        import ray
+        import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         if not ray.is_initialized():
             kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus,
@@ -172,7 +171,7 @@ class RayExecutor(Executor):
         Raises:
             ray.exceptions.RayTaskError: If a job raised (tasks are not retried).
         """
-        import ray
+        import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         self._ensure()
         remote = ray.remote(**self.task_options())(fn)
@@ -199,7 +198,7 @@ class RayExecutor(Executor):
         Returns:
             None.
         """
-        import ray
+        import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         if self._started and ray.is_initialized():
             ray.shutdown()

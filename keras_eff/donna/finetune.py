@@ -8,7 +8,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from .checks import checked
+from .executors import InProcessExecutor
+from .reference import build_job_model, check_data
 
 
 @dataclass
@@ -55,8 +61,6 @@ class FinetuneConfig:
         Raises:
             ValueError: If a key is unknown or a value has the wrong type or range (the message names it).
         """
-        from .checks import checked
-
         return checked(cls, config, where)
 
 
@@ -76,11 +80,6 @@ def finetune_job(job: dict) -> dict:
     """Finetunes one architecture and measures it. ``job``: ``space`` (config), ``arch`` (its string), ``weights``
     (the initial weights, ``model.get_weights()`` order), ``x``/``y`` (training), ``x_eval``/``y_eval``, ``config``
     (FinetuneConfig config) and ``seed``. Returns ``{"arch", "accuracy", "seconds"}``."""
-    import keras
-    import tensorflow as tf
-
-    from .reference import build_job_model
-
     t0 = time.perf_counter()
     cfg = FinetuneConfig.from_config(job["config"])
     if job.get("weights") is None:
@@ -135,9 +134,6 @@ def measure_architectures(library, archs, x_train, y_train, x_eval, y_eval, conf
         predictor = AccuracyPredictor.from_library(library).fit(archs, [r["accuracy"] for r in results])
         ```
     """
-    from .executors import InProcessExecutor
-    from .reference import check_data
-
     config = config or FinetuneConfig()
     executor = executor or InProcessExecutor()
     check_data(x_train, y_train, library.space, "finetuning data")

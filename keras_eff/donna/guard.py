@@ -9,6 +9,7 @@ for the next call (robust; the child imports TensorFlow once, a few seconds).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import traceback
 
@@ -43,8 +44,6 @@ def _call_in_thread(fn, args, timeout_s):
 
 
 def _worker_loop(conn):
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     conn.send("ready")  # imports done: the caller's deadline starts with the call, not with the start-up
     while True:

@@ -11,15 +11,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tflite_export.files import read_json
+from tflite_export.files import atomic_write, read_json
 
+from .bkd import BKDConfig, train_block_job, unpack_stats
+from .executors import InProcessExecutor
+from .reference import block_features, block_prefix, build_model, check_data, stem_head_weights
 from .space import Architecture, SearchSpace
+from .supernet import SupernetBlock, get_block_weights, load_block_weights
 
 FORMAT = "keras_eff.donna.BlockLibrary"
 VERSION = 1
@@ -110,8 +115,6 @@ class BlockLibrary:
         Raises:
             ValueError: If the library's weights do not match the block (names or shapes).
         """
-        from .supernet import SupernetBlock
-
         if i not in self._supernets:
             in_channels = self.space.block_input_shapes()[i][2]
             layer = SupernetBlock(in_channels, self.space.blocks[i], name=f"supernet_b{i}")
@@ -132,8 +135,6 @@ class BlockLibrary:
         Raises:
             ValueError: If ``choice`` is not one of the block's choices.
         """
-        from .bkd import unpack_stats
-
         layer = self.supernet(i)
         return layer.extract_weights(choice, unpack_stats(layer, self.blocks[i]["stats"], choice))
 
@@ -150,9 +151,6 @@ class BlockLibrary:
         Raises:
             ValueError: If ``arch`` does not belong to the space.
         """
-        from .reference import block_prefix, build_model
-        from .supernet import load_block_weights
-
         model = build_model(self.space, arch, name=name)
         for layer_name, arrays in self.stem_head.items():
             model.get_layer(layer_name).set_weights(arrays)
@@ -183,8 +181,6 @@ class BlockLibrary:
         Returns:
             ``path`` as a `pathlib.Path`.
         """
-        from tflite_export import atomic_write
-
         path = Path(path)
         buf = io.BytesIO()
         np.savez(buf, **self._arrays())
@@ -311,13 +307,6 @@ def train_block_library(space: SearchSpace, reference, x_train, x_val, config=No
         library.loss_table()   # per block, each choice's held-out loss
         ```
     """
-    import time
-
-    from .bkd import BKDConfig, train_block_job
-    from .executors import InProcessExecutor
-    from .reference import block_features, block_prefix, check_data, stem_head_weights
-    from .supernet import get_block_weights
-
     config = config or BKDConfig()
     executor = executor or InProcessExecutor()
     check_data(x_train, None, space, "x_train")

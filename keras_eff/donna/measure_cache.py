@@ -11,17 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from importlib import metadata
 from pathlib import Path
 
-from tflite_export.files import read_json
+from tflite_export.files import atomic_write, read_json
 
 FORMAT = "keras_eff.donna.MeasurementCache"
 
 
 def package_version(name: str) -> str | None:
     """The installed version of the distribution ``name`` (None when it is not installed); no import."""
-    from importlib import metadata
-
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -134,7 +133,6 @@ class MeasurementCache:
         """
         if self.path is None:
             return
-        from tflite_export import atomic_write
 
         doc = {"format": FORMAT, "entries": _plain(self.entries)}
         atomic_write(self.path, json.dumps(doc, indent=0, sort_keys=True) + "\n")

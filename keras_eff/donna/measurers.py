@@ -21,8 +21,30 @@ Measurers are plain configs (``get_config``/``measurer_from_config``) so that a 
 
 from __future__ import annotations
 
+import inspect
+import os
+import platform
 import time
 from abc import ABC, abstractmethod
+
+import keras
+import numpy as np
+
+from tflite_export import (
+    TFLiteModel,
+    accelerators,
+    compile_ethos_u,
+    find_arena_size,
+    read_graph,
+    to_tflite,
+    unsupported_micro_ops,
+    vela_version,
+)
+
+from . import measure_cache
+from .checks import as_int
+from .reference import build_model
+from .space import Architecture, SearchSpace
 
 KNOWN_METRICS = ("latency_us", "flash_bytes", "ram_bytes", "micro_unsupported_ops", "npu_cycles", "npu_cpu_ops")
 
@@ -152,8 +174,6 @@ class LiteRTLatency(Measurer):
         Returns:
             ``{"latency_us": float, "flash_bytes": int}``.
         """
-        from tflite_export import TFLiteModel
-
         model = TFLiteModel(model_bytes, num_threads=self.num_threads, use_xnnpack=self.use_xnnpack)
         # the median of several rounds' medians: one round can land on a moment when the machine is busy
         medians = [model.latency(runs=self.runs, warmup=self.warmup if r == 0 else 2, seed=r).median_us
@@ -166,13 +186,9 @@ class LiteRTLatency(Measurer):
                 "use_xnnpack": self.use_xnnpack, "rounds": self.rounds}
 
     def cache_key(self) -> dict:
-        import platform
-
-        from .measure_cache import package_version
-
         # latency belongs to the machine it was measured on, and to the runtime that ran it
         return {**self.get_config(), "host": platform.node(), "machine": platform.machine(),
-                "litert": package_version("ai-edge-litert")}
+                "litert": measure_cache.package_version("ai-edge-litert")}
 
 
 class MicroBudget(Measurer):
@@ -216,8 +232,6 @@ class MicroBudget(Measurer):
             ``micro_ops``, ``micro_missing`` and, when the arena was found, ``ram_host_min_bytes`` and
             ``ram_note``.
         """
-        from tflite_export import find_arena_size, read_graph, unsupported_micro_ops
-
         ops = sorted(set(read_graph(model_bytes).op_names()))
         missing = unsupported_micro_ops(model_bytes)
         out = {"flash_bytes": len(model_bytes), "micro_unsupported_ops": len(missing), "micro_ops": ops,
@@ -234,9 +248,7 @@ class MicroBudget(Measurer):
         return {"kind": self.kind, "margin": self.margin}
 
     def cache_key(self) -> dict:
-        from .measure_cache import package_version
-
-        return {**self.get_config(), "tflite_micro": package_version("tflite-micro")}
+        return {**self.get_config(), "tflite_micro": measure_cache.package_version("tflite-micro")}
 
 
 class EthosUMeasurer(Measurer):
@@ -270,8 +282,6 @@ class EthosUMeasurer(Measurer):
 
     def __init__(self, accelerator: str = "ethos-u55-128", system_config: str | None = None,
                  memory_mode: str | None = None, config_file: str | None = None):
-        from tflite_export import accelerators
-
         valid = accelerators()
         if accelerator not in valid:
             raise ValueError(f"EthosUMeasurer.accelerator: {accelerator!r} is unknown; choose from "
@@ -292,8 +302,6 @@ class EthosUMeasurer(Measurer):
         Raises:
             tflite_export.EthosUError: If Vela refuses or fails to compile the file.
         """
-        from tflite_export import compile_ethos_u
-
         r = compile_ethos_u(model_bytes, self.accelerator, system_config=self.system_config,
                             memory_mode=self.memory_mode, config_file=self.config_file).report
         return {"latency_us": r.inference_time_us, "npu_cycles": r.cycles, "flash_bytes": r.flash_bytes,
@@ -306,8 +314,6 @@ class EthosUMeasurer(Measurer):
                 "memory_mode": self.memory_mode, "config_file": self.config_file}
 
     def cache_key(self) -> dict:
-        from tflite_export import vela_version
-
         return {**self.get_config(), "vela": vela_version()}
 
 
@@ -315,15 +321,11 @@ class _MeasureActor:
     """The Ray actor behind :class:`RayRemoteMeasurer`: holds the inner measurer where the model will run."""
 
     def __init__(self, inner_config: dict):
-        import os
-
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         self.measurer = measurer_from_config(inner_config)
 
     def measure(self, model_bytes: bytes) -> dict:
-        import platform
-
-        import ray
+        import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         return {**self.measurer.measure(model_bytes), "measured_on": platform.node(),
                 "measured_by": ray.get_runtime_context().get_actor_id()}
@@ -375,7 +377,7 @@ class RayRemoteMeasurer(Measurer):
                  num_cpus: int | None = None, resources: dict | None = None, node_id: str | None = None,
                  timeout_s: float = 300.0, actors: int = 1):
         try:
-            import ray  # noqa: F401
+            import ray  # noqa: F401, PLC0415 - Ray is optional: checked here to name the extra to install
         except ImportError:
             raise ImportError("RayRemoteMeasurer needs Ray: pip install 'keras-eff[ray]' (or pip install ray)") \
                 from None
@@ -385,7 +387,6 @@ class RayRemoteMeasurer(Measurer):
             raise ValueError("RayRemoteMeasurer: the inner measurer cannot itself be remote")
         if not timeout_s > 0:
             raise ValueError(f"RayRemoteMeasurer.timeout_s: {timeout_s} must be positive")
-        from .checks import as_int
 
         actors = as_int("RayRemoteMeasurer.actors", actors, 1)  # the size of the actor pool
         self.metrics = self.inner.metrics
@@ -398,7 +399,7 @@ class RayRemoteMeasurer(Measurer):
         self.max_in_flight = 0  # the most calls this measurer had running at once (for reports and tests)
 
     def _ensure_ray(self):
-        import ray
+        import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         if not ray.is_initialized():
             kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus,
@@ -409,7 +410,7 @@ class RayRemoteMeasurer(Measurer):
 
     def _actor(self, slot: int):
         """The actor of pool slot ``slot``, started when there is none (first use, or after it died or hung)."""
-        import ray
+        import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         self._ensure_ray()
         if self._pool[slot] is None:
@@ -417,7 +418,7 @@ class RayRemoteMeasurer(Measurer):
             if self.resources:
                 options["resources"] = self.resources
             if self.node_id:
-                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415 - optional Ray
 
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
             self._pool[slot] = ray.remote(_MeasureActor).options(**options).remote(self.inner.get_config())
@@ -453,7 +454,7 @@ class RayRemoteMeasurer(Measurer):
         Returns:
             One entry per file, in order: its metrics (as :meth:`measure`) or the exception that failed it.
         """
-        import ray
+        import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         files = list(files)
         results: list = [None] * len(files)
@@ -491,7 +492,7 @@ class RayRemoteMeasurer(Measurer):
         return results
 
     def _kill(self, slot: int):
-        import ray
+        import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         if self._pool[slot] is not None:
             ray.kill(self._pool[slot])
@@ -503,7 +504,7 @@ class RayRemoteMeasurer(Measurer):
         Returns:
             None.
         """
-        import ray
+        import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         if ray.is_initialized():
             for slot in range(self.actors):
@@ -560,7 +561,6 @@ def measurer_from_config(config) -> Measurer:
     if kind not in MEASURERS:
         raise ValueError(f"measurer kind {kind!r} is unknown; choose from {', '.join(MEASURERS)}")
     options = {k: v for k, v in config.items() if k != "kind"}
-    import inspect
 
     allowed = [n for n in inspect.signature(MEASURERS[kind].__init__).parameters if n != "self"]
     unknown = [k for k in options if k not in allowed]
@@ -597,13 +597,6 @@ def int8_model(space, arch, seed: int = 0, calibration_samples: int = 16) -> byt
         LiteRTLatency().measure(data)
         ```
     """
-    import keras
-    import numpy as np
-
-    from tflite_export import to_tflite
-
-    from .reference import build_model
-
     keras.utils.set_random_seed(seed)
     model = build_model(space, arch)
     rep = np.random.default_rng(seed).random((calibration_samples, *space.input_shape), dtype=np.float32)
@@ -612,10 +605,7 @@ def int8_model(space, arch, seed: int = 0, calibration_samples: int = 16) -> byt
 
 def convert_job(space_config: dict, arch_text: str, seed: int = 0) -> dict:
     """Module-level (a pool worker runs it): ``{"bytes": int8 file, "convert_seconds"}`` of one architecture."""
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from .space import Architecture, SearchSpace
 
     t0 = time.perf_counter()
     data = int8_model(SearchSpace.from_config(space_config), Architecture.parse(arch_text), seed)

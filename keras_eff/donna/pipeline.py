@@ -12,13 +12,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 
-from tflite_export.files import staged_path
+from tflite_export.files import atomic_write_json, staged_path
 
 from .bkd import BKDConfig
-from .finetune import FinetuneConfig
-from .space import Architecture, SearchSpace
+from .checks import checked
+from .finetune import FinetuneConfig, measure_architectures
+from .library import BlockLibrary, train_block_library
+from .predictor import AccuracyPredictor, check_features
+from .reference import check_data, compile_model, train_reference
+from .space import Architecture, SearchSpace, read_json
 
 SAMPLINGS = ("balanced", "uniform")
 # the files of a build folder (build_accuracy_model(folder=...), AccuracyModel.save, DonnaPipeline)
@@ -89,7 +94,6 @@ class DonnaConfig:
                 raise ValueError(f"DonnaConfig.{name}: {v!r} must be a positive integer")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"DonnaConfig.sampling: {self.sampling!r} is unknown; choose from {', '.join(SAMPLINGS)}")
-        from .predictor import check_features
 
         check_features(self.features)
         if self.n_archs < 3:
@@ -121,8 +125,6 @@ class DonnaConfig:
             ValueError: If a key is unknown or a value has the wrong type or range (the message names it, e.g.
                 ``accuracy_model.bkd.steps``).
         """
-        from .checks import checked
-
         return checked(cls, config, where)
 
     @classmethod
@@ -237,8 +239,6 @@ class AccuracyModel:
 
 
 def _write_measured(folder: Path, archs, accuracies, seconds, reference_accuracy, reference_epoch_seconds):
-    from tflite_export import atomic_write_json
-
     atomic_write_json(folder / MEASURED_FILE, {"archs": [str(a) for a in archs],
                                                "accuracies": np.asarray(accuracies).tolist(), "seconds": seconds,
                                                "reference_accuracy": reference_accuracy,
@@ -331,11 +331,6 @@ def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, c
         result.predictor.predict(tiny_space().sample(5))
         ```
     """
-    from .finetune import measure_architectures
-    from .library import BlockLibrary, train_block_library
-    from .predictor import AccuracyPredictor
-    from .reference import check_data, compile_model, train_reference
-
     config = config or DonnaConfig()
     stage = stage or _run_stage
     folder = None if folder is None else Path(folder)
@@ -366,8 +361,6 @@ def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, c
 
     ran = stage("reference", is_done(REFERENCE_FILE), reference_stage) is not None
     if not ran:
-        import keras
-
         reference = compile_model(keras.saving.load_model(folder / REFERENCE_FILE, compile=False))
     epoch_s = state["epoch_s"]
     ref_acc = None if ran else measured.get("reference_accuracy")
@@ -434,7 +427,6 @@ def _read_measured(folder) -> dict:
     """``measured.json`` of ``folder`` (an empty mapping when there is none)."""
     if folder is None or not (Path(folder) / MEASURED_FILE).is_file():
         return {}
-    from .space import read_json
 
     doc = read_json(Path(folder) / MEASURED_FILE, "measured architectures")
     return doc if isinstance(doc, dict) else {}
@@ -449,10 +441,6 @@ def _accuracy(model, x, y, batch_size: int = 512) -> float:
 def _time_reference_epoch(reference, x, y, batch_size, steps: int = 20) -> float:
     """Seconds per epoch over ``x`` of training a copy of ``reference`` (``steps`` timed steps, scaled): the unit
     costs are counted in when the reference was not trained here. The given model is not changed."""
-    import keras
-
-    from .reference import compile_model
-
     model = compile_model(keras.models.clone_model(reference))
     n = min(len(x), steps * batch_size)
     model.fit(x[:batch_size], y[:batch_size], batch_size=batch_size, epochs=1, verbose=0)  # trace once

@@ -16,13 +16,19 @@ architecture of the space.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import kendalltau
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.preprocessing import StandardScaler
 
-from tflite_export.files import read_json
+from tflite_export.files import atomic_write, read_json
 
+from ..reporting import agg_subplots
+from .blocks import layer_plan, se_channels
 from .space import Architecture, SearchSpace
 
 FORMAT = "keras_eff.donna.AccuracyPredictor"
@@ -45,8 +51,6 @@ def check_features(features: str) -> tuple:
 
 def choice_macs(space: SearchSpace, i: int, choice) -> int:
     """Multiply-accumulates of one image through ``choice`` at block ``i`` of ``space`` (convolutions and SE)."""
-    from .blocks import layer_plan, se_channels
-
     h, w, cin = space.block_input_shapes()[i]
     block = space.blocks[i]
     macs = 0
@@ -203,9 +207,6 @@ class AccuracyPredictor:
             ValueError: If the lengths differ, there are fewer than 2 architectures (3 with ``alpha="cv"``), or an
                 accuracy is not finite.
         """
-        from sklearn.linear_model import Ridge, RidgeCV
-        from sklearn.preprocessing import StandardScaler
-
         x = self.featurize(archs)
         y = np.asarray(accuracies, np.float64)
         if len(x) != len(y):
@@ -320,8 +321,6 @@ class AccuracyPredictor:
         Returns:
             The path written.
         """
-        from tflite_export import atomic_write
-
         return atomic_write(path, json.dumps(self.get_config(), indent=1) + "\n")
 
     @classmethod
@@ -366,14 +365,6 @@ def plot_predictions(measured, predicted, path, title: str = "DONNA accuracy pre
                          extra=" (leave-one-out)")
         ```
     """
-    import io
-
-    from scipy.stats import kendalltau
-
-    from tflite_export import atomic_write
-
-    from ..reporting import agg_subplots
-
     measured, predicted = np.asarray(measured), np.asarray(predicted)
     tau = kendalltau(measured, predicted).statistic
     fig, ax = agg_subplots((4.5, 4.5))

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from .backbone import build_part, reference_parts
 from .blocks import apply_block
 from .space import Architecture, SearchSpace
 
@@ -53,7 +54,6 @@ def build_model(space: SearchSpace, arch: Architecture | None = None, name: str 
     space.check(arch)
     m = space.bn_momentum
     if space.backbone is not None:  # the reference's own stem and head, as nested models "stem" and "head"
-        from .backbone import build_part
 
         stem, head = build_part(space.backbone["stem"], "stem"), build_part(space.backbone["head"], "head")
         inputs = keras.Input(space.input_shape, name="image")
@@ -209,7 +209,5 @@ def stem_head_weights(model: keras.Model, space: SearchSpace | None = None) -> d
     """The weights of the stem and head layers (shared by every architecture), ``{layer name: [arrays]}``; for a
     space read from a Keras reference, ``{"stem": [...], "head": [...]}`` (its nested stem and head models)."""
     if space is not None and space.backbone is not None:
-        from .backbone import reference_parts
-
         return reference_parts(model, space.backbone)
     return {name: model.get_layer(name).get_weights() for name in STEM_HEAD_LAYERS}

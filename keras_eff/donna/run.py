@@ -20,15 +20,26 @@ A new scenario reuses the accuracy model (reference, library, predictor): :meth:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tflite_export.files import read_yaml_or_json
+import keras
 
-from .distill import DistillConfig
+from tflite_export.files import atomic_write, atomic_write_json, read_yaml_or_json
+
+from .backbone import backbone_config, logits_model
+from .checks import as_float, as_int, check_mapping
+from .configs import BUILTIN, builtin_config
+from .data import check_data_section, load_data
+from .distill import DistillConfig, distill_architectures, model_from_result
+from .executors import check_gpus_per_job, make_executor
+from .library import BlockLibrary
+from .measure_cache import MeasurementCache
 from .pipeline import (
     LIBRARY_DIR,
     PREDICTOR_FILE,
@@ -39,9 +50,11 @@ from .pipeline import (
     save_keras,
     split_data,
 )
+from .predictor import AccuracyPredictor
+from .reference import check_data, compile_model
 from .scenario import Scenario
-from .search import SearchConfig, SearchResult
-from .space import SearchSpace
+from .search import SearchConfig, SearchResult, search, spread_along_front
+from .space import SearchSpace, choice_template, default_space, tiny_space
 
 CONFIG_NAME = "config.json"
 SECTIONS = ("space", "reference", "data", "accuracy_model", "search", "scenarios", "finetune", "executor", "seed")
@@ -52,8 +65,6 @@ EXECUTOR_KEYS = {"inprocess": ("kind",),
 
 
 def _space_from(spec) -> SearchSpace:
-    from .space import default_space, tiny_space
-
     if isinstance(spec, SearchSpace):
         return spec
     if isinstance(spec, dict):
@@ -68,14 +79,10 @@ def _space_from(spec) -> SearchSpace:
 
 
 def _fields(cls) -> tuple:
-    import dataclasses
-
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def _check_reference(ref):
-    from .checks import check_mapping
-
     if ref is None:
         return None
     if isinstance(ref, (str, os.PathLike)):
@@ -92,8 +99,6 @@ def _check_reference(ref):
 
 
 def _check_executor(ex):
-    from .checks import as_float, as_int, check_mapping
-
     ex = check_mapping(ex if ex is not None else {"kind": "inprocess"}, "executor",
                        sorted({k for keys in EXECUTOR_KEYS.values() for k in keys}))
     kind = ex.get("kind", "inprocess")
@@ -107,8 +112,6 @@ def _check_executor(ex):
     if ex.get("cpus_per_job") is not None and not as_float("executor.cpus_per_job", ex["cpus_per_job"]) > 0:
         raise ValueError(f"executor.cpus_per_job: {ex['cpus_per_job']} must be positive")
     if ex.get("gpus_per_job") is not None:
-        from .executors import check_gpus_per_job
-
         ex["gpus_per_job"] = check_gpus_per_job(ex["gpus_per_job"], "executor.gpus_per_job")
     if ex.get("env_vars") is not None and not isinstance(ex["env_vars"], dict):
         raise ValueError("executor.env_vars: must be a mapping of names to values")
@@ -189,14 +192,9 @@ class PipelineConfig:
     def __post_init__(self):
         """Checks every section and field by name; reads no file but a space file (the reference model and the
         data are read by :meth:`DonnaPipeline.prepare`, still before anything is written)."""
-        from .checks import as_int, check_mapping
-        from .data import check_data_section
-
         self.seed = as_int("seed", self.seed, 0)
         self.reference = _check_reference(self.reference)
         if self.reference is not None and not (isinstance(self.space, dict) and "backbone" in self.space):
-            from .space import choice_template
-
             choice_template(self.space)  # a template name or a mapping of choice lists; the space needs the model
             self.space_obj = None
         else:
@@ -249,8 +247,6 @@ class PipelineConfig:
         Raises:
             ValueError: If ``config`` is not a mapping, a section is unknown or a field is invalid.
         """
-        from .checks import check_mapping
-
         return cls(**check_mapping(config, "DONNA config", SECTIONS))
 
     @classmethod
@@ -268,8 +264,6 @@ class PipelineConfig:
             FileNotFoundError: If ``spec`` names a file that does not exist.
             ValueError: If the file is unreadable or the config invalid (the message names the file and field).
         """
-        from .configs import BUILTIN, builtin_config
-
         if isinstance(spec, PipelineConfig):
             return spec
         if isinstance(spec, dict):
@@ -333,9 +327,6 @@ class DonnaPipeline:
 
     def _read_reference(self):
         """Reads the reference model and derives the space from it (no file written)."""
-        from .backbone import backbone_config
-        from .space import SearchSpace
-
         ref = self.config.reference
         model = load_reference_model(ref["path"])
         bb, logits = backbone_config(model, ref["blocks"])
@@ -354,8 +345,6 @@ class DonnaPipeline:
             FileNotFoundError: If the data file or folder does not exist.
             ValueError: If the data do not fit the space or there are too few training images for the split.
         """
-        from .reference import check_data
-
         (x, y), (xe, ye) = self.raw_data()
         check_data(x, y, self.space, "training data (x_train, y_train)")
         check_data(xe, ye, self.space, "validation data (x_val, y_val)")
@@ -379,8 +368,6 @@ class DonnaPipeline:
             print(msg, flush=True)
 
     def _check_folder(self):
-        from tflite_export import atomic_write_json
-
         self.out.mkdir(parents=True, exist_ok=True)
         cfg_path = self.path(CONFIG_NAME)
         if cfg_path.exists():
@@ -411,7 +398,6 @@ class DonnaPipeline:
             ValueError: If the folder holds a run for another space.
         """
         self._check_folder()
-        from tflite_export import atomic_write_json
 
         cfg_path = self.path(CONFIG_NAME)
         doc = json.loads(cfg_path.read_text())
@@ -425,8 +411,6 @@ class DonnaPipeline:
             An `Executor`.
         """
         if self._executor is None:
-            from .executors import make_executor
-
             spec = dict(self.config.executor)
             self._executor = make_executor(spec.pop("kind", "inprocess"), **spec)
         return self._executor
@@ -442,8 +426,6 @@ class DonnaPipeline:
             ValueError: If the data are unreadable or do not fit the model's input.
         """
         if self._data is None:
-            from .data import load_data
-
             self._data = load_data(self.config.data, self.space.input_shape, self.config.seed)
         return self._data
 
@@ -481,10 +463,6 @@ class DonnaPipeline:
             The compiled Keras reference model.
         """
         if self._reference is None:
-            import keras
-
-            from .reference import compile_model
-
             self._reference = compile_model(keras.saving.load_model(self.path(REFERENCE_FILE), compile=False))
         return self._reference
 
@@ -499,8 +477,6 @@ class DonnaPipeline:
             ValueError: If the library is corrupt or was built for another space.
         """
         if self._library is None:
-            from .library import BlockLibrary
-
             self._library = BlockLibrary.load(self.path(LIBRARY_DIR), space=self.space)
         return self._library
 
@@ -515,8 +491,6 @@ class DonnaPipeline:
             ValueError: If it was fitted for another space.
         """
         if self._predictor is None:
-            from .predictor import AccuracyPredictor
-
             if not self.path(PREDICTOR_FILE).is_file():
                 raise FileNotFoundError(f"{self.out} has no accuracy model ({PREDICTOR_FILE}); run the pipeline "
                                         f"first: keras-eff donna run --config CONFIG --out {self.out}")
@@ -542,8 +516,6 @@ class DonnaPipeline:
         if self.space.backbone is not None and not self.path(REFERENCE_FILE).is_file():
             reference = self._reference_model
             if reference is None:
-                from .backbone import logits_model
-
                 reference = logits_model(load_reference_model(self.config.reference["path"]))[0]
         model = build_accuracy_model(self.space, x, y, xe, ye, self.config.donna, executor=self.executor(),
                                      reference=reference, verbose=self.verbose, folder=self.out, stage=self._stage)
@@ -558,8 +530,6 @@ class DonnaPipeline:
         Returns:
             A new `MeasurementCache` on that file.
         """
-        from .measure_cache import MeasurementCache
-
         return MeasurementCache(self.path("measurements.json"))
 
     def search_scenario(self, scenario, config: SearchConfig | None = None, force: bool = False) -> SearchResult:
@@ -577,8 +547,6 @@ class DonnaPipeline:
             FileNotFoundError: If the folder has no accuracy model.
             ValueError: If the scenario is invalid.
         """
-        from .search import search
-
         scenario = scenario if isinstance(scenario, Scenario) else Scenario.from_config(dict(scenario))
         folder = self.path("search", scenario.name)
         pareto = folder / "pareto.json"
@@ -603,8 +571,6 @@ class DonnaPipeline:
         Returns:
             Architecture strings, the cheapest and the most accurate included (all when the front is smaller).
         """
-        from .search import spread_along_front
-
         return spread_along_front(result, k or self.config.top_k)
 
     def finetune_scenario(self, scenario, result: SearchResult, force: bool = False) -> list:
@@ -619,10 +585,6 @@ class DonnaPipeline:
             One dict per chosen architecture: ``arch``, ``accuracy``, ``predicted_accuracy``, ``metrics``,
             ``model`` (the ``.keras`` file's name in ``finetune/<scenario>/``) and ``seconds``.
         """
-        from tflite_export import atomic_write_json
-
-        from .distill import distill_architectures, model_from_result
-
         name = scenario.name if isinstance(scenario, Scenario) else scenario["name"]
         folder = self.path("finetune", name)
         done = folder / "results.json"
@@ -683,8 +645,6 @@ class DonnaPipeline:
         return self
 
     def _write_summary(self):
-        from tflite_export import atomic_write
-
         lines = [f"# DONNA run: space {self.space.name!r}", "",
                  "| scenario | front size | architecture | predicted acc. | finetuned acc. | objective |",
                  "|---|---|---|---|---|---|"]
@@ -701,12 +661,6 @@ class DonnaPipeline:
 
 def load_reference_model(path):
     """A ``.keras`` reference model, loaded in Keras's safe mode; errors name ``reference.path``."""
-    import zipfile
-
-    import keras
-
-    import keras_eff  # noqa: F401  (registers keras-eff's layers)
-
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"reference.path: {p} does not exist")

@@ -9,17 +9,36 @@ evaluated (not only the last population), saved as JSON and drawn as a plot with
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.problem import Problem
+from pymoo.core.sampling import Sampling
+from pymoo.indicators.hv import HV
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.optimize import minimize
+from pymoo.termination.collection import TerminationCollection
+from pymoo.termination.max_eval import MaximumFunctionCallTermination
+from pymoo.termination.max_time import TimeBasedTermination
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from tqdm.auto import tqdm
 
-from tflite_export.files import read_json
+from tflite_export.files import atomic_write, read_json
 
+from .checks import checked
+from .cost import CostEvaluator
+from .guard import ISOLATIONS
+from .measure_cache import _plain, _unplain
 from .space import Architecture, SearchSpace
 
 FORMAT = "keras_eff.donna.SearchResult"
@@ -73,7 +92,6 @@ class SearchConfig:
             raise ValueError(f"SearchConfig.max_time_s: {self.max_time_s} must be positive (or None for no cap)")
         if not self.timeout_s > 0:
             raise ValueError(f"SearchConfig.timeout_s: {self.timeout_s} must be positive")
-        from .guard import ISOLATIONS
 
         if self.isolation not in ISOLATIONS:
             raise ValueError(f"SearchConfig.isolation: {self.isolation!r}; choose from {', '.join(ISOLATIONS)}")
@@ -100,8 +118,6 @@ class SearchConfig:
         Raises:
             ValueError: If a key is unknown or a value has the wrong type or range (the message names it).
         """
-        from .checks import checked
-
         return checked(cls, config, where)
 
 
@@ -119,8 +135,6 @@ def non_dominated(points) -> np.ndarray:
         non_dominated([[1, 5], [2, 2], [3, 3], [4, 1]])   # array([0, 1, 3]): [3, 3] is dominated by [2, 2]
         ```
     """
-    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
-
     points = np.asarray(points, np.float64)
     if len(points) == 0:
         return np.zeros(0, int)
@@ -147,8 +161,6 @@ def hypervolume(accuracy, cost, ref_accuracy: float, ref_cost: float) -> float:
         hypervolume([0.8, 0.9], [2.0, 4.0], ref_accuracy=0.5, ref_cost=5.0)   # 0.3 * 3 + 0.1 * 1 = 1.0
         ```
     """
-    from pymoo.indicators.hv import HV
-
     pts = np.column_stack([-np.asarray(accuracy, np.float64), np.asarray(cost, np.float64)])
     if len(pts) == 0:
         return 0.0
@@ -206,8 +218,6 @@ class SearchResult:
         Returns:
             The dict that :meth:`save` writes.
         """
-        from .measure_cache import _plain
-
         return _plain({"format": FORMAT, "scenario": self.scenario, "objective": self.objective,
                        "front": self.front, "reference": self.reference, "stats": self.stats,
                        "evaluated": self.evaluated})
@@ -221,8 +231,6 @@ class SearchResult:
         Returns:
             The path written.
         """
-        from tflite_export import atomic_write
-
         return atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
@@ -239,8 +247,6 @@ class SearchResult:
             FileNotFoundError: If ``path`` does not exist.
             ValueError: If the file is corrupt or not a search result.
         """
-        from .measure_cache import _unplain
-
         doc = _unplain(read_json(path, "search result"))
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"{path} is not a DONNA search result (format {FORMAT!r} expected)")
@@ -261,14 +267,7 @@ class SearchResult:
         Returns:
             The path written.
         """
-        import io
-
-        import matplotlib
-
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from tflite_export import atomic_write
 
         obj = self.objective
         feas = [r for r in self.evaluated if r["ok"] and r["feasible"]]
@@ -316,8 +315,6 @@ def spread_along_front(result: SearchResult, k: int) -> list:
 
 
 def _make_problem(space, predictor, evaluator, scenario, archive, bar):
-    from pymoo.core.problem import Problem
-
     choices = [space.block_choices(i) for i in range(len(space.blocks))]
     limits = list(scenario.limits.items())
     obj = scenario.objective
@@ -394,18 +391,6 @@ def search(space: SearchSpace, predictor, scenario, config: SearchConfig | None 
         result.front   # [{"arch", "predicted_accuracy", "metrics": {...}, ...}], sorted by cost
         ```
     """
-    from pymoo.algorithms.moo.nsga2 import NSGA2
-    from pymoo.core.sampling import Sampling
-    from pymoo.operators.crossover.sbx import SBX
-    from pymoo.operators.mutation.pm import PM
-    from pymoo.operators.repair.rounding import RoundingRepair
-    from pymoo.optimize import minimize
-    from pymoo.termination.collection import TerminationCollection
-    from pymoo.termination.max_eval import MaximumFunctionCallTermination
-    from pymoo.termination.max_time import TimeBasedTermination
-
-    from .cost import CostEvaluator
-
     config = config or SearchConfig()
     own_evaluator = evaluator is None
     if own_evaluator:
