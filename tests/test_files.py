@@ -38,8 +38,8 @@ def umask():
 
 
 def test_importing_the_file_helpers_does_not_import_tensorflow():
-    code = "import sys; import tflite_export.files; from tflite_export import atomic_write; print('tensorflow' in " \
-           "sys.modules, 'keras' in sys.modules)"
+    code = ("import sys; import tflite_export.files; from tflite_export import atomic_write; print('tensorflow' in "
+            "sys.modules, 'keras' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
@@ -189,8 +189,8 @@ def test_os_errors_while_writing_name_the_target_not_the_temporary_file(tmp_path
     with pytest.raises(OSError) as info:
         files.atomic_write(tmp_path / "big.bin", b"x" * 100)
     assert info.value.errno == errno.ENOSPC
-    assert str(info.value) == f"cannot write {tmp_path / 'big.bin'}: no space left on the device; free some space " \
-                              f"or write elsewhere"
+    assert str(info.value) == (f"cannot write {tmp_path / 'big.bin'}: no space left on the device; free some space "
+                               f"or write elsewhere")
     assert list(tmp_path.iterdir()) == []
 
     def denied(*a, **k):

@@ -133,7 +133,8 @@ def test_keras_fit_needs_the_patch_under_multi_worker(runs):
         assert s["patched"] is True
     if summaries[0]["unpatched_fit_error"] is None:
         warnings.warn("Keras's own fit now runs under MultiWorkerMirroredStrategy: "
-                      "keras_eff.distribute.patch_keras_multi_worker_fit may no longer be needed (docs/distributed.md)")
+                      "keras_eff.distribute.patch_keras_multi_worker_fit may no longer be needed (docs/distributed.md)",
+                      stacklevel=1)
     else:
         assert "Attempt to convert a value (PerReplica" in summaries[0]["unpatched_fit_error"]
 
