@@ -38,8 +38,8 @@ class Comparison:
     output_scale: float | None
     disagreements: int
     near_tie_disagreements: int
-    disagreement_gaps_lsb: list = None  # per disagreement: Keras's gap between the two classes, in LSBs
-    disagreement_max_lsb: list = None  # per disagreement: that sample's largest LSB difference
+    disagreement_gaps_lsb: list | None = None  # per disagreement: Keras's gap between the two classes, in LSBs
+    disagreement_max_lsb: list | None = None  # per disagreement: that sample's largest LSB difference
 
     @property
     def all_disagreements_near_ties(self) -> bool:

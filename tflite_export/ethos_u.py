@@ -518,7 +518,7 @@ _CPU_LINE = re.compile(r"^\s*CPU: \S+ = (.*) \(outputs \[.*\]\)$", re.MULTILINE)
 
 def _cpu_reasons(log: str) -> dict:
     """Output tensor name -> Vela's reason for not placing the op that writes it on the NPU."""
-    out = {}
+    out: dict[str, str] = {}
     for m in _UNSUPPORTED.finditer(log):
         lines = [ln.strip() for ln in m.group(3).splitlines() if ln.strip()]
         if lines and lines[0].startswith("Reason: "):

@@ -56,7 +56,7 @@ class MacCount:
         Returns:
             Op name -> multiply-accumulates, e.g. ``{"CONV_2D": 1843200, "FULLY_CONNECTED": 10240}``.
         """
-        out = {}
+        out: dict[str, int] = {}
         for o in self.ops:
             out[o.op] = out.get(o.op, 0) + o.macs
         return out

@@ -92,7 +92,8 @@ def _as_model_inputs(tfl: TFLiteModel, x) -> list:
             if not np.issubdtype(a.dtype, np.floating):
                 raise ValueError(f"inputs for {d['name']!r} are {a.dtype}; give float samples (they are quantized "
                                  f"here) or {np.dtype(d['dtype']).name} samples already on the input grid")
-            out.append(quantize(a, *d["quantization"], dtype=d["dtype"]))
+            scale, zero_point = d["quantization"]
+            out.append(quantize(a, scale, zero_point, dtype=d["dtype"]))
         else:
             out.append(a.astype(d["dtype"]))
     return out
@@ -189,10 +190,10 @@ def check_micro(model, x, arena_size: int | None = None, use_xnnpack: bool = Fal
     m = np.concatenate([np.asarray(a).reshape(n, -1) for a in micro], axis=1)
     r = np.concatenate([np.asarray(a).reshape(n, -1) for a in lite], axis=1)
     diff = np.abs(m.astype(np.float64) - r.astype(np.float64))
+    max_lsb: int | None = None
+    within: float | None = None
     if np.issubdtype(m.dtype, np.integer):
         max_lsb, within = int(diff.max()), float(np.mean(diff <= 1))
-    else:
-        max_lsb = within = None
     first_m, first_r = micro[0].reshape(n, -1), np.asarray(lite[0]).reshape(n, -1)
     return MicroCheck(n=n, bit_exact_samples=float(np.mean(np.all(diff == 0, axis=1))),
                       exact_values=float(np.mean(diff == 0)), max_lsb_diff=max_lsb, within_1_lsb=within,

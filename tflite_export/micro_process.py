@@ -10,6 +10,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 _WORKER = Path(__file__).with_name("_micro_worker.py")
 
@@ -47,8 +48,8 @@ class MicroProcess:
         self.model_path = Path(self._dir.name) / "model.tflite"
         self.model_path.write_bytes(model_bytes)
         self.timeout = timeout
-        self._proc = None
-        self._log = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
         self.restarts = 0
 
     def __enter__(self):
@@ -57,33 +58,38 @@ class MicroProcess:
     def __exit__(self, *exc):
         self.close()
 
-    def _start(self):
+    def _start(self) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
         self._log = open(Path(self._dir.name) / f"stderr{self.restarts}.txt", "w+b")
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         self._proc = subprocess.Popen([sys.executable, "-I", str(_WORKER), str(self.model_path)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env)
+        return self._proc, self._log
 
     def request(self, **req) -> Reply:
-        if self._proc is None or self._proc.poll() is not None:
-            self._start()
-        start = self._log.seek(0, os.SEEK_END)
+        if self._proc is None or self._log is None or self._proc.poll() is not None:
+            proc, log_file = self._start()
+        else:
+            proc, log_file = self._proc, self._log
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None  # started with pipes
+        start = log_file.seek(0, os.SEEK_END)
         timed_out = False
         try:
-            self._proc.stdin.write((json.dumps(req) + "\n").encode())
-            self._proc.stdin.flush()
-            ready, _, _ = select.select([self._proc.stdout], [], [], self.timeout)
+            stdin.write((json.dumps(req) + "\n").encode())
+            stdin.flush()
+            ready, _, _ = select.select([stdout], [], [], self.timeout)
             timed_out = not ready
-            line = b"" if timed_out else self._proc.stdout.readline()
+            line = b"" if timed_out else stdout.readline()
         except BrokenPipeError:
             line = b""
         if not line:
             if timed_out:
-                self._proc.kill()
+                proc.kill()
             try:
-                rc = self._proc.wait(timeout=30)
+                rc = proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
-                rc = self._proc.wait()
+                proc.kill()
+                rc = proc.wait()
             log = self._read_log(start)
             if timed_out:
                 log = f"no answer within {self.timeout:.0f} s; {log}"
@@ -93,6 +99,8 @@ class MicroProcess:
         return Reply(json.loads(line), self._read_log(start))
 
     def _read_log(self, start: int) -> str:
+        if self._log is None:
+            return ""
         self._log.flush()
         self._log.seek(start)
         return self._log.read().decode(errors="replace")

@@ -156,7 +156,7 @@ def count_onnx_ops(onnx_model) -> dict:
     """
     model = onnx.load_from_string(bytes(onnx_model)) if isinstance(onnx_model, (bytes, bytearray)) \
         else onnx.load(onnx_model)
-    counts = {}
+    counts: dict[str, int] = {}
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts

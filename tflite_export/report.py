@@ -23,7 +23,7 @@ from .runtime import compare_latency
 
 
 def _versions() -> dict:
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in ("tensorflow", "ai-edge-litert", "tflite-micro"):
         try:
             out[pkg] = version(pkg)

@@ -111,7 +111,7 @@ class TFLiteModel:
         self.model_bytes = read_model(model)
         self.num_threads = num_threads
         self._interpreter = make_interpreter(self.model_bytes, num_threads=num_threads, kernels=self.kernels)
-        self._batch = None
+        self._batch: int | None = None
 
     @property
     def inputs(self):
@@ -168,22 +168,22 @@ class TFLiteModel:
             ValueError: If the number of arrays or their per-sample shape does not match the model's inputs, or
                 (static batch) ``n`` is not a multiple of the file's batch.
         """
-        xs = [np.asarray(x) for x in xs]
-        if len(xs) != len(self.inputs):
-            raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(xs)}")
-        for d, x in zip(self.inputs, xs):
+        arrays = [np.asarray(x) for x in xs]
+        if len(arrays) != len(self.inputs):
+            raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(arrays)}")
+        for d, x in zip(self.inputs, arrays):
             expected = tuple(d["shape_signature"][1:])
             if x.shape[1:] != expected:
                 raise ValueError(f"input {d['name']!r} expects shape (n, {', '.join(map(str, expected))}), "
                                  f"got {x.shape}")
         fixed = self.fixed_batch
-        if fixed is not None and len(xs[0]) != fixed:  # a static-shape file runs its own batch size at a time
-            if len(xs[0]) % fixed:
+        if fixed is not None and len(arrays[0]) != fixed:  # a static-shape file runs its own batch size at a time
+            if len(arrays[0]) % fixed:
                 raise ValueError(f"this file has a static batch of {fixed}: give a multiple of {fixed} samples, "
-                                 f"got {len(xs[0])}")
-            return self.predict(*xs, batch_size=fixed, raw_inputs=raw_inputs, dequantize_outputs=dequantize_outputs)
-        self._resize(len(xs[0]))
-        self._set_inputs(xs, raw_inputs)
+                                 f"got {len(arrays[0])}")
+            return self.predict(*arrays, batch_size=fixed, raw_inputs=raw_inputs, dequantize_outputs=dequantize_outputs)
+        self._resize(len(arrays[0]))
+        self._set_inputs(arrays, raw_inputs)
         self._interpreter.invoke()
         outs = []
         for d in self.outputs:
@@ -303,7 +303,7 @@ def compare_latency(models: dict, rounds: int = 7, runs: int = 100, warmup: int 
         ```
     """
     loaded = {name: TFLiteModel(m, num_threads=num_threads) for name, m in models.items()}
-    per_round = {name: [] for name in loaded}
+    per_round: dict[str, list[float]] = {name: [] for name in loaded}
     warmup = max(5, runs // 10) if warmup is None else warmup
     for _ in range(rounds):
         for name, model in loaded.items():
