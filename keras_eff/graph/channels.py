@@ -31,6 +31,7 @@ Two analyses read these roles:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
@@ -140,6 +141,8 @@ def channel_role(op, node=None, constant_ok=False) -> str:
 def output_channels(layer) -> int:
     """The number of output channels of a producer (the last axis of its main kernel)."""
     main = facts_for(layer).main_kernel
+    if main is None:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no main kernel: it produces no channels")
     weights = {w.path.split("/")[-1]: w for w in layer.weights}
     return int((weights[main] if main in weights else getattr(layer, main)).shape[-1])
 
@@ -406,7 +409,7 @@ def remove_channels(model, keep: dict) -> keras.Model:
         small = keras_eff.pruning.remove_channels(model, {"conv1": [0, 2, 5]})
         ```
     """
-    keeps = {}  # id(tensor of the old graph) -> kept channel indices (None: all)
+    keeps: dict[int, Any] = {}  # id(tensor of the old graph) -> kept channel indices (None: all)
 
     def transform(rb, node, args, kwargs):
         op = node.operation

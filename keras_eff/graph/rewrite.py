@@ -402,7 +402,7 @@ class Rebuild:
         inputs = keras.tree.pack_sequence_as(fn._inputs_struct, new_inputs)
         model = keras.Model(inputs, outputs, name=name or fn.name)
         hooks = {getattr(type(l), AFTER_REBUILD, None) for l in model._flatten_layers(include_self=False)}
-        for hook in hooks - {None}:  # once per class that asks
+        for hook in filter(None, hooks):  # once per class that asks
             hook(model)
         return model
 
