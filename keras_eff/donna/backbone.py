@@ -80,7 +80,7 @@ def candidate_boundaries(model) -> list:
     for p, node in enumerate(nodes, start=1):
         for t in node.input_tensors:
             last_use[id(t)] = p
-    calls = {}
+    calls: dict[str, int] = {}
     for node in nodes:
         calls[node.operation.name] = calls.get(node.operation.name, 0) + 1
     out, produced = [], [id(model.inputs[0])]
@@ -103,7 +103,7 @@ def propose_boundaries(model) -> list:
     before and after it: the block outputs of an inverted-bottleneck network); for a network without such stages
     (channels only grow, a plain CNN), the last layer of each output shape."""
     cands = candidate_boundaries(model)
-    runs = []  # consecutive candidates of the same shape
+    runs: list[list] = []  # consecutive candidates of the same shape
     for b in cands:
         if runs and runs[-1][-1].shape == b.shape:
             runs[-1].append(b)

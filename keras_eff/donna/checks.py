@@ -75,7 +75,8 @@ def _check_one(where: str, value, ann: str, nested: dict):
                     return value
                 continue
             if opt in ("dict", "list", "tuple", "object"):
-                kinds = {"dict": dict, "list": (list, tuple), "tuple": (list, tuple), "object": object}
+                kinds: dict[str, type | tuple[type, ...]] = {"dict": dict, "list": (list, tuple),
+                                                             "tuple": (list, tuple), "object": object}
                 if isinstance(value, kinds[opt]):
                     return value
                 continue

@@ -12,6 +12,7 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 from .guard import Guard
 from .measure_cache import MeasurementCache, measurement_key
@@ -102,7 +103,7 @@ class CostEvaluator:
                                   "metrics": {}, "error": msg[:2000], "seconds": time.perf_counter() - t0}
             for i in missing:
                 self.cache.put(keys[i], entries[i])
-        metrics = {}
+        metrics: dict[str, Any] = {}
         for e in entries:  # later measurers do not overwrite a metric an earlier one gave
             for k, v in e["metrics"].items():
                 metrics.setdefault(k, v)

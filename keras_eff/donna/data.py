@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 
-from keras_eff.datasets import fashion_mnist_float
-
+from ..datasets import fashion_mnist_float
 from .checks import as_float, as_int, check_mapping
 
 DATA_KEYS = ("path", "image_size", "val_split", "n_train", "n_test")
@@ -29,7 +29,7 @@ NPZ_ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 def check_data_section(data) -> dict:
     """The ``data`` section with every field checked by name (no file is read here)."""
     data = check_mapping(data if data is not None else {}, "data", DATA_KEYS)
-    out = {}
+    out: dict[str, Any] = {}
     for k in ("n_train", "n_test"):
         if data.get(k) is not None:
             out[k] = as_int(f"data.{k}", data[k], 1)

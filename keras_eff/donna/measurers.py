@@ -26,6 +26,7 @@ import os
 import platform
 import time
 from abc import ABC, abstractmethod
+from typing import Any
 
 import keras
 import numpy as np
@@ -394,7 +395,7 @@ class RayRemoteMeasurer(Measurer):
         self.resources, self.node_id, self.timeout_s = dict(resources or {}), node_id, float(timeout_s)
         self.actors = actors
         self.parallel = actors > 1
-        self._pool = [None] * actors
+        self._pool: list[Any] = [None] * actors  # Ray actor handles (None: not started)
         self._started_ray = False
         self.max_in_flight = 0  # the most calls this measurer had running at once (for reports and tests)
 
@@ -414,7 +415,7 @@ class RayRemoteMeasurer(Measurer):
 
         self._ensure_ray()
         if self._pool[slot] is None:
-            options = {"num_cpus": 1, "max_restarts": 0}
+            options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
             if self.resources:
                 options["resources"] = self.resources
             if self.node_id:
@@ -460,7 +461,7 @@ class RayRemoteMeasurer(Measurer):
         results: list = [None] * len(files)
         todo = list(range(len(files)))[::-1]
         free = list(range(self.actors))[::-1]
-        running = {}  # object ref -> (file index, pool slot, dispatch time)
+        running: dict[Any, tuple[int, int, float]] = {}  # object ref -> (file index, pool slot, dispatch time)
         while todo or running:
             while todo and free:
                 k, slot = todo.pop(), free.pop()
@@ -527,7 +528,8 @@ class RayRemoteMeasurer(Measurer):
         return state
 
 
-MEASURERS = {"litert": LiteRTLatency, "micro": MicroBudget, "ethos_u": EthosUMeasurer, "ray": RayRemoteMeasurer}
+MEASURERS: dict[str, type[Measurer]] = {"litert": LiteRTLatency, "micro": MicroBudget, "ethos_u": EthosUMeasurer,
+                                        "ray": RayRemoteMeasurer}
 
 
 def measurer_from_config(config) -> Measurer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -81,6 +82,7 @@ class DonnaConfig:
     alpha: float | str = "cv"
     sampling: str = "balanced"
     seed: int = 0
+    _nested: ClassVar[dict] = {"BKDConfig": BKDConfig, "FinetuneConfig": FinetuneConfig}  # for checks.checked
 
     def __post_init__(self):
         if isinstance(self.bkd, dict):
@@ -144,9 +146,6 @@ class DonnaConfig:
                    features="losses+macs", alpha="cv", sampling="balanced")
 
 
-DonnaConfig._nested = {"BKDConfig": BKDConfig, "FinetuneConfig": FinetuneConfig}
-
-
 def sample_balanced(space: SearchSpace, n: int, seed=0) -> list:
     """``n`` distinct architectures in which every block's choices appear equally often (within one): per block, the
     choices in shuffled rounds, so that a few dozen architectures still cover every choice's loss, unlike uniform
@@ -198,9 +197,9 @@ class AccuracyModel:
         ```
     """
 
-    predictor: object
-    library: object
-    reference: object
+    predictor: AccuracyPredictor
+    library: BlockLibrary
+    reference: keras.Model
     archs: list
     accuracies: np.ndarray
     reference_accuracy: float

@@ -114,8 +114,11 @@ class AccuracyPredictor:
             if "log-losses" in self.parts and not np.all(t > 0):
                 raise ValueError(f"loss_table[{i}] holds losses <= 0; the 'log-losses' features need positive ones")
         self._index = [{c: j for j, c in enumerate(space.block_choices(i))} for i in range(len(space.blocks))]
-        self.mean_ = self.scale_ = self.coef_ = None
-        self.intercept_ = self.alpha_ = None
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+        self.coef_: np.ndarray | None = None
+        self.intercept_: float | None = None
+        self.alpha_: float | None = None
 
     @classmethod
     def from_library(cls, library, features: str = "losses", alpha="cv") -> AccuracyPredictor:
@@ -264,10 +267,11 @@ class AccuracyPredictor:
         Raises:
             ValueError: If the predictor is not fitted or an architecture is not of the space.
         """
-        if self.coef_ is None:
+        mean, scale, coef, intercept = self.mean_, self.scale_, self.coef_, self.intercept_
+        if mean is None or scale is None or coef is None or intercept is None:
             raise ValueError("predict: the predictor is not fitted; call fit(archs, accuracies) or load a file")
         x = self.featurize(archs)
-        return (x - self.mean_) / self.scale_ @ self.coef_ + self.intercept_
+        return (x - mean) / scale @ coef + intercept
 
     def get_config(self) -> dict:
         """The predictor as a plain mapping: the space, the loss table, the options and the fitted model.
@@ -275,12 +279,15 @@ class AccuracyPredictor:
         Returns:
             A JSON-serializable dict that :meth:`from_config` reads back.
         """
-        fitted = self.coef_ is not None
+
+        def listed(a):
+            return None if a is None else a.tolist()
+
         return {"format": FORMAT, "version": 1, "space": self.space.get_config(), "features": self.features,
                 "alpha": self.alpha, "alpha_": self.alpha_, "loss_table": [t.tolist() for t in self.loss_table],
                 "feature_names": self.feature_names(),
-                "mean": self.mean_.tolist() if fitted else None, "scale": self.scale_.tolist() if fitted else None,
-                "coef": self.coef_.tolist() if fitted else None, "intercept": self.intercept_}
+                "mean": listed(self.mean_), "scale": listed(self.scale_), "coef": listed(self.coef_),
+                "intercept": self.intercept_}
 
     @classmethod
     def from_config(cls, config: dict) -> AccuracyPredictor:

@@ -173,7 +173,7 @@ class PipelineConfig:
     """
 
     space: object = "tiny"
-    reference: object = None
+    reference: dict | None = None
     data: dict = field(default_factory=lambda: {"n_train": 6000, "n_test": 2000})
     accuracy_model: dict = field(default_factory=dict)
     search: dict = field(default_factory=dict)
@@ -318,12 +318,17 @@ class DonnaPipeline:
         self._reference_model = None
         if self.config.space_obj is None:
             self._read_reference()
-        self.space = self.config.space_obj
+        assert self.config.space_obj is not None  # derived from the reference model by _read_reference
+        self.space: SearchSpace = self.config.space_obj
         self._executor = executor
         self._data = data
-        self.ran, self.skipped, self.seconds = [], [], {}
-        self._reference = self._library = self._predictor = None
-        self.accuracy_model = None  # the AccuracyModel, once build_accuracy_model has run
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+        self.seconds: dict[str, float] = {}
+        self._reference: keras.Model | None = None
+        self._library: BlockLibrary | None = None
+        self._predictor: AccuracyPredictor | None = None
+        self.accuracy_model: AccuracyModel | None = None  # once build_accuracy_model has run
 
     def _read_reference(self):
         """Reads the reference model and derives the space from it (no file written)."""
@@ -516,6 +521,9 @@ class DonnaPipeline:
         if self.space.backbone is not None and not self.path(REFERENCE_FILE).is_file():
             reference = self._reference_model
             if reference is None:
+                if self.config.reference is None:
+                    raise ValueError("the space has a backbone (read from a reference model), but the config names no "
+                                     "reference.path to load it from")
                 reference = logits_model(load_reference_model(self.config.reference["path"]))[0]
         model = build_accuracy_model(self.space, x, y, xe, ye, self.config.donna, executor=self.executor(),
                                      reference=reference, verbose=self.verbose, folder=self.out, stage=self._stage)

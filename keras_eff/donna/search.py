@@ -396,7 +396,7 @@ def search(space: SearchSpace, predictor, scenario, config: SearchConfig | None 
     if own_evaluator:
         evaluator = CostEvaluator(space, scenario, cache, config.timeout_s, config.isolation, config.retry_failed,
                                   workers=config.workers)
-    archive = {}
+    archive: dict[str, dict] = {}
     t0 = time.perf_counter()
     pop = min(config.pop_size, space.size())
     first = [space.indices(space.reference())]

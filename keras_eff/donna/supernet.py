@@ -67,7 +67,7 @@ class SupernetBlock(keras.layers.Layer):
         self.kmax = max(self.block.kernels)
         self.emax = max(self.block.expansions)
         self.dmax = max(self.block.depths)
-        self._vars = {}
+        self._vars: dict[str, keras.Variable] = {}
         cout = self.block.out_channels
         for cell in self.block.cells:
             for layer in range(self.dmax):
@@ -253,7 +253,8 @@ class SupernetBlock(keras.layers.Layer):
         Raises:
             ValueError: If ``x`` is empty or ``choice`` is not one of the block's choices.
         """
-        sums, n = {}, 0
+        sums: dict[str, tuple] = {}
+        n = 0
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
             _, moments = self.forward(ops.convert_to_tensor(xb), choice)
