@@ -1,4 +1,8 @@
-"""The options of each post-training technique, one small serializable dataclass each (AIMET style)."""
+"""The options of each post-training technique: one small serializable ``…Config`` dataclass each.
+
+Each technique takes its config as ``config=`` (an instance or a dict of its fields), and any field as a keyword
+argument that overrides the config's: ``adaround(q, x, config=AdaRoundConfig(iterations=500), seed=1)``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,31 @@ from dataclasses import asdict, dataclass, fields
 from ..quantization.quantizers import check_bits
 
 
-class _Params:
+class _Config:
     """get_config/from_config for the dataclasses below (unknown keys are refused, naming the known ones)."""
 
     def get_config(self) -> dict:
+        """Serializes the options.
+
+        Returns:
+            ``{field: value}``.
+        """
         return asdict(self)
 
     @classmethod
     def from_config(cls, config: dict):
+        """Makes options from a dict written by ``get_config``.
+
+        Args:
+            config: ``{field: value}``; fields left out take their defaults.
+
+        Returns:
+            A new instance of this class, checked as when it is made.
+
+        Raises:
+            ValueError: If ``config`` holds a key that is not a field (the message lists the fields), or a value
+                is out of range.
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(config) - known
         if unknown:
@@ -28,14 +49,24 @@ def _positive(value, what):
 
 
 @dataclass
-class EqualizeParams(_Params):
-    """Options of ``keras_eff.ptq.equalize``.
+class EqualizeConfig(_Config):
+    """Options of `keras_eff.ptq.equalize` (Nagel et al. 2019).
 
-    scale: cross-layer scaling of consecutive layer pairs (Nagel et al. 2019), iterated until the scales change by
-    less than ``tolerance`` or ``max_iterations`` sweeps. absorb_bias: high-bias absorption through ReLU, shifting
-    c = max(0, β − ``absorb_sigmas``·γ) into the next layer's bias; only into layers without padding effects
-    (1×1 or 'valid' convolutions, Dense) unless ``absorb_through_padding``. relu6_to_relu: replace a ReLU6 between
-    a scaled pair by ReLU (the scaling does not commute with the clip at 6); without it such pairs are not scaled.
+    Attributes:
+        scale: Cross-layer scaling of consecutive layer pairs, iterated until the scales change by less than
+            ``tolerance`` or for ``max_iterations`` sweeps.
+        absorb_bias: High-bias absorption through ReLU: c = max(0, β − ``absorb_sigmas``·γ) moves from a layer's bias
+            into the next layer's.
+        relu6_to_relu: Replace a ReLU6 between a scaled pair by ReLU (the scaling does not commute with the clip at
+            6); False leaves such pairs unscaled.
+        max_iterations: The most scaling sweeps, at least 1.
+        tolerance: Sweeps stop once no scale changes by more than this (in log terms); positive.
+        absorb_sigmas: How many standard deviations below the mean stay in the first layer's bias; positive.
+        absorb_through_padding: Also absorb into layers that see zero padding (k×k 'same' convolutions), where the
+            shift is only approximately exact at the borders.
+
+    Raises:
+        ValueError: If ``max_iterations`` is below 1, or ``tolerance`` or ``absorb_sigmas`` is not positive.
     """
 
     scale: bool = True
@@ -54,17 +85,25 @@ class EqualizeParams(_Params):
 
 
 @dataclass
-class BiasCorrectionParams(_Params):
-    """Options of ``keras_eff.ptq.bias_correction``.
+class BiasCorrectionConfig(_Config):
+    """Options of `keras_eff.ptq.bias_correction`.
 
     With data (empirical): the mean error of each layer's output caused by its quantized weights, measured on up to
     ``max_samples`` inputs in batches of ``batch_size``, layer after layer (each sees the corrected layers before it).
     Without data (analytical): E[ε·x] from the BatchNorm statistics of the layer in front (a ReLU of a Gaussian).
+
+    Attributes:
+        max_samples: The most inputs of ``data`` read; positive.
+        batch_size: Inputs per forward pass; positive.
+        layers: Names of the inner layers to correct (``"conv"``, not ``"quant_conv"``); None: all.
+
+    Raises:
+        ValueError: If ``max_samples`` or ``batch_size`` is not positive.
     """
 
     max_samples: int = 512
     batch_size: int = 64
-    layers: tuple | None = None  # names of the inner layers to correct; None: all
+    layers: tuple | None = None
 
     def __post_init__(self):
         _positive(self.max_samples, "max_samples")
@@ -74,13 +113,27 @@ class BiasCorrectionParams(_Params):
 
 
 @dataclass
-class AdaRoundParams(_Params):
-    """Options of ``keras_eff.ptq.adaround`` (Nagel et al. 2020).
+class AdaRoundConfig(_Config):
+    """Options of `keras_eff.ptq.adaround` (Nagel et al. 2020).
 
-    iterations of Adam (``learning_rate``) per layer on batches of ``batch_size`` cached inputs (``max_samples`` of
-    them); regularizer weight ``reg_weight`` (λ) with β annealed linearly from ``beta_start`` to ``beta_end`` after a
-    warm start of ``warm_start`` (share of the iterations) without it. ``zeta``/``gamma`` stretch the sigmoid.
-    ``weight_bits`` re-quantizes every wrapper to that width first (None keeps each wrapper's own).
+    Attributes:
+        iterations: Adam steps per layer; positive.
+        batch_size: Cached inputs per step; positive.
+        max_samples: The most inputs of ``data`` cached; positive.
+        learning_rate: Adam's step size; positive.
+        reg_weight: The regularizer's weight λ, which pushes each rounding to up or down; zero or positive.
+        beta_start: β of the regularizer at the end of the warm start, annealed linearly to ``beta_end``; positive.
+        beta_end: β at the last iteration; positive.
+        warm_start: The share of the iterations run without the regularizer, in [0, 1).
+        zeta: The stretch of the rectified sigmoid above 1; more than 1.
+        gamma: The stretch of the rectified sigmoid below 0; negative.
+        weight_bits: Re-quantize every wrapper to this many bits (2 to 8) first; None keeps each wrapper's own.
+        layers: Names of the inner layers to round (``"conv"``); None: all it can handle.
+        seed: Seeds the choice of batches.
+
+    Raises:
+        ValueError: If a count or rate is not positive, ``reg_weight`` is negative, ``warm_start`` is outside
+            [0, 1), ``zeta``/``gamma`` do not stretch the sigmoid, or ``weight_bits`` is outside 2 to 8.
     """
 
     iterations: int = 1000
@@ -115,9 +168,37 @@ class AdaRoundParams(_Params):
             self.layers = tuple(self.layers)
 
 
+def _nested(value, cls, what) -> dict | None:
+    """A nested step's options as the dict AutoQuantConfig keeps (an instance of ``cls`` becomes its config),
+    checked now rather than in the middle of a run."""
+    if value is None:
+        return None
+    if isinstance(value, cls):
+        return value.get_config()
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} takes a {cls.__name__} or a dict of its fields, got {type(value).__name__}")
+    cls.from_config(value)
+    return dict(value)
+
+
 @dataclass
-class AutoQuantParams(_Params):
-    """Options of ``keras_eff.ptq.auto_quant``: the steps it may try, in order, and their settings."""
+class AutoQuantConfig(_Config):
+    """Options of `keras_eff.ptq.auto_quant`: the steps it may try, in order, and their settings.
+
+    Attributes:
+        allowed_drop: The largest drop of ``eval_fn``'s score from the float model's that ends the search; zero or
+            positive.
+        steps: The steps to try, in order, each one of ``"ptq"``, ``"cle"``, ``"cle+bc"`` and ``"cle+adaround"``.
+        equalize: The options of the equalization in the ``cle`` steps: an `EqualizeConfig` or a dict of its
+            fields (kept as a dict); None: the defaults.
+        bias_correction: The options of the bias correction in ``cle+bc``: a `BiasCorrectionConfig` or a dict.
+        adaround: The options of AdaRound in ``cle+adaround``: an `AdaRoundConfig` or a dict.
+
+    Raises:
+        ValueError: If ``allowed_drop`` is negative, ``steps`` is empty or names an unknown step, or a nested
+            setting is unknown or out of range.
+        TypeError: If a nested setting is neither its config class nor a dict.
+    """
 
     allowed_drop: float = 0.01
     steps: tuple = ("ptq", "cle", "cle+bc", "cle+adaround")
@@ -134,12 +215,19 @@ class AutoQuantParams(_Params):
         bad = [s for s in self.steps if s not in self.STEPS]
         if bad or not self.steps:
             raise ValueError(f"steps={self.steps!r}: each must be one of {self.STEPS}")
-        # validate the nested settings now rather than in the middle of a run
-        EqualizeParams.from_config(self.equalize or {})
-        BiasCorrectionParams.from_config(self.bias_correction or {})
-        AdaRoundParams.from_config(self.adaround or {})
+        self.equalize = _nested(self.equalize, EqualizeConfig, "equalize")
+        self.bias_correction = _nested(self.bias_correction, BiasCorrectionConfig, "bias_correction")
+        self.adaround = _nested(self.adaround, AdaRoundConfig, "adaround")
 
     def get_config(self) -> dict:
+        """Serializes the options.
+
+        Returns:
+            ``{field: value}``, ``steps`` as a list.
+        """
         out = asdict(self)
         out["steps"] = list(self.steps)
         return out
+
+
+__all__ = ["AdaRoundConfig", "AutoQuantConfig", "BiasCorrectionConfig", "EqualizeConfig"]
