@@ -1,4 +1,8 @@
-"""Options of each compression method (AIMET style): one small dataclass a method, with get_config/from_config."""
+"""Options of each compression method: one small ``…Config`` dataclass a method, with get_config/from_config.
+
+Each method takes its config as ``config=`` (an instance or a dict of its fields), and any field as a keyword argument
+that overrides the config's: ``spatial_svd(model, 0.5, config=SpatialSvdConfig(multiple=8), exclude=["stem"])``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ DEFAULT_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 
 
 @dataclass
-class CompressionParameters:
-    """Options shared by the compression methods; `SpatialSvdParameters` and `ChannelPruningParameters` add their own.
+class CompressionConfig:
+    """Options shared by the compression methods; `SpatialSvdConfig` and `ChannelPruningConfig` add their own.
 
     Attributes:
         cost_metric: What ``target_ratio`` counts: ``"macs"`` (default) or ``"params"``, of the conv and dense layers.
@@ -76,32 +80,32 @@ class CompressionParameters:
 
 
 @dataclass
-class SpatialSvdParameters(CompressionParameters):
-    """Options of `spatial_svd`: those shared by every method (see `CompressionParameters`).
+class SpatialSvdConfig(CompressionConfig):
+    """Options of `spatial_svd`: those shared by every method (see `CompressionConfig`).
 
     Attributes:
-        cost_metric: As in `CompressionParameters`.
-        candidate_ratios: As in `CompressionParameters`.
-        layers: As in `CompressionParameters`.
-        exclude: As in `CompressionParameters`.
-        multiple: As in `CompressionParameters`.
-        num_eval_samples: As in `CompressionParameters`.
-        seed: As in `CompressionParameters`.
+        cost_metric: As in `CompressionConfig`.
+        candidate_ratios: As in `CompressionConfig`.
+        layers: As in `CompressionConfig`.
+        exclude: As in `CompressionConfig`.
+        multiple: As in `CompressionConfig`.
+        num_eval_samples: As in `CompressionConfig`.
+        seed: As in `CompressionConfig`.
     """
 
 
 @dataclass
-class ChannelPruningParameters(CompressionParameters):
-    """Options of `channel_pruning`: the shared ones (see `CompressionParameters`) and those of the least-squares refit.
+class ChannelPruningConfig(CompressionConfig):
+    """Options of `channel_pruning`: the shared ones (see `CompressionConfig`) and those of the least-squares refit.
 
     Attributes:
-        cost_metric: As in `CompressionParameters`.
-        candidate_ratios: As in `CompressionParameters`.
-        layers: As in `CompressionParameters`.
-        exclude: As in `CompressionParameters`.
-        multiple: As in `CompressionParameters`.
-        num_eval_samples: As in `CompressionParameters`.
-        seed: As in `CompressionParameters`.
+        cost_metric: As in `CompressionConfig`.
+        candidate_ratios: As in `CompressionConfig`.
+        layers: As in `CompressionConfig`.
+        exclude: As in `CompressionConfig`.
+        multiple: As in `CompressionConfig`.
+        num_eval_samples: As in `CompressionConfig`.
+        seed: As in `CompressionConfig`.
         num_reconstruction_samples: Rows of each layer's least-squares problem (sampled output positions); default
             5000.
         samples_per_image: Output positions sampled per input image; default 10. ``num_reconstruction_samples /
@@ -111,7 +115,7 @@ class ChannelPruningParameters(CompressionParameters):
         ridge: Tikhonov regularisation of the refit, relative to the mean energy of the input columns; default 1e-3.
 
     Raises:
-        ValueError: As `CompressionParameters`, or if ``num_reconstruction_samples`` or ``samples_per_image`` is
+        ValueError: As `CompressionConfig`, or if ``num_reconstruction_samples`` or ``samples_per_image`` is
             below 1 or ``ridge`` is negative.
     """
 
@@ -128,4 +132,4 @@ class ChannelPruningParameters(CompressionParameters):
             raise ValueError(f"ridge must be >= 0, got {self.ridge!r}")
 
 
-__all__ = ["ChannelPruningParameters", "CompressionParameters", "DEFAULT_RATIOS", "SpatialSvdParameters"]
+__all__ = ["ChannelPruningConfig", "CompressionConfig", "DEFAULT_RATIOS", "SpatialSvdConfig"]
