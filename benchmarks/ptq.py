@@ -172,7 +172,8 @@ def main(argv=None):
              f"LSB. Plots: {stem}_weight_ranges.png, {stem}_sensitivity.png, {stem}_divergence.png.")
     table = write_results(RESULTS / stem, "Post-training quantization on a MobileNet-like Fashion-MNIST model", rows,
                           columns, notes=notes,
-                          extra={"equalization": ke.get_report(eq, "equalization").as_dict(), "mixed_precision": mp.as_dict(),
+                          extra={"equalization": ke.get_report(eq, "equalization").as_dict(),
+                                 "mixed_precision": mp.as_dict(),
                                  "divergence": div, "adaround_w4": {k: {kk: vv for kk, vv in v.items() if kk != "curve"}
                                                                     for k, v in ada4.layers.items()}})
     print(table)

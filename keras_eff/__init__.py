@@ -17,7 +17,8 @@ from .strip import strip  # last: keras_eff.strip is the function, not the modul
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConstantSparsity", "LayerFacts", "PolynomialDecay", "QuantConfig", "calibrate", "callbacks", "cluster", "cluster_model",
-    "clustering", "clustering_report", "compression", "datasets", "donna", "facts_for", "fashion_mnist", "get_report", "get_reports", "graph", "layers", "prune", "prune_model",
-    "ptq", "pruning", "quantization", "quantize", "quantize_model", "register_layer", "sparsity_report", "strip",
+    "ConstantSparsity", "LayerFacts", "PolynomialDecay", "QuantConfig", "calibrate", "callbacks", "cluster",
+    "cluster_model", "clustering", "clustering_report", "compression", "datasets", "donna", "facts_for",
+    "fashion_mnist", "get_report", "get_reports", "graph", "layers", "prune", "prune_model", "ptq", "pruning",
+    "quantization", "quantize", "quantize_model", "register_layer", "sparsity_report", "strip",
 ]

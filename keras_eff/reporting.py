@@ -16,7 +16,6 @@ import weakref
 
 from tflite_export import atomic_write, atomic_write_json
 
-
 # the kinds of process report, and the function that makes each
 REPORT_KINDS = {"equalization": "keras_eff.ptq.equalize", "bias_correction": "keras_eff.ptq.bias_correction",
                 "adaround": "keras_eff.ptq.adaround", "auto_quant": "keras_eff.ptq.auto_quant"}

@@ -7,8 +7,8 @@ import pytest
 from keras import layers
 
 import keras_eff as ke
-from keras_eff.quantization import quantization_report
 import tflite_export as te
+from keras_eff.quantization import quantization_report
 from tflite_export.model_file import read_graph
 
 

@@ -191,8 +191,9 @@ def test_adaround_returns_a_new_model_and_leaves_the_input_unchanged(calibrated,
     assert {w.weight_bits for w in common.quantized_layers(calibrated)} == {4}
     assert {w.weight_bits for w in common.quantized_layers(rounded)} == {3}
     assert not any(v1 is v2 for v1 in rounded.weights for v2 in calibrated.weights)
-    changed = [w.layer.name for w, v in zip(common.quantized_layers(rounded), common.quantized_layers(calibrated))
-               if not np.array_equal(np.asarray(w.layer.kernel), np.asarray(v.layer.kernel))]
+    pairs = zip(common.quantized_layers(rounded), common.quantized_layers(calibrated), strict=True)
+    changed = [w.layer.name for w, v in pairs if not np.array_equal(np.asarray(w.layer.kernel),
+                                                                    np.asarray(v.layer.kernel))]
     assert changed == ["conv", "conv2", "logits"]
 
 

@@ -10,9 +10,9 @@ import pytest
 from keras import layers, ops
 
 import keras_eff as ke
-from keras_eff.quantization import quantization_report
 import tflite_export as te
 from keras_eff.layers import LayerFactsError, facts_for, unregister_layer
+from keras_eff.quantization import quantization_report
 
 
 @keras.saving.register_keras_serializable(package="test_registry")

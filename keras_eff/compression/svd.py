@@ -13,9 +13,9 @@ import numpy as np
 from keras import layers
 
 from ..graph import GraphInfo, clone_layer, rebuild
-from .inputs import NothingToCompressError, check_finite_weights, check_ratio
 from ..options import resolve_config
 from .config import SpatialSvdConfig
+from .inputs import NothingToCompressError, check_finite_weights, check_ratio
 from .pipeline import CompressionResult, Scheme, compress
 
 

@@ -5,6 +5,7 @@ argument; each returns a new model and leaves its input unchanged; what it did i
 kind)``.
 """
 
+from ..options import deprecated_aliases as _deprecated_aliases
 from .adaround import AdaRoundReport, adaround
 from .analysis import divergence, plot_sensitivity, plot_weight_ranges, weight_ranges
 from .auto_quant import AutoQuantResult, auto_quant
@@ -13,7 +14,6 @@ from .config import AdaRoundConfig, AutoQuantConfig, BiasCorrectionConfig, Equal
 from .encodings import export_encodings
 from .equalize import EqualizationReport, equalize
 from .params import RENAMED as _RENAMED
-from ..options import deprecated_aliases as _deprecated_aliases
 
 __all__ = ["AdaRoundConfig", "AdaRoundReport", "AutoQuantConfig", "AutoQuantResult", "BiasCorrectionConfig",
            "BiasCorrectionReport", "EqualizationReport", "EqualizeConfig", "adaround", "auto_quant",

@@ -421,8 +421,8 @@ def quantize_model(model, config: QuantConfig | dict | None = None, *, preserve=
     Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed (layers without
     state, a ``Lambda`` say, are shared with it as they are). Layers that cannot be quantized stay float: they are
     listed by ``keras_eff.quantization.quantization_report(new_model)`` and warned about once (each class once, with
-    its layers' names), and exporting such a model needs representative data. The activation ranges start unset: calibrate (``calibrate``)
-    or train the result before exporting it.
+    its layers' names), and exporting such a model needs representative data. The activation ranges start unset:
+    calibrate (``calibrate``) or train the result before exporting it.
 
     Args:
         model: A float Functional or Sequential Keras 3 model (built). Not changed. Use ``keras_eff.quantize`` on
