@@ -223,12 +223,27 @@ def test_the_copy_of_a_quantized_model_is_exact_and_exports_the_same_file(calibr
         np.testing.assert_array_equal(g1.tensors[t].scales, g2.tensors[t].scales)
 
 
-def test_equalize_and_quantize_model_leave_their_input_unchanged(x8):
+@pytest.mark.parametrize("make", [
+    lambda m, x: ptq.equalize(m),
+    lambda m, x: ke.quantize_model(m),
+    lambda m, x: ke.prune_model(m, 0.5, min_weights=100),
+    lambda m, x: ke.cluster_model(m, 4),
+    lambda m, x: ke.strip(m),
+    lambda m, x: ptq.auto_quant(m, x, lambda q: 0.0, steps=("ptq", "cle"), allowed_drop=-0.0, report_path=None,
+                                progress=False).model,
+    lambda m, x: quantization.mixed_precision(m, x, lambda q: 0.0, max_drop=0.0, candidate_bits=(8, 4),
+                                              export=False).model,
+    lambda m, x: compression.spatial_svd(m, 0.9, candidate_ratios=(0.8, 0.6), verbose=False).model,
+    lambda m, x: compression.channel_pruning(m, 0.9, x, candidate_ratios=(0.8, 0.6), verbose=False).model,
+], ids=["equalize", "quantize_model", "prune_model", "cluster_model", "strip", "auto_quant", "mixed_precision",
+        "spatial_svd", "channel_pruning"])
+def test_functions_that_return_a_model_leave_their_input_unchanged(x8, make):
     model = _model()
-    before = _state(model)
-    ptq.equalize(model)
-    ke.quantize_model(model)
+    before, y = _state(model), np.asarray(model(x8))
+    new = make(model, x8)
+    assert isinstance(new, keras.Model) and new is not model
     _assert_same_state(model, before)
+    np.testing.assert_array_equal(np.asarray(model(x8)), y)
 
 
 # -- reports ------------------------------------------------------------------------------------------------------
