@@ -79,7 +79,7 @@ def run(family, size, kwargs, n_calib=64, n_test=64, fit_step=True, save=None, f
     x_test, _ = images(n_test, size, raw, train=False)
     try:
         qat = ke.quantize_model(model)
-        report = qat.quantization_report
+        report = ke.quantization.quantization_report(qat)
         row["quantized"] = len(report.quantized)
         row["float_layers"] = [f"{n} ({r})" for n, r in report.float_layers]
         ke.calibrate(qat, x_cal, progress=False)

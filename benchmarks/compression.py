@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from keras_eff.compression import (ChannelPruningParameters, SpatialSvdParameters, channel_pruning,  # noqa: E402
+from keras_eff.compression import (ChannelPruningConfig, SpatialSvdConfig, channel_pruning,  # noqa: E402
                                    count_macs, spatial_svd)
 from keras_eff.datasets import fashion_mnist_float  # noqa: E402
 from keras_eff.graph import rebuild  # noqa: E402
@@ -108,23 +108,23 @@ def main(argv=None):
     def eval_fn(model):
         return accuracy(model, x_val, y_val)
 
-    svd_params = SpatialSvdParameters(candidate_ratios=cfg["ratios"], multiple=8)
-    cp_params = ChannelPruningParameters(candidate_ratios=cfg["ratios"], multiple=8)
+    svd_params = SpatialSvdConfig(candidate_ratios=cfg["ratios"], multiple=8)
+    cp_params = ChannelPruningConfig(candidate_ratios=cfg["ratios"], multiple=8)
     orig_macs = count_macs(original).total_macs
 
     results, reports = {}, {}
     t = time.time()
-    reports["svd"] = spatial_svd(original, TARGET, eval_fn=eval_fn, parameters=svd_params)
+    reports["svd"] = spatial_svd(original, TARGET, eval_fn=eval_fn, config=svd_params)
     results["spatial SVD"] = reports["svd"].model
     print(reports["svd"].summary(), f"({time.time() - t:.0f} s)", flush=True)
     t = time.time()
-    reports["cp"] = channel_pruning(original, TARGET, x_train, eval_fn=eval_fn, parameters=cp_params)
+    reports["cp"] = channel_pruning(original, TARGET, x_train, eval_fn=eval_fn, config=cp_params)
     results["channel pruning"] = reports["cp"].model
     print(reports["cp"].summary(), f"({time.time() - t:.0f} s)", flush=True)
     t = time.time()
-    first = spatial_svd(original, math.sqrt(TARGET), eval_fn=eval_fn, parameters=svd_params)
+    first = spatial_svd(original, math.sqrt(TARGET), eval_fn=eval_fn, config=svd_params)
     second_target = TARGET * orig_macs / first.compressed_cost.total_macs
-    reports["both"] = channel_pruning(first.model, second_target, x_train, eval_fn=eval_fn, parameters=cp_params)
+    reports["both"] = channel_pruning(first.model, second_target, x_train, eval_fn=eval_fn, config=cp_params)
     reports["both_svd"] = first
     results["SVD + channel pruning"] = reports["both"].model
     print(first.summary(), reports["both"].summary(), f"({time.time() - t:.0f} s)", sep="\n", flush=True)

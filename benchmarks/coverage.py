@@ -164,7 +164,7 @@ def step_quantize(model, x_cal, y_cal, x_test, row):
     t = time.perf_counter()
     qat = ke.quantize_model(model)
     row["quantize_s"] = round(time.perf_counter() - t, 2)
-    report = qat.quantization_report
+    report = ke.quantization.quantization_report(qat)
     row["quantized"] = len(report.quantized)
     row["kept_float"] = len(report.float_layers)
     row["float_layers"] = [f"{n} ({r})" for n, r in report.float_layers][:40]
@@ -222,10 +222,11 @@ def step_cluster(model, x_cal, y_cal, x_test, row):
     import tflite_export as te
 
     clustered = ke.cluster_model(model, 16)
-    row["cluster_layers"] = len(getattr(clustered, "clustered_layers", []) or [])
+    clustered_layers = set(ke.clustering_report(clustered).clustered_layers)
+    row["cluster_layers"] = len(clustered_layers)
     stripped = ke.strip(clustered)
     counts = [len(np.unique(np.asarray(layer.kernel))) for layer in stripped.layers
-              if layer.name in set(getattr(clustered, "clustered_layers", []) or []) and hasattr(layer, "kernel")]
+              if layer.name in clustered_layers and hasattr(layer, "kernel")]
     row["cluster_max_values"] = max(counts) if counts else None
     blob = _int8_export(te, stripped, x_cal, row, "cluster_export")
     if blob is not None:
@@ -251,18 +252,20 @@ def step_adaround(model, x_cal, y_cal, x_test, row):
     t = time.perf_counter()
     eq = ptq.equalize(model)
     row["equalize_s"] = round(time.perf_counter() - t, 2)
-    rep = eq.equalization
+    rep = ke.get_report(eq, "equalization")
     row["equalize_pairs"] = len(rep.pairs)
     row["equalize_folded_bn"] = len(rep.folded_batchnorm)
     row["equalize"] = "ok"
     t = time.perf_counter()
-    q = ke.calibrate(ke.quantize_model(eq), x_cal, progress=False)
+    q = ke.quantize_model(eq)
+    ke.calibrate(q, x_cal, progress=False)
     layers = _adaround_layers(q, ADAROUND_LAYERS)
-    ptq.adaround(q, x_cal, iterations=ADAROUND_ITERATIONS, batch_size=16, max_samples=N_CALIB, layers=layers,
+    q = ptq.adaround(q, x_cal, iterations=ADAROUND_ITERATIONS, batch_size=16, max_samples=N_CALIB, layers=layers,
                  float_model=eq)
     row["adaround_s"] = round(time.perf_counter() - t, 2)
-    row["adaround_layers"] = sorted(q.adaround.layers)
-    row["adaround_skipped"] = len(q.adaround.skipped)
+    ada = ke.get_report(q, "adaround")
+    row["adaround_layers"] = sorted(ada.layers)
+    row["adaround_skipped"] = len(ada.skipped)
 
 
 STEP_FUNCS = {"quantize": step_quantize, "prune": step_prune, "cluster": step_cluster, "adaround": step_adaround}

@@ -97,22 +97,27 @@ def main(argv=None):
     # -- W8A8 per-tensor: plain vs CLE vs CLE + bias correction -------------------------------------------------
     w8 = ke.QuantConfig(weight_bits=8, weight_granularity="per_tensor")
     t = time.perf_counter()
-    plain = acc(ke.calibrate(ke.quantize_model(model, w8), cal, progress=False))
+    def calibrated(m, config=None):
+        q = ke.quantize_model(m, config)
+        ke.calibrate(q, cal, progress=False)
+        return q
+
+    plain = acc(calibrated(model, w8))
     row("W8A8 per-tensor", "plain PTQ (BN folded)", "int8", plain, None, time.perf_counter() - t)
     t = time.perf_counter()
     eq = ptq.equalize(model)
     cle_s = time.perf_counter() - t
     eq_float = acc(eq)
     row("W8A8 per-tensor", "float after CLE (ReLU6→ReLU)", "float", eq_float, None, cle_s)
-    q = ke.calibrate(ke.quantize_model(eq, w8), cal, progress=False)
+    q = calibrated(eq, w8)
     row("W8A8 per-tensor", "CLE", "int8", acc(q), plain, time.perf_counter() - t)
     t = time.perf_counter()
-    ptq.bias_correction(q, statistics=eq.equalization)
-    row("W8A8 per-tensor", "CLE + analytical BC (no data)", "int8", acc(q), plain, time.perf_counter() - t + cle_s)
-    q = ke.calibrate(ke.quantize_model(eq, w8), cal, progress=False)
+    corrected = ptq.bias_correction(q, statistics=eq)
+    row("W8A8 per-tensor", "CLE + analytical BC (no data)", "int8", acc(corrected), plain,
+        time.perf_counter() - t + cle_s)
     t = time.perf_counter()
-    ptq.bias_correction(q, cal)
-    row("W8A8 per-tensor", "CLE + empirical BC", "int8", acc(q), plain, time.perf_counter() - t + cle_s)
+    corrected = ptq.bias_correction(q, cal)
+    row("W8A8 per-tensor", "CLE + empirical BC", "int8", acc(corrected), plain, time.perf_counter() - t + cle_s)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "ptq_quick" if args.quick else "ptq"
@@ -123,24 +128,24 @@ def main(argv=None):
         cfg = ke.QuantConfig(weight_bits=bits, weight_granularity="per_tensor")
         experiment = f"W{bits}A8 per-tensor (on CLE)"
         t = time.perf_counter()
-        q = ke.calibrate(ke.quantize_model(eq, cfg), cal, progress=False)
+        q = calibrated(eq, cfg)
         nearest = acc(q)
         row(experiment, "nearest rounding", f"int{bits} in int8", nearest, None, time.perf_counter() - t)
         t = time.perf_counter()
-        ptq.adaround(q, cal, iterations=iters, float_model=eq)
+        q = ptq.adaround(q, cal, iterations=iters, float_model=eq)
         ke.calibrate(q, cal, progress=False)
         row(experiment, f"AdaRound ({iters} it/layer)", f"int{bits} in int8", acc(q), nearest,
             time.perf_counter() - t)
         if bits == 4:
             div = ptq.divergence(q, xt, samples=8, path=RESULTS / f"{stem}_divergence.png")
-            ada4 = q.adaround
+            ada4 = ke.get_report(q, "adaround")
 
     # -- mixed precision at an average of 5 bits -----------------------------------------------------------------
     t = time.perf_counter()
     mp = ke.quantization.mixed_precision(model, cal, lambda m: accuracy(m, xv, yv), target_average_bits=5.0,
                                          candidate_bits=(8, 6, 4))
     mp_s = time.perf_counter() - t
-    all8 = acc(ke.calibrate(ke.quantize_model(model), cal, progress=False))
+    all8 = acc(calibrated(model))
     mixed = acc(mp.model)
     ptq.plot_sensitivity(mp.sensitivity, RESULTS / f"{stem}_sensitivity.png", mp.parameters)
     rows.append(dict(experiment="mixed precision (per-channel)", method="all 8-bit", weights="int8",
@@ -167,7 +172,8 @@ def main(argv=None):
              f"LSB. Plots: {stem}_weight_ranges.png, {stem}_sensitivity.png, {stem}_divergence.png.")
     table = write_results(RESULTS / stem, "Post-training quantization on a MobileNet-like Fashion-MNIST model", rows,
                           columns, notes=notes,
-                          extra={"equalization": eq.equalization.as_dict(), "mixed_precision": mp.as_dict(),
+                          extra={"equalization": ke.get_report(eq, "equalization").as_dict(),
+                                 "mixed_precision": mp.as_dict(),
                                  "divergence": div, "adaround_w4": {k: {kk: vv for kk, vv in v.items() if kk != "curve"}
                                                                     for k, v in ada4.layers.items()}})
     print(table)

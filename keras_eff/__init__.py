@@ -27,6 +27,7 @@ _NAMES = {
     "layers": ("LayerFacts", "facts_for", "register_layer"),
     "pruning": ("ConstantSparsity", "PolynomialDecay", "prune", "prune_model", "sparsity_report"),
     "quantization": ("QuantConfig", "calibrate", "quantize", "quantize_model"),
+    "reporting": ("get_report", "get_reports"),
     "strip": ("strip",),  # keras_eff.strip is the function, not the module
 }
 _SUBPACKAGES = ("callbacks", "clustering", "compression", "datasets", "donna", "graph", "layers", "ptq", "pruning",

@@ -8,6 +8,7 @@ from keras import layers
 
 import keras_eff as ke
 import tflite_export as te
+from keras_eff.quantization import quantization_report
 from tflite_export.model_file import read_graph
 
 
@@ -59,7 +60,7 @@ def test_rescaling_first_layer_is_quantized(scale, offset):
     model = keras.Model(inputs, _head(x))
     x_data = _images(hi=255.0)
     qat, data = _qat_int8(model, x_data)
-    assert "rescale" in qat.quantization_report.quantized and not qat.quantization_report.float_layers
+    assert "rescale" in quantization_report(qat).quantized and not quantization_report(qat).float_layers
     assert "DEPTHWISE_CONV_2D" in _op_names(data)
     _assert_parity(qat, data, x_data)
 
@@ -76,7 +77,7 @@ def test_rescaling_then_normalization_like_efficientnet(invert):
     model = keras.Model(inputs, _head(x))
     x_data = _images(hi=255.0)
     qat, data = _qat_int8(model, x_data)
-    assert "norm" in qat.quantization_report.quantized and not qat.quantization_report.float_layers
+    assert "norm" in quantization_report(qat).quantized and not quantization_report(qat).float_layers
     _assert_parity(qat, data, x_data)
 
 
@@ -102,7 +103,7 @@ def test_maxpool_after_zero_padding_then_standalone_batchnorm():
     x = layers.Add()([x, pooled])
     x = layers.ReLU()(layers.BatchNormalization(name="post_bn")(x))
     qat, data = _qat_int8(keras.Model(inputs, _head(x)), _images())
-    report = qat.quantization_report
+    report = quantization_report(qat)
     assert {"preact_bn", "post_bn"} <= set(report.quantized) and not report.float_layers
     _assert_parity(qat, data, _images(seed=1))
 
@@ -140,7 +141,7 @@ def test_concatenate_chain_with_other_readers_like_densenet():
             x = layers.AveragePooling2D(2)(x)
     x = layers.ReLU()(layers.BatchNormalization()(x))
     qat, data = _qat_int8(keras.Model(inputs, _head(x)), _images())
-    assert not qat.quantization_report.float_layers
+    assert not quantization_report(qat).float_layers
     _assert_parity(qat, data, _images(seed=1))
 
 
@@ -186,7 +187,7 @@ def test_grouped_conv_one_channel_per_group_is_a_depthwise_conv(multiplier):
     assert isinstance(inner, layers.DepthwiseConv2D)
     np.testing.assert_allclose(inner(model.layers[1](x_data[:4])), grouped(model.layers[1](x_data[:4])), atol=1e-5)
     qat, data = _qat_int8(model, x_data)
-    assert "grouped" in qat.quantization_report.quantized and not qat.quantization_report.float_layers
+    assert "grouped" in quantization_report(qat).quantized and not quantization_report(qat).float_layers
     _assert_parity(qat, data, _images(seed=1))
 
 
@@ -199,7 +200,7 @@ def test_mobilenet_v3_small_minimalistic_with_preprocessing():
     qat = ke.quantize_model(model)
     ke.calibrate(qat, x_data, progress=False)
     data = te.to_tflite(qat)
-    assert not qat.quantization_report.float_layers
+    assert not quantization_report(qat).float_layers
     _assert_parity(qat, data, _images(32, 32, 0.0, 255.0, seed=1))
 
 
@@ -213,5 +214,5 @@ def test_batchnorm_after_a_conv_with_other_readers_is_quantized():
     model = keras.Model(inputs, _head(layers.Add()([stem, branch])))
     x = _images(n=48, size=12)
     qat, data = _qat_int8(model, x)
-    assert "pre_bn" in qat.quantization_report.quantized and not qat.quantization_report.float_layers
+    assert "pre_bn" in quantization_report(qat).quantized and not quantization_report(qat).float_layers
     _assert_parity(qat, data, x)

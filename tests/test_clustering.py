@@ -122,7 +122,7 @@ def test_per_channel_centroids_follow_each_channel():
 def test_training_moves_only_the_centroids_and_strip_keeps_k_values(trained, digits):
     x, y = digits
     clustered = compiled(cluster_model(trained, 4, reassign_every=None, skip=("conv",)))
-    assert clustered.clustered_layers == ["dw", "hidden", "logits"]
+    assert clustering_report(clustered).clustered_layers == ["dw", "hidden", "logits"]
     wrappers = [l for l in clustered.layers if isinstance(l, ClusterWrapper)]
     before = {w.name: (np.asarray(w._centroids["kernel"]).copy(), np.asarray(w._indices["kernel"]).copy())
               for w in wrappers}

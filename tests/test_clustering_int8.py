@@ -13,7 +13,7 @@ from keras import layers
 import keras_eff
 import tflite_export as te
 from keras_eff.clustering import cluster_model, clustering_report
-from keras_eff.quantization import QuantConfig, QuantizeWrapper
+from keras_eff.quantization import QuantConfig, QuantizeWrapper, quantization_report
 from keras_eff.strip import strip
 
 pytestmark = pytest.mark.slow  # end to end: train, prune, cluster, QAT, convert
@@ -108,7 +108,7 @@ def test_qat_keeps_what_it_preserves_in_the_int8_file(chain, digits, preserve, t
     assert all(np.mean(k == 0) >= 0.5 for k in kernels.values())
     assert all(np.unique(k).size <= K for k in kernels.values())
     qat = compiled(keras_eff.quantize_model(chain, preserve=preserve), lr=1e-2)
-    assert {n for n, _ in qat.quantization_report.preserved} == set(kernels)
+    assert {n for n, _ in quantization_report(qat).preserved} == set(kernels)
     qat.fit(x, y, batch_size=64, epochs=1, verbose=0)
     filters = int8_filters(te.to_tflite(qat))
     assert set(filters) == set(kernels)
@@ -157,6 +157,6 @@ def test_preserve_in_config_overrides_and_round_trip(chain):
     qat = keras_eff.quantize_model(chain, config)
     assert qat.get_layer("quant_hidden").preserve == ("clusters",)
     assert qat.get_layer("quant_logits").preserve == ()
-    assert "logits" not in {n for n, _ in qat.quantization_report.preserved}
+    assert "logits" not in {n for n, _ in quantization_report(qat).preserved}
     # the argument wins over the config
     assert keras_eff.quantize_model(chain, config, preserve=()).get_layer("quant_hidden").preserve == ()

@@ -4,13 +4,8 @@ import pytest
 from keras import layers
 
 import tflite_export
-from keras_eff.compression import (
-    ChannelPruningParameters,
-    NothingToCompressError,
-    channel_pruning,
-    count_macs,
-    find_groups,
-)
+from keras_eff.compression import (ChannelPruningConfig, NothingToCompressError, channel_pruning, count_macs,
+                                   find_groups)
 from keras_eff.compression.channel_pruning import ChannelPruningScheme
 from keras_eff.compression.pipeline import output_error, predict
 from keras_eff.compression.reconstruction import channel_gram, conv_patches, removal_order, sample_positions
@@ -61,7 +56,7 @@ def test_reconstruction_lowers_output_error(small, fmnist):
     reference = predict(small, x_test[:300])
     errors = {}
     for reconstruct in (False, True):
-        params = ChannelPruningParameters(reconstruct=reconstruct, **FEW)
+        params = ChannelPruningConfig(reconstruct=reconstruct, **FEW)
         scheme = ChannelPruningScheme(small, params, x_train)
         settings = {"conv1": 4, "conv2": 8}
         model = scheme.build(settings, final=True)
@@ -77,7 +72,7 @@ def test_reconstruction_lowers_output_error(small, fmnist):
 def test_meets_target_trains_and_exports(small, fmnist, tmp_path):
     (x_train, y_train), (x_test, _) = fmnist
     before = [w.copy() for w in small.get_weights()]
-    result = channel_pruning(small, 0.5, (x_train, y_train), parameters=ChannelPruningParameters(**FEW),
+    result = channel_pruning(small, 0.5, (x_train, y_train), config=ChannelPruningConfig(**FEW),
                              verbose=False)
     assert 0.25 < result.mac_ratio <= 0.5 and result.layer_ratios
     assert all(isinstance(k, int) for k in result.layer_settings.values())
@@ -101,7 +96,7 @@ def test_bias_free_consumer_moves_intercept_into_batchnorm(rng):
     x = layers.BatchNormalization(name="bn")(x)
     model = keras.Model(inputs, layers.GlobalAveragePooling2D()(x))
     data = rng.random((60, 8, 8, 3)).astype("float32")
-    scheme = ChannelPruningScheme(model, ChannelPruningParameters(num_reconstruction_samples=600), data)
+    scheme = ChannelPruningScheme(model, ChannelPruningConfig(num_reconstruction_samples=600), data)
     pruned = scheme.build({"b": 4}, final=True)
     assert not np.allclose(np.asarray(pruned.get_layer("bn").moving_mean), 0.0)
     assert output_error(pruned, data, predict(model, data)) < 0.5
@@ -116,5 +111,5 @@ def test_needs_data_and_a_prunable_layer(small, fmnist):
         channel_pruning(small, 0.5, np.zeros((4, 28, 28, 3), "float32"))
     model = ZOO["residual_cnn"](width=4)
     with pytest.raises(NothingToCompressError, match="input channels can be pruned"):
-        channel_pruning(model, 0.5, fmnist[0][0][:32], parameters=ChannelPruningParameters(
+        channel_pruning(model, 0.5, fmnist[0][0][:32], config=ChannelPruningConfig(
             exclude=("res0_conv2", "res1_conv2")), verbose=False)

@@ -3,16 +3,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_eff.compression import (
-    ChannelPruningParameters,
-    NothingToCompressError,
-    SensitivityTable,
-    SpatialSvdParameters,
-    channel_pruning,
-    measure_sensitivity,
-    select_ratios,
-    spatial_svd,
-)
+from keras_eff.compression import (ChannelPruningConfig, NothingToCompressError, SensitivityTable,
+                                   SpatialSvdConfig, channel_pruning, measure_sensitivity, select_ratios,
+                                   spatial_svd)
 
 RATIOS = (0.75, 0.5, 0.25)
 COST = {"a": 100.0, "b": 100.0, "c": 10.0}
@@ -69,17 +62,17 @@ def test_table_round_trips_and_plots(tmp_path):
     assert b"<svg" in (tmp_path / "sens.svg").read_bytes()[:400]
 
 
-def test_parameters_serialize_and_validate():
-    params = ChannelPruningParameters(candidate_ratios=(0.5, 0.25), exclude=["x"], multiple=8, reconstruct=False)
+def test_config_serializes_and_validates():
+    params = ChannelPruningConfig(candidate_ratios=(0.5, 0.25), exclude=["x"], multiple=8, reconstruct=False)
     config = params.get_config()
-    assert ChannelPruningParameters.from_config(config) == params and config["exclude"] == ["x"]
-    assert SpatialSvdParameters.from_config(SpatialSvdParameters().get_config()) == SpatialSvdParameters()
+    assert ChannelPruningConfig.from_config(config) == params and config["exclude"] == ["x"]
+    assert SpatialSvdConfig.from_config(SpatialSvdConfig().get_config()) == SpatialSvdConfig()
     with pytest.raises(ValueError, match="candidate_ratios"):
-        SpatialSvdParameters(candidate_ratios=(0.5, 1.0))
+        SpatialSvdConfig(candidate_ratios=(0.5, 1.0))
     with pytest.raises(ValueError, match="cost_metric"):
-        SpatialSvdParameters(cost_metric="flops")
+        SpatialSvdConfig(cost_metric="flops")
     with pytest.raises(ValueError, match="multiple"):
-        ChannelPruningParameters(multiple=0)
+        ChannelPruningConfig(multiple=0)
 
 
 def _tiny():
@@ -103,13 +96,13 @@ def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match="target_ratio must be a number"):
         spatial_svd(model, "half")
     with pytest.raises(ValueError, match="'nope', not layers of model"):
-        spatial_svd(model, 0.5, parameters=SpatialSvdParameters(layers=["nope"]), verbose=False)
+        spatial_svd(model, 0.5, config=SpatialSvdConfig(layers=["nope"]), verbose=False)
     with pytest.raises(ValueError, match="data is empty"):
         spatial_svd(model, 0.5, data=np.zeros((0, 8, 8, 1), "float32"), verbose=False)
     with pytest.raises(ValueError, match="NaN"):
         spatial_svd(model, 0.5, data=np.full((2, 8, 8, 1), np.nan, "float32"), verbose=False)
-    with pytest.raises(TypeError, match="SpatialSvdParameters"):
-        spatial_svd(model, 0.5, parameters=ChannelPruningParameters())
+    with pytest.raises(TypeError, match="SpatialSvdConfig"):
+        spatial_svd(model, 0.5, config=ChannelPruningConfig())
     model.get_layer("c1").kernel.assign(np.full((3, 3, 4, 8), np.nan, "float32"))
     with pytest.raises(ValueError, match="layer 'c1' has NaN"):
         spatial_svd(model, 0.5, verbose=False)

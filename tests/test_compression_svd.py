@@ -4,16 +4,11 @@ import pytest
 from keras import layers
 
 import tflite_export
-from keras_eff.compression import (
-    NothingToCompressError,
-    SpatialSvdParameters,
-    count_macs,
-    spatial_svd,
-    split_conv_kernel,
-)
+from keras_eff.compression import (NothingToCompressError, SpatialSvdConfig, count_macs, spatial_svd,
+                                   split_conv_kernel)
 from keras_eff.compression.svd import SpatialSvdScheme
 
-FEW = SpatialSvdParameters(candidate_ratios=(0.8, 0.6, 0.4, 0.2))
+FEW = SpatialSvdConfig(candidate_ratios=(0.8, 0.6, 0.4, 0.2))
 
 
 def _random_weights(model, rng):
@@ -32,7 +27,7 @@ def _odd_model():
 
 def test_full_rank_reproduces_every_layer(rng):
     model = _random_weights(_odd_model(), rng)
-    scheme = SpatialSvdScheme(model, SpatialSvdParameters())
+    scheme = SpatialSvdScheme(model, SpatialSvdConfig())
     full = {"strided": min(3 * 3, 5 * 5), "dilated": min(3 * 5, 3 * 4), "fc": 6}
     new = scheme.build(full)
     x = rng.normal(size=(4, 13, 11, 3)).astype("float32")
@@ -59,7 +54,7 @@ def test_meets_target_and_model_trains_and_exports(trained_models, fmnist):
     (x_train, y_train), (x_test, _) = fmnist
     model = trained_models["small_cnn"]
     before = [w.copy() for w in model.get_weights()]
-    result = spatial_svd(model, 0.5, data=x_train[:128], parameters=FEW, verbose=False)
+    result = spatial_svd(model, 0.5, data=x_train[:128], config=FEW, verbose=False)
     assert result.mac_ratio <= 0.5 and result.achieved_ratio == result.mac_ratio
     assert result.mac_ratio > 0.25  # the greedy walk-back does not overshoot wildly
     assert result.layer_ratios and set(result.layer_ratios) <= {"conv0", "conv1", "conv2", "logits"}
@@ -80,7 +75,7 @@ def test_meets_target_and_model_trains_and_exports(trained_models, fmnist):
 
 def test_data_free_and_eval_fn_sensitivity(trained_models, fmnist, tmp_path):
     model = trained_models["small_cnn"]
-    free = spatial_svd(model, 0.6, parameters=FEW, verbose=False)
+    free = spatial_svd(model, 0.6, config=FEW, verbose=False)
     assert free.sensitivity.metric == "relative weight error" and free.mac_ratio <= 0.6
     calls = []
 
@@ -88,8 +83,8 @@ def test_data_free_and_eval_fn_sensitivity(trained_models, fmnist, tmp_path):
         calls.append(m)
         return -float(np.mean(np.asarray(m(fmnist[1][0][:64])) ** 2))
 
-    params = SpatialSvdParameters(candidate_ratios=(0.5,), layers=("conv1", "conv2"), cost_metric="params")
-    result = spatial_svd(model, 0.7, eval_fn=eval_fn, parameters=params, verbose=False)
+    params = SpatialSvdConfig(candidate_ratios=(0.5,), layers=("conv1", "conv2"), cost_metric="params")
+    result = spatial_svd(model, 0.7, eval_fn=eval_fn, config=params, verbose=False)
     assert len(calls) == 1 + 2  # the baseline, then each layer at its one ratio
     assert result.sensitivity.higher_is_better and result.param_ratio <= 0.7
     assert set(result.layer_ratios) <= {"conv1", "conv2"}

@@ -63,19 +63,25 @@ def _kinds(x, y):
     }
 
 
+def _calibrated(model, data, **kwargs):
+    q = ke.quantize_model(model)
+    ke.calibrate(q, data, progress=False, **kwargs)
+    return q
+
+
 def test_calibrate_takes_datasets_generators_and_pydatasets(model, xy):
     x, y = xy
-    want = _ranges(ke.calibrate(ke.quantize_model(model), x, progress=False))
+    want = _ranges(_calibrated(model, x))
     for kind, make in _kinds(x, y).items():
-        got = _ranges(ke.calibrate(ke.quantize_model(model), make(), progress=False))
+        got = _ranges(_calibrated(model, make()))
         assert got == pytest.approx(want), kind
 
 
 def test_calibrate_reads_no_more_than_max_samples_of_an_endless_source(model, xy):
     x, _ = xy
-    want = _ranges(ke.calibrate(ke.quantize_model(model), x[:16], progress=False))
+    want = _ranges(_calibrated(model, x[:16]))
     endless = tf.data.Dataset.from_tensor_slices(x[:16]).repeat()
-    got = _ranges(ke.calibrate(ke.quantize_model(model), endless, max_samples=16, progress=False))
+    got = _ranges(_calibrated(model, endless, max_samples=16))
     assert got == pytest.approx(want)
     pulled = []
 
@@ -108,16 +114,14 @@ def test_calibrate_checks_its_counts(model, xy, kwargs, name):
 def test_ptq_mixed_precision_and_compression_share_the_normaliser(model, xy):
     x, y = xy
     kinds = _kinds(x, y)
-    base = ke.calibrate(ke.quantize_model(ptq.equalize(model)), x, progress=False)
-    ref = ke.calibrate(ke.quantize_model(ptq.equalize(model)), x, progress=False)
-    ptq.bias_correction(ref, x)
+    base = _calibrated(ptq.equalize(model), x)
+    ref = ptq.bias_correction(_calibrated(ptq.equalize(model), x), x)
     for kind in ("dataset (x, y) batched", "PyDataset", "generator of (x, y) batches"):
-        q = ke.calibrate(ke.quantize_model(ptq.equalize(model)), x, progress=False)
-        ptq.bias_correction(q, kinds[kind]())
+        q = ptq.bias_correction(_calibrated(ptq.equalize(model), x), kinds[kind]())
         for a, b in zip(q.get_weights(), ref.get_weights()):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=kind)
-    ptq.adaround(base, kinds["dataset x unbatched"](), iterations=2, batch_size=8)
-    assert set(base.adaround.layers) == {"conv", "logits"}
+    rounded = ptq.adaround(base, kinds["dataset x unbatched"](), iterations=2, batch_size=8)
+    assert set(ke.get_report(rounded, "adaround").layers) == {"conv", "logits"}
     sens = ke.quantization.layer_sensitivity(model, kinds["iterator of x batches"](), lambda m: 0.0,
                                              candidate_bits=(4,))
     assert set(sens) == {"conv", "logits"}

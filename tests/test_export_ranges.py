@@ -47,7 +47,8 @@ def test_uncalibrated_model_is_refused_naming_the_first_layer(x):
 
 
 def test_refusal_names_the_first_layer_left_unset(x):
-    q = ke.calibrate(ke.quantize_model(_model()), x, progress=False)
+    q = ke.quantize_model(_model())
+    ke.calibrate(q, x, progress=False)
     assert te.find_unset_ranges(q) == []
     q.get_layer("quant_logits").output_quantizer.initialized.assign(0.0)
     with pytest.raises(te.UncalibratedModelError, match=r"first is in layer 'quant_logits' \(logits_output_range\)\."):
@@ -55,7 +56,8 @@ def test_refusal_names_the_first_layer_left_unset(x):
 
 
 def test_calibrated_model_exports_and_keeps_its_ranges(x):
-    q = ke.calibrate(ke.quantize_model(_model()), x, progress=False)
+    q = ke.quantize_model(_model())
+    ke.calibrate(q, x, progress=False)
     data = te.to_tflite(q)
     scale, _ = te.TFLiteModel(data).inputs[0]["quantization"]
     assert scale == pytest.approx(x.max() / 255.0, rel=1e-2)  # the calibrated input range, not the placeholder
@@ -81,7 +83,8 @@ def test_a_range_learned_by_gradient_is_set_by_training(rng):
 
 
 def test_the_state_survives_save_and_load(x, tmp_path):
-    calibrated = ke.calibrate(ke.quantize_model(_model()), x, progress=False)
+    calibrated = ke.quantize_model(_model())
+    ke.calibrate(calibrated, x, progress=False)
     calibrated.save(tmp_path / "calibrated.keras")
     ke.quantize_model(_model()).save(tmp_path / "fresh.keras")
     loaded = keras.saving.load_model(tmp_path / "calibrated.keras")

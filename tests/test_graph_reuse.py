@@ -10,6 +10,7 @@ from keras import layers
 
 import keras_eff as ke
 import tflite_export as te
+from keras_eff.quantization import quantization_report
 
 
 def _lambda_model(seed=0):
@@ -93,7 +94,7 @@ def test_lambda_model_is_quantized_calibrated_and_exported(x):
         q = ke.quantize_model(model)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     assert len(messages) == 1 and "Lambda (half)" in messages[0]
-    report = q.quantization_report
+    report = quantization_report(q)
     assert report.float_layers == [("half", "Lambda has no quantized implementation")]
     assert set(report.quantized) == {"conv", "fc1", "fc2"}
     assert q.get_layer("half") is model.get_layer("half")  # reused: no config round trip
@@ -184,7 +185,7 @@ def test_each_unknown_class_is_warned_about_once():
     assert text.count("UnitNormalization") == 1 and "UnitNormalization (norm_a, norm_b)" in text
     assert text.count("Lambda") == 1 and "Lambda (lam_a, lam_b)" in text
     assert "QuantConfig(skip=" in text and "Skipped by QuantConfig: fc" in text
-    assert len(q.quantization_report.float_layers) == 5  # the report still lists every layer
+    assert len(quantization_report(q).float_layers) == 5  # the report still lists every layer
     # skipping every layer quantize_model cannot handle silences the warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -256,18 +257,18 @@ def test_graph_analyses_count_only_their_own_calls_of_a_shared_layer():
     """A stateless layer reused by other models has more Keras nodes than calls in this graph: the channel groups
     of channel pruning and the targets of spatial SVD must not see it as shared."""
     from keras_eff.compression.channel_groups import find_groups
-    from keras_eff.compression.parameters import SpatialSvdParameters
+    from keras_eff.compression.config import SpatialSvdConfig
     from keras_eff.compression.svd import SpatialSvdScheme
     from keras_eff.models import small_cnn
 
     model = small_cnn(width=8)
     groups = find_groups(model)
-    targets = set(SpatialSvdScheme(model, SpatialSvdParameters()).targets)
+    targets = set(SpatialSvdScheme(model, SpatialSvdConfig()).targets)
     assert groups and targets
     copies = [ke.graph.clone(model) for _ in range(2)]  # noqa: F841 (alive: their nodes stay on the shared layers)
     assert len(model.get_layer("pool0")._inbound_nodes) == 3
     assert find_groups(model) == groups
-    assert set(SpatialSvdScheme(model, SpatialSvdParameters()).targets) == targets
+    assert set(SpatialSvdScheme(model, SpatialSvdConfig()).targets) == targets
     info = ke.graph.GraphInfo.of(model)
     assert info.calls(model.get_layer("pool0")) == 1
 
@@ -302,7 +303,7 @@ def test_a_custom_layer_is_reused_and_a_stateful_one_needs_a_config():
     assert ke.graph.clone(model).get_layer("scale") is model.get_layer("scale")
     with pytest.warns(UserWarning, match=r"_Scale \(scale\)"):
         q = ke.quantize_model(model)
-    assert ("scale", "_Scale has no quantized implementation") in q.quantization_report.float_layers
+    assert ("scale", "_Scale has no quantized implementation") in quantization_report(q).float_layers
     with pytest.raises(ke.errors.UnsupportedModelError, match=r"(?s)layer 'scale' \(_Bias\) holds variables.*"
                                                               r"get_config\(\) returning its constructor's"):
         ke.graph.clone(build(_Bias(2.0)))
@@ -340,7 +341,9 @@ def test_lambda_model_goes_through_ptq_and_compression(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         auto = ke.ptq.auto_quant(model, x, agreement, 0.2, report_path=None, progress=False)
-        corrected = ke.ptq.bias_correction(ke.calibrate(ke.quantize_model(model), x, progress=False), x)
+        q = ke.quantize_model(model)
+        ke.calibrate(q, x, progress=False)
+        corrected = ke.ptq.bias_correction(q, x)
     assert auto.model.get_layer("half") is half and corrected.get_layer("half") is half
     assert te.find_unset_ranges(auto.model) == []
     svd = ke.compression.spatial_svd(model, 0.8, x, verbose=False)

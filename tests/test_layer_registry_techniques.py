@@ -79,7 +79,7 @@ def _prune_and_strip(model):
 
 def _cluster_and_strip(model):
     clustered = ke.cluster_model(model, n_clusters=4)
-    return sorted(clustered.clustered_layers), ke.strip(clustered)
+    return sorted(ke.clustering_report(clustered).clustered_layers), ke.strip(clustered)
 
 
 @pytest.mark.parametrize("cls", [DeclaredDense, RegisteredDense], ids=["keras_eff_facts", "register_layer"])

@@ -55,7 +55,7 @@ def images():
 def test_cross_layer_scaling_alone_preserves_the_function(images):
     model = relu_model()
     eq = ptq.equalize(model, absorb_bias=False)
-    rep = eq.equalization
+    rep = ke.get_report(eq, "equalization")
     assert [(a, b) for a, b, _ in rep.pairs] == [("conv", "dw"), ("dw", "pw"), ("pw", "logits")]
     y0, y1 = model(images).numpy(), eq(images).numpy()
     assert np.max(np.abs(y1 - y0)) <= 1e-4 * np.max(np.abs(y0))
@@ -77,11 +77,12 @@ def test_cross_layer_scaling_alone_preserves_the_function(images):
 def test_bias_absorption_moves_bias_and_keeps_outputs_close(images):
     model = relu_model()
     eq = ptq.equalize(model)
-    assert "dw" in eq.equalization.absorbed  # dw -> pw (1x1): exact wherever the pre-activation stays above c
-    assert "conv" not in eq.equalization.absorbed  # conv -> dw (3x3 'same'): padding, not absorbed by default
+    report = ke.get_report(eq, "equalization")
+    assert "dw" in report.absorbed  # dw -> pw (1x1): exact wherever the pre-activation stays above c
+    assert "conv" not in report.absorbed  # conv -> dw (3x3 'same'): padding, not absorbed by default
     y0, y1 = model(images).numpy(), eq(images).numpy()
     assert np.mean(np.abs(y1 - y0)) <= 0.05 * np.mean(np.abs(y0))
-    stats = eq.equalization.statistics["dw"]
+    stats = report.statistics["dw"]
     assert np.all(np.asarray(stats["mean"]) - 3 * np.asarray(stats["std"]) <= 1e-6)
 
 
@@ -89,16 +90,18 @@ def test_relu6_is_replaced_only_when_asked_and_model_untouched(images):
     model = relu6_model()
     before = [w.copy() for w in model.get_weights()]
     eq = ptq.equalize(model)
-    assert "dw0_relu6" in eq.equalization.relu6_replaced and eq.equalization.pairs
+    report = ke.get_report(eq, "equalization")
+    assert "dw0_relu6" in report.relu6_replaced and report.pairs
     assert not any(isinstance(l, layers.ReLU) and l.max_value is not None for l in eq.layers)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
-    absorbed_only = ptq.equalize(model, scale=False).equalization  # absorbing through a ReLU6 also needs ReLU
+    absorbed_only = ke.get_report(ptq.equalize(model, scale=False), "equalization")  # through a ReLU6 needs ReLU
     assert absorbed_only.absorbed and absorbed_only.pairs == []
     assert set(absorbed_only.relu6_replaced) == {f"{n}_relu6" for n in absorbed_only.absorbed}
     kept = ptq.equalize(model, relu6_to_relu=False)
-    assert kept.equalization.pairs == [] and kept.equalization.relu6_replaced == []
-    assert kept.equalization.skipped_pairs
+    kept_report = ke.get_report(kept, "equalization")
+    assert kept_report.pairs == [] and kept_report.relu6_replaced == []
+    assert kept_report.skipped_pairs
     np.testing.assert_allclose(kept(images).numpy(), model(images).numpy(), rtol=1e-4, atol=1e-4)
 
 
@@ -129,30 +132,36 @@ def _mean_layer_errors(q, x, biases):
 @pytest.mark.parametrize("method", ["empirical", "analytical"])
 def test_bias_correction_reduces_mean_output_error(images, method):
     eq = ptq.equalize(relu_model(), absorb_bias=False)
-    q = ke.calibrate(ke.quantize_model(eq, ke.QuantConfig(weight_bits=4, weight_granularity="per_tensor")),
-                     images, progress=False)
+    q = ke.quantize_model(eq, ke.QuantConfig(weight_bits=4, weight_granularity="per_tensor"))
+    ke.calibrate(q, images, progress=False)
     biases = {w.layer.name: np.asarray(w.layer.bias).copy() for w in common.quantized_layers(q)}
     before = _mean_layer_errors(q, images, biases)
     if method == "empirical":
-        ptq.bias_correction(q, images)
-        assert set(q.bias_correction.corrected) == set(before)
+        corrected = ptq.bias_correction(q, images)
+        report = ke.get_report(corrected, "bias_correction")
+        assert set(report.corrected) == set(before)
     else:
-        ptq.bias_correction(q, statistics=eq.equalization)
-        assert set(q.bias_correction.corrected) == {"dw", "pw"}  # conv reads the image, logits a max pool
-    after = _mean_layer_errors(q, images, biases)
-    for name in q.bias_correction.corrected:
+        corrected = ptq.bias_correction(q, statistics=eq)
+        report = ke.get_report(corrected, "bias_correction")
+        assert set(report.corrected) == {"dw", "pw"}  # conv reads the image, logits a max pool
+        again = ke.get_report(ptq.bias_correction(q, statistics=ke.get_report(eq, "equalization")),
+                              "bias_correction")
+        assert again.corrected == report.corrected  # the report, or the equalized model it belongs to
+    after = _mean_layer_errors(corrected, images, biases)
+    for name in report.corrected:
         if method == "empirical":
             assert after[name] < 0.05 * before[name] + 1e-6, name
-    total_before = sum(before[n] for n in q.bias_correction.corrected)
-    total_after = sum(after[n] for n in q.bias_correction.corrected)
+    total_before = sum(before[n] for n in report.corrected)
+    total_after = sum(after[n] for n in report.corrected)
     assert total_after < 0.8 * total_before
 
 
 def test_analytical_correction_reads_batchnorm_inside_wrappers(images):
-    q = ke.calibrate(ke.quantize_model(relu_model(), ke.QuantConfig(weight_bits=4)), images, progress=False)
-    ptq.bias_correction(q)  # BN statistics from the folded BatchNorms of the wrappers in front
-    assert "dw" in q.bias_correction.corrected
-    assert any(name == "conv" for name, _ in q.bias_correction.skipped)
+    q = ke.quantize_model(relu_model(), ke.QuantConfig(weight_bits=4))
+    ke.calibrate(q, images, progress=False)
+    report = ke.get_report(ptq.bias_correction(q), "bias_correction")  # BN statistics of the wrappers in front
+    assert "dw" in report.corrected
+    assert any(name == "conv" for name, _ in report.skipped)
 
 
 # -- auto_quant ----------------------------------------------------------------------------------------------------
@@ -162,8 +171,8 @@ def test_auto_quant_report_lists_every_step(images, tmp_path):
     ref = model(images).numpy()
     # a score that no quantized model reaches exactly: every step is tried
     score = lambda m: -float(np.mean(np.abs(np.asarray(m(images)) - ref)))  # noqa: E731
-    params = ptq.AutoQuantParams(allowed_drop=0.0, adaround={"iterations": 20})
-    res = ptq.auto_quant(model, images, score, params=params, report_path=str(tmp_path / "aq.md"), progress=False)
+    config = ptq.AutoQuantConfig(allowed_drop=0.0, adaround={"iterations": 20})
+    res = ptq.auto_quant(model, images, score, config=config, report_path=str(tmp_path / "aq.md"), progress=False)
     steps = [s["step"] for s in res.steps]
     assert steps == ["ptq", "cle", "cle+bc", "cle+adaround"]
     text = (tmp_path / "aq.md").read_text()
@@ -172,6 +181,8 @@ def test_auto_quant_report_lists_every_step(images, tmp_path):
     assert (tmp_path / "aq.png").stat().st_size > 1000
     assert not res.target_met
     assert res.best_step == max(res.steps, key=lambda s: s["score"])["step"]
+    kept = ke.get_report(res.model, "auto_quant")  # the result, reachable from its model (without the model)
+    assert kept.model is None and kept.steps == res.steps and kept.best_step == res.best_step
     # a loose target stops after the first step and says what it did not try
     res2 = ptq.auto_quant(model, images, score, allowed_drop=10.0, report_path=str(tmp_path / "aq2.md"),
                           progress=False)
@@ -210,7 +221,8 @@ def test_analysis_plots_and_data(images, tmp_path):
     sens = {"conv": {4: 0.1, 6: 0.01}, "pw": {4: 0.3, 6: 0.02}}
     ptq.plot_sensitivity(sens, tmp_path / "sens.png", {"conv": 72, "pw": 96})
     assert (tmp_path / "sens.png").stat().st_size > 1000
-    q = ke.calibrate(ke.quantize_model(eq), images, progress=False)
+    q = ke.quantize_model(eq)
+    ke.calibrate(q, images, progress=False)
     div = ptq.divergence(q, images, samples=4, path=tmp_path / "div.png")
     names = [r["layer"] for r in div["layers"]]
     assert names[:3] == ["conv", "dw", "pw"] and "logits" in names
@@ -229,11 +241,11 @@ def test_analysis_plots_and_data(images, tmp_path):
     assert acts and all(-128 <= e[0]["offset"] <= 127 and e[0]["min"] <= 0 <= e[0]["max"] for e in acts.values())
 
 
-# -- parameters and bad inputs -----------------------------------------------------------------------------------
+# -- options and bad inputs -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cls", [ptq.EqualizeParams, ptq.BiasCorrectionParams, ptq.AdaRoundParams,
-                                 ptq.AutoQuantParams])
-def test_params_round_trip(cls):
+@pytest.mark.parametrize("cls", [ptq.EqualizeConfig, ptq.BiasCorrectionConfig, ptq.AdaRoundConfig,
+                                 ptq.AutoQuantConfig])
+def test_config_round_trip(cls):
     p = cls()
     assert cls.from_config(p.get_config()) == p
     with pytest.raises(ValueError, match="no settings"):
@@ -252,7 +264,8 @@ def test_relu_mean_matches_sampling():
 
 def test_bad_inputs_give_clear_errors(images):
     eq = ptq.equalize(relu_model())
-    q = ke.calibrate(ke.quantize_model(eq), images, progress=False)
+    q = ke.quantize_model(eq)
+    ke.calibrate(q, images, progress=False)
     with pytest.raises(ValueError, match="empty"):
         ptq.bias_correction(q, images[:0])
     with pytest.raises(ValueError, match=r"shape \(4, 28, 28, 1\).*expects \(n, 12, 12, 1\)"):
@@ -260,17 +273,17 @@ def test_bad_inputs_give_clear_errors(images):
     with pytest.raises(ValueError, match="weight_bits=9 is out of range"):
         ptq.adaround(q, images, weight_bits=9)
     with pytest.raises(ValueError, match="weight_bits=1 is out of range"):
-        ptq.AdaRoundParams(weight_bits=1)
+        ptq.AdaRoundConfig(weight_bits=1)
     with pytest.raises(ValueError, match="candidate_bits=1 is out of range"):
-        ke.quantization.MixedPrecisionParams(target_average_bits=5, candidate_bits=(8, 1))
+        ke.quantization.MixedPrecisionConfig(target_average_bits=5, candidate_bits=(8, 1))
     with pytest.raises(ValueError, match="target_average_bits=3.0 is out of range"):
-        ke.quantization.MixedPrecisionParams(target_average_bits=3.0, candidate_bits=(8, 4))
+        ke.quantization.MixedPrecisionConfig(target_average_bits=3.0, candidate_bits=(8, 4))
     with pytest.raises(ValueError, match="give target_average_bits"):
-        ke.quantization.MixedPrecisionParams()
+        ke.quantization.MixedPrecisionConfig()
     with pytest.raises(ValueError, match="no quantized layer named \\['nope'\\]"):
         ptq.bias_correction(q, images, layers=("nope",))
-    plain = ke.calibrate(ke.quantize_model(ptq.equalize(relu_model(), scale=False, absorb_bias=False)), images,
-                         progress=False)
+    plain = ke.quantize_model(ptq.equalize(relu_model(), scale=False, absorb_bias=False))
+    ke.calibrate(plain, images, progress=False)
     with pytest.raises(ValueError, match="needs BatchNorm statistics"):
         ptq.bias_correction(plain)
     with pytest.raises(ValueError, match="has no quantized conv or dense layers"):

@@ -28,16 +28,17 @@ def _model():
 def rounded():
     x = np.random.default_rng(0).uniform(0, 1, (128, 10, 10, 1)).astype("float32")
     model = _model()
-    q = ke.calibrate(ke.quantize_model(model, ke.QuantConfig(weight_bits=4)), x, progress=False)
+    q = ke.quantize_model(model, ke.QuantConfig(weight_bits=4))
+    ke.calibrate(q, x, progress=False)
     nearest = {w.layer.name: np.asarray(w.quantized_kernels()[0]["kernel"]) for w in common.quantized_layers(q)}
     floats = {w.layer.name: np.asarray(w.layer.kernel).copy() for w in common.quantized_layers(q)}
-    ptq.adaround(q, x, iterations=150, batch_size=32)
+    q = ptq.adaround(q, x, iterations=150, batch_size=32)
     return model, q, x, nearest, floats
 
 
 def test_adaround_loss_falls(rounded):
     _, q, _, _, _ = rounded
-    rep = q.adaround
+    rep = ke.get_report(q, "adaround")
     assert set(rep.layers) == {"conv", "dw", "pw", "logits"}
     for name, r in rep.layers.items():
         assert r["mse_adaround"] < r["mse_nearest"], name
@@ -49,7 +50,8 @@ def test_adaround_loss_falls(rounded):
 def test_adaround_output_closer_to_float(rounded):
     model, q, x, _, _ = rounded
     ref = model(x).numpy()
-    q_near = ke.calibrate(ke.quantize_model(model, ke.QuantConfig(weight_bits=4)), x, progress=False)
+    q_near = ke.quantize_model(model, ke.QuantConfig(weight_bits=4))
+    ke.calibrate(q_near, x, progress=False)
     assert np.mean(np.square(q(x).numpy() - ref)) < np.mean(np.square(q_near(x).numpy() - ref))
 
 
@@ -105,10 +107,10 @@ def test_adaround_integers_survive_int8_export(rounded):
 
 def test_adaround_weight_bits_override_and_per_tensor():
     x = np.random.default_rng(1).uniform(0, 1, (64, 10, 10, 1)).astype("float32")
-    q = ke.calibrate(ke.quantize_model(_model(), ke.QuantConfig(weight_granularity="per_tensor")), x,
-                     progress=False)
-    ptq.adaround(q, x, ptq.AdaRoundParams(iterations=30, weight_bits=3, layers=("pw", "logits")))
-    assert set(q.adaround.layers) == {"pw", "logits"}
+    q = ke.quantize_model(_model(), ke.QuantConfig(weight_granularity="per_tensor"))
+    ke.calibrate(q, x, progress=False)
+    q = ptq.adaround(q, x, ptq.AdaRoundConfig(iterations=30, weight_bits=3, layers=("pw", "logits")))
+    assert set(ke.get_report(q, "adaround").layers) == {"pw", "logits"}
     for w in common.quantized_layers(q, ("pw", "logits")):
         assert w.weight_bits == 3 and not w.weight_quantizer.per_channel
         k = np.asarray(w.layer.kernel)
@@ -135,5 +137,5 @@ def test_adaround_after_equalize_with_a_reused_preprocessing_layer():
     assert equalized.get_layer("scale") is model.get_layer("scale")  # reused, not copied
     q = ke.quantize_model(equalized)
     ke.calibrate(q, data, progress=False)
-    ke.ptq.adaround(q, data, iterations=3, batch_size=12, float_model=equalized)
+    q = ke.ptq.adaround(q, data, iterations=3, batch_size=12, float_model=equalized)
     assert np.all(np.isfinite(q.predict(data, verbose=0)))

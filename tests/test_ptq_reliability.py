@@ -42,7 +42,7 @@ def _counting_eval(calls, x):
 def test_auto_quant_creates_the_report_folder(x8, tmp_path):
     calls = []
     path = tmp_path / "no" / "such" / "dir" / "aq.md"
-    res = ptq.auto_quant(_small(), x8, _counting_eval(calls, x8), params=ptq.AutoQuantParams(steps=("ptq",)),
+    res = ptq.auto_quant(_small(), x8, _counting_eval(calls, x8), steps=("ptq",),
                          report_path=str(path), progress=False)
     assert path.is_file() and (path.parent / "aq.png").stat().st_size > 1000
     assert res.report_path == str(path) and res.model is not None
@@ -70,7 +70,7 @@ def test_auto_quant_keeps_the_result_when_the_report_cannot_be_written_at_the_en
         return score(m)
 
     with pytest.warns(RuntimeWarning, match=rf"could not write the report to '{folder / 'aq.md'}'.*result"):
-        res = ptq.auto_quant(_small(), x8, sabotage, params=ptq.AutoQuantParams(steps=("ptq",)),
+        res = ptq.auto_quant(_small(), x8, sabotage, steps=("ptq",),
                              report_path=str(folder / "aq.md"), progress=False)
     assert calls and res.model is not None and res.best_step == "ptq"
     assert res.report_path is None and "aq.md" in res.report_error
@@ -91,13 +91,15 @@ def _nested():
 
 def test_adaround_and_bias_correction_reach_layers_inside_a_nested_model(x8):
     model, _ = _nested()
-    q = ke.calibrate(ke.quantize_model(model, ke.QuantConfig(weight_bits=4)), x8, progress=False)
+    q = ke.quantize_model(model, ke.QuantConfig(weight_bits=4))
+    ke.calibrate(q, x8, progress=False)
     inside = {"conv", "conv2"}  # the outer Rescaling and Dense are quantized layers with kernels too
     assert inside | {"pre", "logits"} == {w.layer.name for w in common.quantized_layers(q)}
     nearest = {w.layer.name: np.asarray(w.quantized_kernels()[0]["kernel"]) for w in common.quantized_layers(q)}
-    q_near = ke.calibrate(ke.quantize_model(model, ke.QuantConfig(weight_bits=4)), x8, progress=False)
-    ptq.adaround(q, x8, iterations=100, batch_size=16)
-    assert inside | {"logits"} <= set(q.adaround.layers)
+    q_near = ke.quantize_model(model, ke.QuantConfig(weight_bits=4))
+    ke.calibrate(q_near, x8, progress=False)
+    q = ptq.adaround(q, x8, iterations=100, batch_size=16)
+    assert inside | {"logits"} <= set(ke.get_report(q, "adaround").layers)
     for w in common.quantized_layers(q):
         if w.layer.name in inside:  # rounded: on the grid, and not all to nearest
             k = np.asarray(w.layer.kernel)
@@ -109,9 +111,10 @@ def test_adaround_and_bias_correction_reach_layers_inside_a_nested_model(x8):
     conv = next(w for w in common.quantized_layers(q) if w.layer.name == "conv")
     seen = common.layer_inputs(q, conv, x8[:4])
     assert seen.shape == (4, 8, 8, 1) and seen.max() > 1.0  # Rescaling(2.0) of inputs in [0, 1)
-    qb = ke.calibrate(ke.quantize_model(model, ke.QuantConfig(weight_bits=4)), x8, progress=False)
-    ptq.bias_correction(qb, x8)
-    assert inside | {"logits"} <= set(qb.bias_correction.corrected)
+    qb = ke.quantize_model(model, ke.QuantConfig(weight_bits=4))
+    ke.calibrate(qb, x8, progress=False)
+    qb = ptq.bias_correction(qb, x8)
+    assert inside | {"logits"} <= set(ke.get_report(qb, "bias_correction").corrected)
 
 
 # -- D10c: a damaged tensor name ---------------------------------------------------------------------------------
@@ -136,7 +139,8 @@ def test_a_damaged_tensor_name_names_the_file_and_tensor(x8, tmp_path):
 # -- D10d: a QAT .keras in a process without keras_eff -----------------------------------------------------------
 
 def test_loading_a_qat_model_needs_keras_eff_imported_as_the_readme_says(x8, tmp_path):
-    q = ke.calibrate(ke.quantize_model(_small()), x8, progress=False)
+    q = ke.quantize_model(_small())
+    ke.calibrate(q, x8, progress=False)
     path = tmp_path / "qat.keras"
     q.save(path)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.getcwd())
@@ -214,8 +218,9 @@ def test_equalize_reports_batchnorms_folded_inside_nested_models():
     x = layers.BatchNormalization(name="outer_bn")(x)
     model = keras.Model(inp, inner(x), name="with_block")
     eq = ptq.equalize(model)
-    assert sorted(eq.equalization.folded_batchnorm) == [("inner_conv", "inner_bn"), ("outer_conv", "outer_bn")]
-    assert str(eq.equalization).startswith("2 BatchNorms folded")
+    report = ke.get_report(eq, "equalization")
+    assert sorted(report.folded_batchnorm) == [("inner_conv", "inner_bn"), ("outer_conv", "outer_bn")]
+    assert str(report).startswith("2 BatchNorms folded")
     assert not any(isinstance(x, layers.BatchNormalization) for x in eq.get_layer("block").layers)
 
 
@@ -251,11 +256,11 @@ def test_adaround_default_call_recovers_as_much_as_with_float_model(digits, monk
         return float(np.mean(np.square(np.asarray(q(x_test)) - ref)))
 
     def run(**kw):
-        q = ke.calibrate(ke.quantize_model(model, cfg), x_cal, progress=False)
+        q = ke.quantize_model(model, cfg)
+        ke.calibrate(q, x_cal, progress=False)
         if kw.pop("skip", False):
             return q
-        ptq.adaround(q, x_cal, iterations=100, batch_size=32, **kw)
-        return q
+        return ptq.adaround(q, x_cal, iterations=100, batch_size=32, **kw)
 
     nearest = err(run(skip=True))
     with_float = err(run(float_model=model))
@@ -271,7 +276,8 @@ def test_adaround_default_call_recovers_as_much_as_with_float_model(digits, monk
     old = err(run())
     print(f"recovered: old default {rec(old):.3f}")
     assert rec(default) > rec(old) + 0.05, (rec(default), rec(with_float), rec(old))
-    # the user's model was given back with its quantizers working: its output is the quantized one still
-    q2 = ke.calibrate(ke.quantize_model(model, cfg), x_cal, progress=False)
+    # the model returned has its quantizers working: its output is the quantized one
+    q2 = ke.quantize_model(model, cfg)
+    ke.calibrate(q2, x_cal, progress=False)
     q2.set_weights(default_q.get_weights())
     np.testing.assert_array_equal(np.asarray(default_q(x_test[:8])), np.asarray(q2(x_test[:8])))

@@ -273,7 +273,7 @@ def test_quantized_model_leaves_the_original_untouched(rng):
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert not {id(v) for v in model.weights} & {id(v) for v in q.weights}
-    assert len(q.quantization_report.folded_batchnorm) == 3
+    assert len(ke.quantization.quantization_report(q).folded_batchnorm) == 3
 
 
 def test_freeze_callbacks_stop_updates(rng):
@@ -339,7 +339,7 @@ def test_unknown_layer_is_kept_float_and_reported(rng):
     with pytest.warns(UserWarning, match=r"kept 1 layers float(.|\n)*no quantized implementation: "
                                          r"UnitNormalization \(norm\)"):
         q = ke.quantize_model(model)
-    assert q.quantization_report.float_layers[0][0] == "norm"
+    assert ke.quantization.quantization_report(q).float_layers[0][0] == "norm"
     ke.calibrate(q, rng.normal(0, 1, (32, 6, 4)).astype(np.float32), progress=False)
     with pytest.raises(te.FloatIslandError, match="representative_data"):
         te.to_tflite(q)
@@ -355,7 +355,7 @@ def test_config_overrides_and_skips():
         q = ke.quantize_model(model, config)
     bits = {l.layer.name: l.weight_bits for l in q.layers if isinstance(l, QuantizeWrapper) and l.has_kernel}
     assert bits == {"conv0": 6, "conv1": 4, "conv2": 4}
-    assert ("logits", "skipped by QuantConfig") in q.quantization_report.float_layers
+    assert ("logits", "skipped by QuantConfig") in ke.quantization.quantization_report(q).float_layers
     assert ke.QuantConfig.from_config(config.get_config()).overrides == config.overrides
     with pytest.raises(ValueError, match=r"conv9.*match no layer"):
         ke.quantize_model(model, ke.QuantConfig(overrides={"conv9": {"weight_bits": 4}}))

@@ -9,6 +9,7 @@ import keras
 from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
 from ..graph import clone_layer, functional_of, rebuild, refuse_rewritten
+from ..options import config_keywords
 from .centroids import check_init
 from .wrapper import ClusterWrapper, check_n_clusters, is_clusterable
 
@@ -110,6 +111,8 @@ class ClusterConfig:
         return cls(**config)
 
 
+@config_keywords(ClusterConfig, ("n_clusters", "init", "per_channel", "preserve_sparsity", "reassign_every", "skip",
+                                 "overrides", "seed"))
 def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, preserve_sparsity=False,
                   reassign_every=1, *, skip=(), overrides=None, seed=0, config: ClusterConfig | None = None):
     """Makes a copy of a model whose clusterable layers are wrapped for weight clustering; ``model`` is unchanged.
@@ -117,7 +120,7 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
     Every layer the registry marks clusterable (Dense, the convolutions, custom layers that declare it), nested models
     included, is wrapped in a `ClusterWrapper` whose centroids start from the layer's current weights. Train the
     result as usual (the centroids learn), then `strip` it to get a plain model with at most ``n_clusters`` distinct
-    values per kernel. The new model's ``clustered_layers`` attribute lists the names of the wrapped layers.
+    values per kernel. ``clustering_report(new_model).clustered_layers`` lists the names of the wrapped layers.
 
     Args:
         model: A built Functional or Sequential Keras model. Not changed. For a subclassed model, wrap its layers
@@ -131,13 +134,14 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
         skip: Names of layers to leave unclustered.
         overrides: ``{layer name or class name: {setting: value}}``, settings for some layers (see `ClusterConfig`).
         seed: The k-means seed.
-        config: A `ClusterConfig` used instead of all the settings above.
+        config: A `ClusterConfig` or a dict of its fields; the settings above that are given override its
+            fields.
 
     Returns:
         A new Keras model holding `ClusterWrapper` layers.
 
     Raises:
-        TypeError: If ``model`` is not a Keras model or ``config`` is not a ``ClusterConfig``.
+        TypeError: If ``model`` is not a Keras model, or ``config`` is neither a `ClusterConfig` nor a dict.
         UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
         ValueError: If a setting is out of range, ``skip`` or ``overrides`` names no layer or layer class of the
             model, the model is already quantized or holds pruning or clustering wrappers (strip it first), a kernel
@@ -153,12 +157,10 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"cluster_model expects a Keras 3 model, got {type(model).__name__}")
-    if config is None:
+    if config is None:  # (a config given has the settings passed here in it: config_keywords)
         config = ClusterConfig(n_clusters=n_clusters, init=init, per_channel=per_channel,
                                preserve_sparsity=preserve_sparsity, reassign_every=reassign_every, seed=seed,
                                overrides=dict(overrides or {}), skip=tuple(skip))
-    elif not isinstance(config, ClusterConfig):
-        raise TypeError(f"config must be a keras_eff.clustering.ClusterConfig, got {type(config).__name__}")
     try:
         functional = functional_of(model)
     except UnsupportedModelError as err:
@@ -178,7 +180,6 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
         raise ValueError(f"no layer of model {model.name!r} can be clustered with these settings: "
                          + ("; ".join(f"{layer.name}: skipped by request" for layer in candidates)
                             or "it has no clusterable layer (conv, dense or another layer with a kernel)"))
-    clustered = []
 
     def transform(rb, node, args, kwargs):
         op = node.operation
@@ -194,11 +195,7 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
         new.build_from_config(op.get_build_config())
         new.set_weights(op.get_weights())
         wrapper = ClusterWrapper(new, **settings)
-        out = wrapper(*args, **kwargs)
-        clustered.append(op.name)
-        return out
+        return wrapper(*args, **kwargs)
 
-    new = rebuild(functional, transform, name=model.name)
-    new.clustered_layers = clustered
-    return new
+    return rebuild(functional, transform, name=model.name)
 

@@ -62,10 +62,13 @@ class ClusteringReport:
         size_bytes: The TFLite file's size; None for a Keras model.
         gzip_bytes: The TFLite file's size after gzip (level 9), where shared values and zeros show; None for a Keras
             model.
+        clustered_layers: Names of the layers wrapped in a `ClusterWrapper` (what `cluster_model` wrapped), in model
+            order; empty for a stripped model or TFLite bytes.
     """
     kernels: list = field(default_factory=list)
     size_bytes: int | None = None  # TFLite only
     gzip_bytes: int | None = None
+    clustered_layers: list = field(default_factory=list)
 
     @property
     def max_distinct(self) -> int:
@@ -96,10 +99,11 @@ class ClusteringReport:
         """Gives the report as plain data, for JSON.
 
         Returns:
-            ``{"kernels": [...], "size_bytes", "gzip_bytes", "sparsity"}``.
+            ``{"kernels": [...], "size_bytes", "gzip_bytes", "sparsity", "clustered_layers"}``.
         """
         return {"kernels": [asdict(k) for k in self.kernels], "size_bytes": self.size_bytes,
-                "gzip_bytes": self.gzip_bytes, "sparsity": self.sparsity}
+                "gzip_bytes": self.gzip_bytes, "sparsity": self.sparsity,
+                "clustered_layers": list(self.clustered_layers)}
 
     def __str__(self):
         from ..reporting import markdown_table
@@ -133,6 +137,7 @@ def _keras_report(model) -> ClusteringReport:
             continue
         if isinstance(layer, ClusterWrapper):
             inner, values = layer.layer, layer.clustered_weights()
+            report.clustered_layers.append(inner.name)
         elif is_clusterable(layer):
             inner = layer
             by_name = {w.path.split("/")[-1]: w for w in layer.weights}

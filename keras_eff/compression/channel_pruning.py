@@ -17,7 +17,8 @@ from ..graph import GraphInfo
 from ..graph import tensors_in
 from .channel_groups import WeightState, _dense_like, find_groups
 from .inputs import NothingToCompressError, check_finite_weights, check_ratio, sample_array
-from .parameters import ChannelPruningParameters
+from ..options import resolve_config
+from .config import ChannelPruningConfig
 from .pipeline import CompressionResult, Scheme, compress
 from .reconstruction import (channel_gram, columns_of, conv_patches, kept_channels, kernel_matrix, refit,
                              removal_order, sample_positions)
@@ -150,8 +151,8 @@ class ChannelPruningScheme(Scheme):
         return state.build()
 
 
-def channel_pruning(model, target_ratio, data, eval_fn=None, parameters: ChannelPruningParameters | None = None,
-                    verbose=True) -> CompressionResult:
+def channel_pruning(model, target_ratio, data, eval_fn=None, config: ChannelPruningConfig | dict | None = None,
+                    verbose=True, **kwargs) -> CompressionResult:
     """Compresses a model to a fraction of its MACs (or parameters) by pruning input channels, refitting what remains.
 
     Candidate layers are those whose input channels can go (`find_groups`): removing a channel also removes the
@@ -164,14 +165,16 @@ def channel_pruning(model, target_ratio, data, eval_fn=None, parameters: Channel
 
     Args:
         model: A trained Functional or Sequential model with a single input. Not changed.
-        target_ratio: The fraction of the model's cost to keep (``parameters.cost_metric``: MACs by default),
+        target_ratio: The fraction of the model's cost to keep (``config.cost_metric``: MACs by default),
             strictly between 0 and 1.
         data: Typical inputs, required: an array shaped like the model's input, an ``(x, y)`` pair or a
             ``tf.data.Dataset``. The refit samples its rows from them, and they score candidates without ``eval_fn``.
         eval_fn: ``eval_fn(model) -> float``, higher is better (for example accuracy on held-out data); the model it
             gets is not compiled. Called for the input model and for each candidate.
-        parameters: A `ChannelPruningParameters`; default: its defaults.
+        config: A `ChannelPruningConfig` or a dict of its fields; default ``ChannelPruningConfig()``.
         verbose: Show a progress bar of the sensitivity analysis.
+        **kwargs: Fields of `ChannelPruningConfig` (``multiple=8``, ``ridge=1e-2``, ...), each overriding
+            ``config``'s.
 
     Returns:
         A `CompressionResult`: ``.model`` is a new plain Keras model with the same layer names;
@@ -180,10 +183,10 @@ def channel_pruning(model, target_ratio, data, eval_fn=None, parameters: Channel
 
     Raises:
         ValueError: If ``data`` is missing or does not fit the model's input, the model has several inputs,
-            ``target_ratio`` is not strictly between 0 and 1, ``parameters.layers``/``exclude`` names a layer the
+            ``target_ratio`` is not strictly between 0 and 1, ``config.layers``/``exclude`` names a layer the
             model lacks, or a layer of a candidate group holds NaN or infinite weights.
-        TypeError: If ``target_ratio`` is not a number, ``parameters`` is not a ``ChannelPruningParameters`` or
-            ``eval_fn`` is not callable.
+        TypeError: If ``target_ratio`` is not a number, ``config`` is neither a `ChannelPruningConfig` nor a dict, a
+            keyword is not one of its fields, or ``eval_fn`` is not callable.
         NothingToCompressError: If no layer's input channels can be pruned among those selected (residual adds and
             concatenations pin their channels), or the target cannot be reached with the candidate ratios.
         UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
@@ -196,12 +199,10 @@ def channel_pruning(model, target_ratio, data, eval_fn=None, parameters: Channel
         ```
     """
     target_ratio = check_ratio(target_ratio)
-    parameters = parameters or ChannelPruningParameters()
-    if not isinstance(parameters, ChannelPruningParameters):
-        raise TypeError(f"parameters must be a ChannelPruningParameters, got {type(parameters).__name__}")
+    config = resolve_config(ChannelPruningConfig, config, kwargs, "channel_pruning")
     if data is None:
         raise ValueError("channel_pruning needs data: a few hundred typical inputs to refit the pruned layers on")
-    return compress(ChannelPruningScheme(model, parameters, data), target_ratio, data, eval_fn, verbose)
+    return compress(ChannelPruningScheme(model, config, data), target_ratio, data, eval_fn, verbose)
 
 
 __all__ = ["ChannelPruningScheme", "channel_pruning"]

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from ..graph import functional_of, release
+from ..options import warn_deprecated
 from .inputs import check_names, check_ratio, sample_array
 from .macs import ModelCost, count_macs
 from .selection import SensitivityTable, measure_sensitivity, select_ratios
@@ -50,8 +51,8 @@ class Scheme(ABC):
 
     def chosen(self, names) -> list:
         """Applies the ``layers``/``exclude`` options to the method's eligible layer names."""
-        check_names(self.model, self.params.layers, "parameters.layers")
-        check_names(self.model, self.params.exclude, "parameters.exclude")
+        check_names(self.model, self.params.layers, "config.layers")
+        check_names(self.model, self.params.exclude, "config.exclude")
         if self.params.layers is not None:
             names = [n for n in names if n in self.params.layers]
         return [n for n in names if n not in self.params.exclude]
@@ -71,7 +72,7 @@ class CompressionResult:
         original_cost: The input model's `ModelCost`.
         compressed_cost: The compressed model's `ModelCost`.
         sensitivity: The `SensitivityTable` the ratios were chosen from.
-        parameters: The method's parameters (`SpatialSvdParameters` or `ChannelPruningParameters`).
+        config: The method's options (`SpatialSvdConfig` or `ChannelPruningConfig`).
     """
 
     model: keras.Model
@@ -83,7 +84,13 @@ class CompressionResult:
     original_cost: ModelCost
     compressed_cost: ModelCost
     sensitivity: SensitivityTable
-    parameters: object
+    config: object
+
+    @property
+    def parameters(self):
+        """Deprecated: the old name of ``config`` (for one release, with a DeprecationWarning)."""
+        warn_deprecated("CompressionResult.parameters", "CompressionResult.config")
+        return self.config
 
     @property
     def achieved_ratio(self) -> float:

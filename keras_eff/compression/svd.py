@@ -13,8 +13,9 @@ import numpy as np
 from keras import layers
 
 from ..graph import GraphInfo, clone_layer, rebuild
+from ..options import resolve_config
+from .config import SpatialSvdConfig
 from .inputs import NothingToCompressError, check_finite_weights, check_ratio
-from .parameters import SpatialSvdParameters
 from .pipeline import CompressionResult, Scheme, compress
 
 
@@ -185,12 +186,12 @@ def factorized_call(layer, rank, args, kwargs, factors=None):
     return out
 
 
-def spatial_svd(model, target_ratio, data=None, eval_fn=None, parameters: SpatialSvdParameters | None = None,
-                verbose=True) -> CompressionResult:
+def spatial_svd(model, target_ratio, data=None, eval_fn=None, config: SpatialSvdConfig | dict | None = None,
+                verbose=True, **kwargs) -> CompressionResult:
     """Compresses a model to a fraction of its MACs (or parameters) by spatial SVD, with ranks chosen per layer.
 
     Every eligible layer (a ``Conv2D`` with a k×k kernel, k > 1, groups=1, channels_last, called once; every
-    ``Dense`` layer called once) unless ``parameters`` narrows the choice, is factorized alone at each candidate
+    ``Dense`` layer called once) unless ``config`` narrows the choice, is factorized alone at each candidate
     ratio and scored: by ``eval_fn`` where given, else by the relative error of the model's outputs on ``data``, else
     by the layer's relative weight error. The ranks are then chosen greedily for the least predicted loss within the
     target (`select_ratios`). A factorized layer becomes ``<name>_svd_a`` (k×1 convolution, or dense to ``rank``
@@ -199,25 +200,27 @@ def spatial_svd(model, target_ratio, data=None, eval_fn=None, parameters: Spatia
 
     Args:
         model: A trained Functional or Sequential model. Not changed.
-        target_ratio: The fraction of the model's cost to keep (``parameters.cost_metric``: MACs by default),
+        target_ratio: The fraction of the model's cost to keep (``config.cost_metric``: MACs by default),
             strictly between 0 and 1.
         data: Typical inputs for the output-error score: an array shaped like the model's single input, an
             ``(x, y)`` pair or a ``tf.data.Dataset``; optional.
         eval_fn: ``eval_fn(model) -> float``, higher is better (for example accuracy on held-out data); the model it
             gets is not compiled. Called for the input model and for each candidate.
-        parameters: A `SpatialSvdParameters`; default: its defaults.
+        config: A `SpatialSvdConfig` or a dict of its fields; default ``SpatialSvdConfig()``.
         verbose: Show a progress bar of the sensitivity analysis.
+        **kwargs: Fields of `SpatialSvdConfig` (``multiple=8``, ``exclude=["stem"]``, ...), each overriding
+            ``config``'s.
 
     Returns:
         A `CompressionResult`: ``.model`` is a new plain Keras model; ``.layer_ratios``, ``.layer_settings``
         (ranks), ``.achieved_ratio``, ``.mac_ratio``, ``.sensitivity`` and ``.summary()`` describe the choice.
 
     Raises:
-        ValueError: If ``target_ratio`` is not strictly between 0 and 1, ``parameters.layers``/``exclude`` names a
+        ValueError: If ``target_ratio`` is not strictly between 0 and 1, ``config.layers``/``exclude`` names a
             layer the model lacks, a candidate layer holds NaN or infinite weights, or ``data`` does not fit the
             model's input.
-        TypeError: If ``target_ratio`` is not a number, ``parameters`` is not a ``SpatialSvdParameters`` or
-            ``eval_fn`` is not callable.
+        TypeError: If ``target_ratio`` is not a number, ``config`` is neither a `SpatialSvdConfig` nor a dict, a
+            keyword is not one of its fields, or ``eval_fn`` is not callable.
         NothingToCompressError: If no eligible layer is selected, or the target cannot be reached with the candidate
             ratios.
         UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
@@ -233,10 +236,8 @@ def spatial_svd(model, target_ratio, data=None, eval_fn=None, parameters: Spatia
         ```
     """
     target_ratio = check_ratio(target_ratio)
-    parameters = parameters or SpatialSvdParameters()
-    if not isinstance(parameters, SpatialSvdParameters):
-        raise TypeError(f"parameters must be a SpatialSvdParameters, got {type(parameters).__name__}")
-    return compress(SpatialSvdScheme(model, parameters, data), target_ratio, data, eval_fn, verbose)
+    config = resolve_config(SpatialSvdConfig, config, kwargs, "spatial_svd")
+    return compress(SpatialSvdScheme(model, config, data), target_ratio, data, eval_fn, verbose)
 
 
 __all__ = ["SpatialSvdScheme", "factorized_call", "spatial_svd", "split_conv_kernel", "split_dense_kernel",

@@ -10,6 +10,7 @@ from keras import layers
 
 from ..checks import check_finite_weights
 from ..graph import GraphInfo, channel_groups, clone_layer, copy_weights, rebuild, refuse_rewritten
+from ..options import config_keywords
 from . import distribution as dist
 from .schedules import ConstantSparsity, as_schedule
 from .structured import depthwise_only, is_prunable, parse_structure, unprunable_reason, weight_names
@@ -202,6 +203,8 @@ def _targets(cfg, schedule, sizes):
     return dist.resolve(cfg.distribution, sizes, schedule.target, cfg.max_sparsity)
 
 
+@config_keywords(PruningConfig, ("schedule", "distribution", "structure", "min_weights", "skip_depthwise", "skip",
+                                 "max_sparsity"))
 def prune_model(model, schedule=None, distribution="uniform", structure=None, *, min_weights=1024,
                 skip_depthwise=True, skip=(), max_sparsity=0.98, config: PruningConfig | None = None):
     """Wraps every prunable layer of a copy of ``model`` for magnitude pruning.
@@ -222,7 +225,7 @@ def prune_model(model, schedule=None, distribution="uniform", structure=None, *,
         skip_depthwise: Leave depthwise kernels dense (unstructured pruning).
         skip: Names of layers to leave dense.
         max_sparsity: The cap on one layer's sparsity under the log distribution.
-        config: A `PruningConfig` holding all of these; when given, the other options are ignored.
+        config: A `PruningConfig` or a dict of its fields; the options above that are given override its fields.
 
     Returns:
         A new Keras model whose pruned layers are wrapped in `PruneWrapper` (channel followers too).
@@ -232,7 +235,8 @@ def prune_model(model, schedule=None, distribution="uniform", structure=None, *,
             distribution names a layer the model does not have or one that cannot be pruned, a sparsity is out of
             range, the distribution is unknown, an N:M structure comes with a non-uniform distribution, no schedule
             is given where one is needed, or ``model`` is quantized or still holds keras-eff wrappers.
-        TypeError: If ``schedule`` is not a schedule or a number, or ``model`` is not a Keras model.
+        TypeError: If ``schedule`` is not a schedule or a number, ``model`` is not a Keras model, or ``config`` is
+            neither a `PruningConfig` nor a dict.
         UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model (use ``keras_eff.prune`` on
             the layers of a subclassed model).
 
@@ -249,7 +253,7 @@ def prune_model(model, schedule=None, distribution="uniform", structure=None, *,
     if isinstance(model, keras.Model):
         refuse_rewritten(model, "prune", "sparsity")
         check_finite_weights(model, "pruning it")
-    plan, skipped = _plan(model, cfg)
+    plan, _ = _plan(model, cfg)
 
     def transform(rb, node, args, kwargs):
         op = node.operation
@@ -262,6 +266,4 @@ def prune_model(model, schedule=None, distribution="uniform", structure=None, *,
         copy_weights(op, inner)
         return out
 
-    pruned = rebuild(model, transform)
-    pruned._keras_eff_pruning_skipped = dict(skipped)
-    return pruned
+    return rebuild(model, transform)

@@ -9,7 +9,7 @@ import numpy as np
 from ..reporting import markdown_table
 from .callbacks import pruning_wrappers
 from .model import graph_layers
-from .structured import format_structure, is_prunable, weight_names
+from .structured import depthwise_only, format_structure, is_prunable, unprunable_reason, weight_names
 
 
 @dataclass
@@ -21,10 +21,10 @@ class SparsityReport:
     Attributes:
         rows: One dict per prunable layer, with the keys layer, type, weights, zeros, sparsity, target (the
             schedule's final sparsity; None for a layer not wrapped), structure and status (``"pruned"``,
-            ``"dense: <why>"`` or ``"not wrapped"``).
+            ``"dense: <why>"`` in a pruned model, or ``"not wrapped"`` in a model without pruning wrappers).
         pruned_sparsity: The fraction of zeros over the pruned layers' weights.
         total_sparsity: The fraction of zeros over all prunable layers' kernels.
-        skipped: ``{layer name: why prune_model left it dense}``, where known (a model made by ``prune_model``).
+        skipped: ``{layer name: why it is dense}`` for the prunable layers a pruned model left unwrapped.
     """
 
     rows: list = field(default_factory=list)
@@ -48,11 +48,46 @@ class SparsityReport:
                 f"{self.total_sparsity:.2%} zeros\n")
 
 
+def _channel_groups(model) -> dict:
+    """{producer name: its ChannelGroup} of the model's plain form (wrappers stripped), for channel pruning's
+    reasons: a group joined with a model input or output, or through a layer channels cannot pass, stays dense."""
+    from ..graph import channel_groups, release
+    from ..strip import strip
+
+    plain = strip(model)
+    try:
+        return {n: g for g in channel_groups(plain) for n in g.producers}
+    finally:
+        release(plain)
+
+
+def _dense_reason(layer, structure, size, groups) -> str:
+    """Why a prunable layer of a pruned model is not wrapped: the registry's reason where it cannot take the
+    model's structure (or its channel group's reason), else which of prune_model's selection rules can have left it
+    out."""
+    reason = unprunable_reason(layer, structure)
+    if reason:
+        return reason
+    group = groups.get(layer.name)
+    if group is not None and group.reason:
+        return group.reason
+    rules = ["below min_weights", "named in skip"]
+    if structure is None and depthwise_only(layer):
+        rules.insert(0, "a depthwise kernel (skip_depthwise)")
+    joined = "" if group is None or len(group.producers) < 2 else (
+        f"; its channels are joined with those of {', '.join(p for p in group.producers if p != layer.name)}, "
+        f"pruned together or not at all")
+    return f"not selected ({size:,} weights; {', '.join(rules[:-1])} or {rules[-1]}{joined})"
+
+
 def sparsity_report(model) -> SparsityReport:
     """Counts the zeros of each prunable layer of a model and in total, for pruned and stripped models alike.
 
     For a pruned model the masked weights are counted (a channel-pruned layer's kernel only), for a plain one the
-    kernels. Layers that ``prune_model`` left dense say why, as long as the model is the one it returned.
+    kernels. In a pruned model, each prunable layer left unwrapped says why, read from the model: the layer registry's
+    reason where the layer cannot take the model's structure, else that ``prune_model`` did not select it (below
+    ``min_weights``, a depthwise kernel under ``skip_depthwise``, named in ``skip``). Computed from the model alone,
+    so a pruned model saved and loaded again gives the same report.
 
     Args:
         model: A Functional or Sequential model, pruned (holding `PruneWrapper` layers) or plain. Not changed.
@@ -69,7 +104,10 @@ def sparsity_report(model) -> SparsityReport:
         ```
     """
     wrappers = {w.layer.name: w for w in pruning_wrappers(model)}
-    skipped = dict(getattr(model, "_keras_eff_pruning_skipped", {}) or {})
+    structures = {repr(w.structure): w.structure for w in wrappers.values()}
+    structure = next(iter(structures.values())) if len(structures) == 1 else None
+    skipped = {}
+    groups = None
     rows, inner = [], {id(w.layer) for w in wrappers.values()}
     for layer in graph_layers(model):
         w = layer if layer in wrappers.values() else None
@@ -87,8 +125,15 @@ def sparsity_report(model) -> SparsityReport:
             values = {n: np.asarray(by_name[n]) for n in weight_names(target) if n in by_name}
         n = int(sum(v.size for v in values.values()))
         zeros = int(sum(np.count_nonzero(v == 0) for v in values.values()))
-        status = "pruned" if w is not None else (f"dense: {skipped[target.name]}" if target.name in skipped
-                                                   else "not wrapped")
+        if w is not None:
+            status = "pruned"
+        elif wrappers:
+            if groups is None:
+                groups = _channel_groups(model) if structure == "channels" else {}
+            skipped[target.name] = _dense_reason(target, structure, n, groups)
+            status = f"dense: {skipped[target.name]}"
+        else:
+            status = "not wrapped"
         rows.append({"layer": target.name, "type": type(target).__name__, "weights": n, "zeros": zeros,
                      "sparsity": zeros / n if n else 0.0,
                      "target": None if w is None else float(w.schedule.target),

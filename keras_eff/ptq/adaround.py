@@ -18,16 +18,27 @@ from tqdm.auto import tqdm
 
 from ..graph import tensors_in
 from ..layers import main_kernel
+from ..options import resolve_config
 from ..quantization import WeightQuantizer, layer_ops
+from ..reporting import attach_report
 from . import common
-from .params import AdaRoundParams
+from .config import AdaRoundConfig
 
 
 @dataclass
 class AdaRoundReport:
-    """Per layer: reconstruction error of nearest rounding and of AdaRound (on the cached inputs), the loss curve
-    (sampled: iteration, reconstruction, regularizer, total loss), the first regularized iteration and the share of
-    weights rounded differently from nearest."""
+    """What `adaround` did: ``keras_eff.get_report(rounded, "adaround")``.
+
+    ``str(report)`` gives one line per layer: bits, reconstruction error before and after, share of weights flipped.
+
+    Attributes:
+        layers: ``{layer name: {...}}`` with the keys ``bits``, ``per_channel``, ``mse_nearest`` and
+            ``mse_adaround`` (the reconstruction error of nearest rounding and of AdaRound on the cached inputs),
+            ``flipped`` (the share of weights rounded the other way from nearest), ``curve`` (sampled
+            ``(iteration, reconstruction, regularizer, total loss)``) and ``warm_start`` (the first regularized
+            iteration).
+        skipped: ``(layer name, reason)`` for each quantized layer left alone.
+    """
 
     layers: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)
@@ -52,7 +63,18 @@ def _inverse_rectified_sigmoid(h, zeta, gamma):
 
 
 def grid_of(wrapper, kernel_cl):
-    """(scale broadcastable to the channels-last kernel, n) of the wrapper's weight grid."""
+    """The weight grid of a quantized layer: the step and the largest integer.
+
+    Args:
+        wrapper: A `QuantizeWrapper` with symmetric weights of 2 to 8 bits.
+        kernel_cl: Its kernel, channels last (output channels on the last axis).
+
+    Returns:
+        ``(scale, n)``: the step, broadcastable against ``kernel_cl``, and 2^(bits−1) − 1.
+
+    Raises:
+        ValueError: If the weights are asymmetric or wider than 8 bits.
+    """
     wq = wrapper.weight_quantizer
     if not (wq.symmetric and wq.bits <= 8):
         raise ValueError(f"layer {wrapper.layer.name!r}: AdaRound needs symmetric weights of 2–8 bits, got {wq!r}")
@@ -61,7 +83,15 @@ def grid_of(wrapper, kernel_cl):
 
 
 def snap_to_grid(wrapper, kernel_cl):
-    """The kernel as the WeightQuantizer's own op returns it (float32 values it maps to themselves)."""
+    """Puts a kernel exactly on a quantized layer's weight grid, as its `WeightQuantizer` computes it.
+
+    Args:
+        wrapper: A `QuantizeWrapper`.
+        kernel_cl: A kernel on (or next to) the grid, channels last.
+
+    Returns:
+        The float32 kernel the wrapper's weight quantizer maps to itself.
+    """
     k = tf.constant(kernel_cl, tf.float32)
     for _ in range(50):  # the op recomputes its range from the values: a few rounds reach a fixed point
         nxt = wrapper.weight_quantizer(k)
@@ -201,25 +231,54 @@ def _float_inputs(float_model, wrapper, x, batch_size=64):
     return out
 
 
-def adaround(quantized_model, data, params: AdaRoundParams | None = None, *, float_model=None, **kwargs):
-    """Learns the rounding of every quantized kernel of ``quantized_model`` **in place** and returns the model.
+def adaround(quantized_model, data, config: AdaRoundConfig | dict | None = None, *, float_model=None, **kwargs):
+    """Makes a copy of a quantized model whose kernels are rounded up or down as learned per weight (AdaRound,
+    Nagel et al. 2020), layer by layer.
 
-    ``quantized_model`` comes from ``keras_eff.quantize_model`` on a model without BatchNorm to fold (run
-    ``keras_eff.ptq.equalize`` or ``keras_eff.graph.fold_batchnorm`` first), calibrated; ``data`` are typical inputs.
-    Afterwards each kernel lies on its quantization grid, so the int8 TFLite export holds exactly these integers.
-    Each layer reproduces, from the quantized model's input, the output the float model gives, so it also makes up
-    for the error of the layers before it (the paper's asymmetric reconstruction). The float model's inputs come from
-    ``quantized_model`` itself, run with its quantizers bypassed and the original float kernels (the model is left
-    as it was, apart from the rounded kernels); ``float_model`` (the float model that was quantized) gives them
-    instead, for a model whose float version differs. Layers inside nested models are rounded too.
-    The report is set as ``quantized_model.adaround``.
+    Each layer is fed what the quantized model gives it and fitted to the output the float model gives (the paper's
+    asymmetric reconstruction), so it also makes up for the error of the layers before it. The float model's inputs
+    come from ``quantized_model`` itself, run with its quantizers bypassed and its float kernels; ``float_model``
+    gives them instead, for a model whose float version differs. Layers inside nested models are rounded too.
+    Afterwards each kernel lies exactly on its quantization grid, so the int8 TFLite file holds exactly these
+    integers; calibrate the activation ranges again for the new weights. The report (`AdaRoundReport`) is
+    ``keras_eff.get_report(new_model, "adaround")``.
+
+    Args:
+        quantized_model: A model made by ``keras_eff.quantize_model``, calibrated, from a model without BatchNorm
+            to fold (run ``keras_eff.ptq.equalize`` or ``keras_eff.graph.fold_batchnorm`` first). Not changed.
+        data: Typical inputs, in any form ``keras_eff.calibrate`` takes (array, ``(x, y)``, ``tf.data.Dataset``,
+            ``PyDataset``, generator); at most ``max_samples`` are read.
+        config: An `AdaRoundConfig` or a dict of its fields; default ``AdaRoundConfig()``.
+        float_model: The float model that was quantized (after equalize / fold_batchnorm), to compute the float
+            targets from; None (default): ``quantized_model`` with its quantizers bypassed. It must hold layers of
+            the same names at the top level.
+        **kwargs: Fields of `AdaRoundConfig` (``iterations=500``, ``weight_bits=4``, ...), each overriding
+            ``config``'s.
+
+    Returns:
+        A new Keras model: a copy of ``quantized_model`` (wrappers, ranges and their placement) with the rounded
+        kernels (and, with ``weight_bits``, its wrappers at that width).
+
+    Raises:
+        ValueError: If no layer can be rounded (the message gives each layer's reason: a BatchNorm folded inside,
+            asymmetric or wider than 8-bit weights, an unsupported layer class), ``layers`` names a layer the model
+            lacks, ``data`` does not match the model's input or holds NaN or infinite values, or ``float_model``
+            lacks a layer.
+        TypeError: If ``quantized_model`` is not a Keras model, or a keyword is not a field of `AdaRoundConfig`.
+
+    Example:
+        ```python
+        q4 = keras_eff.quantize_model(keras_eff.ptq.equalize(model), keras_eff.QuantConfig(weight_bits=4))
+        keras_eff.calibrate(q4, x_cal)
+        rounded = keras_eff.ptq.adaround(q4, x_cal, iterations=1000)
+        keras_eff.calibrate(rounded, x_cal)  # the ranges again, for the new weights
+        ```
     """
-    if params is None:
-        params = AdaRoundParams(**kwargs)
-    elif kwargs:
-        raise TypeError("give either params or keyword settings, not both")
+    params = resolve_config(AdaRoundConfig, config, kwargs, "adaround")
     x = common.check_data(quantized_model, data, "AdaRound data", params.max_samples)
-    wrappers = common.quantized_layers(quantized_model, params.layers)
+    common.quantized_layers(quantized_model, params.layers)  # refused before the copy
+    new = common.copy_quantized(quantized_model)
+    wrappers = common.quantized_layers(new, params.layers)
     report = AdaRoundReport()
     todo = []
     for w in wrappers:
@@ -243,13 +302,13 @@ def adaround(quantized_model, data, params: AdaRoundParams | None = None, *, flo
             bar.set_postfix_str(w.layer.name)
             if params.weight_bits is not None:
                 _set_bits(w, params.weight_bits)
-            xs = common.layer_inputs(quantized_model, w, x)
+            xs = common.layer_inputs(new, w, x)
             if float_model is None:
-                xf = _float_targets(quantized_model, w, x, xs, originals)
+                xf = _float_targets(new, w, x, xs, originals)
             else:
                 xf = _float_inputs(float_model, w, x)
             kernel, info = _optimize(w, xs, params, rng, bar, xf)
             w.layer.kernel.assign(kernel.reshape(w.layer.kernel.shape))
             report.layers[w.layer.name] = info
-    quantized_model.adaround = report
-    return quantized_model
+    attach_report(new, "adaround", report)
+    return new

@@ -10,15 +10,29 @@ import numpy as np
 
 from ..graph import tensors_in
 from ..reporting import agg_subplots as subplots
+from ..reporting import get_reports
 from . import common
 
 
 def weight_ranges(report_or_model) -> dict:
-    """{"before": {layer: [max|w| per output channel]}, "after": {...}} from an equalized model (or its
-    EqualizationReport); for any other model, {"after": ranges of its conv/dense kernels}."""
+    """Gives the weight range (max |w|) of each output channel of each layer, before and after equalization.
+
+    Args:
+        report_or_model: The model `equalize` returned (its report is read), its `EqualizationReport`, or any other
+            model (its top-level Conv2D, DepthwiseConv2D and Dense kernels are read). Not changed.
+
+    Returns:
+        ``{"before": {layer: [max|w| per output channel]}, "after": {...}}`` for an equalized model or its report;
+        ``{"after": {...}}`` for another model.
+
+    Example:
+        ```python
+        ranges = keras_eff.ptq.weight_ranges(keras_eff.ptq.equalize(model))
+        ```
+    """
     from . import layer_math as lm
 
-    report = getattr(report_or_model, "equalization", report_or_model)
+    report = get_reports(report_or_model).get("equalization", report_or_model)
     if hasattr(report, "ranges_before"):
         return {"before": report.ranges_before, "after": report.ranges_after}
     out = {}
@@ -29,7 +43,20 @@ def weight_ranges(report_or_model) -> dict:
 
 
 def plot_weight_ranges(report_or_model, path) -> dict:
-    """Box plots of the per-channel weight ranges of each layer, before and after equalization (log scale)."""
+    """Saves box plots of the per-channel weight ranges of each layer, before and after equalization (log scale).
+
+    Args:
+        report_or_model: What `weight_ranges` takes. Not changed.
+        path: The image file to write (PNG, or any format matplotlib infers from the suffix).
+
+    Returns:
+        What `weight_ranges` returns.
+
+    Example:
+        ```python
+        keras_eff.ptq.plot_weight_ranges(keras_eff.ptq.equalize(model), "ranges.png")
+        ```
+    """
     data = weight_ranges(report_or_model)
     names = list(data["after"])
     fig, ax = subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
@@ -55,7 +82,24 @@ def plot_weight_ranges(report_or_model, path) -> dict:
 
 
 def plot_sensitivity(sensitivity: dict, path, parameters: dict | None = None) -> dict:
-    """Grouped bars: the score drop of each layer alone at each width (``layer_sensitivity``'s result)."""
+    """Saves grouped bars: the score drop of each layer alone at each weight width.
+
+    Args:
+        sensitivity: ``{layer name: {bits: drop}}``, as ``keras_eff.quantization.layer_sensitivity`` returns it
+            (or ``MixedPrecisionResult.sensitivity``).
+        path: The image file to write.
+        parameters: ``{layer name: number of weights}`` to print under each name
+            (``MixedPrecisionResult.parameters``); None: names only.
+
+    Returns:
+        ``{"sensitivity": {layer: {"bits": drop}}}``, JSON-ready.
+
+    Example:
+        ```python
+        mp = keras_eff.quantization.mixed_precision(model, x_cal, eval_fn, target_average_bits=5)
+        keras_eff.ptq.plot_sensitivity(mp.sensitivity, "sensitivity.png", mp.parameters)
+        ```
+    """
     names = list(sensitivity)
     widths = sorted({b for v in sensitivity.values() for b in v}, reverse=True)
     fig, ax = subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
@@ -86,11 +130,34 @@ def _tflite_tensor_for(names, wrapper_name) -> int | None:
 
 def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tolerance_lsb: float = 2.0,
                path=None) -> dict:
-    """Per quantized layer, how far the int8 TFLite tensor lies from the simulation (in output LSBs), in execution
-    order, and the first layer that drifts beyond ``tolerance_lsb``.
+    """Measures, per quantized layer, how far the int8 TFLite tensor lies from the simulation, in output LSBs, and
+    finds the first layer that drifts beyond ``tolerance_lsb``.
 
-    Runs LiteRT without delegates, keeping every intermediate tensor; TFLite tensors are matched to Keras layers by
-    the wrapper names in their names. Returns {"layers": [...], "first_drift": name or None}; plots to ``path``.
+    Runs LiteRT without delegates, keeping every intermediate tensor; TFLite tensors are matched to the top-level
+    quantized layers by the wrapper names in their names.
+
+    Args:
+        quantized_model: A quantized model (``keras_eff.quantize_model``), calibrated or trained. Not changed.
+        data: Inputs, in any form ``keras_eff.calibrate`` takes; the first ``samples`` are run.
+        tflite_model: The int8 TFLite file (path or bytes) to compare; None: converted from ``quantized_model``.
+        samples: How many inputs to run, one at a time.
+        tolerance_lsb: The largest difference, in output LSBs, not counted as a drift.
+        path: An image file for a bar chart of the maximum and mean difference per layer; None: no plot.
+
+    Returns:
+        ``{"layers": [{"layer", "tflite_tensor", "max_lsb", "mean_lsb", "share_off"}, ...], "first_drift": name or
+        None, "tolerance_lsb": ..., "samples": ...}``, the layers in execution order.
+
+    Raises:
+        ValueError: If no TFLite tensor matches a quantized layer by name, or ``data`` does not match the model's
+            input.
+        InvalidTFLiteModel: If ``tflite_model`` is not a readable TFLite file.
+
+    Example:
+        ```python
+        result = keras_eff.ptq.divergence(q, x_cal, path="divergence.png")
+        print(result["first_drift"])
+        ```
     """
     import keras
     from ai_edge_litert.interpreter import Interpreter, OpResolverType

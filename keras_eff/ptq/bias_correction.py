@@ -16,10 +16,12 @@ from keras import layers
 from tqdm.auto import tqdm
 
 from ..graph import GraphInfo
+from ..options import resolve_config
 from ..quantization import QuantizeWrapper
+from ..reporting import attach_report, get_reports
 from . import common
 from . import layer_math as lm
-from .params import BiasCorrectionParams
+from .config import BiasCorrectionConfig
 
 # Layers that keep the mean of each channel (the expectation the analytical correction needs passes through). Kept
 # here, not read from the registry: its channels="pass" / output_range="inherit" also cover max pooling, padding and
@@ -30,9 +32,19 @@ _PASS = (layers.Dropout, layers.Identity, layers.SpatialDropout2D, layers.Global
 
 @dataclass
 class BiasCorrectionReport:
+    """What `bias_correction` did: ``keras_eff.get_report(corrected, "bias_correction")``.
+
+    ``str(report)`` gives the method, the mean shift per layer and the layers skipped.
+
+    Attributes:
+        method: ``"empirical"`` (with data) or ``"analytical"`` (from BatchNorm statistics).
+        corrected: ``{layer name: [shift added to the bias, per output channel]}``.
+        skipped: ``(layer name, reason)`` for each quantized layer left alone.
+    """
+
     method: str = ""
-    corrected: dict = field(default_factory=dict)  # layer -> per-channel shift applied to the bias
-    skipped: list = field(default_factory=list)  # (layer, reason)
+    corrected: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
 
     def __str__(self):
         lines = [f"{self.method} bias correction of {len(self.corrected)} layers"]
@@ -53,13 +65,31 @@ def _norm_cdf(z):
 
 
 def relu_mean(mean, std):
-    """E[max(h, 0)] for h ~ N(mean, std²), per channel."""
+    """E[max(h, 0)] for h ~ N(mean, std²), per channel.
+
+    Args:
+        mean: The mean of h, per channel.
+        std: The standard deviation of h, per channel (clipped below at 1e-12).
+
+    Returns:
+        A float64 array, one expectation per channel.
+    """
     std = np.maximum(np.asarray(std, np.float64), 1e-12)
     z = np.asarray(mean, np.float64) / std
     return std * _norm_pdf(z) + mean * _norm_cdf(z)
 
 
 def expected_activation(mean, std, kind: str):
+    """E[f(h)] for h ~ N(mean, std²), per channel, f a ReLU, a ReLU6 or the identity.
+
+    Args:
+        mean: The mean of h, per channel.
+        std: The standard deviation of h, per channel.
+        kind: ``"relu"``, ``"relu6"`` or anything else for the identity.
+
+    Returns:
+        A float64 array, one expectation per channel.
+    """
     if kind == "relu":
         return relu_mean(mean, std)
     if kind == "relu6":
@@ -143,20 +173,80 @@ def _analytical(model, statistics, report, wrappers):
         report.corrected[w.layer.name] = shift.tolist()
 
 
-def bias_correction(quantized_model, data=None, params: BiasCorrectionParams | None = None, *, statistics=None,
-                    **kwargs):
-    """Corrects the biases of a quantized model (from ``keras_eff.quantize_model``) **in place** and returns it.
+def _statistics_from(statistics) -> dict:
+    """The per-layer BatchNorm statistics from what ``statistics=`` may be: an equalized model (its equalization
+    report), an `EqualizationReport`, its ``statistics`` dict, or None."""
+    import keras
 
-    data: inputs for the empirical correction. Without data the correction is analytical: it needs the pre-activation
-    statistics of each layer's input, read from a BatchNorm still inside the QuantizeWrapper in front, or from
-    ``statistics`` (``equalize(...).equalization.statistics``, or the EqualizationReport itself). The report of what
-    was done is set as ``quantized_model.bias_correction``.
+    if isinstance(statistics, keras.Model):
+        report = get_reports(statistics).get("equalization")
+        if report is None:
+            raise ValueError(f"statistics={statistics.name!r} is a model without an equalization report: pass the "
+                             f"model keras_eff.ptq.equalize returned (in this process), or its report")
+        statistics = report
+    if statistics is not None and hasattr(statistics, "statistics"):
+        statistics = statistics.statistics
+    if statistics is not None and not isinstance(statistics, dict):
+        raise TypeError(f"statistics takes an equalized model, an EqualizationReport or its statistics dict, got "
+                        f"{type(statistics).__name__}")
+    return statistics or {}
+
+
+def bias_correction(quantized_model, data=None, config: BiasCorrectionConfig | dict | None = None, *,
+                    statistics=None, **kwargs):
+    """Makes a copy of a quantized model whose biases make up for the shift its quantized weights add to each
+    layer's mean output (Nagel et al. 2019).
+
+    With ``data`` (empirical): the mean of (W̃ − W)·x is measured layer after layer, each layer seeing the inputs
+    the corrected layers before it give, and subtracted from the bias. Without data (analytical): E[ε·x] comes from
+    the pre-activation statistics of each layer's input, read from a BatchNorm still inside the `QuantizeWrapper`
+    in front, or from ``statistics`` (what `equalize` measured). Layers without a bias, separable and transposed
+    convolutions are skipped and reported. The report (`BiasCorrectionReport`) is
+    ``keras_eff.get_report(new_model, "bias_correction")``.
+
+    Args:
+        quantized_model: A model made by ``keras_eff.quantize_model`` and calibrated. Not changed.
+        data: Typical inputs for the empirical correction, in any form ``keras_eff.calibrate`` takes (array,
+            ``(x, y)``, ``tf.data.Dataset``, ``PyDataset``, generator); None: the analytical correction.
+        config: A `BiasCorrectionConfig` or a dict of its fields; default ``BiasCorrectionConfig()``.
+        statistics: For the analytical correction: the model `equalize` returned (its report is read), its
+            `EqualizationReport`, or that report's ``statistics`` dict.
+        **kwargs: Fields of `BiasCorrectionConfig` (``max_samples=256``, ``layers=[...]``), each overriding
+            ``config``'s.
+
+    Returns:
+        A new Keras model: a copy of ``quantized_model`` (wrappers, ranges and their placement) with the corrected
+        biases (the BatchNorm's β where one is folded in, else the layer's bias).
+
+    Raises:
+        ValueError: If ``quantized_model`` has no quantized conv or dense layer, ``layers`` names one it lacks,
+            ``data`` does not match its input or holds NaN or infinite values, or there is neither data nor
+            BatchNorm statistics.
+        TypeError: If ``quantized_model`` is not a Keras model, a keyword is not a field of
+            `BiasCorrectionConfig`, or ``statistics`` is of another kind.
+
+    Example:
+        ```python
+        eq = keras_eff.ptq.equalize(model)
+        q = keras_eff.quantize_model(eq, keras_eff.QuantConfig(weight_granularity="per_tensor"))
+        keras_eff.calibrate(q, x_cal)
+        q_bc = keras_eff.ptq.bias_correction(q, x_cal)          # empirical
+        q_bc0 = keras_eff.ptq.bias_correction(q, statistics=eq)  # data-free
+        ```
     """
-    if params is None:
-        params = BiasCorrectionParams(**kwargs)
-    elif kwargs:
-        raise TypeError("give either params or keyword settings, not both")
-    wrappers = common.quantized_layers(quantized_model, params.layers)
+    params = resolve_config(BiasCorrectionConfig, config, kwargs, "bias_correction")
+    common.quantized_layers(quantized_model, params.layers)  # refused before any work
+    x = None
+    if data is not None:
+        x = common.check_data(quantized_model, data, "bias correction data", params.max_samples)
+    else:
+        statistics = _statistics_from(statistics)
+        if not statistics and not any(w.batchnorm is not None for w in common.quantized_layers(quantized_model)):
+            raise ValueError("bias_correction without data needs BatchNorm statistics: pass statistics=equalized "
+                             "(the model keras_eff.ptq.equalize returned, or its report), quantize a model whose "
+                             "BatchNorms are still there, or give data for the empirical correction")
+    new = common.copy_quantized(quantized_model)
+    wrappers = common.quantized_layers(new, params.layers)
     report = BiasCorrectionReport()
     usable = []
     for w in wrappers:
@@ -167,19 +257,11 @@ def bias_correction(quantized_model, data=None, params: BiasCorrectionParams | N
             report.skipped.append((w.layer.name, reason))
         else:
             usable.append(w)
-    if data is not None:
-        x = common.check_data(quantized_model, data, "bias correction data", params.max_samples)
+    if x is not None:
         report.method = "empirical"
-        _empirical(quantized_model, x, params, report, usable)
+        _empirical(new, x, params, report, usable)
     else:
-        if statistics is not None and hasattr(statistics, "statistics"):
-            statistics = statistics.statistics
-        statistics = statistics or {}
-        if not statistics and not any(w.batchnorm is not None for w in wrappers):
-            raise ValueError("bias_correction without data needs BatchNorm statistics: pass "
-                             "statistics=equalized_model.equalization (from keras_eff.ptq.equalize), quantize a "
-                             "model whose BatchNorms are still there, or give data for the empirical correction")
         report.method = "analytical"
-        _analytical(quantized_model, statistics, report, usable)
-    quantized_model.bias_correction = report
-    return quantized_model
+        _analytical(new, statistics, report, usable)
+    attach_report(new, "bias_correction", report)
+    return new

@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from ..data import model_samples
-from ..graph import GraphInfo, functional_of, tensors_in
+from ..graph import GraphInfo, functional_of, rebuild, tensors_in
 from ..layers import facts_for
 from ..quantization import QuantizeWrapper, WeightQuantizer, activation_quantizers
 
@@ -47,6 +47,16 @@ def quantized_layers(model, names=None) -> list:
                              f"{', '.join(known)}")
         wrappers = [w for w in wrappers if w.layer.name in names or w.name in names]
     return wrappers
+
+
+def copy_quantized(model) -> keras.Model:
+    """A copy of a quantized model that shares no variable with it: every wrapper and range copied from its config
+    with its weights (ranges, BatchNorm statistics, frozen flags), the ranges placed again in the new graph
+    (``QuantizeWrapper.after_rebuild``), stateless layers shared. What ``bias_correction`` and ``adaround`` change
+    and return, so that the caller's model stays as it was."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"expected a quantized Keras model (keras_eff.quantize_model), got {type(model).__name__}")
+    return rebuild(model, name=model.name)
 
 
 def check_data(model, data, what="data", max_samples=None) -> np.ndarray:

@@ -37,8 +37,28 @@ def _weight_encodings(wrapper) -> dict:
 
 
 def export_encodings(quantized_model, path=None) -> dict:
-    """The encodings of ``quantized_model`` (from ``keras_eff.quantize_model``, calibrated) as a dict; written as
-    JSON to ``path`` when given."""
+    """Lists the encoding of every quantized tensor: bit width, scale, offset (zero point), min and max.
+
+    Weights get one encoding per output channel where per-channel (offset 0: symmetric), activations one each; the
+    layout is AIMET-like (``activation_encodings``, ``param_encodings``), offsets on the signed grid as TFLite stores
+    them.
+
+    Args:
+        quantized_model: A model made by ``keras_eff.quantize_model``, calibrated or trained. Not changed.
+        path: A JSON file to write (atomically); None: no file.
+
+    Returns:
+        ``{"version": "keras_eff/1", "activation_encodings": {range name: [encoding]}, "param_encodings":
+        {"layer/kernel": [encoding per channel]}}``.
+
+    Raises:
+        ValueError: If ``quantized_model`` holds no `QuantizeWrapper`.
+
+    Example:
+        ```python
+        keras_eff.ptq.export_encodings(q, "encodings.json")
+        ```
+    """
     wrappers = [layer for layer in quantized_model._flatten_layers(include_self=False, recursive=True)
                 if isinstance(layer, QuantizeWrapper)]
     if not wrappers:

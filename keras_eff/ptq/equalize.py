@@ -20,8 +20,10 @@ from ..checks import check_finite_weights
 from ..graph import (GraphInfo, activation_kind, clone_layer, fold_batchnorm, functional_of, is_foldable_bn,
                      rebuild)
 from ..layers import facts_for
+from ..options import resolve_config
+from ..reporting import attach_report
 from . import layer_math as lm
-from .params import EqualizeParams
+from .config import EqualizeConfig
 
 
 def _passes_scale(op) -> bool:
@@ -41,18 +43,32 @@ def _breaks_shift(op) -> bool:
 
 @dataclass
 class EqualizationReport:
-    """What ``equalize`` did. ``statistics`` holds, per layer name, the pre-activation mean and standard deviation
-    per output channel (from the folded BatchNorms, carried through scaling and absorption): the input of the
-    data-free ``bias_correction``."""
+    """What `equalize` did: ``keras_eff.get_report(equalized, "equalization")``.
 
-    pairs: list = field(default_factory=list)  # (first, second, activation between)
+    ``str(report)`` gives the counts, the ReLU6 layers replaced and the pairs left unscaled.
+
+    Attributes:
+        pairs: ``(first layer, second layer, activation between)`` for each pair scaled.
+        iterations: The scaling sweeps run.
+        relu6_replaced: Names of the ReLU6 layers (or layers with their own ReLU6) turned into ReLU.
+        skipped_pairs: ``(first layer, second layer, reason)`` for each pair left unscaled.
+        absorbed: ``{layer name: total shift moved out of its bias}`` by high-bias absorption.
+        folded_batchnorm: ``(layer name, BatchNorm name)`` for each BatchNorm folded, nested models included.
+        statistics: ``{layer name: {"mean": [...], "std": [...]}}``: the pre-activation mean and standard deviation
+            per output channel, from the folded BatchNorms, carried through scaling and absorption; what the
+            data-free `bias_correction` reads.
+        ranges_before: ``{layer name: [max|w| per output channel]}`` after folding, before scaling.
+        ranges_after: The same after scaling.
+    """
+
+    pairs: list = field(default_factory=list)
     iterations: int = 0
     relu6_replaced: list = field(default_factory=list)
-    skipped_pairs: list = field(default_factory=list)  # (first, second, reason)
-    absorbed: dict = field(default_factory=dict)  # layer -> total shift moved out of its bias
+    skipped_pairs: list = field(default_factory=list)
+    absorbed: dict = field(default_factory=dict)
     folded_batchnorm: list = field(default_factory=list)
-    statistics: dict = field(default_factory=dict)  # layer -> {"mean": [...], "std": [...]}
-    ranges_before: dict = field(default_factory=dict)  # layer -> per-output-channel max|w| (after folding)
+    statistics: dict = field(default_factory=dict)
+    ranges_before: dict = field(default_factory=dict)
     ranges_after: dict = field(default_factory=dict)
 
     def __str__(self):
@@ -64,6 +80,11 @@ class EqualizationReport:
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
+        """The report as JSON-ready types.
+
+        Returns:
+            A dict with one key per attribute, tuples as lists.
+        """
         return {"pairs": [list(p) for p in self.pairs], "iterations": self.iterations,
                 "relu6_replaced": list(self.relu6_replaced), "skipped_pairs": [list(p) for p in self.skipped_pairs],
                 "absorbed": self.absorbed, "folded_batchnorm": list(self.folded_batchnorm),
@@ -142,17 +163,39 @@ def _bn_statistics(model, stats=None) -> dict:
     return stats
 
 
-def equalize(model, params: EqualizeParams | None = None, **kwargs) -> keras.Model:
-    """A new model with BatchNorm folded, cross-layer scaling and high-bias absorption (``model`` is unchanged).
+def equalize(model, config: EqualizeConfig | dict | None = None, **kwargs) -> keras.Model:
+    """Makes a copy of a float model that quantizes better per tensor: BatchNorm folded, cross-layer scaling and
+    high-bias absorption (data-free quantization, Nagel et al. 2019).
 
-    Settings come from ``params`` (an ``EqualizeParams``) or keyword arguments (``equalize(m, absorb_bias=False)``).
-    The returned model carries ``equalization``, an ``EqualizationReport`` with the pairs, the ReLU6 layers replaced
-    by ReLU and the BatchNorm statistics that ``bias_correction`` uses without data.
+    BatchNorms are folded everywhere (nested models included); consecutive Conv2D / DepthwiseConv2D (multiplier 1) /
+    Dense pairs of the top-level graph, through ReLU, pooling, dropout and padding, are scaled until their
+    per-channel weight ranges even out, then part of each bias moves into the next layer where that is exact. The
+    report (`EqualizationReport`: the pairs, the ReLU6 layers replaced by ReLU, the BatchNorm statistics the
+    data-free `bias_correction` reads) is ``keras_eff.get_report(new_model, "equalization")``.
+
+    Args:
+        model: A float Functional or Sequential Keras model (built). Not changed.
+        config: An `EqualizeConfig` or a dict of its fields; default ``EqualizeConfig()``.
+        **kwargs: Fields of `EqualizeConfig` (``absorb_bias=False``, ...), each overriding ``config``'s.
+
+    Returns:
+        A new Keras model computing the same function (up to float rounding; a ReLU6 between scaled layers becomes
+        ReLU).
+
+    Raises:
+        TypeError: If ``model`` is not a Keras model, a keyword is not a field of `EqualizeConfig`, or ``config``
+            is neither an `EqualizeConfig` nor a dict.
+        ValueError: If a setting is out of range, or ``model`` holds NaN or infinite weights.
+        UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
+
+    Example:
+        ```python
+        eq = keras_eff.ptq.equalize(model)
+        print(keras_eff.get_report(eq, "equalization"))
+        q = keras_eff.quantize_model(eq, keras_eff.QuantConfig(weight_granularity="per_tensor"))
+        ```
     """
-    if params is None:
-        params = EqualizeParams(**kwargs)
-    elif kwargs:
-        raise TypeError("give either params or keyword settings, not both")
+    params = resolve_config(EqualizeConfig, config, kwargs, "equalize")
     if not isinstance(model, keras.Model):
         raise TypeError(f"equalize expects a Keras 3 model, got {type(model).__name__}")
     functional_of(model)  # clear error for subclassed / unbuilt models
@@ -232,7 +275,7 @@ def equalize(model, params: EqualizeParams | None = None, **kwargs) -> keras.Mod
     for name, (kernel, _) in weights.items():
         report.ranges_after[name] = lm.out_ranges(by_name[name], kernel).tolist()
     report.statistics = {name: {"mean": m.tolist(), "std": s.tolist()} for name, (m, s) in stats.items()}
-    new.equalization = report
+    attach_report(new, "equalization", report)
     return new
 
 

@@ -26,7 +26,7 @@ def _check_data(model, data, max_samples=None, what="calibration data"):
     return model_samples(model, data, what, max_samples)
 
 
-def calibrate(model, data, batch_size: int = 64, max_samples: int | None = 1024, progress: bool = True):
+def calibrate(model, data, batch_size: int = 64, max_samples: int | None = 1024, progress: bool = True) -> None:
     """Sets every activation range of a quantized model to the min/max seen on ``data``, in place.
 
     Runs forward passes in inference mode with quantization switched off and sets each range to the smallest and
@@ -44,7 +44,7 @@ def calibrate(model, data, batch_size: int = 64, max_samples: int | None = 1024,
         progress: Show a progress bar (only when there are at least 4 batches).
 
     Returns:
-        ``model`` itself, its ranges set.
+        None. ``model``'s activation ranges are set in place.
 
     Raises:
         ValueError: If ``model`` has no activation quantizers (quantize it first), or ``data`` does not match the
@@ -74,4 +74,3 @@ def calibrate(model, data, batch_size: int = 64, max_samples: int | None = 1024,
     finally:
         for q in quantizers:
             q.finish_calibration()
-    return model

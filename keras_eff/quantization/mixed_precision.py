@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..data import model_samples
 from ..graph import release
+from ..options import deprecated_aliases, resolve_config, warn_deprecated
 from .calibration import activation_quantizers, calibrate
 from .config import QuantConfig
 from .model import quantize_model
@@ -28,7 +29,7 @@ from .wrapper import QuantizeWrapper
 
 
 @dataclass
-class MixedPrecisionParams:
+class MixedPrecisionConfig:
     """The options of ``mixed_precision``.
 
     Give ``target_average_bits``, ``max_drop`` or both. With a target, layers are lowered (largest first) until the
@@ -73,12 +74,25 @@ class MixedPrecisionParams:
             raise ValueError(f"max_drop={self.max_drop} must be zero or positive")
 
     def get_config(self):
+        """Serializes the options.
+
+        Returns:
+            ``{field: value}``, ``candidate_bits`` as a list.
+        """
         out = asdict(self)
         out["candidate_bits"] = list(self.candidate_bits)
         return out
 
     @classmethod
     def from_config(cls, config):
+        """Makes options from a dict written by ``get_config``.
+
+        Args:
+            config: ``{field: value}``.
+
+        Returns:
+            A new `MixedPrecisionConfig`, checked as when it is made.
+        """
         return cls(**config)
 
 
@@ -144,7 +158,8 @@ class _Evaluator:
 
     def __init__(self, model, data, eval_fn, base_config, samples):
         self.model, self.eval_fn, self.base = model, eval_fn, base_config
-        ref = calibrate(quantize_model(model, base_config), data[:samples], progress=False)
+        ref = quantize_model(model, base_config)
+        calibrate(ref, data[:samples], progress=False)
         self.ranges = {q.name: q.get_weights() for q in activation_quantizers(ref)}
         self.reference = ref
         self.log = []
@@ -189,8 +204,19 @@ def average_bits(bits: dict, parameters: dict) -> float:
     return sum(parameters[n] * bits.get(n, 8) for n in parameters) / total
 
 
-def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), config: QuantConfig | None = None,
-                      layers=None, calibration_samples: int = 512, _evaluator=None) -> dict:
+def _quant_config(function, quant_config, config):
+    """The QuantConfig given as ``quant_config=``, or (deprecated) as ``config=``."""
+    if config is None:
+        return quant_config
+    if quant_config is not None:
+        raise TypeError(f"{function} got a QuantConfig as config= and quant_config=; give it once, as quant_config=")
+    warn_deprecated(f"{function}(config=QuantConfig(...))", f"{function}(quant_config=QuantConfig(...))", 4)
+    return config
+
+
+def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), quant_config: QuantConfig | None = None,
+                      layers=None, calibration_samples: int = 512, *, config: QuantConfig | None = None,
+                      _evaluator=None) -> dict:
     """Measures how much ``eval_fn`` drops when only one layer's weights go to fewer bits.
 
     Quantizes ``model`` with ``config`` and calibrates its activation ranges once; every candidate reuses those ranges
@@ -202,9 +228,11 @@ def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), config: Quant
             ``tf.data.Dataset``, ``PyDataset``, generator).
         eval_fn: ``eval_fn(quantized_model) -> float``, higher is better (accuracy on held-out data, say).
         candidate_bits: The widths to try for each layer; widths of 8 or more are not tried.
-        config: The other quantization settings (granularity, ...); default ``QuantConfig()``.
+        quant_config: The other quantization settings (granularity, ...), a `QuantConfig`; default
+            ``QuantConfig()``.
         layers: Names of the layers to measure; default every layer with kernels.
         calibration_samples: How many inputs of ``data`` calibrate the ranges.
+        config: Deprecated: the old name of ``quant_config`` (for one release, with a DeprecationWarning).
         _evaluator: Internal (``mixed_precision`` passes its own); leave it out.
 
     Returns:
@@ -214,9 +242,17 @@ def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), config: Quant
     Raises:
         ValueError: If ``data`` is None, does not match the model's input or holds NaN or infinite values, or
             ``eval_fn`` returns a score that is not finite.
+        TypeError: If a `QuantConfig` is given both as ``quant_config`` and ``config``.
+
+    Example:
+        ```python
+        drops = keras_eff.quantization.layer_sensitivity(model, x_cal, eval_fn, candidate_bits=(6, 4))
+        keras_eff.ptq.plot_sensitivity(drops, "sensitivity.png")
+        ```
     """
-    ev = _evaluator or _Evaluator(model, _data(model, data, calibration_samples), eval_fn, config or QuantConfig(),
-                                  calibration_samples)
+    quant_config = _quant_config("layer_sensitivity", quant_config, config)
+    ev = _evaluator or _Evaluator(model, _data(model, data, calibration_samples), eval_fn,
+                                  quant_config or QuantConfig(), calibration_samples)
     base = ev.score({})
     names = list(_kernel_layers(ev.reference)) if layers is None else list(layers)
     out = {}
@@ -230,33 +266,36 @@ def _data(model, data, max_samples):
     return model_samples(model, data, "data", max_samples)
 
 
-def mixed_precision(model, data, eval_fn, params: MixedPrecisionParams | None = None, *,
-                    config: QuantConfig | None = None, export: bool = True, **kwargs) -> MixedPrecisionResult:
+def mixed_precision(model, data, eval_fn, config: MixedPrecisionConfig | dict | None = None, *,
+                    quant_config: QuantConfig | None = None, export: bool = True, **kwargs) -> MixedPrecisionResult:
     """Chooses a weight width per layer of a float model, for a target average width and/or a maximum score drop.
 
     Measures each layer's sensitivity (``layer_sensitivity``), then visits the layers from the most parameters to the
-    fewest (after Arm's sensitivity method; see ``MixedPrecisionParams`` for the two criteria). Activation ranges are
+    fewest (after Arm's sensitivity method; see `MixedPrecisionConfig` for the two criteria). Activation ranges are
     calibrated once on ``data`` and shared by every candidate. ``model`` is not changed.
 
     Args:
         model: A float Functional or Sequential model. Not changed.
-        data: Typical inputs, a numeric array of shape ``(n, *input_shape)``, for the calibration.
+        data: Typical inputs for the calibration, in any form ``keras_eff.calibrate`` takes (array, ``(x, y)``,
+            ``tf.data.Dataset``, ``PyDataset``, generator).
         eval_fn: ``eval_fn(quantized_model) -> float``, higher is better (accuracy on held-out data, say). Called
             once per candidate.
-        params: A `MixedPrecisionParams`; or leave it out and give its fields as keywords.
-        config: The other quantization settings (granularity, ...); its overrides are kept. Default
-            ``QuantConfig()``.
+        config: A `MixedPrecisionConfig` or a dict of its fields. A `QuantConfig` here still works for one release,
+            with a DeprecationWarning: pass it as ``quant_config``.
+        quant_config: The other quantization settings (granularity, ...), a `QuantConfig`; its overrides are kept.
+            Default ``QuantConfig()``.
         export: Convert the chosen model to int8 TFLite to fill in ``tflite_bytes`` and ``packed_bytes``.
-        **kwargs: The fields of `MixedPrecisionParams` (``target_average_bits=5``, ``max_drop=0.01``,
-            ``candidate_bits=(8, 6, 4)``, ``calibration_samples``) when ``params`` is not given.
+        **kwargs: Fields of `MixedPrecisionConfig` (``target_average_bits=5``, ``max_drop=0.01``,
+            ``candidate_bits=(8, 6, 4)``, ``calibration_samples``), each overriding ``config``'s.
 
     Returns:
         A `MixedPrecisionResult`: the widths, the `QuantConfig` that gives them, the calibrated quantized model, its
         score against the all-8-bit one, and its sizes.
 
     Raises:
-        TypeError: If both ``params`` and keywords are given, a keyword is unknown, or ``eval_fn`` is not callable.
-        ValueError: If the settings are invalid (see `MixedPrecisionParams`), ``data`` is missing or does not match
+        TypeError: If a keyword is not a field of `MixedPrecisionConfig`, ``eval_fn`` is not callable, or a
+            `QuantConfig` is given both as ``config`` and ``quant_config``.
+        ValueError: If the settings are invalid (see `MixedPrecisionConfig`), ``data`` is missing or does not match
             the model's input, or ``eval_fn`` returns a score that is not finite.
 
     Example:
@@ -266,14 +305,14 @@ def mixed_precision(model, data, eval_fn, params: MixedPrecisionParams | None = 
         qat = keras_eff.quantize_model(model, result.config)
         ```
     """
-    if params is None:
-        params = MixedPrecisionParams(**kwargs)
-    elif kwargs:
-        raise TypeError("give either params or keyword settings, not both")
+    if isinstance(config, QuantConfig):
+        quant_config = _quant_config("mixed_precision", quant_config, config)
+        config = None
+    params = resolve_config(MixedPrecisionConfig, config, kwargs, "mixed_precision")
     if not callable(eval_fn):
         raise TypeError("eval_fn must be a callable taking a quantized model and returning a score")
     x = _data(model, data, params.calibration_samples)
-    ev = _Evaluator(model, x, eval_fn, config or QuantConfig(), params.calibration_samples)
+    ev = _Evaluator(model, x, eval_fn, quant_config or QuantConfig(), params.calibration_samples)
     parameters = _kernel_layers(ev.reference)
     baseline = ev.score({})
     lower = [b for b in params.candidate_bits if b < 8]
@@ -324,3 +363,8 @@ def mixed_precision(model, data, eval_fn, params: MixedPrecisionParams | None = 
         result.packed_bytes = size - sum(parameters.values()) + sum(
             math.ceil(parameters[n] * bits[n] / 8) for n in parameters)
     return result
+
+
+# the name before the …Config convention: for one release, with a DeprecationWarning
+__getattr__ = deprecated_aliases(__name__, {"MixedPrecisionParams": (MixedPrecisionConfig,
+                                                                     "keras_eff.quantization.MixedPrecisionConfig")})

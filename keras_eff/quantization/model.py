@@ -12,7 +12,6 @@ of its neighbours, once.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
 
 import keras
 import numpy as np
@@ -22,7 +21,8 @@ from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
 from ..graph import (activation_kind, clone_layer, functional_of, holds_state, is_foldable_bn, layers_with, name_list,
                      rebuild, reuse_or_clone)
-from ..layers import PROTOCOL, facts_for
+from ..layers import facts_for
+from ..options import resolve_config
 from . import layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
@@ -30,79 +30,9 @@ from . import attention
 from .layer_norm import QuantizedNormalization
 from .placement import place_ranges
 from .quantizers import ActivationQuantizer
+from .report import NO_IMPLEMENTATION, SKIPPED, QuantizationReport
 from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
 from ..layers import FIXED_RANGES as _ACTIVATION_RANGES
-
-
-@dataclass
-class QuantizationReport:
-    """What ``quantize_model`` did to each layer, as ``new_model.quantization_report``.
-
-    ``str(report)`` gives the counts and the layers kept float; ``float_summary()`` the warning text.
-
-    Attributes:
-        quantized: Names of the layers quantized.
-        folded_batchnorm: ``(layer name, BatchNorm name)`` for each BatchNorm folded into the layer before it.
-        fused_activations: Names of the ReLU/ReLU6 layers fused into the layer before them.
-        inherit_range: Names of the layers that keep their input's range (max pooling, reshapes, padding, dropout).
-        float_layers: ``(layer name, reason)`` for each layer kept float.
-        preserved: ``(layer name, what is kept)`` for each layer whose pruned zeros or clusters QAT preserves
-            (``"kernel sparsity 50.0%, kernel 16 clusters"``).
-    """
-
-    quantized: list = field(default_factory=list)
-    folded_batchnorm: list = field(default_factory=list)
-    fused_activations: list = field(default_factory=list)
-    inherit_range: list = field(default_factory=list)
-    float_layers: list = field(default_factory=list)  # (name, reason)
-    preserved: list = field(default_factory=list)  # (name, what is kept: "sparsity", "16 clusters")
-
-    def float_summary(self) -> str:
-        """Describes the layers kept float and what to do about them (the text ``quantize_model`` warns with).
-
-        Returns:
-            A few lines: the count, each class with no quantized implementation once with its layers' names and how
-            to declare it, the layers whose settings int8 cannot quantize, and the layers skipped by `QuantConfig`.
-        """
-        by_class, other, skipped = {}, [], []
-        for name, reason in self.float_layers:
-            if reason.endswith(NO_IMPLEMENTATION):
-                by_class.setdefault(reason[:-len(NO_IMPLEMENTATION)], []).append(name)
-            elif reason == SKIPPED:
-                skipped.append(name)
-            else:
-                other.append(f"{name} ({reason})")
-        parts = [f"{cls} ({_names(names)})" for cls, names in by_class.items()]
-        lines = [f"quantize_model kept {len(self.float_layers)} layers float; the int8 file computes them in float "
-                 f"unless to_tflite gets representative_data for their outputs "
-                 f"(new_model.quantization_report lists every layer)."]
-        if parts:
-            lines.append(f"Layer classes with no quantized implementation: {'; '.join(parts)}. {DECLARE_HINT}")
-        if other:
-            lines.append(f"Layers of supported classes with settings int8 cannot quantize: {'; '.join(other)}.")
-        if skipped:
-            lines.append(f"Skipped by QuantConfig: {_names(skipped)}.")
-        return "\n".join(lines)
-
-    def __str__(self):
-        lines = [f"{len(self.quantized)} layers quantized, {len(self.folded_batchnorm)} BatchNorms folded, "
-                 f"{len(self.fused_activations)} activations fused, {len(self.inherit_range)} layers inherit ranges"]
-        lines += [f"  kept float: {name} ({reason})" for name, reason in self.float_layers]
-        lines += [f"  preserved: {name} ({what})" for name, what in self.preserved]
-        return "\n".join(lines)
-
-
-NO_IMPLEMENTATION = " has no quantized implementation"
-SKIPPED = "skipped by QuantConfig"
-# What to do about a class quantize_model does not know.
-DECLARE_HINT = (f"To quantize such a layer, declare its facts: a method {PROTOCOL}() returning keras_eff.LayerFacts on "
-                f"your class, or keras_eff.register_layer(TheClass, keras_eff.LayerFacts(...)) for a class you do not "
-                f"own (docs/layers.md). To keep it float without this warning, name it in QuantConfig(skip=[...]).")
-
-
-def _names(names, limit: int = 4) -> str:
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 def _fusable_activation(layer) -> str | None:
@@ -383,7 +313,7 @@ class _Quantizer:
                 wrapper.layer.set_weights(op.get_weights())
             if nxt is not None:
                 rb.absorb(nxt)
-                self.report.fused_activations.append(nxt.operation.name)
+                self.report.fused_activations.append((op.name, act))
             self.report.quantized.append(op.name)
             return out
         self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
@@ -454,7 +384,7 @@ class _Quantizer:
                 self.report.folded_batchnorm.append((op.name, bn.operation.name))
         if act_node is not None:
             rb.absorb(act_node)
-            self.report.fused_activations.append(act_node.operation.name)
+            self.report.fused_activations.append((op.name, act))
         self.report.quantized.append(op.name)
         return out
 
@@ -482,34 +412,36 @@ def _check_weights(model):
     check_finite_weights(model, "quantizing it")
 
 
-def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _nested=False,
-                   _report=None) -> keras.Model:
+def quantize_model(model, config: QuantConfig | dict | None = None, *, preserve=None, _nested=False,
+                   _report=None, **kwargs) -> keras.Model:
     """Makes a copy of a float model ready for quantization-aware training, computing what its int8 TFLite computes.
 
     Quantizers are placed where int8 TFLite materializes tensors (see the module docstring): kernels fake-quantized,
     a following BatchNorm folded in, a following ReLU/ReLU6 fused, outputs quantized on the ranges TFLite gives them.
     Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed (layers without
     state, a ``Lambda`` say, are shared with it as they are). Layers that cannot be quantized stay float: they are
-    listed in ``new_model.quantization_report`` and warned about once (each class once, with its layers' names), and
-    exporting such a model needs representative data. The activation ranges start unset: calibrate (``calibrate``)
-    or train the result before exporting it.
+    listed by ``keras_eff.quantization.quantization_report(new_model)`` and warned about once (each class once, with
+    its layers' names), and exporting such a model needs representative data. The activation ranges start unset:
+    calibrate (``calibrate``) or train the result before exporting it.
 
     Args:
         model: A float Functional or Sequential Keras 3 model (built). Not changed. Use ``keras_eff.quantize`` on
             the layers of a subclassed model instead.
-        config: A `QuantConfig`; default ``QuantConfig()`` (8-bit symmetric weights, per-channel where int8 TFLite
-            holds it, 8-bit asymmetric activations, BatchNorm folded).
+        config: A `QuantConfig` or a dict of its fields; default ``QuantConfig()`` (8-bit symmetric weights,
+            per-channel where int8 TFLite holds it, 8-bit asymmetric activations, BatchNorm folded).
         preserve: ``"sparsity"``, ``"clusters"`` or both; overrides ``config.preserve``: QAT keeps the zeros of
             pruned kernels and the shared values of clustered ones (strip the pruning and clustering wrappers first).
         _nested: Internal (set for a model nested in the one being quantized); leave it out.
-        _report: Internal (the report a nested model adds to); leave it out.
+        _report: Internal (the report quantize_model fills as it goes, for its warning); leave it out.
+        **kwargs: Fields of `QuantConfig` (``weight_bits=4``, ``skip=["head"]``, ...), each overriding
+            ``config``'s.
 
     Returns:
-        A new Keras model holding `QuantizeWrapper` and `ActivationQuantizer` layers, with the attribute
-        ``quantization_report`` (a `QuantizationReport`).
+        A new Keras model holding `QuantizeWrapper` and `ActivationQuantizer` layers; its ranges are unset.
 
     Raises:
-        TypeError: If ``model`` is not a Keras model or ``config`` is not a `QuantConfig`.
+        TypeError: If ``model`` is not a Keras model, ``config`` is neither a `QuantConfig` nor a dict, or a keyword
+            is not a field of `QuantConfig`.
         UnsupportedModelError: If ``model`` is subclassed or an unbuilt Sequential model.
         ValueError: If ``model`` has NaN or infinite weights, is already quantized, still holds pruning or clustering
             wrappers, or ``config`` names layers the model does not have.
@@ -525,11 +457,9 @@ def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"quantize_model expects a Keras 3 model, got {type(model).__name__}")
-    config = config or QuantConfig()
-    if not isinstance(config, QuantConfig):
-        raise TypeError(f"config must be a keras_eff.QuantConfig, got {type(config).__name__}")
     if preserve is not None:
-        config = replace(config, preserve=preserve)
+        kwargs["preserve"] = preserve
+    config = resolve_config(QuantConfig, config, kwargs, "quantize_model")
     try:
         functional = functional_of(model)
     except UnsupportedModelError as err:
@@ -559,13 +489,12 @@ def quantize_model(model, config: QuantConfig | None = None, *, preserve=None, _
     new = rebuild(functional, _Quantizer(config, report), name=model.name, on_input=on_input)
     if not _nested:
         place_ranges(new)
-        new.quantization_report = report
         if any(reason != SKIPPED for _, reason in report.float_layers):  # a skip is the user's own choice
             warnings.warn(report.float_summary(), stacklevel=2)
     return new
 
 
-def set_integer_kernels(model, kernels) -> keras.Model:
+def set_integer_kernels(model, kernels) -> None:
     """Chooses whose integer arithmetic a quantized model's inference reproduces, in place.
 
     Conv, dense, mean, Add and Multiply round differently in each runtime (docs/parity.md). Training and export are
@@ -579,7 +508,7 @@ def set_integer_kernels(model, kernels) -> keras.Model:
             or None (no integer emulation: the fake-quant graph at inference too).
 
     Returns:
-        ``model`` itself.
+        None. ``model``'s wrappers are changed in place.
 
     Raises:
         ValueError: If ``kernels`` is not one of those, or ``model`` holds no `QuantizeWrapper` (quantize it first).
@@ -604,7 +533,6 @@ def set_integer_kernels(model, kernels) -> keras.Model:
         layer.integer_kernels = kernels
     for m in [model] + [l for l in every if isinstance(l, keras.Model)]:
         m.predict_function = m.test_function = None  # traced functions hold the old arithmetic
-    return model
 
 
 def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, activation_bits=8,

@@ -168,7 +168,7 @@ class _Placer:
                                   and self.read_by_others(layer)))
 
 
-def place_ranges(model) -> keras.Model:
+def place_ranges(model) -> None:
     """Hands every QuantizeWrapper of a quantized model the ranges of its neighbours, in place.
 
     Walks the graph once (see the module docstring) and calls each wrapper's ``place``: its input's range, the one
@@ -180,7 +180,7 @@ def place_ranges(model) -> keras.Model:
         model: A quantized Keras model (nested models included). Its wrappers are changed in place.
 
     Returns:
-        ``model`` itself.
+        None. ``model``'s wrappers are changed in place.
 
     Example:
         ```python
@@ -188,4 +188,3 @@ def place_ranges(model) -> keras.Model:
         ```
     """
     _Placer().place(model)
-    return model
