@@ -164,10 +164,6 @@ def test_public_name_has_google_docstring(package, name):
     assert not problems, f"{package}.{name}: " + "; ".join(problems)
 
 
-def test_pending_packages_are_public_packages():
-    assert PENDING_PACKAGES <= {package for package, _ in public_packages()}
-
-
 def test_collects_the_public_subpackages():
     packages = {package for package, _ in public_packages()}
     assert {"keras_eff", "keras_eff.graph", "keras_eff.layers", "keras_eff.compression", "keras_eff.clustering",
