@@ -23,9 +23,9 @@ def native_grouped_conv() -> bool:
     """Whether TensorFlow computes grouped convolutions and their gradients itself, correctly, here.
 
     Keras 3's TensorFlow backend compiles every grouped convolution with XLA (``ops.conv``), whose CPU kernel made a
-    training step of a grouped model about 25-50 times slower than a depthwise one (docs/donna.md). TensorFlow's own
-    kernels run them where oneDNN is on (the x86 default) or on a GPU; with ``TF_ENABLE_ONEDNN_OPTS=0`` its CPU
-    gradients raise. The answer comes from one small grouped convolution (stride 2, two groups) and its gradients,
+    training step of a grouped model about 57 times slower than a depthwise one on 2 CPU cores (docs/donna.md).
+    TensorFlow's own kernels run them where oneDNN is on (the x86 default) or on a GPU; with
+    ``TF_ENABLE_ONEDNN_OPTS=0`` its CPU gradients raise. The answer comes from one small grouped convolution (stride 2, two groups) and its gradients,
     compared with the same convolution computed group by group; run once per process, in a thread of its own (so
     that it runs eagerly also when asked while a ``tf.function`` is being traced).
     """
