@@ -204,6 +204,22 @@ def test_gr_ib_block_through_quantize_model_is_bit_exact():
     assert np.mean(ref == raw) >= 0.99 and np.abs(ref - raw).max() <= 1
 
 
+def test_space_from_a_keras_reference_with_grouped_cells():
+    inputs = keras.Input((16, 16, 3))
+    x = inputs
+    for i, (c, s) in enumerate([(8, 2), (12, 2), (20, 1)]):
+        x = keras.layers.ReLU(name=f"r{i}")(keras.layers.Conv2D(c, 3, strides=s, padding="same")(x))
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x)))
+    space = SearchSpace.from_reference(model, ["r0", "r1", "r2"],
+                                       choices={"cells": ["gr_ib"], "kernels": [3], "expansions": [3],
+                                                "depths": [1], "widths": [1.0], "group_width": 16})
+    assert [b.group_width for b in space.blocks] == [16, 16] and SearchSpace.from_config(space.get_config()) == space
+    built = build_model(space, space.reference())
+    # 8 x 3 = 24 and 12 x 3 = 36 expanded channels round up to 32 and 48: 2 and 3 groups of 16
+    assert [(layer.filters, layer.groups) for layer in _grouped(built)] == [(32, 2), (48, 3)]
+    assert built.output_shape == (None, 4)
+
+
 @pytest.mark.parametrize("bad", [6, 0, 12, True, 8.0, "8"])
 def test_bad_group_widths_are_refused(bad):
     with pytest.raises(ValueError, match=r"blocks\[1\]\.group_width: .* is not allowed; a gr_ib cell's grouped "
