@@ -37,7 +37,7 @@ _WHERE = {name: module for module, names in _NAMES.items() for name in names}
 # The modules that register classes with keras.saving (tests/test_lazy_import.py checks that the list is complete),
 # layers first: the registry every technique reads.
 REGISTERING_MODULES = ("layers", "quantization", "pruning", "clustering", "callbacks", "donna.distill",
-                       "donna.supernet")
+                       "donna.blocks", "donna.supernet")
 
 __all__ = sorted([*_WHERE, *_SUBPACKAGES], key=str.lower)
 

@@ -191,6 +191,31 @@ def test_grouped_conv_one_channel_per_group_is_a_depthwise_conv(multiplier):
     _assert_parity(qat, data, _images(seed=1))
 
 
+# -- grouped convolution with several input channels per group (ResNeXt, RegNet, DONNA's gr_ib cells) -------------
+
+@pytest.mark.parametrize("groups,stride", [(2, 1), (4, 2)])
+def test_grouped_conv_is_quantized_bit_exact(groups, stride):
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(16, 1, activation="relu")(inputs)
+    x = layers.Conv2D(24, 3, strides=stride, padding="same", groups=groups, use_bias=False, name="grouped")(x)
+    x = layers.ReLU()(layers.BatchNormalization(name="grouped_bn")(x))
+    model = keras.Model(inputs, _head(x))
+    x_data = _images()
+    qat, data = _qat_int8(model, x_data)
+    report = qat.quantization_report
+    assert "grouped" in report.quantized and not report.float_layers
+    graph = read_graph(data)
+    filters = [op for op in graph.ops if op.name == "CONV_2D" and graph.tensors[op.inputs[1]].shape[-1] == 16 // groups]
+    assert len(filters) == 1  # one int8 CONV_2D whose filter holds c_in / groups input channels: not split
+    _assert_parity(qat, data, _images(seed=1))
+    ke.quantization.set_integer_kernels(qat, "builtin")  # LiteRT's built-in kernels run it too, as simulated
+    tfl = te.TFLiteModel(data, use_xnnpack=False)
+    scale, zp = tfl.outputs[0]["quantization"]
+    ref = te.runtime.quantize(np.asarray(qat.predict(_images(seed=1), verbose=0)), scale, zp).astype(np.int32)
+    raw = np.asarray(tfl.predict(_images(seed=1), dequantize_outputs=False)).astype(np.int32)
+    assert np.mean(ref == raw) >= 0.999 and np.abs(ref - raw).max() <= 1
+
+
 # -- one small keras.applications model end to end: its Rescaling input layer and hard-swish written as Keras ops ------
 
 def test_mobilenet_v3_small_minimalistic_with_preprocessing():

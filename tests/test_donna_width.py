@@ -55,7 +55,8 @@ def test_width_names_configs_and_checks():
 def test_rgb_space_has_five_blocks_and_builds():
     space = rgb_space(32)
     assert len(space.blocks) == 5 and space.input_shape == (32, 32, 3)
-    assert len(space.block_choices(0)) == 144 and {c.width for c in space.block_choices(0)} == {0.5, 0.75, 1.0}
+    assert len(space.block_choices(0)) == 216 and {c.width for c in space.block_choices(0)} == {0.5, 0.75, 1.0}
+    assert {c.cell for c in space.block_choices(0)} == {"dw_ib", "fused_ib", "gr_ib"}
     assert build_model(space, space.sample(1, seed=3)[0]).output_shape == (None, 10)
     with pytest.raises(ValueError, match="size: 128 must be an integer from 32 to 96"):
         rgb_space(128)

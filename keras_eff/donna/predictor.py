@@ -6,7 +6,8 @@ Features (``features=``) are ``+``-joined parts, each giving numbers per block (
 - ``log-losses``: its natural logarithm (errors compound from block to block: a product, linear in logs);
 - ``loss-products``: the products of every pair of block losses, squares included (the compounding, to second order);
 - ``macs``: log10 of the choice's multiply-accumulates at its position (its capacity);
-- ``choices``: the choice's kernel, expansion, depth, SE, swish and fused-cell flags.
+- ``choices``: the choice's kernel, expansion, depth, SE, swish and fused-cell flags, and a grouped-cell flag in a
+  space that has grouped cells.
 
 ``alpha`` is the ridge penalty on standardized features, or ``"cv"``: chosen among :data:`CV_ALPHAS` by
 leave-one-out cross-validation on the architectures given to :meth:`~AccuracyPredictor.fit` (deterministic; the
@@ -54,10 +55,12 @@ def choice_macs(space: SearchSpace, i: int, choice) -> int:
     h, w, cin = space.block_input_shapes()[i]
     block = space.blocks[i]
     macs = 0
-    for cin_l, cexp, cout, s, _ in layer_plan(choice, cin, block.out_channels, block.stride):
+    for cin_l, cexp, cout, s, _ in layer_plan(choice, cin, block.out_channels, block.stride, block.group_width):
         ho, wo = -(-h // s), -(-w // s)
         if choice.cell == "dw_ib":
             macs += h * w * cin_l * cexp + ho * wo * choice.kernel ** 2 * cexp
+        elif choice.cell == "gr_ib":
+            macs += h * w * cin_l * cexp + ho * wo * choice.kernel ** 2 * block.group_width * cexp
         else:
             macs += ho * wo * choice.kernel ** 2 * cin_l * cexp
         if choice.se:
@@ -80,7 +83,7 @@ class AccuracyPredictor:
         features: A ``"+"``-join of distinct parts: ``losses`` (each block's loss), ``log-losses`` (their
             logarithms), ``loss-products`` (products of every pair of block losses, squares included), ``macs``
             (log10 of each block choice's multiply-accumulates) and ``choices`` (each choice's kernel, expansion,
-            depth, SE, swish and fused-cell flags).
+            depth, SE, swish and fused-cell flags, and a grouped-cell flag where the space has grouped cells).
         alpha: The ridge penalty on standardized features, a number >= 0, or ``"cv"``: chosen among
             :data:`CV_ALPHAS` by leave-one-out cross-validation in :meth:`fit`.
 
@@ -154,8 +157,14 @@ class AccuracyPredictor:
             elif part == "macs":
                 names += [f"b{i}_log10_macs" for i in range(n)]
             else:
-                names += [f"b{i}_{f}" for i in range(n) for f in _CHOICE_FIELDS]
+                names += [f"b{i}_{f}" for i in range(n) for f in self._choice_fields()]
         return names
+
+    def _choice_fields(self) -> tuple:
+        """The ``choices`` columns per block: a grouped-cell flag only in a space with grouped cells (so that the
+        files of spaces without them keep their columns)."""
+        grouped = any("gr_ib" in b.cells for b in self.space.blocks)
+        return _CHOICE_FIELDS + (("grouped",) if grouped else ())
 
     def featurize(self, archs) -> np.ndarray:
         """The feature matrix of architectures.
@@ -190,9 +199,10 @@ class AccuracyPredictor:
                 elif part == "macs":
                     row += [np.log10(max(choice_macs(self.space, i, c), 1)) for i, c in enumerate(a.choices)]
                 else:
+                    grouped = len(self._choice_fields()) > len(_CHOICE_FIELDS)
                     row += [v for c in a.choices for v in (c.kernel, c.expansion, c.depth, float(c.se),
-                                                           float(c.activation == "swish"),
-                                                           float(c.cell == "fused_ib"))]
+                                                           float(c.activation == "swish"), float(c.cell == "fused_ib"),
+                                                           *((float(c.cell == "gr_ib"),) if grouped else ()))]
             rows.append(row)
         return np.asarray(rows, np.float64).reshape(len(rows), len(self.feature_names()))
 

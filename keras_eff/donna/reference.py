@@ -59,7 +59,7 @@ def build_model(space: SearchSpace, arch: Architecture | None = None, name: str 
         inputs = keras.Input(space.input_shape, name="image")
         x = stem(inputs)
         for i, (block, choice) in enumerate(zip(space.blocks, arch.choices)):
-            x = apply_block(x, choice, block.out_channels, block.stride, block_prefix(i), m)
+            x = apply_block(x, choice, block.out_channels, block.stride, block_prefix(i), m, block.group_width)
         return keras.Model(inputs, head(x), name=name or f"{space.name}_arch")
     inputs = keras.Input(space.input_shape, name="image")
     x = layers.Conv2D(space.stem_channels, 3, strides=space.stem_stride, padding="same", use_bias=False,
@@ -67,7 +67,7 @@ def build_model(space: SearchSpace, arch: Architecture | None = None, name: str 
     x = layers.BatchNormalization(momentum=m, name="stem_bn")(x)
     x = layers.ReLU(name="stem_act")(x)
     for i, (block, choice) in enumerate(zip(space.blocks, arch.choices)):
-        x = apply_block(x, choice, block.out_channels, block.stride, block_prefix(i), m)
+        x = apply_block(x, choice, block.out_channels, block.stride, block_prefix(i), m, block.group_width)
     x = layers.Conv2D(space.head_channels, 1, use_bias=False, name="head_conv")(x)
     x = layers.BatchNormalization(momentum=m, name="head_bn")(x)
     x = layers.ReLU(name="head_act")(x)

@@ -21,9 +21,11 @@ KERNELS = (3, 5, 7)
 EXPANSIONS = (2, 3, 4, 6)
 DEPTHS = (1, 2, 3, 4)
 ACTIVATIONS = ("relu", "swish")
-CELLS = ("dw_ib", "fused_ib")
+CELLS = ("dw_ib", "fused_ib", "gr_ib")
 SE_OPTIONS = (False, True)
 WIDTHS = (0.5, 0.75, 1.0)
+GROUP_WIDTHS = (4, 8, 16, 32)
+GROUP_WIDTH = 8  # channels per group of a gr_ib cell's kxk convolution, unless a block sets its own
 _FIELDS = ("cells", "kernels", "expansions", "depths", "se", "activations", "widths")
 
 
@@ -36,8 +38,9 @@ class BlockChoice:
     :class:`SearchSpace`.
 
     Attributes:
-        cell: ``"dw_ib"`` (1x1 expand, depthwise kxk, 1x1 project) or ``"fused_ib"`` (a full kxk convolution that
-            expands, then 1x1 project).
+        cell: ``"dw_ib"`` (1x1 expand, depthwise kxk, 1x1 project), ``"fused_ib"`` (a full kxk convolution that
+            expands, then 1x1 project) or ``"gr_ib"`` (1x1 expand, grouped kxk, 1x1 project: the block's
+            ``group_width`` channels per group, the expanded channels rounded up to a multiple of it).
         kernel: The kxk kernel size: 3, 5 or 7.
         expansion: How many times the layer's input channels the expanded channels are: 2, 3, 4 or 6.
         depth: How many layers of the cell are stacked (1 to 4); the first carries the block's stride.
@@ -138,6 +141,14 @@ class BlockChoice:
         return cls(**config)
 
 
+def check_group_width(group_width, where: str = "") -> None:
+    """Refuses a group width of gr_ib cells that is not one of :data:`GROUP_WIDTHS` (the message lists them)."""
+    if not any(type(group_width) is int and group_width == g for g in GROUP_WIDTHS):
+        raise ValueError(f"{where}group_width: {group_width!r} is not allowed; a gr_ib cell's grouped convolution has "
+                         f"{', '.join(map(str, GROUP_WIDTHS))} channels per group (the expanded channels are rounded "
+                         f"up to a multiple of it)")
+
+
 def _check_value(what, value, allowed, where=""):
     ok = any(type(value) is type(a) and value == a for a in allowed)  # noqa: E721 (True is not 1 here)
     if not ok:
@@ -155,7 +166,7 @@ class BlockSpace:
     Attributes:
         out_channels: The block's output channels, the same for every choice.
         stride: 1 or 2, carried by the first stacked layer of every choice.
-        cells: The allowed cell types (``"dw_ib"``, ``"fused_ib"``).
+        cells: The allowed cell types (``"dw_ib"``, ``"fused_ib"``, ``"gr_ib"``).
         kernels: The allowed kernel sizes (3, 5, 7).
         expansions: The allowed expansions (2, 3, 4, 6).
         depths: The allowed depths (1 to 4).
@@ -164,6 +175,10 @@ class BlockSpace:
         widths: The allowed width multipliers (0.5, 0.75, 1.0).
         reference: The block's choice in the reference model (a `BlockChoice` or its config); None: the largest
             (:meth:`reference_choice`).
+        group_width: Channels per group of the grouped kxk convolution of ``"gr_ib"`` cells: 4, 8, 16 or 32 (fixed
+            per block, not searched). A gr_ib layer rounds its expanded channels up to a multiple of it, so that
+            they split into whole groups; every expansion and width then shares the same groups (the supernet's
+            smaller choices use the first groups). Ignored by the other cells.
 
     Example:
         ```python
@@ -182,6 +197,7 @@ class BlockSpace:
     activations: tuple = ("relu",)
     widths: tuple = (1.0,)
     reference: BlockChoice | None = None
+    group_width: int = GROUP_WIDTH
 
     def __post_init__(self):
         for name in _FIELDS:
@@ -202,11 +218,13 @@ class BlockSpace:
 
         Raises:
             ValueError: If ``out_channels`` is not a positive integer, ``stride`` is not 1 or 2, a list is empty,
-                repeats a value or holds one that is not allowed, or ``reference`` is not one of the choices.
+                repeats a value or holds one that is not allowed, ``group_width`` is not one of
+                :data:`GROUP_WIDTHS`, or ``reference`` is not one of the choices.
         """
         if not isinstance(self.out_channels, int) or isinstance(self.out_channels, bool) or self.out_channels < 1:
             raise ValueError(f"{where}out_channels: {self.out_channels!r} must be a positive integer")
         _check_value("stride", self.stride, (1, 2), where)
+        check_group_width(self.group_width, where)
         allowed = dict(zip(_FIELDS, (CELLS, KERNELS, EXPANSIONS, DEPTHS, SE_OPTIONS, ACTIVATIONS, WIDTHS)))
         for name in _FIELDS:
             values = getattr(self, name)
@@ -244,7 +262,8 @@ class BlockSpace:
                            width=max(self.widths))
 
     def get_config(self) -> dict:
-        """The block as a plain mapping (``widths`` only when it is not ``(1.0,)``).
+        """The block as a plain mapping (``widths`` only when it is not ``(1.0,)``, ``group_width`` only when it is
+        not :data:`GROUP_WIDTH`).
 
         Returns:
             A dict that :meth:`from_config` reads back.
@@ -252,6 +271,8 @@ class BlockSpace:
         cfg = {"out_channels": self.out_channels, "stride": self.stride}
         cfg.update({name: list(getattr(self, name)) for name in _FIELDS if name != "widths" or self.widths != (1.0,)})
         cfg["reference"] = None if self.reference is None else self.reference.get_config()
+        if self.group_width != GROUP_WIDTH:
+            cfg["group_width"] = self.group_width
         return cfg
 
     @classmethod
@@ -267,10 +288,10 @@ class BlockSpace:
         Raises:
             ValueError: If ``config`` holds an unknown key (the message lists the allowed ones).
         """
-        unknown = set(config) - {"out_channels", "stride", "reference", *_FIELDS}
+        unknown = set(config) - {"out_channels", "stride", "reference", "group_width", *_FIELDS}
         if unknown:
             raise ValueError(f"unknown block field(s) {sorted(unknown)}; allowed: out_channels, stride, "
-                             f"{', '.join(_FIELDS)}, reference")
+                             f"{', '.join(_FIELDS)}, reference, group_width")
         return cls(**config)
 
 
@@ -423,7 +444,7 @@ class SearchSpace:
                 :func:`keras_eff.donna.backbone.propose_boundaries`).
             choices: The choice lists of every block: a name of :data:`CHOICE_TEMPLATES` (``"default"``,
                 ``"tiny"``) or a mapping of ``cells``, ``kernels``, ``expansions``, ``depths``, ``se``,
-                ``activations``, ``widths`` lists.
+                ``activations``, ``widths`` lists (and optionally ``group_width``, an int).
             name: The space's name; default ``"<model name>_donna"``.
 
         Returns:
@@ -666,12 +687,14 @@ class SearchSpace:
 CHOICE_TEMPLATES = {
     "default": dict(cells=CELLS, kernels=(3, 5), expansions=(2, 4), depths=(1, 2), se=SE_OPTIONS,
                     activations=("relu",), widths=(0.5, 0.75, 1.0)),
-    "tiny": dict(cells=CELLS, kernels=(3, 5), expansions=(2,), depths=(1,), se=(False,), activations=("relu",)),
+    "tiny": dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2,), depths=(1,), se=(False,),
+                 activations=("relu",)),
 }
 
 
 def choice_template(choices) -> dict:
-    """The per-block choice lists of a space read from a reference: a :data:`CHOICE_TEMPLATES` name or a mapping."""
+    """The per-block choice lists of a space read from a reference: a :data:`CHOICE_TEMPLATES` name or a mapping
+    (lists, and optionally ``group_width``: the channels per group of gr_ib cells)."""
     if isinstance(choices, str):
         if choices not in CHOICE_TEMPLATES:
             raise ValueError(f"space: {choices!r} is not a choice template for a reference; choose from "
@@ -680,12 +703,16 @@ def choice_template(choices) -> dict:
     if not isinstance(choices, dict):
         raise ValueError(f"space: with a reference model, give a choice template name ({', '.join(CHOICE_TEMPLATES)}) "
                          f"or a mapping of {', '.join(_FIELDS)}; got {choices!r}")
-    unknown = set(choices) - set(_FIELDS)
+    unknown = set(choices) - set(_FIELDS) - {"group_width"}
     if unknown:
         raise ValueError(f"space: unknown key(s) {sorted(unknown)} for a reference's choices; allowed: "
-                         f"{', '.join(_FIELDS)}")
+                         f"{', '.join(_FIELDS)}, group_width")
     out = dict(CHOICE_TEMPLATES["default"])
     for k, v in choices.items():
+        if k == "group_width":
+            check_group_width(v, "space.")
+            out[k] = v
+            continue
         if not isinstance(v, (list, tuple)):
             raise ValueError(f"space.{k}: {v!r} must be a list")
         out[k] = tuple(v)
@@ -698,8 +725,8 @@ def default_space() -> SearchSpace:
 
     A stride-2 stem of 16 channels, 3 blocks (24, 24, 40 channels; strides 2, 1, 2: 14x14 -> 7x7 -> 4x4) and a
     96-channel head. Each block: depthwise or fused cells, kernels 3/5, expansions 2/4, depths 1-3, SE or not, ReLU or
-    swish (96 choices per block). Kernel 7, expansion 6 and depth 4 are left out to keep the accuracy model's cost
-    down (docs/donna.md says why); add them back with your own ``BlockSpace`` lists.
+    swish (96 choices per block). Kernel 7, expansion 6, depth 4 and grouped cells are left out to keep the accuracy
+    model's cost down (docs/donna.md says why); add them back with your own ``BlockSpace`` lists.
 
     Returns:
         A new `SearchSpace` named ``"fmnist_default"``.
@@ -710,7 +737,7 @@ def default_space() -> SearchSpace:
         space.size()   # 96 ** 3
         ```
     """
-    common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 4), depths=(1, 2, 3), se=SE_OPTIONS,
+    common = dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2, 4), depths=(1, 2, 3), se=SE_OPTIONS,
                   activations=ACTIVATIONS)
     return SearchSpace(blocks=(BlockSpace(24, 2, **common), BlockSpace(24, 1, **common), BlockSpace(40, 2, **common)),
                        stem_channels=16, stem_stride=2, head_channels=96, name="fmnist_default")
@@ -720,10 +747,10 @@ def rgb_space(size: int = 64, channels: int = 3, num_classes: int = 10) -> Searc
     """The 5-block space for square RGB (or other) images of 32 to 96 pixels.
 
     A stride-2 stem of 48 channels, 5 blocks (24, 32, 48, 64, 96 channels; strides 1, 2, 2, 1, 2), a 256-channel
-    head; each block with depthwise or fused cells, kernels 3/5, expansions 2/3/4, depths 1-2, SE or not, ReLU and a
-    width multiplier of 0.5/0.75/1.0 (144 choices per block). Kernel 7 and swish are left out; the latencies it was
-    sized for, and why those are left out, are in docs/donna.md ("The 5-block space for 32-96 px inputs"). Add them
-    back with your own ``BlockSpace`` lists.
+    head; each block with depthwise, fused or grouped cells (8 channels per group), kernels 3/5, expansions 2/3/4,
+    depths 1-2, SE or not, ReLU and a width multiplier of 0.5/0.75/1.0 (216 choices per block). Kernel 7 and swish
+    are left out; the latencies it was sized for, and why those are left out, are in docs/donna.md ("The 5-block
+    space for 32-96 px inputs"). Add them back with your own ``BlockSpace`` lists.
 
     Args:
         size: Height and width of the input images, an integer from 32 to 96.
@@ -767,7 +794,7 @@ def tiny_space() -> SearchSpace:
         archs = space.sample(5, seed=0)
         ```
     """
-    common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 3), depths=(1, 2), se=SE_OPTIONS,
+    common = dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2, 3), depths=(1, 2), se=SE_OPTIONS,
                   activations=("relu",))
     return SearchSpace(blocks=(BlockSpace(8, 2, **common), BlockSpace(12, 2, **common)), stem_channels=8,
                        stem_stride=2, head_channels=24, name="tiny")

@@ -2,7 +2,8 @@
 
 Choices share weights where they nest: a smaller kernel is the centre crop of the largest, a smaller expansion uses
 the first channels, a shallower block uses the first layers, ReLU and swish use the same weights and SE adds its own.
-The two cell types (depthwise and fused inverted bottlenecks) have separate weights.
+The three cell types (depthwise, grouped and fused inverted bottlenecks) have separate weights. A grouped cell's
+kxk kernel is ``(k, k, group_width, expanded)``: a smaller expansion or width uses its first groups.
 
 Batch normalization shares its scale and offset; its statistics differ from choice to choice, so the layer always
 normalizes with the batch's statistics, and :meth:`SupernetBlock.calibrate` measures a choice's own statistics
@@ -15,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .blocks import layer_plan, se_channels
+from .blocks import grouped_channels, grouped_conv, layer_plan, se_channels
 from .space import BlockChoice, BlockSpace
 
 BN_EPSILON = 1e-3  # Keras BatchNormalization's default
@@ -23,15 +24,15 @@ BN_EPSILON = 1e-3  # Keras BatchNormalization's default
 
 def bn_names(cell: str) -> tuple:
     """The batch-norm parts of one stacked layer of ``cell``."""
-    return ("expand", "dw", "project") if cell == "dw_ib" else ("fused", "project")
+    return {"dw_ib": ("expand", "dw", "project"), "gr_ib": ("expand", "gr", "project")}.get(cell, ("fused", "project"))
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
 class SupernetBlock(keras.layers.Layer):
     """A Keras layer that runs any choice of one block position, sharing weights where the choices nest.
 
-    A smaller kernel is the centre crop of the largest, a smaller expansion or width uses the first channels, a
-    shallower choice the first layers; the two cell types have separate weights. Batch norm always normalizes with
+    A smaller kernel is the centre crop of the largest, a smaller expansion or width uses the first channels (the
+    first groups of a grouped cell), a shallower choice the first layers; the cell types have separate weights. Batch norm always normalizes with
     the batch's statistics (they differ from choice to choice); :meth:`calibrate` measures a choice's own statistics
     for evaluation and for :meth:`extract_weights`. The weights are created in the constructor. Registered as a
     Keras serializable (``keras_eff>SupernetBlock``).
@@ -77,6 +78,11 @@ class SupernetBlock(keras.layers.Layer):
                 if cell == "dw_ib":
                     self._add(p, "expand", (cin, cexp), "he_normal")
                     self._add(p, "dw", (self.kmax, self.kmax, cexp, 1), "he_normal")
+                elif cell == "gr_ib":
+                    g = self.block.group_width
+                    cexp = grouped_channels(cexp, g)
+                    self._add(p, "expand", (cin, cexp), "he_normal")
+                    self._add(p, "gr", (self.kmax, self.kmax, g, cexp), "he_normal")
                 else:
                     self._add(p, "fused", (self.kmax, self.kmax, cin, cexp), "he_normal")
                 for part in bn_names(cell):
@@ -170,7 +176,8 @@ class SupernetBlock(keras.layers.Layer):
         the first channels of each weight (inputs, expansion, and the outputs of all but the last layer)."""
         off = (self.kmax - choice.kernel) // 2
         for layer, (cin, cexp, cout, s, residual) in enumerate(
-                layer_plan(choice, self.in_channels, self.block.out_channels, self.block.stride)):
+                layer_plan(choice, self.in_channels, self.block.out_channels, self.block.stride,
+                           self.block.group_width)):
             yield f"{choice.cell}/l{layer}", cin, cexp, cout, s, residual, off
 
     # ---- running a choice ----------------------------------------------------------------------------------------
@@ -209,12 +216,17 @@ class SupernetBlock(keras.layers.Layer):
         for p, cin, cexp, cout, s, residual, off in self._slices(choice):
             inp = x
             r = se_channels(cin)
-            if choice.cell == "dw_ib":
+            if choice.cell in ("dw_ib", "gr_ib"):
                 y = ops.matmul(x, v[f"{p}/expand"][:cin, :cexp])
                 y = act(bn(y, f"{p}/expand", cexp))
-                kern = v[f"{p}/dw"][off:off + k, off:off + k, :cexp, :]
-                y = ops.depthwise_conv(y, kern, strides=s, padding="same")
-                y = act(bn(y, f"{p}/dw", cexp))
+                if choice.cell == "dw_ib":
+                    kern = v[f"{p}/dw"][off:off + k, off:off + k, :cexp, :]
+                    y = ops.depthwise_conv(y, kern, strides=s, padding="same")
+                    y = act(bn(y, f"{p}/dw", cexp))
+                else:  # (k, k, group_width, cexp): the groups are read from the kernel's input axis
+                    kern = v[f"{p}/gr"][off:off + k, off:off + k, :, :cexp]
+                    y = grouped_conv(y, kern, strides=s, padding="same")
+                    y = act(bn(y, f"{p}/gr", cexp))
             else:
                 kern = v[f"{p}/fused"][off:off + k, off:off + k, :cin, :cexp]
                 y = ops.conv(x, kern, strides=s, padding="same")
@@ -289,9 +301,12 @@ class SupernetBlock(keras.layers.Layer):
         k, out = choice.kernel, {}
         for p, cin, cexp, cout, _s, _residual, off in self._slices(choice):
             name = p.split("/")[1]
-            if choice.cell == "dw_ib":
+            if choice.cell in ("dw_ib", "gr_ib"):
                 out[f"{name}_expand"] = [v[f"{p}/expand"][:cin, :cexp].reshape(1, 1, cin, cexp)]
+            if choice.cell == "dw_ib":
                 out[f"{name}_dw"] = [v[f"{p}/dw"][off:off + k, off:off + k, :cexp, :]]
+            elif choice.cell == "gr_ib":
+                out[f"{name}_gr"] = [v[f"{p}/gr"][off:off + k, off:off + k, :, :cexp]]
             else:
                 out[f"{name}_fused"] = [v[f"{p}/fused"][off:off + k, off:off + k, :cin, :cexp]]
             for part in bn_names(choice.cell):
@@ -335,9 +350,12 @@ class SupernetBlock(keras.layers.Layer):
 
         for p, cin, cexp, cout, _s, _residual, off in self._slices(choice):
             name = p.split("/")[1]
-            if choice.cell == "dw_ib":
+            if choice.cell in ("dw_ib", "gr_ib"):
                 put(f"{p}/expand", np.s_[:cin, :cexp], weights[f"{name}_expand"][0].reshape(cin, cexp))
+            if choice.cell == "dw_ib":
                 put(f"{p}/dw", np.s_[off:off + k, off:off + k, :cexp, :], weights[f"{name}_dw"][0])
+            elif choice.cell == "gr_ib":
+                put(f"{p}/gr", np.s_[off:off + k, off:off + k, :, :cexp], weights[f"{name}_gr"][0])
             else:
                 put(f"{p}/fused", np.s_[off:off + k, off:off + k, :cin, :cexp], weights[f"{name}_fused"][0])
             for part in bn_names(choice.cell):
