@@ -628,7 +628,7 @@ def main(argv=None):
     stem = args.out or (os.path.join(workdir, "coverage") if args.quick or args.families else str(RESULTS / "coverage"))
     given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
     command = ("python -m benchmarks.coverage " + " ".join(given)).rstrip()
-    start = datetime.datetime.now(datetime.timezone.utc)
+    start = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
     commit_start = _commit()
     loads, rows, earlier_min, resumed = [], [], 0.0, 0
@@ -638,7 +638,7 @@ def main(argv=None):
         at = old["meta"]["loadavg"].get("at_family_start", {})
         loads = [at[r["family"]] for r in rows if r["family"] in at]
         start = datetime.datetime.strptime(old["meta"]["started"], "%Y-%m-%d %H:%M UTC").replace(
-            tzinfo=datetime.timezone.utc)
+            tzinfo=datetime.UTC)
         earlier_min, resumed = old["meta"].get("wall_min", 0.0), old["meta"].get("resumed", 0) + 1
         commit_start = old["meta"].get("commit_start", commit_start)
         print(f"resuming: {', '.join(r['family'] for r in rows) or 'nothing'} done", flush=True)
@@ -658,7 +658,7 @@ def main(argv=None):
         commit_now = _commit()
         meta = {"command": command, "commit": commit_start if commit_now == commit_start
                 else f"{commit_start} (HEAD {commit_now} by the end)", "started": start.strftime("%Y-%m-%d %H:%M UTC"),
-                "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "finished": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "wall_min": earlier_min + (time.perf_counter() - t0) / 60, "resumed": resumed,
                 "commit_start": commit_start, "machine": f"{platform.node()} ({platform.machine()})",
                 "loadavg": {"min": min(loads), "max": max(loads), "median": float(np.median(loads)),

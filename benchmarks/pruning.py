@@ -21,15 +21,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_eff.pruning as kp  # noqa: E402
-from keras_eff.datasets import fashion_mnist_float  # noqa: E402
-from keras_eff.models import compile_classifier, small_cnn  # noqa: E402
-from keras_eff.reporting import write_results  # noqa: E402
-from tflite_export import TFLiteModel, to_tflite  # noqa: E402
-from tflite_export.files import atomic_savefig  # noqa: E402
+import keras_eff.pruning as kp
+from keras_eff.datasets import fashion_mnist_float
+from keras_eff.models import compile_classifier, small_cnn
+from keras_eff.reporting import write_results
+from tflite_export import TFLiteModel, to_tflite
+from tflite_export.files import atomic_savefig
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 

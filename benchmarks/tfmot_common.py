@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from tflite_export.files import atomic_write, atomic_write_npz, read_json as _read_json  # no Keras, no TensorFlow
+from tflite_export.files import atomic_write, atomic_write_npz  # no Keras, no TensorFlow
+from tflite_export.files import read_json as _read_json
 
 # --- architectures ------------------------------------------------------------------------------------------------
 

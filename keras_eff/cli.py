@@ -18,9 +18,20 @@ import tflite_export as te
 from tflite_export import files
 
 from .cli_donna import add_donna_parser
-from .cli_inputs import (BUILTIN_DATASET, DEFAULT_REP_SAMPLES, EXIT_FILE_ERROR, CliError, check_output_files,
-                         check_output_folder, existing_file, float_range, int_range, load_keras_model, load_samples,
-                         read_tflite)
+from .cli_inputs import (
+    BUILTIN_DATASET,
+    DEFAULT_REP_SAMPLES,
+    EXIT_FILE_ERROR,
+    CliError,
+    check_output_files,
+    check_output_folder,
+    existing_file,
+    float_range,
+    int_range,
+    load_keras_model,
+    load_samples,
+    read_tflite,
+)
 from .cli_inputs import positive_int as _positive_int
 from .cli_logs import quiet_tensorflow_import
 

@@ -165,7 +165,7 @@ def markdown_table(rows: list, columns: list | None = None) -> str:
 
 def write_results(stem, title: str, rows: list, columns=None, notes: str = "", extra: dict | None = None) -> str:
     """Writes ``stem.md`` and ``stem.json`` (atomically) and returns the markdown table."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     ver = versions()
     table = markdown_table(rows, columns)
     md = (f"# {title}\n\n{table}\n{notes}\n\n_Measured {now} on {platform.node() or 'this machine'} "

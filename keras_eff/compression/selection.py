@@ -202,7 +202,7 @@ def select_ratios(table: SensitivityTable, cost_of, target: float) -> dict:
     Raises:
         NothingToCompressError: If the target cannot be reached even with every layer at its lowest measured ratio.
     """
-    ratios = {name: 1.0 for name in table.layers}
+    ratios = dict.fromkeys(table.layers, 1.0)
 
     def settings(rs):
         return {n: table.settings[n][r] for n, r in rs.items() if r < 1.0}

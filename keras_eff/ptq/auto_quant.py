@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
+
 from tflite_export import atomic_write
 
 from ..options import resolve_config, warn_deprecated

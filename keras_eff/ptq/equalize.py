@@ -17,8 +17,7 @@ import numpy as np
 from keras import layers
 
 from ..checks import check_finite_weights
-from ..graph import (GraphInfo, activation_kind, clone_layer, fold_batchnorm, functional_of, is_foldable_bn,
-                     rebuild)
+from ..graph import GraphInfo, activation_kind, clone_layer, fold_batchnorm, functional_of, is_foldable_bn, rebuild
 from ..layers import facts_for
 from ..options import resolve_config
 from ..reporting import attach_report

@@ -318,11 +318,11 @@ def mixed_precision(model, data, eval_fn, config: MixedPrecisionConfig | dict | 
     lower = [b for b in params.candidate_bits if b < 8]
     sens = layer_sensitivity(model, x, eval_fn, lower, _evaluator=ev)
     order = sorted(parameters, key=lambda n: -parameters[n])  # largest layers first
-    bits = {n: 8 for n in order}
+    bits = dict.fromkeys(order, 8)
     if params.target_average_bits is not None:
         tolerances = sorted({d for v in sens.values() for d in v.values()})
         for tol in tolerances:
-            trial = {n: 8 for n in order}
+            trial = dict.fromkeys(order, 8)
             for n in order:
                 if average_bits(trial, parameters) <= params.target_average_bits + 1e-9:
                     break

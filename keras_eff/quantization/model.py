@@ -15,24 +15,32 @@ import warnings
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
 from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
-from ..graph import (activation_kind, clone_layer, functional_of, holds_state, is_foldable_bn, layers_with, name_list,
-                     rebuild, reuse_or_clone)
+from ..graph import (
+    activation_kind,
+    clone_layer,
+    functional_of,
+    holds_state,
+    is_foldable_bn,
+    layers_with,
+    name_list,
+    rebuild,
+    reuse_or_clone,
+)
+from ..layers import FIXED_RANGES as _ACTIVATION_RANGES
 from ..layers import facts_for
 from ..options import resolve_config
-from . import layer_ops
+from . import attention, layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
-from . import attention
 from .layer_norm import QuantizedNormalization
 from .placement import place_ranges
 from .quantizers import ActivationQuantizer
 from .report import NO_IMPLEMENTATION, SKIPPED, QuantizationReport
 from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
-from ..layers import FIXED_RANGES as _ACTIVATION_RANGES
 
 
 def _fusable_activation(layer) -> str | None:
