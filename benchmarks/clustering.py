@@ -139,7 +139,8 @@ def run(cfg, stem):
                "max distinct / kernel", "max distinct / channel", "sparsity"]
     notes = (f"small_cnn(width={cfg['width']}), {len(x)} training and {len(xt)} test images; dense training "
              f"{cfg['dense_epochs']} epochs, then {cfg['tune_epochs']} fine-tuning epochs for every variant "
-             f"(cosine from 1e-3); 'gzip vs unclustered' compares with the fine-tuned unclustered int8 file. Clustered variants: int8 by post-training quantization. Chain: magnitude "
+             f"(cosine from 1e-3); 'gzip vs unclustered' compares with the fine-tuned unclustered int8 file. "
+             f"Clustered variants: int8 by post-training quantization. Chain: magnitude "
              f"zeroing with the zeros held for 1 epoch (stand-in for the pruning package), 16 clusters with "
              f"preserve_sparsity, {cfg['qat_epochs']} QAT epoch(s) with preserve=('sparsity', 'clusters'); float acc "
              f"of the chain is the QAT model's simulated accuracy. Distinct values are those of the int8 kernels "

@@ -413,8 +413,8 @@ def table_row(r):
             f" ({r.get('cluster_layers')} layers, ≤ {r.get('cluster_max_values')} values)"
     ada = r.get("adaround_ok")
     if ada == "ok":
-        ada = f"ok ({r.get('equalize_pairs')} pairs; {len(r.get('adaround_layers', []))} layers, " \
-              f"{r.get('equalize_s', 0) + r.get('adaround_s', 0):.0f} s)"
+        ada = (f"ok ({r.get('equalize_pairs')} pairs; {len(r.get('adaround_layers', []))} layers, "
+               f"{r.get('equalize_s', 0) + r.get('adaround_s', 0):.0f} s)")
     peak, c_peak = r.get("peak_mib"), conv.get("peak_mib")
     return {
         "family": r["family"],
@@ -518,7 +518,8 @@ def write(rows, stem, meta):
         if r.get("float_layers"):
             failures.append(f"- {r['family']}, kept float: {', '.join(r['float_layers'][:8])}"
                             + (" …" if len(r["float_layers"]) > 8 else ""))
-    md = f"""# Coverage: keras.applications families and a small transformer through every keras-eff technique (issue #17)
+    title = "Coverage: keras.applications families and a small transformer through every keras-eff technique"
+    md = f"""# {title} (issue #17)
 
 - Command: `{meta['command']}`
 - Code: commit `{meta['commit']}` (`git rev-parse --short HEAD`; the working tree was shared with other engineers

@@ -64,8 +64,8 @@ def run(max_evals: int, pop_size: int, stem: str, seed: int = 0):
                      "front size": len(res.front),
                      "front cost range": f"{res.front[0]['metrics'][obj]:,.4g} – {res.front[-1]['metrics'][obj]:,.4g}"
                      if res.front else "–",
-                     "best predicted acc": round(max((r["predicted_accuracy"] for r in res.front), default=float("nan")),
-                                                 4)})
+                     "best predicted acc": round(
+                         max((r["predicted_accuracy"] for r in res.front), default=float("nan")), 4)})
     shared = {}
     for a, b in itertools.combinations(fronts, 2):
         shared[f"{a} ∩ {b}"] = sorted(set(fronts[a]) & set(fronts[b]))

@@ -128,8 +128,8 @@ class SensitivityTable:
         Returns:
             ``path``.
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - start-up: matplotlib (~0.4 s)
+        from matplotlib.figure import Figure  # noqa: PLC0415 - start-up: matplotlib (~0.4 s) only for plots
 
         fig = Figure(figsize=(7, 4.5), dpi=120)
         FigureCanvasAgg(fig)

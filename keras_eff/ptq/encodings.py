@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tflite_export import atomic_write_json
+
 from ..quantization import QuantizeWrapper, activation_quantizers, layer_ops
 
 
@@ -70,7 +72,5 @@ def export_encodings(quantized_model, path=None) -> dict:
         if w.has_kernel:
             enc["param_encodings"].update(_weight_encodings(w))
     if path is not None:
-        from tflite_export import atomic_write_json
-
         atomic_write_json(path, enc)
     return enc

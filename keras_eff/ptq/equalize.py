@@ -71,8 +71,9 @@ class EqualizationReport:
     ranges_after: dict = field(default_factory=dict)
 
     def __str__(self):
-        lines = [f"{len(self.folded_batchnorm)} BatchNorms folded, {len(self.pairs)} layer pairs equalized in "
-                 f"{self.iterations} sweeps, bias absorbed into {len(self.absorbed)} layers"]
+        summary = (f"{len(self.folded_batchnorm)} BatchNorms folded, {len(self.pairs)} layer pairs equalized in "
+                   f"{self.iterations} sweeps, bias absorbed into {len(self.absorbed)} layers")
+        lines = [summary]
         if self.relu6_replaced:
             lines.append(f"  ReLU6 replaced by ReLU: {', '.join(self.relu6_replaced)}")
         lines += [f"  not scaled: {a} -> {b} ({why})" for a, b, why in self.skipped_pairs]

@@ -18,6 +18,8 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+import tflite_export as te
+
 from ..data import model_samples
 from ..graph import release
 from ..options import deprecated_aliases, resolve_config, warn_deprecated
@@ -352,12 +354,10 @@ def mixed_precision(model, data, eval_fn, config: MixedPrecisionConfig | dict | 
                 else:
                     break
     final = ev.build(bits)
-    result = MixedPrecisionResult(bits=bits, config=ev.config({n: b for n, b in bits.items()}),
+    result = MixedPrecisionResult(bits=bits, config=ev.config(dict(bits)),
                                   average_bits=average_bits(bits, parameters), score=score, baseline_score=baseline,
                                   sensitivity=sens, parameters=parameters, model=final, evaluations=ev.log)
     if export:
-        import tflite_export as te
-
         size = len(te.to_tflite(final))
         result.tflite_bytes = size
         result.packed_bytes = size - sum(parameters.values()) + sum(

@@ -33,7 +33,7 @@ from ..graph import (
 from ..layers import FIXED_RANGES as _ACTIVATION_RANGES
 from ..layers import facts_for
 from ..options import resolve_config
-from . import attention, layer_ops
+from . import attention, integer_inference, layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
 from .layer_norm import QuantizedNormalization
@@ -527,8 +527,6 @@ def set_integer_kernels(model, kernels) -> None:
         keras_eff.quantization.set_integer_kernels(qat, "micro")  # compare with TFLite Micro's outputs
         ```
     """
-    from . import integer_inference
-
     integer_inference.check_kernels(kernels)
     if not isinstance(model, keras.Model):
         raise TypeError(f"set_integer_kernels expects a Keras 3 model, got {type(model).__name__}")
