@@ -43,7 +43,7 @@ def check_same_scope(model) -> None:
     ``on_train_begin``; call it yourself before ``fit`` otherwise (``cluster_model`` has no callback).
     """
     parts = [("the model", getattr(model, "_distribute_strategy", None), None)]
-    seen = {}
+    seen: dict = {}  # strategy (None: no strategy) -> the path of its first variable
     for v in model.variables:
         seen.setdefault(_strategy_of(v), v.path)
     parts += [("its variables", strategy, path) for strategy, path in seen.items()]
@@ -53,7 +53,7 @@ def check_same_scope(model) -> None:
         for v in optimizer.variables:
             seen.setdefault(_strategy_of(v), v.path)
         parts += [("its optimizer's variables", strategy, path) for strategy, path in seen.items()]
-    groups = {}  # strategy -> the parts made under it, in order
+    groups: dict[int | None, list] = {}  # id(strategy) -> the parts made under it, in order
     for part in parts:
         groups.setdefault(id(part[1]) if part[1] is not None else None, []).append(part)
     # fit called inside a scope runs there unless the model has its own strategy (then the two must agree)

@@ -65,7 +65,8 @@ class ChannelPruningScheme(Scheme):
         return keep if 1 <= keep < channels else None
 
     def cost_of(self, settings) -> dict:
-        scale_in, scale_out = {}, {}
+        scale_in: dict[str, float] = {}
+        scale_out: dict[str, float] = {}
         for name, keep in settings.items():
             group = self.groups[name]
             f = keep / group.channels

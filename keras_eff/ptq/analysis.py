@@ -182,7 +182,7 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
     probe = keras.Model(quantized_model.input, [tensors_in(quantized_model, w, "output") for w, _ in matched])
     sim = probe.predict(x, verbose=0, batch_size=len(x))
     sim = sim if isinstance(sim, list) else [sim]
-    diffs = [[] for _ in matched]
+    diffs: list[list[np.ndarray]] = [[] for _ in matched]  # per layer: |TFLite - simulated| in LSB, per input
     in_scale, in_zp = inp["quantization"]
     for i in range(len(x)):
         interp.set_tensor(inp["index"], te.quantize(x[i:i + 1], in_scale, in_zp, inp["dtype"]))
@@ -194,8 +194,8 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
             diffs[j].append(np.abs(tfl.reshape(-1) - sim[j][i].reshape(-1)) / scale)
     rows = []
     first = None
-    for (w, t), d in zip(matched, diffs):
-        d = np.concatenate(d)
+    for (w, t), parts in zip(matched, diffs):
+        d = np.concatenate(parts)
         row = {"layer": w.layer.name, "tflite_tensor": graph.tensors[t].name.split(";")[0],
                "max_lsb": float(d.max()), "mean_lsb": float(d.mean()), "share_off": float(np.mean(d > 0.5))}
         rows.append(row)

@@ -257,7 +257,7 @@ def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), quant_config:
                                   quant_config or QuantConfig(), calibration_samples)
     base = ev.score({})
     names = list(_kernel_layers(ev.reference)) if layers is None else list(layers)
-    out = {}
+    out: dict[str, dict[int, float]] = {}
     todo = [(n, b) for n in names for b in candidate_bits if b < 8]
     for name, b in tqdm(todo, desc="sensitivity", leave=False):
         out.setdefault(name, {})[b] = base - ev.score({name: b})
@@ -344,6 +344,7 @@ def mixed_precision(model, data, eval_fn, config: MixedPrecisionConfig | dict | 
                 bits[worst] = min(b for b in params.candidate_bits if b > bits[worst])
                 score = ev.score(bits)
     else:
+        assert params.max_drop is not None, "MixedPrecisionConfig needs target_average_bits or max_drop"
         score = baseline
         for n in tqdm(order, desc="mixed precision", leave=False):
             for b in lower:

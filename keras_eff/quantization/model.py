@@ -181,7 +181,7 @@ class _Quantizer:
     def __init__(self, config: QuantConfig, report: QuantizationReport):
         self.config = config
         self.report = report
-        self._left_to_consumer = set()  # ids of nodes whose output lies on a consumer's shared range
+        self._left_to_consumer: set[int] = set()  # ids of nodes whose output lies on a consumer's shared range
 
     def act_kwargs(self, spec):
         return dict(bits=spec.activation_bits, symmetric=spec.activation_symmetric, ema_decay=self.config.ema_decay)

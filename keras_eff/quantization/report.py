@@ -67,7 +67,9 @@ class QuantizationReport:
             A few lines: the count, each class with no quantized implementation once with its layers' names and how
             to declare it, the layers whose settings int8 cannot quantize, and the layers skipped by `QuantConfig`.
         """
-        by_class, other, skipped = {}, [], []
+        by_class: dict[str, list[str]] = {}  # class name -> its layers kept float
+        other: list[str] = []
+        skipped: list[str] = []
         for name, reason in self.float_layers:
             if reason.endswith(NO_IMPLEMENTATION):
                 by_class.setdefault(reason[:-len(NO_IMPLEMENTATION)], []).append(name)
