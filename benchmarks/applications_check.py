@@ -10,8 +10,9 @@ With weights=None the BatchNorm moving statistics are their initial values (mean
 normalizes them. Measured on EfficientNetV2B0: after one such step the stem kernel's gradient was 2e18 (1e1 with BN
 frozen; the float model's step was sane), growing about tenfold per block towards the input (the likely mechanism,
 not verified: activations quantized onto too coarse a grid, σ_B near √ε, a gain of about γ/√ε per BN); on
-EfficientNetB0/V2B0, ResNet50V2 and DenseNet121 the file's scales became absurd (LiteRT: "failed to create XNNPACK runtime", or a double free in XNNPACK). A trained model
-does not have that mismatch; ``--freeze-bn`` fits with FreezeBatchNorm(step=0), as the README's QAT recipe does.
+EfficientNetB0/V2B0, ResNet50V2 and DenseNet121 the file's scales became absurd (LiteRT: "failed to create XNNPACK
+runtime", or a double free in XNNPACK). A trained model does not have that mismatch; ``--freeze-bn``
+fits with FreezeBatchNorm(step=0), as the README's QAT recipe does.
 
     python -m benchmarks.applications_check MobileNetV3Small --size 64
     python -m benchmarks.applications_check MobileNetV3Small --kw include_preprocessing=False --kw minimalistic=True
@@ -122,7 +123,7 @@ def main(argv=None):
     p.add_argument("--save", help="write the .tflite file (and the test images as .x.npy) here")
     p.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a failure")
     args = p.parse_args(argv)
-    kwargs = dict((k, _value(v)) for k, v in (kw.split("=", 1) for kw in args.kw))
+    kwargs = {k: _value(v) for k, v in (kw.split("=", 1) for kw in args.kw)}
     size = max(args.size, MIN_SIZE.get(args.family, 32))
     row = run(args.family, size, kwargs, fit_step=not args.no_fit, save=args.save, freeze_bn=args.freeze_bn)
     tb = row.pop("traceback", None)

@@ -17,23 +17,22 @@ distinct values: at most, over all int8 kernels, per kernel and per output chann
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_eff  # noqa: E402
-from keras_eff.clustering import cluster_model, clustering_report  # noqa: E402
-from keras_eff.datasets import fashion_mnist_float  # noqa: E402
-from keras_eff.models import compile_classifier, small_cnn  # noqa: E402
-from keras_eff.reporting import write_results  # noqa: E402
-from keras_eff.strip import strip  # noqa: E402
-from tflite_export import TFLiteModel, to_tflite  # noqa: E402
-from tflite_export.files import atomic_savefig  # noqa: E402
+import keras_eff
+from keras_eff.clustering import cluster_model, clustering_report
+from keras_eff.datasets import fashion_mnist_float
+from keras_eff.models import compile_classifier, small_cnn
+from keras_eff.reporting import write_results
+from keras_eff.strip import strip
+from tflite_export import TFLiteModel, to_tflite
+from tflite_export.files import atomic_savefig
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -140,7 +139,8 @@ def run(cfg, stem):
                "max distinct / kernel", "max distinct / channel", "sparsity"]
     notes = (f"small_cnn(width={cfg['width']}), {len(x)} training and {len(xt)} test images; dense training "
              f"{cfg['dense_epochs']} epochs, then {cfg['tune_epochs']} fine-tuning epochs for every variant "
-             f"(cosine from 1e-3); 'gzip vs unclustered' compares with the fine-tuned unclustered int8 file. Clustered variants: int8 by post-training quantization. Chain: magnitude "
+             f"(cosine from 1e-3); 'gzip vs unclustered' compares with the fine-tuned unclustered int8 file. "
+             f"Clustered variants: int8 by post-training quantization. Chain: magnitude "
              f"zeroing with the zeros held for 1 epoch (stand-in for the pruning package), 16 clusters with "
              f"preserve_sparsity, {cfg['qat_epochs']} QAT epoch(s) with preserve=('sparsity', 'clusters'); float acc "
              f"of the chain is the QAT model's simulated accuracy. Distinct values are those of the int8 kernels "

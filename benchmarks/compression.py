@@ -26,17 +26,17 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
+import keras
+import numpy as np
+from keras import layers
 
-from keras_eff.compression import (ChannelPruningConfig, SpatialSvdConfig, channel_pruning,  # noqa: E402
-                                   count_macs, spatial_svd)
-from keras_eff.datasets import fashion_mnist_float  # noqa: E402
-from keras_eff.graph import rebuild  # noqa: E402
-from keras_eff.models import compile_classifier  # noqa: E402
-from keras_eff.reporting import write_results  # noqa: E402
-from tflite_export import TFLiteModel, count_macs as tflite_macs, to_tflite  # noqa: E402
+from keras_eff.compression import ChannelPruningConfig, SpatialSvdConfig, channel_pruning, count_macs, spatial_svd
+from keras_eff.datasets import fashion_mnist_float
+from keras_eff.graph import rebuild
+from keras_eff.models import compile_classifier
+from keras_eff.reporting import write_results
+from tflite_export import TFLiteModel, to_tflite
+from tflite_export import count_macs as tflite_macs
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 

@@ -413,8 +413,8 @@ def table_row(r):
             f" ({r.get('cluster_layers')} layers, ≤ {r.get('cluster_max_values')} values)"
     ada = r.get("adaround_ok")
     if ada == "ok":
-        ada = f"ok ({r.get('equalize_pairs')} pairs; {len(r.get('adaround_layers', []))} layers, " \
-              f"{r.get('equalize_s', 0) + r.get('adaround_s', 0):.0f} s)"
+        ada = (f"ok ({r.get('equalize_pairs')} pairs; {len(r.get('adaround_layers', []))} layers, "
+               f"{r.get('equalize_s', 0) + r.get('adaround_s', 0):.0f} s)")
     peak, c_peak = r.get("peak_mib"), conv.get("peak_mib")
     return {
         "family": r["family"],
@@ -518,7 +518,8 @@ def write(rows, stem, meta):
         if r.get("float_layers"):
             failures.append(f"- {r['family']}, kept float: {', '.join(r['float_layers'][:8])}"
                             + (" …" if len(r["float_layers"]) > 8 else ""))
-    md = f"""# Coverage: keras.applications families and a small transformer through every keras-eff technique (issue #17)
+    title = "Coverage: keras.applications families and a small transformer through every keras-eff technique"
+    md = f"""# {title} (issue #17)
 
 - Command: `{meta['command']}`
 - Code: commit `{meta['commit']}` (`git rev-parse --short HEAD`; the working tree was shared with other engineers
@@ -628,7 +629,7 @@ def main(argv=None):
     stem = args.out or (os.path.join(workdir, "coverage") if args.quick or args.families else str(RESULTS / "coverage"))
     given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
     command = ("python -m benchmarks.coverage " + " ".join(given)).rstrip()
-    start = datetime.datetime.now(datetime.timezone.utc)
+    start = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
     commit_start = _commit()
     loads, rows, earlier_min, resumed = [], [], 0.0, 0
@@ -638,7 +639,7 @@ def main(argv=None):
         at = old["meta"]["loadavg"].get("at_family_start", {})
         loads = [at[r["family"]] for r in rows if r["family"] in at]
         start = datetime.datetime.strptime(old["meta"]["started"], "%Y-%m-%d %H:%M UTC").replace(
-            tzinfo=datetime.timezone.utc)
+            tzinfo=datetime.UTC)
         earlier_min, resumed = old["meta"].get("wall_min", 0.0), old["meta"].get("resumed", 0) + 1
         commit_start = old["meta"].get("commit_start", commit_start)
         print(f"resuming: {', '.join(r['family'] for r in rows) or 'nothing'} done", flush=True)
@@ -658,7 +659,7 @@ def main(argv=None):
         commit_now = _commit()
         meta = {"command": command, "commit": commit_start if commit_now == commit_start
                 else f"{commit_start} (HEAD {commit_now} by the end)", "started": start.strftime("%Y-%m-%d %H:%M UTC"),
-                "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "finished": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "wall_min": earlier_min + (time.perf_counter() - t0) / 60, "resumed": resumed,
                 "commit_start": commit_start, "machine": f"{platform.node()} ({platform.machine()})",
                 "loadavg": {"min": min(loads), "max": max(loads), "median": float(np.median(loads)),

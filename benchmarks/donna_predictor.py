@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def parse_args(argv=None):
@@ -129,8 +129,8 @@ def report(raw, out: Path, features: str, refit_from: str | None = None) -> None
     from scipy.stats import kendalltau
 
     from keras_eff.donna import AccuracyPredictor, DonnaConfig, SearchSpace, plot_predictions
-    from keras_eff.donna.predictor import FEATURES
     from keras_eff.donna.pipeline import print_budget
+    from keras_eff.donna.predictor import FEATURES
     from keras_eff.reporting import markdown_table, write_results
 
     space, cfg = SearchSpace.from_config(raw["space"]), DonnaConfig.from_config(raw["config"])
@@ -194,7 +194,7 @@ def report(raw, out: Path, features: str, refit_from: str | None = None) -> None
              f"{o['eval_samples']} test images. Executor: {raw['executor']}. Plot: {out.name}.png.\n\n"
              + (f"Predictor refitted (`--refit`, features {features!r}) on the measurements of the run of "
                 f"{raw.get('date', 'an earlier date')}; nothing retrained.\n\n" if refit_from else "")
-             + f"Feature study (the same measurements; alpha by leave-one-out on the training architectures):\n\n"
+             + "Feature study (the same measurements; alpha by leave-one-out on the training architectures):\n\n"
              + markdown_table(srows, ["features", "training archs", "alpha", "held-out tau", "training LOO tau"]))
     table = write_results(str(out), "DONNA accuracy predictor (Fashion-MNIST)", rows, ["quantity", "value", "note"],
                           notes, extra={"config": cfg.get_config(), "seconds": seconds, "predicted": predicted,

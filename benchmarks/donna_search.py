@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def parse_args(argv=None):
@@ -74,9 +74,8 @@ def family(space, widths):
 
 
 def int8_accuracy(space, result, x_rep, x_eval, y_eval):
-    from tflite_export import TFLiteModel, to_tflite
-
     from keras_eff.donna.distill import model_from_result
+    from tflite_export import TFLiteModel, to_tflite
 
     model = model_from_result(space, result)
     data = to_tflite(model, x_rep)
@@ -134,6 +133,7 @@ def plot(path, donna_pts, scratch_pts, fam_pts, search_front, title):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from tflite_export.files import atomic_savefig
 
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
@@ -161,9 +161,21 @@ def plot(path, donna_pts, scratch_pts, fam_pts, search_front, title):
 
 def main(argv=None):
     from keras_eff.datasets import fashion_mnist_float
-    from keras_eff.donna import (BKDConfig, DistillConfig, DonnaConfig, FinetuneConfig, Scenario, SearchConfig,
-                                 build_accuracy_model, default_space, distill_architectures, distill_job,
-                                 hypervolume, search, tiny_space)
+    from keras_eff.donna import (
+        BKDConfig,
+        DistillConfig,
+        DonnaConfig,
+        FinetuneConfig,
+        Scenario,
+        SearchConfig,
+        build_accuracy_model,
+        default_space,
+        distill_architectures,
+        distill_job,
+        hypervolume,
+        search,
+        tiny_space,
+    )
     from keras_eff.donna.search import spread_along_front
     from keras_eff.reporting import write_results
 

@@ -25,7 +25,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tflite_export.files import atomic_savefig  # noqa: E402
+from tflite_export.files import atomic_savefig
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -64,8 +64,8 @@ def run(max_evals: int, pop_size: int, stem: str, seed: int = 0):
                      "front size": len(res.front),
                      "front cost range": f"{res.front[0]['metrics'][obj]:,.4g} – {res.front[-1]['metrics'][obj]:,.4g}"
                      if res.front else "–",
-                     "best predicted acc": round(max((r["predicted_accuracy"] for r in res.front), default=float("nan")),
-                                                 4)})
+                     "best predicted acc": round(
+                         max((r["predicted_accuracy"] for r in res.front), default=float("nan")), 4)})
     shared = {}
     for a, b in itertools.combinations(fronts, 2):
         shared[f"{a} ∩ {b}"] = sorted(set(fronts[a]) & set(fronts[b]))

@@ -22,10 +22,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from tflite_export.files import atomic_savefig  # noqa: E402
+from tflite_export.files import atomic_savefig
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 

@@ -18,12 +18,12 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_eff as ke  # noqa: E402
-import tflite_export as te  # noqa: E402
-from benchmarks import tfmot_common as common  # noqa: E402
+import keras_eff as ke
+import tflite_export as te
+from benchmarks import tfmot_common as common
 
 
 class KerasEffSide:

@@ -20,7 +20,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 KERNELS = ("xnnpack", "builtin", "reference")

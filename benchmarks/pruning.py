@@ -21,15 +21,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_eff.pruning as kp  # noqa: E402
-from keras_eff.datasets import fashion_mnist_float  # noqa: E402
-from keras_eff.models import compile_classifier, small_cnn  # noqa: E402
-from keras_eff.reporting import write_results  # noqa: E402
-from tflite_export import TFLiteModel, to_tflite  # noqa: E402
-from tflite_export.files import atomic_savefig  # noqa: E402
+import keras_eff.pruning as kp
+from keras_eff.datasets import fashion_mnist_float
+from keras_eff.models import compile_classifier, small_cnn
+from keras_eff.reporting import write_results
+from tflite_export import TFLiteModel, to_tflite
+from tflite_export.files import atomic_savefig
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -125,14 +125,16 @@ def run(quick: bool = False):
     small_file, acc8, gz = _int8(small, rep, xt, yt)
     rows.append({"variant": "channels (50% filters)", "distribution": "uniform", "target": 0.5,
                  "sparsity": kp.sparsity_report(pruned).total_sparsity,
-                 "pruned-layer sparsity": kp.sparsity_report(pruned).pruned_sparsity, "accuracy": _evaluate(small, xt, yt),
+                 "pruned-layer sparsity": kp.sparsity_report(pruned).pruned_sparsity,
+                 "accuracy": _evaluate(small, xt, yt),
                  "int8 accuracy": acc8, "params": small.count_params(), "int8 gzip bytes": gz})
     print(rows[-1], f"(masked model before removal: {masked_acc:.4f})")
 
     lat = _latency_rounds({"dense": dense_file, "channels": small_file}, cfg["rounds"], cfg["runs"])
     paired = 1.0 - lat["channels"] / lat["dense"]
     dense_spread = float((np.percentile(lat["dense"], 90) - np.percentile(lat["dense"], 10)) / np.median(lat["dense"]))
-    latency = {"dense_median_us": float(np.median(lat["dense"])), "channels_median_us": float(np.median(lat["channels"])),
+    latency = {"dense_median_us": float(np.median(lat["dense"])),
+               "channels_median_us": float(np.median(lat["channels"])),
                "dense_round_medians_us": lat["dense"].tolist(), "channels_round_medians_us": lat["channels"].tolist(),
                "reduction_median": float(np.median(paired)), "reduction_p10": float(np.percentile(paired, 10)),
                "reduction_p90": float(np.percentile(paired, 90)), "dense_spread_p10_p90": dense_spread,
@@ -145,12 +147,12 @@ def run(quick: bool = False):
     done = {"80% within 1 point of dense": all(dense_acc - r["accuracy"] <= 0.01 for r in at80),
             "channel latency reduction p10 >= 20%": latency["reduction_p10"] >= 0.20}
     notes = (f"small_cnn width {cfg['width']} ({rows[0]['params']:,} parameters), Fashion-MNIST "
-             f"{len(x):,} training / {len(xt):,} test images. Dense trained {cfg['dense_epochs']} epochs (test accuracy "
-             f"{dense_first_acc:.4f}); every row then trained {cfg['prune_epochs']} more epochs with the learning rate "
-             f"decaying from 1e-3 to 5e-5 (cosine), the pruned ones with PolynomialDecay from 0 to the "
-             f"target over {end_step} steps, masks updated every {frequency} steps and at end_step. Layers under "
-             f"1,024 weights (the first conv) stay dense, so 'sparsity' over all kernels is a little under the target; "
-             f"the log distribution reaches the target exactly over the pruned layers.\n\n"
+             f"{len(x):,} training / {len(xt):,} test images. Dense trained {cfg['dense_epochs']} epochs "
+             f"(test accuracy {dense_first_acc:.4f}); every row then trained {cfg['prune_epochs']} more epochs with "
+             f"the learning rate decaying from 1e-3 to 5e-5 (cosine), the pruned ones with PolynomialDecay from 0 "
+             f"to the target over {end_step} steps, masks updated every {frequency} steps and at end_step. Layers "
+             f"under 1,024 weights (the first conv) stay dense, so 'sparsity' over all kernels is a little under "
+             f"the target; the log distribution reaches the target exactly over the pruned layers.\n\n"
              f"Channel pruning: 50% of the filters of conv1 and conv2, BatchNorm masked with them, then removed; "
              f"int8 LiteRT latency (batch 1, 1 thread, XNNPACK), {cfg['rounds']} interleaved rounds of "
              f"{cfg['runs']} runs: dense {latency['dense_median_us']:.0f} µs, channel-pruned "
@@ -162,9 +164,9 @@ def run(quick: bool = False):
     stem = os.path.join(RESULTS, "pruning_quick" if quick else "pruning")
     os.makedirs(RESULTS, exist_ok=True)
     table = write_results(stem, "Pruning on Fashion-MNIST", rows,
-                          ["variant", "distribution", "target", "sparsity", "pruned-layer sparsity", "accuracy", "int8 accuracy", "params",
-                           "int8 gzip bytes", "latency µs"], notes, extra={"latency": latency, "config": cfg,
-                                                                           "done": done})
+                          ["variant", "distribution", "target", "sparsity", "pruned-layer sparsity", "accuracy",
+                           "int8 accuracy", "params", "int8 gzip bytes", "latency µs"], notes,
+                          extra={"latency": latency, "config": cfg, "done": done})
     _plot(rows, stem + ".png")
     print(table)
     print(notes)

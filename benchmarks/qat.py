@@ -104,9 +104,9 @@ def run_architecture(name, build, data, epochs, qat_epochs, seed, width):
              "int8 PTQ": te.to_tflite(float_model, representative_data=x[:500]),
              "int8 QAT": te.to_tflite(qat)}
     latency = te.compare_latency(files, rounds=7, runs=100)
-    timed, _ = step_time_ratio(compile_classifier(build(width=width)),
-                               {"frozen BN": freeze_batchnorm(compile_classifier(ke.quantize_model(build(width=width)))),
-                                "live BN": compile_classifier(ke.quantize_model(build(width=width)))}, x, y)
+    variants = {"frozen BN": freeze_batchnorm(compile_classifier(ke.quantize_model(build(width=width)))),
+                "live BN": compile_classifier(ke.quantize_model(build(width=width)))}
+    timed, _ = step_time_ratio(compile_classifier(build(width=width)), variants, x, y)
     (ratio, ratio_spread), (live_ratio, live_spread) = timed["frozen BN"], timed["live BN"]
     keras_acc = {"float": float_model.evaluate(xt, yt, verbose=0)[1]}
     keras_acc["int8 PTQ"] = keras_acc["float"]

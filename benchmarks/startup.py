@@ -65,7 +65,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     runs = 2 if args.quick else args.runs
     load_before = os.getloadavg()
-    for name, code in COMMANDS.items():  # warm the file cache once
+    for code in COMMANDS.values():  # warm the file cache once
         _run(code)
     times = {name: [] for name in COMMANDS}
     for _ in range(runs):

@@ -32,10 +32,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks import tfmot_common as common  # noqa: E402
-from tflite_export.files import atomic_savefig  # noqa: E402
+from benchmarks import tfmot_common as common
+from tflite_export.files import atomic_savefig
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from tflite_export.files import atomic_write, atomic_write_npz, read_json as _read_json  # no Keras, no TensorFlow
+from tflite_export.files import atomic_write, atomic_write_npz  # no Keras, no TensorFlow
+from tflite_export.files import read_json as _read_json
 
 # --- architectures ------------------------------------------------------------------------------------------------
 
@@ -286,10 +287,10 @@ def run_job(job: dict, side) -> dict:
             side.compile(timing_float, hp["lr_tune"], hp["timing_steps"])
         timed = side.plan(technique, base(), cache, data, hp["timing_steps"])
         side.compile(timed["model"], timed["lr"], hp["timing_steps"])
-        timing = interleaved_ratio(
-            lambda: timing_float.fit(xb, yb, batch_size=bs, epochs=1, shuffle=False, verbose=0),
-            lambda: timed["model"].fit(xb, yb, batch_size=bs, epochs=1, shuffle=False, verbose=0,
-                                       callbacks=timed["callbacks"]),
+        timing = interleaved_ratio(  # both are called here, in this iteration: bound by default for clarity
+            lambda m=timing_float: m.fit(xb, yb, batch_size=bs, epochs=1, shuffle=False, verbose=0),
+            lambda t=timed: t["model"].fit(xb, yb, batch_size=bs, epochs=1, shuffle=False, verbose=0,
+                                           callbacks=t["callbacks"]),
             hp["timing_repeats"])
         rows.append({"technique": technique, "keras_acc": keras_acc, "tflite": name, "train_s": train_s,
                      "train_steps": steps, "sparsity": kernel_sparsity(final), "timing": timing})

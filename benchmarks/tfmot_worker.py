@@ -18,12 +18,12 @@ import sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
-import tensorflow_model_optimization as tfmot  # noqa: E402
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras
 
-from benchmarks import tfmot_common as common  # noqa: E402
+from benchmarks import tfmot_common as common
 
 
 def to_int8(model, representative=None) -> bytes:

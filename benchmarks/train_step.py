@@ -105,7 +105,7 @@ def main(argv=None):
         for key, model in models.items():
             t0 = time.perf_counter()
             for _ in range(args.steps):
-                loss = model.train_on_batch(xb, yb)
+                model.train_on_batch(xb, yb)
             times[key].append((time.perf_counter() - t0) / args.steps * 1e3)
         print(f"block {r + 1}/{args.repeats} done", flush=True)
     losses = {key: float(np.asarray(model.train_on_batch(xb, yb)).reshape(-1)[0]) for key, model in models.items()}

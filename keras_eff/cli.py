@@ -1,7 +1,9 @@
 """The `keras-eff` command line: demo, export, report, verify, donna.
 
 Start-up: building the parser imports no TensorFlow (keras_eff and tflite_export load their names on first use), so
-``--help`` answers at once; each command imports what it needs, after checking its output paths.
+``--help`` answers at once; each command imports what it needs, after checking its output paths. Those imports stay
+inside the functions (``# noqa: PLC0415 - start-up``): ``--help`` takes 0.3 s, ``import tensorflow`` 6-9 s
+(benchmarks/results/startup.md).
 """
 
 from __future__ import annotations
@@ -18,9 +20,20 @@ import tflite_export as te
 from tflite_export import files
 
 from .cli_donna import add_donna_parser
-from .cli_inputs import (BUILTIN_DATASET, DEFAULT_REP_SAMPLES, EXIT_FILE_ERROR, CliError, check_output_files,
-                         check_output_folder, existing_file, float_range, int_range, load_keras_model, load_samples,
-                         read_tflite)
+from .cli_inputs import (
+    BUILTIN_DATASET,
+    DEFAULT_REP_SAMPLES,
+    EXIT_FILE_ERROR,
+    CliError,
+    check_output_files,
+    check_output_folder,
+    existing_file,
+    float_range,
+    int_range,
+    load_keras_model,
+    load_samples,
+    read_tflite,
+)
 from .cli_inputs import positive_int as _positive_int
 from .cli_logs import quiet_tensorflow_import
 
@@ -67,7 +80,7 @@ def _say(msg: str):
 
 def _demo(args) -> int:
     check_output_folder(args.out)
-    from .demo import DemoConfig, mcu_stage, run_demo  # start-up: imports TensorFlow
+    from .demo import DemoConfig, mcu_stage, run_demo  # noqa: PLC0415 - start-up: imports TensorFlow
 
     run_demo(DemoConfig(out_dir=args.out, epochs=args.epochs, qat_epochs=args.qat_epochs,
                         n_train=args.train_samples, n_test=args.test_samples, seed=args.seed),
@@ -373,10 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report", help="size, parameters, MACs, ops, TFLite Micro support, arena and latency of a model",
-        description=_wrap("Reports on a .keras model (converted to int8 and float TFLite here) or an int8 .tflite file: "
-                    "file and gzip size, parameters, MACs per op and in total, the ops and whether TFLite Micro runs "
-                    "them (with a warning when not), the tensor arena estimate, LiteRT latency int8 vs float, and "
-                    "the TFLite Micro vs LiteRT check. Prints markdown (or JSON with --json); -o writes both."),
+        description=_wrap("Reports on a .keras model (converted to int8 and float TFLite here) or an int8 .tflite "
+                    "file: file and gzip size, parameters, MACs per op and in total, the ops and whether TFLite "
+                    "Micro runs them (with a warning when not), the tensor arena estimate, LiteRT latency int8 vs "
+                    "float, and the TFLite Micro vs LiteRT check. Prints markdown (or JSON with --json); -o writes "
+                    "both."),
         epilog=EXIT_CODES, formatter_class=fmt)
     report.add_argument("model", help="a .keras file or an int8 .tflite file")
     report.add_argument("-o", "--out", metavar="STEM", help="write STEM.md and STEM.json")
@@ -463,7 +477,7 @@ def main(argv=None) -> int:
         except files.Terminated as err:
             print(f"{name}: {err}; no partial or temporary files were left", file=sys.stderr)
             return 128 + err.signum
-        except Exception:
+        except Exception:  # noqa: BLE001 - the last resort: anything else is a bug, reported with its traceback
             traceback.print_exc()
             print(f"{name}: unexpected internal error (a bug: please report it with the traceback above)",
                   file=sys.stderr)

@@ -1,4 +1,8 @@
-"""`keras-eff donna ...`: the DONNA pipeline from a config file, a search for a new scenario, the built-in configs."""
+"""`keras-eff donna ...`: the DONNA pipeline from a config file, a search for a new scenario, the built-in configs.
+
+Start-up: keras_eff.donna imports TensorFlow, so each command imports it inside its function (``# noqa: PLC0415 -
+start-up``) and ``keras-eff --help`` stays free of it (benchmarks/results/startup.md).
+"""
 
 from __future__ import annotations
 
@@ -105,8 +109,8 @@ def _summary(pipe) -> None:
 
 def _run_config(args) -> dict:
     """The config named by --config, with --reference / --blocks / --data / --image-size applied."""
-    from .donna.configs import BUILTIN, builtin_config  # start-up: keras_eff.donna imports TensorFlow
-    from .donna.run import read_config_file
+    from .donna.configs import BUILTIN, builtin_config  # noqa: PLC0415 - start-up: keras_eff.donna imports TensorFlow
+    from .donna.run import read_config_file  # noqa: PLC0415 - start-up: imports TensorFlow
 
     cfg = builtin_config(args.config) if args.config in BUILTIN else read_config_file(args.config)
     if args.blocks and not args.reference:
@@ -127,7 +131,7 @@ def _run_config(args) -> dict:
 
 def _run(args) -> int:
     check_output_folder(args.out)
-    from .donna import DonnaPipeline  # start-up: imports TensorFlow
+    from .donna import DonnaPipeline  # noqa: PLC0415 - start-up: imports TensorFlow
 
     pipe = DonnaPipeline(_run_config(args), args.out).run(finetune=not args.no_finetune)
     _summary(pipe)
@@ -135,10 +139,10 @@ def _run(args) -> int:
 
 
 def _scenario_from_args(args, space):
-    from .donna import Scenario  # start-up: imports TensorFlow
+    from .donna import Scenario  # noqa: PLC0415 - start-up: imports TensorFlow
+    from .donna.run import read_config_file  # noqa: PLC0415 - start-up: imports TensorFlow
 
     if args.scenario:
-        from .donna.run import read_config_file
 
         return Scenario.from_config(read_config_file(args.scenario))
     measurers = []
@@ -172,7 +176,7 @@ def _search(args) -> int:
         raise CliError(f"{out} holds no DONNA run ({cfg_path.name} is missing); run 'keras-eff donna run --config "
                        f"... --out {out}' first")
     config = files.read_json(cfg_path, "DONNA run config")
-    from .donna import DonnaPipeline, SearchConfig  # start-up: imports TensorFlow
+    from .donna import DonnaPipeline, SearchConfig  # noqa: PLC0415 - start-up: imports TensorFlow
 
     pipe = DonnaPipeline(config, out)
     pipe.predictor()  # refuses a folder without an accuracy model, before any measuring
@@ -195,9 +199,9 @@ def _search(args) -> int:
 
 
 def _config(args) -> int:
-    import yaml  # start-up: PyYAML (~20 ms) only for this action
+    import yaml  # noqa: PLC0415 - start-up: PyYAML (12-30 ms, -X importtime) only for this action
 
-    from .donna import builtin_config  # start-up: imports TensorFlow (keras_eff.donna's package does)
+    from .donna import builtin_config  # noqa: PLC0415 - start-up: imports TensorFlow (keras_eff.donna does)
 
     if args.out is not None:
         check_output_files([args.out], args.force, "-o/--out")

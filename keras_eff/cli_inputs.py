@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+import keras_eff  # noqa: F401 - registers keras-eff's Keras classes before load_keras_model loads a file (lazily)
 import tflite_export as te  # its names load on first use: no TensorFlow here
 from tflite_export import files
 
@@ -47,9 +48,7 @@ def existing_file(path, what: str) -> Path:
 def load_keras_model(path):
     """Loads a `.keras` file in Keras's safe mode (no arbitrary code: Lambda layers holding Python are refused)."""
     p = existing_file(path, "model file")
-    import keras  # start-up: imports TensorFlow (seconds); the command line's parser and --help must not
-
-    import keras_eff  # noqa: F401  (importing keras_eff registers its Keras classes, whatever the order)
+    import keras  # noqa: PLC0415 - start-up: imports TensorFlow (seconds); the parser and --help must not
 
     if p.suffix != ".keras":
         raise CliError(f"{str(p)!r} is not a .keras file: save the model with model.save('model.keras') (Keras 3 "

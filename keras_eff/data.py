@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections.abc
 import numbers
+from typing import Literal, overload
 
 import keras
 import numpy as np
@@ -24,6 +25,10 @@ ACCEPTED = ("a numpy array of inputs (or an (x, y) tuple of arrays), a tf.data.D
 _INFINITE = -1  # tf.data.INFINITE_CARDINALITY (read without importing TensorFlow here)
 
 
+@overload
+def check_count(value, name: str, allow_none: Literal[False] = False, what: str = "") -> int: ...
+@overload
+def check_count(value, name: str, allow_none: bool, what: str = "") -> int | None: ...
 def check_count(value, name: str, allow_none: bool = False, what: str = "") -> int | None:
     """``value`` as an int of at least 1 (None passes where ``allow_none``); else a ValueError or TypeError naming
     ``name`` and the allowed range (``what`` says what the number counts)."""
@@ -32,8 +37,8 @@ def check_count(value, name: str, allow_none: bool = False, what: str = "") -> i
     allowed = "a whole number of at least 1" + (" or None (all)" if allow_none else "")
     about = f" ({what})" if what else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, numbers.Real) and float(value).is_integer() and value >= 1:
-            return int(value)
+        if isinstance(value, numbers.Real) and float(value).is_integer() and float(value) >= 1:
+            return int(float(value))
         raise TypeError(f"{name} must be {allowed}{about}, got {value!r}")
     if value < 1:
         raise ValueError(f"{name}={value!r} is out of range: it must be {allowed}{about}")

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 import tflite_export as te
@@ -53,8 +54,6 @@ def _file_row(name, keras_acc, tflite_bytes, x_test, y_test, model=None, runs=20
 
 def run_demo(config: DemoConfig | None = None, stages=None) -> list:
     """Runs the demo and returns its table rows. ``stages`` are extra steps (name, fn(context) -> rows)."""
-    import keras
-
     cfg = config or DemoConfig()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,9 +104,9 @@ def run_demo(config: DemoConfig | None = None, stages=None) -> list:
         rows.extend(stage(context))
 
     table = write_results(out / "results", "keras-eff demo: small CNN on Fashion-MNIST", rows,
-                          notes=f"{cfg.epochs} float epochs, then {cfg.qat_epochs} QAT epoch(s) on top of them (BatchNorm frozen "
-                                f"from the first QAT step), so the QAT row has trained longer than the float row: "
-                                f"benchmarks/qat.py compares equal epochs. 'keras acc' is the "
+                          notes=f"{cfg.epochs} float epochs, then {cfg.qat_epochs} QAT epoch(s) on top of them "
+                                f"(BatchNorm frozen from the first QAT step), so the QAT row has trained longer "
+                                f"than the float row: benchmarks/qat.py compares equal epochs. 'keras acc' is the "
                                 f"Keras model's own accuracy (the QAT row: the simulation's); agreement and LSBs "
                                 f"compare each file with the Keras model it came from, on 1,000 test images. LiteRT "
                                 f"latency is the median of {cfg.latency_runs} batch-1 runs on one thread with "

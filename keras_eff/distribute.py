@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import warnings
 
+import keras
 import tensorflow as tf
+from keras.src import tree  # private Keras modules, for patch_keras_multi_worker_fit (Keras 3.15)
+from keras.src.backend.tensorflow import trainer as tf_trainer
 
 
 def replicas_in_sync() -> int:
@@ -40,7 +43,7 @@ def check_same_scope(model) -> None:
     ``on_train_begin``; call it yourself before ``fit`` otherwise (``cluster_model`` has no callback).
     """
     parts = [("the model", getattr(model, "_distribute_strategy", None), None)]
-    seen = {}
+    seen: dict = {}  # strategy (None: no strategy) -> the path of its first variable
     for v in model.variables:
         seen.setdefault(_strategy_of(v), v.path)
     parts += [("its variables", strategy, path) for strategy, path in seen.items()]
@@ -50,7 +53,7 @@ def check_same_scope(model) -> None:
         for v in optimizer.variables:
             seen.setdefault(_strategy_of(v), v.path)
         parts += [("its optimizer's variables", strategy, path) for strategy, path in seen.items()]
-    groups = {}  # strategy -> the parts made under it, in order
+    groups: dict[int | None, list] = {}  # id(strategy) -> the parts made under it, in order
     for part in parts:
         groups.setdefault(id(part[1]) if part[1] is not None else None, []).append(part)
     # fit called inside a scope runs there unless the model has its own strategy (then the two must agree)
@@ -115,15 +118,10 @@ def patch_keras_multi_worker_fit() -> bool:
     global _PATCHED
     if _PATCHED:
         return False
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
     trainer_cls = tf_trainer.TensorFlowTrainer
     build = getattr(trainer_cls, "_maybe_symbolic_build", None)
     reduce_per_replica = getattr(tf_trainer, "reduce_per_replica", None)
     if build is None or reduce_per_replica is None:
-        import keras
-
         warnings.warn(f"patch_keras_multi_worker_fit: Keras {keras.__version__} has no "
                       f"TensorFlowTrainer._maybe_symbolic_build / reduce_per_replica (written for Keras 3.15); "
                       f"nothing patched: check that fit runs under MultiWorkerMirroredStrategy", stacklevel=2)

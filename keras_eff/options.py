@@ -11,6 +11,12 @@ import dataclasses
 import functools
 import inspect
 import warnings
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_C = TypeVar("_C", bound="DataclassInstance")
 
 # the keywords that carried options before the config= convention; accepted for one release, with a warning
 LEGACY_KEYWORDS = ("params", "parameters")
@@ -37,7 +43,7 @@ def warn_deprecated(old: str, new: str, stacklevel: int = 3) -> None:
                   stacklevel=stacklevel)
 
 
-def resolve_config(cls, config, overrides: dict, function: str, stacklevel: int = 4):
+def resolve_config(cls: type[_C], config, overrides: dict, function: str, stacklevel: int = 4) -> _C:
     """Makes the options of a technique from ``config=`` and keyword overrides.
 
     Args:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import platform
 import weakref
+from importlib.metadata import PackageNotFoundError, version
 
 from tflite_export.files import atomic_write, atomic_write_json
 
@@ -114,20 +115,19 @@ def get_report(model, kind: str):
 
 
 def versions() -> dict:
-    import keras
-    import numpy
-    import tensorflow
+    # start-up: this module (get_report, markdown tables) loads without TensorFlow (2-9 s, see startup.md in
+    # benchmarks/results) or NumPy (70-100 ms, -X importtime); only this function needs them
+    import keras  # noqa: PLC0415 - start-up, see above
+    import numpy  # noqa: PLC0415 - start-up, see above
+    import tensorflow  # noqa: PLC0415 - start-up, see above
 
     out = {"python": platform.python_version(), "tensorflow": tensorflow.__version__, "keras": keras.__version__,
            "numpy": numpy.__version__}
-    try:
-        from importlib.metadata import version
-
-        out["ai-edge-litert"] = version("ai-edge-litert")
-        out["keras-eff"] = version("keras-eff")
-        out["ethos-u-vela"] = version("ethos-u-vela")
-    except Exception:  # metadata missing in an uninstalled checkout
-        pass
+    for dist in ("ai-edge-litert", "keras-eff", "ethos-u-vela"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:  # not installed (Vela is optional; an uninstalled checkout has no keras-eff)
+            pass
     return out
 
 
@@ -135,8 +135,8 @@ def agg_subplots(figsize):
     """A figure and its axes on matplotlib's Agg canvas, outside pyplot: for plots saved to files. The caller's pyplot
     backend (a notebook's inline backend, say) is left alone, and no figure stays open in pyplot's registry (unlike
     ``matplotlib.use("Agg")`` + ``pyplot.subplots``). Save with ``tflite_export.files.atomic_savefig(fig, path)``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - start-up: matplotlib (~0.4 s)
+    from matplotlib.figure import Figure  # noqa: PLC0415 - start-up: matplotlib (~0.4 s) only for plots
 
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
@@ -165,7 +165,7 @@ def markdown_table(rows: list, columns: list | None = None) -> str:
 
 def write_results(stem, title: str, rows: list, columns=None, notes: str = "", extra: dict | None = None) -> str:
     """Writes ``stem.md`` and ``stem.json`` (atomically) and returns the markdown table."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     ver = versions()
     table = markdown_table(rows, columns)
     md = (f"# {title}\n\n{table}\n{notes}\n\n_Measured {now} on {platform.node() or 'this machine'} "

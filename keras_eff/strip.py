@@ -76,6 +76,7 @@ def strip(model, remove_pruned_channels: bool = False) -> keras.Model:
         smaller = keras_eff.strip(channel_pruned, remove_pruned_channels=True)
         ```
     """
-    keep = kept_channels(model) if remove_pruned_channels else None
-    plain = rebuild(model, _strip_transform)
-    return remove_channels(plain, keep) if remove_pruned_channels else plain
+    if not remove_pruned_channels:
+        return rebuild(model, _strip_transform)
+    keep = kept_channels(model)
+    return remove_channels(rebuild(model, _strip_transform), keep)

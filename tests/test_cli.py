@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from micro_models import gelu_model, random_images, tiny_cnn
 
 import tflite_export as te
 from keras_eff import cli
-from micro_models import gelu_model, random_images, tiny_cnn
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,7 @@ import pytest
 from keras import layers
 
 import tflite_export
-from keras_eff.compression import (ChannelPruningConfig, NothingToCompressError, channel_pruning, count_macs,
-                                   find_groups)
+from keras_eff.compression import ChannelPruningConfig, NothingToCompressError, channel_pruning, count_macs, find_groups
 from keras_eff.compression.channel_pruning import ChannelPruningScheme
 from keras_eff.compression.pipeline import output_error, predict
 from keras_eff.compression.reconstruction import channel_gram, conv_patches, removal_order, sample_positions

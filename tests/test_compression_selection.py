@@ -3,9 +3,16 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_eff.compression import (ChannelPruningConfig, NothingToCompressError, SensitivityTable,
-                                   SpatialSvdConfig, channel_pruning, measure_sensitivity, select_ratios,
-                                   spatial_svd)
+from keras_eff.compression import (
+    ChannelPruningConfig,
+    NothingToCompressError,
+    SensitivityTable,
+    SpatialSvdConfig,
+    channel_pruning,
+    measure_sensitivity,
+    select_ratios,
+    spatial_svd,
+)
 
 RATIOS = (0.75, 0.5, 0.25)
 COST = {"a": 100.0, "b": 100.0, "c": 10.0}

@@ -4,8 +4,7 @@ import pytest
 from keras import layers
 
 import tflite_export
-from keras_eff.compression import (NothingToCompressError, SpatialSvdConfig, count_macs, spatial_svd,
-                                   split_conv_kernel)
+from keras_eff.compression import NothingToCompressError, SpatialSvdConfig, count_macs, spatial_svd, split_conv_kernel
 from keras_eff.compression.svd import SpatialSvdScheme
 
 FEW = SpatialSvdConfig(candidate_ratios=(0.8, 0.6, 0.4, 0.2))

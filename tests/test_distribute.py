@@ -109,7 +109,7 @@ else:
         return found
 
     def _both(strategy, make):
-        """make(scope) (a context factory) under the 2-replica strategy and without one (single device, same global batch)."""
+        """make(scope) (a context factory) under the 2-replica strategy and without one (one device, same batch)."""
         return make(strategy.scope), make(contextlib.nullcontext)
 
     # -- QAT ----------------------------------------------------------------------------------------------------

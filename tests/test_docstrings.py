@@ -4,8 +4,8 @@ Public names are the ``__all__`` of ``keras_eff``, of each public subpackage or 
 ``keras_eff.__all__`` that defines ``__all__``, and of ``tflite_export``. Modules and non-callables (constants) are
 exempt. A function needs an ``Args:`` section naming every parameter (when it takes any besides self/cls) and a
 ``Returns:`` (or, for a generator, ``Yields:``) section. A class whose constructor takes parameters needs ``Args:`` or
-``Attributes:`` naming each of them; exceptions and enums need only a docstring. Sections are read at the docstring's top indentation, as Google style
-writes them.
+``Attributes:`` naming each of them; exceptions and enums need only a docstring. Sections are read at the docstring's
+top indentation, as Google style writes them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _ENTRY = re.compile(r"^\s*(\*{0,2}[A-Za-z_][A-Za-z0-9_]*)\s*(?:\(|:)")
 
 
 def public_packages() -> list[tuple[str, types.ModuleType]]:
-    """The packages whose ``__all__`` is public API: keras_eff, its public submodules with ``__all__``, tflite_export."""
+    """The packages whose ``__all__`` is public API: keras_eff, its submodules with ``__all__``, tflite_export."""
     packages = [("keras_eff", keras_eff)]
     for name in keras_eff.__all__:
         sub = getattr(keras_eff, name)

@@ -49,7 +49,7 @@ def fit_centroids(values, k: int, init: str = "kmeans++", seed: int = 0) -> np.n
     elif init == "density":
         c = np.quantile(values, (np.arange(k) + 0.5) / k)
     else:
-        from sklearn.cluster import KMeans
+        from sklearn.cluster import KMeans  # noqa: PLC0415 - start-up: scikit-learn (~1 s, -X importtime)
 
         km = KMeans(n_clusters=k, init="k-means++" if init == "kmeans++" else "random", n_init=1,
                     random_state=seed, max_iter=100)

@@ -13,8 +13,11 @@ from dataclasses import asdict, dataclass, field
 import keras
 import numpy as np
 
+import tflite_export as te
+
 from ..graph import functional_of
 from ..layers import channel_shape, kernel_names
+from ..reporting import markdown_table
 from .wrapper import ClusterWrapper, is_clusterable
 
 # TFLite op -> the output-channel axis of its filter tensor.
@@ -106,8 +109,6 @@ class ClusteringReport:
                 "clustered_layers": list(self.clustered_layers)}
 
     def __str__(self):
-        from ..reporting import markdown_table
-
         head = f"{len(self.kernels)} kernels, sparsity {self.sparsity:.1%}"
         if self.gzip_bytes is not None:
             head += f", {self.size_bytes:,} bytes, gzip {self.gzip_bytes:,} bytes"
@@ -150,8 +151,6 @@ def _keras_report(model) -> ClusteringReport:
 
 
 def _tflite_report(data: bytes) -> ClusteringReport:
-    import tflite_export as te
-
     graph = te.read_graph(data)
     interpreter = te.make_interpreter(data, use_xnnpack=False)
     report = ClusteringReport(size_bytes=len(data), gzip_bytes=len(gzip.compress(data, 9)))

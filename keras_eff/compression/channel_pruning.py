@@ -13,15 +13,22 @@ import keras
 import numpy as np
 from keras import layers
 
-from ..graph import GraphInfo
-from ..graph import tensors_in
-from .channel_groups import WeightState, _dense_like, find_groups
-from .inputs import NothingToCompressError, check_finite_weights, check_ratio, sample_array
+from ..graph import GraphInfo, tensors_in
 from ..options import resolve_config
+from .channel_groups import WeightState, _dense_like, find_groups
 from .config import ChannelPruningConfig
+from .inputs import NothingToCompressError, check_finite_weights, check_ratio, sample_array
 from .pipeline import CompressionResult, Scheme, compress
-from .reconstruction import (channel_gram, columns_of, conv_patches, kept_channels, kernel_matrix, refit,
-                             removal_order, sample_positions)
+from .reconstruction import (
+    channel_gram,
+    columns_of,
+    conv_patches,
+    kept_channels,
+    kernel_matrix,
+    refit,
+    removal_order,
+    sample_positions,
+)
 
 
 class ChannelPruningScheme(Scheme):
@@ -58,7 +65,8 @@ class ChannelPruningScheme(Scheme):
         return keep if 1 <= keep < channels else None
 
     def cost_of(self, settings) -> dict:
-        scale_in, scale_out = {}, {}
+        scale_in: dict[str, float] = {}
+        scale_out: dict[str, float] = {}
         for name, keep in settings.items():
             group = self.groups[name]
             f = keep / group.channels

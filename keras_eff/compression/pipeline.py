@@ -122,10 +122,11 @@ class CompressionResult:
         Returns:
             The text.
         """
-        lines = [f"{self.method}: target {self.target_ratio:.3g} of {self.cost_metric}, achieved "
-                 f"{self.achieved_ratio:.3f} (MACs {self.original_cost.total_macs:,} -> "
-                 f"{self.compressed_cost.total_macs:,}, params {self.original_cost.total_params:,} -> "
-                 f"{self.compressed_cost.total_params:,})"]
+        summary = (f"{self.method}: target {self.target_ratio:.3g} of {self.cost_metric}, achieved "
+                   f"{self.achieved_ratio:.3f} (MACs {self.original_cost.total_macs:,} -> "
+                   f"{self.compressed_cost.total_macs:,}, params {self.original_cost.total_params:,} -> "
+                   f"{self.compressed_cost.total_params:,})")
+        lines = [summary]
         lines += [f"  {n}: ratio {r:.2f}, setting {self.layer_settings[n]}" for n, r in self.layer_ratios.items()]
         return "\n".join(lines)
 

@@ -128,8 +128,8 @@ class SensitivityTable:
         Returns:
             ``path``.
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - start-up: matplotlib (~0.4 s)
+        from matplotlib.figure import Figure  # noqa: PLC0415 - start-up: matplotlib (~0.4 s) only for plots
 
         fig = Figure(figsize=(7, 4.5), dpi=120)
         FigureCanvasAgg(fig)
@@ -202,7 +202,7 @@ def select_ratios(table: SensitivityTable, cost_of, target: float) -> dict:
     Raises:
         NothingToCompressError: If the target cannot be reached even with every layer at its lowest measured ratio.
     """
-    ratios = {name: 1.0 for name in table.layers}
+    ratios = dict.fromkeys(table.layers, 1.0)
 
     def settings(rs):
         return {n: table.settings[n][r] for n, r in rs.items() if r < 1.0}

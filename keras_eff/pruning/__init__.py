@@ -19,5 +19,5 @@ from .wrapper import PruneWrapper, prune
 
 __all__ = ["ChannelGroup", "ConstantSparsity", "PolynomialDecay", "PruneWrapper", "PruningConfig",
            "PruningSchedule", "PruningSummary", "SparsityReport", "UpdatePruning", "channel_groups",
-           "is_prunable", "kept_channels", "layer_sparsities", "log_proportional", "prune", "prune_model", "remove_channels",
-           "sparsity_report", "strip", "strip_channels", "uniform"]
+           "is_prunable", "kept_channels", "layer_sparsities", "log_proportional", "prune", "prune_model",
+           "remove_channels", "sparsity_report", "strip", "strip_channels", "uniform"]

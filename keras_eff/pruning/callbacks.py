@@ -6,6 +6,8 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from ..distribute import check_same_scope
 from . import masks as masks_lib
@@ -178,9 +180,6 @@ class PruningSummary(keras.callbacks.Callback):
             self._write(entries, epoch)
 
     def _write(self, entries, epoch):
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
-
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(str(self.log_dir))
         metadata = summary_pb2.SummaryMetadata(data_class=summary_pb2.DATA_CLASS_SCALAR)

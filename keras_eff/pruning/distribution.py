@@ -72,7 +72,7 @@ def log_proportional(sizes: dict, target: float, max_sparsity: float = 0.98) -> 
         weight = sum(n * math.log(n) for n in free.values())
         if not free or weight <= 0:
             if abs(budget) <= 1e-9 * total:
-                return {**{name: 0.0 for name in free}, **capped}
+                return {**dict.fromkeys(free, 0.0), **capped}
             raise ValueError(f"target sparsity {target} cannot be reached with each layer capped at "
                              f"{max_sparsity}: too few weights in layers that can take more zeros")
         alpha = budget / weight
@@ -80,7 +80,7 @@ def log_proportional(sizes: dict, target: float, max_sparsity: float = 0.98) -> 
         over = {name for name, s in out.items() if s > max_sparsity}
         if not over:
             return {**out, **capped}
-        capped.update({name: max_sparsity for name in over})
+        capped.update(dict.fromkeys(over, max_sparsity))
 
 
 def resolve(distribution, sizes: dict, target: float, max_sparsity: float = 0.98) -> dict:

@@ -12,7 +12,7 @@ from ..checks import check_finite_weights
 from ..graph import GraphInfo, channel_groups, clone_layer, copy_weights, rebuild, refuse_rewritten
 from ..options import config_keywords
 from . import distribution as dist
-from .schedules import ConstantSparsity, as_schedule
+from .schedules import ConstantSparsity, PruningSchedule, as_schedule
 from .structured import depthwise_only, is_prunable, parse_structure, unprunable_reason, weight_names
 from .wrapper import PruneWrapper
 
@@ -102,6 +102,7 @@ def _plan(model, cfg: PruningConfig):
         if name not in names:
             raise ValueError(f"skip names layer {name!r}, which model {model.name!r} does not have; its layers are: "
                              f"{listing}")
+    schedule: PruningSchedule
     if cfg.schedule is None:
         if isinstance(structure, tuple):
             schedule = ConstantSparsity(1 - structure[1] / structure[2], begin_step=0)
@@ -114,9 +115,10 @@ def _plan(model, cfg: PruningConfig):
         schedule = as_schedule(cfg.schedule)
         if isinstance(structure, tuple):
             _check_nm_target(structure, schedule.target, "the schedule's target sparsity")
-    skipped, explicit = {}, isinstance(cfg.distribution, dict)
-    if explicit:
-        for name, s in cfg.distribution.items():
+    skipped: dict[str, str] = {}  # layer name -> why it stays dense
+    explicit = cfg.distribution if isinstance(cfg.distribution, dict) else None  # {layer name: sparsity}
+    if explicit is not None:
+        for name, s in explicit.items():
             if name not in names:
                 raise ValueError(f"distribution names layer {name!r}, which model {model.name!r} does not have; "
                                  f"its layers are: {listing}")
@@ -127,7 +129,7 @@ def _plan(model, cfg: PruningConfig):
                 raise ValueError(f"sparsity for layer {name!r} must lie in [0, 1), got {s!r}")
             if isinstance(structure, tuple):
                 _check_nm_target(structure, s, f"distribution[{name!r}]")
-        candidates = [n for n in cfg.distribution if n not in cfg.skip]
+        candidates = [n for n in explicit if n not in cfg.skip]
     else:
         if cfg.distribution not in dist.DISTRIBUTIONS and cfg.distribution != "log_proportional":
             dist.resolve(cfg.distribution, {}, 0.0)  # raises, naming the allowed values
@@ -149,7 +151,7 @@ def _plan(model, cfg: PruningConfig):
                 skipped[layer.name] = reason
             else:
                 candidates.append(layer.name)
-    plan = {}
+    plan: dict[str, tuple[PruningSchedule | None, object, str | None]] = {}  # see the docstring
     if structure == "channels":
         groups = channel_groups(model, set(candidates))
         for g in groups:
@@ -162,7 +164,7 @@ def _plan(model, cfg: PruningConfig):
         for g in groups:
             if g.reason:
                 for n in g.producers:
-                    if explicit and n in cfg.distribution:
+                    if explicit is not None and n in explicit:
                         raise ValueError(f"cannot prune the channels of layer {n!r}: {g.reason}")
                     skipped.setdefault(n, g.reason)
         targets = _targets(cfg, schedule, {n: sizes[n] for g in usable for n in g.producers if n in candidates})

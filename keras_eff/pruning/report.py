@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..graph import channel_groups, release
 from ..reporting import markdown_table
+from ..strip import strip
 from .callbacks import pruning_wrappers
 from .model import graph_layers
 from .structured import depthwise_only, format_structure, is_prunable, unprunable_reason, weight_names
@@ -51,9 +53,6 @@ class SparsityReport:
 def _channel_groups(model) -> dict:
     """{producer name: its ChannelGroup} of the model's plain form (wrappers stripped), for channel pruning's
     reasons: a group joined with a model input or output, or through a layer channels cannot pass, stays dense."""
-    from ..graph import channel_groups, release
-    from ..strip import strip
-
     plain = strip(model)
     try:
         return {n: g for g in channel_groups(plain) for n in g.producers}

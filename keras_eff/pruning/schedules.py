@@ -86,7 +86,7 @@ class PruningSchedule(abc.ABC):
         """
 
     @abc.abstractmethod
-    def with_target(self, sparsity: float) -> "PruningSchedule":
+    def with_target(self, sparsity: float) -> PruningSchedule:
         """Makes the same schedule with another final sparsity (per-layer distributions use this).
 
         Args:

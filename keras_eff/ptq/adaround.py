@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
@@ -211,8 +212,6 @@ def _float_targets(model, wrapper, x, xs, originals):
 def _float_inputs(float_model, wrapper, x, batch_size=64):
     """The input of the float model's layer of the same name (what the quantized layer would see without
     quantization), for the asymmetric reconstruction target."""
-    import keras
-
     try:
         layer = float_model.get_layer(wrapper.layer.name)
     except ValueError:

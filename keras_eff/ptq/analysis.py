@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import re
 
+import keras
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+import tflite_export as te
 
 from ..graph import tensors_in
 from ..reporting import agg_subplots as subplots
 from ..reporting import get_reports
 from . import common
+from . import layer_math as lm
 
 
 def weight_ranges(report_or_model) -> dict:
@@ -30,8 +35,6 @@ def weight_ranges(report_or_model) -> dict:
         ranges = keras_eff.ptq.weight_ranges(keras_eff.ptq.equalize(model))
         ```
     """
-    from . import layer_math as lm
-
     report = get_reports(report_or_model).get("equalization", report_or_model)
     if hasattr(report, "ranges_before"):
         return {"before": report.ranges_before, "after": report.ranges_after}
@@ -159,11 +162,6 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
         print(result["first_drift"])
         ```
     """
-    import keras
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    import tflite_export as te
-
     x = common.check_data(quantized_model, data, "divergence data", samples)
     model_bytes = te.read_model(tflite_model) if tflite_model is not None else te.to_tflite(quantized_model)
     # read first: a damaged file is refused naming it (and the bad tensor) before LiteRT's own readers trip on it
@@ -184,20 +182,20 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
     probe = keras.Model(quantized_model.input, [tensors_in(quantized_model, w, "output") for w, _ in matched])
     sim = probe.predict(x, verbose=0, batch_size=len(x))
     sim = sim if isinstance(sim, list) else [sim]
-    diffs = [[] for _ in matched]
+    diffs: list[list[np.ndarray]] = [[] for _ in matched]  # per layer: |TFLite - simulated| in LSB, per input
     in_scale, in_zp = inp["quantization"]
     for i in range(len(x)):
         interp.set_tensor(inp["index"], te.quantize(x[i:i + 1], in_scale, in_zp, inp["dtype"]))
         interp.invoke()
-        for j, (w, t) in enumerate(matched):
+        for j, (_, t) in enumerate(matched):
             info = graph.tensors[t]
             scale, zp = float(info.scales[0]), int(info.zero_points[0])
             tfl = te.dequantize(interp.get_tensor(t), scale, zp)
             diffs[j].append(np.abs(tfl.reshape(-1) - sim[j][i].reshape(-1)) / scale)
     rows = []
     first = None
-    for (w, t), d in zip(matched, diffs):
-        d = np.concatenate(d)
+    for (w, t), parts in zip(matched, diffs):
+        d = np.concatenate(parts)
         row = {"layer": w.layer.name, "tflite_tensor": graph.tensors[t].name.split(";")[0],
                "max_lsb": float(d.max()), "mean_lsb": float(d.mean()), "share_off": float(np.mean(d > 0.5))}
         rows.append(row)

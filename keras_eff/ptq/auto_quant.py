@@ -18,10 +18,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
+
 from tflite_export import atomic_write
 
 from ..options import resolve_config, warn_deprecated
 from ..quantization import QuantConfig, calibrate, quantize_model
+from ..reporting import agg_subplots as subplots
 from ..reporting import attach_report, markdown_table
 from . import common
 from .adaround import adaround
@@ -70,8 +72,6 @@ def _score(eval_fn, model, what):
 
 
 def _plot(result, path):
-    from ..reporting import agg_subplots as subplots
-
     names = [s["step"] for s in result.steps]
     scores = [s["score"] for s in result.steps]
     fig, ax = subplots(figsize=(1.6 * len(names) + 2.5, 3.4))

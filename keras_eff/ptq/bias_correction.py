@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import keras
 import numpy as np
 from keras import layers
 from tqdm.auto import tqdm
@@ -154,14 +155,13 @@ def _analytical(model, statistics, report, wrappers):
     for w in wrappers:
         name = w.layer.name
         if not lm.is_scalable(w.layer):
-            report.skipped.append((name, f"analytical correction handles Conv2D, DepthwiseConv2D and Dense, not "
-                                         f"{type(w.layer).__name__}"))
+            report.skipped.append((name, (f"analytical correction handles Conv2D, DepthwiseConv2D and Dense, not "
+                                          f"{type(w.layer).__name__}")))
             continue
         src = _producer(info, w)
         stats = None if src is None else _statistics_of(src, statistics)
         if stats is None:
-            report.skipped.append((name, "no BatchNorm statistics for its input (give data for empirical "
-                                         "correction)"))
+            report.skipped.append((name, "no BatchNorm statistics for its input (give data for empirical correction)"))
             continue
         ex = expected_activation(*stats, common.effective_activation(src))
         qk, _ = w.quantized_kernels()
@@ -176,8 +176,6 @@ def _analytical(model, statistics, report, wrappers):
 def _statistics_from(statistics) -> dict:
     """The per-layer BatchNorm statistics from what ``statistics=`` may be: an equalized model (its equalization
     report), an `EqualizationReport`, its ``statistics`` dict, or None."""
-    import keras
-
     if isinstance(statistics, keras.Model):
         report = get_reports(statistics).get("equalization")
         if report is None:

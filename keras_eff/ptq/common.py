@@ -12,7 +12,7 @@ from keras import ops
 from ..data import model_samples
 from ..graph import GraphInfo, functional_of, rebuild, tensors_in
 from ..layers import facts_for
-from ..quantization import QuantizeWrapper, WeightQuantizer, activation_quantizers
+from ..quantization import QuantizeWrapper, WeightQuantizer, activation_quantizers, layer_ops
 
 
 def _walk(model, path=()):
@@ -142,8 +142,6 @@ def float_kernels(wrapper) -> dict:
 
 
 def pre_activation(wrapper, x, kernels, bias=None):
-    from ..quantization import layer_ops
-
     y = layer_ops.linear(wrapper.layer, x, kernels)
     return y if bias is None else y + bias
 

@@ -11,8 +11,11 @@ from dataclasses import asdict, dataclass, fields
 from ..quantization.quantizers import check_bits
 
 
+@dataclass
 class _Config:
-    """get_config/from_config for the dataclasses below (unknown keys are refused, naming the known ones)."""
+    """get_config/from_config for the dataclasses below (unknown keys are refused, naming the known ones).
+
+    A dataclass with no fields itself, so that ``asdict``/``fields`` type-check on it."""
 
     def get_config(self) -> dict:
         """Serializes the options.

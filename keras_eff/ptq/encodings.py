@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tflite_export import atomic_write_json
+
 from ..quantization import QuantizeWrapper, activation_quantizers, layer_ops
 
 
@@ -63,14 +65,14 @@ def export_encodings(quantized_model, path=None) -> dict:
                 if isinstance(layer, QuantizeWrapper)]
     if not wrappers:
         raise ValueError(f"model {quantized_model.name!r} is not quantized: run keras_eff.quantize_model first")
-    enc = {"version": "keras_eff/1", "activation_encodings": {}, "param_encodings": {}}
+    activation_encodings: dict[str, list] = {}
+    param_encodings: dict[str, list] = {}
     for q in activation_quantizers(quantized_model):
-        enc["activation_encodings"][q.name] = [_activation_encoding(q)]
+        activation_encodings[q.name] = [_activation_encoding(q)]
     for w in wrappers:
         if w.has_kernel:
-            enc["param_encodings"].update(_weight_encodings(w))
+            param_encodings.update(_weight_encodings(w))
+    enc = {"version": "keras_eff/1", "activation_encodings": activation_encodings, "param_encodings": param_encodings}
     if path is not None:
-        from tflite_export import atomic_write_json
-
         atomic_write_json(path, enc)
     return enc

@@ -17,8 +17,7 @@ import numpy as np
 from keras import layers
 
 from ..checks import check_finite_weights
-from ..graph import (GraphInfo, activation_kind, clone_layer, fold_batchnorm, functional_of, is_foldable_bn,
-                     rebuild)
+from ..graph import GraphInfo, activation_kind, clone_layer, fold_batchnorm, functional_of, is_foldable_bn, rebuild
 from ..layers import facts_for
 from ..options import resolve_config
 from ..reporting import attach_report
@@ -72,8 +71,9 @@ class EqualizationReport:
     ranges_after: dict = field(default_factory=dict)
 
     def __str__(self):
-        lines = [f"{len(self.folded_batchnorm)} BatchNorms folded, {len(self.pairs)} layer pairs equalized in "
-                 f"{self.iterations} sweeps, bias absorbed into {len(self.absorbed)} layers"]
+        summary = (f"{len(self.folded_batchnorm)} BatchNorms folded, {len(self.pairs)} layer pairs equalized in "
+                   f"{self.iterations} sweeps, bias absorbed into {len(self.absorbed)} layers")
+        lines = [summary]
         if self.relu6_replaced:
             lines.append(f"  ReLU6 replaced by ReLU: {', '.join(self.relu6_replaced)}")
         lines += [f"  not scaled: {a} -> {b} ({why})" for a, b, why in self.skipped_pairs]

@@ -18,6 +18,8 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+import tflite_export as te
+
 from ..data import model_samples
 from ..graph import release
 from ..options import deprecated_aliases, resolve_config, warn_deprecated
@@ -255,7 +257,7 @@ def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), quant_config:
                                   quant_config or QuantConfig(), calibration_samples)
     base = ev.score({})
     names = list(_kernel_layers(ev.reference)) if layers is None else list(layers)
-    out = {}
+    out: dict[str, dict[int, float]] = {}
     todo = [(n, b) for n in names for b in candidate_bits if b < 8]
     for name, b in tqdm(todo, desc="sensitivity", leave=False):
         out.setdefault(name, {})[b] = base - ev.score({name: b})
@@ -318,11 +320,11 @@ def mixed_precision(model, data, eval_fn, config: MixedPrecisionConfig | dict | 
     lower = [b for b in params.candidate_bits if b < 8]
     sens = layer_sensitivity(model, x, eval_fn, lower, _evaluator=ev)
     order = sorted(parameters, key=lambda n: -parameters[n])  # largest layers first
-    bits = {n: 8 for n in order}
+    bits = dict.fromkeys(order, 8)
     if params.target_average_bits is not None:
         tolerances = sorted({d for v in sens.values() for d in v.values()})
         for tol in tolerances:
-            trial = {n: 8 for n in order}
+            trial = dict.fromkeys(order, 8)
             for n in order:
                 if average_bits(trial, parameters) <= params.target_average_bits + 1e-9:
                     break
@@ -342,6 +344,7 @@ def mixed_precision(model, data, eval_fn, config: MixedPrecisionConfig | dict | 
                 bits[worst] = min(b for b in params.candidate_bits if b > bits[worst])
                 score = ev.score(bits)
     else:
+        assert params.max_drop is not None, "MixedPrecisionConfig needs target_average_bits or max_drop"
         score = baseline
         for n in tqdm(order, desc="mixed precision", leave=False):
             for b in lower:
@@ -352,12 +355,10 @@ def mixed_precision(model, data, eval_fn, config: MixedPrecisionConfig | dict | 
                 else:
                     break
     final = ev.build(bits)
-    result = MixedPrecisionResult(bits=bits, config=ev.config({n: b for n, b in bits.items()}),
+    result = MixedPrecisionResult(bits=bits, config=ev.config(dict(bits)),
                                   average_bits=average_bits(bits, parameters), score=score, baseline_score=baseline,
                                   sensitivity=sens, parameters=parameters, model=final, evaluations=ev.log)
     if export:
-        import tflite_export as te
-
         size = len(te.to_tflite(final))
         result.tflite_bytes = size
         result.packed_bytes = size - sum(parameters.values()) + sum(

@@ -15,24 +15,32 @@ import warnings
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
 from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
-from ..graph import (activation_kind, clone_layer, functional_of, holds_state, is_foldable_bn, layers_with, name_list,
-                     rebuild, reuse_or_clone)
+from ..graph import (
+    activation_kind,
+    clone_layer,
+    functional_of,
+    holds_state,
+    is_foldable_bn,
+    layers_with,
+    name_list,
+    rebuild,
+    reuse_or_clone,
+)
+from ..layers import FIXED_RANGES as _ACTIVATION_RANGES
 from ..layers import facts_for
 from ..options import resolve_config
-from . import layer_ops
+from . import attention, integer_inference, layer_ops
 from . import preserve as preserve_lib
 from .config import QuantConfig
-from . import attention
 from .layer_norm import QuantizedNormalization
 from .placement import place_ranges
 from .quantizers import ActivationQuantizer
 from .report import NO_IMPLEMENTATION, SKIPPED, QuantizationReport
 from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
-from ..layers import FIXED_RANGES as _ACTIVATION_RANGES
 
 
 def _fusable_activation(layer) -> str | None:
@@ -173,7 +181,7 @@ class _Quantizer:
     def __init__(self, config: QuantConfig, report: QuantizationReport):
         self.config = config
         self.report = report
-        self._left_to_consumer = set()  # ids of nodes whose output lies on a consumer's shared range
+        self._left_to_consumer: set[int] = set()  # ids of nodes whose output lies on a consumer's shared range
 
     def act_kwargs(self, spec):
         return dict(bits=spec.activation_bits, symmetric=spec.activation_symmetric, ema_decay=self.config.ema_decay)
@@ -519,8 +527,6 @@ def set_integer_kernels(model, kernels) -> None:
         keras_eff.quantization.set_integer_kernels(qat, "micro")  # compare with TFLite Micro's outputs
         ```
     """
-    from . import integer_inference
-
     integer_inference.check_kernels(kernels)
     if not isinstance(model, keras.Model):
         raise TypeError(f"set_integer_kernels expects a Keras 3 model, got {type(model).__name__}")

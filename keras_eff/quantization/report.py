@@ -67,7 +67,9 @@ class QuantizationReport:
             A few lines: the count, each class with no quantized implementation once with its layers' names and how
             to declare it, the layers whose settings int8 cannot quantize, and the layers skipped by `QuantConfig`.
         """
-        by_class, other, skipped = {}, [], []
+        by_class: dict[str, list[str]] = {}  # class name -> its layers kept float
+        other: list[str] = []
+        skipped: list[str] = []
         for name, reason in self.float_layers:
             if reason.endswith(NO_IMPLEMENTATION):
                 by_class.setdefault(reason[:-len(NO_IMPLEMENTATION)], []).append(name)
@@ -76,9 +78,10 @@ class QuantizationReport:
             else:
                 other.append(f"{name} ({reason})")
         parts = [f"{cls} ({_names(names)})" for cls, names in by_class.items()]
-        lines = [f"quantize_model kept {len(self.float_layers)} layers float; the int8 file computes them in float "
-                 f"unless to_tflite gets representative_data for their outputs "
-                 f"(keras_eff.quantization.quantization_report(new_model) lists every layer)."]
+        summary = (f"quantize_model kept {len(self.float_layers)} layers float; the int8 file computes them in float "
+                   "unless to_tflite gets representative_data for their outputs "
+                   "(keras_eff.quantization.quantization_report(new_model) lists every layer).")
+        lines = [summary]
         if parts:
             lines.append(f"Layer classes with no quantized implementation: {'; '.join(parts)}. {DECLARE_HINT}")
         if other:
@@ -99,8 +102,9 @@ class QuantizationReport:
         return out
 
     def __str__(self):
-        lines = [f"{len(self.quantized)} layers quantized, {len(self.folded_batchnorm)} BatchNorms folded, "
-                 f"{len(self.fused_activations)} activations fused, {len(self.inherit_range)} layers inherit ranges"]
+        summary = (f"{len(self.quantized)} layers quantized, {len(self.folded_batchnorm)} BatchNorms folded, "
+                   f"{len(self.fused_activations)} activations fused, {len(self.inherit_range)} layers inherit ranges")
+        lines = [summary]
         lines += [f"  kept float: {name} ({reason})" for name, reason in self.float_layers]
         lines += [f"  preserved: {name} ({what})" for name, what in self.preserved]
         return "\n".join(lines)
