@@ -10,9 +10,21 @@ import pytest
 
 import keras_eff as ke
 import tflite_export as te
-from keras_eff.donna import (AccuracyPredictor, Architecture, BKDConfig, BlockChoice, BlockSpace, SearchSpace,
-                             SupernetBlock, build_block, build_model, build_reference, rgb_space, tiny_space,
-                             train_block_library)
+from keras_eff.donna import (
+    AccuracyPredictor,
+    Architecture,
+    BKDConfig,
+    BlockChoice,
+    BlockSpace,
+    SearchSpace,
+    SupernetBlock,
+    build_block,
+    build_model,
+    build_reference,
+    rgb_space,
+    tiny_space,
+    train_block_library,
+)
 from keras_eff.donna.blocks import GroupedConv2D, grouped_conv, layer_plan, native_grouped_conv
 from keras_eff.donna.measurers import int8_model
 from keras_eff.donna.predictor import choice_macs
@@ -61,7 +73,7 @@ def test_plain_gr_ib_block_has_grouped_convs_and_the_block_shape(stride, width):
     grouped = _grouped(block)
     assert [layer.name for layer in grouped] == ["g_l0_gr", "g_l1_gr"]
     plan = layer_plan(choice, 16, 24, stride)
-    for layer, (cin, cexp, cout, s, _) in zip(grouped, plan):
+    for layer, (_cin, cexp, _cout, s, _) in zip(grouped, plan):
         assert isinstance(layer, GroupedConv2D) and layer.strides == (s, s)
         assert cexp % 8 == 0 and layer.filters == cexp and layer.groups == cexp // 8
         assert tuple(layer.kernel.shape) == (3, 3, 8, cexp)  # 8 input channels per group

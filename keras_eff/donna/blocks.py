@@ -12,6 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from .space import GROUP_WIDTH, BlockChoice, check_group_width
@@ -25,9 +26,10 @@ def native_grouped_conv() -> bool:
     Keras 3's TensorFlow backend compiles every grouped convolution with XLA (``ops.conv``), whose CPU kernel made a
     training step of a grouped model about 57 times slower than a depthwise one on 2 CPU cores (docs/donna.md).
     TensorFlow's own kernels run them where oneDNN is on (the x86 default) or on a GPU; with
-    ``TF_ENABLE_ONEDNN_OPTS=0`` its CPU gradients raise. The answer comes from one small grouped convolution (stride 2, two groups) and its gradients,
-    compared with the same convolution computed group by group; run once per process, in a thread of its own (so
-    that it runs eagerly also when asked while a ``tf.function`` is being traced).
+    ``TF_ENABLE_ONEDNN_OPTS=0`` its CPU gradients raise. The answer comes from one small grouped convolution
+    (stride 2, two groups) and its gradients, compared with the same convolution computed group by group; run once
+    per process, in a thread of its own (so that it runs eagerly also when asked while a ``tf.function`` is being
+    traced).
     """
     global _NATIVE_GROUPED
     if _NATIVE_GROUPED is None:
@@ -40,8 +42,6 @@ def native_grouped_conv() -> bool:
 
 
 def _probe_native_grouped() -> bool:
-    import tensorflow as tf
-
     x = tf.reshape(tf.sin(tf.range(2 * 5 * 5 * 8, dtype=tf.float32)), (2, 5, 5, 8))
     k = tf.reshape(tf.cos(tf.range(3 * 3 * 4 * 6, dtype=tf.float32)), (3, 3, 4, 6))
 
@@ -70,8 +70,6 @@ def grouped_conv(x, kernel, strides=1, padding="same", dilation_rate=1):
     says they work, else ``keras.ops.conv``."""
     if x.shape[-1] == kernel.shape[-2] or not native_grouped_conv():
         return keras.ops.conv(x, kernel, strides=strides, padding=padding, dilation_rate=dilation_rate)
-    import tensorflow as tf
-
     return tf.nn.convolution(x, kernel, strides=strides, padding=padding.upper(), dilations=dilation_rate)
 
 

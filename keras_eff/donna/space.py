@@ -11,11 +11,15 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 
 # read_json is re-exported for code that still imports it from here; both live in the shared file helpers.
-from tflite_export.files import read_json, read_yaml_or_json  # noqa: F401
+from tflite_export.files import atomic_write, read_json, read_yaml_or_json  # noqa: F401
+
+from .backbone import backbone_config
 
 KERNELS = (3, 5, 7)
 EXPANSIONS = (2, 3, 4, 6)
@@ -87,7 +91,7 @@ class BlockChoice:
                 f"{self.activation}" + ("" if self.width == 1.0 else f"-w{self.width:g}"))
 
     @classmethod
-    def from_name(cls, name: str) -> "BlockChoice":
+    def from_name(cls, name: str) -> BlockChoice:
         """The choice that :attr:`name` wrote.
 
         Args:
@@ -125,7 +129,7 @@ class BlockChoice:
         return cfg if self.width == 1.0 else {**cfg, "width": self.width}
 
     @classmethod
-    def from_config(cls, config: dict) -> "BlockChoice":
+    def from_config(cls, config: dict) -> BlockChoice:
         """The inverse of :meth:`get_config`.
 
         Args:
@@ -150,7 +154,7 @@ def check_group_width(group_width, where: str = "") -> None:
 
 
 def _check_value(what, value, allowed, where=""):
-    ok = any(type(value) is type(a) and value == a for a in allowed)  # noqa: E721 (True is not 1 here)
+    ok = any(type(value) is type(a) and value == a for a in allowed)
     if not ok:
         allowed_txt = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"{where}{what}: {value!r} is not allowed; choose from {allowed_txt}")
@@ -268,7 +272,7 @@ class BlockSpace:
         Returns:
             A dict that :meth:`from_config` reads back.
         """
-        cfg = {"out_channels": self.out_channels, "stride": self.stride}
+        cfg: dict[str, Any] = {"out_channels": self.out_channels, "stride": self.stride}
         cfg.update({name: list(getattr(self, name)) for name in _FIELDS if name != "widths" or self.widths != (1.0,)})
         cfg["reference"] = None if self.reference is None else self.reference.get_config()
         if self.group_width != GROUP_WIDTH:
@@ -276,7 +280,7 @@ class BlockSpace:
         return cfg
 
     @classmethod
-    def from_config(cls, config: dict) -> "BlockSpace":
+    def from_config(cls, config: dict) -> BlockSpace:
         """The inverse of :meth:`get_config`.
 
         Args:
@@ -321,7 +325,7 @@ class Architecture:
         return " | ".join(c.name for c in self.choices)
 
     @classmethod
-    def parse(cls, text: str) -> "Architecture":
+    def parse(cls, text: str) -> Architecture:
         """The architecture that ``str(arch)`` wrote.
 
         Args:
@@ -432,7 +436,7 @@ class SearchSpace:
                                  f"reference's {bb['boundaries'][i]!r} {a} to {bb['boundaries'][i + 1]!r} {b}")
 
     @classmethod
-    def from_reference(cls, model, blocks=None, choices="default", name: str | None = None) -> "SearchSpace":
+    def from_reference(cls, model, blocks=None, choices="default", name: str | None = None) -> SearchSpace:
         """A space whose blocks replace a Keras reference model's blocks between chosen boundary layers.
 
         Each block keeps the reference's input and output shapes; the stem and head are the reference's own (a
@@ -462,13 +466,11 @@ class SearchSpace:
             space = SearchSpace.from_reference(model, ["block_2_add", "block_5_add", "block_9_add"])
             ```
         """
-        from .backbone import backbone_config
-
         bb, _ = backbone_config(model, blocks)
         return cls.from_backbone(bb, choices, name or f"{bb['source']}_donna")
 
     @classmethod
-    def from_backbone(cls, bb: dict, choices="default", name: str = "reference_space") -> "SearchSpace":
+    def from_backbone(cls, bb: dict, choices="default", name: str = "reference_space") -> SearchSpace:
         """The space of :meth:`from_reference`, from an already extracted backbone.
 
         Args:
@@ -538,7 +540,8 @@ class SearchSpace:
         choices = [b.choices() for b in self.blocks]
         if unique and n > self.size():
             raise ValueError(f"n: asked for {n} distinct architectures, the space holds only {self.size()}")
-        out, seen = [], set()
+        out: list[Architecture] = []
+        seen: set[Architecture] = set()
         while len(out) < n:
             arch = Architecture(tuple(c[rng.integers(len(c))] for c in choices))
             if unique and arch in seen:
@@ -612,7 +615,7 @@ class SearchSpace:
                 **({} if self.backbone is None else {"backbone": self.backbone})}
 
     @classmethod
-    def from_config(cls, config: dict) -> "SearchSpace":
+    def from_config(cls, config: dict) -> SearchSpace:
         """The inverse of :meth:`get_config`.
 
         Args:
@@ -658,17 +661,13 @@ class SearchSpace:
         Returns:
             The path written.
         """
-        from tflite_export import atomic_write
-
         path = Path(path)
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
             return atomic_write(path, yaml.safe_dump(self.get_config(), sort_keys=False))
         return atomic_write(path, json.dumps(self.get_config(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path) -> "SearchSpace":
+    def load(cls, path) -> SearchSpace:
         """Reads a space that :meth:`save` wrote.
 
         Args:
@@ -684,7 +683,7 @@ class SearchSpace:
         return cls.from_config(read_yaml_or_json(path, "search space file"))
 
 
-CHOICE_TEMPLATES = {
+CHOICE_TEMPLATES: dict[str, dict[str, Any]] = {
     "default": dict(cells=CELLS, kernels=(3, 5), expansions=(2, 4), depths=(1, 2), se=SE_OPTIONS,
                     activations=("relu",), widths=(0.5, 0.75, 1.0)),
     "tiny": dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2,), depths=(1,), se=(False,),
@@ -737,7 +736,7 @@ def default_space() -> SearchSpace:
         space.size()   # 96 ** 3
         ```
     """
-    common = dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2, 4), depths=(1, 2, 3), se=SE_OPTIONS,
+    common: dict[str, Any] = dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2, 4), depths=(1, 2, 3), se=SE_OPTIONS,
                   activations=ACTIVATIONS)
     return SearchSpace(blocks=(BlockSpace(24, 2, **common), BlockSpace(24, 1, **common), BlockSpace(40, 2, **common)),
                        stem_channels=16, stem_stride=2, head_channels=96, name="fmnist_default")
@@ -772,7 +771,7 @@ def rgb_space(size: int = 64, channels: int = 3, num_classes: int = 10) -> Searc
     """
     if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 96:
         raise ValueError(f"size: {size!r} must be an integer from 32 to 96")
-    common = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 3, 4), depths=(1, 2), se=SE_OPTIONS,
+    common: dict[str, Any] = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 3, 4), depths=(1, 2), se=SE_OPTIONS,
                   activations=("relu",), widths=WIDTHS)
     blocks = tuple(BlockSpace(c, s, **common) for c, s in ((24, 1), (32, 2), (48, 2), (64, 1), (96, 2)))
     return SearchSpace(blocks=blocks, input_shape=(size, size, channels), num_classes=num_classes, stem_channels=48,
@@ -794,7 +793,7 @@ def tiny_space() -> SearchSpace:
         archs = space.sample(5, seed=0)
         ```
     """
-    common = dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2, 3), depths=(1, 2), se=SE_OPTIONS,
+    common: dict[str, Any] = dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2, 3), depths=(1, 2), se=SE_OPTIONS,
                   activations=("relu",))
     return SearchSpace(blocks=(BlockSpace(8, 2, **common), BlockSpace(12, 2, **common)), stem_channels=8,
                        stem_stride=2, head_channels=24, name="tiny")

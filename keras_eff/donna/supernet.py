@@ -32,10 +32,10 @@ class SupernetBlock(keras.layers.Layer):
     """A Keras layer that runs any choice of one block position, sharing weights where the choices nest.
 
     A smaller kernel is the centre crop of the largest, a smaller expansion or width uses the first channels (the
-    first groups of a grouped cell), a shallower choice the first layers; the cell types have separate weights. Batch norm always normalizes with
-    the batch's statistics (they differ from choice to choice); :meth:`calibrate` measures a choice's own statistics
-    for evaluation and for :meth:`extract_weights`. The weights are created in the constructor. Registered as a
-    Keras serializable (``keras_eff>SupernetBlock``).
+    first groups of a grouped cell), a shallower choice the first layers; the cell types have separate weights. Batch
+    norm always normalizes with the batch's statistics (they differ from choice to choice); :meth:`calibrate`
+    measures a choice's own statistics for evaluation and for :meth:`extract_weights`. The weights are created in
+    the constructor. Registered as a Keras serializable (``keras_eff>SupernetBlock``).
 
     Args:
         in_channels: The block's input channels.
