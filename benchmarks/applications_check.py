@@ -27,9 +27,22 @@ import traceback
 
 import numpy as np
 
-FAMILIES = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "EfficientNetV2B0",
-            "ResNet50", "ResNet50V2", "DenseNet121", "InceptionV3", "Xception", "NASNetMobile", "ConvNeXtTiny",
-            "VGG16")
+FAMILIES = (
+    "MobileNet",
+    "MobileNetV2",
+    "MobileNetV3Small",
+    "MobileNetV3Large",
+    "EfficientNetB0",
+    "EfficientNetV2B0",
+    "ResNet50",
+    "ResNet50V2",
+    "DenseNet121",
+    "InceptionV3",
+    "Xception",
+    "NASNetMobile",
+    "ConvNeXtTiny",
+    "VGG16",
+)
 # families whose preprocessing is inside the model (a Rescaling or Normalization input layer) take 0..255 pixels
 RAW_PIXELS = ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "EfficientNetV2B0", "ConvNeXtTiny")
 MIN_SIZE = {"InceptionV3": 75, "Xception": 71, "NASNetMobile": 32}
@@ -52,9 +65,9 @@ def images(n, size, raw_pixels, offset=0, train=True):
 
     (x_tr, y_tr), (x_te, y_te) = fashion_mnist_float(n_train=offset + n, n_test=offset + n)
     x, y = (x_tr, y_tr) if train else (x_te, y_te)
-    x = tf.image.resize(x[offset:offset + n], (size, size)).numpy()
+    x = tf.image.resize(x[offset : offset + n], (size, size)).numpy()
     x = np.repeat(x, 3, axis=-1).astype(np.float32)
-    return (x * 255.0 if raw_pixels else x), y[offset:offset + n]
+    return (x * 255.0 if raw_pixels else x), y[offset : offset + n]
 
 
 def build(family, size, kwargs):
@@ -118,8 +131,11 @@ def main(argv=None):
     p.add_argument("--kw", action="append", default=[], help="extra constructor argument NAME=VALUE")
     p.add_argument("--no-fit", action="store_true", help="skip the one fit step")
     p.add_argument("--json", help="append the result row to this JSON-lines file")
-    p.add_argument("--freeze-bn", action="store_true",
-                   help="fit with BatchNorm statistics frozen from the first step (FreezeBatchNorm(step=0))")
+    p.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        help="fit with BatchNorm statistics frozen from the first step (FreezeBatchNorm(step=0))",
+    )
     p.add_argument("--save", help="write the .tflite file (and the test images as .x.npy) here")
     p.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a failure")
     args = p.parse_args(argv)
@@ -130,10 +146,12 @@ def main(argv=None):
     if args.verbose and tb:
         print(tb)
     fl = row.get("float_layers", [])
-    print(f"{args.family} {kwargs or ''} {size}px: export {row['export']}; quantized {row.get('quantized')}, "
-          f"kept float {len(fl)}{' ' + str(fl[:5]) if fl else ''}; bit-exact {row.get('bit_exact', float('nan')):.4%}, "
-          f"within 1 LSB {row.get('within_1_lsb', float('nan')):.4%}, max LSB {row.get('max_lsb')}, "
-          f"argmax {row.get('argmax', float('nan')):.2%}, {row.get('bytes')} bytes, {row['seconds']} s")
+    print(
+        f"{args.family} {kwargs or ''} {size}px: export {row['export']}; quantized {row.get('quantized')}, "
+        f"kept float {len(fl)}{' ' + str(fl[:5]) if fl else ''}; bit-exact {row.get('bit_exact', float('nan')):.4%}, "
+        f"within 1 LSB {row.get('within_1_lsb', float('nan')):.4%}, max LSB {row.get('max_lsb')}, "
+        f"argmax {row.get('argmax', float('nan')):.2%}, {row.get('bytes')} bytes, {row['seconds']} s"
+    )
     if args.json:
         with open(args.json, "a") as f:
             f.write(json.dumps(row) + "\n")

@@ -47,10 +47,16 @@ def _accuracy(model, x, y):
 def _int8_row(name, float_acc, data, x, y, base_gzip=None):
     report = clustering_report(data)
     acc = float(np.mean(np.argmax(TFLiteModel(data).predict(x), -1) == y))
-    row = {"variant": name, "float acc": round(float_acc * 100, 2), "int8 acc": round(acc * 100, 2),
-           "int8 gzip bytes": report.gzip_bytes, "int8 bytes": report.size_bytes,
-           "max distinct / kernel": report.max_distinct, "max distinct / channel": report.max_distinct_per_channel,
-           "sparsity": f"{report.sparsity:.1%}"}
+    row = {
+        "variant": name,
+        "float acc": round(float_acc * 100, 2),
+        "int8 acc": round(acc * 100, 2),
+        "int8 gzip bytes": report.gzip_bytes,
+        "int8 bytes": report.size_bytes,
+        "max distinct / kernel": report.max_distinct,
+        "max distinct / channel": report.max_distinct_per_channel,
+        "sparsity": f"{report.sparsity:.1%}",
+    }
     row["gzip vs unclustered"] = "—" if base_gzip is None else f"{base_gzip / report.gzip_bytes:.2f}× smaller"
     return row, report
 
@@ -112,8 +118,9 @@ def run(cfg, stem):
         clustered = compile_classifier(cluster_model(fresh(), k), _schedule(cfg, steps, cfg["tune_epochs"]))
         clustered.fit(x, y, batch_size=64, epochs=cfg["tune_epochs"], verbose=2)
         plain = strip(clustered)
-        row, _ = _int8_row(f"{k} clusters", _accuracy(plain, xt, yt), to_tflite(plain, rep), xt, yt,
-                           base_report.gzip_bytes)
+        row, _ = _int8_row(
+            f"{k} clusters", _accuracy(plain, xt, yt), to_tflite(plain, rep), xt, yt, base_report.gzip_bytes
+        )
         rows.append(row)
         print(row, f"{time.time() - start:.0f} s")
 
@@ -122,33 +129,56 @@ def run(cfg, stem):
     pruned = compile_classifier(fresh(), _schedule(cfg, steps, 1))
     masks = _magnitude_prune(pruned, 0.5)
     pruned.fit(x, y, batch_size=64, epochs=1, verbose=2, callbacks=[_HoldZeros(masks)])
-    clustered = compile_classifier(cluster_model(pruned, 16, preserve_sparsity=True),
-                                   _schedule(cfg, steps, cfg["tune_epochs"]))
+    clustered = compile_classifier(
+        cluster_model(pruned, 16, preserve_sparsity=True), _schedule(cfg, steps, cfg["tune_epochs"])
+    )
     clustered.fit(x, y, batch_size=64, epochs=cfg["tune_epochs"], verbose=2)
     plain = strip(clustered)
-    qat = compile_classifier(keras_eff.quantize_model(plain, preserve=("sparsity", "clusters")),
-                             _schedule(cfg, steps, cfg["qat_epochs"], 2e-4))
+    qat = compile_classifier(
+        keras_eff.quantize_model(plain, preserve=("sparsity", "clusters")),
+        _schedule(cfg, steps, cfg["qat_epochs"], 2e-4),
+    )
     qat.fit(x, y, batch_size=64, epochs=cfg["qat_epochs"], verbose=2)
     chain_data = to_tflite(qat)
-    row, chain_report = _int8_row("prune 50% → 16 clusters → QAT", _accuracy(qat, xt, yt), chain_data, xt, yt,
-                                  base_report.gzip_bytes)
+    row, chain_report = _int8_row(
+        "prune 50% → 16 clusters → QAT", _accuracy(qat, xt, yt), chain_data, xt, yt, base_report.gzip_bytes
+    )
     rows.append(row)
     print(row, f"{time.time() - start:.0f} s")
 
-    columns = ["variant", "float acc", "int8 acc", "int8 gzip bytes", "gzip vs unclustered", "int8 bytes",
-               "max distinct / kernel", "max distinct / channel", "sparsity"]
-    notes = (f"small_cnn(width={cfg['width']}), {len(x)} training and {len(xt)} test images; dense training "
-             f"{cfg['dense_epochs']} epochs, then {cfg['tune_epochs']} fine-tuning epochs for every variant "
-             f"(cosine from 1e-3); 'gzip vs unclustered' compares with the fine-tuned unclustered int8 file. "
-             f"Clustered variants: int8 by post-training quantization. Chain: magnitude "
-             f"zeroing with the zeros held for 1 epoch (stand-in for the pruning package), 16 clusters with "
-             f"preserve_sparsity, {cfg['qat_epochs']} QAT epoch(s) with preserve=('sparsity', 'clusters'); float acc "
-             f"of the chain is the QAT model's simulated accuracy. Distinct values are those of the int8 kernels "
-             f"(per-channel scales on convolutions, so a kernel holds up to k values per channel, k × channels in "
-             f"all). Run time {time.time() - start:.0f} s.\n\nChain int8 kernels:\n\n{chain_report}")
-    table = write_results(stem, "Weight clustering on Fashion-MNIST", rows, columns, notes,
-                          extra={"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-                                 "chain_kernels": chain_report.to_dict()})
+    columns = [
+        "variant",
+        "float acc",
+        "int8 acc",
+        "int8 gzip bytes",
+        "gzip vs unclustered",
+        "int8 bytes",
+        "max distinct / kernel",
+        "max distinct / channel",
+        "sparsity",
+    ]
+    notes = (
+        f"small_cnn(width={cfg['width']}), {len(x)} training and {len(xt)} test images; dense training "
+        f"{cfg['dense_epochs']} epochs, then {cfg['tune_epochs']} fine-tuning epochs for every variant "
+        f"(cosine from 1e-3); 'gzip vs unclustered' compares with the fine-tuned unclustered int8 file. "
+        f"Clustered variants: int8 by post-training quantization. Chain: magnitude "
+        f"zeroing with the zeros held for 1 epoch (stand-in for the pruning package), 16 clusters with "
+        f"preserve_sparsity, {cfg['qat_epochs']} QAT epoch(s) with preserve=('sparsity', 'clusters'); float acc "
+        f"of the chain is the QAT model's simulated accuracy. Distinct values are those of the int8 kernels "
+        f"(per-channel scales on convolutions, so a kernel holds up to k values per channel, k × channels in "
+        f"all). Run time {time.time() - start:.0f} s.\n\nChain int8 kernels:\n\n{chain_report}"
+    )
+    table = write_results(
+        stem,
+        "Weight clustering on Fashion-MNIST",
+        rows,
+        columns,
+        notes,
+        extra={
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+            "chain_kernels": chain_report.to_dict(),
+        },
+    )
     _plot(rows, stem + ".png")
     print(table)
     print(chain_report)
@@ -164,8 +194,13 @@ def _plot(rows, path):
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         ax.scatter(r["int8 gzip bytes"] / 1024, r["int8 acc"])
-        ax.annotate(r["variant"], (r["int8 gzip bytes"] / 1024, r["int8 acc"]), fontsize=8,
-                    textcoords="offset points", xytext=(4, 4))
+        ax.annotate(
+            r["variant"],
+            (r["int8 gzip bytes"] / 1024, r["int8 acc"]),
+            fontsize=8,
+            textcoords="offset points",
+            xytext=(4, 4),
+        )
     ax.set_xlabel("gzip size of the int8 TFLite file (KiB)")
     ax.set_ylabel("int8 test accuracy (%)")
     ax.set_title("Weight clustering, small_cnn on Fashion-MNIST")

@@ -40,10 +40,28 @@ from tflite_export import count_macs as tflite_macs
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
-FULL = dict(n_train=12000, n_val=600, n_test=5000, epochs=4, finetune_epochs=2, finetune_lr=5e-4,
-            ratios=(0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3), rounds=11, runs=200)
-QUICK = dict(n_train=3000, n_val=300, n_test=1000, epochs=1, finetune_epochs=1, finetune_lr=5e-4,
-             ratios=(0.75, 0.5, 0.25), rounds=3, runs=50)
+FULL = dict(
+    n_train=12000,
+    n_val=600,
+    n_test=5000,
+    epochs=4,
+    finetune_epochs=2,
+    finetune_lr=5e-4,
+    ratios=(0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3),
+    rounds=11,
+    runs=200,
+)
+QUICK = dict(
+    n_train=3000,
+    n_val=300,
+    n_test=1000,
+    epochs=1,
+    finetune_epochs=1,
+    finetune_lr=5e-4,
+    ratios=(0.75, 0.5, 0.25),
+    rounds=3,
+    runs=50,
+)
 TARGET = 0.5
 
 
@@ -65,8 +83,8 @@ def vgg(widths=(32, 64, 64), num_classes=10, bn_momentum=0.9, name="vgg"):
 def accuracy(model, x, y, batch_size=250) -> float:
     hits = 0
     for i in range(0, len(x), batch_size):
-        logits = keras.ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
-        hits += int(np.sum(np.argmax(logits, -1) == y[i:i + batch_size]))
+        logits = keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False))
+        hits += int(np.sum(np.argmax(logits, -1) == y[i : i + batch_size]))
     return hits / len(x)
 
 
@@ -82,7 +100,7 @@ def latency_rounds(files: dict, rounds: int, runs: int) -> dict:
     runners = {k: TFLiteModel(v, num_threads=1) for k, v in files.items()}
     medians = {k: [] for k in runners}
     for r in range(rounds):
-        for k in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+        for k in list(runners) if r % 2 == 0 else list(runners)[::-1]:
             medians[k].append(runners[k].latency(runs=runs, warmup=max(10, runs // 10)).median_us)
     return {k: np.array(v) for k, v in medians.items()}
 
@@ -96,8 +114,8 @@ def main(argv=None):
     started = time.time()
 
     (x_all, y_all), (x_test, y_test) = fashion_mnist_float(n_test=cfg["n_test"])
-    x_train, y_train = x_all[:cfg["n_train"]], y_all[:cfg["n_train"]]
-    x_val, y_val = x_all[-cfg["n_val"]:], y_all[-cfg["n_val"]:]  # never trained on: the sensitivity metric
+    x_train, y_train = x_all[: cfg["n_train"]], y_all[: cfg["n_train"]]
+    x_val, y_val = x_all[-cfg["n_val"] :], y_all[-cfg["n_val"] :]  # never trained on: the sensitivity metric
     rep = x_train[:256]
 
     keras.utils.set_random_seed(1)
@@ -130,10 +148,12 @@ def main(argv=None):
     print(first.summary(), reports["both"].summary(), f"({time.time() - t:.0f} s)", sep="\n", flush=True)
 
     os.makedirs(RESULTS, exist_ok=True)
-    reports["svd"].sensitivity.plot(f"{stem}_sensitivity_svd.png", "Spatial SVD: validation accuracy, one layer "
-                                                                   "at a time")
-    reports["cp"].sensitivity.plot(f"{stem}_sensitivity_cp.png", "Channel pruning: validation accuracy, one layer "
-                                                                 "at a time")
+    reports["svd"].sensitivity.plot(
+        f"{stem}_sensitivity_svd.png", "Spatial SVD: validation accuracy, one layer at a time"
+    )
+    reports["cp"].sensitivity.plot(
+        f"{stem}_sensitivity_cp.png", "Channel pruning: validation accuracy, one layer at a time"
+    )
 
     rows, files = [], {}
     reference = finetune(rebuild(original), x_train, y_train, cfg["finetune_epochs"], cfg["finetune_lr"])
@@ -149,9 +169,18 @@ def main(argv=None):
         files[label] = data
         int8_acc = float(np.mean(np.argmax(TFLiteModel(data).predict(x_test), -1) == y_test))
         cost = count_macs(model)
-        rows.append({"model": label, "acc_before_ft": before, "acc": accuracy(model, x_test, y_test),
-                     "acc_int8": int8_acc, "macs": cost.total_macs, "macs_tflite": tflite_macs(data).total_macs,
-                     "mac_ratio": cost.total_macs / orig_macs, "params": cost.total_params})
+        rows.append(
+            {
+                "model": label,
+                "acc_before_ft": before,
+                "acc": accuracy(model, x_test, y_test),
+                "acc_int8": int8_acc,
+                "macs": cost.total_macs,
+                "macs_tflite": tflite_macs(data).total_macs,
+                "mac_ratio": cost.total_macs / orig_macs,
+                "params": cost.total_params,
+            }
+        )
 
     lat_files = {k: files[k] for k in ("original", "spatial SVD", "channel pruning", "SVD + channel pruning")}
     medians = latency_rounds(lat_files, cfg["rounds"], cfg["runs"])
@@ -159,36 +188,79 @@ def main(argv=None):
     for row in rows:
         m = medians.get(row["model"], medians["original"] if row["model"].startswith("original") else None)
         paired = 1.0 - m / base
-        row.update(latency_us=float(np.median(m)), lat_min_us=float(m.min()), lat_max_us=float(m.max()),
-                   speedup=float(np.median(paired)), speedup_min=float(paired.min()),
-                   speedup_max=float(paired.max()))
+        row.update(
+            latency_us=float(np.median(m)),
+            lat_min_us=float(m.min()),
+            lat_max_us=float(m.max()),
+            speedup=float(np.median(paired)),
+            speedup_min=float(paired.min()),
+            speedup_max=float(paired.max()),
+        )
         if row["model"] == "original, trained as long":  # same graph as the original: not measured again
             for k in ("latency_us", "lat_min_us", "lat_max_us", "speedup", "speedup_min", "speedup_max"):
                 row[k] = None
 
     by = {r["model"]: r for r in rows}
     both, orig = by["SVD + channel pruning"], by["original"]
-    spread = max((orig["lat_max_us"] - orig["lat_min_us"]) / orig["latency_us"],
-                 (both["lat_max_us"] - both["lat_min_us"]) / both["latency_us"])
-    done = {"accuracy_drop_points": 100 * (orig["acc"] - both["acc"]),
-            "within_1_point": orig["acc"] - both["acc"] <= 0.01,
-            "speedup": both["speedup"], "worst_round_speedup": both["speedup_min"],
-            "latency_spread_relative": spread,
-            "faster_by_15pct_beyond_spread": both["speedup"] >= 0.15 and both["speedup_min"] > 0
-            and both["lat_max_us"] < orig["lat_min_us"]}
-    columns = ["model", "acc_before_ft", "acc", "acc_int8", "macs", "macs_tflite", "mac_ratio", "params",
-               "latency_us", "lat_min_us", "lat_max_us", "speedup", "speedup_min", "speedup_max"]
-    per_layer = {k: {"summary": r.summary(), "layer_ratios": r.layer_ratios, "layer_settings": r.layer_settings,
-                     "sensitivity": r.sensitivity.get_config()} for k, r in reports.items()}
-    notes = (f"Config: {cfg}. Target: {TARGET:.0%} of the MACs. acc_before_ft: test accuracy straight after "
-             f"compression; acc / acc_int8: after {cfg['finetune_epochs']} fine-tuning epochs (lr "
-             f"{cfg['finetune_lr']}), Keras float and int8 TFLite. Latency: median over {cfg['rounds']} interleaved "
-             f"rounds of the per-round median of {cfg['runs']} runs (µs), min/max over rounds; speedup: paired "
-             f"per-round 1 - t/t_original, median (min, max). Done criteria: {done}. Wall time "
-             f"{(time.time() - started) / 60:.1f} min.")
-    table = write_results(stem, "Compression to 50 % MACs on Fashion-MNIST (VGG-like CNN)", rows, columns, notes,
-                          extra={"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-                                 "done": done, "per_layer": per_layer})
+    spread = max(
+        (orig["lat_max_us"] - orig["lat_min_us"]) / orig["latency_us"],
+        (both["lat_max_us"] - both["lat_min_us"]) / both["latency_us"],
+    )
+    done = {
+        "accuracy_drop_points": 100 * (orig["acc"] - both["acc"]),
+        "within_1_point": orig["acc"] - both["acc"] <= 0.01,
+        "speedup": both["speedup"],
+        "worst_round_speedup": both["speedup_min"],
+        "latency_spread_relative": spread,
+        "faster_by_15pct_beyond_spread": both["speedup"] >= 0.15
+        and both["speedup_min"] > 0
+        and both["lat_max_us"] < orig["lat_min_us"],
+    }
+    columns = [
+        "model",
+        "acc_before_ft",
+        "acc",
+        "acc_int8",
+        "macs",
+        "macs_tflite",
+        "mac_ratio",
+        "params",
+        "latency_us",
+        "lat_min_us",
+        "lat_max_us",
+        "speedup",
+        "speedup_min",
+        "speedup_max",
+    ]
+    per_layer = {
+        k: {
+            "summary": r.summary(),
+            "layer_ratios": r.layer_ratios,
+            "layer_settings": r.layer_settings,
+            "sensitivity": r.sensitivity.get_config(),
+        }
+        for k, r in reports.items()
+    }
+    notes = (
+        f"Config: {cfg}. Target: {TARGET:.0%} of the MACs. acc_before_ft: test accuracy straight after "
+        f"compression; acc / acc_int8: after {cfg['finetune_epochs']} fine-tuning epochs (lr "
+        f"{cfg['finetune_lr']}), Keras float and int8 TFLite. Latency: median over {cfg['rounds']} interleaved "
+        f"rounds of the per-round median of {cfg['runs']} runs (µs), min/max over rounds; speedup: paired "
+        f"per-round 1 - t/t_original, median (min, max). Done criteria: {done}. Wall time "
+        f"{(time.time() - started) / 60:.1f} min."
+    )
+    table = write_results(
+        stem,
+        "Compression to 50 % MACs on Fashion-MNIST (VGG-like CNN)",
+        rows,
+        columns,
+        notes,
+        extra={
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+            "done": done,
+            "per_layer": per_layer,
+        },
+    )
     print(table)
     print(notes)
     return rows, done

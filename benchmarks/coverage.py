@@ -56,6 +56,7 @@ ADAROUND_LAYERS, ADAROUND_ITERATIONS = 2, 20
 
 # ---------------------------------------------------------------------------------------------------------- children
 
+
 def _peak_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
@@ -173,8 +174,14 @@ def step_quantize(model, x_cal, y_cal, x_test, row):
     row["calibrate_s"] = round(time.perf_counter() - t, 2)
     qat.compile(optimizer=keras.optimizers.SGD(1e-4), loss="sparse_categorical_crossentropy")
     t = time.perf_counter()
-    qat.fit(x_cal[:N_FIT], y_cal[:N_FIT], batch_size=N_FIT, epochs=1, verbose=0,
-            callbacks=[ke.callbacks.FreezeBatchNorm(step=0)])
+    qat.fit(
+        x_cal[:N_FIT],
+        y_cal[:N_FIT],
+        batch_size=N_FIT,
+        epochs=1,
+        verbose=0,
+        callbacks=[ke.callbacks.FreezeBatchNorm(step=0)],
+    )
     row["fit_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     blob = _int8_export(te, qat, None, row, "export")
@@ -191,8 +198,12 @@ def step_quantize(model, x_cal, y_cal, x_test, row):
     out = tfl.outputs[0]
     raw = np.asarray(tfl.predict(x_test, batch_size=16, dequantize_outputs=False))
     cmp = te.compare(rec, blob, x_test, batch_size=16, tflite_outputs=raw)
-    row.update(argmax=cmp.argmax_agreement, within_1_lsb=cmp.within_1_lsb, max_lsb=cmp.max_lsb_diff,
-               max_abs_diff=cmp.max_abs_diff)
+    row.update(
+        argmax=cmp.argmax_agreement,
+        within_1_lsb=cmp.within_1_lsb,
+        max_lsb=cmp.max_lsb_diff,
+        max_abs_diff=cmp.max_abs_diff,
+    )
     if out["dtype"] == np.int8:
         scale, zp = out["quantization"]
         q_ref = te.runtime.quantize(rec.out.reshape(len(x_test), -1), scale, zp).astype(np.int32)
@@ -208,8 +219,9 @@ def step_prune(model, x_cal, y_cal, x_test, row):
 
     pruned = ke.prune_model(model, ke.ConstantSparsity(0.5, begin_step=0, frequency=1))
     pruned.compile(optimizer=keras.optimizers.SGD(1e-4), loss="sparse_categorical_crossentropy")
-    pruned.fit(x_cal[:N_FIT], y_cal[:N_FIT], batch_size=N_FIT, epochs=1, verbose=0,
-               callbacks=[ke.callbacks.UpdatePruning()])
+    pruned.fit(
+        x_cal[:N_FIT], y_cal[:N_FIT], batch_size=N_FIT, epochs=1, verbose=0, callbacks=[ke.callbacks.UpdatePruning()]
+    )
     stripped = ke.strip(pruned)
     row["prune_sparsity"] = round(float(ke.sparsity_report(stripped).total_sparsity), 4)
     blob = _int8_export(te, stripped, x_cal, row, "prune_export")
@@ -225,8 +237,11 @@ def step_cluster(model, x_cal, y_cal, x_test, row):
     clustered_layers = set(ke.clustering_report(clustered).clustered_layers)
     row["cluster_layers"] = len(clustered_layers)
     stripped = ke.strip(clustered)
-    counts = [len(np.unique(np.asarray(layer.kernel))) for layer in stripped.layers
-              if layer.name in clustered_layers and hasattr(layer, "kernel")]
+    counts = [
+        len(np.unique(np.asarray(layer.kernel)))
+        for layer in stripped.layers
+        if layer.name in clustered_layers and hasattr(layer, "kernel")
+    ]
     row["cluster_max_values"] = max(counts) if counts else None
     blob = _int8_export(te, stripped, x_cal, row, "cluster_export")
     if blob is not None:
@@ -238,8 +253,11 @@ def _adaround_layers(q, n):
     try:
         from keras_eff.ptq import common
 
-        names = [w.layer.name for w in common.quantized_layers(q)
-                 if common.supported_reason(w) is None and w.batchnorm is None]
+        names = [
+            w.layer.name
+            for w in common.quantized_layers(q)
+            if common.supported_reason(w) is None and w.batchnorm is None
+        ]
         return tuple(names[:n]) or None
     except Exception:  # noqa: BLE001 - internal helpers; fall back to all layers
         return None
@@ -260,8 +278,9 @@ def step_adaround(model, x_cal, y_cal, x_test, row):
     q = ke.quantize_model(eq)
     ke.calibrate(q, x_cal, progress=False)
     layers = _adaround_layers(q, ADAROUND_LAYERS)
-    q = ptq.adaround(q, x_cal, iterations=ADAROUND_ITERATIONS, batch_size=16, max_samples=N_CALIB, layers=layers,
-                 float_model=eq)
+    q = ptq.adaround(
+        q, x_cal, iterations=ADAROUND_ITERATIONS, batch_size=16, max_samples=N_CALIB, layers=layers, float_model=eq
+    )
     row["adaround_s"] = round(time.perf_counter() - t, 2)
     ada = ke.get_report(q, "adaround")
     row["adaround_layers"] = sorted(ada.layers)
@@ -320,18 +339,24 @@ def child_converter(family, out):
 
 # ------------------------------------------------------------------------------------------------------------ parent
 
+
 def _run_child(args, out, timeout, log):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "benchmarks.coverage", "--child", *args, "--child-out", out]
     t = time.perf_counter()
     with open(log, "a") as f:
         try:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, env=env,
-                                  cwd=Path(__file__).resolve().parent.parent)
+            proc = subprocess.run(
+                cmd,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                env=env,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
             status = "ok" if proc.returncode == 0 else f"exit code {proc.returncode}"
             if proc.returncode < 0:
-                status = f"killed by signal {-proc.returncode}" + (" (out of memory?)" if proc.returncode == -9
-                                                                   else "")
+                status = f"killed by signal {-proc.returncode}" + (" (out of memory?)" if proc.returncode == -9 else "")
         except subprocess.TimeoutExpired:
             status = f"timeout after {timeout} s"
     row = read_json(out, "coverage row") if os.path.exists(out) else {}
@@ -352,8 +377,9 @@ def run_family(family, workdir, timeout):
     row = {}
     while todo and launches < len(STEPS) and time.perf_counter() < deadline:
         launches += 1
-        row, status, _ = _run_child(["keras_eff", family, "--steps", ",".join(todo)], ke_out,
-                                    max(60, int(deadline - time.perf_counter())), log)
+        row, status, _ = _run_child(
+            ["keras_eff", family, "--steps", ",".join(todo)], ke_out, max(60, int(deadline - time.perf_counter())), log
+        )
         if status == "ok":
             break
         done = {s for s in STEPS if f"{s}_ok" in row}
@@ -382,7 +408,7 @@ def _short(text, n=60):
     if text is None:
         return "–"
     text = str(text)
-    return text if len(text) <= n else text[:n - 1] + "…"
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _pct(v, digits=2):
@@ -405,16 +431,20 @@ def table_row(r):
     size_vs = None if not (ke_bytes and c_bytes) else 100.0 * (ke_bytes / c_bytes - 1)
     prune = r.get("prune_ok")
     if prune == "ok":
-        prune = ("ok" if r.get("prune_export") == "full int8" else _short(r.get("prune_export"), 70)) + \
-            f" ({_pct(r.get('prune_sparsity'), 0)} zeros)"
+        prune = (
+            "ok" if r.get("prune_export") == "full int8" else _short(r.get("prune_export"), 70)
+        ) + f" ({_pct(r.get('prune_sparsity'), 0)} zeros)"
     cluster = r.get("cluster_ok")
     if cluster == "ok":
-        cluster = ("ok" if r.get("cluster_export") == "full int8" else _short(r.get("cluster_export"), 70)) + \
-            f" ({r.get('cluster_layers')} layers, ≤ {r.get('cluster_max_values')} values)"
+        cluster = (
+            "ok" if r.get("cluster_export") == "full int8" else _short(r.get("cluster_export"), 70)
+        ) + f" ({r.get('cluster_layers')} layers, ≤ {r.get('cluster_max_values')} values)"
     ada = r.get("adaround_ok")
     if ada == "ok":
-        ada = (f"ok ({r.get('equalize_pairs')} pairs; {len(r.get('adaround_layers', []))} layers, "
-               f"{r.get('equalize_s', 0) + r.get('adaround_s', 0):.0f} s)")
+        ada = (
+            f"ok ({r.get('equalize_pairs')} pairs; {len(r.get('adaround_layers', []))} layers, "
+            f"{r.get('equalize_s', 0) + r.get('adaround_s', 0):.0f} s)"
+        )
     peak, c_peak = r.get("peak_mib"), conv.get("peak_mib")
     return {
         "family": r["family"],
@@ -435,40 +465,71 @@ def table_row(r):
         "equalize+adaround": ada if (ada or "").startswith("ok") else f"**{_short(ada, 90)}**",
         "converter PTQ": "full int8" if c_export == "full int8" else _short(c_export, 90),
         "converter bytes": c_bytes,
-        "size vs converter": None if size_vs is None else f"{size_vs:+.2f} %" + (
-            "" if export == "full int8" and c_export == "full int8" else " (files with float ops)"),
+        "size vs converter": None
+        if size_vs is None
+        else f"{size_vs:+.2f} %"
+        + ("" if export == "full int8" and c_export == "full int8" else " (files with float ops)"),
         "converter peak MiB": c_peak,
         "peak vs converter": None if not (peak and c_peak) else f"{peak / c_peak:.2f}×",
     }
 
 
-COLUMNS = ["family", "params", "quantized / kept float", "export", "within 1 LSB", "bit-exact", "max LSB", "argmax",
-           "file bytes / params", "quantize s", "quantize+export s", "total s", "peak MiB", "prune50", "cluster16",
-           "equalize+adaround", "converter PTQ", "converter bytes", "size vs converter", "converter peak MiB",
-           "peak vs converter"]
+COLUMNS = [
+    "family",
+    "params",
+    "quantized / kept float",
+    "export",
+    "within 1 LSB",
+    "bit-exact",
+    "max LSB",
+    "argmax",
+    "file bytes / params",
+    "quantize s",
+    "quantize+export s",
+    "total s",
+    "peak MiB",
+    "prune50",
+    "cluster16",
+    "equalize+adaround",
+    "converter PTQ",
+    "converter bytes",
+    "size vs converter",
+    "converter peak MiB",
+    "peak vs converter",
+]
 
 
 def summary(rows):
     full = [r for r in rows if r.get("export") == "full int8"]
     exact = [r for r in full if r.get("max_lsb") is not None and r["max_lsb"] <= 1 and r.get("bit_exact", 0) >= 0.999]
     conv_full = [r for r in rows if r.get("converter", {}).get("export") == "full int8"]
-    out = {"families": len(rows), "keras_eff_full_int8": len(full), "converter_full_int8": len(conv_full),
-           "parity_met (≥99.9 % bit-exact, max 1 LSB)": len(exact),
-           "prune_ok": sum(r.get("prune_ok") == "ok" and r.get("prune_export") == "full int8" for r in rows),
-           "cluster_ok": sum(r.get("cluster_ok") == "ok" and r.get("cluster_export") == "full int8" for r in rows),
-           "adaround_ok": sum(r.get("adaround_ok") == "ok" for r in rows)}
+    out = {
+        "families": len(rows),
+        "keras_eff_full_int8": len(full),
+        "converter_full_int8": len(conv_full),
+        "parity_met (≥99.9 % bit-exact, max 1 LSB)": len(exact),
+        "prune_ok": sum(r.get("prune_ok") == "ok" and r.get("prune_export") == "full int8" for r in rows),
+        "cluster_ok": sum(r.get("cluster_ok") == "ok" and r.get("cluster_export") == "full int8" for r in rows),
+        "adaround_ok": sum(r.get("adaround_ok") == "ok" for r in rows),
+    }
     out["minutes of running, all rows (target ≤ 30)"] = round(sum(r.get("total_s", 0) for r in rows) / 60, 1)
     res = next((r for r in rows if r["family"] == "ResNet50"), None)
     if res and res.get("quantize_s") is not None:
         out["ResNet50 quantize_model s (target ≤ 10)"] = res["quantize_s"]
-    sizes = {r["family"]: round(100 * (r["bytes"] / r["converter"]["bytes"] - 1), 2) for r in full
-             if r.get("bytes") and r.get("converter", {}).get("export") == "full int8"}
+    sizes = {
+        r["family"]: round(100 * (r["bytes"] / r["converter"]["bytes"] - 1), 2)
+        for r in full
+        if r.get("bytes") and r.get("converter", {}).get("export") == "full int8"
+    }
     if sizes:
         out["size vs converter % where both are full int8 (target within ±2)"] = sizes
         out["size target met"] = [f for f, v in sizes.items() if abs(v) <= 2]
         out["size target missed"] = [f for f, v in sizes.items() if abs(v) > 2]
-    mem = {r["family"]: round(r["peak_mib"] / r["converter"]["peak_mib"], 2) for r in rows
-           if r.get("peak_mib") and r.get("converter", {}).get("peak_mib")}
+    mem = {
+        r["family"]: round(r["peak_mib"] / r["converter"]["peak_mib"], 2)
+        for r in rows
+        if r.get("peak_mib") and r.get("converter", {}).get("peak_mib")
+    }
     if mem:
         out["peak memory vs converter × (target ≤ 2)"] = mem
         out["memory target missed"] = [f for f, v in mem.items() if v > 2]
@@ -477,8 +538,15 @@ def summary(rows):
 
 def _commit():
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent.parent).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            ).stdout.strip()
+            or "unknown"
+        )
     except OSError:
         return "unknown"
 
@@ -494,41 +562,61 @@ def write(rows, stem, meta):
     by_commit = {}
     for r in rows:
         by_commit.setdefault(r.get("commit", "?"), []).append(r["family"])
-    moved = "" if len(by_commit) < 2 else (
-        "; HEAD moved during the run, families by the commit at their start: "
-        + "; ".join(f"`{c}`: {', '.join(f)}" for c, f in by_commit.items()))
-    resumed = "" if not meta.get("resumed") else (
-        "; the run was stopped from outside (SIGTERM to its processes) and resumed with `--resume`, rerunning the "
-        "interrupted family from the start; its minutes of running count the finished families only")
+    moved = (
+        ""
+        if len(by_commit) < 2
+        else (
+            "; HEAD moved during the run, families by the commit at their start: "
+            + "; ".join(f"`{c}`: {', '.join(f)}" for c, f in by_commit.items())
+        )
+    )
+    resumed = (
+        ""
+        if not meta.get("resumed")
+        else (
+            "; the run was stopped from outside (SIGTERM to its processes) and resumed with `--resume`, rerunning the "
+            "interrupted family from the start; its minutes of running count the finished families only"
+        )
+    )
     failures = []
     for r in rows:
-        for key, label in (("export", "export"), ("quantize_ok", "quantize step"), ("prune_ok", "prune"),
-                           ("prune_export", "prune export"), ("cluster_ok", "cluster"),
-                           ("cluster_export", "cluster export"), ("adaround_ok", "equalize+adaround")):
+        for key, label in (
+            ("export", "export"),
+            ("quantize_ok", "quantize step"),
+            ("prune_ok", "prune"),
+            ("prune_export", "prune export"),
+            ("cluster_ok", "cluster"),
+            ("cluster_export", "cluster export"),
+            ("adaround_ok", "equalize+adaround"),
+        ):
             v = r.get(key)
             if v not in (None, "ok", "full int8"):
                 failures.append(f"- {r['family']}, {label}: `{v}`")
         if r.get("bit_exact") is not None and (r["bit_exact"] < 0.999 or (r.get("max_lsb") or 0) > 1):
-            failures.append(f"- {r['family']}, simulation vs file below the criterion (≥ 99.9 % bit-exact, max 1 "
-                            f"LSB): {r['bit_exact']:.2%} bit-exact, {r.get('within_1_lsb', 0):.2%} within 1 LSB, "
-                            f"max {r.get('max_lsb')} LSB, argmax {r.get('argmax', 0):.1%}")
+            failures.append(
+                f"- {r['family']}, simulation vs file below the criterion (≥ 99.9 % bit-exact, max 1 "
+                f"LSB): {r['bit_exact']:.2%} bit-exact, {r.get('within_1_lsb', 0):.2%} within 1 LSB, "
+                f"max {r.get('max_lsb')} LSB, argmax {r.get('argmax', 0):.1%}"
+            )
         c = r.get("converter", {}).get("export")
         if c not in (None, "full int8"):
             failures.append(f"- {r['family']}, converter PTQ: `{c}`")
         if r.get("float_layers"):
-            failures.append(f"- {r['family']}, kept float: {', '.join(r['float_layers'][:8])}"
-                            + (" …" if len(r["float_layers"]) > 8 else ""))
+            failures.append(
+                f"- {r['family']}, kept float: {', '.join(r['float_layers'][:8])}"
+                + (" …" if len(r["float_layers"]) > 8 else "")
+            )
     title = "Coverage: keras.applications families and a small transformer through every keras-eff technique"
     md = f"""# {title} (issue #17)
 
-- Command: `{meta['command']}`
-- Code: commit `{meta['commit']}` (`git rev-parse --short HEAD`; the working tree was shared with other engineers
+- Command: `{meta["command"]}`
+- Code: commit `{meta["commit"]}` (`git rev-parse --short HEAD`; the working tree was shared with other engineers
   editing keras_eff/ in parallel, so a later commit may differ{moved})
-- Date: {meta['started']} – {meta['finished']} ({meta['wall_min']:.0f} min of running{resumed})
-- Versions: keras {ver.get('keras')}, tensorflow {ver.get('tensorflow')}, ai-edge-litert {ver.get('ai-edge-litert')},
-  numpy {ver.get('numpy')}, Python {ver.get('python')}
-- Machine: {meta['machine']}, {os.cpu_count()} CPU cores, no GPU, shared with other engineers' jobs (tests,
-  benchmarks): 1-minute load average {loads['min']:.1f}–{loads['max']:.1f} (median {loads['median']:.1f}) at the
+- Date: {meta["started"]} – {meta["finished"]} ({meta["wall_min"]:.0f} min of running{resumed})
+- Versions: keras {ver.get("keras")}, tensorflow {ver.get("tensorflow")}, ai-edge-litert {ver.get("ai-edge-litert")},
+  numpy {ver.get("numpy")}, Python {ver.get("python")}
+- Machine: {meta["machine"]}, {os.cpu_count()} CPU cores, no GPU, shared with other engineers' jobs (tests,
+  benchmarks): 1-minute load average {loads["min"]:.1f}–{loads["max"]:.1f} (median {loads["median"]:.1f}) at the
   family starts (2.0 = both cores busy; this run's own process accounts for about 1.0 of it), so the seconds are
   pessimistic and noisy
 
@@ -558,21 +646,31 @@ Data: {N_CALIB} Fashion-MNIST training images (calibration, representative data)
 {table}
 ## Headline
 
-{chr(10).join(f'- {k}: {v}' for k, v in summ.items())}
+{chr(10).join(f"- {k}: {v}" for k, v in summ.items())}
 
 Targets (issue #17): `quantize_model` on ResNet50 ≤ 10 s; int8 file within 2 % of the converter's PTQ file; peak
 memory of quantize + export ≤ 2× the converter PTQ's.
 
 ## Failures, errors and float layers
 
-{chr(10).join(failures) or '(none)'}
+{chr(10).join(failures) or "(none)"}
 
 Full error messages and tracebacks are in `coverage.json` (rows[*], keys ending in `_ok`, `_export`,
 `_traceback`).
 """
     atomic_write(f"{stem}.md", md)
-    atomic_write_json(f"{stem}.json", {"title": "coverage", "meta": meta, "versions": ver, "summary": summ,
-                                        "columns": COLUMNS, "table": [table_row(r) for r in rows], "rows": rows})
+    atomic_write_json(
+        f"{stem}.json",
+        {
+            "title": "coverage",
+            "meta": meta,
+            "versions": ver,
+            "summary": summ,
+            "columns": COLUMNS,
+            "table": [table_row(r) for r in rows],
+            "rows": rows,
+        },
+    )
     return table, summ
 
 
@@ -598,14 +696,23 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--families", help="comma-separated subset of: " + ", ".join(FAMILIES))
     p.add_argument("--quick", action="store_true", help="only " + ", ".join(QUICK) + " (checks the script)")
-    p.add_argument("--timeout", type=int, default=1200,
-                   help="seconds per child process (default 1200; the keras-eff steps of a family get twice that in "
-                        "all, over relaunches)")
-    p.add_argument("--out", help="result stem (default benchmarks/results/coverage; a --quick or --families run "
-                                 "writes to its temporary folder unless given)")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the finished families of the result stem's JSON (from an interrupted run) and run the "
-                        "rest")
+    p.add_argument(
+        "--timeout",
+        type=int,
+        default=1200,
+        help="seconds per child process (default 1200; the keras-eff steps of a family get twice that in "
+        "all, over relaunches)",
+    )
+    p.add_argument(
+        "--out",
+        help="result stem (default benchmarks/results/coverage; a --quick or --families run "
+        "writes to its temporary folder unless given)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished families of the result stem's JSON (from an interrupted run) and run the rest",
+    )
     p.add_argument("--child", nargs=2, metavar=("PART", "FAMILY"), help=argparse.SUPPRESS)
     p.add_argument("--steps", default=",".join(STEPS), help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -638,8 +745,7 @@ def main(argv=None):
         rows = [r for r in old.get("rows", []) if r.get("family") in families]
         at = old["meta"]["loadavg"].get("at_family_start", {})
         loads = [at[r["family"]] for r in rows if r["family"] in at]
-        start = datetime.datetime.strptime(old["meta"]["started"], "%Y-%m-%d %H:%M UTC").replace(
-            tzinfo=datetime.UTC)
+        start = datetime.datetime.strptime(old["meta"]["started"], "%Y-%m-%d %H:%M UTC").replace(tzinfo=datetime.UTC)
         earlier_min, resumed = old["meta"].get("wall_min", 0.0), old["meta"].get("resumed", 0) + 1
         commit_start = old["meta"].get("commit_start", commit_start)
         print(f"resuming: {', '.join(r['family'] for r in rows) or 'nothing'} done", flush=True)
@@ -657,14 +763,24 @@ def main(argv=None):
         tr = table_row(row)
         print("  " + "; ".join(f"{k} {v}" for k, v in tr.items() if k != "family"), flush=True)
         commit_now = _commit()
-        meta = {"command": command, "commit": commit_start if commit_now == commit_start
-                else f"{commit_start} (HEAD {commit_now} by the end)", "started": start.strftime("%Y-%m-%d %H:%M UTC"),
-                "finished": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "wall_min": earlier_min + (time.perf_counter() - t0) / 60, "resumed": resumed,
-                "commit_start": commit_start, "machine": f"{platform.node()} ({platform.machine()})",
-                "loadavg": {"min": min(loads), "max": max(loads), "median": float(np.median(loads)),
-                            "at_family_start": dict(zip([r["family"] for r in rows], loads))},
-                "families": list(families), "logs": workdir}
+        meta = {
+            "command": command,
+            "commit": commit_start if commit_now == commit_start else f"{commit_start} (HEAD {commit_now} by the end)",
+            "started": start.strftime("%Y-%m-%d %H:%M UTC"),
+            "finished": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "wall_min": earlier_min + (time.perf_counter() - t0) / 60,
+            "resumed": resumed,
+            "commit_start": commit_start,
+            "machine": f"{platform.node()} ({platform.machine()})",
+            "loadavg": {
+                "min": min(loads),
+                "max": max(loads),
+                "median": float(np.median(loads)),
+                "at_family_start": dict(zip([r["family"] for r in rows], loads)),
+            },
+            "families": list(families),
+            "logs": workdir,
+        }
         table, summ = write(rows, stem, meta)
     if all(f in done for f in families):
         print("nothing left to run")

@@ -35,9 +35,13 @@ def parse_args(argv=None):
     p.add_argument("--eval-samples", type=int, default=None, help="test images that measure accuracy")
     p.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"))
     p.add_argument("--out", default="benchmarks/results/donna_predictor")
-    p.add_argument("--refit", default=None, metavar="JSON",
-                   help="no training: refit the predictor (e.g. other --features) on the measurements a previous run "
-                        "wrote to JSON, and rewrite the results")
+    p.add_argument(
+        "--refit",
+        default=None,
+        metavar="JSON",
+        help="no training: refit the predictor (e.g. other --features) on the measurements a previous run "
+        "wrote to JSON, and rewrite the results",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -52,17 +56,28 @@ def configure(args):
     else:
         space = default_space()
         quick = DonnaConfig.quick()
-        cfg = DonnaConfig(reference_epochs=5, bkd=BKDConfig(steps=2000, calibration_samples=500), bkd_samples=10000,
-                          val_samples=1000, n_archs=24, finetune=FinetuneConfig(steps=60), finetune_samples=20000,
-                          features=quick.features, alpha=quick.alpha, sampling=quick.sampling)
+        cfg = DonnaConfig(
+            reference_epochs=5,
+            bkd=BKDConfig(steps=2000, calibration_samples=500),
+            bkd_samples=10000,
+            val_samples=1000,
+            n_archs=24,
+            finetune=FinetuneConfig(steps=60),
+            finetune_samples=20000,
+            features=quick.features,
+            alpha=quick.alpha,
+            sampling=quick.sampling,
+        )
         defaults = dict(held_out=30, reference_samples=60000, eval_samples=5000)
     o = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-    for arg, set_it in (("n_archs", lambda v: setattr(cfg, "n_archs", v)),
-                        ("reference_epochs", lambda v: setattr(cfg, "reference_epochs", v)),
-                        ("bkd_steps", lambda v: setattr(cfg.bkd, "steps", v)),
-                        ("bkd_samples", lambda v: setattr(cfg, "bkd_samples", v)),
-                        ("finetune_steps", lambda v: setattr(cfg.finetune, "steps", v)),
-                        ("features", lambda v: setattr(cfg, "features", v))):
+    for arg, set_it in (
+        ("n_archs", lambda v: setattr(cfg, "n_archs", v)),
+        ("reference_epochs", lambda v: setattr(cfg, "reference_epochs", v)),
+        ("bkd_steps", lambda v: setattr(cfg.bkd, "steps", v)),
+        ("bkd_samples", lambda v: setattr(cfg, "bkd_samples", v)),
+        ("finetune_steps", lambda v: setattr(cfg.finetune, "steps", v)),
+        ("features", lambda v: setattr(cfg, "features", v)),
+    ):
         if getattr(args, arg):
             set_it(getattr(args, arg))
     cfg.seed = args.seed
@@ -76,32 +91,58 @@ def measure(args, space, cfg, o) -> dict:
 
     t_start = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = fashion_mnist_float()
-    x_ref, y_ref = x_train[:o["reference_samples"]], y_train[:o["reference_samples"]]
-    x_eval, y_eval = x_test[:o["eval_samples"]], y_test[:o["eval_samples"]]
+    x_ref, y_ref = x_train[: o["reference_samples"]], y_train[: o["reference_samples"]]
+    x_eval, y_eval = x_test[: o["eval_samples"]], y_test[: o["eval_samples"]]
     executor = make_executor(args.executor)
 
-    model = build_accuracy_model(space, x_ref, y_ref, x_eval, y_eval, cfg, executor=executor,
-                                 budget_s=None if args.quick else 3600, verbose=2)
+    model = build_accuracy_model(
+        space, x_ref, y_ref, x_eval, y_eval, cfg, executor=executor, budget_s=None if args.quick else 3600, verbose=2
+    )
     out = Path(args.out + ("_quick" if args.quick else ""))
     model.save(out.parent / (out.name + "_artifacts"))
 
     # held-out architectures, distinct from the training ones, drawn uniformly, finetuned with two seeds
     t0 = time.perf_counter()
     seen = set(model.archs)
-    held = [a for a in space.sample(o["held_out"] + len(seen), seed=args.seed + 101) if a not in seen][:o["held_out"]]
-    ft_x, ft_y = x_ref[:cfg.finetune_samples], y_ref[:cfg.finetune_samples]
-    runs = [[r["accuracy"] for r in measure_architectures(
-        model.library, held, ft_x, ft_y, x_eval, y_eval, cfg.finetune, seed=s, executor=executor,
-        desc=f"held-out seed {s}")] for s in (args.seed, args.seed + 1)]
+    held = [a for a in space.sample(o["held_out"] + len(seen), seed=args.seed + 101) if a not in seen][: o["held_out"]]
+    ft_x, ft_y = x_ref[: cfg.finetune_samples], y_ref[: cfg.finetune_samples]
+    runs = [
+        [
+            r["accuracy"]
+            for r in measure_architectures(
+                model.library,
+                held,
+                ft_x,
+                ft_y,
+                x_eval,
+                y_eval,
+                cfg.finetune,
+                seed=s,
+                executor=executor,
+                desc=f"held-out seed {s}",
+            )
+        ]
+        for s in (args.seed, args.seed + 1)
+    ]
     seconds = dict(model.seconds)
     seconds["held-out (2 seeds)"] = time.perf_counter() - t0
     seconds["benchmark total"] = time.perf_counter() - t_start
-    return {"space": space.get_config(), "config": cfg.get_config(), "options": o,
-            "executor": executor.describe(), "seconds": seconds, "reference_accuracy": model.reference_accuracy,
-            "reference_epoch_seconds": model.reference_epoch_seconds,
-            "loss_table": [t.tolist() for t in model.library.loss_table()], "library_meta": model.library.meta,
-            "train_archs": [str(a) for a in model.archs], "train_accuracies": model.accuracies.tolist(),
-            "held_out": [str(a) for a in held], "measured_seed0": runs[0], "measured_seed1": runs[1]}
+    return {
+        "space": space.get_config(),
+        "config": cfg.get_config(),
+        "options": o,
+        "executor": executor.describe(),
+        "seconds": seconds,
+        "reference_accuracy": model.reference_accuracy,
+        "reference_epoch_seconds": model.reference_epoch_seconds,
+        "loss_table": [t.tolist() for t in model.library.loss_table()],
+        "library_meta": model.library.meta,
+        "train_archs": [str(a) for a in model.archs],
+        "train_accuracies": model.accuracies.tolist(),
+        "held_out": [str(a) for a in held],
+        "measured_seed0": runs[0],
+        "measured_seed1": runs[1],
+    }
 
 
 def study(space, raw, features_list, n_list) -> list:
@@ -118,9 +159,15 @@ def study(space, raw, features_list, n_list) -> list:
         p = AccuracyPredictor(space, raw["loss_table"], features, "cv")
         p.fit(raw["train_archs"][:n], y[:n])
         loo = p.loo_predictions(raw["train_archs"][:n], y[:n])
-        rows.append({"features": features, "training archs": n, "alpha": p.alpha_,
-                     "held-out tau": float(kendalltau(p.predict(held), m0).statistic),
-                     "training LOO tau": float(kendalltau(loo, y[:n]).statistic)})
+        rows.append(
+            {
+                "features": features,
+                "training archs": n,
+                "alpha": p.alpha_,
+                "held-out tau": float(kendalltau(p.predict(held), m0).statistic),
+                "training LOO tau": float(kendalltau(loo, y[:n]).statistic),
+            }
+        )
     return rows
 
 
@@ -154,51 +201,97 @@ def report(raw, out: Path, features: str, refit_from: str | None = None) -> None
     budget_epochs = 5 * cfg.reference_epochs
     o = raw["options"]
 
-    plot_predictions(runs[0], predicted, str(out) + ".png",
-                     title=f"DONNA predictor ({features}), {space.name}, {len(held)} held-out archs",
-                     extra=f" (ceiling {ceiling:.3f})")
+    plot_predictions(
+        runs[0],
+        predicted,
+        str(out) + ".png",
+        title=f"DONNA predictor ({features}), {space.name}, {len(held)} held-out archs",
+        extra=f" (ceiling {ceiling:.3f})",
+    )
     rows = [
-        {"quantity": "reference accuracy", "value": raw["reference_accuracy"],
-         "note": f"{cfg.reference_epochs} epochs on {o['reference_samples']} images"},
+        {
+            "quantity": "reference accuracy",
+            "value": raw["reference_accuracy"],
+            "note": f"{cfg.reference_epochs} epochs on {o['reference_samples']} images",
+        },
         {"quantity": "reference epoch (s)", "value": epoch_s, "note": "wall time (median epoch)"},
         {"quantity": "accuracy model cost (s)", "value": seconds["total"], "note": "reference + BKD + finetune + fit"},
-        {"quantity": "accuracy model cost (reference epochs)", "value": cost_epochs,
-         "note": f"limit: 5 reference trainings = {budget_epochs} epochs"},
-        {"quantity": "accuracy model cost (reference trainings)", "value": seconds["total"] / seconds["reference"],
-         "note": "total over the reference's own training time (tracing included); target <= 5"},
-        {"quantity": "training architectures", "value": len(raw["train_archs"]),
-         "note": f"{cfg.sampling} sampling, {cfg.finetune.steps} finetuning steps each"},
-        {"quantity": "predictor features", "value": features,
-         "note": f"ridge alpha {predictor.alpha_:.3g} ({cfg.alpha})"},
+        {
+            "quantity": "accuracy model cost (reference epochs)",
+            "value": cost_epochs,
+            "note": f"limit: 5 reference trainings = {budget_epochs} epochs",
+        },
+        {
+            "quantity": "accuracy model cost (reference trainings)",
+            "value": seconds["total"] / seconds["reference"],
+            "note": "total over the reference's own training time (tracing included); target <= 5",
+        },
+        {
+            "quantity": "training architectures",
+            "value": len(raw["train_archs"]),
+            "note": f"{cfg.sampling} sampling, {cfg.finetune.steps} finetuning steps each",
+        },
+        {
+            "quantity": "predictor features",
+            "value": features,
+            "note": f"ridge alpha {predictor.alpha_:.3g} ({cfg.alpha})",
+        },
         {"quantity": "held-out architectures", "value": len(held), "note": "uniform sampling, two seeds each"},
         {"quantity": "Kendall tau predicted vs measured (seed 0)", "value": tau, "note": ""},
         {"quantity": "Kendall tau predicted vs measured (seed 1)", "value": tau_seed1, "note": ""},
         {"quantity": "ceiling: Kendall tau seed 0 vs seed 1", "value": ceiling, "note": ""},
         {"quantity": "tau / ceiling", "value": tau / ceiling if ceiling > 0 else float("nan"), "note": "target >= 0.8"},
-        {"quantity": "held-out accuracy std", "value": spread_std,
-         "note": f"range {spread_range:.4f} ({runs[0].min():.3f} to {runs[0].max():.3f})"},
+        {
+            "quantity": "held-out accuracy std",
+            "value": spread_std,
+            "note": f"range {spread_range:.4f} ({runs[0].min():.3f} to {runs[0].max():.3f})",
+        },
         {"quantity": "mean |seed 0 - seed 1|", "value": float(diff.mean()), "note": f"max {diff.max():.4f}"},
-        {"quantity": "spread (std) / seed difference", "value": spread_std / max(float(diff.mean()), 1e-9),
-         "note": "target >= 5"},
-        {"quantity": "spread (range) / seed difference", "value": spread_range / max(float(diff.mean()), 1e-9),
-         "note": ""},
+        {
+            "quantity": "spread (std) / seed difference",
+            "value": spread_std / max(float(diff.mean()), 1e-9),
+            "note": "target >= 5",
+        },
+        {
+            "quantity": "spread (range) / seed difference",
+            "value": spread_range / max(float(diff.mean()), 1e-9),
+            "note": "",
+        },
     ]
     others = [features] + [f for f in FEATURES if f != features]
     n_all = len(raw["train_archs"])
     srows = study(space, raw, others, [n for n in (8, 12, 16) if n < n_all])
     bkd = raw["library_meta"]["bkd"]
-    notes = (f"Space {space.name!r} ({len(space.blocks)} blocks, {space.size():,} architectures). BKD: "
-             f"{bkd['steps']} steps/block on {cfg.bkd_samples} images (final training NSR per block "
-             f"{', '.join(f'{v:.3f}' for v in raw['library_meta']['final_train_nsr'])}); finetuning: "
-             f"{cfg.finetune.steps} steps of {cfg.finetune.batch_size} on {cfg.finetune_samples} images; accuracy on "
-             f"{o['eval_samples']} test images. Executor: {raw['executor']}. Plot: {out.name}.png.\n\n"
-             + (f"Predictor refitted (`--refit`, features {features!r}) on the measurements of the run of "
-                f"{raw.get('date', 'an earlier date')}; nothing retrained.\n\n" if refit_from else "")
-             + "Feature study (the same measurements; alpha by leave-one-out on the training architectures):\n\n"
-             + markdown_table(srows, ["features", "training archs", "alpha", "held-out tau", "training LOO tau"]))
-    table = write_results(str(out), "DONNA accuracy predictor (Fashion-MNIST)", rows, ["quantity", "value", "note"],
-                          notes, extra={"config": cfg.get_config(), "seconds": seconds, "predicted": predicted,
-                                        "study": srows, "predictor": predictor.get_config(), "raw": raw})
+    notes = (
+        f"Space {space.name!r} ({len(space.blocks)} blocks, {space.size():,} architectures). BKD: "
+        f"{bkd['steps']} steps/block on {cfg.bkd_samples} images (final training NSR per block "
+        f"{', '.join(f'{v:.3f}' for v in raw['library_meta']['final_train_nsr'])}); finetuning: "
+        f"{cfg.finetune.steps} steps of {cfg.finetune.batch_size} on {cfg.finetune_samples} images; accuracy on "
+        f"{o['eval_samples']} test images. Executor: {raw['executor']}. Plot: {out.name}.png.\n\n"
+        + (
+            f"Predictor refitted (`--refit`, features {features!r}) on the measurements of the run of "
+            f"{raw.get('date', 'an earlier date')}; nothing retrained.\n\n"
+            if refit_from
+            else ""
+        )
+        + "Feature study (the same measurements; alpha by leave-one-out on the training architectures):\n\n"
+        + markdown_table(srows, ["features", "training archs", "alpha", "held-out tau", "training LOO tau"])
+    )
+    table = write_results(
+        str(out),
+        "DONNA accuracy predictor (Fashion-MNIST)",
+        rows,
+        ["quantity", "value", "note"],
+        notes,
+        extra={
+            "config": cfg.get_config(),
+            "seconds": seconds,
+            "predicted": predicted,
+            "study": srows,
+            "predictor": predictor.get_config(),
+            "raw": raw,
+        },
+    )
     print(table)
     print(notes)
     print_budget("benchmark", seconds, epoch_s)
@@ -212,7 +305,7 @@ def main(argv=None):
         doc = json.loads(Path(args.refit).read_text())
         raw = doc["raw"]
         features = args.features or doc["config"]["features"]  # the features that file reports
-        out = Path(args.refit[:-len(".json")] if args.refit.endswith(".json") else args.refit)
+        out = Path(args.refit[: -len(".json")] if args.refit.endswith(".json") else args.refit)
     else:
         space, cfg, o = configure(args)
         raw = measure(args, space, cfg, o)

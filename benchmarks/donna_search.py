@@ -50,8 +50,9 @@ def scaled_space(space, width: float):
         return max(4, int(round(c * width)))
 
     cfg = space.get_config()
-    cfg.update(stem_channels=w(cfg["stem_channels"]), head_channels=w(cfg["head_channels"]),
-               name=f"{space.name}_w{width:g}")
+    cfg.update(
+        stem_channels=w(cfg["stem_channels"]), head_channels=w(cfg["head_channels"]), name=f"{space.name}_w{width:g}"
+    )
     cfg["blocks"] = [{**b, "out_channels": w(b["out_channels"])} for b in cfg["blocks"]]
     return SearchSpace.from_config(cfg)
 
@@ -115,8 +116,9 @@ def compare_at_points(donna, fam):
             d = min(eq_acc, key=lambda p: p["latency_us"])
             row["DONNA lat at >= acc (us)"] = d["latency_us"]
             row["latency saved"] = 1 - d["latency_us"] / f["latency_us"]
-            row["win (>=20% faster)"] = row["latency saved"] >= 0.2 and \
-                d["accuracy"] - f["accuracy"] >= 0  # as accurate on the mean of the seeds
+            row["win (>=20% faster)"] = (
+                row["latency saved"] >= 0.2 and d["accuracy"] - f["accuracy"] >= 0
+            )  # as accurate on the mean of the seeds
         if eq_lat:
             d = max(eq_lat, key=lambda p: p["accuracy"])
             row["DONNA acc at <= lat"] = d["accuracy"]
@@ -140,15 +142,23 @@ def plot(path, donna_pts, scratch_pts, fam_pts, search_front, title):
 
     def draw(pts, style, label, **kw):
         pts = sorted(pts, key=lambda p: p["latency_us"])
-        ax.errorbar([p["latency_us"] for p in pts], [p["accuracy"] for p in pts],
-                    yerr=[p["spread"] / 2 for p in pts], fmt=style, capsize=2, label=label, **kw)
+        ax.errorbar(
+            [p["latency_us"] for p in pts],
+            [p["accuracy"] for p in pts],
+            yerr=[p["spread"] / 2 for p in pts],
+            fmt=style,
+            capsize=2,
+            label=label,
+            **kw,
+        )
 
     draw(donna_pts, "o-", "DONNA front, finetuned from the library (int8)", c="tab:red")
     draw(scratch_pts, "o:", "same architectures from scratch", c="tab:orange", mfc="none")
     draw(fam_pts, "s--", "reference family (width x depth, from scratch)", c="tab:green")
     for p in fam_pts:
-        ax.annotate(p["label"], (p["latency_us"], p["accuracy"]), fontsize=6, xytext=(3, -9),
-                    textcoords="offset points")
+        ax.annotate(
+            p["label"], (p["latency_us"], p["accuracy"]), fontsize=6, xytext=(3, -9), textcoords="offset points"
+        )
     ax.set_xlabel("measured latency, int8 LiteRT, 1 thread (µs, median)")
     ax.set_ylabel("int8 test accuracy (mean of 2 seeds, bars: seed range)")
     ax.set_title(title, fontsize=9)
@@ -187,9 +197,15 @@ def main(argv=None):
         pop = 16
     else:
         space = default_space()
-        cfg = DonnaConfig(reference_epochs=3, bkd=BKDConfig(steps=500, calibration_samples=500, compile=False),
-                          bkd_samples=8000, val_samples=1000, n_archs=20, finetune=FinetuneConfig(steps=60),
-                          finetune_samples=20000)
+        cfg = DonnaConfig(
+            reference_epochs=3,
+            bkd=BKDConfig(steps=500, calibration_samples=500, compile=False),
+            bkd_samples=8000,
+            val_samples=1000,
+            n_archs=20,
+            finetune=FinetuneConfig(steps=60),
+            finetune_samples=20000,
+        )
         d = dict(epochs=5, train_samples=20000, eval_samples=5000, k=6, max_evals=240, widths="0.5,0.75,1")
         pop = 24
     o = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in d.items()}
@@ -199,8 +215,8 @@ def main(argv=None):
     seconds = {}
 
     (x_train, y_train), (x_test, y_test) = fashion_mnist_float()
-    x_tr, y_tr = x_train[:o["train_samples"]], y_train[:o["train_samples"]]
-    x_ev, y_ev = x_test[:o["eval_samples"]], y_test[:o["eval_samples"]]
+    x_tr, y_tr = x_train[: o["train_samples"]], y_train[: o["train_samples"]]
+    x_ev, y_ev = x_test[: o["eval_samples"]], y_test[: o["eval_samples"]]
     x_rep = x_tr[:256]
 
     # 1. accuracy model
@@ -216,8 +232,9 @@ def main(argv=None):
 
     # host-specific measurements: kept out of the results folder, reused by a rerun on the same machine
     cache = MeasurementCache(Path("artifacts") / f"{out.name}_measurements.json")
-    sres = search(space, am.predictor, scenario, SearchConfig(pop_size=pop, max_evals=o["max_evals"],
-                                                             seed=args.seed), cache=cache)
+    sres = search(
+        space, am.predictor, scenario, SearchConfig(pop_size=pop, max_evals=o["max_evals"], seed=args.seed), cache=cache
+    )
     sres.save(str(out) + "_pareto.json")
     sres.plot(str(out) + "_search.png")
     seconds["search"] = time.perf_counter() - t0
@@ -230,9 +247,20 @@ def main(argv=None):
     runs = {}
     for init in ("library", "scratch"):
         for s in seeds:
-            runs[(init, s)] = distill_architectures(am.library, am.reference, chosen, x_tr, y_tr, x_ev, y_ev, dcfg,
-                                                    init=init, seed=s, teacher_logits=teacher,
-                                                    desc=f"seed {s}")
+            runs[(init, s)] = distill_architectures(
+                am.library,
+                am.reference,
+                chosen,
+                x_tr,
+                y_tr,
+                x_ev,
+                y_ev,
+                dcfg,
+                init=init,
+                seed=s,
+                teacher_logits=teacher,
+                desc=f"seed {s}",
+            )
     seconds["finetune front (library + scratch, 2 seeds)"] = time.perf_counter() - t0
 
     # 4. the reference family from scratch, same loss and epochs
@@ -241,9 +269,19 @@ def main(argv=None):
     fam_runs = {}
     for s in seeds:
         for label, sp, arch in fam:
-            job = {"space": sp.get_config(), "arch": str(arch), "weights": None, "x": x_tr, "y": y_tr,
-                   "teacher": teacher, "x_eval": x_ev, "y_eval": y_ev, "config": dcfg.get_config(), "seed": s,
-                   "init": "scratch"}
+            job = {
+                "space": sp.get_config(),
+                "arch": str(arch),
+                "weights": None,
+                "x": x_tr,
+                "y": y_tr,
+                "teacher": teacher,
+                "x_eval": x_ev,
+                "y_eval": y_ev,
+                "config": dcfg.get_config(),
+                "seed": s,
+                "init": "scratch",
+            }
             fam_runs[(label, s)] = distill_job(job)
             print(f"family {label} seed {s}: float accuracy {fam_runs[(label, s)]['accuracy']:.4f}")
     seconds["train family (2 seeds)"] = time.perf_counter() - t0
@@ -265,8 +303,13 @@ def main(argv=None):
     def point(kind, key, label):
         a = [acc8[(kind, key, s)] for s in seeds]
         src = "donna" if kind in ("library", "scratch") else "family"
-        return {"label": label, "accuracy": float(np.mean(a)), "spread": float(abs(a[0] - a[1])),
-                "seeds": a, "latency_us": lat[(src, key)]}
+        return {
+            "label": label,
+            "accuracy": float(np.mean(a)),
+            "spread": float(abs(a[0] - a[1])),
+            "seeds": a,
+            "latency_us": lat[(src, key)],
+        }
 
     donna_pts = [point("library", a, f"D{i}") for i, a in enumerate(chosen)]
     scratch_pts = [point("scratch", a, f"D{i}") for i, a in enumerate(chosen)]
@@ -281,37 +324,59 @@ def main(argv=None):
     ref_acc = min(p["accuracy"] for p in all_pts) - 0.01
     ref_lat = max(p["latency_us"] for p in all_pts) * 1.05
     hv = {}
-    for name, pts_by_seed in (("DONNA", [[(acc8[("library", a, s)], lat[("donna", a)]) for a in chosen]
-                                         for s in seeds]),
-                              ("family", [[(acc8[("family", f[0], s)], lat[("family", f[0])]) for f in fam]
-                                          for s in seeds])):
+    for name, pts_by_seed in (
+        ("DONNA", [[(acc8[("library", a, s)], lat[("donna", a)]) for a in chosen] for s in seeds]),
+        ("family", [[(acc8[("family", f[0], s)], lat[("family", f[0])]) for f in fam] for s in seeds]),
+    ):
         vals = [hypervolume([p[0] for p in pts], [p[1] for p in pts], ref_acc, ref_lat) for pts in pts_by_seed]
         hv[name] = {"seeds": vals, "mean": float(np.mean(vals))}
     lib_minus_scratch = [acc8[("library", a, s)] - acc8[("scratch", a, s)] for a in chosen for s in seeds]
 
-    title = (f"DONNA vs reference family, {space.name} space, Fashion-MNIST, {o['epochs']} epochs, int8, "
-             f"seeds {seeds}")
+    title = f"DONNA vs reference family, {space.name} space, Fashion-MNIST, {o['epochs']} epochs, int8, seeds {seeds}"
     plot(str(out) + ".png", donna_pts, scratch_pts, fam_pts, sres.front, title)
 
     rows = comp + [
-        {"family point": "hypervolume DONNA (mean of seeds)", "family acc": hv["DONNA"]["mean"],
-         "family lat (us)": None, "win": hv["DONNA"]["mean"] > hv["family"]["mean"]},
-        {"family point": "hypervolume family (mean of seeds)", "family acc": hv["family"]["mean"],
-         "family lat (us)": None},
-        {"family point": "library init - scratch, mean acc", "family acc": float(np.mean(lib_minus_scratch)),
-         "family lat (us)": None},
+        {
+            "family point": "hypervolume DONNA (mean of seeds)",
+            "family acc": hv["DONNA"]["mean"],
+            "family lat (us)": None,
+            "win": hv["DONNA"]["mean"] > hv["family"]["mean"],
+        },
+        {
+            "family point": "hypervolume family (mean of seeds)",
+            "family acc": hv["family"]["mean"],
+            "family lat (us)": None,
+        },
+        {
+            "family point": "library init - scratch, mean acc",
+            "family acc": float(np.mean(lib_minus_scratch)),
+            "family lat (us)": None,
+        },
     ]
-    columns = ["family point", "family acc", "family lat (us)", "DONNA lat at >= acc (us)", "latency saved",
-               "win (>=20% faster)", "DONNA acc at <= lat", "acc gained", "seed spread", "win (acc beyond spread)",
-               "win"]
+    columns = [
+        "family point",
+        "family acc",
+        "family lat (us)",
+        "DONNA lat at >= acc (us)",
+        "latency saved",
+        "win (>=20% faster)",
+        "DONNA acc at <= lat",
+        "acc gained",
+        "seed spread",
+        "win (acc beyond spread)",
+        "win",
+    ]
     done = wins >= 2 and hv["DONNA"]["mean"] > hv["family"]["mean"]
     seconds["benchmark total"] = time.perf_counter() - t_start
     models_md = "\n".join(
         f"| {p['label']} | `{p['arch']}` | {p['accuracy']:.4f} ({p['seeds'][0]:.4f}, {p['seeds'][1]:.4f}) | "
         f"{s['accuracy']:.4f} ({s['seeds'][0]:.4f}, {s['seeds'][1]:.4f}) | {p['latency_us']:.1f} |"
-        for p, s in zip(donna_pts, scratch_pts))
-    fam_md = "\n".join(f"| {p['label']} | {p['accuracy']:.4f} ({p['seeds'][0]:.4f}, {p['seeds'][1]:.4f}) | "
-                       f"{p['latency_us']:.1f} |" for p in fam_pts)
+        for p, s in zip(donna_pts, scratch_pts)
+    )
+    fam_md = "\n".join(
+        f"| {p['label']} | {p['accuracy']:.4f} ({p['seeds'][0]:.4f}, {p['seeds'][1]:.4f}) | {p['latency_us']:.1f} |"
+        for p in fam_pts
+    )
     notes = (
         f"Space {space.name!r} ({space.size():,} architectures); accuracy model: reference {cfg.reference_epochs} "
         f"epochs (accuracy {am.reference_accuracy:.4f}), BKD {cfg.bkd.steps} steps/block, predictor on "
@@ -336,15 +401,29 @@ def main(argv=None):
         f"| DONNA point | architecture | int8 acc, library init (seeds) | int8 acc, scratch (seeds) | latency (us) |\n"
         f"|---|---|---|---|---|\n{models_md}\n\n"
         f"| family point | int8 acc (seeds) | latency (us) |\n|---|---|---|\n{fam_md}\n\n"
-        f"Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".")
-    table = write_results(str(out), "DONNA search: finetuned front vs scaled reference family (Fashion-MNIST)", rows,
-                          columns, notes,
-                          extra={"donna_points": donna_pts, "scratch_points": scratch_pts, "family_points": fam_pts,
-                                 "hypervolume": hv, "wins": wins, "done_criteria_met": done, "seconds": seconds,
-                                 "search_stats": sres.stats, "chosen": chosen,
-                                 "library_minus_scratch": lib_minus_scratch,
-                                 "reference_accuracy": am.reference_accuracy,
-                                 "config": {"donna": cfg.get_config(), "distill": dcfg.get_config(), **o}})
+        f"Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + "."
+    )
+    table = write_results(
+        str(out),
+        "DONNA search: finetuned front vs scaled reference family (Fashion-MNIST)",
+        rows,
+        columns,
+        notes,
+        extra={
+            "donna_points": donna_pts,
+            "scratch_points": scratch_pts,
+            "family_points": fam_pts,
+            "hypervolume": hv,
+            "wins": wins,
+            "done_criteria_met": done,
+            "seconds": seconds,
+            "search_stats": sres.stats,
+            "chosen": chosen,
+            "library_minus_scratch": lib_minus_scratch,
+            "reference_accuracy": am.reference_accuracy,
+            "config": {"donna": cfg.get_config(), "distill": dcfg.get_config(), **o},
+        },
+    )
     print(table)
     print(notes)
 

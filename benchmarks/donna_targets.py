@@ -30,12 +30,22 @@ from tflite_export.files import atomic_savefig
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 TARGETS = {
-    "host": {"measurers": [{"kind": "litert", "num_threads": 1, "runs": 50, "rounds": 3}], "objective": "latency_us",
-             "label": "LiteRT latency on the host CPU (µs)"},
-    "mcu": {"measurers": [{"kind": "micro"}], "objective": "ram_bytes", "limits": {"flash_bytes": 262144},
-            "label": "TFLite Micro tensor arena (bytes)"},
-    "npu": {"measurers": [{"kind": "ethos_u", "accelerator": "ethos-u55-128"}], "objective": "latency_us",
-            "label": "Ethos-U55-128 inference time, Vela (µs)"},
+    "host": {
+        "measurers": [{"kind": "litert", "num_threads": 1, "runs": 50, "rounds": 3}],
+        "objective": "latency_us",
+        "label": "LiteRT latency on the host CPU (µs)",
+    },
+    "mcu": {
+        "measurers": [{"kind": "micro"}],
+        "objective": "ram_bytes",
+        "limits": {"flash_bytes": 262144},
+        "label": "TFLite Micro tensor arena (bytes)",
+    },
+    "npu": {
+        "measurers": [{"kind": "ethos_u", "accelerator": "ethos-u55-128"}],
+        "objective": "latency_us",
+        "label": "Ethos-U55-128 inference time, Vela (µs)",
+    },
 }
 
 
@@ -48,8 +58,7 @@ def run(max_evals: int, pop_size: int, stem: str, seed: int = 0):
     config["seed"] = seed
     pipe = DonnaPipeline(config, stem + "_artifacts")
     pipe.build_accuracy_model()
-    search_config = SearchConfig(pop_size=pop_size, max_evals=max_evals, max_time_s=3600.0, timeout_s=120.0,
-                                 seed=seed)
+    search_config = SearchConfig(pop_size=pop_size, max_evals=max_evals, max_time_s=3600.0, timeout_s=120.0, seed=seed)
     results, scenarios = {}, {}
     for name, t in TARGETS.items():
         scenarios[name] = Scenario(name, t["measurers"], objective=t["objective"], limits=t.get("limits", {}))
@@ -59,34 +68,58 @@ def run(max_evals: int, pop_size: int, stem: str, seed: int = 0):
     rows = []
     for name, res in results.items():
         obj = res.objective
-        rows.append({"target": name, "objective": obj, "evaluated": len(res.evaluated),
-                     "feasible": sum(1 for r in res.evaluated if r["ok"] and r["feasible"]),
-                     "front size": len(res.front),
-                     "front cost range": f"{res.front[0]['metrics'][obj]:,.4g} – {res.front[-1]['metrics'][obj]:,.4g}"
-                     if res.front else "–",
-                     "best predicted acc": round(
-                         max((r["predicted_accuracy"] for r in res.front), default=float("nan")), 4)})
+        rows.append(
+            {
+                "target": name,
+                "objective": obj,
+                "evaluated": len(res.evaluated),
+                "feasible": sum(1 for r in res.evaluated if r["ok"] and r["feasible"]),
+                "front size": len(res.front),
+                "front cost range": f"{res.front[0]['metrics'][obj]:,.4g} – {res.front[-1]['metrics'][obj]:,.4g}"
+                if res.front
+                else "–",
+                "best predicted acc": round(max((r["predicted_accuracy"] for r in res.front), default=float("nan")), 4),
+            }
+        )
     shared = {}
     for a, b in itertools.combinations(fronts, 2):
         shared[f"{a} ∩ {b}"] = sorted(set(fronts[a]) & set(fronts[b]))
     shared["all three"] = sorted(set.intersection(*(set(f) for f in fronts.values())))
-    shared_rows = [{"fronts": k, "shared architectures": len(v),
-                    "of": " / ".join(str(len(fronts[n])) for n in k.split(" ∩ ")) if "∩" in k
-                    else " / ".join(str(len(f)) for f in fronts.values())} for k, v in shared.items()]
+    shared_rows = [
+        {
+            "fronts": k,
+            "shared architectures": len(v),
+            "of": " / ".join(str(len(fronts[n])) for n in k.split(" ∩ "))
+            if "∩" in k
+            else " / ".join(str(len(f)) for f in fronts.values()),
+        }
+        for k, v in shared.items()
+    ]
     _plot(results, shared["all three"], stem + ".png")
     from keras_eff.reporting import markdown_table
 
-    notes = ("Shared architectures between fronts:\n\n" + markdown_table(shared_rows) +
-             f"\nSpace `{pipe.space.name}`, accuracy model from the built-in `tiny` pipeline config (seed {seed}); "
-             f"NSGA-II with population {pop_size} and {max_evals} evaluations per target. Each front holds the "
-             f"architectures no other evaluated one beats on both predicted accuracy and that target's cost. "
-             f"Front architectures per target:\n\n" +
-             "\n".join(f"- **{n}**: " + ", ".join(f"`{a}`" for a in f) for n, f in fronts.items()) +
-             f"\n\nRun time {time.time() - start:.0f} s (measurements cached in the artifacts folder).")
-    table = write_results(stem, "DONNA: one space, three targets (host CPU, microcontroller, Ethos-U55)", rows,
-                          notes=notes, extra={"fronts": fronts, "shared": shared,
-                                              "scenarios": {n: s.get_config() for n, s in scenarios.items()},
-                                              "search_config": search_config.get_config()})
+    notes = (
+        "Shared architectures between fronts:\n\n"
+        + markdown_table(shared_rows)
+        + f"\nSpace `{pipe.space.name}`, accuracy model from the built-in `tiny` pipeline config (seed {seed}); "
+        f"NSGA-II with population {pop_size} and {max_evals} evaluations per target. Each front holds the "
+        f"architectures no other evaluated one beats on both predicted accuracy and that target's cost. "
+        f"Front architectures per target:\n\n"
+        + "\n".join(f"- **{n}**: " + ", ".join(f"`{a}`" for a in f) for n, f in fronts.items())
+        + f"\n\nRun time {time.time() - start:.0f} s (measurements cached in the artifacts folder)."
+    )
+    table = write_results(
+        stem,
+        "DONNA: one space, three targets (host CPU, microcontroller, Ethos-U55)",
+        rows,
+        notes=notes,
+        extra={
+            "fronts": fronts,
+            "shared": shared,
+            "scenarios": {n: s.get_config() for n, s in scenarios.items()},
+            "search_config": search_config.get_config(),
+        },
+    )
     print(table)
     print(markdown_table(shared_rows))
     return results, shared
@@ -102,14 +135,33 @@ def _plot(results, on_all, path):
     for ax, (name, res) in zip(axes, results.items()):
         obj = res.objective
         feas = [r for r in res.evaluated if r["ok"] and r["feasible"]]
-        ax.scatter([r["metrics"][obj] for r in feas], [r["predicted_accuracy"] for r in feas], s=10, c="0.6",
-                   label="evaluated, within limits")
-        ax.step([r["metrics"][obj] for r in res.front], [r["predicted_accuracy"] for r in res.front], "o-",
-                where="post", c="tab:red", ms=4, label=f"front ({len(res.front)})")
+        ax.scatter(
+            [r["metrics"][obj] for r in feas],
+            [r["predicted_accuracy"] for r in feas],
+            s=10,
+            c="0.6",
+            label="evaluated, within limits",
+        )
+        ax.step(
+            [r["metrics"][obj] for r in res.front],
+            [r["predicted_accuracy"] for r in res.front],
+            "o-",
+            where="post",
+            c="tab:red",
+            ms=4,
+            label=f"front ({len(res.front)})",
+        )
         common = [r for r in res.front if r["arch"] in on_all]
         if common:
-            ax.scatter([r["metrics"][obj] for r in common], [r["predicted_accuracy"] for r in common], s=90,
-                       facecolors="none", edgecolors="tab:blue", linewidths=1.5, label="on all three fronts")
+            ax.scatter(
+                [r["metrics"][obj] for r in common],
+                [r["predicted_accuracy"] for r in common],
+                s=90,
+                facecolors="none",
+                edgecolors="tab:blue",
+                linewidths=1.5,
+                label="on all three fronts",
+            )
         ax.set_title(name)
         ax.set_xlabel(TARGETS[name]["label"])
         ax.set_ylabel("predicted accuracy")

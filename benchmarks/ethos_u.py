@@ -60,8 +60,7 @@ def _variants(build, weights, cfg, x, y):
 
     def pruned(target, distribution="uniform"):
         schedule = kp.PolynomialDecay(0.0, target, begin_step=0, end_step=end, frequency=max(1, steps // 4))
-        model = fit(kp.prune_model(fresh(), schedule, distribution=distribution),
-                    callbacks=[kp.UpdatePruning()])
+        model = fit(kp.prune_model(fresh(), schedule, distribution=distribution), callbacks=[kp.UpdatePruning()])
         return ke.strip(model)
 
     yield "dense", fit(fresh()), False
@@ -78,10 +77,18 @@ def _variants(build, weights, cfg, x, y):
 
 def _row(model_name, variant, data, report, acc, base):
     gz = len(gzip.compress(data, 9))
-    row = {"model": model_name, "variant": variant, "int8 acc %": round(100 * acc, 2),
-           "Vela flash B": report.flash_bytes, "int8 file B": len(data), "int8 gzip B": gz,
-           "Vela weights B": report.encoded_weight_bytes, "NPU cycles": report.cycles,
-           "NPU µs": round(report.inference_time_us, 1), "CPU ops": len(report.cpu_ops)}
+    row = {
+        "model": model_name,
+        "variant": variant,
+        "int8 acc %": round(100 * acc, 2),
+        "Vela flash B": report.flash_bytes,
+        "int8 file B": len(data),
+        "int8 gzip B": gz,
+        "Vela weights B": report.encoded_weight_bytes,
+        "NPU cycles": report.cycles,
+        "NPU µs": round(report.inference_time_us, 1),
+        "CPU ops": len(report.cpu_ops),
+    }
     if base is not None:
         row["flash vs dense"] = f"{base['Vela flash B'] / report.flash_bytes:.2f}×"
         row["gzip vs dense"] = f"{base['int8 gzip B'] / gz:.2f}×"
@@ -103,8 +110,11 @@ def run(cfg, stem, target):
     for model_name, build in (("small_cnn", small_cnn), ("ds_cnn", ds_cnn)):
         keras.utils.set_random_seed(1)
         dense = compile_classifier(build(width=cfg["width"]))
-        print(f"[{time.time() - start:4.0f} s] training {model_name}(width={cfg['width']}) for "
-              f"{cfg['dense_epochs']} epochs on {len(x):,} images", flush=True)
+        print(
+            f"[{time.time() - start:4.0f} s] training {model_name}(width={cfg['width']}) for "
+            f"{cfg['dense_epochs']} epochs on {len(x):,} images",
+            flush=True,
+        )
         dense.fit(x, y, batch_size=64, epochs=cfg["dense_epochs"], verbose=0)
         base = None
         for variant, model, is_qat in _variants(build, dense.get_weights(), cfg, x, y):
@@ -114,22 +124,45 @@ def run(cfg, stem, target):
             row = _row(model_name, variant, data, report, acc, base)
             base = base or row
             rows.append(row)
-            print(f"[{time.time() - start:4.0f} s] {model_name} {variant}: int8 {row['int8 acc %']} %, flash "
-                  f"{row['Vela flash B']:,} B ({row['flash vs dense']} smaller), gzip {row['int8 gzip B']:,} B, "
-                  f"{row['NPU cycles']:,} cycles", flush=True)
+            print(
+                f"[{time.time() - start:4.0f} s] {model_name} {variant}: int8 {row['int8 acc %']} %, flash "
+                f"{row['Vela flash B']:,} B ({row['flash vs dense']} smaller), gzip {row['int8 gzip B']:,} B, "
+                f"{row['NPU cycles']:,} cycles",
+                flush=True,
+            )
     last = te.compile_ethos_u(data, target).report
-    columns = ["model", "variant", "int8 acc %", "Vela flash B", "flash vs dense", "int8 file B", "int8 gzip B",
-               "gzip vs dense", "Vela weights B", "NPU cycles", "NPU µs", "CPU ops"]
-    notes = (f"Target {target} ({last.system_config}, {last.memory_mode}, {last.clock_hz / 1e6:g} MHz), Vela "
-             f"{last.vela_version}. Models at width {cfg['width']}, dense training {cfg['dense_epochs']} epochs on "
-             f"{len(x):,} Fashion-MNIST images, then {cfg['tune_epochs']} fine-tuning epochs for every variant "
-             f"(cosine from 1e-3), the chain's QAT {cfg['qat_epochs']} epoch(s) from 2e-4; accuracy on {len(xt):,} "
-             f"test images. Pruning: PolynomialDecay from 0 over the fine-tuning, conv and dense layers of 1,024 "
-             f"weights or more, depthwise kernels left dense. 'Vela flash B' is Vela's flash use (command stream and "
-             f"weights after its compression); 'Vela weights B' its encoded weights (with biases and scales); NPU "
-             f"cycles and µs are Vela's performance estimate. Run time {time.time() - start:.0f} s.")
-    table = write_results(stem, f"Pruning and clustering on an Arm Ethos-U NPU ({target})", rows, columns, notes,
-                          extra={"config": cfg, "target": target, "vela_version": last.vela_version})
+    columns = [
+        "model",
+        "variant",
+        "int8 acc %",
+        "Vela flash B",
+        "flash vs dense",
+        "int8 file B",
+        "int8 gzip B",
+        "gzip vs dense",
+        "Vela weights B",
+        "NPU cycles",
+        "NPU µs",
+        "CPU ops",
+    ]
+    notes = (
+        f"Target {target} ({last.system_config}, {last.memory_mode}, {last.clock_hz / 1e6:g} MHz), Vela "
+        f"{last.vela_version}. Models at width {cfg['width']}, dense training {cfg['dense_epochs']} epochs on "
+        f"{len(x):,} Fashion-MNIST images, then {cfg['tune_epochs']} fine-tuning epochs for every variant "
+        f"(cosine from 1e-3), the chain's QAT {cfg['qat_epochs']} epoch(s) from 2e-4; accuracy on {len(xt):,} "
+        f"test images. Pruning: PolynomialDecay from 0 over the fine-tuning, conv and dense layers of 1,024 "
+        f"weights or more, depthwise kernels left dense. 'Vela flash B' is Vela's flash use (command stream and "
+        f"weights after its compression); 'Vela weights B' its encoded weights (with biases and scales); NPU "
+        f"cycles and µs are Vela's performance estimate. Run time {time.time() - start:.0f} s."
+    )
+    table = write_results(
+        stem,
+        f"Pruning and clustering on an Arm Ethos-U NPU ({target})",
+        rows,
+        columns,
+        notes,
+        extra={"config": cfg, "target": target, "vela_version": last.vela_version},
+    )
     _plot(rows, stem + ".png", target)
     print(table)
     return rows

@@ -48,7 +48,7 @@ class KerasEffSide:
 
     def _qat(self, model, data, steps, preserve=None):
         qat = ke.quantize_model(model, preserve=preserve)
-        ke.calibrate(qat, data["x_train"][:self.hp["calibration"]], progress=False)
+        ke.calibrate(qat, data["x_train"][: self.hp["calibration"]], progress=False)
         # BatchNorm statistics stay live (as in TF-MOT's QAT): on these short fine-tunes freezing them half-way cost
         # 0.6 point (small_cnn, seed 0: 83.4 vs 84.0 %); the ranges are frozen for the last quarter
         callbacks = [ke.callbacks.FreezeRanges(step=3 * steps // 4)]
@@ -56,7 +56,7 @@ class KerasEffSide:
 
     def plan(self, technique, base, cache, data, steps):
         hp = self.hp
-        rep = data["x_train"][:hp["representative"]]
+        rep = data["x_train"][: hp["representative"]]
         ptq = lambda m: (m, te.to_tflite(m, representative_data=rep))  # noqa: E731
         if technique == "float":
             return {"model": base, "lr": hp["lr_tune"], "callbacks": [], "finish": ptq}
@@ -68,8 +68,12 @@ class KerasEffSide:
             end_step, frequency = common.pruning_steps(hp, len(data["x_train"]))
             schedule = ke.PolynomialDecay(0.0, target, begin_step=0, end_step=end_step, frequency=frequency)
             model = ke.prune_model(base, schedule, distribution=distribution, min_weights=0)
-            return {"model": model, "lr": hp["lr_tune"], "callbacks": [ke.callbacks.UpdatePruning()],
-                    "finish": lambda m: ptq(ke.strip(m))}
+            return {
+                "model": model,
+                "lr": hp["lr_tune"],
+                "callbacks": [ke.callbacks.UpdatePruning()],
+                "finish": lambda m: ptq(ke.strip(m)),
+            }
         if technique == "cluster16":
             # weights re-assigned to their nearest centroid every step, the float kernel trained straight-through
             # (what TF-MOT does): on 2-epoch fine-tunes 1.1-1.4 points better than fixed assignments (seed 0:

@@ -38,15 +38,23 @@ def measure(name, build, data, args):
     lat = te.compare_latency({"int8": int8, "float": float_tfl}, runs=200, rounds=args.rounds)
     spread = {k: v["max_us"] - v["min_us"] for k, v in lat.items()}
     return {
-        "model": name, "params": int(model.count_params()), "MACs": te.count_macs(int8).total_macs,
-        "int8 KB": len(int8) / 1024, "arena host B": pkg.arena.host_min_bytes,
-        "arena rec. B": pkg.arena.recommended_bytes, "keras acc %": 100 * keras_acc,
+        "model": name,
+        "params": int(model.count_params()),
+        "MACs": te.count_macs(int8).total_macs,
+        "int8 KB": len(int8) / 1024,
+        "arena host B": pkg.arena.host_min_bytes,
+        "arena rec. B": pkg.arena.recommended_bytes,
+        "keras acc %": 100 * keras_acc,
         "TFLM acc %": 100 * float(np.mean(micro_out.argmax(1) == y_test)),
-        "TFLM=LiteRT bit-exact %": 100 * pkg.check.bit_exact_samples, "max LSB": pkg.check.max_lsb_diff,
-        "TFLM=XNNPACK bit-exact %": 100 * xnn.bit_exact_samples, "max LSB XNNPACK": xnn.max_lsb_diff,
-        "TFLM=LiteRT ref. bit-exact %": 100 * ref.bit_exact_samples, "max LSB ref.": ref.max_lsb_diff,
+        "TFLM=LiteRT bit-exact %": 100 * pkg.check.bit_exact_samples,
+        "max LSB": pkg.check.max_lsb_diff,
+        "TFLM=XNNPACK bit-exact %": 100 * xnn.bit_exact_samples,
+        "max LSB XNNPACK": xnn.max_lsb_diff,
+        "TFLM=LiteRT ref. bit-exact %": 100 * ref.bit_exact_samples,
+        "max LSB ref.": ref.max_lsb_diff,
         "ONNX max rel diff": onnx.max_rel_diff,
-        "int8 µs": lat["int8"]["median_us"], "float µs": lat["float"]["median_us"],
+        "int8 µs": lat["int8"]["median_us"],
+        "float µs": lat["float"]["median_us"],
         "spread µs (int8/float)": f"{spread['int8']:.1f}/{spread['float']:.1f}",
     }
 
@@ -69,13 +77,18 @@ def main(argv=None):
     data = fashion_mnist_float(n_train=args.train, n_test=args.test)
     rows = [measure(name, build, data, args) for name, build in tqdm(ZOO.items(), desc="models")]
     table = write_results(
-        args.out, "Deployment: TFLite Micro arena and parity, ONNX parity, LiteRT latency", rows,
-        notes=(f"ZOO models at width {args.width}, {args.epochs} epoch(s) on {args.train:,} Fashion-MNIST images; "
-               f"int8 by post-training quantization on 500 images; checks on {args.test} test images. Arena: host "
-               f"minimum by binary search (one byte less fails) and the recommended size with a 25% margin. TFLM "
-               f"compared with LiteRT's optimized built-in kernels (TFLM=LiteRT), its XNNPACK delegate and its "
-               f"reference kernels (ref., OpResolverType.BUILTIN_REF). Latency: LiteRT, batch 1, "
-               f"one thread, median of {args.rounds} interleaved rounds of 200 runs; spread = max-min round median."))
+        args.out,
+        "Deployment: TFLite Micro arena and parity, ONNX parity, LiteRT latency",
+        rows,
+        notes=(
+            f"ZOO models at width {args.width}, {args.epochs} epoch(s) on {args.train:,} Fashion-MNIST images; "
+            f"int8 by post-training quantization on 500 images; checks on {args.test} test images. Arena: host "
+            f"minimum by binary search (one byte less fails) and the recommended size with a 25% margin. TFLM "
+            f"compared with LiteRT's optimized built-in kernels (TFLM=LiteRT), its XNNPACK delegate and its "
+            f"reference kernels (ref., OpResolverType.BUILTIN_REF). Latency: LiteRT, batch 1, "
+            f"one thread, median of {args.rounds} interleaved rounds of 200 runs; spread = max-min round median."
+        ),
+    )
     print(table)
 
 

@@ -54,8 +54,11 @@ def resnet8(input_shape=(28, 28, 1), num_classes=10, width=16, bn_momentum=0.9, 
 def agreement(micro: np.ndarray, lite: np.ndarray) -> dict:
     """Micro vs one LiteRT kernel choice, on raw int8 outputs of shape (n, classes)."""
     diff = np.abs(micro.astype(np.int32) - lite.astype(np.int32))
-    return {"bit_exact": float(np.mean(np.all(diff == 0, axis=1))), "exact_values": float(np.mean(diff == 0)),
-            "max_lsb": int(diff.max())}
+    return {
+        "bit_exact": float(np.mean(np.all(diff == 0, axis=1))),
+        "exact_values": float(np.mean(diff == 0)),
+        "max_lsb": int(diff.max()),
+    }
 
 
 def measure(name, build, data, args, seed) -> dict:
@@ -74,8 +77,12 @@ def measure(name, build, data, args, seed) -> dict:
     int8 = te.to_tflite(q)
     ops = te.read_graph(int8).op_names()
     micro = te.run_micro(int8, x_test)[0]
-    row = {"model": name, "seed": seed, "ADD ops": ops.count("ADD"),
-           "TFLM acc %": 100 * float(np.mean(micro.argmax(1) == y_test))}
+    row = {
+        "model": name,
+        "seed": seed,
+        "ADD ops": ops.count("ADD"),
+        "TFLM acc %": 100 * float(np.mean(micro.argmax(1) == y_test)),
+    }
     for kernels in KERNELS:
         lite = te.TFLiteModel(int8, kernels=kernels).predict(x_test, dequantize_outputs=False)
         a = agreement(micro, lite)
@@ -109,17 +116,31 @@ def main(argv=None):
     micro_v, litert_v = version("tflite-micro"), version("ai-edge-litert")
     stem = os.path.join(RESULTS, "micro_kernels_quick" if args.quick else "micro_kernels")
     table = write_results(
-        stem, "TFLite Micro vs LiteRT's three kernel choices", rows,
-        notes=(f"Models at width {args.width}, {args.epochs} epoch(s) on {n_train:,} Fashion-MNIST training images "
-               f"(seeds {', '.join(map(str, args.seeds))}, one trained model each); int8 by keras_eff.quantize_model "
-               f"+ calibrate on 500 training images (no QAT), exported with tflite_export.to_tflite. {n_test} test "
-               f"images through TFLite Micro (tflite-micro {micro_v}) and LiteRT (ai-edge-litert {litert_v}, one "
-               f"thread): xnnpack = the XNNPACK delegate (LiteRT's default), builtin = the optimized built-in kernels "
-               f"without delegates, reference = the reference kernels (OpResolverType.BUILTIN_REF). bit-exact = "
-               f"images whose 10 raw outputs all equal Micro's; values = identical output values; max LSB = largest "
-               f"difference in output steps."),
-        extra={"config": {"width": args.width, "epochs": args.epochs, "seeds": args.seeds, "n_train": n_train,
-                          "n_test": n_test, "tflite_micro": micro_v, "ai_edge_litert": litert_v}})
+        stem,
+        "TFLite Micro vs LiteRT's three kernel choices",
+        rows,
+        notes=(
+            f"Models at width {args.width}, {args.epochs} epoch(s) on {n_train:,} Fashion-MNIST training images "
+            f"(seeds {', '.join(map(str, args.seeds))}, one trained model each); int8 by keras_eff.quantize_model "
+            f"+ calibrate on 500 training images (no QAT), exported with tflite_export.to_tflite. {n_test} test "
+            f"images through TFLite Micro (tflite-micro {micro_v}) and LiteRT (ai-edge-litert {litert_v}, one "
+            f"thread): xnnpack = the XNNPACK delegate (LiteRT's default), builtin = the optimized built-in kernels "
+            f"without delegates, reference = the reference kernels (OpResolverType.BUILTIN_REF). bit-exact = "
+            f"images whose 10 raw outputs all equal Micro's; values = identical output values; max LSB = largest "
+            f"difference in output steps."
+        ),
+        extra={
+            "config": {
+                "width": args.width,
+                "epochs": args.epochs,
+                "seeds": args.seeds,
+                "n_train": n_train,
+                "n_test": n_test,
+                "tflite_micro": micro_v,
+                "ai_edge_litert": litert_v,
+            }
+        },
+    )
     print(table)
 
 

@@ -59,8 +59,9 @@ def _train_variant(dense, cfg, data, schedule, **prune_kwargs):
     keras.utils.set_random_seed(2)
     steps = int(np.ceil(len(x) / 64))
     pruned = compile_classifier(kp.prune_model(dense, schedule, **prune_kwargs), _finetune_rate(cfg, steps))
-    pruned.fit(x, y, batch_size=64, epochs=cfg["prune_epochs"], verbose=2,
-               callbacks=[kp.UpdatePruning(), kp.PruningSummary()])
+    pruned.fit(
+        x, y, batch_size=64, epochs=cfg["prune_epochs"], verbose=2, callbacks=[kp.UpdatePruning(), kp.PruningSummary()]
+    )
     return pruned
 
 
@@ -70,7 +71,7 @@ def _latency_rounds(files: dict, rounds: int, runs: int) -> dict:
     medians = {name: [] for name in files}
     names = list(files)
     for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             medians[name].append(models[name].latency(runs=runs, warmup=20, seed=r).median_us)
     return {name: np.asarray(v) for name, v in medians.items()}
 
@@ -87,8 +88,10 @@ def run(quick: bool = False):
 
     keras.utils.set_random_seed(1)
     dense = compile_classifier(small_cnn(width=cfg["width"], name="dense"))
-    print(f"dense small_cnn width {cfg['width']}: {dense.count_params():,} parameters; training "
-          f"{cfg['dense_epochs']} epochs on {len(x):,} images")
+    print(
+        f"dense small_cnn width {cfg['width']}: {dense.count_params():,} parameters; training "
+        f"{cfg['dense_epochs']} epochs on {len(x):,} images"
+    )
     dense.fit(x, y, batch_size=64, epochs=cfg["dense_epochs"], verbose=2)
     dense_first_acc = _evaluate(dense, xt, yt)
     # the baseline trained as long as every pruned variant, with the same second-phase learning rate
@@ -98,9 +101,18 @@ def run(quick: bool = False):
     keras.utils.set_random_seed(2)
     baseline.fit(x, y, batch_size=64, epochs=cfg["prune_epochs"], verbose=2)
     dense_file, dense_int8, dense_gz = _int8(baseline, rep, xt, yt)
-    rows = [{"variant": "dense", "distribution": "–", "target": 0.0, "sparsity": 0.0,
-             "accuracy": _evaluate(baseline, xt, yt), "int8 accuracy": dense_int8, "params": baseline.count_params(),
-             "int8 gzip bytes": dense_gz}]
+    rows = [
+        {
+            "variant": "dense",
+            "distribution": "–",
+            "target": 0.0,
+            "sparsity": 0.0,
+            "accuracy": _evaluate(baseline, xt, yt),
+            "int8 accuracy": dense_int8,
+            "params": baseline.count_params(),
+            "int8 gzip bytes": dense_gz,
+        }
+    ]
     print(rows[-1])
 
     for target in (0.5, 0.8, 0.9):
@@ -112,10 +124,19 @@ def run(quick: bool = False):
             masked = kp.sparsity_report(pruned)
             print(masked)
             _, acc8, gz = _int8(final, rep, xt, yt)
-            rows.append({"variant": "unstructured", "distribution": distribution, "target": target,
-                         "sparsity": report.total_sparsity, "pruned-layer sparsity": masked.pruned_sparsity,
-                         "accuracy": _evaluate(final, xt, yt),
-                         "int8 accuracy": acc8, "params": final.count_params(), "int8 gzip bytes": gz})
+            rows.append(
+                {
+                    "variant": "unstructured",
+                    "distribution": distribution,
+                    "target": target,
+                    "sparsity": report.total_sparsity,
+                    "pruned-layer sparsity": masked.pruned_sparsity,
+                    "accuracy": _evaluate(final, xt, yt),
+                    "int8 accuracy": acc8,
+                    "params": final.count_params(),
+                    "int8 gzip bytes": gz,
+                }
+            )
             print(rows[-1])
 
     schedule = kp.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=end_step, frequency=frequency)
@@ -123,50 +144,83 @@ def run(quick: bool = False):
     masked_acc = _evaluate(pruned, xt, yt)
     small = kp.strip(pruned, remove_pruned_channels=True)
     small_file, acc8, gz = _int8(small, rep, xt, yt)
-    rows.append({"variant": "channels (50% filters)", "distribution": "uniform", "target": 0.5,
-                 "sparsity": kp.sparsity_report(pruned).total_sparsity,
-                 "pruned-layer sparsity": kp.sparsity_report(pruned).pruned_sparsity,
-                 "accuracy": _evaluate(small, xt, yt),
-                 "int8 accuracy": acc8, "params": small.count_params(), "int8 gzip bytes": gz})
+    rows.append(
+        {
+            "variant": "channels (50% filters)",
+            "distribution": "uniform",
+            "target": 0.5,
+            "sparsity": kp.sparsity_report(pruned).total_sparsity,
+            "pruned-layer sparsity": kp.sparsity_report(pruned).pruned_sparsity,
+            "accuracy": _evaluate(small, xt, yt),
+            "int8 accuracy": acc8,
+            "params": small.count_params(),
+            "int8 gzip bytes": gz,
+        }
+    )
     print(rows[-1], f"(masked model before removal: {masked_acc:.4f})")
 
     lat = _latency_rounds({"dense": dense_file, "channels": small_file}, cfg["rounds"], cfg["runs"])
     paired = 1.0 - lat["channels"] / lat["dense"]
     dense_spread = float((np.percentile(lat["dense"], 90) - np.percentile(lat["dense"], 10)) / np.median(lat["dense"]))
-    latency = {"dense_median_us": float(np.median(lat["dense"])),
-               "channels_median_us": float(np.median(lat["channels"])),
-               "dense_round_medians_us": lat["dense"].tolist(), "channels_round_medians_us": lat["channels"].tolist(),
-               "reduction_median": float(np.median(paired)), "reduction_p10": float(np.percentile(paired, 10)),
-               "reduction_p90": float(np.percentile(paired, 90)), "dense_spread_p10_p90": dense_spread,
-               "rounds": cfg["rounds"], "runs_per_round": cfg["runs"]}
+    latency = {
+        "dense_median_us": float(np.median(lat["dense"])),
+        "channels_median_us": float(np.median(lat["channels"])),
+        "dense_round_medians_us": lat["dense"].tolist(),
+        "channels_round_medians_us": lat["channels"].tolist(),
+        "reduction_median": float(np.median(paired)),
+        "reduction_p10": float(np.percentile(paired, 10)),
+        "reduction_p90": float(np.percentile(paired, 90)),
+        "dense_spread_p10_p90": dense_spread,
+        "rounds": cfg["rounds"],
+        "runs_per_round": cfg["runs"],
+    }
     rows[0]["latency µs"] = latency["dense_median_us"]
     rows[-1]["latency µs"] = latency["channels_median_us"]
 
     dense_acc = rows[0]["accuracy"]
     at80 = [r for r in rows if r["target"] == 0.8]
-    done = {"80% within 1 point of dense": all(dense_acc - r["accuracy"] <= 0.01 for r in at80),
-            "channel latency reduction p10 >= 20%": latency["reduction_p10"] >= 0.20}
-    notes = (f"small_cnn width {cfg['width']} ({rows[0]['params']:,} parameters), Fashion-MNIST "
-             f"{len(x):,} training / {len(xt):,} test images. Dense trained {cfg['dense_epochs']} epochs "
-             f"(test accuracy {dense_first_acc:.4f}); every row then trained {cfg['prune_epochs']} more epochs with "
-             f"the learning rate decaying from 1e-3 to 5e-5 (cosine), the pruned ones with PolynomialDecay from 0 "
-             f"to the target over {end_step} steps, masks updated every {frequency} steps and at end_step. Layers "
-             f"under 1,024 weights (the first conv) stay dense, so 'sparsity' over all kernels is a little under "
-             f"the target; the log distribution reaches the target exactly over the pruned layers.\n\n"
-             f"Channel pruning: 50% of the filters of conv1 and conv2, BatchNorm masked with them, then removed; "
-             f"int8 LiteRT latency (batch 1, 1 thread, XNNPACK), {cfg['rounds']} interleaved rounds of "
-             f"{cfg['runs']} runs: dense {latency['dense_median_us']:.0f} µs, channel-pruned "
-             f"{latency['channels_median_us']:.0f} µs; paired per-round reduction median "
-             f"{latency['reduction_median']:.1%} (p10 {latency['reduction_p10']:.1%}, p90 "
-             f"{latency['reduction_p90']:.1%}); dense run-to-run spread (p90−p10)/median {dense_spread:.1%}.\n\n"
-             + "\n".join(f"- {k}: {'yes' if v else 'NO'}" for k, v in done.items())
-             + f"\n\nWall time {time.time() - t_start:.0f} s{' (--quick)' if quick else ''}.")
+    done = {
+        "80% within 1 point of dense": all(dense_acc - r["accuracy"] <= 0.01 for r in at80),
+        "channel latency reduction p10 >= 20%": latency["reduction_p10"] >= 0.20,
+    }
+    notes = (
+        f"small_cnn width {cfg['width']} ({rows[0]['params']:,} parameters), Fashion-MNIST "
+        f"{len(x):,} training / {len(xt):,} test images. Dense trained {cfg['dense_epochs']} epochs "
+        f"(test accuracy {dense_first_acc:.4f}); every row then trained {cfg['prune_epochs']} more epochs with "
+        f"the learning rate decaying from 1e-3 to 5e-5 (cosine), the pruned ones with PolynomialDecay from 0 "
+        f"to the target over {end_step} steps, masks updated every {frequency} steps and at end_step. Layers "
+        f"under 1,024 weights (the first conv) stay dense, so 'sparsity' over all kernels is a little under "
+        f"the target; the log distribution reaches the target exactly over the pruned layers.\n\n"
+        f"Channel pruning: 50% of the filters of conv1 and conv2, BatchNorm masked with them, then removed; "
+        f"int8 LiteRT latency (batch 1, 1 thread, XNNPACK), {cfg['rounds']} interleaved rounds of "
+        f"{cfg['runs']} runs: dense {latency['dense_median_us']:.0f} µs, channel-pruned "
+        f"{latency['channels_median_us']:.0f} µs; paired per-round reduction median "
+        f"{latency['reduction_median']:.1%} (p10 {latency['reduction_p10']:.1%}, p90 "
+        f"{latency['reduction_p90']:.1%}); dense run-to-run spread (p90−p10)/median {dense_spread:.1%}.\n\n"
+        + "\n".join(f"- {k}: {'yes' if v else 'NO'}" for k, v in done.items())
+        + f"\n\nWall time {time.time() - t_start:.0f} s{' (--quick)' if quick else ''}."
+    )
     stem = os.path.join(RESULTS, "pruning_quick" if quick else "pruning")
     os.makedirs(RESULTS, exist_ok=True)
-    table = write_results(stem, "Pruning on Fashion-MNIST", rows,
-                          ["variant", "distribution", "target", "sparsity", "pruned-layer sparsity", "accuracy",
-                           "int8 accuracy", "params", "int8 gzip bytes", "latency µs"], notes,
-                          extra={"latency": latency, "config": cfg, "done": done})
+    table = write_results(
+        stem,
+        "Pruning on Fashion-MNIST",
+        rows,
+        [
+            "variant",
+            "distribution",
+            "target",
+            "sparsity",
+            "pruned-layer sparsity",
+            "accuracy",
+            "int8 accuracy",
+            "params",
+            "int8 gzip bytes",
+            "latency µs",
+        ],
+        notes,
+        extra={"latency": latency, "config": cfg, "done": done},
+    )
     _plot(rows, stem + ".png")
     print(table)
     print(notes)

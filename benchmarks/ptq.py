@@ -86,10 +86,15 @@ def main(argv=None):
     rows = [dict(experiment="reference", method="float (ReLU6)", weights="float", accuracy=100 * float_acc)]
 
     def row(experiment, method, weights, value, baseline, seconds, reference=float_acc):
-        r = dict(experiment=experiment, method=method, weights=weights, accuracy=100 * value,
-                 **{"drop pts": 100 * (reference - value)},
-                 recovered=recovered(value, baseline, reference) if baseline is not None else None,
-                 seconds=seconds)
+        r = dict(
+            experiment=experiment,
+            method=method,
+            weights=weights,
+            accuracy=100 * value,
+            **{"drop pts": 100 * (reference - value)},
+            recovered=recovered(value, baseline, reference) if baseline is not None else None,
+            seconds=seconds,
+        )
         rows.append(r)
         print(r, flush=True)
         return value
@@ -97,6 +102,7 @@ def main(argv=None):
     # -- W8A8 per-tensor: plain vs CLE vs CLE + bias correction -------------------------------------------------
     w8 = ke.QuantConfig(weight_bits=8, weight_granularity="per_tensor")
     t = time.perf_counter()
+
     def calibrated(m, config=None):
         q = ke.quantize_model(m, config)
         ke.calibrate(q, cal, progress=False)
@@ -113,8 +119,14 @@ def main(argv=None):
     row("W8A8 per-tensor", "CLE", "int8", acc(q), plain, time.perf_counter() - t)
     t = time.perf_counter()
     corrected = ptq.bias_correction(q, statistics=eq)
-    row("W8A8 per-tensor", "CLE + analytical BC (no data)", "int8", acc(corrected), plain,
-        time.perf_counter() - t + cle_s)
+    row(
+        "W8A8 per-tensor",
+        "CLE + analytical BC (no data)",
+        "int8",
+        acc(corrected),
+        plain,
+        time.perf_counter() - t + cle_s,
+    )
     t = time.perf_counter()
     corrected = ptq.bias_correction(q, cal)
     row("W8A8 per-tensor", "CLE + empirical BC", "int8", acc(corrected), plain, time.perf_counter() - t + cle_s)
@@ -134,48 +146,80 @@ def main(argv=None):
         t = time.perf_counter()
         q = ptq.adaround(q, cal, iterations=iters, float_model=eq)
         ke.calibrate(q, cal, progress=False)
-        row(experiment, f"AdaRound ({iters} it/layer)", f"int{bits} in int8", acc(q), nearest,
-            time.perf_counter() - t)
+        row(experiment, f"AdaRound ({iters} it/layer)", f"int{bits} in int8", acc(q), nearest, time.perf_counter() - t)
         if bits == 4:
             div = ptq.divergence(q, xt, samples=8, path=RESULTS / f"{stem}_divergence.png")
             ada4 = ke.get_report(q, "adaround")
 
     # -- mixed precision at an average of 5 bits -----------------------------------------------------------------
     t = time.perf_counter()
-    mp = ke.quantization.mixed_precision(model, cal, lambda m: accuracy(m, xv, yv), target_average_bits=5.0,
-                                         candidate_bits=(8, 6, 4))
+    mp = ke.quantization.mixed_precision(
+        model, cal, lambda m: accuracy(m, xv, yv), target_average_bits=5.0, candidate_bits=(8, 6, 4)
+    )
     mp_s = time.perf_counter() - t
     all8 = acc(calibrated(model))
     mixed = acc(mp.model)
     ptq.plot_sensitivity(mp.sensitivity, RESULTS / f"{stem}_sensitivity.png", mp.parameters)
-    rows.append(dict(experiment="mixed precision (per-channel)", method="all 8-bit", weights="int8",
-                     accuracy=100 * all8, **{"drop pts": 100 * (float_acc - all8)}))
-    rows.append(dict(experiment="mixed precision (per-channel)", method=f"avg {mp.average_bits:.2f} bits",
-                     weights="/".join(str(b) for b in mp.bits.values()), accuracy=100 * mixed,
-                     **{"drop pts": 100 * (float_acc - mixed)}, seconds=mp_s,
-                     **{"TFLite KB": mp.tflite_bytes / 1024, "packed KB": mp.packed_bytes / 1024}))
+    rows.append(
+        dict(
+            experiment="mixed precision (per-channel)",
+            method="all 8-bit",
+            weights="int8",
+            accuracy=100 * all8,
+            **{"drop pts": 100 * (float_acc - all8)},
+        )
+    )
+    rows.append(
+        dict(
+            experiment="mixed precision (per-channel)",
+            method=f"avg {mp.average_bits:.2f} bits",
+            weights="/".join(str(b) for b in mp.bits.values()),
+            accuracy=100 * mixed,
+            **{"drop pts": 100 * (float_acc - mixed)},
+            seconds=mp_s,
+            **{"TFLite KB": mp.tflite_bytes / 1024, "packed KB": mp.packed_bytes / 1024},
+        )
+    )
     print(mp, flush=True)
 
-    columns = ["experiment", "method", "weights", "accuracy", "drop pts", "recovered", "seconds", "TFLite KB",
-               "packed KB"]
-    notes = (f"ds_cnn width {width} ({model.count_params():,} parameters), gains of the BNs feeding depthwise convs "
-             f"fixed log-uniform in [0.003, 1]; trained {epochs} epochs on {len(x):,} Fashion-MNIST images "
-             f"({train_s:.0f} s), tested on {n_test:,}. Calibration and PTQ data: {cal_n} training images. "
-             f"'recovered' = (accuracy − baseline) / (float − baseline), the baseline being the first int row of its "
-             f"experiment (plain PTQ; nearest rounding) and float the original float model; left empty where the "
-             f"baseline lost less than 3 points. 'seconds': wall time of "
-             f"the step on a shared 2-core machine. BC = bias correction. Mixed precision: sensitivity of each layer "
-             f"alone at 6 and 4 bits on {n_val:,} held-out training images, layers lowered largest first to an "
-             f"average of 5 bits (parameter-weighted); weights listed largest layer first; 'packed KB' is the "
-             f"TFLite size with sub-8-bit weights packed at their width. Simulation vs int8 TFLite after W4 AdaRound: "
-             f"first layer beyond 2 LSB: {div['first_drift']}, max {max(r['max_lsb'] for r in div['layers']):.1f} "
-             f"LSB. Plots: {stem}_weight_ranges.png, {stem}_sensitivity.png, {stem}_divergence.png.")
-    table = write_results(RESULTS / stem, "Post-training quantization on a MobileNet-like Fashion-MNIST model", rows,
-                          columns, notes=notes,
-                          extra={"equalization": ke.get_report(eq, "equalization").as_dict(),
-                                 "mixed_precision": mp.as_dict(),
-                                 "divergence": div, "adaround_w4": {k: {kk: vv for kk, vv in v.items() if kk != "curve"}
-                                                                    for k, v in ada4.layers.items()}})
+    columns = [
+        "experiment",
+        "method",
+        "weights",
+        "accuracy",
+        "drop pts",
+        "recovered",
+        "seconds",
+        "TFLite KB",
+        "packed KB",
+    ]
+    notes = (
+        f"ds_cnn width {width} ({model.count_params():,} parameters), gains of the BNs feeding depthwise convs "
+        f"fixed log-uniform in [0.003, 1]; trained {epochs} epochs on {len(x):,} Fashion-MNIST images "
+        f"({train_s:.0f} s), tested on {n_test:,}. Calibration and PTQ data: {cal_n} training images. "
+        f"'recovered' = (accuracy − baseline) / (float − baseline), the baseline being the first int row of its "
+        f"experiment (plain PTQ; nearest rounding) and float the original float model; left empty where the "
+        f"baseline lost less than 3 points. 'seconds': wall time of "
+        f"the step on a shared 2-core machine. BC = bias correction. Mixed precision: sensitivity of each layer "
+        f"alone at 6 and 4 bits on {n_val:,} held-out training images, layers lowered largest first to an "
+        f"average of 5 bits (parameter-weighted); weights listed largest layer first; 'packed KB' is the "
+        f"TFLite size with sub-8-bit weights packed at their width. Simulation vs int8 TFLite after W4 AdaRound: "
+        f"first layer beyond 2 LSB: {div['first_drift']}, max {max(r['max_lsb'] for r in div['layers']):.1f} "
+        f"LSB. Plots: {stem}_weight_ranges.png, {stem}_sensitivity.png, {stem}_divergence.png."
+    )
+    table = write_results(
+        RESULTS / stem,
+        "Post-training quantization on a MobileNet-like Fashion-MNIST model",
+        rows,
+        columns,
+        notes=notes,
+        extra={
+            "equalization": ke.get_report(eq, "equalization").as_dict(),
+            "mixed_precision": mp.as_dict(),
+            "divergence": div,
+            "adaround_w4": {k: {kk: vv for kk, vv in v.items() if kk != "curve"} for k, v in ada4.layers.items()},
+        },
+    )
     print(table)
     return rows
 

@@ -27,19 +27,23 @@ from tflite_export.files import read_json as _read_json
 
 
 def _conv_block(i, filters, bn_momentum=0.9, pool=True):
-    block = [{"kind": "conv", "name": f"conv{i}", "filters": filters, "kernel": 3, "strides": 1, "bias": False},
-             {"kind": "bn", "name": f"bn{i}", "momentum": bn_momentum},
-             {"kind": "relu", "name": f"relu{i}"}]
+    block = [
+        {"kind": "conv", "name": f"conv{i}", "filters": filters, "kernel": 3, "strides": 1, "bias": False},
+        {"kind": "bn", "name": f"bn{i}", "momentum": bn_momentum},
+        {"kind": "relu", "name": f"relu{i}"},
+    ]
     return block + ([{"kind": "maxpool", "name": f"pool{i}"}] if pool else [])
 
 
 def _ds_block(i, filters, stride, bn_momentum=0.9):
-    return [{"kind": "depthwise", "name": f"dw{i}", "kernel": 3, "strides": stride, "bias": False},
-            {"kind": "bn", "name": f"dw{i}_bn", "momentum": bn_momentum},
-            {"kind": "relu", "name": f"dw{i}_relu6", "max_value": 6.0},
-            {"kind": "conv", "name": f"pw{i}", "filters": filters, "kernel": 1, "strides": 1, "bias": False},
-            {"kind": "bn", "name": f"pw{i}_bn", "momentum": bn_momentum},
-            {"kind": "relu", "name": f"pw{i}_relu6", "max_value": 6.0}]
+    return [
+        {"kind": "depthwise", "name": f"dw{i}", "kernel": 3, "strides": stride, "bias": False},
+        {"kind": "bn", "name": f"dw{i}_bn", "momentum": bn_momentum},
+        {"kind": "relu", "name": f"dw{i}_relu6", "max_value": 6.0},
+        {"kind": "conv", "name": f"pw{i}", "filters": filters, "kernel": 1, "strides": 1, "bias": False},
+        {"kind": "bn", "name": f"pw{i}_bn", "momentum": bn_momentum},
+        {"kind": "relu", "name": f"pw{i}_relu6", "max_value": 6.0},
+    ]
 
 
 def small_cnn_spec(width=16, num_classes=10):
@@ -53,9 +57,11 @@ def small_cnn_spec(width=16, num_classes=10):
 
 def ds_cnn_spec(width=16, num_classes=10):
     """A MobileNet-style depthwise-separable CNN with BN and ReLU6: keras_eff.models.ds_cnn."""
-    layers = [{"kind": "conv", "name": "stem", "filters": width, "kernel": 3, "strides": 2, "bias": False},
-              {"kind": "bn", "name": "stem_bn", "momentum": 0.9},
-              {"kind": "relu", "name": "stem_relu6", "max_value": 6.0}]
+    layers = [
+        {"kind": "conv", "name": "stem", "filters": width, "kernel": 3, "strides": 2, "bias": False},
+        {"kind": "bn", "name": "stem_bn", "momentum": 0.9},
+        {"kind": "relu", "name": "stem_relu6", "max_value": 6.0},
+    ]
     for i, (filters, stride) in enumerate(((2 * width, 1), (4 * width, 2), (4 * width, 1))):
         layers += _ds_block(i, filters, stride)
     layers += [{"kind": "gap", "name": "gap"}, {"kind": "dense", "name": "logits", "units": num_classes}]
@@ -74,11 +80,22 @@ def build(spec: dict, K):
     for layer in spec["layers"]:
         kind, name = layer["kind"], layer["name"]
         if kind == "conv":
-            x = L.Conv2D(layer["filters"], layer["kernel"], strides=layer.get("strides", 1), padding="same",
-                         use_bias=layer.get("bias", True), name=name)(x)
+            x = L.Conv2D(
+                layer["filters"],
+                layer["kernel"],
+                strides=layer.get("strides", 1),
+                padding="same",
+                use_bias=layer.get("bias", True),
+                name=name,
+            )(x)
         elif kind == "depthwise":
-            x = L.DepthwiseConv2D(layer["kernel"], strides=layer.get("strides", 1), padding="same",
-                                  use_bias=layer.get("bias", True), name=name)(x)
+            x = L.DepthwiseConv2D(
+                layer["kernel"],
+                strides=layer.get("strides", 1),
+                padding="same",
+                use_bias=layer.get("bias", True),
+                name=name,
+            )(x)
         elif kind == "bn":
             x = L.BatchNormalization(momentum=layer.get("momentum", 0.9), name=name)(x)
         elif kind == "relu":
@@ -101,8 +118,11 @@ def compile_classifier(model, lr: float, steps: int, K) -> None:
     """The same training recipe on both sides: Adam with cosine decay to 5 % over ``steps``, logits cross-entropy.
     ``K`` is ``keras`` or ``tf_keras``."""
     schedule = K.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
-    model.compile(optimizer=K.optimizers.Adam(schedule),
-                  loss=K.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=K.optimizers.Adam(schedule),
+        loss=K.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
 
 
 def save_weights(model, path) -> None:
@@ -123,8 +143,10 @@ def load_weights(model, path) -> None:
         keys = [f"{layer.name}/{i}" for i in range(n)]
         missing = [k for k in keys if k not in saved]
         if missing:
-            raise ValueError(f"{path} holds no weights for layer {layer.name!r} ({missing[0]}): was it saved from "
-                             f"the same architecture description?")
+            raise ValueError(
+                f"{path} holds no weights for layer {layer.name!r} ({missing[0]}): was it saved from "
+                f"the same architecture description?"
+            )
         layer.set_weights([saved[k] for k in keys])
         used.update(keys)
     unused = sorted(set(saved) - used)
@@ -153,9 +175,10 @@ def epochs_of(data: dict, first: int, count: int):
     """The training images of epochs ``first`` .. ``first + count - 1`` in the harness's order, concatenated: both
     sides fit once over them with ``shuffle=False``."""
     if first + count > len(data["order"]):
-        raise ValueError(f"the data file orders {len(data['order'])} epochs; epochs {first}..{first + count - 1} "
-                         f"were asked for")
-    idx = np.concatenate(list(data["order"][first:first + count]))
+        raise ValueError(
+            f"the data file orders {len(data['order'])} epochs; epochs {first}..{first + count - 1} were asked for"
+        )
+    idx = np.concatenate(list(data["order"][first : first + count]))
     return data["x_train"][idx], data["y_train"][idx]
 
 
@@ -210,8 +233,13 @@ def interleaved_ratio(fit_float, fit_technique, repeats: int) -> dict:
         tf.append(block["f"])
         tt.append(block["t"])
         ratios.append(block["t"] / block["f"])
-    return {"ratio": float(np.median(ratios)), "ratio_min": float(np.min(ratios)), "ratio_max": float(np.max(ratios)),
-            "float_block_s": tf, "technique_block_s": tt}
+    return {
+        "ratio": float(np.median(ratios)),
+        "ratio_min": float(np.min(ratios)),
+        "ratio_max": float(np.max(ratios)),
+        "float_block_s": tf,
+        "technique_block_s": tt,
+    }
 
 
 def accuracy(logits, y) -> float:
@@ -249,8 +277,10 @@ def run_job(job: dict, side) -> dict:
     hp, seed = job["hparams"], job["seed"]
     data = read_data(job["data"], seed)
     x_train, xt, yt = data["x_train"], data["x_test"], data["y_test"]
-    phases = {"tune": (hp["pre_epochs"], hp["tune_epochs"]),
-              "qat": (hp["pre_epochs"] + hp["tune_epochs"], hp["qat_epochs"])}
+    phases = {
+        "tune": (hp["pre_epochs"], hp["tune_epochs"]),
+        "qat": (hp["pre_epochs"] + hp["tune_epochs"], hp["qat_epochs"]),
+    }
     bs = hp["batch_size"]
 
     def base():
@@ -260,8 +290,8 @@ def run_job(job: dict, side) -> dict:
 
     cache, rows = {}, []
     timing_float = None
-    xb = x_train[:hp["timing_steps"] * bs]
-    yb = data["y_train"][:hp["timing_steps"] * bs]
+    xb = x_train[: hp["timing_steps"] * bs]
+    yb = data["y_train"][: hp["timing_steps"] * bs]
     for k, technique in enumerate(job["techniques"]):
         if technique in DEPENDS and DEPENDS[technique] not in cache:
             raise ValueError(f"{technique} starts from {DEPENDS[technique]}'s model: list that technique before it")
@@ -289,15 +319,33 @@ def run_job(job: dict, side) -> dict:
         side.compile(timed["model"], timed["lr"], hp["timing_steps"])
         timing = interleaved_ratio(  # both are called here, in this iteration: bound by default for clarity
             lambda m=timing_float: m.fit(xb, yb, batch_size=bs, epochs=1, shuffle=False, verbose=0),
-            lambda t=timed: t["model"].fit(xb, yb, batch_size=bs, epochs=1, shuffle=False, verbose=0,
-                                           callbacks=t["callbacks"]),
-            hp["timing_repeats"])
-        rows.append({"technique": technique, "keras_acc": keras_acc, "tflite": name, "train_s": train_s,
-                     "train_steps": steps, "sparsity": kernel_sparsity(final), "timing": timing})
-        print(f"[{job['framework']} seed {seed}] {technique}: keras acc {keras_acc:.4f}, "
-              f"sparsity {rows[-1]['sparsity']:.3f}, step ×float {timing['ratio']:.2f}, fit {train_s:.0f} s",
-              flush=True)
-    result = {"framework": job["framework"], "seed": seed, "arch": job["arch"]["name"], "rows": rows,
-              "versions": side.versions()}
+            lambda t=timed: t["model"].fit(
+                xb, yb, batch_size=bs, epochs=1, shuffle=False, verbose=0, callbacks=t["callbacks"]
+            ),
+            hp["timing_repeats"],
+        )
+        rows.append(
+            {
+                "technique": technique,
+                "keras_acc": keras_acc,
+                "tflite": name,
+                "train_s": train_s,
+                "train_steps": steps,
+                "sparsity": kernel_sparsity(final),
+                "timing": timing,
+            }
+        )
+        print(
+            f"[{job['framework']} seed {seed}] {technique}: keras acc {keras_acc:.4f}, "
+            f"sparsity {rows[-1]['sparsity']:.3f}, step ×float {timing['ratio']:.2f}, fit {train_s:.0f} s",
+            flush=True,
+        )
+    result = {
+        "framework": job["framework"],
+        "seed": seed,
+        "arch": job["arch"]["name"],
+        "rows": rows,
+        "versions": side.versions(),
+    }
     write_json(os.path.join(job["out_dir"], f"result_{job['framework']}_{job['arch']['name']}_s{seed}.json"), result)
     return result

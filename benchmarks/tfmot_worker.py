@@ -31,7 +31,7 @@ def to_int8(model, representative=None) -> bytes:
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if representative is not None:
-        converter.representative_dataset = lambda: ([representative[i:i + 1]] for i in range(len(representative)))
+        converter.representative_dataset = lambda: ([representative[i : i + 1]] for i in range(len(representative)))
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     return converter.convert()
@@ -51,9 +51,13 @@ class TFMOTSide:
     def versions():
         from importlib.metadata import version
 
-        return {"tensorflow": tf.__version__, "tf-keras": tf_keras.__version__,
-                "tensorflow-model-optimization": version("tensorflow-model-optimization"),
-                "numpy": np.__version__, "python": sys.version.split()[0]}
+        return {
+            "tensorflow": tf.__version__,
+            "tf-keras": tf_keras.__version__,
+            "tensorflow-model-optimization": version("tensorflow-model-optimization"),
+            "numpy": np.__version__,
+            "python": sys.version.split()[0],
+        }
 
     @staticmethod
     def compile(model, lr, steps):
@@ -61,7 +65,7 @@ class TFMOTSide:
 
     def plan(self, technique, base, cache, data, steps):
         hp = self.hp
-        rep = data["x_train"][:hp["representative"]]
+        rep = data["x_train"][: hp["representative"]]
         ptq = lambda m: (m, to_int8(m, rep))  # noqa: E731
         qat = lambda m: (m, to_int8(m))  # noqa: E731
         q = tfmot.quantization.keras
@@ -71,25 +75,37 @@ class TFMOTSide:
             return {"model": q.quantize_model(base), "lr": hp["lr_qat"], "callbacks": [], "finish": qat}
         if technique in ("prune50", "prune80"):
             end_step, frequency = common.pruning_steps(hp, len(data["x_train"]))
-            schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, int(technique[5:]) / 100, begin_step=0,
-                                                            end_step=end_step, frequency=frequency)
+            schedule = tfmot.sparsity.keras.PolynomialDecay(
+                0.0, int(technique[5:]) / 100, begin_step=0, end_step=end_step, frequency=frequency
+            )
             model = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule)
-            return {"model": model, "lr": hp["lr_tune"], "callbacks": [tfmot.sparsity.keras.UpdatePruningStep()],
-                    "finish": lambda m: ptq(tfmot.sparsity.keras.strip_pruning(m))}
+            return {
+                "model": model,
+                "lr": hp["lr_tune"],
+                "callbacks": [tfmot.sparsity.keras.UpdatePruningStep()],
+                "finish": lambda m: ptq(tfmot.sparsity.keras.strip_pruning(m)),
+            }
         if technique == "cluster16":
             init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
             model = tfmot.clustering.keras.cluster_weights(base, number_of_clusters=16, cluster_centroids_init=init)
             if model is None:
                 raise RuntimeError("cluster_weights returned None (a Keras 3 model reached TF-MOT?)")
-            return {"model": model, "lr": hp["lr_tune"], "callbacks": [],
-                    "finish": lambda m: ptq(tfmot.clustering.keras.strip_clustering(m))}
+            return {
+                "model": model,
+                "lr": hp["lr_tune"],
+                "callbacks": [],
+                "finish": lambda m: ptq(tfmot.clustering.keras.strip_clustering(m)),
+            }
         if technique in ("pqat", "cqat"):
             source = cache["prune50" if technique == "pqat" else "cluster16"]
             start = tf_keras.models.clone_model(source)
             start.set_weights(source.get_weights())
             combine = tfmot.experimental.combine
-            scheme = (combine.Default8BitPrunePreserveQuantizeScheme() if technique == "pqat"
-                      else combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=False))
+            scheme = (
+                combine.Default8BitPrunePreserveQuantizeScheme()
+                if technique == "pqat"
+                else combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=False)
+            )
             model = q.quantize_apply(q.quantize_annotate_model(start), scheme)
             return {"model": model, "lr": hp["lr_qat"], "callbacks": [], "finish": qat}
         raise ValueError(f"TF-MOT side: unknown technique {technique!r} (keras-eff only: the log distribution)")

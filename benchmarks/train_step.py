@@ -29,16 +29,19 @@ from keras_eff.pruning.callbacks import pruning_wrappers
 from keras_eff.reporting import write_results
 
 RESULTS = Path(__file__).parent / "results"
-TITLE = ("Training-step time: float vs QAT vs pruning, with and without XLA "
-         "(CPU only; GPU figures not measured, see below)")
+TITLE = (
+    "Training-step time: float vs QAT vs pruning, with and without XLA (CPU only; GPU figures not measured, see below)"
+)
 VARIANTS = ("float", "qat_live_bn", "qat_frozen_bn", "pruned_50")
 # Issue #20 point 6 asks for GPU figures where a GPU machine is available; none was lent to the sessions that worked
 # on the issue, and this script times on the CPU only. Written into every results file until someone measures them.
-GPU_NOT_MEASURED = ("GPU figures of issue #20 point 6 (MobileNetV2 at 224 px with synthetic data: the float vs QAT "
-                    "step-time ratio with BatchNorm live and frozen, and images/s with and without XLA) were not "
-                    "measured: no GPU machine was lent to the sessions that worked on issue #20 (they had only this "
-                    "2-core CPU machine), and this script times the small CNN on the CPU only. No GPU number exists "
-                    "for keras-eff yet.")
+GPU_NOT_MEASURED = (
+    "GPU figures of issue #20 point 6 (MobileNetV2 at 224 px with synthetic data: the float vs QAT "
+    "step-time ratio with BatchNorm live and frozen, and images/s with and without XLA) were not "
+    "measured: no GPU machine was lent to the sessions that worked on issue #20 (they had only this "
+    "2-core CPU machine), and this script times the small CNN on the CPU only. No GPU number exists "
+    "for keras-eff yet."
+)
 
 
 def _data(synthetic: bool, n: int = 512):
@@ -69,8 +72,11 @@ def _variant(name, weights, x, jit):
         for w in pruning_wrappers(model):
             w.update_masks(0.5)
             w.arm(True)  # what UpdatePruning does at on_train_begin; its mask updates run on the host
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
     return model
 
 
@@ -87,7 +93,7 @@ def main(argv=None):
     x, y, source = _data(args.synthetic)
     keras.utils.set_random_seed(0)
     weights = small_cnn(width=16).get_weights()
-    xb, yb = x[:args.batch_size], y[:args.batch_size]
+    xb, yb = x[: args.batch_size], y[: args.batch_size]
 
     models, compile_s = {}, {}
     for name in VARIANTS:
@@ -117,15 +123,18 @@ def main(argv=None):
             key = (name, jit)
             # per block ratios: the models of one block ran back to back
             ratio = [t / f for t, f in zip(times[key], times[("float", jit)])]
-            rows.append({
-                "variant": name, "xla": "on" if jit else "off",
-                "ms/step (median)": round(median[key], 2),
-                "spread over blocks (ms)": round(float(np.max(times[key]) - np.min(times[key])), 2),
-                "vs float, same XLA (median of block ratios)": round(float(np.median(ratio)), 2),
-                "XLA / no XLA": round(median[(name, True)] / median[(name, False)], 2) if jit else "",
-                "loss after timed steps": round(losses[key], 4),
-                "first steps incl. trace/compile (s)": round(compile_s[key], 1),
-            })
+            rows.append(
+                {
+                    "variant": name,
+                    "xla": "on" if jit else "off",
+                    "ms/step (median)": round(median[key], 2),
+                    "spread over blocks (ms)": round(float(np.max(times[key]) - np.min(times[key])), 2),
+                    "vs float, same XLA (median of block ratios)": round(float(np.median(ratio)), 2),
+                    "XLA / no XLA": round(median[(name, True)] / median[(name, False)], 2) if jit else "",
+                    "loss after timed steps": round(losses[key], 4),
+                    "first steps incl. trace/compile (s)": round(compile_s[key], 1),
+                }
+            )
     cores = os.cpu_count()
     notes = (
         f"small_cnn width 16 (28×28×1, {source} images), batch {args.batch_size}, Adam, {args.steps} steps per block, "
@@ -134,13 +143,20 @@ def main(argv=None):
         f"while measured**, so absolute times are noisy and pessimistic; ratios from the same blocks are the figures "
         f"to read. XLA here is CPU XLA (NOTES.md measured it 2-4× slower than TensorFlow's own CPU kernels for "
         f"small models). Pruning's mask updates (UpdatePruning) run on the host between steps and are not timed.\n\n"
-        f"**{GPU_NOT_MEASURED}**")
+        f"**{GPU_NOT_MEASURED}**"
+    )
     stem = RESULTS / ("train_step_quick" if args.quick else "train_step")
-    table = write_results(stem, TITLE, rows,
-                          notes=notes, extra={"machine": {"cpu_count": cores, "gpu": None, "shared": True,
-                                                          "processor": platform.processor()},
-                                              "gpu_figures": {"measured": False, "reason": GPU_NOT_MEASURED},
-                                              "times_ms": {f"{k[0]}|xla={k[1]}": v for k, v in times.items()}})
+    table = write_results(
+        stem,
+        TITLE,
+        rows,
+        notes=notes,
+        extra={
+            "machine": {"cpu_count": cores, "gpu": None, "shared": True, "processor": platform.processor()},
+            "gpu_figures": {"measured": False, "reason": GPU_NOT_MEASURED},
+            "times_ms": {f"{k[0]}|xla={k[1]}": v for k, v in times.items()},
+        },
+    )
     print(table)
     print(notes)
 

@@ -30,14 +30,32 @@ _NAMES = {
     "reporting": ("get_report", "get_reports"),
     "strip": ("strip",),  # keras_eff.strip is the function, not the module
 }
-_SUBPACKAGES = ("callbacks", "clustering", "compression", "datasets", "donna", "graph", "layers", "ptq", "pruning",
-                "quantization")
+_SUBPACKAGES = (
+    "callbacks",
+    "clustering",
+    "compression",
+    "datasets",
+    "donna",
+    "graph",
+    "layers",
+    "ptq",
+    "pruning",
+    "quantization",
+)
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
 
 # The modules that register classes with keras.saving (tests/test_lazy_import.py checks that the list is complete),
 # layers first: the registry every technique reads.
-REGISTERING_MODULES = ("layers", "quantization", "pruning", "clustering", "callbacks", "donna.distill",
-                       "donna.blocks", "donna.supernet")
+REGISTERING_MODULES = (
+    "layers",
+    "quantization",
+    "pruning",
+    "clustering",
+    "callbacks",
+    "donna.distill",
+    "donna.blocks",
+    "donna.supernet",
+)
 
 __all__ = sorted([*_WHERE, *_SUBPACKAGES], key=str.lower)
 

@@ -22,8 +22,10 @@ def check_finite_weights(model, doing: str) -> None:
     for layer in _leaf_layers(model):
         for w in layer.weights:
             if not np.all(np.isfinite(np.asarray(w))):
-                raise ValueError(f"layer {layer.name!r} of model {model.name!r} has NaN or infinite values in "
-                                 f"{w.path}: fix or retrain the model before {doing}")
+                raise ValueError(
+                    f"layer {layer.name!r} of model {model.name!r} has NaN or infinite values in "
+                    f"{w.path}: fix or retrain the model before {doing}"
+                )
 
 
 __all__ = ["check_finite_weights"]

@@ -82,16 +82,26 @@ def _demo(args) -> int:
     check_output_folder(args.out)
     from .demo import DemoConfig, mcu_stage, run_demo  # noqa: PLC0415 - start-up: imports TensorFlow
 
-    run_demo(DemoConfig(out_dir=args.out, epochs=args.epochs, qat_epochs=args.qat_epochs,
-                        n_train=args.train_samples, n_test=args.test_samples, seed=args.seed),
-             stages=[("Microcontroller package and report (out/mcu)", mcu_stage)])
+    run_demo(
+        DemoConfig(
+            out_dir=args.out,
+            epochs=args.epochs,
+            qat_epochs=args.qat_epochs,
+            n_train=args.train_samples,
+            n_test=args.test_samples,
+            seed=args.seed,
+        ),
+        stages=[("Microcontroller package and report (out/mcu)", mcu_stage)],
+    )
     return EXIT_OK
 
 
 def _input_shape(model):
     if len(model.inputs) != 1:
-        raise CliError(f"model {model.name!r} has {len(model.inputs)} inputs; the command line handles single-input "
-                       f"models (use the tflite_export Python API for several)")
+        raise CliError(
+            f"model {model.name!r} has {len(model.inputs)} inputs; the command line handles single-input "
+            f"models (use the tflite_export Python API for several)"
+        )
     return tuple(model.inputs[0].shape[1:])
 
 
@@ -102,8 +112,10 @@ def _rep_data(args, model):
         if te.has_fake_quant(model):
             return None  # a QAT model carries its own ranges
         if _input_shape(model) != (28, 28, 1):
-            raise CliError(f"model {model.name!r} is a float model with input {_input_shape(model)}: int8 export "
-                           f"needs representative data; pass --rep-data FILE.npy (a few hundred typical inputs)")
+            raise CliError(
+                f"model {model.name!r} is a float model with input {_input_shape(model)}: int8 export "
+                f"needs representative data; pass --rep-data FILE.npy (a few hundred typical inputs)"
+            )
         spec = BUILTIN_DATASET
         _say(f"Calibrating with {args.rep_samples} built-in Fashion-MNIST training images (--rep-data to change)")
     return load_samples(spec, _input_shape(model), args.rep_samples, "representative data")
@@ -112,8 +124,13 @@ def _rep_data(args, model):
 def _int8_tflite(args, model, rep, batch_size=None) -> bytes:
     """The full-int8 file; a quantized model whose ranges were never set is refused (unless --allow-uncalibrated)."""
     try:
-        return te.to_tflite(model, representative_data=rep, max_samples=args.rep_samples,
-                            allow_uncalibrated=args.allow_uncalibrated, batch_size=batch_size)
+        return te.to_tflite(
+            model,
+            representative_data=rep,
+            max_samples=args.rep_samples,
+            allow_uncalibrated=args.allow_uncalibrated,
+            batch_size=batch_size,
+        )
     except te.UncalibratedModelError as err:
         layer, names = err.layers[0]
         raise CliError(
@@ -121,7 +138,9 @@ def _int8_tflite(args, model, rep, batch_size=None) -> bytes:
             f"training (the first in layer {layer!r}: {', '.join(names)}): its int8 file would compute on "
             f"placeholder ranges, and --rep-data cannot replace them. In Python, call keras_eff.calibrate(model, x) "
             f"with a few hundred typical inputs (or train the model), save it again, and export that file; "
-            f"--allow-uncalibrated exports it anyway (for size or latency only)", EXIT_EXPORT_FAILED) from err
+            f"--allow-uncalibrated exports it anyway (for size or latency only)",
+            EXIT_EXPORT_FAILED,
+        ) from err
 
 
 def _check_data(args, shape, required: bool):
@@ -129,8 +148,10 @@ def _check_data(args, shape, required: bool):
     if spec is None:
         if shape != (28, 28, 1):
             if required:
-                raise CliError(f"the model input is {shape}, not Fashion-MNIST's (28, 28, 1): pass --data FILE.npy "
-                               f"with inputs for the check")
+                raise CliError(
+                    f"the model input is {shape}, not Fashion-MNIST's (28, 28, 1): pass --data FILE.npy "
+                    f"with inputs for the check"
+                )
             _say(f"No --data for input shape {shape}: the TFLite Micro vs LiteRT check is skipped")
             return None
         spec = BUILTIN_DATASET
@@ -159,8 +180,12 @@ def _export(args) -> int:
         device_names = c_names + [f"{name}_vela.tflite", f"{name}_ethos_u.md", f"{name}_ethos_u.json"]
     else:
         device_names = c_names + [f"{name}_micro.json"] if not args.no_micro else []
-    names = [f"{name}.tflite"] + device_names + \
-        ([f"{name}.onnx"] if args.onnx else []) + ([f"{name}_float.tflite"] if args.float else [])
+    names = (
+        [f"{name}.tflite"]
+        + device_names
+        + ([f"{name}.onnx"] if args.onnx else [])
+        + ([f"{name}_float.tflite"] if args.float else [])
+    )
     existing_file(args.model, "model file")
     _preflight(out, names, args.force, "-o/--out")
     model = load_keras_model(args.model)
@@ -180,8 +205,7 @@ def _export(args) -> int:
         print(compiled.report)
     if micro:
         _say("Building the microcontroller package (arena search and TFLite Micro check in a child process)")
-        pkg = te.micro_package(int8, name=name, x=check_x, margin=args.arena_margin,
-                               source_note=Path(args.model).name)
+        pkg = te.micro_package(int8, name=name, x=check_x, margin=args.arena_margin, source_note=Path(args.model).name)
         files.update({k: v for k, v in pkg.files().items() if k != f"{name}.tflite"})
         print(pkg)
     if args.onnx:
@@ -203,8 +227,9 @@ def _check_target(args):
     if not getattr(args, "target", None):
         for opt in ("vela_config", "system_config", "memory_mode"):
             if getattr(args, opt, None):
-                raise CliError(f"--{opt.replace('_', '-')} configures Vela: it needs --target (e.g. "
-                               f"--target ethos-u55-128)")
+                raise CliError(
+                    f"--{opt.replace('_', '-')} configures Vela: it needs --target (e.g. --target ethos-u55-128)"
+                )
         return
     try:
         te.check_ethos_u_options(args.target, args.system_config, args.memory_mode, args.vela_config)
@@ -213,8 +238,9 @@ def _check_target(args):
 
 
 def _compile_ethos_u(args, int8: bytes):
-    return te.compile_ethos_u(int8, args.target, system_config=args.system_config, memory_mode=args.memory_mode,
-                              config_file=args.vela_config)
+    return te.compile_ethos_u(
+        int8, args.target, system_config=args.system_config, memory_mode=args.memory_mode, config_file=args.vela_config
+    )
 
 
 def _checked_c_name(name: str) -> str:
@@ -260,8 +286,9 @@ def _report(args) -> int:
         return EXIT_OK
     x = _check_data(args, _tflite_input_shape(int8), required=False)
     _say("Measuring: MACs, ops, TFLite Micro support, arena, LiteRT latency")
-    report = te.model_report(int8, float_model=float_tfl, x=x, name=path.name, latency_runs=args.latency_runs,
-                             margin=args.arena_margin)
+    report = te.model_report(
+        int8, float_model=float_tfl, x=x, name=path.name, latency_runs=args.latency_runs, margin=args.arena_margin
+    )
     _print_and_write(args, report.to_markdown(), report.to_json())
     for w in report.warnings:
         _say(f"WARNING: {w}")
@@ -273,8 +300,9 @@ def _print_and_write(args, markdown: str, json_text: str):
     print(json_text if args.json else markdown, end="")
     if args.out:
         stem = Path(args.out)
-        written = te.write_files(stem.parent, {f"{stem.name}.md": markdown, f"{stem.name}.json": json_text},
-                                 overwrite=args.force)
+        written = te.write_files(
+            stem.parent, {f"{stem.name}.md": markdown, f"{stem.name}.json": json_text}, overwrite=args.force
+        )
         _say(f"Wrote {', '.join(str(p) for p in written)}")
 
 
@@ -293,46 +321,82 @@ def _verify(args) -> int:
     ok = check.passed(max_lsb=args.max_lsb)
     print(check)
     if args.out:
-        files.atomic_write_json(args.out, {"model": str(args.model), "passed": ok, "max_lsb_allowed": args.max_lsb,
-                                           **check.as_dict()}, overwrite=args.force)
+        files.atomic_write_json(
+            args.out,
+            {"model": str(args.model), "passed": ok, "max_lsb_allowed": args.max_lsb, **check.as_dict()},
+            overwrite=args.force,
+        )
     if not ok:
-        _say(f"verification failed: TFLite Micro differs from {check.reference} by up to {check.max_lsb_diff} LSB "
-             f"(allowed: {args.max_lsb})")
+        _say(
+            f"verification failed: TFLite Micro differs from {check.reference} by up to {check.max_lsb_diff} LSB "
+            f"(allowed: {args.max_lsb})"
+        )
         return EXIT_VERIFY_FAILED
     return EXIT_OK
 
 
 def _add_data_args(p, data_help: str, default_samples: int):
     p.add_argument("--data", metavar="FILE", help=data_help)
-    p.add_argument("--samples", type=_positive_int, default=default_samples, metavar="N",
-                   help="use the first N samples of --data (default: %(default)s)")
+    p.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=default_samples,
+        metavar="N",
+        help="use the first N samples of --data (default: %(default)s)",
+    )
 
 
 def _add_rep_args(p):
-    p.add_argument("--rep-data", metavar="FILE", help=f"representative inputs for int8 calibration: a .npy/.npz file "
-                   f"(read without pickle; .npz: the array 'x') or '{BUILTIN_DATASET}'. Default: none for QAT models "
-                   f"(their ranges are used), Fashion-MNIST for 28x28x1 float models")
-    p.add_argument("--rep-samples", type=_positive_int, default=DEFAULT_REP_SAMPLES, metavar="N",
-                   help="calibrate on the first N representative inputs (default: %(default)s)")
-    p.add_argument("--allow-uncalibrated", action="store_true",
-                   help="export a quantized model whose activation ranges were never set (by keras_eff.calibrate or "
-                        "training) anyway, on its placeholder ranges: for size or latency only (refused by default, "
-                        "exit 3)")
+    p.add_argument(
+        "--rep-data",
+        metavar="FILE",
+        help=f"representative inputs for int8 calibration: a .npy/.npz file "
+        f"(read without pickle; .npz: the array 'x') or '{BUILTIN_DATASET}'. Default: none for QAT models "
+        f"(their ranges are used), Fashion-MNIST for 28x28x1 float models",
+    )
+    p.add_argument(
+        "--rep-samples",
+        type=_positive_int,
+        default=DEFAULT_REP_SAMPLES,
+        metavar="N",
+        help="calibrate on the first N representative inputs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--allow-uncalibrated",
+        action="store_true",
+        help="export a quantized model whose activation ranges were never set (by keras_eff.calibrate or "
+        "training) anyway, on its placeholder ranges: for size or latency only (refused by default, "
+        "exit 3)",
+    )
 
 
 def _add_target_args(p):
     g = p.add_argument_group("Arm Ethos-U NPU (compiled with Vela)")
-    g.add_argument("--target", metavar="NAME", help="an Ethos-U configuration: ethos-u55-32/64/128/256, "
-                   "ethos-u65-256/512, ethos-u85-128/256/512/1024/2048. export writes NAME_vela.tflite, its C array "
-                   "and op resolver (the ethos-u op plus any CPU op) and NAME_ethos_u.md/.json instead of the "
-                   "microcontroller package; report prints Vela's report (ops on NPU/CPU with reasons, cycles, "
-                   "time, SRAM, flash)")
-    g.add_argument("--vela-config", metavar="FILE.ini", help="a Vela configuration file of your own (default: the "
-                   "Arm/vela.ini that ships with Vela)")
-    g.add_argument("--system-config", metavar="NAME", help="a system configuration of the Vela configuration file, "
-                   "e.g. Ethos_U55_High_End_Embedded (default: Vela's for the accelerator)")
-    g.add_argument("--memory-mode", metavar="NAME", help="a memory mode of the Vela configuration file, e.g. "
-                   "Shared_Sram (default: Vela's for the accelerator)")
+    g.add_argument(
+        "--target",
+        metavar="NAME",
+        help="an Ethos-U configuration: ethos-u55-32/64/128/256, "
+        "ethos-u65-256/512, ethos-u85-128/256/512/1024/2048. export writes NAME_vela.tflite, its C array "
+        "and op resolver (the ethos-u op plus any CPU op) and NAME_ethos_u.md/.json instead of the "
+        "microcontroller package; report prints Vela's report (ops on NPU/CPU with reasons, cycles, "
+        "time, SRAM, flash)",
+    )
+    g.add_argument(
+        "--vela-config",
+        metavar="FILE.ini",
+        help="a Vela configuration file of your own (default: the Arm/vela.ini that ships with Vela)",
+    )
+    g.add_argument(
+        "--system-config",
+        metavar="NAME",
+        help="a system configuration of the Vela configuration file, "
+        "e.g. Ethos_U55_High_End_Embedded (default: Vela's for the accelerator)",
+    )
+    g.add_argument(
+        "--memory-mode",
+        metavar="NAME",
+        help="a memory mode of the Vela configuration file, e.g. Shared_Sram (default: Vela's for the accelerator)",
+    )
 
 
 _fraction = float_range(0, 10, note=" (0.25 = 25%)")
@@ -340,97 +404,189 @@ _fraction = float_range(0, 10, note=" (0.25 = 25%)")
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(prog="keras-eff", description="Shrink Keras 3 models and deploy them as int8 TFLite.",
-                     epilog=EXIT_CODES, formatter_class=fmt)
+    parser = _Parser(
+        prog="keras-eff",
+        description="Shrink Keras 3 models and deploy them as int8 TFLite.",
+        epilog=EXIT_CODES,
+        formatter_class=fmt,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="train a small CNN on Fashion-MNIST, quantize and export it, print a table",
-                          epilog=EXIT_CODES, formatter_class=fmt)
+    demo = sub.add_parser(
+        "demo",
+        help="train a small CNN on Fashion-MNIST, quantize and export it, print a table",
+        epilog=EXIT_CODES,
+        formatter_class=fmt,
+    )
     demo.add_argument("--out", default="artifacts/demo", help="folder for the artifacts (default: %(default)s)")
-    demo.add_argument("--epochs", type=int_range(1, 1000), default=3, metavar="N",
-                      help="training epochs, 1 to 1,000 (default: %(default)s)")
-    demo.add_argument("--qat-epochs", type=int_range(0, 1000), default=1, metavar="N",
-                      help="quantization-aware training epochs, 0 (calibration only) to 1,000 (default: %(default)s)")
-    demo.add_argument("--train-samples", type=int_range(10, 60_000, " (10%% go to validation)"), default=None,
-                      metavar="N", help="use only the first N training images, 10 to 60,000 (default: all)")
-    demo.add_argument("--test-samples", type=int_range(1, 10_000), default=None, metavar="N",
-                      help="use only the first N test images, 1 to 10,000 (default: all)")
-    demo.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, metavar="N",
-                      help="random seed, 0 to 2**32-1 (default: %(default)s)")
+    demo.add_argument(
+        "--epochs",
+        type=int_range(1, 1000),
+        default=3,
+        metavar="N",
+        help="training epochs, 1 to 1,000 (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--qat-epochs",
+        type=int_range(0, 1000),
+        default=1,
+        metavar="N",
+        help="quantization-aware training epochs, 0 (calibration only) to 1,000 (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--train-samples",
+        type=int_range(10, 60_000, " (10%% go to validation)"),
+        default=None,
+        metavar="N",
+        help="use only the first N training images, 10 to 60,000 (default: all)",
+    )
+    demo.add_argument(
+        "--test-samples",
+        type=int_range(1, 10_000),
+        default=None,
+        metavar="N",
+        help="use only the first N test images, 1 to 10,000 (default: all)",
+    )
+    demo.add_argument(
+        "--seed",
+        type=int_range(0, 2**32 - 1),
+        default=0,
+        metavar="N",
+        help="random seed, 0 to 2**32-1 (default: %(default)s)",
+    )
     demo.set_defaults(func=_demo)
 
     export = sub.add_parser(
-        "export", help="a .keras model to int8 TFLite, a C array for TFLite Micro, and optionally ONNX",
-        description=_wrap("Converts a .keras model (loaded in Keras's safe mode) to a full-int8 TFLite file and its "
-                    "microcontroller package: NAME.h/NAME.c (the model as an aligned byte array with its length and "
-                    "I/O quantization), NAME_op_resolver.h (the ops to register), NAME_micro.json (tensor arena "
-                    "estimate, TFLite Micro vs LiteRT check); with --target, the Vela-compiled file for an Arm Ethos-U "
-                    "NPU, its C array and op resolver, and Vela's report instead. Files for devices have batch 1 and "
-                    "static shapes. All files are written at once, none on failure."),
-        epilog=EXIT_CODES, formatter_class=fmt)
+        "export",
+        help="a .keras model to int8 TFLite, a C array for TFLite Micro, and optionally ONNX",
+        description=_wrap(
+            "Converts a .keras model (loaded in Keras's safe mode) to a full-int8 TFLite file and its "
+            "microcontroller package: NAME.h/NAME.c (the model as an aligned byte array with its length and "
+            "I/O quantization), NAME_op_resolver.h (the ops to register), NAME_micro.json (tensor arena "
+            "estimate, TFLite Micro vs LiteRT check); with --target, the Vela-compiled file for an Arm Ethos-U "
+            "NPU, its C array and op resolver, and Vela's report instead. Files for devices have batch 1 and "
+            "static shapes. All files are written at once, none on failure."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=fmt,
+    )
     export.add_argument("model", help="the .keras file")
     export.add_argument("-o", "--out", metavar="DIR", help="output folder (default: MODEL_export)")
     export.add_argument("--name", help="C identifier and file name stem (default: from the model file name)")
     _add_rep_args(export)
-    _add_data_args(export, f"inputs for the TFLite Micro check (.npy/.npz or '{BUILTIN_DATASET}'; default: "
-                           f"Fashion-MNIST test images for 28x28x1 models, else no check)", 200)
+    _add_data_args(
+        export,
+        f"inputs for the TFLite Micro check (.npy/.npz or '{BUILTIN_DATASET}'; default: "
+        f"Fashion-MNIST test images for 28x28x1 models, else no check)",
+        200,
+    )
     export.add_argument("--onnx", action="store_true", help="also write NAME.onnx (tf2onnx) and compare it with Keras")
-    export.add_argument("--opset", type=int_range(13, 21), default=17, metavar="N",
-                        help="ONNX opset, 13 to 21 (default: %(default)s)")
+    export.add_argument(
+        "--opset", type=int_range(13, 21), default=17, metavar="N", help="ONNX opset, 13 to 21 (default: %(default)s)"
+    )
     export.add_argument("--float", action="store_true", help="also write the float TFLite file NAME_float.tflite")
     export.add_argument("--no-micro", action="store_true", help="skip the microcontroller package")
     _add_target_args(export)
-    export.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
-                        help="margin added to the host arena estimate (default: %(default)s = 25%%)")
+    export.add_argument(
+        "--arena-margin",
+        type=_fraction,
+        default=0.25,
+        metavar="F",
+        help="margin added to the host arena estimate (default: %(default)s = 25%%)",
+    )
     export.add_argument("--force", action="store_true", help="replace existing output files")
     export.set_defaults(func=_export)
 
     report = sub.add_parser(
-        "report", help="size, parameters, MACs, ops, TFLite Micro support, arena and latency of a model",
-        description=_wrap("Reports on a .keras model (converted to int8 and float TFLite here) or an int8 .tflite "
-                    "file: file and gzip size, parameters, MACs per op and in total, the ops and whether TFLite "
-                    "Micro runs them (with a warning when not), the tensor arena estimate, LiteRT latency int8 vs "
-                    "float, and the TFLite Micro vs LiteRT check. Prints markdown (or JSON with --json); -o writes "
-                    "both."),
-        epilog=EXIT_CODES, formatter_class=fmt)
+        "report",
+        help="size, parameters, MACs, ops, TFLite Micro support, arena and latency of a model",
+        description=_wrap(
+            "Reports on a .keras model (converted to int8 and float TFLite here) or an int8 .tflite "
+            "file: file and gzip size, parameters, MACs per op and in total, the ops and whether TFLite "
+            "Micro runs them (with a warning when not), the tensor arena estimate, LiteRT latency int8 vs "
+            "float, and the TFLite Micro vs LiteRT check. Prints markdown (or JSON with --json); -o writes "
+            "both."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=fmt,
+    )
     report.add_argument("model", help="a .keras file or an int8 .tflite file")
     report.add_argument("-o", "--out", metavar="STEM", help="write STEM.md and STEM.json")
     report.add_argument("--json", action="store_true", help="print JSON instead of markdown")
-    report.add_argument("--float-tflite", metavar="FILE", help="the float .tflite for the latency comparison (for a "
-                                                               ".tflite MODEL)")
+    report.add_argument(
+        "--float-tflite", metavar="FILE", help="the float .tflite for the latency comparison (for a .tflite MODEL)"
+    )
     _add_rep_args(report)
-    _add_data_args(report, f"inputs for the TFLite Micro check (.npy/.npz or '{BUILTIN_DATASET}'; default: "
-                           f"Fashion-MNIST test images for 28x28x1 models, else no check)", 200)
-    report.add_argument("--latency-runs", type=int_range(0), default=200, metavar="N",
-                        help="batch-1 runs per latency round, 0 to skip (default: %(default)s)")
-    report.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
-                        help="margin added to the host arena estimate (default: %(default)s)")
+    _add_data_args(
+        report,
+        f"inputs for the TFLite Micro check (.npy/.npz or '{BUILTIN_DATASET}'; default: "
+        f"Fashion-MNIST test images for 28x28x1 models, else no check)",
+        200,
+    )
+    report.add_argument(
+        "--latency-runs",
+        type=int_range(0),
+        default=200,
+        metavar="N",
+        help="batch-1 runs per latency round, 0 to skip (default: %(default)s)",
+    )
+    report.add_argument(
+        "--arena-margin",
+        type=_fraction,
+        default=0.25,
+        metavar="F",
+        help="margin added to the host arena estimate (default: %(default)s)",
+    )
     report.add_argument("--force", action="store_true", help="replace existing output files")
     _add_target_args(report)
     report.set_defaults(func=_report)
 
     verify = sub.add_parser(
-        "verify", help="check that TFLite Micro computes what LiteRT computes on the same inputs",
-        description=_wrap("Runs the same inputs through TFLite Micro (its Python interpreter, in a child process) and "
-                    "LiteRT and compares the raw outputs: share of bit-exact samples and the largest difference in "
-                    "output quantization steps (LSB). Exits 2 when it exceeds --max-lsb."),
-        epilog=EXIT_CODES, formatter_class=fmt)
+        "verify",
+        help="check that TFLite Micro computes what LiteRT computes on the same inputs",
+        description=_wrap(
+            "Runs the same inputs through TFLite Micro (its Python interpreter, in a child process) and "
+            "LiteRT and compares the raw outputs: share of bit-exact samples and the largest difference in "
+            "output quantization steps (LSB). Exits 2 when it exceeds --max-lsb."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=fmt,
+    )
     verify.add_argument("model", help="a .tflite file")
-    _add_data_args(verify, f"inputs (.npy/.npz of float samples or '{BUILTIN_DATASET}', the default for 28x28x1 "
-                           f"models)", 200)
-    verify.add_argument("--max-lsb", type=int_range(0, 255), default=1, metavar="K",
-                        help="largest allowed difference in output steps, 0 to 255 (default: %(default)s)")
-    verify.add_argument("--arena", type=_positive_int, metavar="BYTES",
-                        help="tensor arena size (default: the host estimate plus --arena-margin)")
-    verify.add_argument("--arena-margin", type=_fraction, default=0.25, metavar="F",
-                        help="margin added to the host arena estimate (default: %(default)s)")
+    _add_data_args(
+        verify, f"inputs (.npy/.npz of float samples or '{BUILTIN_DATASET}', the default for 28x28x1 models)", 200
+    )
+    verify.add_argument(
+        "--max-lsb",
+        type=int_range(0, 255),
+        default=1,
+        metavar="K",
+        help="largest allowed difference in output steps, 0 to 255 (default: %(default)s)",
+    )
+    verify.add_argument(
+        "--arena",
+        type=_positive_int,
+        metavar="BYTES",
+        help="tensor arena size (default: the host estimate plus --arena-margin)",
+    )
+    verify.add_argument(
+        "--arena-margin",
+        type=_fraction,
+        default=0.25,
+        metavar="F",
+        help="margin added to the host arena estimate (default: %(default)s)",
+    )
     kernels = verify.add_mutually_exclusive_group()
-    kernels.add_argument("--kernels", choices=["builtin", "reference", "xnnpack"],
-                         help="the LiteRT kernels compared with: its optimized built-in kernels (default), its "
-                              "reference kernels (whose ADD rounds as TFLite Micro's: use them for residual "
-                              "networks) or the XNNPACK delegate")
+    kernels.add_argument(
+        "--kernels",
+        choices=["builtin", "reference", "xnnpack"],
+        help="the LiteRT kernels compared with: its optimized built-in kernels (default), its "
+        "reference kernels (whose ADD rounds as TFLite Micro's: use them for residual "
+        "networks) or the XNNPACK delegate",
+    )
     kernels.add_argument("--xnnpack", action="store_true", help="the same as --kernels xnnpack")
-    verify.add_argument("-o", "--out", metavar="FILE.json", help="also write the result as JSON (checked before the "
-                        "verification runs)")
+    verify.add_argument(
+        "-o", "--out", metavar="FILE.json", help="also write the result as JSON (checked before the verification runs)"
+    )
     verify.add_argument("--force", action="store_true", help="replace an existing --out file")
     verify.set_defaults(func=_verify)
 
@@ -479,8 +635,9 @@ def main(argv=None) -> int:
             return 128 + err.signum
         except Exception:  # noqa: BLE001 - the last resort: anything else is a bug, reported with its traceback
             traceback.print_exc()
-            print(f"{name}: unexpected internal error (a bug: please report it with the traceback above)",
-                  file=sys.stderr)
+            print(
+                f"{name}: unexpected internal error (a bug: please report it with the traceback above)", file=sys.stderr
+            )
             return EXIT_INTERNAL
 
 

@@ -23,7 +23,9 @@ DESCRIPTION = textwrap.fill(
     "DONNA neural architecture search. 'run' builds the accuracy model (reference, block library, predictor), searches "
     "each scenario of the config with NSGA-II on measured int8 latency and finetunes the chosen architectures; it "
     "resumes from what the --out folder holds. 'search' searches a new scenario with the accuracy model of an "
-    "existing --out folder. 'config' writes a built-in config to edit.", width=100)
+    "existing --out folder. 'config' writes a built-in config to edit.",
+    width=100,
+)
 
 
 _positive_float = float_range(0, low_inclusive=False)
@@ -41,57 +43,101 @@ def _input_size(v):
 
 
 def add_donna_parser(sub, fmt, epilog):
-    donna = sub.add_parser("donna", help="DONNA architecture search: accuracy model, measured-latency search, finetune",
-                           description=DESCRIPTION, epilog=epilog, formatter_class=fmt)
+    donna = sub.add_parser(
+        "donna",
+        help="DONNA architecture search: accuracy model, measured-latency search, finetune",
+        description=DESCRIPTION,
+        epilog=epilog,
+        formatter_class=fmt,
+    )
     dsub = donna.add_subparsers(dest="donna_command", metavar="ACTION")
 
     run = dsub.add_parser("run", help="run (or resume) A -> D from a config", epilog=epilog, formatter_class=fmt)
-    run.add_argument("--config", default="tiny", help="a built-in config name (tiny, default) or a YAML/JSON file "
-                                                      "(default: %(default)s)")
+    run.add_argument(
+        "--config",
+        default="tiny",
+        help="a built-in config name (tiny, default) or a YAML/JSON file (default: %(default)s)",
+    )
     run.add_argument("--out", required=True, metavar="DIR", help="the run's folder; what it holds is reused")
-    run.add_argument("--reference", metavar="MODEL.keras", help="your trained Keras model as the reference (its stem, "
-                     "head and weights are used as they are); replaces the config's 'reference'")
-    run.add_argument("--blocks", metavar="L1,L2,...", help="with --reference: the layer names that end the stem and "
-                     "each block (default: auto, boundaries proposed at the stage changes)")
-    run.add_argument("--data", metavar="PATH", help="a .npz file (x_train, y_train, x_val, y_val) or a folder of "
-                     "class sub-folders of images; replaces the config's data.path (default: Fashion-MNIST)")
-    run.add_argument("--image-size", type=_input_size, metavar="HxW", help="with an image folder: resize to this "
-                     "(default: the model's input size)")
+    run.add_argument(
+        "--reference",
+        metavar="MODEL.keras",
+        help="your trained Keras model as the reference (its stem, "
+        "head and weights are used as they are); replaces the config's 'reference'",
+    )
+    run.add_argument(
+        "--blocks",
+        metavar="L1,L2,...",
+        help="with --reference: the layer names that end the stem and "
+        "each block (default: auto, boundaries proposed at the stage changes)",
+    )
+    run.add_argument(
+        "--data",
+        metavar="PATH",
+        help="a .npz file (x_train, y_train, x_val, y_val) or a folder of "
+        "class sub-folders of images; replaces the config's data.path (default: Fashion-MNIST)",
+    )
+    run.add_argument(
+        "--image-size",
+        type=_input_size,
+        metavar="HxW",
+        help="with an image folder: resize to this (default: the model's input size)",
+    )
     run.add_argument("--no-finetune", action="store_true", help="stop after the search")
     run.set_defaults(func=_run)
 
     search = dsub.add_parser(
-        "search", help="search a new scenario with the accuracy model in --out (no rebuilding)",
-        description=textwrap.fill("Searches one scenario with the accuracy model already in --out: either a scenario "
-                                  "file (--scenario, YAML/JSON) or one described by the options below.", width=100),
-        epilog=epilog, formatter_class=fmt)
+        "search",
+        help="search a new scenario with the accuracy model in --out (no rebuilding)",
+        description=textwrap.fill(
+            "Searches one scenario with the accuracy model already in --out: either a scenario "
+            "file (--scenario, YAML/JSON) or one described by the options below.",
+            width=100,
+        ),
+        epilog=epilog,
+        formatter_class=fmt,
+    )
     search.add_argument("--out", required=True, metavar="DIR", help="a folder written by 'keras-eff donna run'")
-    search.add_argument("--scenario", metavar="FILE", help="a scenario as YAML/JSON (name, measurers, input_shape, "
-                                                           "objective, limits)")
+    search.add_argument(
+        "--scenario", metavar="FILE", help="a scenario as YAML/JSON (name, measurers, input_shape, objective, limits)"
+    )
     search.add_argument("--name", help="scenario name (default: from the options)")
-    search.add_argument("--measurer", default="litert", choices=("litert", "micro", "litert+micro", "ethos_u"),
-                        help="what measures each candidate: LiteRT latency here, the microcontroller budget, or an "
-                             "Arm Ethos-U NPU as Vela compiles for it (--accelerator) (default: %(default)s)")
-    search.add_argument("--accelerator", default="ethos-u55-128", metavar="NAME",
-                        help="the Ethos-U configuration for --measurer ethos_u (default: %(default)s)")
-    search.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                        help="LiteRT threads, 1 or more (default: %(default)s)")
-    search.add_argument("--input-size", type=_input_size, metavar="HxW", help="input size of the deployed model "
-                                                                             "(default: the space's)")
+    search.add_argument(
+        "--measurer",
+        default="litert",
+        choices=("litert", "micro", "litert+micro", "ethos_u"),
+        help="what measures each candidate: LiteRT latency here, the microcontroller budget, or an "
+        "Arm Ethos-U NPU as Vela compiles for it (--accelerator) (default: %(default)s)",
+    )
+    search.add_argument(
+        "--accelerator",
+        default="ethos-u55-128",
+        metavar="NAME",
+        help="the Ethos-U configuration for --measurer ethos_u (default: %(default)s)",
+    )
+    search.add_argument(
+        "--threads", type=_positive_int, default=1, metavar="N", help="LiteRT threads, 1 or more (default: %(default)s)"
+    )
+    search.add_argument(
+        "--input-size", type=_input_size, metavar="HxW", help="input size of the deployed model (default: the space's)"
+    )
     search.add_argument("--max-latency-us", type=_positive_float, metavar="US", help="latency target")
     search.add_argument("--max-flash-bytes", type=_positive_int, metavar="B", help="flash budget (micro measurer)")
     search.add_argument("--max-ram-bytes", type=_positive_int, metavar="B", help="RAM budget (micro measurer)")
-    search.add_argument("--max-evals", type=int_range(2), metavar="N", help="evaluation cap, 2 or more (default: the "
-                        "config's)")
+    search.add_argument(
+        "--max-evals", type=int_range(2), metavar="N", help="evaluation cap, 2 or more (default: the config's)"
+    )
     search.add_argument("--no-finetune", action="store_true", help="do not finetune the chosen architectures")
     search.add_argument("--force", action="store_true", help="search again even if the scenario's front exists")
     search.set_defaults(func=_search)
 
-    config = dsub.add_parser("config", help="write a built-in config (tiny, default) to edit", epilog=epilog,
-                             formatter_class=fmt)
+    config = dsub.add_parser(
+        "config", help="write a built-in config (tiny, default) to edit", epilog=epilog, formatter_class=fmt
+    )
     config.add_argument("name", choices=("tiny", "default"))
-    config.add_argument("-o", "--out", metavar="FILE", help="write YAML (.yaml/.yml) or JSON here (default: print "
-                                                            "YAML)")
+    config.add_argument(
+        "-o", "--out", metavar="FILE", help="write YAML (.yaml/.yml) or JSON here (default: print YAML)"
+    )
     config.add_argument("--force", action="store_true", help="replace an existing file")
     config.set_defaults(func=_config)
     donna.set_defaults(func=lambda args: _no_action(donna))
@@ -143,7 +189,6 @@ def _scenario_from_args(args, space):
     from .donna.run import read_config_file  # noqa: PLC0415 - start-up: imports TensorFlow
 
     if args.scenario:
-
         return Scenario.from_config(read_config_file(args.scenario))
     measurers = []
     if "litert" in args.measurer:
@@ -153,8 +198,11 @@ def _scenario_from_args(args, space):
     if args.measurer == "ethos_u":
         measurers.append({"kind": "ethos_u", "accelerator": args.accelerator})
     limits = {}
-    for key, value in (("latency_us", args.max_latency_us), ("flash_bytes", args.max_flash_bytes),
-                       ("ram_bytes", args.max_ram_bytes)):
+    for key, value in (
+        ("latency_us", args.max_latency_us),
+        ("flash_bytes", args.max_flash_bytes),
+        ("ram_bytes", args.max_ram_bytes),
+    ):
         if value is not None:
             limits[key] = value
     shape = None
@@ -162,9 +210,11 @@ def _scenario_from_args(args, space):
         d = args.input_size
         shape = (d[0], d[1] if len(d) > 1 else d[0], d[2] if len(d) > 2 else space.input_shape[2])
     npu = args.measurer == "ethos_u"
-    name = args.name or "_".join([args.accelerator if npu else args.measurer.replace("+", "_")]
-                                 + ([f"{args.threads}t"] if "litert" in args.measurer else [])
-                                 + ([f"{shape[0]}x{shape[1]}"] if shape else []))
+    name = args.name or "_".join(
+        [args.accelerator if npu else args.measurer.replace("+", "_")]
+        + ([f"{args.threads}t"] if "litert" in args.measurer else [])
+        + ([f"{shape[0]}x{shape[1]}"] if shape else [])
+    )
     objective = "latency_us" if "litert" in args.measurer or npu else "flash_bytes"
     return Scenario(name=name, measurers=measurers, input_shape=shape, objective=objective, limits=limits)
 
@@ -173,8 +223,10 @@ def _search(args) -> int:
     out = check_output_folder(args.out)
     cfg_path = out / "config.json"
     if not cfg_path.is_file():
-        raise CliError(f"{out} holds no DONNA run ({cfg_path.name} is missing); run 'keras-eff donna run --config "
-                       f"... --out {out}' first")
+        raise CliError(
+            f"{out} holds no DONNA run ({cfg_path.name} is missing); run 'keras-eff donna run --config "
+            f"... --out {out}' first"
+        )
     config = files.read_json(cfg_path, "DONNA run config")
     from .donna import DonnaPipeline, SearchConfig  # noqa: PLC0415 - start-up: imports TensorFlow
 
@@ -186,11 +238,14 @@ def _search(args) -> int:
         search_cfg = SearchConfig.from_config({**search_cfg.get_config(), "max_evals": args.max_evals})
     pipe.record_scenario(scenario)
     result = pipe.search_scenario(scenario, search_cfg, force=args.force)
-    print(f"scenario {scenario.name!r}: {len(result.front)} architectures on the Pareto front "
-          f"({out / 'search' / scenario.name / 'pareto.json'})")
+    print(
+        f"scenario {scenario.name!r}: {len(result.front)} architectures on the Pareto front "
+        f"({out / 'search' / scenario.name / 'pareto.json'})"
+    )
     for r in result.front:
-        print(f"  {r['predicted_accuracy']:.4f}  {scenario.objective}={r['metrics'][scenario.objective]:.4g}  "
-              f"{r['arch']}")
+        print(
+            f"  {r['predicted_accuracy']:.4f}  {scenario.objective}={r['metrics'][scenario.objective]:.4g}  {r['arch']}"
+        )
     if not args.no_finetune:
         for m in pipe.finetune_scenario(scenario, result, force=args.force):
             path = out / "finetune" / scenario.name / m["model"]

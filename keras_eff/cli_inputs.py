@@ -40,8 +40,9 @@ def existing_file(path, what: str) -> Path:
         with open(p, "rb"):
             pass
     except OSError as err:
-        raise CliError(f"{what} {str(p)!r} cannot be read: {files.describe_os_error(err, 'read')}",
-                       EXIT_FILE_ERROR) from None
+        raise CliError(
+            f"{what} {str(p)!r} cannot be read: {files.describe_os_error(err, 'read')}", EXIT_FILE_ERROR
+        ) from None
     return p
 
 
@@ -51,19 +52,25 @@ def load_keras_model(path):
     import keras  # noqa: PLC0415 - start-up: imports TensorFlow (seconds); the parser and --help must not
 
     if p.suffix != ".keras":
-        raise CliError(f"{str(p)!r} is not a .keras file: save the model with model.save('model.keras') (Keras 3 "
-                       f"format); a .tflite file goes to `keras-eff report` or `keras-eff verify`")
+        raise CliError(
+            f"{str(p)!r} is not a .keras file: save the model with model.save('model.keras') (Keras 3 "
+            f"format); a .tflite file goes to `keras-eff report` or `keras-eff verify`"
+        )
     if not zipfile.is_zipfile(p):
-        raise CliError(f"{str(p)!r} is not a valid .keras file (a .keras file is a zip archive): the file is corrupt "
-                       f"or truncated; save the model again")
+        raise CliError(
+            f"{str(p)!r} is not a valid .keras file (a .keras file is a zip archive): the file is corrupt "
+            f"or truncated; save the model again"
+        )
     try:
         model = keras.saving.load_model(p, safe_mode=True)
     except OSError as err:  # the file system, not the file's content (permissions, I/O errors)
         raise CliError(f"cannot load {str(p)!r}: {files.describe_os_error(err, 'read')}", EXIT_FILE_ERROR) from err
     except Exception as err:  # Keras raises many types for a bad archive; all mean the same to the user
-        raise CliError(f"cannot load {str(p)!r} as a Keras model: {type(err).__name__}: {err}. The file is "
-                       f"corrupt, uses custom layers that are not registered, or needs unsafe deserialization "
-                       f"(Lambda layers), which keras-eff refuses") from err
+        raise CliError(
+            f"cannot load {str(p)!r} as a Keras model: {type(err).__name__}: {err}. The file is "
+            f"corrupt, uses custom layers that are not registered, or needs unsafe deserialization "
+            f"(Lambda layers), which keras-eff refuses"
+        ) from err
     if not isinstance(model, keras.Model):
         raise CliError(f"{str(p)!r} holds a {type(model).__name__}, not a Keras model")
     return model
@@ -84,8 +91,10 @@ def _from_npy(p: Path):
         loaded = np.load(p, allow_pickle=False)
     except ValueError as err:
         if "allow_pickle" in str(err) or "pickle" in str(err).lower():
-            raise CliError(f"{str(p)!r} holds Python objects (a pickled array); keras-eff never unpickles data. Save "
-                           f"a numeric array instead: np.save(path, np.asarray(x, dtype='float32'))") from err
+            raise CliError(
+                f"{str(p)!r} holds Python objects (a pickled array); keras-eff never unpickles data. Save "
+                f"a numeric array instead: np.save(path, np.asarray(x, dtype='float32'))"
+            ) from err
         raise CliError(f"{str(p)!r} is not a readable .npy/.npz file: {err}") from err
     except (PermissionError, IsADirectoryError) as err:
         raise CliError(f"cannot read {str(p)!r}: {files.describe_os_error(err, 'read')}", EXIT_FILE_ERROR) from err
@@ -96,18 +105,23 @@ def _from_npy(p: Path):
             keys = list(loaded.files)
             key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
             if key is None:
-                raise CliError(f"{str(p)!r} holds several arrays ({', '.join(keys) or 'none'}); store the model "
-                               f"inputs under the key 'x' (np.savez(path, x=inputs))")
+                raise CliError(
+                    f"{str(p)!r} holds several arrays ({', '.join(keys) or 'none'}); store the model "
+                    f"inputs under the key 'x' (np.savez(path, x=inputs))"
+                )
             try:
                 return loaded[key]
             except ValueError as err:
-                raise CliError(f"array {key!r} in {str(p)!r} holds Python objects (pickled); keras-eff never "
-                               f"unpickles data: save a numeric array") from err
+                raise CliError(
+                    f"array {key!r} in {str(p)!r} holds Python objects (pickled); keras-eff never "
+                    f"unpickles data: save a numeric array"
+                ) from err
     return loaded
 
 
-def load_samples(spec, model_input_shape, count: int = DEFAULT_REP_SAMPLES, what: str = "representative data",
-                 split: str = "train"):
+def load_samples(
+    spec, model_input_shape, count: int = DEFAULT_REP_SAMPLES, what: str = "representative data", split: str = "train"
+):
     """Samples for the model's input: ``spec`` is a .npy/.npz path or ``fashion-mnist`` (the built-in images of
     ``split``, 'train' or 'test').
 
@@ -118,8 +132,10 @@ def load_samples(spec, model_input_shape, count: int = DEFAULT_REP_SAMPLES, what
     shape = tuple(model_input_shape)
     if spec == BUILTIN_DATASET:
         if shape != (28, 28, 1):
-            raise CliError(f"the built-in dataset holds 28x28x1 images but the model input is {shape}; give "
-                           f"{what} as a .npy/.npz file")
+            raise CliError(
+                f"the built-in dataset holds 28x28x1 images but the model input is {shape}; give "
+                f"{what} as a .npy/.npz file"
+            )
         (x_train, _), (x_test, _) = fashion_mnist_float(n_train=count, n_test=count)
         return x_train if split == "train" else x_test
     p = existing_file(spec, f"{what} file")
@@ -206,6 +222,8 @@ def check_output_files(paths, force: bool, option: str = "--out") -> list:
         raise CliError(f"{files.describe_os_error(err, 'write')} (given as {option})", EXIT_FILE_ERROR) from None
     existing = [str(p) for p in paths if os.path.lexists(p)]
     if existing and not force:
-        raise CliError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --force to "
-                       f"replace {'it' if len(existing) == 1 else 'them'}, or choose another {option}")
+        raise CliError(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --force to "
+            f"replace {'it' if len(existing) == 1 else 'them'}, or choose another {option}"
+        )
     return paths

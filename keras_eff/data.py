@@ -19,8 +19,10 @@ import numpy as np
 
 from tflite_export import check_samples
 
-ACCEPTED = ("a numpy array of inputs (or an (x, y) tuple of arrays), a tf.data.Dataset of x or (x, y) elements "
-            "(batched or not), a keras.utils.PyDataset, or a generator/iterator of x or (x, y) batches")
+ACCEPTED = (
+    "a numpy array of inputs (or an (x, y) tuple of arrays), a tf.data.Dataset of x or (x, y) elements "
+    "(batched or not), a keras.utils.PyDataset, or a generator/iterator of x or (x, y) batches"
+)
 
 _INFINITE = -1  # tf.data.INFINITE_CARDINALITY (read without importing TensorFlow here)
 
@@ -68,8 +70,10 @@ def _gather(batches, what, expected_shape, max_samples, source, bounded=True):
         if rank is not None and x.ndim == rank - 1:
             x = x[None]  # one sample of an unbatched dataset
         if x.ndim == 0:
-            raise ValueError(f"{what}: {source} yielded a scalar; each element must be a batch of inputs (or one "
-                             f"input) shaped like the model input")
+            raise ValueError(
+                f"{what}: {source} yielded a scalar; each element must be a batch of inputs (or one "
+                f"input) shaped like the model input"
+            )
         rows.append(x)
         count += len(x)
         if max_samples is not None and count >= max_samples:
@@ -80,20 +84,23 @@ def _gather(batches, what, expected_shape, max_samples, source, bounded=True):
     try:
         return np.concatenate(rows)
     except ValueError as err:
-        raise ValueError(f"{what}: the batches of {source} differ in shape ({rows[0].shape} then "
-                         f"{next(r.shape for r in rows if r.shape[1:] != rows[0].shape[1:])}): {err}") from None
+        raise ValueError(
+            f"{what}: the batches of {source} differ in shape ({rows[0].shape} then "
+            f"{next(r.shape for r in rows if r.shape[1:] != rows[0].shape[1:])}): {err}"
+        ) from None
 
 
 def _numeric(x, what, source="it"):
     try:
         arr = np.asarray(x)
     except (ValueError, TypeError) as err:  # ragged nesting
-        raise TypeError(f"{what} must be {ACCEPTED}; {source} could not be read as one numeric array ({err})") \
-            from None
+        raise TypeError(f"{what} must be {ACCEPTED}; {source} could not be read as one numeric array ({err})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise TypeError(f"{what} must be {ACCEPTED}; got {type(x).__name__}"
-                        + (f" holding dtype {arr.dtype}" if isinstance(x, np.ndarray) or arr.ndim else "")
-                        + (f" from {source}" if source != "it" else ""))
+        raise TypeError(
+            f"{what} must be {ACCEPTED}; got {type(x).__name__}"
+            + (f" holding dtype {arr.dtype}" if isinstance(x, np.ndarray) or arr.ndim else "")
+            + (f" from {source}" if source != "it" else "")
+        )
     return arr
 
 
@@ -115,6 +122,7 @@ def as_samples(data, what: str = "data", expected_shape=None, max_samples: int |
             while n is None or i < n:
                 yield data[i]
                 i += 1
+
         return _gather(batches(), what, expected_shape, max_samples, f"the {type(data).__name__}", n is not None)
     if isinstance(data, collections.abc.Iterator):  # generators included
         return _gather(data, what, expected_shape, max_samples, f"the {type(data).__name__}")
@@ -138,8 +146,7 @@ def model_samples(model, data, what: str = "data", max_samples: int | None = Non
     naming ``what`` and the model."""
     inputs = getattr(model, "inputs", None)  # a subclassed model declares no input shape
     if inputs and len(inputs) != 1:
-        raise ValueError(f"model {model.name!r} has {len(inputs)} inputs; {what} is supported for single-input "
-                         f"models")
+        raise ValueError(f"model {model.name!r} has {len(inputs)} inputs; {what} is supported for single-input models")
     expected = tuple(inputs[0].shape[1:]) if inputs else None
     x = as_samples(data, what, expected, max_samples)
     return check_samples(x, expected, what, owner or f"model {model.name!r}", max_samples)

@@ -12,13 +12,27 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES", "FASHION_MNIST_ENV", "fashion_mnist",
-           "fashion_mnist_float"]
+__all__ = [
+    "DEFAULT_FASHION_MNIST_DIR",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_ENV",
+    "fashion_mnist",
+    "fashion_mnist_float",
+]
 
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_ENV = "KERAS_EFF_FASHION_MNIST_DIR"
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 _FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -42,7 +56,7 @@ def _read_idx(path: Path, expected_ndim: int) -> np.ndarray:
     if ndim != expected_ndim:
         raise ValueError(f"{path} holds {ndim} dimensions, expected {expected_ndim}")
     header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     payload = np.frombuffer(data, dtype=np.uint8, offset=header)
     if payload.size != int(np.prod(shape)):
         raise ValueError(f"{path} is truncated: header says {shape}, found {payload.size} values")
@@ -114,5 +128,7 @@ def fashion_mnist_float(data_dir=None, n_train: int | None = None, n_test: int |
     x_train, y_train = x_train[:n_train], y_train[:n_train]
     x_test, y_test = x_test[:n_test], y_test[:n_test]
     scale = np.float32(1.0 / 255.0)
-    return ((x_train[..., None] * scale, y_train.astype(np.int32)),
-            (x_test[..., None] * scale, y_test.astype(np.int32)))
+    return (
+        (x_train[..., None] * scale, y_train.astype(np.int32)),
+        (x_test[..., None] * scale, y_test.astype(np.int32)),
+    )

@@ -77,8 +77,15 @@ def run_demo(config: DemoConfig | None = None, stages=None) -> list:
     # float pass for batch statistics). Halfway freezing scored the same within noise once gradients flowed through
     # the batch statistics (benchmarks/results/qat.md, notes); ranges are frozen for the last quarter.
     steps = int(np.ceil(0.9 * len(x_train) / cfg.batch_size)) * cfg.qat_epochs
-    qat.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.qat_epochs, validation_split=0.1, verbose=2,
-            callbacks=[FreezeBatchNorm(step=0), FreezeRanges(step=(3 * steps) // 4)])
+    qat.fit(
+        x_train,
+        y_train,
+        batch_size=cfg.batch_size,
+        epochs=cfg.qat_epochs,
+        validation_split=0.1,
+        verbose=2,
+        callbacks=[FreezeBatchNorm(step=0), FreezeRanges(step=(3 * steps) // 4)],
+    )
     qat_acc = qat.evaluate(x_test, y_test, verbose=0)[1]
     with te.files.staged_path(out / "qat.keras") as tmp:
         qat.save(tmp)
@@ -93,24 +100,36 @@ def run_demo(config: DemoConfig | None = None, stages=None) -> list:
     te.atomic_write(out / "int8_qat.tflite", qat_tfl)
 
     print("[5/5] Measuring accuracy, agreement, size, MACs and LiteRT latency", flush=True)
-    rows = [_file_row("float", float_acc, float_tfl, x_test, y_test, model, cfg.latency_runs),
-            _file_row("int8 PTQ", float_acc, int8_tfl, x_test, y_test, model, cfg.latency_runs),
-            _file_row("int8 QAT", qat_acc, qat_tfl, x_test, y_test, qat, cfg.latency_runs)]
-    context = {"config": cfg, "model": model, "qat_model": qat, "data": ((x_train, y_train), (x_test, y_test)),
-               "out": out, "file_row": _file_row,
-               "tflite": {"float": float_tfl, "int8 PTQ": int8_tfl, "int8 QAT": qat_tfl}}
+    rows = [
+        _file_row("float", float_acc, float_tfl, x_test, y_test, model, cfg.latency_runs),
+        _file_row("int8 PTQ", float_acc, int8_tfl, x_test, y_test, model, cfg.latency_runs),
+        _file_row("int8 QAT", qat_acc, qat_tfl, x_test, y_test, qat, cfg.latency_runs),
+    ]
+    context = {
+        "config": cfg,
+        "model": model,
+        "qat_model": qat,
+        "data": ((x_train, y_train), (x_test, y_test)),
+        "out": out,
+        "file_row": _file_row,
+        "tflite": {"float": float_tfl, "int8 PTQ": int8_tfl, "int8 QAT": qat_tfl},
+    }
     for name, stage in stages or ():
         print(f"[+] {name}", flush=True)
         rows.extend(stage(context))
 
-    table = write_results(out / "results", "keras-eff demo: small CNN on Fashion-MNIST", rows,
-                          notes=f"{cfg.epochs} float epochs, then {cfg.qat_epochs} QAT epoch(s) on top of them "
-                                f"(BatchNorm frozen from the first QAT step), so the QAT row has trained longer "
-                                f"than the float row: benchmarks/qat.py compares equal epochs. 'keras acc' is the "
-                                f"Keras model's own accuracy (the QAT row: the simulation's); agreement and LSBs "
-                                f"compare each file with the Keras model it came from, on 1,000 test images. LiteRT "
-                                f"latency is the median of {cfg.latency_runs} batch-1 runs on one thread with "
-                                f"XNNPACK.")
+    table = write_results(
+        out / "results",
+        "keras-eff demo: small CNN on Fashion-MNIST",
+        rows,
+        notes=f"{cfg.epochs} float epochs, then {cfg.qat_epochs} QAT epoch(s) on top of them "
+        f"(BatchNorm frozen from the first QAT step), so the QAT row has trained longer "
+        f"than the float row: benchmarks/qat.py compares equal epochs. 'keras acc' is the "
+        f"Keras model's own accuracy (the QAT row: the simulation's); agreement and LSBs "
+        f"compare each file with the Keras model it came from, on 1,000 test images. LiteRT "
+        f"latency is the median of {cfg.latency_runs} batch-1 runs on one thread with "
+        f"XNNPACK.",
+    )
     print()
     print(table)
     print(f"Artifacts in {out.resolve()} (done in {time.perf_counter() - t0:.0f} s)")
@@ -126,8 +145,13 @@ def mcu_stage(context, samples: int = 200) -> list:
     (_, _), (x_test, _) = context["data"]
     out = Path(context["out"]) / "mcu"
     pkg = te.micro_package(files[key], name="model", x=x_test[:samples], source_note=f"the keras-eff demo ({key})")
-    report = te.model_report(files[key], float_model=files.get("float"), name=f"demo small CNN ({key})",
-                             latency_runs=context["config"].latency_runs, package=pkg)
+    report = te.model_report(
+        files[key],
+        float_model=files.get("float"),
+        name=f"demo small CNN ({key})",
+        latency_runs=context["config"].latency_runs,
+        package=pkg,
+    )
     pkg.write(out, overwrite=True)
     report.write(out / "report", overwrite=True)
     print(f"      {key}: {pkg}".replace("\n", "\n      "))

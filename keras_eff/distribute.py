@@ -57,30 +57,36 @@ def check_same_scope(model) -> None:
     for part in parts:
         groups.setdefault(id(part[1]) if part[1] is not None else None, []).append(part)
     # fit called inside a scope runs there unless the model has its own strategy (then the two must agree)
-    current = (tf.distribute.get_strategy()
-               if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() else None)
+    current = (
+        tf.distribute.get_strategy()
+        if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context()
+        else None
+    )
     if len(set(groups) | ({id(current)} if current is not None else set())) <= 1:
         return
     clauses = []
     for members in groups.values():
         names = [name if path is None else f"{name} (e.g. {path!r})" for name, _, path in members]
         joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        clauses.append(f"{joined} {'was' if len(names) == 1 and members[0][2] is None else 'were'} created "
-                       f"{_where(members[0][1])}")
+        clauses.append(
+            f"{joined} {'was' if len(names) == 1 and members[0][2] is None else 'were'} created {_where(members[0][1])}"
+        )
     if current is not None:
         clauses.append(f"and fit is called {_where(current)}")
     raise ValueError(
         f"model {model.name!r} mixes tf.distribute scopes: {'; '.join(clauses)}. Keras trains a model only with the "
         f"strategy that it, its variables and its optimizer all come from: build (or load) the float model, apply "
         f"quantize_model / prune_model / cluster_model / strip, calibrate and compile inside the same "
-        f"`with strategy.scope():` (or do all of it outside any scope), then call fit (docs/distributed.md, Scope)")
+        f"`with strategy.scope():` (or do all of it outside any scope), then call fit (docs/distributed.md, Scope)"
+    )
 
 
 def _multi_worker(strategy) -> bool:
     """True for a ``MultiWorkerMirroredStrategy`` that spans more than one worker (TF_CONFIG with several tasks)."""
     extended = getattr(strategy, "extended", None)
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and bool(getattr(extended, "_in_multi_worker_mode", lambda: False)()))
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
+        getattr(extended, "_in_multi_worker_mode", lambda: False)()
+    )
 
 
 def _local_value(value):
@@ -122,9 +128,12 @@ def patch_keras_multi_worker_fit() -> bool:
     build = getattr(trainer_cls, "_maybe_symbolic_build", None)
     reduce_per_replica = getattr(tf_trainer, "reduce_per_replica", None)
     if build is None or reduce_per_replica is None:
-        warnings.warn(f"patch_keras_multi_worker_fit: Keras {keras.__version__} has no "
-                      f"TensorFlowTrainer._maybe_symbolic_build / reduce_per_replica (written for Keras 3.15); "
-                      f"nothing patched: check that fit runs under MultiWorkerMirroredStrategy", stacklevel=2)
+        warnings.warn(
+            f"patch_keras_multi_worker_fit: Keras {keras.__version__} has no "
+            f"TensorFlowTrainer._maybe_symbolic_build / reduce_per_replica (written for Keras 3.15); "
+            f"nothing patched: check that fit runs under MultiWorkerMirroredStrategy",
+            stacklevel=2,
+        )
         return False
 
     def _maybe_symbolic_build(self, *args, **kwargs):

@@ -22,8 +22,11 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=16, bn_momentum=0.9
 
 
 def compile_classifier(model, learning_rate=1e-3):
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -105,8 +108,15 @@ def mobilenet_v2(input_shape=(28, 28, 1), num_classes=10, alpha=0.35, bn_momentu
     return _application(keras.applications.MobileNetV2, input_shape, num_classes, bn_momentum, name, alpha=alpha)
 
 
-def mobilenet_v3_small(input_shape=(28, 28, 1), num_classes=10, alpha=0.75, bn_momentum=0.9,
-                       name="mobilenet_v3_small"):
+def mobilenet_v3_small(input_shape=(28, 28, 1), num_classes=10, alpha=0.75, bn_momentum=0.9, name="mobilenet_v3_small"):
     """keras.applications.MobileNetV3Small (nested, weights=None, no preprocessing layer) with a logits head."""
-    return _application(keras.applications.MobileNetV3Small, input_shape, num_classes, bn_momentum, name,
-                        alpha=alpha, include_preprocessing=False, minimalistic=False)
+    return _application(
+        keras.applications.MobileNetV3Small,
+        input_shape,
+        num_classes,
+        bn_momentum,
+        name,
+        alpha=alpha,
+        include_preprocessing=False,
+        minimalistic=False,
+    )

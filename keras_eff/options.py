@@ -39,8 +39,11 @@ def warn_deprecated(old: str, new: str, stacklevel: int = 3) -> None:
     Returns:
         None.
     """
-    warnings.warn(f"{old} is deprecated and will be removed in the next release: use {new}", DeprecationWarning,
-                  stacklevel=stacklevel)
+    warnings.warn(
+        f"{old} is deprecated and will be removed in the next release: use {new}",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def resolve_config(cls: type[_C], config, overrides: dict, function: str, stacklevel: int = 4) -> _C:
@@ -75,8 +78,10 @@ def resolve_config(cls: type[_C], config, overrides: dict, function: str, stackl
     known = config_fields(cls)
     unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise TypeError(f"{function}() got unexpected keyword argument{'s' if len(unknown) > 1 else ''} "
-                        f"{', '.join(unknown)}; its options are the fields of {cls.__name__}: {', '.join(known)}")
+        raise TypeError(
+            f"{function}() got unexpected keyword argument{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)}; its options are the fields of {cls.__name__}: {', '.join(known)}"
+        )
     if config is None:
         return cls(**overrides)
     if isinstance(config, cls):
@@ -84,11 +89,14 @@ def resolve_config(cls: type[_C], config, overrides: dict, function: str, stackl
     if isinstance(config, dict):
         unknown = sorted(set(config) - set(known))
         if unknown:
-            raise TypeError(f"{function}(config=...) holds unknown option{'s' if len(unknown) > 1 else ''} "
-                            f"{', '.join(unknown)}; the fields of {cls.__name__} are: {', '.join(known)}")
+            raise TypeError(
+                f"{function}(config=...) holds unknown option{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)}; the fields of {cls.__name__} are: {', '.join(known)}"
+            )
         return cls(**{**config, **overrides})
-    raise TypeError(f"{function}(config=...) takes a {cls.__name__} or a dict of its fields, got "
-                    f"{type(config).__name__}")
+    raise TypeError(
+        f"{function}(config=...) takes a {cls.__name__} or a dict of its fields, got {type(config).__name__}"
+    )
 
 
 def config_keywords(cls, names):
@@ -143,5 +151,11 @@ def deprecated_aliases(module: str, aliases: dict):
     return __getattr__
 
 
-__all__ = ["LEGACY_KEYWORDS", "config_fields", "config_keywords", "deprecated_aliases", "resolve_config",
-           "warn_deprecated"]
+__all__ = [
+    "LEGACY_KEYWORDS",
+    "config_fields",
+    "config_keywords",
+    "deprecated_aliases",
+    "resolve_config",
+    "warn_deprecated",
+]

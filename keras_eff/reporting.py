@@ -18,8 +18,12 @@ from importlib.metadata import PackageNotFoundError, version
 from tflite_export.files import atomic_write, atomic_write_json
 
 # the kinds of process report, and the function that makes each
-REPORT_KINDS = {"equalization": "keras_eff.ptq.equalize", "bias_correction": "keras_eff.ptq.bias_correction",
-                "adaround": "keras_eff.ptq.adaround", "auto_quant": "keras_eff.ptq.auto_quant"}
+REPORT_KINDS = {
+    "equalization": "keras_eff.ptq.equalize",
+    "bias_correction": "keras_eff.ptq.bias_correction",
+    "adaround": "keras_eff.ptq.adaround",
+    "auto_quant": "keras_eff.ptq.auto_quant",
+}
 
 _REPORTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {kind: report}
 
@@ -108,9 +112,11 @@ def get_report(model, kind: str):
     reports = get_reports(model)
     if kind not in reports:
         has = ", ".join(reports) or "none"
-        raise _NoReport(f"model {getattr(model, 'name', model)!r} has no {kind!r} report (it has: {has}). "
-                       f"{REPORT_KINDS[kind]} keeps one for the model it returns, in this process; a copy, or a "
-                       f"model saved and loaded again, has none")
+        raise _NoReport(
+            f"model {getattr(model, 'name', model)!r} has no {kind!r} report (it has: {has}). "
+            f"{REPORT_KINDS[kind]} keeps one for the model it returns, in this process; a copy, or a "
+            f"model saved and loaded again, has none"
+        )
     return reports[kind]
 
 
@@ -121,8 +127,12 @@ def versions() -> dict:
     import numpy  # noqa: PLC0415 - start-up, see above
     import tensorflow  # noqa: PLC0415 - start-up, see above
 
-    out = {"python": platform.python_version(), "tensorflow": tensorflow.__version__, "keras": keras.__version__,
-           "numpy": numpy.__version__}
+    out = {
+        "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+    }
     for dist in ("ai-edge-litert", "keras-eff", "ethos-u-vela"):
         try:
             out[dist] = version(dist)
@@ -168,9 +178,12 @@ def write_results(stem, title: str, rows: list, columns=None, notes: str = "", e
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     ver = versions()
     table = markdown_table(rows, columns)
-    md = (f"# {title}\n\n{table}\n{notes}\n\n_Measured {now} on {platform.node() or 'this machine'} "
-          f"({platform.machine()}); " + ", ".join(f"{k} {v}" for k, v in ver.items()) + "._\n")
+    md = (
+        f"# {title}\n\n{table}\n{notes}\n\n_Measured {now} on {platform.node() or 'this machine'} "
+        f"({platform.machine()}); " + ", ".join(f"{k} {v}" for k, v in ver.items()) + "._\n"
+    )
     atomic_write(f"{stem}.md", md)
-    atomic_write_json(f"{stem}.json", {"title": title, "date": now, "versions": ver, "rows": rows,
-                                        "notes": notes, **(extra or {})})
+    atomic_write_json(
+        f"{stem}.json", {"title": title, "date": now, "versions": ver, "rows": rows, "notes": notes, **(extra or {})}
+    )
     return table

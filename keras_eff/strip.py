@@ -24,8 +24,9 @@ def _strip_transform(rb, node, args, kwargs):
         return None
     layer = hook()
     if not isinstance(layer, keras.layers.Layer) or not layer.built:
-        raise TypeError(f"{type(node.operation).__name__}.strip_layer() must return a built Keras layer, got "
-                        f"{type(layer).__name__}")
+        raise TypeError(
+            f"{type(node.operation).__name__}.strip_layer() must return a built Keras layer, got {type(layer).__name__}"
+        )
     return layer(*args, **kwargs)
 
 

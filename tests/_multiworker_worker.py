@@ -53,15 +53,18 @@ def float_model(synchronized=False):
 def _compile(model):
     import keras
 
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
 
 
 def _fit(model, callbacks):
     """fit for one epoch of STEPS global batches, then evaluate: {"loss": fit's, "eval_loss": evaluate's}."""
     x, y = data()
-    loss = model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0,
-                     callbacks=list(callbacks)).history["loss"][0]
+    loss = model.fit(
+        x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0, callbacks=list(callbacks)
+    ).history["loss"][0]
     return {"loss": float(loss), "eval_loss": float(model.evaluate(x, y, batch_size=GLOBAL_BATCH, verbose=0))}
 
 
@@ -84,8 +87,11 @@ def train_pruning(scope):
     import keras_eff as ke
 
     with scope():
-        pruned = ke.prune_model(float_model(synchronized=True),
-                                ke.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=3, frequency=1), min_weights=0)
+        pruned = ke.prune_model(
+            float_model(synchronized=True),
+            ke.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=3, frequency=1),
+            min_weights=0,
+        )
         _compile(pruned)
     return pruned, _fit(pruned, [ke.callbacks.UpdatePruning()])
 
@@ -123,16 +129,26 @@ def main(out_dir):
     from keras_eff.distribute import patch_keras_multi_worker_fit
 
     task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-    summary = {"task": task, "replicas": strategy.num_replicas_in_sync,
-               "unpatched_fit_error": unpatched_fit_error(strategy), "patched": patch_keras_multi_worker_fit(),
-               "info": {}, "not_distributed": {}, "aggregation": {}}
+    summary = {
+        "task": task,
+        "replicas": strategy.num_replicas_in_sync,
+        "unpatched_fit_error": unpatched_fit_error(strategy),
+        "patched": patch_keras_multi_worker_fit(),
+        "info": {},
+        "not_distributed": {},
+        "aggregation": {},
+    }
     for name, train in SCENARIOS.items():
         model, info = train(strategy.scope)
         summary["info"][name] = info
-        summary["not_distributed"][name] = [v.path for v in model.variables
-                                            if not isinstance(v.value, tf.distribute.DistributedValues)]
-        summary["aggregation"][name] = {v.path: v.value.aggregation.name for v in model.variables
-                                        if isinstance(v.value, tf.distribute.DistributedValues)}
+        summary["not_distributed"][name] = [
+            v.path for v in model.variables if not isinstance(v.value, tf.distribute.DistributedValues)
+        ]
+        summary["aggregation"][name] = {
+            v.path: v.value.aggregation.name
+            for v in model.variables
+            if isinstance(v.value, tf.distribute.DistributedValues)
+        }
         np.savez(os.path.join(out_dir, f"{name}_worker{task}.npz"), **snapshot(model))
     # A last collective: neither worker leaves (and shuts its server down) while the other may still need it.
     strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)

@@ -53,8 +53,9 @@ def fake_quant_model(out_range=4.0):
 
         def call(self, x):
             m = tf.reduce_max(tf.abs(self.kernel), axis=[0, 1, 2])
-            k = tf.quantization.fake_quant_with_min_max_vars_per_channel(self.kernel, -m, m, num_bits=8,
-                                                                          narrow_range=True)
+            k = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                self.kernel, -m, m, num_bits=8, narrow_range=True
+            )
             return tf.nn.relu(tf.nn.conv2d(x, k, 1, "SAME") + self.bias)
 
     keras.utils.set_random_seed(0)

@@ -20,8 +20,9 @@ def _qat_int8(model, x, y=None, fit=True):
     if fit:
         n_out = qat.outputs[0].shape[-1]
         y = np.arange(len(x)) % n_out if y is None else y
-        qat.compile(optimizer=keras.optimizers.SGD(1e-3),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        qat.compile(
+            optimizer=keras.optimizers.SGD(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
         qat.fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0)
     return qat, te.to_tflite(qat)
 
@@ -52,6 +53,7 @@ def _head(x, classes=4):
 
 # -- preprocessing inside the model: Rescaling, Normalization (MobileNetV3, EfficientNet, EfficientNetV2) ----------
 
+
 @pytest.mark.parametrize("scale,offset", [(1 / 127.5, -1.0), (1 / 255.0, 0.0), ([0.01, 0.02, -0.03], [0.5, 0.0, -0.2])])
 def test_rescaling_first_layer_is_quantized(scale, offset):
     inputs = keras.Input((16, 16, 3))
@@ -69,8 +71,7 @@ def test_rescaling_first_layer_is_quantized(scale, offset):
 def test_rescaling_then_normalization_like_efficientnet(invert):
     inputs = keras.Input((16, 16, 3))
     x = layers.Rescaling(1 / 255.0)(inputs)
-    x = layers.Normalization(mean=[0.485, 0.456, 0.406], variance=[0.052, 0.05, 0.051], invert=invert,
-                             name="norm")(x)
+    x = layers.Normalization(mean=[0.485, 0.456, 0.406], variance=[0.052, 0.05, 0.051], invert=invert, name="norm")(x)
     x = layers.ZeroPadding2D(1)(x)
     x = layers.Conv2D(8, 3, strides=2, use_bias=False)(x)
     x = layers.Activation("swish")(layers.BatchNormalization()(x))
@@ -92,6 +93,7 @@ def test_adapted_normalization_default_axis():
 
 
 # -- standalone BatchNormalization (pre-activation ResNet50V2: ZeroPadding → MaxPool → BN → ReLU) ---------------
+
 
 def test_maxpool_after_zero_padding_then_standalone_batchnorm():
     inputs = keras.Input((16, 16, 3))
@@ -127,6 +129,7 @@ def test_standalone_batchnorm_keeps_training_and_saves(tmp_path):
 
 
 # -- Concatenate on one grid (DenseNet121: each block's concat also feeds the next BN; InceptionV3's branches) -------
+
 
 def test_concatenate_chain_with_other_readers_like_densenet():
     inputs = keras.Input((16, 16, 3))
@@ -174,6 +177,7 @@ def test_average_pool_same_padding_like_inception():
 
 # -- grouped convolution with one input channel per group (ConvNeXt's 7×7 convolutions) ----------------------------
 
+
 @pytest.mark.parametrize("multiplier", [1, 2])
 def test_grouped_conv_one_channel_per_group_is_a_depthwise_conv(multiplier):
     inputs = keras.Input((16, 16, 3))
@@ -192,6 +196,7 @@ def test_grouped_conv_one_channel_per_group_is_a_depthwise_conv(multiplier):
 
 
 # -- grouped convolution with several input channels per group (ResNeXt, RegNet, DONNA's gr_ib cells) -------------
+
 
 @pytest.mark.parametrize("groups,stride", [(2, 1), (4, 2)])
 def test_grouped_conv_is_quantized_bit_exact(groups, stride):
@@ -218,9 +223,11 @@ def test_grouped_conv_is_quantized_bit_exact(groups, stride):
 
 # -- one small keras.applications model end to end: its Rescaling input layer and hard-swish written as Keras ops ------
 
+
 def test_mobilenet_v3_small_minimalistic_with_preprocessing():
-    model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75, minimalistic=True,
-                                                weights=None, classes=4)
+    model = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), alpha=0.75, minimalistic=True, weights=None, classes=4
+    )
     x_data = _images(32, 32, 0.0, 255.0)
     qat = ke.quantize_model(model)
     ke.calibrate(qat, x_data, progress=False)

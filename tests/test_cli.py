@@ -33,8 +33,23 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(files, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli_export") / "pkg"
-    rc = cli.main(["export", str(files / "tiny.keras"), "-o", str(out), "--name", "tiny", "--rep-data",
-                   str(files / "rep.npz"), "--data", str(files / "check.npy"), "--samples", "16", "--onnx"])
+    rc = cli.main(
+        [
+            "export",
+            str(files / "tiny.keras"),
+            "-o",
+            str(out),
+            "--name",
+            "tiny",
+            "--rep-data",
+            str(files / "rep.npz"),
+            "--data",
+            str(files / "check.npy"),
+            "--samples",
+            "16",
+            "--onnx",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -64,8 +79,17 @@ def test_export_round_trip(files, exported):
 
 def test_export_never_overwrites_without_force(files, exported, capsys):
     before = {p.name: p.read_bytes() for p in exported.iterdir()}
-    args = ["export", str(files / "tiny.keras"), "-o", str(exported), "--name", "tiny", "--rep-data",
-            str(files / "rep.npz"), "--no-micro"]
+    args = [
+        "export",
+        str(files / "tiny.keras"),
+        "-o",
+        str(exported),
+        "--name",
+        "tiny",
+        "--rep-data",
+        str(files / "rep.npz"),
+        "--no-micro",
+    ]
     assert cli.main(args) == cli.EXIT_BAD_INPUT
     assert "--force" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in exported.iterdir()} == before
@@ -75,8 +99,20 @@ def test_export_never_overwrites_without_force(files, exported, capsys):
 
 def test_report_round_trip(files, exported, tmp_path, capsys):
     stem = tmp_path / "reports" / "tiny"
-    rc = cli.main(["report", str(exported / "tiny.tflite"), "-o", str(stem), "--data", str(files / "check.npy"),
-                   "--samples", "8", "--latency-runs", "10"])
+    rc = cli.main(
+        [
+            "report",
+            str(exported / "tiny.tflite"),
+            "-o",
+            str(stem),
+            "--data",
+            str(files / "check.npy"),
+            "--samples",
+            "8",
+            "--latency-runs",
+            "10",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     data = json.loads((tmp_path / "reports" / "tiny.json").read_text())
@@ -87,8 +123,23 @@ def test_report_round_trip(files, exported, tmp_path, capsys):
 
 
 def test_report_of_keras_file_compares_int8_and_float_latency(files, tmp_path, capsys):
-    rc = cli.main(["report", str(files / "tiny.keras"), "--rep-data", str(files / "rep.npz"), "--rep-samples",
-                   "16", "--data", str(files / "check.npy"), "--samples", "4", "--latency-runs", "10", "--json"])
+    rc = cli.main(
+        [
+            "report",
+            str(files / "tiny.keras"),
+            "--rep-data",
+            str(files / "rep.npz"),
+            "--rep-samples",
+            "16",
+            "--data",
+            str(files / "check.npy"),
+            "--samples",
+            "4",
+            "--latency-runs",
+            "10",
+            "--json",
+        ]
+    )
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["latency"]) == {"int8", "float"} and data["warnings"] == []
@@ -120,18 +171,27 @@ def test_export_fails_with_exit_3_and_no_output_for_an_unsupported_op(files, tmp
     assert "GELU" in capsys.readouterr().err and not out.exists()
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("garbage_keras", "not a valid .keras file"),
-    ("truncated_keras", "not a valid .keras file"),
-    ("missing_keras", "does not exist"),
-    ("pickled_npy", "never unpickles"),
-    ("wrong_shape_npy", r"has shape \(8, 32, 32, 3\), but the model expects \(n, 28, 28, 1\)"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("garbage_keras", "not a valid .keras file"),
+        ("truncated_keras", "not a valid .keras file"),
+        ("missing_keras", "does not exist"),
+        ("pickled_npy", "never unpickles"),
+        ("wrong_shape_npy", r"has shape \(8, 32, 32, 3\), but the model expects \(n, 28, 28, 1\)"),
+    ],
+)
 def test_export_bad_inputs(files, tmp_path, capsys, case, expected):
     model, rep = files / "tiny.keras", files / "rep.npz"
     if case.endswith("keras"):
-        model = files / {"garbage_keras": "garbage.keras", "truncated_keras": "truncated.keras",
-                         "missing_keras": "nowhere.keras"}[case]
+        model = (
+            files
+            / {
+                "garbage_keras": "garbage.keras",
+                "truncated_keras": "truncated.keras",
+                "missing_keras": "nowhere.keras",
+            }[case]
+        )
     else:
         rep = files / {"pickled_npy": "pickled.npy", "wrong_shape_npy": "wrong_shape.npy"}[case]
     out = tmp_path / "out"
@@ -170,8 +230,9 @@ def test_usage_errors_exit_1(capsys):
 
 def test_help_documents_exit_codes():
     for command in ("export", "report", "verify"):
-        done = subprocess.run([sys.executable, "-m", "keras_eff.cli", command, "--help"], capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "keras_eff.cli", command, "--help"], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         assert "exit codes:" in done.stdout and "verification failed" in done.stdout
         assert "ranges were never set" in done.stdout
@@ -191,8 +252,10 @@ def test_export_refuses_a_quantized_model_whose_ranges_were_never_set(tmp_path, 
     assert "keras_eff.calibrate(model, x)" in err and "--allow-uncalibrated" in err
     assert not out.exists()
     # the escape hatch, and the same model calibrated, saved and exported
-    assert cli.main(["export", str(tmp_path / "fresh_qat.keras"), "-o", str(out), "--no-micro",
-                     "--allow-uncalibrated"]) == cli.EXIT_OK
+    assert (
+        cli.main(["export", str(tmp_path / "fresh_qat.keras"), "-o", str(out), "--no-micro", "--allow-uncalibrated"])
+        == cli.EXIT_OK
+    )
     ke.calibrate(fresh, random_images(64, seed=3), progress=False)
     fresh.save(tmp_path / "calibrated_qat.keras")
     out = tmp_path / "calibrated"

@@ -20,20 +20,38 @@ ENV.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user runs it: the command line set
 
 
 def _python(code: str, timeout: int = 120, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env=ENV, cwd=kw.get("cwd", ROOT))
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+        cwd=kw.get("cwd", ROOT),
+    )
 
 
 # --- start-up (D8) -------------------------------------------------------------------------------------------------
 
 
 def test_help_prints_usage_with_no_tensorflow_and_no_log_lines():
-    done = subprocess.run([sys.executable, "-m", "keras_eff.cli", "--help"], capture_output=True, text=True,
-                          timeout=60, env=ENV, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_eff.cli", "--help"], capture_output=True, text=True, timeout=60, env=ENV, cwd=ROOT
+    )
     assert done.returncode == 0 and done.stdout.startswith("usage: keras-eff")
     assert done.stderr == ""  # no TensorFlow log lines
-    commands = ["--help", "demo --help", "export --help", "report --help", "verify --help", "donna --help",
-                "donna run --help", "donna search --help", "donna config --help", "verify m.tflite --max-lsb -1", ""]
+    commands = [
+        "--help",
+        "demo --help",
+        "export --help",
+        "report --help",
+        "verify --help",
+        "donna --help",
+        "donna run --help",
+        "donna search --help",
+        "donna config --help",
+        "verify m.tflite --max-lsb -1",
+        "",
+    ]
     done = _python(f"""
         import sys
         from keras_eff.cli import main
@@ -50,8 +68,9 @@ def test_help_prints_usage_with_no_tensorflow_and_no_log_lines():
 
 
 def test_importing_keras_eff_imports_no_tensorflow():
-    done = _python("import sys, keras_eff, keras_eff.cli; print(sorted({'tensorflow', 'keras', 'numpy'} & "
-                   "set(sys.modules)))")
+    done = _python(
+        "import sys, keras_eff, keras_eff.cli; print(sorted({'tensorflow', 'keras', 'numpy'} & set(sys.modules)))"
+    )
     assert done.returncode == 0 and done.stdout.strip() == "['numpy']", done.stderr  # numpy: the CLI's input checks
 
 
@@ -70,13 +89,15 @@ def test_tensorflow_start_up_log_lines_are_filtered_by_tf_cpp_min_log_level():
 
 
 def test_filter_log_text():
-    text = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
-            "I0000 00:00:1796545674.014520   11886 port.cc:153] oneDNN custom operations are on.\n"
-            "I0000 00:00:1796545676.779276   12182 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\n"
-            "To enable the following instructions: AVX2 AVX512F, in other operations, rebuild TensorFlow\n"
-            "W0000 00:00:1796545676.779276   12182 x.cc:1] a warning\n"
-            "E0000 00:00:1796545676.779276   12182 x.cc:2] an error\n"
-            "a line that is not a log record\n")
+    text = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1796545674.014520   11886 port.cc:153] oneDNN custom operations are on.\n"
+        "I0000 00:00:1796545676.779276   12182 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\n"
+        "To enable the following instructions: AVX2 AVX512F, in other operations, rebuild TensorFlow\n"
+        "W0000 00:00:1796545676.779276   12182 x.cc:1] a warning\n"
+        "E0000 00:00:1796545676.779276   12182 x.cc:2] an error\n"
+        "a line that is not a log record\n"
+    )
     lines = text.splitlines(keepends=True)
     assert cli_logs.filter_log_text(text, 0) == text
     assert cli_logs.filter_log_text(text, 1) == "".join(lines[4:])
@@ -100,15 +121,21 @@ def _cases(d):
     afile, adir = str(d / "afile"), str(d / "adir")
     return {
         "export -o a file": (["export", str(d / "model.keras"), "-o", afile], f"{afile} is a file, not a folder"),
-        "export -o below a file": (["export", str(d / "model.keras"), "-o", f"{afile}/sub"],
-                                   f"{afile} is a file, not a folder"),
-        "report -o below a file": (["report", str(d / "model.tflite"), "-o", f"{afile}/stem"],
-                                   f"{afile} is a file, not a folder"),
+        "export -o below a file": (
+            ["export", str(d / "model.keras"), "-o", f"{afile}/sub"],
+            f"{afile} is a file, not a folder",
+        ),
+        "report -o below a file": (
+            ["report", str(d / "model.tflite"), "-o", f"{afile}/stem"],
+            f"{afile} is a file, not a folder",
+        ),
         "verify -o a folder": (["verify", str(d / "model.tflite"), "-o", adir], f"{adir}: it is a folder, not a file"),
         "demo --out a file": (["demo", "--out", afile], f"{afile} is a file, not a folder"),
         "donna run --out a file": (["donna", "run", "--out", afile], f"{afile} is a file, not a folder"),
-        "donna search --out below a file": (["donna", "search", "--out", f"{afile}/run"],
-                                            f"{afile} is a file, not a folder"),
+        "donna search --out below a file": (
+            ["donna", "search", "--out", f"{afile}/run"],
+            f"{afile} is a file, not a folder",
+        ),
         "donna config -o a folder": (["donna", "config", "tiny", "-o", adir], f"{adir}: it is a folder, not a file"),
     }
 
@@ -166,11 +193,14 @@ def test_an_unreadable_input_is_a_file_error_naming_it(paths, monkeypatch, capsy
     assert f"cannot read {paths / 'model.tflite'}: permission denied" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("failure, expected", [
-    (PermissionError(errno.EACCES, "Permission denied"), "permission denied"),
-    (OSError(errno.ENOSPC, "No space left on device"), "no space left on the device; free some space"),
-    (OSError(errno.EROFS, "Read-only file system"), "read-only file system"),
-])
+@pytest.mark.parametrize(
+    "failure, expected",
+    [
+        (PermissionError(errno.EACCES, "Permission denied"), "permission denied"),
+        (OSError(errno.ENOSPC, "No space left on device"), "no space left on the device; free some space"),
+        (OSError(errno.EROFS, "Read-only file system"), "read-only file system"),
+    ],
+)
 def test_a_write_that_fails_is_a_file_error_naming_the_target(paths, monkeypatch, capsys, failure, expected):
     real_open = os.open
 
@@ -189,7 +219,11 @@ def test_a_write_that_fails_is_a_file_error_naming_the_target(paths, monkeypatch
 
 def test_sigterm_during_a_command_leaves_no_temporary_file(tmp_path):
     (tmp_path / "cfg.json").write_text("old")
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import os, sys, time
         real_fsync = os.fsync
         def slow_fsync(fd):  # the file is staged: announce it and take a while
@@ -199,7 +233,14 @@ def test_sigterm_during_a_command_leaves_no_temporary_file(tmp_path):
         os.fsync = slow_fsync
         from keras_eff.cli import main
         sys.exit(main(["donna", "config", "tiny", "-o", {str(tmp_path / "cfg.json")!r}, "--force"]))
-    """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+    )
     assert proc.stdout.readline().strip() == "staged"
     assert len(list(tmp_path.glob(".cfg.json.*.tmp"))) == 1
     proc.send_signal(signal.SIGTERM)
@@ -271,13 +312,15 @@ def _all_actions(parser):
 def test_every_numeric_option_is_range_checked():
     unchecked = []
     for prog, action in _all_actions(cli.build_parser()):
-        numeric = action.type in (int, float) or (isinstance(action.default, (int, float))
-                                                  and not isinstance(action.default, bool))
+        numeric = action.type in (int, float) or (
+            isinstance(action.default, (int, float)) and not isinstance(action.default, bool)
+        )
         if numeric and action.type in (None, int, float):
             unchecked.append(f"{prog} {action.option_strings}")
     assert unchecked == []
-    numeric_options = [a for _, a in _all_actions(cli.build_parser()) if getattr(a.type, "__name__", "")
-                       in ("integer", "number")]
+    numeric_options = [
+        a for _, a in _all_actions(cli.build_parser()) if getattr(a.type, "__name__", "") in ("integer", "number")
+    ]
     assert len(numeric_options) >= 20
 
 

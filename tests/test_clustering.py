@@ -44,8 +44,11 @@ def tiny_model(name="tiny"):
 
 
 def compiled(model, lr=3e-3):
-    model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -63,6 +66,7 @@ def kernels_of(model):
 
 
 # ---- centroids ----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("init", INITS)
 def test_each_init_gives_k_centroids_within_the_weight_range(init, rng):
@@ -97,8 +101,10 @@ def test_kmeans_beats_linear_on_quantization_error(rng):
     from keras_eff.clustering.centroids import nearest
 
     values = rng.laplace(size=2000)
-    err = {i: np.mean((values - fit_centroids(values, 8, i)[nearest(values, fit_centroids(values, 8, i))]) ** 2)
-           for i in ("kmeans++", "linear")}
+    err = {
+        i: np.mean((values - fit_centroids(values, 8, i)[nearest(values, fit_centroids(values, 8, i))]) ** 2)
+        for i in ("kmeans++", "linear")
+    }
     assert err["kmeans++"] < err["linear"]
 
 
@@ -119,13 +125,15 @@ def test_per_channel_centroids_follow_each_channel():
 
 # ---- training and strip -------------------------------------------------------------------------------------------
 
+
 def test_training_moves_only_the_centroids_and_strip_keeps_k_values(trained, digits):
     x, y = digits
     clustered = compiled(cluster_model(trained, 4, reassign_every=None, skip=("conv",)))
     assert clustering_report(clustered).clustered_layers == ["dw", "hidden", "logits"]
     wrappers = [l for l in clustered.layers if isinstance(l, ClusterWrapper)]
-    before = {w.name: (np.asarray(w._centroids["kernel"]).copy(), np.asarray(w._indices["kernel"]).copy())
-              for w in wrappers}
+    before = {
+        w.name: (np.asarray(w._centroids["kernel"]).copy(), np.asarray(w._indices["kernel"]).copy()) for w in wrappers
+    }
     assert trained.get_weights()[0] is not None
     original = [w.copy() for w in trained.get_weights()]
     clustered.fit(x, y, batch_size=64, epochs=1, verbose=0)
@@ -194,8 +202,17 @@ def test_preserve_sparsity_keeps_zeros(trained, digits, per_channel, reassign):
     x, y = digits
     sparse = magnitude_zeroed(trained)
     zeros = {n: k == 0 for n, k in kernels_of(sparse).items()}
-    clustered = compiled(cluster_model(sparse, 4, per_channel=per_channel, preserve_sparsity=True,
-                                       reassign_every=reassign, skip=("conv",) if per_channel else ()), lr=1e-2)
+    clustered = compiled(
+        cluster_model(
+            sparse,
+            4,
+            per_channel=per_channel,
+            preserve_sparsity=True,
+            reassign_every=reassign,
+            skip=("conv",) if per_channel else (),
+        ),
+        lr=1e-2,
+    )
     clustered.fit(x[:768], y[:768], batch_size=64, epochs=1, verbose=0)
     plain = strip(clustered)
     report = {s.name: s for s in clustering_report(plain).kernels}
@@ -213,18 +230,33 @@ def test_preserve_sparsity_keeps_zeros(trained, digits, per_channel, reassign):
 
 # ---- serialization ------------------------------------------------------------------------------------------------
 
+
 def test_keras_round_trip_without_custom_objects(trained, digits, tmp_path):
     x, y = digits
-    clustered = compiled(cluster_model(magnitude_zeroed(trained), 4, per_channel=True, preserve_sparsity=True,
-                                       reassign_every=3, init="density", skip=("conv",)))
+    clustered = compiled(
+        cluster_model(
+            magnitude_zeroed(trained),
+            4,
+            per_channel=True,
+            preserve_sparsity=True,
+            reassign_every=3,
+            init="density",
+            skip=("conv",),
+        )
+    )
     clustered.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0)
     path = tmp_path / "clustered.keras"
     clustered.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(loaded.predict(x[:64], verbose=0), clustered.predict(x[:64], verbose=0), atol=1e-6)
     w0, w1 = clustered.get_layer("cluster_hidden"), loaded.get_layer("cluster_hidden")
-    assert (w1.n_clusters, w1.init, w1.per_channel, w1.preserve_sparsity, w1.reassign_every) == (4, "density", True,
-                                                                                                 True, 3)
+    assert (w1.n_clusters, w1.init, w1.per_channel, w1.preserve_sparsity, w1.reassign_every) == (
+        4,
+        "density",
+        True,
+        True,
+        3,
+    )
     np.testing.assert_array_equal(np.asarray(w1._indices["kernel"]), np.asarray(w0._indices["kernel"]))
     for a, b in zip(strip(loaded).get_weights(), strip(clustered).get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -253,6 +285,7 @@ def test_decorator_in_a_subclassed_model(digits):
 
 # ---- bad inputs ---------------------------------------------------------------------------------------------------
 
+
 def test_bad_inputs_give_clear_errors(trained):
     with pytest.raises(ValueError, match=r"n_clusters=1 .*≥ 2"):
         cluster_model(trained, 1)
@@ -260,8 +293,11 @@ def test_bad_inputs_give_clear_errors(trained):
         cluster(layers.Dense(4), True)
     with pytest.raises(ValueError, match=r"layer 'logits': n_clusters=200 is larger than the 160 weights"):
         cluster_model(trained, 200, skip=("conv", "dw", "hidden"))
-    with pytest.raises(ValueError, match=r"layer 'conv': n_clusters=10 is larger than the 9 weights of its kernel "
-                                         r"per output channel"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer 'conv': n_clusters=10 is larger than the 9 weights of its kernel "
+        r"per output channel",
+    ):
         cluster_model(trained, 10, per_channel=True)
     with pytest.raises(ValueError, match=r"init='kmeans' is unknown; choose one of 'kmeans\+\+'"):
         cluster_model(trained, 8, init="kmeans")

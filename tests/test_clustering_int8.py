@@ -31,8 +31,11 @@ def digits():
 
 
 def compiled(model, lr=3e-3):
-    model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -90,7 +93,7 @@ def int8_filters(data):
         t = graph.tensors[op.inputs[1]]
         assert t.dtype == np.int8 and t.is_constant
         part = next(p for p in t.name.replace(";", "/").split("/") if p.startswith("quant_"))
-        name = re.sub(r"_\d+$", "", part[len("quant_"):])  # TensorFlow's name scopes add "_1"
+        name = re.sub(r"_\d+$", "", part[len("quant_") :])  # TensorFlow's name scopes add "_1"
         out[name] = (op.name, interpreter.get_tensor(t.index))
     return out
 

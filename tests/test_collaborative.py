@@ -20,8 +20,9 @@ def _model():
 
 
 def _fit(model, x, y, steps, callbacks=()):
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(x, y, batch_size=16, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=list(callbacks))
 
 

@@ -71,8 +71,7 @@ def test_reconstruction_lowers_output_error(small, fmnist):
 def test_meets_target_trains_and_exports(small, fmnist, tmp_path):
     (x_train, y_train), (x_test, _) = fmnist
     before = [w.copy() for w in small.get_weights()]
-    result = channel_pruning(small, 0.5, (x_train, y_train), config=ChannelPruningConfig(**FEW),
-                             verbose=False)
+    result = channel_pruning(small, 0.5, (x_train, y_train), config=ChannelPruningConfig(**FEW), verbose=False)
     assert 0.25 < result.mac_ratio <= 0.5 and result.layer_ratios
     assert all(isinstance(k, int) for k in result.layer_settings.values())
     for a, b in zip(before, small.get_weights()):
@@ -110,5 +109,10 @@ def test_needs_data_and_a_prunable_layer(small, fmnist):
         channel_pruning(small, 0.5, np.zeros((4, 28, 28, 3), "float32"))
     model = ZOO["residual_cnn"](width=4)
     with pytest.raises(NothingToCompressError, match="input channels can be pruned"):
-        channel_pruning(model, 0.5, fmnist[0][0][:32], config=ChannelPruningConfig(
-            exclude=("res0_conv2", "res1_conv2")), verbose=False)
+        channel_pruning(
+            model,
+            0.5,
+            fmnist[0][0][:32],
+            config=ChannelPruningConfig(exclude=("res0_conv2", "res1_conv2")),
+            verbose=False,
+        )

@@ -9,13 +9,13 @@ from keras_eff.models import ZOO
 
 def test_hand_computed_layers():
     inputs = keras.Input((10, 12, 3))
-    x = layers.Conv2D(8, (3, 5), strides=2, padding="same", name="conv")(inputs)              # 5×6 out
-    x = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="valid", name="dw")(x)          # 3×4×16
-    x = layers.SeparableConv2D(6, 3, padding="same", use_bias=False, name="sep")(x)           # 3×4×6
-    x = layers.Conv2DTranspose(4, 2, strides=2, name="tconv")(x)                              # 6×8×4
-    x = layers.Conv2D(6, 3, groups=2, padding="same", name="grouped")(x)                      # 6×8×6
+    x = layers.Conv2D(8, (3, 5), strides=2, padding="same", name="conv")(inputs)  # 5×6 out
+    x = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="valid", name="dw")(x)  # 3×4×16
+    x = layers.SeparableConv2D(6, 3, padding="same", use_bias=False, name="sep")(x)  # 3×4×6
+    x = layers.Conv2DTranspose(4, 2, strides=2, name="tconv")(x)  # 6×8×4
+    x = layers.Conv2D(6, 3, groups=2, padding="same", name="grouped")(x)  # 6×8×6
     x = layers.Reshape((48, 6))(x)
-    x = layers.Conv1D(5, 3, name="conv1d")(x)                                                 # 46×5
+    x = layers.Conv1D(5, 3, name="conv1d")(x)  # 46×5
     x = layers.GlobalAveragePooling1D()(x)
     outputs = layers.Dense(7, name="fc")(x)
     cost = count_macs(keras.Model(inputs, outputs)).by_name()

@@ -20,10 +20,13 @@ COST = {"a": 100.0, "b": 100.0, "c": 10.0}
 
 def _table(losses):
     """A table where layer n at ratio r lost losses[n][r] (score = 1 - loss); settings are the ratios."""
+
     def score_of(name, setting):
         return 1.0 - losses[name][setting]
-    return measure_sensitivity(list(losses), RATIOS, lambda n, r: r if r in losses[n] else None, score_of, 1.0,
-                               "accuracy", verbose=False)
+
+    return measure_sensitivity(
+        list(losses), RATIOS, lambda n, r: r if r in losses[n] else None, score_of, 1.0, "accuracy", verbose=False
+    )
 
 
 def _cost(settings):
@@ -31,8 +34,11 @@ def _cost(settings):
 
 
 def test_greedy_compresses_the_insensitive_layer_first():
-    losses = {"a": {0.75: 0.0, 0.5: 0.01, 0.25: 0.02}, "b": {0.75: 0.2, 0.5: 0.4, 0.25: 0.6},
-              "c": {0.75: 0.0, 0.5: 0.0, 0.25: 0.0}}
+    losses = {
+        "a": {0.75: 0.0, 0.5: 0.01, 0.25: 0.02},
+        "b": {0.75: 0.2, 0.5: 0.4, 0.25: 0.6},
+        "c": {0.75: 0.0, 0.5: 0.0, 0.25: 0.0},
+    }
     table = _table(losses)
     ratios = select_ratios(table, _cost, target=0.75 * 210)
     assert ratios == {"a": 0.5, "c": 0.75}  # least predicted loss (0.01), as close to the target (157.5) as it gets
@@ -42,8 +48,11 @@ def test_greedy_compresses_the_insensitive_layer_first():
 
 
 def test_walk_back_undoes_an_overshoot():
-    losses = {"a": {0.75: 0.1, 0.5: 0.1, 0.25: 0.1}, "b": {0.75: 0.05, 0.5: 0.3, 0.25: 0.5},
-              "c": {0.75: 0.5, 0.5: 0.5, 0.25: 0.5}}
+    losses = {
+        "a": {0.75: 0.1, 0.5: 0.1, 0.25: 0.1},
+        "b": {0.75: 0.05, 0.5: 0.3, 0.25: 0.5},
+        "c": {0.75: 0.5, 0.5: 0.5, 0.25: 0.5},
+    }
     # the best loss per saved cost is a at 0.25 (saves 75), but a at 0.75 already meets a target of 190
     ratios = select_ratios(_table(losses), _cost, target=190)
     assert _cost(ratios) <= 190 and ratios["a"] == 0.75

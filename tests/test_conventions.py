@@ -61,29 +61,39 @@ def _assert_same_state(model, before):
 
 # -- the old names: one release, with a warning at the caller's line -------------------------------------------
 
-RENAMED = [(ptq, "EqualizeParams", "EqualizeConfig"), (ptq, "BiasCorrectionParams", "BiasCorrectionConfig"),
-           (ptq, "AdaRoundParams", "AdaRoundConfig"), (ptq, "AutoQuantParams", "AutoQuantConfig"),
-           (quantization, "MixedPrecisionParams", "MixedPrecisionConfig"),
-           (compression, "CompressionParameters", "CompressionConfig"),
-           (compression, "SpatialSvdParameters", "SpatialSvdConfig"),
-           (compression, "ChannelPruningParameters", "ChannelPruningConfig")]
+RENAMED = [
+    (ptq, "EqualizeParams", "EqualizeConfig"),
+    (ptq, "BiasCorrectionParams", "BiasCorrectionConfig"),
+    (ptq, "AdaRoundParams", "AdaRoundConfig"),
+    (ptq, "AutoQuantParams", "AutoQuantConfig"),
+    (quantization, "MixedPrecisionParams", "MixedPrecisionConfig"),
+    (compression, "CompressionParameters", "CompressionConfig"),
+    (compression, "SpatialSvdParameters", "SpatialSvdConfig"),
+    (compression, "ChannelPruningParameters", "ChannelPruningConfig"),
+]
 
 
 @pytest.mark.parametrize(("package", "old", "new"), RENAMED, ids=[old for _, old, _ in RENAMED])
 def test_old_option_names_answer_with_the_new_class_and_a_warning(package, old, new):
-    with pytest.warns(DeprecationWarning, match=rf"{package.__name__}\.{old} is deprecated.*use "
-                                                rf"{package.__name__}\.{new}") as caught:
+    with pytest.warns(
+        DeprecationWarning,
+        match=rf"{package.__name__}\.{old} is deprecated.*use "
+        rf"{package.__name__}\.{new}",
+    ) as caught:
         cls = getattr(package, old)
     assert cls is getattr(package, new)
     assert caught[0].filename == __file__  # points at the user's line, not at keras_eff
     assert old not in package.__all__ and new in package.__all__
 
 
-@pytest.mark.parametrize(("module", "old", "new"), [("keras_eff.ptq.params", "AdaRoundParams", "AdaRoundConfig"),
-                                                    ("keras_eff.compression.parameters", "SpatialSvdParameters",
-                                                     "SpatialSvdConfig"),
-                                                    ("keras_eff.quantization.mixed_precision",
-                                                     "MixedPrecisionParams", "MixedPrecisionConfig")])
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("keras_eff.ptq.params", "AdaRoundParams", "AdaRoundConfig"),
+        ("keras_eff.compression.parameters", "SpatialSvdParameters", "SpatialSvdConfig"),
+        ("keras_eff.quantization.mixed_precision", "MixedPrecisionParams", "MixedPrecisionConfig"),
+    ],
+)
 def test_old_names_answer_in_the_defining_modules_too(module, old, new):
     import importlib
 
@@ -102,8 +112,9 @@ def test_old_keywords_still_work_with_a_warning(calibrated, x8):
     with pytest.warns(DeprecationWarning, match=r"bias_correction\(params="):
         ptq.bias_correction(calibrated, x8, params={"max_samples": 16})
     with pytest.warns(DeprecationWarning, match=r"spatial_svd\(parameters="):
-        result = compression.spatial_svd(_model(), 0.9, parameters=compression.SpatialSvdConfig(
-            candidate_ratios=(0.8, 0.6)), verbose=False)
+        result = compression.spatial_svd(
+            _model(), 0.9, parameters=compression.SpatialSvdConfig(candidate_ratios=(0.8, 0.6)), verbose=False
+        )
     with pytest.warns(DeprecationWarning, match=r"CompressionResult\.parameters is deprecated"):
         assert result.parameters is result.config
     with pytest.raises(TypeError, match="both config= and params="):
@@ -113,18 +124,19 @@ def test_old_keywords_still_work_with_a_warning(calibrated, x8):
 def test_a_quant_config_given_as_config_still_works_with_a_warning(x8):
     qc = ke.QuantConfig(weight_bits=6)
     with pytest.warns(DeprecationWarning, match=r"auto_quant\(quant_config=QuantConfig"):
-        res = ptq.auto_quant(_model(), x8, lambda m: 0.0, config=qc, steps=("ptq",), report_path=None,
-                             progress=False)
+        res = ptq.auto_quant(_model(), x8, lambda m: 0.0, config=qc, steps=("ptq",), report_path=None, progress=False)
     assert {w.weight_bits for w in common.quantized_layers(res.model)} == {6}
     with pytest.raises(TypeError, match="give it once, as quant_config="):
         ptq.auto_quant(_model(), x8, lambda m: 0.0, config=qc, quant_config=qc, report_path=None, progress=False)
     with pytest.warns(DeprecationWarning, match=r"layer_sensitivity\(quant_config=") as w:
-        quantization.layer_sensitivity(_model(), x8, lambda m: 0.0, candidate_bits=(4,), layers=["logits"],
-                                       config=qc, calibration_samples=8)
+        quantization.layer_sensitivity(
+            _model(), x8, lambda m: 0.0, candidate_bits=(4,), layers=["logits"], config=qc, calibration_samples=8
+        )
     assert w[0].filename == __file__
 
 
 # -- config=: an instance or a dict, keywords override, unknown keywords are named ---------------------------------
+
 
 def test_config_takes_a_dict_and_keywords_override_it(calibrated, x8):
     rounded = ptq.adaround(calibrated, x8, {"iterations": 5, "layers": ["conv"]}, layers=["conv2"], batch_size=8)
@@ -137,23 +149,30 @@ def test_config_takes_a_dict_and_keywords_override_it(calibrated, x8):
     assert {(w.weight_bits, w.activation_bits) for w in common.quantized_layers(q)} == {(6, 7)}
 
 
-@pytest.mark.parametrize("call", [
-    lambda q, x: ptq.adaround(q, x, iteratons=5),
-    lambda q, x: ptq.bias_correction(q, x, max_sample=5),
-    lambda q, x: ptq.equalize(_model(), scael=False),
-    lambda q, x: ptq.auto_quant(_model(), x, lambda m: 0.0, stpes=("ptq",), report_path=None),
-    lambda q, x: quantization.mixed_precision(_model(), x, lambda m: 0.0, max_dorp=0.1),
-    lambda q, x: compression.spatial_svd(_model(), 0.5, multipl=8),
-    lambda q, x: ke.quantize_model(_model(), weight_bit=4),
-], ids=["adaround", "bias_correction", "equalize", "auto_quant", "mixed_precision", "spatial_svd", "quantize_model"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda q, x: ptq.adaround(q, x, iteratons=5),
+        lambda q, x: ptq.bias_correction(q, x, max_sample=5),
+        lambda q, x: ptq.equalize(_model(), scael=False),
+        lambda q, x: ptq.auto_quant(_model(), x, lambda m: 0.0, stpes=("ptq",), report_path=None),
+        lambda q, x: quantization.mixed_precision(_model(), x, lambda m: 0.0, max_dorp=0.1),
+        lambda q, x: compression.spatial_svd(_model(), 0.5, multipl=8),
+        lambda q, x: ke.quantize_model(_model(), weight_bit=4),
+    ],
+    ids=["adaround", "bias_correction", "equalize", "auto_quant", "mixed_precision", "spatial_svd", "quantize_model"],
+)
 def test_an_unknown_keyword_names_the_valid_fields(calibrated, x8, call):
     with pytest.raises(TypeError, match=r"unexpected keyword argument \w+; its options are the fields of \w+Config: "):
         call(calibrated, x8)
 
 
 def test_a_dict_config_with_an_unknown_key_is_refused():
-    with pytest.raises(TypeError, match=r"equalize\(config=\.\.\.\) holds unknown option bogus; the fields of "
-                                        r"EqualizeConfig are: scale, "):
+    with pytest.raises(
+        TypeError,
+        match=r"equalize\(config=\.\.\.\) holds unknown option bogus; the fields of "
+        r"EqualizeConfig are: scale, ",
+    ):
         ptq.equalize(_model(), {"bogus": 1})
     with pytest.raises(TypeError, match="takes a EqualizeConfig or a dict of its fields, got AdaRoundConfig"):
         ptq.equalize(_model(), ptq.AdaRoundConfig())
@@ -166,12 +185,14 @@ def test_prune_and_cluster_take_a_config_and_the_settings_given_override_it():
     assert status["conv"] == status["conv2"] == "pruned" and status["logits"].startswith("dense: not selected")
     pruned = ke.prune_model(model, config={"schedule": 0.5, "min_weights": 0})
     assert {r["status"] for r in ke.sparsity_report(pruned).rows} == {"pruned"}
-    clustered = ke.cluster_model(model, config=ke.clustering.ClusterConfig(n_clusters=4, skip=("conv",)),
-                                 skip=("logits",))
+    clustered = ke.cluster_model(
+        model, config=ke.clustering.ClusterConfig(n_clusters=4, skip=("conv",)), skip=("logits",)
+    )
     assert ke.clustering_report(clustered).clustered_layers == ["conv", "conv2"]
 
 
 # -- in place returns None; everything else returns a new model and leaves its input alone --------------------------
+
 
 def test_in_place_functions_return_none(x8):
     q = ke.quantize_model(_model())
@@ -192,8 +213,9 @@ def test_adaround_returns_a_new_model_and_leaves_the_input_unchanged(calibrated,
     assert {w.weight_bits for w in common.quantized_layers(rounded)} == {3}
     assert not any(v1 is v2 for v1 in rounded.weights for v2 in calibrated.weights)
     pairs = zip(common.quantized_layers(rounded), common.quantized_layers(calibrated), strict=True)
-    changed = [w.layer.name for w, v in pairs if not np.array_equal(np.asarray(w.layer.kernel),
-                                                                    np.asarray(v.layer.kernel))]
+    changed = [
+        w.layer.name for w, v in pairs if not np.array_equal(np.asarray(w.layer.kernel), np.asarray(v.layer.kernel))
+    ]
     assert changed == ["conv", "conv2", "logits"]
 
 
@@ -206,8 +228,9 @@ def test_bias_correction_returns_a_new_model_and_leaves_the_input_unchanged(cali
     for w in common.quantized_layers(corrected):
         if w.layer.name in report.corrected:
             old = np.asarray(calibrated.get_layer(w.name).layer.bias)
-            np.testing.assert_allclose(np.asarray(w.layer.bias), old + np.asarray(report.corrected[w.layer.name],
-                                                                                  np.float32), rtol=1e-6)
+            np.testing.assert_allclose(
+                np.asarray(w.layer.bias), old + np.asarray(report.corrected[w.layer.name], np.float32), rtol=1e-6
+            )
 
 
 def test_the_copy_of_a_quantized_model_is_exact_and_exports_the_same_file(calibrated, x8):
@@ -223,20 +246,37 @@ def test_the_copy_of_a_quantized_model_is_exact_and_exports_the_same_file(calibr
         np.testing.assert_array_equal(g1.tensors[t].scales, g2.tensors[t].scales)
 
 
-@pytest.mark.parametrize("make", [
-    lambda m, x: ptq.equalize(m),
-    lambda m, x: ke.quantize_model(m),
-    lambda m, x: ke.prune_model(m, 0.5, min_weights=100),
-    lambda m, x: ke.cluster_model(m, 4),
-    lambda m, x: ke.strip(m),
-    lambda m, x: ptq.auto_quant(m, x, lambda q: 0.0, steps=("ptq", "cle"), allowed_drop=-0.0, report_path=None,
-                                progress=False).model,
-    lambda m, x: quantization.mixed_precision(m, x, lambda q: 0.0, max_drop=0.0, candidate_bits=(8, 4),
-                                              export=False).model,
-    lambda m, x: compression.spatial_svd(m, 0.9, candidate_ratios=(0.8, 0.6), verbose=False).model,
-    lambda m, x: compression.channel_pruning(m, 0.9, x, candidate_ratios=(0.8, 0.6), verbose=False).model,
-], ids=["equalize", "quantize_model", "prune_model", "cluster_model", "strip", "auto_quant", "mixed_precision",
-        "spatial_svd", "channel_pruning"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m, x: ptq.equalize(m),
+        lambda m, x: ke.quantize_model(m),
+        lambda m, x: ke.prune_model(m, 0.5, min_weights=100),
+        lambda m, x: ke.cluster_model(m, 4),
+        lambda m, x: ke.strip(m),
+        lambda m, x: (
+            ptq.auto_quant(
+                m, x, lambda q: 0.0, steps=("ptq", "cle"), allowed_drop=-0.0, report_path=None, progress=False
+            ).model
+        ),
+        lambda m, x: (
+            quantization.mixed_precision(m, x, lambda q: 0.0, max_drop=0.0, candidate_bits=(8, 4), export=False).model
+        ),
+        lambda m, x: compression.spatial_svd(m, 0.9, candidate_ratios=(0.8, 0.6), verbose=False).model,
+        lambda m, x: compression.channel_pruning(m, 0.9, x, candidate_ratios=(0.8, 0.6), verbose=False).model,
+    ],
+    ids=[
+        "equalize",
+        "quantize_model",
+        "prune_model",
+        "cluster_model",
+        "strip",
+        "auto_quant",
+        "mixed_precision",
+        "spatial_svd",
+        "channel_pruning",
+    ],
+)
 def test_functions_that_return_a_model_leave_their_input_unchanged(x8, make):
     model = _model()
     before, y = _state(model), np.asarray(model(x8))
@@ -248,6 +288,7 @@ def test_functions_that_return_a_model_leave_their_input_unchanged(x8, make):
 
 # -- reports ------------------------------------------------------------------------------------------------------
 
+
 def test_no_report_is_stuck_onto_a_model(calibrated, x8):
     model = _model()
     eq = ptq.equalize(model)
@@ -256,9 +297,14 @@ def test_no_report_is_stuck_onto_a_model(calibrated, x8):
     corrected = ptq.bias_correction(calibrated, x8)
     pruned = ke.prune_model(model, 0.5, min_weights=100)
     clustered = ke.cluster_model(model, 4)
-    for m, attr in ((eq, "equalization"), (q, "quantization_report"), (rounded, "adaround"),
-                    (corrected, "bias_correction"), (pruned, "_keras_eff_pruning_skipped"),
-                    (clustered, "clustered_layers")):
+    for m, attr in (
+        (eq, "equalization"),
+        (q, "quantization_report"),
+        (rounded, "adaround"),
+        (corrected, "bias_correction"),
+        (pruned, "_keras_eff_pruning_skipped"),
+        (clustered, "clustered_layers"),
+    ):
         assert attr not in vars(m), attr
 
 
@@ -269,8 +315,11 @@ def test_process_reports_are_read_with_get_report(calibrated, x8):
     rounded = ptq.adaround(calibrated, x8, iterations=2, batch_size=8)
     assert isinstance(ke.get_report(rounded, "adaround"), ptq.AdaRoundReport)
     assert ke.get_reports(calibrated) == {}  # the input model gets none
-    with pytest.raises(KeyError, match=r"model 'conv_net' has no 'bias_correction' report \(it has: adaround\)\. "
-                                       r"keras_eff\.ptq\.bias_correction keeps one"):
+    with pytest.raises(
+        KeyError,
+        match=r"model 'conv_net' has no 'bias_correction' report \(it has: adaround\)\. "
+        r"keras_eff\.ptq\.bias_correction keeps one",
+    ):
         ke.get_report(rounded, "bias_correction")
     with pytest.raises(ValueError, match="unknown report kind 'equalisation'; the kinds are: equalization, "):
         ke.get_report(eq, "equalisation")
@@ -311,11 +360,20 @@ def test_quantization_report_is_read_from_the_model_and_survives_save_and_load(x
     assert report.quantized == seen.quantized == ["conv", "conv2", "logits"]
     assert report.folded_batchnorm == seen.folded_batchnorm == [("conv", "bn")]
     assert report.fused_activations == seen.fused_activations == [("conv", "relu")]
-    assert report.float_layers == seen.float_layers == [("half", "Lambda has no quantized implementation"),
-                                                       ("hidden", "skipped by QuantConfig")]
+    assert (
+        report.float_layers
+        == seen.float_layers
+        == [("half", "Lambda has no quantized implementation"), ("hidden", "skipped by QuantConfig")]
+    )
     assert set(report.inherit_range) == set(seen.inherit_range) == {"pool", "flat"}
-    assert report.settings["conv"] == {"activation_bits": 8, "activation_symmetric": False, "weight_bits": 6,
-                                       "weight_symmetric": True, "per_channel": True, "integer_kernels": "xnnpack"}
+    assert report.settings["conv"] == {
+        "activation_bits": 8,
+        "activation_symmetric": False,
+        "weight_bits": 6,
+        "weight_symmetric": True,
+        "per_channel": True,
+        "integer_kernels": "xnnpack",
+    }
     ke.calibrate(q, x8, progress=False)
     q.save(tmp_path / "q.keras")
     loaded = keras.saving.load_model(tmp_path / "q.keras", safe_mode=False)
@@ -326,8 +384,10 @@ def test_quantization_report_is_read_from_the_model_and_survives_save_and_load(x
 def test_sparsity_report_survives_save_and_load(tmp_path):
     pruned = ke.prune_model(_model(), 0.5, skip=["logits"], min_weights=100)
     report = ke.sparsity_report(pruned)
-    assert report.skipped == {"conv": "not selected (54 weights; below min_weights or named in skip)",
-                              "logits": "not selected (216 weights; below min_weights or named in skip)"}
+    assert report.skipped == {
+        "conv": "not selected (54 weights; below min_weights or named in skip)",
+        "logits": "not selected (216 weights; below min_weights or named in skip)",
+    }
     pruned.save(tmp_path / "p.keras")
     assert ke.sparsity_report(keras.saving.load_model(tmp_path / "p.keras")) == report
 

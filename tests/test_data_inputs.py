@@ -57,8 +57,8 @@ def _kinds(x, y):
         "dataset (x, y) batched": lambda: tf.data.Dataset.from_tensor_slices((x, y)).batch(7),
         "dataset x unbatched": lambda: tf.data.Dataset.from_tensor_slices(x),
         "dataset x batched": lambda: tf.data.Dataset.from_tensor_slices(x).batch(16),
-        "generator of (x, y) batches": lambda: ((x[i:i + 8], y[i:i + 8]) for i in range(0, len(x), 8)),
-        "iterator of x batches": lambda: iter([x[i:i + 10] for i in range(0, len(x), 10)]),
+        "generator of (x, y) batches": lambda: ((x[i : i + 8], y[i : i + 8]) for i in range(0, len(x), 8)),
+        "iterator of x batches": lambda: iter([x[i : i + 10] for i in range(0, len(x), 10)]),
         "PyDataset": lambda: _Batches(x, y, 9),
     }
 
@@ -101,8 +101,15 @@ def test_wrong_data_type_names_the_accepted_ones(model, bad):
         ke.calibrate(q, bad, progress=False)
 
 
-@pytest.mark.parametrize("kwargs, name", [({"max_samples": 0}, "max_samples"), ({"max_samples": -5}, "max_samples"),
-                                          ({"batch_size": 0}, "batch_size"), ({"batch_size": -1}, "batch_size")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"max_samples": 0}, "max_samples"),
+        ({"max_samples": -5}, "max_samples"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -1}, "batch_size"),
+    ],
+)
 def test_calibrate_checks_its_counts(model, xy, kwargs, name):
     q = ke.quantize_model(model)
     with pytest.raises(ValueError, match=rf"{name}=-?\d+ is out of range: it must be a whole number of at least 1"):
@@ -122,8 +129,9 @@ def test_ptq_mixed_precision_and_compression_share_the_normaliser(model, xy):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=kind)
     rounded = ptq.adaround(base, kinds["dataset x unbatched"](), iterations=2, batch_size=8)
     assert set(ke.get_report(rounded, "adaround").layers) == {"conv", "logits"}
-    sens = ke.quantization.layer_sensitivity(model, kinds["iterator of x batches"](), lambda m: 0.0,
-                                             candidate_bits=(4,))
+    sens = ke.quantization.layer_sensitivity(
+        model, kinds["iterator of x batches"](), lambda m: 0.0, candidate_bits=(4,)
+    )
     assert set(sens) == {"conv", "logits"}
     from keras_eff.compression.inputs import sample_array
 

@@ -25,8 +25,14 @@ if not CHILD:
     def test_mirrored_strategy_suite_in_own_process():
         env = dict(os.environ, KERAS_EFF_DISTRIBUTED_CHILD="1")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        done = subprocess.run(
+            cmd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
         assert " passed" in done.stdout and "failed" not in done.stdout, done.stdout[-3000:]
 
@@ -72,13 +78,22 @@ else:
         return _float_model().get_weights()
 
     def _compile(model):
-        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
 
     def _fit(model, data, steps=4, callbacks=()):
         x, y = data
-        return model.fit(x[:16 * steps], y[:16 * steps], batch_size=16, epochs=1, shuffle=False, verbose=0,
-                         callbacks=list(callbacks)).history["loss"][0]
+        return model.fit(
+            x[: 16 * steps],
+            y[: 16 * steps],
+            batch_size=16,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=list(callbacks),
+        ).history["loss"][0]
 
     def _copies(variable):
         """Each replica's copy of a variable, as numpy."""
@@ -97,8 +112,9 @@ else:
         assert len(distributed.variables) == len(single.variables)
         for vd, vs in zip(distributed.variables, single.variables):
             assert vd.path.split("/")[-1] == vs.path.split("/")[-1], (vd.path, vs.path)
-            np.testing.assert_allclose(_copies(vd)[0], np.asarray(vs), atol=atol, rtol=1e-5,
-                                       err_msg=f"{vd.path}: distributed vs single device")
+            np.testing.assert_allclose(
+                _copies(vd)[0], np.asarray(vs), atol=atol, rtol=1e-5, err_msg=f"{vd.path}: distributed vs single device"
+            )
 
     def _aggregation(variable):
         return variable.value.aggregation
@@ -182,8 +198,10 @@ else:
         return pruned, [ke.callbacks.UpdatePruning()]
 
     def _compile_with(model, momentum):
-        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=momentum),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.05, momentum=momentum),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
 
     @pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["sgd", "momentum"])
     @pytest.mark.parametrize("kind", ["qat", "pruning"])
@@ -195,8 +213,11 @@ else:
         made, callbacks = _technique(kind, model, data[0])
         with strategy.scope():
             _compile_with(made, momentum)
-        with pytest.raises(ValueError, match=r"mixes tf\.distribute scopes.*outside any.*MirroredStrategy.*"
-                                             r"inside the same `with strategy\.scope\(\):`"):
+        with pytest.raises(
+            ValueError,
+            match=r"mixes tf\.distribute scopes.*outside any.*MirroredStrategy.*"
+            r"inside the same `with strategy\.scope\(\):`",
+        ):
             _fit(made, data, 2, callbacks)
         assert all(not isinstance(v.value, tf.distribute.DistributedValues) for v in made.variables)
 
@@ -208,8 +229,14 @@ else:
         qat, callbacks = _technique("qat", model, data[0])
         _compile_with(qat, momentum)
         ke.distribute.check_same_scope(qat)  # consistent in itself: trains outside the scope
-        with strategy.scope(), pytest.raises(ValueError, match=r"outside any tf\.distribute scope; and fit is "
-                                                              r"called in the scope of a MirroredStrategy"):
+        with (
+            strategy.scope(),
+            pytest.raises(
+                ValueError,
+                match=r"outside any tf\.distribute scope; and fit is "
+                r"called in the scope of a MirroredStrategy",
+            ),
+        ):
             _fit(qat, data, 2, callbacks)
 
     @pytest.mark.parametrize("kind", ["qat", "pruning"])
@@ -277,8 +304,9 @@ else:
             with scope():
                 model = _float_model(synchronized=True)
                 model.set_weights(float_weights)
-                pruned = ke.prune_model(model, ke.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=3, frequency=1),
-                                        min_weights=0)
+                pruned = ke.prune_model(
+                    model, ke.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=3, frequency=1), min_weights=0
+                )
                 _compile(pruned)
             _fit(pruned, data, 4, [ke.callbacks.UpdatePruning()])
             return pruned
@@ -293,13 +321,13 @@ else:
         sparsity = ke.pruning.layer_sparsities(pd)
         assert all(s == pytest.approx(0.5, abs=0.05) for s in sparsity.values()), sparsity
         plain = ke.strip(pd)
-        np.testing.assert_allclose(plain.predict(data[0][:16], verbose=0), ke.strip(ps).predict(data[0][:16],
-                                                                                                verbose=0), atol=1e-5)
+        np.testing.assert_allclose(
+            plain.predict(data[0][:16], verbose=0), ke.strip(ps).predict(data[0][:16], verbose=0), atol=1e-5
+        )
 
     # -- clustering and collaborative QAT -------------------------------------------------------------------------
 
-    def test_clustering_then_preserving_qat_replicas_identical_and_equal_single_device(strategy, data,
-                                                                                       float_weights):
+    def test_clustering_then_preserving_qat_replicas_identical_and_equal_single_device(strategy, data, float_weights):
         x, _ = data
 
         def make(scope):

@@ -26,7 +26,7 @@ def test_pdoc_renders_google_sections(tmp_path):
     html = page.read_text(encoding="utf-8")
     # fashion_mnist's section of the page: from its anchor to the next function's
     start = html.index('id="fashion_mnist"')
-    section = html[start:html.index('id="fashion_mnist_float"')]
+    section = html[start : html.index('id="fashion_mnist_float"')]
     # "Args:" became a heading and its entries a list (with pdoc's default format it stays plain text)
     assert re.search(r"<h6[^>]*>Arguments:</h6>", section), section[:2000]
     assert "<strong>data_dir:</strong>" in section

@@ -166,14 +166,22 @@ def test_public_name_has_google_docstring(package, name):
 
 def test_collects_the_public_subpackages():
     packages = {package for package, _ in public_packages()}
-    assert {"keras_eff", "keras_eff.graph", "keras_eff.layers", "keras_eff.compression", "keras_eff.clustering",
-            "keras_eff.datasets", "tflite_export"} <= packages
+    assert {
+        "keras_eff",
+        "keras_eff.graph",
+        "keras_eff.layers",
+        "keras_eff.compression",
+        "keras_eff.clustering",
+        "keras_eff.datasets",
+        "tflite_export",
+    } <= packages
     names = set(NAMES)
     assert ("keras_eff.graph", "fold_batchnorm") in names and ("tflite_export", "to_tflite") in names
     assert ("keras_eff.layers", "UNKNOWN") not in names  # a constant: exempt
 
 
 # The checker itself: it must refuse what the convention refuses.
+
 
 def _good(model, steps=1, *args, **kwargs):
     """Does something.
@@ -263,14 +271,17 @@ def test_checker_accepts_a_complete_docstring():
     assert docstring_problems(_Error) == []
 
 
-@pytest.mark.parametrize(("obj", "expected"), [
-    (_no_args, "no Args: section"),
-    (_missing_param, "parameters not in Args: steps"),
-    (_no_returns, "no Returns: section"),
-    (_nested_section, "no Returns: section"),
-    (_BareClass, "no Args: or Attributes: section"),
-    (_Undocumented, "no docstring"),
-])
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        (_no_args, "no Args: section"),
+        (_missing_param, "parameters not in Args: steps"),
+        (_no_returns, "no Returns: section"),
+        (_nested_section, "no Returns: section"),
+        (_BareClass, "no Args: or Attributes: section"),
+        (_Undocumented, "no docstring"),
+    ],
+)
 def test_checker_refuses(obj, expected):
     assert any(expected in problem for problem in docstring_problems(obj)), docstring_problems(obj)
 

@@ -18,33 +18,39 @@ def with_(path, value):
     return cfg
 
 
-@pytest.mark.parametrize("path,value,needle", [
-    (("data", "n_train"), "lots", "data.n_train: 'lots' must be an integer"),
-    (("seed",), "zero", "seed: 'zero' must be an integer"),
-    (("finetune", "top_k"), 2.9, "finetune.top_k: 2.9 must be a whole number"),
-    (("finetune", "samples"), 10.5, "finetune.samples: 10.5 must be a whole number"),
-    (("search", "pop_size"), 4.5, "search.pop_size: 4.5 must be a whole number"),
-    (("search", "max_time_s"), "long", "search.max_time_s: 'long' must be a number or null"),
-    (("accuracy_model", "n_archs"), True, "accuracy_model.n_archs: True must be an integer"),
-    (("accuracy_model", "bkd", "steps"), 60.2, "accuracy_model.bkd.steps: 60.2 must be a whole number"),
-    (("accuracy_model", "bkd", "compile"), "yes", "accuracy_model.bkd.compile: 'yes' must be true or false"),
-    (("accuracy_model", "finetune", "steps"), "20", "accuracy_model.finetune.steps: '20' must be an integer"),
-    (("finetune", "distill", "epochs"), 1.5, "finetune.distill.epochs: 1.5 must be a whole number"),
-    (("executor", "num_cpus"), 2, "executor (kind 'inprocess'): unknown key(s) 'num_cpus'; allowed: kind"),
-    (("data", "image_size"), 32, "data.image_size: only applies to data.path"),
-])
+@pytest.mark.parametrize(
+    "path,value,needle",
+    [
+        (("data", "n_train"), "lots", "data.n_train: 'lots' must be an integer"),
+        (("seed",), "zero", "seed: 'zero' must be an integer"),
+        (("finetune", "top_k"), 2.9, "finetune.top_k: 2.9 must be a whole number"),
+        (("finetune", "samples"), 10.5, "finetune.samples: 10.5 must be a whole number"),
+        (("search", "pop_size"), 4.5, "search.pop_size: 4.5 must be a whole number"),
+        (("search", "max_time_s"), "long", "search.max_time_s: 'long' must be a number or null"),
+        (("accuracy_model", "n_archs"), True, "accuracy_model.n_archs: True must be an integer"),
+        (("accuracy_model", "bkd", "steps"), 60.2, "accuracy_model.bkd.steps: 60.2 must be a whole number"),
+        (("accuracy_model", "bkd", "compile"), "yes", "accuracy_model.bkd.compile: 'yes' must be true or false"),
+        (("accuracy_model", "finetune", "steps"), "20", "accuracy_model.finetune.steps: '20' must be an integer"),
+        (("finetune", "distill", "epochs"), 1.5, "finetune.distill.epochs: 1.5 must be a whole number"),
+        (("executor", "num_cpus"), 2, "executor (kind 'inprocess'): unknown key(s) 'num_cpus'; allowed: kind"),
+        (("data", "image_size"), 32, "data.image_size: only applies to data.path"),
+    ],
+)
 def test_bad_field_is_named(path, value, needle):
     with pytest.raises(ValueError) as err:
         PipelineConfig.load(with_(path, value))
     assert needle in str(err.value)
 
 
-@pytest.mark.parametrize("section,allowed", [
-    ("search", "isolation, max_evals, max_time_s, pop_size"),
-    ("accuracy_model", "alpha, bkd, bkd_samples"),
-    ("finetune", "distill, samples, top_k"),
-    ("data", "image_size, n_test, n_train, path, val_split"),
-])
+@pytest.mark.parametrize(
+    "section,allowed",
+    [
+        ("search", "isolation, max_evals, max_time_s, pop_size"),
+        ("accuracy_model", "alpha, bkd, bkd_samples"),
+        ("finetune", "distill, samples, top_k"),
+        ("data", "image_size, n_test, n_train, path, val_split"),
+    ],
+)
 def test_unknown_key_lists_the_allowed_ones(section, allowed):
     cfg = builtin_config("tiny")
     cfg[section] = {**cfg[section], "colour": "red"}
@@ -71,9 +77,11 @@ def test_whole_floats_are_integers_not_truncated():
 
 
 def test_cli_refuses_a_bad_config_before_writing_anything(tmp_path, capsys):
-    for path, value, needle in [(("finetune", "top_k"), 2.9, "finetune.top_k"),
-                                (("data", "n_train"), "lots", "data.n_train"),
-                                (("search", "colour"), 1, "search: unknown key")]:
+    for path, value, needle in [
+        (("finetune", "top_k"), 2.9, "finetune.top_k"),
+        (("data", "n_train"), "lots", "data.n_train"),
+        (("search", "colour"), 1, "search: unknown key"),
+    ]:
         cfg_path, out = tmp_path / "c.json", tmp_path / "out"
         cfg_path.write_text(json.dumps(with_(path, value)))
         assert cli.main(["donna", "run", "--config", str(cfg_path), "--out", str(out)]) == cli.EXIT_BAD_INPUT

@@ -26,8 +26,9 @@ def test_distillation_loss_matches_its_formula(rng):
         got = float(DistillationLoss(t, alpha)(y, student.astype(np.float32)))
         assert got == pytest.approx(_reference_loss(labels, teacher, student, t, alpha), rel=1e-4)
     # pure distillation towards itself costs nothing
-    assert float(DistillationLoss(3.0, 1.0)(pack_targets(labels, teacher), teacher.astype(np.float32))) == \
-        pytest.approx(0.0, abs=1e-5)
+    assert float(
+        DistillationLoss(3.0, 1.0)(pack_targets(labels, teacher), teacher.astype(np.float32))
+    ) == pytest.approx(0.0, abs=1e-5)
     cfg = DistillationLoss(2.5, 0.3).get_config()
     again = DistillationLoss.from_config(cfg)
     assert (again.temperature, again.alpha) == (2.5, 0.3)

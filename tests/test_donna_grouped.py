@@ -39,9 +39,17 @@ def _grouped(model):
 
 def _space(group_width=8, cells=("gr_ib", "dw_ib")):
     common = {"cells": cells, "kernels": (3,), "expansions": (2, 3), "depths": (1, 2), "widths": (0.5, 1.0)}
-    return SearchSpace(blocks=(BlockSpace(16, 2, group_width=group_width, **common),
-                               BlockSpace(24, 1, group_width=group_width, **common)),
-                       input_shape=(16, 16, 3), num_classes=4, stem_channels=16, head_channels=32, name="grouped")
+    return SearchSpace(
+        blocks=(
+            BlockSpace(16, 2, group_width=group_width, **common),
+            BlockSpace(24, 1, group_width=group_width, **common),
+        ),
+        input_shape=(16, 16, 3),
+        num_classes=4,
+        stem_channels=16,
+        head_channels=32,
+        name="grouped",
+    )
 
 
 def test_gr_ib_names_and_configs_round_trip(tmp_path):
@@ -105,15 +113,19 @@ def test_grouped_conv2d_equals_keras_conv2d_and_saves(tmp_path):
 
 def test_supernet_gr_ib_choices_equal_plain_blocks_and_train():
     rng = np.random.default_rng(1)
-    block = BlockSpace(16, 2, cells=("gr_ib",), kernels=(3, 5), expansions=(2, 4), depths=(1, 2), se=(False, True),
-                       widths=(0.5, 1.0))
+    block = BlockSpace(
+        16, 2, cells=("gr_ib",), kernels=(3, 5), expansions=(2, 4), depths=(1, 2), se=(False, True), widths=(0.5, 1.0)
+    )
     layer = SupernetBlock(12, block)
     assert tuple(layer._vars["gr_ib/l0/gr"].shape) == (5, 5, 8, 48)  # 12 * 4 channels, 8 per group
     for v in layer.weights:
         v.assign(rng.normal(0, 0.3, v.shape).astype("float32") + (1.0 if "gamma" in v.name else 0.0))
     x = rng.normal(size=(16, 6, 6, 12)).astype("float32")
-    picked = [BlockChoice("gr_ib", 3, 2, 2, True, "relu", 0.5), BlockChoice("gr_ib", 5, 4, 1, False, "relu", 1.0),
-              BlockChoice("gr_ib", 3, 4, 2, False, "relu", 1.0)]
+    picked = [
+        BlockChoice("gr_ib", 3, 2, 2, True, "relu", 0.5),
+        BlockChoice("gr_ib", 5, 4, 1, False, "relu", 1.0),
+        BlockChoice("gr_ib", 3, 4, 2, False, "relu", 1.0),
+    ]
     for choice in picked:
         stats = layer.calibrate(x, choice, batch_size=8)
         y_super, _ = layer.forward(x, choice, stats)
@@ -130,16 +142,16 @@ def test_supernet_gr_ib_choices_equal_plain_blocks_and_train():
     choice = picked[2]
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.square(layer.forward(x, choice)[0]))
-    grads = dict(zip([v.path for v in layer.variables_for(choice)],
-                     tape.gradient(loss, layer.variables_for(choice))))
+    grads = dict(zip([v.path for v in layer.variables_for(choice)], tape.gradient(loss, layer.variables_for(choice))))
     assert all(g is not None for g in grads.values())
     assert float(tf.reduce_max(tf.abs(next(g for p, g in grads.items() if p.endswith("gr_ib_l0_gr"))))) > 0
 
 
 def test_macs_and_predictor_features_of_grouped_choices():
     space = _space()
-    for i, choice in enumerate([BlockChoice("gr_ib", 3, 3, 2, False, "relu", 0.5),
-                                BlockChoice("gr_ib", 3, 2, 1, False, "relu", 1.0)]):
+    for i, choice in enumerate(
+        [BlockChoice("gr_ib", 3, 3, 2, False, "relu", 0.5), BlockChoice("gr_ib", 3, 2, 1, False, "relu", 1.0)]
+    ):
         h, w, cin = space.block_input_shapes()[i]
         plain = build_block(choice, (h, w, cin), space.blocks[i].out_channels, space.blocks[i].stride)
         assert choice_macs(space, i, choice) == ke.compression.count_macs(plain).total_macs
@@ -150,8 +162,9 @@ def test_macs_and_predictor_features_of_grouped_choices():
     row = dict(zip(predictor.feature_names(), predictor.featurize([arch])[0]))
     assert row["b0_grouped"] == 1.0 and row["b1_grouped"] == 0.0 and row["b0_fused"] == 0.0
     tiny = tiny_space()  # a space without grouped cells keeps its columns (files written before stay readable)
-    assert not any("grouped" in n for n in AccuracyPredictor(tiny, [np.ones(32), np.ones(32)],
-                                                             features="choices").feature_names())
+    assert not any(
+        "grouped" in n for n in AccuracyPredictor(tiny, [np.ones(32), np.ones(32)], features="choices").feature_names()
+    )
 
 
 def test_block_library_of_grouped_cells_builds_architectures():
@@ -160,15 +173,23 @@ def test_block_library_of_grouped_cells_builds_architectures():
     assert len(_grouped(reference)) == 4  # the largest choice: depth 2 in both blocks
     rng = np.random.default_rng(0)
     x = rng.random((96, 16, 16, 3), dtype=np.float32)
-    library = train_block_library(space, reference, x[:64], x[64:],
-                                  BKDConfig(steps=12, batch_size=16, calibration_samples=32, compile=False),
-                                  verbose=False)
+    library = train_block_library(
+        space,
+        reference,
+        x[:64],
+        x[64:],
+        BKDConfig(steps=12, batch_size=16, calibration_samples=32, compile=False),
+        verbose=False,
+    )
     assert all(np.all(np.isfinite(t)) for t in library.loss_table())
     arch = Architecture((BlockChoice("gr_ib", 3, 2, 2, False, "relu", 0.5), BlockChoice("gr_ib", 3, 3, 1)))
     model = library.build(arch)
     # block 0's second layer expands 8 channels at width 0.5: one group of 8, a plain convolution (groups=1)
     assert [(layer.name, layer.groups) for layer in model.layers if isinstance(layer, GroupedConv2D)] == [
-        ("b0_l0_gr", 2), ("b0_l1_gr", 1), ("b1_l0_gr", 6)]
+        ("b0_l0_gr", 2),
+        ("b0_l1_gr", 1),
+        ("b1_l0_gr", 6),
+    ]
     assert model.predict(x[:4], verbose=0).shape == (4, 4)
 
 
@@ -184,9 +205,13 @@ def test_architecture_of_gr_ib_cells_is_full_int8_and_runs_in_litert():
     data = int8_model(space, arch)  # to_tflite refuses any float tensor or QUANTIZE/DEQUANTIZE inside
     graph = read_graph(data)
     assert "DEPTHWISE_CONV_2D" not in graph.op_names()
-    grouped = [graph.tensors[op.inputs[1]] for op in graph.ops
-               if op.name == "CONV_2D" and graph.tensors[op.inputs[1]].shape[1] == 3
-               and graph.tensors[op.inputs[1]].shape[-1] == 8]
+    grouped = [
+        graph.tensors[op.inputs[1]]
+        for op in graph.ops
+        if op.name == "CONV_2D"
+        and graph.tensors[op.inputs[1]].shape[1] == 3
+        and graph.tensors[op.inputs[1]].shape[-1] == 8
+    ]
     # one CONV_2D per grouped convolution, filter (c_out, k, k, 8 = c_in / groups), int8 with a scale per channel
     assert len(grouped) == len(_grouped(keras_model)) == 3
     assert all(t.dtype == np.int8 and len(t.scales) == t.shape[0] and t.quantized_dimension == 0 for t in grouped)
@@ -222,9 +247,18 @@ def test_space_from_a_keras_reference_with_grouped_cells():
     for i, (c, s) in enumerate([(8, 2), (12, 2), (20, 1)]):
         x = keras.layers.ReLU(name=f"r{i}")(keras.layers.Conv2D(c, 3, strides=s, padding="same")(x))
     model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x)))
-    space = SearchSpace.from_reference(model, ["r0", "r1", "r2"],
-                                       choices={"cells": ["gr_ib"], "kernels": [3], "expansions": [3],
-                                                "depths": [1], "widths": [1.0], "group_width": 16})
+    space = SearchSpace.from_reference(
+        model,
+        ["r0", "r1", "r2"],
+        choices={
+            "cells": ["gr_ib"],
+            "kernels": [3],
+            "expansions": [3],
+            "depths": [1],
+            "widths": [1.0],
+            "group_width": 16,
+        },
+    )
     assert [b.group_width for b in space.blocks] == [16, 16] and SearchSpace.from_config(space.get_config()) == space
     built = build_model(space, space.reference())
     # 8 x 3 = 24 and 12 x 3 = 36 expanded channels round up to 32 and 48: 2 and 3 groups of 16
@@ -234,8 +268,11 @@ def test_space_from_a_keras_reference_with_grouped_cells():
 
 @pytest.mark.parametrize("bad", [6, 0, 12, True, 8.0, "8"])
 def test_bad_group_widths_are_refused(bad):
-    with pytest.raises(ValueError, match=r"blocks\[1\]\.group_width: .* is not allowed; a gr_ib cell's grouped "
-                                         r"convolution has 4, 8, 16, 32 channels per group"):
+    with pytest.raises(
+        ValueError,
+        match=r"blocks\[1\]\.group_width: .* is not allowed; a gr_ib cell's grouped "
+        r"convolution has 4, 8, 16, 32 channels per group",
+    ):
         SearchSpace(blocks=(BlockSpace(16, 2), BlockSpace(16, 1, cells=("gr_ib",), group_width=bad)))
     with pytest.raises(ValueError, match="group_width: .* is not allowed"):
         build_block(BlockChoice("gr_ib"), (8, 8, 16), 16, 1, group_width=bad)

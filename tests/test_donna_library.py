@@ -40,11 +40,17 @@ def _job(reference, x, index, steps, **cfg):
     f = block_features(reference, space, x)
     # a subset of the block's choices (the depthwise cell at kernel 3 and 5): any subset is a valid block
     block = dict(space.blocks[index].get_config(), cells=["dw_ib"], se=[False])
-    return {"block": block, "in_channels": f[index].shape[-1], "index": index,
-            "x": f[index][:600], "y": f[index + 1][:600], "x_val": f[index][600:], "y_val": f[index + 1][600:],
-            "config": BKDConfig(steps=steps, batch_size=32, calibration_samples=64, compile=False,
-                                **cfg).get_config(),
-            "init": get_block_weights(reference, block_prefix(index))}
+    return {
+        "block": block,
+        "in_channels": f[index].shape[-1],
+        "index": index,
+        "x": f[index][:600],
+        "y": f[index + 1][:600],
+        "x_val": f[index][600:],
+        "y_val": f[index + 1][600:],
+        "config": BKDConfig(steps=steps, batch_size=32, calibration_samples=64, compile=False, **cfg).get_config(),
+        "init": get_block_weights(reference, block_prefix(index)),
+    }
 
 
 def test_bkd_loss_falls(reference, fmnist):
@@ -75,8 +81,10 @@ def test_architecture_built_from_library_matches_the_supernet_blocks(library, fm
     feats = block_features(model, space, x[:64])
     for i, choice in enumerate(arch.choices):
         layer = library.supernet(i)
-        stats = {k: (ops.convert_to_tensor(m), ops.convert_to_tensor(v))
-                 for k, (m, v) in unpack_stats(layer, library.blocks[i]["stats"], choice).items()}
+        stats = {
+            k: (ops.convert_to_tensor(m), ops.convert_to_tensor(v))
+            for k, (m, v) in unpack_stats(layer, library.blocks[i]["stats"], choice).items()
+        }
         y, _ = layer.forward(feats[i], choice, stats)
         np.testing.assert_allclose(y, feats[i + 1], atol=2e-4)
 
@@ -87,8 +95,9 @@ def test_library_round_trips(library, tmp_path, fmnist):
     for a, b in zip(loaded.loss_table(), library.loss_table()):
         np.testing.assert_array_equal(a, b)
     arch = tiny_space().sample(1, seed=2)[0]
-    np.testing.assert_allclose(loaded.build(arch)(x[:8], training=False), library.build(arch)(x[:8], training=False),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.build(arch)(x[:8], training=False), library.build(arch)(x[:8], training=False), atol=1e-6
+    )
 
 
 def test_corrupt_or_mismatched_library_files_give_clear_errors(library, tmp_path):
@@ -124,6 +133,7 @@ def test_corrupt_or_mismatched_library_files_give_clear_errors(library, tmp_path
     (bad / "weights.npz").write_bytes(b"PK\x03\x04 not a zip at all")
     doc = json.loads((bad / "library.json").read_text())
     import hashlib
+
     doc["weights_sha256"] = hashlib.sha256(b"PK\x03\x04 not a zip at all").hexdigest()
     (bad / "library.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="corrupt"):
@@ -210,8 +220,11 @@ def test_predictor_features_have_the_documented_values():
         p = AccuracyPredictor(space, table, features)
         x = p.featurize([arch, str(arch)])
         assert x.shape == (2, len(p.feature_names())) and np.array_equal(x[0], x[1])
-    row = dict(zip(*[(p := AccuracyPredictor(space, table, "log-losses+macs+choices")).feature_names(),
-                     p.featurize([arch])[0]]))
+    row = dict(
+        zip(
+            *[(p := AccuracyPredictor(space, table, "log-losses+macs+choices")).feature_names(), p.featurize([arch])[0]]
+        )
+    )
     np.testing.assert_allclose([row["b0_log_loss"], row["b1_log_loss"]], np.log(losses))
     assert row["b1_depth"] == arch.choices[1].depth and row["b0_fused"] == float(arch.choices[0].cell == "fused_ib")
     prods = AccuracyPredictor(space, table, "losses+loss-products").featurize([arch])[0]

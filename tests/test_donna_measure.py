@@ -22,8 +22,13 @@ from keras_eff.donna.measure_cache import measurement_key
 
 
 def one_block_space():
-    return SearchSpace(blocks=(BlockSpace(8, 2, kernels=(3, 5)),), input_shape=(16, 16, 1), stem_channels=4,
-                       head_channels=8, name="one_block")
+    return SearchSpace(
+        blocks=(BlockSpace(8, 2, kernels=(3, 5)),),
+        input_shape=(16, 16, 1),
+        stem_channels=4,
+        head_channels=8,
+        name="one_block",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +75,9 @@ def test_micro_budget_gives_flash_ram_and_ops(int8_file):
     assert m["micro_unsupported_ops"] == 0 and "CONV_2D" in m["micro_ops"]
     assert "estimate" in m["ram_note"]
     # a scenario with a micro measurer requires every op to be supported
-    sc = Scenario("mcu", [{"kind": "micro"}], objective="flash_bytes", limits={"ram_bytes": 10 ** 6})
+    sc = Scenario("mcu", [{"kind": "micro"}], objective="flash_bytes", limits={"ram_bytes": 10**6})
     assert sc.feasible(m) and not sc.feasible({**m, "micro_unsupported_ops": 1})
-    assert not sc.feasible({**m, "ram_bytes": 2 * 10 ** 6})
+    assert not sc.feasible({**m, "ram_bytes": 2 * 10**6})
 
 
 @pytest.mark.slow
@@ -81,8 +86,9 @@ def test_ray_actor_measures_remotely(int8_file):
     from keras_eff.donna import RayRemoteMeasurer
 
     _, _, data = int8_file
-    remote = RayRemoteMeasurer({"kind": "litert", "runs": 20, "warmup": 5, "rounds": 1}, device="local-actor",
-                               num_cpus=1, timeout_s=120)
+    remote = RayRemoteMeasurer(
+        {"kind": "litert", "runs": 20, "warmup": 5, "rounds": 1}, device="local-actor", num_cpus=1, timeout_s=120
+    )
     try:
         out = remote.measure(data)
         again = remote.measure(data)  # the same actor serves the next call

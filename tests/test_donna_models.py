@@ -43,7 +43,7 @@ def test_supernet_sub_choice_equals_plain_block_with_extracted_weights(rng):
     c5 = next(c for c in choices if c.kernel == 5 and c.cell == "dw_ib")
     c3 = next(c for c in choices if c.kernel == 3 and c.cell == "dw_ib")
     w5, w3 = (layer.extract_weights(c, layer.calibrate(x, c)) for c in (c5, c3))
-    np.testing.assert_array_equal(w5["l0_dw"][0][1:4, 1:4, :w3["l0_dw"][0].shape[2]], w3["l0_dw"][0])
+    np.testing.assert_array_equal(w5["l0_dw"][0][1:4, 1:4, : w3["l0_dw"][0].shape[2]], w3["l0_dw"][0])
 
 
 def test_supernet_layer_serializes(tmp_path, rng):

@@ -17,10 +17,15 @@ from keras_eff.donna import (
 @pytest.mark.slow
 def test_accuracy_model_end_to_end(fmnist, tmp_path, capsys):
     (x, y), (xe, ye) = fmnist
-    cfg = DonnaConfig(reference_epochs=2, bkd=BKDConfig(steps=30, batch_size=64, calibration_samples=128,
-                                                         compile=False),
-                      bkd_samples=1500, val_samples=300, n_archs=4, finetune=FinetuneConfig(steps=15),
-                      finetune_samples=2000)
+    cfg = DonnaConfig(
+        reference_epochs=2,
+        bkd=BKDConfig(steps=30, batch_size=64, calibration_samples=128, compile=False),
+        bkd_samples=1500,
+        val_samples=300,
+        n_archs=4,
+        finetune=FinetuneConfig(steps=15),
+        finetune_samples=2000,
+    )
     result = build_accuracy_model(tiny_space(), x[:3000], y[:3000], xe[:500], ye[:500], cfg, budget_s=180, verbose=0)
     out = capsys.readouterr().out
     assert "time budget" not in out  # verbose=0 prints nothing
@@ -53,10 +58,16 @@ def _tiny_pipeline_config():
     from keras_eff.donna import builtin_config
 
     cfg = builtin_config("tiny")
-    cfg["accuracy_model"] = {"reference_epochs": 1, "reference_batch_size": 64,
-                             "bkd": {"steps": 4, "batch_size": 32, "calibration_samples": 32, "compile": False},
-                             "bkd_samples": 200, "val_samples": 64, "n_archs": 3,
-                             "finetune": {"steps": 3, "batch_size": 32}, "finetune_samples": 200}
+    cfg["accuracy_model"] = {
+        "reference_epochs": 1,
+        "reference_batch_size": 64,
+        "bkd": {"steps": 4, "batch_size": 32, "calibration_samples": 32, "compile": False},
+        "bkd_samples": 200,
+        "val_samples": 64,
+        "n_archs": 3,
+        "finetune": {"steps": 3, "batch_size": 32},
+        "finetune_samples": 200,
+    }
     cfg["seed"] = 3
     return cfg
 
@@ -93,8 +104,15 @@ def test_pipeline_and_function_are_one_build(fmnist, tmp_path, capsys):
     np.testing.assert_allclose(c.predictor.predict(others), a.predictor.predict(others), rtol=1e-12)
     # the function resumes from the same folder too
     stages = []
-    d = build_accuracy_model(pipe.space, *data[0], *data[1], pipe.config.donna, folder=tmp_path / "run", verbose=0,
-                             stage=lambda name, done, fn: stages.append((name, done)) or (None if done else fn()))
+    d = build_accuracy_model(
+        pipe.space,
+        *data[0],
+        *data[1],
+        pipe.config.donna,
+        folder=tmp_path / "run",
+        verbose=0,
+        stage=lambda name, done, fn: stages.append((name, done)) or (None if done else fn()),
+    )
     assert stages == [("reference", True), ("library", True), ("predictor", True)]
     assert d.archs == a.archs and d.reference_accuracy == a.reference_accuracy
     np.testing.assert_array_equal(d.library.loss_table()[0], a.library.loss_table()[0])

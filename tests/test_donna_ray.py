@@ -15,12 +15,15 @@ def _ray_config(**executor):
     return cfg
 
 
-@pytest.mark.parametrize("value,needle", [
-    (-1, "executor.gpus_per_job: -1 must be >= 0"),
-    (1.5, "executor.gpus_per_job: 1.5 is a fraction above 1"),
-    ("one", "executor.gpus_per_job: 'one' must be a number of GPUs per job"),
-    (True, "executor.gpus_per_job: True must be a number"),
-])
+@pytest.mark.parametrize(
+    "value,needle",
+    [
+        (-1, "executor.gpus_per_job: -1 must be >= 0"),
+        (1.5, "executor.gpus_per_job: 1.5 is a fraction above 1"),
+        ("one", "executor.gpus_per_job: 'one' must be a number of GPUs per job"),
+        (True, "executor.gpus_per_job: True must be a number"),
+    ],
+)
 def test_gpus_per_job_is_checked(value, needle):
     pytest.importorskip("ray")
     with pytest.raises(ValueError) as err:
@@ -54,9 +57,13 @@ def test_ray_tasks_get_the_gpus_they_reserve():
 
         import ray
 
-        return {"i": i, "resources": ray.get_runtime_context().get_assigned_resources(),
-                "gpu_ids": ray.get_gpu_ids(), "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "growth": os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH")}
+        return {
+            "i": i,
+            "resources": ray.get_runtime_context().get_assigned_resources(),
+            "gpu_ids": ray.get_gpu_ids(),
+            "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "growth": os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH"),
+        }
 
     try:
         shared = RayExecutor(gpus_per_job=0.5).map(job, [0, 1])

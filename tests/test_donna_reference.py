@@ -25,8 +25,10 @@ def hand_built(nested=False):
         x = layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = layers.ReLU(name=f"r{i}")(x)
         if nested and i == 1:
-            x = keras.Sequential([keras.Input(x.shape[1:]), layers.Conv2D(12, 1, name="inner_conv"),
-                                  layers.ReLU(name="inner_relu")], name="inner")(x)
+            x = keras.Sequential(
+                [keras.Input(x.shape[1:]), layers.Conv2D(12, 1, name="inner_conv"), layers.ReLU(name="inner_relu")],
+                name="inner",
+            )(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inp, layers.Dense(4, activation="softmax", name="pred")(x), name="hand")
 
@@ -55,17 +57,31 @@ def check_stem_and_head_are_the_reference(model, space):
     cand.get_layer("head").set_weights(w["head"])
     np.testing.assert_allclose(cand.get_layer("stem").predict(x, verbose=0), feats[0], atol=1e-5)
     logits = cand.get_layer("head").predict(feats[-1], verbose=0)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits)), model.predict(x, verbose=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.softmax(logits)), model.predict(x, verbose=0), atol=1e-5
+    )
     assert cand.output_shape == (None, space.num_classes)
 
 
 def test_mobilenetv2_boundaries_are_proposed_at_its_stages(mobilenet):
-    assert propose_boundaries(mobilenet) == ["expanded_conv_project_BN", "block_2_add", "block_5_add",
-                                             "block_9_add", "block_12_add", "block_15_add", "block_16_project_BN"]
+    assert propose_boundaries(mobilenet) == [
+        "expanded_conv_project_BN",
+        "block_2_add",
+        "block_5_add",
+        "block_9_add",
+        "block_12_add",
+        "block_15_add",
+        "block_16_project_BN",
+    ]
     space = SearchSpace.from_reference(mobilenet, choices="tiny")
-    assert [(b.out_channels, b.stride) for b in space.blocks] == [(24, 2), (32, 2), (64, 2), (96, 1), (160, 2),
-                                                                   (320, 1)]
+    assert [(b.out_channels, b.stride) for b in space.blocks] == [
+        (24, 2),
+        (32, 2),
+        (64, 2),
+        (96, 1),
+        (160, 2),
+        (320, 1),
+    ]
     assert space.input_shape == (32, 32, 3) and space.num_classes == 10
     check_stem_and_head_are_the_reference(mobilenet, space)
     again = SearchSpace.from_config(json.loads(json.dumps(space.get_config())))
@@ -73,8 +89,15 @@ def test_mobilenetv2_boundaries_are_proposed_at_its_stages(mobilenet):
 
 
 def test_efficientnetb0_boundaries_and_weights(efficientnet):
-    assert propose_boundaries(efficientnet) == ["block1a_project_bn", "block2b_add", "block3b_add", "block4c_add",
-                                                "block5c_add", "block6d_add", "block7a_project_bn"]
+    assert propose_boundaries(efficientnet) == [
+        "block1a_project_bn",
+        "block2b_add",
+        "block3b_add",
+        "block4c_add",
+        "block5c_add",
+        "block6d_add",
+        "block7a_project_bn",
+    ]
     space = SearchSpace.from_reference(efficientnet, ["block2b_add", "block3b_add", "block4c_add"], choices="tiny")
     assert [(b.out_channels, b.stride) for b in space.blocks] == [(40, 2), (80, 2)]
     check_stem_and_head_are_the_reference(efficientnet, space)  # Rescaling + Normalization stay in the stem
@@ -96,8 +119,11 @@ def test_bad_boundaries_are_refused_with_the_candidates(mobilenet):
         SearchSpace.from_reference(mobilenet, ["expanded_conv_project_BN", "block_5_add"])
     with pytest.raises(ValueError, match="comes before"):
         SearchSpace.from_reference(mobilenet, ["block_5_add", "block_2_add"])
-    pool = next(layer.name for layer in mobilenet.layers  # Keras numbers the name by what the process built before
-                if type(layer).__name__ == "GlobalAveragePooling2D")
+    pool = next(
+        layer.name
+        for layer in mobilenet.layers  # Keras numbers the name by what the process built before
+        if type(layer).__name__ == "GlobalAveragePooling2D"
+    )
     with pytest.raises(ValueError, match="output is not an image tensor"):
         SearchSpace.from_reference(mobilenet, ["block_16_project_BN", pool])
 
@@ -110,9 +136,11 @@ def test_nested_models_sub_layers_are_refused_the_nested_model_itself_works():
     assert [b.out_channels for b in space.blocks] == [12, 16]
     assert "inner" in [b.name for b in candidate_boundaries(model)]
     with pytest.raises(ValueError, match="subclassed model"):
+
         class Sub(keras.Model):
             def call(self, x):
                 return x
+
         SearchSpace.from_reference(Sub())
 
 
@@ -133,9 +161,14 @@ def test_image_folder_is_resized_and_split(tmp_path):
 
 def small_config():
     cfg = builtin_config("tiny")
-    cfg["accuracy_model"] = {"bkd": {"steps": 8, "batch_size": 32, "calibration_samples": 32, "compile": False},
-                             "bkd_samples": 150, "val_samples": 60, "n_archs": 3,
-                             "finetune": {"steps": 3, "batch_size": 32}, "finetune_samples": 150}
+    cfg["accuracy_model"] = {
+        "bkd": {"steps": 8, "batch_size": 32, "calibration_samples": 32, "compile": False},
+        "bkd_samples": 150,
+        "val_samples": 60,
+        "n_archs": 3,
+        "finetune": {"steps": 3, "batch_size": 32},
+        "finetune_samples": 150,
+    }
     cfg["search"] = {"pop_size": 3, "max_evals": 4, "timeout_s": 60.0}
     cfg["scenarios"][0]["measurers"] = [{"kind": "litert", "runs": 5, "warmup": 1, "rounds": 1}]
     cfg["finetune"] = {"top_k": 1, "samples": 100, "distill": {"epochs": 1, "batch_size": 32}}
@@ -157,23 +190,40 @@ def files(tmp_path_factory):
     return d, model, x
 
 
-@pytest.mark.parametrize("arrays,needle", [
-    (dict(x_train=1, y_train=1, x_val=1), "lacks the array(s) y_val"),
-    (dict(x_train="str", y_train=1, x_val=1, y_val=1), "x_train: images must be numeric"),
-    (dict(x_train=1, y_train=1, x_val=1, y_val="float"), "y_val: labels must be integer class indices"),
-    (dict(x_train=1, y_train="ten", x_val=1, y_val=1), "labels range over 0..9, but the model has 4 classes"),
-])
+@pytest.mark.parametrize(
+    "arrays,needle",
+    [
+        (dict(x_train=1, y_train=1, x_val=1), "lacks the array(s) y_val"),
+        (dict(x_train="str", y_train=1, x_val=1, y_val=1), "x_train: images must be numeric"),
+        (dict(x_train=1, y_train=1, x_val=1, y_val="float"), "y_val: labels must be integer class indices"),
+        (dict(x_train=1, y_train="ten", x_val=1, y_val=1), "labels range over 0..9, but the model has 4 classes"),
+    ],
+)
 def test_bad_data_is_named_and_nothing_is_written(files, tmp_path, capsys, arrays, needle):
     d, _, x = files
     rng = np.random.default_rng(1)
-    make = {"x_train": lambda v: x[:200] if v == 1 else np.full((4, 16, 16, 3), "a"),
-            "x_val": lambda v: x[:80],
-            "y_train": lambda v: rng.integers(0, 4, 200) if v == 1 else np.arange(200) % 10,
-            "y_val": lambda v: rng.integers(0, 4, 80) if v == 1 else rng.random(80)}
+    make = {
+        "x_train": lambda v: x[:200] if v == 1 else np.full((4, 16, 16, 3), "a"),
+        "x_val": lambda v: x[:80],
+        "y_train": lambda v: rng.integers(0, 4, 200) if v == 1 else np.arange(200) % 10,
+        "y_val": lambda v: rng.integers(0, 4, 80) if v == 1 else rng.random(80),
+    }
     np.savez(tmp_path / "bad.npz", **{k: make[k](v) for k, v in arrays.items()})
     out = tmp_path / "out"
-    code = cli.main(["donna", "run", "--config", str(d / "small.json"), "--reference", str(d / "hand.keras"),
-                     "--data", str(tmp_path / "bad.npz"), "--out", str(out)])
+    code = cli.main(
+        [
+            "donna",
+            "run",
+            "--config",
+            str(d / "small.json"),
+            "--reference",
+            str(d / "hand.keras"),
+            "--data",
+            str(tmp_path / "bad.npz"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == cli.EXIT_BAD_INPUT
     assert needle in capsys.readouterr().err
     assert not out.exists()
@@ -196,8 +246,25 @@ def test_bad_reference_and_blocks_from_the_cli_write_nothing(files, tmp_path, ca
 def test_cli_run_with_own_reference_and_npz(files, tmp_path):
     d, model, x = files
     out = tmp_path / "run"
-    assert cli.main(["donna", "run", "--config", str(d / "small.json"), "--reference", str(d / "hand.keras"),
-                     "--blocks", "r0,r1,r2", "--data", str(d / "data.npz"), "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "donna",
+                "run",
+                "--config",
+                str(d / "small.json"),
+                "--reference",
+                str(d / "hand.keras"),
+                "--blocks",
+                "r0,r1,r2",
+                "--data",
+                str(d / "data.npz"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["space"]["backbone"]["boundaries"] == ["r0", "r1", "r2"]
     ref = keras.saving.load_model(out / "reference.keras")  # the user's weights, as logits: never retrained

@@ -14,10 +14,15 @@ from keras_eff.donna import DonnaPipeline, PipelineConfig, SearchResult, builtin
 def small_config():
     cfg = builtin_config("tiny")
     cfg["data"] = {"n_train": 1600, "n_test": 300}
-    cfg["accuracy_model"] = {"reference_epochs": 1, "bkd": {"steps": 15, "batch_size": 64, "calibration_samples": 64,
-                                                            "compile": False},
-                             "bkd_samples": 600, "val_samples": 200, "n_archs": 3, "finetune": {"steps": 6},
-                             "finetune_samples": 600}
+    cfg["accuracy_model"] = {
+        "reference_epochs": 1,
+        "bkd": {"steps": 15, "batch_size": 64, "calibration_samples": 64, "compile": False},
+        "bkd_samples": 600,
+        "val_samples": 200,
+        "n_archs": 3,
+        "finetune": {"steps": 6},
+        "finetune_samples": 600,
+    }
     cfg["search"] = {"pop_size": 4, "max_evals": 8, "timeout_s": 60.0}
     cfg["scenarios"][0]["measurers"] = [{"kind": "litert", "runs": 10, "warmup": 2, "rounds": 1}]
     cfg["finetune"] = {"top_k": 1, "samples": 500, "distill": {"epochs": 1}}
@@ -30,8 +35,10 @@ def test_config_files_and_errors(tmp_path, capsys):
     assert yaml.safe_load(path.read_text()) == builtin_config("tiny")
     assert PipelineConfig.load(str(path)).get_config() == PipelineConfig.load("tiny").get_config()
     assert cli.main(["donna", "config", "tiny", "-o", str(path)]) == cli.EXIT_BAD_INPUT  # exists, no --force
-    assert cli.main(["donna", "run", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == \
-        cli.EXIT_BAD_INPUT
+    assert (
+        cli.main(["donna", "run", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
+        == cli.EXIT_BAD_INPUT
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**builtin_config("tiny"), "scenarios": [{"name": "x", "objective": "joules"}]}))
     assert cli.main(["donna", "run", "--config", str(bad), "--out", str(tmp_path / "o")]) == cli.EXIT_BAD_INPUT
@@ -48,9 +55,17 @@ def test_donna_cli_end_to_end_resumes_and_searches_a_new_scenario(tmp_path, caps
     cfg_path.write_text(json.dumps(small_config()))
     assert cli.main(["donna", "run", "--config", str(cfg_path), "--out", str(out)]) == 0
     first = capsys.readouterr().out
-    for f in ("reference.keras", "library/library.json", "predictor.json", "measurements.json",
-              "search/litert_1thread/pareto.json", "search/litert_1thread/pareto.png",
-              "finetune/litert_1thread/results.json", "finetune/litert_1thread/model_0.keras", "summary.md"):
+    for f in (
+        "reference.keras",
+        "library/library.json",
+        "predictor.json",
+        "measurements.json",
+        "search/litert_1thread/pareto.json",
+        "search/litert_1thread/pareto.png",
+        "finetune/litert_1thread/results.json",
+        "finetune/litert_1thread/model_0.keras",
+        "summary.md",
+    ):
         assert (out / f).is_file(), f
     result = SearchResult.load(out / "search/litert_1thread/pareto.json")
     assert result.front and all(r["metrics"]["latency_us"] > 0 for r in result.front)
@@ -74,8 +89,7 @@ def test_donna_cli_end_to_end_resumes_and_searches_a_new_scenario(tmp_path, caps
 
     # another scenario, same accuracy model: only its search runs
     capsys.readouterr()
-    assert cli.main(["donna", "search", "--out", str(out), "--threads", "2", "--max-evals", "4",
-                     "--no-finetune"]) == 0
+    assert cli.main(["donna", "search", "--out", str(out), "--threads", "2", "--max-evals", "4", "--no-finetune"]) == 0
     log = capsys.readouterr().out
     assert "[donna] search:litert_2t ..." in log and "reference ..." not in log and "library ..." not in log
     second = SearchResult.load(out / "search/litert_2t/pareto.json")

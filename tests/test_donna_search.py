@@ -28,19 +28,30 @@ from keras_eff.donna.guard import MeasureCrash, MeasureTimeout
 def small_space():
     """2 blocks x 8 choices = 64 architectures: small enough to enumerate."""
     common = dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2, 3))
-    return SearchSpace(blocks=(BlockSpace(8, 2, **common), BlockSpace(12, 2, **common)), stem_channels=8,
-                       head_channels=16, name="small")
+    return SearchSpace(
+        blocks=(BlockSpace(8, 2, **common), BlockSpace(12, 2, **common)),
+        stem_channels=8,
+        head_channels=16,
+        name="small",
+    )
 
 
 def cost_of(arch):
-    return float(sum(c.kernel ** 2 * c.expansion * (3 if c.cell == "fused_ib" else 1) * (i + 1)
-                     for i, c in enumerate(arch.choices)))
+    return float(
+        sum(
+            c.kernel**2 * c.expansion * (3 if c.cell == "fused_ib" else 1) * (i + 1) for i, c in enumerate(arch.choices)
+        )
+    )
 
 
 def acc_of(arch):
     # more cost buys accuracy, but not in the same order (fused cells are worth less than they cost)
-    return float(sum((0.02 * c.kernel + 0.05 * c.expansion + 0.03 * (c.cell == "fused_ib")) / (i + 1)
-                     for i, c in enumerate(arch.choices)))
+    return float(
+        sum(
+            (0.02 * c.kernel + 0.05 * c.expansion + 0.03 * (c.cell == "fused_ib")) / (i + 1)
+            for i, c in enumerate(arch.choices)
+        )
+    )
 
 
 class ArchCost(Measurer):
@@ -107,8 +118,9 @@ def true_front(archs, feasible=lambda a: True):
 def test_front_is_non_dominated_and_matches_brute_force(tmp_path):
     space = small_space()
     measurer = ArchCost()
-    result = search(space, Predictor(), Scenario("arch", [measurer]), SearchConfig(pop_size=16, max_evals=400),
-                    verbose=0)
+    result = search(
+        space, Predictor(), Scenario("arch", [measurer]), SearchConfig(pop_size=16, max_evals=400), verbose=0
+    )
     front, evaluated = points(result.front), points(result.evaluated)
     assert len(result.evaluated) == len({r["arch"] for r in result.evaluated})  # each architecture once
     assert measurer.calls == len(result.evaluated)
@@ -136,11 +148,13 @@ def test_limits_are_respected_and_evaluations_capped():
     scenario = Scenario("limited", [ArchCost()], limits={"latency_us": limit_us, "flash_bytes": limit_flash})
     result = search(space, Predictor(), scenario, SearchConfig(pop_size=8, max_evals=24), verbose=0)
     assert len(result.evaluated) <= 24 + 8  # the cap stops at the end of a generation
-    assert result.front and all(r["metrics"]["latency_us"] <= limit_us and r["metrics"]["flash_bytes"] <= limit_flash
-                                for r in result.front)
+    assert result.front and all(
+        r["metrics"]["latency_us"] <= limit_us and r["metrics"]["flash_bytes"] <= limit_flash for r in result.front
+    )
     over = [r for r in result.evaluated if not r["feasible"]]
-    assert over and all(r["metrics"]["latency_us"] > limit_us or r["metrics"]["flash_bytes"] > limit_flash
-                        for r in over)
+    assert over and all(
+        r["metrics"]["latency_us"] > limit_us or r["metrics"]["flash_bytes"] > limit_flash for r in over
+    )
     assert not result.reference["feasible"]  # the largest architecture is over the limit, and not on the front
     assert all(not r["on_front"] for r in over)
     with pytest.raises(ValueError, match="no measurer gives it"):
@@ -166,8 +180,14 @@ def test_broken_measurer_fails_candidates_and_the_search_goes_on(tmp_path):
     # failures are cached with the rest: searching again measures nothing new
     again = Broken()
     before = time.perf_counter()
-    second = search(space, Predictor(), Scenario("broken", [again]), cfg,
-                    cache=MeasurementCache(tmp_path / "measurements.json"), verbose=0)
+    second = search(
+        space,
+        Predictor(),
+        Scenario("broken", [again]),
+        cfg,
+        cache=MeasurementCache(tmp_path / "measurements.json"),
+        verbose=0,
+    )
     first_archs = {r["arch"] for r in result.evaluated}
     assert again.calls == len({r["arch"] for r in second.evaluated} - first_archs)
     assert {r["arch"] for r in second.failed} == set(failed) & {r["arch"] for r in second.evaluated}

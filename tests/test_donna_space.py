@@ -7,15 +7,18 @@ import pytest
 from keras_eff.donna import Architecture, BlockChoice, BlockSpace, SearchSpace, default_space, tiny_space
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("kernels", (3, 4), "kernels: 4 is not allowed"),
-    ("expansions", (2, 5), "expansions: 5 is not allowed"),
-    ("depths", (0,), "depths: 0 is not allowed"),
-    ("activations", ("relu", "gelu"), "activations: 'gelu' is not allowed"),
-    ("cells", ("dw_ib", "grouped"), "cells: 'grouped' is not allowed"),
-    ("se", (False, 1), "se: 1 is not allowed"),
-    ("kernels", (), "kernels: empty"),
-])
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("kernels", (3, 4), "kernels: 4 is not allowed"),
+        ("expansions", (2, 5), "expansions: 5 is not allowed"),
+        ("depths", (0,), "depths: 0 is not allowed"),
+        ("activations", ("relu", "gelu"), "activations: 'gelu' is not allowed"),
+        ("cells", ("dw_ib", "grouped"), "cells: 'grouped' is not allowed"),
+        ("se", (False, 1), "se: 1 is not allowed"),
+        ("kernels", (), "kernels: empty"),
+    ],
+)
 def test_invalid_choice_is_refused_with_its_name(field, value, needle):
     with pytest.raises(ValueError) as err:
         SearchSpace(blocks=(BlockSpace(8, 2), BlockSpace(8, 1, **{field: value})))
@@ -75,8 +78,11 @@ def test_missing_files_are_named_by_every_reader(tmp_path):
     from keras_eff.donna import AccuracyPredictor, SearchResult
 
     missing = tmp_path / "nothing.json"
-    for load, what in [(SearchSpace.load, "search space file"), (SearchResult.load, "search result"),
-                       (AccuracyPredictor.load, "accuracy predictor file")]:
+    for load, what in [
+        (SearchSpace.load, "search space file"),
+        (SearchResult.load, "search result"),
+        (AccuracyPredictor.load, "accuracy predictor file"),
+    ]:
         with pytest.raises(FileNotFoundError, match=f"{what} .*nothing.json does not exist"):
             load(missing)
 
@@ -84,7 +90,12 @@ def test_missing_files_are_named_by_every_reader(tmp_path):
 def test_finetune_job_refuses_a_job_without_weights():
     from keras_eff.donna.finetune import FinetuneConfig, finetune_job
 
-    job = {"space": tiny_space().get_config(), "arch": str(tiny_space().reference()), "weights": None,
-           "config": FinetuneConfig().get_config(), "seed": 0}
+    job = {
+        "space": tiny_space().get_config(),
+        "arch": str(tiny_space().reference()),
+        "weights": None,
+        "config": FinetuneConfig().get_config(),
+        "seed": 0,
+    }
     with pytest.raises(ValueError, match="initial weights"):
         finetune_job(job)

@@ -11,8 +11,16 @@ from keras_eff.donna.supernet import load_block_weights
 
 def test_width_choices_equal_plain_blocks_with_extracted_weights():
     rng = np.random.default_rng(0)
-    block = BlockSpace(16, 1, cells=("dw_ib", "fused_ib"), kernels=(3,), expansions=(2, 4), depths=(1, 2),
-                       se=(False, True), widths=(0.5, 0.75, 1.0))
+    block = BlockSpace(
+        16,
+        1,
+        cells=("dw_ib", "fused_ib"),
+        kernels=(3,),
+        expansions=(2, 4),
+        depths=(1, 2),
+        se=(False, True),
+        widths=(0.5, 0.75, 1.0),
+    )
     layer = SupernetBlock(12, block)
     for v in layer.weights:
         v.assign(rng.normal(0, 0.3, v.shape).astype("float32") + (1.0 if "gamma" in v.name else 0.0))

@@ -65,8 +65,21 @@ def _vela_csvs(data, tmp_path, target):
     """Vela's own CSV files for ``data``, from Vela's command line, independently of tflite_export."""
     src = tmp_path / "m.tflite"
     src.write_bytes(data)
-    subprocess.run([sys.executable, "-m", "ethosu.vela", str(src), "--output-dir", str(tmp_path / "vela"),
-                    "--accelerator-config", target, "--verbose-performance"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ethosu.vela",
+            str(src),
+            "--output-dir",
+            str(tmp_path / "vela"),
+            "--accelerator-config",
+            target,
+            "--verbose-performance",
+        ],
+        check=True,
+        capture_output=True,
+    )
     with open(next((tmp_path / "vela").glob("m_summary_*.csv")), newline="") as f:
         summary = next(csv.DictReader(f))
     with open(tmp_path / "vela" / "m_per-layer.csv", newline="") as f:
@@ -84,8 +97,9 @@ def test_report_equals_what_velas_own_csv_says(kws_file, tmp_path, target):
     assert r.sram_bytes == round(float(summary["sram_memory_used"]) * 1024) > 0
     assert r.macs == int(float(summary["nn_macs"])) > 0
     assert r.encoded_weight_bytes == int(float(summary["total_npu_encoded_weights"])) > 0
-    assert [(x.target, x.cycles, x.macs, x.name) for x in r.layers] == \
-        [(x["Target"], int(x["Op Cycles"]), int(x["MAC Count"]), x["Name"]) for x in layers]
+    assert [(x.target, x.cycles, x.macs, x.name) for x in r.layers] == [
+        (x["Target"], int(x["Op Cycles"]), int(x["MAC Count"]), x["Name"]) for x in layers
+    ]
     assert sum(x.cycles for x in r.layers) > 0
     # every op of the file is on the NPU, as Vela's CSV says
     assert {x["Target"] for x in layers} == {"NPU"} and not r.cpu_ops
@@ -110,8 +124,14 @@ def test_an_op_vela_cannot_place_is_a_cpu_op_with_its_reason(gather_file, tmp_pa
 
 def test_vela_file_package_registers_the_ethos_u_op_and_the_cpu_ops(gather_file):
     files = te.compile_ethos_u(gather_file, "ethos-u55-128").files("kws")
-    assert sorted(files) == ["kws.c", "kws.h", "kws_ethos_u.json", "kws_ethos_u.md", "kws_op_resolver.h",
-                             "kws_vela.tflite"]
+    assert sorted(files) == [
+        "kws.c",
+        "kws.h",
+        "kws_ethos_u.json",
+        "kws_ethos_u.md",
+        "kws_op_resolver.h",
+        "kws_vela.tflite",
+    ]
     resolver = files["kws_op_resolver.h"]
     assert "resolver.AddEthosU()" in resolver and "resolver.AddGather()" in resolver
     assert "resolver.AddConv2D()" not in resolver  # the convolutions live inside the ethos-u op
@@ -153,8 +173,10 @@ def test_unknown_names_list_the_valid_ones(kws_file):
 def _broken_config(tmp_path):
     """A Vela configuration whose system configuration Vela itself rejects (no clock, a bogus memory area)."""
     ini = tmp_path / "mine.ini"
-    ini.write_text("[System_Config.Mine]\ncore_clock=-5\naxi0_port=Nowhere\naxi1_port=OffChipFlash\n"
-                   "[Memory_Mode.MineMode]\nconst_mem_area=Axi1\narena_mem_area=Axi0\ncache_mem_area=Axi0\n")
+    ini.write_text(
+        "[System_Config.Mine]\ncore_clock=-5\naxi0_port=Nowhere\naxi1_port=OffChipFlash\n"
+        "[Memory_Mode.MineMode]\nconst_mem_area=Axi1\narena_mem_area=Axi0\ncache_mem_area=Axi0\n"
+    )
     return ini
 
 
@@ -168,8 +190,24 @@ def test_a_vela_failure_is_passed_on_and_nothing_is_written(kws_file, tmp_path, 
     out = tmp_path / "out"
     rep = tmp_path / "rep.npy"
     np.save(rep, np.random.default_rng(0).random((16, 16, 16, 1), dtype=np.float32))
-    code = main(["export", str(model_path), "-o", str(out), "--rep-data", str(rep), "--target", "ethos-u55-128",
-                 "--vela-config", str(ini), "--system-config", "Mine", "--memory-mode", "MineMode"])
+    code = main(
+        [
+            "export",
+            str(model_path),
+            "-o",
+            str(out),
+            "--rep-data",
+            str(rep),
+            "--target",
+            "ethos-u55-128",
+            "--vela-config",
+            str(ini),
+            "--system-config",
+            "Mine",
+            "--memory-mode",
+            "MineMode",
+        ]
+    )
     assert code == EXIT_EXPORT_FAILED
     assert "Nowhere" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
@@ -182,15 +220,23 @@ def test_device_files_have_static_shapes_and_no_dynamic_batch_ops():
     static = te.read_graph(static_file).op_names()
     assert {"SHAPE", "STRIDED_SLICE", "PACK"} <= set(dynamic)
     assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(static)
-    assert static == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED",
-                      "SOFTMAX"]
+    assert static == [
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "CONV_2D",
+        "AVERAGE_POOL_2D",
+        "RESHAPE",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
+    ]
     graph = te.read_graph(static_file)
     assert all(graph.tensors[i].shape[0] == 1 for op in graph.ops for i in op.outputs)
     assert "KWS_NUM_OPS 6" in te.to_c_source(static_file, "kws").header  # RESHAPE once, 6 distinct ops
     # the same outputs as the dynamic file
     x = np.random.default_rng(1).random((8, 16, 16, 1), dtype=np.float32)
-    np.testing.assert_array_equal(te.TFLiteModel(static_file).predict(x),
-                                  te.TFLiteModel(_int8(model, batch_size=None)).predict(x))
+    np.testing.assert_array_equal(
+        te.TFLiteModel(static_file).predict(x), te.TFLiteModel(_int8(model, batch_size=None)).predict(x)
+    )
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         te.to_tflite(model, quantize=False, batch_size=0)
 
@@ -201,10 +247,18 @@ def test_cli_export_and_report_for_an_ethos_u_target(tmp_path, capsys):
     rep = tmp_path / "rep.npy"
     np.save(rep, np.random.default_rng(0).random((16, 16, 16, 1), dtype=np.float32))
     out = tmp_path / "out"
-    assert main(["export", str(model_path), "-o", str(out), "--rep-data", str(rep), "--target",
-                 "ethos-u55-64"]) == EXIT_OK
-    assert sorted(p.name for p in out.iterdir()) == ["kws.c", "kws.h", "kws.tflite", "kws_ethos_u.json",
-                                                     "kws_ethos_u.md", "kws_op_resolver.h", "kws_vela.tflite"]
+    assert (
+        main(["export", str(model_path), "-o", str(out), "--rep-data", str(rep), "--target", "ethos-u55-64"]) == EXIT_OK
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "kws.c",
+        "kws.h",
+        "kws.tflite",
+        "kws_ethos_u.json",
+        "kws_ethos_u.md",
+        "kws_op_resolver.h",
+        "kws_vela.tflite",
+    ]
     assert te.read_graph((out / "kws.tflite").read_bytes()).tensors[0].shape[0] == 1
     assert "resolver.AddEthosU()" in (out / "kws_op_resolver.h").read_text()
     capsys.readouterr()
@@ -219,8 +273,12 @@ def test_cli_export_and_report_for_an_ethos_u_target(tmp_path, capsys):
     assert "ethos-u55-32, ethos-u55-64" in capsys.readouterr().err
     assert main(["report", str(out / "kws.tflite"), "--system-config", "X"]) == EXIT_BAD_INPUT
     assert "needs --target" in capsys.readouterr().err
-    assert main(["export", str(model_path), "-o", str(tmp_path / "o2"), "--target", "ethos-u55-64",
-                 "--memory-mode", "Nope"]) == EXIT_BAD_INPUT
+    assert (
+        main(
+            ["export", str(model_path), "-o", str(tmp_path / "o2"), "--target", "ethos-u55-64", "--memory-mode", "Nope"]
+        )
+        == EXIT_BAD_INPUT
+    )
     assert "Shared_Sram" in capsys.readouterr().err and not (tmp_path / "o2").exists()
     # the microcontroller package is a device file too: batch 1, only the ops the model computes
     mcu = tmp_path / "mcu"
@@ -231,8 +289,13 @@ def test_cli_export_and_report_for_an_ethos_u_target(tmp_path, capsys):
 
 
 def one_block_space():
-    return SearchSpace(blocks=(BlockSpace(8, 2, kernels=(3, 5)),), input_shape=(16, 16, 1), stem_channels=4,
-                       head_channels=8, name="one_block")
+    return SearchSpace(
+        blocks=(BlockSpace(8, 2, kernels=(3, 5)),),
+        input_shape=(16, 16, 1),
+        stem_channels=4,
+        head_channels=8,
+        name="one_block",
+    )
 
 
 class _Accuracy:

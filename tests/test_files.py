@@ -38,10 +38,18 @@ def umask():
 
 
 def test_importing_the_file_helpers_does_not_import_tensorflow():
-    code = ("import sys; import tflite_export.files; from tflite_export import atomic_write; print('tensorflow' in "
-            "sys.modules, 'keras' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys; import tflite_export.files; from tflite_export import atomic_write; print('tensorflow' in "
+        "sys.modules, 'keras' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
 
@@ -49,9 +57,12 @@ def test_importing_the_file_helpers_does_not_import_tensorflow():
 @pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
 def test_new_files_get_0666_minus_the_umask(tmp_path, umask, mask, expected):
     umask(mask)
-    written = [files.atomic_write(tmp_path / "a.bin", b"x"), files.atomic_write_json(tmp_path / "b.json", {"a": 1}),
-               *files.write_files(tmp_path / "sub", {"c.txt": "c", "d/e.txt": "e"}),
-               files.atomic_write_npz(tmp_path / "f.npz", {"x": np.arange(3)})]
+    written = [
+        files.atomic_write(tmp_path / "a.bin", b"x"),
+        files.atomic_write_json(tmp_path / "b.json", {"a": 1}),
+        *files.write_files(tmp_path / "sub", {"c.txt": "c", "d/e.txt": "e"}),
+        files.atomic_write_npz(tmp_path / "f.npz", {"x": np.arange(3)}),
+    ]
     with files.staged_path(tmp_path / "g.bin") as tmp:
         with open(tmp, "wb") as f:  # a writer that wants a file name
             f.write(b"g")
@@ -189,8 +200,9 @@ def test_os_errors_while_writing_name_the_target_not_the_temporary_file(tmp_path
     with pytest.raises(OSError) as info:
         files.atomic_write(tmp_path / "big.bin", b"x" * 100)
     assert info.value.errno == errno.ENOSPC
-    assert str(info.value) == (f"cannot write {tmp_path / 'big.bin'}: no space left on the device; free some space "
-                               f"or write elsewhere")
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 'big.bin'}: no space left on the device; free some space or write elsewhere"
+    )
     assert list(tmp_path.iterdir()) == []
 
     def denied(*a, **k):
@@ -243,14 +255,21 @@ def test_stale_temporary_files_of_a_target_are_swept_by_the_next_write(tmp_path)
     os.utime(stale_old, (two_hours_ago, two_hours_ago))
     files.atomic_write(tmp_path / "a.txt", "done")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["a.txt", fresh_live.name, fresh_old_style.name, user_file.name, other_target.name])
+        ["a.txt", fresh_live.name, fresh_old_style.name, user_file.name, other_target.name]
+    )
     files.write_files(tmp_path, {"b.txt": "done"})
     assert not other_target.exists()
 
 
 def _run_script(code: str, tmp_path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 _SLOW_WRITE = """
@@ -270,10 +289,14 @@ _SLOW_WRITE = """
 
 def test_sigterm_during_a_write_leaves_no_temporary_file_and_the_old_files(tmp_path):
     (tmp_path / "a.txt").write_text("old")
-    proc = _run_script(_SLOW_WRITE + """
+    proc = _run_script(
+        _SLOW_WRITE
+        + """
     with files.cleanup_on_termination():
         files.write_files(".", {"a.txt": "new a", "b.txt": "new b"}, overwrite=True)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert proc.stdout.readline().strip() == "staged"
     assert len(_temps(tmp_path)) == 2
     proc.send_signal(signal.SIGTERM)
@@ -284,9 +307,13 @@ def test_sigterm_during_a_write_leaves_no_temporary_file_and_the_old_files(tmp_p
 
 
 def test_sigkill_leaves_temporary_files_that_the_next_write_removes(tmp_path):
-    proc = _run_script(_SLOW_WRITE + """
+    proc = _run_script(
+        _SLOW_WRITE
+        + """
     files.write_files(".", {"a.txt": "a", "b.txt": "b"})
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert proc.stdout.readline().strip() == "staged"
     proc.kill()
     proc.wait(timeout=30)
@@ -332,8 +359,10 @@ def test_read_json_and_yaml_name_the_file_and_never_build_python_objects(tmp_pat
 def test_donna_reads_through_the_shared_helpers():
     import importlib
 
-    donna = {m: importlib.import_module(f"keras_eff.donna.{m}")
-             for m in ("library", "measure_cache", "predictor", "run", "search", "space")}
+    donna = {
+        m: importlib.import_module(f"keras_eff.donna.{m}")
+        for m in ("library", "measure_cache", "predictor", "run", "search", "space")
+    }
     for m in ("library", "measure_cache", "predictor", "search", "space"):
         assert donna[m].read_json is files.read_json
     assert donna["run"].read_yaml_or_json is files.read_yaml_or_json is donna["space"].read_yaml_or_json

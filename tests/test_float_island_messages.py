@@ -101,8 +101,17 @@ def test_cli_export_names_the_float_op_and_layer(xs, tmp_path, capsys):
     _cumsum_model().save(tmp_path / "cumsum.keras")
     np.save(tmp_path / "rep.npy", xs)
     out = tmp_path / "out"
-    rc = cli.main(["export", str(tmp_path / "cumsum.keras"), "-o", str(out), "--rep-data", str(tmp_path / "rep.npy"),
-                   "--no-micro"])
+    rc = cli.main(
+        [
+            "export",
+            str(tmp_path / "cumsum.keras"),
+            "-o",
+            str(out),
+            "--rep-data",
+            str(tmp_path / "rep.npy"),
+            "--no-micro",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == cli.EXIT_EXPORT_FAILED, err
     assert "CUMSUM" in err and "layer 'running_total'" in err, err

@@ -12,8 +12,14 @@ def _randomize_bn(model, rng):
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 2, g.shape), rng.normal(0, .3, b.shape), rng.normal(0, .3, m.shape),
-                               rng.uniform(0.5, 2, v.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2, g.shape),
+                    rng.normal(0, 0.3, b.shape),
+                    rng.normal(0, 0.3, m.shape),
+                    rng.uniform(0.5, 2, v.shape),
+                ]
+            )
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))

@@ -24,8 +24,12 @@ def _lambda_model(seed=0):
 
 
 def _snapshot(model):
-    return ([w.copy() for w in model.get_weights()], [l.get_config() for l in model.layers],
-            [id(l) for l in model.layers], model.get_config())
+    return (
+        [w.copy() for w in model.get_weights()],
+        [l.get_config() for l in model.layers],
+        [id(l) for l in model.layers],
+        model.get_config(),
+    )
 
 
 def _assert_unchanged(model, snap, x, y_before):
@@ -104,8 +108,11 @@ def test_lambda_model_is_quantized_calibrated_and_exported(x):
         te.to_tflite(q)
     ke.calibrate(q, x, progress=False)
     # the Lambda's output has no range: without representative data the file would compute it in float
-    with pytest.raises(te.FloatIslandError, match=r"compute in float: MUL \(op #\d+\) in layer 'half'"
-                                                  r"(.|\n)*representative_data"):
+    with pytest.raises(
+        te.FloatIslandError,
+        match=r"compute in float: MUL \(op #\d+\) in layer 'half'"
+        r"(.|\n)*representative_data",
+    ):
         te.to_tflite(q)
     data = te.to_tflite(q, representative_data=x)
     assert te.find_float_islands(data) == []
@@ -120,8 +127,14 @@ def test_lambda_model_is_pruned_and_stripped(x, rng):
     pruned = ke.prune_model(model, ke.ConstantSparsity(0.5, begin_step=0, frequency=1), min_weights=0)
     assert pruned.get_layer("half") is model.get_layer("half")
     pruned.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    pruned.fit(x, rng.normal(size=(64, 3)).astype(np.float32), batch_size=32, epochs=1, verbose=0,
-               callbacks=[ke.callbacks.UpdatePruning()])
+    pruned.fit(
+        x,
+        rng.normal(size=(64, 3)).astype(np.float32),
+        batch_size=32,
+        epochs=1,
+        verbose=0,
+        callbacks=[ke.callbacks.UpdatePruning()],
+    )
     sparse = ke.strip(pruned)
     assert sparse.get_layer("half") is model.get_layer("half")
     for name in ("conv", "fc1", "fc2"):
@@ -196,8 +209,11 @@ def test_requantizing_a_quantized_model_is_refused():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         q = ke.quantize_model(_lambda_model())
-    with pytest.raises(ValueError, match=r"'with_lambda' is already quantized \(it holds pixels_input_range, "
-                                         r"quant_conv.*call quantize_model on the float model"):
+    with pytest.raises(
+        ValueError,
+        match=r"'with_lambda' is already quantized \(it holds pixels_input_range, "
+        r"quant_conv.*call quantize_model on the float model",
+    ):
         ke.quantize_model(q)
 
 
@@ -304,14 +320,19 @@ def test_a_custom_layer_is_reused_and_a_stateful_one_needs_a_config():
     with pytest.warns(UserWarning, match=r"_Scale \(scale\)"):
         q = ke.quantize_model(model)
     assert ("scale", "_Scale has no quantized implementation") in quantization_report(q).float_layers
-    with pytest.raises(ke.errors.UnsupportedModelError, match=r"(?s)layer 'scale' \(_Bias\) holds variables.*"
-                                                              r"get_config\(\) returning its constructor's"):
+    with pytest.raises(
+        ke.errors.UnsupportedModelError,
+        match=r"(?s)layer 'scale' \(_Bias\) holds variables.*"
+        r"get_config\(\) returning its constructor's",
+    ):
         ke.graph.clone(build(_Bias(2.0)))
 
 
 def test_a_lambda_inside_a_nested_model_is_reused(rng):
-    inner = keras.Sequential([keras.Input((4,)), layers.Lambda(lambda t: t + 1.0, name="shift"),
-                              layers.Dense(4, name="inner_fc")], name="inner")
+    inner = keras.Sequential(
+        [keras.Input((4,)), layers.Lambda(lambda t: t + 1.0, name="shift"), layers.Dense(4, name="inner_fc")],
+        name="inner",
+    )
     inputs = keras.Input((4,))
     model = keras.Model(inputs, layers.Dense(2, name="fc")(inner(inputs)))
     with pytest.warns(UserWarning, match=r"Lambda \(shift\)"):

@@ -49,8 +49,9 @@ def conv_export():
     for layer in model.layers:  # BN statistics of a trained model, so that folding changes the kernels
         if isinstance(layer, layers.BatchNormalization):
             c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 0.3, c), rng.normal(0, 0.2, c),
-                               rng.uniform(0.2, 2, c)])
+            layer.set_weights(
+                [rng.uniform(0.5, 2, c), rng.normal(0, 0.3, c), rng.normal(0, 0.2, c), rng.uniform(0.2, 2, c)]
+            )
     x = rng.uniform(-1, 1, (400, 8, 8, 3)).astype(np.float32)
     qat = ke.quantize_model(model)
     ke.calibrate(qat, x[:200], progress=False)

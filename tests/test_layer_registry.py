@@ -34,8 +34,9 @@ class ScaledDense(layers.Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def keras_eff_facts(self):
-        return ke.LayerFacts(kernels={"kernel": "last"}, output_range="own", prunable=True, clusterable=True,
-                             channels="produce")
+        return ke.LayerFacts(
+            kernels={"kernel": "last"}, output_range="own", prunable=True, clusterable=True, channels="produce"
+        )
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}

@@ -21,8 +21,7 @@ class ScaledDense(layers.Layer):
         self.units = units
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
-                                      initializer="glorot_uniform")
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units), initializer="glorot_uniform")
         self.scale = self.add_weight(name="scale", shape=(), initializer="ones")
 
     def call(self, x):

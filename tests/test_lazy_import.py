@@ -14,8 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _python(code: str, timeout: int = 180) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -55,9 +61,17 @@ ORDERS = {
 
 def test_models_with_keras_eff_classes_load_whatever_the_import_order(saved):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    procs = {order: subprocess.Popen([sys.executable, "-c", code + textwrap.dedent(_LOAD).format(d=saved)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-             for order, code in ORDERS.items()}  # in parallel: each spends seconds importing TensorFlow
+    procs = {
+        order: subprocess.Popen(
+            [sys.executable, "-c", code + textwrap.dedent(_LOAD).format(d=saved)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for order, code in ORDERS.items()
+    }  # in parallel: each spends seconds importing TensorFlow
     for order, proc in procs.items():
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"{order}: {err[-3000:]}"
@@ -80,8 +94,12 @@ def test_import_keras_eff_loads_no_tensorflow_until_a_name_is_used():
         except AttributeError as err:
             print("AttributeError", "no_such_name" in str(err))
     """)
-    assert done.stdout.split("\n")[:4] == ["False False", "True True function 0.1.0", "function function",
-                                           "AttributeError True"]
+    assert done.stdout.split("\n")[:4] == [
+        "False False",
+        "True True function 0.1.0",
+        "function function",
+        "AttributeError True",
+    ]
 
 
 def test_the_registering_modules_are_all_the_modules_that_register_keras_classes():

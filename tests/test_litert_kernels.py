@@ -94,8 +94,18 @@ def test_cli_verify_compares_with_the_kernels_asked_for(resnet_tflite, images, t
     (tmp_path / "m.tflite").write_bytes(resnet_tflite)
     np.save(tmp_path / "x.npy", images[:16])
     out = tmp_path / "check.json"
-    rc = cli.main(["verify", str(tmp_path / "m.tflite"), "--data", str(tmp_path / "x.npy"), "--kernels", "reference",
-                   "-o", str(out)])
+    rc = cli.main(
+        [
+            "verify",
+            str(tmp_path / "m.tflite"),
+            "--data",
+            str(tmp_path / "x.npy"),
+            "--kernels",
+            "reference",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == cli.EXIT_OK, capsys.readouterr().err
     meta = json.loads(out.read_text())
     assert meta["kernels"] == "reference" and meta["reference"] == "LiteRT reference kernels" and meta["n"] == 16

@@ -51,8 +51,11 @@ def _stem_gradient(qat, x, y):
     with tf.GradientTape() as tape:
         loss = keras.losses.sparse_categorical_crossentropy(y[:8], qat(x[:8], training=True))
     grads = tape.gradient(loss, qat.trainable_variables)
-    return max(float(tf.reduce_max(tf.abs(g))) for g, v in zip(grads, qat.trainable_variables)
-               if g is not None and "stem" in v.path)
+    return max(
+        float(tf.reduce_max(tf.abs(g)))
+        for g, v in zip(grads, qat.trainable_variables)
+        if g is not None and "stem" in v.path
+    )
 
 
 def test_the_tiny_model_reproduces_the_blow_up_without_the_floor(fresh_calibrated, monkeypatch):

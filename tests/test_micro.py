@@ -50,8 +50,22 @@ def test_c_array_compiles_into_the_tflite_bytes(tmp_path, tflites):
         (tmp_path / fname).write_text(text)
     (tmp_path / "main.c").write_text(MAIN_C.format(name="kws_model", upper="KWS_MODEL"))
     exe = tmp_path / "dump"
-    subprocess.run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o", str(exe),
-                    str(tmp_path / "main.c"), str(tmp_path / "kws_model.c")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "cc",
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-o",
+            str(exe),
+            str(tmp_path / "main.c"),
+            str(tmp_path / "kws_model.c"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     out = subprocess.run([str(exe), str(tmp_path / "dumped.tflite")], check=True, capture_output=True, text=True)
     assert (tmp_path / "dumped.tflite").read_bytes() == data
     align, in_scale, in_zp, out_scale, out_zp, arena = out.stdout.split()
@@ -67,25 +81,57 @@ def test_c_source_also_compiles_as_cxx(tmp_path, tflites):
     src = te.to_c_source(tflites["small_cnn"], name="model")
     for fname, text in src.files.items():
         (tmp_path / fname).write_text(text)
-    subprocess.run(["c++", "-std=c++17", "-Wall", "-Werror", "-x", "c++", "-c", str(tmp_path / "model.c"), "-o",
-                    str(tmp_path / "model.o")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "c++",
+            "-std=c++17",
+            "-Wall",
+            "-Werror",
+            "-x",
+            "c++",
+            "-c",
+            str(tmp_path / "model.c"),
+            "-o",
+            str(tmp_path / "model.o"),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_op_resolver_registers_each_op_once(tflites):
     src = te.to_c_source(tflites["ds_cnn"], name="model")
     assert src.ops == ["CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "FULLY_CONNECTED"]
     calls = [line.strip() for line in src.op_resolver.splitlines() if "resolver.Add" in line]
-    assert calls == [f"TF_LITE_ENSURE_STATUS(resolver.{m}());" for m in
-                     ("AddConv2D", "AddDepthwiseConv2D", "AddMean", "AddFullyConnected")]
+    assert calls == [
+        f"TF_LITE_ENSURE_STATUS(resolver.{m}());"
+        for m in ("AddConv2D", "AddDepthwiseConv2D", "AddMean", "AddFullyConnected")
+    ]
     assert "#define MODEL_NUM_OPS 4" in src.header
     assert "MicroMutableOpResolver<MODEL_NUM_OPS>" in src.op_resolver
 
 
 def test_resolver_method_names():
-    assert [te.resolver_method(n) for n in ("MAX_POOL_2D", "BATCH_TO_SPACE_ND", "PADV2", "BATCH_MATMUL", "RELU6",
-                                            "L2_NORMALIZATION", "UNIDIRECTIONAL_SEQUENCE_LSTM")] == [
-        "AddMaxPool2D", "AddBatchToSpaceNd", "AddPadV2", "AddBatchMatMul", "AddRelu6", "AddL2Normalization",
-        "AddUnidirectionalSequenceLSTM"]
+    assert [
+        te.resolver_method(n)
+        for n in (
+            "MAX_POOL_2D",
+            "BATCH_TO_SPACE_ND",
+            "PADV2",
+            "BATCH_MATMUL",
+            "RELU6",
+            "L2_NORMALIZATION",
+            "UNIDIRECTIONAL_SEQUENCE_LSTM",
+        )
+    ] == [
+        "AddMaxPool2D",
+        "AddBatchToSpaceNd",
+        "AddPadV2",
+        "AddBatchMatMul",
+        "AddRelu6",
+        "AddL2Normalization",
+        "AddUnidirectionalSequenceLSTM",
+    ]
 
 
 @pytest.mark.parametrize("bad", ["1model", "my-model", "float", ""])
@@ -131,8 +177,17 @@ def test_micro_check_rejects_mis_shaped_inputs(tflites):
 
 def test_supported_ops_found_by_probing():
     ops = te.micro_supported_ops()
-    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "ADD", "SOFTMAX",
-            "RESHAPE", "CONCATENATION"} <= ops
+    assert {
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "FULLY_CONNECTED",
+        "MAX_POOL_2D",
+        "MEAN",
+        "ADD",
+        "SOFTMAX",
+        "RESHAPE",
+        "CONCATENATION",
+    } <= ops
     assert not {"GELU", "CUSTOM", "STABLEHLO_ADD"} & ops
 
 
@@ -180,16 +235,16 @@ def test_write_files_is_all_or_nothing(tmp_path):
 def test_report_figures(tmp_path, tflites):
     int8 = tflites["small_cnn"]
     float_tfl = te.to_tflite(tiny_cnn("small_cnn"), quantize=False)
-    report = te.model_report(int8, float_model=float_tfl, x=random_images(16, seed=2), name="tiny",
-                             latency_runs=20, latency_rounds=2)
+    report = te.model_report(
+        int8, float_model=float_tfl, x=random_images(16, seed=2), name="tiny", latency_runs=20, latency_rounds=2
+    )
     d = report.as_dict()
     macs = te.count_macs(int8)
     assert d["summary"]["file_bytes"] == len(int8)
     assert d["summary"]["gzip_bytes"] == len(gzip.compress(int8, 9))
     assert d["summary"]["macs"] == macs.total_macs and d["summary"]["parameters"] == macs.total_params
     assert [o["macs"] for o in d["macs_per_op"]] == [o.macs for o in macs.ops]
-    assert {o["op"]: o["count"] for o in d["ops"]} == {"CONV_2D": 3, "MAX_POOL_2D": 2, "MEAN": 1,
-                                                       "FULLY_CONNECTED": 1}
+    assert {o["op"]: o["count"] for o in d["ops"]} == {"CONV_2D": 3, "MAX_POOL_2D": 2, "MEAN": 1, "FULLY_CONNECTED": 1}
     assert all(o["micro"] for o in d["ops"]) and d["warnings"] == []
     assert set(d["latency"]) == {"int8", "float"} and d["latency"]["int8"]["median_us"] > 0
     assert d["micro_check"]["n"] == 16 and d["arena"]["host_min_bytes"] > 0

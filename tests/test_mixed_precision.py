@@ -45,8 +45,9 @@ def _train_and_export(x, y):
     model = _model()
     qat = ke.quantize_model(model)
     ke.calibrate(qat, x[:64], progress=False)
-    qat.compile(optimizer=keras.optimizers.Adam(3e-3),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     before = qat.evaluate(x, y, verbose=0)
     qat.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[ke.callbacks.FreezeBatchNorm(epoch=1)])
     after = qat.evaluate(x, y, verbose=0)
@@ -56,8 +57,12 @@ def _train_and_export(x, y):
 def _kind(int8):
     interpreter = te.make_interpreter(int8)
     graph = te.read_graph(int8)
-    return (interpreter.get_input_details()[0]["dtype"], interpreter.get_output_details()[0]["dtype"],
-            sorted(op.name for op in graph.ops), te.find_float_islands(int8))
+    return (
+        interpreter.get_input_details()[0]["dtype"],
+        interpreter.get_output_details()[0]["dtype"],
+        sorted(op.name for op in graph.ops),
+        te.find_float_islands(int8),
+    )
 
 
 @pytest.fixture(scope="module")

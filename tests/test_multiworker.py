@@ -46,11 +46,23 @@ def _start_workers(out_dir):
     path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
     procs = []
     for i in range(WORKERS):
-        env = dict(os.environ, PYTHONPATH=path, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        env = dict(
+            os.environ,
+            PYTHONPATH=path,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            CUDA_VISIBLE_DEVICES="",
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+        )
         with open(out_dir / f"worker{i}.log", "w") as log:
-            procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "_multiworker_worker.py"),
-                                           str(out_dir)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, os.path.join(HERE, "_multiworker_worker.py"), str(out_dir)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                )
+            )
     return procs
 
 
@@ -89,8 +101,9 @@ def runs(tmp_path_factory):
             continue
         pytest.fail(f"worker exit codes {codes}\n{_log_tails(out_dir)}")
     summaries = [json.loads((out_dir / f"worker{i}.json").read_text()) for i in range(WORKERS)]
-    variables = {name: [dict(np.load(out_dir / f"{name}_worker{i}.npz")) for i in range(WORKERS)]
-                 for name in worker.SCENARIOS}
+    variables = {
+        name: [dict(np.load(out_dir / f"{name}_worker{i}.npz")) for i in range(WORKERS)] for name in worker.SCENARIOS
+    }
     return summaries, variables, reference
 
 
@@ -132,9 +145,11 @@ def test_keras_fit_needs_the_patch_under_multi_worker(runs):
     for s in summaries:
         assert s["patched"] is True
     if summaries[0]["unpatched_fit_error"] is None:
-        warnings.warn("Keras's own fit now runs under MultiWorkerMirroredStrategy: "
-                      "keras_eff.distribute.patch_keras_multi_worker_fit may no longer be needed (docs/distributed.md)",
-                      stacklevel=1)
+        warnings.warn(
+            "Keras's own fit now runs under MultiWorkerMirroredStrategy: "
+            "keras_eff.distribute.patch_keras_multi_worker_fit may no longer be needed (docs/distributed.md)",
+            stacklevel=1,
+        )
     else:
         assert "Attempt to convert a value (PerReplica" in summaries[0]["unpatched_fit_error"]
 

@@ -143,18 +143,27 @@ def test_keras_round_trip_without_custom_objects_and_resume(tmp_path, data):
 
 def test_summary_callback_records_history_and_tensorboard(tmp_path, data):
     x, y = data
-    pruned = compile_classifier(prune_model(tiny_cnn(), PolynomialDecay(0.0, 0.5, 0, 8, frequency=2),
-                                            min_weights=0))
-    history = pruned.fit(x, y, batch_size=8, epochs=2, verbose=0,
-                         callbacks=[UpdatePruning(), PruningSummary(log_dir=str(tmp_path / "tb"))])
+    pruned = compile_classifier(prune_model(tiny_cnn(), PolynomialDecay(0.0, 0.5, 0, 8, frequency=2), min_weights=0))
+    history = pruned.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[UpdatePruning(), PruningSummary(log_dir=str(tmp_path / "tb"))],
+    )
     h = history.history
     assert h["sparsity/conv1"][0] < 0.5 and h["sparsity/conv1"][1] == pytest.approx(0.5, abs=0.01)
     assert h["sparsity/total"][1] == pytest.approx(0.5, abs=0.01)
     import tensorflow as tf
 
     files = [f for f in os.listdir(tmp_path / "tb") if f.startswith("events.out.tfevents")]
-    tags = {v.tag for f in files for e in tf.compat.v1.train.summary_iterator(str(tmp_path / "tb" / f))
-            for v in e.summary.value}
+    tags = {
+        v.tag
+        for f in files
+        for e in tf.compat.v1.train.summary_iterator(str(tmp_path / "tb" / f))
+        for v in e.summary.value
+    }
     assert {"sparsity/conv1", "sparsity/total"} <= tags
 
 
@@ -171,8 +180,11 @@ def test_zeros_stay_zero_in_the_int8_tflite_file(data):
     data_bytes = to_tflite(stripped, representative_data=x)
     graph = read_graph(data_bytes)
     interpreter = make_interpreter(data_bytes, use_xnnpack=False)
-    constants = [interpreter.get_tensor(i) for i, t in graph.tensors.items()
-                 if t.is_constant and t.dtype == np.int8 and len(t.shape) >= 2]
+    constants = [
+        interpreter.get_tensor(i)
+        for i, t in graph.tensors.items()
+        if t.is_constant and t.dtype == np.int8 and len(t.shape) >= 2
+    ]
     for name in ("conv0", "conv1", "logits"):
         kernel = np.asarray(stripped.get_layer(name).kernel)
         zeros = kernel == 0
@@ -186,12 +198,21 @@ def test_zeros_stay_zero_in_the_int8_tflite_file(data):
 
 def test_prune_decorator_in_a_sequential_model_and_strip(data):
     x, y = data
-    model = keras.Sequential([keras.Input((8, 8, 4)), prune(layers.Conv2D(4, 3, name="c"), 0.5), layers.Flatten(),
-                              prune(layers.Dense(2, name="d"), ConstantSparsity(0.9, 0))])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 4)),
+            prune(layers.Conv2D(4, 3, name="c"), 0.5),
+            layers.Flatten(),
+            prune(layers.Dense(2, name="d"), ConstantSparsity(0.9, 0)),
+        ]
+    )
     compile_classifier(model).fit(x, y % 2, epochs=1, verbose=0, callbacks=[UpdatePruning()])
     stripped = strip(model)
     assert [type(layer).__name__ for layer in stripped.layers if not isinstance(layer, layers.InputLayer)] == [
-        "Conv2D", "Flatten", "Dense"]
+        "Conv2D",
+        "Flatten",
+        "Dense",
+    ]
     assert (np.asarray(stripped.get_layer("d").kernel) == 0).mean() == pytest.approx(0.9, abs=0.01)
     np.testing.assert_allclose(np.asarray(stripped(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
 
@@ -256,8 +277,9 @@ def test_small_and_depthwise_layers_left_dense_and_reported():
 def test_steps_per_execution_catches_up_on_updates(data):
     x, y = data
     pruned = prune_model(tiny_cnn(), PolynomialDecay(0.0, 0.75, 0, end_step=11, frequency=100), min_weights=0)
-    pruned.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   steps_per_execution=4)
+    pruned.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=4
+    )
     pruned.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[UpdatePruning()])  # 16 steps, executions of 4
     assert all(int(w.pruning_step.numpy()) == 16 for w in _wrappers(pruned).values())
     assert sparsity_report(pruned).pruned_sparsity == pytest.approx(0.75, abs=0.01)  # step 11 caught up at 12

@@ -14,7 +14,7 @@ def test_polynomial_decay_values_at_chosen_steps():
     s = PolynomialDecay(0.1, 0.8, begin_step=10, end_step=120, power=3, frequency=25)
     assert s.sparsity_at(0) == pytest.approx(0.1)
     assert s.sparsity_at(10) == pytest.approx(0.1)
-    assert s.sparsity_at(65) == pytest.approx(0.8 + (0.1 - 0.8) * 0.5 ** 3)
+    assert s.sparsity_at(65) == pytest.approx(0.8 + (0.1 - 0.8) * 0.5**3)
     assert s.sparsity_at(120) == pytest.approx(0.8)
     assert s.sparsity_at(10_000) == pytest.approx(0.8)
     updates = [t for t in range(200) if s.should_update(t)]
@@ -38,8 +38,9 @@ def test_constant_sparsity():
     assert [t for t in range(60) if ended.should_update(t)] == [0, 10, 20, 23]
 
 
-@pytest.mark.parametrize("schedule", [PolynomialDecay(0.0, 0.7, 3, 50, power=2, frequency=7),
-                                      ConstantSparsity(0.3, 2, 9, end_step=40)])
+@pytest.mark.parametrize(
+    "schedule", [PolynomialDecay(0.0, 0.7, 3, 50, power=2, frequency=7), ConstantSparsity(0.3, 2, 9, end_step=40)]
+)
 def test_schedules_serialize(schedule):
     config = keras.saving.serialize_keras_object(schedule)
     again = keras.saving.deserialize_keras_object(config)
@@ -52,17 +53,20 @@ def test_with_target_scales_the_schedule():
     assert s.final_sparsity == 0.4 and s.initial_sparsity == pytest.approx(0.1) and s.end_step == 100
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: PolynomialDecay(0.0, 1.0, 0, 10), "final_sparsity must lie in \\[0, 1\\)"),
-    (lambda: PolynomialDecay(0.0, -0.1, 0, 10), "final_sparsity"),
-    (lambda: PolynomialDecay(-0.2, 0.5, 0, 10), "initial_sparsity"),
-    (lambda: PolynomialDecay(0.0, 0.5, 10, 10), "end_step \\(10\\) must be greater than begin_step \\(10\\)"),
-    (lambda: PolynomialDecay(0.0, 0.5, 10, 3), "end_step"),
-    (lambda: PolynomialDecay(0.0, 0.5, 0, 10, frequency=0), "frequency must be >= 1"),
-    (lambda: PolynomialDecay(0.6, 0.5, 0, 10), "must not exceed final_sparsity"),
-    (lambda: ConstantSparsity(1.5), "target_sparsity must lie in \\[0, 1\\)"),
-    (lambda: ConstantSparsity(float("nan")), "target_sparsity"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: PolynomialDecay(0.0, 1.0, 0, 10), "final_sparsity must lie in \\[0, 1\\)"),
+        (lambda: PolynomialDecay(0.0, -0.1, 0, 10), "final_sparsity"),
+        (lambda: PolynomialDecay(-0.2, 0.5, 0, 10), "initial_sparsity"),
+        (lambda: PolynomialDecay(0.0, 0.5, 10, 10), "end_step \\(10\\) must be greater than begin_step \\(10\\)"),
+        (lambda: PolynomialDecay(0.0, 0.5, 10, 3), "end_step"),
+        (lambda: PolynomialDecay(0.0, 0.5, 0, 10, frequency=0), "frequency must be >= 1"),
+        (lambda: PolynomialDecay(0.6, 0.5, 0, 10), "must not exceed final_sparsity"),
+        (lambda: ConstantSparsity(1.5), "target_sparsity must lie in \\[0, 1\\)"),
+        (lambda: ConstantSparsity(float("nan")), "target_sparsity"),
+    ],
+)
 def test_schedule_bad_inputs(make, match):
     with pytest.raises(ValueError, match=match):
         make()

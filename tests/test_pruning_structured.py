@@ -32,8 +32,14 @@ def _randomize_bn(model, rng):
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 2, g.shape), rng.normal(0, .3, b.shape),
-                               rng.normal(0, .3, m.shape), rng.uniform(0.5, 2, v.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2, g.shape),
+                    rng.normal(0, 0.3, b.shape),
+                    rng.normal(0, 0.3, m.shape),
+                    rng.uniform(0.5, 2, v.shape),
+                ]
+            )
 
 
 def test_two_four_pattern_in_every_group_of_four(rng):
@@ -123,8 +129,9 @@ def test_residual_add_with_the_model_input_is_refused_with_the_reason():
 def test_channel_pruned_model_round_trips_and_trains(tmp_path, rng):
     x = rng.random((32, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, 32)
-    pruned = compile_classifier(prune_model(ZOO["ds_cnn"](width=8), ConstantSparsity(0.5, 0, frequency=1),
-                                            structure="channels", min_weights=0))
+    pruned = compile_classifier(
+        prune_model(ZOO["ds_cnn"](width=8), ConstantSparsity(0.5, 0, frequency=1), structure="channels", min_weights=0)
+    )
     pruned.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[UpdatePruning()])
     path = str(tmp_path / "channels.keras")
     pruned.save(path)

@@ -52,6 +52,7 @@ def images():
 
 # -- equalization ------------------------------------------------------------------------------------------------
 
+
 def test_cross_layer_scaling_alone_preserves_the_function(images):
     model = relu_model()
     eq = ptq.equalize(model, absorb_bias=False)
@@ -117,6 +118,7 @@ def test_equalize_keeps_accuracy_of_a_trained_model(trained_models, fmnist):
 
 # -- bias correction -----------------------------------------------------------------------------------------------
 
+
 def _mean_layer_errors(q, x, biases):
     """Mean output error per channel of each quantized layer vs its float kernels with the original bias."""
     out = {}
@@ -144,8 +146,7 @@ def test_bias_correction_reduces_mean_output_error(images, method):
         corrected = ptq.bias_correction(q, statistics=eq)
         report = ke.get_report(corrected, "bias_correction")
         assert set(report.corrected) == {"dw", "pw"}  # conv reads the image, logits a max pool
-        again = ke.get_report(ptq.bias_correction(q, statistics=ke.get_report(eq, "equalization")),
-                              "bias_correction")
+        again = ke.get_report(ptq.bias_correction(q, statistics=ke.get_report(eq, "equalization")), "bias_correction")
         assert again.corrected == report.corrected  # the report, or the equalized model it belongs to
     after = _mean_layer_errors(corrected, images, biases)
     for name in report.corrected:
@@ -166,6 +167,7 @@ def test_analytical_correction_reads_batchnorm_inside_wrappers(images):
 
 # -- auto_quant ----------------------------------------------------------------------------------------------------
 
+
 def test_auto_quant_report_lists_every_step(images, tmp_path):
     model = relu_model()
     ref = model(images).numpy()
@@ -184,13 +186,13 @@ def test_auto_quant_report_lists_every_step(images, tmp_path):
     kept = ke.get_report(res.model, "auto_quant")  # the result, reachable from its model (without the model)
     assert kept.model is None and kept.steps == res.steps and kept.best_step == res.best_step
     # a loose target stops after the first step and says what it did not try
-    res2 = ptq.auto_quant(model, images, score, allowed_drop=10.0, report_path=str(tmp_path / "aq2.md"),
-                          progress=False)
+    res2 = ptq.auto_quant(model, images, score, allowed_drop=10.0, report_path=str(tmp_path / "aq2.md"), progress=False)
     assert [s["step"] for s in res2.steps] == ["ptq"] and res2.target_met
     assert "Not tried" in (tmp_path / "aq2.md").read_text()
 
 
 # -- mixed precision, analysis, encodings -----------------------------------------------------------------------
+
 
 def test_mixed_precision_reaches_the_average_width(images):
     model = relu_model()
@@ -235,16 +237,17 @@ def test_analysis_plots_and_data(images, tmp_path):
     conv = loaded["param_encodings"]["conv/kernel"]
     assert len(conv) == 8 and all(e["bitwidth"] == 8 and e["offset"] == 0 for e in conv)
     w = [l for l in q.layers if getattr(l, "name", "") == "quant_conv"][0]
-    np.testing.assert_allclose([e["scale"] for e in conv], np.asarray(w.weight_quantizer.scale(
-        np.asarray(w.layer.kernel))), rtol=1e-6)
+    np.testing.assert_allclose(
+        [e["scale"] for e in conv], np.asarray(w.weight_quantizer.scale(np.asarray(w.layer.kernel))), rtol=1e-6
+    )
     acts = loaded["activation_encodings"]
     assert acts and all(-128 <= e[0]["offset"] <= 127 and e[0]["min"] <= 0 <= e[0]["max"] for e in acts.values())
 
 
 # -- options and bad inputs -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cls", [ptq.EqualizeConfig, ptq.BiasCorrectionConfig, ptq.AdaRoundConfig,
-                                 ptq.AutoQuantConfig])
+
+@pytest.mark.parametrize("cls", [ptq.EqualizeConfig, ptq.BiasCorrectionConfig, ptq.AdaRoundConfig, ptq.AutoQuantConfig])
 def test_config_round_trip(cls):
     p = cls()
     assert cls.from_config(p.get_config()) == p

@@ -67,8 +67,9 @@ def test_adaround_kernels_on_grid_and_within_one_step(rounded):
         np.testing.assert_allclose(ints, np.round(ints), atol=1e-4)
         assert np.abs(np.round(ints)).max() <= 7  # 4-bit narrow range
         # the scale did not move: the grid is the nearest rounding's grid
-        s_near = np.asarray(w.weight_quantizer.scale(layer_ops.to_channels_last(w.layer, "kernel",
-                                                                                floats[w.layer.name])))
+        s_near = np.asarray(
+            w.weight_quantizer.scale(layer_ops.to_channels_last(w.layer, "kernel", floats[w.layer.name]))
+        )
         np.testing.assert_allclose(s, s_near, rtol=1e-6)
         # each weight went down or up from its float value: at most one step from it
         f = np.asarray(layer_ops.to_channels_last(w.layer, "kernel", floats[w.layer.name]))
@@ -99,8 +100,9 @@ def test_adaround_integers_survive_int8_export(rounded):
         scale = np.asarray(w.weight_quantizer.scale(cl.astype(np.float32)), np.float64)
         np.testing.assert_array_equal(ints, np.round(cl / scale))
         np.testing.assert_allclose(info.scales, np.atleast_1d(scale), rtol=1e-6)
-        np.testing.assert_allclose(ints * info.scales.reshape(scale.shape if scale.ndim else ()), cl,
-                                   rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(
+            ints * info.scales.reshape(scale.shape if scale.ndim else ()), cl, rtol=1e-6, atol=1e-9
+        )
         seen.add(w.layer.name)
     assert seen == {"conv", "dw", "pw", "logits"}
 

@@ -32,18 +32,19 @@ def x8():
 
 # -- D4: auto_quant's report path --------------------------------------------------------------------------------
 
+
 def _counting_eval(calls, x):
     def score(m):
         calls.append(1)
         return -float(np.mean(np.abs(np.asarray(m(x)))))
+
     return score
 
 
 def test_auto_quant_creates_the_report_folder(x8, tmp_path):
     calls = []
     path = tmp_path / "no" / "such" / "dir" / "aq.md"
-    res = ptq.auto_quant(_small(), x8, _counting_eval(calls, x8), steps=("ptq",),
-                         report_path=str(path), progress=False)
+    res = ptq.auto_quant(_small(), x8, _counting_eval(calls, x8), steps=("ptq",), report_path=str(path), progress=False)
     assert path.is_file() and (path.parent / "aq.png").stat().st_size > 1000
     assert res.report_path == str(path) and res.model is not None
 
@@ -70,13 +71,13 @@ def test_auto_quant_keeps_the_result_when_the_report_cannot_be_written_at_the_en
         return score(m)
 
     with pytest.warns(RuntimeWarning, match=rf"could not write the report to '{folder / 'aq.md'}'.*result"):
-        res = ptq.auto_quant(_small(), x8, sabotage, steps=("ptq",),
-                             report_path=str(folder / "aq.md"), progress=False)
+        res = ptq.auto_quant(_small(), x8, sabotage, steps=("ptq",), report_path=str(folder / "aq.md"), progress=False)
     assert calls and res.model is not None and res.best_step == "ptq"
     assert res.report_path is None and "aq.md" in res.report_error
 
 
 # -- D10b: AdaRound on layers inside a nested model ----------------------------------------------------------------
+
 
 def _nested():
     keras.utils.set_random_seed(1)
@@ -119,13 +120,14 @@ def test_adaround_and_bias_correction_reach_layers_inside_a_nested_model(x8):
 
 # -- D10c: a damaged tensor name ---------------------------------------------------------------------------------
 
+
 def test_a_damaged_tensor_name_names_the_file_and_tensor(x8, tmp_path):
     data = te.to_tflite(_small(), representative_data=x8)
     graph = te.read_graph_flatbuffer(data)
     idx, name = next((i, t.name) for i, t in graph.tensors.items() if len(t.name) > 6)
     at = data.find(name.encode())
     bad = bytearray(data)
-    bad[at:at + 2] = b"\xff\xfe"
+    bad[at : at + 2] = b"\xff\xfe"
     path = tmp_path / "damaged.tflite"
     path.write_bytes(bytes(bad))
     with pytest.raises(te.InvalidTFLiteModel, match=rf"file '{path}'.*tensor {idx}.*not valid UTF-8"):
@@ -138,14 +140,19 @@ def test_a_damaged_tensor_name_names_the_file_and_tensor(x8, tmp_path):
 
 # -- D10d: a QAT .keras in a process without keras_eff -----------------------------------------------------------
 
+
 def test_loading_a_qat_model_needs_keras_eff_imported_as_the_readme_says(x8, tmp_path):
     q = ke.quantize_model(_small())
     ke.calibrate(q, x8, progress=False)
     path = tmp_path / "qat.keras"
     q.save(path)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.getcwd())
-    bare = subprocess.run([sys.executable, "-c", "import keras, sys; keras.saving.load_model(sys.argv[1])",
-                           str(path)], capture_output=True, text=True, env=env)
+    bare = subprocess.run(
+        [sys.executable, "-c", "import keras, sys; keras.saving.load_model(sys.argv[1])", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bare.returncode != 0 and "Could not locate class" in bare.stderr
     assert "'module': 'keras_eff." in bare.stderr  # Keras's message shows where the class lives, no more
     loaded = keras.saving.load_model(path)  # this process has imported keras_eff
@@ -156,6 +163,7 @@ def test_loading_a_qat_model_needs_keras_eff_imported_as_the_readme_says(x8, tmp
 
 
 # -- D11: prune / cluster / equalize consistency -----------------------------------------------------------------
+
 
 def _prunable(seed=0):
     keras.utils.set_random_seed(seed)
@@ -190,8 +198,11 @@ def test_cluster_model_with_nothing_to_cluster_raises_like_prune_model():
         ke.prune_model(model, 0.5)
     with pytest.raises(ValueError, match="no layer of model 'no_weights' can be clustered"):
         ke.cluster_model(model, 8)
-    with pytest.raises(ValueError, match=r"no layer of model 'prunable' can be clustered with these settings: "
-                                         r"conv: skipped by request; conv2: skipped by request; fc: skipped"):
+    with pytest.raises(
+        ValueError,
+        match=r"no layer of model 'prunable' can be clustered with these settings: "
+        r"conv: skipped by request; conv2: skipped by request; fc: skipped",
+    ):
         ke.cluster_model(_prunable(), 8, skip=("conv", "conv2", "fc"))
 
 
@@ -225,6 +236,7 @@ def test_equalize_reports_batchnorms_folded_inside_nested_models():
 
 
 # -- D12: AdaRound's default call uses float targets ----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def digits():

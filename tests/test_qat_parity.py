@@ -33,8 +33,7 @@ def qat_export(request, parity_data):
     model.fit(x, y, batch_size=64, epochs=2, verbose=0)
     qat = compile_classifier(ke.quantize_model(model), learning_rate=3e-4)
     ke.calibrate(qat, x[:512], progress=False)
-    qat.fit(x[:4000], y[:4000], batch_size=64, epochs=1, verbose=0,
-            callbacks=[ke.callbacks.FreezeBatchNorm(step=30)])
+    qat.fit(x[:4000], y[:4000], batch_size=64, epochs=1, verbose=0, callbacks=[ke.callbacks.FreezeBatchNorm(step=30)])
     return request.param, model, qat, te.to_tflite(qat)
 
 

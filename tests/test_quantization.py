@@ -19,18 +19,23 @@ finite = st.floats(-50, 50, allow_nan=False, width=32)
 
 # -- quantizer math ---------------------------------------------------------------------------------------------
 
+
 def _nudged_range(lo, hi, bits):
     """TensorFlow's documented nudge: the range shifts so that zero falls exactly on the grid. In float32, as the
     kernel computes it (in float64 a zero point of 3.4999998 became 3.5 and rounded the other way)."""
-    lo, hi, levels = np.float32(lo), np.float32(hi), np.float32(2 ** bits - 1)
+    lo, hi, levels = np.float32(lo), np.float32(hi), np.float32(2**bits - 1)
     scale = (hi - lo) / levels
     zero_point = min(max(np.floor(np.float32(-lo / scale) + np.float32(0.5)), 0), levels)  # half away, as TensorFlow
     return float(-zero_point * scale), float((levels - zero_point) * scale), float(scale)
 
 
 @settings(max_examples=40, deadline=None)
-@given(x=arrays(np.float32, st.integers(1, 64), elements=finite), lo=st.floats(-10, -0.01), hi=st.floats(0.01, 10),
-       bits=st.integers(2, 8))
+@given(
+    x=arrays(np.float32, st.integers(1, 64), elements=finite),
+    lo=st.floats(-10, -0.01),
+    hi=st.floats(0.01, 10),
+    bits=st.integers(2, 8),
+)
 @example(x=np.array([-11.0], np.float32), lo=-10.0, hi=2.0, bits=2)  # zero point 2.5 rounds to 3: range [-12, 0]
 @example(x=np.array([2.0], np.float32), lo=-1.00001, hi=1.00001, bits=3)  # zero point 3.4999998 in float32
 def test_activation_fake_quant_grid_clip_idempotent(x, lo, hi, bits):
@@ -140,9 +145,12 @@ def test_each_layer_type_quantizes_and_exports(key, tmp_path):
 
 def _conv_bn_wrapper(conv, bn, x):
     """A 16-bit QuantizeWrapper of copies of ``conv`` with ``bn`` folded in, built on ``x``, with their weights."""
-    wrapper = QuantizeWrapper(layers.Conv2D.from_config(conv.get_config()),
-                              batchnorm=layers.BatchNormalization.from_config(bn.get_config()), weight_bits=16,
-                              quantize_output=False)
+    wrapper = QuantizeWrapper(
+        layers.Conv2D.from_config(conv.get_config()),
+        batchnorm=layers.BatchNormalization.from_config(bn.get_config()),
+        weight_bits=16,
+        quantize_output=False,
+    )
     wrapper(x)
     wrapper.layer.set_weights(conv.get_weights())
     wrapper.batchnorm.set_weights(bn.get_weights())
@@ -213,6 +221,7 @@ def test_live_batchnorm_gradients_equal_float_batchnorm_training(rng):
         grads.append(tape.gradient(loss, x).numpy())
     scale = np.abs(grads[0]).max()
     np.testing.assert_allclose(grads[1], grads[0], rtol=0, atol=2e-3 * scale)
+
 
 def _exported_quant_params(data):
     graph = te.read_graph(data)
@@ -286,8 +295,14 @@ def test_freeze_callbacks_stop_updates(rng):
     wrapper = next(l for l in q.layers if isinstance(l, QuantizeWrapper) and l.batchnorm is not None)
     ranges = ke.quantization.activation_quantizers(q)
     stats = wrapper.batchnorm.moving_mean.numpy().copy()
-    q.fit(x, y, batch_size=16, epochs=1, verbose=0,
-          callbacks=[ke.callbacks.FreezeBatchNorm(step=0), ke.callbacks.FreezeRanges(epoch=0)])
+    q.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=1,
+        verbose=0,
+        callbacks=[ke.callbacks.FreezeBatchNorm(step=0), ke.callbacks.FreezeRanges(epoch=0)],
+    )
     np.testing.assert_array_equal(wrapper.batchnorm.moving_mean.numpy(), stats)
     before = [(r.range_min.numpy(), r.range_max.numpy()) for r in ranges]
     q.fit(x * 3, y, batch_size=16, epochs=1, verbose=0)  # still frozen: the flags are part of the model's state
@@ -336,8 +351,11 @@ def test_unknown_layer_is_kept_float_and_reported(rng):
     x = layers.UnitNormalization(name="norm")(inputs)
     x = layers.Flatten()(x)
     model = keras.Model(inputs, layers.Dense(3, name="fc")(x))
-    with pytest.warns(UserWarning, match=r"kept 1 layers float(.|\n)*no quantized implementation: "
-                                         r"UnitNormalization \(norm\)"):
+    with pytest.warns(
+        UserWarning,
+        match=r"kept 1 layers float(.|\n)*no quantized implementation: "
+        r"UnitNormalization \(norm\)",
+    ):
         q = ke.quantize_model(model)
     assert ke.quantization.quantization_report(q).float_layers[0][0] == "norm"
     ke.calibrate(q, rng.normal(0, 1, (32, 6, 4)).astype(np.float32), progress=False)
@@ -385,12 +403,15 @@ def test_bad_models_are_refused():
         ke.quantize_model(model)
 
 
-@pytest.mark.parametrize("config, message", [
-    (ke.QuantConfig(weight_bits=12), "weight_bits=12"),
-    (ke.QuantConfig(weight_symmetric=False), "weight_symmetric=False"),
-    (ke.QuantConfig(weight_granularity="per_channel"), "per-channel weights on Dense"),
-    (ke.QuantConfig(activation_bits=16), "activation_bits=16"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (ke.QuantConfig(weight_bits=12), "weight_bits=12"),
+        (ke.QuantConfig(weight_symmetric=False), "weight_symmetric=False"),
+        (ke.QuantConfig(weight_granularity="per_channel"), "per-channel weights on Dense"),
+        (ke.QuantConfig(activation_bits=16), "activation_bits=16"),
+    ],
+)
 def test_export_refuses_what_int8_cannot_hold(config, message, rng):
     inputs = keras.Input((6, 6, 1))
     x = layers.Conv2D(2, 3, name="conv")(inputs)

@@ -53,8 +53,7 @@ CASES = {
     layers.Softmax: (lambda: layers.Softmax(), VEC),
     layers.Activation: (lambda: layers.Activation("tanh"), IMG),
     layers.Rescaling: (lambda: layers.Rescaling(0.5, offset=0.25), IMG),
-    layers.Normalization: (lambda: layers.Normalization(mean=[0.1, 0.2, 0.3, 0.4], variance=[1.0, 2.0, 0.5, 1.5]),
-                           IMG),
+    layers.Normalization: (lambda: layers.Normalization(mean=[0.1, 0.2, 0.3, 0.4], variance=[1.0, 2.0, 0.5, 1.5]), IMG),
     layers.AveragePooling1D: (lambda: layers.AveragePooling1D(2), SEQ),
     layers.AveragePooling2D: (lambda: layers.AveragePooling2D(2), IMG),
     layers.AveragePooling3D: (lambda: layers.AveragePooling3D(2), VOL),
@@ -102,7 +101,7 @@ REWRITTEN = (layers.Normalization, layers.LayerNormalization)
 # until the mark is removed.
 KNOWN_GAPS = {
     layers.GlobalAveragePooling1D: "a MEAN over a 3-D tensor: after one train step 2-5 LSB at the logits with these "
-                                   "seeds, while the same formula matches LiteRT exactly on other weights (not traced)",
+    "seeds, while the same formula matches LiteRT exactly on other weights (not traced)",
 }
 
 
@@ -157,8 +156,14 @@ def test_every_entry_has_a_case():
     assert not missing, f"registry entries without a harness case: {missing}"
 
 
-@pytest.mark.parametrize("cls", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[c]))
-                                 if c in KNOWN_GAPS else c for c in CASES], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[c])) if c in KNOWN_GAPS else c
+        for c in CASES
+    ],
+    ids=lambda c: c.__name__,
+)
 def test_quantization_follows_the_facts(cls, tmp_path, cases=None):
     keras.utils.set_random_seed(0)
     model, data = _build(cls, cases)
@@ -170,8 +175,9 @@ def test_quantization_follows_the_facts(cls, tmp_path, cases=None):
         return
     qat = ke.quantize_model(model)
     report = quantization_report(qat)
-    handled = report.quantized + report.inherit_range + report.fused_activations + [
-        bn for _, bn in report.folded_batchnorm]
+    handled = (
+        report.quantized + report.inherit_range + report.fused_activations + [bn for _, bn in report.folded_batchnorm]
+    )
     assert "under_test" in handled, str(report)
     assert not report.float_layers, str(report)
     ke.calibrate(qat, data, progress=False)
@@ -187,8 +193,11 @@ def test_sequence_layers_follow_the_facts(cls, tmp_path):
     test_quantization_follows_the_facts(cls, tmp_path, SEQUENCE_CASES)
 
 
-@pytest.mark.parametrize("cls", [c for c in CASES if facts_for(CASES[c][0]()).prunable or
-                                 facts_for(CASES[c][0]()).clusterable], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls",
+    [c for c in CASES if facts_for(CASES[c][0]()).prunable or facts_for(CASES[c][0]()).clusterable],
+    ids=lambda c: c.__name__,
+)
 def test_pruning_and_clustering_follow_the_facts(cls, tmp_path):
     keras.utils.set_random_seed(0)
     model, data = _build(cls)
@@ -196,16 +205,21 @@ def test_pruning_and_clustering_follow_the_facts(cls, tmp_path):
     kernel = facts.main_kernel
     techniques = []
     if facts.prunable:
-        techniques.append(("prune", lambda m: ke.prune_model(m, ke.ConstantSparsity(0.5, begin_step=0, frequency=1),
-                                                          min_weights=0, skip_depthwise=False),
-                           [ke.callbacks.UpdatePruning()]))
+        techniques.append(
+            (
+                "prune",
+                lambda m: ke.prune_model(
+                    m, ke.ConstantSparsity(0.5, begin_step=0, frequency=1), min_weights=0, skip_depthwise=False
+                ),
+                [ke.callbacks.UpdatePruning()],
+            )
+        )
     if facts.clusterable:
         techniques.append(("cluster", lambda m: ke.cluster_model(m, n_clusters=4), []))
     for name, apply, callbacks in techniques:
         wrapped = apply(model)
         wrapped.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
-        wrapped.fit(data[:16], np.zeros((16, 3), np.float32), batch_size=16, epochs=1, verbose=0,
-                    callbacks=callbacks)
+        wrapped.fit(data[:16], np.zeros((16, 3), np.float32), batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
         loaded = _save_load(wrapped, data, tmp_path)
         plain = ke.strip(loaded)
         values = np.asarray(getattr(plain.get_layer("under_test"), kernel))

@@ -112,9 +112,7 @@ def test_compare_counts_lsb_and_near_ties():
     model, data = _identity_int8()
     scale, zp = te.TFLiteModel(data).outputs[0]["quantization"]
     base = (round(0.8 / scale) + 0.3) * scale  # on the grid plus 0.3 LSB
-    x = np.array([[0.5, -0.5, 0.0],
-                  [0.10, 0.10 + 0.5 * scale, -0.9],
-                  [base - 6.4 * scale, base, 0.2]], np.float32)
+    x = np.array([[0.5, -0.5, 0.0], [0.10, 0.10 + 0.5 * scale, -0.9], [base - 6.4 * scale, base, 0.2]], np.float32)
     exact = te.quantize(model.predict(x, verbose=0), scale, zp).astype(np.int32)
     assert exact[2, 1] - exact[2, 0] == 6  # 6.4 LSB apart in float, 6 on the grid
     fake = exact.copy()
@@ -155,10 +153,13 @@ def test_mac_count_matches_hand_computation():
     assert counts.total_params == model.count_params()
 
 
-@pytest.mark.parametrize("blob, message", [
-    (b"", "empty"),
-    (b"\x00" * 64, "TFL3"),
-])
+@pytest.mark.parametrize(
+    "blob, message",
+    [
+        (b"", "empty"),
+        (b"\x00" * 64, "TFL3"),
+    ],
+)
 def test_empty_and_foreign_bytes_are_refused(blob, message):
     with pytest.raises(te.InvalidTFLiteModel, match=message):
         te.TFLiteModel(blob)

@@ -66,8 +66,16 @@ def test_data_order_and_job_round_trip(tmp_path, rng):
     with pytest.raises(ValueError, match="orders 3 epochs"):
         common.epochs_of(data, 2, 2)
 
-    job = {"framework": "tfmot", "seed": 3, "arch": common.small_cnn_spec(4), "techniques": ["float", "pqat"],
-           "hparams": {"batch_size": 64}, "data": str(tmp_path / "d.npz"), "weights": "w.npz", "out_dir": "out"}
+    job = {
+        "framework": "tfmot",
+        "seed": 3,
+        "arch": common.small_cnn_spec(4),
+        "techniques": ["float", "pqat"],
+        "hparams": {"batch_size": 64},
+        "data": str(tmp_path / "d.npz"),
+        "weights": "w.npz",
+        "out_dir": "out",
+    }
     common.write_json(tmp_path / "job.json", job)
     assert common.read_job(tmp_path / "job.json") == json.loads(json.dumps(job))
     del job["weights"]
@@ -94,10 +102,18 @@ def test_tfmot_side_imports_no_keras_eff():
         # the shared file helpers (tflite_export.files) are the one exception: they import no Keras (checked below)
         imported = [m for m in imported if m not in ("tflite_export.files",)]
         assert not [m for m in imported if m.split(".")[0] in ("keras_eff", "tflite_export", "keras")], name
-    code = ("import sys; import benchmarks.tfmot_common; "
-            "print(sorted(m for m in ('keras', 'tensorflow', 'keras_eff', 'tf_keras') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=BENCH.parent, env={**os.environ, "PYTHONPATH": str(BENCH.parent)})
+    code = (
+        "import sys; import benchmarks.tfmot_common; "
+        "print(sorted(m for m in ('keras', 'tensorflow', 'keras_eff', 'tf_keras') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=BENCH.parent,
+        env={**os.environ, "PYTHONPATH": str(BENCH.parent)},
+    )
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
 

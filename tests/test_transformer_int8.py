@@ -57,8 +57,7 @@ def test_every_layer_is_quantized_and_the_file_is_full_int8(quantized):
 
 def test_a_train_step_and_a_round_trip_keep_it_exportable(quantized, tmp_path):
     _, qat, x = quantized
-    qat.compile(optimizer=keras.optimizers.SGD(1e-3),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.compile(optimizer=keras.optimizers.SGD(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     qat.fit(x[:32], np.arange(32) % 10, batch_size=16, epochs=1, verbose=0)
     path = tmp_path / "transformer.keras"
     qat.save(path)

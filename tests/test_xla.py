@@ -41,8 +41,11 @@ def _train(kind, jit, x, y, weights):
         callbacks = [ke.callbacks.UpdatePruning()]
     else:
         model = ke.cluster_model(model, 4)
-    model.compile(optimizer=keras.optimizers.SGD(0.05),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
     loss = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=callbacks).history["loss"][0]
     return model, loss
 

@@ -53,7 +53,7 @@ def _run(runtime, schema, model_bytes, arena, inputs_path, outputs_path):
         outs = [[] for _ in range(n_out)]
         for s in range(len(xs[0])):
             for i, x in enumerate(xs):
-                interpreter.set_input(np.ascontiguousarray(x[s:s + 1]), i)
+                interpreter.set_input(np.ascontiguousarray(x[s : s + 1]), i)
             interpreter.invoke()
             for k in range(n_out):
                 outs[k].append(np.array(interpreter.get_output(k)))

@@ -10,8 +10,13 @@ from .micro_process import MicroProcess
 from .model_file import read_model
 
 # Messages TFLite Micro prints when the arena is too small; any other failure is the model's fault.
-_TOO_SMALL = ("Failed to resize buffer", "Failed to allocate", "missing:", "Arena size is too small",
-              "Too many buffers")  # the memory planner takes its scratch from the arena, too
+_TOO_SMALL = (
+    "Failed to resize buffer",
+    "Failed to allocate",
+    "missing:",
+    "Arena size is too small",
+    "Too many buffers",
+)  # the memory planner takes its scratch from the arena, too
 ARENA_ALIGNMENT = 16
 DEFAULT_MARGIN = 0.25
 MARGIN_NOTE = (
@@ -19,7 +24,8 @@ MARGIN_NOTE = (
     "recording allocator) needs to allocate and invoke the model. A 32-bit device stores smaller structs (less "
     "arena), while optimized kernels such as CMSIS-NN request scratch buffers the reference kernels do not (more "
     "arena). The recommended size adds the stated margin, rounded up to 16 bytes; confirm it on the device with "
-    "RecordingMicroInterpreter before trimming it.")
+    "RecordingMicroInterpreter before trimming it."
+)
 
 
 @dataclass
@@ -53,8 +59,10 @@ class ArenaEstimate:
         return asdict(self)
 
     def __str__(self):
-        return (f"tensor arena: {self.recommended_bytes:,} bytes recommended (host minimum {self.host_min_bytes:,} "
-                f"bytes + {self.margin:.0%} margin)")
+        return (
+            f"tensor arena: {self.recommended_bytes:,} bytes recommended (host minimum {self.host_min_bytes:,} "
+            f"bytes + {self.margin:.0%} margin)"
+        )
 
 
 def _too_small(reply) -> bool:
@@ -102,8 +110,9 @@ def recommended_arena(host_min_bytes: int, margin: float = DEFAULT_MARGIN) -> in
     return int(math.ceil(host_min_bytes * (1 + margin) / ARENA_ALIGNMENT) * ARENA_ALIGNMENT)
 
 
-def find_arena_size(model, margin: float = DEFAULT_MARGIN, start: int = 64 * 1024,
-                    max_bytes: int = 512 * 1024 * 1024) -> ArenaEstimate:
+def find_arena_size(
+    model, margin: float = DEFAULT_MARGIN, start: int = 64 * 1024, max_bytes: int = 512 * 1024 * 1024
+) -> ArenaEstimate:
     """Finds, to the byte, the smallest arena with which TFLite Micro allocates and invokes ``model``.
 
     The search grows the arena from ``start`` (times 4) until a probe works, then bisects. Every probe runs in a
@@ -137,6 +146,7 @@ def find_arena_size(model, margin: float = DEFAULT_MARGIN, start: int = 64 * 102
     data = read_model(model)
     probes = 0
     with MicroProcess(data) as proc:
+
         def works(size):
             nonlocal probes
             probes += 1
@@ -150,8 +160,9 @@ def find_arena_size(model, margin: float = DEFAULT_MARGIN, start: int = 64 * 102
         hi = max(int(start), 1024)
         while not works(hi):
             if hi >= max_bytes:
-                raise MicroRuntimeError(f"TFLite Micro could not allocate the model even with a {max_bytes:,}-byte "
-                                        f"arena")
+                raise MicroRuntimeError(
+                    f"TFLite Micro could not allocate the model even with a {max_bytes:,}-byte arena"
+                )
             hi = min(hi * 4, max_bytes)
         lo = 0  # an empty arena never works
         while hi - lo > 1:

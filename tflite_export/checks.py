@@ -106,12 +106,17 @@ def _scan(graph, int8_io: bool):
             tensor = t[const].name
         else:
             continue
-        bounded = (all(i in producer and producer[i].name == "DEQUANTIZE" for i in in_float
-                       if not t[i].is_constant)
-                   and all(o not in graph.outputs and consumers.get(o)
-                           and all(c.name == "QUANTIZE" for c in consumers[o]) for o in out_float))
-        names = tuple(dict.fromkeys([tensor] + [t[i].name for i in op.outputs]
-                                    + [t[i].name for i in op.inputs if t[i].is_constant]))
+        bounded = all(
+            i in producer and producer[i].name == "DEQUANTIZE" for i in in_float if not t[i].is_constant
+        ) and all(
+            o not in graph.outputs and consumers.get(o) and all(c.name == "QUANTIZE" for c in consumers[o])
+            for o in out_float
+        )
+        names = tuple(
+            dict.fromkeys(
+                [tensor] + [t[i].name for i in op.outputs] + [t[i].name for i in op.inputs if t[i].is_constant]
+            )
+        )
         found.append(FloatOp(op.index, op.name, tensor, bounded=bounded, tensor_names=names))
     return problems + io_problems, found
 
@@ -278,7 +283,10 @@ def check_int8(model, int8_io: bool = True, keras_model=None) -> None:
         raise FloatIslandError(
             f"the int8 model is not fully integer: {problems[0]}{places}. Give the model fake-quant ranges there "
             f"(keras_eff.quantize_model) or pass representative_data to calibrate it; to accept float anyway pass "
-            f"allow_float=True.", problems, ops)
+            f"allow_float=True.",
+            problems,
+            ops,
+        )
     count = f"{len(ops)} ops compute" if len(ops) > 1 else "1 op computes"
     head = f"the int8 model is not fully integer: {count} in float: {describe_float_ops(ops)}{places}."
     no_kernel = [op for op in ops if op.bounded]
@@ -286,15 +294,22 @@ def check_int8(model, int8_io: bool = True, keras_model=None) -> None:
     if no_kernel:
         names = ", ".join(dict.fromkeys(op.op for op in no_kernel))
         it = "them" if len(no_kernel) > 1 else "it"
-        where = ", ".join(dict.fromkeys(f"layer '{op.layer}'" if op.layer else f"the layer named in '{op.tensor}'"
-                                        for op in no_kernel))
-        advice.append(f"The tensors around {names} carry int8 ranges, yet the converter kept {it} in float: TFLite "
-                      f"has no int8 kernel for {it}, and more data cannot change that. Replace the op in {where} with "
-                      f"ops that have int8 kernels.")
+        where = ", ".join(
+            dict.fromkeys(
+                f"layer '{op.layer}'" if op.layer else f"the layer named in '{op.tensor}'" for op in no_kernel
+            )
+        )
+        advice.append(
+            f"The tensors around {names} carry int8 ranges, yet the converter kept {it} in float: TFLite "
+            f"has no int8 kernel for {it}, and more data cannot change that. Replace the op in {where} with "
+            f"ops that have int8 kernels."
+        )
     if len(no_kernel) < len(ops):
-        advice.append("Where an op runs in float because a tensor has no quantization range (a layer left float, "
-                      "say), give the model fake-quant ranges there (keras_eff.quantize_model) or pass "
-                      "representative_data to calibrate it; an op that stays float with ranges around it has no int8 "
-                      "kernel: replace it.")
+        advice.append(
+            "Where an op runs in float because a tensor has no quantization range (a layer left float, "
+            "say), give the model fake-quant ranges there (keras_eff.quantize_model) or pass "
+            "representative_data to calibrate it; an op that stays float with ranges around it has no int8 "
+            "kernel: replace it."
+        )
     advice.append("To accept float ops anyway pass allow_float=True.")
     raise FloatIslandError(" ".join([head, *advice]), problems, ops)

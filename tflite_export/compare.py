@@ -57,15 +57,27 @@ class Comparison:
         return d
 
     def __str__(self):
-        lsb = (f", {self.within_1_lsb:.2%} of outputs within 1 LSB, max {self.max_lsb_diff} LSB"
-               if self.max_lsb_diff is not None else "")
-        return (f"{self.n} samples: argmax agreement {self.argmax_agreement:.2%}{lsb}, max |diff| "
-                f"{self.max_abs_diff:.3g}, {self.disagreements} disagreements "
-                f"({self.near_tie_disagreements} near-ties)")
+        lsb = (
+            f", {self.within_1_lsb:.2%} of outputs within 1 LSB, max {self.max_lsb_diff} LSB"
+            if self.max_lsb_diff is not None
+            else ""
+        )
+        return (
+            f"{self.n} samples: argmax agreement {self.argmax_agreement:.2%}{lsb}, max |diff| "
+            f"{self.max_abs_diff:.3g}, {self.disagreements} disagreements "
+            f"({self.near_tie_disagreements} near-ties)"
+        )
 
 
-def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=None,
-            use_xnnpack: bool = True, kernels: str | None = None) -> Comparison:
+def compare(
+    keras_model,
+    tflite_model,
+    x,
+    batch_size: int = 256,
+    tflite_outputs=None,
+    use_xnnpack: bool = True,
+    kernels: str | None = None,
+) -> Comparison:
     """Runs both models on ``x`` and compares their (first) outputs.
 
     The file runs on LiteRT's default XNNPACK delegate, or its built-in kernels with ``use_xnnpack=False``; pass
@@ -120,8 +132,18 @@ def compare(keras_model, tflite_model, x, batch_size: int = 256, tflite_outputs=
         explained = lsb[disagree, k_arg[disagree]] + lsb[disagree, t_arg[disagree]]
         near = int(np.sum(gaps <= np.maximum(explained, 1) + 1e-3))
         max_abs = float(np.max(np.abs((raw2.astype(np.float64) - zp) * scale - ref2)))
-        return Comparison(len(x), float(np.mean(k_arg == t_arg)), max_abs, float(np.mean(lsb <= 1)),
-                          int(lsb.max()), float(scale), len(disagree), near, [round(float(g), 3) for g in gaps],
-                          [int(v) for v in lsb[disagree].max(axis=1)])
-    return Comparison(len(x), float(np.mean(k_arg == t_arg)), float(np.max(np.abs(raw2 - ref2))), None, None, None,
-                      len(disagree), 0)
+        return Comparison(
+            len(x),
+            float(np.mean(k_arg == t_arg)),
+            max_abs,
+            float(np.mean(lsb <= 1)),
+            int(lsb.max()),
+            float(scale),
+            len(disagree),
+            near,
+            [round(float(g), 3) for g in gaps],
+            [int(v) for v in lsb[disagree].max(axis=1)],
+        )
+    return Comparison(
+        len(x), float(np.mean(k_arg == t_arg)), float(np.max(np.abs(raw2 - ref2))), None, None, None, len(disagree), 0
+    )

@@ -37,8 +37,10 @@ def _quiet_export():
 def _model_inputs(model):
     inputs = getattr(model, "inputs", None)
     if not inputs:
-        raise TFLiteExportError(f"model {model.name!r} has no known inputs: build it (call it once on data, or "
-                                f"give it an Input layer) before exporting")
+        raise TFLiteExportError(
+            f"model {model.name!r} has no known inputs: build it (call it once on data, or "
+            f"give it an Input layer) before exporting"
+        )
     return inputs
 
 
@@ -120,8 +122,10 @@ def _as_input_arrays(model, data, max_samples):
         arrays = [np.asarray(data)]
     if len(arrays) != len(inputs):
         raise ValueError(f"representative_data holds {len(arrays)} arrays but the model has {len(inputs)} inputs")
-    return [check_samples(a, t.shape[1:], f"representative_data input {i}", f"the model input {t.name!r}",
-                          max_samples) for i, (a, t) in enumerate(zip(arrays, inputs))]
+    return [
+        check_samples(a, t.shape[1:], f"representative_data input {i}", f"the model input {t.name!r}", max_samples)
+        for i, (a, t) in enumerate(zip(arrays, inputs))
+    ]
 
 
 def _export_problems(model) -> list:
@@ -143,8 +147,10 @@ def _input_signature(model, batch_size):
     specs = []
     for t in _model_inputs(model):
         if any(d is None for d in t.shape[1:]):
-            raise TFLiteExportError(f"model input {t.name!r} has shape {tuple(t.shape)}: a static-shape file needs "
-                                    f"every axis but the batch fixed; give the model a fixed input size")
+            raise TFLiteExportError(
+                f"model input {t.name!r} has shape {tuple(t.shape)}: a static-shape file needs "
+                f"every axis but the batch fixed; give the model a fixed input size"
+            )
         specs.append(tf.TensorSpec((batch_size, *t.shape[1:]), t.dtype, name=getattr(t, "name", None)))
     return specs
 
@@ -163,12 +169,22 @@ def _check_ranges_set(model):
         f"file would compute on their initial placeholder ranges, and representative_data cannot replace them (the "
         f"converter keeps the model's own ranges). Set them from data: keras_eff.calibrate(model, x) with a few "
         f"hundred typical inputs, or train the model (quantization-aware training sets them), then export again. "
-        f"To export it anyway (to measure size or latency, say) pass allow_uncalibrated=True.", unset)
+        f"To export it anyway (to measure size or latency, say) pass allow_uncalibrated=True.",
+        unset,
+    )
 
 
-def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize: bool = True,
-              allow_float: bool = False, allow_uncalibrated: bool = False, max_samples: int = 256,
-              batch_size: int | None = None) -> bytes:
+def to_tflite(
+    model,
+    representative_data=None,
+    int8_io: bool = True,
+    *,
+    quantize: bool = True,
+    allow_float: bool = False,
+    allow_uncalibrated: bool = False,
+    max_samples: int = 256,
+    batch_size: int | None = None,
+) -> bytes:
     """Converts a Keras 3 model to a TFLite flatbuffer and returns its bytes.
 
     - ``quantize=False``: a float32 model; no data needed.
@@ -228,8 +244,9 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
             _check_ranges_set(model)
         problems = _export_problems(model)
         if problems:
-            raise TFLiteExportError("int8 TFLite cannot hold this model's quantization settings:\n  - "
-                                    + "\n  - ".join(problems))
+            raise TFLiteExportError(
+                "int8 TFLite cannot hold this model's quantization settings:\n  - " + "\n  - ".join(problems)
+            )
         if representative_data is not None:
             rep = _as_input_arrays(model, representative_data, max_samples)
     elif representative_data is not None:
@@ -240,20 +257,24 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
             with _quiet_export(), export_view(model):
                 model.export(tmp, format="tf_saved_model", verbose=False, input_signature=signature)
         except Exception as err:  # the cause is the useful part; the converter would hide it
-            raise TFLiteExportError(f"Keras could not export model {model.name!r} as a SavedModel: "
-                                    f"{type(err).__name__}: {err}") from err
+            raise TFLiteExportError(
+                f"Keras could not export model {model.name!r} as a SavedModel: {type(err).__name__}: {err}"
+            ) from err
         if quantize and rep is None and not _saved_model_has_fake_quant(tmp):
             raise TFLiteExportError(
                 f"model {model.name!r} is a float model (it carries no fake-quant ranges), so int8 export needs "
                 f"representative_data (a few hundred typical inputs) to calibrate its ranges; or export it as "
-                f"float with quantize=False, or quantize it first with keras_eff.quantize_model")
+                f"float with quantize=False, or quantize it first with keras_eff.quantize_model"
+            )
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         if quantize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             if rep is not None:
+
                 def gen():
                     for i in range(len(rep[0])):
-                        yield [a[i:i + 1] for a in rep]
+                        yield [a[i : i + 1] for a in rep]
+
                 converter.representative_dataset = gen
             if int8_io:
                 converter.inference_input_type = tf.int8
@@ -261,11 +282,14 @@ def to_tflite(model, representative_data=None, int8_io: bool = True, *, quantize
         try:
             data = converter.convert()
         except Exception as err:
-            raise TFLiteExportError(f"the TFLite converter failed on model {model.name!r}: "
-                                    f"{type(err).__name__}: {err}") from err
+            raise TFLiteExportError(
+                f"the TFLite converter failed on model {model.name!r}: {type(err).__name__}: {err}"
+            ) from err
     if not data:
-        raise TFLiteExportError(f"the TFLite converter returned an empty file for model {model.name!r} (this "
-                                f"happens when a weight's shape is computed at run time)")
+        raise TFLiteExportError(
+            f"the TFLite converter returned an empty file for model {model.name!r} (this "
+            f"happens when a weight's shape is computed at run time)"
+        )
     if quantize and not allow_float:
         check_int8(data, int8_io=int8_io, keras_model=model)
     return data

@@ -141,8 +141,7 @@ class EthosUOp:
         Returns:
             A dict with one entry per field.
         """
-        return {"index": self.index, "op": self.op, "output": self.output, "target": self.target,
-                "reason": self.reason}
+        return {"index": self.index, "op": self.op, "output": self.output, "target": self.target, "reason": self.reason}
 
 
 @dataclass
@@ -171,8 +170,14 @@ class EthosULayer:
         Returns:
             A dict with one entry per field.
         """
-        return {"original_op": self.original_op, "npu_op": self.npu_op, "target": self.target,
-                "cycles": self.cycles, "macs": self.macs, "name": self.name}
+        return {
+            "original_op": self.original_op,
+            "npu_op": self.npu_op,
+            "target": self.target,
+            "cycles": self.cycles,
+            "macs": self.macs,
+            "name": self.name,
+        }
 
 
 @dataclass
@@ -253,14 +258,38 @@ class EthosUReport:
             The scalar fields, ``flash_bytes``, ``inference_time_us``, the NPU and CPU op counts, ``ops`` and
             ``layers`` as lists of dicts, ``warnings``, and Vela's summary row as ``vela_summary``.
         """
-        scalars = {k: getattr(self, k) for k in (
-            "accelerator", "system_config", "memory_mode", "vela_version", "clock_hz", "cycles", "inference_time_s",
-            "sram_bytes", "dram_bytes", "on_chip_flash_bytes", "off_chip_flash_bytes", "original_weight_bytes",
-            "encoded_weight_bytes", "macs", "input_bytes", "vela_file_bytes")}
-        return {**scalars, "flash_bytes": self.flash_bytes, "inference_time_us": self.inference_time_us,
-                "npu_op_count": len(self.npu_ops), "cpu_op_count": len(self.cpu_ops),
-                "ops": [o.as_dict() for o in self.ops], "layers": [r.as_dict() for r in self.layers],
-                "warnings": list(self.warnings), "vela_summary": dict(self.summary)}
+        scalars = {
+            k: getattr(self, k)
+            for k in (
+                "accelerator",
+                "system_config",
+                "memory_mode",
+                "vela_version",
+                "clock_hz",
+                "cycles",
+                "inference_time_s",
+                "sram_bytes",
+                "dram_bytes",
+                "on_chip_flash_bytes",
+                "off_chip_flash_bytes",
+                "original_weight_bytes",
+                "encoded_weight_bytes",
+                "macs",
+                "input_bytes",
+                "vela_file_bytes",
+            )
+        }
+        return {
+            **scalars,
+            "flash_bytes": self.flash_bytes,
+            "inference_time_us": self.inference_time_us,
+            "npu_op_count": len(self.npu_ops),
+            "cpu_op_count": len(self.cpu_ops),
+            "ops": [o.as_dict() for o in self.ops],
+            "layers": [r.as_dict() for r in self.layers],
+            "warnings": list(self.warnings),
+            "vela_summary": dict(self.summary),
+        }
 
     def to_json(self) -> str:
         """The report as indented JSON text.
@@ -279,33 +308,57 @@ class EthosUReport:
         Returns:
             The markdown text.
         """
-        md = [f"# {title}", "", (f"Compiled by Vela {self.vela_version} for {self.accelerator} "
-                                 f"({self.system_config}, {self.memory_mode}, {self.clock_hz / 1e6:g} MHz)."), ""]
+        md = [
+            f"# {title}",
+            "",
+            (
+                f"Compiled by Vela {self.vela_version} for {self.accelerator} "
+                f"({self.system_config}, {self.memory_mode}, {self.clock_hz / 1e6:g} MHz)."
+            ),
+            "",
+        ]
         md += [f"> **Warning:** {w}" for w in self.warnings] + ([""] if self.warnings else [])
-        md += ["| | |", "|---|---|",
-               f"| ops on the NPU / CPU | {len(self.npu_ops)} / {len(self.cpu_ops)} |",
-               f"| NPU cycles | {self.cycles:,} |",
-               f"| inference time | {self.inference_time_us:,.1f} µs |",
-               f"| SRAM used | {self.sram_bytes:,} B |",
-               f"| flash used (on-chip + off-chip) | {self.flash_bytes:,} B |",
-               f"| DRAM used | {self.dram_bytes:,} B |",
-               (f"| weights: original → after Vela's encoding | {self.original_weight_bytes:,} → "
-                f"{self.encoded_weight_bytes:,} B |"),
-               f"| MACs | {self.macs:,} |",
-               f"| file: int8 → Vela | {self.input_bytes:,} → {self.vela_file_bytes:,} B |", ""]
+        md += [
+            "| | |",
+            "|---|---|",
+            f"| ops on the NPU / CPU | {len(self.npu_ops)} / {len(self.cpu_ops)} |",
+            f"| NPU cycles | {self.cycles:,} |",
+            f"| inference time | {self.inference_time_us:,.1f} µs |",
+            f"| SRAM used | {self.sram_bytes:,} B |",
+            f"| flash used (on-chip + off-chip) | {self.flash_bytes:,} B |",
+            f"| DRAM used | {self.dram_bytes:,} B |",
+            (
+                f"| weights: original → after Vela's encoding | {self.original_weight_bytes:,} → "
+                f"{self.encoded_weight_bytes:,} B |"
+            ),
+            f"| MACs | {self.macs:,} |",
+            f"| file: int8 → Vela | {self.input_bytes:,} → {self.vela_file_bytes:,} B |",
+            "",
+        ]
         md += ["## Op placement", "", "| # | op | output | target | reason (CPU ops) |", "|---|---|---|---|---|"]
         md += [f"| {o.index} | {o.op} | `{o.output}` | {o.target} | {o.reason or ''} |" for o in self.ops]
-        md += ["", "## Per layer (Vela's per-layer CSV)", "",
-               "| op | NPU operation | target | cycles | MACs | name |", "|---|---|---|---|---|---|"]
-        md += [f"| {r.original_op} | {r.npu_op} | {r.target} | {r.cycles:,} | {r.macs:,} | `{r.name}` |"
-               for r in self.layers]
+        md += [
+            "",
+            "## Per layer (Vela's per-layer CSV)",
+            "",
+            "| op | NPU operation | target | cycles | MACs | name |",
+            "|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r.original_op} | {r.npu_op} | {r.target} | {r.cycles:,} | {r.macs:,} | `{r.name}` |"
+            for r in self.layers
+        ]
         return "\n".join(md) + "\n"
 
     def __str__(self):
-        lines = [(f"{self.accelerator} ({self.system_config}, {self.memory_mode}), Vela {self.vela_version}: "
-                  f"{len(self.npu_ops)} ops on the NPU, {len(self.cpu_ops)} on the CPU; {self.cycles:,} cycles, "
-                  f"{self.inference_time_us:,.1f} µs; SRAM {self.sram_bytes:,} B, flash {self.flash_bytes:,} B; "
-                  f"weights {self.original_weight_bytes:,} → {self.encoded_weight_bytes:,} B")]
+        lines = [
+            (
+                f"{self.accelerator} ({self.system_config}, {self.memory_mode}), Vela {self.vela_version}: "
+                f"{len(self.npu_ops)} ops on the NPU, {len(self.cpu_ops)} on the CPU; {self.cycles:,} cycles, "
+                f"{self.inference_time_us:,.1f} µs; SRAM {self.sram_bytes:,} B, flash {self.flash_bytes:,} B; "
+                f"weights {self.original_weight_bytes:,} → {self.encoded_weight_bytes:,} B"
+            )
+        ]
         lines += [f"  CPU: #{o.index} {o.op} '{o.output}': {o.reason}" for o in self.cpu_ops]
         return "\n".join(lines)
 
@@ -339,9 +392,13 @@ class EthosUCompilation:
         Raises:
             ValueError: If ``name`` is not a C identifier.
         """
-        sources = to_c_source(self.tflite, name, arena_bytes=self.report.sram_bytes,
-                              arena_note=f"Vela's SRAM use on {self.report.accelerator} ({self.report.memory_mode}); "
-                                         f"add what the CPU ops need")
+        sources = to_c_source(
+            self.tflite,
+            name,
+            arena_bytes=self.report.sram_bytes,
+            arena_note=f"Vela's SRAM use on {self.report.accelerator} ({self.report.memory_mode}); "
+            f"add what the CPU ops need",
+        )
         out = dict(sources.files)
         out[f"{name}_vela.tflite"] = self.tflite
         out[f"{name}_ethos_u.md"] = self.report.to_markdown(f"Ethos-U report: {name}")
@@ -370,8 +427,9 @@ def _vela_input(model):
     data = read_model(model)
     graph = read_graph_flatbuffer(data)
     if ETHOS_U_OP in graph.op_names():
-        raise EthosUError("this file is already compiled by Vela (it holds an 'ethos-u' op): give Vela the int8 "
-                          "file it was made from")
+        raise EthosUError(
+            "this file is already compiled by Vela (it holds an 'ethos-u' op): give Vela the int8 file it was made from"
+        )
     for op in graph.ops:
         for i in op.inputs + op.outputs:
             t = graph.tensors[i]
@@ -382,12 +440,14 @@ def _vela_input(model):
                 raise EthosUError(
                     f"Vela needs a full-int8 file, but op #{op.index} {op.name} reads or writes {kind} tensor "
                     f"'{t.name}'. Export full int8 with int8 input and output: tflite_export.to_tflite(model, "
-                    f"representative_data=...) for a float model, or quantize it first with keras_eff.quantize_model")
+                    f"representative_data=...) for a float model, or quantize it first with keras_eff.quantize_model"
+                )
             if t.dtype == np.int16:
                 raise EthosUError(
                     f"Vela is given full-int8 files here, but op #{op.index} {op.name} has int16 tensor '{t.name}' "
                     f"(16-bit activations): quantize the activations to 8 bits and export with "
-                    f"tflite_export.to_tflite")
+                    f"tflite_export.to_tflite"
+                )
     return data, graph
 
 
@@ -396,8 +456,9 @@ def _check_choice(value, choices, what, hint):
         raise EthosUError(f"unknown {what} {value!r}; {hint}: {', '.join(choices) or '(none)'}")
 
 
-def check_ethos_u_options(target: str, system_config: str | None = None, memory_mode: str | None = None,
-                          config_file=None) -> Path:
+def check_ethos_u_options(
+    target: str, system_config: str | None = None, memory_mode: str | None = None, config_file=None
+) -> Path:
     """Checks the names Vela will be given, before any slow work.
 
     Args:
@@ -421,15 +482,21 @@ def check_ethos_u_options(target: str, system_config: str | None = None, memory_
     _check_choice(target, accelerators(), "Ethos-U accelerator", "choose one of")
     config_path = Path(config_file) if config_file is not None else default_vela_config()
     configs = vela_configurations(config_path)
-    _check_choice(system_config, configs["system_configs"], "Vela system configuration",
-                  f"{config_path.name} defines")
+    _check_choice(system_config, configs["system_configs"], "Vela system configuration", f"{config_path.name} defines")
     _check_choice(memory_mode, configs["memory_modes"], "Vela memory mode", f"{config_path.name} defines")
     return config_path
 
 
-def compile_ethos_u(model, target: str = "ethos-u55-128", *, system_config: str | None = None,
-                    memory_mode: str | None = None, config_file=None, optimise: str = "Performance",
-                    timeout_s: float = 600.0) -> EthosUCompilation:
+def compile_ethos_u(
+    model,
+    target: str = "ethos-u55-128",
+    *,
+    system_config: str | None = None,
+    memory_mode: str | None = None,
+    config_file=None,
+    optimise: str = "Performance",
+    timeout_s: float = 600.0,
+) -> EthosUCompilation:
     """Compiles a full-int8 TFLite file for an Arm Ethos-U accelerator with Vela.
 
     Vela runs as a child process on a copy of the file in a temporary folder; nothing is written anywhere else.
@@ -469,9 +536,20 @@ def compile_ethos_u(model, target: str = "ethos-u55-128", *, system_config: str 
         src = Path(tmp) / "model.tflite"
         src.write_bytes(data)
         out_dir = Path(tmp) / "out"
-        cmd = [sys.executable, "-m", "ethosu.vela", str(src), "--output-dir", str(out_dir),
-               "--accelerator-config", target, "--optimise", optimise, "--verbose-performance",
-               "--show-cpu-operations"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ethosu.vela",
+            str(src),
+            "--output-dir",
+            str(out_dir),
+            "--accelerator-config",
+            target,
+            "--optimise",
+            optimise,
+            "--verbose-performance",
+            "--show-cpu-operations",
+        ]
         if config_file is not None:
             cmd += ["--config", str(config_path.resolve())]
         elif system_config or memory_mode:  # Vela refuses its own file by path when it picks the defaults
@@ -481,8 +559,9 @@ def compile_ethos_u(model, target: str = "ethos-u55-128", *, system_config: str 
         if memory_mode:
             cmd += ["--memory-mode", memory_mode]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                                  env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+            )
         except subprocess.TimeoutExpired:
             raise EthosUError(f"Vela did not finish compiling for {target} within {timeout_s:g} s") from None
         log = proc.stdout + proc.stderr
@@ -491,8 +570,9 @@ def compile_ethos_u(model, target: str = "ethos-u55-128", *, system_config: str 
         per_layer = out_dir / "model_per-layer.csv"
         if proc.returncode != 0 or not vela_file.is_file() or not summaries:
             tail = "\n".join(log.strip().splitlines()[-15:])
-            raise EthosUError(f"Vela {version} failed to compile the file for {target} (exit code "
-                              f"{proc.returncode}):\n{tail}")
+            raise EthosUError(
+                f"Vela {version} failed to compile the file for {target} (exit code {proc.returncode}):\n{tail}"
+            )
         vela_bytes = vela_file.read_bytes()
         summary = _read_csv(summaries[0])[0]
         layers = _read_layers(per_layer) if per_layer.is_file() else []
@@ -506,13 +586,21 @@ def _read_csv(path) -> list:
 
 
 def _read_layers(path) -> list:
-    return [EthosULayer(r["Original Operator"], r["NNG Operator"], r["Target"], int(float(r["Op Cycles"])),
-                        int(float(r["MAC Count"])), r["Name"]) for r in _read_csv(path)]
+    return [
+        EthosULayer(
+            r["Original Operator"],
+            r["NNG Operator"],
+            r["Target"],
+            int(float(r["Op Cycles"])),
+            int(float(r["MAC Count"])),
+            r["Name"],
+        )
+        for r in _read_csv(path)
+    ]
 
 
 # "Warning (supported operators) operator: GATHER, ofm: 'name'" then "Reason: ..." and detail lines to a blank line
-_UNSUPPORTED = re.compile(r"^Warning \(supported operators\) operator: (\S+), ofm: '(.*)'\n((?:.+\n?)*)",
-                          re.MULTILINE)
+_UNSUPPORTED = re.compile(r"^Warning \(supported operators\) operator: (\S+), ofm: '(.*)'\n((?:.+\n?)*)", re.MULTILINE)
 _CPU_LINE = re.compile(r"^\s*CPU: \S+ = (.*) \(outputs \[.*\]\)$", re.MULTILINE)
 
 
@@ -522,7 +610,7 @@ def _cpu_reasons(log: str) -> dict:
     for m in _UNSUPPORTED.finditer(log):
         lines = [ln.strip() for ln in m.group(3).splitlines() if ln.strip()]
         if lines and lines[0].startswith("Reason: "):
-            lines[0] = lines[0][len("Reason: "):]
+            lines[0] = lines[0][len("Reason: ") :]
         out.setdefault(m.group(2), "; ".join(lines))
     return out
 
@@ -531,8 +619,10 @@ def _vela_warnings(log: str) -> list:
     warnings = []
     dynamic = len(re.findall(r"has a dynamic signature in axis 0", log))
     if dynamic:
-        warnings.append(f"the file has a dynamic batch axis: Vela set it to 1 on {dynamic} tensors; export device "
-                        f"files with a static batch of 1 (tflite_export.to_tflite(..., batch_size=1))")
+        warnings.append(
+            f"the file has a dynamic batch axis: Vela set it to 1 on {dynamic} tensors; export device "
+            f"files with a static batch of 1 (tflite_export.to_tflite(..., batch_size=1))"
+        )
     return warnings
 
 
@@ -552,13 +642,24 @@ def _make_report(data, graph, vela_bytes, summary, layers, log, target, version)
             reason = "Vela left it to the CPU (no reason given)"
         ops.append(EthosUOp(op.index, op.name, outputs[0] if outputs else "", "CPU" if on_cpu else "NPU", reason))
     return EthosUReport(
-        accelerator=target, system_config=summary.get("system_config", ""),
-        memory_mode=summary.get("memory_mode", ""), vela_version=version,
-        clock_hz=float(summary.get("core_clock") or 0), cycles=int(float(summary.get("cycles_total") or 0)),
-        inference_time_s=float(summary.get("inference_time") or 0), sram_bytes=_kib(summary, "sram_memory_used"),
-        dram_bytes=_kib(summary, "dram_memory_used"), on_chip_flash_bytes=_kib(summary, "on_chip_flash_memory_used"),
+        accelerator=target,
+        system_config=summary.get("system_config", ""),
+        memory_mode=summary.get("memory_mode", ""),
+        vela_version=version,
+        clock_hz=float(summary.get("core_clock") or 0),
+        cycles=int(float(summary.get("cycles_total") or 0)),
+        inference_time_s=float(summary.get("inference_time") or 0),
+        sram_bytes=_kib(summary, "sram_memory_used"),
+        dram_bytes=_kib(summary, "dram_memory_used"),
+        on_chip_flash_bytes=_kib(summary, "on_chip_flash_memory_used"),
         off_chip_flash_bytes=_kib(summary, "off_chip_flash_memory_used"),
         original_weight_bytes=int(float(summary.get("total_original_weights") or 0)),
         encoded_weight_bytes=int(float(summary.get("total_npu_encoded_weights") or 0)),
-        macs=int(float(summary.get("nn_macs") or 0)), input_bytes=len(data), vela_file_bytes=len(vela_bytes),
-        ops=ops, layers=layers, warnings=_vela_warnings(log), summary=dict(summary))
+        macs=int(float(summary.get("nn_macs") or 0)),
+        input_bytes=len(data),
+        vela_file_bytes=len(vela_bytes),
+        ops=ops,
+        layers=layers,
+        warnings=_vela_warnings(log),
+        summary=dict(summary),
+    )

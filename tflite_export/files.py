@@ -207,7 +207,7 @@ def sweep_stale_temps(target) -> list:
         name = entry.name
         if not name.startswith(prefix):
             continue
-        m = _TEMP_TAIL.match(name[len(prefix):])
+        m = _TEMP_TAIL.match(name[len(prefix) :])
         if m is None:
             continue
         path = os.path.join(target.parent, name)
@@ -349,9 +349,12 @@ def _fsync_folder(folder: Path) -> None:
 
 def _exists_error(existing) -> FileExistsError:
     names = ", ".join(str(p) for p in existing)
-    return _os_error(FileExistsError, errno.EEXIST,
-                     f"{names} already exist{'s' if len(existing) == 1 else ''}; pass --force (overwrite=True) to "
-                     f"replace, or choose another output location")
+    return _os_error(
+        FileExistsError,
+        errno.EEXIST,
+        f"{names} already exist{'s' if len(existing) == 1 else ''}; pass --force (overwrite=True) to "
+        f"replace, or choose another output location",
+    )
 
 
 def check_targets(paths, overwrite: bool = False) -> list:
@@ -365,16 +368,23 @@ def check_targets(paths, overwrite: bool = False) -> list:
     for path in paths:
         culprit = _first_non_folder(path.parent)
         if culprit is not None:
-            raise _os_error(NotADirectoryError, errno.ENOTDIR,
-                            f"cannot write {path}: {culprit} is a file, not a folder; choose another output location")
+            raise _os_error(
+                NotADirectoryError,
+                errno.ENOTDIR,
+                f"cannot write {path}: {culprit} is a file, not a folder; choose another output location",
+            )
         if path.is_dir():
-            raise _os_error(IsADirectoryError, errno.EISDIR,
-                            f"cannot write {path}: it is a folder, not a file; choose another name")
+            raise _os_error(
+                IsADirectoryError, errno.EISDIR, f"cannot write {path}: it is a folder, not a file; choose another name"
+            )
         folder = next(p for p in (path.parent, *path.parent.parents) if os.path.lexists(p) or p == Path(p.anchor))
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise _os_error(PermissionError, errno.EACCES,
-                            f"cannot write {path}: permission denied in {folder}; choose a location you can write to, "
-                            f"or change its permissions")
+            raise _os_error(
+                PermissionError,
+                errno.EACCES,
+                f"cannot write {path}: permission denied in {folder}; choose a location you can write to, "
+                f"or change its permissions",
+            )
     if not overwrite:
         existing = [p for p in paths if os.path.lexists(p)]
         if existing:
@@ -388,12 +398,19 @@ def check_output_folder(folder) -> Path:
     folder = Path(folder)
     culprit = _first_non_folder(folder)
     if culprit is not None:
-        raise _os_error(NotADirectoryError, errno.ENOTDIR, f"cannot write to {folder}: {culprit} is a file, not a "
-                        f"folder; choose another output folder")
+        raise _os_error(
+            NotADirectoryError,
+            errno.ENOTDIR,
+            f"cannot write to {folder}: {culprit} is a file, not a folder; choose another output folder",
+        )
     nearest = next(p for p in (folder, *folder.parents) if os.path.lexists(p) or p == Path(p.anchor))
     if not os.access(nearest, os.W_OK | os.X_OK):
-        raise _os_error(PermissionError, errno.EACCES, f"cannot write to {folder}: permission denied in {nearest}; "
-                        f"choose a folder you can write to, or change its permissions")
+        raise _os_error(
+            PermissionError,
+            errno.EACCES,
+            f"cannot write to {folder}: permission denied in {nearest}; "
+            f"choose a folder you can write to, or change its permissions",
+        )
     return folder
 
 

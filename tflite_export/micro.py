@@ -1,8 +1,8 @@
 """The microcontroller package of a TFLite model: C sources, op resolver, tensor arena estimate and TFLite Micro check.
 
-    pkg = micro_package(tflite_bytes, name="model", x=test_images[:200])
-    print(pkg)                  # a short summary
-    pkg.write("out/mcu")        # model.h, model.c, model_op_resolver.h, model.tflite, model_micro.json
+pkg = micro_package(tflite_bytes, name="model", x=test_images[:200])
+print(pkg)                  # a short summary
+pkg.write("out/mcu")        # model.h, model.c, model_op_resolver.h, model.tflite, model_micro.json
 """
 
 from __future__ import annotations
@@ -58,11 +58,17 @@ class MicroPackage:
         Returns:
             A dict with the name, file size, ops, op resolver calls, arena estimate, check and file names.
         """
-        return {"name": self.name, "tflite_bytes": len(self.tflite), "ops": self.ops,
-                "op_resolver_calls": [line.strip() for line in self.sources.op_resolver.splitlines()
-                                      if "resolver.Add" in line],
-                "arena": self.arena.as_dict(), "micro_check": self.check.as_dict() if self.check else None,
-                "files": self.file_names()}
+        return {
+            "name": self.name,
+            "tflite_bytes": len(self.tflite),
+            "ops": self.ops,
+            "op_resolver_calls": [
+                line.strip() for line in self.sources.op_resolver.splitlines() if "resolver.Add" in line
+            ],
+            "arena": self.arena.as_dict(),
+            "micro_check": self.check.as_dict() if self.check else None,
+            "files": self.file_names(),
+        }
 
     def files(self) -> dict:
         """Everything the package holds, in memory.
@@ -98,15 +104,18 @@ class MicroPackage:
         return write_files(out_dir, self.files(), overwrite=overwrite)
 
     def __str__(self):
-        lines = [f"{self.name}: {len(self.tflite):,} bytes of flash for the model, ops {', '.join(self.ops)}",
-                 f"  {self.arena}"]
+        lines = [
+            f"{self.name}: {len(self.tflite):,} bytes of flash for the model, ops {', '.join(self.ops)}",
+            f"  {self.arena}",
+        ]
         if self.check is not None:
             lines.append(f"  {self.check}")
         return "\n".join(lines)
 
 
-def micro_package(model, name: str = "model", x=None, margin: float = DEFAULT_MARGIN, check_samples: int = 200,
-                  source_note: str = "") -> MicroPackage:
+def micro_package(
+    model, name: str = "model", x=None, margin: float = DEFAULT_MARGIN, check_samples: int = 200, source_note: str = ""
+) -> MicroPackage:
     """Builds the microcontroller package of a TFLite model: C sources, op resolver, arena estimate and check.
 
     The ops are checked first: a model using ops TFLite Micro lacks fails before any other work. The arena is found
@@ -142,8 +151,10 @@ def micro_package(model, name: str = "model", x=None, margin: float = DEFAULT_MA
     data = read_model(model)
     missing = unsupported_micro_ops(data)
     if missing:
-        raise MicroRuntimeError(f"TFLite Micro cannot run op(s) {', '.join(missing)} used by this model: replace the "
-                                f"layers that produce them before deploying to a microcontroller")
+        raise MicroRuntimeError(
+            f"TFLite Micro cannot run op(s) {', '.join(missing)} used by this model: replace the "
+            f"layers that produce them before deploying to a microcontroller"
+        )
     arena = find_arena_size(data, margin=margin)
     sources = to_c_source(data, name, arena_bytes=arena.recommended_bytes, source_note=source_note)
     check = None

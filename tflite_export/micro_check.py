@@ -66,10 +66,15 @@ class MicroCheck:
         return self.max_lsb_diff <= max_lsb
 
     def __str__(self):
-        diff = (f"max {self.max_lsb_diff} LSB, {self.within_1_lsb:.2%} of values within 1 LSB"
-                if self.max_lsb_diff is not None else f"max |diff| {self.max_abs_diff:.3g}")
-        return (f"TFLite Micro vs {self.reference} on {self.n} samples: {self.bit_exact_samples:.1%} bit-exact, "
-                f"{diff}, argmax agreement {self.argmax_agreement:.1%}")
+        diff = (
+            f"max {self.max_lsb_diff} LSB, {self.within_1_lsb:.2%} of values within 1 LSB"
+            if self.max_lsb_diff is not None
+            else f"max |diff| {self.max_abs_diff:.3g}"
+        )
+        return (
+            f"TFLite Micro vs {self.reference} on {self.n} samples: {self.bit_exact_samples:.1%} bit-exact, "
+            f"{diff}, argmax agreement {self.argmax_agreement:.1%}"
+        )
 
 
 def _as_model_inputs(tfl: TFLiteModel, x) -> list:
@@ -82,16 +87,19 @@ def _as_model_inputs(tfl: TFLiteModel, x) -> list:
         a = np.asarray(a)
         expected = tuple(int(s) for s in d["shape"][1:])
         if a.ndim != len(expected) + 1 or tuple(a.shape[1:]) != expected:
-            raise ValueError(f"inputs for {d['name']!r} have shape {a.shape}; the model expects "
-                             f"(n, {', '.join(map(str, expected))})")
+            raise ValueError(
+                f"inputs for {d['name']!r} have shape {a.shape}; the model expects (n, {', '.join(map(str, expected))})"
+            )
         if len(a) == 0:
             raise ValueError("check_micro needs at least one input sample")
         if a.dtype == d["dtype"]:
             out.append(a)
         elif np.issubdtype(d["dtype"], np.integer):
             if not np.issubdtype(a.dtype, np.floating):
-                raise ValueError(f"inputs for {d['name']!r} are {a.dtype}; give float samples (they are quantized "
-                                 f"here) or {np.dtype(d['dtype']).name} samples already on the input grid")
+                raise ValueError(
+                    f"inputs for {d['name']!r} are {a.dtype}; give float samples (they are quantized "
+                    f"here) or {np.dtype(d['dtype']).name} samples already on the input grid"
+                )
             scale, zero_point = d["quantization"]
             out.append(quantize(a, scale, zero_point, dtype=d["dtype"]))
         else:
@@ -132,18 +140,21 @@ def run_micro(model, x, arena_size: int | None = None) -> list:
         np.savez(inputs, **{f"x{i}": a for i, a in enumerate(xs)})
         reply = proc.request(op="run", arena=int(arena), inputs=str(inputs), outputs=str(outputs))
         if not reply.ok:
-            raise MicroRuntimeError(f"TFLite Micro failed to run the model with a {arena:,}-byte arena: "
-                                    f"{reply.error}")
+            raise MicroRuntimeError(f"TFLite Micro failed to run the model with a {arena:,}-byte arena: {reply.error}")
         with np.load(outputs, allow_pickle=False) as f:
             return [f[f"y{k}"] for k in range(len(f.files))]
 
 
-_KERNEL_WORDS = {"builtin": "LiteRT built-in kernels", "reference": "LiteRT reference kernels",
-                 "xnnpack": "LiteRT + XNNPACK"}
+_KERNEL_WORDS = {
+    "builtin": "LiteRT built-in kernels",
+    "reference": "LiteRT reference kernels",
+    "xnnpack": "LiteRT + XNNPACK",
+}
 
 
-def check_micro(model, x, arena_size: int | None = None, use_xnnpack: bool = False,
-                kernels: str | None = None) -> MicroCheck:
+def check_micro(
+    model, x, arena_size: int | None = None, use_xnnpack: bool = False, kernels: str | None = None
+) -> MicroCheck:
     """Runs the same inputs through TFLite Micro and through LiteRT and compares their raw outputs.
 
     LiteRT runs its optimized built-in kernels by default; ``kernels="reference"`` runs its reference kernels
@@ -195,8 +206,15 @@ def check_micro(model, x, arena_size: int | None = None, use_xnnpack: bool = Fal
     if np.issubdtype(m.dtype, np.integer):
         max_lsb, within = int(diff.max()), float(np.mean(diff <= 1))
     first_m, first_r = micro[0].reshape(n, -1), np.asarray(lite[0]).reshape(n, -1)
-    return MicroCheck(n=n, bit_exact_samples=float(np.mean(np.all(diff == 0, axis=1))),
-                      exact_values=float(np.mean(diff == 0)), max_lsb_diff=max_lsb, within_1_lsb=within,
-                      max_abs_diff=float(diff.max()),
-                      argmax_agreement=float(np.mean(first_m.argmax(1) == first_r.argmax(1))), arena_bytes=int(arena),
-                      reference=_KERNEL_WORDS[kernels], kernels=kernels)
+    return MicroCheck(
+        n=n,
+        bit_exact_samples=float(np.mean(np.all(diff == 0, axis=1))),
+        exact_values=float(np.mean(diff == 0)),
+        max_lsb_diff=max_lsb,
+        within_1_lsb=within,
+        max_abs_diff=float(diff.max()),
+        argmax_agreement=float(np.mean(first_m.argmax(1) == first_r.argmax(1))),
+        arena_bytes=int(arena),
+        reference=_KERNEL_WORDS[kernels],
+        kernels=kernels,
+    )

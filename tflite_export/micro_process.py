@@ -61,8 +61,13 @@ class MicroProcess:
     def _start(self) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
         self._log = open(Path(self._dir.name) / f"stderr{self.restarts}.txt", "w+b")
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        self._proc = subprocess.Popen([sys.executable, "-I", str(_WORKER), str(self.model_path)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", str(_WORKER), str(self.model_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+        )
         return self._proc, self._log
 
     def request(self, **req) -> Reply:

@@ -49,8 +49,9 @@ def read_model(model) -> bytes:
     if not data:
         raise InvalidTFLiteModel(f"{where}: empty (0 bytes); convert the model again with tflite_export.to_tflite")
     if len(data) < 8 or data[4:8] != _IDENTIFIER:
-        raise InvalidTFLiteModel(f"{where}: not a TFLite flatbuffer (no 'TFL3' identifier); the file is corrupt "
-                                 f"or of another format")
+        raise InvalidTFLiteModel(
+            f"{where}: not a TFLite flatbuffer (no 'TFL3' identifier); the file is corrupt or of another format"
+        )
     return data
 
 
@@ -66,19 +67,24 @@ def _check_tensor_names(interpreter, model) -> None:
             try:
                 raw.TensorName(i, sub)
             except UnicodeDecodeError as err:
-                where = (f"file {os.fspath(model)!r}" if isinstance(model, (str, os.PathLike))
-                         else "the TFLite model bytes")
+                where = (
+                    f"file {os.fspath(model)!r}" if isinstance(model, (str, os.PathLike)) else "the TFLite model bytes"
+                )
                 in_sub = f" of subgraph {sub}" if sub else ""
                 raise InvalidTFLiteModel(
                     f"{where}: the name of tensor {i}{in_sub} is not valid UTF-8 ({err.reason} at byte {err.start}: "
-                    f"{err.object[max(0, err.start - 8):err.end + 8]!r}). The file is damaged; convert the model "
-                    f"again (tflite_export.read_graph_flatbuffer still reads it, the bad bytes replaced)") from None
+                    f"{err.object[max(0, err.start - 8) : err.end + 8]!r}). The file is damaged; convert the model "
+                    f"again (tflite_export.read_graph_flatbuffer still reads it, the bad bytes replaced)"
+                ) from None
 
 
 # LiteRT's kernel choices: its default XNNPACK delegate, its optimized built-in kernels without delegates, and its
 # reference kernels (unoptimized C++, the code TFLite Micro's kernels derive from)
-KERNELS = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-           "reference": OpResolverType.BUILTIN_REF}
+KERNELS = {
+    "xnnpack": OpResolverType.AUTO,
+    "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    "reference": OpResolverType.BUILTIN_REF,
+}
 
 
 def resolve_kernels(kernels: str | None, use_xnnpack: bool) -> str:
@@ -90,8 +96,9 @@ def resolve_kernels(kernels: str | None, use_xnnpack: bool) -> str:
     return kernels
 
 
-def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = True,
-                     kernels: str | None = None) -> Interpreter:
+def make_interpreter(
+    model, num_threads: int | None = 1, use_xnnpack: bool = True, kernels: str | None = None
+) -> Interpreter:
     """Loads a TFLite model in a LiteRT interpreter and allocates its tensors.
 
     Args:
@@ -118,12 +125,13 @@ def make_interpreter(model, num_threads: int | None = 1, use_xnnpack: bool = Tru
     resolver = KERNELS[resolve_kernels(kernels, use_xnnpack)]
     data = read_model(model)
     try:
-        interpreter = Interpreter(model_content=data, num_threads=num_threads,
-                                  experimental_op_resolver_type=resolver)
+        interpreter = Interpreter(model_content=data, num_threads=num_threads, experimental_op_resolver_type=resolver)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
-        raise InvalidTFLiteModel(f"LiteRT cannot load the model ({len(data)} bytes): {err}. The file is corrupt or "
-                                 f"truncated; convert the model again") from err
+        raise InvalidTFLiteModel(
+            f"LiteRT cannot load the model ({len(data)} bytes): {err}. The file is corrupt or "
+            f"truncated; convert the model again"
+        ) from err
     _check_tensor_names(interpreter, model)
     return interpreter
 
@@ -224,8 +232,10 @@ def read_graph(model) -> Graph:
         ```
     """
     interpreter = make_interpreter(model, use_xnnpack=False)
-    ops = [OpInfo(d["index"], d["op_name"], [int(i) for i in d["inputs"] if i >= 0],
-                  [int(i) for i in d["outputs"]]) for d in interpreter._get_ops_details()]
+    ops = [
+        OpInfo(d["index"], d["op_name"], [int(i) for i in d["inputs"] if i >= 0], [int(i) for i in d["outputs"]])
+        for d in interpreter._get_ops_details()
+    ]
     produced = {t for op in ops for t in op.outputs}
     graph_inputs = [d["index"] for d in interpreter.get_input_details()]
     tensors = {}
@@ -233,17 +243,34 @@ def read_graph(model) -> Graph:
         q = d["quantization_parameters"]
         idx = d["index"]
         tensors[idx] = TensorInfo(
-            index=idx, name=d["name"], dtype=np.dtype(d["dtype"]), shape=tuple(int(s) for s in d["shape"]),
-            scales=np.asarray(q["scales"]), zero_points=np.asarray(q["zero_points"]),
+            index=idx,
+            name=d["name"],
+            dtype=np.dtype(d["dtype"]),
+            shape=tuple(int(s) for s in d["shape"]),
+            scales=np.asarray(q["scales"]),
+            zero_points=np.asarray(q["zero_points"]),
             quantized_dimension=int(q["quantized_dimension"]),
-            is_constant=idx not in produced and idx not in graph_inputs)
-    return Graph(ops=ops, tensors=tensors, inputs=graph_inputs,
-                 outputs=[d["index"] for d in interpreter.get_output_details()])
+            is_constant=idx not in produced and idx not in graph_inputs,
+        )
+    return Graph(
+        ops=ops, tensors=tensors, inputs=graph_inputs, outputs=[d["index"] for d in interpreter.get_output_details()]
+    )
 
 
-_NUMPY_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "UINT8": np.uint8,
-                "INT64": np.int64, "BOOL": np.bool_, "INT16": np.int16, "INT8": np.int8, "FLOAT64": np.float64,
-                "UINT64": np.uint64, "UINT32": np.uint32, "UINT16": np.uint16}
+_NUMPY_TYPES = {
+    "FLOAT32": np.float32,
+    "FLOAT16": np.float16,
+    "INT32": np.int32,
+    "UINT8": np.uint8,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "INT16": np.int16,
+    "INT8": np.int8,
+    "FLOAT64": np.float64,
+    "UINT64": np.uint64,
+    "UINT32": np.uint32,
+    "UINT16": np.uint16,
+}
 
 
 def read_graph_flatbuffer(model) -> Graph:
@@ -279,14 +306,22 @@ def read_graph_flatbuffer(model) -> Graph:
             code = fb.OperatorCodes(j)
             builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
             custom = code.CustomCode()
-            codes.append(custom.decode(errors="replace") if builtin == schema.BuiltinOperator.CUSTOM and custom
-                         else builtin_names.get(builtin, f"BUILTIN_{builtin}"))
+            codes.append(
+                custom.decode(errors="replace")
+                if builtin == schema.BuiltinOperator.CUSTOM and custom
+                else builtin_names.get(builtin, f"BUILTIN_{builtin}")
+            )
         ops = []
         for i in range(sub.OperatorsLength()):
             op = sub.Operators(i)
-            ops.append(OpInfo(i, codes[op.OpcodeIndex()],
-                              [int(t) for t in op.InputsAsNumpy() if t >= 0] if op.InputsLength() else [],
-                              [int(t) for t in op.OutputsAsNumpy()] if op.OutputsLength() else []))
+            ops.append(
+                OpInfo(
+                    i,
+                    codes[op.OpcodeIndex()],
+                    [int(t) for t in op.InputsAsNumpy() if t >= 0] if op.InputsLength() else [],
+                    [int(t) for t in op.OutputsAsNumpy()] if op.OutputsLength() else [],
+                )
+            )
         produced = {t for op in ops for t in op.outputs}
         inputs = [int(t) for t in sub.InputsAsNumpy()] if sub.InputsLength() else []
         tensors = {}
@@ -297,13 +332,19 @@ def read_graph_flatbuffer(model) -> Graph:
             zps = q.ZeroPointAsNumpy() if q is not None and q.ZeroPointLength() else np.zeros(0, np.int64)
             shape = tuple(int(s) for s in t.ShapeAsNumpy()) if t.ShapeLength() else ()
             tensors[i] = TensorInfo(
-                index=i, name=(t.Name() or b"").decode(errors="replace"),
-                dtype=np.dtype(_NUMPY_TYPES.get(type_names.get(t.Type(), ""), object)), shape=shape,
-                scales=np.asarray(scales), zero_points=np.asarray(zps),
+                index=i,
+                name=(t.Name() or b"").decode(errors="replace"),
+                dtype=np.dtype(_NUMPY_TYPES.get(type_names.get(t.Type(), ""), object)),
+                shape=shape,
+                scales=np.asarray(scales),
+                zero_points=np.asarray(zps),
                 quantized_dimension=int(q.QuantizedDimension()) if q is not None else 0,
-                is_constant=i not in produced and i not in inputs)
+                is_constant=i not in produced and i not in inputs,
+            )
         outputs = [int(t) for t in sub.OutputsAsNumpy()] if sub.OutputsLength() else []
     except Exception as err:  # a truncated flatbuffer raises anything from struct errors to IndexError
-        raise InvalidTFLiteModel(f"cannot read the TFLite flatbuffer ({len(data)} bytes): {type(err).__name__}: "
-                                 f"{err}. The file is corrupt or truncated") from err
+        raise InvalidTFLiteModel(
+            f"cannot read the TFLite flatbuffer ({len(data)} bytes): {type(err).__name__}: "
+            f"{err}. The file is corrupt or truncated"
+        ) from err
     return Graph(ops=ops, tensors=tensors, inputs=inputs, outputs=outputs)

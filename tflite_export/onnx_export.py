@@ -134,7 +134,7 @@ def run_onnx(onnx_model, *xs, batch_size: int = 256, optimize: bool = False):
     n = len(xs[0])
     parts = []
     for s in range(0, n, batch_size):
-        feed = {d.name: np.asarray(x[s:s + batch_size], np.float32) for d, x in zip(inputs, xs)}
+        feed = {d.name: np.asarray(x[s : s + batch_size], np.float32) for d, x in zip(inputs, xs)}
         parts.append(session.run(None, feed))
     outs = [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
     return outs[0] if len(outs) == 1 else outs
@@ -154,8 +154,11 @@ def count_onnx_ops(onnx_model) -> dict:
         tflite_export.count_onnx_ops(onnx_bytes).get("QuantizeLinear", 0)
         ```
     """
-    model = onnx.load_from_string(bytes(onnx_model)) if isinstance(onnx_model, (bytes, bytearray)) \
+    model = (
+        onnx.load_from_string(bytes(onnx_model))
+        if isinstance(onnx_model, (bytes, bytearray))
         else onnx.load(onnx_model)
+    )
     counts: dict[str, int] = {}
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
@@ -192,8 +195,10 @@ class OnnxComparison:
 
     def __str__(self):
         how = "onnxruntime optimized" if self.optimized else "graph as exported"
-        return (f"ONNX ({how}) vs Keras on {self.n} samples: max |diff| {self.max_abs_diff:.3g} "
-                f"({self.max_rel_diff:.2g} relative), argmax agreement {self.argmax_agreement:.2%}")
+        return (
+            f"ONNX ({how}) vs Keras on {self.n} samples: max |diff| {self.max_abs_diff:.3g} "
+            f"({self.max_rel_diff:.2g} relative), argmax agreement {self.argmax_agreement:.2%}"
+        )
 
 
 def compare_onnx(keras_model, onnx_model, x, batch_size: int = 256, optimize: bool = False) -> OnnxComparison:

@@ -81,30 +81,45 @@ class ModelReport:
             md.append("")
         s = d["summary"]
         md += ["| | |", "|---|---|"]
-        md += [f"| {k} | {v} |" for k, v in (
-            ("TFLite file", f"{s['file_bytes']:,} bytes"), ("gzip -9", f"{s['gzip_bytes']:,} bytes"),
-            ("parameters (conv and dense weights, biases)", f"{s['parameters']:,}"),
-            ("MACs per inference", f"{s['macs']:,}"),
-            ("input", s["input"]), ("output", s["output"]))]
+        md += [
+            f"| {k} | {v} |"
+            for k, v in (
+                ("TFLite file", f"{s['file_bytes']:,} bytes"),
+                ("gzip -9", f"{s['gzip_bytes']:,} bytes"),
+                ("parameters (conv and dense weights, biases)", f"{s['parameters']:,}"),
+                ("MACs per inference", f"{s['macs']:,}"),
+                ("input", s["input"]),
+                ("output", s["output"]),
+            )
+        ]
         arena = d.get("arena")
         if arena and "host_min_bytes" in arena:
-            md.append(f"| tensor arena | {arena['recommended_bytes']:,} bytes recommended (host minimum "
-                      f"{arena['host_min_bytes']:,} + {arena['margin']:.0%} margin) |")
+            md.append(
+                f"| tensor arena | {arena['recommended_bytes']:,} bytes recommended (host minimum "
+                f"{arena['host_min_bytes']:,} + {arena['margin']:.0%} margin) |"
+            )
         elif arena:
             md.append(f"| tensor arena | not found: {arena['error']} |")
         lat = d.get("latency")
         if lat:
             for k, v in lat.items():
-                md.append(f"| LiteRT latency, {k} | {v['median_us']:.1f} µs median (rounds {v['min_us']:.1f}–"
-                          f"{v['max_us']:.1f}) |")
+                md.append(
+                    f"| LiteRT latency, {k} | {v['median_us']:.1f} µs median (rounds {v['min_us']:.1f}–"
+                    f"{v['max_us']:.1f}) |"
+                )
             if "int8" in lat and "float" in lat:
                 md.append(f"| int8 speed-up over float | {lat['float']['median_us'] / lat['int8']['median_us']:.2f}× |")
         chk = d.get("micro_check")
         if chk and "n" in chk:
-            lsb = f"max {chk['max_lsb_diff']} LSB" if chk["max_lsb_diff"] is not None else \
-                f"max diff {chk['max_abs_diff']:.3g}"
-            md.append(f"| TFLite Micro vs {chk['reference']} | {chk['bit_exact_samples']:.1%} of {chk['n']} samples "
-                      f"bit-exact, {lsb}, argmax agreement {chk['argmax_agreement']:.1%} |")
+            lsb = (
+                f"max {chk['max_lsb_diff']} LSB"
+                if chk["max_lsb_diff"] is not None
+                else f"max diff {chk['max_abs_diff']:.3g}"
+            )
+            md.append(
+                f"| TFLite Micro vs {chk['reference']} | {chk['bit_exact_samples']:.1%} of {chk['n']} samples "
+                f"bit-exact, {lsb}, argmax agreement {chk['argmax_agreement']:.1%} |"
+            )
         elif chk:
             md.append(f"| TFLite Micro vs LiteRT | failed: {chk['error']} |")
         md += ["", "## Ops", "", "| op | count | MACs | TFLite Micro |", "|---|---:|---:|---|"]
@@ -135,8 +150,11 @@ class ModelReport:
             OSError: If a file cannot be written; nothing is left behind then.
         """
         stem = Path(stem)
-        return write_files(stem.parent, {f"{stem.name}.md": self.to_markdown(), f"{stem.name}.json": self.to_json()},
-                           overwrite=overwrite)
+        return write_files(
+            stem.parent,
+            {f"{stem.name}.md": self.to_markdown(), f"{stem.name}.json": self.to_json()},
+            overwrite=overwrite,
+        )
 
 
 def _describe(t) -> str:
@@ -144,9 +162,18 @@ def _describe(t) -> str:
     return f"{t.dtype.name} {tuple(t.shape)}{q}"
 
 
-def model_report(model, float_model=None, x=None, name: str = "model", latency_runs: int = 200,
-                 latency_rounds: int = 3, arena: bool = True, margin: float = DEFAULT_MARGIN,
-                 check_samples: int = 200, package=None) -> ModelReport:
+def model_report(
+    model,
+    float_model=None,
+    x=None,
+    name: str = "model",
+    latency_runs: int = 200,
+    latency_rounds: int = 3,
+    arena: bool = True,
+    margin: float = DEFAULT_MARGIN,
+    check_samples: int = 200,
+    package=None,
+) -> ModelReport:
     """Measures what deploying an int8 TFLite model costs, for a report in markdown and JSON.
 
     The report holds the file and gzip -9 sizes, parameters and MACs (per op and per op type, from
@@ -191,27 +218,48 @@ def model_report(model, float_model=None, x=None, name: str = "model", latency_r
     warnings = []
     missing = [n for n in dict.fromkeys(names) if not support.get(n)]
     if missing:
-        warnings.append(f"TFLite Micro cannot run op(s) {', '.join(missing)}: this model will not load on a "
-                        f"microcontroller; replace the layers that produce them before flashing it.")
+        warnings.append(
+            f"TFLite Micro cannot run op(s) {', '.join(missing)}: this model will not load on a "
+            f"microcontroller; replace the layers that produce them before flashing it."
+        )
     islands = find_float_islands(data)
     if islands:
         ops_in_float = float_ops(data)
-        first = (f"ops computing in float: {describe_float_ops(ops_in_float)}" if ops_in_float
-                 else f"first: {islands[0]}")
-        warnings.append(f"the model is not fully int8 ({len(islands)} place(s); {first}): float ops are slow or "
-                        f"unavailable on microcontrollers.")
+        first = (
+            f"ops computing in float: {describe_float_ops(ops_in_float)}" if ops_in_float else f"first: {islands[0]}"
+        )
+        warnings.append(
+            f"the model is not fully int8 ({len(islands)} place(s); {first}): float ops are slow or "
+            f"unavailable on microcontrollers."
+        )
     by_type = macs.by_op_type()
-    ops = [{"op": n, "count": names.count(n), "macs": int(by_type.get(n, 0)), "micro": bool(support.get(n))}
-           for n in dict.fromkeys(names)]
+    ops = [
+        {"op": n, "count": names.count(n), "macs": int(by_type.get(n, 0)), "micro": bool(support.get(n))}
+        for n in dict.fromkeys(names)
+    ]
     t = graph.tensors
     out = {
-        "summary": {"file_bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9)),
-                    "parameters": int(macs.total_params), "macs": int(macs.total_macs),
-                    "input": "; ".join(_describe(t[i]) for i in graph.inputs),
-                    "output": "; ".join(_describe(t[i]) for i in graph.outputs)},
-        "ops": ops, "unsupported_micro_ops": missing,
-        "macs_per_op": [{"index": o.index, "op": o.op, "output": o.output, "output_shape": list(o.output_shape),
-                         "macs": o.macs, "params": o.params} for o in macs.ops],
+        "summary": {
+            "file_bytes": len(data),
+            "gzip_bytes": len(gzip.compress(data, 9)),
+            "parameters": int(macs.total_params),
+            "macs": int(macs.total_macs),
+            "input": "; ".join(_describe(t[i]) for i in graph.inputs),
+            "output": "; ".join(_describe(t[i]) for i in graph.outputs),
+        },
+        "ops": ops,
+        "unsupported_micro_ops": missing,
+        "macs_per_op": [
+            {
+                "index": o.index,
+                "op": o.op,
+                "output": o.output,
+                "output_shape": list(o.output_shape),
+                "macs": o.macs,
+                "params": o.params,
+            }
+            for o in macs.ops
+        ],
         "float_islands": islands,
     }
     estimate = None

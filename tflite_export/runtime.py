@@ -174,13 +174,15 @@ class TFLiteModel:
         for d, x in zip(self.inputs, arrays):
             expected = tuple(d["shape_signature"][1:])
             if x.shape[1:] != expected:
-                raise ValueError(f"input {d['name']!r} expects shape (n, {', '.join(map(str, expected))}), "
-                                 f"got {x.shape}")
+                raise ValueError(
+                    f"input {d['name']!r} expects shape (n, {', '.join(map(str, expected))}), got {x.shape}"
+                )
         fixed = self.fixed_batch
         if fixed is not None and len(arrays[0]) != fixed:  # a static-shape file runs its own batch size at a time
             if len(arrays[0]) % fixed:
-                raise ValueError(f"this file has a static batch of {fixed}: give a multiple of {fixed} samples, "
-                                 f"got {len(arrays[0])}")
+                raise ValueError(
+                    f"this file has a static batch of {fixed}: give a multiple of {fixed} samples, got {len(arrays[0])}"
+                )
             return self.predict(*arrays, batch_size=fixed, raw_inputs=raw_inputs, dequantize_outputs=dequantize_outputs)
         self._resize(len(arrays[0]))
         self._set_inputs(arrays, raw_inputs)
@@ -213,8 +215,10 @@ class TFLiteModel:
         if n == 0:
             raise ValueError("predict got no samples")
         batch_size = self.fixed_batch or batch_size
-        parts = [self.run(*[x[i:i + batch_size] for x in xs], raw_inputs=raw_inputs,
-                          dequantize_outputs=dequantize_outputs) for i in range(0, n, batch_size)]
+        parts = [
+            self.run(*[x[i : i + batch_size] for x in xs], raw_inputs=raw_inputs, dequantize_outputs=dequantize_outputs)
+            for i in range(0, n, batch_size)
+        ]
         if isinstance(parts[0], list):
             return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
         return np.concatenate(parts)
@@ -249,8 +253,13 @@ class TFLiteModel:
             invoke()
             times[i] = time.perf_counter() - t0
         times *= 1e6
-        return Latency(float(np.median(times)), float(np.percentile(times, 10)), float(np.percentile(times, 90)),
-                       runs, self.num_threads)
+        return Latency(
+            float(np.median(times)),
+            float(np.percentile(times, 10)),
+            float(np.percentile(times, 90)),
+            runs,
+            self.num_threads,
+        )
 
 
 def measure_latency(model, num_threads: int = 1, runs: int = 200, warmup: int = 20) -> Latency:
@@ -276,8 +285,9 @@ def measure_latency(model, num_threads: int = 1, runs: int = 200, warmup: int = 
     return TFLiteModel(model, num_threads=num_threads).latency(runs=runs, warmup=warmup)
 
 
-def compare_latency(models: dict, rounds: int = 7, runs: int = 100, warmup: int | None = None,
-                    num_threads: int = 1) -> dict:
+def compare_latency(
+    models: dict, rounds: int = 7, runs: int = 100, warmup: int | None = None, num_threads: int = 1
+) -> dict:
     """Latency of several TFLite models measured interleaved: each round times every model in turn, so that a
     machine's drifting load falls on all of them alike.
 
@@ -308,6 +318,16 @@ def compare_latency(models: dict, rounds: int = 7, runs: int = 100, warmup: int 
     for _ in range(rounds):
         for name, model in loaded.items():
             per_round[name].append(model.latency(runs=runs, warmup=warmup).median_us)
-    return {name: {"median_us": float(np.median(v)), "spread_us": float(np.max(v) - np.min(v)),
-                   "min_us": float(np.min(v)), "max_us": float(np.max(v)), "per_round_us": v, "rounds": rounds,
-                   "runs_per_round": runs, "num_threads": num_threads} for name, v in per_round.items()}
+    return {
+        name: {
+            "median_us": float(np.median(v)),
+            "spread_us": float(np.max(v) - np.min(v)),
+            "min_us": float(np.min(v)),
+            "max_us": float(np.max(v)),
+            "per_round_us": v,
+            "rounds": rounds,
+            "runs_per_round": runs,
+            "num_threads": num_threads,
+        }
+        for name, v in per_round.items()
+    }

@@ -35,8 +35,9 @@ def check_samples(x, expected_shape, what: str, owner: str = "the model", max_sa
     if expected_shape is not None:
         expected = tuple(expected_shape)
         if x.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, x.shape[1:])):
-            raise ValueError(f"{what} has shape {x.shape}, but {owner} expects "
-                             f"(n, {', '.join(str(e) for e in expected)})")
+            raise ValueError(
+                f"{what} has shape {x.shape}, but {owner} expects (n, {', '.join(str(e) for e in expected)})"
+            )
     if x.ndim == 0 or len(x) == 0:
         raise ValueError(f"{what} is empty: give a few hundred typical inputs")
     if not np.all(np.isfinite(x)):

@@ -51,8 +51,13 @@ def fit_centroids(values, k: int, init: str = "kmeans++", seed: int = 0) -> np.n
     else:
         from sklearn.cluster import KMeans  # noqa: PLC0415 - start-up: scikit-learn (~1 s, -X importtime)
 
-        km = KMeans(n_clusters=k, init="k-means++" if init == "kmeans++" else "random", n_init=1,
-                    random_state=seed, max_iter=100)
+        km = KMeans(
+            n_clusters=k,
+            init="k-means++" if init == "kmeans++" else "random",
+            n_init=1,
+            random_state=seed,
+            max_iter=100,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning on near-duplicate values
             km.fit(values.reshape(-1, 1))

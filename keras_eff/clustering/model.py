@@ -62,8 +62,9 @@ class ClusterConfig:
                 raise TypeError(f"overrides[{key!r}] must be a dict of settings, got {type(values).__name__}")
             unknown = set(values) - set(_LAYER_KEYS)
             if unknown:
-                raise ValueError(f"overrides[{key!r}] has unknown settings {sorted(unknown)}; known: "
-                                 f"{sorted(_LAYER_KEYS)}")
+                raise ValueError(
+                    f"overrides[{key!r}] has unknown settings {sorted(unknown)}; known: {sorted(_LAYER_KEYS)}"
+                )
             if "n_clusters" in values:
                 check_n_clusters(values["n_clusters"], f"overrides[{key!r}]: ")
             if "init" in values:
@@ -111,10 +112,23 @@ class ClusterConfig:
         return cls(**config)
 
 
-@config_keywords(ClusterConfig, ("n_clusters", "init", "per_channel", "preserve_sparsity", "reassign_every", "skip",
-                                 "overrides", "seed"))
-def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, preserve_sparsity=False,
-                  reassign_every=1, *, skip=(), overrides=None, seed=0, config: ClusterConfig | None = None):
+@config_keywords(
+    ClusterConfig,
+    ("n_clusters", "init", "per_channel", "preserve_sparsity", "reassign_every", "skip", "overrides", "seed"),
+)
+def cluster_model(
+    model,
+    n_clusters=16,
+    init="kmeans++",
+    per_channel=False,
+    preserve_sparsity=False,
+    reassign_every=1,
+    *,
+    skip=(),
+    overrides=None,
+    seed=0,
+    config: ClusterConfig | None = None,
+):
     """Makes a copy of a model whose clusterable layers are wrapped for weight clustering; ``model`` is unchanged.
 
     Every layer the registry marks clusterable (Dense, the convolutions, custom layers that declare it), nested models
@@ -158,28 +172,42 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
     if not isinstance(model, keras.Model):
         raise TypeError(f"cluster_model expects a Keras 3 model, got {type(model).__name__}")
     if config is None:  # (a config given has the settings passed here in it: config_keywords)
-        config = ClusterConfig(n_clusters=n_clusters, init=init, per_channel=per_channel,
-                               preserve_sparsity=preserve_sparsity, reassign_every=reassign_every, seed=seed,
-                               overrides=dict(overrides or {}), skip=tuple(skip))
+        config = ClusterConfig(
+            n_clusters=n_clusters,
+            init=init,
+            per_channel=per_channel,
+            preserve_sparsity=preserve_sparsity,
+            reassign_every=reassign_every,
+            seed=seed,
+            overrides=dict(overrides or {}),
+            skip=tuple(skip),
+        )
     try:
         functional = functional_of(model)
     except UnsupportedModelError as err:
         raise UnsupportedModelError(
             f"cluster_model cannot rewrite model {model.name!r}: {err}. For a subclassed model, wrap its layers: "
-            f"self.conv = keras_eff.cluster(layers.Conv2D(...), 16)") from err
+            f"self.conv = keras_eff.cluster(layers.Conv2D(...), 16)"
+        ) from err
     refuse_rewritten(functional, "cluster", "clusters", " (preserve_sparsity=True keeps a pruned model's zeros)")
     all_layers = list(functional._flatten_layers(include_self=False, recursive=True))
     known = {l.name for l in all_layers} | {c.__name__ for l in all_layers for c in type(l).__mro__}
     unknown = [k for k in list(config.overrides) + list(config.skip) if k not in known]
     if unknown:
-        raise ValueError(f"cluster_model names {unknown}, which match no layer name or layer class of model "
-                         f"{model.name!r}; its layers are: {', '.join(sorted(l.name for l in all_layers))}")
+        raise ValueError(
+            f"cluster_model names {unknown}, which match no layer name or layer class of model "
+            f"{model.name!r}; its layers are: {', '.join(sorted(l.name for l in all_layers))}"
+        )
     check_finite_weights(model, "clustering it")
     candidates = [layer for layer in all_layers if is_clusterable(layer)]
     if not any(config.for_layer(layer) is not None for layer in candidates):
-        raise ValueError(f"no layer of model {model.name!r} can be clustered with these settings: "
-                         + ("; ".join(f"{layer.name}: skipped by request" for layer in candidates)
-                            or "it has no clusterable layer (conv, dense or another layer with a kernel)"))
+        raise ValueError(
+            f"no layer of model {model.name!r} can be clustered with these settings: "
+            + (
+                "; ".join(f"{layer.name}: skipped by request" for layer in candidates)
+                or "it has no clusterable layer (conv, dense or another layer with a kernel)"
+            )
+        )
 
     def transform(rb, node, args, kwargs):
         op = node.operation
@@ -198,4 +226,3 @@ def cluster_model(model, n_clusters=16, init="kmeans++", per_channel=False, pres
         return wrapper(*args, **kwargs)
 
     return rebuild(functional, transform, name=model.name)
-

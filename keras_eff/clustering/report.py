@@ -50,8 +50,13 @@ class KernelStats:
         Returns:
             ``{"kernel", "shape", "distinct", "max distinct / channel", "sparsity"}`` with formatted values.
         """
-        return {"kernel": self.name, "shape": "×".join(map(str, self.shape)), "distinct": self.distinct,
-                "max distinct / channel": self.max_distinct_per_channel, "sparsity": f"{self.sparsity:.1%}"}
+        return {
+            "kernel": self.name,
+            "shape": "×".join(map(str, self.shape)),
+            "distinct": self.distinct,
+            "max distinct / channel": self.max_distinct_per_channel,
+            "sparsity": f"{self.sparsity:.1%}",
+        }
 
 
 @dataclass
@@ -68,6 +73,7 @@ class ClusteringReport:
         clustered_layers: Names of the layers wrapped in a `ClusterWrapper` (what `cluster_model` wrapped), in model
             order; empty for a stripped model or TFLite bytes.
     """
+
     kernels: list = field(default_factory=list)
     size_bytes: int | None = None  # TFLite only
     gzip_bytes: int | None = None
@@ -104,9 +110,13 @@ class ClusteringReport:
         Returns:
             ``{"kernels": [...], "size_bytes", "gzip_bytes", "sparsity", "clustered_layers"}``.
         """
-        return {"kernels": [asdict(k) for k in self.kernels], "size_bytes": self.size_bytes,
-                "gzip_bytes": self.gzip_bytes, "sparsity": self.sparsity,
-                "clustered_layers": list(self.clustered_layers)}
+        return {
+            "kernels": [asdict(k) for k in self.kernels],
+            "size_bytes": self.size_bytes,
+            "gzip_bytes": self.gzip_bytes,
+            "sparsity": self.sparsity,
+            "clustered_layers": list(self.clustered_layers),
+        }
 
     def __str__(self):
         head = f"{len(self.kernels)} kernels, sparsity {self.sparsity:.1%}"
@@ -124,14 +134,23 @@ def kernel_stats(name, values, channel_shape) -> KernelStats:
     order = np.argsort(ids, kind="stable")
     groups = np.split(values.reshape(-1)[order], np.cumsum(np.bincount(ids, minlength=n))[:-1])
     per_ch = max((np.unique(g).size for g in groups), default=0)
-    return KernelStats(name, tuple(values.shape), int(np.unique(values).size), int(per_ch),
-                       float(np.mean(values == 0)), str(values.dtype))
+    return KernelStats(
+        name,
+        tuple(values.shape),
+        int(np.unique(values).size),
+        int(per_ch),
+        float(np.mean(values == 0)),
+        str(values.dtype),
+    )
 
 
 def _keras_report(model) -> ClusteringReport:
     report = ClusteringReport()
-    found = functional_of(model)._flatten_layers(include_self=False, recursive=True) \
-        if isinstance(model, keras.Model) else [model]
+    found = (
+        functional_of(model)._flatten_layers(include_self=False, recursive=True)
+        if isinstance(model, keras.Model)
+        else [model]
+    )
     inside = {id(w.layer) for w in found if isinstance(w, ClusterWrapper)}  # reported through their wrapper
     for layer in found:
         if id(layer) in inside:

@@ -44,8 +44,10 @@ def is_clusterable(layer) -> bool:
 
 def check_n_clusters(n_clusters, where: str = "") -> int:
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 2:
-        raise ValueError(f"{where}n_clusters={n_clusters!r} is out of range: it must be an integer ≥ 2 (the number "
-                         f"of shared values per kernel, e.g. 16)")
+        raise ValueError(
+            f"{where}n_clusters={n_clusters!r} is out of range: it must be an integer ≥ 2 (the number "
+            f"of shared values per kernel, e.g. 16)"
+        )
     return int(n_clusters)
 
 
@@ -55,9 +57,11 @@ def check_clusterable(layer):
     if not isinstance(layer, layers.Layer) or isinstance(layer, keras.Model):
         raise TypeError(f"cluster expects a Keras layer, got {type(layer).__name__}")
     if not is_clusterable(layer):
-        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no kernel to cluster; clusterable "
-                         f"layers are Dense, Conv, DepthwiseConv, SeparableConv and Conv*Transpose, and custom layers "
-                         f"that declare clusterable kernels (keras_eff_facts() or keras_eff.layers.register_layer)")
+        raise ValueError(
+            f"layer {layer.name!r} ({type(layer).__name__}) has no kernel to cluster; clusterable "
+            f"layers are Dense, Conv, DepthwiseConv, SeparableConv and Conv*Transpose, and custom layers "
+            f"that declare clusterable kernels (keras_eff_facts() or keras_eff.layers.register_layer)"
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
@@ -88,8 +92,17 @@ class ClusterWrapper(layers.Wrapper):
         TypeError: If ``layer`` is not a Keras layer, or is a model.
     """
 
-    def __init__(self, layer, n_clusters=16, init="kmeans++", per_channel=False, preserve_sparsity=False,
-                 reassign_every=1, seed=0, **kwargs):
+    def __init__(
+        self,
+        layer,
+        n_clusters=16,
+        init="kmeans++",
+        per_channel=False,
+        preserve_sparsity=False,
+        reassign_every=1,
+        seed=0,
+        **kwargs,
+    ):
         check_clusterable(layer)
         kwargs.setdefault("name", f"cluster_{layer.name}")
         super().__init__(layer, **kwargs)
@@ -98,8 +111,9 @@ class ClusterWrapper(layers.Wrapper):
         self.init = check_init(init, where)
         self.per_channel = bool(per_channel)
         self.preserve_sparsity = bool(preserve_sparsity)
-        if reassign_every is not None and (isinstance(reassign_every, bool) or not isinstance(reassign_every, int)
-                                           or reassign_every < 1):
+        if reassign_every is not None and (
+            isinstance(reassign_every, bool) or not isinstance(reassign_every, int) or reassign_every < 1
+        ):
             raise ValueError(f"{where}reassign_every={reassign_every!r} must be a positive number of steps or None")
         self.reassign_every = reassign_every
         self.seed = int(seed)
@@ -121,7 +135,8 @@ class ClusterWrapper(layers.Wrapper):
                 raise ValueError(
                     f"layer {self.layer.name!r}: n_clusters={self.n_clusters} is larger than the {per_group} weights "
                     f"of its {name}{' per output channel' if self.per_channel else ''}; lower n_clusters or leave "
-                    f"this layer out of clustering")
+                    f"this layer out of clustering"
+                )
             c_shape = (n_ch, self.n_clusters) if self.per_channel else (self.n_clusters,)
             self._kernels[name] = w
             w.trainable = self.reassign_every is not None  # only re-assignment trains the float kernel
@@ -129,18 +144,31 @@ class ClusterWrapper(layers.Wrapper):
             # cluster_step: written inside the training step (in a tf.cond, where no cross-replica call may sit), so
             # aggregation NONE: each replica re-assigns from the same mirrored kernel and centroids and gets the same
             # indices, with no communication (tests/test_distribute.py checks they stay identical). _free: set once.
-            self._centroids[name] = self.add_weight(name=f"{name}_centroids", shape=c_shape, initializer="zeros",
-                                                    dtype="float32")
-            self._indices[name] = self.add_weight(name=f"{name}_indices", shape=w.shape, dtype="int32",
-                                                  initializer="zeros", trainable=False, aggregation="none")
+            self._centroids[name] = self.add_weight(
+                name=f"{name}_centroids", shape=c_shape, initializer="zeros", dtype="float32"
+            )
+            self._indices[name] = self.add_weight(
+                name=f"{name}_indices",
+                shape=w.shape,
+                dtype="int32",
+                initializer="zeros",
+                trainable=False,
+                aggregation="none",
+            )
             if self.preserve_sparsity:
-                self._free[name] = self.add_weight(name=f"{name}_free", shape=c_shape, initializer="ones",
-                                                   trainable=False, dtype="float32",
-                                                   aggregation="only_first_replica")
+                self._free[name] = self.add_weight(
+                    name=f"{name}_free",
+                    shape=c_shape,
+                    initializer="ones",
+                    trainable=False,
+                    dtype="float32",
+                    aggregation="only_first_replica",
+                )
             if self.per_channel:
                 self._channels[name] = channel_ids(tuple(w.shape), ch_shape) * self.n_clusters
-        self.cluster_step = self.add_weight(name="cluster_step", shape=(), dtype="int64", initializer="zeros",
-                                            trainable=False, aggregation="none")
+        self.cluster_step = self.add_weight(
+            name="cluster_step", shape=(), dtype="int64", initializer="zeros", trainable=False, aggregation="none"
+        )
         self.built = True
         if not self._restoring:
             with tf.init_scope():  # eager even when a model first builds inside fit's graph
@@ -160,19 +188,23 @@ class ClusterWrapper(layers.Wrapper):
         for name, w in self._kernels.items():
             values = np.asarray(w)
             if not np.all(np.isfinite(values)):
-                raise ValueError(f"layer {self.layer.name!r} has NaN or infinite values in its {name}: fix or "
-                                 f"retrain the model before clustering it")
+                raise ValueError(
+                    f"layer {self.layer.name!r} has NaN or infinite values in its {name}: fix or "
+                    f"retrain the model before clustering it"
+                )
             if self.per_channel:
                 ch = self._channels[name] // self.n_clusters
                 centroids = np.zeros(self._centroids[name].shape, np.float32)
                 indices = np.zeros(values.shape, np.int32)
                 for c in range(centroids.shape[0]):
                     sel = ch == c
-                    centroids[c], indices[sel] = cluster_values(values[sel], self.n_clusters, self.init,
-                                                                self.preserve_sparsity, self.seed)
+                    centroids[c], indices[sel] = cluster_values(
+                        values[sel], self.n_clusters, self.init, self.preserve_sparsity, self.seed
+                    )
             else:
-                centroids, indices = cluster_values(values, self.n_clusters, self.init, self.preserve_sparsity,
-                                                    self.seed)
+                centroids, indices = cluster_values(
+                    values, self.n_clusters, self.init, self.preserve_sparsity, self.seed
+                )
             self._centroids[name].assign(centroids)
             self._indices[name].assign(indices)
             if self.preserve_sparsity:
@@ -228,12 +260,16 @@ class ClusterWrapper(layers.Wrapper):
         dist = ops.abs(ops.expand_dims(ops.convert_to_tensor(w), -1) - cands)
         if self.preserve_sparsity:
             free = self._free[name]
-            free = ops.take(free, ops.convert_to_tensor(self._channels[name] // self.n_clusters), axis=0) \
-                if self.per_channel else ops.broadcast_to(free, dist.shape)
+            free = (
+                ops.take(free, ops.convert_to_tensor(self._channels[name] // self.n_clusters), axis=0)
+                if self.per_channel
+                else ops.broadcast_to(free, dist.shape)
+            )
             pinned = ops.equal(free[..., 0], 0.0)
             kept = ops.logical_and(pinned, ops.equal(self._indices[name], 0))  # zeros stay on the zero centroid
-            blocked = ops.concatenate([ops.expand_dims(pinned, -1), ops.zeros_like(dist[..., 1:], dtype="bool")],
-                                      axis=-1)
+            blocked = ops.concatenate(
+                [ops.expand_dims(pinned, -1), ops.zeros_like(dist[..., 1:], dtype="bool")], axis=-1
+            )
             dist = ops.where(blocked, np.inf, dist)
             new = ops.where(kept, 0, ops.cast(ops.argmin(dist, axis=-1), "int32"))
         else:
@@ -287,8 +323,14 @@ class ClusterWrapper(layers.Wrapper):
 
     def get_config(self):
         config = super().get_config()
-        config.update(n_clusters=self.n_clusters, init=self.init, per_channel=self.per_channel,
-                      preserve_sparsity=self.preserve_sparsity, reassign_every=self.reassign_every, seed=self.seed)
+        config.update(
+            n_clusters=self.n_clusters,
+            init=self.init,
+            per_channel=self.per_channel,
+            preserve_sparsity=self.preserve_sparsity,
+            reassign_every=self.reassign_every,
+            seed=self.seed,
+        )
         return config
 
     @classmethod
@@ -300,8 +342,9 @@ class ClusterWrapper(layers.Wrapper):
         return wrapper
 
 
-def cluster(layer, n_clusters=16, init="kmeans++", per_channel=False, preserve_sparsity=False,
-            reassign_every=1, seed=0) -> ClusterWrapper:
+def cluster(
+    layer, n_clusters=16, init="kmeans++", per_channel=False, preserve_sparsity=False, reassign_every=1, seed=0
+) -> ClusterWrapper:
     """Wraps one layer for weight clustering: the way to cluster layers of any model, subclassed ones included.
 
     A built layer is clustered from its current weights; an unbuilt one from its initial weights when the model
@@ -334,5 +377,12 @@ def cluster(layer, n_clusters=16, init="kmeans++", per_channel=False, preserve_s
                 self.head = keras.layers.Dense(10)
         ```
     """
-    return ClusterWrapper(layer, n_clusters=n_clusters, init=init, per_channel=per_channel,
-                          preserve_sparsity=preserve_sparsity, reassign_every=reassign_every, seed=seed)
+    return ClusterWrapper(
+        layer,
+        n_clusters=n_clusters,
+        init=init,
+        per_channel=per_channel,
+        preserve_sparsity=preserve_sparsity,
+        reassign_every=reassign_every,
+        seed=seed,
+    )

@@ -12,10 +12,25 @@ from .pipeline import CompressionResult
 from .selection import SensitivityTable, measure_sensitivity, select_ratios
 from .svd import spatial_svd, split_conv_kernel, split_dense_kernel
 
-__all__ = ["ChannelGroup", "ChannelPruningConfig", "CompressionConfig", "CompressionResult", "LayerCost",
-           "ModelCost", "NothingToCompressError", "SensitivityTable", "SpatialSvdConfig", "channel_pruning",
-           "count_macs", "find_groups", "measure_sensitivity", "select_ratios", "spatial_svd", "split_conv_kernel",
-           "split_dense_kernel"]
+__all__ = [
+    "ChannelGroup",
+    "ChannelPruningConfig",
+    "CompressionConfig",
+    "CompressionResult",
+    "LayerCost",
+    "ModelCost",
+    "NothingToCompressError",
+    "SensitivityTable",
+    "SpatialSvdConfig",
+    "channel_pruning",
+    "count_macs",
+    "find_groups",
+    "measure_sensitivity",
+    "select_ratios",
+    "spatial_svd",
+    "split_conv_kernel",
+    "split_dense_kernel",
+]
 
 # the names before the …Config convention: for one release, with a DeprecationWarning
 __getattr__ = _deprecated_aliases(__name__, _RENAMED)

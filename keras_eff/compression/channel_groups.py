@@ -90,8 +90,11 @@ class WeightState:
         w = self.get(name)
         layer = self.layers[name]
         for key, value in w.items():  # a depthwise kernel (..., c, 1) on its channel axis; vectors (BN, bias) as is
-            w[key] = np.take(value, keep, axis=-2) if key in kernel_names(layer) and \
-                kernel_layout(layer, key) == "depthwise" else value[keep]
+            w[key] = (
+                np.take(value, keep, axis=-2)
+                if key in kernel_names(layer) and kernel_layout(layer, key) == "depthwise"
+                else value[keep]
+            )
 
     def prune_inputs(self, name, keep):
         w = self.get(name)
@@ -106,6 +109,7 @@ class WeightState:
 
     def build(self) -> keras.Model:
         """A new model with the changed layers rebuilt to their new shapes and weights."""
+
         def transform(rb, node, args, kwargs):
             layer = node.operation
             name = getattr(layer, "name", None)

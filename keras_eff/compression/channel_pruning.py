@@ -52,7 +52,8 @@ class ChannelPruningScheme(Scheme):
                 f"model {self.model.name!r} has no layer whose input channels can be pruned among those selected: "
                 f"that needs a Conv2D (groups=1) or a Dense on a vector whose input comes from another Conv2D or "
                 f"Dense through per-channel layers only (BatchNorm, activations, pooling, depthwise conv), with "
-                f"no other reader (residual adds and concatenations pin their channels)")
+                f"no other reader (residual adds and concatenations pin their channels)"
+            )
         for name in names:
             group = self.groups[name]
             for layer in [group.consumer, group.producer, *group.channelwise]:
@@ -96,8 +97,10 @@ class ChannelPruningScheme(Scheme):
         """The inputs layer ``name`` of ``model`` reads at the sampled positions: patches, or input vectors."""
         layer = model.get_layer(name)
         features = keras.Model(model.inputs[0], tensors_in(model, layer))
-        parts = [keras.ops.convert_to_numpy(features(self.x[i:i + 128], training=False))
-                 for i in range(0, len(self.x), 128)]
+        parts = [
+            keras.ops.convert_to_numpy(features(self.x[i : i + 128], training=False))
+            for i in range(0, len(self.x), 128)
+        ]
         x = np.concatenate(parts)
         return x if positions is None else conv_patches(x, layer, positions)
 
@@ -127,8 +130,9 @@ class ChannelPruningScheme(Scheme):
         bn = self._following_batchnorm(name)
         fit_intercept = layer.use_bias or bn is not None
         taps = kernel_matrix(kernel).shape[0] // group.channels
-        weights, intercept = refit(rows[:, columns_of(keep, group.channels, taps)], target, self.params.ridge,
-                                   fit_intercept)
+        weights, intercept = refit(
+            rows[:, columns_of(keep, group.channels, taps)], target, self.params.ridge, fit_intercept
+        )
         w = state.get(name)
         w["kernel"] = weights.reshape(w["kernel"].shape).astype(kernel.dtype)
         if layer.use_bias:
@@ -140,8 +144,11 @@ class ChannelPruningScheme(Scheme):
     def _following_batchnorm(self, name):
         node = next(n for n in self.info.nodes if n.operation is self.layers[name])
         nxt = self.info.sole_consumer(node)
-        if nxt is not None and isinstance(nxt.operation, layers.BatchNormalization) and \
-                nxt.operation.axis in (-1, len(nxt.input_tensors[0].shape) - 1):
+        if (
+            nxt is not None
+            and isinstance(nxt.operation, layers.BatchNormalization)
+            and nxt.operation.axis in (-1, len(nxt.input_tensors[0].shape) - 1)
+        ):
             return nxt.operation.name
         return None
 
@@ -159,8 +166,9 @@ class ChannelPruningScheme(Scheme):
         return state.build()
 
 
-def channel_pruning(model, target_ratio, data, eval_fn=None, config: ChannelPruningConfig | dict | None = None,
-                    verbose=True, **kwargs) -> CompressionResult:
+def channel_pruning(
+    model, target_ratio, data, eval_fn=None, config: ChannelPruningConfig | dict | None = None, verbose=True, **kwargs
+) -> CompressionResult:
     """Compresses a model to a fraction of its MACs (or parameters) by pruning input channels, refitting what remains.
 
     Candidate layers are those whose input channels can go (`find_groups`): removing a channel also removes the

@@ -44,8 +44,10 @@ class CompressionConfig:
     def __post_init__(self):
         self.candidate_ratios = tuple(float(r) for r in self.candidate_ratios)
         if not self.candidate_ratios or any(not 0.0 < r < 1.0 for r in self.candidate_ratios):
-            raise ValueError(f"candidate_ratios must be a non-empty list of numbers strictly between 0 and 1, got "
-                             f"{self.candidate_ratios}")
+            raise ValueError(
+                f"candidate_ratios must be a non-empty list of numbers strictly between 0 and 1, got "
+                f"{self.candidate_ratios}"
+            )
         if self.cost_metric not in ("macs", "params"):
             raise ValueError(f"cost_metric must be 'macs' or 'params', got {self.cost_metric!r}")
         if isinstance(self.layers, str) or isinstance(self.exclude, str):

@@ -19,8 +19,10 @@ def check_ratio(value, name="target_ratio") -> float:
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number in (0, 1), got {value!r}") from None
     if not 0.0 < ratio < 1.0:
-        raise ValueError(f"{name} must lie strictly between 0 and 1 (the fraction of the cost to keep, e.g. 0.5 "
-                         f"for half the MACs), got {value!r}")
+        raise ValueError(
+            f"{name} must lie strictly between 0 and 1 (the fraction of the cost to keep, e.g. 0.5 "
+            f"for half the MACs), got {value!r}"
+        )
     return ratio
 
 
@@ -30,8 +32,9 @@ def sample_array(model, data, max_samples: int, what="data") -> np.ndarray:
     ``(x, y)`` elements, a ``keras.utils.PyDataset`` or a generator of batches."""
     inputs = functional_of(model).inputs
     if len(inputs) != 1:
-        raise ValueError(f"model {model.name!r} has {len(inputs)} inputs; compression with data supports "
-                         f"single-input models")
+        raise ValueError(
+            f"model {model.name!r} has {len(inputs)} inputs; compression with data supports single-input models"
+        )
     return model_samples(model, data, what, max_samples)
 
 
@@ -40,16 +43,18 @@ def check_names(model, names, what) -> None:
     known = {layer.name for layer in functional_of(model).layers}
     unknown = sorted(set(names or ()) - known)
     if unknown:
-        raise ValueError(f"{what} names {', '.join(map(repr, unknown))}, not layers of model {model.name!r}; its "
-                         f"layers are: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"{what} names {', '.join(map(repr, unknown))}, not layers of model {model.name!r}; its "
+            f"layers are: {', '.join(sorted(known))}"
+        )
 
 
 def check_finite_weights(layer) -> None:
     for w in layer.weights:
         if not np.all(np.isfinite(np.asarray(w))):
-            raise ValueError(f"layer {layer.name!r} has NaN or infinite values in {w.path!r}: compress a model "
-                             f"with finite weights")
+            raise ValueError(
+                f"layer {layer.name!r} has NaN or infinite values in {w.path!r}: compress a model with finite weights"
+            )
 
 
-__all__ = ["NothingToCompressError", "check_finite_weights", "check_names", "check_ratio",
-           "sample_array"]
+__all__ = ["NothingToCompressError", "check_finite_weights", "check_names", "check_ratio", "sample_array"]

@@ -117,7 +117,7 @@ def layer_macs(layer, input_shape, output_shape) -> int | None:
         mid = _size(depthwise[-2:])
         positions = out // pointwise[-1]
         return positions * mid * _size(depthwise[:-2]) + out * mid
-    (shape, layout), = kernels[-1:]
+    ((shape, layout),) = kernels[-1:]
     if layout == "depthwise":  # (k..., c_in, multiplier)
         return out * _size(shape[:-2])
     if layout == "transpose":  # kernel (k..., c_out, c_in); every input value is spread over k · c_out

@@ -5,9 +5,11 @@
 from ..options import deprecated_aliases
 from .config import DEFAULT_RATIOS, ChannelPruningConfig, CompressionConfig, SpatialSvdConfig
 
-RENAMED = {"CompressionParameters": (CompressionConfig, "keras_eff.compression.CompressionConfig"),
-           "SpatialSvdParameters": (SpatialSvdConfig, "keras_eff.compression.SpatialSvdConfig"),
-           "ChannelPruningParameters": (ChannelPruningConfig, "keras_eff.compression.ChannelPruningConfig")}
+RENAMED = {
+    "CompressionParameters": (CompressionConfig, "keras_eff.compression.CompressionConfig"),
+    "SpatialSvdParameters": (SpatialSvdConfig, "keras_eff.compression.SpatialSvdConfig"),
+    "ChannelPruningParameters": (ChannelPruningConfig, "keras_eff.compression.ChannelPruningConfig"),
+}
 
 __getattr__ = deprecated_aliases(__name__, RENAMED)
 

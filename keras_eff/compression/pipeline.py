@@ -122,10 +122,12 @@ class CompressionResult:
         Returns:
             The text.
         """
-        summary = (f"{self.method}: target {self.target_ratio:.3g} of {self.cost_metric}, achieved "
-                   f"{self.achieved_ratio:.3f} (MACs {self.original_cost.total_macs:,} -> "
-                   f"{self.compressed_cost.total_macs:,}, params {self.original_cost.total_params:,} -> "
-                   f"{self.compressed_cost.total_params:,})")
+        summary = (
+            f"{self.method}: target {self.target_ratio:.3g} of {self.cost_metric}, achieved "
+            f"{self.achieved_ratio:.3f} (MACs {self.original_cost.total_macs:,} -> "
+            f"{self.compressed_cost.total_macs:,}, params {self.original_cost.total_params:,} -> "
+            f"{self.compressed_cost.total_params:,})"
+        )
         lines = [summary]
         lines += [f"  {n}: ratio {r:.2f}, setting {self.layer_settings[n]}" for n, r in self.layer_ratios.items()]
         return "\n".join(lines)
@@ -134,12 +136,13 @@ class CompressionResult:
 def output_error(model, x, reference, batch_size=256) -> float:
     """Relative squared error of ``model``'s outputs against ``reference`` outputs on ``x``."""
     out = predict(model, x, batch_size)
-    return float(np.sum((out - reference) ** 2) / max(np.sum(reference ** 2), 1e-30))
+    return float(np.sum((out - reference) ** 2) / max(np.sum(reference**2), 1e-30))
 
 
 def predict(model, x, batch_size=256) -> np.ndarray:
-    parts = [keras.ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
-             for i in range(0, len(x), batch_size)]
+    parts = [
+        keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(parts).astype(np.float64)
 
 
@@ -156,8 +159,9 @@ def compress(scheme: Scheme, target_ratio, data=None, eval_fn=None, verbose=True
     """Runs a method end to end; see ``spatial_svd`` and ``channel_pruning`` for the meaning of the arguments."""
     target_ratio = check_ratio(target_ratio)
     if eval_fn is not None and not callable(eval_fn):
-        raise TypeError(f"eval_fn must be a callable taking a Keras model and returning a score, got "
-                        f"{type(eval_fn).__name__}")
+        raise TypeError(
+            f"eval_fn must be a callable taking a Keras model and returning a score, got {type(eval_fn).__name__}"
+        )
     model, params = scheme.model, scheme.params
     functional_of(model)
     names = scheme.candidates()
@@ -180,13 +184,15 @@ def compress(scheme: Scheme, target_ratio, data=None, eval_fn=None, verbose=True
         baseline, higher, label = 0.0, False, "relative weight error"
         score_of = scheme.weight_error
 
-    table = measure_sensitivity(names, params.candidate_ratios, scheme.setting_of, score_of, baseline, label,
-                                higher, verbose)
+    table = measure_sensitivity(
+        names, params.candidate_ratios, scheme.setting_of, score_of, baseline, label, higher, verbose
+    )
     ratios = select_ratios(table, lambda settings: scheme.cost_of(settings)[metric], target)
     settings = {n: table.settings[n][r] for n, r in ratios.items()}
     new = scheme.build(settings, final=True)
-    return CompressionResult(new, scheme.method, target_ratio, metric, ratios, settings, scheme.cost,
-                             count_macs(new), table, params)
+    return CompressionResult(
+        new, scheme.method, target_ratio, metric, ratios, settings, scheme.cost, count_macs(new), table, params
+    )
 
 
 __all__ = ["CompressionResult", "Scheme", "compress", "output_error", "predict"]

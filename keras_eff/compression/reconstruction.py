@@ -71,7 +71,7 @@ def removal_order(gram):
 
 def kept_channels(order, channels, keep):
     """Sorted indices of the ``keep`` channels that survive the first ``channels - keep`` removals."""
-    removed = set(order[:channels - keep])
+    removed = set(order[: channels - keep])
     return np.array([c for c in range(channels) if c not in removed])
 
 
@@ -84,12 +84,21 @@ def refit(patches, target, ridge=1e-3, fit_intercept=True):
     """Least-squares weights (columns × outputs) and intercept mapping ``patches`` to ``target``, regularised by
     ``ridge`` times the mean energy of a column."""
     x = patches.astype(np.float64)
-    energy = float(np.mean(np.sum((x - x.mean(0)) ** 2 if fit_intercept else x ** 2, axis=0)))
+    energy = float(np.mean(np.sum((x - x.mean(0)) ** 2 if fit_intercept else x**2, axis=0)))
     model = Ridge(alpha=ridge * energy + 1e-12, fit_intercept=fit_intercept)
     model.fit(x, target.astype(np.float64))
     intercept = model.intercept_ if fit_intercept else np.zeros(target.shape[1])
     return model.coef_.T, np.asarray(intercept)
 
 
-__all__ = ["channel_gram", "columns_of", "conv_patches", "kept_channels", "kernel_matrix", "refit",
-           "removal_order", "same_padding", "sample_positions"]
+__all__ = [
+    "channel_gram",
+    "columns_of",
+    "conv_patches",
+    "kept_channels",
+    "kernel_matrix",
+    "refit",
+    "removal_order",
+    "same_padding",
+    "sample_positions",
+]

@@ -88,8 +88,11 @@ class SensitivityTable:
         Returns:
             ``[{"layer", "ratio", "setting", "score"}, ...]``, for each layer from the highest ratio down.
         """
-        return [{"layer": name, "ratio": r, "setting": self.settings[name][r], "score": s}
-                for name, by_ratio in self.scores.items() for r, s in sorted(by_ratio.items(), reverse=True)]
+        return [
+            {"layer": name, "ratio": r, "setting": self.settings[name][r], "score": s}
+            for name, by_ratio in self.scores.items()
+            for r, s in sorted(by_ratio.items(), reverse=True)
+        ]
 
     def get_config(self) -> dict:
         """Serializes the table.
@@ -97,8 +100,13 @@ class SensitivityTable:
         Returns:
             A JSON-compatible dict, for ``from_config``.
         """
-        return {"metric": self.metric, "higher_is_better": self.higher_is_better, "baseline": self.baseline,
-                "ratios": list(self.ratios), "rows": self.as_rows()}
+        return {
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "baseline": self.baseline,
+            "ratios": list(self.ratios),
+            "rows": self.as_rows(),
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -147,8 +155,9 @@ class SensitivityTable:
         return atomic_savefig(fig, path)
 
 
-def measure_sensitivity(layers, ratios, setting_of, score_of, baseline, metric, higher_is_better=True,
-                        verbose=True) -> SensitivityTable:
+def measure_sensitivity(
+    layers, ratios, setting_of, score_of, baseline, metric, higher_is_better=True, verbose=True
+) -> SensitivityTable:
     """Scores every (layer, ratio) pair with only that layer compressed: the first step of every compression method.
 
     Args:
@@ -176,8 +185,7 @@ def measure_sensitivity(layers, ratios, setting_of, score_of, baseline, metric, 
             if setting is not None and setting not in seen:
                 seen.add(setting)
                 jobs.append((name, r, setting))
-    for name, r, setting in tqdm(jobs, desc="compression sensitivity", unit="eval", disable=not verbose,
-                                 leave=False):
+    for name, r, setting in tqdm(jobs, desc="compression sensitivity", unit="eval", disable=not verbose, leave=False):
         table.scores[name][r] = float(score_of(name, setting))
         table.settings[name][r] = setting
     return table
@@ -227,7 +235,8 @@ def select_ratios(table: SensitivityTable, cost_of, target: float) -> dict:
             raise NothingToCompressError(
                 f"the target cost {target:,.0f} cannot be reached: compressing every candidate layer as far as the "
                 f"candidate ratios allow leaves {floor:,.0f}. Raise target_ratio, add layers, or allow lower "
-                f"ratios (candidate_ratios)")
+                f"ratios (candidate_ratios)"
+            )
         _, name, r, cost = best
         ratios[name] = r
     # Walk back up: the greedy steps may have overshot; undo what the target does not need, the most predicted loss

@@ -66,8 +66,12 @@ def split_dense_kernel(kernel, rank, factors=None):
 def _eligible(layer):
     if isinstance(layer, layers.Dense):
         return len(layer.kernel.shape) == 2
-    return (type(layer) is layers.Conv2D and layer.groups == 1 and layer.data_format == "channels_last"
-            and min(layer.kernel_size) > 1)
+    return (
+        type(layer) is layers.Conv2D
+        and layer.groups == 1
+        and layer.data_format == "channels_last"
+        and min(layer.kernel_size) > 1
+    )
 
 
 class SpatialSvdScheme(Scheme):
@@ -81,8 +85,12 @@ class SpatialSvdScheme(Scheme):
         self.targets = {}  # name -> (layer, input shape, output shape)
         for node in self.info.nodes:
             op = node.operation
-            if isinstance(op, keras.layers.Layer) and not isinstance(op, keras.Model) and _eligible(op) \
-                    and self.info.calls(op) == 1:
+            if (
+                isinstance(op, keras.layers.Layer)
+                and not isinstance(op, keras.Model)
+                and _eligible(op)
+                and self.info.calls(op) == 1
+            ):
                 self.targets[op.name] = (op, node.input_tensors[0].shape, node.outputs[0].shape)
         self._factors = {}
 
@@ -91,7 +99,8 @@ class SpatialSvdScheme(Scheme):
         if not names:
             raise NothingToCompressError(
                 f"model {self.model.name!r} has no layer spatial SVD can factorize (a Conv2D with a k×k kernel, "
-                f"k > 1, groups=1, channels_last; or a Dense layer) among those selected")
+                f"k > 1, groups=1, channels_last; or a Dense layer) among those selected"
+            )
         for name in names:
             check_finite_weights(self.targets[name][0])
         return names
@@ -108,8 +117,12 @@ class SpatialSvdScheme(Scheme):
         kh, kw, cin, cout = layer.kernel.shape
         out_h, out_w = shape_out[1], shape_out[2]
         in_w = shape_in[2]
-        return (out_h * in_w * kh * cin + out_h * out_w * kw * cout, kh * cin + kw * cout, bias,
-                min(kh * cin, kw * cout))
+        return (
+            out_h * in_w * kh * cin + out_h * out_w * kw * cout,
+            kh * cin + kw * cout,
+            bias,
+            min(kh * cin, kw * cout),
+        )
 
     def factorized_cost(self, name, rank) -> dict:
         macs, params, fixed, _ = self._per_rank(name)
@@ -140,7 +153,7 @@ class SpatialSvdScheme(Scheme):
 
     def weight_error(self, name, rank) -> float:
         s = self.factors(name)[1]
-        return float(np.sum(s[rank:] ** 2) / max(np.sum(s ** 2), 1e-30))
+        return float(np.sum(s[rank:] ** 2) / max(np.sum(s**2), 1e-30))
 
     # building ----------------------------------------------------------------------------------------------------
     def factors(self, name):
@@ -169,16 +182,27 @@ def factorized_call(layer, rank, args, kwargs, factors=None):
     layer's arguments and returns its output."""
     kernel = np.asarray(layer.kernel)
     if isinstance(layer, layers.Dense):
-        first = clone_layer(layer, name=f"{layer.name}_svd_a", units=rank, use_bias=False, activation=None,
-                            activity_regularizer=None)
+        first = clone_layer(
+            layer, name=f"{layer.name}_svd_a", units=rank, use_bias=False, activation=None, activity_regularizer=None
+        )
         second = clone_layer(layer, name=f"{layer.name}_svd_b")
         k_a, k_b = split_dense_kernel(kernel, rank, factors)
     else:
         (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.strides, layer.dilation_rate
-        first = clone_layer(layer, name=f"{layer.name}_svd_a", filters=rank, kernel_size=(kh, 1), strides=(sh, 1),
-                            dilation_rate=(dh, 1), use_bias=False, activation=None, activity_regularizer=None)
-        second = clone_layer(layer, name=f"{layer.name}_svd_b", kernel_size=(1, kw), strides=(1, sw),
-                             dilation_rate=(1, dw))
+        first = clone_layer(
+            layer,
+            name=f"{layer.name}_svd_a",
+            filters=rank,
+            kernel_size=(kh, 1),
+            strides=(sh, 1),
+            dilation_rate=(dh, 1),
+            use_bias=False,
+            activation=None,
+            activity_regularizer=None,
+        )
+        second = clone_layer(
+            layer, name=f"{layer.name}_svd_b", kernel_size=(1, kw), strides=(1, sw), dilation_rate=(1, dw)
+        )
         k_a, k_b = split_conv_kernel(kernel, rank, factors)
     out = second(first(*args, **kwargs))
     first.set_weights([k_a])
@@ -186,8 +210,9 @@ def factorized_call(layer, rank, args, kwargs, factors=None):
     return out
 
 
-def spatial_svd(model, target_ratio, data=None, eval_fn=None, config: SpatialSvdConfig | dict | None = None,
-                verbose=True, **kwargs) -> CompressionResult:
+def spatial_svd(
+    model, target_ratio, data=None, eval_fn=None, config: SpatialSvdConfig | dict | None = None, verbose=True, **kwargs
+) -> CompressionResult:
     """Compresses a model to a fraction of its MACs (or parameters) by spatial SVD, with ranks chosen per layer.
 
     Every eligible layer (a ``Conv2D`` with a k×k kernel, k > 1, groups=1, channels_last, called once; every
@@ -240,5 +265,11 @@ def spatial_svd(model, target_ratio, data=None, eval_fn=None, config: SpatialSvd
     return compress(SpatialSvdScheme(model, config, data), target_ratio, data, eval_fn, verbose)
 
 
-__all__ = ["SpatialSvdScheme", "factorized_call", "spatial_svd", "split_conv_kernel", "split_dense_kernel",
-           "svd_factors"]
+__all__ = [
+    "SpatialSvdScheme",
+    "factorized_call",
+    "spatial_svd",
+    "split_conv_kernel",
+    "split_dense_kernel",
+    "svd_factors",
+]

@@ -42,20 +42,28 @@ def functional(model, what: str = "reference") -> keras.Model:
         raise ValueError(f"{what}: expected a Keras model, got {type(model).__name__}")
     if isinstance(model, keras.Sequential):
         if not model.built or not getattr(model, "inputs", None):
-            raise ValueError(f"{what}: the Sequential model {model.name!r} has no input shape yet; start it with "
-                             f"keras.Input(shape) so that its graph is known")
+            raise ValueError(
+                f"{what}: the Sequential model {model.name!r} has no input shape yet; start it with "
+                f"keras.Input(shape) so that its graph is known"
+            )
         model = keras.Model(model.inputs, model.outputs, name=model.name)
     if not hasattr(model, "_nodes_by_depth") or type(model).__name__ not in ("Functional", "Model"):
-        raise ValueError(f"{what}: {model.name!r} is a subclassed model ({type(model).__name__}); DONNA reads the "
-                         f"layer graph, which only Functional and Sequential models have: rebuild it with the "
-                         f"Functional API")
+        raise ValueError(
+            f"{what}: {model.name!r} is a subclassed model ({type(model).__name__}); DONNA reads the "
+            f"layer graph, which only Functional and Sequential models have: rebuild it with the "
+            f"Functional API"
+        )
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"{what}: {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-                         f"DONNA needs one image input and one output of class scores")
+        raise ValueError(
+            f"{what}: {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            f"DONNA needs one image input and one output of class scores"
+        )
     shape = tuple(model.inputs[0].shape[1:])
     if len(shape) != 3 or any(s is None for s in shape):
-        raise ValueError(f"{what}: {model.name!r} takes inputs of shape {shape}; DONNA needs a fixed image shape "
-                         f"(height, width, channels): build it with keras.Input((h, w, c))")
+        raise ValueError(
+            f"{what}: {model.name!r} takes inputs of shape {shape}; DONNA needs a fixed image shape "
+            f"(height, width, channels): build it with keras.Input((h, w, c))"
+        )
     out = tuple(model.outputs[0].shape[1:])
     if len(out) != 1 or out[0] is None:
         raise ValueError(f"{what}: {model.name!r} outputs shape {out}; DONNA needs class scores (num_classes,)")
@@ -144,15 +152,19 @@ def resolve_boundaries(model, blocks=None) -> list:
     if blocks is None or blocks == "auto":
         blocks = propose_boundaries(model)
         if len(blocks) < 2:
-            raise ValueError(f"reference {model.name!r}: found fewer than two block boundaries to propose; name them "
-                             f"(blocks=[...]) from the candidates: {_listing(cands)}")
+            raise ValueError(
+                f"reference {model.name!r}: found fewer than two block boundaries to propose; name them "
+                f"(blocks=[...]) from the candidates: {_listing(cands)}"
+            )
     if isinstance(blocks, str):
         blocks = [b.strip() for b in blocks.split(",") if b.strip()]
     if not isinstance(blocks, (list, tuple)) or not all(isinstance(b, str) for b in blocks):
         raise ValueError(f"reference.blocks: {blocks!r} must be a list of layer names (or 'auto')")
     if len(blocks) < 2:
-        raise ValueError(f"reference.blocks: {list(blocks)} names {len(blocks)} boundary; give at least two (the "
-                         f"stem's output, then each block's output). Candidates: {_listing(cands)}")
+        raise ValueError(
+            f"reference.blocks: {list(blocks)} names {len(blocks)} boundary; give at least two (the "
+            f"stem's output, then each block's output). Candidates: {_listing(cands)}"
+        )
     if len(set(blocks)) != len(blocks):
         raise ValueError(f"reference.blocks: {list(blocks)} names a layer twice")
     names = {layer.name for layer in model.layers}
@@ -162,32 +174,45 @@ def resolve_boundaries(model, blocks=None) -> list:
             if name not in names:
                 owner = _nested_owner(model, name)
                 if owner is not None:
-                    raise ValueError(f"reference.blocks: layer {name!r} is inside the nested model {owner!r}; a "
-                                     f"boundary must be a layer of the top-level model (name {owner!r} itself, or "
-                                     f"rebuild the model flat). Candidates: {_listing(cands)}")
-                raise ValueError(f"reference.blocks: the model {model.name!r} has no layer {name!r}. Candidate "
-                                 f"boundaries (layer, output shape): {_listing(cands)}")
+                    raise ValueError(
+                        f"reference.blocks: layer {name!r} is inside the nested model {owner!r}; a "
+                        f"boundary must be a layer of the top-level model (name {owner!r} itself, or "
+                        f"rebuild the model flat). Candidates: {_listing(cands)}"
+                    )
+                raise ValueError(
+                    f"reference.blocks: the model {model.name!r} has no layer {name!r}. Candidate "
+                    f"boundaries (layer, output shape): {_listing(cands)}"
+                )
             layer = model.get_layer(name)
             shape = tuple(layer.output.shape[1:]) if len(layer._inbound_nodes) == 1 else None
-            why = ("its output is not an image tensor (h, w, c)" if shape is not None and len(shape) != 3 else
-                   "it is called more than once (a shared layer)" if shape is None else
-                   "a skip connection (or another branch) crosses it: the layers after it also read an earlier "
-                   "tensor, so it is not a single-tensor boundary")
-            raise ValueError(f"reference.blocks: layer {name!r} cannot be a block boundary: {why}. Candidates: "
-                             f"{_listing(cands)}")
+            why = (
+                "its output is not an image tensor (h, w, c)"
+                if shape is not None and len(shape) != 3
+                else "it is called more than once (a shared layer)"
+                if shape is None
+                else "a skip connection (or another branch) crosses it: the layers after it also read an earlier "
+                "tensor, so it is not a single-tensor boundary"
+            )
+            raise ValueError(
+                f"reference.blocks: layer {name!r} cannot be a block boundary: {why}. Candidates: {_listing(cands)}"
+            )
         out.append(by_name[name])
     for a, b in zip(out, out[1:]):
         if b.position <= a.position:
-            raise ValueError(f"reference.blocks: {b.name!r} comes before {a.name!r} in the model; list the "
-                             f"boundaries from input to output")
+            raise ValueError(
+                f"reference.blocks: {b.name!r} comes before {a.name!r} in the model; list the "
+                f"boundaries from input to output"
+            )
         stride = a.shape[0] / b.shape[0]
         s = int(round(stride)) if stride >= 1 else 0
         ok = s in (1, 2) and all(math.ceil(x / s) == y for x, y in zip(a.shape[:2], b.shape[:2]))
         if not ok:
-            raise ValueError(f"reference.blocks: the block from {a.name!r} ({'x'.join(map(str, a.shape))}) to "
-                             f"{b.name!r} ({'x'.join(map(str, b.shape))}) does not map its input to its output with "
-                             f"stride 1 or 2 ('same' padding): the blocks' shapes do not chain. Choose boundaries "
-                             f"one stride apart from the candidates: {_listing(cands)}")
+            raise ValueError(
+                f"reference.blocks: the block from {a.name!r} ({'x'.join(map(str, a.shape))}) to "
+                f"{b.name!r} ({'x'.join(map(str, b.shape))}) does not map its input to its output with "
+                f"stride 1 or 2 ('same' padding): the blocks' shapes do not chain. Choose boundaries "
+                f"one stride apart from the candidates: {_listing(cands)}"
+            )
     return out
 
 
@@ -206,8 +231,10 @@ def logits_model(model) -> tuple:
         return layer.__class__.from_config(cfg)
 
     def call(layer, *args, **kwargs):
-        if layer.name == last.name and (isinstance(layer, keras.layers.Softmax) or (
-                isinstance(layer, keras.layers.Activation) and layer.get_config().get("activation") == "softmax")):
+        if layer.name == last.name and (
+            isinstance(layer, keras.layers.Softmax)
+            or (isinstance(layer, keras.layers.Activation) and layer.get_config().get("activation") == "softmax")
+        ):
             dropped["done"] = True
             return args[0]
         return layer(*args, **kwargs)
@@ -236,7 +263,7 @@ def stem_and_head(model, boundaries) -> tuple:
     stem = keras.Model(model.inputs, model.get_layer(first.name).output, name="stem")  # shares model's layers
     head_in = keras.Input(last.shape, name="head_input")
     tensor_map = {id(nodes[last.position - 1].outputs[0]): head_in}
-    head_nodes = nodes[last.position:]
+    head_nodes = nodes[last.position :]
     _replay(head_nodes, tensor_map)
     head = keras.Model(head_in, tensor_map[id(model.outputs[0])], name="head")
     for node in head_nodes:
@@ -252,10 +279,19 @@ def backbone_config(model, blocks=None) -> tuple:
     ref, dropped = logits_model(model)
     bounds = resolve_boundaries(ref, blocks)
     stem, head = stem_and_head(ref, bounds)
-    return ({"boundaries": [b.name for b in bounds], "shapes": [list(b.shape) for b in bounds],
-             "stem": keras.saving.serialize_keras_object(stem), "head": keras.saving.serialize_keras_object(head),
-             "softmax_dropped": dropped, "source": model.name, "input_shape": list(ref.inputs[0].shape[1:]),
-             "num_classes": int(ref.outputs[0].shape[-1])}, ref)
+    return (
+        {
+            "boundaries": [b.name for b in bounds],
+            "shapes": [list(b.shape) for b in bounds],
+            "stem": keras.saving.serialize_keras_object(stem),
+            "head": keras.saving.serialize_keras_object(head),
+            "softmax_dropped": dropped,
+            "source": model.name,
+            "input_shape": list(ref.inputs[0].shape[1:]),
+            "num_classes": int(ref.outputs[0].shape[-1]),
+        },
+        ref,
+    )
 
 
 def build_part(config: dict, name: str) -> keras.Model:

@@ -125,8 +125,8 @@ def evaluate_choice(layer, choice, x_calib, x_val, y_val, batch_size: int = 500)
     mean = y_val.mean(axis=(0, 1, 2), keepdims=True)
     err = sig = 0.0
     for start in range(0, len(x_val), batch_size):
-        y, _ = layer.forward(ops.convert_to_tensor(x_val[start:start + batch_size]), choice, stats_t)
-        t = y_val[start:start + batch_size]
+        y, _ = layer.forward(ops.convert_to_tensor(x_val[start : start + batch_size]), choice, stats_t)
+        t = y_val[start : start + batch_size]
         err += float(np.sum(np.square(ops.convert_to_numpy(y) - t), dtype=np.float64))
         sig += float(np.sum(np.square(t - mean), dtype=np.float64))
     return stats, err / max(sig, 1e-12)
@@ -139,8 +139,8 @@ def pack_stats(layer, per_choice: list) -> dict:
     packed = {key: np.zeros((len(per_choice), 2, w), np.float32) for key, w in widths.items()}
     for c, stats in enumerate(per_choice):
         for key, (mean, var) in stats.items():
-            packed[key][c, 0, :len(mean)] = mean
-            packed[key][c, 1, :len(var)] = var
+            packed[key][c, 0, : len(mean)] = mean
+            packed[key][c, 1, : len(var)] = var
     return packed
 
 
@@ -178,8 +178,10 @@ def train_block_job(job: dict) -> dict:
     index = job.get("index", 0)
     x, y, x_val, y_val = (np.asarray(job[k], np.float32) for k in ("x", "y", "x_val", "y_val"))
     if len(x) != len(y) or len(x_val) != len(y_val) or len(x) == 0 or len(x_val) == 0:
-        raise ValueError(f"block {index}: inputs and outputs must be non-empty and of equal length "
-                         f"(got {len(x)}/{len(y)} training, {len(x_val)}/{len(y_val)} held-out)")
+        raise ValueError(
+            f"block {index}: inputs and outputs must be non-empty and of equal length "
+            f"(got {len(x)}/{len(y)} training, {len(x_val)}/{len(y_val)} held-out)"
+        )
     keras.utils.set_random_seed(cfg.seed + 1000 * index)
     layer = SupernetBlock(x.shape[-1], block, name=f"supernet_b{index}")
     if job.get("init") is not None and cfg.init_from_reference:
@@ -214,11 +216,16 @@ def train_block_job(job: dict) -> dict:
         history.append(float(loss))
         if len(history) % 50 == 0:
             bar.set_postfix(nsr=f"{np.mean(history[-50:]):.3f}")
-    x_calib = x[:cfg.calibration_samples]
+    x_calib = x[: cfg.calibration_samples]
     stats, losses = [], np.zeros(n_choices, np.float64)
     for c, choice in enumerate(tqdm(layer.choices, desc=f"score block {index}", leave=False, mininterval=2.0)):
         s, losses[c] = evaluate_choice(layer, choice, x_calib, x_val, y_val)
         stats.append(s)
-    return {"variables": layer.get_variables(), "stats": pack_stats(layer, stats), "losses": losses,
-            "history": np.asarray(history, np.float32), "seconds": time.perf_counter() - t0,
-            "reference_loss": float(losses[layer.choices.index(block.reference_choice())])}
+    return {
+        "variables": layer.get_variables(),
+        "stats": pack_stats(layer, stats),
+        "losses": losses,
+        "history": np.asarray(history, np.float32),
+        "seconds": time.perf_counter() - t0,
+        "reference_loss": float(losses[layer.choices.index(block.reference_choice())]),
+    }

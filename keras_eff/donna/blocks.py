@@ -53,15 +53,18 @@ def _probe_native_grouped() -> bool:
         return tape.gradient(loss, [x, k])
 
     def by_group():
-        return tf.concat([tf.nn.convolution(xi, ki, 2, "SAME")
-                          for xi, ki in zip(tf.split(x, 2, -1), tf.split(k, 2, -1))], -1)
+        return tf.concat(
+            [tf.nn.convolution(xi, ki, 2, "SAME") for xi, ki in zip(tf.split(x, 2, -1), tf.split(k, 2, -1))], -1
+        )
 
     try:
         native = grads(lambda: tf.nn.convolution(x, k, 2, "SAME"))
     except tf.errors.OpError:
         return False
-    return all(bool(tf.reduce_max(tf.abs(a - b)) <= 1e-4 * (1.0 + tf.reduce_max(tf.abs(b))))
-               for a, b in zip(native, grads(by_group)))
+    return all(
+        bool(tf.reduce_max(tf.abs(a - b)) <= 1e-4 * (1.0 + tf.reduce_max(tf.abs(b))))
+        for a, b in zip(native, grads(by_group))
+    )
 
 
 def grouped_conv(x, kernel, strides=1, padding="same", dilation_rate=1):
@@ -104,8 +107,9 @@ def grouped_channels(channels: int, group_width: int) -> int:
     return max(1, -(-int(channels) // group_width)) * group_width
 
 
-def layer_plan(choice: BlockChoice, in_channels: int, out_channels: int, stride: int,
-               group_width: int = GROUP_WIDTH) -> list:
+def layer_plan(
+    choice: BlockChoice, in_channels: int, out_channels: int, stride: int, group_width: int = GROUP_WIDTH
+) -> list:
     """Per stacked layer: (input channels, expanded channels, output channels, stride, residual). The width
     multiplier scales the expanded channels and the channels between stacked layers; the block's output keeps
     ``out_channels`` (the boundary's), so that blocks still chain. A ``gr_ib`` layer rounds its expanded channels
@@ -127,8 +131,15 @@ def _activation(name: str, kind: str):
     return layers.ReLU(name=name) if kind == "relu" else layers.Activation("swish", name=name)
 
 
-def apply_block(x, choice: BlockChoice, out_channels: int, stride: int, prefix: str, bn_momentum: float = 0.9,
-                group_width: int = GROUP_WIDTH):
+def apply_block(
+    x,
+    choice: BlockChoice,
+    out_channels: int,
+    stride: int,
+    prefix: str,
+    bn_momentum: float = 0.9,
+    group_width: int = GROUP_WIDTH,
+):
     """Applies the block ``choice`` to the Keras tensor ``x`` with standard Keras layers.
 
     Per stacked layer: a 1x1 expansion then a kxk depthwise convolution (``dw_ib``) or a kxk grouped convolution
@@ -170,11 +181,17 @@ def apply_block(x, choice: BlockChoice, out_channels: int, stride: int, prefix: 
             y = layers.BatchNormalization(momentum=bn_momentum, name=f"{p}_expand_bn")(y)
             y = _activation(f"{p}_expand_act", choice.activation)(y)
             if choice.cell == "dw_ib":
-                y = layers.DepthwiseConv2D(choice.kernel, strides=s, padding="same", use_bias=False,
-                                           name=f"{p}_dw")(y)
+                y = layers.DepthwiseConv2D(choice.kernel, strides=s, padding="same", use_bias=False, name=f"{p}_dw")(y)
             else:
-                y = GroupedConv2D(cexp, choice.kernel, strides=s, padding="same", groups=cexp // group_width,
-                                  use_bias=False, name=f"{p}_gr")(y)
+                y = GroupedConv2D(
+                    cexp,
+                    choice.kernel,
+                    strides=s,
+                    padding="same",
+                    groups=cexp // group_width,
+                    use_bias=False,
+                    name=f"{p}_gr",
+                )(y)
             part = "dw" if choice.cell == "dw_ib" else "gr"
             y = layers.BatchNormalization(momentum=bn_momentum, name=f"{p}_{part}_bn")(y)
             y = _activation(f"{p}_{part}_act", choice.activation)(y)
@@ -194,8 +211,15 @@ def apply_block(x, choice: BlockChoice, out_channels: int, stride: int, prefix: 
     return layers.Identity(name=f"{prefix}_out")(x)
 
 
-def build_block(choice: BlockChoice, input_shape, out_channels: int, stride: int, prefix: str = "block",
-                bn_momentum: float = 0.9, group_width: int = GROUP_WIDTH) -> keras.Model:
+def build_block(
+    choice: BlockChoice,
+    input_shape,
+    out_channels: int,
+    stride: int,
+    prefix: str = "block",
+    bn_momentum: float = 0.9,
+    group_width: int = GROUP_WIDTH,
+) -> keras.Model:
     """The block ``choice`` alone as a Keras model, built with :func:`apply_block`.
 
     Args:

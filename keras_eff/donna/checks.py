@@ -19,12 +19,16 @@ def where_of(where: str, name: str) -> str:
 def check_mapping(config, where: str, allowed) -> dict:
     """``config`` as a dict; refuses a non-mapping and keys outside ``allowed`` (listing the allowed ones)."""
     if not isinstance(config, dict):
-        raise ValueError(f"{where or 'config'}: expected a mapping with the keys {', '.join(sorted(allowed))}, got "
-                         f"{type(config).__name__} {config!r}")
+        raise ValueError(
+            f"{where or 'config'}: expected a mapping with the keys {', '.join(sorted(allowed))}, got "
+            f"{type(config).__name__} {config!r}"
+        )
     unknown = [k for k in config if k not in allowed]
     if unknown:
-        raise ValueError(f"{where or 'config'}: unknown key(s) {', '.join(repr(k) for k in unknown)}; allowed: "
-                         f"{', '.join(sorted(allowed))}")
+        raise ValueError(
+            f"{where or 'config'}: unknown key(s) {', '.join(repr(k) for k in unknown)}; allowed: "
+            f"{', '.join(sorted(allowed))}"
+        )
     return dict(config)
 
 
@@ -75,8 +79,12 @@ def _check_one(where: str, value, ann: str, nested: dict):
                     return value
                 continue
             if opt in ("dict", "list", "tuple", "object"):
-                kinds: dict[str, type | tuple[type, ...]] = {"dict": dict, "list": (list, tuple),
-                                                             "tuple": (list, tuple), "object": object}
+                kinds: dict[str, type | tuple[type, ...]] = {
+                    "dict": dict,
+                    "list": (list, tuple),
+                    "tuple": (list, tuple),
+                    "object": object,
+                }
                 if isinstance(value, kinds[opt]):
                     return value
                 continue
@@ -91,8 +99,16 @@ def _check_one(where: str, value, ann: str, nested: dict):
             errors.append(err)
     if errors:
         raise errors[0]
-    names = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-             "None": "null", "dict": "a mapping", "list": "a list", "tuple": "a list"}
+    names = {
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "str": "a string",
+        "None": "null",
+        "dict": "a mapping",
+        "list": "a list",
+        "tuple": "a list",
+    }
     want = " or ".join(names.get(o, f"a mapping of {o} options") for o in options)
     raise ValueError(f"{where}: {value!r} must be {want} (got {type(value).__name__})")
 
@@ -104,8 +120,9 @@ def checked(cls, config, where: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     config = check_mapping(config, where or cls.__name__, fields)
     nested = getattr(cls, "_nested", {})
-    values = {name: _check_one(where_of(where, name), value, str(fields[name].type), nested)
-              for name, value in config.items()}
+    values = {
+        name: _check_one(where_of(where, name), value, str(fields[name].type), nested) for name, value in config.items()
+    }
     try:
         return cls(**values)
     except ValueError as err:

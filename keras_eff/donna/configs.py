@@ -9,14 +9,23 @@ import copy
 TINY = {
     "space": "tiny",
     "data": {"n_train": 4000, "n_test": 1000},
-    "accuracy_model": {"reference_epochs": 2, "reference_batch_size": 128,
-                       "bkd": {"steps": 60, "batch_size": 64, "calibration_samples": 128, "compile": False},
-                       "bkd_samples": 1500, "val_samples": 300, "n_archs": 5, "finetune": {"steps": 20},
-                       "finetune_samples": 2000},
+    "accuracy_model": {
+        "reference_epochs": 2,
+        "reference_batch_size": 128,
+        "bkd": {"steps": 60, "batch_size": 64, "calibration_samples": 128, "compile": False},
+        "bkd_samples": 1500,
+        "val_samples": 300,
+        "n_archs": 5,
+        "finetune": {"steps": 20},
+        "finetune_samples": 2000,
+    },
     "search": {"pop_size": 8, "max_evals": 24, "max_time_s": 120.0, "timeout_s": 60.0},
     "scenarios": [
-        {"name": "litert_1thread", "measurers": [{"kind": "litert", "num_threads": 1, "runs": 50, "rounds": 1}],
-         "objective": "latency_us"},
+        {
+            "name": "litert_1thread",
+            "measurers": [{"kind": "litert", "num_threads": 1, "runs": 50, "rounds": 1}],
+            "objective": "latency_us",
+        },
     ],
     "finetune": {"top_k": 2, "samples": 3000, "distill": {"epochs": 2, "batch_size": 128}},
     "executor": {"kind": "inprocess"},
@@ -31,8 +40,12 @@ DEFAULT = {
     "scenarios": [
         {"name": "litert_1thread", "measurers": [{"kind": "litert", "num_threads": 1}], "objective": "latency_us"},
         {"name": "litert_2threads", "measurers": [{"kind": "litert", "num_threads": 2}], "objective": "latency_us"},
-        {"name": "mcu_256k_flash", "measurers": [{"kind": "litert", "num_threads": 1}, {"kind": "micro"}],
-         "objective": "latency_us", "limits": {"flash_bytes": 262144, "ram_bytes": 131072}},
+        {
+            "name": "mcu_256k_flash",
+            "measurers": [{"kind": "litert", "num_threads": 1}, {"kind": "micro"}],
+            "objective": "latency_us",
+            "limits": {"flash_bytes": 262144, "ram_bytes": 131072},
+        },
     ],
     "finetune": {"top_k": 4, "samples": 20000, "distill": {"epochs": 3}},
     "executor": {"kind": "inprocess"},
@@ -63,6 +76,7 @@ def builtin_config(name: str) -> dict:
         ```
     """
     if name not in BUILTIN:
-        raise ValueError(f"no built-in DONNA config {name!r}; choose from {', '.join(BUILTIN)} or give a YAML/JSON "
-                         f"file")
+        raise ValueError(
+            f"no built-in DONNA config {name!r}; choose from {', '.join(BUILTIN)} or give a YAML/JSON file"
+        )
     return copy.deepcopy(BUILTIN[name])

@@ -23,8 +23,7 @@ from .space import Architecture, SearchSpace
 def _measure_job(space_config: dict, arch_text: str, measurer_configs: list, seed: int = 0) -> dict:
     """Module-level so that a child process can run it: plain data in, plain data out."""
     space = SearchSpace.from_config(space_config)
-    return measure_all(space, Architecture.parse(arch_text), [measurer_from_config(m) for m in measurer_configs],
-                       seed)
+    return measure_all(space, Architecture.parse(arch_text), [measurer_from_config(m) for m in measurer_configs], seed)
 
 
 class CostEvaluator:
@@ -61,9 +60,17 @@ class CostEvaluator:
         ```
     """
 
-    def __init__(self, space: SearchSpace, scenario, cache: MeasurementCache | None = None,
-                 timeout_s: float = 120.0, isolation: str = "thread", retry_failed: bool = False, measurers=None,
-                 workers: int = 1):
+    def __init__(
+        self,
+        space: SearchSpace,
+        scenario,
+        cache: MeasurementCache | None = None,
+        timeout_s: float = 120.0,
+        isolation: str = "thread",
+        retry_failed: bool = False,
+        measurers=None,
+        workers: int = 1,
+    ):
         self.scenario = scenario
         self.space = scenario.space_for(space)
         self.measurers = list(measurers) if measurers is not None else scenario.make_measurers()
@@ -92,15 +99,26 @@ class CostEvaluator:
             self.n_measured += 1
             if err is None:
                 for j, i in enumerate(missing):
-                    entries[i] = {"arch": str(arch), "measurer": self.measurers[i].get_config(), "ok": True,
-                                  "metrics": out["metrics"][j], "error": None,
-                                  "seconds": out["convert_seconds"] + out["metrics"][j]["measure_seconds"]}
+                    entries[i] = {
+                        "arch": str(arch),
+                        "measurer": self.measurers[i].get_config(),
+                        "ok": True,
+                        "metrics": out["metrics"][j],
+                        "error": None,
+                        "seconds": out["convert_seconds"] + out["metrics"][j]["measure_seconds"],
+                    }
             else:
                 self.n_failed += 1
                 msg = f"{type(err).__name__}: {err}".strip()
                 for i in missing:
-                    entries[i] = {"arch": str(arch), "measurer": self.measurers[i].get_config(), "ok": False,
-                                  "metrics": {}, "error": msg[:2000], "seconds": time.perf_counter() - t0}
+                    entries[i] = {
+                        "arch": str(arch),
+                        "measurer": self.measurers[i].get_config(),
+                        "ok": False,
+                        "metrics": {},
+                        "error": msg[:2000],
+                        "seconds": time.perf_counter() - t0,
+                    }
             for i in missing:
                 self.cache.put(keys[i], entries[i])
         metrics: dict[str, Any] = {}
@@ -111,8 +129,13 @@ class CostEvaluator:
         errors = [e["error"] for e in entries if not e["ok"]]
         dt = time.perf_counter() - t0
         self.seconds += dt
-        return {"ok": ok, "metrics": metrics, "error": errors[0] if errors else None, "cached": not missing,
-                "seconds": dt}
+        return {
+            "ok": ok,
+            "metrics": metrics,
+            "error": errors[0] if errors else None,
+            "cached": not missing,
+            "seconds": dt,
+        }
 
     def evaluate(self, arch: Architecture) -> dict:
         """The cost of one architecture: cached, or measured now (and cached).
@@ -169,8 +192,11 @@ class CostEvaluator:
         needs = [bool(missing) and any(self.measurers[i].needs_model for i in missing) for _, _, missing in plans]
         futures = {}
         if self.workers > 1:
-            futures = {k: self.pool().submit(convert_job, self.space.get_config(), str(a))
-                       for k, a in enumerate(archs) if needs[k]}
+            futures = {
+                k: self.pool().submit(convert_job, self.space.get_config(), str(a))
+                for k, a in enumerate(archs)
+                if needs[k]
+            }
         convs = {}  # candidate -> {"bytes", "convert_seconds"}, or the exception that failed its conversion
         for k, arch in enumerate(archs):
             if not plans[k][2]:
@@ -202,8 +228,13 @@ class CostEvaluator:
                     if isinstance(conv, Exception):
                         raise conv
                     local = [i for i in missing if i not in pooled]
-                    here = self.guard.call(measure_bytes, conv["bytes"], self.space, arch,
-                                           [self.measurers[i] for i in local]) if local else {}
+                    here = (
+                        self.guard.call(
+                            measure_bytes, conv["bytes"], self.space, arch, [self.measurers[i] for i in local]
+                        )
+                        if local
+                        else {}
+                    )
                     metrics = {}
                     for j, i in enumerate(missing):
                         m = remote[(k, i)] if i in pooled else here[local.index(i)]

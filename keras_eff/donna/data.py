@@ -51,8 +51,10 @@ def check_data_section(data) -> dict:
     if "path" not in out:
         extra = [k for k in ("image_size", "val_split") if k in out]
         if extra:
-            raise ValueError(f"data.{extra[0]}: only applies to data.path (an image folder); Fashion-MNIST is "
-                             f"the data without a path")
+            raise ValueError(
+                f"data.{extra[0]}: only applies to data.path (an image folder); Fashion-MNIST is "
+                f"the data without a path"
+            )
     return out
 
 
@@ -61,8 +63,10 @@ def _labels(name, y, n_images):
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise ValueError(f"{name}: labels must be class indices of shape (n,), got shape {y.shape} (one-hot labels: "
-                         f"take argmax first)")
+        raise ValueError(
+            f"{name}: labels must be class indices of shape (n,), got shape {y.shape} (one-hot labels: "
+            f"take argmax first)"
+        )
     if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
         y = y.astype(np.int64)
     if not np.issubdtype(y.dtype, np.integer):
@@ -78,14 +82,17 @@ def load_npz(path, n_train=None, n_test=None) -> tuple:
     if not path.is_file():
         raise FileNotFoundError(f"data.path: {path} does not exist")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"data.path: {path} is not a .npz file (numpy.savez writes one with the arrays "
-                         f"{', '.join(NPZ_ARRAYS)})")
+        raise ValueError(
+            f"data.path: {path} is not a .npz file (numpy.savez writes one with the arrays {', '.join(NPZ_ARRAYS)})"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in NPZ_ARRAYS if k not in npz.files]
             if missing:
-                raise ValueError(f"data.path: {path} lacks the array(s) {', '.join(missing)} (it holds "
-                                 f"{', '.join(npz.files) or 'nothing'}); save x_train, y_train, x_val, y_val")
+                raise ValueError(
+                    f"data.path: {path} lacks the array(s) {', '.join(missing)} (it holds "
+                    f"{', '.join(npz.files) or 'nothing'}); save x_train, y_train, x_val, y_val"
+                )
             arrays = {k: npz[k] for k in NPZ_ARRAYS}
     except ValueError as err:
         if "lacks the array" in str(err):
@@ -115,23 +122,34 @@ def _folder_arrays(ds) -> tuple:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def load_image_folder(path, image_size, channels: int = 3, val_split=None, seed: int = 0, n_train=None,
-                      n_test=None) -> tuple:
+def load_image_folder(
+    path, image_size, channels: int = 3, val_split=None, seed: int = 0, n_train=None, n_test=None
+) -> tuple:
     """``((x_train, y_train), (x_val, y_val))`` from a folder of class sub-folders (or ``train/`` and ``val/``)."""
     path = Path(path)
     color = {1: "grayscale", 3: "rgb", 4: "rgba"}.get(channels)
     if color is None:
-        raise ValueError(f"data.path: images for a model with {channels} input channels cannot be read from a folder "
-                         f"(1, 3 or 4 channels)")
-    opts = dict(image_size=tuple(image_size), color_mode=color, batch_size=256, shuffle=True, seed=seed,
-                label_mode="int", verbose=False)
+        raise ValueError(
+            f"data.path: images for a model with {channels} input channels cannot be read from a folder "
+            f"(1, 3 or 4 channels)"
+        )
+    opts = dict(
+        image_size=tuple(image_size),
+        color_mode=color,
+        batch_size=256,
+        shuffle=True,
+        seed=seed,
+        label_mode="int",
+        verbose=False,
+    )
     train_dir, val_dir = path / "train", path / "val"
     if train_dir.is_dir() and val_dir.is_dir():
         tr = keras.utils.image_dataset_from_directory(train_dir, **opts)
         va = keras.utils.image_dataset_from_directory(val_dir, **opts)
         if list(tr.class_names) != list(va.class_names):
-            raise ValueError(f"data.path: {train_dir} and {val_dir} hold different classes ({tr.class_names} vs "
-                             f"{va.class_names})")
+            raise ValueError(
+                f"data.path: {train_dir} and {val_dir} hold different classes ({tr.class_names} vs {va.class_names})"
+            )
     else:
         split = 0.2 if val_split is None else val_split
         tr, va = keras.utils.image_dataset_from_directory(path, validation_split=split, subset="both", **opts)
@@ -149,24 +167,31 @@ def load_data(section: dict, input_shape, seed: int = 0) -> tuple:
     path = section.get("path")
     if path is None:
         if tuple(input_shape) != (28, 28, 1):
-            raise ValueError(f"data: the model takes {tuple(input_shape)} images; the built-in data is Fashion-MNIST "
-                             f"(28, 28, 1): give data.path (a .npz file with x_train, y_train, x_val, y_val, or a "
-                             f"folder of images), e.g. --data data.npz")
+            raise ValueError(
+                f"data: the model takes {tuple(input_shape)} images; the built-in data is Fashion-MNIST "
+                f"(28, 28, 1): give data.path (a .npz file with x_train, y_train, x_val, y_val, or a "
+                f"folder of images), e.g. --data data.npz"
+            )
         return fashion_mnist_float(n_train=section.get("n_train"), n_test=section.get("n_test"))
     p = Path(path)
     if p.is_dir():
         size = section.get("image_size") or list(input_shape[:2])
-        data = load_image_folder(p, size, input_shape[2], section.get("val_split"), seed, section.get("n_train"),
-                                 section.get("n_test"))
+        data = load_image_folder(
+            p, size, input_shape[2], section.get("val_split"), seed, section.get("n_train"), section.get("n_test")
+        )
     elif p.suffix == ".npz" or p.is_file():
         if "image_size" in section or "val_split" in section:
-            raise ValueError("data.image_size / data.val_split apply to an image folder, not to a .npz file (resize "
-                             "the arrays yourself)")
+            raise ValueError(
+                "data.image_size / data.val_split apply to an image folder, not to a .npz file (resize "
+                "the arrays yourself)"
+            )
         data = load_npz(p, section.get("n_train"), section.get("n_test"))
     else:
         raise FileNotFoundError(f"data.path: {p} does not exist (a .npz file or a folder of images)")
     for split, (x, _) in zip(("train", "val"), data):
         if tuple(x.shape[1:]) != tuple(input_shape):
-            raise ValueError(f"x_{split}: images of shape {tuple(x.shape[1:])}, but the model takes "
-                             f"{tuple(input_shape)}" + (" (set data.image_size)" if p.is_dir() else ""))
+            raise ValueError(
+                f"x_{split}: images of shape {tuple(x.shape[1:])}, but the model takes "
+                f"{tuple(input_shape)}" + (" (set data.image_size)" if p.is_dir() else "")
+            )
     return data

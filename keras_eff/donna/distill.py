@@ -158,17 +158,41 @@ def distill_job(job: dict) -> dict:
     steps = cfg.epochs * -(-len(job["x"]) // cfg.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=DistillationLoss(cfg.temperature, cfg.alpha))
-    model.fit(job["x"], pack_targets(job["y"], job["teacher"]), batch_size=cfg.batch_size, epochs=cfg.epochs,
-              shuffle=True, verbose=0)
+    model.fit(
+        job["x"],
+        pack_targets(job["y"], job["teacher"]),
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        shuffle=True,
+        verbose=0,
+    )
     compile_model(model)  # plain cross-entropy and accuracy: what is evaluated, and what a saved model carries
     _, acc = model.evaluate(job["x_eval"], job["y_eval"], batch_size=512, verbose=0)
-    return {"arch": job["arch"], "init": job.get("init", "library"), "accuracy": float(acc),
-            "seconds": time.perf_counter() - t0, "seed": int(job["seed"]), "weights": model.get_weights()}
+    return {
+        "arch": job["arch"],
+        "init": job.get("init", "library"),
+        "accuracy": float(acc),
+        "seconds": time.perf_counter() - t0,
+        "seed": int(job["seed"]),
+        "weights": model.get_weights(),
+    }
 
 
-def distill_architectures(library, reference, archs, x_train, y_train, x_eval, y_eval,
-                          config: DistillConfig | None = None, init: str = "library", seed: int = 0,
-                          executor=None, teacher_logits=None, desc: str = "distill") -> list:
+def distill_architectures(
+    library,
+    reference,
+    archs,
+    x_train,
+    y_train,
+    x_eval,
+    y_eval,
+    config: DistillConfig | None = None,
+    init: str = "library",
+    seed: int = 0,
+    executor=None,
+    teacher_logits=None,
+    desc: str = "distill",
+) -> list:
     """DONNA step D: trains each architecture with soft distillation from the reference model.
 
     Each architecture starts from the block library's weights (``init="library"``) or from a fresh initialization
@@ -220,12 +244,26 @@ def distill_architectures(library, reference, archs, x_train, y_train, x_eval, y
         teacher_logits = reference.predict(x_train, batch_size=512, verbose=0)
     teacher_logits = np.asarray(teacher_logits, np.float32)
     if teacher_logits.shape != (len(x_train), space.num_classes):
-        raise ValueError(f"teacher_logits: shape {teacher_logits.shape}, expected ({len(x_train)}, "
-                         f"{space.num_classes})")
+        raise ValueError(
+            f"teacher_logits: shape {teacher_logits.shape}, expected ({len(x_train)}, {space.num_classes})"
+        )
     archs = [Architecture.parse(a) if isinstance(a, str) else a for a in archs]
-    jobs = [{"space": space.get_config(), "arch": str(a), "init": init, "config": config.get_config(),
-             "weights": library.build(a).get_weights() if init == "library" else None, "x": x_train, "y": y_train,
-             "teacher": teacher_logits, "x_eval": x_eval, "y_eval": y_eval, "seed": seed} for a in archs]
+    jobs = [
+        {
+            "space": space.get_config(),
+            "arch": str(a),
+            "init": init,
+            "config": config.get_config(),
+            "weights": library.build(a).get_weights() if init == "library" else None,
+            "x": x_train,
+            "y": y_train,
+            "teacher": teacher_logits,
+            "x_eval": x_eval,
+            "y_eval": y_eval,
+            "seed": seed,
+        }
+        for a in archs
+    ]
     return executor.map(distill_job, jobs, desc=f"{desc} ({init})")
 
 

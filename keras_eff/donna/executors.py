@@ -87,13 +87,16 @@ def check_gpus_per_job(value, where: str = "gpus_per_job") -> float:
     """``value`` as a GPU count per Ray task: a number >= 0, a fraction (0.25: four tasks share one GPU) only below
     1, whole numbers above (as Ray allows)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where}: {value!r} must be a number of GPUs per job (0, a fraction such as 0.5, or a "
-                         f"whole number)")
+        raise ValueError(
+            f"{where}: {value!r} must be a number of GPUs per job (0, a fraction such as 0.5, or a whole number)"
+        )
     if value < 0:
         raise ValueError(f"{where}: {value} must be >= 0 (0: the jobs use no GPU)")
     if value > 1 and value != int(value):
-        raise ValueError(f"{where}: {value} is a fraction above 1, which Ray does not allow; give a fraction below "
-                         f"1 (GPUs shared) or a whole number")
+        raise ValueError(
+            f"{where}: {value} is a fraction above 1, which Ray does not allow; give a fraction below "
+            f"1 (GPUs shared) or a whole number"
+        )
     return float(value)
 
 
@@ -133,8 +136,14 @@ class RayExecutor(Executor):
         ```
     """
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1.0,
-                 env_vars: dict | None = None, gpus_per_job: float = 0.0):
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        cpus_per_job: float = 1.0,
+        env_vars: dict | None = None,
+        gpus_per_job: float = 0.0,
+    ):
         try:
             import ray  # noqa: F401, PLC0415 - Ray is optional: checked here to name the extra to install
         except ImportError:
@@ -143,18 +152,22 @@ class RayExecutor(Executor):
             raise ValueError(f"cpus_per_job: {cpus_per_job} must be positive")
         self.address, self.num_cpus, self.cpus_per_job = address, num_cpus, cpus_per_job
         self.gpus_per_job = check_gpus_per_job(gpus_per_job)
-        self.env_vars = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-                         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1", **(env_vars or {})}
+        self.env_vars = {
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",
+            **(env_vars or {}),
+        }
         self._started = False
 
     def _ensure(self):
         import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         if not ray.is_initialized():
-            kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus,
-                                                                      "include_dashboard": False}
-            ray.init(**kwargs, runtime_env={"env_vars": self.env_vars}, log_to_driver=False,
-                     ignore_reinit_error=True)
+            kwargs = (
+                {"address": self.address} if self.address else {"num_cpus": self.num_cpus, "include_dashboard": False}
+            )
+            ray.init(**kwargs, runtime_env={"env_vars": self.env_vars}, log_to_driver=False, ignore_reinit_error=True)
             self._started = True
 
     def map(self, fn, jobs, desc: str = "jobs") -> list:
@@ -189,8 +202,12 @@ class RayExecutor(Executor):
         Returns:
             A dict with ``num_cpus``, ``num_gpus``, ``max_retries`` (0) and ``runtime_env``.
         """
-        return {"num_cpus": self.cpus_per_job, "num_gpus": self.gpus_per_job, "max_retries": 0,
-                "runtime_env": {"env_vars": dict(self.env_vars)}}
+        return {
+            "num_cpus": self.cpus_per_job,
+            "num_gpus": self.gpus_per_job,
+            "max_retries": 0,
+            "runtime_env": {"env_vars": dict(self.env_vars)},
+        }
 
     def shutdown(self) -> None:
         """Stops the local Ray if this executor started it (a Ray it found running is left alone).
@@ -210,8 +227,12 @@ class RayExecutor(Executor):
         Returns:
             A dict with ``address``, ``num_cpus``, ``cpus_per_job`` and ``gpus_per_job``.
         """
-        return {"address": self.address, "num_cpus": self.num_cpus, "cpus_per_job": self.cpus_per_job,
-                "gpus_per_job": self.gpus_per_job}
+        return {
+            "address": self.address,
+            "num_cpus": self.num_cpus,
+            "cpus_per_job": self.cpus_per_job,
+            "gpus_per_job": self.gpus_per_job,
+        }
 
     def describe(self) -> str:
         """A short description for logs.

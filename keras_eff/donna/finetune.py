@@ -86,23 +86,38 @@ def finetune_job(job: dict) -> dict:
         raise ValueError("finetune_job needs the architecture's initial weights in job['weights']")
     model = build_job_model(job)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     x, y = job["x"], job["y"]
     rng = np.random.default_rng(int(job["seed"]))
     n_needed = cfg.steps * cfg.batch_size
     order = np.concatenate([rng.permutation(len(x)) for _ in range(-(-n_needed // len(x)))])[:n_needed]
     xt, yt = tf.constant(x), tf.constant(y)
-    data = tf.data.Dataset.from_tensor_slices(order).batch(cfg.batch_size).map(
-        lambda i: (tf.gather(xt, i), tf.gather(yt, i)))
+    data = (
+        tf.data.Dataset.from_tensor_slices(order)
+        .batch(cfg.batch_size)
+        .map(lambda i: (tf.gather(xt, i), tf.gather(yt, i)))
+    )
     model.fit(data, epochs=1, verbose=0)
     _, acc = model.evaluate(job["x_eval"], job["y_eval"], batch_size=512, verbose=0)
-    return {"arch": job["arch"], "accuracy": float(acc), "seconds": time.perf_counter() - t0,
-            "seed": int(job["seed"])}
+    return {"arch": job["arch"], "accuracy": float(acc), "seconds": time.perf_counter() - t0, "seed": int(job["seed"])}
 
 
-def measure_architectures(library, archs, x_train, y_train, x_eval, y_eval, config: FinetuneConfig | None = None,
-                          seed: int = 0, executor=None, desc: str = "finetune") -> list:
+def measure_architectures(
+    library,
+    archs,
+    x_train,
+    y_train,
+    x_eval,
+    y_eval,
+    config: FinetuneConfig | None = None,
+    seed: int = 0,
+    executor=None,
+    desc: str = "finetune",
+) -> list:
     """Finetunes each architecture briefly from the block library's weights and measures its accuracy.
 
     These measured accuracies are what the accuracy predictor is fitted on. Each architecture is one job on
@@ -139,7 +154,18 @@ def measure_architectures(library, archs, x_train, y_train, x_eval, y_eval, conf
     check_data(x_train, y_train, library.space, "finetuning data")
     check_data(x_eval, y_eval, library.space, "evaluation data")
     x_train, y_train = np.asarray(x_train, np.float32), np.asarray(y_train, np.int32)
-    jobs = [{"space": library.space.get_config(), "arch": str(a), "weights": library.build(a).get_weights(),
-             "x": x_train, "y": y_train, "x_eval": x_eval, "y_eval": y_eval, "config": config.get_config(),
-             "seed": seed} for a in archs]
+    jobs = [
+        {
+            "space": library.space.get_config(),
+            "arch": str(a),
+            "weights": library.build(a).get_weights(),
+            "x": x_train,
+            "y": y_train,
+            "x_eval": x_eval,
+            "y_eval": y_eval,
+            "config": config.get_config(),
+            "seed": seed,
+        }
+        for a in archs
+    ]
     return executor.map(finetune_job, jobs, desc=desc)

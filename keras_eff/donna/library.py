@@ -70,8 +70,9 @@ class BlockLibrary:
 
     def __post_init__(self):
         if len(self.blocks) != len(self.space.blocks):
-            raise ValueError(f"library has {len(self.blocks)} blocks, the space {self.space.name!r} has "
-                             f"{len(self.space.blocks)}")
+            raise ValueError(
+                f"library has {len(self.blocks)} blocks, the space {self.space.name!r} has {len(self.space.blocks)}"
+            )
         for i, b in enumerate(self.blocks):
             n = len(self.space.block_choices(i))
             if len(b["losses"]) != n:
@@ -185,14 +186,24 @@ class BlockLibrary:
         buf = io.BytesIO()
         np.savez(buf, **self._arrays())
         data = buf.getvalue()
-        doc = {"format": FORMAT, "version": VERSION, "space": self.space.get_config(),
-               "fingerprint": self.space.fingerprint(), "weights_sha256": hashlib.sha256(data).hexdigest(),
-               "stem_head": {name: len(arrays) for name, arrays in self.stem_head.items()},
-               "blocks": [{"choices": [c.name for c in self.space.block_choices(i)],
-                           "losses": [float(v) for v in b["losses"]],
-                           "variables": sorted(b["variables"]), "stats": sorted(b["stats"])}
-                          for i, b in enumerate(self.blocks)],
-               "meta": self.meta}
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "space": self.space.get_config(),
+            "fingerprint": self.space.fingerprint(),
+            "weights_sha256": hashlib.sha256(data).hexdigest(),
+            "stem_head": {name: len(arrays) for name, arrays in self.stem_head.items()},
+            "blocks": [
+                {
+                    "choices": [c.name for c in self.space.block_choices(i)],
+                    "losses": [float(v) for v in b["losses"]],
+                    "variables": sorted(b["variables"]),
+                    "stats": sorted(b["stats"]),
+                }
+                for i, b in enumerate(self.blocks)
+            ],
+            "meta": self.meta,
+        }
         atomic_write(path / NPZ_NAME, data)
         atomic_write(path / JSON_NAME, json.dumps(doc, indent=1, default=_plain) + "\n")
         return path
@@ -217,26 +228,33 @@ class BlockLibrary:
         jpath, npath = path / JSON_NAME, path / NPZ_NAME
         for p in (jpath, npath):
             if not p.is_file():
-                raise FileNotFoundError(f"block library {path}: {p.name} is missing (a library folder holds "
-                                        f"{JSON_NAME} and {NPZ_NAME}, written by BlockLibrary.save)")
+                raise FileNotFoundError(
+                    f"block library {path}: {p.name} is missing (a library folder holds "
+                    f"{JSON_NAME} and {NPZ_NAME}, written by BlockLibrary.save)"
+                )
         doc = read_json(jpath, "block library")
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"{jpath} is not a block library file (format {FORMAT!r} expected)")
         if doc.get("version") != VERSION:
-            raise ValueError(f"{jpath} has library format version {doc.get('version')}; this keras-eff reads "
-                             f"version {VERSION}")
+            raise ValueError(
+                f"{jpath} has library format version {doc.get('version')}; this keras-eff reads version {VERSION}"
+            )
         try:
             lib_space = SearchSpace.from_config(doc["space"])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{jpath}: its search space is invalid ({err})") from None
         if space is not None and space.fingerprint() != lib_space.fingerprint():
-            raise ValueError(f"block library {path} was built for the space {lib_space.name!r} (fingerprint "
-                             f"{lib_space.fingerprint()}), not for the given space {space.name!r} (fingerprint "
-                             f"{space.fingerprint()}); rebuild it with train_block_library")
+            raise ValueError(
+                f"block library {path} was built for the space {lib_space.name!r} (fingerprint "
+                f"{lib_space.fingerprint()}), not for the given space {space.name!r} (fingerprint "
+                f"{space.fingerprint()}); rebuild it with train_block_library"
+            )
         data = npath.read_bytes()
         if hashlib.sha256(data).hexdigest() != doc.get("weights_sha256"):
-            raise ValueError(f"block library {path}: {NPZ_NAME} does not match {JSON_NAME} (checksum differs): the "
-                             f"file is corrupt or comes from another run; rebuild or restore both files together")
+            raise ValueError(
+                f"block library {path}: {NPZ_NAME} does not match {JSON_NAME} (checksum differs): the "
+                f"file is corrupt or comes from another run; rebuild or restore both files together"
+            )
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
@@ -255,9 +273,13 @@ class BlockLibrary:
                 expected = [c.name for c in lib_space.block_choices(i)]
                 if b["choices"] != expected:
                     raise ValueError(f"block library {jpath}: block {i} lists choices that differ from its space")
-                blocks.append({"losses": get(f"b{i}/losses"),
-                               "variables": {k: get(f"b{i}/var/{k}") for k in b["variables"]},
-                               "stats": {k: get(f"b{i}/stats/{k}") for k in b["stats"]}})
+                blocks.append(
+                    {
+                        "losses": get(f"b{i}/losses"),
+                        "variables": {k: get(f"b{i}/var/{k}") for k in b["variables"]},
+                        "stats": {k: get(f"b{i}/stats/{k}") for k in b["stats"]},
+                    }
+                )
         except (KeyError, TypeError) as err:
             raise ValueError(f"block library {jpath} is missing the field {err}") from None
         lib = cls(lib_space, stem_head, blocks, doc.get("meta", {}))
@@ -274,8 +296,9 @@ def _plain(o):
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
 
-def train_block_library(space: SearchSpace, reference, x_train, x_val, config=None, executor=None,
-                        verbose: bool = True) -> BlockLibrary:
+def train_block_library(
+    space: SearchSpace, reference, x_train, x_val, config=None, executor=None, verbose: bool = True
+) -> BlockLibrary:
     """DONNA step B1: distils every block of the space from the trained reference into a block library.
 
     The reference's tensors at the block boundaries on ``x_train`` teach each supernet block (blockwise knowledge
@@ -317,19 +340,36 @@ def train_block_library(space: SearchSpace, reference, x_train, x_val, config=No
     shapes = space.block_input_shapes()
     jobs = []
     for i, block in enumerate(space.blocks):
-        jobs.append({"block": block.get_config(), "in_channels": shapes[i][2], "index": i,
-                     "x": feats[i], "y": feats[i + 1], "x_val": feats_val[i], "y_val": feats_val[i + 1],
-                     "config": config.get_config(),
-                     "init": None if space.backbone is not None else get_block_weights(reference, block_prefix(i))})
+        jobs.append(
+            {
+                "block": block.get_config(),
+                "in_channels": shapes[i][2],
+                "index": i,
+                "x": feats[i],
+                "y": feats[i + 1],
+                "x_val": feats_val[i],
+                "y_val": feats_val[i + 1],
+                "config": config.get_config(),
+                "init": None if space.backbone is not None else get_block_weights(reference, block_prefix(i)),
+            }
+        )
     del feats, feats_val
     results = executor.map(train_block_job, jobs, desc="BKD blocks")
     blocks = [{"variables": r["variables"], "stats": r["stats"], "losses": r["losses"]} for r in results]
     seconds = time.perf_counter() - t0
-    meta = {"bkd": config.get_config(), "seconds": seconds, "block_seconds": [r["seconds"] for r in results],
-            "reference_losses": [r["reference_loss"] for r in results], "train_samples": len(x_train),
-            "val_samples": len(x_val), "final_train_nsr": [float(np.mean(r["history"][-50:])) for r in results],
-            "first_train_nsr": [float(np.mean(r["history"][:50])) for r in results]}
+    meta = {
+        "bkd": config.get_config(),
+        "seconds": seconds,
+        "block_seconds": [r["seconds"] for r in results],
+        "reference_losses": [r["reference_loss"] for r in results],
+        "train_samples": len(x_train),
+        "val_samples": len(x_val),
+        "final_train_nsr": [float(np.mean(r["history"][-50:])) for r in results],
+        "first_train_nsr": [float(np.mean(r["history"][:50])) for r in results],
+    }
     if verbose:
-        print(f"block library: {len(blocks)} blocks distilled in {seconds:.0f} s "
-              f"(per block: {', '.join(f'{s:.0f} s' for s in meta['block_seconds'])})")
+        print(
+            f"block library: {len(blocks)} blocks distilled in {seconds:.0f} s "
+            f"(per block: {', '.join(f'{s:.0f} s' for s in meta['block_seconds'])})"
+        )
     return BlockLibrary(space, stem_head_weights(reference, space), blocks, meta)

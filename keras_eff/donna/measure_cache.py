@@ -30,15 +30,19 @@ def package_version(name: str) -> str | None:
 def toolchain() -> dict:
     """The versions a measurement depends on whatever the measurer: the converter (TensorFlow) and Keras, which
     build the int8 file."""
-    return {"tensorflow": package_version("tensorflow") or package_version("tensorflow-cpu"),
-            "keras": package_version("keras")}
+    return {
+        "tensorflow": package_version("tensorflow") or package_version("tensorflow-cpu"),
+        "keras": package_version("keras"),
+    }
 
 
 def measurement_key(space, arch, measurer) -> str:
     """The key of one measurement: the space as measured, the architecture, the measurer's own key (its settings, and
     the runtime's version and host where they matter) and the converter's versions."""
-    text = json.dumps({"space": space.get_config(), "arch": str(arch), "measurer": measurer.cache_key(),
-                       "toolchain": toolchain()}, sort_keys=True)
+    text = json.dumps(
+        {"space": space.get_config(), "arch": str(arch), "measurer": measurer.cache_key(), "toolchain": toolchain()},
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

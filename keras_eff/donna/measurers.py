@@ -100,8 +100,10 @@ class Measurer(ABC):
         Raises:
             TypeError: In this base class: measurers of int8 files do not define it.
         """
-        raise TypeError(f"{type(self).__name__} measures int8 files (needs_model = True): call measure(model_bytes); "
-                        f"a measurer that sets needs_model = False must define measure_architecture(space, arch)")
+        raise TypeError(
+            f"{type(self).__name__} measures int8 files (needs_model = True): call measure(model_bytes); "
+            f"a measurer that sets needs_model = False must define measure_architecture(space, arch)"
+        )
 
     def get_config(self) -> dict:
         """The measurer as a plain mapping, which :func:`measurer_from_config` reads back.
@@ -157,10 +159,15 @@ class LiteRTLatency(Measurer):
     kind = "litert"
     metrics = ("latency_us", "flash_bytes")
 
-    def __init__(self, num_threads: int = 1, runs: int = 100, warmup: int = 20, use_xnnpack: bool = True,
-                 rounds: int = 3):
-        for name, v, lo in (("num_threads", num_threads, 1), ("runs", runs, 1), ("warmup", warmup, 0),
-                            ("rounds", rounds, 1)):
+    def __init__(
+        self, num_threads: int = 1, runs: int = 100, warmup: int = 20, use_xnnpack: bool = True, rounds: int = 3
+    ):
+        for name, v, lo in (
+            ("num_threads", num_threads, 1),
+            ("runs", runs, 1),
+            ("warmup", warmup, 0),
+            ("rounds", rounds, 1),
+        ):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"LiteRTLatency.{name}: {v!r} must be an integer >= {lo}")
         self.num_threads, self.runs, self.warmup = num_threads, runs, warmup
@@ -177,19 +184,31 @@ class LiteRTLatency(Measurer):
         """
         model = TFLiteModel(model_bytes, num_threads=self.num_threads, use_xnnpack=self.use_xnnpack)
         # the median of several rounds' medians: one round can land on a moment when the machine is busy
-        medians = [model.latency(runs=self.runs, warmup=self.warmup if r == 0 else 2, seed=r).median_us
-                   for r in range(self.rounds)]
+        medians = [
+            model.latency(runs=self.runs, warmup=self.warmup if r == 0 else 2, seed=r).median_us
+            for r in range(self.rounds)
+        ]
         medians.sort()
         return {"latency_us": float(medians[len(medians) // 2]), "flash_bytes": len(model_bytes)}
 
     def get_config(self) -> dict:
-        return {"kind": self.kind, "num_threads": self.num_threads, "runs": self.runs, "warmup": self.warmup,
-                "use_xnnpack": self.use_xnnpack, "rounds": self.rounds}
+        return {
+            "kind": self.kind,
+            "num_threads": self.num_threads,
+            "runs": self.runs,
+            "warmup": self.warmup,
+            "use_xnnpack": self.use_xnnpack,
+            "rounds": self.rounds,
+        }
 
     def cache_key(self) -> dict:
         # latency belongs to the machine it was measured on, and to the runtime that ran it
-        return {**self.get_config(), "host": platform.node(), "machine": platform.machine(),
-                "litert": measure_cache.package_version("ai-edge-litert")}
+        return {
+            **self.get_config(),
+            "host": platform.node(),
+            "machine": platform.machine(),
+            "litert": measure_cache.package_version("ai-edge-litert"),
+        }
 
 
 class MicroBudget(Measurer):
@@ -235,14 +254,21 @@ class MicroBudget(Measurer):
         """
         ops = sorted(set(read_graph(model_bytes).op_names()))
         missing = unsupported_micro_ops(model_bytes)
-        out = {"flash_bytes": len(model_bytes), "micro_unsupported_ops": len(missing), "micro_ops": ops,
-               "micro_missing": missing}
+        out = {
+            "flash_bytes": len(model_bytes),
+            "micro_unsupported_ops": len(missing),
+            "micro_ops": ops,
+            "micro_missing": missing,
+        }
         if missing:  # the arena cannot be found for a model TFLite Micro cannot run
             out["ram_bytes"] = float("inf")
             return out
         arena = find_arena_size(model_bytes, margin=self.margin)
-        out.update(ram_bytes=arena.recommended_bytes, ram_host_min_bytes=arena.host_min_bytes,
-                   ram_note="estimate from the host TFLite Micro interpreter; a device build differs")
+        out.update(
+            ram_bytes=arena.recommended_bytes,
+            ram_host_min_bytes=arena.host_min_bytes,
+            ram_note="estimate from the host TFLite Micro interpreter; a device build differs",
+        )
         return out
 
     def get_config(self) -> dict:
@@ -281,12 +307,16 @@ class EthosUMeasurer(Measurer):
     kind = "ethos_u"
     metrics = ("latency_us", "npu_cycles", "flash_bytes", "ram_bytes", "npu_cpu_ops")
 
-    def __init__(self, accelerator: str = "ethos-u55-128", system_config: str | None = None,
-                 memory_mode: str | None = None, config_file: str | None = None):
+    def __init__(
+        self,
+        accelerator: str = "ethos-u55-128",
+        system_config: str | None = None,
+        memory_mode: str | None = None,
+        config_file: str | None = None,
+    ):
         valid = accelerators()
         if accelerator not in valid:
-            raise ValueError(f"EthosUMeasurer.accelerator: {accelerator!r} is unknown; choose from "
-                             f"{', '.join(valid)}")
+            raise ValueError(f"EthosUMeasurer.accelerator: {accelerator!r} is unknown; choose from {', '.join(valid)}")
         self.accelerator, self.system_config, self.memory_mode = accelerator, system_config, memory_mode
         self.config_file = None if config_file is None else str(config_file)
 
@@ -303,16 +333,34 @@ class EthosUMeasurer(Measurer):
         Raises:
             tflite_export.EthosUError: If Vela refuses or fails to compile the file.
         """
-        r = compile_ethos_u(model_bytes, self.accelerator, system_config=self.system_config,
-                            memory_mode=self.memory_mode, config_file=self.config_file).report
-        return {"latency_us": r.inference_time_us, "npu_cycles": r.cycles, "flash_bytes": r.flash_bytes,
-                "ram_bytes": r.sram_bytes, "npu_cpu_ops": len(r.cpu_ops), "dram_bytes": r.dram_bytes,
-                "vela_file_bytes": r.vela_file_bytes, "npu_encoded_weight_bytes": r.encoded_weight_bytes,
-                "system_config": r.system_config, "memory_mode": r.memory_mode}
+        r = compile_ethos_u(
+            model_bytes,
+            self.accelerator,
+            system_config=self.system_config,
+            memory_mode=self.memory_mode,
+            config_file=self.config_file,
+        ).report
+        return {
+            "latency_us": r.inference_time_us,
+            "npu_cycles": r.cycles,
+            "flash_bytes": r.flash_bytes,
+            "ram_bytes": r.sram_bytes,
+            "npu_cpu_ops": len(r.cpu_ops),
+            "dram_bytes": r.dram_bytes,
+            "vela_file_bytes": r.vela_file_bytes,
+            "npu_encoded_weight_bytes": r.encoded_weight_bytes,
+            "system_config": r.system_config,
+            "memory_mode": r.memory_mode,
+        }
 
     def get_config(self) -> dict:
-        return {"kind": self.kind, "accelerator": self.accelerator, "system_config": self.system_config,
-                "memory_mode": self.memory_mode, "config_file": self.config_file}
+        return {
+            "kind": self.kind,
+            "accelerator": self.accelerator,
+            "system_config": self.system_config,
+            "memory_mode": self.memory_mode,
+            "config_file": self.config_file,
+        }
 
     def cache_key(self) -> dict:
         return {**self.get_config(), "vela": vela_version()}
@@ -328,8 +376,11 @@ class _MeasureActor:
     def measure(self, model_bytes: bytes) -> dict:
         import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
-        return {**self.measurer.measure(model_bytes), "measured_on": platform.node(),
-                "measured_by": ray.get_runtime_context().get_actor_id()}
+        return {
+            **self.measurer.measure(model_bytes),
+            "measured_on": platform.node(),
+            "measured_by": ray.get_runtime_context().get_actor_id(),
+        }
 
 
 class RayRemoteMeasurer(Measurer):
@@ -374,14 +425,23 @@ class RayRemoteMeasurer(Measurer):
     kind = "ray"
     parallel = False  # True when actors > 1: CostEvaluator.evaluate_many then calls measure_many
 
-    def __init__(self, inner=None, device: str = "ray-local", address: str | None = None,
-                 num_cpus: int | None = None, resources: dict | None = None, node_id: str | None = None,
-                 timeout_s: float = 300.0, actors: int = 1):
+    def __init__(
+        self,
+        inner=None,
+        device: str = "ray-local",
+        address: str | None = None,
+        num_cpus: int | None = None,
+        resources: dict | None = None,
+        node_id: str | None = None,
+        timeout_s: float = 300.0,
+        actors: int = 1,
+    ):
         try:
             import ray  # noqa: F401, PLC0415 - Ray is optional: checked here to name the extra to install
         except ImportError:
-            raise ImportError("RayRemoteMeasurer needs Ray: pip install 'keras-eff[ray]' (or pip install ray)") \
-                from None
+            raise ImportError(
+                "RayRemoteMeasurer needs Ray: pip install 'keras-eff[ray]' (or pip install ray)"
+            ) from None
         inner = inner if inner is not None else {"kind": "litert"}
         self.inner = inner if isinstance(inner, Measurer) else measurer_from_config(inner)
         if isinstance(self.inner, RayRemoteMeasurer):
@@ -403,10 +463,15 @@ class RayRemoteMeasurer(Measurer):
         import ray  # noqa: PLC0415 - Ray is optional (pip install keras-eff[ray])
 
         if not ray.is_initialized():
-            kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus,
-                                                                      "include_dashboard": False}
-            ray.init(**kwargs, runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}}, log_to_driver=False,
-                     ignore_reinit_error=True)
+            kwargs = (
+                {"address": self.address} if self.address else {"num_cpus": self.num_cpus, "include_dashboard": False}
+            )
+            ray.init(
+                **kwargs,
+                runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}},
+                log_to_driver=False,
+                ignore_reinit_error=True,
+            )
             self._started_ray = True
 
     def _actor(self, slot: int):
@@ -479,16 +544,18 @@ class RayRemoteMeasurer(Measurer):
                     self._pool[slot] = None
                     results[k] = RuntimeError(f"the remote measurer on {self.device!r} died: {err}")
                 except Exception as err:  # noqa: BLE001 - the inner measurer's error fails this file only
-                    results[k] = RuntimeError(f"the remote measurer on {self.device!r} failed: "
-                                              f"{type(err).__name__}: {err}")
+                    results[k] = RuntimeError(
+                        f"the remote measurer on {self.device!r} failed: {type(err).__name__}: {err}"
+                    )
                 free.append(slot)
             now = time.perf_counter()
             for ref, (k, slot, t) in list(running.items()):
                 if now - t >= self.timeout_s:
                     del running[ref]
                     self._kill(slot)
-                    results[k] = TimeoutError(f"the remote measurer on {self.device!r} did not answer within "
-                                              f"{self.timeout_s:g} s")
+                    results[k] = TimeoutError(
+                        f"the remote measurer on {self.device!r} did not answer within {self.timeout_s:g} s"
+                    )
                     free.append(slot)
         return results
 
@@ -515,9 +582,17 @@ class RayRemoteMeasurer(Measurer):
         self._pool, self._started_ray = [None] * self.actors, False
 
     def get_config(self) -> dict:
-        return {"kind": self.kind, "inner": self.inner.get_config(), "device": self.device, "address": self.address,
-                "num_cpus": self.num_cpus, "resources": self.resources, "node_id": self.node_id,
-                "timeout_s": self.timeout_s, "actors": self.actors}
+        return {
+            "kind": self.kind,
+            "inner": self.inner.get_config(),
+            "device": self.device,
+            "address": self.address,
+            "num_cpus": self.num_cpus,
+            "resources": self.resources,
+            "node_id": self.node_id,
+            "timeout_s": self.timeout_s,
+            "actors": self.actors,
+        }
 
     def cache_key(self) -> dict:  # the pool's size changes when, not what, is measured
         return {"kind": self.kind, "inner": self.inner.cache_key(), "device": self.device}
@@ -528,8 +603,12 @@ class RayRemoteMeasurer(Measurer):
         return state
 
 
-MEASURERS: dict[str, type[Measurer]] = {"litert": LiteRTLatency, "micro": MicroBudget, "ethos_u": EthosUMeasurer,
-                                        "ray": RayRemoteMeasurer}
+MEASURERS: dict[str, type[Measurer]] = {
+    "litert": LiteRTLatency,
+    "micro": MicroBudget,
+    "ethos_u": EthosUMeasurer,
+    "ray": RayRemoteMeasurer,
+}
 
 
 def measurer_from_config(config) -> Measurer:
@@ -567,8 +646,9 @@ def measurer_from_config(config) -> Measurer:
     allowed = [n for n in inspect.signature(MEASURERS[kind].__init__).parameters if n != "self"]
     unknown = [k for k in options if k not in allowed]
     if unknown:
-        raise ValueError(f"measurer {kind!r}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: kind, "
-                         f"{', '.join(allowed)}")
+        raise ValueError(
+            f"measurer {kind!r}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: kind, {', '.join(allowed)}"
+        )
     try:
         return MEASURERS[kind](**options)
     except TypeError as err:

@@ -28,8 +28,12 @@ from .space import Architecture, SearchSpace, read_json
 
 SAMPLINGS = ("balanced", "uniform")
 # the files of a build folder (build_accuracy_model(folder=...), AccuracyModel.save, DonnaPipeline)
-REFERENCE_FILE, LIBRARY_DIR, PREDICTOR_FILE, MEASURED_FILE = "reference.keras", "library", "predictor.json", \
-    "measured.json"
+REFERENCE_FILE, LIBRARY_DIR, PREDICTOR_FILE, MEASURED_FILE = (
+    "reference.keras",
+    "library",
+    "predictor.json",
+    "measured.json",
+)
 
 
 @dataclass
@@ -89,8 +93,14 @@ class DonnaConfig:
             self.bkd = BKDConfig.from_config(self.bkd)
         if isinstance(self.finetune, dict):
             self.finetune = FinetuneConfig.from_config(self.finetune)
-        for name in ("reference_epochs", "reference_batch_size", "bkd_samples", "val_samples", "n_archs",
-                     "finetune_samples"):
+        for name in (
+            "reference_epochs",
+            "reference_batch_size",
+            "bkd_samples",
+            "val_samples",
+            "n_archs",
+            "finetune_samples",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"DonnaConfig.{name}: {v!r} must be a positive integer")
@@ -141,9 +151,18 @@ class DonnaConfig:
         Returns:
             A new `DonnaConfig`.
         """
-        return cls(reference_epochs=6, bkd=BKDConfig(steps=800, calibration_samples=256), bkd_samples=6000,
-                   val_samples=500, n_archs=24, finetune=FinetuneConfig(steps=30), finetune_samples=3000,
-                   features="losses+macs", alpha="cv", sampling="balanced")
+        return cls(
+            reference_epochs=6,
+            bkd=BKDConfig(steps=800, calibration_samples=256),
+            bkd_samples=6000,
+            val_samples=500,
+            n_archs=24,
+            finetune=FinetuneConfig(steps=30),
+            finetune_samples=3000,
+            features="losses+macs",
+            alpha="cv",
+            sampling="balanced",
+        )
 
 
 def sample_balanced(space: SearchSpace, n: int, seed=0) -> list:
@@ -231,17 +250,24 @@ class AccuracyModel:
         folder.mkdir(parents=True, exist_ok=True)
         save_keras(self.reference, folder / REFERENCE_FILE)
         self.library.save(folder / LIBRARY_DIR)
-        _write_measured(folder, self.archs, self.accuracies, self.seconds, self.reference_accuracy,
-                        self.reference_epoch_seconds)
+        _write_measured(
+            folder, self.archs, self.accuracies, self.seconds, self.reference_accuracy, self.reference_epoch_seconds
+        )
         self.predictor.save(folder / PREDICTOR_FILE)
         return folder
 
 
 def _write_measured(folder: Path, archs, accuracies, seconds, reference_accuracy, reference_epoch_seconds):
-    atomic_write_json(folder / MEASURED_FILE, {"archs": [str(a) for a in archs],
-                                               "accuracies": np.asarray(accuracies).tolist(), "seconds": seconds,
-                                               "reference_accuracy": reference_accuracy,
-                                               "reference_epoch_seconds": reference_epoch_seconds})
+    atomic_write_json(
+        folder / MEASURED_FILE,
+        {
+            "archs": [str(a) for a in archs],
+            "accuracies": np.asarray(accuracies).tolist(),
+            "seconds": seconds,
+            "reference_accuracy": reference_accuracy,
+            "reference_epoch_seconds": reference_epoch_seconds,
+        },
+    )
 
 
 def print_budget(title: str, seconds: dict, epoch_seconds: float | None = None, budget_s: float | None = None):
@@ -263,10 +289,12 @@ def split_data(x_train, y_train, config: DonnaConfig):
     images."""
     need = config.bkd_samples + config.val_samples
     if len(x_train) < need:
-        raise ValueError(f"training data: {len(x_train)} images, but accuracy_model.bkd_samples + val_samples = "
-                         f"{config.bkd_samples} + {config.val_samples} = {need}; lower them or give more data")
+        raise ValueError(
+            f"training data: {len(x_train)} images, but accuracy_model.bkd_samples + val_samples = "
+            f"{config.bkd_samples} + {config.val_samples} = {need}; lower them or give more data"
+        )
     perm = np.random.default_rng(config.seed).permutation(len(x_train))
-    fit_idx, val_idx = perm[:len(x_train) - config.val_samples], perm[len(x_train) - config.val_samples:]
+    fit_idx, val_idx = perm[: len(x_train) - config.val_samples], perm[len(x_train) - config.val_samples :]
     return x_train[fit_idx], y_train[fit_idx], x_train[val_idx]
 
 
@@ -275,9 +303,20 @@ def _run_stage(name: str, done: bool, fn):
     return None if done else fn()
 
 
-def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, config: DonnaConfig | None = None,
-                         executor=None, reference=None, budget_s: float | None = None, verbose: int = 1,
-                         folder=None, stage=None) -> AccuracyModel:
+def build_accuracy_model(
+    space: SearchSpace,
+    x_train,
+    y_train,
+    x_eval,
+    y_eval,
+    config: DonnaConfig | None = None,
+    executor=None,
+    reference=None,
+    budget_s: float | None = None,
+    verbose: int = 1,
+    folder=None,
+    stage=None,
+) -> AccuracyModel:
     """DONNA's accuracy model for ``space`` (stages A and B), the one implementation behind both this function and
     :meth:`keras_eff.donna.DonnaPipeline.build_accuracy_model`.
 
@@ -349,9 +388,15 @@ def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, c
     def reference_stage():
         nonlocal reference
         if reference is None:
-            reference, state["epoch_s"] = train_reference(space, x_fit, y_fit, config.reference_epochs,
-                                                          config.reference_batch_size, seed=config.seed,
-                                                          verbose=verbose)
+            reference, state["epoch_s"] = train_reference(
+                space,
+                x_fit,
+                y_fit,
+                config.reference_epochs,
+                config.reference_batch_size,
+                seed=config.seed,
+                verbose=verbose,
+            )
         else:  # costs nothing here; one epoch's worth of steps is timed on a copy to express costs in epochs
             state["epoch_s"] = _time_reference_epoch(reference, x_fit, y_fit, config.reference_batch_size)
         if folder is not None:
@@ -367,15 +412,15 @@ def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, c
         ref_acc = _accuracy(reference, x_eval, y_eval)
     seconds["reference"] = time.perf_counter() - t0
     if verbose:
-        print(f"reference model: accuracy {ref_acc:.4f}"
-              + (f", {epoch_s:.1f} s per epoch" if epoch_s else ""))
+        print(f"reference model: accuracy {ref_acc:.4f}" + (f", {epoch_s:.1f} s per epoch" if epoch_s else ""))
 
     # B: the block library
     t0 = time.perf_counter()
 
     def library_stage():
-        lib = train_block_library(space, reference, x_fit[:config.bkd_samples], x_val, config.bkd, executor,
-                                  verbose=bool(verbose))
+        lib = train_block_library(
+            space, reference, x_fit[: config.bkd_samples], x_val, config.bkd, executor, verbose=bool(verbose)
+        )
         if folder is not None:
             lib.save(folder / LIBRARY_DIR)
         return lib
@@ -390,17 +435,26 @@ def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, c
     def predictor_stage():
         t1 = time.perf_counter()
         archs = sample_archs(space, config.n_archs, config.sampling, seed=config.seed + 1)
-        results = measure_architectures(library, archs, x_fit[:config.finetune_samples],
-                                        y_fit[:config.finetune_samples], x_eval, y_eval, config.finetune,
-                                        seed=config.seed, executor=executor)
+        results = measure_architectures(
+            library,
+            archs,
+            x_fit[: config.finetune_samples],
+            y_fit[: config.finetune_samples],
+            x_eval,
+            y_eval,
+            config.finetune,
+            seed=config.seed,
+            executor=executor,
+        )
         accuracies = np.array([r["accuracy"] for r in results])
         seconds["finetune + measure"] = time.perf_counter() - t1
         t1 = time.perf_counter()
         predictor = AccuracyPredictor.from_library(library, config.features, config.alpha).fit(archs, accuracies)
         seconds["fit predictor"] = time.perf_counter() - t1
         if folder is not None:  # measured.json first: predictor.json marks the stage done
-            _write_measured(folder, archs, accuracies, {**seconds, "total": time.perf_counter() - t_all}, ref_acc,
-                            epoch_s)
+            _write_measured(
+                folder, archs, accuracies, {**seconds, "total": time.perf_counter() - t_all}, ref_acc, epoch_s
+            )
             predictor.save(folder / PREDICTOR_FILE)
         return predictor, archs, accuracies
 
@@ -409,8 +463,10 @@ def build_accuracy_model(space: SearchSpace, x_train, y_train, x_eval, y_eval, c
     if out is None:
         predictor = AccuracyPredictor.load(folder / PREDICTOR_FILE)
         if predictor.space.fingerprint() != space.fingerprint():
-            raise ValueError(f"{folder / PREDICTOR_FILE} was fitted for another space than {space.name!r}; use "
-                             f"another folder or delete its files")
+            raise ValueError(
+                f"{folder / PREDICTOR_FILE} was fitted for another space than {space.name!r}; use "
+                f"another folder or delete its files"
+            )
         measured = _read_measured(folder)
         archs = [Architecture.parse(a) for a in measured.get("archs", [])]
         accuracies = np.asarray(measured.get("accuracies", []), np.float64)

@@ -34,8 +34,15 @@ from .space import Architecture, SearchSpace
 
 FORMAT = "keras_eff.donna.AccuracyPredictor"
 PARTS = ("losses", "log-losses", "loss-products", "macs", "choices")
-FEATURES = ("losses", "losses+choices", "log-losses", "losses+macs", "log-losses+macs", "losses+loss-products",
-            "log-losses+macs+choices")  # the combinations documented and benchmarked; any "+"-join of PARTS works
+FEATURES = (
+    "losses",
+    "losses+choices",
+    "log-losses",
+    "losses+macs",
+    "log-losses+macs",
+    "losses+loss-products",
+    "log-losses+macs+choices",
+)  # the combinations documented and benchmarked; any "+"-join of PARTS works
 CV_ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 15))
 _CHOICE_FIELDS = ("kernel", "expansion", "depth", "se", "swish", "fused")
 
@@ -45,8 +52,10 @@ def check_features(features: str) -> tuple:
     parts = tuple(str(features).split("+"))
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts or len(set(parts)) != len(parts):
-        raise ValueError(f"features: {features!r} is not a '+'-join of distinct parts from {', '.join(PARTS)} "
-                         f"(e.g. {', '.join(repr(f) for f in FEATURES[:3])})")
+        raise ValueError(
+            f"features: {features!r} is not a '+'-join of distinct parts from {', '.join(PARTS)} "
+            f"(e.g. {', '.join(repr(f) for f in FEATURES[:3])})"
+        )
     return parts
 
 
@@ -58,11 +67,11 @@ def choice_macs(space: SearchSpace, i: int, choice) -> int:
     for cin_l, cexp, cout, s, _ in layer_plan(choice, cin, block.out_channels, block.stride, block.group_width):
         ho, wo = -(-h // s), -(-w // s)
         if choice.cell == "dw_ib":
-            macs += h * w * cin_l * cexp + ho * wo * choice.kernel ** 2 * cexp
+            macs += h * w * cin_l * cexp + ho * wo * choice.kernel**2 * cexp
         elif choice.cell == "gr_ib":
-            macs += h * w * cin_l * cexp + ho * wo * choice.kernel ** 2 * block.group_width * cexp
+            macs += h * w * cin_l * cexp + ho * wo * choice.kernel**2 * block.group_width * cexp
         else:
-            macs += ho * wo * choice.kernel ** 2 * cin_l * cexp
+            macs += ho * wo * choice.kernel**2 * cin_l * cexp
         if choice.se:
             macs += 2 * cexp * se_channels(cin_l)
         macs += ho * wo * cexp * cout
@@ -103,8 +112,10 @@ class AccuracyPredictor:
     def __init__(self, space: SearchSpace, loss_table, features: str = "losses", alpha="cv"):
         self.parts = check_features(features)
         if alpha != "cv" and not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha >= 0):
-            raise ValueError(f"alpha: {alpha!r} must be a number >= 0 or 'cv' (leave-one-out over {CV_ALPHAS[0]:g}"
-                             f"..{CV_ALPHAS[-1]:g})")
+            raise ValueError(
+                f"alpha: {alpha!r} must be a number >= 0 or 'cv' (leave-one-out over {CV_ALPHAS[0]:g}"
+                f"..{CV_ALPHAS[-1]:g})"
+            )
         self.space, self.features = space, str(features)
         self.alpha = alpha if alpha == "cv" else float(alpha)
         self.loss_table = [np.asarray(t, np.float64) for t in loss_table]
@@ -182,8 +193,9 @@ class AccuracyPredictor:
         for a in archs:
             a = Architecture.parse(a) if isinstance(a, str) else a
             if len(a.choices) != len(self.space.blocks):
-                raise ValueError(f"architecture {a} has {len(a.choices)} blocks; the space has "
-                                 f"{len(self.space.blocks)}")
+                raise ValueError(
+                    f"architecture {a} has {len(a.choices)} blocks; the space has {len(self.space.blocks)}"
+                )
             for i, c in enumerate(a.choices):
                 if c not in self._index[i]:
                     raise ValueError(f"block {i}: choice {c.name} is not in the space {self.space.name!r}")
@@ -200,9 +212,19 @@ class AccuracyPredictor:
                     row += [np.log10(max(choice_macs(self.space, i, c), 1)) for i, c in enumerate(a.choices)]
                 else:
                     grouped = len(self._choice_fields()) > len(_CHOICE_FIELDS)
-                    row += [v for c in a.choices for v in (c.kernel, c.expansion, c.depth, float(c.se),
-                                                           float(c.activation == "swish"), float(c.cell == "fused_ib"),
-                                                           *((float(c.cell == "gr_ib"),) if grouped else ()))]
+                    row += [
+                        v
+                        for c in a.choices
+                        for v in (
+                            c.kernel,
+                            c.expansion,
+                            c.depth,
+                            float(c.se),
+                            float(c.activation == "swish"),
+                            float(c.cell == "fused_ib"),
+                            *((float(c.cell == "gr_ib"),) if grouped else ()),
+                        )
+                    ]
             rows.append(row)
         return np.asarray(rows, np.float64).reshape(len(rows), len(self.feature_names()))
 
@@ -293,11 +315,20 @@ class AccuracyPredictor:
         def listed(a):
             return None if a is None else a.tolist()
 
-        return {"format": FORMAT, "version": 1, "space": self.space.get_config(), "features": self.features,
-                "alpha": self.alpha, "alpha_": self.alpha_, "loss_table": [t.tolist() for t in self.loss_table],
-                "feature_names": self.feature_names(),
-                "mean": listed(self.mean_), "scale": listed(self.scale_), "coef": listed(self.coef_),
-                "intercept": self.intercept_}
+        return {
+            "format": FORMAT,
+            "version": 1,
+            "space": self.space.get_config(),
+            "features": self.features,
+            "alpha": self.alpha,
+            "alpha_": self.alpha_,
+            "loss_table": [t.tolist() for t in self.loss_table],
+            "feature_names": self.feature_names(),
+            "mean": listed(self.mean_),
+            "scale": listed(self.scale_),
+            "coef": listed(self.coef_),
+            "intercept": self.intercept_,
+        }
 
     @classmethod
     def from_config(cls, config: dict) -> AccuracyPredictor:
@@ -315,8 +346,7 @@ class AccuracyPredictor:
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(f"not an accuracy predictor (format {FORMAT!r} expected)")
         try:
-            p = cls(SearchSpace.from_config(config["space"]), config["loss_table"], config["features"],
-                    config["alpha"])
+            p = cls(SearchSpace.from_config(config["space"]), config["loss_table"], config["features"], config["alpha"])
             if config["coef"] is not None:
                 n = len(p.feature_names())
                 arrays = [np.asarray(config[k], np.float64) for k in ("mean", "scale", "coef")]

@@ -54,7 +54,6 @@ def build_model(space: SearchSpace, arch: Architecture | None = None, name: str 
     space.check(arch)
     m = space.bn_momentum
     if space.backbone is not None:  # the reference's own stem and head, as nested models "stem" and "head"
-
         stem, head = build_part(space.backbone["stem"], "stem"), build_part(space.backbone["head"], "head")
         inputs = keras.Input(space.input_shape, name="image")
         x = stem(inputs)
@@ -62,8 +61,9 @@ def build_model(space: SearchSpace, arch: Architecture | None = None, name: str 
             x = apply_block(x, choice, block.out_channels, block.stride, block_prefix(i), m, block.group_width)
         return keras.Model(inputs, head(x), name=name or f"{space.name}_arch")
     inputs = keras.Input(space.input_shape, name="image")
-    x = layers.Conv2D(space.stem_channels, 3, strides=space.stem_stride, padding="same", use_bias=False,
-                      name="stem_conv")(inputs)
+    x = layers.Conv2D(
+        space.stem_channels, 3, strides=space.stem_stride, padding="same", use_bias=False, name="stem_conv"
+    )(inputs)
     x = layers.BatchNormalization(momentum=m, name="stem_bn")(x)
     x = layers.ReLU(name="stem_act")(x)
     for i, (block, choice) in enumerate(zip(space.blocks, arch.choices)):
@@ -104,36 +104,46 @@ def build_reference(space: SearchSpace) -> keras.Model:
         ```
     """
     if space.backbone is not None:
-        raise ValueError(f"the space {space.name!r} was read from a Keras reference model: that model is its "
-                         f"reference (it cannot be rebuilt from the space); pass it as it is")
+        raise ValueError(
+            f"the space {space.name!r} was read from a Keras reference model: that model is its "
+            f"reference (it cannot be rebuilt from the space); pass it as it is"
+        )
     return build_model(space, space.reference(), name=f"{space.name}_reference")
 
 
 def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
 def check_data(x, y, space: SearchSpace, what: str = "training data") -> None:
     x = np.asarray(x)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(space.input_shape):
-        raise ValueError(f"{what}: images have shape {x.shape[1:]}, the space {space.name!r} takes "
-                         f"{tuple(space.input_shape)}")
+        raise ValueError(
+            f"{what}: images have shape {x.shape[1:]}, the space {space.name!r} takes {tuple(space.input_shape)}"
+        )
     if len(x) == 0:
         raise ValueError(f"{what}: no images")
     if y is not None and len(y) != len(x):
         raise ValueError(f"{what}: {len(x)} images but {len(y)} labels")
     if y is not None and len(y):
         y = np.asarray(y)
-        whole = np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and y.ndim == 1
-                                                         and np.all(np.mod(y, 1) == 0))
+        whole = np.issubdtype(y.dtype, np.integer) or (
+            np.issubdtype(y.dtype, np.floating) and y.ndim == 1 and np.all(np.mod(y, 1) == 0)
+        )
         if y.ndim != 1 or not whole:
-            raise ValueError(f"{what}: labels must be integer class indices of shape (n,), got dtype {y.dtype} and "
-                             f"shape {y.shape}")
+            raise ValueError(
+                f"{what}: labels must be integer class indices of shape (n,), got dtype {y.dtype} and shape {y.shape}"
+            )
         if y.min() < 0 or y.max() >= space.num_classes:
-            raise ValueError(f"{what}: labels range over {int(y.min())}..{int(y.max())}, but the model has "
-                             f"{space.num_classes} classes (0..{space.num_classes - 1})")
+            raise ValueError(
+                f"{what}: labels range over {int(y.min())}..{int(y.max())}, but the model has "
+                f"{space.num_classes} classes (0..{space.num_classes - 1})"
+            )
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -148,8 +158,16 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._t0)
 
 
-def train_reference(space: SearchSpace, x_train, y_train, epochs: int = 3, batch_size: int = 128,
-                    learning_rate: float = 1e-3, seed: int = 0, verbose: int = 1):
+def train_reference(
+    space: SearchSpace,
+    x_train,
+    y_train,
+    epochs: int = 3,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    verbose: int = 1,
+):
     """DONNA step A: builds and trains the reference model of a space.
 
     Adam with sparse categorical cross-entropy on logits; Keras's global random seed is set to ``seed`` first.

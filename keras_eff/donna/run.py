@@ -60,8 +60,10 @@ CONFIG_NAME = "config.json"
 SECTIONS = ("space", "reference", "data", "accuracy_model", "search", "scenarios", "finetune", "executor", "seed")
 REFERENCE_KEYS = ("path", "blocks")
 FINETUNE_KEYS = ("top_k", "samples", "distill")
-EXECUTOR_KEYS = {"inprocess": ("kind",),
-                 "ray": ("kind", "address", "num_cpus", "cpus_per_job", "gpus_per_job", "env_vars")}
+EXECUTOR_KEYS = {
+    "inprocess": ("kind",),
+    "ray": ("kind", "address", "num_cpus", "cpus_per_job", "gpus_per_job", "env_vars"),
+}
 
 
 def _space_from(spec) -> SearchSpace:
@@ -99,8 +101,11 @@ def _check_reference(ref):
 
 
 def _check_executor(ex):
-    ex = check_mapping(ex if ex is not None else {"kind": "inprocess"}, "executor",
-                       sorted({k for keys in EXECUTOR_KEYS.values() for k in keys}))
+    ex = check_mapping(
+        ex if ex is not None else {"kind": "inprocess"},
+        "executor",
+        sorted({k for keys in EXECUTOR_KEYS.values() for k in keys}),
+    )
     kind = ex.get("kind", "inprocess")
     if kind not in EXECUTOR_KEYS:
         raise ValueError(f"executor.kind: {kind!r} is unknown; choose from {', '.join(EXECUTOR_KEYS)}")
@@ -121,8 +126,9 @@ def _check_executor(ex):
 def read_config_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"DONNA config file {path} does not exist (write one with: keras-eff donna config "
-                                f"tiny -o {path.name})")
+        raise FileNotFoundError(
+            f"DONNA config file {path} does not exist (write one with: keras-eff donna config tiny -o {path.name})"
+        )
     doc = read_yaml_or_json(path, "DONNA config")
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: a DONNA config is a mapping with the sections {', '.join(SECTIONS)}")
@@ -201,10 +207,13 @@ class PipelineConfig:
             self.space_obj = _space_from(self.space)
             self.space = self.space_obj.get_config()
         self.data = check_data_section(self.data)
-        self.donna = DonnaConfig.from_config({"seed": self.seed, **check_mapping(
-            self.accuracy_model, "accuracy_model", _fields(DonnaConfig))}, "accuracy_model")
-        self.search_config = SearchConfig.from_config({"seed": self.seed, **check_mapping(
-            self.search, "search", _fields(SearchConfig))}, "search")
+        self.donna = DonnaConfig.from_config(
+            {"seed": self.seed, **check_mapping(self.accuracy_model, "accuracy_model", _fields(DonnaConfig))},
+            "accuracy_model",
+        )
+        self.search_config = SearchConfig.from_config(
+            {"seed": self.seed, **check_mapping(self.search, "search", _fields(SearchConfig))}, "search"
+        )
         if not isinstance(self.scenarios, (list, tuple)) or not self.scenarios:
             raise ValueError("scenarios: give a list of at least one scenario, e.g. [{'name': 'litert_1thread'}]")
         objs = []
@@ -379,13 +388,19 @@ class DonnaPipeline:
             old = json.loads(cfg_path.read_text())
             old_space = SearchSpace.from_config(old["space"]) if "space" in old else None
             if old_space is not None and old_space.fingerprint() != self.space.fingerprint():
-                raise ValueError(f"{self.out} holds a DONNA run for the space {old_space.name!r}, not for "
-                                 f"{self.space.name!r}; use another --out folder")
+                raise ValueError(
+                    f"{self.out} holds a DONNA run for the space {old_space.name!r}, not for "
+                    f"{self.space.name!r}; use another --out folder"
+                )
             if old.get("accuracy_model") != self.config.accuracy_model or old.get("data") != self.config.data:
-                self._say(f"note: {cfg_path} was written with other data/accuracy_model settings; the accuracy "
-                          f"model on disk is reused as it is (delete its files to rebuild it)")
-            merged = {**self.config.get_config(),
-                      "scenarios": _merge_scenarios(old.get("scenarios", []), self.config.scenarios)}
+                self._say(
+                    f"note: {cfg_path} was written with other data/accuracy_model settings; the accuracy "
+                    f"model on disk is reused as it is (delete its files to rebuild it)"
+                )
+            merged = {
+                **self.config.get_config(),
+                "scenarios": _merge_scenarios(old.get("scenarios", []), self.config.scenarios),
+            }
         else:
             merged = self.config.get_config()
         atomic_write_json(cfg_path, merged)
@@ -497,8 +512,10 @@ class DonnaPipeline:
         """
         if self._predictor is None:
             if not self.path(PREDICTOR_FILE).is_file():
-                raise FileNotFoundError(f"{self.out} has no accuracy model ({PREDICTOR_FILE}); run the pipeline "
-                                        f"first: keras-eff donna run --config CONFIG --out {self.out}")
+                raise FileNotFoundError(
+                    f"{self.out} has no accuracy model ({PREDICTOR_FILE}); run the pipeline "
+                    f"first: keras-eff donna run --config CONFIG --out {self.out}"
+                )
             self._predictor = AccuracyPredictor.load(self.path(PREDICTOR_FILE))
             if self._predictor.space.fingerprint() != self.space.fingerprint():
                 raise ValueError(f"{self.path(PREDICTOR_FILE)} was fitted for another space")
@@ -522,11 +539,24 @@ class DonnaPipeline:
             reference = self._reference_model
             if reference is None:
                 if self.config.reference is None:
-                    raise ValueError("the space has a backbone (read from a reference model), but the config names no "
-                                     "reference.path to load it from")
+                    raise ValueError(
+                        "the space has a backbone (read from a reference model), but the config names no "
+                        "reference.path to load it from"
+                    )
                 reference = logits_model(load_reference_model(self.config.reference["path"]))[0]
-        model = build_accuracy_model(self.space, x, y, xe, ye, self.config.donna, executor=self.executor(),
-                                     reference=reference, verbose=self.verbose, folder=self.out, stage=self._stage)
+        model = build_accuracy_model(
+            self.space,
+            x,
+            y,
+            xe,
+            ye,
+            self.config.donna,
+            executor=self.executor(),
+            reference=reference,
+            verbose=self.verbose,
+            folder=self.out,
+            stage=self._stage,
+        )
         self._reference, self._library, self._predictor = model.reference, model.library, model.predictor
         self.accuracy_model = model
         return model
@@ -560,8 +590,14 @@ class DonnaPipeline:
         pareto = folder / "pareto.json"
 
         def run():
-            result = search(self.space, self.predictor(), scenario, config or self.config.search_config,
-                            cache=self.cache(), verbose=self.verbose)
+            result = search(
+                self.space,
+                self.predictor(),
+                scenario,
+                config or self.config.search_config,
+                cache=self.cache(),
+                verbose=self.verbose,
+            )
             result.plot(folder / "pareto.png")
             result.save(pareto)
             return result
@@ -607,20 +643,37 @@ class DonnaPipeline:
                 self._say(f"[donna] finetune:{name}: the search found no architecture within the limits")
                 results = []
             else:
-                results = distill_architectures(self.library(), self.reference(), archs, x[:n], y[:n], xe, ye,
-                                                self.config.distill, seed=self.config.seed,
-                                                executor=self.executor())
+                results = distill_architectures(
+                    self.library(),
+                    self.reference(),
+                    archs,
+                    x[:n],
+                    y[:n],
+                    xe,
+                    ye,
+                    self.config.distill,
+                    seed=self.config.seed,
+                    executor=self.executor(),
+                )
             rows = []
             by_arch = {r["arch"]: r for r in result.front}
             for i, r in enumerate(results):
                 model_path = folder / f"model_{i}.keras"
                 save_keras(model_from_result(self.space, r), model_path)
                 front = by_arch[r["arch"]]
-                rows.append({"arch": r["arch"], "accuracy": r["accuracy"],
-                             "predicted_accuracy": front["predicted_accuracy"], "metrics": front["metrics"],
-                             "model": model_path.name, "seconds": r["seconds"]})
-            atomic_write_json(done, {"scenario": name, "chosen": archs, "distill": self.config.distill.get_config(),
-                                     "models": rows})
+                rows.append(
+                    {
+                        "arch": r["arch"],
+                        "accuracy": r["accuracy"],
+                        "predicted_accuracy": front["predicted_accuracy"],
+                        "metrics": front["metrics"],
+                        "model": model_path.name,
+                        "seconds": r["seconds"],
+                    }
+                )
+            atomic_write_json(
+                done, {"scenario": name, "chosen": archs, "distill": self.config.distill.get_config(), "models": rows}
+            )
             return rows
 
         out = self._stage(f"finetune:{name}", is_done and not force, run)
@@ -653,17 +706,26 @@ class DonnaPipeline:
         return self
 
     def _write_summary(self):
-        lines = [f"# DONNA run: space {self.space.name!r}", "",
-                 "| scenario | front size | architecture | predicted acc. | finetuned acc. | objective |",
-                 "|---|---|---|---|---|---|"]
+        lines = [
+            f"# DONNA run: space {self.space.name!r}",
+            "",
+            "| scenario | front size | architecture | predicted acc. | finetuned acc. | objective |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, r in self.results.items():
             sc = next((s for s in self.config.scenario_objs if s.name == name), None)
             obj = sc.objective if sc else "latency_us"
             for m in r["models"] or []:
-                lines.append(f"| {name} | {r['front']} | `{m['arch']}` | {m['predicted_accuracy']:.4f} | "
-                             f"{m['accuracy']:.4f} | {obj} = {m['metrics'].get(obj, float('nan')):.4g} |")
-        lines += ["", "stages run: " + (", ".join(f"{k} ({self.seconds[k]:.0f} s)" for k in self.ran) or "none"),
-                  "stages skipped (on disk): " + (", ".join(self.skipped) or "none"), ""]
+                lines.append(
+                    f"| {name} | {r['front']} | `{m['arch']}` | {m['predicted_accuracy']:.4f} | "
+                    f"{m['accuracy']:.4f} | {obj} = {m['metrics'].get(obj, float('nan')):.4g} |"
+                )
+        lines += [
+            "",
+            "stages run: " + (", ".join(f"{k} ({self.seconds[k]:.0f} s)" for k in self.ran) or "none"),
+            "stages skipped (on disk): " + (", ".join(self.skipped) or "none"),
+            "",
+        ]
         atomic_write(self.path("summary.md"), "\n".join(lines))
 
 
@@ -677,8 +739,10 @@ def load_reference_model(path):
     try:
         model = keras.saving.load_model(p, compile=False, safe_mode=True)
     except Exception as err:  # noqa: BLE001 - Keras raises many types for one meaning
-        raise ValueError(f"reference.path: cannot load {p}: {type(err).__name__}: {err} (custom layers must be "
-                         f"registered; Lambda layers are refused in safe mode)") from None
+        raise ValueError(
+            f"reference.path: cannot load {p}: {type(err).__name__}: {err} (custom layers must be "
+            f"registered; Lambda layers are refused in safe mode)"
+        ) from None
     return model
 
 
@@ -687,8 +751,9 @@ def _merge_scenarios(old: list, new: list) -> list:
     return [s for s in old if s.get("name") not in names] + list(new)
 
 
-def run_pipeline(config="tiny", out_dir="artifacts/donna", executor=None, data=None, verbose: int = 1,
-                 finetune: bool = True) -> DonnaPipeline:
+def run_pipeline(
+    config="tiny", out_dir="artifacts/donna", executor=None, data=None, verbose: int = 1, finetune: bool = True
+) -> DonnaPipeline:
     """Runs (or resumes) DONNA A → D over a folder; see `DonnaPipeline` for the stages and files.
 
     Args:

@@ -53,33 +53,43 @@ class Scenario:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
-            raise ValueError(f"Scenario.name: {self.name!r} must be a non-empty name of letters, digits, '-', '_', '.'"
-                             f" (it names files)")
+            raise ValueError(
+                f"Scenario.name: {self.name!r} must be a non-empty name of letters, digits, '-', '_', '.'"
+                f" (it names files)"
+            )
         if isinstance(self.measurers, (dict, str)):
             self.measurers = [self.measurers]
         if not self.measurers:
-            raise ValueError(f"scenario {self.name!r}: measurers is empty; give at least one, e.g. "
-                             f"[{{'kind': 'litert'}}]")
+            raise ValueError(
+                f"scenario {self.name!r}: measurers is empty; give at least one, e.g. [{{'kind': 'litert'}}]"
+            )
         self._measurers = [measurer_from_config(m) for m in self.measurers]
         self.measurers = [m.get_config() for m in self._measurers]
         if self.input_shape is not None:
             self.input_shape = tuple(self.input_shape)
             if len(self.input_shape) != 3 or any(not isinstance(s, int) or s < 1 for s in self.input_shape):
-                raise ValueError(f"scenario {self.name!r}: input_shape {self.input_shape} must be (height, width, "
-                                 f"channels), positive ints")
+                raise ValueError(
+                    f"scenario {self.name!r}: input_shape {self.input_shape} must be (height, width, "
+                    f"channels), positive ints"
+                )
         provided = self.provided_metrics()
         if self.objective not in provided:
-            raise ValueError(f"scenario {self.name!r}: objective {self.objective!r} is not measured by its measurers "
-                             f"(they give {', '.join(provided)})")
+            raise ValueError(
+                f"scenario {self.name!r}: objective {self.objective!r} is not measured by its measurers "
+                f"(they give {', '.join(provided)})"
+            )
         self.limits = dict(self.limits or {})
         for k, v in self.limits.items():
             if k not in KNOWN_METRICS:
-                raise ValueError(f"scenario {self.name!r}: limit on unknown metric {k!r}; choose from "
-                                 f"{', '.join(KNOWN_METRICS)}")
+                raise ValueError(
+                    f"scenario {self.name!r}: limit on unknown metric {k!r}; choose from {', '.join(KNOWN_METRICS)}"
+                )
             if k not in provided:
-                raise ValueError(f"scenario {self.name!r}: limit on {k!r}, but no measurer gives it (add "
-                                 f"{{'kind': 'micro'}} for flash/RAM, {{'kind': 'litert'}} for latency, "
-                                 f"{{'kind': 'ethos_u'}} for an Ethos-U NPU's latency, flash and SRAM)")
+                raise ValueError(
+                    f"scenario {self.name!r}: limit on {k!r}, but no measurer gives it (add "
+                    f"{{'kind': 'micro'}} for flash/RAM, {{'kind': 'litert'}} for latency, "
+                    f"{{'kind': 'ethos_u'}} for an Ethos-U NPU's latency, flash and SRAM)"
+                )
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"scenario {self.name!r}: limit {k} = {v!r} must be a positive number")
         if "micro_unsupported_ops" in provided:
@@ -157,9 +167,13 @@ class Scenario:
         """
         implied = ("micro_unsupported_ops", "npu_cpu_ops")  # set by __post_init__ when not given
         limits = {k: v for k, v in self.limits.items() if not (k in implied and v == 0.5)}
-        return {"name": self.name, "measurers": [dict(m) for m in self.measurers],
-                "input_shape": None if self.input_shape is None else list(self.input_shape),
-                "objective": self.objective, "limits": limits}
+        return {
+            "name": self.name,
+            "measurers": [dict(m) for m in self.measurers],
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "objective": self.objective,
+            "limits": limits,
+        }
 
     @classmethod
     def from_config(cls, config: dict) -> Scenario:

@@ -86,8 +86,10 @@ class SearchConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 2:
                 raise ValueError(f"SearchConfig.{name}: {v!r} must be an integer >= 2")
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
-            raise ValueError(f"SearchConfig.workers: {self.workers!r} must be an integer >= 1 (1: convert in the "
-                             f"driver, N: N conversion processes)")
+            raise ValueError(
+                f"SearchConfig.workers: {self.workers!r} must be an integer >= 1 (1: convert in the "
+                f"driver, N: N conversion processes)"
+            )
         if self.max_time_s is not None and not self.max_time_s > 0:
             raise ValueError(f"SearchConfig.max_time_s: {self.max_time_s} must be positive (or None for no cap)")
         if not self.timeout_s > 0:
@@ -218,9 +220,17 @@ class SearchResult:
         Returns:
             The dict that :meth:`save` writes.
         """
-        return _plain({"format": FORMAT, "scenario": self.scenario, "objective": self.objective,
-                       "front": self.front, "reference": self.reference, "stats": self.stats,
-                       "evaluated": self.evaluated})
+        return _plain(
+            {
+                "format": FORMAT,
+                "scenario": self.scenario,
+                "objective": self.objective,
+                "front": self.front,
+                "reference": self.reference,
+                "stats": self.stats,
+                "evaluated": self.evaluated,
+            }
+        )
 
     def save(self, path) -> Path:
         """Writes the result as JSON, atomically.
@@ -250,8 +260,14 @@ class SearchResult:
         doc = _unplain(read_json(path, "search result"))
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"{path} is not a DONNA search result (format {FORMAT!r} expected)")
-        return cls(doc["scenario"], doc["objective"], doc["front"], doc["evaluated"], doc.get("reference"),
-                   doc.get("stats", {}))
+        return cls(
+            doc["scenario"],
+            doc["objective"],
+            doc["front"],
+            doc["evaluated"],
+            doc.get("reference"),
+            doc.get("stats", {}),
+        )
 
     def plot(self, path, family: list | None = None, title: str | None = None) -> Path:
         """Plots predicted accuracy against the objective and saves it as PNG, atomically.
@@ -274,26 +290,63 @@ class SearchResult:
         infeas = [r for r in self.evaluated if r["ok"] and not r["feasible"] and math.isfinite(r["metrics"][obj])]
         fig, ax = plt.subplots(figsize=(6, 4.5))
         if infeas:
-            ax.scatter([r["metrics"][obj] for r in infeas], [r["predicted_accuracy"] for r in infeas], s=10,
-                       marker="x", c="0.75", label="over a limit")
-        ax.scatter([r["metrics"][obj] for r in feas], [r["predicted_accuracy"] for r in feas], s=10, c="0.55",
-                   label=f"evaluated ({len(self.evaluated)})")
-        ax.step([r["metrics"][obj] for r in self.front], [r["predicted_accuracy"] for r in self.front], "o-",
-                where="post", c="tab:red", ms=4, label=f"Pareto front ({len(self.front)})")
+            ax.scatter(
+                [r["metrics"][obj] for r in infeas],
+                [r["predicted_accuracy"] for r in infeas],
+                s=10,
+                marker="x",
+                c="0.75",
+                label="over a limit",
+            )
+        ax.scatter(
+            [r["metrics"][obj] for r in feas],
+            [r["predicted_accuracy"] for r in feas],
+            s=10,
+            c="0.55",
+            label=f"evaluated ({len(self.evaluated)})",
+        )
+        ax.step(
+            [r["metrics"][obj] for r in self.front],
+            [r["predicted_accuracy"] for r in self.front],
+            "o-",
+            where="post",
+            c="tab:red",
+            ms=4,
+            label=f"Pareto front ({len(self.front)})",
+        )
         if self.reference is not None and self.reference["ok"]:
-            ax.scatter([self.reference["metrics"][obj]], [self.reference["predicted_accuracy"]], marker="*", s=160,
-                       c="tab:blue", zorder=5, label="reference")
+            ax.scatter(
+                [self.reference["metrics"][obj]],
+                [self.reference["predicted_accuracy"]],
+                marker="*",
+                s=160,
+                c="tab:blue",
+                zorder=5,
+                label="reference",
+            )
         if family:
-            ax.plot([f[obj] for f in family], [f["accuracy"] for f in family], "s--", c="tab:green", ms=5,
-                    label="reference family")
+            ax.plot(
+                [f[obj] for f in family],
+                [f["accuracy"] for f in family],
+                "s--",
+                c="tab:green",
+                ms=5,
+                label="reference family",
+            )
             for f in family:
-                ax.annotate(f.get("label", ""), (f[obj], f["accuracy"]), fontsize=6, xytext=(3, -8),
-                            textcoords="offset points")
+                ax.annotate(
+                    f.get("label", ""), (f[obj], f["accuracy"]), fontsize=6, xytext=(3, -8), textcoords="offset points"
+                )
         for k, lim in self.scenario.get("limits", {}).items():
             if k == obj:
                 ax.axvline(lim, c="k", ls=":", lw=0.8, label=f"limit {lim:g}")
-        ax.set_xlabel({"latency_us": "measured latency (µs, int8 LiteRT)", "flash_bytes": "flash (bytes)",
-                       "ram_bytes": "tensor arena (bytes, host estimate)"}.get(obj, obj))
+        ax.set_xlabel(
+            {
+                "latency_us": "measured latency (µs, int8 LiteRT)",
+                "flash_bytes": "flash (bytes)",
+                "ram_bytes": "tensor arena (bytes, host estimate)",
+            }.get(obj, obj)
+        )
         ax.set_ylabel("predicted accuracy")
         ax.set_title(title or f"DONNA search: scenario {self.scenario.get('name')}", fontsize=9)
         ax.legend(fontsize=7)
@@ -321,23 +374,38 @@ def _make_problem(space, predictor, evaluator, scenario, archive, bar):
 
     class ArchProblem(Problem):
         def __init__(self):
-            super().__init__(n_var=len(choices), n_obj=2, n_ieq_constr=len(limits) + 1, xl=0,
-                             xu=np.array([len(c) - 1 for c in choices]), vtype=int)
+            super().__init__(
+                n_var=len(choices),
+                n_obj=2,
+                n_ieq_constr=len(limits) + 1,
+                xl=0,
+                xu=np.array([len(c) - 1 for c in choices]),
+                vtype=int,
+            )
 
         def _evaluate(self, X, out, *args, **kwargs):
             archs = [Architecture(tuple(choices[i][int(round(v))] for i, v in enumerate(row))) for row in X]
             todo = [a for a in dict.fromkeys(archs) if str(a) not in archive]
             if todo:
                 accs = np.asarray(predictor.predict(todo), np.float64)
-                costs = (evaluator.evaluate_many(todo) if hasattr(evaluator, "evaluate_many")
-                         else [evaluator.evaluate(a) for a in todo])
+                costs = (
+                    evaluator.evaluate_many(todo)
+                    if hasattr(evaluator, "evaluate_many")
+                    else [evaluator.evaluate(a) for a in todo]
+                )
                 for a, acc, cost in zip(todo, accs, costs):
                     m = cost["metrics"]
                     ok = cost["ok"] and math.isfinite(float(m.get(obj, math.nan)))
-                    archive[str(a)] = {"arch": str(a), "predicted_accuracy": float(acc), "ok": ok,
-                                       "feasible": ok and scenario.feasible(m), "metrics": m,
-                                       "error": cost["error"], "cached": cost["cached"],
-                                       "order": len(archive)}
+                    archive[str(a)] = {
+                        "arch": str(a),
+                        "predicted_accuracy": float(acc),
+                        "ok": ok,
+                        "feasible": ok and scenario.feasible(m),
+                        "metrics": m,
+                        "error": cost["error"],
+                        "cached": cost["cached"],
+                        "order": len(archive),
+                    }
                     bar.update(1)
                     bar.set_postfix(measured=evaluator.n_measured, failed=evaluator.n_failed, refresh=False)
             F, G = [], []
@@ -355,8 +423,15 @@ def _make_problem(space, predictor, evaluator, scenario, archive, bar):
     return ArchProblem()
 
 
-def search(space: SearchSpace, predictor, scenario, config: SearchConfig | None = None, cache=None,
-           evaluator=None, verbose: int = 1) -> SearchResult:
+def search(
+    space: SearchSpace,
+    predictor,
+    scenario,
+    config: SearchConfig | None = None,
+    cache=None,
+    evaluator=None,
+    verbose: int = 1,
+) -> SearchResult:
     """DONNA step C: NSGA-II over the block choices, predicted accuracy against measured cost, for one scenario.
 
     Each decision variable is one block's choice index. Objectives: maximize the predicted accuracy, minimize the
@@ -394,23 +469,28 @@ def search(space: SearchSpace, predictor, scenario, config: SearchConfig | None 
     config = config or SearchConfig()
     own_evaluator = evaluator is None
     if own_evaluator:
-        evaluator = CostEvaluator(space, scenario, cache, config.timeout_s, config.isolation, config.retry_failed,
-                                  workers=config.workers)
+        evaluator = CostEvaluator(
+            space, scenario, cache, config.timeout_s, config.isolation, config.retry_failed, workers=config.workers
+        )
     archive: dict[str, dict] = {}
     t0 = time.perf_counter()
     pop = min(config.pop_size, space.size())
     first = [space.indices(space.reference())]
-    first += [space.indices(a) for a in space.sample(min(pop, space.size()), seed=config.seed)
-              if a != space.reference()][:pop - 1]
+    first += [
+        space.indices(a) for a in space.sample(min(pop, space.size()), seed=config.seed) if a != space.reference()
+    ][: pop - 1]
 
     class _Initial(Sampling):
         def _do(self, problem, n_samples, **kwargs):
             return np.array(first[:n_samples], dtype=float)
 
-    algorithm = NSGA2(pop_size=pop, sampling=_Initial(),
-                      crossover=SBX(prob=0.9, eta=3.0, vtype=float, repair=RoundingRepair()),
-                      mutation=PM(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair()),
-                      eliminate_duplicates=True)
+    algorithm = NSGA2(
+        pop_size=pop,
+        sampling=_Initial(),
+        crossover=SBX(prob=0.9, eta=3.0, vtype=float, repair=RoundingRepair()),
+        mutation=PM(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair()),
+        eliminate_duplicates=True,
+    )
     terms = [MaximumFunctionCallTermination(config.max_evals)]
     if config.max_time_s is not None:
         terms.append(TimeBasedTermination(config.max_time_s))
@@ -428,11 +508,20 @@ def search(space: SearchSpace, predictor, scenario, config: SearchConfig | None 
     for r in records:
         r["on_front"] = any(r is f for f in front)
     ref = archive.get(str(space.reference()))
-    stats = {"evaluations": len(records), "measured": evaluator.n_measured, "failed": evaluator.n_failed,
-             "feasible": len(feas), "cache_entries": len(evaluator.cache), "seconds": time.perf_counter() - t0,
-             "search_config": config.get_config(), "space": space.name}
+    stats = {
+        "evaluations": len(records),
+        "measured": evaluator.n_measured,
+        "failed": evaluator.n_failed,
+        "feasible": len(feas),
+        "cache_entries": len(evaluator.cache),
+        "seconds": time.perf_counter() - t0,
+        "search_config": config.get_config(),
+        "space": space.name,
+    }
     if verbose:
-        print(f"search {scenario.name!r}: {len(records)} architectures evaluated ({evaluator.n_measured} measured, "
-              f"{evaluator.n_failed} failed, {len(feas)} within limits), {len(front)} on the Pareto front, "
-              f"{stats['seconds']:.0f} s")
+        print(
+            f"search {scenario.name!r}: {len(records)} architectures evaluated ({evaluator.n_measured} measured, "
+            f"{evaluator.n_failed} failed, {len(feas)} within limits), {len(front)} on the Pareto front, "
+            f"{stats['seconds']:.0f} s"
+        )
     return SearchResult(scenario.get_config(), scenario.objective, front, records, ref, stats)

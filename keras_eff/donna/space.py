@@ -87,8 +87,10 @@ class BlockChoice:
     def name(self) -> str:
         """Readable and parseable: ``dw_ib-k5-e4-d2-se-swish`` (``nose`` without squeeze-and-excitation), with
         ``-w0.5`` appended when the width multiplier is not 1."""
-        return (f"{self.cell}-k{self.kernel}-e{self.expansion}-d{self.depth}-{'se' if self.se else 'nose'}-"
-                f"{self.activation}" + ("" if self.width == 1.0 else f"-w{self.width:g}"))
+        return (
+            f"{self.cell}-k{self.kernel}-e{self.expansion}-d{self.depth}-{'se' if self.se else 'nose'}-"
+            f"{self.activation}" + ("" if self.width == 1.0 else f"-w{self.width:g}")
+        )
 
     @classmethod
     def from_name(cls, name: str) -> BlockChoice:
@@ -110,13 +112,26 @@ class BlockChoice:
                 width = float(parts.pop()[1:])
             except ValueError:
                 parts.append("?")
-        ok = (len(parts) == 6 and parts[1][:1] == "k" and parts[2][:1] == "e" and parts[3][:1] == "d"
-              and parts[4] in ("se", "nose") and all(p[1:].isdigit() for p in parts[1:4]))
+        ok = (
+            len(parts) == 6
+            and parts[1][:1] == "k"
+            and parts[2][:1] == "e"
+            and parts[3][:1] == "d"
+            and parts[4] in ("se", "nose")
+            and all(p[1:].isdigit() for p in parts[1:4])
+        )
         if not ok:
             raise ValueError(f"{name!r} is not a block choice name; expected e.g. 'dw_ib-k5-e4-d2-se-swish'")
         cell, k, e, d, se, act = parts
-        return cls(cell=cell, kernel=int(k[1:]), expansion=int(e[1:]), depth=int(d[1:]), se=se == "se",
-                   activation=act, width=width)
+        return cls(
+            cell=cell,
+            kernel=int(k[1:]),
+            expansion=int(e[1:]),
+            depth=int(d[1:]),
+            se=se == "se",
+            activation=act,
+            width=width,
+        )
 
     def get_config(self) -> dict:
         """The choice as a plain mapping (``width`` only when it is not 1).
@@ -124,8 +139,14 @@ class BlockChoice:
         Returns:
             A dict that :meth:`from_config` reads back.
         """
-        cfg = {"cell": self.cell, "kernel": self.kernel, "expansion": self.expansion, "depth": self.depth,
-               "se": self.se, "activation": self.activation}
+        cfg = {
+            "cell": self.cell,
+            "kernel": self.kernel,
+            "expansion": self.expansion,
+            "depth": self.depth,
+            "se": self.se,
+            "activation": self.activation,
+        }
         return cfg if self.width == 1.0 else {**cfg, "width": self.width}
 
     @classmethod
@@ -148,9 +169,11 @@ class BlockChoice:
 def check_group_width(group_width, where: str = "") -> None:
     """Refuses a group width of gr_ib cells that is not one of :data:`GROUP_WIDTHS` (the message lists them)."""
     if not any(type(group_width) is int and group_width == g for g in GROUP_WIDTHS):
-        raise ValueError(f"{where}group_width: {group_width!r} is not allowed; a gr_ib cell's grouped convolution has "
-                         f"{', '.join(map(str, GROUP_WIDTHS))} channels per group (the expanded channels are rounded "
-                         f"up to a multiple of it)")
+        raise ValueError(
+            f"{where}group_width: {group_width!r} is not allowed; a gr_ib cell's grouped convolution has "
+            f"{', '.join(map(str, GROUP_WIDTHS))} channels per group (the expanded channels are rounded "
+            f"up to a multiple of it)"
+        )
 
 
 def _check_value(what, value, allowed, where=""):
@@ -206,8 +229,11 @@ class BlockSpace:
     def __post_init__(self):
         for name in _FIELDS:
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "widths", tuple(float(w) if isinstance(w, int) and not isinstance(w, bool) else w
-                                                 for w in self.widths))
+        object.__setattr__(
+            self,
+            "widths",
+            tuple(float(w) if isinstance(w, int) and not isinstance(w, bool) else w for w in self.widths),
+        )
         if isinstance(self.reference, dict):
             object.__setattr__(self, "reference", BlockChoice.from_config(self.reference))
 
@@ -247,9 +273,12 @@ class BlockSpace:
         Returns:
             A list of `BlockChoice`, the product of the allowed values.
         """
-        return [BlockChoice(c, k, e, d, s, a, w) for c, k, e, d, s, a, w in
-                itertools.product(self.cells, self.kernels, self.expansions, self.depths, self.se, self.activations,
-                                  self.widths)]
+        return [
+            BlockChoice(c, k, e, d, s, a, w)
+            for c, k, e, d, s, a, w in itertools.product(
+                self.cells, self.kernels, self.expansions, self.depths, self.se, self.activations, self.widths
+            )
+        ]
 
     def reference_choice(self) -> BlockChoice:
         """The block's choice in the reference model.
@@ -260,10 +289,15 @@ class BlockSpace:
         """
         if self.reference is not None:
             return self.reference
-        return BlockChoice(cell="dw_ib" if "dw_ib" in self.cells else self.cells[0], kernel=max(self.kernels),
-                           expansion=max(self.expansions), depth=max(self.depths), se=True in self.se,
-                           activation="swish" if "swish" in self.activations else self.activations[0],
-                           width=max(self.widths))
+        return BlockChoice(
+            cell="dw_ib" if "dw_ib" in self.cells else self.cells[0],
+            kernel=max(self.kernels),
+            expansion=max(self.expansions),
+            depth=max(self.depths),
+            se=True in self.se,
+            activation="swish" if "swish" in self.activations else self.activations[0],
+            width=max(self.widths),
+        )
 
     def get_config(self) -> dict:
         """The block as a plain mapping (``widths`` only when it is not ``(1.0,)``, ``group_width`` only when it is
@@ -294,8 +328,10 @@ class BlockSpace:
         """
         unknown = set(config) - {"out_channels", "stride", "reference", "group_width", *_FIELDS}
         if unknown:
-            raise ValueError(f"unknown block field(s) {sorted(unknown)}; allowed: out_channels, stride, "
-                             f"{', '.join(_FIELDS)}, reference, group_width")
+            raise ValueError(
+                f"unknown block field(s) {sorted(unknown)}; allowed: out_channels, stride, "
+                f"{', '.join(_FIELDS)}, reference, group_width"
+            )
         return cls(**config)
 
 
@@ -422,18 +458,27 @@ class SearchSpace:
     def _check_backbone(self) -> None:
         bb = self.backbone
         if not isinstance(bb, dict) or not {"boundaries", "shapes", "stem", "head"} <= set(bb):
-            raise ValueError("backbone: expected a mapping with boundaries, shapes, stem and head (made by "
-                             "SearchSpace.from_reference)")
+            raise ValueError(
+                "backbone: expected a mapping with boundaries, shapes, stem and head (made by "
+                "SearchSpace.from_reference)"
+            )
         shapes = [tuple(s) for s in bb["shapes"]]
         if len(shapes) != len(self.blocks) + 1:
-            raise ValueError(f"backbone: {len(shapes)} boundaries for {len(self.blocks)} blocks; a space read from a "
-                             f"reference has one block between each two boundaries")
+            raise ValueError(
+                f"backbone: {len(shapes)} boundaries for {len(self.blocks)} blocks; a space read from a "
+                f"reference has one block between each two boundaries"
+            )
         for i, (a, b) in enumerate(zip(shapes, shapes[1:])):
             blk = self.blocks[i]
-            if (b[2] != blk.out_channels or blk.stride not in (1, 2)
-                    or tuple(-(-x // blk.stride) for x in a[:2]) != tuple(b[:2])):
-                raise ValueError(f"blocks[{i}]: out_channels {blk.out_channels}, stride {blk.stride} do not map the "
-                                 f"reference's {bb['boundaries'][i]!r} {a} to {bb['boundaries'][i + 1]!r} {b}")
+            if (
+                b[2] != blk.out_channels
+                or blk.stride not in (1, 2)
+                or tuple(-(-x // blk.stride) for x in a[:2]) != tuple(b[:2])
+            ):
+                raise ValueError(
+                    f"blocks[{i}]: out_channels {blk.out_channels}, stride {blk.stride} do not map the "
+                    f"reference's {bb['boundaries'][i]!r} {a} to {bb['boundaries'][i + 1]!r} {b}"
+                )
 
     @classmethod
     def from_reference(cls, model, blocks=None, choices="default", name: str | None = None) -> SearchSpace:
@@ -487,12 +532,20 @@ class SearchSpace:
         """
         template = choice_template(choices)
         shapes = [tuple(s) for s in bb["shapes"]]
-        blocks = tuple(BlockSpace(b[2], -(-a[0] // b[0]) if a[0] != b[0] else 1, **template)
-                       for a, b in zip(shapes, shapes[1:]))
+        blocks = tuple(
+            BlockSpace(b[2], -(-a[0] // b[0]) if a[0] != b[0] else 1, **template) for a, b in zip(shapes, shapes[1:])
+        )
         stem_in = tuple(bb["input_shape"])
-        return cls(blocks=blocks, input_shape=stem_in, num_classes=int(bb["num_classes"]),
-                   stem_channels=shapes[0][2], stem_stride=max(1, round(stem_in[0] / shapes[0][0])),
-                   head_channels=shapes[-1][2], name=name, backbone=bb)
+        return cls(
+            blocks=blocks,
+            input_shape=stem_in,
+            num_classes=int(bb["num_classes"]),
+            stem_channels=shapes[0][2],
+            stem_stride=max(1, round(stem_in[0] / shapes[0][0])),
+            head_channels=shapes[-1][2],
+            name=name,
+            backbone=bb,
+        )
 
     # ---- architectures ----------------------------------------------------------------------------------------
     def block_choices(self, i: int) -> list:
@@ -578,8 +631,9 @@ class SearchSpace:
             ValueError: If ``arch`` has another number of blocks or a choice a block does not allow.
         """
         if len(arch.choices) != len(self.blocks):
-            raise ValueError(f"architecture has {len(arch.choices)} blocks, the space {self.name!r} has "
-                             f"{len(self.blocks)}")
+            raise ValueError(
+                f"architecture has {len(arch.choices)} blocks, the space {self.name!r} has {len(self.blocks)}"
+            )
         for i, (b, c) in enumerate(zip(self.blocks, arch.choices)):
             if c not in b.choices():
                 raise ValueError(f"block {i}: choice {c.name} is not in the space {self.name!r}")
@@ -608,11 +662,17 @@ class SearchSpace:
         Returns:
             A dict that :meth:`from_config` reads back.
         """
-        return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-                "stem_channels": self.stem_channels, "stem_stride": self.stem_stride,
-                "head_channels": self.head_channels, "bn_momentum": self.bn_momentum,
-                "blocks": [b.get_config() for b in self.blocks],
-                **({} if self.backbone is None else {"backbone": self.backbone})}
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "stem_channels": self.stem_channels,
+            "stem_stride": self.stem_stride,
+            "head_channels": self.head_channels,
+            "bn_momentum": self.bn_momentum,
+            "blocks": [b.get_config() for b in self.blocks],
+            **({} if self.backbone is None else {"backbone": self.backbone}),
+        }
 
     @classmethod
     def from_config(cls, config: dict) -> SearchSpace:
@@ -630,8 +690,17 @@ class SearchSpace:
         """
         if not isinstance(config, dict) or "blocks" not in config:
             raise ValueError("a search space config is a mapping with a 'blocks' list")
-        allowed = {"name", "input_shape", "num_classes", "stem_channels", "stem_stride", "head_channels",
-                   "bn_momentum", "blocks", "backbone"}
+        allowed = {
+            "name",
+            "input_shape",
+            "num_classes",
+            "stem_channels",
+            "stem_stride",
+            "head_channels",
+            "bn_momentum",
+            "blocks",
+            "backbone",
+        }
         unknown = set(config) - allowed
         if unknown:
             raise ValueError(f"unknown search space field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -684,10 +753,18 @@ class SearchSpace:
 
 
 CHOICE_TEMPLATES: dict[str, dict[str, Any]] = {
-    "default": dict(cells=CELLS, kernels=(3, 5), expansions=(2, 4), depths=(1, 2), se=SE_OPTIONS,
-                    activations=("relu",), widths=(0.5, 0.75, 1.0)),
-    "tiny": dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2,), depths=(1,), se=(False,),
-                 activations=("relu",)),
+    "default": dict(
+        cells=CELLS,
+        kernels=(3, 5),
+        expansions=(2, 4),
+        depths=(1, 2),
+        se=SE_OPTIONS,
+        activations=("relu",),
+        widths=(0.5, 0.75, 1.0),
+    ),
+    "tiny": dict(
+        cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2,), depths=(1,), se=(False,), activations=("relu",)
+    ),
 }
 
 
@@ -696,16 +773,22 @@ def choice_template(choices) -> dict:
     (lists, and optionally ``group_width``: the channels per group of gr_ib cells)."""
     if isinstance(choices, str):
         if choices not in CHOICE_TEMPLATES:
-            raise ValueError(f"space: {choices!r} is not a choice template for a reference; choose from "
-                             f"{', '.join(CHOICE_TEMPLATES)} or give a mapping of {', '.join(_FIELDS)}")
+            raise ValueError(
+                f"space: {choices!r} is not a choice template for a reference; choose from "
+                f"{', '.join(CHOICE_TEMPLATES)} or give a mapping of {', '.join(_FIELDS)}"
+            )
         return dict(CHOICE_TEMPLATES[choices])
     if not isinstance(choices, dict):
-        raise ValueError(f"space: with a reference model, give a choice template name ({', '.join(CHOICE_TEMPLATES)}) "
-                         f"or a mapping of {', '.join(_FIELDS)}; got {choices!r}")
+        raise ValueError(
+            f"space: with a reference model, give a choice template name ({', '.join(CHOICE_TEMPLATES)}) "
+            f"or a mapping of {', '.join(_FIELDS)}; got {choices!r}"
+        )
     unknown = set(choices) - set(_FIELDS) - {"group_width"}
     if unknown:
-        raise ValueError(f"space: unknown key(s) {sorted(unknown)} for a reference's choices; allowed: "
-                         f"{', '.join(_FIELDS)}, group_width")
+        raise ValueError(
+            f"space: unknown key(s) {sorted(unknown)} for a reference's choices; allowed: "
+            f"{', '.join(_FIELDS)}, group_width"
+        )
     out = dict(CHOICE_TEMPLATES["default"])
     for k, v in choices.items():
         if k == "group_width":
@@ -736,10 +819,21 @@ def default_space() -> SearchSpace:
         space.size()   # 96 ** 3
         ```
     """
-    common: dict[str, Any] = dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2, 4), depths=(1, 2, 3), se=SE_OPTIONS,
-                  activations=ACTIVATIONS)
-    return SearchSpace(blocks=(BlockSpace(24, 2, **common), BlockSpace(24, 1, **common), BlockSpace(40, 2, **common)),
-                       stem_channels=16, stem_stride=2, head_channels=96, name="fmnist_default")
+    common: dict[str, Any] = dict(
+        cells=("dw_ib", "fused_ib"),
+        kernels=(3, 5),
+        expansions=(2, 4),
+        depths=(1, 2, 3),
+        se=SE_OPTIONS,
+        activations=ACTIVATIONS,
+    )
+    return SearchSpace(
+        blocks=(BlockSpace(24, 2, **common), BlockSpace(24, 1, **common), BlockSpace(40, 2, **common)),
+        stem_channels=16,
+        stem_stride=2,
+        head_channels=96,
+        name="fmnist_default",
+    )
 
 
 def rgb_space(size: int = 64, channels: int = 3, num_classes: int = 10) -> SearchSpace:
@@ -771,11 +865,25 @@ def rgb_space(size: int = 64, channels: int = 3, num_classes: int = 10) -> Searc
     """
     if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 96:
         raise ValueError(f"size: {size!r} must be an integer from 32 to 96")
-    common: dict[str, Any] = dict(cells=CELLS, kernels=(3, 5), expansions=(2, 3, 4), depths=(1, 2), se=SE_OPTIONS,
-                  activations=("relu",), widths=WIDTHS)
+    common: dict[str, Any] = dict(
+        cells=CELLS,
+        kernels=(3, 5),
+        expansions=(2, 3, 4),
+        depths=(1, 2),
+        se=SE_OPTIONS,
+        activations=("relu",),
+        widths=WIDTHS,
+    )
     blocks = tuple(BlockSpace(c, s, **common) for c, s in ((24, 1), (32, 2), (48, 2), (64, 1), (96, 2)))
-    return SearchSpace(blocks=blocks, input_shape=(size, size, channels), num_classes=num_classes, stem_channels=48,
-                       stem_stride=2, head_channels=256, name=f"rgb{size}")
+    return SearchSpace(
+        blocks=blocks,
+        input_shape=(size, size, channels),
+        num_classes=num_classes,
+        stem_channels=48,
+        stem_stride=2,
+        head_channels=256,
+        name=f"rgb{size}",
+    )
 
 
 def tiny_space() -> SearchSpace:
@@ -793,7 +901,18 @@ def tiny_space() -> SearchSpace:
         archs = space.sample(5, seed=0)
         ```
     """
-    common: dict[str, Any] = dict(cells=("dw_ib", "fused_ib"), kernels=(3, 5), expansions=(2, 3), depths=(1, 2), se=SE_OPTIONS,
-                  activations=("relu",))
-    return SearchSpace(blocks=(BlockSpace(8, 2, **common), BlockSpace(12, 2, **common)), stem_channels=8,
-                       stem_stride=2, head_channels=24, name="tiny")
+    common: dict[str, Any] = dict(
+        cells=("dw_ib", "fused_ib"),
+        kernels=(3, 5),
+        expansions=(2, 3),
+        depths=(1, 2),
+        se=SE_OPTIONS,
+        activations=("relu",),
+    )
+    return SearchSpace(
+        blocks=(BlockSpace(8, 2, **common), BlockSpace(12, 2, **common)),
+        stem_channels=8,
+        stem_stride=2,
+        head_channels=24,
+        name="tiny",
+    )

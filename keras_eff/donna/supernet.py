@@ -168,16 +168,17 @@ class SupernetBlock(keras.layers.Layer):
         Returns:
             ``{batch-norm name: channels}``.
         """
-        return {key[:-len("_gamma")]: int(var.shape[0]) for key, var in self._vars.items()
-                if key.endswith("_bn_gamma")}
+        return {
+            key[: -len("_gamma")]: int(var.shape[0]) for key, var in self._vars.items() if key.endswith("_bn_gamma")
+        }
 
     def _slices(self, choice: BlockChoice):
         """Per stacked layer: (prefix, cin, cexp, cout, stride, residual, kernel crop offset). A width below 1 uses
         the first channels of each weight (inputs, expansion, and the outputs of all but the last layer)."""
         off = (self.kmax - choice.kernel) // 2
         for layer, (cin, cexp, cout, s, residual) in enumerate(
-                layer_plan(choice, self.in_channels, self.block.out_channels, self.block.stride,
-                           self.block.group_width)):
+            layer_plan(choice, self.in_channels, self.block.out_channels, self.block.stride, self.block.group_width)
+        ):
             yield f"{choice.cell}/l{layer}", cin, cexp, cout, s, residual, off
 
     # ---- running a choice ----------------------------------------------------------------------------------------
@@ -220,15 +221,15 @@ class SupernetBlock(keras.layers.Layer):
                 y = ops.matmul(x, v[f"{p}/expand"][:cin, :cexp])
                 y = act(bn(y, f"{p}/expand", cexp))
                 if choice.cell == "dw_ib":
-                    kern = v[f"{p}/dw"][off:off + k, off:off + k, :cexp, :]
+                    kern = v[f"{p}/dw"][off : off + k, off : off + k, :cexp, :]
                     y = ops.depthwise_conv(y, kern, strides=s, padding="same")
                     y = act(bn(y, f"{p}/dw", cexp))
                 else:  # (k, k, group_width, cexp): the groups are read from the kernel's input axis
-                    kern = v[f"{p}/gr"][off:off + k, off:off + k, :, :cexp]
+                    kern = v[f"{p}/gr"][off : off + k, off : off + k, :, :cexp]
                     y = grouped_conv(y, kern, strides=s, padding="same")
                     y = act(bn(y, f"{p}/gr", cexp))
             else:
-                kern = v[f"{p}/fused"][off:off + k, off:off + k, :cin, :cexp]
+                kern = v[f"{p}/fused"][off : off + k, off : off + k, :cin, :cexp]
                 y = ops.conv(x, kern, strides=s, padding="same")
                 y = act(bn(y, f"{p}/fused", cexp))
             if choice.se:
@@ -268,7 +269,7 @@ class SupernetBlock(keras.layers.Layer):
         sums: dict[str, tuple] = {}
         n = 0
         for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size]
+            xb = x[start : start + batch_size]
             _, moments = self.forward(ops.convert_to_tensor(xb), choice)
             w = len(xb)
             for key, (mean, var) in moments.items():
@@ -304,22 +305,30 @@ class SupernetBlock(keras.layers.Layer):
             if choice.cell in ("dw_ib", "gr_ib"):
                 out[f"{name}_expand"] = [v[f"{p}/expand"][:cin, :cexp].reshape(1, 1, cin, cexp)]
             if choice.cell == "dw_ib":
-                out[f"{name}_dw"] = [v[f"{p}/dw"][off:off + k, off:off + k, :cexp, :]]
+                out[f"{name}_dw"] = [v[f"{p}/dw"][off : off + k, off : off + k, :cexp, :]]
             elif choice.cell == "gr_ib":
-                out[f"{name}_gr"] = [v[f"{p}/gr"][off:off + k, off:off + k, :, :cexp]]
+                out[f"{name}_gr"] = [v[f"{p}/gr"][off : off + k, off : off + k, :, :cexp]]
             else:
-                out[f"{name}_fused"] = [v[f"{p}/fused"][off:off + k, off:off + k, :cin, :cexp]]
+                out[f"{name}_fused"] = [v[f"{p}/fused"][off : off + k, off : off + k, :cin, :cexp]]
             for part in bn_names(choice.cell):
                 width = cout if part == "project" else cexp
                 mean, var = stats[f"{p}/{part}_bn"]
-                out[f"{name}_{part}_bn"] = [v[f"{p}/{part}_bn_gamma"][:width], v[f"{p}/{part}_bn_beta"][:width],
-                                            np.asarray(mean), np.asarray(var)]
+                out[f"{name}_{part}_bn"] = [
+                    v[f"{p}/{part}_bn_gamma"][:width],
+                    v[f"{p}/{part}_bn_beta"][:width],
+                    np.asarray(mean),
+                    np.asarray(var),
+                ]
             if choice.se:
                 r = se_channels(cin)
-                out[f"{name}_se_reduce"] = [v[f"{p}/se_reduce"][:cexp, :r].reshape(1, 1, cexp, r),
-                                            v[f"{p}/se_reduce_bias"][:r]]
-                out[f"{name}_se_expand"] = [v[f"{p}/se_expand"][:r, :cexp].reshape(1, 1, r, cexp),
-                                            v[f"{p}/se_expand_bias"][:cexp]]
+                out[f"{name}_se_reduce"] = [
+                    v[f"{p}/se_reduce"][:cexp, :r].reshape(1, 1, cexp, r),
+                    v[f"{p}/se_reduce_bias"][:r],
+                ]
+                out[f"{name}_se_expand"] = [
+                    v[f"{p}/se_expand"][:r, :cexp].reshape(1, 1, r, cexp),
+                    v[f"{p}/se_expand_bias"][:cexp],
+                ]
             out[f"{name}_project"] = [v[f"{p}/project"][:cexp, :cout].reshape(1, 1, cexp, cout)]
         return out
 
@@ -353,11 +362,11 @@ class SupernetBlock(keras.layers.Layer):
             if choice.cell in ("dw_ib", "gr_ib"):
                 put(f"{p}/expand", np.s_[:cin, :cexp], weights[f"{name}_expand"][0].reshape(cin, cexp))
             if choice.cell == "dw_ib":
-                put(f"{p}/dw", np.s_[off:off + k, off:off + k, :cexp, :], weights[f"{name}_dw"][0])
+                put(f"{p}/dw", np.s_[off : off + k, off : off + k, :cexp, :], weights[f"{name}_dw"][0])
             elif choice.cell == "gr_ib":
-                put(f"{p}/gr", np.s_[off:off + k, off:off + k, :, :cexp], weights[f"{name}_gr"][0])
+                put(f"{p}/gr", np.s_[off : off + k, off : off + k, :, :cexp], weights[f"{name}_gr"][0])
             else:
-                put(f"{p}/fused", np.s_[off:off + k, off:off + k, :cin, :cexp], weights[f"{name}_fused"][0])
+                put(f"{p}/fused", np.s_[off : off + k, off : off + k, :cin, :cexp], weights[f"{name}_fused"][0])
             for part in bn_names(choice.cell):
                 width = cout if part == "project" else cexp
                 gamma, beta = weights[f"{name}_{part}_bn"][:2]
@@ -397,8 +406,9 @@ class SupernetBlock(keras.layers.Layer):
         for key, var in self._vars.items():
             a = np.asarray(arrays[key])
             if tuple(a.shape) != tuple(var.shape):
-                raise ValueError(f"supernet weight {key}: shape {a.shape} does not match the block's "
-                                 f"{tuple(var.shape)}")
+                raise ValueError(
+                    f"supernet weight {key}: shape {a.shape} does not match the block's {tuple(var.shape)}"
+                )
             var.assign(a)
 
     def get_config(self) -> dict:
@@ -414,13 +424,17 @@ def load_block_weights(model: keras.Model, prefix: str, weights: dict) -> None:
         try:
             layer = model.get_layer(name)
         except ValueError:
-            raise ValueError(f"model {model.name!r} has no layer {name!r}: the weights belong to another block "
-                             f"choice") from None
+            raise ValueError(
+                f"model {model.name!r} has no layer {name!r}: the weights belong to another block choice"
+            ) from None
         layer.set_weights(arrays)
 
 
 def get_block_weights(model: keras.Model, prefix: str) -> dict:
     """The weights of the plain block ``prefix`` in ``model`` as ``{layer suffix: [arrays]}``."""
     start = f"{prefix}_"
-    return {layer.name[len(start):]: layer.get_weights() for layer in model.layers
-            if layer.name.startswith(start) and layer.get_weights()}
+    return {
+        layer.name[len(start) :]: layer.get_weights()
+        for layer in model.layers
+        if layer.name.startswith(start) and layer.get_weights()
+    }

@@ -58,10 +58,13 @@ def is_foldable_bn(bn, layer) -> bool:
         BatchNorms (``folds_batchnorm``: Dense and the convolutions), and ``layer`` is channels_last with no activation
         of its own between its kernel and the BatchNorm; else False.
     """
-    return (isinstance(bn, layers.BatchNormalization) and bn.axis in (-1, len(bn.input.shape) - 1)
-            and facts_for(layer).folds_batchnorm
-            and getattr(layer, "data_format", "channels_last") == "channels_last"
-            and getattr(layer, "activation", None) in (None, keras.activations.linear))
+    return (
+        isinstance(bn, layers.BatchNormalization)
+        and bn.axis in (-1, len(bn.input.shape) - 1)
+        and facts_for(layer).folds_batchnorm
+        and getattr(layer, "data_format", "channels_last") == "channels_last"
+        and getattr(layer, "activation", None) in (None, keras.activations.linear)
+    )
 
 
 def folded_weights(layer, bn) -> dict:

@@ -39,8 +39,14 @@ import numpy as np
 from ..layers import activation_name, facts_for, kernel_layout
 from .rewrite import GraphInfo, clone_layer, rebuild
 
-_ROLE = {"produce": "producer", "follow": "follower", "pass": "pass", "merge": "merge", "concat": "concat",
-         "flatten": "flatten"}
+_ROLE = {
+    "produce": "producer",
+    "follow": "follower",
+    "pass": "pass",
+    "merge": "merge",
+    "concat": "concat",
+    "flatten": "flatten",
+}
 # Activations that mix the channels of a position: not channel by channel.
 _MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
@@ -72,8 +78,9 @@ def _mixes_channels(op) -> bool:
     activation = getattr(op, "activation", None)
     if activation is None:
         return False
-    return activation_name(activation) in _MIXING_ACTIVATIONS or \
-        getattr(activation, "__name__", "") in _MIXING_ACTIVATIONS
+    return (
+        activation_name(activation) in _MIXING_ACTIVATIONS or getattr(activation, "__name__", "") in _MIXING_ACTIVATIONS
+    )
 
 
 def _makes_constants(op) -> bool:
@@ -87,16 +94,20 @@ def producer_problem(op, constant_ok=False) -> str | None:
     """Why ``op`` cannot have its output channels removed (None: it can). The messages are channel pruning's."""
     kind = type(op).__name__
     if facts_for(op).channels != "produce":
-        return (f"layer {op.name!r} ({kind}) cannot have its output channels pruned; channel pruning "
-                f"acts on Conv1D/2D/3D and Dense (depthwise channels follow the layer before them)")
+        return (
+            f"layer {op.name!r} ({kind}) cannot have its output channels pruned; channel pruning "
+            f"acts on Conv1D/2D/3D and Dense (depthwise channels follow the layer before them)"
+        )
     if getattr(op, "groups", 1) != 1:
         return f"layer {op.name!r} is a grouped convolution (groups={op.groups}); channel pruning needs groups=1"
     if not _channels_last(op):
         return f"layer {op.name!r} is channels_first; channel pruning needs channels_last"
     if not constant_ok and _makes_constants(op):
         name = activation_name(getattr(op, "activation", None))
-        return (f"layer {op.name!r} has activation {name}, which is not 0 at 0, so a pruned filter would still "
-                f"output a constant")
+        return (
+            f"layer {op.name!r} has activation {name}, which is not 0 at 0, so a pruned filter would still "
+            f"output a constant"
+        )
     return None
 
 
@@ -122,14 +133,22 @@ def channel_role(op, node=None, constant_ok=False) -> str:
     if role == "producer":
         return role if producer_problem(op, constant_ok) is None else "block"
     if role == "follower":
-        ok = (_channels_last(op) and getattr(op, "depth_multiplier", 1) == 1
-              and (not hasattr(op, "axis") or _on_last_axis(op.axis, _input_rank(op, node)))
-              and (constant_ok or not _makes_constants(op)))
+        ok = (
+            _channels_last(op)
+            and getattr(op, "depth_multiplier", 1) == 1
+            and (not hasattr(op, "axis") or _on_last_axis(op.axis, _input_rank(op, node)))
+            and (constant_ok or not _makes_constants(op))
+        )
         return role if ok else "block"
     if role == "pass":
         per_channel_constants = any(np.ndim(getattr(op, a, 0.0)) > 0 for a in ("scale", "offset"))
-        ok = (_channels_last(op) and not op.weights and not per_channel_constants and not _mixes_channels(op)
-              and (constant_ok or not _makes_constants(op)))
+        ok = (
+            _channels_last(op)
+            and not op.weights
+            and not per_channel_constants
+            and not _mixes_channels(op)
+            and (constant_ok or not _makes_constants(op))
+        )
         return role if ok else "block"
     if role == "concat":
         return role if _on_last_axis(op.axis, _input_rank(op, node)) else "block"
@@ -200,8 +219,10 @@ def _unite(info: GraphInfo, producer_of, start_node):
             for t in node.input_tensors:
                 backward(t, merge)
         else:
-            refuse(f"{_name(merge)} joins these channels with the output of {_name(node)}, whose channels cannot "
-                   f"be pruned with them")
+            refuse(
+                f"{_name(merge)} joins these channels with the output of {_name(node)}, whose channels cannot "
+                f"be pruned with them"
+            )
 
     def forward(node, mixed):
         for t in node.outputs:
@@ -229,8 +250,10 @@ def _unite(info: GraphInfo, producer_of, start_node):
                 forward(consumer, True)
             else:
                 after = " after a Concatenate or Flatten" if mixed else ""
-                refuse(f"the channels of {group.producers[0]!r} reach {_name(consumer)}{after}, which channel "
-                       f"pruning cannot follow")
+                refuse(
+                    f"the channels of {group.producers[0]!r} reach {_name(consumer)}{after}, which channel "
+                    f"pruning cannot follow"
+                )
 
     while todo:
         node = todo.pop(0)
@@ -325,9 +348,12 @@ def channel_chains(model, usable=None) -> list:
 
     def endpoint(node, consumer):
         layer = node.operation
-        return (len(node.input_tensors) == 1 and info.calls(layer) == 1
-                and channel_role(layer, node, constant_ok=True) == "producer"
-                and usable(layer, node.input_tensors[0].shape if consumer else None))
+        return (
+            len(node.input_tensors) == 1
+            and info.calls(layer) == 1
+            and channel_role(layer, node, constant_ok=True) == "producer"
+            and usable(layer, node.input_tensors[0].shape if consumer else None)
+        )
 
     chains = []
     for node in info.nodes:
@@ -345,8 +371,12 @@ def _walk_back(info, producer_of, consumer_node, endpoint):
         if id(tensor) in info.output_ids or info.consumers.get(id(tensor), []) != [reader]:
             return None
         node = producer_of.get(id(tensor))
-        if node is None or not isinstance(node.operation, keras.layers.Layer) or \
-                info.calls(node.operation) != 1 or len(node.input_tensors) != 1:
+        if (
+            node is None
+            or not isinstance(node.operation, keras.layers.Layer)
+            or info.calls(node.operation) != 1
+            or len(node.input_tensors) != 1
+        ):
             return None
         layer = node.operation
         if endpoint(node, consumer=False):
@@ -381,8 +411,10 @@ def _size_setting(op, n) -> dict:
     for key in ("units", "filters"):
         if key in config:
             return {key: n}
-    raise ValueError(f"layer {op.name!r} ({type(op).__name__}) has pruned output channels but no 'units' or "
-                     f"'filters' setting to rebuild it with fewer")
+    raise ValueError(
+        f"layer {op.name!r} ({type(op).__name__}) has pruned output channels but no 'units' or "
+        f"'filters' setting to rebuild it with fewer"
+    )
 
 
 def remove_channels(model, keep: dict) -> keras.Model:
@@ -426,10 +458,13 @@ def remove_channels(model, keep: dict) -> keras.Model:
                 new = clone_layer(op)
         elif k == "pass" or k == "merge":
             out_keep = ins[0]
-            if k == "merge" and any((a is None) != (out_keep is None) or (a is not None and not np.array_equal(
-                    a, out_keep)) for a in ins):
-                raise ValueError(f"layer {op.name!r} merges inputs whose kept channels differ; prune the layers "
-                                 f"before it as one group (prune_model does)")
+            if k == "merge" and any(
+                (a is None) != (out_keep is None) or (a is not None and not np.array_equal(a, out_keep)) for a in ins
+            ):
+                raise ValueError(
+                    f"layer {op.name!r} merges inputs whose kept channels differ; prune the layers "
+                    f"before it as one group (prune_model does)"
+                )
         elif k == "concat" and any(a is not None for a in ins):
             parts, offset = [], 0
             for a, t in zip(ins, node.input_tensors):
@@ -442,8 +477,9 @@ def remove_channels(model, keep: dict) -> keras.Model:
             positions = int(np.prod(shape[:-1]))
             out_keep = (np.arange(positions)[:, None] * shape[-1] + ins[0][None, :]).ravel()
         elif any(a is not None for a in ins):
-            raise ValueError(f"pruned channels reach layer {getattr(op, 'name', op)!r} ({type(op).__name__}), "
-                             f"which cannot drop them")
+            raise ValueError(
+                f"pruned channels reach layer {getattr(op, 'name', op)!r} ({type(op).__name__}), which cannot drop them"
+            )
         for t in node.outputs:
             keeps[id(t)] = out_keep
         if new is None:
@@ -457,5 +493,14 @@ def remove_channels(model, keep: dict) -> keras.Model:
     return rebuild(model, transform)
 
 
-__all__ = ["ChannelChain", "ChannelGroup", "channel_chains", "channel_groups", "channel_role", "output_channels",
-           "producer_problem", "remove_channels", "zero_preserving"]
+__all__ = [
+    "ChannelChain",
+    "ChannelGroup",
+    "channel_chains",
+    "channel_groups",
+    "channel_role",
+    "output_channels",
+    "producer_problem",
+    "remove_channels",
+    "zero_preserving",
+]

@@ -43,14 +43,16 @@ def functional_of(model) -> keras.Model:
         functional = getattr(model, "_functional", None)
         if functional is None:
             raise UnsupportedModelError(
-                f"Sequential model {model.name!r} is not built: give it a keras.Input first or call it on data")
+                f"Sequential model {model.name!r} is not built: give it a keras.Input first or call it on data"
+            )
         return functional
     if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth") and model.inputs:
         return model
     if isinstance(model, keras.Model):
         raise UnsupportedModelError(
             f"model {model.name!r} is a subclassed Keras model, whose graph cannot be rewritten; apply the per-layer "
-            f"decorators (keras_eff.quantize, keras_eff.prune, keras_eff.cluster) to its layers instead")
+            f"decorators (keras_eff.quantize, keras_eff.prune, keras_eff.cluster) to its layers instead"
+        )
     raise TypeError(f"expected a Keras 3 model, got {type(model).__name__}")
 
 
@@ -129,14 +131,18 @@ def refuse_rewritten(model, verb: str, keeps: str, hint: str = "") -> None:
     """
     quantized = layers_with(model, "unset_ranges")
     if quantized:
-        raise ValueError(f"model {model.name!r} is quantized (it holds {name_list(quantized)}): {verb} the float "
-                         f"model instead, then strip it and quantize the result with "
-                         f"keras_eff.quantize_model(stripped, preserve='{keeps}')")
+        raise ValueError(
+            f"model {model.name!r} is quantized (it holds {name_list(quantized)}): {verb} the float "
+            f"model instead, then strip it and quantize the result with "
+            f"keras_eff.quantize_model(stripped, preserve='{keeps}')"
+        )
     wrapped = layers_with(model, "strip_layer")
     if wrapped:
-        raise ValueError(f"model {model.name!r} holds keras-eff wrappers from an earlier prune_model or "
-                         f"cluster_model ({name_list(wrapped)}): call keras_eff.strip(model) first, then {verb} the "
-                         f"stripped model{hint}")
+        raise ValueError(
+            f"model {model.name!r} holds keras-eff wrappers from an earlier prune_model or "
+            f"cluster_model ({name_list(wrapped)}): call keras_eff.strip(model) first, then {verb} the "
+            f"stripped model{hint}"
+        )
 
 
 def name_list(layers, limit: int = 4) -> str:
@@ -205,7 +211,8 @@ def clone_layer(layer, **overrides):
             f"layer {layer.name!r} ({type(layer).__name__}) holds variables, so the new model gets a copy made from "
             f"its config (get_config/from_config), and that failed: {type(err).__name__}: {err}. Give the class a "
             f"get_config() returning its constructor's arguments (layers without variables are reused as they "
-            f"are and need none)") from err
+            f"are and need none)"
+        ) from err
 
 
 def copy_weights(src, dst):
@@ -384,8 +391,7 @@ class Rebuild:
             A new ``keras.Model`` on fresh inputs.
         """
         fn = self.info.model
-        new_inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=getattr(t, "name", None))
-                      for t in fn.inputs]
+        new_inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=getattr(t, "name", None)) for t in fn.inputs]
         for old, new in zip(fn.inputs, new_inputs):
             self.tensors[id(old)] = new if self.on_input is None else self.on_input(new)
         for node in self.info.nodes:
@@ -510,15 +516,18 @@ def clone(model, replace: dict | None = None, remove=()) -> keras.Model:
     known = {layer.name for layer in functional_of(model).layers}
     unknown = (set(replace) | remove) - known
     if unknown:
-        raise ValueError(f"no layer named {', '.join(sorted(unknown))} in model {model.name!r}; its layers are: "
-                         f"{', '.join(sorted(known))}")
+        raise ValueError(
+            f"no layer named {', '.join(sorted(unknown))} in model {model.name!r}; its layers are: "
+            f"{', '.join(sorted(known))}"
+        )
 
     def transform(rb, node, args, kwargs):
         name = getattr(node.operation, "name", None)
         if name in remove:
             if len(node.input_tensors) != 1:
-                raise ValueError(f"layer {name!r} has {len(node.input_tensors)} inputs; only single-input layers "
-                                 f"can be removed")
+                raise ValueError(
+                    f"layer {name!r} has {len(node.input_tensors)} inputs; only single-input layers can be removed"
+                )
             return args[0]
         if name in replace:
             return replace[name](*args, **kwargs)

@@ -29,6 +29,24 @@ from .registry import (
     unregister_layer,
 )
 
-__all__ = ["CHANNELS", "FIXED_RANGES", "HARD_SWISH", "LAYOUTS", "LayerFacts", "LayerFactsError", "OUTPUT_RANGES",
-           "PROTOCOL", "UNKNOWN", "activation_name", "channel_shape", "facts_for", "is_known", "kernel_layout",
-           "kernel_names", "main_kernel", "register_layer", "registered_classes", "unregister_layer"]
+__all__ = [
+    "CHANNELS",
+    "FIXED_RANGES",
+    "HARD_SWISH",
+    "LAYOUTS",
+    "LayerFacts",
+    "LayerFactsError",
+    "OUTPUT_RANGES",
+    "PROTOCOL",
+    "UNKNOWN",
+    "activation_name",
+    "channel_shape",
+    "facts_for",
+    "is_known",
+    "kernel_layout",
+    "kernel_names",
+    "main_kernel",
+    "register_layer",
+    "registered_classes",
+    "unregister_layer",
+]

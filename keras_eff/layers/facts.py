@@ -101,8 +101,9 @@ class LayerFacts:
 
     def __post_init__(self):
         if not isinstance(self.kernels, dict) or not all(isinstance(k, str) for k in self.kernels):
-            raise LayerFactsError(f"LayerFacts.kernels must map weight names to a layout {LAYOUTS}, got "
-                                  f"{self.kernels!r}")
+            raise LayerFactsError(
+                f"LayerFacts.kernels must map weight names to a layout {LAYOUTS}, got {self.kernels!r}"
+            )
         bad = {k: v for k, v in self.kernels.items() if v not in LAYOUTS}
         if bad:
             raise LayerFactsError(f"LayerFacts.kernels: layout {bad} must be one of {LAYOUTS}")
@@ -170,8 +171,9 @@ class LayerFacts:
         """
         unknown = set(config) - set(cls.__dataclass_fields__)
         if unknown:
-            raise LayerFactsError(f"LayerFacts config has unknown keys {sorted(unknown)}; allowed: "
-                                  f"{sorted(cls.__dataclass_fields__)}")
+            raise LayerFactsError(
+                f"LayerFacts config has unknown keys {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}"
+            )
         config = dict(config)
         if config.get("fixed_range") is not None:
             config["fixed_range"] = tuple(config["fixed_range"])

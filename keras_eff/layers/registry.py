@@ -33,11 +33,20 @@ _INHERIT = LayerFacts(output_range="inherit", channels="pass")
 _OWN_MERGE = LayerFacts(output_range="own", channels="merge")
 
 
-def _conv(layout="last", *, quantized=True, per_channel=True, folds=True, channels="produce", int8="linear",
-          kernels=None):
-    return LayerFacts(kernels=kernels or {"kernel": layout}, output_range="own" if quantized else "float",
-                      fuses_activation=quantized, folds_batchnorm=folds, per_channel=per_channel and quantized,
-                      prunable=True, clusterable=True, channels=channels, int8_kernel=int8 if quantized else None)
+def _conv(
+    layout="last", *, quantized=True, per_channel=True, folds=True, channels="produce", int8="linear", kernels=None
+):
+    return LayerFacts(
+        kernels=kernels or {"kernel": layout},
+        output_range="own" if quantized else "float",
+        fuses_activation=quantized,
+        folds_batchnorm=folds,
+        per_channel=per_channel and quantized,
+        prunable=True,
+        clusterable=True,
+        channels=channels,
+        int8_kernel=int8 if quantized else None,
+    )
 
 
 _SEPARABLE = {"depthwise_kernel": "depthwise", "pointwise_kernel": "last"}
@@ -89,10 +98,23 @@ _BUILTIN: dict = {
     layers.ActivityRegularization: LayerFacts(output_range="inherit"),
 }
 _BUILTIN[layers.MaxPooling3D] = LayerFacts(channels="pass")  # no 3-D pooling in TFLite
-for _cls in (layers.MaxPooling1D, layers.MaxPooling2D, layers.GlobalMaxPooling1D,
-             layers.GlobalMaxPooling2D, layers.ZeroPadding1D, layers.ZeroPadding2D, layers.Cropping1D,
-             layers.Cropping2D, layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.GaussianNoise,
-             layers.GaussianDropout, layers.Identity, layers.UpSampling2D):
+for _cls in (
+    layers.MaxPooling1D,
+    layers.MaxPooling2D,
+    layers.GlobalMaxPooling1D,
+    layers.GlobalMaxPooling2D,
+    layers.ZeroPadding1D,
+    layers.ZeroPadding2D,
+    layers.Cropping1D,
+    layers.Cropping2D,
+    layers.Dropout,
+    layers.SpatialDropout1D,
+    layers.SpatialDropout2D,
+    layers.GaussianNoise,
+    layers.GaussianDropout,
+    layers.Identity,
+    layers.UpSampling2D,
+):
     _BUILTIN[_cls] = _INHERIT
 
 
@@ -141,8 +163,10 @@ except ImportError:  # pragma: no cover - another Keras layout
     pass
 
 # Keras ops met as nodes of functional graphs, by the op's class name.
-_OPS = {name: LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES[key])
-        for name, key in (("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Softmax", "softmax"))}
+_OPS = {
+    name: LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES[key])
+    for name, key in (("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Softmax", "softmax"))
+}
 _OP_DEFAULT = LayerFacts(output_range="own")
 
 _REGISTERED: dict = {}
@@ -175,8 +199,10 @@ def register_layer(cls, facts):
     if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
         raise LayerFactsError(f"register_layer expects a Keras layer class, got {cls!r}")
     if not (isinstance(facts, LayerFacts) or callable(facts)):
-        raise LayerFactsError(f"register_layer({cls.__name__}, ...) expects LayerFacts or a function layer -> "
-                              f"LayerFacts, got {type(facts).__name__}")
+        raise LayerFactsError(
+            f"register_layer({cls.__name__}, ...) expects LayerFacts or a function layer -> "
+            f"LayerFacts, got {type(facts).__name__}"
+        )
     _REGISTERED[cls] = facts
     return cls
 
@@ -215,8 +241,9 @@ def _checked(layer, facts, where):
         have = {w.path.split("/")[-1] for w in layer.weights} | {n for n in facts.kernels if hasattr(layer, n)}
         missing = [n for n in facts.kernels if n not in have]
         if missing:
-            raise LayerFactsError(f"{where} names kernels {missing} that layer {layer.name!r} does not have "
-                                  f"(its weights: {sorted(have)})")
+            raise LayerFactsError(
+                f"{where} names kernels {missing} that layer {layer.name!r} does not have (its weights: {sorted(have)})"
+            )
     return facts
 
 
@@ -257,8 +284,10 @@ def facts_for(op) -> LayerFacts:
             return entry
         facts = entry(op)
         if not isinstance(facts, LayerFacts):
-            raise LayerFactsError(f"the facts function registered for {cls.__name__} returned "
-                                  f"{type(facts).__name__} for layer {op.name!r}, not LayerFacts")
+            raise LayerFactsError(
+                f"the facts function registered for {cls.__name__} returned "
+                f"{type(facts).__name__} for layer {op.name!r}, not LayerFacts"
+            )
         return _checked(op, facts, f"the facts registered for {cls.__name__}")
     return UNKNOWN
 

@@ -16,8 +16,9 @@ from .wrapper import PruneWrapper
 
 def pruning_wrappers(model) -> list:
     """Every PruneWrapper inside ``model`` (nested models included), in layer order."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, PruneWrapper)]
+    return [
+        layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, PruneWrapper)
+    ]
 
 
 def update_group(members, step, due=None):
@@ -100,13 +101,19 @@ class UpdatePruning(keras.callbacks.Callback):
         self._save_step()
         for w in self._wrappers:
             w.arm(False)
-        late = {w.layer.name: w.schedule.end_step for w in self._wrappers
-                if w.schedule is not None and w.schedule.end_step is not None and self._step < w.schedule.end_step}
+        late = {
+            w.layer.name: w.schedule.end_step
+            for w in self._wrappers
+            if w.schedule is not None and w.schedule.end_step is not None and self._step < w.schedule.end_step
+        }
         if late:
             first = next(iter(late.items()))
-            warnings.warn(f"training stopped at step {self._step}, before the pruning schedule's end_step "
-                          f"({first[1]} for layer {first[0]!r}): the final sparsity was not reached; train longer "
-                          f"or lower end_step", stacklevel=2)
+            warnings.warn(
+                f"training stopped at step {self._step}, before the pruning schedule's end_step "
+                f"({first[1]} for layer {first[0]!r}): the final sparsity was not reached; train longer "
+                f"or lower end_step",
+                stacklevel=2,
+            )
 
     def get_config(self):
         return {}
@@ -186,8 +193,7 @@ class PruningSummary(keras.callbacks.Callback):
         metadata.plugin_data.plugin_name = "scalars"
         with self._writer.as_default():
             for key, value in entries.items():
-                tf.summary.write(key, tf.constant(value, tf.float32), step=epoch,
-                                 metadata=metadata.SerializeToString())
+                tf.summary.write(key, tf.constant(value, tf.float32), step=epoch, metadata=metadata.SerializeToString())
         self._writer.flush()
 
     def on_train_end(self, logs=None):

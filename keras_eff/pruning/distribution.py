@@ -73,8 +73,10 @@ def log_proportional(sizes: dict, target: float, max_sparsity: float = 0.98) -> 
         if not free or weight <= 0:
             if abs(budget) <= 1e-9 * total:
                 return {**dict.fromkeys(free, 0.0), **capped}
-            raise ValueError(f"target sparsity {target} cannot be reached with each layer capped at "
-                             f"{max_sparsity}: too few weights in layers that can take more zeros")
+            raise ValueError(
+                f"target sparsity {target} cannot be reached with each layer capped at "
+                f"{max_sparsity}: too few weights in layers that can take more zeros"
+            )
         alpha = budget / weight
         out = {name: alpha * math.log(n) for name, n in free.items()}
         over = {name for name, s in out.items() if s > max_sparsity}
@@ -91,8 +93,10 @@ def resolve(distribution, sizes: dict, target: float, max_sparsity: float = 0.98
         return uniform(sizes, target)
     if distribution in ("log", "log_proportional"):
         return log_proportional(sizes, target, max_sparsity)
-    raise ValueError(f"unknown distribution {distribution!r}: use 'uniform', 'log' (log-proportional) or a dict "
-                     f"{{layer name: sparsity}}")
+    raise ValueError(
+        f"unknown distribution {distribution!r}: use 'uniform', 'log' (log-proportional) or a dict "
+        f"{{layer name: sparsity}}"
+    )
 
 
 def weighted_sparsity(sparsities: dict, sizes: dict) -> float:

@@ -100,8 +100,9 @@ def _plan(model, cfg: PruningConfig):
     listing = ", ".join(sorted(names))
     for name in cfg.skip:
         if name not in names:
-            raise ValueError(f"skip names layer {name!r}, which model {model.name!r} does not have; its layers are: "
-                             f"{listing}")
+            raise ValueError(
+                f"skip names layer {name!r}, which model {model.name!r} does not have; its layers are: {listing}"
+            )
     schedule: PruningSchedule
     if cfg.schedule is None:
         if isinstance(structure, tuple):
@@ -109,8 +110,10 @@ def _plan(model, cfg: PruningConfig):
         elif isinstance(cfg.distribution, dict):
             schedule = ConstantSparsity(0.5, begin_step=0)
         else:
-            raise ValueError("prune_model needs a schedule: e.g. keras_eff.pruning.PolynomialDecay(0.0, 0.8, "
-                             "begin_step=0, end_step=1000), or a sparsity such as 0.8 (constant from step 0)")
+            raise ValueError(
+                "prune_model needs a schedule: e.g. keras_eff.pruning.PolynomialDecay(0.0, 0.8, "
+                "begin_step=0, end_step=1000), or a sparsity such as 0.8 (constant from step 0)"
+            )
     else:
         schedule = as_schedule(cfg.schedule)
         if isinstance(structure, tuple):
@@ -120,8 +123,10 @@ def _plan(model, cfg: PruningConfig):
     if explicit is not None:
         for name, s in explicit.items():
             if name not in names:
-                raise ValueError(f"distribution names layer {name!r}, which model {model.name!r} does not have; "
-                                 f"its layers are: {listing}")
+                raise ValueError(
+                    f"distribution names layer {name!r}, which model {model.name!r} does not have; "
+                    f"its layers are: {listing}"
+                )
             reason = unprunable_reason(names[name], structure)
             if reason:
                 raise ValueError(reason)
@@ -134,8 +139,10 @@ def _plan(model, cfg: PruningConfig):
         if cfg.distribution not in dist.DISTRIBUTIONS and cfg.distribution != "log_proportional":
             dist.resolve(cfg.distribution, {}, 0.0)  # raises, naming the allowed values
         if isinstance(structure, tuple) and cfg.distribution != "uniform":
-            raise ValueError(f"N:M pruning has a fixed sparsity of {1 - structure[1] / structure[2]:g}; use "
-                             f"distribution='uniform' with it")
+            raise ValueError(
+                f"N:M pruning has a fixed sparsity of {1 - structure[1] / structure[2]:g}; use "
+                f"distribution='uniform' with it"
+            )
         candidates = []
         for layer in all_layers:
             if not is_prunable(layer):
@@ -157,8 +164,10 @@ def _plan(model, cfg: PruningConfig):
         for g in groups:
             held = [n for n in g.producers if n in cfg.skip]
             if held and g.reason is None:
-                g.reason = (f"its channels are joined (through a residual Add) with those of {held[0]!r}, which "
-                            f"skip keeps dense")
+                g.reason = (
+                    f"its channels are joined (through a residual Add) with those of {held[0]!r}, which "
+                    f"skip keeps dense"
+                )
         sizes = {n: _size(names[n]) for g in groups for n in g.producers}
         usable = [g for g in groups if g.reason is None]
         for g in groups:
@@ -180,9 +189,13 @@ def _plan(model, cfg: PruningConfig):
         for n in candidates:
             plan[n] = (schedule.with_target(targets[n]), structure, None)
     if not plan:
-        raise ValueError(f"no layer of model {model.name!r} can be pruned with these settings: "
-                         + ("; ".join(f"{k}: {v}" for k, v in skipped.items())
-                            or "it has no prunable layer (conv, dense or another layer with a kernel)"))
+        raise ValueError(
+            f"no layer of model {model.name!r} can be pruned with these settings: "
+            + (
+                "; ".join(f"{k}: {v}" for k, v in skipped.items())
+                or "it has no prunable layer (conv, dense or another layer with a kernel)"
+            )
+        )
     return plan, skipped
 
 
@@ -191,10 +204,12 @@ def _check_nm_target(structure, sparsity, what) -> None:
     _, n, m = structure
     fixed = 1 - n / m
     if abs(float(sparsity) - fixed) > 1e-6:
-        raise ValueError(f"structure '{n}:{m}' keeps {n} of every {m} weights, a sparsity of {fixed:g}, but "
-                         f"{what} is {float(sparsity):g}: leave the schedule out (the default is "
-                         f"ConstantSparsity({fixed:g})), give one whose target is {fixed:g} (its steps then say when "
-                         f"the N:M masks apply), or choose N:M with 1 - N/M = {float(sparsity):g}")
+        raise ValueError(
+            f"structure '{n}:{m}' keeps {n} of every {m} weights, a sparsity of {fixed:g}, but "
+            f"{what} is {float(sparsity):g}: leave the schedule out (the default is "
+            f"ConstantSparsity({fixed:g})), give one whose target is {fixed:g} (its steps then say when "
+            f"the N:M masks apply), or choose N:M with 1 - N/M = {float(sparsity):g}"
+        )
 
 
 def _targets(cfg, schedule, sizes):
@@ -205,10 +220,21 @@ def _targets(cfg, schedule, sizes):
     return dist.resolve(cfg.distribution, sizes, schedule.target, cfg.max_sparsity)
 
 
-@config_keywords(PruningConfig, ("schedule", "distribution", "structure", "min_weights", "skip_depthwise", "skip",
-                                 "max_sparsity"))
-def prune_model(model, schedule=None, distribution="uniform", structure=None, *, min_weights=1024,
-                skip_depthwise=True, skip=(), max_sparsity=0.98, config: PruningConfig | None = None):
+@config_keywords(
+    PruningConfig, ("schedule", "distribution", "structure", "min_weights", "skip_depthwise", "skip", "max_sparsity")
+)
+def prune_model(
+    model,
+    schedule=None,
+    distribution="uniform",
+    structure=None,
+    *,
+    min_weights=1024,
+    skip_depthwise=True,
+    skip=(),
+    max_sparsity=0.98,
+    config: PruningConfig | None = None,
+):
     """Wraps every prunable layer of a copy of ``model`` for magnitude pruning.
 
     The overall target sparsity (the schedule's final one) is shared among the layers by ``distribution``; each
@@ -250,8 +276,9 @@ def prune_model(model, schedule=None, distribution="uniform", structure=None, *,
         final = keras_eff.strip(pruned)
         ```
     """
-    cfg = config or PruningConfig(schedule, distribution, structure, min_weights, skip_depthwise, tuple(skip),
-                                  max_sparsity)
+    cfg = config or PruningConfig(
+        schedule, distribution, structure, min_weights, skip_depthwise, tuple(skip), max_sparsity
+    )
     if isinstance(model, keras.Model):
         refuse_rewritten(model, "prune", "sparsity")
         check_finite_weights(model, "pruning it")

@@ -40,14 +40,21 @@ class SparsityReport:
         Returns:
             A dict with the keys rows, pruned_sparsity, total_sparsity and skipped.
         """
-        return {"rows": self.rows, "pruned_sparsity": self.pruned_sparsity, "total_sparsity": self.total_sparsity,
-                "skipped": self.skipped}
+        return {
+            "rows": self.rows,
+            "pruned_sparsity": self.pruned_sparsity,
+            "total_sparsity": self.total_sparsity,
+            "skipped": self.skipped,
+        }
 
     def __str__(self):
-        table = markdown_table(self.rows, ["layer", "type", "weights", "zeros", "sparsity", "target", "structure",
-                                           "status"])
-        return (f"{table}\npruned layers: {self.pruned_sparsity:.2%} zeros; all prunable kernels: "
-                f"{self.total_sparsity:.2%} zeros\n")
+        table = markdown_table(
+            self.rows, ["layer", "type", "weights", "zeros", "sparsity", "target", "structure", "status"]
+        )
+        return (
+            f"{table}\npruned layers: {self.pruned_sparsity:.2%} zeros; all prunable kernels: "
+            f"{self.total_sparsity:.2%} zeros\n"
+        )
 
 
 def _channel_groups(model) -> dict:
@@ -73,9 +80,14 @@ def _dense_reason(layer, structure, size, groups) -> str:
     rules = ["below min_weights", "named in skip"]
     if structure is None and depthwise_only(layer):
         rules.insert(0, "a depthwise kernel (skip_depthwise)")
-    joined = "" if group is None or len(group.producers) < 2 else (
-        f"; its channels are joined with those of {', '.join(p for p in group.producers if p != layer.name)}, "
-        f"pruned together or not at all")
+    joined = (
+        ""
+        if group is None or len(group.producers) < 2
+        else (
+            f"; its channels are joined with those of {', '.join(p for p in group.producers if p != layer.name)}, "
+            f"pruned together or not at all"
+        )
+    )
     return f"not selected ({size:,} weights; {', '.join(rules[:-1])} or {rules[-1]}{joined})"
 
 
@@ -133,11 +145,18 @@ def sparsity_report(model) -> SparsityReport:
             status = f"dense: {skipped[target.name]}"
         else:
             status = "not wrapped"
-        rows.append({"layer": target.name, "type": type(target).__name__, "weights": n, "zeros": zeros,
-                     "sparsity": zeros / n if n else 0.0,
-                     "target": None if w is None else float(w.schedule.target),
-                     "structure": None if w is None else (format_structure(w.structure) or "unstructured"),
-                     "status": status})
+        rows.append(
+            {
+                "layer": target.name,
+                "type": type(target).__name__,
+                "weights": n,
+                "zeros": zeros,
+                "sparsity": zeros / n if n else 0.0,
+                "target": None if w is None else float(w.schedule.target),
+                "structure": None if w is None else (format_structure(w.structure) or "unstructured"),
+                "status": status,
+            }
+        )
     pruned = [r for r in rows if r["status"] == "pruned"]
 
     def frac(rs):

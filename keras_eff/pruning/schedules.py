@@ -25,8 +25,11 @@ def _check_sparsity(name, value, allow_zero=True):
 
 
 def _check_step(name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-            isinstance(value, float) and value.is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int,))
+        and not (isinstance(value, float) and value.is_integer())
+    ):
         raise TypeError(f"{name} must be an integer step, got {value!r}")
     value = int(value)
     if value < minimum:
@@ -148,8 +151,7 @@ class PolynomialDecay(PruningSchedule):
         ```
     """
 
-    def __init__(self, initial_sparsity=0.0, final_sparsity=0.5, begin_step=0, end_step=1000, power=3,
-                 frequency=100):
+    def __init__(self, initial_sparsity=0.0, final_sparsity=0.5, begin_step=0, end_step=1000, power=3, frequency=100):
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
         self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
         self.begin_step = _check_step("begin_step", begin_step)
@@ -157,8 +159,10 @@ class PolynomialDecay(PruningSchedule):
         if self.end_step <= self.begin_step:
             raise ValueError(f"end_step ({self.end_step}) must be greater than begin_step ({self.begin_step})")
         if self.initial_sparsity > self.final_sparsity:
-            raise ValueError(f"initial_sparsity ({self.initial_sparsity}) must not exceed final_sparsity "
-                             f"({self.final_sparsity}): pruning only removes weights")
+            raise ValueError(
+                f"initial_sparsity ({self.initial_sparsity}) must not exceed final_sparsity "
+                f"({self.final_sparsity}): pruning only removes weights"
+            )
         power = float(power)
         if not math.isfinite(power) or power <= 0:
             raise ValueError(f"power must be a positive number, got {power}")
@@ -210,13 +214,24 @@ class PolynomialDecay(PruningSchedule):
         """
         sparsity = _check_sparsity("sparsity", sparsity)
         ratio = sparsity / self.final_sparsity if self.final_sparsity else 0.0
-        return PolynomialDecay(min(self.initial_sparsity * ratio, sparsity), sparsity, self.begin_step,
-                               self.end_step, self.power, self.frequency)
+        return PolynomialDecay(
+            min(self.initial_sparsity * ratio, sparsity),
+            sparsity,
+            self.begin_step,
+            self.end_step,
+            self.power,
+            self.frequency,
+        )
 
     def get_config(self):
-        return {"initial_sparsity": self.initial_sparsity, "final_sparsity": self.final_sparsity,
-                "begin_step": self.begin_step, "end_step": self.end_step, "power": self.power,
-                "frequency": self.frequency}
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
@@ -297,8 +312,12 @@ class ConstantSparsity(PruningSchedule):
         return ConstantSparsity(sparsity, self.begin_step, self.frequency, self.end_step)
 
     def get_config(self):
-        return {"target_sparsity": self.target_sparsity, "begin_step": self.begin_step,
-                "frequency": self.frequency, "end_step": self.end_step}
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "frequency": self.frequency,
+            "end_step": self.end_step,
+        }
 
 
 def as_schedule(schedule) -> PruningSchedule:
@@ -309,6 +328,8 @@ def as_schedule(schedule) -> PruningSchedule:
         return ConstantSparsity(schedule, begin_step=0)
     if isinstance(schedule, dict):
         return keras.saving.deserialize_keras_object(schedule)
-    raise TypeError(f"schedule must be a PolynomialDecay, a ConstantSparsity or a sparsity in [0, 1), got "
-                    f"{type(schedule).__name__}: e.g. keras_eff.pruning.PolynomialDecay(0.0, 0.8, begin_step=0, "
-                    f"end_step=1000)")
+    raise TypeError(
+        f"schedule must be a PolynomialDecay, a ConstantSparsity or a sparsity in [0, 1), got "
+        f"{type(schedule).__name__}: e.g. keras_eff.pruning.PolynomialDecay(0.0, 0.8, begin_step=0, "
+        f"end_step=1000)"
+    )

@@ -59,8 +59,9 @@ def parse_structure(structure):
             if not 0 < n < m:
                 raise ValueError(f"structure {structure!r}: N:M needs 0 < N < M (keep N of every M weights)")
             return ("nm", n, m)
-    raise ValueError(f"unknown pruning structure {structure!r}: use None (unstructured), 'N:M' such as '2:4', or "
-                     f"'channels'")
+    raise ValueError(
+        f"unknown pruning structure {structure!r}: use None (unstructured), 'N:M' such as '2:4', or 'channels'"
+    )
 
 
 def format_structure(parsed) -> str | None:
@@ -79,9 +80,11 @@ def unprunable_reason(layer, structure=None) -> str | None:
     parsed = parse_structure(structure)
     kind = type(layer).__name__
     if not is_prunable(layer):
-        return (f"layer {layer.name!r} ({kind}) has no kernel pruning can act on; prunable layers are Conv, "
-                f"DepthwiseConv, SeparableConv, Conv*Transpose, Dense and Embedding, and custom layers that declare "
-                f"prunable kernels (keras_eff_facts() or keras_eff.layers.register_layer)")
+        return (
+            f"layer {layer.name!r} ({kind}) has no kernel pruning can act on; prunable layers are Conv, "
+            f"DepthwiseConv, SeparableConv, Conv*Transpose, Dense and Embedding, and custom layers that declare "
+            f"prunable kernels (keras_eff_facts() or keras_eff.layers.register_layer)"
+        )
     if parsed is None:
         return None
     if parsed == "channels":
@@ -89,14 +92,18 @@ def unprunable_reason(layer, structure=None) -> str | None:
         return producer_problem(layer, constant_ok=True)
     _, n, m = parsed
     if facts_for(layer).channels != "produce":  # a kernel (..., c_in, c_out): Conv and Dense
-        return (f"layer {layer.name!r} ({kind}): {n}:{m} pruning groups the input channels of Conv and Dense "
-                f"kernels; {kind} has none to group")
+        return (
+            f"layer {layer.name!r} ({kind}): {n}:{m} pruning groups the input channels of Conv and Dense "
+            f"kernels; {kind} has none to group"
+        )
     if getattr(layer, "groups", 1) != 1:
         return f"layer {layer.name!r} is a grouped convolution; {n}:{m} pruning needs groups=1"
     if layer.built:
         weights = {w.path.split("/")[-1]: w for w in layer.weights}
         cin = weights[kernel_names(layer)[-1]].shape[-2]
         if cin % m:
-            return (f"layer {layer.name!r} has {cin} input channels, not a multiple of {m}, so its kernel cannot "
-                    f"be split into groups of {m} for {n}:{m} pruning")
+            return (
+                f"layer {layer.name!r} has {cin} input channels, not a multiple of {m}, so its kernel cannot "
+                f"be split into groups of {m} for {n}:{m} pruning"
+            )
     return None

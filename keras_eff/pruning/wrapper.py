@@ -19,9 +19,11 @@ from . import masks as masks_lib
 from .schedules import as_schedule
 from .structured import format_structure, parse_structure, unprunable_reason, weight_names
 
-_MISSING_CALLBACK = ("a pruned model is being trained without the keras_eff.callbacks.UpdatePruning() callback; "
-                     "pass callbacks=[keras_eff.callbacks.UpdatePruning()] to fit, or the masks never follow the "
-                     "schedule")
+_MISSING_CALLBACK = (
+    "a pruned model is being trained without the keras_eff.callbacks.UpdatePruning() callback; "
+    "pass callbacks=[keras_eff.callbacks.UpdatePruning()] to fit, or the masks never follow the "
+    "schedule"
+)
 
 
 # Masks, step counter and the armed flag are set only between steps, by UpdatePruning on the host (cross-replica
@@ -95,12 +97,16 @@ class PruneWrapper(layers.Wrapper):
         self.group = group
         if self.is_follower:
             if not follower_weight_names(layer):
-                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) cannot follow a pruned channel; "
-                                 f"followers are BatchNormalization and depthwise convolutions")
+                raise ValueError(
+                    f"layer {layer.name!r} ({type(layer).__name__}) cannot follow a pruned channel; "
+                    f"followers are BatchNormalization and depthwise convolutions"
+                )
         else:
             if self.schedule is None:
-                raise ValueError(f"pruning layer {layer.name!r} needs a schedule, e.g. "
-                                 f"keras_eff.pruning.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)")
+                raise ValueError(
+                    f"pruning layer {layer.name!r} needs a schedule, e.g. "
+                    f"keras_eff.pruning.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)"
+                )
             reason = unprunable_reason(layer, self.structure)
             if reason:
                 raise ValueError(reason)
@@ -128,22 +134,36 @@ class PruneWrapper(layers.Wrapper):
                 channels = kernel.shape[0]
             elif kernel_layout(self.layer, _name(kernel)) == "depthwise":
                 if getattr(self.layer, "depth_multiplier", 1) != 1:
-                    raise ValueError(f"depthwise layer {self.layer.name!r} has depth_multiplier "
-                                     f"{self.layer.depth_multiplier}; channel pruning follows only multiplier 1")
+                    raise ValueError(
+                        f"depthwise layer {self.layer.name!r} has depth_multiplier "
+                        f"{self.layer.depth_multiplier}; channel pruning follows only multiplier 1"
+                    )
                 channels = kernel.shape[-2]
             else:
                 channels = kernel.shape[-1]
-            self.masks.append(self.add_weight(name="channel_mask", shape=(channels,), initializer="ones",
-                                              trainable=False, aggregation=_HOST_SET))
+            self.masks.append(
+                self.add_weight(
+                    name="channel_mask", shape=(channels,), initializer="ones", trainable=False, aggregation=_HOST_SET
+                )
+            )
         else:
             self._masked = [weights[n] for n in weight_names(self.layer)]
             for w in self._masked:
-                self.masks.append(self.add_weight(name=f"{w.path.split('/')[-1]}_mask", shape=w.shape,
-                                                  initializer="ones", trainable=False, aggregation=_HOST_SET))
-        self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int64", initializer="zeros",
-                                            trainable=False, aggregation=_HOST_SET)
-        self.armed = self.add_weight(name="armed", shape=(), dtype="int32", initializer="zeros", trainable=False,
-                                     aggregation=_HOST_SET)
+                self.masks.append(
+                    self.add_weight(
+                        name=f"{w.path.split('/')[-1]}_mask",
+                        shape=w.shape,
+                        initializer="ones",
+                        trainable=False,
+                        aggregation=_HOST_SET,
+                    )
+                )
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), dtype="int64", initializer="zeros", trainable=False, aggregation=_HOST_SET
+        )
+        self.armed = self.add_weight(
+            name="armed", shape=(), dtype="int32", initializer="zeros", trainable=False, aggregation=_HOST_SET
+        )
         self.built = True
 
     def load_own_variables(self, store):
@@ -305,9 +325,13 @@ class PruneWrapper(layers.Wrapper):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"schedule": None if self.schedule is None else keras.saving.serialize_keras_object(
-                           self.schedule),
-                       "structure": format_structure(self.structure), "group": self.group})
+        config.update(
+            {
+                "schedule": None if self.schedule is None else keras.saving.serialize_keras_object(self.schedule),
+                "structure": format_structure(self.structure),
+                "group": self.group,
+            }
+        )
         return config
 
     @classmethod

@@ -15,10 +15,25 @@ from .encodings import export_encodings
 from .equalize import EqualizationReport, equalize
 from .params import RENAMED as _RENAMED
 
-__all__ = ["AdaRoundConfig", "AdaRoundReport", "AutoQuantConfig", "AutoQuantResult", "BiasCorrectionConfig",
-           "BiasCorrectionReport", "EqualizationReport", "EqualizeConfig", "adaround", "auto_quant",
-           "bias_correction", "divergence", "equalize", "export_encodings", "plot_sensitivity",
-           "plot_weight_ranges", "weight_ranges"]
+__all__ = [
+    "AdaRoundConfig",
+    "AdaRoundReport",
+    "AutoQuantConfig",
+    "AutoQuantResult",
+    "BiasCorrectionConfig",
+    "BiasCorrectionReport",
+    "EqualizationReport",
+    "EqualizeConfig",
+    "adaround",
+    "auto_quant",
+    "bias_correction",
+    "divergence",
+    "equalize",
+    "export_encodings",
+    "plot_sensitivity",
+    "plot_weight_ranges",
+    "weight_ranges",
+]
 
 # the names before the …Config convention: for one release, with a DeprecationWarning
 __getattr__ = _deprecated_aliases(__name__, _RENAMED)

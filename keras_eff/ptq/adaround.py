@@ -47,8 +47,10 @@ class AdaRoundReport:
     def __str__(self):
         lines = [f"AdaRound of {len(self.layers)} layers"]
         for name, r in self.layers.items():
-            lines.append(f"  {name}: {r['bits']}-bit, reconstruction MSE {r['mse_nearest']:.4g} (nearest) -> "
-                         f"{r['mse_adaround']:.4g}, {100 * r['flipped']:.1f}% rounded the other way")
+            lines.append(
+                f"  {name}: {r['bits']}-bit, reconstruction MSE {r['mse_nearest']:.4g} (nearest) -> "
+                f"{r['mse_adaround']:.4g}, {100 * r['flipped']:.1f}% rounded the other way"
+            )
         lines += [f"  skipped {n}: {why}" for n, why in self.skipped]
         return "\n".join(lines)
 
@@ -147,7 +149,7 @@ def _optimize(wrapper, xs, params, rng, bar, xf=None):
         t.assign_add(1.0)
         m1.assign(b1 * m1 + (1 - b1) * grad)
         m2.assign(b2 * m2 + (1 - b2) * tf.square(grad))
-        v.assign_sub(lr * (m1 / (1 - b1 ** t)) / (tf.sqrt(m2 / (1 - b2 ** t)) + 1e-8))
+        v.assign_sub(lr * (m1 / (1 - b1**t)) / (tf.sqrt(m2 / (1 - b2**t)) + 1e-8))
 
     # targets: the float layer on the float model's inputs (asymmetric reconstruction) or on the quantized inputs
     xf = xs if xf is None else xf
@@ -171,7 +173,7 @@ def _optimize(wrapper, xs, params, rng, bar, xf=None):
         return tf.reduce_mean(tf.reduce_sum(tf.reshape(tf.square(d), (-1, tf.shape(d)[-1])), axis=-1))
 
     def mse(k):
-        errs = [float(hard_error(xs[i:i + 256], xf[i:i + 256], k)) for i in range(0, len(xs), 256)]
+        errs = [float(hard_error(xs[i : i + 256], xf[i : i + 256], k)) for i in range(0, len(xs), 256)]
         return float(np.mean(errs))
 
     nearest_k = layer_ops.from_channels_last(layer, name, nearest_t * scale_t, shape4)
@@ -185,20 +187,28 @@ def _optimize(wrapper, xs, params, rng, bar, xf=None):
         else:
             progress = (it - warm) / max(1, params.iterations - warm)
             beta, reg_on = params.beta_start + (params.beta_end - params.beta_start) * progress, 1.0
-        recon, reg, loss = step(tf.constant(xs[idx]), tf.constant(xf[idx]), tf.constant(beta, tf.float32),
-                                tf.constant(reg_on, tf.float32))
+        recon, reg, loss = step(
+            tf.constant(xs[idx]), tf.constant(xf[idx]), tf.constant(beta, tf.float32), tf.constant(reg_on, tf.float32)
+        )
         if it % max(1, params.iterations // 50) == 0 or it == params.iterations - 1:
             curve.append((it, float(recon), float(reg), float(loss)))
         bar.update(1)
-    hard = np.where(pinned, np.clip(np.round(ratio), -n, n),
-                    np.clip(floor + (np.asarray(v) >= 0), -n, n)).astype(np.float32)
+    hard = np.where(pinned, np.clip(np.round(ratio), -n, n), np.clip(floor + (np.asarray(v) >= 0), -n, n)).astype(
+        np.float32
+    )
     new_cl = snap_to_grid(wrapper, hard * scale)
     final_k = np.asarray(layer_ops.from_channels_last(layer, name, tf.constant(new_cl), shape4))
     mse_ada = mse(tf.constant(final_k))
     flipped = float(np.mean(hard != np.clip(np.round(ratio), -n, n)))
-    return final_k, dict(bits=wrapper.weight_quantizer.bits, mse_nearest=mse_nearest, mse_adaround=mse_ada,
-                         flipped=flipped, curve=curve, warm_start=warm,
-                         per_channel=wrapper.weight_quantizer.per_channel)
+    return final_k, dict(
+        bits=wrapper.weight_quantizer.bits,
+        mse_nearest=mse_nearest,
+        mse_adaround=mse_ada,
+        flipped=flipped,
+        curve=curve,
+        warm_start=warm,
+        per_channel=wrapper.weight_quantizer.per_channel,
+    )
 
 
 def _float_targets(model, wrapper, x, xs, originals):
@@ -215,18 +225,25 @@ def _float_inputs(float_model, wrapper, x, batch_size=64):
     try:
         layer = float_model.get_layer(wrapper.layer.name)
     except ValueError:
-        nested = any(getattr(layer, "name", None) == wrapper.layer.name
-                     for layer in float_model._flatten_layers(include_self=False, recursive=True))
+        nested = any(
+            getattr(layer, "name", None) == wrapper.layer.name
+            for layer in float_model._flatten_layers(include_self=False, recursive=True)
+        )
         if nested:
-            raise ValueError(f"layer {wrapper.layer.name!r} lies inside a nested model of float_model "
-                             f"{float_model.name!r}: leave float_model out (the default computes the float inputs "
-                             f"from the quantized model with its quantizers bypassed)") from None
-        raise ValueError(f"float_model {float_model.name!r} has no layer named {wrapper.layer.name!r}: give the "
-                         f"float model that was quantized (after equalize / fold_batchnorm), or leave float_model "
-                         f"out") from None
+            raise ValueError(
+                f"layer {wrapper.layer.name!r} lies inside a nested model of float_model "
+                f"{float_model.name!r}: leave float_model out (the default computes the float inputs "
+                f"from the quantized model with its quantizers bypassed)"
+            ) from None
+        raise ValueError(
+            f"float_model {float_model.name!r} has no layer named {wrapper.layer.name!r}: give the "
+            f"float model that was quantized (after equalize / fold_batchnorm), or leave float_model "
+            f"out"
+        ) from None
     probe = keras.Model(float_model.input, tensors_in(float_model, layer))
-    out = np.concatenate([np.asarray(probe(x[i:i + batch_size], training=False))
-                          for i in range(0, len(x), batch_size)])
+    out = np.concatenate(
+        [np.asarray(probe(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    )
     return out
 
 
@@ -283,8 +300,10 @@ def adaround(quantized_model, data, config: AdaRoundConfig | dict | None = None,
     for w in wrappers:
         reason = common.supported_reason(w)
         if reason is None and w.batchnorm is not None:
-            reason = ("a BatchNorm is folded inside the quantized layer, so its kernel is not the exported one: "
-                      "fold BatchNorm before quantize_model (keras_eff.ptq.equalize or keras_eff.graph.fold_batchnorm)")
+            reason = (
+                "a BatchNorm is folded inside the quantized layer, so its kernel is not the exported one: "
+                "fold BatchNorm before quantize_model (keras_eff.ptq.equalize or keras_eff.graph.fold_batchnorm)"
+            )
         if reason is None and not (w.weight_symmetric and (params.weight_bits or w.weight_bits) <= 8):
             reason = f"weights must be symmetric with at most 8 bits (got {w.weight_quantizer!r})"
         if reason:
@@ -292,8 +311,10 @@ def adaround(quantized_model, data, config: AdaRoundConfig | dict | None = None,
         else:
             todo.append(w)
     if not todo:
-        raise ValueError(f"AdaRound found no layer it can handle in model {quantized_model.name!r}: "
-                         + "; ".join(f"{n}: {r}" for n, r in report.skipped))
+        raise ValueError(
+            f"AdaRound found no layer it can handle in model {quantized_model.name!r}: "
+            + "; ".join(f"{n}: {r}" for n, r in report.skipped)
+        )
     rng = np.random.default_rng(params.seed)
     originals = [(w.layer.kernel, np.asarray(w.layer.kernel)) for w in todo]  # float kernels, for the targets
     with tqdm(total=len(todo) * params.iterations, desc="AdaRound", unit="it", leave=False) as bar:

@@ -108,8 +108,12 @@ def plot_sensitivity(sensitivity: dict, path, parameters: dict | None = None) ->
     fig, ax = subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
     step = 0.8 / max(1, len(widths))
     for i, b in enumerate(widths):
-        ax.bar(np.arange(len(names)) + i * step - 0.4 + step / 2, [sensitivity[n].get(b, np.nan) for n in names],
-               width=step, label=f"{b}-bit")
+        ax.bar(
+            np.arange(len(names)) + i * step - 0.4 + step / 2,
+            [sensitivity[n].get(b, np.nan) for n in names],
+            width=step,
+            label=f"{b}-bit",
+        )
     labels = [f"{n}\n({parameters[n]:,})" if parameters else n for n in names]
     ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
@@ -131,8 +135,9 @@ def _tflite_tensor_for(names, wrapper_name) -> int | None:
     return found
 
 
-def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tolerance_lsb: float = 2.0,
-               path=None) -> dict:
+def divergence(
+    quantized_model, data, tflite_model=None, samples: int = 16, tolerance_lsb: float = 2.0, path=None
+) -> dict:
     """Measures, per quantized layer, how far the int8 TFLite tensor lies from the simulation, in output LSBs, and
     finds the first layer that drifts beyond ``tolerance_lsb``.
 
@@ -166,8 +171,11 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
     model_bytes = te.read_model(tflite_model) if tflite_model is not None else te.to_tflite(quantized_model)
     # read first: a damaged file is refused naming it (and the bad tensor) before LiteRT's own readers trip on it
     graph = te.read_graph(tflite_model if tflite_model is not None else model_bytes)
-    interp = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp = Interpreter(
+        model_content=model_bytes,
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     inp = interp.get_input_details()[0]
     shape = list(inp["shape"])
     shape[0] = 1
@@ -185,7 +193,7 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
     diffs: list[list[np.ndarray]] = [[] for _ in matched]  # per layer: |TFLite - simulated| in LSB, per input
     in_scale, in_zp = inp["quantization"]
     for i in range(len(x)):
-        interp.set_tensor(inp["index"], te.quantize(x[i:i + 1], in_scale, in_zp, inp["dtype"]))
+        interp.set_tensor(inp["index"], te.quantize(x[i : i + 1], in_scale, in_zp, inp["dtype"]))
         interp.invoke()
         for j, (_, t) in enumerate(matched):
             info = graph.tensors[t]
@@ -196,8 +204,13 @@ def divergence(quantized_model, data, tflite_model=None, samples: int = 16, tole
     first = None
     for (w, t), parts in zip(matched, diffs):
         d = np.concatenate(parts)
-        row = {"layer": w.layer.name, "tflite_tensor": graph.tensors[t].name.split(";")[0],
-               "max_lsb": float(d.max()), "mean_lsb": float(d.mean()), "share_off": float(np.mean(d > 0.5))}
+        row = {
+            "layer": w.layer.name,
+            "tflite_tensor": graph.tensors[t].name.split(";")[0],
+            "max_lsb": float(d.max()),
+            "mean_lsb": float(d.mean()),
+            "share_off": float(np.mean(d > 0.5)),
+        }
         rows.append(row)
         if first is None and row["max_lsb"] > tolerance_lsb:
             first = w.layer.name

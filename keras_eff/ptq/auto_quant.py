@@ -104,9 +104,11 @@ def _check_report_path(report_path) -> str:
         os.unlink(probe)
     except OSError as err:
         why = err.strerror or str(err)
-        raise type(err)(f"auto_quant cannot write its report to {str(path)!r}: {why} ({str(path.parent)!r}). Give "
-                        f"a report_path in a writable folder, or report_path=None for no files; no step was "
-                        f"run") from err
+        raise type(err)(
+            f"auto_quant cannot write its report to {str(path)!r}: {why} ({str(path.parent)!r}). Give "
+            f"a report_path in a writable folder, or report_path=None for no files; no step was "
+            f"run"
+        ) from err
     return str(path)
 
 
@@ -114,23 +116,42 @@ def _write_report(result, path, options, config):
     stem = os.path.splitext(path)[0]
     plot = stem + ".png"
     _plot(result, plot)
-    rows = [dict(step=s["step"], score=s["score"], drop=s["drop"], seconds=s["seconds"],
-                 target_met="yes" if s["met"] else "no") for s in result.steps]
+    rows = [
+        dict(
+            step=s["step"],
+            score=s["score"],
+            drop=s["drop"],
+            seconds=s["seconds"],
+            target_met="yes" if s["met"] else "no",
+        )
+        for s in result.steps
+    ]
     skipped = [s for s in options.steps if s not in [r["step"] for r in result.steps]]
-    md = (f"# AutoQuant report\n\nFloat score {result.float_score:.4f}; target {result.target:.4f} "
-          f"(allowed drop {options.allowed_drop}). Weights {config.weight_bits}-bit "
-          f"{config.weight_granularity}, activations {config.activation_bits}-bit.\n\n"
-          + markdown_table(rows, ["step", "score", "drop", "seconds", "target_met"])
-          + f"\nBest: **{result.best_step}** ({'target met' if result.target_met else 'target not met'}).\n"
-          + (f"Not tried (target met before): {', '.join(skipped)}.\n" if skipped else "")
-          + f"\n![scores per step]({os.path.basename(plot)})\n")
+    md = (
+        f"# AutoQuant report\n\nFloat score {result.float_score:.4f}; target {result.target:.4f} "
+        f"(allowed drop {options.allowed_drop}). Weights {config.weight_bits}-bit "
+        f"{config.weight_granularity}, activations {config.activation_bits}-bit.\n\n"
+        + markdown_table(rows, ["step", "score", "drop", "seconds", "target_met"])
+        + f"\nBest: **{result.best_step}** ({'target met' if result.target_met else 'target not met'}).\n"
+        + (f"Not tried (target met before): {', '.join(skipped)}.\n" if skipped else "")
+        + f"\n![scores per step]({os.path.basename(plot)})\n"
+    )
     atomic_write(path, md)
     result.report_path, result.plot_path = path, plot
 
 
-def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *,
-               config: AutoQuantConfig | dict | None = None, quant_config: QuantConfig | None = None,
-               report_path: str | None = "auto_quant.md", progress: bool = True, **kwargs) -> AutoQuantResult:
+def auto_quant(
+    model,
+    data,
+    eval_fn,
+    allowed_drop: float | None = None,
+    *,
+    config: AutoQuantConfig | dict | None = None,
+    quant_config: QuantConfig | None = None,
+    report_path: str | None = "auto_quant.md",
+    progress: bool = True,
+    **kwargs,
+) -> AutoQuantResult:
     """Tries post-training quantization steps on a float model, in order, until the score is within the allowed drop.
 
     The steps: ``"ptq"`` (quantize_model + calibrate), ``"cle"`` (`equalize`, then the same), ``"cle+bc"`` (plus
@@ -175,8 +196,7 @@ def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *,
     """
     if isinstance(config, QuantConfig):
         if quant_config is not None:
-            raise TypeError("auto_quant got a QuantConfig as config= and quant_config=; give it once, as "
-                            "quant_config=")
+            raise TypeError("auto_quant got a QuantConfig as config= and quant_config=; give it once, as quant_config=")
         warn_deprecated("auto_quant(config=QuantConfig(...))", "auto_quant(quant_config=QuantConfig(...))")
         config, quant_config = None, config
     if allowed_drop is not None:
@@ -214,8 +234,9 @@ def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *,
                 calibrate(q, x, progress=progress)
         score = _score(eval_fn, q, f"step {step!r}")
         met = score >= target
-        result.steps.append(dict(step=step, score=score, drop=float_score - score,
-                                 seconds=time.perf_counter() - t0, met=met))
+        result.steps.append(
+            dict(step=step, score=score, drop=float_score - score, seconds=time.perf_counter() - t0, met=met)
+        )
         if progress:
             print(f"auto_quant: {step}: {score:.4f} (float {float_score:.4f}, target {target:.4f})")
         if score > best:
@@ -227,9 +248,11 @@ def auto_quant(model, data, eval_fn, allowed_drop: float | None = None, *,
             _write_report(result, report_path, options, qconfig)
         except OSError as err:
             result.report_path = result.plot_path = None
-            result.report_error = (f"auto_quant could not write the report to {report_path!r} "
-                                   f"({type(err).__name__}: {err}); the result is returned all the same (best step "
-                                   f"{result.best_step!r})")
+            result.report_error = (
+                f"auto_quant could not write the report to {report_path!r} "
+                f"({type(err).__name__}: {err}); the result is returned all the same (best step "
+                f"{result.best_step!r})"
+            )
             warnings.warn(result.report_error, RuntimeWarning, stacklevel=2)
     attach_report(result.model, "auto_quant", replace(result, model=None))
     return result

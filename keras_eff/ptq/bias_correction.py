@@ -27,8 +27,13 @@ from .config import BiasCorrectionConfig
 # Layers that keep the mean of each channel (the expectation the analytical correction needs passes through). Kept
 # here, not read from the registry: its channels="pass" / output_range="inherit" also cover max pooling, padding and
 # cropping, which change a channel's mean; "keeps the mean" is this technique's own condition.
-_PASS = (layers.Dropout, layers.Identity, layers.SpatialDropout2D, layers.GlobalAveragePooling2D,
-         layers.AveragePooling2D)
+_PASS = (
+    layers.Dropout,
+    layers.Identity,
+    layers.SpatialDropout2D,
+    layers.GlobalAveragePooling2D,
+    layers.AveragePooling2D,
+)
 
 
 @dataclass
@@ -110,7 +115,7 @@ def _empirical(model, x, params, report, wrappers):
         fk = common.float_kernels(w)
         total, count = 0.0, 0
         for i in range(0, len(xs), params.batch_size):
-            xb = xs[i:i + params.batch_size]
+            xb = xs[i : i + params.batch_size]
             err = np.asarray(common.pre_activation(w, xb, qk)) - np.asarray(common.pre_activation(w, xb, fk))
             total = total + err.reshape(-1, err.shape[-1]).sum(axis=0)
             count += int(np.prod(err.shape[:-1]))
@@ -155,8 +160,12 @@ def _analytical(model, statistics, report, wrappers):
     for w in wrappers:
         name = w.layer.name
         if not lm.is_scalable(w.layer):
-            report.skipped.append((name, (f"analytical correction handles Conv2D, DepthwiseConv2D and Dense, not "
-                                          f"{type(w.layer).__name__}")))
+            report.skipped.append(
+                (
+                    name,
+                    (f"analytical correction handles Conv2D, DepthwiseConv2D and Dense, not {type(w.layer).__name__}"),
+                )
+            )
             continue
         src = _producer(info, w)
         stats = None if src is None else _statistics_of(src, statistics)
@@ -179,19 +188,24 @@ def _statistics_from(statistics) -> dict:
     if isinstance(statistics, keras.Model):
         report = get_reports(statistics).get("equalization")
         if report is None:
-            raise ValueError(f"statistics={statistics.name!r} is a model without an equalization report: pass the "
-                             f"model keras_eff.ptq.equalize returned (in this process), or its report")
+            raise ValueError(
+                f"statistics={statistics.name!r} is a model without an equalization report: pass the "
+                f"model keras_eff.ptq.equalize returned (in this process), or its report"
+            )
         statistics = report
     if statistics is not None and hasattr(statistics, "statistics"):
         statistics = statistics.statistics
     if statistics is not None and not isinstance(statistics, dict):
-        raise TypeError(f"statistics takes an equalized model, an EqualizationReport or its statistics dict, got "
-                        f"{type(statistics).__name__}")
+        raise TypeError(
+            f"statistics takes an equalized model, an EqualizationReport or its statistics dict, got "
+            f"{type(statistics).__name__}"
+        )
     return statistics or {}
 
 
-def bias_correction(quantized_model, data=None, config: BiasCorrectionConfig | dict | None = None, *,
-                    statistics=None, **kwargs):
+def bias_correction(
+    quantized_model, data=None, config: BiasCorrectionConfig | dict | None = None, *, statistics=None, **kwargs
+):
     """Makes a copy of a quantized model whose biases make up for the shift its quantized weights add to each
     layer's mean output (Nagel et al. 2019).
 
@@ -240,9 +254,11 @@ def bias_correction(quantized_model, data=None, config: BiasCorrectionConfig | d
     else:
         statistics = _statistics_from(statistics)
         if not statistics and not any(w.batchnorm is not None for w in common.quantized_layers(quantized_model)):
-            raise ValueError("bias_correction without data needs BatchNorm statistics: pass statistics=equalized "
-                             "(the model keras_eff.ptq.equalize returned, or its report), quantize a model whose "
-                             "BatchNorms are still there, or give data for the empirical correction")
+            raise ValueError(
+                "bias_correction without data needs BatchNorm statistics: pass statistics=equalized "
+                "(the model keras_eff.ptq.equalize returned, or its report), quantize a model whose "
+                "BatchNorms are still there, or give data for the empirical correction"
+            )
     new = common.copy_quantized(quantized_model)
     wrappers = common.quantized_layers(new, params.layers)
     report = BiasCorrectionReport()

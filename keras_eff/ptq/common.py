@@ -37,14 +37,18 @@ def quantized_layers(model, names=None) -> list:
         raise TypeError(f"expected a quantized Keras model (keras_eff.quantize_model), got {type(model).__name__}")
     wrappers = [w for w, _ in _walk(model)]
     if not wrappers:
-        raise ValueError(f"model {model.name!r} has no quantized conv or dense layers: quantize it first with "
-                         f"keras_eff.quantize_model")
+        raise ValueError(
+            f"model {model.name!r} has no quantized conv or dense layers: quantize it first with "
+            f"keras_eff.quantize_model"
+        )
     if names is not None:
         known = {w.layer.name: w for w in wrappers}
         unknown = [n for n in names if n not in known and f"quant_{n}" not in known]
         if unknown:
-            raise ValueError(f"no quantized layer named {unknown} in model {model.name!r}; its quantized layers are: "
-                             f"{', '.join(known)}")
+            raise ValueError(
+                f"no quantized layer named {unknown} in model {model.name!r}; its quantized layers are: "
+                f"{', '.join(known)}"
+            )
         wrappers = [w for w in wrappers if w.layer.name in names or w.name in names]
     return wrappers
 
@@ -84,7 +88,7 @@ def layer_inputs(model, wrapper, x, batch_size=64) -> np.ndarray:
     stages.append(_probe(outer, wrapper))
     out = []
     for i in range(0, len(x), batch_size):
-        h = x[i:i + batch_size]
+        h = x[i : i + batch_size]
         for stage in stages:
             h = stage(h, training=False)
         out.append(np.asarray(h))
@@ -105,8 +109,11 @@ def quantizers_bypassed(model):
     weight quantizer returns the weights unchanged. Everything is restored on leaving, errors included: ranges,
     quantizers and the model's outputs are as before. Eager calls only (what ``layer_inputs`` makes)."""
     acts = [(q, q.calibrating, q._calibration) for q in activation_quantizers(model)]
-    holders = [(layer, layer.weight_quantizer) for layer in model._flatten_layers(include_self=False, recursive=True)
-               if isinstance(getattr(layer, "weight_quantizer", None), WeightQuantizer)]
+    holders = [
+        (layer, layer.weight_quantizer)
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(getattr(layer, "weight_quantizer", None), WeightQuantizer)
+    ]
     try:
         for q, _, _ in acts:
             q.calibrating, q._calibration = True, None

@@ -165,8 +165,10 @@ class AdaRoundConfig(_Config):
         if self.weight_bits is not None:
             check_bits(self.weight_bits, "weight_bits")
             if self.weight_bits > 8:
-                raise ValueError(f"weight_bits={self.weight_bits} is out of range: AdaRound works on the 2–8 bit "
-                                 f"grids int8 TFLite holds")
+                raise ValueError(
+                    f"weight_bits={self.weight_bits} is out of range: AdaRound works on the 2–8 bit "
+                    f"grids int8 TFLite holds"
+                )
         if self.layers is not None:
             self.layers = tuple(self.layers)
 

@@ -16,12 +16,19 @@ from ..quantization import QuantizeWrapper, activation_quantizers, layer_ops
 def _activation_encoding(q) -> dict:
     lo = min(float(np.asarray(q.range_min)), 0.0)
     hi = max(float(np.asarray(q.range_max)), lo + 1e-8)
-    levels = 2 ** q.bits - 1
+    levels = 2**q.bits - 1
     scale = (hi - lo) / levels
     qmin = -(2 ** (q.bits - 1))
     offset = int(np.clip(qmin + round(-lo / scale), qmin, qmin + levels))
-    return {"bitwidth": q.bits, "dtype": "int", "is_symmetric": q.symmetric, "scale": scale, "offset": offset,
-            "min": (qmin - offset) * scale, "max": (qmin + levels - offset) * scale}
+    return {
+        "bitwidth": q.bits,
+        "dtype": "int",
+        "is_symmetric": q.symmetric,
+        "scale": scale,
+        "offset": offset,
+        "min": (qmin - offset) * scale,
+        "max": (qmin + levels - offset) * scale,
+    }
 
 
 def _weight_encodings(wrapper) -> dict:
@@ -33,8 +40,17 @@ def _weight_encodings(wrapper) -> dict:
         scales = np.atleast_1d(np.asarray(wq.scale(k), np.float64))
         n = 2 ** (wq.bits - 1) - 1
         out[f"{wrapper.layer.name}/{name}"] = [
-            {"bitwidth": wq.bits, "dtype": "int", "is_symmetric": wq.symmetric, "scale": float(s), "offset": 0,
-             "min": float(-n * s), "max": float(n * s)} for s in scales]
+            {
+                "bitwidth": wq.bits,
+                "dtype": "int",
+                "is_symmetric": wq.symmetric,
+                "scale": float(s),
+                "offset": 0,
+                "min": float(-n * s),
+                "max": float(n * s),
+            }
+            for s in scales
+        ]
     return out
 
 
@@ -61,8 +77,11 @@ def export_encodings(quantized_model, path=None) -> dict:
         keras_eff.ptq.export_encodings(q, "encodings.json")
         ```
     """
-    wrappers = [layer for layer in quantized_model._flatten_layers(include_self=False, recursive=True)
-                if isinstance(layer, QuantizeWrapper)]
+    wrappers = [
+        layer
+        for layer in quantized_model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, QuantizeWrapper)
+    ]
     if not wrappers:
         raise ValueError(f"model {quantized_model.name!r} is not quantized: run keras_eff.quantize_model first")
     activation_encodings: dict[str, list] = {}

@@ -71,8 +71,10 @@ class EqualizationReport:
     ranges_after: dict = field(default_factory=dict)
 
     def __str__(self):
-        summary = (f"{len(self.folded_batchnorm)} BatchNorms folded, {len(self.pairs)} layer pairs equalized in "
-                   f"{self.iterations} sweeps, bias absorbed into {len(self.absorbed)} layers")
+        summary = (
+            f"{len(self.folded_batchnorm)} BatchNorms folded, {len(self.pairs)} layer pairs equalized in "
+            f"{self.iterations} sweeps, bias absorbed into {len(self.absorbed)} layers"
+        )
         lines = [summary]
         if self.relu6_replaced:
             lines.append(f"  ReLU6 replaced by ReLU: {', '.join(self.relu6_replaced)}")
@@ -85,11 +87,17 @@ class EqualizationReport:
         Returns:
             A dict with one key per attribute, tuples as lists.
         """
-        return {"pairs": [list(p) for p in self.pairs], "iterations": self.iterations,
-                "relu6_replaced": list(self.relu6_replaced), "skipped_pairs": [list(p) for p in self.skipped_pairs],
-                "absorbed": self.absorbed, "folded_batchnorm": list(self.folded_batchnorm),
-                "statistics": self.statistics, "ranges_before": self.ranges_before,
-                "ranges_after": self.ranges_after}
+        return {
+            "pairs": [list(p) for p in self.pairs],
+            "iterations": self.iterations,
+            "relu6_replaced": list(self.relu6_replaced),
+            "skipped_pairs": [list(p) for p in self.skipped_pairs],
+            "absorbed": self.absorbed,
+            "folded_batchnorm": list(self.folded_batchnorm),
+            "statistics": self.statistics,
+            "ranges_before": self.ranges_before,
+            "ranges_after": self.ranges_after,
+        }
 
 
 def _own_activation(layer) -> str | None:
@@ -136,8 +144,15 @@ def _find_pairs(model, params, report) -> list:
                 if relu6 and not params.relu6_to_relu:
                     report.skipped_pairs.append((first.name, op.name, "ReLU6 between (relu6_to_relu=False)"))
                 else:
-                    pairs.append(_Pair(first.name, op.name, "relu" if act == "relu6" else act, relu6,
-                                       shift_ok and lm.padding_free(op)))
+                    pairs.append(
+                        _Pair(
+                            first.name,
+                            op.name,
+                            "relu" if act == "relu6" else act,
+                            relu6,
+                            shift_ok and lm.padding_free(op),
+                        )
+                    )
                 break
             else:
                 break

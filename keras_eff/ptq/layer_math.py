@@ -86,6 +86,9 @@ def padding_free(layer) -> bool:
 
 def kernel_and_bias(layer):
     kernel = np.asarray(layer.kernel, np.float64)
-    bias = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(
-        kernel.shape[2] if _depthwise(layer) else kernel.shape[-1])
+    bias = (
+        np.asarray(layer.bias, np.float64)
+        if layer.use_bias
+        else np.zeros(kernel.shape[2] if _depthwise(layer) else kernel.shape[-1])
+    )
     return kernel, bias

@@ -5,10 +5,12 @@
 from ..options import deprecated_aliases
 from .config import AdaRoundConfig, AutoQuantConfig, BiasCorrectionConfig, EqualizeConfig
 
-RENAMED = {"EqualizeParams": (EqualizeConfig, "keras_eff.ptq.EqualizeConfig"),
-           "BiasCorrectionParams": (BiasCorrectionConfig, "keras_eff.ptq.BiasCorrectionConfig"),
-           "AdaRoundParams": (AdaRoundConfig, "keras_eff.ptq.AdaRoundConfig"),
-           "AutoQuantParams": (AutoQuantConfig, "keras_eff.ptq.AutoQuantConfig")}
+RENAMED = {
+    "EqualizeParams": (EqualizeConfig, "keras_eff.ptq.EqualizeConfig"),
+    "BiasCorrectionParams": (BiasCorrectionConfig, "keras_eff.ptq.BiasCorrectionConfig"),
+    "AdaRoundParams": (AdaRoundConfig, "keras_eff.ptq.AdaRoundConfig"),
+    "AutoQuantParams": (AutoQuantConfig, "keras_eff.ptq.AutoQuantConfig"),
+}
 
 __getattr__ = deprecated_aliases(__name__, RENAMED)
 

@@ -11,12 +11,32 @@ from .quantizers import FIXED_RANGES, ActivationQuantizer, WeightQuantizer, fake
 from .report import QuantizationReport, quantization_report
 from .wrapper import QuantizeWrapper
 
-__all__ = ["FIXED_RANGES", "ActivationQuantizer", "FreezeBatchNorm", "FreezeRanges", "LayerQuantSpec",
-           "MixedPrecisionConfig", "MixedPrecisionResult", "QuantConfig", "QuantizationReport", "QuantizeWrapper",
-           "WeightQuantizer", "activation_quantizers", "calibrate", "fake_quant", "fake_quant_per_channel",
-           "layer_sensitivity", "mixed_precision", "place_ranges", "quantization_report", "quantize",
-           "quantize_model", "set_integer_kernels"]
+__all__ = [
+    "FIXED_RANGES",
+    "ActivationQuantizer",
+    "FreezeBatchNorm",
+    "FreezeRanges",
+    "LayerQuantSpec",
+    "MixedPrecisionConfig",
+    "MixedPrecisionResult",
+    "QuantConfig",
+    "QuantizationReport",
+    "QuantizeWrapper",
+    "WeightQuantizer",
+    "activation_quantizers",
+    "calibrate",
+    "fake_quant",
+    "fake_quant_per_channel",
+    "layer_sensitivity",
+    "mixed_precision",
+    "place_ranges",
+    "quantization_report",
+    "quantize",
+    "quantize_model",
+    "set_integer_kernels",
+]
 
 # the name before the …Config convention: for one release, with a DeprecationWarning
-__getattr__ = _deprecated_aliases(__name__, {"MixedPrecisionParams": (MixedPrecisionConfig,
-                                                                     "keras_eff.quantization.MixedPrecisionConfig")})
+__getattr__ = _deprecated_aliases(
+    __name__, {"MixedPrecisionParams": (MixedPrecisionConfig, "keras_eff.quantization.MixedPrecisionConfig")}
+)

@@ -45,30 +45,57 @@ def supported_reason(mha, node) -> str | None:
 class QuantizedAttention(CompositeQuantized):
     """Multi-head attention computed with fake-quantized projections and ranges on every intermediate tensor."""
 
-    def __init__(self, num_heads, key_dim, value_dim, output_dim, use_bias=True, weight_bits=8, bits=8,
-                 symmetric=False, ema_decay=0.99, quantizers=None, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        value_dim,
+        output_dim,
+        use_bias=True,
+        weight_bits=8,
+        bits=8,
+        symmetric=False,
+        ema_decay=0.99,
+        quantizers=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_heads, self.key_dim, self.value_dim = int(num_heads), int(key_dim), int(value_dim)
         self.output_dim, self.use_bias = int(output_dim), bool(use_bias)
-        self.weight_bits, self.bits, self.symmetric, self.ema_decay = int(weight_bits), int(bits), bool(symmetric), \
-            float(ema_decay)
+        self.weight_bits, self.bits, self.symmetric, self.ema_decay = (
+            int(weight_bits),
+            int(bits),
+            bool(symmetric),
+            float(ema_decay),
+        )
         act = dict(bits=bits, symmetric=symmetric, ema_decay=ema_decay)
-        self._init_steps(STEPS, quantizers, lambda step: ActivationQuantizer(
-            **act, fixed_range=FIXED_RANGES["softmax"] if step == "probabilities" else None,
-            name=f"{self.name}_{step}_range"))
+        self._init_steps(
+            STEPS,
+            quantizers,
+            lambda step: ActivationQuantizer(
+                **act,
+                fixed_range=FIXED_RANGES["softmax"] if step == "probabilities" else None,
+                name=f"{self.name}_{step}_range",
+            ),
+        )
         self.weight_quantizer = WeightQuantizer(weight_bits, True, False)
 
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
         key_shape = value_shape if key_shape is None else key_shape
         h, kd, vd = self.num_heads, self.key_dim, self.value_dim
-        dims = {"query": (query_shape[-1], h * kd), "key": (key_shape[-1], h * kd), "value": (value_shape[-1], h * vd),
-                "output": (h * vd, self.output_dim)}
+        dims = {
+            "query": (query_shape[-1], h * kd),
+            "key": (key_shape[-1], h * kd),
+            "value": (value_shape[-1], h * vd),
+            "output": (h * vd, self.output_dim),
+        }
         for name, (fan_in, fan_out) in dims.items():
             setattr(self, f"{name}_kernel", self.add_weight(name=f"{name}_kernel", shape=(fan_in, fan_out)))
             if self.use_bias:
-                setattr(self, f"{name}_bias", self.add_weight(name=f"{name}_bias", shape=(fan_out,),
-                                                              initializer="zeros"))
+                setattr(
+                    self, f"{name}_bias", self.add_weight(name=f"{name}_bias", shape=(fan_out,), initializer="zeros")
+                )
         self._build_steps()
         self.built = True
 
@@ -103,17 +130,33 @@ class QuantizedAttention(CompositeQuantized):
         return self._project("output", context, q["output"], training)
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
-                "value_dim": self.value_dim, "output_dim": self.output_dim, "use_bias": self.use_bias,
-                "weight_bits": self.weight_bits, "bits": self.bits, "symmetric": self.symmetric,
-                "ema_decay": self.ema_decay}
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "value_dim": self.value_dim,
+            "output_dim": self.output_dim,
+            "use_bias": self.use_bias,
+            "weight_bits": self.weight_bits,
+            "bits": self.bits,
+            "symmetric": self.symmetric,
+            "ema_decay": self.ema_decay,
+        }
 
 
 def from_attention(mha, spec_kwargs, weight_bits, shapes) -> QuantizedAttention:
     """A QuantizedAttention with ``mha``'s weights (EinsumDense kernels reshaped to 2-D)."""
     output_dim = shapes[0][-1] if mha._output_shape is None else int(np.prod(mha._output_shape))
-    layer = QuantizedAttention(mha.num_heads, mha.key_dim, mha.value_dim or mha.key_dim, output_dim=output_dim,
-                               use_bias=mha.use_bias, weight_bits=weight_bits, name=mha.name, **spec_kwargs)
+    layer = QuantizedAttention(
+        mha.num_heads,
+        mha.key_dim,
+        mha.value_dim or mha.key_dim,
+        output_dim=output_dim,
+        use_bias=mha.use_bias,
+        weight_bits=weight_bits,
+        name=mha.name,
+        **spec_kwargs,
+    )
     layer.build(*shapes)
     for name in PROJECTIONS:
         dense = getattr(mha, f"_{name}_dense")

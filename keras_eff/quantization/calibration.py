@@ -18,8 +18,11 @@ def activation_quantizers(model) -> list:
         A list of the `ActivationQuantizer` layers inside ``model`` (those owned by wrappers and nested models
         included), in layer order; empty for a float model.
     """
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, ActivationQuantizer)]
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, ActivationQuantizer)
+    ]
 
 
 def _check_data(model, data, max_samples=None, what="calibration data"):
@@ -62,15 +65,16 @@ def calibrate(model, data, batch_size: int = 64, max_samples: int | None = 1024,
     max_samples = check_count(max_samples, "max_samples", allow_none=True, what="the most inputs to calibrate on")
     quantizers = activation_quantizers(model)
     if not quantizers:
-        raise ValueError(f"model {model.name!r} has no activation quantizers: quantize it first with "
-                         f"keras_eff.quantize_model")
+        raise ValueError(
+            f"model {model.name!r} has no activation quantizers: quantize it first with keras_eff.quantize_model"
+        )
     x = _check_data(model, data, max_samples)
     for q in quantizers:
         q.calibrating, q._calibration = True, None
     try:
         batches = range(0, len(x), batch_size)
         for i in tqdm(batches, desc="calibrating", disable=not progress or len(batches) < 4, leave=False):
-            model(x[i:i + batch_size], training=False)
+            model(x[i : i + batch_size], training=False)
     finally:
         for q in quantizers:
             q.finish_calibration()

@@ -21,8 +21,10 @@ class CompositeQuantized(keras.layers.Layer):
         if quantizers is None:
             self.step_quantizers = [make(step) for step in names]
         else:
-            self.step_quantizers = [q if isinstance(q, ActivationQuantizer) else
-                                    keras.saving.deserialize_keras_object(q) for q in quantizers]
+            self.step_quantizers = [
+                q if isinstance(q, ActivationQuantizer) else keras.saving.deserialize_keras_object(q)
+                for q in quantizers
+            ]
         self._export_view = False
 
     @property

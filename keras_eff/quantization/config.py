@@ -141,8 +141,9 @@ class QuantConfig:
                 raise TypeError(f"overrides[{key!r}] must be a dict of settings, got {type(values).__name__}")
             unknown = set(values) - _SPEC_KEYS
             if unknown:
-                raise ValueError(f"overrides[{key!r}] has unknown settings {sorted(unknown)}; known: "
-                                 f"{sorted(_SPEC_KEYS)}")
+                raise ValueError(
+                    f"overrides[{key!r}] has unknown settings {sorted(unknown)}; known: {sorted(_SPEC_KEYS)}"
+                )
             replace(self._default, **values)  # validates the values
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
@@ -184,8 +185,10 @@ class QuantConfig:
         known = set(layer_names) | set(layer_classes)
         unknown = [k for k in list(self.overrides) + list(self.skip) if k not in known]
         if unknown:
-            raise ValueError(f"QuantConfig names {unknown}, which match no layer name or layer class of the model; "
-                             f"its layers are: {', '.join(sorted(layer_names))}")
+            raise ValueError(
+                f"QuantConfig names {unknown}, which match no layer name or layer class of the model; "
+                f"its layers are: {', '.join(sorted(layer_names))}"
+            )
 
     def get_config(self):
         out = asdict(self)

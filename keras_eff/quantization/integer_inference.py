@@ -33,9 +33,11 @@ KERNELS = ("xnnpack", "builtin", "micro", None)
 
 def check_kernels(kernels):
     if kernels not in KERNELS:
-        raise ValueError(f"integer_kernels={kernels!r} must be one of {KERNELS}: 'xnnpack' (LiteRT's default), "
-                         f"'builtin' (LiteRT without delegates), 'micro' (TFLite Micro) or None (fake-quant "
-                         f"arithmetic at inference too)")
+        raise ValueError(
+            f"integer_kernels={kernels!r} must be one of {KERNELS}: 'xnnpack' (LiteRT's default), "
+            f"'builtin' (LiteRT without delegates), 'micro' (TFLite Micro) or None (fake-quant "
+            f"arithmetic at inference too)"
+        )
     return kernels
 
 
@@ -107,6 +109,7 @@ def mean(layer, x, in_scale, out_scale, out_zero_point, kernels="xnnpack", in_ze
 # -- HARD_SWISH: LiteRT's built-in int8 kernel (XNNPACK does not take it), 16-bit fixed point ------------------------
 # All integer steps below run in float64, where every intermediate (products of two int16 values) is exact.
 
+
 class _Pool2D:
     """The pooling settings ``average_pool`` reads, for a 1-D pooling run as a 2-D one."""
 
@@ -120,8 +123,12 @@ def average_pool(layer, x, scale, zero_point):
     positions, divided by their count in integers, rounding half away from zero, ``(acc ± n/2) / n``. ``x`` lies on
     the grid (scale, zero point), which the output shares."""
     if len(x.shape) == 3:  # AveragePooling1D: the converter runs it as a 2-D pooling over (1, width)
-        pooled = average_pool(_Pool2D((1,) + tuple(layer.pool_size), (1,) + tuple(layer.strides), layer.padding),
-                              ops.expand_dims(x, 1), scale, zero_point)
+        pooled = average_pool(
+            _Pool2D((1,) + tuple(layer.pool_size), (1,) + tuple(layer.strides), layer.padding),
+            ops.expand_dims(x, 1),
+            scale,
+            zero_point,
+        )
         return ops.squeeze(pooled, 1)
     z = ops.cast(zero_point, "float64")
     codes = integers(x, scale) + z
@@ -159,8 +166,8 @@ def _rounding_divide_by_pot(x, exponent):
 def _srdhm16(a, b):
     """gemmlowp's SaturatingRoundingDoublingHighMul on int16 (no overflow case: b is a positive multiplier)."""
     ab = a * b
-    nudge = ops.where(ab >= 0, _f64(2.0 ** 14), _f64(1.0 - 2.0 ** 14))
-    return _trunc_div_pot(ab + nudge, 2.0 ** 15)
+    nudge = ops.where(ab >= 0, _f64(2.0**14), _f64(1.0 - 2.0**14))
+    return _trunc_div_pot(ab + nudge, 2.0**15)
 
 
 def _saturate16(v):
@@ -175,16 +182,16 @@ def quantize_multiplier(m):
     mant = m / ops.power(2.0, e)  # [0.5, 1), corrected below where log2 was off by one at a power of two
     e = ops.where(mant >= 1.0, e + 1.0, ops.where(mant < 0.5, e - 1.0, e))
     mant = m / ops.power(2.0, e)
-    q31 = ops.floor(mant * 2.0 ** 31 + 0.5)
-    e = ops.where(q31 >= 2.0 ** 31, e + 1.0, e)
-    q31 = ops.where(q31 >= 2.0 ** 31, _f64(2.0 ** 30), q31)
+    q31 = ops.floor(mant * 2.0**31 + 0.5)
+    e = ops.where(q31 >= 2.0**31, e + 1.0, e)
+    q31 = ops.where(q31 >= 2.0**31, _f64(2.0**30), q31)
     return q31, e
 
 
 def _int16_multiplier(m):
     """TFLite's QuantizeMultiplier then DownScaleInt32ToInt16Multiplier: m ≈ m16 · 2^(e − 15), m16 in [2^14, 2^15)."""
     q31, e = quantize_multiplier(m)
-    m16 = ops.where(q31 >= 2.0 ** 31 - 1 - 2.0 ** 15, _f64(32767.0), ops.floor((q31 + 2.0 ** 15) / 2.0 ** 16))
+    m16 = ops.where(q31 >= 2.0**31 - 1 - 2.0**15, _f64(32767.0), ops.floor((q31 + 2.0**15) / 2.0**16))
     return m16, e
 
 
@@ -202,8 +209,8 @@ def _multiply_by_quantized_multiplier(x, q31, e, kernels):
     right = tf.cast(ops.maximum(-e, 0.0), tf.int64)
     x = tf.bitwise.left_shift(tf.cast(ops.round(_f64(x)), tf.int64), left)
     ab = x * q31
-    nudge = tf.where(ab >= 0, tf.constant(2 ** 30, tf.int64), tf.constant(1 - 2 ** 30, tf.int64))
-    high = tf.truncatediv(ab + nudge, tf.constant(2 ** 31, tf.int64))  # C's division: toward zero
+    nudge = tf.where(ab >= 0, tf.constant(2**30, tf.int64), tf.constant(1 - 2**30, tf.int64))
+    high = tf.truncatediv(ab + nudge, tf.constant(2**31, tf.int64))  # C's division: toward zero
     one = tf.constant(1, tf.int64)
     if kernels == "builtin":  # (x + 2^(r−1)) >> r
         half = tf.where(right > 0, tf.bitwise.left_shift(one, tf.maximum(right - 1, 0)), tf.zeros_like(right))
@@ -240,8 +247,8 @@ def hard_swish(x, in_scale, out_scale):
     left = _saturate16(_srdhm16(left, relu_m) * 2.0)
     right = _rounding_divide_by_pot(_srdhm16(hi, relu_m), ops.maximum(-relu_e, 0.0))
     reluish = ops.where(relu_e > 0, left, right)
-    reluish = ops.floor((reluish + 2.0 ** 15) / 2.0)
-    out = _rounding_divide_by_pot(_trunc_div_pot(reluish * pre, 2.0 ** 15), -out_e)
+    reluish = ops.floor((reluish + 2.0**15) / 2.0)
+    out = _rounding_divide_by_pot(_trunc_div_pot(reluish * pre, 2.0**15), -out_e)
     return ops.cast(out, "float32") * ops.cast(out_scale, "float32")
 
 
@@ -269,8 +276,8 @@ def add(xs, in_scales, out_scale, kernels="xnnpack"):
         twice_max = 2.0 * twice_max
         raw = 0.0
         for x, s, s64 in zip(xs, in_scales, scales):
-            raw = raw + gemmlowp_requantize(integers(x, s) * 2.0 ** 20, s64 / twice_max, kernels)
-        real_out = twice_max / (2.0 ** 20 * _f64(ops.cast(out_scale, "float32")))
+            raw = raw + gemmlowp_requantize(integers(x, s) * 2.0**20, s64 / twice_max, kernels)
+        real_out = twice_max / (2.0**20 * _f64(ops.cast(out_scale, "float32")))
         return ops.cast(gemmlowp_requantize(raw, real_out, "micro"), "float32") * ops.cast(out_scale, "float32")
     out_scale = ops.cast(out_scale, "float32")
     ratios = [ops.cast(s, "float32") / out_scale for s in in_scales]  # float32 divisions, as XNNPACK's init
@@ -293,6 +300,8 @@ def multiply(xs, in_scales, out_scale, kernels="xnnpack"):
     out_scale = ops.cast(out_scale, "float32")
     product = integers(xs[0], in_scales[0]) * integers(xs[1], in_scales[1])
     if kernels != "xnnpack":
-        return ops.cast(gemmlowp_requantize(product, _f64(s_a) * _f64(s_b) / _f64(out_scale), "micro"),
-                        "float32") * out_scale
+        return (
+            ops.cast(gemmlowp_requantize(product, _f64(s_a) * _f64(s_b) / _f64(out_scale), "micro"), "float32")
+            * out_scale
+        )
     return requantize(product, s_a * s_b / out_scale) * out_scale

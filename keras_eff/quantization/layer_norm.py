@@ -48,11 +48,19 @@ class QuantizedNormalization(CompositeQuantized):
         if self._export_view or q["variance_eps"].calibrating:
             raw = ops.rsqrt(shifted)
         else:  # int8 RSQRT of a zero code saturates at its output range: so does the simulation (no infinity)
-            raw = ops.where(shifted > 0, ops.rsqrt(ops.maximum(shifted, 1e-12)),
-                            ops.stop_gradient(ops.maximum(q["rsqrt"].range_max, 0.0)))
+            raw = ops.where(
+                shifted > 0,
+                ops.rsqrt(ops.maximum(shifted, 1e-12)),
+                ops.stop_gradient(ops.maximum(q["rsqrt"].range_max, 0.0)),
+            )
         inverse = q["rsqrt"](raw, training=training)
         return q["normalized"](ops.multiply(centered, inverse), training=training)
 
     def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon, "bits": self.bits, "symmetric": self.symmetric,
-                "ema_decay": self.ema_decay}
+        return {
+            **super().get_config(),
+            "epsilon": self.epsilon,
+            "bits": self.bits,
+            "symmetric": self.symmetric,
+            "ema_decay": self.ema_decay,
+        }

@@ -12,8 +12,14 @@ from keras import layers, ops
 from ..layers import kernel_layout, kernel_names  # noqa: F401  (kernel_names: the registry's, re-exported here)
 
 # Layers whose linear part this module computes (a custom layer with kernels is called with its kernels replaced).
-SUPPORTED = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense,
-             layers.Conv2DTranspose)
+SUPPORTED = (
+    layers.Conv1D,
+    layers.Conv2D,
+    layers.DepthwiseConv2D,
+    layers.SeparableConv2D,
+    layers.Dense,
+    layers.Conv2DTranspose,
+)
 
 
 def unsupported_reason(layer) -> str | None:
@@ -64,22 +70,52 @@ def linear(layer, x, kernels: dict, between=None):
     if isinstance(layer, layers.Dense):
         return ops.matmul(x, kernels["kernel"])
     if isinstance(layer, layers.SeparableConv2D):
-        y = ops.depthwise_conv(x, kernels["depthwise_kernel"], strides=layer.strides, padding=layer.padding,
-                               dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        y = ops.depthwise_conv(
+            x,
+            kernels["depthwise_kernel"],
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
         if between is not None:
             y = between(y)
         return ops.conv(y, kernels["pointwise_kernel"], strides=1, padding="valid", data_format=layer.data_format)
     if isinstance(layer, layers.DepthwiseConv2D):
-        return ops.depthwise_conv(x, kernels["kernel"], strides=layer.strides, padding=layer.padding,
-                                  dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        return ops.depthwise_conv(
+            x,
+            kernels["kernel"],
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
     if isinstance(layer, layers.Conv2DTranspose):
-        return ops.conv_transpose(x, kernels["kernel"], strides=layer.strides, padding=layer.padding,
-                                  output_padding=layer.output_padding, data_format=layer.data_format,
-                                  dilation_rate=layer.dilation_rate)
+        return ops.conv_transpose(
+            x,
+            kernels["kernel"],
+            strides=layer.strides,
+            padding=layer.padding,
+            output_padding=layer.output_padding,
+            data_format=layer.data_format,
+            dilation_rate=layer.dilation_rate,
+        )
     kernel = kernels["kernel"]
     if isinstance(layer, layers.Conv1D) and len(kernel.shape) == 4:  # the 2-D form of a quantized Conv1D
-        y = ops.conv(ops.expand_dims(x, 1), kernel, strides=(1,) + tuple(layer.strides), padding=layer.padding,
-                     dilation_rate=(1,) + tuple(layer.dilation_rate), data_format=layer.data_format)
+        y = ops.conv(
+            ops.expand_dims(x, 1),
+            kernel,
+            strides=(1,) + tuple(layer.strides),
+            padding=layer.padding,
+            dilation_rate=(1,) + tuple(layer.dilation_rate),
+            data_format=layer.data_format,
+        )
         return ops.squeeze(y, 1)
-    return ops.conv(x, kernel, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate,
-                    data_format=layer.data_format)
+    return ops.conv(
+        x,
+        kernel,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )

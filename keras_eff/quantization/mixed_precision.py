@@ -68,10 +68,11 @@ class MixedPrecisionConfig:
             self.candidate_bits = (8,) + self.candidate_bits
         if self.target_average_bits is None and self.max_drop is None:
             raise ValueError("give target_average_bits (e.g. 5.0) or max_drop (e.g. 0.01), or both")
-        if self.target_average_bits is not None and not (
-                min(self.candidate_bits) <= self.target_average_bits <= 8):
-            raise ValueError(f"target_average_bits={self.target_average_bits} is out of range: it must lie between "
-                             f"{min(self.candidate_bits)} (the smallest candidate width) and 8")
+        if self.target_average_bits is not None and not (min(self.candidate_bits) <= self.target_average_bits <= 8):
+            raise ValueError(
+                f"target_average_bits={self.target_average_bits} is out of range: it must lie between "
+                f"{min(self.candidate_bits)} (the smallest candidate width) and 8"
+            )
         if self.max_drop is not None and self.max_drop < 0:
             raise ValueError(f"max_drop={self.max_drop} must be zero or positive")
 
@@ -142,17 +143,28 @@ class MixedPrecisionResult:
             A dict with the keys bits, config, average_bits, score, baseline_score, drop, sensitivity, parameters,
             tflite_bytes and packed_bytes.
         """
-        return {"bits": self.bits, "config": self.config.get_config(), "average_bits": self.average_bits,
-                "score": self.score, "baseline_score": self.baseline_score, "drop": self.drop,
-                "sensitivity": {k: {str(b): d for b, d in v.items()} for k, v in self.sensitivity.items()},
-                "parameters": self.parameters, "tflite_bytes": self.tflite_bytes, "packed_bytes": self.packed_bytes}
+        return {
+            "bits": self.bits,
+            "config": self.config.get_config(),
+            "average_bits": self.average_bits,
+            "score": self.score,
+            "baseline_score": self.baseline_score,
+            "drop": self.drop,
+            "sensitivity": {k: {str(b): d for b, d in v.items()} for k, v in self.sensitivity.items()},
+            "parameters": self.parameters,
+            "tflite_bytes": self.tflite_bytes,
+            "packed_bytes": self.packed_bytes,
+        }
 
     def __str__(self):
-        sizes = "" if self.tflite_bytes is None else (f"; TFLite {self.tflite_bytes:,} B, packed "
-                                                      f"{self.packed_bytes:,} B")
-        return (f"mixed precision: average {self.average_bits:.2f} bits, score {self.score:.4f} (all 8-bit "
-                f"{self.baseline_score:.4f}){sizes}\n" + "\n".join(f"  {n}: {b} bits ({self.parameters[n]:,} "
-                                                                    f"weights)" for n, b in self.bits.items()))
+        sizes = (
+            "" if self.tflite_bytes is None else (f"; TFLite {self.tflite_bytes:,} B, packed {self.packed_bytes:,} B")
+        )
+        return (
+            f"mixed precision: average {self.average_bits:.2f} bits, score {self.score:.4f} (all 8-bit "
+            f"{self.baseline_score:.4f}){sizes}\n"
+            + "\n".join(f"  {n}: {b} bits ({self.parameters[n]:,} weights)" for n, b in self.bits.items())
+        )
 
 
 class _Evaluator:
@@ -195,9 +207,11 @@ def _kernel_layers(qmodel) -> dict:
     out = {}
     for layer in qmodel._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, QuantizeWrapper) and layer.has_kernel:
-            out[layer.layer.name] = sum(int(np.prod(getattr(layer.layer, n).shape))
-                                        for n in ("kernel", "depthwise_kernel", "pointwise_kernel")
-                                        if hasattr(layer.layer, n) and getattr(layer.layer, n) is not None)
+            out[layer.layer.name] = sum(
+                int(np.prod(getattr(layer.layer, n).shape))
+                for n in ("kernel", "depthwise_kernel", "pointwise_kernel")
+                if hasattr(layer.layer, n) and getattr(layer.layer, n) is not None
+            )
     return out
 
 
@@ -216,9 +230,18 @@ def _quant_config(function, quant_config, config):
     return config
 
 
-def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), quant_config: QuantConfig | None = None,
-                      layers=None, calibration_samples: int = 512, *, config: QuantConfig | None = None,
-                      _evaluator=None) -> dict:
+def layer_sensitivity(
+    model,
+    data,
+    eval_fn,
+    candidate_bits=(6, 4),
+    quant_config: QuantConfig | None = None,
+    layers=None,
+    calibration_samples: int = 512,
+    *,
+    config: QuantConfig | None = None,
+    _evaluator=None,
+) -> dict:
     """Measures how much ``eval_fn`` drops when only one layer's weights go to fewer bits.
 
     Quantizes ``model`` with ``config`` and calibrates its activation ranges once; every candidate reuses those ranges
@@ -253,8 +276,9 @@ def layer_sensitivity(model, data, eval_fn, candidate_bits=(6, 4), quant_config:
         ```
     """
     quant_config = _quant_config("layer_sensitivity", quant_config, config)
-    ev = _evaluator or _Evaluator(model, _data(model, data, calibration_samples), eval_fn,
-                                  quant_config or QuantConfig(), calibration_samples)
+    ev = _evaluator or _Evaluator(
+        model, _data(model, data, calibration_samples), eval_fn, quant_config or QuantConfig(), calibration_samples
+    )
     base = ev.score({})
     names = list(_kernel_layers(ev.reference)) if layers is None else list(layers)
     out: dict[str, dict[int, float]] = {}
@@ -268,8 +292,16 @@ def _data(model, data, max_samples):
     return model_samples(model, data, "data", max_samples)
 
 
-def mixed_precision(model, data, eval_fn, config: MixedPrecisionConfig | dict | None = None, *,
-                    quant_config: QuantConfig | None = None, export: bool = True, **kwargs) -> MixedPrecisionResult:
+def mixed_precision(
+    model,
+    data,
+    eval_fn,
+    config: MixedPrecisionConfig | dict | None = None,
+    *,
+    quant_config: QuantConfig | None = None,
+    export: bool = True,
+    **kwargs,
+) -> MixedPrecisionResult:
     """Chooses a weight width per layer of a float model, for a target average width and/or a maximum score drop.
 
     Measures each layer's sensitivity (``layer_sensitivity``), then visits the layers from the most parameters to the
@@ -355,17 +387,27 @@ def mixed_precision(model, data, eval_fn, config: MixedPrecisionConfig | dict | 
                 else:
                     break
     final = ev.build(bits)
-    result = MixedPrecisionResult(bits=bits, config=ev.config(dict(bits)),
-                                  average_bits=average_bits(bits, parameters), score=score, baseline_score=baseline,
-                                  sensitivity=sens, parameters=parameters, model=final, evaluations=ev.log)
+    result = MixedPrecisionResult(
+        bits=bits,
+        config=ev.config(dict(bits)),
+        average_bits=average_bits(bits, parameters),
+        score=score,
+        baseline_score=baseline,
+        sensitivity=sens,
+        parameters=parameters,
+        model=final,
+        evaluations=ev.log,
+    )
     if export:
         size = len(te.to_tflite(final))
         result.tflite_bytes = size
-        result.packed_bytes = size - sum(parameters.values()) + sum(
-            math.ceil(parameters[n] * bits[n] / 8) for n in parameters)
+        result.packed_bytes = (
+            size - sum(parameters.values()) + sum(math.ceil(parameters[n] * bits[n] / 8) for n in parameters)
+        )
     return result
 
 
 # the name before the …Config convention: for one release, with a DeprecationWarning
-__getattr__ = deprecated_aliases(__name__, {"MixedPrecisionParams": (MixedPrecisionConfig,
-                                                                     "keras_eff.quantization.MixedPrecisionConfig")})
+__getattr__ = deprecated_aliases(
+    __name__, {"MixedPrecisionParams": (MixedPrecisionConfig, "keras_eff.quantization.MixedPrecisionConfig")}
+)

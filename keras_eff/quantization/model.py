@@ -131,14 +131,27 @@ def _grouped_as_depthwise(conv, shape):
     need is left float. Output channel c·m + j of the depthwise form is output channel c·m + j of the grouped one, so
     the kernel (kh, kw, 1, C·m) only changes shape. None for other convolutions."""
     groups = getattr(conv, "groups", 1)
-    if (type(conv) is not layers.Conv2D or groups == 1 or len(shape) != 4 or shape[-1] != groups
-            or conv.data_format != "channels_last"):
+    if (
+        type(conv) is not layers.Conv2D
+        or groups == 1
+        or len(shape) != 4
+        or shape[-1] != groups
+        or conv.data_format != "channels_last"
+    ):
         return None
     kh, kw = conv.kernel_size
     multiplier = conv.filters // groups
-    dw = layers.DepthwiseConv2D((kh, kw), strides=conv.strides, padding=conv.padding, depth_multiplier=multiplier,
-                                dilation_rate=conv.dilation_rate, activation=conv.activation, use_bias=conv.use_bias,
-                                name=conv.name, trainable=conv.trainable)
+    dw = layers.DepthwiseConv2D(
+        (kh, kw),
+        strides=conv.strides,
+        padding=conv.padding,
+        depth_multiplier=multiplier,
+        dilation_rate=conv.dilation_rate,
+        activation=conv.activation,
+        use_bias=conv.use_bias,
+        name=conv.name,
+        trainable=conv.trainable,
+    )
     dw.build(shape)
     weights = conv.get_weights()
     weights[0] = weights[0].reshape(kh, kw, groups, multiplier)
@@ -187,9 +200,14 @@ class _Quantizer:
         return dict(bits=spec.activation_bits, symmetric=spec.activation_symmetric, ema_decay=self.config.ema_decay)
 
     def wrapper_kwargs(self, spec, layer):
-        return dict(weight_bits=spec.weight_bits, weight_symmetric=spec.weight_symmetric,
-                    per_channel=spec.per_channel_for(layer), activation_bits=spec.activation_bits,
-                    activation_symmetric=spec.activation_symmetric, ema_decay=self.config.ema_decay)
+        return dict(
+            weight_bits=spec.weight_bits,
+            weight_symmetric=spec.weight_symmetric,
+            per_channel=spec.per_channel_for(layer),
+            activation_bits=spec.activation_bits,
+            activation_symmetric=spec.activation_symmetric,
+            ema_decay=self.config.ema_decay,
+        )
 
     def _next_fusable(self, rb, node):
         nxt = rb.info.sole_consumer(node)
@@ -208,8 +226,12 @@ class _Quantizer:
         if _node_fixed_range(node) is not None:
             return False
         nxt = rb.info.sole_consumer(node)
-        if (nxt is not None and isinstance(nxt.operation, layers.Layer) and _shared(nxt.operation)
-                and self.config.for_layer(nxt.operation).quantize):
+        if (
+            nxt is not None
+            and isinstance(nxt.operation, layers.Layer)
+            and _shared(nxt.operation)
+            and self.config.for_layer(nxt.operation).quantize
+        ):
             return True
         return len(self._concats_reached(rb, node)) == 1
 
@@ -258,8 +280,9 @@ class _Quantizer:
             if act:
                 out = layers.Activation(act)(out)
                 rb.absorb(nxt)
-            return ActivationQuantizer(**self.act_kwargs(self.config._default), fixed_range=facts.fixed_range,
-                                       name=f"{op.name}_output_range")(out)
+            return ActivationQuantizer(
+                **self.act_kwargs(self.config._default), fixed_range=facts.fixed_range, name=f"{op.name}_output_range"
+            )(out)
         spec = self.config.for_layer(op)
         if not spec.quantize:
             self.report.float_layers.append((op.name, SKIPPED))
@@ -272,8 +295,11 @@ class _Quantizer:
             depthwise = _affine_as_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
-        if (isinstance(op, layers.BatchNormalization) and len(node.input_tensors) == 1
-                and not self._converter_folds(rb, node)):
+        if (
+            isinstance(op, layers.BatchNormalization)
+            and len(node.input_tensors) == 1
+            and not self._converter_folds(rb, node)
+        ):
             depthwise = _identity_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
                 kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
@@ -308,13 +334,20 @@ class _Quantizer:
             return self._wrap_kernel_layer(rb, node, op, spec, args, kwargs)
         if facts.quantizable:
             shared = facts.output_range == "shared"
-            nxt, act = (None, None) if isinstance(op, layers.Activation) or facts.output_range in ("fixed", "shared") \
+            nxt, act = (
+                (None, None)
+                if isinstance(op, layers.Activation) or facts.output_range in ("fixed", "shared")
                 else self._next_fusable(rb, node)
+            )
             fixed = _inherited_fixed_range(node) if shared else _fixed_range(op)
             inherits = fixed is None and self._pool_inherits(rb, node)
-            wrapper = QuantizeWrapper(_in_float32(reuse_or_clone(op)), fused_activation=act or "linear",
-                                      quantize_output=self._decide_output(rb, node) and not inherits,
-                                      fixed_output_range=fixed, **self.wrapper_kwargs(spec, op))
+            wrapper = QuantizeWrapper(
+                _in_float32(reuse_or_clone(op)),
+                fused_activation=act or "linear",
+                quantize_output=self._decide_output(rb, node) and not inherits,
+                fixed_output_range=fixed,
+                **self.wrapper_kwargs(spec, op),
+            )
             # a wrapper takes no mask: Keras passes BatchNormalization's mask=None along in its node
             out = wrapper(*args, **{k: v for k, v in kwargs.items() if not (k == "mask" and v is None)})
             if wrapper.layer is not op and op.weights:
@@ -366,8 +399,15 @@ class _Quantizer:
         own = activation_name(getattr(op, "activation", None)) if builtin else "linear"
         last, bn = node, own_bn
         nxt = rb.info.sole_consumer(node)
-        if (own_bn is None and builtin and spec.fold_batchnorm and nxt is not None and own == "linear"
-                and is_foldable_bn(nxt.operation, op) and self.config.for_layer(nxt.operation).quantize):
+        if (
+            own_bn is None
+            and builtin
+            and spec.fold_batchnorm
+            and nxt is not None
+            and own == "linear"
+            and is_foldable_bn(nxt.operation, op)
+            and self.config.for_layer(nxt.operation).quantize
+        ):
             bn, last = nxt, nxt
         act_node, act = (None, None)
         if own in FUSED_ACTIVATIONS and facts_for(op).fuses_activation:
@@ -375,11 +415,14 @@ class _Quantizer:
         if act_node is not None:
             last = act_node
         wrapper = QuantizeWrapper(
-            clone_layer(op, **_FLOAT32), batchnorm=None if bn is None else clone_layer(bn.operation, **_FLOAT32),
-            fused_activation=act or "linear", quantize_output=self._decide_output(rb, last),
-            preserve=spec.preserve, n_centroids=preserve_lib.centroid_counts(op, layer_ops.kernel_names(op),
-                                                                             spec.preserve),
-            **self.wrapper_kwargs(spec, op))
+            clone_layer(op, **_FLOAT32),
+            batchnorm=None if bn is None else clone_layer(bn.operation, **_FLOAT32),
+            fused_activation=act or "linear",
+            quantize_output=self._decide_output(rb, last),
+            preserve=spec.preserve,
+            n_centroids=preserve_lib.centroid_counts(op, layer_ops.kernel_names(op), spec.preserve),
+            **self.wrapper_kwargs(spec, op),
+        )
         out = wrapper(*args, **kwargs)
         wrapper.layer.set_weights(op.get_weights())
         if wrapper.preserve:
@@ -420,8 +463,9 @@ def _check_weights(model):
     check_finite_weights(model, "quantizing it")
 
 
-def quantize_model(model, config: QuantConfig | dict | None = None, *, preserve=None, _nested=False,
-                   _report=None, **kwargs) -> keras.Model:
+def quantize_model(
+    model, config: QuantConfig | dict | None = None, *, preserve=None, _nested=False, _report=None, **kwargs
+) -> keras.Model:
     """Makes a copy of a float model ready for quantization-aware training, computing what its int8 TFLite computes.
 
     Quantizers are placed where int8 TFLite materializes tensors (see the module docstring): kernels fake-quantized,
@@ -478,14 +522,21 @@ def quantize_model(model, config: QuantConfig | dict | None = None, *, preserve=
     _check_weights(functional)
     quantized = layers_with(functional, "unset_ranges")  # QuantizeWrapper, ActivationQuantizer
     if quantized:
-        raise ValueError(f"model {model.name!r} is already quantized (it holds {name_list(quantized)}): "
-                         f"quantize_model takes a float model. To quantize with other settings, call quantize_model "
-                         f"on the float model this one was made from; to go on training this one, fit it as it is")
-    wrapped = [l.name for l in functional._flatten_layers(include_self=False, recursive=True)
-               if callable(getattr(l, "strip_layer", None))]
+        raise ValueError(
+            f"model {model.name!r} is already quantized (it holds {name_list(quantized)}): "
+            f"quantize_model takes a float model. To quantize with other settings, call quantize_model "
+            f"on the float model this one was made from; to go on training this one, fit it as it is"
+        )
+    wrapped = [
+        l.name
+        for l in functional._flatten_layers(include_self=False, recursive=True)
+        if callable(getattr(l, "strip_layer", None))
+    ]
     if wrapped:
-        raise ValueError(f"model {model.name!r} still holds pruning or clustering wrappers ({', '.join(wrapped)}): "
-                         f"call keras_eff.strip(model) first, then quantize_model(stripped, preserve=...)")
+        raise ValueError(
+            f"model {model.name!r} still holds pruning or clustering wrappers ({', '.join(wrapped)}): "
+            f"call keras_eff.strip(model) first, then quantize_model(stripped, preserve=...)"
+        )
     report = _report if _report is not None else QuantizationReport()
     if not _nested:
         all_layers = list(functional._flatten_layers(include_self=False, recursive=True))
@@ -533,17 +584,29 @@ def set_integer_kernels(model, kernels) -> None:
     every = list(model._flatten_layers(include_self=False, recursive=True))
     wrappers = [l for l in every if isinstance(l, QuantizeWrapper)]
     if not wrappers:
-        raise ValueError(f"model {model.name!r} has no QuantizeWrapper layers: quantize it first "
-                         f"(keras_eff.quantize_model)")
+        raise ValueError(
+            f"model {model.name!r} has no QuantizeWrapper layers: quantize it first (keras_eff.quantize_model)"
+        )
     for layer in wrappers:
         layer.integer_kernels = kernels
     for m in [model] + [l for l in every if isinstance(l, keras.Model)]:
         m.predict_function = m.test_function = None  # traced functions hold the old arithmetic
 
 
-def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, activation_bits=8,
-             activation_symmetric=False, quantize_inputs=False, batchnorm=None, fused_activation="linear",
-             ema_decay=0.99, preserve=()) -> QuantizeWrapper:
+def quantize(
+    layer,
+    *,
+    weight_bits=8,
+    weight_symmetric=True,
+    per_channel=None,
+    activation_bits=8,
+    activation_symmetric=False,
+    quantize_inputs=False,
+    batchnorm=None,
+    fused_activation="linear",
+    ema_decay=0.99,
+    preserve=(),
+) -> QuantizeWrapper:
     """Wraps one layer for quantization-aware training, for any model (subclassed ones too).
 
     The layer's kernels and output are fake-quantized as int8 TFLite computes them. The layer itself is wrapped, not
@@ -588,7 +651,16 @@ def quantize(layer, *, weight_bits=8, weight_symmetric=True, per_channel=None, a
         raise TypeError(f"quantize expects a Keras layer, got {type(layer).__name__}")
     if isinstance(layer, keras.Model):
         raise TypeError("quantize wraps single layers; use keras_eff.quantize_model for a whole model")
-    return QuantizeWrapper(layer, batchnorm=batchnorm, fused_activation=fused_activation, weight_bits=weight_bits,
-                           weight_symmetric=weight_symmetric, per_channel=per_channel,
-                           activation_bits=activation_bits, activation_symmetric=activation_symmetric,
-                           ema_decay=ema_decay, quantize_inputs=quantize_inputs, preserve=preserve)
+    return QuantizeWrapper(
+        layer,
+        batchnorm=batchnorm,
+        fused_activation=fused_activation,
+        weight_bits=weight_bits,
+        weight_symmetric=weight_symmetric,
+        per_channel=per_channel,
+        activation_bits=activation_bits,
+        activation_symmetric=activation_symmetric,
+        ema_decay=ema_decay,
+        quantize_inputs=quantize_inputs,
+        preserve=preserve,
+    )

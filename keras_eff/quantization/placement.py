@@ -37,8 +37,12 @@ def _inherits(op) -> bool:
 
 def _is_average_pool(op) -> bool:
     """A windowed average pooling (TFLite's AVERAGE_POOL_2D has one grid for input and output)."""
-    return (_is_wrapper(op) and op.facts.output_range == "shared" and op.facts.channels == "pass"
-            and op.facts.int8_kernel != "mean")
+    return (
+        _is_wrapper(op)
+        and op.facts.output_range == "shared"
+        and op.facts.channels == "pass"
+        and op.facts.int8_kernel != "mean"
+    )
 
 
 def _is_mean(op) -> bool:
@@ -160,12 +164,19 @@ class _Placer:
             inputs = [self.tensor_range(t) for t in nodes[0].input_tensors] if nodes else []
             layer.place(
                 input_range=layer.input_quantizer or self.producer_range(layer),
-                bias_range=(layer.between_quantizer or layer.input_quantizer
-                            or self.producer_range(layer, through_dropped=False)),
+                bias_range=(
+                    layer.between_quantizer
+                    or layer.input_quantizer
+                    or self.producer_range(layer, through_dropped=False)
+                ),
                 output_range=self.output_grid(layer),
                 input_ranges=inputs,
-                onto_output_grid=(layer.output_quantizer is None and layer.facts.output_range != "shared"
-                                  and self.read_by_others(layer)))
+                onto_output_grid=(
+                    layer.output_quantizer is None
+                    and layer.facts.output_range != "shared"
+                    and self.read_by_others(layer)
+                ),
+            )
 
 
 def place_ranges(model) -> None:

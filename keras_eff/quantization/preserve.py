@@ -26,8 +26,10 @@ def check_preserve(preserve) -> tuple:
     items = (preserve,) if isinstance(preserve, str) else tuple(preserve)
     unknown = [p for p in items if p not in PRESERVE]
     if unknown:
-        raise ValueError(f"preserve={preserve!r}: unknown {unknown}; choose 'sparsity', 'clusters' or both "
-                         f"(('sparsity', 'clusters'))")
+        raise ValueError(
+            f"preserve={preserve!r}: unknown {unknown}; choose 'sparsity', 'clusters' or both "
+            f"(('sparsity', 'clusters'))"
+        )
     return tuple(p for p in PRESERVE if p in items)
 
 
@@ -64,14 +66,26 @@ def build(wrapper, names):
         kernel = getattr(layer, n)
         state = {}
         if "sparsity" in preserve:
-            state["mask"] = wrapper.add_weight(name=f"{n}_mask", shape=kernel.shape, initializer="ones",
-                                               trainable=False, dtype="float32", aggregation="only_first_replica")
+            state["mask"] = wrapper.add_weight(
+                name=f"{n}_mask",
+                shape=kernel.shape,
+                initializer="ones",
+                trainable=False,
+                dtype="float32",
+                aggregation="only_first_replica",
+            )
         if "clusters" in preserve:  # centroids trained by the optimizer; mask and indices fixed during QAT
-            state["centroids"] = wrapper.add_weight(name=f"{n}_centroids", shape=(wrapper.n_centroids[n],),
-                                                    initializer="zeros", dtype="float32")
-            state["indices"] = wrapper.add_weight(name=f"{n}_indices", shape=kernel.shape, dtype="int32",
-                                                  initializer="zeros", trainable=False,
-                                                  aggregation="only_first_replica")
+            state["centroids"] = wrapper.add_weight(
+                name=f"{n}_centroids", shape=(wrapper.n_centroids[n],), initializer="zeros", dtype="float32"
+            )
+            state["indices"] = wrapper.add_weight(
+                name=f"{n}_indices",
+                shape=kernel.shape,
+                dtype="int32",
+                initializer="zeros",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
             kernel.trainable = False  # the centroids are trained instead
         wrapper.preserved[n] = state
     if not given:
@@ -86,8 +100,10 @@ def fill(wrapper):
             state["mask"].assign(mask)
         if centroids is not None:
             if centroids.size != state["centroids"].shape[0]:
-                raise ValueError(f"layer {wrapper.layer.name!r}: its {n} now holds {centroids.size} distinct values, "
-                                 f"the wrapper was built for {state['centroids'].shape[0]}")
+                raise ValueError(
+                    f"layer {wrapper.layer.name!r}: its {n} now holds {centroids.size} distinct values, "
+                    f"the wrapper was built for {state['centroids'].shape[0]}"
+                )
             state["centroids"].assign(centroids)
             state["indices"].assign(indices)
 

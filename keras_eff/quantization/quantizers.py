@@ -23,8 +23,10 @@ _EPS = 1e-8
 
 def check_bits(bits, what: str = "bits") -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"{what}={bits!r} is out of range: quantization needs an integer from {MIN_BITS} to "
-                         f"{MAX_BITS} (8 for int8 TFLite)")
+        raise ValueError(
+            f"{what}={bits!r} is out of range: quantization needs an integer from {MIN_BITS} to "
+            f"{MAX_BITS} (8 for int8 TFLite)"
+        )
     return bits
 
 
@@ -49,8 +51,9 @@ def fake_quant(x, min_value, max_value, bits: int = 8, narrow_range: bool = Fals
         y = keras_eff.quantization.fake_quant(x, -1.0, 1.0)  # 8-bit, 256 levels over [-1, 1]
         ```
     """
-    return tf.quantization.fake_quant_with_min_max_vars(x, min_value, max_value, num_bits=bits,
-                                                        narrow_range=narrow_range)
+    return tf.quantization.fake_quant_with_min_max_vars(
+        x, min_value, max_value, num_bits=bits, narrow_range=narrow_range
+    )
 
 
 def fake_quant_per_channel(x, min_values, max_values, bits: int = 8, narrow_range: bool = False):
@@ -69,8 +72,9 @@ def fake_quant_per_channel(x, min_values, max_values, bits: int = 8, narrow_rang
     Returns:
         ``x`` rounded to each channel's grid and clipped to its range, as a float32 tensor.
     """
-    return tf.quantization.fake_quant_with_min_max_vars_per_channel(x, min_values, max_values, num_bits=bits,
-                                                                    narrow_range=narrow_range)
+    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        x, min_values, max_values, num_bits=bits, narrow_range=narrow_range
+    )
 
 
 def global_min_max(lo, hi):
@@ -87,7 +91,7 @@ def global_min_max(lo, hi):
 
 def grid_scale(min_value, max_value, bits: int = 8, narrow_range: bool = False):
     """The step of the (nudged) grid the FakeQuant op uses for a range."""
-    levels = 2 ** bits - (2 if narrow_range else 1)
+    levels = 2**bits - (2 if narrow_range else 1)
     return (max_value - min_value) / levels
 
 
@@ -234,8 +238,15 @@ class ActivationQuantizer(keras.layers.Layer):
         ```
     """
 
-    def __init__(self, bits: int = 8, symmetric: bool = False, ema_decay: float = 0.99, fixed_range=None,
-                 trainable_range: bool = False, **kwargs):
+    def __init__(
+        self,
+        bits: int = 8,
+        symmetric: bool = False,
+        ema_decay: float = 0.99,
+        fixed_range=None,
+        trainable_range: bool = False,
+        **kwargs,
+    ):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.bits = check_bits(bits, "activation_bits")
@@ -254,15 +265,33 @@ class ActivationQuantizer(keras.layers.Layer):
         # ONLY_FIRST_REPLICA: an update in a replica function keeps replica 0's value on every replica (all compute the
         # same one from the gathered global min/max); a trainable range is updated by the optimizer as any weight
         first = "only_first_replica"
-        self.range_min = self.add_weight(name="range_min", shape=(), initializer=keras.initializers.Constant(lo),
-                                         trainable=trainable, dtype="float32", aggregation=first)
-        self.range_max = self.add_weight(name="range_max", shape=(), initializer=keras.initializers.Constant(hi),
-                                         trainable=trainable, dtype="float32", aggregation=first)
-        self.initialized = self.add_weight(name="initialized", shape=(), trainable=False, dtype="float32",
-                                           initializer=keras.initializers.Constant(1.0 if self.fixed_range else 0.0),
-                                           aggregation=first)
-        self.ranges_frozen = self.add_weight(name="ranges_frozen", shape=(), initializer="zeros", trainable=False,
-                                             dtype="float32", aggregation=first)
+        self.range_min = self.add_weight(
+            name="range_min",
+            shape=(),
+            initializer=keras.initializers.Constant(lo),
+            trainable=trainable,
+            dtype="float32",
+            aggregation=first,
+        )
+        self.range_max = self.add_weight(
+            name="range_max",
+            shape=(),
+            initializer=keras.initializers.Constant(hi),
+            trainable=trainable,
+            dtype="float32",
+            aggregation=first,
+        )
+        self.initialized = self.add_weight(
+            name="initialized",
+            shape=(),
+            trainable=False,
+            dtype="float32",
+            initializer=keras.initializers.Constant(1.0 if self.fixed_range else 0.0),
+            aggregation=first,
+        )
+        self.ranges_frozen = self.add_weight(
+            name="ranges_frozen", shape=(), initializer="zeros", trainable=False, dtype="float32", aggregation=first
+        )
 
     @property
     def learns_by_ema(self) -> bool:
@@ -368,7 +397,7 @@ class ActivationQuantizer(keras.layers.Layer):
             A scalar float32 tensor.
         """
         lo, hi = self._range64()
-        return ops.cast((hi - lo) / (2 ** self.bits - 1), "float32")
+        return ops.cast((hi - lo) / (2**self.bits - 1), "float32")
 
     def tflite_zero_point(self):
         """Computes the zero point the int8 file stores for this range.
@@ -380,7 +409,7 @@ class ActivationQuantizer(keras.layers.Layer):
         """
         lo, hi = self._range64()
         qmin = -(2.0 ** (self.bits - 1))
-        z = qmin - lo / ((hi - lo) / (2 ** self.bits - 1))
+        z = qmin - lo / ((hi - lo) / (2**self.bits - 1))
         z = ops.sign(z) * ops.floor(ops.abs(z) + 0.5)
         return ops.cast(ops.clip(z, qmin, -qmin - 1.0), "float32")
 
@@ -424,6 +453,11 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(bits=self.bits, symmetric=self.symmetric, ema_decay=self.ema_decay,
-                      fixed_range=self.fixed_range, trainable_range=self.trainable_range)
+        config.update(
+            bits=self.bits,
+            symmetric=self.symmetric,
+            ema_decay=self.ema_decay,
+            fixed_range=self.fixed_range,
+            trainable_range=self.trainable_range,
+        )
         return config

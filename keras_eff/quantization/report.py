@@ -22,9 +22,11 @@ from .wrapper import QuantizeWrapper
 NO_IMPLEMENTATION = " has no quantized implementation"
 SKIPPED = "skipped by QuantConfig"
 # What to do about a class quantize_model does not know.
-DECLARE_HINT = (f"To quantize such a layer, declare its facts: a method {PROTOCOL}() returning keras_eff.LayerFacts on "
-                f"your class, or keras_eff.register_layer(TheClass, keras_eff.LayerFacts(...)) for a class you do not "
-                f"own (docs/layers.md). To keep it float without this warning, name it in QuantConfig(skip=[...]).")
+DECLARE_HINT = (
+    f"To quantize such a layer, declare its facts: a method {PROTOCOL}() returning keras_eff.LayerFacts on "
+    f"your class, or keras_eff.register_layer(TheClass, keras_eff.LayerFacts(...)) for a class you do not "
+    f"own (docs/layers.md). To keep it float without this warning, name it in QuantConfig(skip=[...])."
+)
 
 
 def _names(names, limit: int = 4) -> str:
@@ -72,15 +74,17 @@ class QuantizationReport:
         skipped: list[str] = []
         for name, reason in self.float_layers:
             if reason.endswith(NO_IMPLEMENTATION):
-                by_class.setdefault(reason[:-len(NO_IMPLEMENTATION)], []).append(name)
+                by_class.setdefault(reason[: -len(NO_IMPLEMENTATION)], []).append(name)
             elif reason == SKIPPED:
                 skipped.append(name)
             else:
                 other.append(f"{name} ({reason})")
         parts = [f"{cls} ({_names(names)})" for cls, names in by_class.items()]
-        summary = (f"quantize_model kept {len(self.float_layers)} layers float; the int8 file computes them in float "
-                   "unless to_tflite gets representative_data for their outputs "
-                   "(keras_eff.quantization.quantization_report(new_model) lists every layer).")
+        summary = (
+            f"quantize_model kept {len(self.float_layers)} layers float; the int8 file computes them in float "
+            "unless to_tflite gets representative_data for their outputs "
+            "(keras_eff.quantization.quantization_report(new_model) lists every layer)."
+        )
         lines = [summary]
         if parts:
             lines.append(f"Layer classes with no quantized implementation: {'; '.join(parts)}. {DECLARE_HINT}")
@@ -102,8 +106,10 @@ class QuantizationReport:
         return out
 
     def __str__(self):
-        summary = (f"{len(self.quantized)} layers quantized, {len(self.folded_batchnorm)} BatchNorms folded, "
-                   f"{len(self.fused_activations)} activations fused, {len(self.inherit_range)} layers inherit ranges")
+        summary = (
+            f"{len(self.quantized)} layers quantized, {len(self.folded_batchnorm)} BatchNorms folded, "
+            f"{len(self.fused_activations)} activations fused, {len(self.inherit_range)} layers inherit ranges"
+        )
         lines = [summary]
         lines += [f"  kept float: {name} ({reason})" for name, reason in self.float_layers]
         lines += [f"  preserved: {name} ({what})" for name, what in self.preserved]
@@ -113,8 +119,12 @@ class QuantizationReport:
 def _wrapper_settings(wrapper) -> dict:
     out = {"activation_bits": wrapper.activation_bits, "activation_symmetric": wrapper.activation_symmetric}
     if wrapper.has_kernel:
-        out.update(weight_bits=wrapper.weight_bits, weight_symmetric=wrapper.weight_symmetric,
-                   per_channel=wrapper.per_channel, integer_kernels=wrapper.integer_kernels)
+        out.update(
+            weight_bits=wrapper.weight_bits,
+            weight_symmetric=wrapper.weight_symmetric,
+            per_channel=wrapper.per_channel,
+            integer_kernels=wrapper.integer_kernels,
+        )
     return out
 
 
@@ -158,11 +168,18 @@ def _walk(model, report):
             report.settings[name] = _wrapper_settings(op)
         elif isinstance(op, QuantizedAttention):
             report.quantized.append(op.name)
-            report.settings[op.name] = {"activation_bits": op.bits, "activation_symmetric": op.symmetric,
-                                        "weight_bits": op.weight_bits, "weight_symmetric": True,
-                                        "per_channel": False}
-        elif (isinstance(op, (ActivationQuantizer, CompositeQuantized)) or not isinstance(op, keras.layers.Layer)
-              or _feeds_only_ranges(info, node)):
+            report.settings[op.name] = {
+                "activation_bits": op.bits,
+                "activation_symmetric": op.symmetric,
+                "weight_bits": op.weight_bits,
+                "weight_symmetric": True,
+                "per_channel": False,
+            }
+        elif (
+            isinstance(op, (ActivationQuantizer, CompositeQuantized))
+            or not isinstance(op, keras.layers.Layer)
+            or _feeds_only_ranges(info, node)
+        ):
             continue  # ranges, the steps of a LayerNormalization, Keras ops: parts of a quantized computation
         elif facts_for(op).output_range == "inherit":
             report.inherit_range.append(op.name)

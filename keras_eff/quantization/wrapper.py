@@ -66,8 +66,9 @@ def _moments(x, axes):
         return ops.moments(x, axes=axes)
     ctx = tf.distribute.get_replica_context()
     count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
-    total, squares, count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [
-        ops.sum(x, axis=axes), ops.sum(ops.square(x), axis=axes), count])
+    total, squares, count = ctx.all_reduce(
+        tf.distribute.ReduceOp.SUM, [ops.sum(x, axis=axes), ops.sum(ops.square(x), axis=axes), count]
+    )
     mean = total / count
     return mean, ops.maximum(squares / count - ops.square(mean), 0.0)
 
@@ -142,15 +143,36 @@ class QuantizeWrapper(layers.Wrapper):
         ```
     """
 
-    def __init__(self, layer, batchnorm=None, fused_activation="linear", weight_bits=8, weight_symmetric=True,
-                 per_channel=None, activation_bits=8, activation_symmetric=False, ema_decay=0.99,
-                 quantize_inputs=False, quantize_output=True, fixed_output_range=None, preserve=(),
-                 n_centroids=None, integer_kernels="xnnpack", facts=None, quantizers=None, placement=None, **kwargs):
+    def __init__(
+        self,
+        layer,
+        batchnorm=None,
+        fused_activation="linear",
+        weight_bits=8,
+        weight_symmetric=True,
+        per_channel=None,
+        activation_bits=8,
+        activation_symmetric=False,
+        ema_decay=0.99,
+        quantize_inputs=False,
+        quantize_output=True,
+        fixed_output_range=None,
+        preserve=(),
+        n_centroids=None,
+        integer_kernels="xnnpack",
+        facts=None,
+        quantizers=None,
+        placement=None,
+        **kwargs,
+    ):
         kwargs.setdefault("name", f"quant_{layer.name}")
         kwargs["dtype"] = "float32"  # fake quantization in float32 under any mixed-precision policy (distributed.md)
         super().__init__(layer, **kwargs)
-        self.facts = facts_for(layer) if facts is None else (
-            facts if isinstance(facts, LayerFacts) else LayerFacts.from_config(facts))
+        self.facts = (
+            facts_for(layer)
+            if facts is None
+            else (facts if isinstance(facts, LayerFacts) else LayerFacts.from_config(facts))
+        )
         self.has_kernel = bool(self.facts.kernels) and self.facts.quantizable
         self.builtin_kernel = isinstance(layer, layer_ops.SUPPORTED)  # else: a declared layer, called as it is
         if batchnorm is not None and not (self.has_kernel and self.facts.folds_batchnorm and self.builtin_kernel):
@@ -177,8 +199,9 @@ class QuantizeWrapper(layers.Wrapper):
         self.n_centroids = None if n_centroids is None else dict(n_centroids)
         self.integer_kernels = integer.check_kernels(integer_kernels)
         self.weight_quantizer = WeightQuantizer(weight_bits, weight_symmetric, self.per_channel)
-        own = activation_name(getattr(layer, "activation", None)) if self.has_kernel and self.builtin_kernel \
-            else "linear"
+        own = (
+            activation_name(getattr(layer, "activation", None)) if self.has_kernel and self.builtin_kernel else "linear"
+        )
         self._own_fused = own if own in FUSED_ACTIVATIONS else "linear"
         self._post_activation = None if own in FUSED_ACTIVATIONS else own
         if self._post_activation and fused_activation != "linear":
@@ -196,22 +219,26 @@ class QuantizeWrapper(layers.Wrapper):
                 return None
             if role in given and given[role] is not None:
                 return given[role]
-            return ActivationQuantizer(**act, **extra, name=f"{prefix}_{role}_range" if role != "post" else
-                                       f"{prefix}_{self._post_activation}_range")
+            return ActivationQuantizer(
+                **act,
+                **extra,
+                name=f"{prefix}_{role}_range" if role != "post" else f"{prefix}_{self._post_activation}_range",
+            )
 
         self.input_quantizer = make("input", quantize_inputs)
         self.output_quantizer = make("output", quantize_output, fixed_range=self.fixed_output_range)
         # the tensor between a separable conv's halves; the sum inside an Average (ADD, then MUL by 1/n in the file)
         self.between_quantizer = make("between", isinstance(layer, (layers.SeparableConv2D, layers.Average)))
-        inner_act = (activation_name(layer.activation) if isinstance(layer, layers.Activation)
-                     else self._post_activation)
+        inner_act = activation_name(layer.activation) if isinstance(layer, layers.Activation) else self._post_activation
         if inner_act in SWISH and "sigmoid" not in given:
-            self.sigmoid_quantizer = ActivationQuantizer(**act, fixed_range=FIXED_RANGES["sigmoid"],
-                                                         name=f"{prefix}_swish_sigmoid_range")
+            self.sigmoid_quantizer = ActivationQuantizer(
+                **act, fixed_range=FIXED_RANGES["sigmoid"], name=f"{prefix}_swish_sigmoid_range"
+            )
         else:
             self.sigmoid_quantizer = make("sigmoid", inner_act in SWISH)
-        self.post_quantizer = make("post", bool(self._post_activation),
-                                   fixed_range=FIXED_RANGES.get(self._post_activation))
+        self.post_quantizer = make(
+            "post", bool(self._post_activation), fixed_range=FIXED_RANGES.get(self._post_activation)
+        )
         self._export_view = False
         self.place(**_placement_from_config(placement))
 
@@ -272,8 +299,17 @@ class QuantizeWrapper(layers.Wrapper):
     @property
     def quantizers(self) -> list:
         """The activation quantizers of this layer, in the order data passes them."""
-        return [q for q in (self.input_quantizer, self.between_quantizer, self.output_quantizer,
-                            self.sigmoid_quantizer, self.post_quantizer) if q is not None]
+        return [
+            q
+            for q in (
+                self.input_quantizer,
+                self.between_quantizer,
+                self.output_quantizer,
+                self.sigmoid_quantizer,
+                self.post_quantizer,
+            )
+            if q is not None
+        ]
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -283,8 +319,14 @@ class QuantizeWrapper(layers.Wrapper):
         for q in self.quantizers:
             if not q.built:  # (a loaded model's come built from their config)
                 q.build()
-        self.bn_frozen = self.add_weight(name="bn_frozen", shape=(), initializer="zeros", trainable=False,
-                                         dtype="float32", aggregation="only_first_replica")
+        self.bn_frozen = self.add_weight(
+            name="bn_frozen",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            dtype="float32",
+            aggregation="only_first_replica",
+        )
         if self.preserve:
             preserve_lib.build(self, self._kernel_names())
         self.built = True
@@ -396,9 +438,11 @@ class QuantizeWrapper(layers.Wrapper):
         with tf.init_scope():
             frozen = float(keras.ops.convert_to_numpy(self.bn_frozen)) > 0
         check = tf.debugging.assert_equal(
-            self.bn_frozen > 0, frozen,
+            self.bn_frozen > 0,
+            frozen,
             message=f"layer {self.name!r}: bn_frozen changed after this training step was traced under tf.distribute; "
-                    f"retrace it (model.make_train_function(force=True)), as keras_eff.callbacks.FreezeBatchNorm does")
+            f"retrace it (model.make_train_function(force=True)), as keras_eff.callbacks.FreezeBatchNorm does",
+        )
         with tf.control_dependencies([check]):
             x = tf.identity(x)
         return self._linear(x, training) if frozen else self._linear_with_live_bn(x, training)
@@ -472,8 +516,13 @@ class QuantizeWrapper(layers.Wrapper):
 
     def call(self, inputs, training=None):
         shape = getattr(inputs, "shape", None)
-        if (self.builtin_kernel and isinstance(self.layer, layers.Dense) and shape is not None and len(shape) > 2
-                and None not in shape[1:]):
+        if (
+            self.builtin_kernel
+            and isinstance(self.layer, layers.Dense)
+            and shape is not None
+            and len(shape) > 2
+            and None not in shape[1:]
+        ):
             # a Dense on a sequence or an image: one 2-D FULLY_CONNECTED between reshapes, its bias and output range
             # on the 2-D result (the tensordot Keras traces otherwise leaves the converter a float matmul)
             y = self._call_core(ops.reshape(inputs, (-1, shape[-1])), training)
@@ -499,8 +548,11 @@ class QuantizeWrapper(layers.Wrapper):
         elif self.batchnorm is not None and training and replicas_in_sync() > 1:
             y = self._linear_bn_replicated(inputs, training)
         elif self.batchnorm is not None and training:
-            y = tf.cond(self.bn_frozen > 0, lambda: self._linear(inputs, training),
-                        lambda: self._linear_with_live_bn(inputs, training))
+            y = tf.cond(
+                self.bn_frozen > 0,
+                lambda: self._linear(inputs, training),
+                lambda: self._linear_with_live_bn(inputs, training),
+            )
         else:
             y = self._linear(inputs, training)
         y = _fused(self.fused_activation, _fused(self._own_fused, y))
@@ -555,9 +607,17 @@ class QuantizeWrapper(layers.Wrapper):
                 if integer.is_identity_mean(inputs.shape):  # no op in the file: the input's grid carries on
                     return self.layer(x)
                 grid = q if source is None or source.calibrating else source
-                return q.fake_quantize(integer.mean(self.layer, x, grid.tflite_scale(), q.tflite_scale(),
-                                                    q.tflite_zero_point(), self.integer_kernels,
-                                                    grid.tflite_zero_point()))
+                return q.fake_quantize(
+                    integer.mean(
+                        self.layer,
+                        x,
+                        grid.tflite_scale(),
+                        q.tflite_scale(),
+                        q.tflite_zero_point(),
+                        self.integer_kernels,
+                        grid.tflite_zero_point(),
+                    )
+                )
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             if facts.int8_kernel == "average_pool" and self._integer(training, q):
                 return integer.average_pool(self.layer, xs, q.tflite_scale(), q.tflite_zero_point())
@@ -598,8 +658,10 @@ class QuantizeWrapper(layers.Wrapper):
             if not self.weight_symmetric:
                 problems.append(f"layer {name!r}: weight_symmetric=False (int8 TFLite weights are symmetric)")
             if self.per_channel and not self.facts.per_channel:
-                problems.append(f"layer {name!r}: per-channel weights on {type(self.layer).__name__} (the converter "
-                                f"cannot hold them; use weight_granularity='per_tensor')")
+                problems.append(
+                    f"layer {name!r}: per-channel weights on {type(self.layer).__name__} (the converter "
+                    f"cannot hold them; use weight_granularity='per_tensor')"
+                )
         return problems  # activation ranges report for themselves (ActivationQuantizer.export_problems)
 
     def unset_ranges(self) -> list:
@@ -616,23 +678,40 @@ class QuantizeWrapper(layers.Wrapper):
         config = super().get_config()
         config.update(
             batchnorm=None if self.batchnorm is None else keras.saving.serialize_keras_object(self.batchnorm),
-            fused_activation=self.fused_activation, weight_bits=self.weight_bits,
-            weight_symmetric=self.weight_symmetric, per_channel=self.per_channel,
-            activation_bits=self.activation_bits, activation_symmetric=self.activation_symmetric,
-            ema_decay=self.ema_decay, quantize_inputs=self.quantize_inputs, quantize_output=self.quantize_output,
-            fixed_output_range=self.fixed_output_range, preserve=list(self.preserve), n_centroids=self.n_centroids,
-            integer_kernels=self.integer_kernels, facts=self.facts.get_config(),
+            fused_activation=self.fused_activation,
+            weight_bits=self.weight_bits,
+            weight_symmetric=self.weight_symmetric,
+            per_channel=self.per_channel,
+            activation_bits=self.activation_bits,
+            activation_symmetric=self.activation_symmetric,
+            ema_decay=self.ema_decay,
+            quantize_inputs=self.quantize_inputs,
+            quantize_output=self.quantize_output,
+            fixed_output_range=self.fixed_output_range,
+            preserve=list(self.preserve),
+            n_centroids=self.n_centroids,
+            integer_kernels=self.integer_kernels,
+            facts=self.facts.get_config(),
             quantizers={role: _shared_config(q) for role, q in zip(ROLES, self._owned()) if q is not None},
             placement=dict(
-                {name: None if getattr(self, f"_{name}") is None else _shared_config(getattr(self, f"_{name}"))
-                 for name in PLACED},
+                {
+                    name: None if getattr(self, f"_{name}") is None else _shared_config(getattr(self, f"_{name}"))
+                    for name in PLACED
+                },
                 input_ranges=[None if q is None else _shared_config(q) for q in self._input_ranges],
-                onto_output_grid=self.onto_output_grid))
+                onto_output_grid=self.onto_output_grid,
+            ),
+        )
         return config
 
     def _owned(self):
-        return (self.input_quantizer, self.between_quantizer, self.output_quantizer, self.sigmoid_quantizer,
-                self.post_quantizer)
+        return (
+            self.input_quantizer,
+            self.between_quantizer,
+            self.output_quantizer,
+            self.sigmoid_quantizer,
+            self.post_quantizer,
+        )
 
     @classmethod
     def from_config(cls, config):
