@@ -11,6 +11,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 import tflite_export as te
+from tflite_export.files import atomic_savefig
 
 from ..graph import tensors_in
 from ..reporting import agg_subplots as subplots
@@ -80,7 +81,7 @@ def plot_weight_ranges(report_or_model, path) -> dict:
     ax.set_title("Per-channel weight ranges (whiskers: min to max)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     return data
 
 
@@ -121,7 +122,7 @@ def plot_sensitivity(sensitivity: dict, path, parameters: dict | None = None) ->
     ax.set_title("Per-layer weight sensitivity")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     return {"sensitivity": {n: {str(b): float(d) for b, d in v.items()} for n, v in sensitivity.items()}}
 
 
@@ -227,5 +228,5 @@ def divergence(
         ax.set_title("Simulation vs int8 TFLite, layer by layer" + (f" (first drift: {first})" if first else ""))
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        atomic_savefig(fig, path, dpi=110)
     return result
