@@ -207,7 +207,7 @@ def test_grouped_conv_is_quantized_bit_exact(groups, stride):
     model = keras.Model(inputs, _head(x))
     x_data = _images()
     qat, data = _qat_int8(model, x_data)
-    report = qat.quantization_report
+    report = quantization_report(qat)
     assert "grouped" in report.quantized and not report.float_layers
     graph = read_graph(data)
     filters = [op for op in graph.ops if op.name == "CONV_2D" and graph.tensors[op.inputs[1]].shape[-1] == 16 // groups]

@@ -231,7 +231,7 @@ def test_gr_ib_block_through_quantize_model_is_bit_exact():
     model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(y)))
     x = np.random.default_rng(0).random((32, 8, 8, 16), dtype=np.float32)
     qat = ke.quantize_model(model)
-    assert not qat.quantization_report.float_layers
+    assert not ke.quantization.quantization_report(qat).float_layers
     ke.calibrate(qat, x, progress=False)
     data = te.to_tflite(qat)
     tfl = te.TFLiteModel(data)
