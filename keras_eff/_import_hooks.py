@@ -4,6 +4,7 @@ filters TensorFlow's start-up log lines)."""
 
 from __future__ import annotations
 
+import abc
 import importlib.abc
 import sys
 import threading
@@ -37,8 +38,9 @@ class LoaderWrappingFinder(importlib.abc.MetaPathFinder):
     def __init__(self):
         self._busy = threading.local()  # asking the other finders: skip ourselves (and each other's recursion)
 
+    @abc.abstractmethod
     def wants(self, name: str) -> bool:
-        raise NotImplementedError
+        """Whether the loader of module ``name`` is to be wrapped."""
 
     def find_spec(self, name, path=None, target=None):
         if not self.wants(name) or getattr(self._busy, "on", False):
