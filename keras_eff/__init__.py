@@ -52,7 +52,7 @@ REGISTERING_MODULES = (
     "pruning",
     "clustering",
     "callbacks",
-    "donna.distill",
+    "donna.losses",
     "donna.blocks",
     "donna.supernet",
 )

@@ -277,3 +277,29 @@ def test_balanced_sampling_covers_every_choice():
     assert uniform == space.sample(40, seed=2)
     with pytest.raises(ValueError, match="sampling"):
         sample_archs(space, 4, "stratified")
+
+
+def test_finetuning_distils_from_the_reference(library, reference, fmnist):
+    """Stage B's finetuning learns from the teacher's logits: a teacher that always says class 0, at alpha=1,
+    drives the architecture towards class 0; without a teacher the same job learns the labels."""
+    from keras_eff.donna import FinetuneConfig, measure_architectures
+
+    (x, y), (xe, ye) = fmnist
+    x, y, xe, ye = x[:1024], y[:1024], xe[:400], ye[:400]
+    arch = tiny_space().reference()
+    cfg = FinetuneConfig(steps=20, batch_size=64, learning_rate=3e-3, temperature=1.0, alpha=1.0)
+    plain = measure_architectures(library, [arch], x, y, xe, ye, cfg)[0]["accuracy"]
+    wrong = np.zeros((len(x), 10), np.float32)
+    wrong[:, 0] = 20.0
+    misled = measure_architectures(library, [arch], x, y, xe, ye, cfg, teacher_logits=wrong)[0]["accuracy"]
+    assert plain > 0.5 and misled < 0.3 and misled >= 0.9 * np.mean(ye == 0)
+    # reference= distils from its logits: the same as passing them
+    kw = dict(config=FinetuneConfig(steps=5, batch_size=64), seed=3)
+    a = measure_architectures(library, [arch], x, y, xe, ye, reference=reference, **kw)[0]["accuracy"]
+    logits = reference.predict(x, verbose=0)
+    b = measure_architectures(library, [arch], x, y, xe, ye, teacher_logits=logits, **kw)[0]["accuracy"]
+    assert a == pytest.approx(b, abs=0.01)
+    with pytest.raises(ValueError, match=r"teacher_logits: shape \(1024, 3\)"):
+        measure_architectures(library, [arch], x, y, xe, ye, cfg, teacher_logits=wrong[:, :3])
+    with pytest.raises(ValueError, match="FinetuneConfig.alpha"):
+        FinetuneConfig(alpha=2.0)

@@ -1,6 +1,8 @@
 """Short finetuning of architectures initialized from the block library, and their measured accuracy.
 
-Each architecture is an independent job (:func:`finetune_job`) so an executor can spread them out.
+The finetuning uses the same soft distillation from the reference's logits as stage D (:mod:`.distill`), so that
+the accuracies the predictor learns from rank architectures the way the training users get ranks them. Each
+architecture is an independent job (:func:`finetune_job`) so an executor can spread them out.
 """
 
 from __future__ import annotations
@@ -14,30 +16,39 @@ import tensorflow as tf
 
 from .checks import checked
 from .executors import InProcessExecutor
-from .reference import build_job_model, check_data
+from .losses import DistillationLoss, pack_targets
+from .reference import build_job_model, check_data, compile_model
 
 
 @dataclass
 class FinetuneConfig:
     """Options of the short finetuning that measures the predictor's training architectures (stage B).
 
-    ``steps`` batches of ``batch_size`` images with Adam and a cosine decay from ``learning_rate`` to zero.
+    ``steps`` batches of ``batch_size`` images with Adam and a cosine decay from ``learning_rate`` to zero, on the
+    loss of stage D (:class:`~keras_eff.donna.DistillationLoss`: soft distillation from the reference's logits at
+    ``temperature``, weight ``alpha``, plus cross-entropy) when the reference is given, else on cross-entropy.
 
     Attributes:
         steps: Training steps per architecture.
         batch_size: Images per step.
         learning_rate: Adam's initial learning rate.
+        temperature: The distillation temperature (as `DistillConfig`'s).
+        alpha: The weight of the distillation term, in [0, 1] (as `DistillConfig`'s; 0: cross-entropy only).
 
     Raises:
-        ValueError: If ``steps`` or ``batch_size`` is not a positive integer or ``learning_rate`` is not positive.
+        ValueError: If ``steps`` or ``batch_size`` is not a positive integer, ``learning_rate`` or ``temperature``
+            is not positive, or ``alpha`` is outside [0, 1].
     """
 
     steps: int = 300
     batch_size: int = 128
     learning_rate: float = 1e-3
+    temperature: float = 4.0
+    alpha: float = 0.5
 
     def __post_init__(self):
         check_training_options(self, ("steps", "batch_size"))
+        check_distillation_options(self)
 
     def get_config(self) -> dict:
         """The options as a plain mapping.
@@ -76,22 +87,33 @@ def check_training_options(config, counts) -> None:
         raise ValueError(f"{name}.learning_rate: {config.learning_rate} must be positive")
 
 
+def check_distillation_options(config) -> None:
+    """Refuses a config whose ``temperature`` is not positive or whose ``alpha`` is outside [0, 1], naming the
+    class and the field."""
+    name = type(config).__name__
+    if not config.temperature > 0:
+        raise ValueError(f"{name}.temperature: {config.temperature} must be positive")
+    if not 0 <= config.alpha <= 1:
+        raise ValueError(f"{name}.alpha: {config.alpha} must lie in [0, 1]")
+
+
 def finetune_job(job: dict) -> dict:
     """Finetunes one architecture and measures it. ``job``: ``space`` (config), ``arch`` (its string), ``weights``
-    (the initial weights, ``model.get_weights()`` order), ``x``/``y`` (training), ``x_eval``/``y_eval``, ``config``
-    (FinetuneConfig config) and ``seed``. Returns ``{"arch", "accuracy", "seconds"}``."""
+    (the initial weights, ``model.get_weights()`` order), ``x``/``y`` (training), optionally ``teacher`` (the
+    reference's logits on ``x``: soft distillation; absent or None: cross-entropy), ``x_eval``/``y_eval``,
+    ``config`` (FinetuneConfig config) and ``seed``. Returns ``{"arch", "accuracy", "seconds", "seed"}``."""
     t0 = time.perf_counter()
     cfg = FinetuneConfig.from_config(job["config"])
     if job.get("weights") is None:
         raise ValueError("finetune_job needs the architecture's initial weights in job['weights']")
     model = build_job_model(job)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    x, y = job["x"], job["y"]
+    x, y, teacher = job["x"], job["y"], job.get("teacher")
+    if teacher is None:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    else:
+        loss, y = DistillationLoss(cfg.temperature, cfg.alpha), pack_targets(y, teacher)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     rng = np.random.default_rng(int(job["seed"]))
     n_needed = cfg.steps * cfg.batch_size
     order = np.concatenate([rng.permutation(len(x)) for _ in range(-(-n_needed // len(x)))])[:n_needed]
@@ -102,6 +124,7 @@ def finetune_job(job: dict) -> dict:
         .map(lambda i: (tf.gather(xt, i), tf.gather(yt, i)))
     )
     model.fit(data, epochs=1, verbose=0)
+    compile_model(model)  # plain cross-entropy and accuracy: what is evaluated
     _, acc = model.evaluate(job["x_eval"], job["y_eval"], batch_size=512, verbose=0)
     return {"arch": job["arch"], "accuracy": float(acc), "seconds": time.perf_counter() - t0, "seed": int(job["seed"])}
 
@@ -117,11 +140,15 @@ def measure_architectures(
     seed: int = 0,
     executor=None,
     desc: str = "finetune",
+    reference=None,
+    teacher_logits=None,
 ) -> list:
     """Finetunes each architecture briefly from the block library's weights and measures its accuracy.
 
-    These measured accuracies are what the accuracy predictor is fitted on. Each architecture is one job on
-    ``executor``; the library is not changed.
+    These measured accuracies are what the accuracy predictor is fitted on. With ``reference`` (or its
+    ``teacher_logits``), the loss is stage D's soft distillation from it (:class:`DistillationLoss`, at
+    ``config.temperature`` and ``config.alpha``): the same training the chosen architectures get. Without, plain
+    cross-entropy. Each architecture is one job on ``executor``; neither the library nor the reference is changed.
 
     Args:
         library: The `BlockLibrary` of the space.
@@ -134,13 +161,17 @@ def measure_architectures(
         seed: Seed of each job's initialization and batch order.
         executor: Where the jobs run (an `Executor`); None: in this process.
         desc: Progress-bar label.
+        reference: The trained reference Keras model (logits): the teacher. None: no distillation (unless
+            ``teacher_logits``).
+        teacher_logits: The reference's logits on ``x_train``, ``(n, num_classes)``, instead of ``reference``.
 
     Returns:
         One dict per architecture, in order: ``arch`` (its string), ``accuracy`` (top-1 on ``(x_eval, y_eval)``),
         ``seconds`` and ``seed``.
 
     Raises:
-        ValueError: If the data do not fit the space (image shape, labels) or an architecture is not of the space.
+        ValueError: If the data do not fit the space (image shape, labels), ``teacher_logits`` has the wrong shape,
+            or an architecture is not of the space.
 
     Example:
         ```python
@@ -154,6 +185,14 @@ def measure_architectures(
     check_data(x_train, y_train, library.space, "finetuning data")
     check_data(x_eval, y_eval, library.space, "evaluation data")
     x_train, y_train = np.asarray(x_train, np.float32), np.asarray(y_train, np.int32)
+    if teacher_logits is None and reference is not None:
+        teacher_logits = reference.predict(x_train, batch_size=512, verbose=0)
+    if teacher_logits is not None:
+        teacher_logits = np.asarray(teacher_logits, np.float32)
+        if teacher_logits.shape != (len(x_train), library.space.num_classes):
+            raise ValueError(
+                f"teacher_logits: shape {teacher_logits.shape}, expected ({len(x_train)}, {library.space.num_classes})"
+            )
     jobs = [
         {
             "space": library.space.get_config(),
@@ -161,6 +200,7 @@ def measure_architectures(
             "weights": library.build(a).get_weights(),
             "x": x_train,
             "y": y_train,
+            "teacher": teacher_logits,
             "x_eval": x_eval,
             "y_eval": y_eval,
             "config": config.get_config(),

@@ -43,8 +43,9 @@ class DonnaConfig:
 
     ``val_samples`` training images, drawn with ``seed``, are held out to score the blocks; the reference trains on
     the rest, the blocks distil on its first ``bkd_samples`` and ``n_archs`` sampled architectures finetune on its
-    first ``finetune_samples``, then are measured on the evaluation set to fit the predictor. The defaults are sized
-    for the default space; :meth:`quick` is for the tiny space, tests and notebooks.
+    first ``finetune_samples`` (soft distillation from the reference, as in stage D), then are measured on the
+    evaluation set to fit the predictor. The defaults are sized for the default space; :meth:`quick` is for the
+    tiny space, tests and notebooks.
 
     Attributes:
         reference_epochs: Epochs of the reference's training.
@@ -325,8 +326,8 @@ def build_accuracy_model(
     - ``reference``: trains the reference (unless ``reference``, a trained logits model, is given: it is used as
       it is, never retrained, and one epoch is timed on a copy so that costs can be counted in its epochs);
     - ``library``: distils every block with held-out-scored BKD;
-    - ``predictor``: finetunes ``n_archs`` sampled architectures, measures them on ``(x_eval, y_eval)`` and fits
-      the predictor.
+    - ``predictor``: finetunes ``n_archs`` sampled architectures with the soft distillation from the reference that
+      stage D uses, measures them on ``(x_eval, y_eval)`` and fits the predictor.
 
     Jobs run on ``executor`` (in this process when None). With ``folder``, every stage writes its result there as
     soon as it ends (``reference.keras``, ``library/``, ``measured.json`` + ``predictor.json``; the layout of
@@ -445,6 +446,7 @@ def build_accuracy_model(
             config.finetune,
             seed=config.seed,
             executor=executor,
+            reference=reference,  # the same soft distillation as stage D
         )
         accuracies = np.array([r["accuracy"] for r in results])
         seconds["finetune + measure"] = time.perf_counter() - t1
