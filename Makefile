@@ -13,7 +13,7 @@ demo: setup data
 	$(VENV)/bin/keras-eff demo
 
 test: setup data lint
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra --durations=30 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

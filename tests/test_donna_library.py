@@ -209,6 +209,18 @@ def _synthetic_predictor(features, alpha="cv"):
     return space, table, AccuracyPredictor(space, table, features, alpha)
 
 
+def test_the_feature_rule_is_one_default_everywhere():
+    """docs/donna.md's rule: losses+macs unless a config says otherwise, in the class, the config and the quick one."""
+    from keras_eff.donna import DonnaConfig
+    from keras_eff.donna.predictor import DEFAULT_FEATURES
+
+    space, table, _ = _synthetic_predictor("losses")
+    assert DEFAULT_FEATURES == "losses+macs"
+    assert AccuracyPredictor(space, table).features == DonnaConfig().features == DonnaConfig.quick().features
+    assert AccuracyPredictor(space, table).features == DEFAULT_FEATURES
+    assert DonnaConfig.from_config({"features": "losses"}).features == "losses"
+
+
 def test_predictor_features_have_the_documented_values():
     from keras_eff.donna.predictor import FEATURES, choice_macs
 

@@ -22,7 +22,7 @@ from .bkd import BKDConfig
 from .checks import checked
 from .finetune import FinetuneConfig, measure_architectures
 from .library import BlockLibrary, train_block_library
-from .predictor import AccuracyPredictor, check_features
+from .predictor import DEFAULT_FEATURES, AccuracyPredictor, check_features
 from .reference import check_data, compile_model, train_reference
 from .space import Architecture, SearchSpace, read_json
 
@@ -83,7 +83,7 @@ class DonnaConfig:
     n_archs: int = 24
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     finetune_samples: int = 20000
-    features: str = "losses+macs"
+    features: str = DEFAULT_FEATURES
     alpha: float | str = "cv"
     sampling: str = "balanced"
     seed: int = 0
@@ -160,7 +160,7 @@ class DonnaConfig:
             n_archs=24,
             finetune=FinetuneConfig(steps=30),
             finetune_samples=3000,
-            features="losses+macs",
+            features=DEFAULT_FEATURES,
             alpha="cv",
             sampling="balanced",
         )

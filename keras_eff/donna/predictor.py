@@ -9,10 +9,11 @@ Features (``features=``) are ``+``-joined parts, each giving numbers per block (
 - ``choices``: the choice's kernel, expansion, depth, SE, swish and fused-cell flags, and a grouped-cell flag in a
   space that has grouped cells.
 
-``alpha`` is the ridge penalty on standardized features, or ``"cv"``: chosen among :data:`CV_ALPHAS` by
-leave-one-out cross-validation on the architectures given to :meth:`~AccuracyPredictor.fit` (deterministic; the
-chosen value is ``alpha_``). The predictor keeps the library's loss table, so its JSON file alone predicts any
-architecture of the space.
+The features are :data:`DEFAULT_FEATURES` (``losses+macs``) unless a config names others: a fixed, documented rule
+(docs/donna.md), never a per-run choice. ``alpha`` is the ridge penalty on standardized features, or ``"cv"``:
+chosen among :data:`CV_ALPHAS` by leave-one-out cross-validation on the architectures given to
+:meth:`~AccuracyPredictor.fit` (deterministic; the chosen value is ``alpha_``). The predictor keeps the library's
+loss table, so its JSON file alone predicts any architecture of the space.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from .space import Architecture, SearchSpace
 
 FORMAT = "keras_eff.donna.AccuracyPredictor"
 PARTS = ("losses", "log-losses", "loss-products", "macs", "choices")
+DEFAULT_FEATURES = "losses+macs"
+"""The features of every run unless a config says otherwise: two numbers per block (its BKD loss, its log10 MACs).
+Fixed, never chosen per run: a per-run choice by leave-one-out can pick a set that fails on held-out architectures
+(docs/donna.md, "The feature rule")."""
 FEATURES = (
     "losses",
     "losses+choices",
@@ -93,6 +98,7 @@ class AccuracyPredictor:
             logarithms), ``loss-products`` (products of every pair of block losses, squares included), ``macs``
             (log10 of each block choice's multiply-accumulates) and ``choices`` (each choice's kernel, expansion,
             depth, SE, swish and fused-cell flags, and a grouped-cell flag where the space has grouped cells).
+            Default :data:`DEFAULT_FEATURES`, the fixed rule of docs/donna.md.
         alpha: The ridge penalty on standardized features, a number >= 0, or ``"cv"``: chosen among
             :data:`CV_ALPHAS` by leave-one-out cross-validation in :meth:`fit`.
 
@@ -109,7 +115,7 @@ class AccuracyPredictor:
         ```
     """
 
-    def __init__(self, space: SearchSpace, loss_table, features: str = "losses", alpha="cv"):
+    def __init__(self, space: SearchSpace, loss_table, features: str = DEFAULT_FEATURES, alpha="cv"):
         self.parts = check_features(features)
         if alpha != "cv" and not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha >= 0):
             raise ValueError(
@@ -135,7 +141,7 @@ class AccuracyPredictor:
         self.alpha_: float | None = None
 
     @classmethod
-    def from_library(cls, library, features: str = "losses", alpha="cv") -> AccuracyPredictor:
+    def from_library(cls, library, features: str = DEFAULT_FEATURES, alpha="cv") -> AccuracyPredictor:
         """An unfitted predictor on a block library's space and losses.
 
         Args:
