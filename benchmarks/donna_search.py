@@ -1,6 +1,6 @@
 """DONNA search on Fashion-MNIST: the finetuned Pareto front against the reference family scaled by width and depth.
 
-    python -m benchmarks.donna_search --quick             # tiny space, 28x28: int8 models of a few microseconds
+    python -m benchmarks.donna_search --quick             # tiny space, 28x28: models of µs (45 min on 2 cores)
     python -m benchmarks.donna_search --space fmnist64    # 5-block rgb_space on 64x64x1: about 0.1-2 ms per model
     python -m benchmarks.donna_search                     # the 3-block default space, 28x28 (hours on 2 cores)
 
@@ -590,16 +590,26 @@ def main(argv=None):
         f"{len(fam_init[a['label']]['fresh']) + len(fam_init[a['label']]['copied'])} | {a['latency_us']:.1f} |"
         for a, b in zip(fam_pts["family_scratch"], fam_pts["family_reference"])
     )
+    ref_label = f"w1 d{max(b.reference_choice().depth for b in space.blocks)}"
+    ref_txt = (
+        f" The family point {ref_label} is the reference architecture itself: from scratch it is the reference "
+        f"retrained with distillation from itself; from the reference, the reference trained {o['epochs']} more "
+        f"epochs with distillation from itself."
+        if any(f[0] == ref_label for f in fam)
+        else ""
+    )
     fresh_total = sum(len(v["fresh"]) for v in fam_init.values())
     hv_txt = "; ".join(
         f"{names.get(k, k)}: mean {v['mean']:.4g} (seeds {', '.join(f'{x:.4g}' for x in v['seeds'])})"
         for k, v in hv.items()
     )
+    lat_min, lat_max = min(lat.values()), max(lat.values())
     if args.space == "tiny":
         config_txt = (
             "**Configuration run: `--quick` (the tiny space, 28x28x1).** Its int8 models run in a few "
-            "**microseconds** (2-8 µs), where the interpreter's fixed cost and timer noise are a large share of a "
-            "latency: the latency axis here shows orderings, not differences that would matter on a device. The "
+            f"**microseconds** ({lat_min:.1f}-{lat_max:.1f} µs here), where the interpreter's fixed cost and timer "
+            "noise are a large share of a latency: the latency axis here shows orderings, not differences that "
+            "would matter on a device. The "
             "configuration at a latency scale that means something is `--space fmnist64` (Fashion-MNIST resized to "
             "64x64 on `rgb_space(64, channels=1)`, int8 models of about 0.1-2 ms); it has not been run on this "
             "2-core machine (about 20-30 hours here; see the benchmark's docstring)."
@@ -607,7 +617,7 @@ def main(argv=None):
     elif args.space == "fmnist64":
         config_txt = (
             "**Configuration run: `--space fmnist64`** (Fashion-MNIST resized bilinearly to 64x64x1, "
-            "`rgb_space(64, channels=1)`): int8 models at a latency scale of about 0.1-2 ms."
+            f"`rgb_space(64, channels=1)`): int8 models of {lat_min / 1000:.3f}-{lat_max / 1000:.3f} ms here."
         )
     else:
         config_txt = "**Configuration run: the default space** (`default_space()`, 28x28x1)."
@@ -634,7 +644,7 @@ def main(argv=None):
         f"reference's weights (leading channels, the first d layers of each block; {fresh_total} layer(s) over all "
         f"members could not be sliced and kept their fresh initialization). The same DONNA architectures from "
         f"scratch get {o['epochs']} epochs (not compute-matched: they separate what the library's weights are "
-        f"worth).\n\n"
+        f"worth).{ref_txt}\n\n"
         f"Every compared model: {n_train:,} images, soft distillation from the reference (T={dcfg.temperature:g}, "
         f"alpha={dcfg.alpha:g}) + cross-entropy, Adam {dcfg.learning_rate:g} cosine; seeds {seeds}. Accuracy: the "
         f"full-int8 TFLite model (post-training quantized on 256 training images) on {len(x_ev):,} test images, "
