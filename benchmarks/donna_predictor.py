@@ -5,7 +5,7 @@
     python -m benchmarks.donna_predictor --quick --full-epochs 10   # against full training (about 30 minutes)
     python -m benchmarks.donna_predictor --quick --full-epochs 10 --finetune-steps 300 --finetune-samples 10000 \
         --out benchmarks/results/donna_predictor_b300     # the same with a 10x longer stage B
-    python -m benchmarks.donna_predictor --refit benchmarks/results/donna_predictor_quick.json --features losses
+    python -m benchmarks.donna_predictor --refit benchmarks/results/donna_predictor_full_quick.json --features losses
 
 Builds the accuracy model (reference training, BKD block library, training architectures finetuned with soft
 distillation from the reference, ridge fit), then measures held-out architectures with two seeds: Kendall tau of
