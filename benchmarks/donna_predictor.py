@@ -2,8 +2,10 @@
 
     python -m benchmarks.donna_predictor            # default space (about an hour on 2 idle cores)
     python -m benchmarks.donna_predictor --quick    # tiny space (about 15 minutes on 2 idle cores)
-    python -m benchmarks.donna_predictor --quick --full-epochs 10   # against full finetuning (about 45 minutes)
-    python -m benchmarks.donna_predictor --refit benchmarks/results/donna_predictor_quick.json --features losses
+    python -m benchmarks.donna_predictor --quick --full-epochs 10   # against full training (about 30 minutes)
+    python -m benchmarks.donna_predictor --quick --full-epochs 10 --finetune-steps 300 --finetune-samples 10000 \
+        --out benchmarks/results/donna_predictor_b300     # the same with a 10x longer stage B
+    python -m benchmarks.donna_predictor --refit benchmarks/results/donna_predictor_full_quick.json --features losses
 
 Builds the accuracy model (reference training, BKD block library, training architectures finetuned with soft
 distillation from the reference, ridge fit), then measures held-out architectures with two seeds: Kendall tau of
@@ -40,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--bkd-steps", type=int, default=None)
     p.add_argument("--bkd-samples", type=int, default=None)
     p.add_argument("--finetune-steps", type=int, default=None)
+    p.add_argument("--finetune-samples", type=int, default=None, help="training images of stage B's finetuning")
     p.add_argument("--features", default=None, help="predictor features (default: DonnaConfig's)")
     p.add_argument("--eval-samples", type=int, default=None, help="test images that measure accuracy")
     p.add_argument(
@@ -95,6 +98,7 @@ def configure(args):
         ("bkd_steps", lambda v: setattr(cfg.bkd, "steps", v)),
         ("bkd_samples", lambda v: setattr(cfg, "bkd_samples", v)),
         ("finetune_steps", lambda v: setattr(cfg.finetune, "steps", v)),
+        ("finetune_samples", lambda v: setattr(cfg, "finetune_samples", v)),
         ("features", lambda v: setattr(cfg, "features", v)),
     ):
         if getattr(args, arg):

@@ -300,7 +300,7 @@ def test_finetuning_distils_from_the_reference(library, reference, fmnist):
     x, y, xe, ye = x[:1024], y[:1024], xe[:400], ye[:400]
     arch = tiny_space().reference()
     cfg = FinetuneConfig(steps=20, batch_size=64, learning_rate=3e-3, temperature=1.0, alpha=1.0)
-    plain = measure_architectures(library, [arch], x, y, xe, ye, cfg)[0]["accuracy"]
+    plain = measure_architectures(library, [str(arch)], x, y, xe, ye, cfg)[0]["accuracy"]  # strings work too
     wrong = np.zeros((len(x), 10), np.float32)
     wrong[:, 0] = 20.0
     misled = measure_architectures(library, [arch], x, y, xe, ye, cfg, teacher_logits=wrong)[0]["accuracy"]

@@ -141,3 +141,26 @@ def test_adaround_after_equalize_with_a_reused_preprocessing_layer():
     ke.calibrate(q, data, progress=False)
     q = ke.ptq.adaround(q, data, iterations=3, batch_size=12, float_model=equalized)
     assert np.all(np.isfinite(q.predict(data, verbose=0)))
+
+
+def test_float_model_whose_layer_of_that_name_is_a_layer_norm():
+    """quantize_model runs a LayerNormalization's γ and β as a depthwise conv of the same name on a 3-D input; the
+    float model's layer of that name is the LayerNormalization (another input): its targets come from the quantized
+    model with quantizers bypassed, as by default (it used to fail: a rank-5 depthwise convolution)."""
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((8, 12))
+    x = layers.Dense(12, name="embed")(inp)
+    x = layers.LayerNormalization(name="ln")(x)
+    x = layers.Dense(12, activation="relu", name="mlp")(x)
+    model = keras.Model(inp, layers.Dense(3, name="head")(layers.GlobalAveragePooling1D()(x)))
+    data = np.random.default_rng(0).normal(size=(32, 8, 12)).astype(np.float32)
+    q = ke.quantize_model(model)
+    ke.calibrate(q, data, progress=False)
+    assert isinstance(common.quantized_layers(q)[1].layer, layers.DepthwiseConv2D)  # the LN's γ, β
+    kw = dict(iterations=20, batch_size=16, layers=("ln",), weight_bits=3)
+    with_float = ptq.adaround(q, data, float_model=model, **kw)
+    default = ptq.adaround(q, data, **kw)
+    assert list(ke.get_report(with_float, "adaround").layers) == ["ln"]
+    kernel = [w for w in common.quantized_layers(with_float) if w.layer.name == "ln"][0].layer.kernel
+    same = [w for w in common.quantized_layers(default) if w.layer.name == "ln"][0].layer.kernel
+    np.testing.assert_array_equal(np.asarray(kernel), np.asarray(same))

@@ -18,6 +18,7 @@ from .checks import checked
 from .executors import InProcessExecutor
 from .losses import DistillationLoss, pack_targets
 from .reference import build_job_model, check_data, compile_model
+from .space import Architecture
 
 
 @dataclass
@@ -152,7 +153,7 @@ def measure_architectures(
 
     Args:
         library: The `BlockLibrary` of the space.
-        archs: Architectures of the space.
+        archs: Architectures of the space (`Architecture` or their strings).
         x_train: Training images ``(n, *space.input_shape)``.
         y_train: Their integer labels ``(n,)``.
         x_eval: Evaluation images.
@@ -193,6 +194,7 @@ def measure_architectures(
             raise ValueError(
                 f"teacher_logits: shape {teacher_logits.shape}, expected ({len(x_train)}, {library.space.num_classes})"
             )
+    archs = [Architecture.parse(a) if isinstance(a, str) else a for a in archs]
     jobs = [
         {
             "space": library.space.get_config(),

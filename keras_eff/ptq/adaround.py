@@ -221,7 +221,9 @@ def _float_targets(model, wrapper, x, xs, originals):
 
 def _float_inputs(float_model, wrapper, x, batch_size=64):
     """The input of the float model's layer of the same name (what the quantized layer would see without
-    quantization), for the asymmetric reconstruction target."""
+    quantization), for the asymmetric reconstruction target; None when that layer is not the one quantized (a
+    LayerNormalization or standalone BatchNorm whose scale ``quantize_model`` runs as a depthwise convolution of the
+    same name): the caller then computes the targets from the quantized model with its quantizers bypassed."""
     try:
         layer = float_model.get_layer(wrapper.layer.name)
     except ValueError:
@@ -240,6 +242,8 @@ def _float_inputs(float_model, wrapper, x, batch_size=64):
             f"float model that was quantized (after equalize / fold_batchnorm), or leave float_model "
             f"out"
         ) from None
+    if type(layer) is not type(wrapper.layer):
+        return None
     probe = keras.Model(float_model.input, tensors_in(float_model, layer))
     out = np.concatenate(
         [np.asarray(probe(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
@@ -267,7 +271,8 @@ def adaround(quantized_model, data, config: AdaRoundConfig | dict | None = None,
         config: An `AdaRoundConfig` or a dict of its fields; default ``AdaRoundConfig()``.
         float_model: The float model that was quantized (after equalize / fold_batchnorm), to compute the float
             targets from; None (default): ``quantized_model`` with its quantizers bypassed. It must hold layers of
-            the same names at the top level.
+            the same names at the top level. A layer whose float counterpart is of another class (the depthwise
+            convolution ``quantize_model`` makes of a LayerNormalization's γ and β) takes the default targets.
         **kwargs: Fields of `AdaRoundConfig` (``iterations=500``, ``weight_bits=4``, ...), each overriding
             ``config``'s.
 
@@ -323,10 +328,9 @@ def adaround(quantized_model, data, config: AdaRoundConfig | dict | None = None,
             if params.weight_bits is not None:
                 _set_bits(w, params.weight_bits)
             xs = common.layer_inputs(new, w, x)
-            if float_model is None:
+            xf = None if float_model is None else _float_inputs(float_model, w, x)
+            if xf is None:
                 xf = _float_targets(new, w, x, xs, originals)
-            else:
-                xf = _float_inputs(float_model, w, x)
             kernel, info = _optimize(w, xs, params, rng, bar, xf)
             w.layer.kernel.assign(kernel.reshape(w.layer.kernel.shape))
             report.layers[w.layer.name] = info
