@@ -78,7 +78,7 @@ def _log_tails(out_dir):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Both workers' summaries and variables, and the single-process reference of every scenario."""
-    for attempt in range(2):  # a second try only if a picked port was taken in between
+    for attempt in range(2):  # a second try only if a picked port was taken in between or a worker crashed
         out_dir = tmp_path_factory.mktemp(f"multiworker{attempt}")
         deadline = time.monotonic() + TIMEOUT_S
         procs = _start_workers(out_dir)
@@ -98,6 +98,11 @@ def runs(tmp_path_factory):
         if codes == [0] * WORKERS:
             break
         if attempt == 0 and "Address already in use" in _log_tails(out_dir):
+            continue
+        if attempt == 0 and any(code < 0 for code in codes):
+            # a worker killed by a signal: TensorFlow's collective runtime segfaulted once (exit -11, no traceback)
+            # on a 2-core machine under load 4-5, and passed when run again; one more try, said out loud
+            warnings.warn(f"multi-worker run: worker exit codes {codes}; trying once more", stacklevel=1)
             continue
         pytest.fail(f"worker exit codes {codes}\n{_log_tails(out_dir)}")
     summaries = [json.loads((out_dir / f"worker{i}.json").read_text()) for i in range(WORKERS)]
