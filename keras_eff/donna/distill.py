@@ -16,8 +16,8 @@ import numpy as np
 
 from .checks import checked
 from .executors import InProcessExecutor
-from .finetune import check_distillation_options, check_training_options
-from .losses import DistillationLoss, pack_targets
+from .finetune import check_training_options
+from .losses import DistillationLoss, check_distillation_options, pack_targets, teacher_logits_for
 from .reference import build_job_model, build_model, check_data, compile_model
 from .space import Architecture, SearchSpace
 
@@ -50,7 +50,7 @@ class DistillConfig:
 
     def __post_init__(self):
         check_training_options(self, ("epochs", "batch_size"))
-        check_distillation_options(self)
+        check_distillation_options(type(self).__name__, self.temperature, self.alpha)
 
     def get_config(self) -> dict:
         """The options as a plain mapping.
@@ -185,13 +185,7 @@ def distill_architectures(
     check_data(x_train, y_train, space, "distillation data")
     check_data(x_eval, y_eval, space, "evaluation data")
     x_train, y_train = np.asarray(x_train, np.float32), np.asarray(y_train, np.int32)
-    if teacher_logits is None:
-        teacher_logits = reference.predict(x_train, batch_size=512, verbose=0)
-    teacher_logits = np.asarray(teacher_logits, np.float32)
-    if teacher_logits.shape != (len(x_train), space.num_classes):
-        raise ValueError(
-            f"teacher_logits: shape {teacher_logits.shape}, expected ({len(x_train)}, {space.num_classes})"
-        )
+    teacher_logits = teacher_logits_for(x_train, space.num_classes, reference, teacher_logits)
     archs = [Architecture.parse(a) if isinstance(a, str) else a for a in archs]
     jobs = [
         {

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from .checks import checked
 from .executors import InProcessExecutor
-from .losses import DistillationLoss, pack_targets
+from .losses import DistillationLoss, check_distillation_options, pack_targets, teacher_logits_for
 from .reference import build_job_model, check_data, compile_model
 from .space import Architecture
 
@@ -49,7 +49,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check_training_options(self, ("steps", "batch_size"))
-        check_distillation_options(self)
+        check_distillation_options(type(self).__name__, self.temperature, self.alpha)
 
     def get_config(self) -> dict:
         """The options as a plain mapping.
@@ -86,16 +86,6 @@ def check_training_options(config, counts) -> None:
             raise ValueError(f"{name}.{field}: {v!r} must be a positive integer")
     if not config.learning_rate > 0:
         raise ValueError(f"{name}.learning_rate: {config.learning_rate} must be positive")
-
-
-def check_distillation_options(config) -> None:
-    """Refuses a config whose ``temperature`` is not positive or whose ``alpha`` is outside [0, 1], naming the
-    class and the field."""
-    name = type(config).__name__
-    if not config.temperature > 0:
-        raise ValueError(f"{name}.temperature: {config.temperature} must be positive")
-    if not 0 <= config.alpha <= 1:
-        raise ValueError(f"{name}.alpha: {config.alpha} must lie in [0, 1]")
 
 
 def finetune_job(job: dict) -> dict:
@@ -186,14 +176,7 @@ def measure_architectures(
     check_data(x_train, y_train, library.space, "finetuning data")
     check_data(x_eval, y_eval, library.space, "evaluation data")
     x_train, y_train = np.asarray(x_train, np.float32), np.asarray(y_train, np.int32)
-    if teacher_logits is None and reference is not None:
-        teacher_logits = reference.predict(x_train, batch_size=512, verbose=0)
-    if teacher_logits is not None:
-        teacher_logits = np.asarray(teacher_logits, np.float32)
-        if teacher_logits.shape != (len(x_train), library.space.num_classes):
-            raise ValueError(
-                f"teacher_logits: shape {teacher_logits.shape}, expected ({len(x_train)}, {library.space.num_classes})"
-            )
+    teacher_logits = teacher_logits_for(x_train, library.space.num_classes, reference, teacher_logits)
     archs = [Architecture.parse(a) if isinstance(a, str) else a for a in archs]
     jobs = [
         {

@@ -10,7 +10,16 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["DistillationLoss", "pack_targets"]
+__all__ = ["DistillationLoss", "check_distillation_options", "pack_targets", "teacher_logits_for"]
+
+
+def check_distillation_options(owner: str, temperature, alpha) -> None:
+    """Refuses a ``temperature`` that is not positive or an ``alpha`` outside [0, 1], naming ``owner`` (the class)
+    and the field: the one check of the loss and of the configs that build it."""
+    if not temperature > 0:
+        raise ValueError(f"{owner}.temperature: {temperature} must be positive")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"{owner}.alpha: {alpha} must lie in [0, 1]")
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
@@ -42,10 +51,7 @@ class DistillationLoss(keras.losses.Loss):
 
     def __init__(self, temperature: float = 4.0, alpha: float = 0.5, name: str = "distillation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
-        if not temperature > 0:
-            raise ValueError(f"DistillationLoss.temperature: {temperature} must be positive")
-        if not 0 <= alpha <= 1:
-            raise ValueError(f"DistillationLoss.alpha: {alpha} must lie in [0, 1]")
+        check_distillation_options(type(self).__name__, temperature, alpha)
         self.temperature, self.alpha = float(temperature), float(alpha)
 
     def call(self, y_true, y_pred):
@@ -66,3 +72,20 @@ def pack_targets(labels, teacher_logits) -> np.ndarray:
     """``[label, teacher logits...]`` per sample, the ``y_true`` of :class:`DistillationLoss`."""
     labels = np.asarray(labels).reshape(-1, 1).astype(np.float32)
     return np.concatenate([labels, np.asarray(teacher_logits, np.float32)], axis=1)
+
+
+def teacher_logits_for(x, num_classes: int, reference=None, teacher_logits=None) -> np.ndarray | None:
+    """The teacher's logits on ``x``: ``teacher_logits`` as float32, checked to be ``(len(x), num_classes)``, else
+    ``reference``'s predictions on ``x``; None when neither is given.
+
+    Raises:
+        ValueError: If ``teacher_logits`` has another shape (the message gives both).
+    """
+    if teacher_logits is None and reference is not None:
+        teacher_logits = reference.predict(x, batch_size=512, verbose=0)
+    if teacher_logits is None:
+        return None
+    teacher_logits = np.asarray(teacher_logits, np.float32)
+    if teacher_logits.shape != (len(x), num_classes):
+        raise ValueError(f"teacher_logits: shape {teacher_logits.shape}, expected ({len(x)}, {num_classes})")
+    return teacher_logits
