@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .fitting import build_training_state
+
 
 def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=16, bn_momentum=0.9, name="small_cnn"):
     """A plain CNN: conv-BN-ReLU blocks with pooling, then a dense classifier (about 30k parameters at width 16)."""
@@ -27,7 +29,7 @@ def compile_classifier(model, learning_rate=1e-3):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    return model
+    return build_training_state(model)
 
 
 def ds_cnn(input_shape=(28, 28, 1), num_classes=10, width=16, bn_momentum=0.9, name="ds_cnn"):

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import keras
 import numpy as np
 
+from ..fitting import build_training_state
 from .checks import checked
 from .executors import InProcessExecutor
 from .finetune import check_training_options
@@ -103,9 +104,11 @@ def distill_job(job: dict) -> dict:
     steps = cfg.epochs * -(-len(job["x"]) // cfg.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=DistillationLoss(cfg.temperature, cfg.alpha))
+    targets = pack_targets(job["y"], job["teacher"])
+    build_training_state(model, job["x"], targets)
     model.fit(
         job["x"],
-        pack_targets(job["y"], job["teacher"]),
+        targets,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
         shuffle=True,

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..fitting import build_training_state
 from .checks import checked
 from .executors import InProcessExecutor
 from .losses import DistillationLoss, check_distillation_options, pack_targets, teacher_logits_for
@@ -105,6 +106,7 @@ def finetune_job(job: dict) -> dict:
     else:
         loss, y = DistillationLoss(cfg.temperature, cfg.alpha), pack_targets(y, teacher)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    build_training_state(model, x, y)
     rng = np.random.default_rng(int(job["seed"]))
     n_needed = cfg.steps * cfg.batch_size
     order = np.concatenate([rng.permutation(len(x)) for _ in range(-(-n_needed // len(x)))])[:n_needed]

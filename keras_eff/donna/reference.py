@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from ..fitting import build_training_state
 from .backbone import build_part, reference_parts
 from .blocks import apply_block
 from .space import Architecture, SearchSpace
@@ -117,7 +118,7 @@ def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Mode
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    return model
+    return build_training_state(model)
 
 
 def check_data(x, y, space: SearchSpace, what: str = "training data") -> None:
