@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -606,6 +607,13 @@ def write(rows, stem, meta):
                 f"- {r['family']}, kept float: {', '.join(r['float_layers'][:8])}"
                 + (" …" if len(r["float_layers"]) > 8 else "")
             )
+    jobs = meta.get("jobs", 1)
+    jobs_note = (
+        ""
+        if jobs == 1
+        else f"; {jobs} families ran at the same time (`--jobs {jobs}`), each row's seconds with another family "
+        "beside it"
+    )
     title = "Coverage: keras.applications families and a small transformer through every keras-eff technique"
     md = f"""# {title} (issue #17)
 
@@ -617,8 +625,8 @@ def write(rows, stem, meta):
   numpy {ver.get("numpy")}, Python {ver.get("python")}
 - Machine: {meta["machine"]}, {os.cpu_count()} CPU cores, no GPU, shared with other engineers' jobs (tests,
   benchmarks): 1-minute load average {loads["min"]:.1f}–{loads["max"]:.1f} (median {loads["median"]:.1f}) at the
-  family starts (2.0 = both cores busy; this run's own process accounts for about 1.0 of it), so the seconds are
-  pessimistic and noisy
+  family starts (2.0 = both cores busy; this run's own {jobs} at a time account for about {jobs}.0 of it), so the
+  seconds are pessimistic and noisy{jobs_note}
 
 Per family: keras.applications with its default arguments (weights=None, classes=10; 64 px, 75 for InceptionV3, 71
 for Xception), or the transformer (input (16, 32), Dense 32, 2 × [LayerNormalization, MultiHeadAttention(2 heads,
@@ -713,6 +721,13 @@ def main(argv=None):
         action="store_true",
         help="keep the finished families of the result stem's JSON (from an interrupted run) and run the rest",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="families run at the same time, each in its own child processes (default 2: most of a family's time "
+        "is TensorFlow tracing graphs on one Python thread, so two share the 2 cores here well)",
+    )
     p.add_argument("--child", nargs=2, metavar=("PART", "FAMILY"), help=argparse.SUPPRESS)
     p.add_argument("--steps", default=",".join(STEPS), help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -739,49 +754,61 @@ def main(argv=None):
     start = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
     commit_start = _commit()
-    loads, rows, earlier_min, resumed = [], [], 0.0, 0
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
+    loads, rows, earlier_min, resumed = {}, [], 0.0, 0
     if args.resume and os.path.exists(f"{stem}.json"):
         old = read_json(f"{stem}.json", "coverage results")
         rows = [r for r in old.get("rows", []) if r.get("family") in families]
         at = old["meta"]["loadavg"].get("at_family_start", {})
-        loads = [at[r["family"]] for r in rows if r["family"] in at]
+        loads = {r["family"]: at[r["family"]] for r in rows if r["family"] in at}
         start = datetime.datetime.strptime(old["meta"]["started"], "%Y-%m-%d %H:%M UTC").replace(tzinfo=datetime.UTC)
         earlier_min, resumed = old["meta"].get("wall_min", 0.0), old["meta"].get("resumed", 0) + 1
         commit_start = old["meta"].get("commit_start", commit_start)
         print(f"resuming: {', '.join(r['family'] for r in rows) or 'nothing'} done", flush=True)
     done = {r["family"] for r in rows}
     print(f"logs and per-family JSON in {workdir}", flush=True)
-    for family in families:
-        if family in done:
-            continue
-        loads.append(os.getloadavg()[0])
-        print(f"{family}: load {loads[-1]:.1f} …", flush=True)
+
+    def run_one(family):
+        load = os.getloadavg()[0]
+        print(f"{family}: load {load:.1f} …", flush=True)
         commit_family = _commit()
         row = run_family(family, workdir, args.timeout)
         row["commit"] = commit_family  # HEAD when the family started (the code changes in parallel)
-        rows.append(row)
-        tr = table_row(row)
-        print("  " + "; ".join(f"{k} {v}" for k, v in tr.items() if k != "family"), flush=True)
-        commit_now = _commit()
-        meta = {
-            "command": command,
-            "commit": commit_start if commit_now == commit_start else f"{commit_start} (HEAD {commit_now} by the end)",
-            "started": start.strftime("%Y-%m-%d %H:%M UTC"),
-            "finished": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "wall_min": earlier_min + (time.perf_counter() - t0) / 60,
-            "resumed": resumed,
-            "commit_start": commit_start,
-            "machine": f"{platform.node()} ({platform.machine()})",
-            "loadavg": {
-                "min": min(loads),
-                "max": max(loads),
-                "median": float(np.median(loads)),
-                "at_family_start": dict(zip([r["family"] for r in rows], loads)),
-            },
-            "families": list(families),
-            "logs": workdir,
-        }
-        table, summ = write(rows, stem, meta)
+        return family, load, row
+
+    order = {f: i for i, f in enumerate(families)}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        running = [pool.submit(run_one, f) for f in families if f not in done]
+        for future in as_completed(running):
+            family, loads[family], row = future.result()
+            rows = sorted([*rows, row], key=lambda r: order[r["family"]])
+            tr = table_row(row)
+            print(f"{family}: " + "; ".join(f"{k} {v}" for k, v in tr.items() if k != "family"), flush=True)
+            commit_now = _commit()
+            at_start = {r["family"]: loads[r["family"]] for r in rows if r["family"] in loads}
+            meta = {
+                "command": command,
+                "commit": commit_start
+                if commit_now == commit_start
+                else f"{commit_start} (HEAD {commit_now} by the end)",
+                "started": start.strftime("%Y-%m-%d %H:%M UTC"),
+                "finished": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "wall_min": earlier_min + (time.perf_counter() - t0) / 60,
+                "resumed": resumed,
+                "commit_start": commit_start,
+                "jobs": args.jobs,
+                "machine": f"{platform.node()} ({platform.machine()})",
+                "loadavg": {
+                    "min": min(at_start.values()),
+                    "max": max(at_start.values()),
+                    "median": float(np.median(list(at_start.values()))),
+                    "at_family_start": at_start,
+                },
+                "families": list(families),
+                "logs": workdir,
+            }
+            table, summ = write(rows, stem, meta)
     if all(f in done for f in families):
         print("nothing left to run")
         return rows
