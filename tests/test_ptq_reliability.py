@@ -14,6 +14,7 @@ import keras_eff as ke
 import tflite_export as te
 from keras_eff import ptq
 from keras_eff.ptq import common
+from keras_eff.ptq.adaround import _float_inputs
 
 
 def _small(seed=0, name="small"):
@@ -116,6 +117,24 @@ def test_adaround_and_bias_correction_reach_layers_inside_a_nested_model(x8):
     ke.calibrate(qb, x8, progress=False)
     qb = ptq.bias_correction(qb, x8)
     assert inside | {"logits"} <= set(ke.get_report(qb, "bias_correction").corrected)
+
+
+def test_adaround_float_model_reaches_layers_inside_a_nested_model(x8):
+    """float_model= with a nested model: a nested layer's float input is read model by model (the outer model up to
+    the nested one, then inside it), and AdaRound rounds those layers with it (it used to refuse them)."""
+    model, inner = _nested()
+    q = ke.quantize_model(model, ke.QuantConfig(weight_bits=4))
+    ke.calibrate(q, x8, progress=False)
+    conv2 = next(w for w in common.quantized_layers(q) if w.layer.name == "conv2")
+    seen = _float_inputs(model, conv2, x8, batch_size=5)
+    expected = keras.Model(inner.input, inner.get_layer("conv").output)(2.0 * x8)  # after the outer Rescaling(2.0)
+    np.testing.assert_allclose(seen, np.asarray(expected), rtol=1e-5, atol=1e-6)
+    rounded = ptq.adaround(q, x8, iterations=100, batch_size=16, float_model=model)
+    assert {"conv", "conv2", "logits"} <= set(ke.get_report(rounded, "adaround").layers)
+    for w in common.quantized_layers(rounded):
+        if w.layer.name in ("conv", "conv2"):
+            k = np.asarray(w.layer.kernel)
+            np.testing.assert_array_equal(np.asarray(w.quantized_kernels()[0]["kernel"]).reshape(k.shape), k)
 
 
 # -- D10c: a damaged tensor name ---------------------------------------------------------------------------------

@@ -219,36 +219,52 @@ def _float_targets(model, wrapper, x, xs, originals):
         return common.layer_inputs(model, wrapper, x)
 
 
+def _nesting(model, name):
+    """``[model, nested model, ..., layer]``: the models from ``model`` down to its layer called ``name`` (one at the
+    top level first), or None when it has none."""
+    for layer in model.layers:
+        if layer.name == name:
+            return [model, layer]
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            chain = _nesting(layer, name)
+            if chain is not None:
+                return [model, *chain]
+    return None
+
+
+def _in_batches(probe, values, batch_size):
+    many = isinstance(values, (list, tuple))
+    n = len(values[0]) if many else len(values)
+    parts = [
+        probe([v[i : i + batch_size] for v in values] if many else values[i : i + batch_size], training=False)
+        for i in range(0, n, batch_size)
+    ]
+    if isinstance(parts[0], (list, tuple)):
+        return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(parts[0]))]
+    return np.concatenate([np.asarray(p) for p in parts])
+
+
 def _float_inputs(float_model, wrapper, x, batch_size=64):
     """The input of the float model's layer of the same name (what the quantized layer would see without
-    quantization), for the asymmetric reconstruction target; None when that layer is not the one quantized (a
-    LayerNormalization or standalone BatchNorm whose scale ``quantize_model`` runs as a depthwise convolution of the
-    same name): the caller then computes the targets from the quantized model with its quantizers bypassed."""
-    try:
-        layer = float_model.get_layer(wrapper.layer.name)
-    except ValueError:
-        nested = any(
-            getattr(layer, "name", None) == wrapper.layer.name
-            for layer in float_model._flatten_layers(include_self=False, recursive=True)
-        )
-        if nested:
-            raise ValueError(
-                f"layer {wrapper.layer.name!r} lies inside a nested model of float_model "
-                f"{float_model.name!r}: leave float_model out (the default computes the float inputs "
-                f"from the quantized model with its quantizers bypassed)"
-            ) from None
+    quantization), for the asymmetric reconstruction target. A layer inside nested models is reached model by model:
+    each nested model's input from the model around it, then the layer's input inside it. None when that layer is
+    not the one quantized (a LayerNormalization or standalone BatchNorm whose scale ``quantize_model`` runs as a
+    depthwise convolution of the same name): the caller then computes the targets from the quantized model with its
+    quantizers bypassed."""
+    chain = _nesting(float_model, wrapper.layer.name)
+    if chain is None:
         raise ValueError(
             f"float_model {float_model.name!r} has no layer named {wrapper.layer.name!r}: give the "
             f"float model that was quantized (after equalize / fold_batchnorm), or leave float_model "
             f"out"
-        ) from None
-    if type(layer) is not type(wrapper.layer):
+        )
+    if type(chain[-1]) is not type(wrapper.layer):
         return None
-    probe = keras.Model(float_model.input, tensors_in(float_model, layer))
-    out = np.concatenate(
-        [np.asarray(probe(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
-    )
-    return out
+    values = x
+    for outer, inner in zip(chain, chain[1:]):
+        values = _in_batches(keras.Model(outer.input, tensors_in(outer, inner)), values, batch_size)
+    return values
 
 
 def adaround(quantized_model, data, config: AdaRoundConfig | dict | None = None, *, float_model=None, **kwargs):
@@ -271,8 +287,9 @@ def adaround(quantized_model, data, config: AdaRoundConfig | dict | None = None,
         config: An `AdaRoundConfig` or a dict of its fields; default ``AdaRoundConfig()``.
         float_model: The float model that was quantized (after equalize / fold_batchnorm), to compute the float
             targets from; None (default): ``quantized_model`` with its quantizers bypassed. It must hold layers of
-            the same names at the top level. A layer whose float counterpart is of another class (the depthwise
-            convolution ``quantize_model`` makes of a LayerNormalization's γ and β) takes the default targets.
+            the same names, at the top level or inside nested models. A layer whose float counterpart is of another
+            class (the depthwise convolution ``quantize_model`` makes of a LayerNormalization's γ and β) takes the
+            default targets.
         **kwargs: Fields of `AdaRoundConfig` (``iterations=500``, ``weight_bits=4``, ...), each overriding
             ``config``'s.
 
