@@ -128,6 +128,33 @@ def test_standalone_batchnorm_keeps_training_and_saves(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
 
 
+def test_standalone_batchnorm_kernel_is_per_tensor_unless_asked(tmp_path):
+    """A standalone BN's 1×1 depthwise kernel has one scale (per-channel scales for it and its bias made DenseNet121's
+    file 12.6 % larger than the converter's); weight_granularity="per_channel" keeps one per channel. Both exact."""
+    from benchmarks.file_size import file_facts
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 3))
+    stem = layers.Conv2D(64, 3, padding="same", name="stem")(inputs)
+    bn = layers.BatchNormalization(name="preact_bn")
+    x = layers.Add()([stem, layers.Conv2D(64, 1)(layers.ReLU()(bn(stem)))])
+    model = keras.Model(inputs, _head(x))
+    bn.gamma.assign(np.random.default_rng(0).uniform(0.5, 1.5, 64).astype("float32"))
+    bn.moving_variance.assign(np.random.default_rng(1).uniform(0.5, 2.0, 64).astype("float32"))
+    x = _images(64, 8)
+    facts = {}
+    for granularity in ("auto", "per_channel"):
+        keras.utils.set_random_seed(0)
+        qat = ke.quantize_model(model, ke.QuantConfig(overrides={"preact_bn": {"weight_granularity": granularity}}))
+        assert qat.get_layer("quant_preact_bn").per_channel is (granularity == "per_channel")
+        ke.calibrate(qat, x, progress=False)
+        data = te.to_tflite(qat)
+        _assert_parity(qat, data, _images(64, 8, seed=1))
+        facts[granularity] = file_facts(data)
+    # the kernel and the bias: 2 × 64 channels × (float32 scale + int64 zero point) against 2 × 1
+    assert facts["per_channel"]["quantization_bytes"] - facts["auto"]["quantization_bytes"] == 2 * 63 * 12
+
+
 # -- Concatenate on one grid (DenseNet121: each block's concat also feeds the next BN; InceptionV3's branches) -------
 
 

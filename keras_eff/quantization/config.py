@@ -98,7 +98,9 @@ class QuantConfig:
         weight_bits: Bits of the kernels, 2 to 16.
         weight_symmetric: Symmetric kernel ranges (±max|w|, what int8 TFLite stores) or asymmetric ones.
         weight_granularity: ``"auto"`` (per-channel for Conv and DepthwiseConv, per-tensor for Dense and
-            Conv2DTranspose, where the converter holds per-channel scales), ``"per_channel"`` or ``"per_tensor"``.
+            Conv2DTranspose, where the converter holds per-channel scales; per-tensor for the 1×1 depthwise kernel a
+            standalone BatchNormalization runs as, like the converter's per-tensor MUL), ``"per_channel"`` or
+            ``"per_tensor"``.
         activation_bits: Bits of the activation ranges, 2 to 16 (int8 TFLite needs 8).
         activation_symmetric: Symmetric activation ranges instead of the default asymmetric ones.
         fold_batchnorm: Fold a BatchNormalization that directly follows a conv or dense layer into its kernel and bias.
