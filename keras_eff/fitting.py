@@ -25,8 +25,7 @@ def build_training_state(model: keras.Model, x=None, y=None) -> keras.Model:
 
     Returns:
         ``model``, whose first ``fit`` then traces its step once. Left as it was when Keras has no such build (another
-        Keras version), or when the model is not compiled or its input
-        shape is not fully known (``x`` None).
+        Keras version), when the model is not compiled, or when ``x`` is None and the input shape is not fully known.
     """
     build = getattr(model, "_symbolic_build", None)
     if build is None or not getattr(model, "compiled", False):
