@@ -17,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from ..graph import tensors_in
 from ..layers import main_kernel
 from ..options import resolve_config
 from ..quantization import WeightQuantizer, layer_ops
@@ -233,18 +232,6 @@ def _nesting(model, name):
     return None
 
 
-def _in_batches(probe, values, batch_size):
-    many = isinstance(values, (list, tuple))
-    n = len(values[0]) if many else len(values)
-    parts = [
-        probe([v[i : i + batch_size] for v in values] if many else values[i : i + batch_size], training=False)
-        for i in range(0, n, batch_size)
-    ]
-    if isinstance(parts[0], (list, tuple)):
-        return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(parts[0]))]
-    return np.concatenate([np.asarray(p) for p in parts])
-
-
 def _float_inputs(float_model, wrapper, x, batch_size=64):
     """The input of the float model's layer of the same name (what the quantized layer would see without
     quantization), for the asymmetric reconstruction target. A layer inside nested models is reached model by model:
@@ -261,10 +248,7 @@ def _float_inputs(float_model, wrapper, x, batch_size=64):
         )
     if type(chain[-1]) is not type(wrapper.layer):
         return None
-    values = x
-    for outer, inner in zip(chain, chain[1:]):
-        values = _in_batches(keras.Model(outer.input, tensors_in(outer, inner)), values, batch_size)
-    return values
+    return common.inputs_along(float_model, chain[1:-1], chain[-1], x, batch_size)
 
 
 def adaround(quantized_model, data, config: AdaRoundConfig | dict | None = None, *, float_model=None, **kwargs):

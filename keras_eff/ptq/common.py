@@ -81,11 +81,18 @@ def layer_inputs(model, wrapper, x, batch_size=64) -> np.ndarray:
     path = next((p for w, p in _walk(model) if w is wrapper), None)
     if path is None:
         raise ValueError(f"layer {wrapper.name!r} is not a quantized layer of model {model.name!r}")
+    return inputs_along(model, path, wrapper, x, batch_size)
+
+
+def inputs_along(model, path, layer, x, batch_size=64) -> np.ndarray:
+    """What ``layer`` receives when ``model`` runs on ``x`` (inference), ``path`` the nested models (outer first) it
+    lies in: the outer model runs up to the first nested model's input, each nested one up to the next, the last to
+    ``layer``."""
     stages, outer = [], model
     for inner in path:  # Keras calls a nested model once per graph (a second call would repeat its name)
         stages.append(_probe(outer, inner))
         outer = inner
-    stages.append(_probe(outer, wrapper))
+    stages.append(_probe(outer, layer))
     out = []
     for i in range(0, len(x), batch_size):
         h = x[i : i + batch_size]
