@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ..fitting import build_training_state
+from ..models import compile_classifier
 from .backbone import build_part, reference_parts
 from .blocks import apply_block
 from .space import Architecture, SearchSpace
@@ -113,12 +113,8 @@ def build_reference(space: SearchSpace) -> keras.Model:
 
 
 def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return build_training_state(model)
+    """Adam, cross-entropy on logits and accuracy: `keras_eff.models.compile_classifier`."""
+    return compile_classifier(model, learning_rate)
 
 
 def check_data(x, y, space: SearchSpace, what: str = "training data") -> None:
