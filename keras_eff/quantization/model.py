@@ -221,23 +221,35 @@ class _Quantizer:
             kwargs["per_channel"] = False
         return kwargs
 
-    def _next_fusable(self, rb, node):
-        nxt = rb.info.sole_consumer(node)
-        if nxt is None or not isinstance(nxt.operation, layers.Layer):
-            return None, None
-        if not self.config.for_layer(nxt.operation).quantize:
-            return None, None
-        act = _fusable_activation(nxt.operation)
-        return (nxt, act) if act else (None, None)
+    def _fusable_readers(self, rb, node):
+        """The ReLU/ReLU6 layers TFLite fuses into ``node``'s op, and their kind: its only reader, or several readers
+        that all apply the same plain ReLU. The converter merges identical ReLUs of one tensor into one and fuses it
+        (NASNet's stem feeds five); a simulation that kept them apart would round twice (on the op's own grid, then
+        on the ReLU's) where the file rounds once. ``([], None)`` where nothing fuses."""
+        if len(node.outputs) != 1 or id(node.outputs[0]) in rb.info.output_ids:
+            return [], None
+        readers = rb.info.node_consumers(node)
+        if not readers:
+            return [], None
+        kinds = set()
+        for reader in readers:
+            op = reader.operation
+            if not isinstance(op, layers.Layer) or not self.config.for_layer(op).quantize:
+                return [], None
+            kinds.add(_fusable_activation(op))
+        if len(kinds) != 1 or None in kinds:
+            return [], None
+        return readers, kinds.pop()
 
-    def _feeds_shared_range(self, rb, node) -> bool:
-        """Whether this node's output lies on a consumer's shared range instead of a range of its own: its only
-        consumer quantizes the tensor with its shared range, or (through range-inheriting layers, with other
-        consumers beside) exactly one Concatenate reads it, which TFLite holds to its own grid. A node with a fixed
-        output range keeps it: the consumer adopts that range instead."""
-        if _node_fixed_range(node) is not None:
+    def _feeds_shared_range(self, rb, nodes) -> bool:
+        """Whether the output of ``nodes`` (one node, or the ReLUs fused into one op, which give one tensor) lies on a
+        consumer's shared range instead of a range of its own: its only consumer quantizes the tensor with its shared
+        range, or (through range-inheriting layers, with other consumers beside) exactly one Concatenate reads it,
+        which TFLite holds to its own grid. A node with a fixed output range keeps it: the consumer adopts that range
+        instead."""
+        if any(_node_fixed_range(node) is not None for node in nodes):
             return False
-        nxt = rb.info.sole_consumer(node)
+        nxt = rb.info.sole_consumer(nodes[0]) if len(nodes) == 1 else None
         if (
             nxt is not None
             and isinstance(nxt.operation, layers.Layer)
@@ -245,11 +257,11 @@ class _Quantizer:
             and self.config.for_layer(nxt.operation).quantize
         ):
             return True
-        return len(self._concats_reached(rb, node)) == 1
+        return len(self._concats_reached(rb, nodes)) == 1
 
-    def _concats_reached(self, rb, node) -> set:
-        """The Concatenate layers that read this node's output directly or through range-inheriting layers."""
-        found, stack, seen = set(), [node], set()
+    def _concats_reached(self, rb, nodes) -> set:
+        """The Concatenate layers that read the output of ``nodes`` directly or through range-inheriting layers."""
+        found, stack, seen = set(), list(nodes), set()
         while stack:
             for consumer in rb.info.node_consumers(stack.pop()):
                 op = consumer.operation
@@ -273,11 +285,12 @@ class _Quantizer:
         producer = history.operation._inbound_nodes[history.node_index]
         return not (id(producer) in self._left_to_consumer and rb.info.sole_consumer(producer) is node)
 
-    def _decide_output(self, rb, node) -> bool:
-        """quantize_output for the wrapper of ``node``; remembers the nodes that leave their output to a consumer."""
-        leaves = self._feeds_shared_range(rb, node)
+    def _decide_output(self, rb, nodes) -> bool:
+        """quantize_output for the wrapper whose output is that of ``nodes`` (the wrapped node, or the ReLUs fused
+        into it); remembers the nodes that leave their output to a consumer."""
+        leaves = self._feeds_shared_range(rb, nodes)
         if leaves:
-            self._left_to_consumer.add(id(node))
+            self._left_to_consumer.update(id(node) for node in nodes)
         return not leaves
 
     def __call__(self, rb, node, args, kwargs):
@@ -288,10 +301,11 @@ class _Quantizer:
         facts = facts_for(op)
         if not isinstance(op, layers.Layer):  # a raw op such as keras.ops.add in the graph
             out = op(*args, **kwargs)
-            nxt, act = (None, None) if facts.fixed_range else self._next_fusable(rb, node)
+            readers, act = ([], None) if facts.fixed_range else self._fusable_readers(rb, node)
             if act:
                 out = layers.Activation(act)(out)
-                rb.absorb(nxt)
+                for reader in readers:
+                    rb.absorb(reader)
             return ActivationQuantizer(
                 **self.act_kwargs(self.config._default), fixed_range=facts.fixed_range, name=f"{op.name}_output_range"
             )(out)
@@ -344,19 +358,21 @@ class _Quantizer:
                 self.report.float_layers.append((op.name, reason))
                 return None
             return self._wrap_kernel_layer(rb, node, op, spec, args, kwargs)
+        if isinstance(op, (layers.Add, layers.Multiply)) and len(node.input_tensors) > 2 and args:
+            args = (self._binary_steps(op, spec, list(args[0])),) + tuple(args[1:])
         if facts.quantizable:
             shared = facts.output_range == "shared"
-            nxt, act = (
-                (None, None)
+            readers, act = (
+                ([], None)
                 if isinstance(op, layers.Activation) or facts.output_range in ("fixed", "shared")
-                else self._next_fusable(rb, node)
+                else self._fusable_readers(rb, node)
             )
             fixed = _inherited_fixed_range(node) if shared else _fixed_range(op)
             inherits = fixed is None and self._pool_inherits(rb, node)
             wrapper = QuantizeWrapper(
                 _in_float32(reuse_or_clone(op)),
                 fused_activation=act or "linear",
-                quantize_output=self._decide_output(rb, node) and not inherits,
+                quantize_output=self._decide_output(rb, readers or [node]) and not inherits,
                 fixed_output_range=fixed,
                 **self.wrapper_kwargs(spec, op),
             )
@@ -364,13 +380,25 @@ class _Quantizer:
             out = wrapper(*args, **{k: v for k, v in kwargs.items() if not (k == "mask" and v is None)})
             if wrapper.layer is not op and op.weights:
                 wrapper.layer.set_weights(op.get_weights())
-            if nxt is not None:
-                rb.absorb(nxt)
+            for reader in readers:
+                rb.absorb(reader)
+            if readers:
                 self.report.fused_activations.append((op.name, act))
             self.report.quantized.append(op.name)
             return out
         self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
+
+    def _binary_steps(self, op, spec, inputs) -> list:
+        """An Add or Multiply of n > 2 tensors as Keras computes it and the file holds it, one binary op at a time
+        (``(a + b) + c``): each partial result gets a wrapper of its own, with its own int8 range (the converter
+        otherwise leaves those ops in float); the layer itself then takes the last partial result and the last
+        tensor."""
+        partial = inputs[0]
+        for i, tensor in enumerate(inputs[1:-1]):
+            step = QuantizeWrapper(type(op)(name=f"{op.name}_step{i}", **_FLOAT32), **self.wrapper_kwargs(spec, op))
+            partial = step([partial, tensor])
+        return [partial, inputs[-1]]
 
     def _converter_folds(self, rb, bn_node) -> bool:
         """Whether the converter folds this (unfolded) BatchNorm into the conv before it: a BN left after a conv with
@@ -421,16 +449,14 @@ class _Quantizer:
             and self.config.for_layer(nxt.operation).quantize
         ):
             bn, last = nxt, nxt
-        act_node, act = (None, None)
+        readers, act = [], None
         if own in FUSED_ACTIVATIONS and facts_for(op).fuses_activation:
-            act_node, act = self._next_fusable(rb, last)
-        if act_node is not None:
-            last = act_node
+            readers, act = self._fusable_readers(rb, last)
         wrapper = QuantizeWrapper(
             clone_layer(op, **_FLOAT32),
             batchnorm=None if bn is None else clone_layer(bn.operation, **_FLOAT32),
             fused_activation=act or "linear",
-            quantize_output=self._decide_output(rb, last),
+            quantize_output=self._decide_output(rb, readers or [last]),
             preserve=spec.preserve,
             n_centroids=preserve_lib.centroid_counts(op, layer_ops.kernel_names(op), spec.preserve),
             **self._kernel_kwargs(spec, op, own_bn),
@@ -445,8 +471,9 @@ class _Quantizer:
             if own_bn is None:
                 rb.absorb(bn)
                 self.report.folded_batchnorm.append((op.name, bn.operation.name))
-        if act_node is not None:
-            rb.absorb(act_node)
+        for reader in readers:
+            rb.absorb(reader)
+        if readers:
             self.report.fused_activations.append((op.name, act))
         self.report.quantized.append(op.name)
         return out
