@@ -217,8 +217,9 @@ def test_squeeze_excite_grids_are_bit_exact_with_litert():
 
 def _every_op_net():
     """conv + BN + ReLU6, depthwise, hard-swish, pointwise, Add, a squeeze-excite (mean, conv + sigmoid, Multiply),
-    an average pooling feeding a global one over 6×6 (one chain of shared grids), dense; 24 channels, so that LiteRT's
-    built-in MEAN runs 16 of them with SIMD and 8 in scalar code (they round ties differently)."""
+    a separable conv + BN + ReLU (two ops in the file, an int8 tensor between them), an average pooling feeding a
+    global one over 6×6 (one chain of shared grids), dense; 24 channels, so that LiteRT's built-in MEAN runs 16 of
+    them with SIMD and 8 in scalar code (they round ties differently)."""
     inputs = keras.Input((8, 8, 3))
     x = layers.Conv2D(24, 3, padding="same", name="c1")(inputs)
     x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
@@ -227,6 +228,8 @@ def _every_op_net():
     s = layers.GlobalAveragePooling2D(keepdims=True, name="se_pool")(a)
     s = layers.Conv2D(24, 1, activation="sigmoid", name="se")(s)
     m = layers.Multiply(name="mul")([a, s])
+    m = layers.SeparableConv2D(24, 3, padding="same", use_bias=False, name="sep")(m)
+    m = layers.ReLU()(layers.BatchNormalization()(m))
     g = layers.GlobalAveragePooling2D(name="gap")(layers.AveragePooling2D(3, 1, name="avg")(m))  # a 6×6 mean
     return keras.Model(inputs, layers.Dense(10, name="fc")(g))
 
@@ -248,6 +251,7 @@ def every_op_export():
 def test_each_kernel_set_is_bit_exact_with_its_runtime(every_op_export, kernels):
     qat, data, x = every_op_export
     assert {"MEAN", "AVERAGE_POOL_2D", "ADD", "MUL", "HARD_SWISH", "LOGISTIC"} <= set(te.read_graph(data).op_names())
+    assert te.read_graph(data).op_names().count("DEPTHWISE_CONV_2D") == 2  # dw, and sep's depthwise half
     set_integer_kernels(qat, kernels)
     try:
         if kernels == "micro":

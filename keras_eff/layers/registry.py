@@ -58,7 +58,7 @@ _BUILTIN: dict = {
     layers.Conv3D: _conv(quantized=False),
     layers.DepthwiseConv2D: _conv("depthwise", channels="follow"),
     layers.DepthwiseConv1D: _conv("depthwise", quantized=False, folds=False, channels="follow"),
-    layers.SeparableConv2D: _conv(kernels=_SEPARABLE, channels="block", int8=None),
+    layers.SeparableConv2D: _conv(kernels=_SEPARABLE, channels="block"),
     layers.SeparableConv1D: _conv(kernels=_SEPARABLE, quantized=False, folds=False, channels="block"),
     layers.Conv2DTranspose: _conv("transpose", per_channel=False, channels="block", int8=None),
     layers.Conv1DTranspose: _conv("transpose", quantized=False, folds=False, channels="block"),

@@ -488,22 +488,42 @@ class QuantizeWrapper(layers.Wrapper):
 
     def _linear_integer(self, x, source, target):
         """conv/dense as XNNPACK computes it: exact int32 accumulator (int8 kernel, int32 bias), fp32 requantization
-        half to even. Returns the value on the output grid, before the fused activation (a clamp on that grid)."""
+        half to even. A separable convolution runs as the file's two ops: its depthwise half (no bias) requantized
+        onto the grid between the halves, clamped to int8, then the pointwise half. Returns the value on the output
+        grid, before the fused activation (a clamp on that grid)."""
         layer = self.layer
         kernels, bias = self.folded_kernels()
-        main = self._main_kernel()
-        s_w = self.weight_quantizer.tflite_scale(layer_ops.to_channels_last(layer, main, kernels[main]))
-        qk = self.quantize_kernel(main, kernels[main])
+        codes, s_w = {}, {}
+        for name, kernel in kernels.items():
+            s_w[name] = self.weight_quantizer.tflite_scale(layer_ops.to_channels_last(layer, name, kernel))
+            q = self.quantize_kernel(name, kernel)
+            grid = ops.reshape(s_w[name], channel_shape(layer, name, q.shape)) if len(s_w[name].shape) else s_w[name]
+            codes[name] = integer.integers(q, grid)
         s_in, s_out = source.tflite_scale(), target.tflite_scale()
-        w_grid = ops.reshape(s_w, channel_shape(layer, main, qk.shape)) if len(s_w.shape) else s_w
-        acc = layer_ops.linear(layer, integer.integers(x, s_in), {main: integer.integers(qk, w_grid)})
+        between, s_acc = None, s_in
+        if self.between_quantizer is not None:
+            mid = self.between_quantizer
+            s_acc, z_mid = mid.tflite_scale(), mid.tflite_zero_point()
+            s_dw = s_w["depthwise_kernel"]
+
+            def between(acc):
+                q = self._requantize(acc, s_in, s_dw, s_acc)
+                return ops.cast(ops.clip(q, -128.0 - z_mid, 127.0 - z_mid), "float64")
+
+        main = self._main_kernel()
+        acc = layer_ops.linear(layer, integer.integers(x, s_in), codes, between)
         if bias is not None:  # the exported bias as the file's int32 values, added as they are
             s_b = self._bias_source().tflite_scale()
-            acc = acc + ops.cast(integer.round_half_away(self._int32_bias(bias) / (s_b * s_w)), "float64")
-        if self.integer_kernels != "xnnpack":  # the multiplier in double, as the built-in kernels' Prepare
+            acc = acc + ops.cast(integer.round_half_away(self._int32_bias(bias) / (s_b * s_w[main])), "float64")
+        return self._requantize(acc, s_acc, s_w[main], s_out) * s_out
+
+    def _requantize(self, acc, s_in, s_w, s_out):
+        """The integer accumulator onto the output grid as integers (float32): XNNPACK's fp32 multiplier, or the
+        built-in and Micro kernels' multiplier in double (their Prepare)."""
+        if self.integer_kernels != "xnnpack":
             real = ops.cast(s_in, "float64") * ops.cast(s_w, "float64") / ops.cast(s_out, "float64")
-            return ops.cast(integer.gemmlowp_requantize(acc, real, self.integer_kernels), "float32") * s_out
-        return integer.requantize(acc, (s_in * s_w) / s_out) * s_out
+            return ops.cast(integer.gemmlowp_requantize(acc, real, self.integer_kernels), "float32")
+        return integer.requantize(acc, (s_in * s_w) / s_out)
 
     def _output_grid(self):
         """The quantizer of this layer's output grid: its own, or the one ``place`` handed in (the shared range of
