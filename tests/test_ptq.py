@@ -301,3 +301,27 @@ def test_bad_inputs_give_clear_errors(images):
     with_bn = ke.quantize_model(relu_model())
     with pytest.raises(ValueError, match="fold BatchNorm before quantize_model"):
         ptq.adaround(with_bn, images, layers=("conv",))
+
+
+def test_divergence_tells_apart_layers_whose_names_prefix_each_other():
+    """'quant_sum_1/' in a TFLite tensor's name can be the traced scope of the wrapper 'quant_sum' as well as of
+    'quant_sum_1', and an op carries the names of all that TFLite fused into it: a tensor is matched by name, size
+    per sample and the wrapper's own output grid, so each layer is compared with its own tensor (on LiteRT's
+    built-in kernels, the simulation emulating them)."""
+    inputs = keras.Input((8, 8, 3))
+    x = inputs
+    for name in ("sum", "sum_1", "sum_1_1"):
+        a = layers.Conv2D(6, 3, padding="same", name=f"{name}_a")(x)
+        b = layers.Conv2D(6, 1, name=f"{name}_b")(x)
+        x = layers.Add(name=name)([a, b])
+    x = layers.Conv2D(4, 1, name="last")(x)  # (the layer before a global average leaves its range to it)
+    model = keras.Model(inputs, layers.Dense(3)(layers.GlobalAveragePooling2D()(x)))
+    data = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype(np.float32)
+    q = ke.quantize_model(model)
+    ke.calibrate(q, data, progress=False)
+    rows = {r["layer"]: r for r in ptq.divergence(q, data, samples=4, tolerance_lsb=1.0)["layers"]}
+    names = [n for base in ("sum", "sum_1", "sum_1_1") for n in (f"{base}_a", f"{base}_b", base)]
+    assert set(names) <= set(rows)
+    assert len({rows[n]["tflite_tensor"] for n in ("sum", "sum_1", "sum_1_1")}) == 3
+    assert all(rows[n]["max_lsb"] < 0.5 for n in names), {n: rows[n]["max_lsb"] for n in names}
+    assert {l.integer_kernels for l in q.layers if isinstance(l, ke.quantization.QuantizeWrapper)} == {"xnnpack"}

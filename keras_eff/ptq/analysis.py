@@ -14,6 +14,7 @@ import tflite_export as te
 from tflite_export.files import atomic_savefig
 
 from ..graph import tensors_in
+from ..quantization import QuantizeWrapper
 from ..reporting import agg_subplots as subplots
 from ..reporting import get_reports
 from . import common
@@ -126,14 +127,22 @@ def plot_sensitivity(sensitivity: dict, path, parameters: dict | None = None) ->
     return {"sensitivity": {n: {str(b): float(d) for b, d in v.items()} for n, v in sensitivity.items()}}
 
 
-def _tflite_tensor_for(names, wrapper_name) -> int | None:
-    """Index of the last op output whose name mentions the wrapper (TFLite names hold 'model/quant_conv_1/...')."""
+def _tflite_tensor_for(outputs, wrapper_name, size, scale) -> int | None:
+    """Index of the TFLite op output that holds a wrapper's output.
+
+    The candidates are the op outputs whose names mention the wrapper (TFLite names hold 'model/quant_conv_1/...')
+    and that hold ``size`` values per sample. Names alone are ambiguous ('quant_act_1/' is also the traced name of
+    'quant_act' in a model that has both, and an op that fuses a wrapper into a later one carries both names), so the
+    one on the wrapper's own grid (``scale``) is taken, else the last candidate.
+    """
     pattern = re.compile(rf"(^|/){re.escape(wrapper_name)}(_\d+)?/")
-    found = None
-    for idx, name in names:
-        if any(pattern.search(part) for part in name.split(";")):
-            found = idx
-    return found
+    candidates = [
+        (idx, s) for idx, name, n, s in outputs if n == size and any(pattern.search(p) for p in name.split(";"))
+    ]
+    on_grid = [idx for idx, s in candidates if s is not None and abs(s - scale) <= 1e-6 * scale]
+    if on_grid:
+        return on_grid[-1]
+    return candidates[-1][0] if candidates else None
 
 
 def divergence(
@@ -142,8 +151,11 @@ def divergence(
     """Measures, per quantized layer, how far the int8 TFLite tensor lies from the simulation, in output LSBs, and
     finds the first layer that drifts beyond ``tolerance_lsb``.
 
-    Runs LiteRT without delegates, keeping every intermediate tensor; TFLite tensors are matched to the top-level
-    quantized layers by the wrapper names in their names.
+    Runs LiteRT without delegates, keeping every intermediate tensor (XNNPACK keeps none), and the simulation with
+    the integer arithmetic of those same kernels: LiteRT's built-in kernels, or its reference kernels where the model
+    emulates TFLite Micro's (``set_integer_kernels``); the model's own setting is put back afterwards. TFLite tensors
+    are matched to the top-level quantized layers by the wrapper names in their names, their size and the wrapper's
+    output grid.
 
     Args:
         quantized_model: A quantized model (``keras_eff.quantize_model``), calibrated or trained. Not changed.
@@ -172,24 +184,52 @@ def divergence(
     model_bytes = te.read_model(tflite_model) if tflite_model is not None else te.to_tflite(quantized_model)
     # read first: a damaged file is refused naming it (and the bad tensor) before LiteRT's own readers trip on it
     graph = te.read_graph(tflite_model if tflite_model is not None else model_bytes)
+    every = list(quantized_model._flatten_layers(include_self=False, recursive=True))
+    emulating = {layer: layer.integer_kernels for layer in every if isinstance(layer, QuantizeWrapper)}
+    micro = "micro" in emulating.values()
     interp = Interpreter(
         model_content=model_bytes,
         experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_REF
+        if micro
+        else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
     inp = interp.get_input_details()[0]
     shape = list(inp["shape"])
     shape[0] = 1
     interp.resize_tensor_input(inp["index"], shape)
     interp.allocate_tensors()
-    outputs = [(t, graph.tensors[t].name) for op in graph.ops for t in op.outputs]
+    outputs = []
+    for op in graph.ops:
+        for t in op.outputs:
+            shape = list(graph.tensors[t].shape)
+            scales = graph.tensors[t].scales
+            size = int(np.prod(shape[1:])) if shape else 1
+            outputs.append((t, graph.tensors[t].name, size, float(scales[0]) if len(scales) else None))
     wrappers = [w for w in quantized_model.layers if hasattr(w, "output_quantizer") and w.output_quantizer]
-    matched = [(w, _tflite_tensor_for(outputs, w.name)) for w in wrappers]
+    matched = [
+        (
+            w,
+            _tflite_tensor_for(
+                outputs,
+                w.name,
+                int(np.prod(tensors_in(quantized_model, w, "output").shape[1:])),
+                float(w.output_quantizer.tflite_scale()),
+            ),
+        )
+        for w in wrappers
+    ]
     matched = [(w, t) for w, t in matched if t is not None]
     if not matched:
         raise ValueError("no TFLite tensor could be matched to a quantized layer by name")
     probe = keras.Model(quantized_model.input, [tensors_in(quantized_model, w, "output") for w, _ in matched])
-    sim = probe.predict(x, verbose=0, batch_size=len(x))
+    for layer in emulating:
+        layer.integer_kernels = "micro" if micro else "builtin"
+    try:
+        sim = probe.predict(x, verbose=0, batch_size=len(x))
+    finally:
+        for layer, kernels in emulating.items():
+            layer.integer_kernels = kernels
     sim = sim if isinstance(sim, list) else [sim]
     diffs: list[list[np.ndarray]] = [[] for _ in matched]  # per layer: |TFLite - simulated| in LSB, per input
     in_scale, in_zp = inp["quantization"]
