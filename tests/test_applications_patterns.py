@@ -313,3 +313,25 @@ def test_merge_of_three_tensors_is_one_binary_op_per_step(merge):
     _assert_parity(qat, data, x)
     # the user's model is left as it was: its merge still takes three tensors
     assert len(model.get_layer("merge3").input) == 3
+
+
+def test_layer_normalization_blocks_like_convnext_are_bit_exact():
+    """ConvNeXt's pattern: LayerNormalization after a stem and a 7×7 depthwise conv, a GELU MLP on the channels, a
+    residual Add, and a LayerNormalization on the pooled vector before the head. Each LayerNorm is seven int8 ops in
+    the file; the simulation computes them as LiteRT does, its RSQRT in gemmlowp fixed point (a float rsqrt put a
+    few positions one LSB off, and every channel of the position with them)."""
+    inputs = keras.Input((16, 16, 3))
+    x = layers.LayerNormalization(epsilon=1e-6, name="stem_ln")(layers.Conv2D(24, 4, strides=4, name="stem")(inputs))
+    for i in range(2):
+        h = layers.DepthwiseConv2D(7, padding="same", name=f"dw{i}")(x)
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"ln{i}")(h)
+        h = layers.Dense(96, activation="gelu", name=f"up{i}")(h)
+        x = layers.Add(name=f"res{i}")([x, layers.Dense(24, name=f"down{i}")(h)])
+    x = layers.LayerNormalization(epsilon=1e-6, name="head_ln")(layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, layers.Dense(4, name="head")(x))
+    x_data = _images(n=64, hi=255.0)
+    qat, data = _qat_int8(model, x_data)
+    report = quantization_report(qat)
+    assert {"stem_ln", "ln0", "ln1", "head_ln"} <= set(report.quantized) and not report.float_layers
+    assert _op_names(data).count("RSQRT") == 4
+    _assert_parity(qat, data, x_data)

@@ -299,3 +299,18 @@ def test_a_rewritten_copy_reads_its_own_ranges(conv_export):
     assert placed and not any(id(q) in originals for q in placed)
     np.testing.assert_array_equal(copy.predict(x, verbose=0), qat.predict(x, verbose=0))
     assert _lsb(copy, te.to_tflite(copy), x).max() == 0
+
+
+def test_rsqrt_table_is_the_fixed_point_inverse_square_root():
+    """The int8 RSQRT kernel's per-code value (2^20/√v from five Newton-Raphson steps in Q3 fixed point) is within
+    a few parts per million of the real one, saturates at v ≤ 1, and its requantization gives 127 for a zero input
+    (bit-exactness against LiteRT is tested on whole models in tests/test_applications_patterns.py)."""
+    from keras_eff.quantization import integer_inference as integer
+
+    table = np.array(integer._RSQRT_DATA[2:], dtype=np.float64)
+    exact = 2.0**20 / np.sqrt(np.arange(2, 256))
+    assert np.max(np.abs(table - exact) / exact) < 1e-5
+    assert integer._RSQRT_DATA[1] == 2**20  # 1/√1 from the saturated multiplier
+    x = np.array([0.0, 0.01, 0.04, 0.25], np.float32)
+    out = np.asarray(integer.rsqrt(x, 0.01, 0.05, -128))
+    np.testing.assert_allclose(out, [(127 + 128) * 0.05, 10.0 * 0.05 * 20, 5.0 * 0.05 * 20, 2.0], rtol=1e-6)

@@ -14,7 +14,6 @@ import tflite_export as te
 from tflite_export.files import atomic_savefig
 
 from ..graph import tensors_in
-from ..quantization import QuantizeWrapper
 from ..reporting import agg_subplots as subplots
 from ..reporting import get_reports
 from . import common
@@ -185,7 +184,7 @@ def divergence(
     # read first: a damaged file is refused naming it (and the bad tensor) before LiteRT's own readers trip on it
     graph = te.read_graph(tflite_model if tflite_model is not None else model_bytes)
     every = list(quantized_model._flatten_layers(include_self=False, recursive=True))
-    emulating = {layer: layer.integer_kernels for layer in every if isinstance(layer, QuantizeWrapper)}
+    emulating = {layer: layer.integer_kernels for layer in every if hasattr(layer, "integer_kernels")}
     micro = "micro" in emulating.values()
     interp = Interpreter(
         model_content=model_bytes,

@@ -305,3 +305,81 @@ def multiply(xs, in_scales, out_scale, kernels="xnnpack"):
             * out_scale
         )
     return requantize(product, s_a * s_b / out_scale) * out_scale
+
+
+# -- RSQRT: LiteRT's built-in int8 kernel (XNNPACK does not take it), gemmlowp fixed point --------------------------
+# For each input integer v = q − z > 0 the kernel takes 1/√v from GetInvSqrtQuantizedMultiplierExp (five
+# Newton-Raphson steps in Q3 fixed point), turns it into data = MultiplyByQuantizedMultiplier(1, m_v, shift_v + 20),
+# then requantizes data by 1 / (√s_in · s_out) (the square root and product in float32, the reciprocal in double) with
+# the exponent lowered by 20, and adds the output zero point; v = 0 gives 127. data depends on v alone: a table.
+
+_I32_MAX = 2**31 - 1
+
+
+def _srdhm_int(a: int, b: int) -> int:
+    """gemmlowp's SaturatingRoundingDoublingHighMul on Python ints."""
+    if a == b == -(2**31):
+        return _I32_MAX
+    ab = a * b
+    t = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+    return (abs(t) >> 31) * (1 if t >= 0 else -1)
+
+
+def _rounding_shift_int(x: int, exponent: int) -> int:
+    """gemmlowp's RoundingDivideByPOT on Python ints (ties away from zero)."""
+    if exponent <= 0:
+        return x
+    mask = (1 << exponent) - 1
+    return (x >> exponent) + (1 if (x & mask) > (mask >> 1) + (1 if x < 0 else 0) else 0)
+
+
+def _times_pot_int(raw: int, exponent: int) -> int:
+    """gemmlowp's SaturatingRoundingMultiplyByPOT: a saturating left shift, or a rounding right shift."""
+    if exponent < 0:
+        return _rounding_shift_int(raw, -exponent)
+    return max(-(2**31), min(_I32_MAX, raw << exponent))
+
+
+def _inv_sqrt_multiplier(v: int) -> tuple:
+    """TFLite's GetInvSqrtQuantizedMultiplierExp(v, kReverseShift): (multiplier, shift) with 1/√v ≈ multiplier ·
+    2^(shift − 31)."""
+    if v <= 1:
+        return _I32_MAX, 0
+    shift = 11
+    while v >= 1 << 29:
+        v //= 4
+        shift += 1
+    pairs = (32 - v.bit_length() - 1) // 2 - 1
+    shift -= pairs
+    v <<= 2 * pairs
+    half_input = _times_pot_int(v >> 1, -1)  # Q3
+    x = 1 << 28  # Q3 one
+    for _ in range(5):
+        cube = _times_pot_int(_srdhm_int(_srdhm_int(x, x), x), 6)  # Q9 → Q3
+        x = _times_pot_int(_srdhm_int((1 << 28) + (1 << 27), x) - _srdhm_int(half_input, cube), 3)  # Q6 → Q3
+    x = _srdhm_int(x, 1518500250)  # times √2 / 2
+    if shift < 0:
+        x, shift = x << -shift, 0
+    return x, -shift
+
+
+def _rsqrt_data(v: int) -> int:
+    multiplier, shift = _inv_sqrt_multiplier(v)
+    shift += 20
+    return _rounding_shift_int(_srdhm_int(1 << max(shift, 0), multiplier), max(-shift, 0))
+
+
+_RSQRT_DATA = [0] + [_rsqrt_data(v) for v in range(1, 256)]
+
+
+def rsqrt(x, in_scale, out_scale, out_zero_point):
+    """1/√x as LiteRT's int8 RSQRT computes it (see above), for ``x`` on the input grid. Returns the value on the
+    output grid, clamped to int8."""
+    v = ops.clip(integers(x, in_scale), 0.0, 255.0)
+    data = tf.gather(tf.constant(_RSQRT_DATA, tf.int64), tf.cast(v, tf.int64))
+    root = ops.cast(ops.sqrt(ops.cast(in_scale, "float32")), "float32") * ops.cast(out_scale, "float32")
+    q31, e = quantize_multiplier(1.0 / _f64(root))
+    z = _f64(ops.cast(out_zero_point, "float32"))
+    codes = _multiply_by_quantized_multiplier(data, tf.cast(q31, tf.int64), e - 20.0, "micro") + z
+    codes = ops.where(v > 0, codes, _f64(127.0))
+    return ops.cast(ops.clip(codes, -128.0, 127.0) - z, "float32") * ops.cast(out_scale, "float32")

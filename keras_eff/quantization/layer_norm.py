@@ -4,9 +4,14 @@ as a 1×1 depthwise convolution that ``quantize_model`` adds after it (per-chann
 
 Where the variance rounds to 0 on its grid (every channel of a position nearly equal), int8 RSQRT saturates at its
 output range; the simulation does the same, so that the range never learns the infinity a float rsqrt(0) would give.
-The intermediate ops run the float simulation on their grids (no integer emulation of LiteRT's kernels): on the
-harness's tiny models (tests/test_registry_harness.py) every output is within 1 LSB of LiteRT after a training step,
-which is measured there, not guaranteed for every model.
+
+At inference with XNNPACK's arithmetic (``integer_kernels="xnnpack"``, the default) and every grid known, each op
+computes as LiteRT does (docs/parity.md): MEAN over the channels as XNNPACK's mean (the exact sum times
+s_in / (n · s_out) in float32, the zero point added, half to even), SUB and ADD as its 21-bit fixed-point ADD (ε a
+constant of its own grid, as the converter quantizes it: range [−ε/2, ε]), MUL as its exact product requantized in
+float32, RSQRT as LiteRT's built-in kernel (gemmlowp fixed point: ``integer_inference.rsqrt``). The
+input's grid is placed by ``placement.place_ranges``, as a wrapper's. Other kernel sets run the float simulation on
+the grids.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from . import integer_inference as integer
 from .composite import CompositeQuantized
 from .quantizers import ActivationQuantizer
+from .wrapper import _in_saving_scope, _load, _shared_config
 
 STEPS = ("mean", "centered", "squared", "variance", "variance_eps", "rsqrt", "normalized")
 
@@ -24,12 +31,30 @@ STEPS = ("mean", "centered", "squared", "variance", "variance_eps", "rsqrt", "no
 class QuantizedNormalization(CompositeQuantized):
     """(x − mean) · rsqrt(var + ε) over the last axis, every intermediate fake-quantized (γ, β come after it)."""
 
-    def __init__(self, epsilon=1e-3, bits=8, symmetric=False, ema_decay=0.99, quantizers=None, **kwargs):
+    def __init__(
+        self,
+        epsilon=1e-3,
+        bits=8,
+        symmetric=False,
+        ema_decay=0.99,
+        quantizers=None,
+        integer_kernels="xnnpack",
+        input_range=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
         self.bits, self.symmetric, self.ema_decay = int(bits), bool(symmetric), float(ema_decay)
+        self.integer_kernels = integer.check_kernels(integer_kernels)
         act = dict(bits=bits, symmetric=symmetric, ema_decay=ema_decay)
         self._init_steps(STEPS, quantizers, lambda step: ActivationQuantizer(**act, name=f"{self.name}_{step}_range"))
+        # the input's grid (placement.place_ranges); from a saved model, the same object its producer holds
+        self.place(_load(input_range) if input_range is not None and _in_saving_scope() else None)
+
+    def place(self, input_range=None):
+        """Takes the range of the input's grid (``placement.place_ranges`` calls it): a reference, not a sub-layer
+        (the layer that owns the range trains and saves it)."""
+        object.__setattr__(self, "_input_range", input_range)
 
     def build(self, input_shape):
         self._build_steps()
@@ -38,7 +63,44 @@ class QuantizedNormalization(CompositeQuantized):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def _integer_path(self, training) -> bool:
+        return (
+            not training
+            and not self._export_view
+            and self.integer_kernels == "xnnpack"
+            and integer.grids_known(self._input_range, *self.step_quantizers)
+        )
+
+    def _call_integer(self, x):
+        """The seven ops as LiteRT computes them (module docstring); each result clamped onto its grid."""
+        q = dict(zip(STEPS, self.step_quantizers))
+        scale = {step: q[step].tflite_scale() for step in STEPS}
+        s_in = self._input_range.tflite_scale()
+
+        def onto(step, v):
+            return q[step].fake_quantize(v)
+
+        mean = onto("mean", _xnnpack_mean(x, s_in, scale["mean"], q["mean"].tflite_zero_point()))
+        centered = onto("centered", integer.add([x, -mean], [s_in, scale["mean"]], scale["centered"]))
+        squared = onto("squared", integer.multiply([centered, centered], [scale["centered"]] * 2, scale["squared"]))
+        variance = onto(
+            "variance", _xnnpack_mean(squared, scale["squared"], scale["variance"], q["variance"].tflite_zero_point())
+        )
+        s_eps = ops.cast(1.5 * self.epsilon / 255.0, "float32")  # the converter's grid for the constant ε
+        eps = ops.cast(ops.round(self.epsilon / s_eps), "float32") * s_eps
+        shifted = onto(
+            "variance_eps",
+            integer.add([variance, eps * ops.ones_like(variance)], [scale["variance"], s_eps], scale["variance_eps"]),
+        )
+        inverse = onto(
+            "rsqrt", integer.rsqrt(shifted, scale["variance_eps"], scale["rsqrt"], q["rsqrt"].tflite_zero_point())
+        )
+        product = integer.multiply([centered, inverse], [scale["centered"], scale["rsqrt"]], scale["normalized"])
+        return onto("normalized", product)
+
     def call(self, x, training=None):
+        if self._integer_path(training):
+            return self._call_integer(x)
         q = dict(zip(STEPS, self.step_quantizers))
         mean = q["mean"](ops.mean(x, axis=-1, keepdims=True), training=training)
         centered = q["centered"](ops.subtract(x, mean), training=training)
@@ -63,4 +125,16 @@ class QuantizedNormalization(CompositeQuantized):
             "bits": self.bits,
             "symmetric": self.symmetric,
             "ema_decay": self.ema_decay,
+            "integer_kernels": self.integer_kernels,
+            "input_range": None if self._input_range is None else _shared_config(self._input_range),
         }
+
+
+def _xnnpack_mean(x, s_in, s_out, z_out):
+    """XNNPACK's int8 MEAN over the last axis (kept): the exact sum of the input's integers times s_in / (n · s_out)
+    in float32, plus the zero point, rounded half to even. Returns the value on the output grid."""
+    acc = ops.sum(integer.integers(x, s_in), axis=-1, keepdims=True)
+    n = float(x.shape[-1])
+    z = ops.cast(z_out, "float32")
+    scaled = ops.cast(acc, "float32") * ops.cast(s_in / (s_out * n), "float32")
+    return (ops.round(scaled + z) - z) * s_out

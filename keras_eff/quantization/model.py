@@ -626,8 +626,9 @@ def set_integer_kernels(model, kernels) -> None:
         raise ValueError(
             f"model {model.name!r} has no QuantizeWrapper layers: quantize it first (keras_eff.quantize_model)"
         )
-    for layer in wrappers:
-        layer.integer_kernels = kernels
+    for layer in every:
+        if isinstance(layer, QuantizeWrapper) or isinstance(layer, QuantizedNormalization):
+            layer.integer_kernels = kernels
     for m in [model] + [l for l in every if isinstance(l, keras.Model)]:
         m.predict_function = m.test_function = None  # traced functions hold the old arithmetic
 

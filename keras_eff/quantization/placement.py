@@ -158,6 +158,9 @@ class _Placer:
                             self.outer[id(t_in._keras_history.operation)] = found
                 self.place(layer)
         for layer in model.layers:
+            if getattr(layer, "final_quantizer", None) is not None and callable(getattr(layer, "place", None)):
+                layer.place(input_range=self.producer_range(layer))  # a composite layer that emulates LiteRT
+                continue
             if not _is_wrapper(layer):
                 continue
             nodes = getattr(layer, "_inbound_nodes", None) or []
