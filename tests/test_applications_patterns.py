@@ -315,19 +315,20 @@ def test_merge_of_three_tensors_is_one_binary_op_per_step(merge):
     assert len(model.get_layer("merge3").input) == 3
 
 
-def test_layer_normalization_blocks_like_convnext_are_bit_exact():
+@pytest.mark.parametrize("epsilon", [1e-6, 1e-3])  # ConvNeXt's, Keras's default (ε's own grid differs)
+def test_layer_normalization_blocks_like_convnext_are_bit_exact(epsilon):
     """ConvNeXt's pattern: LayerNormalization after a stem and a 7×7 depthwise conv, a GELU MLP on the channels, a
     residual Add, and a LayerNormalization on the pooled vector before the head. Each LayerNorm is seven int8 ops in
     the file; the simulation computes them as LiteRT does, its RSQRT in gemmlowp fixed point (a float rsqrt put a
     few positions one LSB off, and every channel of the position with them)."""
     inputs = keras.Input((16, 16, 3))
-    x = layers.LayerNormalization(epsilon=1e-6, name="stem_ln")(layers.Conv2D(24, 4, strides=4, name="stem")(inputs))
+    x = layers.LayerNormalization(epsilon=epsilon, name="stem_ln")(layers.Conv2D(24, 4, strides=4, name="stem")(inputs))
     for i in range(2):
         h = layers.DepthwiseConv2D(7, padding="same", name=f"dw{i}")(x)
-        h = layers.LayerNormalization(epsilon=1e-6, name=f"ln{i}")(h)
+        h = layers.LayerNormalization(epsilon=epsilon, name=f"ln{i}")(h)
         h = layers.Dense(96, activation="gelu", name=f"up{i}")(h)
         x = layers.Add(name=f"res{i}")([x, layers.Dense(24, name=f"down{i}")(h)])
-    x = layers.LayerNormalization(epsilon=1e-6, name="head_ln")(layers.GlobalAveragePooling2D()(x))
+    x = layers.LayerNormalization(epsilon=epsilon, name="head_ln")(layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, layers.Dense(4, name="head")(x))
     x_data = _images(n=64, hi=255.0)
     qat, data = _qat_int8(model, x_data)

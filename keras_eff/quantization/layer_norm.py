@@ -8,7 +8,7 @@ output range; the simulation does the same, so that the range never learns the i
 At inference with XNNPACK's arithmetic (``integer_kernels="xnnpack"``, the default) and every grid known, each op
 computes as LiteRT does (docs/parity.md): MEAN over the channels as XNNPACK's mean (the exact sum times
 s_in / (n · s_out) in float32, the zero point added, half to even), SUB and ADD as its 21-bit fixed-point ADD (ε a
-constant of its own grid, as the converter quantizes it: range [−ε/2, ε]), MUL as its exact product requantized in
+constant on the grid the converter gives it: ``_constant_scale``), MUL as its exact product requantized in
 float32, RSQRT as LiteRT's built-in kernel (gemmlowp fixed point: ``integer_inference.rsqrt``). The
 input's grid is placed by ``placement.place_ranges``, as a wrapper's. Other kernel sets run the float simulation on
 the grids.
@@ -86,7 +86,7 @@ class QuantizedNormalization(CompositeQuantized):
         variance = onto(
             "variance", _xnnpack_mean(squared, scale["squared"], scale["variance"], q["variance"].tflite_zero_point())
         )
-        s_eps = ops.cast(1.5 * self.epsilon / 255.0, "float32")  # the converter's grid for the constant ε
+        s_eps = ops.cast(_constant_scale(self.epsilon), "float32")
         eps = ops.cast(ops.round(self.epsilon / s_eps), "float32") * s_eps
         shifted = onto(
             "variance_eps",
@@ -138,3 +138,13 @@ def _xnnpack_mean(x, s_in, s_out, z_out):
     z = ops.cast(z_out, "float32")
     scaled = ops.cast(acc, "float32") * ops.cast(s_in / (s_out * n), "float32")
     return (ops.round(scaled + z) - z) * s_out
+
+
+def _constant_scale(value: float) -> float:
+    """The int8 grid step the converter gives a scalar constant: its range widened to hold 0, and, where that is not
+    wider than 1e-6, to at least ±5e-7 (the MLIR quantizer's ExpandVerySmallRange). Measured: ε = 1e-3 gets
+    [0, 1e-3], ε = 1e-6 gets [−5e-7, 1e-6]."""
+    lo, hi = min(0.0, value), max(0.0, value)
+    if hi - lo <= 1e-6:
+        lo, hi = min(lo, -5e-7), max(hi, 5e-7)
+    return (hi - lo) / 255.0
