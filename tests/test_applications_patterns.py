@@ -336,3 +336,17 @@ def test_layer_normalization_blocks_like_convnext_are_bit_exact(epsilon):
     assert {"stem_ln", "ln0", "ln1", "head_ln"} <= set(report.quantized) and not report.float_layers
     assert _op_names(data).count("RSQRT") == 4
     _assert_parity(qat, data, x_data)
+
+
+@pytest.mark.parametrize("conv", ["1d", "2d"])
+def test_global_average_pooling_beside_other_readers_after_training(conv):
+    """A conv read by a global average pooling and by a Flatten head keeps its own grid; the pooling's MEAN reads
+    it there. The pooling used to quantize its input again on its own range, which one training step moved apart
+    from the conv's, and the file then held a DEQUANTIZE (a float island)."""
+    inputs = keras.Input((12, 4) if conv == "1d" else (6, 6, 4))
+    p = (layers.Conv1D if conv == "1d" else layers.Conv2D)(4, 1, name="conv")(inputs)
+    pooled = (layers.GlobalAveragePooling1D if conv == "1d" else layers.GlobalAveragePooling2D)(name="gap")(p)
+    model = keras.Model(inputs, layers.Add()([layers.Dense(3)(pooled), layers.Dense(3)(layers.Flatten()(p))]))
+    x = np.random.default_rng(0).uniform(-1, 1, (48,) + tuple(inputs.shape[1:])).astype(np.float32)
+    qat, data = _qat_int8(model, x)  # one fit step, then the strict export
+    _assert_parity(qat, data, x)

@@ -638,6 +638,12 @@ class QuantizeWrapper(layers.Wrapper):
                         grid.tflite_zero_point(),
                     )
                 )
+            if mean and source is not None and source is not q and not integer.is_identity_mean(inputs.shape):
+                # the input lies on its producer's own grid (the producer feeds other layers too): MEAN reads it
+                # there and writes onto this grid. Quantizing the input again on this range, which drifts apart
+                # from the producer's in training, put a float island in the file. (A mean over a 1×1 window keeps
+                # that second fake-quant: the converter drops the mean but quantizes the next bias with its scale.)
+                return q.fake_quantize(self.layer(inputs))
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             if facts.int8_kernel == "average_pool" and self._integer(training, q):
                 return integer.average_pool(self.layer, xs, q.tflite_scale(), q.tflite_zero_point())
