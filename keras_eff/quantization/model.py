@@ -596,8 +596,9 @@ def set_integer_kernels(model, kernels) -> None:
     """Chooses whose integer arithmetic a quantized model's inference reproduces, in place.
 
     Conv, dense, mean, Add and Multiply round differently in each runtime (docs/parity.md). Training and export are
-    unaffected; the choice is saved with the model (each `QuantizeWrapper`'s ``integer_kernels``), and traced
-    inference functions are dropped so the next ``predict`` uses it.
+    unaffected; the choice is saved with the model (the ``integer_kernels`` of each `QuantizeWrapper` and of each
+    quantized LayerNormalization, which emulates XNNPACK only and runs its float simulation for the other sets),
+    and traced inference functions are dropped so the next ``predict`` uses it.
 
     Args:
         model: A quantized Keras model. Changed in place.
@@ -627,7 +628,7 @@ def set_integer_kernels(model, kernels) -> None:
             f"model {model.name!r} has no QuantizeWrapper layers: quantize it first (keras_eff.quantize_model)"
         )
     for layer in every:
-        if isinstance(layer, QuantizeWrapper) or isinstance(layer, QuantizedNormalization):
+        if isinstance(layer, (QuantizeWrapper, QuantizedNormalization)):
             layer.integer_kernels = kernels
     for m in [model] + [l for l in every if isinstance(l, keras.Model)]:
         m.predict_function = m.test_function = None  # traced functions hold the old arithmetic
