@@ -99,12 +99,7 @@ SEQUENCE_CASES = {  # the same classes on (batch, steps, channels), as in a tran
 REWRITTEN = (layers.Normalization, layers.LayerNormalization)
 # Known gaps, measured: what LiteRT computes differs from the simulation. Strict: fixing one makes its test fail
 # until the mark is removed.
-KNOWN_GAPS = {
-    layers.GlobalAveragePooling1D: "a MEAN over a 3-D tensor: after one train step 2-5 LSB at the logits with these "
-    "seeds. Traced on one shared grid: LiteRT's 3-D MEAN is not the 4-D formula the simulation uses "
-    "(f32(sum)·f32(s_in/(s_out·n)), 31 of 1,600 outputs off at exact ties) but the exact mean rounded half to even "
-    "(0 of 1,600); with two grids not yet told apart",
-}
+KNOWN_GAPS = {}
 
 
 def _build(cls, cases=None):

@@ -102,6 +102,9 @@ def mean(layer, x, in_scale, out_scale, out_zero_point, kernels="xnnpack", in_ze
     if kernels != "xnnpack":  # TFLite Micro, and LiteRT's general case
         return ops.cast(_mean_or_sum(acc, s_in, s_out, n, kernels), "float32") * s_out
     z = ops.cast(out_zero_point, "float32")
+    if len(x.shape) == 3:  # a mean over a sequence: the exact mean rounded half to even (measured on one shared grid)
+        exact = _f64(acc) * _f64(in_scale) / (_f64(out_scale) * _f64(n))
+        return ops.cast(ops.round(exact + _f64(z)) - _f64(z), "float32") * out_scale
     scaled = ops.cast(acc, "float32") * ops.cast(in_scale / (out_scale * n), "float32")
     return (ops.round(scaled + z) - z) * out_scale
 
