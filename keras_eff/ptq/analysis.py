@@ -201,9 +201,9 @@ def divergence(
     outputs = []
     for op in graph.ops:
         for t in op.outputs:
-            shape = list(graph.tensors[t].shape)
+            dims = list(graph.tensors[t].shape)
             scales = graph.tensors[t].scales
-            size = int(np.prod(shape[1:])) if shape else 1
+            size = int(np.prod(dims[1:])) if dims else 1
             outputs.append((t, graph.tensors[t].name, size, float(scales[0]) if len(scales) else None))
     wrappers = [w for w in quantized_model.layers if hasattr(w, "output_quantizer") and w.output_quantizer]
     matched = [

@@ -101,10 +101,17 @@ def mean(layer, x, in_scale, out_scale, out_zero_point, kernels="xnnpack", in_ze
         return ops.cast(out + bias - _f64(z_out), "float32") * s_out
     if kernels != "xnnpack":  # TFLite Micro, and LiteRT's general case
         return ops.cast(_mean_or_sum(acc, s_in, s_out, n, kernels), "float32") * s_out
-    z = ops.cast(out_zero_point, "float32")
     if len(x.shape) == 3:  # a mean over a sequence: the exact mean rounded half to even (measured on one shared grid)
+        z = _f64(ops.cast(out_zero_point, "float32"))
         exact = _f64(acc) * _f64(in_scale) / (_f64(out_scale) * _f64(n))
-        return ops.cast(ops.round(exact + _f64(z)) - _f64(z), "float32") * out_scale
+        return ops.cast(ops.round(exact + z) - z, "float32") * out_scale
+    return xnnpack_mean(acc, n, in_scale, out_scale, out_zero_point)
+
+
+def xnnpack_mean(acc, n, in_scale, out_scale, out_zero_point):
+    """XNNPACK's int8 MEAN from the sum ``acc`` of ``n`` input integers: times s_in / (s_out · n) in float32, plus the
+    output zero point, rounded half to even. Returns the value on the output grid."""
+    z = ops.cast(out_zero_point, "float32")
     scaled = ops.cast(acc, "float32") * ops.cast(in_scale / (out_scale * n), "float32")
     return (ops.round(scaled + z) - z) * out_scale
 

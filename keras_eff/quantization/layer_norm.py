@@ -80,11 +80,11 @@ class QuantizedNormalization(CompositeQuantized):
         def onto(step, v):
             return q[step].fake_quantize(v)
 
-        mean = onto("mean", _xnnpack_mean(x, s_in, scale["mean"], q["mean"].tflite_zero_point()))
+        mean = onto("mean", _channel_mean(x, s_in, scale["mean"], q["mean"].tflite_zero_point()))
         centered = onto("centered", integer.add([x, -mean], [s_in, scale["mean"]], scale["centered"]))
         squared = onto("squared", integer.multiply([centered, centered], [scale["centered"]] * 2, scale["squared"]))
         variance = onto(
-            "variance", _xnnpack_mean(squared, scale["squared"], scale["variance"], q["variance"].tflite_zero_point())
+            "variance", _channel_mean(squared, scale["squared"], scale["variance"], q["variance"].tflite_zero_point())
         )
         s_eps = ops.cast(_constant_scale(self.epsilon), "float32")
         eps = ops.cast(ops.round(self.epsilon / s_eps), "float32") * s_eps
@@ -130,14 +130,10 @@ class QuantizedNormalization(CompositeQuantized):
         }
 
 
-def _xnnpack_mean(x, s_in, s_out, z_out):
-    """XNNPACK's int8 MEAN over the last axis (kept): the exact sum of the input's integers times s_in / (n · s_out)
-    in float32, plus the zero point, rounded half to even. Returns the value on the output grid."""
+def _channel_mean(x, s_in, s_out, z_out):
+    """XNNPACK's int8 MEAN over the last axis (kept). Returns the value on the output grid."""
     acc = ops.sum(integer.integers(x, s_in), axis=-1, keepdims=True)
-    n = float(x.shape[-1])
-    z = ops.cast(z_out, "float32")
-    scaled = ops.cast(acc, "float32") * ops.cast(s_in / (s_out * n), "float32")
-    return (ops.round(scaled + z) - z) * s_out
+    return integer.xnnpack_mean(acc, float(x.shape[-1]), s_in, s_out, z_out)
 
 
 def _constant_scale(value: float) -> float:
