@@ -5,6 +5,17 @@ BATCH_MATMULs, the softmax on TFLite's fixed grid, each tensor between them on a
 masks, gates, sliding windows or score outputs; query, key and value of shape (batch, steps, features)) for this
 layer, with the projections' weights copied: they stay trainable and are fake-quantized per tensor (the converter
 holds one scale for a FULLY_CONNECTED's weights here). Other forms stay float and are reported.
+
+At inference with integer emulation on (``integer_kernels``, any of the three sets) and the grids known, every op
+computes as LiteRT does. The projections are FULLY_CONNECTEDs: the exact integer accumulator with the int32 bias,
+requantized as the chosen kernels do (``integer_inference.requantize_linear``; they need the inputs' grids, which
+``placement.place_ranges`` hands in). The query's scaling is a MUL by 1/√key_dim, a constant on the grid the converter
+gives it. The two BATCH_MATMULs requantize the exact integer product by the multiplier of s_a·s_b / s_out in gemmlowp's
+fixed point: a rounding doubling high multiply, then a rounding divide by a power of two, ties away from zero. Those
+two roundings settle near-ties the other way from one rounding of the exact product in about 0.3 % of outputs.
+XNNPACK takes no static int8 BATCH_MATMUL, so its interpreter runs the built-in kernel too: measured 0 of 16,384
+outputs off on both, where one rounding of the exact product missed 48 and 54. The softmax runs the float simulation
+on its fixed grid (no output off in the same measurement).
 """
 
 from __future__ import annotations
@@ -14,8 +25,10 @@ import numpy as np
 from keras import ops
 
 from ..layers import FIXED_RANGES
+from . import integer_inference as integer
 from .composite import CompositeQuantized
 from .quantizers import ActivationQuantizer, WeightQuantizer
+from .wrapper import _in_saving_scope, _load, _shared_config
 
 PROJECTIONS = ("query", "key", "value", "output")
 STEPS = ("query", "query_scaled", "key", "value", "scores", "probabilities", "context", "output")
@@ -57,6 +70,8 @@ class QuantizedAttention(CompositeQuantized):
         symmetric=False,
         ema_decay=0.99,
         quantizers=None,
+        integer_kernels="xnnpack",
+        input_ranges=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -77,8 +92,24 @@ class QuantizedAttention(CompositeQuantized):
                 fixed_range=FIXED_RANGES["softmax"] if step == "probabilities" else None,
                 name=f"{self.name}_{step}_range",
             ),
+            integer_kernels,
         )
         self.weight_quantizer = WeightQuantizer(weight_bits, True, False)
+        # the inputs' grids (placement.place_ranges); from a saved model, the same objects their producers hold
+        loaded = [_load(r) for r in input_ranges or ()] if _in_saving_scope() else []
+        self.place(*loaded)
+
+    def place(self, *input_ranges):
+        """Takes the ranges of the inputs' grids, in call order (query, value, key; ``placement.place_ranges`` calls
+        it): references, not sub-layers (the layers that own them train and save them)."""
+        object.__setattr__(self, "_input_ranges", list(input_ranges))
+
+    def _source(self, index):
+        """The range of the grid of input ``index`` (0 query, 1 value, 2 key: the value where no key was given)."""
+        ranges = self._input_ranges
+        if index == 2 and len(ranges) < 3:
+            index = 1
+        return ranges[index] if index < len(ranges) else None
 
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
@@ -102,32 +133,65 @@ class QuantizedAttention(CompositeQuantized):
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
         return tuple(query_shape[:-1]) + (self.output_dim,)
 
-    def _project(self, name, x, q, training):
-        """One FULLY_CONNECTED: (batch·steps, features) @ kernel (+ bias), on its range."""
+    def _project(self, name, x, source, q, training):
+        """One FULLY_CONNECTED: (batch·steps, features) @ kernel (+ bias), onto ``q``'s grid; with integers where
+        ``source`` (the input's grid) is known and inference emulates LiteRT."""
         steps = x.shape[1]
-        kernel = self.weight_quantizer(getattr(self, f"{name}_kernel"))
-        y = ops.matmul(ops.reshape(x, (-1, x.shape[-1])), kernel)
-        if self.use_bias:
-            y = y + getattr(self, f"{name}_bias")
-        return ops.reshape(q(y, training=training), (-1, steps, kernel.shape[-1]))
+        flat = ops.reshape(x, (-1, x.shape[-1]))
+        raw = getattr(self, f"{name}_kernel")
+        kernel = self.weight_quantizer(raw)
+        bias = getattr(self, f"{name}_bias") if self.use_bias else None
+        if self._emulates(training, source, q):
+            s_in, s_w, s_out = source.tflite_scale(), self.weight_quantizer.tflite_scale(raw), q.tflite_scale()
+            acc = ops.matmul(integer.integers(flat, s_in), integer.integers(kernel, s_w))  # exact in float64
+            if bias is not None:  # the file's int32 bias
+                acc = acc + ops.cast(integer.round_half_away(bias / (s_in * s_w)), "float64")
+            y = q.fake_quantize(integer.requantize_linear(acc, s_in, s_w, s_out, self.integer_kernels) * s_out)
+        else:
+            y = ops.matmul(flat, kernel)
+            y = q(y if bias is None else y + bias, training=training)
+        return ops.reshape(y, (-1, steps, kernel.shape[-1]))
 
     def _heads(self, x, dim):
         """(batch, steps, heads·dim) → (batch, heads, steps, dim)."""
         return ops.transpose(ops.reshape(x, (-1, x.shape[1], self.num_heads, dim)), (0, 2, 1, 3))
 
+    def _scale_query(self, qh, q_in, q_out, training):
+        """qh · 1/√key_dim onto ``q_out``'s grid: at inference with integers, the file's MUL by the constant on the
+        grid the converter gives it."""
+        factor = 1.0 / float(np.sqrt(self.key_dim))
+        if not self._emulates(training, q_in, q_out):
+            return q_out(qh * factor, training=training)
+        s_c = integer.constant_scale(factor)
+        constant = ops.cast(round(factor / s_c) * s_c, "float32") * ops.ones_like(qh)
+        scales = [q_in.tflite_scale(), s_c]
+        return q_out.fake_quantize(integer.multiply([qh, constant], scales, q_out.tflite_scale(), self.integer_kernels))
+
+    def _batch_matmul(self, a, b, qa, qb, q_out, training):
+        """``a @ b`` onto ``q_out``'s grid: LiteRT's int8 BATCH_MATMUL at inference with integers (module docstring),
+        the float product fake-quantized otherwise."""
+        if not self._emulates(training, qa, qb, q_out):
+            return q_out(ops.matmul(a, b), training=training)
+        s_a, s_b, s_out = qa.tflite_scale(), qb.tflite_scale(), q_out.tflite_scale()
+        acc = ops.matmul(integer.integers(a, s_a), integer.integers(b, s_b))  # exact in float64
+        real = ops.cast(s_a, "float64") * ops.cast(s_b, "float64") / ops.cast(s_out, "float64")
+        codes = integer.gemmlowp_requantize(acc, real, "micro")  # "micro": RoundingDivideByPOT, ties away from 0
+        return q_out.fake_quantize(ops.cast(codes, "float32") * s_out)  # clamped onto the grid
+
     def call(self, query, value, key=None, training=None):
         key = value if key is None else key
         q = dict(zip(STEPS, self.step_quantizers))
-        qh = self._heads(self._project("query", query, q["query"], training), self.key_dim)
-        qh = q["query_scaled"](qh * (1.0 / float(np.sqrt(self.key_dim))), training=training)
-        kh = self._heads(self._project("key", key, q["key"], training), self.key_dim)
-        vh = self._heads(self._project("value", value, q["value"], training), self.value_dim)
-        scores = q["scores"](ops.matmul(qh, ops.transpose(kh, (0, 1, 3, 2))), training=training)
+        qh = self._heads(self._project("query", query, self._source(0), q["query"], training), self.key_dim)
+        qh = self._scale_query(qh, q["query"], q["query_scaled"], training)
+        kh = self._heads(self._project("key", key, self._source(2), q["key"], training), self.key_dim)
+        vh = self._heads(self._project("value", value, self._source(1), q["value"], training), self.value_dim)
+        kt = ops.transpose(kh, (0, 1, 3, 2))
+        scores = self._batch_matmul(qh, kt, q["query_scaled"], q["key"], q["scores"], training)
         probabilities = q["probabilities"](ops.softmax(scores, axis=-1), training=training)
-        context = q["context"](ops.matmul(probabilities, vh), training=training)  # (batch, heads, steps, dim)
-        steps = query.shape[1]
+        context = self._batch_matmul(probabilities, vh, q["probabilities"], q["value"], q["context"], training)
+        steps = query.shape[1]  # context: (batch, heads, steps, dim) → (batch, steps, heads·dim)
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, steps, self.num_heads * self.value_dim))
-        return self._project("output", context, q["output"], training)
+        return self._project("output", context, q["context"], q["output"], training)
 
     def get_config(self):
         return {
@@ -141,6 +205,7 @@ class QuantizedAttention(CompositeQuantized):
             "bits": self.bits,
             "symmetric": self.symmetric,
             "ema_decay": self.ema_decay,
+            "input_ranges": [None if r is None else _shared_config(r) for r in self._input_ranges],
         }
 
 

@@ -7,6 +7,7 @@ import contextlib
 
 import keras
 
+from . import integer_inference as integer
 from .quantizers import ActivationQuantizer
 from .wrapper import _shared_config
 
@@ -15,9 +16,11 @@ class CompositeQuantized(keras.layers.Layer):
     """Holds ``step_quantizers`` (one per intermediate tensor, the last on the output), the export protocol, the
     unset-ranges protocol and the serialization of its quantizers as objects other layers may also hold."""
 
-    def _init_steps(self, names, quantizers, make):
+    def _init_steps(self, names, quantizers, make, integer_kernels="xnnpack"):
         """``make(step)`` builds a step's quantizer; from a config, the deserialized ones are used instead (the
-        same objects the layers reading them hold: see ``wrapper._shared_config``)."""
+        same objects the layers reading them hold: see ``wrapper._shared_config``). ``integer_kernels``: whose
+        integer arithmetic inference reproduces where the layer emulates it (``set_integer_kernels``)."""
+        self.integer_kernels = integer.check_kernels(integer_kernels)
         if quantizers is None:
             self.step_quantizers = [make(step) for step in names]
         else:
@@ -26,6 +29,13 @@ class CompositeQuantized(keras.layers.Layer):
                 for q in quantizers
             ]
         self._export_view = False
+
+    def _emulates(self, training, *quantizers) -> bool:
+        """Whether this call computes as the chosen integer kernels do: inference with ``integer_kernels`` set, not
+        traced for export, every grid in ``quantizers`` known, set and 8-bit."""
+        if training or self._export_view or self.integer_kernels is None:
+            return False
+        return integer.grids_known(*quantizers)
 
     @property
     def final_quantizer(self):
@@ -50,4 +60,8 @@ class CompositeQuantized(keras.layers.Layer):
         return [name for q in self.step_quantizers for name in q.unset_ranges()]
 
     def get_config(self):
-        return {**super().get_config(), "quantizers": [_shared_config(q) for q in self.step_quantizers]}
+        return {
+            **super().get_config(),
+            "quantizers": [_shared_config(q) for q in self.step_quantizers],
+            "integer_kernels": self.integer_kernels,
+        }

@@ -205,6 +205,25 @@ def _int16_multiplier(m):
     return m16, e
 
 
+def requantize_linear(acc, s_in, s_w, s_out, kernels):
+    """A conv's or dense's integer accumulator onto the output grid as integers (float32): XNNPACK's fp32
+    multiplier s_in·s_w/s_out, or the built-in and Micro kernels' multiplier in double (their Prepare)."""
+    if kernels != "xnnpack":
+        real = _f64(s_in) * _f64(s_w) / _f64(s_out)
+        return ops.cast(gemmlowp_requantize(acc, real, kernels), "float32")
+    return requantize(acc, (s_in * s_w) / s_out)
+
+
+def constant_scale(value: float) -> float:
+    """The int8 grid step the converter gives a scalar constant: its range widened to hold 0, and, where that is not
+    wider than 1e-6, to at least ±5e-7 (the MLIR quantizer's ExpandVerySmallRange). Measured: ε = 1e-3 gets
+    [0, 1e-3], ε = 1e-6 gets [−5e-7, 1e-6]."""
+    lo, hi = min(0.0, value), max(0.0, value)
+    if hi - lo <= 1e-6:
+        lo, hi = min(lo, -5e-7), max(hi, 5e-7)
+    return (hi - lo) / 255.0
+
+
 def gemmlowp_requantize(x, real_multiplier, kernels):
     """``MultiplyByQuantizedMultiplier(x, quantize_multiplier(m))`` as the built-in kernels compute it: x shifted
     left by the positive exponent, a saturating rounding doubling high multiply by the 31-bit multiplier, then a

@@ -8,8 +8,8 @@ output range; the simulation does the same, so that the range never learns the i
 At inference with XNNPACK's arithmetic (``integer_kernels="xnnpack"``, the default) and every grid known, each op
 computes as LiteRT does (docs/parity.md): MEAN over the channels as XNNPACK's mean (the exact sum times
 s_in / (n · s_out) in float32, the zero point added, half to even), SUB and ADD as its 21-bit fixed-point ADD (ε a
-constant on the grid the converter gives it: ``_constant_scale``), MUL as its exact product requantized in
-float32, RSQRT as LiteRT's built-in kernel (gemmlowp fixed point: ``integer_inference.rsqrt``). The
+constant on the grid the converter gives it: ``integer_inference.constant_scale``), MUL as its exact product
+requantized in float32, RSQRT as LiteRT's built-in kernel (gemmlowp fixed point: ``integer_inference.rsqrt``). The
 input's grid is placed by ``placement.place_ranges``, as a wrapper's. Other kernel sets run the float simulation on
 the grids.
 """
@@ -45,9 +45,13 @@ class QuantizedNormalization(CompositeQuantized):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
         self.bits, self.symmetric, self.ema_decay = int(bits), bool(symmetric), float(ema_decay)
-        self.integer_kernels = integer.check_kernels(integer_kernels)
         act = dict(bits=bits, symmetric=symmetric, ema_decay=ema_decay)
-        self._init_steps(STEPS, quantizers, lambda step: ActivationQuantizer(**act, name=f"{self.name}_{step}_range"))
+        self._init_steps(
+            STEPS,
+            quantizers,
+            lambda step: ActivationQuantizer(**act, name=f"{self.name}_{step}_range"),
+            integer_kernels,
+        )
         # the input's grid (placement.place_ranges); from a saved model, the same object its producer holds
         self.place(_load(input_range) if input_range is not None and _in_saving_scope() else None)
 
@@ -64,12 +68,7 @@ class QuantizedNormalization(CompositeQuantized):
         return input_shape
 
     def _integer_path(self, training) -> bool:
-        return (
-            not training
-            and not self._export_view
-            and self.integer_kernels == "xnnpack"
-            and integer.grids_known(self._input_range, *self.step_quantizers)
-        )
+        return self.integer_kernels == "xnnpack" and self._emulates(training, self._input_range, *self.step_quantizers)
 
     def _call_integer(self, x):
         """The seven ops as LiteRT computes them (module docstring); each result clamped onto its grid."""
@@ -86,7 +85,7 @@ class QuantizedNormalization(CompositeQuantized):
         variance = onto(
             "variance", _channel_mean(squared, scale["squared"], scale["variance"], q["variance"].tflite_zero_point())
         )
-        s_eps = ops.cast(_constant_scale(self.epsilon), "float32")
+        s_eps = ops.cast(integer.constant_scale(self.epsilon), "float32")
         eps = ops.cast(ops.round(self.epsilon / s_eps), "float32") * s_eps
         shifted = onto(
             "variance_eps",
@@ -125,7 +124,6 @@ class QuantizedNormalization(CompositeQuantized):
             "bits": self.bits,
             "symmetric": self.symmetric,
             "ema_decay": self.ema_decay,
-            "integer_kernels": self.integer_kernels,
             "input_range": None if self._input_range is None else _shared_config(self._input_range),
         }
 
@@ -134,13 +132,3 @@ def _channel_mean(x, s_in, s_out, z_out):
     """XNNPACK's int8 MEAN over the last axis (kept). Returns the value on the output grid."""
     acc = ops.sum(integer.integers(x, s_in), axis=-1, keepdims=True)
     return integer.xnnpack_mean(acc, float(x.shape[-1]), s_in, s_out, z_out)
-
-
-def _constant_scale(value: float) -> float:
-    """The int8 grid step the converter gives a scalar constant: its range widened to hold 0, and, where that is not
-    wider than 1e-6, to at least ±5e-7 (the MLIR quantizer's ExpandVerySmallRange). Measured: ε = 1e-3 gets
-    [0, 1e-3], ε = 1e-6 gets [−5e-7, 1e-6]."""
-    lo, hi = min(0.0, value), max(0.0, value)
-    if hi - lo <= 1e-6:
-        lo, hi = min(lo, -5e-7), max(hi, 5e-7)
-    return (hi - lo) / 255.0

@@ -35,6 +35,7 @@ from ..layers import facts_for
 from ..options import resolve_config
 from . import attention, integer_inference, layer_ops
 from . import preserve as preserve_lib
+from .composite import CompositeQuantized
 from .config import QuantConfig
 from .layer_norm import QuantizedNormalization
 from .placement import place_ranges
@@ -583,7 +584,7 @@ def quantize_model(
     on_input = None
     if not _nested:
         kw = _Quantizer(config, report).act_kwargs(config._default)
-        on_input = lambda t: ActivationQuantizer(**kw, name=f"{t.name}_input_range")(t)  # noqa: E731
+        on_input = lambda t: ActivationQuantizer(**kw, model_input=True, name=f"{t.name}_input_range")(t)  # noqa: E731
     new = rebuild(functional, _Quantizer(config, report), name=model.name, on_input=on_input)
     if not _nested:
         place_ranges(new)
@@ -597,8 +598,8 @@ def set_integer_kernels(model, kernels) -> None:
 
     Conv, dense, mean, Add and Multiply round differently in each runtime (docs/parity.md). Training and export are
     unaffected; the choice is saved with the model (the ``integer_kernels`` of each `QuantizeWrapper` and of each
-    quantized LayerNormalization, which emulates XNNPACK only and runs its float simulation for the other sets),
-    and traced inference functions are dropped so the next ``predict`` uses it.
+    quantized LayerNormalization, which emulates XNNPACK only and runs its float simulation for the other sets, and of
+    each quantized MultiHeadAttention), and traced inference functions are dropped so the next ``predict`` uses it.
 
     Args:
         model: A quantized Keras model. Changed in place.
@@ -628,7 +629,7 @@ def set_integer_kernels(model, kernels) -> None:
             f"model {model.name!r} has no QuantizeWrapper layers: quantize it first (keras_eff.quantize_model)"
         )
     for layer in every:
-        if isinstance(layer, (QuantizeWrapper, QuantizedNormalization)):
+        if isinstance(layer, (QuantizeWrapper, CompositeQuantized)):
             layer.integer_kernels = kernels
     for m in [model] + [l for l in every if isinstance(l, keras.Model)]:
         m.predict_function = m.test_function = None  # traced functions hold the old arithmetic

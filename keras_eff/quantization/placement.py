@@ -159,7 +159,8 @@ class _Placer:
                 self.place(layer)
         for layer in model.layers:
             if getattr(layer, "final_quantizer", None) is not None and callable(getattr(layer, "place", None)):
-                layer.place(input_range=self.producer_range(layer))  # a composite layer that emulates LiteRT
+                nodes = getattr(layer, "_inbound_nodes", None) or []  # a composite layer that emulates LiteRT
+                layer.place(*([self.tensor_range(t) for t in nodes[0].input_tensors] if nodes else []))
                 continue
             if not _is_wrapper(layer):
                 continue

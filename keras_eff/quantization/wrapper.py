@@ -518,12 +518,7 @@ class QuantizeWrapper(layers.Wrapper):
         return self._requantize(acc, s_acc, s_w[main], s_out) * s_out
 
     def _requantize(self, acc, s_in, s_w, s_out):
-        """The integer accumulator onto the output grid as integers (float32): XNNPACK's fp32 multiplier, or the
-        built-in and Micro kernels' multiplier in double (their Prepare)."""
-        if self.integer_kernels != "xnnpack":
-            real = ops.cast(s_in, "float64") * ops.cast(s_w, "float64") / ops.cast(s_out, "float64")
-            return ops.cast(integer.gemmlowp_requantize(acc, real, self.integer_kernels), "float32")
-        return integer.requantize(acc, (s_in * s_w) / s_out)
+        return integer.requantize_linear(acc, s_in, s_w, s_out, self.integer_kernels)
 
     def _output_grid(self):
         """The quantizer of this layer's output grid: its own, or the one ``place`` handed in (the shared range of
