@@ -152,4 +152,30 @@ def model_samples(model, data, what: str = "data", max_samples: int | None = Non
     return check_samples(x, expected, what, owner or f"model {model.name!r}", max_samples)
 
 
-__all__ = ["ACCEPTED", "as_samples", "check_count", "model_samples"]
+def model_input_samples(model, data, what: str = "data", max_samples: int | None = None) -> list:
+    """``data`` as one float32 array per input of ``model``. A single-input model takes any form ``model_samples``
+    takes; a model with several inputs takes a list or tuple of arrays in the order of ``model.inputs`` (or such a
+    list paired with labels: ``(xs, y)``), each checked against its input, all with the same number of samples."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) == 1:
+        return [model_samples(model, data, what, max_samples)]
+    n = len(inputs)
+    if isinstance(data, tuple) and len(data) in (2, 3) and isinstance(data[0], (list, tuple)) and len(data[0]) == n:
+        data = data[0]  # (xs, y) or (xs, y, sample_weight)
+    if not isinstance(data, (list, tuple)) or len(data) != n:
+        raise ValueError(
+            f"model {model.name!r} has {n} inputs ({', '.join(t.name for t in inputs)}); {what} must be a list of "
+            f"{n} arrays in that order, one row per sample in each; got {type(data).__name__}"
+            + (f" of {len(data)}" if isinstance(data, (list, tuple)) else "")
+        )
+    arrays = [
+        check_samples(_numeric(x, f"{what}[{i}]"), tuple(t.shape[1:]), f"{what}[{i}]", f"input {t.name!r}", max_samples)
+        for i, (x, t) in enumerate(zip(data, inputs))
+    ]
+    counts = [len(a) for a in arrays]
+    if len(set(counts)) > 1:
+        raise ValueError(f"{what} holds {counts} samples for the {n} inputs of model {model.name!r}: give each as many")
+    return arrays
+
+
+__all__ = ["ACCEPTED", "as_samples", "check_count", "model_input_samples", "model_samples"]

@@ -346,6 +346,26 @@ def test_calibrate_sets_ranges_from_data(rng):
         ke.calibrate(model, x)
 
 
+def test_calibrate_takes_one_array_per_input_of_a_multi_input_model(rng):
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    model = keras.Model([a, b], layers.Dense(2)(layers.Concatenate()([a, b])))
+    q = ke.quantize_model(model)
+    xa = rng.uniform(-2, 3, (40, 4)).astype(np.float32)
+    xb = rng.uniform(-7, 1, (40, 3)).astype(np.float32)
+    ke.calibrate(q, ([xa, xb], np.zeros(40)), batch_size=16, progress=False)  # (xs, y) like fit's
+    ranges = {r.name: r for r in ke.quantization.activation_quantizers(q) if r.model_input}
+    assert len(ranges) == 2
+    for x, name in ((xa, "a"), (xb, "b")):
+        (r,) = [r for n, r in ranges.items() if n.startswith(name)]
+        assert (r.range_min.numpy(), r.range_max.numpy()) == pytest.approx((x.min(), x.max()))
+    with pytest.raises(ValueError, match=r"2 inputs \(a, b\).*list of 2 arrays"):
+        ke.calibrate(q, xa)
+    with pytest.raises(ValueError, match=r"\[40, 39\] samples"):
+        ke.calibrate(q, [xa, xb[:39]])
+    with pytest.raises(ValueError, match=r"calibration data\[1\].*expects \(n, 3\)"):
+        ke.calibrate(q, [xa, xa])
+
+
 def test_unknown_layer_is_kept_float_and_reported(rng):
     inputs = keras.Input((6, 4))
     x = layers.UnitNormalization(name="norm")(inputs)

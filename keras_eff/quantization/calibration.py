@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from ..data import check_count, model_samples
+from ..data import check_count, model_input_samples
 from .quantizers import ActivationQuantizer
 
 
@@ -25,10 +25,6 @@ def activation_quantizers(model) -> list:
     ]
 
 
-def _check_data(model, data, max_samples=None, what="calibration data"):
-    return model_samples(model, data, what, max_samples)
-
-
 def calibrate(model, data, batch_size: int = 64, max_samples: int | None = 1024, progress: bool = True) -> None:
     """Sets every activation range of a quantized model to the min/max seen on ``data``, in place.
 
@@ -40,7 +36,8 @@ def calibrate(model, data, batch_size: int = 64, max_samples: int | None = 1024,
         model: A model made by ``quantize_model`` (or holding ``keras_eff.quantize`` layers). Changed in place.
         data: Typical inputs (a few hundred are enough): a numeric array of shape ``(n, *input_shape)``, an
             ``(x, y)`` tuple, a ``tf.data.Dataset`` of ``x`` or ``(x, y)`` elements (batched or not), a
-            ``keras.utils.PyDataset`` or a generator of batches.
+            ``keras.utils.PyDataset`` or a generator of batches. For a model with several inputs: a list of arrays,
+            one per input in the order of ``model.inputs`` (or ``(that list, y)``).
         batch_size: Inputs per forward pass, at least 1.
         max_samples: The most inputs read (the first ones), at least 1; None reads them all (an endless source then
             raises).
@@ -68,13 +65,14 @@ def calibrate(model, data, batch_size: int = 64, max_samples: int | None = 1024,
         raise ValueError(
             f"model {model.name!r} has no activation quantizers: quantize it first with keras_eff.quantize_model"
         )
-    x = _check_data(model, data, max_samples)
+    xs = model_input_samples(model, data, "calibration data", max_samples)
     for q in quantizers:
         q.calibrating, q._calibration = True, None
     try:
-        batches = range(0, len(x), batch_size)
+        batches = range(0, len(xs[0]), batch_size)
         for i in tqdm(batches, desc="calibrating", disable=not progress or len(batches) < 4, leave=False):
-            model(x[i : i + batch_size], training=False)
+            batch = [x[i : i + batch_size] for x in xs]
+            model(batch if len(batch) > 1 else batch[0], training=False)
     finally:
         for q in quantizers:
             q.finish_calibration()

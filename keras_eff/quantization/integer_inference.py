@@ -99,13 +99,21 @@ def mean(layer, x, in_scale, out_scale, out_zero_point, kernels="xnnpack", in_ze
             same = ops.logical_and(ops.equal(s_in, s_out), ops.equal(z_in, z_out))
             out = ops.where(ops.logical_or(ops.arange(channels) < simd, same), out, tail)
         return ops.cast(out + bias - _f64(z_out), "float32") * s_out
-    if kernels != "xnnpack":  # TFLite Micro, and LiteRT's general case
-        return ops.cast(_mean_or_sum(acc, s_in, s_out, n, kernels), "float32") * s_out
+    if kernels != "xnnpack":  # TFLite Micro, and LiteRT's general case (over a sequence: ties away, measured)
+        return reference_mean(acc, n, s_in, s_out, "micro" if len(x.shape) == 3 else kernels)
     if len(x.shape) == 3:  # a mean over a sequence: the exact mean rounded half to even (measured on one shared grid)
         z = _f64(ops.cast(out_zero_point, "float32"))
         exact = _f64(acc) * _f64(in_scale) / (_f64(out_scale) * _f64(n))
         return ops.cast(ops.round(exact + z) - z, "float32") * out_scale
     return xnnpack_mean(acc, n, in_scale, out_scale, out_zero_point)
+
+
+def reference_mean(acc, n, in_scale, out_scale, kernels):
+    """TFLite's reference int8 MEAN (``_mean_or_sum``) from the zero-point-free sum ``acc`` of ``n`` input integers,
+    with the rounding shift of ``kernels`` ("builtin": ties up; "micro": ties away). Returns the value on the output
+    grid."""
+    s_out = ops.cast(out_scale, "float32")
+    return ops.cast(_mean_or_sum(acc, ops.cast(in_scale, "float32"), s_out, n, kernels), "float32") * s_out
 
 
 def xnnpack_mean(acc, n, in_scale, out_scale, out_zero_point):

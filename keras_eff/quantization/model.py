@@ -598,8 +598,9 @@ def set_integer_kernels(model, kernels) -> None:
 
     Conv, dense, mean, Add and Multiply round differently in each runtime (docs/parity.md). Training and export are
     unaffected; the choice is saved with the model (the ``integer_kernels`` of each `QuantizeWrapper` and of each
-    quantized LayerNormalization, which emulates XNNPACK only and runs its float simulation for the other sets, and of
-    each quantized MultiHeadAttention), and traced inference functions are dropped so the next ``predict`` uses it.
+    quantized LayerNormalization, which emulates XNNPACK and the built-in kernels and runs its float simulation for
+    "micro", and of each quantized MultiHeadAttention), and traced inference functions are dropped so the next
+    ``predict`` uses it.
 
     Args:
         model: A quantized Keras model. Changed in place.
