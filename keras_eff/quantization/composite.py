@@ -3,16 +3,15 @@ one layer standing for several int8 ops, with an activation range on each interm
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 
 from . import integer_inference as integer
+from .export_view import ExportView
 from .quantizers import ActivationQuantizer
 from .wrapper import _shared_config
 
 
-class CompositeQuantized(keras.layers.Layer):
+class CompositeQuantized(ExportView, keras.layers.Layer):
     """Holds ``step_quantizers`` (one per intermediate tensor, the last on the output), the export protocol, the
     unset-ranges protocol and the serialization of its quantizers as objects other layers may also hold."""
 
@@ -46,15 +45,6 @@ class CompositeQuantized(keras.layers.Layer):
         for q in self.step_quantizers:
             if not q.built:
                 q.build()
-
-    @contextlib.contextmanager
-    def export_view(self):
-        """``tflite_export``'s export protocol: the plain op graph while the model is traced for export."""
-        previous, self._export_view = self._export_view, True
-        try:
-            yield
-        finally:
-            self._export_view = previous
 
     def unset_ranges(self) -> list:
         return [name for q in self.step_quantizers for name in q.unset_ranges()]

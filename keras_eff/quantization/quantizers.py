@@ -10,14 +10,13 @@ every value lands on the b-bit grid, and the int8 file stores exactly those inte
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import tensorflow as tf
 from keras import ops
 
 from ..distribute import replicas_in_sync
 from ..layers import FIXED_RANGES as _REGISTRY_FIXED_RANGES
+from .export_view import ExportView
 
 MIN_BITS, MAX_BITS = 2, 16
 _EPS = 1e-8
@@ -202,7 +201,7 @@ FIXED_RANGES = _REGISTRY_FIXED_RANGES  # TFLite's fixed output grids (sigmoid, s
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
-class ActivationQuantizer(keras.layers.Layer):
+class ActivationQuantizer(ExportView, keras.layers.Layer):
     """A Keras layer that fake-quantizes a tensor with a learned range (asymmetric 8-bit by default).
 
     In training the range follows an exponential moving average of batch ranges (``ema_decay``; the first batch sets
@@ -382,15 +381,6 @@ class ActivationQuantizer(keras.layers.Layer):
         v = ops.cast(x, "float64") / s
         q = ops.clip(ops.sign(v) * ops.floor(ops.abs(v) + 0.5) + z, -128.0, 127.0)
         return ops.cast(s * (q - z), "float32")
-
-    @contextlib.contextmanager
-    def export_view(self):
-        """``tflite_export``'s export protocol: the FakeQuant op the converter reads, while traced for export."""
-        previous, self._export_view = self._export_view, True
-        try:
-            yield
-        finally:
-            self._export_view = previous
 
     def _record(self, x):
         lo, hi = (float(v) for v in self._batch_range(x))

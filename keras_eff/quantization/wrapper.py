@@ -26,7 +26,6 @@ and at inference it is exactly conv(x, Q(w·γ/σ)) + (β − γ·μ/σ), which 
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 
 import keras
@@ -40,6 +39,7 @@ from ..layers import FIXED_RANGES, LayerFacts, activation_name, channel_shape, f
 from . import integer_inference as integer
 from . import layer_ops
 from . import preserve as preserve_lib
+from .export_view import ExportView
 from .placement import place_ranges
 from .quantizers import ActivationQuantizer, WeightQuantizer, check_bits
 
@@ -86,7 +86,7 @@ def _fused(name, x):
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
-class QuantizeWrapper(layers.Wrapper):
+class QuantizeWrapper(ExportView, layers.Wrapper):
     """A Keras layer computed the way int8 TFLite computes it: kernels, folded BatchNorm and output quantized.
 
     Made by ``quantize_model`` for each quantized layer, or by ``keras_eff.quantize`` for one layer of any model (see
@@ -278,21 +278,6 @@ class QuantizeWrapper(layers.Wrapper):
             None.
         """
         place_ranges(model)
-
-    @contextlib.contextmanager
-    def export_view(self):
-        """A context in which the wrapper computes the plain fake-quant graph, the integer path off.
-
-        ``tflite_export`` traces a model for export inside it (its export protocol).
-
-        Yields:
-            None.
-        """
-        previous, self._export_view = self._export_view, True
-        try:
-            yield
-        finally:
-            self._export_view = previous
 
     # -- structure ---------------------------------------------------------------------------------------------
 
