@@ -15,7 +15,8 @@ fixed point: a rounding doubling high multiply, then a rounding divide by a powe
 two roundings settle near-ties the other way from one rounding of the exact product in about 0.3 % of outputs.
 XNNPACK takes no static int8 BATCH_MATMUL, so its interpreter runs the built-in kernel too: measured 0 of 16,384
 outputs off on both, where one rounding of the exact product missed 48 and 54. The softmax runs the float simulation
-on its fixed grid (no output off in the same measurement).
+on its fixed grid (no output off in the same measurement). Against TFLite Micro ("micro") the same formulas are
+used; they are not measured there.
 """
 
 from __future__ import annotations
