@@ -175,9 +175,8 @@ class QuantizedAttention(CompositeQuantized):
             return q_out(ops.matmul(a, b), training=training)
         s_a, s_b, s_out = qa.tflite_scale(), qb.tflite_scale(), q_out.tflite_scale()
         acc = ops.matmul(integer.integers(a, s_a), integer.integers(b, s_b))  # exact in float64
-        real = ops.cast(s_a, "float64") * ops.cast(s_b, "float64") / ops.cast(s_out, "float64")
-        codes = integer.gemmlowp_requantize(acc, real, "micro")  # "micro": RoundingDivideByPOT, ties away from 0
-        return q_out.fake_quantize(ops.cast(codes, "float32") * s_out)  # clamped onto the grid
+        codes = integer.requantize_linear(acc, s_a, s_b, s_out, "micro")  # "micro": RoundingDivideByPOT, ties away
+        return q_out.fake_quantize(codes * s_out)  # clamped onto the grid
 
     def call(self, query, value, key=None, training=None):
         key = value if key is None else key

@@ -27,7 +27,6 @@ class CompositeQuantized(ExportView, keras.layers.Layer):
                 q if isinstance(q, ActivationQuantizer) else keras.saving.deserialize_keras_object(q)
                 for q in quantizers
             ]
-        self._export_view = False
 
     def _emulates(self, training, *quantizers) -> bool:
         """Whether this call computes as the chosen integer kernels do: inference with ``integer_kernels`` set, not

@@ -16,6 +16,7 @@ from keras import ops
 
 from ..distribute import replicas_in_sync
 from ..layers import FIXED_RANGES as _REGISTRY_FIXED_RANGES
+from . import integer_inference as integer
 from .export_view import ExportView
 
 MIN_BITS, MAX_BITS = 2, 16
@@ -264,7 +265,6 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         self.fixed_range = None if fixed_range is None else tuple(float(v) for v in fixed_range)
         self.trainable_range = bool(trainable_range)
         self.model_input = bool(model_input)
-        self._export_view = False
         self.calibrating = False  # set by keras_eff.calibrate
         self._calibration = None
 
@@ -378,8 +378,7 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         """``x`` onto the grid as ``tflite_export.quantize`` puts a float input on the file's int8 input."""
         s = ops.cast(self.tflite_scale(), "float64")
         z = ops.cast(self.tflite_zero_point(), "float64")
-        v = ops.cast(x, "float64") / s
-        q = ops.clip(ops.sign(v) * ops.floor(ops.abs(v) + 0.5) + z, -128.0, 127.0)
+        q = ops.clip(integer.round_half_away(ops.cast(x, "float64") / s) + z, -128.0, 127.0)
         return ops.cast(s * (q - z), "float32")
 
     def _record(self, x):

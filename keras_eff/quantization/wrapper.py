@@ -239,7 +239,6 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
         self.post_quantizer = make(
             "post", bool(self._post_activation), fixed_range=FIXED_RANGES.get(self._post_activation)
         )
-        self._export_view = False
         self.place(**_placement_from_config(placement))
 
     def place(self, input_range=None, bias_range=None, output_range=None, input_ranges=(), onto_output_grid=False):
