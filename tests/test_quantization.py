@@ -329,6 +329,61 @@ def test_live_ranges_and_statistics_move_without_freezing(rng):
     assert first.range_max.numpy() > hi
 
 
+def test_freezing_batchnorm_mid_fit_retraces_onto_the_frozen_branch(rng):
+    """The live/frozen BatchNorm branch is chosen when the training step is traced (no tf.cond holding both and their
+    gradients): FreezeBatchNorm(step=2) lets two steps update the statistics, then the retraced step leaves them."""
+    from keras_eff.models import small_cnn
+
+    q = ke.quantize_model(small_cnn(width=4))
+    x, y = rng.random((64, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 64)
+    ke.calibrate(q, x, progress=False)
+    q.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    wrapper = next(l for l in q.layers if isinstance(l, QuantizeWrapper) and l.batchnorm is not None)
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(wrapper.batchnorm.moving_mean.numpy().copy())
+
+    start = wrapper.batchnorm.moving_mean.numpy().copy()
+    q.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[ke.callbacks.FreezeBatchNorm(step=2), Watch()])
+    assert len(seen) == 4
+    assert not np.array_equal(seen[0], start) and not np.array_equal(seen[1], seen[0])  # live for two steps
+    np.testing.assert_array_equal(seen[2], seen[1])  # frozen from the third
+    np.testing.assert_array_equal(seen[3], seen[1])
+
+    @tf.function
+    def forward(batch):
+        return q(batch, training=True)
+
+    graph = forward.get_concrete_function(tf.TensorSpec((None, 28, 28, 1))).graph
+    branches = [op.name for op in graph.get_operations() if op.type in ("If", "StatelessIf")]
+    assert branches and all("AssertGuard" in name for name in branches)  # only the flag checks: one branch traced
+
+
+def test_bn_flag_set_behind_fits_back_fails_loudly(rng):
+    """A flag changed after the step was traced, not through FreezeBatchNorm, stops training with a message that says
+    to retrace, instead of training the branch the step was traced for."""
+    from keras_eff.models import small_cnn
+
+    q = ke.quantize_model(small_cnn(width=4))
+    x, y = rng.random((32, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 32)
+    ke.calibrate(q, x, progress=False)
+    q.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    class SneakyFreeze(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                for layer in self.model.layers:
+                    if getattr(layer, "batchnorm", None) is not None:
+                        layer.bn_frozen.assign(1.0)
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bn_frozen changed"):
+        q.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[SneakyFreeze()])
+    q.make_train_function(force=True)  # retraced: trains on the frozen branch
+    q.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
 def test_calibrate_sets_ranges_from_data(rng):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, layers.Dense(2, name="fc")(inputs))

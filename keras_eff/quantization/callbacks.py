@@ -43,7 +43,7 @@ class _FreezeAt(keras.callbacks.Callback):
             print(f"{type(self).__name__}: froze {count} {self.what} at {where}")
 
     def _retrace(self):
-        """Nothing here; FreezeBatchNorm retraces a distributed training step (its branch is chosen at trace time)."""
+        """Nothing here; FreezeBatchNorm retraces the training step (its branch is chosen at trace time)."""
 
     def on_train_begin(self, logs=None):
         check_same_scope(self.model)  # a model and optimizer from different tf.distribute scopes cannot train
@@ -75,7 +75,7 @@ class FreezeBatchNorm(_FreezeAt):
     From then on training folds the moving statistics into the kernels, exactly as the int8 file will hold them
     (BN folding trains best with statistics frozen for the last epochs). The flags (``bn_frozen`` of each
     `QuantizeWrapper` with a folded BatchNorm) are saved with the model and are set once; nothing unfreezes them.
-    Under ``tf.distribute`` the training step is traced again when the flags are set (docs/distributed.md). Give
+    The training step is traced again when the flags are set (the branch is chosen at trace time). Give
     exactly one of ``epoch`` and ``step``.
 
     Args:
@@ -99,10 +99,9 @@ class FreezeBatchNorm(_FreezeAt):
     what = "BatchNorm statistics"
 
     def _retrace(self):
-        # Under tf.distribute a wrapper picks its live / frozen BatchNorm branch when the step is traced (a cross-
-        # replica all-reduce cannot sit in a tf.cond): the next step must be traced again with the flags set.
-        strategy = getattr(self.model, "distribute_strategy", None)
-        if strategy is not None and strategy.num_replicas_in_sync > 1 and self.model.train_function is not None:
+        # A wrapper picks its live / frozen BatchNorm branch when the step is traced (no tf.cond holding both): the
+        # next step must be traced again with the flags set.
+        if self.model.train_function is not None:
             self.model.make_train_function(force=True)
 
     def _targets(self, layer):
