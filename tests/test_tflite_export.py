@@ -215,3 +215,34 @@ def test_check_samples_names_what_is_wrong():
     with pytest.raises(TypeError, match="numeric"):
         te.check_samples(np.array([["a"]]), None, "data")
     assert te.check_samples(np.ones((2, 7)), None, "data").shape == (2, 7)  # no declared shape: anything goes
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class _CountsCalls(layers.Layer):
+    """Doubles its input and counts how often it is called (traced)."""
+
+    calls = 0
+
+    def call(self, x):
+        type(self).calls += 1
+        return x * 2.0
+
+
+def test_export_traces_the_model_once_and_keeps_its_inputs_by_name(rng):
+    """The SavedModel the converter reads holds one trace of the model (Keras's model.export made three); a model
+    with two inputs keeps their names in the file, and each input feeds what it fed in Keras."""
+    image = keras.Input((4, 4, 1), name="image")
+    extra = keras.Input((3,), name="extra")
+    x = layers.Concatenate()([layers.Flatten()(_CountsCalls()(image)), extra])
+    model = keras.Model([image, extra], layers.Dense(2)(x))
+    _CountsCalls.calls = 0
+    blob = te.to_tflite(model, quantize=False)
+    assert _CountsCalls.calls == 1
+    xs = {"image": rng.normal(size=(5, 4, 4, 1)).astype(np.float32), "extra": rng.normal(size=(5, 3))}
+    tfl = te.TFLiteModel(blob)
+    names = [d["name"] for d in tfl.inputs]
+    assert sorted(n.split("serving_default_")[-1].split(":")[0] for n in names) == ["extra", "image"]
+    ordered = [xs[n.split("serving_default_")[-1].split(":")[0]].astype(np.float32) for n in names]
+    np.testing.assert_allclose(tfl.predict(*ordered), model.predict([xs["image"], xs["extra"]], verbose=0), atol=1e-5)
+    batch_one = te.TFLiteModel(te.to_tflite(model, quantize=False, batch_size=1))
+    assert batch_one.fixed_batch == 1 and [d["name"] for d in batch_one.inputs] == names
