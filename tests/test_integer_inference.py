@@ -122,6 +122,43 @@ def test_hard_swish_onto_a_pooling_grid_matches_litert():
     assert _lsb(qat, data, x, reference=_float_path(qat, x)).max() >= 1  # what the float path got wrong
 
 
+# Input integers (grid step 1/16, zero point 0) of 6 rows in 200,000 random ones where the float softmax, put on the
+# 1/256 grid, misses LiteRT's int8 SOFTMAX (its float32 exp table and sum) by one step.
+_SOFTMAX_HARD_ROWS = [
+    [-31, 6, -40, 23, 20, -35, 36, 18, -3, -40, -14, 1, 21, 27, 29, 12],
+    [-18, 27, -2, 5, -19, 8, 6, 7, -13, 12, -26, 12, 29, -31, 13, 32],
+    [26, -40, -31, -1, 23, 0, 14, 19, -7, 2, -17, 34, -34, -13, 35, 19],
+    [-36, 17, 13, 30, 27, -36, -2, -22, 11, -8, 26, 9, 39, -18, -13, -29],
+    [35, -5, -3, -21, -10, 24, 23, -6, 27, -1, -38, -17, 33, -9, 0, 34],
+    [-40, -25, -27, -27, 31, -14, -9, 10, 12, -4, -31, -39, -36, -4, 8, 29],
+]
+
+
+@pytest.mark.parametrize("form", ["activation", "layer", "dense"])
+def test_softmax_is_litert_int8_softmax_where_the_float_one_misses(form, rng):
+    """A softmax at inference with integers computes as LiteRT's int8 SOFTMAX (built-in on both kernel sets: XNNPACK
+    takes only float ones): every output bit-exact on rows where the float softmax was a step off."""
+    inputs = keras.Input((16,))
+    if form == "activation":
+        outputs = layers.Activation("softmax")(inputs)
+    elif form == "layer":
+        outputs = layers.Softmax()(inputs)
+    else:  # a classifier head: the softmax after a Dense, on the Dense's grid
+        dense = layers.Dense(16, activation="softmax", kernel_initializer="identity", bias_initializer="zeros")
+        outputs = dense(inputs)
+    model = keras.Model(inputs, outputs)
+    hard = np.asarray(_SOFTMAX_HARD_ROWS, np.float32) / 16.0
+    x = np.concatenate([hard, rng.integers(-40, 40, (58, 16)).astype(np.float32) / 16.0])
+    extremes = np.stack([np.full(16, -8.0), np.full(16, 127 / 16.0)]).astype(np.float32)  # grid step 1/16
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, np.concatenate([x, extremes]), progress=False)
+    data = te.to_tflite(qat)
+    for kernels in ("xnnpack", "builtin"):
+        set_integer_kernels(qat, kernels)
+        cmp = te.compare(qat, data, x, kernels=kernels)
+        assert cmp.max_lsb_diff == 0, (kernels, str(cmp))
+
+
 def test_training_and_export_keep_the_fake_quant_graph(conv_export):
     qat, _, x = conv_export
 

@@ -94,6 +94,34 @@ def test_cross_attention_reads_each_input_on_its_own_grid(with_key):
     assert cmp.max_lsb_diff == 0, str(cmp)
 
 
+def test_xnnpack_takes_the_batch_matmul_whose_second_input_has_zero_point_0():
+    """LiteRT's XNNPACK delegate takes an int8 BATCH_MATMUL only where its second input's zero point is 0, and then
+    requantizes in float32 (half to even); the other runs the built-in kernel (gemmlowp). With the value's range
+    made symmetric (zero point 0) and the key's left as calibrated (zero point not 0), each BATCH_MATMUL is emulated
+    as the kernel that runs it: every output bit-exact on XNNPACK and on the built-in kernels."""
+    from keras_eff.quantization.attention import STEPS
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 32))
+    h = layers.Dense(32, name="embed")(inputs)
+    model = keras.Model(inputs, layers.MultiHeadAttention(2, 16, name="attention")(h, h))
+    x = np.random.default_rng(0).normal(0, 1, (96, 16, 32)).astype(np.float32)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x[:64], progress=False)
+    steps = dict(zip(STEPS, qat.get_layer("attention").step_quantizers))
+    hi = float(max(-steps["value"].range_min.numpy(), steps["value"].range_max.numpy()))
+    steps["value"].range_min.assign(-hi * 128 / 127)
+    steps["value"].range_max.assign(hi)
+    assert float(steps["value"].tflite_zero_point()) == 0.0
+    assert float(steps["key"].tflite_zero_point()) != 0.0
+    data = te.to_tflite(qat)
+    cmp = te.compare(qat, data, x)
+    assert cmp.max_lsb_diff == 0, str(cmp)
+    ke.quantization.set_integer_kernels(qat, "builtin")
+    builtin = te.compare(qat, data, x, kernels="builtin")
+    assert builtin.max_lsb_diff == 0, str(builtin)
+
+
 def test_masked_attention_stays_float_and_says_why():
     inputs = keras.Input((8, 16))
     mask = keras.Input((8, 8), dtype="bool")

@@ -13,10 +13,15 @@ requantized as the chosen kernels do (``integer_inference.requantize_linear``; t
 gives it. The two BATCH_MATMULs requantize the exact integer product by the multiplier of s_a·s_b / s_out in gemmlowp's
 fixed point: a rounding doubling high multiply, then a rounding divide by a power of two, ties away from zero. Those
 two roundings settle near-ties the other way from one rounding of the exact product in about 0.3 % of outputs.
-XNNPACK takes no static int8 BATCH_MATMUL, so its interpreter runs the built-in kernel too: measured 0 of 16,384
-outputs off on both, where one rounding of the exact product missed 48 and 54. The softmax runs the float simulation
-on its fixed grid (no output off in the same measurement). Against TFLite Micro ("micro") the same formulas are
-used; they are not measured there.
+XNNPACK takes an int8 BATCH_MATMUL only where its second input's zero point is 0 (LiteRT's delegate refuses others),
+and then requantizes as its GEMMs do, the product times s_a·s_b / s_out in float32, half to even; elsewhere LiteRT's
+interpreter runs the built-in kernel. Measured: 0 of 16,384 outputs off on both kernel sets where neither second input
+had zero point 0, where one rounding of the exact product missed 48 and 54; where the value's zero point was 0,
+4.2 ‰ of that BATCH_MATMUL's outputs were 1 off under XNNPACK until it was emulated so (0 after). The softmax is
+LiteRT's int8 SOFTMAX (``integer_inference.softmax``: a float32 exp table, a float32 sum, rounding half away; XNNPACK
+takes only float softmaxes): the float softmax on its fixed grid had 1 output in 10⁴ one off in a two-block
+transformer. Against TFLite Micro ("micro") the projections, MUL and BATCH_MATMULs use the built-in formulas and the
+softmax the float one; none is measured there.
 """
 
 from __future__ import annotations
@@ -176,7 +181,17 @@ class QuantizedAttention(CompositeQuantized):
         s_a, s_b, s_out = qa.tflite_scale(), qb.tflite_scale(), q_out.tflite_scale()
         acc = ops.matmul(integer.integers(a, s_a), integer.integers(b, s_b))  # exact in float64
         codes = integer.requantize_linear(acc, s_a, s_b, s_out, "micro")  # "micro": RoundingDivideByPOT, ties away
+        if self.integer_kernels == "xnnpack":  # XNNPACK takes it where b's zero point is 0 (module docstring)
+            taken = ops.equal(qb.tflite_zero_point(), 0.0)
+            codes = ops.where(taken, integer.requantize_linear(acc, s_a, s_b, s_out, "xnnpack"), codes)
         return q_out.fake_quantize(codes * s_out)  # clamped onto the grid
+
+    def _softmax(self, scores, q_in, q_out, training):
+        """The attention weights on TFLite's fixed 1/256 grid: at inference with integers, LiteRT's int8 SOFTMAX
+        (``integer_inference.softmax``; on TFLite Micro, whose kernel is another, the float softmax)."""
+        if self.integer_kernels == "micro" or not self._emulates(training, q_in, q_out):
+            return q_out(ops.softmax(scores, axis=-1), training=training)
+        return q_out.fake_quantize(integer.softmax(scores, q_in.tflite_scale(), q_out.tflite_scale()))
 
     def call(self, query, value, key=None, training=None):
         key = value if key is None else key
@@ -187,7 +202,7 @@ class QuantizedAttention(CompositeQuantized):
         vh = self._heads(self._project("value", value, self._source(1), q["value"], training), self.value_dim)
         kt = ops.transpose(kh, (0, 1, 3, 2))
         scores = self._batch_matmul(qh, kt, q["query_scaled"], q["key"], q["scores"], training)
-        probabilities = q["probabilities"](ops.softmax(scores, axis=-1), training=training)
+        probabilities = self._softmax(scores, q["scores"], q["probabilities"], training)
         context = self._batch_matmul(probabilities, vh, q["probabilities"], q["value"], q["context"], training)
         steps = query.shape[1]  # context: (batch, heads, steps, dim) → (batch, steps, heads·dim)
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, steps, self.num_heads * self.value_dim))

@@ -124,6 +124,26 @@ def xnnpack_mean(acc, n, in_scale, out_scale, out_zero_point):
     return (ops.round(scaled + z) - z) * out_scale
 
 
+# -- SOFTMAX: LiteRT's built-in int8 kernel (XNNPACK takes only float ones) -----------------------------------------
+
+
+def softmax(x, in_scale, out_scale):
+    """A softmax over the last axis as LiteRT's int8 SOFTMAX computes it on x86 (its optimized kernel without the
+    uint16 tables, which only clang builds for aarch64 use): a float32 table of expf(−s_in · d) for each distance d
+    from the row's largest input integer, the row's entries summed in float32 in order, multiplied by
+    1 / (sum · s_out), rounded half away from zero (``std::round``) onto the output grid (zero point −128, scale
+    1/256). Returns the value on the output grid."""
+    codes = integers(x, in_scale)
+    distance = ops.cast(ops.max(codes, axis=-1, keepdims=True) - codes, "float32")
+    argument = ops.cast(-ops.cast(in_scale, "float32"), "float32") * distance  # float32, as the table's build
+    table = ops.cast(ops.exp(_f64(argument)), "float32")  # glibc's expf, correctly rounded here
+    total = ops.cumsum(table, axis=-1)[..., -1:]  # one float32 sum in index order
+    out_scale = ops.cast(out_scale, "float32")
+    inverse = 1.0 / (total * out_scale)
+    q = round_half_away(_f64(table * inverse))
+    return ops.cast(ops.clip(q, 0.0, 255.0), "float32") * out_scale
+
+
 # -- HARD_SWISH: LiteRT's built-in int8 kernel (XNNPACK does not take it), 16-bit fixed point ------------------------
 # All integer steps below run in float64, where every intermediate (products of two int16 values) is exact.
 

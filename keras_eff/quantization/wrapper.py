@@ -29,6 +29,7 @@ from __future__ import annotations
 import inspect
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 from keras.src.saving import serialization_lib
@@ -531,9 +532,21 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
 
     def _call_post(self, y, training):
         """The activation TFLite does not fuse (softmax, sigmoid, gelu, ...) on its own grid."""
+        if self._post_activation == "softmax":
+            exact = self._softmax_integer(y, self._output_grid(), self.post_quantizer, training)
+            if exact is not None:
+                return exact
         if self._post_activation:
             y = self.post_quantizer(self._activate(self.layer.activation, y, training), training=training)
         return y
+
+    def _softmax_integer(self, x, source, target, training):
+        """A softmax over the last axis as LiteRT's int8 SOFTMAX computes it (``integer_inference.softmax``), where
+        this call runs the integer path on LiteRT's kernels; else None (TFLite Micro's kernel is another, and the
+        float softmax on the fixed grid stands for it)."""
+        if self.integer_kernels not in ("xnnpack", "builtin") or not self._integer(training, source, target):
+            return None
+        return target.fake_quantize(integer.softmax(x, source.tflite_scale(), target.tflite_scale()))
 
     def _call_core(self, inputs, training):
         if self.input_quantizer is not None:
@@ -636,7 +649,18 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
             source = self._input_grid()
             if facts.int8_kernel == "hard_swish" and self._integer(training, source, q):
                 return integer.hard_swish(inputs, source.tflite_scale(), q.tflite_scale())
+            if activation_name(self.layer.activation) == "softmax":
+                exact = self._softmax_integer(inputs, source, q, training)
+                if exact is not None:
+                    return exact
             return self._activate(self.layer, inputs, training)
+        if isinstance(self.layer, layers.Softmax) and tuple(np.atleast_1d(self.layer.axis)) in (
+            (-1,),
+            (len(inputs.shape) - 1,),
+        ):
+            exact = self._softmax_integer(inputs, self._input_grid(), q, training)
+            if exact is not None:
+                return exact
         return self.layer(inputs, training=training) if _takes_training(self.layer) else self.layer(inputs)
 
     # -- export and serialization --------------------------------------------------------------------------------
