@@ -161,8 +161,12 @@ def _write_saved_model(model, folder, signature):
 
     Keras's ``model.export`` traces the model three times and saves its whole object tree: on NASNetMobile's quantized
     model that took 68.6 s and +1.4 GB, this 32.5 s and +0.9 GB, the same file. A function that reads another kind
-    of resource (a lookup table) goes through ``model.export``, which tracks those."""
-    inputs = _model_inputs(model)
+    of resource (a lookup table), and a subclassed model (no ``inputs``: Keras infers its signature from its first
+    call), go through ``model.export``, which handles those."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        model.export(folder, format="tf_saved_model", verbose=False, input_signature=signature)
+        return
     specs = signature or [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name) for t in inputs]
     structure = model.input
 
@@ -177,8 +181,7 @@ def _write_saved_model(model, folder, signature):
         model.export(folder, format="tf_saved_model", verbose=False, input_signature=signature)
         return
     module = tf.Module()
-    module.model_variables = variables
-    module.serve = serve
+    module.model_variables = variables  # the signature alone: saving the tf.function would trace the model again
     tf.saved_model.save(module, folder, signatures={"serving_default": function})
 
 
