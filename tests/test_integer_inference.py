@@ -159,6 +159,29 @@ def test_softmax_is_litert_int8_softmax_where_the_float_one_misses(form, rng):
         assert cmp.max_lsb_diff == 0, (kernels, str(cmp))
 
 
+def test_mean_onto_a_grid_a_hair_wider_than_its_input_is_xnnpacks_mean():
+    """XNNPACK's int8 MEAN sums the raw codes and folds the input zero point into the output's (s' = s_in/s_out · 1/n,
+    z' = z_out − n·z_in·s', in float32). Where the two grids differ by a hair (a squeeze's range calibrated to its
+    input's, as in EfficientNetV2B0's squeeze-excite blocks) the exact ties move below a half, which the
+    zero-point-free formula did not follow: outputs were one off."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((4, 4, 3))
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="features")(inputs)
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    s = layers.Conv2D(32, 1, activation="sigmoid", name="excite")(s)
+    model = keras.Model(inputs, layers.Flatten()(layers.Multiply(name="scale")([x, s])))
+    data = np.random.default_rng(3).normal(0, 1, (512, 4, 4, 3)).astype(np.float32)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, data[:128], progress=False)
+    squeeze = qat.get_layer("quant_squeeze")
+    source, target = squeeze._input_grid(), squeeze.output_quantizer  # the MEAN reads its producer's grid
+    target.range_min.assign(source.range_min)
+    target.range_max.assign(source.range_max * (1 + 3e-7))
+    assert float(source.tflite_scale()) != float(target.tflite_scale())
+    cmp = te.compare(qat, te.to_tflite(qat), data)
+    assert cmp.max_lsb_diff == 0, str(cmp)
+
+
 def test_training_and_export_keep_the_fake_quant_graph(conv_export):
     qat, _, x = conv_export
 

@@ -85,21 +85,21 @@ class QuantizedNormalization(CompositeQuantized):
 
         kernels = self.integer_kernels
 
-        def channel_mean(v, s_v, step):
+        def channel_mean(v, s_v, z_v, step):
             acc = ops.sum(integer.integers(v, s_v), axis=-1, keepdims=True)
             n = float(v.shape[-1])
             if kernels == "xnnpack":
-                return onto(step, integer.xnnpack_mean(acc, n, s_v, scale[step], q[step].tflite_zero_point()))
+                return onto(step, integer.xnnpack_mean(acc, n, s_v, scale[step], q[step].tflite_zero_point(), z_v))
             # LiteRT's built-in MEAN over the last axis is the reference kernel, ties away from zero (measured: 0 of
             # 512 outputs off; ties up put 30 off)
             return onto(step, integer.reference_mean(acc, n, s_v, scale[step], "micro"))
 
-        mean = channel_mean(x, s_in, "mean")
+        mean = channel_mean(x, s_in, self._input_range.tflite_zero_point(), "mean")
         centered = onto("centered", integer.add([x, -mean], [s_in, scale["mean"]], scale["centered"], kernels))
         squared = onto(
             "squared", integer.multiply([centered, centered], [scale["centered"]] * 2, scale["squared"], kernels)
         )
-        variance = channel_mean(squared, scale["squared"], "variance")
+        variance = channel_mean(squared, scale["squared"], q["squared"].tflite_zero_point(), "variance")
         s_eps = ops.cast(integer.constant_scale(self.epsilon), "float32")
         eps = ops.cast(ops.round(self.epsilon / s_eps), "float32") * s_eps
         eps_scales = [scale["variance"], s_eps]
