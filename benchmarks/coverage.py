@@ -431,7 +431,9 @@ def _ok(v):
 
 def table_row(r):
     conv = r.get("converter", {})
-    ke_bytes, c_bytes = r.get("bytes"), conv.get("bytes")
+    # the file of the calibrated model: the same weights as the float model the converter quantizes (after the fit
+    # step, biases that were equal zeros no longer share one buffer)
+    ke_bytes, c_bytes = r.get("bytes_calibrated", r.get("bytes")), conv.get("bytes")
     export = r.get("export", "–")
     if export != "full int8" and r.get("export_allow_float"):
         export = f"{export} [with allow_float: {'file' if r.get('bytes') else r['export_allow_float']}]"
@@ -531,7 +533,7 @@ def summary(rows, wall_min=None):
     if res and res.get("quantize_s") is not None:
         out["ResNet50 quantize_model s (target ≤ 10)"] = res["quantize_s"]
     sizes = {
-        r["family"]: round(100 * (r["bytes"] / r["converter"]["bytes"] - 1), 2)
+        r["family"]: round(100 * (r.get("bytes_calibrated", r["bytes"]) / r["converter"]["bytes"] - 1), 2)
         for r in full
         if r.get("bytes") and r.get("converter", {}).get("export") == "full int8"
     }
@@ -656,7 +658,8 @@ Data: {N_CALIB} Fashion-MNIST training images (calibration, representative data)
   `quantize_model` alone; "quantize+export s": quantize, calibrate and the first export; "total s": the family's
   whole row, both child processes (imports included). "peak MiB": the keras-eff child's peak RSS right after the
   first export (its imports and the float model included: the target's scope, quantize + export); "peak MiB after
-  fit": after the fit step and the second export.
+  fit": after the fit step and the second export. "size vs converter" compares the first file (the calibrated
+  model: the same weights the converter quantizes) with the converter's.
 - **prune50**: `prune_model(ConstantSparsity(0.5))` → one fit step with `UpdatePruning` → `strip` → int8 TFLite by the
   converter's PTQ (`to_tflite(stripped, representative_data=...)`); the share is the zeros over all prunable kernels.
 - **cluster16**: `cluster_model(16)` → `strip` → int8 TFLite the same way; "≤ N values": most distinct values in one
