@@ -166,18 +166,10 @@ else:
         report = te.compare(qd, int8, x[:32])
         assert report.argmax_agreement == 1.0 and report.max_lsb_diff <= 1
 
-    def test_bn_flag_changed_without_retrace_fails_loudly(strategy, data, float_weights):
+    def test_bn_flag_changed_without_retrace_fails_loudly(strategy, data, float_weights, sneaky_bn_freeze):
         """The live/frozen BatchNorm branch is chosen when the distributed step is traced; a flag set behind fit's
         back (not through FreezeBatchNorm) must stop training, not train the wrong branch."""
         x, _ = data
-
-        class SneakyFreeze(keras.callbacks.Callback):
-            def on_train_batch_begin(self, batch, logs=None):
-                if batch == 1:
-                    for layer in self.model.layers:
-                        if getattr(layer, "batchnorm", None) is not None:
-                            layer.bn_frozen.assign(1.0)
-
         with strategy.scope():
             model = _float_model()
             model.set_weights(float_weights)
@@ -185,7 +177,7 @@ else:
             ke.calibrate(qat, x[:32], progress=False)
             _compile(qat)
         with pytest.raises(tf.errors.InvalidArgumentError, match="bn_frozen changed"):
-            _fit(qat, data, 3, [SneakyFreeze()])
+            _fit(qat, data, 3, [sneaky_bn_freeze()])
 
     # -- scope mismatches (issue #20, bad input) ------------------------------------------------------------------
 

@@ -361,7 +361,7 @@ def test_freezing_batchnorm_mid_fit_retraces_onto_the_frozen_branch(rng):
     assert branches and all("AssertGuard" in name for name in branches)  # only the flag checks: one branch traced
 
 
-def test_bn_flag_set_behind_fits_back_fails_loudly(rng):
+def test_bn_flag_set_behind_fits_back_fails_loudly(rng, sneaky_bn_freeze):
     """A flag changed after the step was traced, not through FreezeBatchNorm, stops training with a message that says
     to retrace, instead of training the branch the step was traced for."""
     from keras_eff.models import small_cnn
@@ -370,16 +370,8 @@ def test_bn_flag_set_behind_fits_back_fails_loudly(rng):
     x, y = rng.random((32, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 32)
     ke.calibrate(q, x, progress=False)
     q.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-
-    class SneakyFreeze(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch == 1:
-                for layer in self.model.layers:
-                    if getattr(layer, "batchnorm", None) is not None:
-                        layer.bn_frozen.assign(1.0)
-
     with pytest.raises(tf.errors.InvalidArgumentError, match="bn_frozen changed"):
-        q.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[SneakyFreeze()])
+        q.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[sneaky_bn_freeze()])
     q.make_train_function(force=True)  # retraced: trains on the frozen branch
     q.fit(x, y, batch_size=16, epochs=1, verbose=0)
 
