@@ -163,10 +163,21 @@ def _write_saved_model(model, folder, signature):
     model that took 68.6 s and +1.4 GB, this 32.5 s and +0.9 GB, the same file. A function that reads another kind
     of resource (a lookup table), and a subclassed model (no ``inputs``: Keras infers its signature from its first
     call), go through ``model.export``, which handles those."""
-    inputs = getattr(model, "inputs", None)
-    if not inputs:
+    function = _serving_function(model, signature)
+    if function is None:
         model.export(folder, format="tf_saved_model", verbose=False, input_signature=signature)
         return
+    module = tf.Module()
+    module.model_variables = list(function.variables)  # the signature alone: saving the tf.function retraces
+    tf.saved_model.save(module, folder, signatures={"serving_default": function})
+
+
+def _serving_function(model, signature):
+    """The model's inference function traced once, or None where ``model.export`` must write it (no ``inputs``, or a
+    resource other than a variable read)."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return None
     specs = signature or [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name) for t in inputs]
     structure = model.input
 
@@ -175,14 +186,10 @@ def _write_saved_model(model, folder, signature):
         return model(keras.tree.pack_sequence_as(structure, list(xs)), training=False)
 
     function = serve.get_concrete_function()
-    variables = list(function.variables)
-    handles = {id(v.handle) for v in variables}
+    handles = {id(v.handle) for v in function.variables}
     if any(c.dtype == tf.resource and id(c) not in handles for c in function.captured_inputs):
-        model.export(folder, format="tf_saved_model", verbose=False, input_signature=signature)
-        return
-    module = tf.Module()
-    module.model_variables = variables  # the signature alone: saving the tf.function would trace the model again
-    tf.saved_model.save(module, folder, signatures={"serving_default": function})
+        return None
+    return function
 
 
 def _check_ranges_set(model):

@@ -189,7 +189,7 @@ class QuantizedAttention(CompositeQuantized):
     def _softmax(self, scores, q_in, q_out, training):
         """The attention weights on TFLite's fixed 1/256 grid: at inference with integers, LiteRT's int8 SOFTMAX
         (``integer_inference.softmax``; on TFLite Micro, whose kernel is another, the float softmax)."""
-        if self.integer_kernels == "micro" or not self._emulates(training, q_in, q_out):
+        if self.integer_kernels not in integer.LITERT_KERNELS or not self._emulates(training, q_in, q_out):
             return q_out(ops.softmax(scores, axis=-1), training=training)
         return q_out.fake_quantize(integer.softmax(scores, q_in.tflite_scale(), q_out.tflite_scale()))
 

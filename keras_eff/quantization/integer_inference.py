@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras import ops
 
 KERNELS = ("xnnpack", "builtin", "micro", None)
+LITERT_KERNELS = ("xnnpack", "builtin")  # LiteRT's two sets; "micro" is TFLite Micro's
 
 
 def check_kernels(kernels):
@@ -135,7 +136,7 @@ def softmax(x, in_scale, out_scale):
     1/256). Returns the value on the output grid."""
     codes = integers(x, in_scale)
     distance = ops.cast(ops.max(codes, axis=-1, keepdims=True) - codes, "float32")
-    argument = ops.cast(-ops.cast(in_scale, "float32"), "float32") * distance  # float32, as the table's build
+    argument = -ops.cast(in_scale, "float32") * distance  # float32, as the table's build
     table = ops.cast(ops.exp(_f64(argument)), "float32")  # glibc's expf, correctly rounded here
     total = ops.cumsum(table, axis=-1)[..., -1:]  # one float32 sum in index order
     out_scale = ops.cast(out_scale, "float32")

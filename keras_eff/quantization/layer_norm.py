@@ -70,7 +70,7 @@ class QuantizedNormalization(CompositeQuantized):
         return input_shape
 
     def _integer_path(self, training) -> bool:
-        return self.integer_kernels in ("xnnpack", "builtin") and self._emulates(
+        return self.integer_kernels in integer.LITERT_KERNELS and self._emulates(
             training, self._input_range, *self.step_quantizers
         )
 

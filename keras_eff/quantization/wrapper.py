@@ -544,7 +544,7 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
         """A softmax over the last axis as LiteRT's int8 SOFTMAX computes it (``integer_inference.softmax``), where
         this call runs the integer path on LiteRT's kernels; else None (TFLite Micro's kernel is another, and the
         float softmax on the fixed grid stands for it)."""
-        if self.integer_kernels not in ("xnnpack", "builtin") or not self._integer(training, source, target):
+        if self.integer_kernels not in integer.LITERT_KERNELS or not self._integer(training, source, target):
             return None
         return target.fake_quantize(integer.softmax(x, source.tflite_scale(), target.tflite_scale()))
 
