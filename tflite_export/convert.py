@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -307,17 +308,20 @@ def to_tflite(
         if quantize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             if rep is not None:
+                names = [t.name for t in _model_inputs(model)]
 
-                def gen():
+                def gen():  # by input name: the converter feeds a list in its subgraph's order, not the model's
                     for i in range(len(rep[0])):
-                        yield [a[i : i + 1] for a in rep]
+                        yield {n: a[i : i + 1] for n, a in zip(names, rep)} if len(rep) > 1 else [rep[0][i : i + 1]]
 
                 converter.representative_dataset = gen
             if int8_io:
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
         try:
-            data = converter.convert()
+            with warnings.catch_warnings():  # calibrating by input name, the converter opens a tf.lite.Interpreter
+                warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated")
+                data = converter.convert()
         except Exception as err:
             raise TFLiteExportError(
                 f"the TFLite converter failed on model {model.name!r}: {type(err).__name__}: {err}"

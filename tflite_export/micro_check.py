@@ -79,9 +79,7 @@ class MicroCheck:
 
 def _as_model_inputs(tfl: TFLiteModel, x) -> list:
     """Float samples quantized onto the model's input grid (integer arrays of the input dtype pass unchanged)."""
-    xs = list(x) if isinstance(x, (list, tuple)) else [x]
-    if len(xs) != len(tfl.inputs):
-        raise ValueError(f"the model takes {len(tfl.inputs)} inputs, got {len(xs)} arrays")
+    xs = tfl.arrange_inputs(x)
     out = []
     for d, a in zip(tfl.inputs, xs):
         a = np.asarray(a)
@@ -113,12 +111,14 @@ def run_micro(model, x, arena_size: int | None = None) -> list:
     Args:
         model: A TFLite model, as bytes or a path (LiteRT must load it too: its input details are read there).
         x: The inputs: float samples (quantized onto the input grid here) or samples already of the input dtype;
-            one array, or a list of arrays for several inputs, each of shape ``(n, *input_shape)``.
+            one array, or for several inputs a list of arrays (in the order of ``TFLiteModel.input_names``) or a dict
+            keyed by input name, each of shape ``(n, *input_shape)``.
         arena_size: The tensor arena in bytes; None (or 0) searches for it first with ``find_arena_size`` and uses
             the recommended size.
 
     Returns:
-        One raw output array per model output (integers for an int8 output), each with ``n`` rows.
+        One raw output array per model output (integers for an int8 output), each with ``n`` rows, in the order of
+        ``TFLiteModel.output_names`` (the Keras model's, for a file from ``to_tflite``).
 
     Raises:
         ValueError: If ``x`` does not match the model's inputs (count, shape, dtype) or is empty.
@@ -142,7 +142,7 @@ def run_micro(model, x, arena_size: int | None = None) -> list:
         if not reply.ok:
             raise MicroRuntimeError(f"TFLite Micro failed to run the model with a {arena:,}-byte arena: {reply.error}")
         with np.load(outputs, allow_pickle=False) as f:
-            return [f[f"y{k}"] for k in range(len(f.files))]
+            return [f[f"y{k}"] for k in tfl.output_positions]  # Micro answers in the subgraph's order
 
 
 _KERNEL_WORDS = {
@@ -166,7 +166,8 @@ def check_micro(
     Args:
         model: A TFLite model, as bytes or a path.
         x: The inputs: float samples (quantized onto the input grid here) or samples already of the input dtype;
-            one array, or a list of arrays for several inputs, each of shape ``(n, *input_shape)``.
+            one array, or for several inputs a list of arrays (in the order of ``TFLiteModel.input_names``) or a dict
+            keyed by input name, each of shape ``(n, *input_shape)``.
         arena_size: The tensor arena in bytes; None (or 0) searches for it first with ``find_arena_size`` and uses
             the recommended size.
         use_xnnpack: Compare with LiteRT's XNNPACK delegate instead of its built-in kernels.

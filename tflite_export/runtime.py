@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -79,8 +81,35 @@ class Latency:
         return asdict(self)
 
 
+def _natural_key(name: str) -> list:
+    """Sort key that puts ``output_2`` before ``output_10``."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def _signature_names(interpreter) -> tuple[dict, dict]:
+    """Tensor index -> name in the file's signature, for inputs and outputs; empty without exactly one signature.
+
+    A file from ``to_tflite`` names its inputs as the Keras inputs and its outputs ``output_0``, ``output_1``, ...
+    in the Keras model's order (dict outputs by their keys); the subgraph lists them in an order of its own (a model
+    with twelve outputs came back as output_9, output_4, output_1, ...), which is why ``TFLiteModel`` reads the
+    signature."""
+    signatures = interpreter.get_signature_list()
+    if len(signatures) != 1:
+        return {}, {}
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    return (
+        {d["index"]: name for name, d in runner.get_input_details().items()},
+        {d["index"]: name for name, d in runner.get_output_details().items()},
+    )
+
+
 class TFLiteModel:
     """A loaded TFLite model. ``predict`` takes and returns float arrays; int8 I/O is (de)quantized here.
+
+    Several inputs are given as one dict keyed by ``input_names`` (for a file from ``to_tflite``, the Keras input
+    names), or as arrays in the order of ``input_names``. Several outputs come back as a list in the order of
+    ``output_names``: the order of the file's signature, which for a file from ``to_tflite`` is the Keras model's
+    (``output_0``, ``output_1``, ...).
 
     Args:
         model: A TFLite model, as bytes or a path.
@@ -93,6 +122,10 @@ class TFLiteModel:
         model_bytes: The model's bytes.
         num_threads: The interpreter's thread count.
         kernels: The LiteRT kernels that run the model: ``"xnnpack"``, ``"builtin"`` or ``"reference"``.
+        input_names: The inputs' names (the signature's, else the tensors'), in the order positional arrays are taken.
+        output_names: The outputs' names, in the order outputs are returned.
+        output_positions: For each output as returned, its position among the subgraph's outputs (the order
+            TFLite Micro returns them in).
 
     Raises:
         InvalidTFLiteModel: If ``model`` is not a loadable TFLite file.
@@ -103,6 +136,7 @@ class TFLiteModel:
         tfl = tflite_export.TFLiteModel("model.tflite")
         probs = tfl.predict(x_test)  # float in, float out
         print(tfl.latency())
+        both = tfl.predict({"image": images, "extra": features})  # several inputs, by name
         ```
     """
 
@@ -112,16 +146,57 @@ class TFLiteModel:
         self.num_threads = num_threads
         self._interpreter = make_interpreter(self.model_bytes, num_threads=num_threads, kernels=self.kernels)
         self._batch: int | None = None
+        in_names, out_names = _signature_names(self._interpreter)
+        self.input_names = [in_names.get(d["index"], d["name"]) for d in self.inputs]
+        subgraph_outputs = self._interpreter.get_output_details()
+        names = [out_names.get(d["index"], d["name"]) for d in subgraph_outputs]
+        order = sorted(range(len(names)), key=lambda k: _natural_key(names[k])) if out_names else range(len(names))
+        self.output_positions = list(order)
+        self.output_names = [names[k] for k in self.output_positions]
 
     @property
     def inputs(self):
-        """LiteRT's input details: one dict per input (``name``, ``shape``, ``dtype``, ``quantization``, ...)."""
+        """LiteRT's input details: one dict per input (``name``, ``shape``, ``dtype``, ``quantization``, ...), in the
+        order of ``input_names``."""
         return self._interpreter.get_input_details()
 
     @property
     def outputs(self):
-        """LiteRT's output details: one dict per output, as for ``inputs``."""
-        return self._interpreter.get_output_details()
+        """LiteRT's output details: one dict per output, as for ``inputs``, in the order of ``output_names``."""
+        details = self._interpreter.get_output_details()
+        return [details[k] for k in self.output_positions]
+
+    def arrange_inputs(self, x) -> list:
+        """The model's inputs as a list in the order of ``input_names``.
+
+        Args:
+            x: One array (a one-input model), a list or tuple of arrays in the order of ``input_names``, or a dict
+                keyed by the input names. For a one-input model, a list of more than one element is one array.
+
+        Returns:
+            A list with one array per input.
+
+        Raises:
+            ValueError: If the number of arrays or the dict's keys do not match the model's inputs.
+        """
+        if isinstance(x, Mapping):
+            missing = [n for n in self.input_names if n not in x]
+            unknown = sorted(set(x) - set(self.input_names))
+            if missing or unknown:
+                raise ValueError(
+                    f"the inputs are keyed by name: the model takes {self.input_names}"
+                    + (f"; missing {missing}" if missing else "")
+                    + (f"; unknown {unknown}" if unknown else "")
+                )
+            return [x[n] for n in self.input_names]
+        several = isinstance(x, (list, tuple)) and (len(self.input_names) > 1 or len(x) == 1)
+        xs = list(x) if several else [x]  # one input: a list is its samples, unless it holds one array
+        if len(xs) != len(self.input_names):
+            raise ValueError(
+                f"the model takes {len(self.input_names)} inputs {self.input_names}, got {len(xs)} arrays; give one "
+                f"array per input in that order, or a dict keyed by those names"
+            )
+        return xs
 
     @property
     def is_int8(self) -> bool:
@@ -156,7 +231,8 @@ class TFLiteModel:
         """Runs one batch (a file with a static batch runs any multiple of it, batch by batch).
 
         Args:
-            *xs: One array per model input, each of shape ``(n, *input_shape)``.
+            *xs: One array per model input, each of shape ``(n, *input_shape)``, in the order of ``input_names``;
+                or one dict keyed by the input names.
             raw_inputs: The arrays are already of the input dtype (on the integer grid); otherwise float inputs of
                 an integer tensor are quantized here.
             dequantize_outputs: Dequantize integer outputs to float; False returns them raw.
@@ -168,9 +244,7 @@ class TFLiteModel:
             ValueError: If the number of arrays or their per-sample shape does not match the model's inputs, or
                 (static batch) ``n`` is not a multiple of the file's batch.
         """
-        arrays = [np.asarray(x) for x in xs]
-        if len(arrays) != len(self.inputs):
-            raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(arrays)}")
+        arrays = [np.asarray(x) for x in self.arrange_inputs(xs[0] if len(xs) == 1 else xs)]
         for d, x in zip(self.inputs, arrays):
             expected = tuple(d["shape_signature"][1:])
             if x.shape[1:] != expected:
@@ -199,7 +273,8 @@ class TFLiteModel:
         """Runs any number of samples, in batches.
 
         Args:
-            *xs: One array per model input, each of shape ``(n, *input_shape)``.
+            *xs: One array per model input, each of shape ``(n, *input_shape)``, in the order of ``input_names``;
+                or one dict keyed by the input names.
             batch_size: Samples per interpreter call; a file with a static batch uses its own.
             raw_inputs: The arrays are already of the input dtype (see ``run``).
             dequantize_outputs: Dequantize integer outputs to float; False returns them raw.
@@ -211,6 +286,7 @@ class TFLiteModel:
         Raises:
             ValueError: If there are no samples, or the arrays do not match the model's inputs (see ``run``).
         """
+        xs = tuple(self.arrange_inputs(xs[0] if len(xs) == 1 else xs))
         n = len(xs[0])
         if n == 0:
             raise ValueError("predict got no samples")
