@@ -350,3 +350,40 @@ def test_global_average_pooling_beside_other_readers_after_training(conv):
     x = np.random.default_rng(0).uniform(-1, 1, (48,) + tuple(inputs.shape[1:])).astype(np.float32)
     qat, data = _qat_int8(model, x)  # one fit step, then the strict export
     _assert_parity(qat, data, x)
+
+
+# -- activations TFLite runs as one fused clamp or one op with a fixed grid -------------------------------------------
+
+
+def _activation_after_dense(activation, as_argument):
+    inputs = keras.Input((32,))
+    if as_argument:
+        h = layers.Dense(48, activation=activation)(inputs)
+    else:
+        h = layers.Activation(activation, name="act")(layers.Dense(48)(inputs))
+    return keras.Model(inputs, layers.Dense(10)(h))
+
+
+@pytest.mark.parametrize("as_argument", [False, True])
+def test_hard_tanh_is_fused_into_the_op_before_it(as_argument):
+    """The converter fuses a clip to [-1, 1] into the Dense (RELU_N1_TO_1): one rounding. Simulated as a separate
+    layer, it rounded twice (on the Dense's grid, then on its own): 3 LSB off on 2 % of outputs."""
+    x = np.random.default_rng(0).normal(0, 3, (2000, 32)).astype(np.float32)
+    qat, data = _qat_int8(_activation_after_dense("hard_tanh", as_argument), x[:256])
+    assert _op_names(data) == ["FULLY_CONNECTED", "FULLY_CONNECTED"]
+    if not as_argument:
+        assert [act for _, act in quantization_report(qat).fused_activations] == ["hard_tanh"]
+    cmp = te.compare(qat, data, x)
+    assert cmp.max_lsb_diff <= 1 and cmp.within_1_lsb == 1.0, str(cmp)
+
+
+@pytest.mark.parametrize("as_argument", [False, True])
+def test_log_softmax_takes_tflites_fixed_grid(as_argument):
+    """int8 LOG_SOFTMAX writes scale 16/256, zero point 127; a learned range made the converter requantize after it
+    (a QUANTIZE op), 14 LSB off."""
+    x = np.random.default_rng(0).normal(0, 3, (2000, 32)).astype(np.float32)
+    qat, data = _qat_int8(_activation_after_dense("log_softmax", as_argument), x[:256])
+    assert "QUANTIZE" not in _op_names(data) and "LOG_SOFTMAX" in _op_names(data)
+    for kernels in ("xnnpack", "builtin"):
+        cmp = te.compare(qat, data, x, kernels=kernels)
+        assert cmp.max_lsb_diff <= 1, (kernels, str(cmp))

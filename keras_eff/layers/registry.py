@@ -24,6 +24,7 @@ FIXED_RANGES = {
     "sigmoid": (0.0, 255.0 / 256.0),
     "softmax": (0.0, 255.0 / 256.0),
     "tanh": (-1.0, 127.0 / 128.0),
+    "log_softmax": (-255.0 / 16.0, 0.0),  # TFLite's int8 LOG_SOFTMAX: scale 16/256, zero point 127
 }
 HARD_SWISH = ("hard_swish", "hard_silu")
 PROTOCOL = "keras_eff_facts"

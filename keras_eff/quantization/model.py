@@ -45,7 +45,10 @@ from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
 
 
 def _fusable_activation(layer) -> str | None:
-    """'relu' or 'relu6' where the layer is a plain ReLU that TFLite fuses into the op before it."""
+    """'relu', 'relu6' or 'hard_tanh' where the layer is a plain ReLU or a clip to [-1, 1] that TFLite fuses into the
+    op before it (its RELU, RELU6, RELU_N1_TO_1)."""
+    if isinstance(layer, layers.Activation) and activation_name(layer.activation) == "hard_tanh":
+        return "hard_tanh"
     kind = activation_kind(layer)
     return kind if kind in ("relu", "relu6") else None
 

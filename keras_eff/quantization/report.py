@@ -44,7 +44,8 @@ class QuantizationReport:
     Attributes:
         quantized: Names of the layers quantized, in execution order.
         folded_batchnorm: ``(layer name, BatchNorm name)`` for each BatchNorm folded into the layer before it.
-        fused_activations: ``(layer name, "relu" or "relu6")`` for each layer with a following ReLU/ReLU6 fused in.
+        fused_activations: ``(layer name, "relu", "relu6" or "hard_tanh")`` for each layer with a following ReLU, ReLU6
+            or clip to [-1, 1] fused in.
         inherit_range: Names of the layers that keep their input's range (max pooling, reshapes, padding, dropout).
         float_layers: ``(layer name, reason)`` for each layer kept float.
         preserved: ``(layer name, what is kept)`` for each layer whose pruned zeros or clusters QAT preserves
@@ -161,7 +162,7 @@ def _walk(model, report):
             report.quantized.append(name)
             if op.batchnorm is not None and op.batchnorm.name != name:  # not a standalone BN run as a depthwise conv
                 report.folded_batchnorm.append((name, op.batchnorm.name))
-            if op.fused_activation in ("relu", "relu6"):
+            if op.fused_activation != "linear":
                 report.fused_activations.append((name, op.fused_activation))
             if op.preserve and getattr(op, "preserved", None):
                 report.preserved.append((name, preserve_lib.describe(op)))

@@ -44,7 +44,7 @@ from .export_view import ExportView
 from .placement import place_ranges
 from .quantizers import ActivationQuantizer, WeightQuantizer, check_bits
 
-FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+FUSED_ACTIVATIONS = ("linear", "relu", "relu6", "hard_tanh")  # TFLite's fused NONE, RELU, RELU6, RELU_N1_TO_1
 SWISH = ("swish", "silu")  # TFLite runs x·sigmoid(x) as LOGISTIC (fixed 1/256 grid) then MUL
 ROLES = ("input", "between", "output", "sigmoid", "post")  # the activation quantizers a wrapper may own
 PLACED = ("input_range", "bias_range", "output_range")  # the neighbours' quantizers ``place`` hands in
@@ -83,6 +83,8 @@ def _fused(name, x):
         return ops.relu(x)
     if name == "relu6":
         return ops.relu6(x)
+    if name == "hard_tanh":
+        return ops.clip(x, -1.0, 1.0)
     return x
 
 
@@ -99,7 +101,8 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
     Args:
         layer: The Keras layer to quantize (a copy made by ``quantize_model``, or yours with ``keras_eff.quantize``).
         batchnorm: A BatchNormalization layer that directly follows ``layer`` (a conv or dense layer), folded in.
-        fused_activation: ``"linear"``, ``"relu"`` or ``"relu6"``: a following ReLU applied before the output range.
+        fused_activation: ``"linear"``, ``"relu"``, ``"relu6"`` or ``"hard_tanh"``: a following ReLU or clip to [-1, 1]
+            applied before the output range.
         weight_bits: Bits of the kernels, 2 to 16 (int8 TFLite holds at most 8).
         weight_symmetric: Symmetric kernel ranges (what int8 TFLite stores) or asymmetric ones.
         per_channel: One kernel range per output channel; None: where int8 TFLite holds it (the layer registry's
