@@ -15,7 +15,7 @@ import tflite_export as te
 from keras_eff.quantization import quantization_report
 
 
-def _transformer(steps=16, width=32):
+def _transformer(steps=16, width=32, activation="gelu"):
     inputs = keras.Input((steps, width))
     x = layers.Dense(width, name="embed")(inputs)
     for b in range(2):
@@ -23,7 +23,7 @@ def _transformer(steps=16, width=32):
         h = layers.MultiHeadAttention(2, 16, name=f"attention_{b}")(h, h)
         x = layers.Add(name=f"residual_{b}_a")([x, h])
         h = layers.LayerNormalization(epsilon=1e-6, name=f"ln_{b}_b")(x)
-        h = layers.Dense(2 * width, activation="gelu", name=f"mlp_{b}_up")(h)
+        h = layers.Dense(2 * width, activation=activation, name=f"mlp_{b}_up")(h)
         h = layers.Dense(width, name=f"mlp_{b}_down")(h)
         x = layers.Add(name=f"residual_{b}_b")([x, h])
     return keras.Model(inputs, layers.Dense(10, name="logits")(layers.GlobalAveragePooling1D()(x)))
@@ -55,11 +55,28 @@ def test_every_layer_is_quantized_and_the_file_is_full_int8(quantized):
     finally:
         ke.quantization.set_integer_kernels(qat, "xnnpack")
     assert builtin.max_lsb_diff == 0, str(builtin)
+    assert te.unsupported_micro_ops(data) == ["GELU"]  # TFLite Micro has no GELU kernel: named, not run
     # the simulation stays close to the float model it was made from (8-bit attention and normalization)
     float_out, quant_out = model.predict(x, verbose=0), qat.predict(x, verbose=0)
     agreement = np.mean(np.argmax(float_out, -1) == np.argmax(quant_out, -1))
     assert agreement >= 0.8, agreement
     assert np.mean(np.abs(quant_out - float_out)) < 0.1 * np.mean(np.abs(float_out))
+
+
+def test_tflite_micro_runs_a_relu_transformer_as_simulated():
+    """With a ReLU MLP (Micro has no GELU) TFLite Micro runs the transformer from a batch-1 file, and the simulation
+    with its kernels ("micro") equals it bit for bit: LayerNormalization's MEAN, ADD, MUL and RSQRT as Micro computes
+    them, the attention's BATCH_MATMULs and projections with gemmlowp's rounding (max 8 LSB while the normalization ran
+    the float simulation on its grids)."""
+    keras.utils.set_random_seed(0)
+    qat = ke.quantize_model(_transformer(activation="relu"))
+    x = np.random.default_rng(1).normal(0, 1, (96, 16, 32)).astype(np.float32)
+    ke.calibrate(qat, x[:64], progress=False)
+    data = te.to_tflite(qat, batch_size=1)
+    raw = te.run_micro(data, x[64:])[0]
+    ke.quantization.set_integer_kernels(qat, "micro")
+    cmp = te.compare(qat, data, x[64:], tflite_outputs=raw)
+    assert cmp.max_lsb_diff == 0, str(cmp)
 
 
 def test_a_train_step_and_a_round_trip_keep_it_exportable(quantized, tmp_path):
