@@ -387,3 +387,25 @@ def test_log_softmax_takes_tflites_fixed_grid(as_argument):
     for kernels in ("xnnpack", "builtin"):
         cmp = te.compare(qat, data, x, kernels=kernels)
         assert cmp.max_lsb_diff <= 1, (kernels, str(cmp))
+
+
+@pytest.mark.parametrize("form", ["layer", "argument", "gate"])
+def test_hard_sigmoid_is_add_relu6_then_mul(form, tmp_path):
+    """TFLite has no hard-sigmoid op: the converter writes ADD and MUL, which were float islands (FloatIslandError).
+    quantize_model runs it as ReLU6(x + 3) × 1/6 with a range on each (MobileNetV3's hand-written form)."""
+    inputs = keras.Input((32,))
+    h = layers.Dense(48)(inputs)
+    if form == "layer":
+        h = layers.Activation("hard_sigmoid")(h)
+    elif form == "argument":
+        h = layers.Dense(48, activation="hard_sigmoid")(inputs)
+    else:  # a squeeze-excite-like gate
+        h = layers.Multiply()([h, layers.Activation("hard_sigmoid")(layers.Dense(48)(h))])
+    x = np.random.default_rng(0).normal(0, 3, (1000, 32)).astype(np.float32)
+    qat, data = _qat_int8(keras.Model(inputs, layers.Dense(10)(h)), x[:256])
+    ops = _op_names(data)
+    assert ops.count("ADD") == 1 and ops.count("MUL") == 1 + (form == "gate"), ops
+    _assert_parity(qat, data, x)
+    path = tmp_path / "hard_sigmoid.keras"
+    qat.save(path)
+    np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), qat.predict(x, verbose=0))

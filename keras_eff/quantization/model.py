@@ -15,7 +15,7 @@ import warnings
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
@@ -356,6 +356,8 @@ class _Quantizer:
             depthwise = _grouped_as_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
+        if isinstance(op, layers.Activation) and activation_name(op.activation) == "hard_sigmoid" and args:
+            return self._hard_sigmoid(op, spec, args[0])
         if facts.kernels and facts.quantizable:
             reason = layer_ops.unsupported_reason(op) if isinstance(op, layer_ops.SUPPORTED) else None
             if reason:
@@ -392,6 +394,18 @@ class _Quantizer:
             return out
         self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
+
+    def _hard_sigmoid(self, op, spec, x, report=True):
+        """``Activation("hard_sigmoid")`` (or a conv/dense layer's ``activation="hard_sigmoid"``, after it) as the two
+        int8 ops TFLite has for it, ReLU6(x + 3) then × 1/6, each on a range of its own (the converter otherwise
+        leaves its ADD and MUL in float): the form keras.applications' MobileNetV3 writes by hand, which the file
+        computes as ADD with RELU6 fused, then MUL."""
+        act = self.act_kwargs(spec)
+        shifted = ActivationQuantizer(**act, name=f"{op.name}_shifted_range")(ops.relu6(ops.add(x, 3.0)))
+        out = ActivationQuantizer(**act, name=f"{op.name}_hard_sigmoid_range")(ops.multiply(shifted, 1.0 / 6.0))
+        if report:
+            self.report.quantized.append(op.name)
+        return out
 
     def _binary_steps(self, op, spec, inputs) -> list:
         """An Add or Multiply of n > 2 tensors as Keras computes it and the file holds it, one binary op at a time
@@ -441,6 +455,7 @@ class _Quantizer:
         of the node's standalone BatchNormalization, folded into it) with a following BN and ReLU fused."""
         builtin = isinstance(op, layer_ops.SUPPORTED)  # else a layer declared through the registry
         own = activation_name(getattr(op, "activation", None)) if builtin else "linear"
+        split = own == "hard_sigmoid"  # no fused form in TFLite: ADD and MUL after the op (``_hard_sigmoid``)
         last, bn = node, own_bn
         nxt = rb.info.sole_consumer(node)
         if (
@@ -457,10 +472,10 @@ class _Quantizer:
         if own in FUSED_ACTIVATIONS and facts_for(op).fuses_activation:
             readers, act = self._fusable_readers(rb, last)
         wrapper = QuantizeWrapper(
-            clone_layer(op, **_FLOAT32),
+            clone_layer(op, **_FLOAT32, **({"activation": "linear"} if split else {})),
             batchnorm=None if bn is None else clone_layer(bn.operation, **_FLOAT32),
             fused_activation=act or "linear",
-            quantize_output=self._decide_output(rb, readers or [last]),
+            quantize_output=split or self._decide_output(rb, readers or [last]),
             preserve=spec.preserve,
             n_centroids=preserve_lib.centroid_counts(op, layer_ops.kernel_names(op), spec.preserve),
             **self._kernel_kwargs(spec, op, own_bn),
@@ -480,7 +495,7 @@ class _Quantizer:
         if readers:
             self.report.fused_activations.append((op.name, act))
         self.report.quantized.append(op.name)
-        return out
+        return self._hard_sigmoid(op, spec, out, report=False) if split else out
 
 
 # A quantized layer computes in float32 under any mixed-precision policy: TensorFlow's FakeQuant ops are float32
