@@ -4,7 +4,7 @@ int8 I/O) and its simulation must equal LiteRT with XNNPACK: ≥ 99.9 % of outpu
 import keras
 import numpy as np
 import pytest
-from keras import layers
+from keras import layers, ops
 
 import keras_eff as ke
 import tflite_export as te
@@ -409,3 +409,45 @@ def test_hard_sigmoid_is_add_relu6_then_mul(form, tmp_path):
     path = tmp_path / "hard_sigmoid.keras"
     qat.save(path)
     np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+OP_ACTIVATIONS = {
+    "relu6": lambda h: ops.relu6(h),
+    "clip_0_6": lambda h: ops.clip(h, 0.0, 6.0),
+    "maximum_0": lambda h: ops.maximum(h, 0.0),
+    "clip_-1_1": lambda h: ops.clip(h, -1.0, 1.0),
+    "hard_tanh": lambda h: ops.hard_tanh(h),
+    "log_softmax": lambda h: ops.log_softmax(h),
+    "hard_sigmoid": lambda h: ops.hard_sigmoid(h),
+}
+
+
+@pytest.mark.parametrize("form", sorted(OP_ACTIVATIONS))
+def test_activations_written_as_keras_ops(form):
+    """Keras ops in a functional graph compute as the layers do: a ReLU, ReLU6 or clip to [-1, 1] after a Dense is
+    fused into it (one rounding; the op node with a range of its own rounded twice, 2–3 LSB off), log_softmax takes
+    LOG_SOFTMAX's fixed grid (8 LSB off), hard_sigmoid is ReLU6(x + 3) × 1/6 (a float island before)."""
+    inputs = keras.Input((32,))
+    model = keras.Model(inputs, layers.Dense(10)(OP_ACTIVATIONS[form](layers.Dense(48)(inputs))))
+    x = np.random.default_rng(0).normal(0, 3, (2000, 32)).astype(np.float32)
+    qat, data = _qat_int8(model, x[:256])
+    _assert_parity(qat, data, x)
+
+
+def test_symmetric_activation_ranges_take_the_converters_zero_point():
+    """A range symmetric about 0 puts the zero point on a tie (−min/scale = 127.5): the converter rounds it up in
+    double (zero point 0), TensorFlow's fake-quant op down in float32 (−1), so the simulation's grid was one step off
+    the file's at both ends (96.6 % bit-exact, max 2 LSB); the quantizer now hands the op the converter's grid."""
+    inputs = keras.Input((12, 12, 3))
+    h = layers.Conv2D(8, 3, activation="relu")(inputs)
+    h = layers.GlobalAveragePooling2D()(layers.Conv2D(8, 3)(h))
+    model = keras.Model(inputs, layers.Dense(10)(h))
+    x = np.random.default_rng(0).normal(0, 1, (500, 12, 12, 3)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    qat = ke.quantize_model(model, activation_symmetric=True)
+    ke.calibrate(qat, x[:256], progress=False)
+    data = te.to_tflite(qat)
+    zero_points = {round(float(q.tflite_zero_point())) for q in ke.quantization.activation_quantizers(qat)}
+    assert zero_points == {0}
+    cmp = _assert_parity(qat, data, x)
+    assert cmp.max_lsb_diff == 0, str(cmp)

@@ -166,7 +166,7 @@ except ImportError:  # pragma: no cover - another Keras layout
 # Keras ops met as nodes of functional graphs, by the op's class name.
 _OPS = {
     name: LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES[key])
-    for name, key in (("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Softmax", "softmax"))
+    for name, key in (("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Softmax", "softmax"), ("LogSoftmax", "log_softmax"))
 }
 _OP_DEFAULT = LayerFacts(output_range="own")
 

@@ -19,7 +19,7 @@ def _activation_encoding(q) -> dict:
     levels = 2**q.bits - 1
     scale = (hi - lo) / levels
     qmin = -(2 ** (q.bits - 1))
-    offset = int(np.clip(qmin + round(-lo / scale), qmin, qmin + levels))
+    offset = int(np.clip(qmin + np.floor(-lo / scale + 0.5), qmin, qmin + levels))  # as the converter nudges
     return {
         "bitwidth": q.bits,
         "dtype": "int",

@@ -43,10 +43,25 @@ from .quantizers import ActivationQuantizer
 from .report import NO_IMPLEMENTATION, SKIPPED, QuantizationReport
 from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
 
+_OP_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "HardTanh": "hard_tanh"}  # Keras op nodes, by class name
+_CLIPS = {(0.0, 6.0): "relu6", (-1.0, 1.0): "hard_tanh"}
 
-def _fusable_activation(layer) -> str | None:
-    """'relu', 'relu6' or 'hard_tanh' where the layer is a plain ReLU or a clip to [-1, 1] that TFLite fuses into the
-    op before it (its RELU, RELU6, RELU_N1_TO_1)."""
+
+def _fusable_activation(layer, node=None) -> str | None:
+    """'relu', 'relu6' or 'hard_tanh' where the layer (or Keras op node: ``ops.relu6(x)``, ``ops.clip(x, -1, 1)``,
+    ``ops.maximum(x, 0.0)``, read from its ``node``) is a plain ReLU or a clip to [-1, 1] that TFLite fuses into the op
+    before it (its RELU, RELU6, RELU_N1_TO_1)."""
+    if not isinstance(layer, layers.Layer):
+        name = type(layer).__name__
+        if name == "Clip":
+            low, high = getattr(layer, "x_min", None), getattr(layer, "x_max", None)
+            if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+                return _CLIPS.get((float(low), float(high)))
+            return None
+        if name == "Maximum" and node is not None:
+            constants = [a for a in node.arguments.args if not isinstance(a, keras.KerasTensor)]
+            return "relu" if len(node.arguments.args) == 2 and constants in ([0], [0.0]) else None
+        return _OP_ACTIVATIONS.get(name)
     if isinstance(layer, layers.Activation) and activation_name(layer.activation) == "hard_tanh":
         return "hard_tanh"
     kind = activation_kind(layer)
@@ -238,9 +253,9 @@ class _Quantizer:
         kinds = set()
         for reader in readers:
             op = reader.operation
-            if not isinstance(op, layers.Layer) or not self.config.for_layer(op).quantize:
+            if isinstance(op, layers.Layer) and not self.config.for_layer(op).quantize:
                 return [], None
-            kinds.add(_fusable_activation(op))
+            kinds.add(_fusable_activation(op, reader))
         if len(kinds) != 1 or None in kinds:
             return [], None
         return readers, kinds.pop()
@@ -304,6 +319,8 @@ class _Quantizer:
             return inner(*args, **kwargs)
         facts = facts_for(op)
         if not isinstance(op, layers.Layer):  # a raw op such as keras.ops.add in the graph
+            if type(op).__name__ == "HardSigmoid" and args:
+                return self._hard_sigmoid(op, self.config._default, args[0], report=False)
             out = op(*args, **kwargs)
             readers, act = ([], None) if facts.fixed_range else self._fusable_readers(rb, node)
             if act:

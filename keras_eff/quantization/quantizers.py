@@ -350,6 +350,9 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         x = ops.cast(x, "float32")  # called directly by wrappers too, on a tensor of any float dtype
         lo = ops.minimum(self.range_min, 0.0)
         hi = ops.maximum(self.range_max, lo + _EPS)
+        tie, lo64, hi64 = self._converter_nudge()
+        lo = ops.where(tie, ops.cast(lo64, "float32"), lo)
+        hi = ops.where(tie, ops.cast(hi64, "float32"), hi)
         return fake_quant(x, lo, hi, self.bits, narrow_range=False)
 
     def grid_step(self):
@@ -401,10 +404,31 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         self._calibration = None
         self.calibrating = False
 
-    def _range64(self):
-        """(min, max) in float64, widened to hold zero, as the converter reads them."""
+    def _converter_nudge(self):
+        """Where the zero point of this range is a tie (−min/scale ends in .5, as for a range symmetric about 0):
+        ``(True, min, max)`` already nudged onto the grid the converter makes, else ``(False, ...)``.
+
+        The converter nudges in double on the unsigned grid and rounds the tie up ([−1, 1]: zero point 0);
+        TensorFlow's fake-quant op nudges in float32, where the tie lands a hair below .5 and rounds down (zero point
+        −1): the simulation's grid would be one step off the file's at both ends. Handing the op (and the file) the
+        nudged range removes the tie for both."""
         lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
-        return lo, ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+        hi = ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+        levels = 2.0**self.bits - 1
+        scale = (hi - lo) / levels
+        t = -lo / scale
+        tie = ops.less(ops.abs(t - ops.floor(t) - 0.5), 1e-4)
+        zero = ops.clip(ops.floor(t + 0.5), 0.0, levels)
+        return tie, -zero * scale, (levels - zero) * scale
+
+    def _range64(self):
+        """(min, max) in float64, widened to hold zero, as the converter reads them (nudged where the zero point is a
+        tie: see ``_converter_nudge``)."""
+        lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
+        hi = ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+        tie, lo_n, hi_n = self._converter_nudge()
+        lo_n, hi_n = (ops.cast(ops.cast(v, "float32"), "float64") for v in (lo_n, hi_n))  # as fake_quantize hands them
+        return ops.where(tie, lo_n, lo), ops.where(tie, hi_n, hi)
 
     def tflite_scale(self):
         """Computes the scale the int8 file stores for this range.
@@ -420,15 +444,17 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
     def tflite_zero_point(self):
         """Computes the zero point the int8 file stores for this range.
 
-        TFLite's nudge: qmin − min/scale, rounded half away from zero, clamped to the integer range.
+        The converter's nudge: −min/scale rounded half away from zero on the unsigned grid (0 … 2^bits − 1, where
+        min ≤ 0 makes it non-negative), then shifted by −2^(bits−1): on the signed grid that is rounding half up. A
+        range symmetric about 0 ([−1, 1]) gets zero point 0, not −1 (a tie on the signed grid, which TFLite's int8
+        file does not break away from zero).
 
         Returns:
             A scalar float32 tensor holding an integer.
         """
         lo, hi = self._range64()
         qmin = -(2.0 ** (self.bits - 1))
-        z = qmin - lo / ((hi - lo) / (2**self.bits - 1))
-        z = ops.sign(z) * ops.floor(ops.abs(z) + 0.5)
+        z = ops.floor(qmin - lo / ((hi - lo) / (2**self.bits - 1)) + 0.5)
         return ops.cast(ops.clip(z, qmin, -qmin - 1.0), "float32")
 
     @property
