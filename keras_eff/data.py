@@ -154,18 +154,32 @@ def model_samples(model, data, what: str = "data", max_samples: int | None = Non
 
 def model_input_samples(model, data, what: str = "data", max_samples: int | None = None) -> list:
     """``data`` as one float32 array per input of ``model``. A single-input model takes any form ``model_samples``
-    takes; a model with several inputs takes a list or tuple of arrays in the order of ``model.inputs`` (or such a
-    list paired with labels: ``(xs, y)``), each checked against its input, all with the same number of samples."""
+    takes; a model with several inputs takes a list or tuple of arrays in the order of ``model.inputs``, or a dict
+    keyed by the input names, as Keras does (either may be paired with labels: ``(xs, y)``), each checked against its
+    input, all with the same number of samples."""
     inputs = getattr(model, "inputs", None)
     if not inputs or len(inputs) == 1:
         return [model_samples(model, data, what, max_samples)]
     n = len(inputs)
-    if isinstance(data, tuple) and len(data) in (2, 3) and isinstance(data[0], (list, tuple)) and len(data[0]) == n:
+    names = [t.name for t in inputs]
+    if (
+        isinstance(data, tuple)
+        and len(data) in (2, 3)
+        and isinstance(data[0], (list, tuple, dict))
+        and len(data[0]) == n
+    ):
         data = data[0]  # (xs, y) or (xs, y, sample_weight)
+    if isinstance(data, dict):
+        if sorted(data) != sorted(names):
+            raise ValueError(
+                f"model {model.name!r} has inputs {names}; {what} is keyed {sorted(data)}: give one array per "
+                f"input name"
+            )
+        data = [data[name] for name in names]
     if not isinstance(data, (list, tuple)) or len(data) != n:
         raise ValueError(
-            f"model {model.name!r} has {n} inputs ({', '.join(t.name for t in inputs)}); {what} must be a list of "
-            f"{n} arrays in that order, one row per sample in each; got {type(data).__name__}"
+            f"model {model.name!r} has {n} inputs ({', '.join(names)}); {what} must be a list of {n} arrays in that "
+            f"order or a dict keyed by those names, one row per sample in each; got {type(data).__name__}"
             + (f" of {len(data)}" if isinstance(data, (list, tuple)) else "")
         )
     arrays = [

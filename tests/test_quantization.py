@@ -411,6 +411,14 @@ def test_calibrate_takes_one_array_per_input_of_a_multi_input_model(rng):
         ke.calibrate(q, [xa, xb[:39]])
     with pytest.raises(ValueError, match=r"calibration data\[1\].*expects \(n, 3\)"):
         ke.calibrate(q, [xa, xa])
+    # a dict keyed by input name, as Keras's fit takes it, in any key order
+    q2 = ke.quantize_model(model)
+    ke.calibrate(q2, {"b": xb, "a": xa}, progress=False)
+    for before, after in zip(ke.quantization.activation_quantizers(q), ke.quantization.activation_quantizers(q2)):
+        assert float(before.range_min.numpy()) == pytest.approx(float(after.range_min.numpy()))
+        assert float(before.range_max.numpy()) == pytest.approx(float(after.range_max.numpy()))
+    with pytest.raises(ValueError, match=r"inputs \['a', 'b'\]; calibration data is keyed \['a', 'c'\]"):
+        ke.calibrate(q2, {"a": xa, "c": xb})
 
 
 def test_unknown_layer_is_kept_float_and_reported(rng):
