@@ -451,3 +451,33 @@ def test_symmetric_activation_ranges_take_the_converters_zero_point():
     assert zero_points == {0}
     cmp = _assert_parity(qat, data, x)
     assert cmp.max_lsb_diff == 0, str(cmp)
+
+
+ONE_GRID = {  # TFLite gives input and output one scale: slicing, reductions to the max, concatenation, resizing
+    "slice": lambda h: h[:, 2:10, 2:10, :],
+    "reduce_max": lambda h: ops.max(h, axis=[1, 2]),
+    "ops.concatenate": lambda h: ops.concatenate([h, layers.Conv2D(4, 3, padding="same")(h)], axis=-1),
+    "upsampling_bilinear": lambda h: layers.UpSampling2D(interpolation="bilinear")(h),
+    "resizing": lambda h: layers.Resizing(8, 7)(h),
+    "ops.image.resize": lambda h: ops.image.resize(h, (6, 6)),
+}
+
+
+@pytest.mark.parametrize("form", sorted(ONE_GRID))
+def test_ops_on_their_inputs_grid(form, tmp_path):
+    """Keras ops and layers whose int8 kernel keeps its input's grid: a slice or reduction given a range of its own,
+    or a concatenation written as ``ops.concatenate``, made the file requantize (2–3 LSB off); a bilinear resize
+    (Resizing, which quantize_model kept float, UpSampling2D, ``ops.image.resize``) interpolates onto that grid as
+    XNNPACK's Q11 kernel does (3–7 LSB off before)."""
+    inputs = keras.Input((12, 12, 3))
+    h = ONE_GRID[form](layers.Conv2D(8, 3, padding="same")(inputs))
+    model = keras.Model(inputs, layers.Dense(10)(layers.Flatten()(h) if len(h.shape) > 2 else h))
+    x = np.random.default_rng(0).normal(0, 1, (400, 12, 12, 3)).astype(np.float32)
+    qat, data = _qat_int8(model, x[:256])
+    assert "QUANTIZE" not in _op_names(data)
+    assert not quantization_report(qat).float_layers
+    cmp = _assert_parity(qat, data, x)
+    assert cmp.max_lsb_diff == 0, str(cmp)
+    path = tmp_path / f"{form}.keras"
+    qat.save(path)
+    np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), qat.predict(x, verbose=0))

@@ -114,9 +114,24 @@ for _cls in (
     layers.GaussianNoise,
     layers.GaussianDropout,
     layers.Identity,
-    layers.UpSampling2D,
 ):
     _BUILTIN[_cls] = _INHERIT
+
+
+def _resample_facts(layer) -> LayerFacts:
+    """UpSampling2D, Resizing (and the ``ops.image.resize`` op): nearest neighbour copies values (the input's grid);
+    bilinear interpolates them onto that one grid (int8 RESIZE_BILINEAR has one scale for input and output, like
+    AVERAGE_POOL_2D: a range shared by input and output); other interpolations have no TFLite op."""
+    mode = getattr(layer, "interpolation", "nearest")
+    if mode == "nearest":
+        return _INHERIT
+    if mode == "bilinear":
+        return LayerFacts(output_range="shared", channels="pass")
+    return LayerFacts(channels="pass")
+
+
+_BUILTIN[layers.UpSampling2D] = _resample_facts
+_BUILTIN[layers.Resizing] = _resample_facts
 
 
 def activation_name(fn) -> str:
@@ -164,10 +179,16 @@ except ImportError:  # pragma: no cover - another Keras layout
     pass
 
 # Keras ops met as nodes of functional graphs, by the op's class name.
-_OPS = {
+_OPS: dict = {
     name: LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES[key])
     for name, key in (("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Softmax", "softmax"), ("LogSoftmax", "log_softmax"))
 }
+# ops whose TFLite int8 kernel keeps its input's grid (the converter gives input and output one scale): slicing
+# (``x[:, 2:10]``), reductions to the max or min, reshapes, transposes, padding, tiling, splitting, reversing
+for _name in ("GetItem", "Max", "Min", "Reshape", "Transpose", "Squeeze", "ExpandDims", "Pad", "Tile", "Split", "Flip"):
+    _OPS[_name] = _INHERIT
+_OPS["Concatenate"] = LayerFacts(output_range="shared", channels="concat")  # quantize_model runs it as the layer
+_OPS["Resize"] = _resample_facts
 _OP_DEFAULT = LayerFacts(output_range="own")
 
 _REGISTERED: dict = {}
@@ -276,7 +297,8 @@ def facts_for(op) -> LayerFacts:
     if declared is not None:
         return declared
     if not isinstance(op, keras.layers.Layer):
-        return _OPS.get(type(op).__name__, _OP_DEFAULT)
+        entry = _OPS.get(type(op).__name__, _OP_DEFAULT)
+        return entry if isinstance(entry, LayerFacts) else entry(op)
     for cls in type(op).__mro__:
         entry = _REGISTERED.get(cls, _BUILTIN.get(cls))
         if entry is None:

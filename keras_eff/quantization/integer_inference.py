@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -179,6 +180,42 @@ def average_pool(layer, x, scale, zero_point):
     acc = ops.round(ops.average_pool(codes, **pool) * n)
     q = ops.sign(acc) * ops.floor((ops.abs(acc) + ops.floor(n / 2)) / n)
     return ops.cast((q - z) * ops.cast(scale, "float64"), "float32")
+
+
+def _q11_taps(n_in: int, n_out: int):
+    """XNNPACK's resize-bilinear taps along one axis (half-pixel centres, TensorFlow's v2 resize), as its
+    ``xnn_indirection_init_resize_bilinear2d_hwc_q11`` sets them up in float32: the lower and upper input index and
+    the weight of the upper one in Q11 (``lrintf(alpha · 2^11)``)."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    offset = np.float32(0.5) * scale - np.float32(0.5)
+    pos = np.arange(n_out, dtype=np.float32) * scale + offset
+    pos = np.minimum(np.maximum(pos, np.float32(0.0)), np.float32(n_in - 1))
+    low = pos.astype(np.int32)
+    high = np.minimum(low + 1, n_in - 1)
+    alpha = np.rint((pos - low.astype(np.float32)) * np.float32(2048.0)).astype(np.int64)
+    return low, high, alpha
+
+
+def resize_bilinear(x, size, scale, zero_point):
+    """A bilinear resize (half-pixel centres, no antialiasing) on its input's grid as XNNPACK's int8 kernel computes
+    it: on the raw codes, Q11 weights, ``vt = tl·2^11 + (tr − tl)·α_x`` (and ``vb``), ``(vt·2^11 + (vb − vt)·α_y +
+    2^21) >> 22``. ``x`` lies on the grid (scale, zero point), which the output shares; ``size`` is (height, width)."""
+    h_in, w_in = int(x.shape[1]), int(x.shape[2])
+    z = ops.cast(zero_point, "float64")
+    codes = ops.cast(integers(x, scale) + z, "int64")
+    top, bottom, alpha_y = _q11_taps(h_in, int(size[0]))
+    left, right, alpha_x = _q11_taps(w_in, int(size[1]))
+    a_x = ops.convert_to_tensor(alpha_x.reshape(1, 1, -1, 1))
+    a_y = ops.convert_to_tensor(alpha_y.reshape(1, -1, 1, 1))
+
+    def row(index):
+        rows = ops.take(codes, index, axis=1)
+        l, r = ops.take(rows, left, axis=2), ops.take(rows, right, axis=2)
+        return l * 2048 + (r - l) * a_x
+
+    vt, vb = row(top), row(bottom)
+    out = ops.floor_divide(vt * 2048 + (vb - vt) * a_y + 2**21, 2**22)
+    return ops.cast((ops.cast(out, "float64") - z) * ops.cast(scale, "float64"), "float32")
 
 
 HARD_SWISH = ("hard_swish", "hard_silu")

@@ -82,6 +82,28 @@ def _shared(op) -> bool:
     return facts_for(op).output_range == "shared"
 
 
+def _op_as_layer(op):
+    """The Keras layer that computes what a shared-range op node computes (``ops.concatenate``, a bilinear
+    ``ops.image.resize``), so that it is quantized as that layer is; None for other ops."""
+    if facts_for(op).output_range != "shared":
+        return None
+    name = type(op).__name__
+    if name == "Concatenate":
+        return layers.Concatenate(axis=op.axis, name=op.name, dtype="float32")
+    if name == "Resize" and op.data_format == "channels_last":
+        return layers.Resizing(
+            *op.size,
+            interpolation=op.interpolation,
+            crop_to_aspect_ratio=op.crop_to_aspect_ratio,
+            pad_to_aspect_ratio=op.pad_to_aspect_ratio,
+            fill_mode=op.fill_mode,
+            fill_value=op.fill_value,
+            name=op.name,
+            dtype="float32",
+        )
+    return None
+
+
 def _windowed_average(op) -> bool:
     """An average pooling over a window (not a global mean): one grid for its input and output in TFLite."""
     facts = facts_for(op)
@@ -269,14 +291,13 @@ class _Quantizer:
         if any(_node_fixed_range(node) is not None for node in nodes):
             return False
         nxt = rb.info.sole_consumer(nodes[0]) if len(nodes) == 1 else None
-        if (
-            nxt is not None
-            and isinstance(nxt.operation, layers.Layer)
-            and _shared(nxt.operation)
-            and self.config.for_layer(nxt.operation).quantize
-        ):
+        if nxt is not None and _shared(nxt.operation) and self._quantized(nxt.operation):
             return True
         return len(self._concats_reached(rb, nodes)) == 1
+
+    def _quantized(self, op) -> bool:
+        """Whether quantize_model quantizes this node's operation: a layer the config does not skip, or a Keras op."""
+        return not isinstance(op, layers.Layer) or self.config.for_layer(op).quantize
 
     def _concats_reached(self, rb, nodes) -> set:
         """The Concatenate layers that read the output of ``nodes`` directly or through range-inheriting layers."""
@@ -284,7 +305,7 @@ class _Quantizer:
         while stack:
             for consumer in rb.info.node_consumers(stack.pop()):
                 op = consumer.operation
-                if id(consumer) in seen or not isinstance(op, layers.Layer) or not self.config.for_layer(op).quantize:
+                if id(consumer) in seen or not self._quantized(op):
                     continue
                 seen.add(id(consumer))
                 facts = facts_for(op)
@@ -312,8 +333,8 @@ class _Quantizer:
             self._left_to_consumer.update(id(node) for node in nodes)
         return not leaves
 
-    def __call__(self, rb, node, args, kwargs):
-        op = node.operation
+    def __call__(self, rb, node, args, kwargs, as_layer=None):
+        op = as_layer or node.operation
         if isinstance(op, keras.Model):
             inner = quantize_model(op, self.config, _nested=True, _report=self.report)
             return inner(*args, **kwargs)
@@ -321,6 +342,11 @@ class _Quantizer:
         if not isinstance(op, layers.Layer):  # a raw op such as keras.ops.add in the graph
             if type(op).__name__ == "HardSigmoid" and args:
                 return self._hard_sigmoid(op, self.config._default, args[0], report=False)
+            if facts.output_range == "inherit":  # on its input's grid, as the file computes it
+                return op(*args, **kwargs)
+            layer = _op_as_layer(op)
+            if layer is not None:  # one grid for inputs and output: the layer's shared range
+                return self(rb, node, args[:1], {}, as_layer=layer)
             out = op(*args, **kwargs)
             readers, act = ([], None) if facts.fixed_range else self._fusable_readers(rb, node)
             if act:

@@ -32,7 +32,8 @@ def _shared(op) -> bool:
 
 
 def _inherits(op) -> bool:
-    return isinstance(op, keras.layers.Layer) and not _is_wrapper(op) and facts_for(op).output_range == "inherit"
+    """A layer, or a Keras op node (``x[:, 2:10]``, ``ops.reshape``), whose output keeps its input's grid."""
+    return isinstance(op, keras.Operation) and not _is_wrapper(op) and facts_for(op).output_range == "inherit"
 
 
 def _is_average_pool(op) -> bool:

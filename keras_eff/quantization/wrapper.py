@@ -543,6 +543,17 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
             y = self.post_quantizer(self._activate(self.layer.activation, y, training), training=training)
         return y
 
+    def _bilinear_size(self, x):
+        """The output (height, width) of a plain bilinear resize (Resizing, UpSampling2D), else None."""
+        layer = self.layer
+        if getattr(layer, "interpolation", None) != "bilinear" or len(x.shape) != 4:
+            return None
+        if isinstance(layer, layers.Resizing) and not (layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio):
+            return layer.height, layer.width
+        if isinstance(layer, layers.UpSampling2D) and layer.data_format == "channels_last":
+            return x.shape[1] * layer.size[0], x.shape[2] * layer.size[1]
+        return None
+
     def _softmax_integer(self, x, source, target, training):
         """A softmax over the last axis as LiteRT's int8 SOFTMAX computes it (``integer_inference.softmax``), where
         this call runs the integer path on LiteRT's kernels; else None (TFLite Micro's kernel is another, and the
@@ -637,6 +648,9 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
             xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
             if facts.int8_kernel == "average_pool" and self._integer(training, q):
                 return integer.average_pool(self.layer, xs, q.tflite_scale(), q.tflite_zero_point())
+            size = self._bilinear_size(xs)
+            if size is not None and self.integer_kernels == "xnnpack" and self._integer(training, q):
+                return integer.resize_bilinear(xs, size, q.tflite_scale(), q.tflite_zero_point())
             return q.fake_quantize(self.layer(xs))
         if facts.int8_kernel in ("add", "multiply") and isinstance(inputs, (list, tuple)) and len(inputs) == 2:
             sources = self._input_ranges
