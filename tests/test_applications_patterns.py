@@ -453,22 +453,28 @@ def test_symmetric_activation_ranges_take_the_converters_zero_point():
     assert cmp.max_lsb_diff == 0, str(cmp)
 
 
-ONE_GRID = {  # TFLite gives input and output one scale: slicing, reductions to the max, concatenation, resizing
+ONE_GRID = {  # TFLite gives input and output one scale: slicing, reductions, concatenation, resizing, pooling
     "slice": lambda h: h[:, 2:10, 2:10, :],
     "reduce_max": lambda h: ops.max(h, axis=[1, 2]),
     "ops.concatenate": lambda h: ops.concatenate([h, layers.Conv2D(4, 3, padding="same")(h)], axis=-1),
     "upsampling_bilinear": lambda h: layers.UpSampling2D(interpolation="bilinear")(h),
     "resizing": lambda h: layers.Resizing(8, 7)(h),
     "ops.image.resize": lambda h: ops.image.resize(h, (6, 6)),
+    "ops.max_pool": lambda h: ops.max_pool(h, 2, 2),
+    "ops.average_pool": lambda h: ops.average_pool(h, 2, 2),
+    # a constant operand lies on the int8 grid the converter gives it (per tensor, widened to hold 0)
+    "add_channel_constant": lambda h: h + np.linspace(-1.0, 1.0, 8).astype(np.float32),
+    "multiply_channel_constant": lambda h: h * np.linspace(0.5, 1.5, 8).astype(np.float32),
 }
 
 
 @pytest.mark.parametrize("form", sorted(ONE_GRID))
 def test_ops_on_their_inputs_grid(form, tmp_path):
-    """Keras ops and layers whose int8 kernel keeps its input's grid: a slice or reduction given a range of its own,
-    or a concatenation written as ``ops.concatenate``, made the file requantize (2–3 LSB off); a bilinear resize
-    (Resizing, which quantize_model kept float, UpSampling2D, ``ops.image.resize``) interpolates onto that grid as
-    XNNPACK's Q11 kernel does (3–7 LSB off before)."""
+    """Keras ops and layers whose int8 kernel keeps its input's grid: a slice, reduction or max pooling given a range
+    of its own, or a concatenation or average pooling written as a Keras op, made the file requantize (1–4 LSB off);
+    a bilinear resize (Resizing, which quantize_model kept float, UpSampling2D, ``ops.image.resize``) interpolates
+    onto that grid as XNNPACK's Q11 kernel does (3–7 LSB off before). And a constant vector added or multiplied lies
+    on its own int8 grid (1–2 LSB off while the simulation used the float constant)."""
     inputs = keras.Input((12, 12, 3))
     h = ONE_GRID[form](layers.Conv2D(8, 3, padding="same")(inputs))
     model = keras.Model(inputs, layers.Dense(10)(layers.Flatten()(h) if len(h.shape) > 2 else h))

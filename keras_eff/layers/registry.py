@@ -185,10 +185,13 @@ _OPS: dict = {
 }
 # ops whose TFLite int8 kernel keeps its input's grid (the converter gives input and output one scale): slicing
 # (``x[:, 2:10]``), reductions to the max or min, reshapes, transposes, padding, tiling, splitting, reversing
-for _name in ("GetItem", "Max", "Min", "Reshape", "Transpose", "Squeeze", "ExpandDims", "Pad", "Tile", "Split", "Flip"):
+for _name in (
+    "GetItem", "Max", "Min", "Reshape", "Transpose", "Squeeze", "ExpandDims", "Pad", "Tile", "Split", "Flip", "MaxPool"
+):  # fmt: skip
     _OPS[_name] = _INHERIT
 _OPS["Concatenate"] = LayerFacts(output_range="shared", channels="concat")  # quantize_model runs it as the layer
 _OPS["Resize"] = _resample_facts
+_OPS["AveragePool"] = _BUILTIN[layers.AveragePooling2D]
 _OP_DEFAULT = LayerFacts(output_range="own")
 
 _REGISTERED: dict = {}

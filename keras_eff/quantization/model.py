@@ -45,6 +45,7 @@ from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
 
 _OP_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "HardTanh": "hard_tanh"}  # Keras op nodes, by class name
 _CLIPS = {(0.0, 6.0): "relu6", (-1.0, 1.0): "hard_tanh"}
+_BINARY_OPS = ("Add", "Subtract", "Multiply", "Maximum", "Minimum")
 
 
 def _fusable_activation(layer, node=None) -> str | None:
@@ -82,14 +83,20 @@ def _shared(op) -> bool:
     return facts_for(op).output_range == "shared"
 
 
-def _op_as_layer(op):
-    """The Keras layer that computes what a shared-range op node computes (``ops.concatenate``, a bilinear
-    ``ops.image.resize``), so that it is quantized as that layer is; None for other ops."""
+def _op_as_layer(op, node_shape):
+    """The Keras layer that computes what a shared-range op node computes (``ops.concatenate``, ``ops.average_pool``,
+    a bilinear ``ops.image.resize``), so that it is quantized as that layer is; None for other ops. ``node_shape``:
+    the shape of the node's first input."""
     if facts_for(op).output_range != "shared":
         return None
     name = type(op).__name__
     if name == "Concatenate":
         return layers.Concatenate(axis=op.axis, name=op.name, dtype="float32")
+    if name == "AveragePool" and op.data_format == "channels_last":
+        pool = {1: layers.AveragePooling1D, 2: layers.AveragePooling2D}.get(len(node_shape) - 2)
+        if pool is not None:
+            return pool(op.pool_size, op.strides, op.padding, name=op.name, dtype="float32")
+        return None
     if name == "Resize" and op.data_format == "channels_last":
         return layers.Resizing(
             *op.size,
@@ -344,9 +351,13 @@ class _Quantizer:
                 return self._hard_sigmoid(op, self.config._default, args[0], report=False)
             if facts.output_range == "inherit":  # on its input's grid, as the file computes it
                 return op(*args, **kwargs)
-            layer = _op_as_layer(op)
+            layer = _op_as_layer(op, node.input_tensors[0].shape)
             if layer is not None:  # one grid for inputs and output: the layer's shared range
                 return self(rb, node, args[:1], {}, as_layer=layer)
+            if type(op).__name__ in _BINARY_OPS:  # a constant operand computes on its int8 grid, as in the file
+                args = tuple(
+                    a if isinstance(a, keras.KerasTensor) else integer_inference.on_constant_grid(a) for a in args
+                )
             out = op(*args, **kwargs)
             readers, act = ([], None) if facts.fixed_range else self._fusable_readers(rb, node)
             if act:
