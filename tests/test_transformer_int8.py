@@ -147,3 +147,36 @@ def test_masked_attention_stays_float_and_says_why():
     with pytest.warns(UserWarning, match="masked"):
         qat = ke.quantize_model(model)
     assert ("masked", "MultiHeadAttention with an attention_mask") in quantization_report(qat).float_layers
+
+
+@pytest.mark.parametrize("with_key", [False, True])
+def test_dot_product_attention_layer_is_int8_and_exact(with_key, tmp_path):
+    """``keras.layers.Attention`` (dot-product scores): BATCH_MATMUL, SOFTMAX, BATCH_MATMUL, each on its own range,
+    the inputs read on their producers' grids. It was a float island (the converter's own PTQ makes it int8)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 8))
+    query, value, key = (layers.Dense(8, name=n)(inputs) for n in ("q", "v", "k"))
+    attended = layers.Attention(name="attend")([query, value, key] if with_key else [query, value])
+    model = keras.Model(inputs, layers.Dense(4)(layers.GlobalAveragePooling1D()(attended)))
+    x = np.random.default_rng(0).normal(0, 1, (300, 16, 8)).astype(np.float32)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x[:200], progress=False)
+    assert "attend" in quantization_report(qat).quantized
+    data = te.to_tflite(qat)
+    assert te.read_graph(data).op_names().count("BATCH_MATMUL") == 2
+    for kernels in ("xnnpack", "builtin"):
+        ke.quantization.set_integer_kernels(qat, kernels)
+        cmp = te.compare(qat, data, x, kernels=kernels)
+        assert cmp.max_lsb_diff == 0, (kernels, str(cmp))
+    path = tmp_path / "attention.keras"
+    qat.save(path)
+    np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+def test_attention_forms_int8_cannot_hold_stay_float_and_are_named():
+    inputs = keras.Input((6, 4))
+    scaled = layers.Attention(use_scale=True, name="scaled")([inputs, inputs])
+    model = keras.Model(inputs, layers.Dense(2)(layers.Flatten()(scaled)))
+    with pytest.warns(UserWarning, match="kept 1 layers float"):
+        report = quantization_report(ke.quantize_model(model))
+    assert ("scaled", "Attention with learned score scaling or concat scores") in report.float_layers

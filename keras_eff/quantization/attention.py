@@ -61,8 +61,45 @@ def supported_reason(mha, node) -> str | None:
     return None
 
 
+class _AttentionSteps:
+    """What both quantized attentions share: the inputs' grids (query, value, key), the int8 BATCH_MATMUL and the
+    SOFTMAX on TFLite's fixed grid."""
+
+    def place(self, *input_ranges):
+        """Takes the ranges of the inputs' grids, in call order (query, value, key; ``placement.place_ranges`` calls
+        it): references, not sub-layers (the layers that own them train and save them)."""
+        object.__setattr__(self, "_input_ranges", list(input_ranges))
+
+    def _source(self, index):
+        """The range of the grid of input ``index`` (0 query, 1 value, 2 key: the value where no key was given)."""
+        ranges = self._input_ranges
+        if index == 2 and len(ranges) < 3:
+            index = 1
+        return ranges[index] if index < len(ranges) else None
+
+    def _batch_matmul(self, a, b, qa, qb, q_out, training):
+        """``a @ b`` onto ``q_out``'s grid: LiteRT's int8 BATCH_MATMUL at inference with integers (module docstring),
+        the float product fake-quantized otherwise."""
+        if not self._emulates(training, qa, qb, q_out):
+            return q_out(ops.matmul(a, b), training=training)
+        s_a, s_b, s_out = qa.tflite_scale(), qb.tflite_scale(), q_out.tflite_scale()
+        acc = ops.matmul(integer.integers(a, s_a), integer.integers(b, s_b))  # exact in float64
+        codes = integer.requantize_linear(acc, s_a, s_b, s_out, "micro")  # "micro": RoundingDivideByPOT, ties away
+        if self.integer_kernels == "xnnpack":  # XNNPACK takes it where b's zero point is 0 (module docstring)
+            taken = ops.equal(qb.tflite_zero_point(), 0.0)
+            codes = ops.where(taken, integer.requantize_linear(acc, s_a, s_b, s_out, "xnnpack"), codes)
+        return q_out.fake_quantize(codes * s_out)  # clamped onto the grid
+
+    def _softmax(self, scores, q_in, q_out, training):
+        """The attention weights on TFLite's fixed 1/256 grid: at inference with integers, LiteRT's int8 SOFTMAX
+        (``integer_inference.softmax``; on TFLite Micro, whose kernel is another, the float softmax)."""
+        if self.integer_kernels not in integer.LITERT_KERNELS or not self._emulates(training, q_in, q_out):
+            return q_out(ops.softmax(scores, axis=-1), training=training)
+        return q_out.fake_quantize(integer.softmax(scores, q_in.tflite_scale(), q_out.tflite_scale()))
+
+
 @keras.saving.register_keras_serializable(package="keras_eff")
-class QuantizedAttention(CompositeQuantized):
+class QuantizedAttention(_AttentionSteps, CompositeQuantized):
     """Multi-head attention computed with fake-quantized projections and ranges on every intermediate tensor."""
 
     def __init__(
@@ -105,18 +142,6 @@ class QuantizedAttention(CompositeQuantized):
         # the inputs' grids (placement.place_ranges); from a saved model, the same objects their producers hold
         loaded = [_load(r) for r in input_ranges or ()] if _in_saving_scope() else []
         self.place(*loaded)
-
-    def place(self, *input_ranges):
-        """Takes the ranges of the inputs' grids, in call order (query, value, key; ``placement.place_ranges`` calls
-        it): references, not sub-layers (the layers that own them train and save them)."""
-        object.__setattr__(self, "_input_ranges", list(input_ranges))
-
-    def _source(self, index):
-        """The range of the grid of input ``index`` (0 query, 1 value, 2 key: the value where no key was given)."""
-        ranges = self._input_ranges
-        if index == 2 and len(ranges) < 3:
-            index = 1
-        return ranges[index] if index < len(ranges) else None
 
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
@@ -174,26 +199,6 @@ class QuantizedAttention(CompositeQuantized):
         scales = [q_in.tflite_scale(), s_c]
         return q_out.fake_quantize(integer.multiply([qh, constant], scales, q_out.tflite_scale(), self.integer_kernels))
 
-    def _batch_matmul(self, a, b, qa, qb, q_out, training):
-        """``a @ b`` onto ``q_out``'s grid: LiteRT's int8 BATCH_MATMUL at inference with integers (module docstring),
-        the float product fake-quantized otherwise."""
-        if not self._emulates(training, qa, qb, q_out):
-            return q_out(ops.matmul(a, b), training=training)
-        s_a, s_b, s_out = qa.tflite_scale(), qb.tflite_scale(), q_out.tflite_scale()
-        acc = ops.matmul(integer.integers(a, s_a), integer.integers(b, s_b))  # exact in float64
-        codes = integer.requantize_linear(acc, s_a, s_b, s_out, "micro")  # "micro": RoundingDivideByPOT, ties away
-        if self.integer_kernels == "xnnpack":  # XNNPACK takes it where b's zero point is 0 (module docstring)
-            taken = ops.equal(qb.tflite_zero_point(), 0.0)
-            codes = ops.where(taken, integer.requantize_linear(acc, s_a, s_b, s_out, "xnnpack"), codes)
-        return q_out.fake_quantize(codes * s_out)  # clamped onto the grid
-
-    def _softmax(self, scores, q_in, q_out, training):
-        """The attention weights on TFLite's fixed 1/256 grid: at inference with integers, LiteRT's int8 SOFTMAX
-        (``integer_inference.softmax``; on TFLite Micro, whose kernel is another, the float softmax)."""
-        if self.integer_kernels not in integer.LITERT_KERNELS or not self._emulates(training, q_in, q_out):
-            return q_out(ops.softmax(scores, axis=-1), training=training)
-        return q_out.fake_quantize(integer.softmax(scores, q_in.tflite_scale(), q_out.tflite_scale()))
-
     def call(self, query, value, key=None, training=None):
         key = value if key is None else key
         q = dict(zip(STEPS, self.step_quantizers))
@@ -218,6 +223,81 @@ class QuantizedAttention(CompositeQuantized):
             "output_dim": self.output_dim,
             "use_bias": self.use_bias,
             "weight_bits": self.weight_bits,
+            "bits": self.bits,
+            "symmetric": self.symmetric,
+            "ema_decay": self.ema_decay,
+            "input_ranges": [None if r is None else _shared_config(r) for r in self._input_ranges],
+        }
+
+
+DOT_STEPS = ("scores", "probabilities", "output")
+
+
+def dot_supported_reason(layer, node) -> str | None:
+    """Why this ``keras.layers.Attention`` call cannot be swapped for a ``QuantizedDotAttention``, or None."""
+    if layer.score_mode != "dot" or layer.use_scale:
+        return "learned score scaling or concat scores"
+    if float(layer.dropout) > 0.0:
+        return "dropout on the attention weights"
+    kwargs = node.arguments.kwargs if hasattr(node, "arguments") else {}
+    if kwargs.get("mask") is not None or kwargs.get("use_causal_mask") or kwargs.get("return_attention_scores"):
+        return "a mask, a causal mask or attention scores returned"
+    shapes = [t.shape for t in node.input_tensors]
+    if len(shapes) not in (2, 3) or any(len(s) != 3 or None in s[1:] for s in shapes):
+        return "inputs other than [query, value(, key)] of shape (batch, steps, features)"
+    return None
+
+
+@keras.saving.register_keras_serializable(package="keras_eff")
+class QuantizedDotAttention(_AttentionSteps, CompositeQuantized):
+    """``keras.layers.Attention`` (dot-product scores, no scale, no mask) as int8 TFLite runs it: BATCH_MATMUL of the
+    query and the key, SOFTMAX on its fixed grid, BATCH_MATMUL with the value, each onto a range of its own."""
+
+    def __init__(
+        self,
+        bits=8,
+        symmetric=False,
+        ema_decay=0.99,
+        quantizers=None,
+        integer_kernels="xnnpack",
+        input_ranges=None,
+        **kw,
+    ):
+        super().__init__(**kw)
+        self.bits, self.symmetric, self.ema_decay = int(bits), bool(symmetric), float(ema_decay)
+        act = dict(bits=bits, symmetric=symmetric, ema_decay=ema_decay)
+        self._init_steps(
+            DOT_STEPS,
+            quantizers,
+            lambda step: ActivationQuantizer(
+                **act,
+                fixed_range=FIXED_RANGES["softmax"] if step == "probabilities" else None,
+                name=f"{self.name}_{step}_range",
+            ),
+            integer_kernels,
+        )
+        loaded = [_load(r) for r in input_ranges or ()] if _in_saving_scope() else []
+        self.place(*loaded)
+
+    def build(self, input_shape):
+        self._build_steps()
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:-1]) + (input_shape[1][-1],)
+
+    def call(self, inputs, training=None):
+        query, value = inputs[0], inputs[1]
+        key = inputs[2] if len(inputs) > 2 else value
+        q = dict(zip(DOT_STEPS, self.step_quantizers))
+        kt = ops.transpose(key, (0, 2, 1))
+        scores = self._batch_matmul(query, kt, self._source(0), self._source(2), q["scores"], training)
+        weights = self._softmax(scores, q["scores"], q["probabilities"], training)
+        return self._batch_matmul(weights, value, q["probabilities"], self._source(1), q["output"], training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
             "bits": self.bits,
             "symmetric": self.symmetric,
             "ema_decay": self.ema_decay,

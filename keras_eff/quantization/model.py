@@ -399,6 +399,13 @@ class _Quantizer:
             key = args[2] if len(args) > 2 else kwargs.get("key")
             self.report.quantized.append(op.name)
             return swapped(query, value, key=key) if key is not None else swapped(query, value)
+        if isinstance(op, layers.Attention):
+            reason = attention.dot_supported_reason(op, node)
+            if reason:
+                self.report.float_layers.append((op.name, f"Attention with {reason}"))
+                return None
+            self.report.quantized.append(op.name)
+            return attention.QuantizedDotAttention(name=op.name, **self.act_kwargs(spec))(args[0])
         if isinstance(op, layers.LayerNormalization) and len(node.input_tensors) == 1:
             out = self._layer_norm(rb, node, op, spec, args)
             if out is not None:

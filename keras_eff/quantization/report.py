@@ -14,7 +14,7 @@ from ..graph import GraphInfo
 from ..layers import PROTOCOL, facts_for
 from . import attention, layer_ops
 from . import preserve as preserve_lib
-from .attention import QuantizedAttention
+from .attention import QuantizedAttention, QuantizedDotAttention
 from .composite import CompositeQuantized
 from .quantizers import ActivationQuantizer
 from .wrapper import QuantizeWrapper
@@ -137,6 +137,9 @@ def float_reason(op, node=None) -> str:
     if isinstance(op, keras.layers.MultiHeadAttention) and node is not None:
         reason = attention.supported_reason(op, node)
         return f"MultiHeadAttention with {reason}" if reason else SKIPPED
+    if isinstance(op, keras.layers.Attention) and node is not None:
+        reason = attention.dot_supported_reason(op, node)
+        return f"Attention with {reason}" if reason else SKIPPED
     if not facts.quantizable:
         return f"{type(op).__name__}{NO_IMPLEMENTATION}"
     if facts.kernels and isinstance(op, layer_ops.SUPPORTED):
@@ -176,6 +179,9 @@ def _walk(model, report):
                 "weight_symmetric": True,
                 "per_channel": False,
             }
+        elif isinstance(op, QuantizedDotAttention):
+            report.quantized.append(op.name)
+            report.settings[op.name] = {"activation_bits": op.bits, "activation_symmetric": op.symmetric}
         elif (
             isinstance(op, (ActivationQuantizer, CompositeQuantized))
             or not isinstance(op, keras.layers.Layer)
