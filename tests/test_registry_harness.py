@@ -86,6 +86,7 @@ CASES = {
     layers.GaussianDropout: (lambda: layers.GaussianDropout(0.1), IMG),
     layers.Identity: (lambda: layers.Identity(), IMG),
     layers.UpSampling2D: (lambda: layers.UpSampling2D(2), IMG),
+    layers.Resizing: (lambda: layers.Resizing(6, 5), IMG),  # bilinear: one range for input and output
     LayerScale: (lambda: LayerScale(0.5, IMG[-1]), IMG),
     layers.LayerNormalization: (lambda: layers.LayerNormalization(epsilon=1e-6), IMG),
 }
