@@ -457,6 +457,7 @@ ONE_GRID = {  # TFLite gives input and output one scale: slicing, reductions, co
     "slice": lambda h: h[:, 2:10, 2:10, :],
     "reduce_max": lambda h: ops.max(h, axis=[1, 2]),
     "ops.concatenate": lambda h: ops.concatenate([h, layers.Conv2D(4, 3, padding="same")(h)], axis=-1),
+    "ops.stack": lambda h: ops.stack([h, layers.Conv2D(8, 3, padding="same")(h)], axis=1),
     "upsampling_bilinear": lambda h: layers.UpSampling2D(interpolation="bilinear")(h),
     "resizing": lambda h: layers.Resizing(8, 7)(h),
     "ops.image.resize": lambda h: ops.image.resize(h, (6, 6)),

@@ -190,6 +190,7 @@ for _name in (
 ):  # fmt: skip
     _OPS[_name] = _INHERIT
 _OPS["Concatenate"] = LayerFacts(output_range="shared", channels="concat")  # quantize_model runs it as the layer
+_OPS["Stack"] = _OPS["Concatenate"]  # PACK: as a Concatenate of the inputs each given the new axis
 _OPS["Resize"] = _resample_facts
 _OPS["AveragePool"] = _BUILTIN[layers.AveragePooling2D]
 _OP_DEFAULT = LayerFacts(output_range="own")

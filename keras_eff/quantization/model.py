@@ -90,7 +90,7 @@ def _op_as_layer(op, node_shape):
     if facts_for(op).output_range != "shared":
         return None
     name = type(op).__name__
-    if name == "Concatenate":
+    if name in ("Concatenate", "Stack"):
         return layers.Concatenate(axis=op.axis, name=op.name, dtype="float32")
     if name == "AveragePool" and op.data_format == "channels_last":
         pool = {1: layers.AveragePooling1D, 2: layers.AveragePooling2D}.get(len(node_shape) - 2)
@@ -353,6 +353,8 @@ class _Quantizer:
                 return op(*args, **kwargs)
             layer = _op_as_layer(op, node.input_tensors[0].shape)
             if layer is not None:  # one grid for inputs and output: the layer's shared range
+                if type(op).__name__ == "Stack":  # ops.stack(xs, axis): concatenated along a new axis
+                    args = ([ops.expand_dims(t, op.axis) for t in args[0]],)
                 return self(rb, node, args[:1], {}, as_layer=layer)
             if type(op).__name__ in _BINARY_OPS:  # a constant operand computes on its int8 grid, as in the file
                 args = tuple(
