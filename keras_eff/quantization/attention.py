@@ -34,11 +34,12 @@ from keras import ops
 from ..layers import FIXED_RANGES
 from . import integer_inference as integer
 from .composite import CompositeQuantized
-from .quantizers import ActivationQuantizer, WeightQuantizer
+from .quantizers import WeightQuantizer
 from .wrapper import _in_saving_scope, _load, _shared_config
 
 PROJECTIONS = ("query", "key", "value", "output")
 STEPS = ("query", "query_scaled", "key", "value", "scores", "probabilities", "context", "output")
+_SOFTMAX_STEP = {"probabilities": FIXED_RANGES["softmax"]}  # the attention weights, on SOFTMAX's fixed grid
 
 
 def supported_reason(mha, node) -> str | None:
@@ -121,23 +122,8 @@ class QuantizedAttention(_AttentionSteps, CompositeQuantized):
         super().__init__(**kwargs)
         self.num_heads, self.key_dim, self.value_dim = int(num_heads), int(key_dim), int(value_dim)
         self.output_dim, self.use_bias = int(output_dim), bool(use_bias)
-        self.weight_bits, self.bits, self.symmetric, self.ema_decay = (
-            int(weight_bits),
-            int(bits),
-            bool(symmetric),
-            float(ema_decay),
-        )
-        act = dict(bits=bits, symmetric=symmetric, ema_decay=ema_decay)
-        self._init_steps(
-            STEPS,
-            quantizers,
-            lambda step: ActivationQuantizer(
-                **act,
-                fixed_range=FIXED_RANGES["softmax"] if step == "probabilities" else None,
-                name=f"{self.name}_{step}_range",
-            ),
-            integer_kernels,
-        )
+        self.weight_bits = int(weight_bits)
+        self._init_activation_steps(STEPS, bits, symmetric, ema_decay, quantizers, integer_kernels, _SOFTMAX_STEP)
         self.weight_quantizer = WeightQuantizer(weight_bits, True, False)
         # the inputs' grids (placement.place_ranges); from a saved model, the same objects their producers hold
         loaded = [_load(r) for r in input_ranges or ()] if _in_saving_scope() else []
@@ -223,9 +209,6 @@ class QuantizedAttention(_AttentionSteps, CompositeQuantized):
             "output_dim": self.output_dim,
             "use_bias": self.use_bias,
             "weight_bits": self.weight_bits,
-            "bits": self.bits,
-            "symmetric": self.symmetric,
-            "ema_decay": self.ema_decay,
             "input_ranges": [None if r is None else _shared_config(r) for r in self._input_ranges],
         }
 
@@ -264,18 +247,7 @@ class QuantizedDotAttention(_AttentionSteps, CompositeQuantized):
         **kw,
     ):
         super().__init__(**kw)
-        self.bits, self.symmetric, self.ema_decay = int(bits), bool(symmetric), float(ema_decay)
-        act = dict(bits=bits, symmetric=symmetric, ema_decay=ema_decay)
-        self._init_steps(
-            DOT_STEPS,
-            quantizers,
-            lambda step: ActivationQuantizer(
-                **act,
-                fixed_range=FIXED_RANGES["softmax"] if step == "probabilities" else None,
-                name=f"{self.name}_{step}_range",
-            ),
-            integer_kernels,
-        )
+        self._init_activation_steps(DOT_STEPS, bits, symmetric, ema_decay, quantizers, integer_kernels, _SOFTMAX_STEP)
         loaded = [_load(r) for r in input_ranges or ()] if _in_saving_scope() else []
         self.place(*loaded)
 
@@ -298,9 +270,6 @@ class QuantizedDotAttention(_AttentionSteps, CompositeQuantized):
     def get_config(self):
         return {
             **super().get_config(),
-            "bits": self.bits,
-            "symmetric": self.symmetric,
-            "ema_decay": self.ema_decay,
             "input_ranges": [None if r is None else _shared_config(r) for r in self._input_ranges],
         }
 

@@ -15,6 +15,19 @@ class CompositeQuantized(ExportView, keras.layers.Layer):
     """Holds ``step_quantizers`` (one per intermediate tensor, the last on the output), the export protocol, the
     unset-ranges protocol and the serialization of its quantizers as objects other layers may also hold."""
 
+    def _init_activation_steps(self, names, bits, symmetric, ema_decay, quantizers, integer_kernels, fixed=None):
+        """``_init_steps`` with one learned ``ActivationQuantizer`` per step named ``<layer>_<step>_range`` (or a
+        fixed range, ``fixed``: step -> (min, max)); keeps ``bits``, ``symmetric`` and ``ema_decay`` for the config."""
+        self.bits, self.symmetric, self.ema_decay = int(bits), bool(symmetric), float(ema_decay)
+        act = dict(bits=self.bits, symmetric=self.symmetric, ema_decay=self.ema_decay)
+        fixed = fixed or {}
+        self._init_steps(
+            names,
+            quantizers,
+            lambda step: ActivationQuantizer(**act, fixed_range=fixed.get(step), name=f"{self.name}_{step}_range"),
+            integer_kernels,
+        )
+
     def _init_steps(self, names, quantizers, make, integer_kernels="xnnpack"):
         """``make(step)`` builds a step's quantizer; from a config, the deserialized ones are used instead (the
         same objects the layers reading them hold: see ``wrapper._shared_config``). ``integer_kernels``: whose
@@ -53,4 +66,7 @@ class CompositeQuantized(ExportView, keras.layers.Layer):
             **super().get_config(),
             "quantizers": [_shared_config(q) for q in self.step_quantizers],
             "integer_kernels": self.integer_kernels,
+            "bits": self.bits,
+            "symmetric": self.symmetric,
+            "ema_decay": self.ema_decay,
         }

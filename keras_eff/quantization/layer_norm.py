@@ -23,7 +23,6 @@ from keras import ops
 
 from . import integer_inference as integer
 from .composite import CompositeQuantized
-from .quantizers import ActivationQuantizer
 from .wrapper import _in_saving_scope, _load, _shared_config
 
 STEPS = ("mean", "centered", "squared", "variance", "variance_eps", "rsqrt", "normalized")
@@ -46,14 +45,7 @@ class QuantizedNormalization(CompositeQuantized):
     ):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
-        self.bits, self.symmetric, self.ema_decay = int(bits), bool(symmetric), float(ema_decay)
-        act = dict(bits=bits, symmetric=symmetric, ema_decay=ema_decay)
-        self._init_steps(
-            STEPS,
-            quantizers,
-            lambda step: ActivationQuantizer(**act, name=f"{self.name}_{step}_range"),
-            integer_kernels,
-        )
+        self._init_activation_steps(STEPS, bits, symmetric, ema_decay, quantizers, integer_kernels)
         # the input's grid (placement.place_ranges); from a saved model, the same object its producer holds
         self.place(_load(input_range) if input_range is not None and _in_saving_scope() else None)
 
@@ -136,8 +128,5 @@ class QuantizedNormalization(CompositeQuantized):
         return {
             **super().get_config(),
             "epsilon": self.epsilon,
-            "bits": self.bits,
-            "symmetric": self.symmetric,
-            "ema_decay": self.ema_decay,
             "input_range": None if self._input_range is None else _shared_config(self._input_range),
         }
