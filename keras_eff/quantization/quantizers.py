@@ -350,9 +350,10 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         x = ops.cast(x, "float32")  # called directly by wrappers too, on a tensor of any float dtype
         lo = ops.minimum(self.range_min, 0.0)
         hi = ops.maximum(self.range_max, lo + _EPS)
-        tie, lo64, hi64 = self._converter_nudge()
-        lo = ops.where(tie, ops.cast(lo64, "float32"), lo)
-        hi = ops.where(tie, ops.cast(hi64, "float32"), hi)
+        if not self._export_view:  # the converter nudges the exported range itself, in double (``_converter_nudge``)
+            tie, lo64, hi64 = self._converter_nudge()
+            lo = ops.where(tie, ops.cast(lo64, "float32"), lo)
+            hi = ops.where(tie, ops.cast(hi64, "float32"), hi)
         return fake_quant(x, lo, hi, self.bits, narrow_range=False)
 
     def grid_step(self):
