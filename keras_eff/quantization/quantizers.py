@@ -413,8 +413,7 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         TensorFlow's fake-quant op nudges in float32, where the tie lands a hair below .5 and rounds down (zero point
         −1): the simulation's grid would be one step off the file's at both ends. Handing the op (and the file) the
         nudged range removes the tie for both."""
-        lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
-        hi = ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+        lo, hi = self._range64()
         levels = 2.0**self.bits - 1
         scale = (hi - lo) / levels
         t = -lo / scale
@@ -423,13 +422,10 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         return tie, -zero * scale, (levels - zero) * scale
 
     def _range64(self):
-        """(min, max) in float64, widened to hold zero, as the converter reads them (nudged where the zero point is a
-        tie: see ``_converter_nudge``)."""
+        """(min, max) in float64, widened to hold zero, as the converter reads them (the exported graph carries the
+        range itself; ``tflite_zero_point`` rounds a tie as the converter does)."""
         lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
-        hi = ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
-        tie, lo_n, hi_n = self._converter_nudge()
-        lo_n, hi_n = (ops.cast(ops.cast(v, "float32"), "float64") for v in (lo_n, hi_n))  # as fake_quantize hands them
-        return ops.where(tie, lo_n, lo), ops.where(tie, hi_n, hi)
+        return lo, ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
 
     def tflite_scale(self):
         """Computes the scale the int8 file stores for this range.
