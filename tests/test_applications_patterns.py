@@ -434,6 +434,57 @@ def test_activations_written_as_keras_ops(form):
     _assert_parity(qat, data, x)
 
 
+# activations the converter splits into several ops: softplus into EXP, ADD, LOG (float islands before)
+CHAINED = ["tanh_shrink", "softsign", "sparse_sigmoid", "elu", "celu", "selu", "softplus", "mish"]
+
+
+@pytest.mark.parametrize("activation", CHAINED)
+def test_activations_the_converter_splits_are_chains_of_int8_ops(activation):
+    """The converter writes these as several ops (EXP, LOG, ABS, DIV, MINIMUM ...) and, with no range on their inner
+    tensors, left them in float (FloatIslandError); tanh_shrink's TANH grid was not simulated (2 LSB off).
+    quantize_model writes each as a chain of int8 ops with a range after every step: full int8, bit-exact."""
+    x = np.random.default_rng(0).normal(0, 3, (1000, 32)).astype(np.float32)
+    qat, data = _qat_int8(_activation_after_dense(activation, as_argument=False), x[:256])
+    assert "act" in quantization_report(qat).quantized
+    assert len(_op_names(data)) > 3, _op_names(data)  # the chain, between the two FULLY_CONNECTED
+    _assert_parity(qat, data, x)
+
+
+CHAIN_FORMS = {
+    "mish_argument": lambda h: layers.Dense(48, activation="mish")(h),
+    "celu_op_alpha": lambda h: ops.celu(layers.Dense(48)(h), alpha=0.5),
+    "elu_layer_alpha": lambda h: layers.ELU(alpha=0.7)(layers.Dense(48)(h)),
+    "softplus_op": lambda h: ops.softplus(layers.Dense(48)(h)),
+}
+
+
+@pytest.mark.parametrize("form", sorted(CHAIN_FORMS))
+def test_split_activations_in_every_form_users_write(form, tmp_path):
+    """A conv/dense layer's ``activation=``, a Keras op (with its parameters), the ELU layer: the same chains, and a
+    ``.keras`` round trip keeps them."""
+    inputs = keras.Input((32,))
+    x = np.random.default_rng(1).normal(0, 3, (1000, 32)).astype(np.float32)
+    qat, data = _qat_int8(keras.Model(inputs, layers.Dense(10)(CHAIN_FORMS[form](inputs))), x[:256])
+    assert "EXP" in _op_names(data) or "LOG" in _op_names(data), _op_names(data)
+    _assert_parity(qat, data, x)
+    path = tmp_path / "chain.keras"
+    qat.save(path)
+    np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("activation", ["softplus", "mish", "selu"])
+def test_exponential_chains_keep_the_float_models_decisions(activation):
+    """The converter's own form, log(1 + exp(x)), puts exp(x) on one int8 grid up to e^max: every negative input's
+    exponential rounds to 0 or one step (its own PTQ agreed with the float model on 36–61 % of argmaxes). The chains
+    only take the exponential of min(x, 0) or −|x|: the int8 file keeps the float model's decisions."""
+    keras.utils.set_random_seed(0)
+    model = _activation_after_dense(activation, as_argument=False)
+    x = np.random.default_rng(0).normal(0, 3, (2000, 32)).astype(np.float32)
+    qat, data = _qat_int8(model, x[:256], fit=False)
+    int8 = np.asarray(te.TFLiteModel(data).predict(x)).argmax(-1)
+    assert np.mean(int8 == model.predict(x, verbose=0).argmax(-1)) >= 0.95
+
+
 def test_symmetric_activation_ranges_take_the_converters_zero_point():
     """A range symmetric about 0 puts the zero point on a tie (−min/scale = 127.5): the converter rounds it up in
     double (zero point 0), TensorFlow's fake-quant op down in float32 (−1), so the simulation's grid was one step off

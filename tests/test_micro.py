@@ -6,6 +6,7 @@ import math
 import shutil
 import subprocess
 
+import keras
 import numpy as np
 import pytest
 from micro_models import gelu_model, random_images, tiny_cnn
@@ -253,3 +254,20 @@ def test_report_figures(tmp_path, tflites):
     assert json.loads((tmp_path / "rep.json").read_text())["summary"]["macs"] == macs.total_macs
     md = (tmp_path / "rep.md").read_text()
     assert f"{macs.total_macs:,}" in md and "tensor arena" in md and "LiteRT latency, float" in md
+
+
+@pytest.mark.parametrize("activation,missing", [("elu", ["EXP"]), ("softplus", ["LOG"])])
+def test_int8_exp_and_log_count_as_missing(activation, missing):
+    """TFLite Micro registers EXP and LOG with float32 kernels only: an int8 one (the chains quantize_model writes for
+    ELU or softplus) is named before flashing, and the interpreter does refuse the file."""
+    import keras_eff as ke
+
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Activation(activation)(keras.layers.Dense(8)(inputs)))
+    x = np.random.default_rng(0).normal(0, 2, (32, 8)).astype(np.float32)
+    qat = ke.quantize_model(model)
+    ke.calibrate(qat, x, progress=False)
+    data = te.to_tflite(qat)
+    assert te.unsupported_micro_ops(data) == missing
+    with pytest.raises(te.MicroRuntimeError):
+        te.run_micro(data, x[:2])

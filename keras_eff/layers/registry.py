@@ -75,7 +75,7 @@ _BUILTIN: dict = {
     layers.Maximum: LayerFacts(output_range="shared", channels="merge"),
     layers.Minimum: LayerFacts(output_range="shared", channels="merge"),
     layers.LeakyReLU: LayerFacts(output_range="own", channels="pass"),
-    layers.ELU: LayerFacts(channels="pass"),  # the converter keeps ELU float even with ranges on both sides
+    layers.ELU: LayerFacts(output_range="own", channels="pass"),  # quantize_model writes it as MINIMUM, EXP, SUB ...
     layers.PReLU: LayerFacts(output_range="own"),
     layers.Softmax: LayerFacts(output_range="fixed", fixed_range=FIXED_RANGES["softmax"]),
     layers.Rescaling: LayerFacts(output_range="own", channels="pass"),

@@ -33,7 +33,7 @@ from ..graph import (
 from ..layers import FIXED_RANGES as _ACTIVATION_RANGES
 from ..layers import facts_for
 from ..options import resolve_config
-from . import attention, integer_inference, layer_ops
+from . import activation_steps, attention, integer_inference, layer_ops
 from . import preserve as preserve_lib
 from .composite import CompositeQuantized
 from .config import QuantConfig
@@ -347,8 +347,9 @@ class _Quantizer:
             return inner(*args, **kwargs)
         facts = facts_for(op)
         if not isinstance(op, layers.Layer):  # a raw op such as keras.ops.add in the graph
-            if type(op).__name__ == "HardSigmoid" and args:
-                return self._hard_sigmoid(op, self.config._default, args[0], report=False)
+            if type(op).__name__ in activation_steps.OP_CHAINS and args:
+                name, params = activation_steps.op_params(op)
+                return self._chain(op, self.config._default, args[0], name, params, report=False)
             if facts.output_range == "inherit":  # on its input's grid, as the file computes it
                 return op(*args, **kwargs)
             layer = _op_as_layer(op, node.input_tensors[0].shape)
@@ -419,8 +420,10 @@ class _Quantizer:
             depthwise = _grouped_as_depthwise(op, node.input_tensors[0].shape)
             if depthwise is not None:
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
-        if isinstance(op, layers.Activation) and activation_name(op.activation) == "hard_sigmoid" and args:
-            return self._hard_sigmoid(op, spec, args[0])
+        if isinstance(op, layers.Activation) and activation_name(op.activation) in activation_steps.CHAINS and args:
+            return self._chain(op, spec, args[0], activation_name(op.activation))
+        if isinstance(op, layers.ELU) and args:
+            return self._chain(op, spec, args[0], "elu", {"alpha": float(op.alpha)})
         if facts.kernels and facts.quantizable:
             reason = layer_ops.unsupported_reason(op) if isinstance(op, layer_ops.SUPPORTED) else None
             if reason:
@@ -458,14 +461,16 @@ class _Quantizer:
         self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
 
-    def _hard_sigmoid(self, op, spec, x, report=True):
-        """``Activation("hard_sigmoid")`` (or a conv/dense layer's ``activation="hard_sigmoid"``, after it) as the two
-        int8 ops TFLite has for it, ReLU6(x + 3) then × 1/6, each on a range of its own (the converter otherwise
-        leaves its ADD and MUL in float): the form keras.applications' MobileNetV3 writes by hand, which the file
-        computes as ADD with RELU6 fused, then MUL."""
+    def _chain(self, op, spec, x, name, params=None, report=True):
+        """An activation TFLite has no single int8 op for (hard_sigmoid, softplus, mish, ELU ...; a layer, a Keras op,
+        or a conv/dense layer's ``activation=``, after it) as the chain of int8 ops ``activation_steps`` writes, each
+        step on a range of its own (the converter otherwise leaves the inner ops in float)."""
         act = self.act_kwargs(spec)
-        shifted = ActivationQuantizer(**act, name=f"{op.name}_shifted_range")(ops.relu6(ops.add(x, 3.0)))
-        out = ActivationQuantizer(**act, name=f"{op.name}_hard_sigmoid_range")(ops.multiply(shifted, 1.0 / 6.0))
+
+        def on_grid(tensor, step, fixed_range=None):
+            return ActivationQuantizer(**act, fixed_range=fixed_range, name=f"{op.name}_{step}_range")(tensor)
+
+        out = activation_steps.chain(name, x, on_grid, **(params or {}))
         if report:
             self.report.quantized.append(op.name)
         return out
@@ -518,7 +523,7 @@ class _Quantizer:
         of the node's standalone BatchNormalization, folded into it) with a following BN and ReLU fused."""
         builtin = isinstance(op, layer_ops.SUPPORTED)  # else a layer declared through the registry
         own = activation_name(getattr(op, "activation", None)) if builtin else "linear"
-        split = own == "hard_sigmoid"  # no fused form in TFLite: ADD and MUL after the op (``_hard_sigmoid``)
+        split = own in activation_steps.CHAINS  # no fused form in TFLite: a chain of int8 ops after the op (``_chain``)
         last, bn = node, own_bn
         nxt = rb.info.sole_consumer(node)
         if (
@@ -558,7 +563,7 @@ class _Quantizer:
         if readers:
             self.report.fused_activations.append((op.name, act))
         self.report.quantized.append(op.name)
-        return self._hard_sigmoid(op, spec, out, report=False) if split else out
+        return self._chain(op, spec, out, own, report=False) if split else out
 
 
 # A quantized layer computes in float32 under any mixed-precision policy: TensorFlow's FakeQuant ops are float32
