@@ -539,3 +539,24 @@ def test_ops_on_their_inputs_grid(form, tmp_path):
     path = tmp_path / f"{form}.keras"
     qat.save(path)
     np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("resize", ["up2", "12to20x17", "12to6"])
+def test_bilinear_resize_on_the_builtin_kernels_and_tflite_micro(resize):
+    """LiteRT's built-in int8 RESIZE_BILINEAR and TFLite Micro's run TFLite's reference integer kernel (Q10 weights,
+    the Q20 sum rounded half away from zero), not XNNPACK's Q11 one: with the integer kernels set to "builtin" or
+    "micro" the simulation computes that kernel (up to 3 LSB off it before, with the float interpolation)."""
+    size = {"up2": None, "12to20x17": (20, 17), "12to6": (6, 6)}[resize]
+    inputs = keras.Input((12, 12, 3))
+    h = layers.Conv2D(4, 3, padding="same")(inputs)
+    h = layers.UpSampling2D(interpolation="bilinear")(h) if size is None else layers.Resizing(*size)(h)
+    model = keras.Model(inputs, layers.Conv2D(3, 1)(h))
+    x = np.random.default_rng(0).normal(0, 1, (64, 12, 12, 3)).astype(np.float32)
+    qat, data = _qat_int8(model, x[:32], fit=False)
+    scale, zp = te.TFLiteModel(data).outputs[0]["quantization"]
+    ke.quantization.set_integer_kernels(qat, "builtin")
+    raw = np.asarray(te.TFLiteModel(data, kernels="builtin").predict(x, dequantize_outputs=False))
+    np.testing.assert_array_equal(te.runtime.quantize(qat.predict(x, verbose=0), scale, zp), raw)
+    ke.quantization.set_integer_kernels(qat, "micro")
+    micro = np.asarray(te.run_micro(data, x[:8])[0])  # (one array per output)
+    np.testing.assert_array_equal(te.runtime.quantize(qat.predict(x[:8], verbose=0), scale, zp), micro)

@@ -218,6 +218,45 @@ def resize_bilinear(x, size, scale, zero_point):
     return ops.cast((ops.cast(out, "float64") - z) * ops.cast(scale, "float64"), "float32")
 
 
+def _c_div(a, b: int):
+    """C's integer division (rounds toward zero) of an int64 array by a positive int."""
+    return np.sign(a) * (np.abs(a) // b)
+
+
+def _q10_taps(n_in: int, n_out: int):
+    """The taps of TFLite's reference integer resize (``ResizeBilinearInteger``, half-pixel centres) along one
+    axis: the lower and upper input index and their weights in Q10 (the position ``v·s + s/2 − 2^9`` with
+    ``s = round(2^10 · n_in / n_out)``, which may fall below 0 at the border)."""
+    step = ((1 << 10) * n_in + n_out // 2) // n_out
+    pos = np.arange(n_out, dtype=np.int64) * step + step // 2 - (1 << 9)
+    low = np.maximum(_c_div(pos, 1 << 10), 0)
+    high = np.minimum(_c_div(pos + (1 << 10) - 1, 1 << 10), n_in - 1)
+    w_high = pos - (1 << 10) * low
+    return low, high, (1 << 10) - w_high, w_high
+
+
+def resize_bilinear_reference(x, size, scale, zero_point):
+    """A bilinear resize (half-pixel centres) on its input's grid as TFLite's reference integer kernel computes it
+    (``ResizeBilinearInteger``: LiteRT's built-in int8 kernel and TFLite Micro's): on the raw codes, Q10 weights along
+    each axis, the Q20 sum rounded half away from zero. ``x`` lies on the grid (scale, zero point), which the output
+    shares; ``size`` is (height, width)."""
+    z = ops.cast(zero_point, "float64")
+    codes = ops.cast(integers(x, scale) + z, "int64")
+    top, bottom, w_top, w_bottom = _q10_taps(int(x.shape[1]), int(size[0]))
+    left, right, w_left, w_right = _q10_taps(int(x.shape[2]), int(size[1]))
+    wl, wr = (ops.convert_to_tensor(w.reshape(1, 1, -1, 1)) for w in (w_left, w_right))
+    wt, wb = (ops.convert_to_tensor(w.reshape(1, -1, 1, 1)) for w in (w_top, w_bottom))
+
+    def row(index):
+        rows = ops.take(codes, index, axis=1)
+        return ops.take(rows, left, axis=2) * wl + ops.take(rows, right, axis=2) * wr
+
+    total = row(top) * wt + row(bottom) * wb
+    rounded = total + ops.cast(ops.where(total > 0, 1 << 19, -(1 << 19)), "int64")
+    out = ops.sign(rounded) * ops.floor_divide(ops.abs(rounded), 1 << 20)
+    return ops.cast((ops.cast(out, "float64") - z) * ops.cast(scale, "float64"), "float32")
+
+
 HARD_SWISH = ("hard_swish", "hard_silu")
 
 

@@ -649,8 +649,9 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
             if facts.int8_kernel == "average_pool" and self._integer(training, q):
                 return integer.average_pool(self.layer, xs, q.tflite_scale(), q.tflite_zero_point())
             size = self._bilinear_size(xs)
-            if size is not None and self.integer_kernels == "xnnpack" and self._integer(training, q):
-                return integer.resize_bilinear(xs, size, q.tflite_scale(), q.tflite_zero_point())
+            if size is not None and self._integer(training, q):
+                resize = integer.resize_bilinear if self.integer_kernels == "xnnpack" else integer.resize_bilinear_reference
+                return resize(xs, size, q.tflite_scale(), q.tflite_zero_point())
             return q.fake_quantize(self.layer(xs))
         if facts.int8_kernel in ("add", "multiply") and isinstance(inputs, (list, tuple)) and len(inputs) == 2:
             sources = self._input_ranges
