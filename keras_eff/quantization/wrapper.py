@@ -650,7 +650,8 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
                 return integer.average_pool(self.layer, xs, q.tflite_scale(), q.tflite_zero_point())
             size = self._bilinear_size(xs)
             if size is not None and self._integer(training, q):
-                resize = integer.resize_bilinear if self.integer_kernels == "xnnpack" else integer.resize_bilinear_reference
+                xnnpack = self.integer_kernels == "xnnpack"  # else TFLite's reference kernel: built-in, Micro
+                resize = integer.resize_bilinear if xnnpack else integer.resize_bilinear_reference
                 return resize(xs, size, q.tflite_scale(), q.tflite_zero_point())
             return q.fake_quantize(self.layer(xs))
         if facts.int8_kernel in ("add", "multiply") and isinstance(inputs, (list, tuple)) and len(inputs) == 2:
