@@ -30,9 +30,10 @@ from .cli_inputs import (
     existing_file,
     float_range,
     int_range,
+    load_inputs,
     load_keras_model,
-    load_samples,
     read_tflite,
+    several_inputs_hint,
 )
 from .cli_inputs import positive_int as _positive_int
 from .cli_logs import quiet_tensorflow_import
@@ -96,29 +97,34 @@ def _demo(args) -> int:
     return EXIT_OK
 
 
-def _input_shape(model):
-    if len(model.inputs) != 1:
-        raise CliError(
-            f"model {model.name!r} has {len(model.inputs)} inputs; the command line handles single-input "
-            f"models (use the tflite_export Python API for several)"
-        )
-    return tuple(model.inputs[0].shape[1:])
+def _inputs(model) -> list:
+    """The model's inputs as (name, shape without the batch axis), in the model's order."""
+    return [(t.name, tuple(t.shape[1:])) for t in model.inputs]
+
+
+def _needs_data(inputs, option: str, what: str) -> str:
+    if len(inputs) == 1:
+        return f"pass {option} FILE.npy ({what})"
+    return f"pass {option} with {several_inputs_hint([n for n, _ in inputs])} ({what})"
 
 
 def _rep_data(args, model):
-    """Representative data for int8 calibration: the --rep-data file, else the built-in dataset if it fits."""
-    spec = args.rep_data
+    """Representative data for int8 calibration: the --rep-data file, else the built-in dataset if it fits; for
+    several inputs, one array per input in the model's order."""
+    spec, inputs = args.rep_data, _inputs(model)
     if spec is None:
         if te.has_fake_quant(model):
             return None  # a QAT model carries its own ranges
-        if _input_shape(model) != (28, 28, 1):
+        if [shape for _, shape in inputs] != [(28, 28, 1)]:
+            shapes = ", ".join(str(shape) for _, shape in inputs)
             raise CliError(
-                f"model {model.name!r} is a float model with input {_input_shape(model)}: int8 export "
-                f"needs representative data; pass --rep-data FILE.npy (a few hundred typical inputs)"
+                f"model {model.name!r} is a float model with input{'s' if len(inputs) > 1 else ''} {shapes}: int8 "
+                f"export needs representative data; {_needs_data(inputs, '--rep-data', 'a few hundred typical inputs')}"
             )
         spec = BUILTIN_DATASET
         _say(f"Calibrating with {args.rep_samples} built-in Fashion-MNIST training images (--rep-data to change)")
-    return load_samples(spec, _input_shape(model), args.rep_samples, "representative data")
+    x = load_inputs(spec, inputs, args.rep_samples, "representative data")
+    return [x[name] for name, _ in inputs] if isinstance(x, dict) else x
 
 
 def _int8_tflite(args, model, rep, batch_size=None) -> bytes:
@@ -143,26 +149,28 @@ def _int8_tflite(args, model, rep, batch_size=None) -> bytes:
         ) from err
 
 
-def _check_data(args, shape, required: bool):
+def _check_data(args, inputs, required: bool):
+    """Check data for ``inputs`` ([(name, shape)]): the --data file, else the built-in test images if they fit; an
+    array, or a dict keyed by input name for several inputs. None where not required and nothing fits."""
     spec = args.data
     if spec is None:
-        if shape != (28, 28, 1):
+        if [shape for _, shape in inputs] != [(28, 28, 1)]:
+            shapes = ", ".join(str(shape) for _, shape in inputs)
             if required:
                 raise CliError(
-                    f"the model input is {shape}, not Fashion-MNIST's (28, 28, 1): pass --data FILE.npy "
-                    f"with inputs for the check"
+                    f"the model input{'s are' if len(inputs) > 1 else ' is'} {shapes}, not Fashion-MNIST's "
+                    f"(28, 28, 1): {_needs_data(inputs, '--data', 'inputs for the check')}"
                 )
-            _say(f"No --data for input shape {shape}: the TFLite Micro vs LiteRT check is skipped")
+            _say(f"No --data for input shape {shapes}: the TFLite Micro vs LiteRT check is skipped")
             return None
         spec = BUILTIN_DATASET
-    return load_samples(spec, shape, args.samples, "check data", split="test")
+    return load_inputs(spec, inputs, args.samples, "check data", split="test")
 
 
-def _tflite_input_shape(data: bytes):
+def _tflite_inputs(data: bytes) -> list:
+    """A TFLite file's inputs as (name, shape without the batch axis), in the file's order."""
     tfl = te.TFLiteModel(data)
-    if len(tfl.inputs) != 1:
-        raise CliError("the command line handles single-input models (use the tflite_export Python API)")
-    return tuple(int(s) for s in tfl.inputs[0]["shape"][1:])
+    return [(name, tuple(int(s) for s in d["shape"][1:])) for name, d in zip(tfl.input_names, tfl.inputs)]
 
 
 def _preflight(out_dir: Path, names, force: bool, option: str = "--out"):
@@ -190,9 +198,9 @@ def _export(args) -> int:
     _preflight(out, names, args.force, "-o/--out")
     model = load_keras_model(args.model)
     rep = _rep_data(args, model)
-    shape = _input_shape(model)
+    inputs = _inputs(model)
     micro = not args.no_micro and not args.target
-    check_x = _check_data(args, shape, required=False) if (args.onnx or micro) else None
+    check_x = _check_data(args, inputs, required=False) if (args.onnx or micro) else None
     _say(f"Converting {args.model} to int8 TFLite (batch 1, static shapes)")
     int8 = _int8_tflite(args, model, rep, batch_size=1)
     files = {f"{name}.tflite": int8}
@@ -212,7 +220,11 @@ def _export(args) -> int:
         _say("Exporting ONNX with tf2onnx")
         onnx = te.to_onnx(model, opset=args.opset, allow_uncalibrated=args.allow_uncalibrated)
         if check_x is not None or rep is not None:
-            x = (check_x if check_x is not None else rep)[:200]
+            from tflite_export.micro_check import head_of_inputs  # noqa: PLC0415 - after start-up
+
+            x = head_of_inputs(check_x if check_x is not None else rep, 200)
+            if isinstance(x, dict):  # compare_onnx takes the model's order
+                x = [x[name] for name, _ in inputs]
             for optimize in (False, True):
                 print(te.compare_onnx(model, onnx, x, optimize=optimize))
         files[f"{name}.onnx"] = onnx
@@ -284,7 +296,7 @@ def _report(args) -> int:
         report = _compile_ethos_u(args, int8).report
         _print_and_write(args, report.to_markdown(f"Ethos-U report: {path.name}"), report.to_json())
         return EXIT_OK
-    x = _check_data(args, _tflite_input_shape(int8), required=False)
+    x = _check_data(args, _tflite_inputs(int8), required=False)
     _say("Measuring: MACs, ops, TFLite Micro support, arena, LiteRT latency")
     report = te.model_report(
         int8, float_model=float_tfl, x=x, name=path.name, latency_runs=args.latency_runs, margin=args.arena_margin
@@ -311,7 +323,7 @@ def _verify(args) -> int:
     if args.out:
         _preflight(Path(args.out).parent, [Path(args.out).name], args.force, "-o/--out")
     data = read_tflite(args.model)
-    x = _check_data(args, _tflite_input_shape(data), required=True)
+    x = _check_data(args, _tflite_inputs(data), required=True)
     try:
         arena = args.arena or te.find_arena_size(data, margin=args.arena_margin).recommended_bytes
         kernels = args.kernels or ("xnnpack" if args.xnnpack else None)
@@ -351,7 +363,8 @@ def _add_rep_args(p):
         "--rep-data",
         metavar="FILE",
         help=f"representative inputs for int8 calibration: a .npy/.npz file "
-        f"(read without pickle; .npz: the array 'x') or '{BUILTIN_DATASET}'. Default: none for QAT models "
+        f"(read without pickle; .npz: the array 'x'; several inputs: one array per input, keyed by input name) or "
+        f"'{BUILTIN_DATASET}'. Default: none for QAT models "
         f"(their ranges are used), Fashion-MNIST for 28x28x1 float models",
     )
     p.add_argument(
@@ -475,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rep_args(export)
     _add_data_args(
         export,
-        f"inputs for the TFLite Micro check (.npy/.npz or '{BUILTIN_DATASET}'; default: "
+        f"inputs for the TFLite Micro check (.npy/.npz, keyed by input name for several, or '{BUILTIN_DATASET}'; "
+        f"default: "
         f"Fashion-MNIST test images for 28x28x1 models, else no check)",
         200,
     )
@@ -518,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rep_args(report)
     _add_data_args(
         report,
-        f"inputs for the TFLite Micro check (.npy/.npz or '{BUILTIN_DATASET}'; default: "
+        f"inputs for the TFLite Micro check (.npy/.npz, keyed by input name for several, or '{BUILTIN_DATASET}'; "
+        f"default: "
         f"Fashion-MNIST test images for 28x28x1 models, else no check)",
         200,
     )
@@ -553,7 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("model", help="a .tflite file")
     _add_data_args(
-        verify, f"inputs (.npy/.npz of float samples or '{BUILTIN_DATASET}', the default for 28x28x1 models)", 200
+        verify,
+        f"inputs (.npy/.npz of float samples, keyed by input name for several inputs, or '{BUILTIN_DATASET}', the "
+        f"default for 28x28x1 models)",
+        200,
     )
     verify.add_argument(
         "--max-lsb",

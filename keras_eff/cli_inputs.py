@@ -86,7 +86,8 @@ def read_tflite(path) -> bytes:
     return data
 
 
-def _from_npy(p: Path):
+def _from_npy(p: Path, names=None):
+    """The array of a .npy file, or of a one-array .npz (or its 'x'); with ``names``, every array of an .npz, by key."""
     try:
         loaded = np.load(p, allow_pickle=False)
     except ValueError as err:
@@ -103,20 +104,26 @@ def _from_npy(p: Path):
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             keys = list(loaded.files)
+            if names is not None:
+                return {key: _npz_array(loaded, key, p) for key in keys}
             key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
             if key is None:
                 raise CliError(
                     f"{str(p)!r} holds several arrays ({', '.join(keys) or 'none'}); store the model "
                     f"inputs under the key 'x' (np.savez(path, x=inputs))"
                 )
-            try:
-                return loaded[key]
-            except ValueError as err:
-                raise CliError(
-                    f"array {key!r} in {str(p)!r} holds Python objects (pickled); keras-eff never "
-                    f"unpickles data: save a numeric array"
-                ) from err
+            return _npz_array(loaded, key, p)
     return loaded
+
+
+def _npz_array(npz, key: str, p: Path):
+    try:
+        return npz[key]
+    except ValueError as err:
+        raise CliError(
+            f"array {key!r} in {str(p)!r} holds Python objects (pickled); keras-eff never unpickles data: save a "
+            f"numeric array"
+        ) from err
 
 
 def load_samples(
@@ -141,21 +148,64 @@ def load_samples(
     p = existing_file(spec, f"{what} file")
     if p.suffix not in (".npy", ".npz"):
         raise CliError(f"{what} must be a .npy or .npz file (or '{BUILTIN_DATASET}'), got {str(p)!r}")
-    x = _from_npy(p)
+    return _checked(_from_npy(p), shape, f"{what} in {str(p)!r}", count)
+
+
+def _checked(x, shape, where: str, count: int):
+    """``x`` as float32 (at most ``count`` samples) if it is numeric, finite, non-empty and of shape (n, *shape)."""
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise CliError(f"{what} in {str(p)!r} is of type {x.dtype}; it must be numeric")
+        raise CliError(f"{where} is of type {x.dtype}; it must be numeric")
     expected = "(n, " + ", ".join("any" if s is None else str(s) for s in shape) + ")"
     if x.ndim != len(shape) + 1 or any(s is not None and s != d for s, d in zip(shape, x.shape[1:])):
         hint = ""
         if x.ndim == len(shape) and shape[-1] == 1 and tuple(x.shape[1:]) == tuple(shape[:-1]):
             hint = " (add the channel axis: x[..., None])"
-        raise CliError(f"{what} in {str(p)!r} has shape {x.shape}, but the model expects {expected}{hint}")
+        raise CliError(f"{where} has shape {x.shape}, but the model expects {expected}{hint}")
     if len(x) == 0:
-        raise CliError(f"{what} in {str(p)!r} holds no samples")
+        raise CliError(f"{where} holds no samples")
     x = x[:count].astype(np.float32)
     if not np.all(np.isfinite(x)):
-        raise CliError(f"{what} in {str(p)!r} holds NaN or infinite values")
+        raise CliError(f"{where} holds NaN or infinite values")
     return x
+
+
+def several_inputs_hint(names) -> str:
+    """How to store samples for a model with several inputs."""
+    keys = ", ".join(f"{n!r}: x{i}" for i, n in enumerate(names))
+    return f"an .npz file with one array per input, keyed by the input names (np.savez(path, **{{{keys}}}))"
+
+
+def load_inputs(spec, inputs, count: int = DEFAULT_REP_SAMPLES, what: str = "representative data", split="train"):
+    """Samples for a model's inputs, ``inputs`` being ``[(name, shape without the batch axis), ...]``: for one input,
+    what `load_samples` reads (an array); for several, an .npz with one array per input keyed by the input names
+    (a dict name -> float32 array, each checked as `load_samples` checks one, all with the same number of samples)."""
+    if len(inputs) == 1:
+        return load_samples(spec, inputs[0][1], count, what, split)
+    names = [name for name, _ in inputs]
+    if spec == BUILTIN_DATASET:
+        raise CliError(
+            f"the built-in dataset serves one-input models; this model takes {len(names)} inputs "
+            f"({', '.join(names)}): give {what} as {several_inputs_hint(names)}"
+        )
+    p = existing_file(spec, f"{what} file")
+    if p.suffix != ".npz":
+        raise CliError(
+            f"{what} for a model with {len(names)} inputs must be {several_inputs_hint(names)}, got {str(p)!r}"
+        )
+    arrays = _from_npy(p, names)
+    missing, unknown = [n for n in names if n not in arrays], sorted(set(arrays) - set(names))
+    if missing or unknown:
+        raise CliError(
+            f"{what} in {str(p)!r} holds the arrays {sorted(arrays) or 'none'}, but the model's inputs are "
+            f"{names}"
+            + (f" (missing: {', '.join(missing)})" if missing else "")
+            + (f" (not inputs: {', '.join(unknown)})" if unknown else "")
+        )
+    out = {name: _checked(arrays[name], shape, f"{what} array {name!r} in {str(p)!r}", count) for name, shape in inputs}
+    counts = {name: len(a) for name, a in out.items()}
+    if len(set(counts.values())) > 1:
+        raise CliError(f"the arrays of {what} in {str(p)!r} hold different numbers of samples: {counts}")
+    return out
 
 
 def int_range(low: int, high: int | None = None, note: str = ""):

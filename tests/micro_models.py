@@ -67,3 +67,17 @@ def fake_quant_model(out_range=4.0):
     x = layers.Dense(3, name="logits")(x)
     out = FakeQuant(-out_range, out_range, name="fq_out")(x)
     return keras.Model(inp, out, name="fake_quant_model")
+
+
+def two_input_model():
+    """A float model with two inputs whose order in a TFLite file differs from the model's (the file sorts them by
+    name): an image and a feature vector, named so."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1), name="zeta_image")
+    features = keras.Input((5,), name="alpha_features")
+    h = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, activation="relu")(image))
+    h = layers.Concatenate()([h, layers.Dense(4, activation="relu")(features)])
+    return keras.Model([image, features], layers.Dense(3, name="out")(h), name="two_inputs")

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from micro_models import gelu_model, random_images, tiny_cnn
+from micro_models import gelu_model, random_images, tiny_cnn, two_input_model
 
 import tflite_export as te
 from keras_eff import cli
@@ -261,3 +261,44 @@ def test_export_refuses_a_quantized_model_whose_ranges_were_never_set(tmp_path, 
     out = tmp_path / "calibrated"
     assert cli.main(["export", str(tmp_path / "calibrated_qat.keras"), "-o", str(out), "--no-micro"]) == cli.EXIT_OK
     assert te.find_float_islands((out / "calibrated_qat.tflite").read_bytes()) == []
+
+
+def test_export_report_and_verify_a_model_with_two_inputs(tmp_path, capsys):
+    """Several inputs: --rep-data and --data are .npz files with one array per input, keyed by the input names (the
+    file lists the inputs in another order than the model); the calibration, the TFLite Micro check and the ONNX
+    comparison each get every array at its input."""
+    two_input_model().save(tmp_path / "two.keras")
+    rng = np.random.default_rng(0)
+
+    def samples(n):
+        return {
+            "zeta_image": rng.random((n, 8, 8, 1), np.float32),
+            "alpha_features": 10 * rng.random((n, 5), np.float32),
+        }
+
+    np.savez(tmp_path / "rep.npz", **samples(64))
+    np.savez(tmp_path / "check.npz", **samples(16))
+    out = tmp_path / "pkg"
+    argv = ["export", str(tmp_path / "two.keras"), "-o", str(out), "--rep-data", str(tmp_path / "rep.npz")]
+    assert cli.main(argv + ["--data", str(tmp_path / "check.npz"), "--samples", "16", "--onnx"]) == cli.EXIT_OK
+    printed = capsys.readouterr().out
+    assert "bit-exact" in printed and "argmax agreement 100.00%" in printed, printed
+    tfl = te.TFLiteModel(out / "two.tflite")
+    assert set(tfl.input_names) == {"zeta_image", "alpha_features"}
+    scales = {n: d["quantization"][0] for n, d in zip(tfl.input_names, tfl.inputs)}  # each calibrated on its array
+    assert scales == {
+        "zeta_image": pytest.approx(1 / 255, rel=0.05),
+        "alpha_features": pytest.approx(10 / 255, rel=0.05),
+    }
+    assert cli.main(["verify", str(out / "two.tflite"), "--data", str(tmp_path / "check.npz")]) == cli.EXIT_OK
+    assert cli.main(["report", str(out / "two.tflite"), "--data", str(tmp_path / "check.npz")]) == cli.EXIT_OK
+    capsys.readouterr()
+
+    np.savez(tmp_path / "one_missing.npz", zeta_image=rng.random((8, 8, 8, 1), np.float32))
+    export = ["export", str(tmp_path / "two.keras"), "-o", str(tmp_path / "x"), "--no-micro"]
+    assert cli.main(export + ["--rep-data", str(tmp_path / "one_missing.npz")]) == cli.EXIT_BAD_INPUT
+    assert "missing: alpha_features" in capsys.readouterr().err
+    assert cli.main(export) == cli.EXIT_BAD_INPUT  # no --rep-data, and the built-in images fit neither input
+    err = capsys.readouterr().err
+    assert "--rep-data" in err and "'zeta_image': x0, 'alpha_features': x1" in err, err
+    assert not (tmp_path / "x").exists()

@@ -14,7 +14,7 @@ from .arena import DEFAULT_MARGIN, ArenaEstimate, find_arena_size
 from .c_source import CSources, check_c_name, to_c_source
 from .errors import MicroRuntimeError
 from .files import write_files
-from .micro_check import MicroCheck, check_micro
+from .micro_check import MicroCheck, check_micro, head_of_inputs
 from .micro_ops import unsupported_micro_ops
 from .model_file import read_model
 
@@ -159,6 +159,6 @@ def micro_package(
     sources = to_c_source(data, name, arena_bytes=arena.recommended_bytes, source_note=source_note)
     check = None
     if x is not None:
-        xs = [a[:check_samples] for a in x] if isinstance(x, (list, tuple)) else x[:check_samples]
+        xs = head_of_inputs(x, check_samples)
         check = check_micro(data, xs, arena_size=arena.recommended_bytes)
     return MicroPackage(name, data, sources, arena, check)

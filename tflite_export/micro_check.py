@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -75,6 +76,16 @@ class MicroCheck:
             f"TFLite Micro vs {self.reference} on {self.n} samples: {self.bit_exact_samples:.1%} bit-exact, "
             f"{diff}, argmax agreement {self.argmax_agreement:.1%}"
         )
+
+
+def head_of_inputs(x, n: int):
+    """The first ``n`` samples of a model's inputs: one array, a list or tuple of arrays, or a dict of them keyed by
+    input name (the same kind back)."""
+    if isinstance(x, Mapping):
+        return {k: v[:n] for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [a[:n] for a in x]
+    return x[:n]
 
 
 def _as_model_inputs(tfl: TFLiteModel, x) -> list:

@@ -16,7 +16,7 @@ from .checks import describe_float_ops, find_float_islands, float_ops
 from .errors import MicroRuntimeError
 from .files import write_files
 from .macs import count_macs
-from .micro_check import check_micro
+from .micro_check import check_micro, head_of_inputs
 from .micro_ops import probe_micro_ops
 from .model_file import read_graph, read_model
 from .runtime import compare_latency
@@ -281,7 +281,7 @@ def model_report(
         models = {"int8": data} if float_model is None else {"int8": data, "float": read_model(float_model)}
         out["latency"] = compare_latency(models, runs=latency_runs, rounds=latency_rounds)
     if x is not None and estimate is not None:
-        xs = [a[:check_samples] for a in x] if isinstance(x, (list, tuple)) else x[:check_samples]
+        xs = head_of_inputs(x, check_samples)
         try:
             out["micro_check"] = check_micro(data, xs, arena_size=estimate.recommended_bytes).as_dict()
         except MicroRuntimeError as err:
