@@ -585,7 +585,7 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
             # Concatenate, from what it is handed)
             q = self._output_range
             if q is not None and not q.calibrating:
-                y = q.fake_quantize(y)
+                y = q.fake_quantize(y, training=training)
         return y
 
     def _activate(self, fn, x, training):
@@ -644,8 +644,12 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
                 # there and writes onto this grid. Quantizing the input again on this range, which drifts apart
                 # from the producer's in training, put a float island in the file. (A mean over a 1×1 window keeps
                 # that second fake-quant: the converter drops the mean but quantizes the next bias with its scale.)
-                return q.fake_quantize(self.layer(inputs))
-            xs = [q.fake_quantize(x) for x in inputs] if isinstance(inputs, (list, tuple)) else q.fake_quantize(inputs)
+                return q.fake_quantize(self.layer(inputs), training=training)
+            xs = (
+                [q.fake_quantize(x, training=training) for x in inputs]
+                if isinstance(inputs, (list, tuple))
+                else q.fake_quantize(inputs, training=training)
+            )
             if facts.int8_kernel == "average_pool" and self._integer(training, q):
                 return integer.average_pool(self.layer, xs, q.tflite_scale(), q.tflite_zero_point())
             size = self._bilinear_size(xs)
@@ -653,7 +657,7 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
                 xnnpack = self.integer_kernels == "xnnpack"  # else TFLite's reference kernel: built-in, Micro
                 resize = integer.resize_bilinear if xnnpack else integer.resize_bilinear_reference
                 return resize(xs, size, q.tflite_scale(), q.tflite_zero_point())
-            return q.fake_quantize(self.layer(xs))
+            return q.fake_quantize(self.layer(xs), training=training)
         if facts.int8_kernel in ("add", "multiply") and isinstance(inputs, (list, tuple)) and len(inputs) == 2:
             sources = self._input_ranges
             if len(sources) == 2 and self._integer(training, q, *sources):
