@@ -560,3 +560,43 @@ def test_bilinear_resize_on_the_builtin_kernels_and_tflite_micro(resize):
     ke.quantization.set_integer_kernels(qat, "micro")
     micro = np.asarray(te.run_micro(data, x[:8])[0])  # (one array per output)
     np.testing.assert_array_equal(te.runtime.quantize(qat.predict(x[:8], verbose=0), scale, zp), micro)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class MishBlock(keras.Model):
+    """A subclassed model: the decorator wraps the dense layers, QuantizedActivation runs mish between them."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = ke.quantize(layers.Dense(48), quantize_inputs=True)
+        self.act = ke.quantization.QuantizedActivation("mish")
+        self.head = ke.quantize(layers.Dense(10))
+
+    def call(self, x):
+        return self.head(self.act(self.hidden(x)))
+
+
+def test_quantized_activation_in_a_subclassed_model(tmp_path):
+    """Where quantize_model cannot rewrite the graph (a subclassed model), the chain is a layer of its own: full int8,
+    within 1 LSB, and a .keras round trip keeps its ranges."""
+    x = np.random.default_rng(0).normal(0, 3, (600, 32)).astype(np.float32)
+    model = MishBlock()
+    model(x[:2])
+    ke.calibrate(model, x[:256], progress=False)
+    data = te.to_tflite(model)
+    assert {"ABS", "LOGISTIC", "LOG", "TANH"} <= set(_op_names(data)), _op_names(data)  # softplus's chain, then tanh
+    assert te.compare(model, data, x).max_lsb_diff <= 1
+    model.save(tmp_path / "block.keras")
+    loaded = keras.saving.load_model(tmp_path / "block.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_the_decorator_warns_of_an_activation_it_cannot_chain():
+    with pytest.warns(UserWarning, match=r"QuantizedActivation\('mish'\)"):
+        ke.quantize(layers.Dense(8, activation="mish"))
+    with pytest.warns(UserWarning, match="'elu'"):
+        ke.quantize(layers.ELU())
+    with pytest.raises(ValueError, match="has no chain of int8 ops; the chains: celu, elu"):
+        ke.quantization.QuantizedActivation("gelu")
+    with pytest.raises(ValueError, match="alpha applies to 'elu' and 'celu'"):
+        ke.quantization.QuantizedActivation("softplus", alpha=0.5)

@@ -7,6 +7,7 @@ from .config import LayerQuantSpec, QuantConfig
 from .mixed_precision import MixedPrecisionConfig, MixedPrecisionResult, layer_sensitivity, mixed_precision
 from .model import quantize, quantize_model, set_integer_kernels
 from .placement import place_ranges
+from .quantized_activation import QuantizedActivation
 from .quantizers import FIXED_RANGES, ActivationQuantizer, WeightQuantizer, fake_quant, fake_quant_per_channel
 from .report import QuantizationReport, quantization_report
 from .wrapper import QuantizeWrapper
@@ -21,6 +22,7 @@ __all__ = [
     "MixedPrecisionResult",
     "QuantConfig",
     "QuantizationReport",
+    "QuantizedActivation",
     "QuantizeWrapper",
     "WeightQuantizer",
     "activation_quantizers",

@@ -94,7 +94,7 @@ def _positive_part(x, q):
 
 def _mish(x, q):
     """x · tanh(softplus(x)): softplus's chain, TANH on its fixed grid, MUL."""
-    gate = q(ops.tanh(_softplus(x, q, "softplus_part")), "tanh", FIXED_RANGES["tanh"])
+    gate = q(ops.tanh(_softplus(x, q, "softplus")), "tanh", FIXED_RANGES["tanh"])
     return q(ops.multiply(x, gate), "mish")
 
 
@@ -139,16 +139,6 @@ def chain(name, x, q, **params):
         The activation's output, on the last step's grid (the step named after the activation).
     """
     return CHAINS[name](x, q, **params)
-
-
-def chained_layer(quantizer_name: str) -> str | None:
-    """The layer whose chain ends in the range named ``quantizer_name`` (``"act"`` for ``"act_mish_range"``), or
-    None: how a model's report finds the activations written as chains."""
-    for name in CHAINS:
-        suffix = f"_{name}_range"
-        if quantizer_name.endswith(suffix) and len(quantizer_name) > len(suffix):
-            return quantizer_name[: -len(suffix)]
-    return None
 
 
 def op_params(op) -> tuple[str, dict]:

@@ -39,6 +39,7 @@ from .composite import CompositeQuantized
 from .config import QuantConfig
 from .layer_norm import QuantizedNormalization
 from .placement import place_ranges
+from .quantized_activation import QuantizedActivation
 from .quantizers import ActivationQuantizer
 from .report import NO_IMPLEMENTATION, SKIPPED, QuantizationReport
 from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
@@ -461,19 +462,15 @@ class _Quantizer:
         self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
 
-    def _chain(self, op, spec, x, name, params=None, report=True):
+    def _chain(self, op, spec, x, name, params=None, report=True, suffix=""):
         """An activation TFLite has no single int8 op for (hard_sigmoid, softplus, mish, ELU ...; a layer, a Keras op,
-        or a conv/dense layer's ``activation=``, after it) as the chain of int8 ops ``activation_steps`` writes, each
-        step on a range of its own (the converter otherwise leaves the inner ops in float)."""
-        act = self.act_kwargs(spec)
-
-        def on_grid(tensor, step, fixed_range=None):
-            return ActivationQuantizer(**act, fixed_range=fixed_range, name=f"{op.name}_{step}_range")(tensor)
-
-        out = activation_steps.chain(name, x, on_grid, **(params or {}))
+        or a conv/dense layer's ``activation=``, after it, ``suffix`` naming it apart from that layer) as a
+        `QuantizedActivation`: the chain of int8 ops ``activation_steps`` writes, a range on each step (the converter
+        otherwise leaves the inner ops in float)."""
+        layer = QuantizedActivation(name, **(params or {}), **self.act_kwargs(spec), name=f"{op.name}{suffix}")
         if report:
-            self.report.quantized.append(op.name)
-        return out
+            self.report.quantized.append(layer.name)
+        return layer(x)
 
     def _binary_steps(self, op, spec, inputs) -> list:
         """An Add or Multiply of n > 2 tensors as Keras computes it and the file holds it, one binary op at a time
@@ -563,7 +560,7 @@ class _Quantizer:
         if readers:
             self.report.fused_activations.append((op.name, act))
         self.report.quantized.append(op.name)
-        return self._chain(op, spec, out, own, report=False) if split else out
+        return self._chain(op, spec, out, own, report=False, suffix=f"_{own}") if split else out
 
 
 # A quantized layer computes in float32 under any mixed-precision policy: TensorFlow's FakeQuant ops are float32
@@ -780,6 +777,17 @@ def quantize(
         raise TypeError(f"quantize expects a Keras layer, got {type(layer).__name__}")
     if isinstance(layer, keras.Model):
         raise TypeError("quantize wraps single layers; use keras_eff.quantize_model for a whole model")
+    chained = "elu" if isinstance(layer, layers.ELU) else activation_name(getattr(layer, "activation", None))
+    if chained in activation_steps.CHAINS:
+        warnings.warn(
+            f"layer {layer.name!r}: TFLite computes the activation {chained!r} as several ops and a wrapper holds one "
+            f"range, after them: those ops would stay float in the int8 file (to_tflite refuses them unless "
+            f"allow_float=True). quantize_model writes {chained!r} as a chain of int8 ops; in a subclassed model, "
+            f"leave the activation out of the wrapped layer and apply "
+            f"keras_eff.quantization.QuantizedActivation({chained!r}) after it",
+            UserWarning,
+            stacklevel=2,
+        )
     return QuantizeWrapper(
         layer,
         batchnorm=batchnorm,

@@ -12,10 +12,11 @@ import keras
 
 from ..graph import GraphInfo
 from ..layers import PROTOCOL, facts_for
-from . import activation_steps, attention, layer_ops
+from . import attention, layer_ops
 from . import preserve as preserve_lib
 from .attention import QuantizedAttention, QuantizedDotAttention
 from .composite import CompositeQuantized
+from .quantized_activation import QuantizedActivation
 from .quantizers import ActivationQuantizer
 from .wrapper import QuantizeWrapper
 
@@ -182,10 +183,9 @@ def _walk(model, report):
         elif isinstance(op, QuantizedDotAttention):
             report.quantized.append(op.name)
             report.settings[op.name] = {"activation_bits": op.bits, "activation_symmetric": op.symmetric}
-        elif isinstance(op, ActivationQuantizer) and activation_steps.chained_layer(op.name):
-            name = activation_steps.chained_layer(op.name)  # the last step of an activation's chain
-            if name not in report.quantized:  # (a conv/dense layer's ``activation=``: reported with its wrapper)
-                report.quantized.append(name)
+        elif isinstance(op, QuantizedActivation):
+            report.quantized.append(op.name)
+            report.settings[op.name] = {"activation_bits": op.bits, "activation_symmetric": op.symmetric}
         elif (
             isinstance(op, (ActivationQuantizer, CompositeQuantized))
             or not isinstance(op, keras.layers.Layer)
