@@ -11,9 +11,10 @@ or one step. (The converter's own post-training quantization of that form agrees
 argmaxes; these chains, on 98 %.)
 
 ``min(x, 0)`` keeps its input's grid (TFLite's MINIMUM computes on one grid) and takes no range of its own; every
-other step does. Measured after a Dense on 4,000 rows: every chain bit-exact on XNNPACK, within 1 LSB on LiteRT's
-built-in kernels. TFLite Micro has no int8 EXP or LOG: ELU, CELU, SELU, softplus and mish cannot run there
-(``tflite_export.unsupported_micro_ops`` names the op).
+other step does. Measured after a Dense on 4,000 rows: every chain bit-exact on XNNPACK, and on LiteRT's built-in
+kernels with the integer kernels set so (mish within 1 LSB); on TFLite Micro the four without EXP or LOG. Micro has no
+int8 EXP or LOG: ELU, CELU, SELU, softplus and mish cannot run there (``tflite_export.unsupported_micro_ops`` names
+the op).
 
 Not written so: squareplus, whose int8 SQRT truncates instead of rounding (it stays float, named).
 """
