@@ -448,6 +448,13 @@ def test_activations_the_converter_splits_are_chains_of_int8_ops(activation):
     assert "act" in quantization_report(qat).quantized
     assert len(_op_names(data)) > 3, _op_names(data)  # the chain, between the two FULLY_CONNECTED
     _assert_parity(qat, data, x)
+    ke.quantization.set_integer_kernels(qat, "builtin")  # LiteRT's built-in kernels
+    assert te.compare(qat, data, x, kernels="builtin").max_lsb_diff <= 1
+    if not {"EXP", "LOG"} & set(_op_names(data)):  # TFLite Micro has no int8 EXP or LOG
+        ke.quantization.set_integer_kernels(qat, "micro")
+        scale, zp = te.TFLiteModel(data).outputs[0]["quantization"]
+        micro = np.asarray(te.run_micro(data, x[:100])[0])
+        np.testing.assert_array_equal(te.runtime.quantize(qat.predict(x[:100], verbose=0), scale, zp), micro)
 
 
 CHAIN_FORMS = {
