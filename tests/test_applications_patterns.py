@@ -435,14 +435,15 @@ def test_activations_written_as_keras_ops(form):
 
 
 # activations the converter splits into several ops: softplus into EXP, ADD, LOG (float islands before)
-CHAINED = ["tanh_shrink", "softsign", "sparse_sigmoid", "elu", "celu", "selu", "softplus", "mish"]
+CHAINED = ["tanh_shrink", "softsign", "sparse_sigmoid", "elu", "celu", "selu", "softplus", "mish", "squareplus"]
 
 
 @pytest.mark.parametrize("activation", CHAINED)
 def test_activations_the_converter_splits_are_chains_of_int8_ops(activation):
     """The converter writes these as several ops (EXP, LOG, ABS, DIV, MINIMUM ...) and, with no range on their inner
     tensors, left them in float (FloatIslandError); tanh_shrink's TANH grid was not simulated (2 LSB off).
-    quantize_model writes each as a chain of int8 ops with a range after every step: full int8, bit-exact."""
+    quantize_model writes each as a chain of int8 ops with a range after every step: full int8, bit-exact (squareplus
+    too, whose int8 SQRT truncates: simulated with rounding, 2 LSB off)."""
     x = np.random.default_rng(0).normal(0, 3, (1000, 32)).astype(np.float32)
     qat, data = _qat_int8(_activation_after_dense(activation, as_argument=False), x[:256])
     assert "act" in quantization_report(qat).quantized
@@ -450,7 +451,7 @@ def test_activations_the_converter_splits_are_chains_of_int8_ops(activation):
     _assert_parity(qat, data, x)
     ke.quantization.set_integer_kernels(qat, "builtin")  # LiteRT's built-in kernels
     assert te.compare(qat, data, x, kernels="builtin").max_lsb_diff <= 1
-    if not {"EXP", "LOG"} & set(_op_names(data)):  # TFLite Micro has no int8 EXP or LOG
+    if not {"EXP", "LOG", "SQRT"} & set(_op_names(data)):  # TFLite Micro has no int8 EXP, LOG or SQRT
         ke.quantization.set_integer_kernels(qat, "micro")
         scale, zp = te.TFLiteModel(data).outputs[0]["quantization"]
         micro = np.asarray(te.run_micro(data, x[:100])[0])

@@ -256,10 +256,10 @@ def test_report_figures(tmp_path, tflites):
     assert f"{macs.total_macs:,}" in md and "tensor arena" in md and "LiteRT latency, float" in md
 
 
-@pytest.mark.parametrize("activation,missing", [("elu", ["EXP"]), ("softplus", ["LOG"])])
-def test_int8_exp_and_log_count_as_missing(activation, missing):
-    """TFLite Micro registers EXP and LOG with float32 kernels only: an int8 one (the chains quantize_model writes for
-    ELU or softplus) is named before flashing, and the interpreter does refuse the file."""
+@pytest.mark.parametrize("activation,missing", [("elu", ["EXP"]), ("softplus", ["LOG"]), ("squareplus", ["SQRT"])])
+def test_int8_exp_log_and_sqrt_count_as_missing(activation, missing):
+    """TFLite Micro registers EXP, LOG and SQRT with float32 kernels only: an int8 one (the chains quantize_model
+    writes for ELU, softplus or squareplus) is named before flashing, and the interpreter does refuse the file."""
     import keras_eff as ke
 
     inputs = keras.Input((8,))

@@ -25,8 +25,8 @@ from .model_file import read_graph, read_model
 _MISSING_MARKERS = ("Failed to get registration", "Didn't find op")
 
 # Ops TFLite Micro registers with float32 kernels only (measured on the pinned tflite-micro: EXP refuses int8 input
-# in Prepare, LOG in Invoke): an int8 one counts as missing in ``unsupported_micro_ops``.
-_FLOAT_ONLY = frozenset({"EXP", "LOG"})
+# in Prepare, LOG and SQRT in Invoke): an int8 one counts as missing in ``unsupported_micro_ops``.
+_FLOAT_ONLY = frozenset({"EXP", "LOG", "SQRT"})
 
 # MicroMutableOpResolver method names that do not follow from the op name in CamelCase.
 _RESOLVER_EXCEPTIONS = {
@@ -131,7 +131,7 @@ def unsupported_micro_ops(model) -> list:
     """Lists the ops of a model that the installed TFLite Micro interpreter lacks.
 
     Only the model's own ops are probed (with ``probe_micro_ops``); an op that is not a builtin (a custom op)
-    counts as lacking, and so does an int8 EXP or LOG (TFLite Micro has float32 kernels only for those).
+    counts as lacking, and so does an int8 EXP, LOG or SQRT (TFLite Micro has float32 kernels only for those).
 
     Args:
         model: A TFLite model, as bytes or a path.

@@ -16,7 +16,9 @@ kernels with the integer kernels set so (mish within 1 LSB); on TFLite Micro the
 int8 EXP or LOG: ELU, CELU, SELU, softplus and mish cannot run there (``tflite_export.unsupported_micro_ops`` names
 the op).
 
-Not written so: squareplus, whose int8 SQRT truncates instead of rounding (it stays float, named).
+A step may be marked ``truncates``: int8 SQRT (squareplus's) truncates its output instead of rounding it
+(``static_cast<int>(sqrt(x) / scale) + zero_point``, read in LiteRT's ``elementwise.cc``); at inference the
+simulation quantizes ``sqrt(x) − scale / 2`` there, which lands on the same code.
 """
 
 from __future__ import annotations
@@ -93,6 +95,13 @@ def _positive_part(x, q):
     return q(ops.subtract(x, ops.minimum(x, 0.0)), "positive_part")
 
 
+def _squareplus(x, q, b=4.0):
+    """(x + sqrt(x² + b)) / 2: MUL (x · x), ADD, SQRT (which truncates), ADD, MUL."""
+    shifted = q(ops.add(q(ops.multiply(x, x), "square"), float(b)), "shifted")
+    root = q(ops.sqrt(shifted), "sqrt", truncates=True)
+    return q(ops.multiply(q(ops.add(x, root), "sum"), 0.5), "squareplus")
+
+
 def _mish(x, q):
     """x · tanh(softplus(x)): softplus's chain, TANH on its fixed grid, MUL."""
     gate = q(ops.tanh(_softplus(x, q, "softplus")), "tanh", FIXED_RANGES["tanh"])
@@ -103,13 +112,13 @@ CHAINS = {
     "hard_sigmoid": _hard_sigmoid,
     "tanh_shrink": _tanh_shrink,
     "softsign": _softsign,
-    "soft_sign": _softsign,
     "sparse_sigmoid": _sparse_sigmoid,
     "elu": _elu,
     "celu": _celu,
     "selu": _selu,
     "softplus": _softplus,
     "mish": _mish,
+    "squareplus": _squareplus,
 }
 
 # the Keras ops of a functional graph (``ops.celu(x)``) by class name -> (activation, its parameters from the op)
@@ -123,6 +132,7 @@ OP_CHAINS = {
     "Selu": ("selu", ()),
     "Softplus": ("softplus", ()),
     "Mish": ("mish", ()),
+    "Squareplus": ("squareplus", ("b",)),
 }
 
 
@@ -132,9 +142,10 @@ def chain(name, x, q, **params):
     Args:
         name: An activation in `CHAINS`.
         x: Its input (a Keras tensor on an int8 grid).
-        q: ``q(tensor, step, fixed_range=None) -> tensor``: puts ``tensor`` on the grid of the step ``step`` (a range
-            learned or calibrated, or TFLite's fixed one).
-        **params: The activation's parameters (ELU's and CELU's ``alpha``).
+        q: ``q(tensor, step, fixed_range=None, truncates=False) -> tensor``: puts ``tensor`` on the grid of the step
+            ``step`` (a range learned or calibrated, or TFLite's fixed one; ``truncates``: the int8 op truncates
+            onto it instead of rounding).
+        **params: The activation's parameters (ELU's and CELU's ``alpha``, squareplus's ``b``).
 
     Returns:
         The activation's output, on the last step's grid (the step named after the activation).

@@ -15,7 +15,7 @@ def _steps(activation: str, params: dict):
     """The chain's steps in order, and the fixed range of those that have one: the chain run once on a constant."""
     names, fixed = [], {}
 
-    def record(tensor, step, fixed_range=None):
+    def record(tensor, step, fixed_range=None, truncates=False):
         names.append(step)
         if fixed_range is not None:
             fixed[step] = fixed_range
@@ -31,8 +31,10 @@ class QuantizedActivation(CompositeQuantized):
 
     Args:
         activation: One of ``activation_steps.CHAINS``: ``"hard_sigmoid"``, ``"tanh_shrink"``, ``"softsign"``,
-            ``"sparse_sigmoid"``, ``"elu"``, ``"celu"``, ``"selu"``, ``"softplus"``, ``"mish"``.
+            ``"sparse_sigmoid"``, ``"elu"``, ``"celu"``, ``"selu"``, ``"softplus"``, ``"mish"``,
+            ``"squareplus"``.
         alpha: ELU's and CELU's α (None: Keras's default, 1.0); refused for the others.
+        b: squareplus's b (None: Keras's default, 4); refused for the others.
         bits: Bits of every step's range.
         symmetric: Symmetric ranges.
         ema_decay: Decay of the moving averages that train the ranges.
@@ -41,7 +43,7 @@ class QuantizedActivation(CompositeQuantized):
         **kwargs: Keras layer arguments (``name`` ...).
 
     Raises:
-        ValueError: If ``activation`` has no chain, or ``alpha`` is given for an activation without one.
+        ValueError: If ``activation`` has no chain, or ``alpha`` or ``b`` is given for an activation without it.
 
     Example:
         ```python
@@ -60,6 +62,7 @@ class QuantizedActivation(CompositeQuantized):
         self,
         activation,
         alpha=None,
+        b=None,
         bits=8,
         symmetric=False,
         ema_decay=0.99,
@@ -75,9 +78,12 @@ class QuantizedActivation(CompositeQuantized):
             )
         if alpha is not None and activation not in ("elu", "celu"):
             raise ValueError(f"QuantizedActivation: alpha applies to 'elu' and 'celu', not to {activation!r}")
+        if b is not None and activation != "squareplus":
+            raise ValueError(f"QuantizedActivation: b applies to 'squareplus', not to {activation!r}")
         self.activation = activation
         self.alpha = None if alpha is None else float(alpha)
-        self._params = {} if alpha is None else {"alpha": self.alpha}
+        self.b = None if b is None else float(b)
+        self._params = {k: v for k, v in (("alpha", self.alpha), ("b", self.b)) if v is not None}
         self._step_names, fixed = _steps(activation, self._params)
         self._init_activation_steps(
             self._step_names, bits, symmetric, ema_decay, quantizers, integer_kernels, fixed=fixed
@@ -93,10 +99,13 @@ class QuantizedActivation(CompositeQuantized):
     def call(self, x, training=None):
         q = dict(zip(self._step_names, self.step_quantizers))
 
-        def on_grid(tensor, step, fixed_range=None):
-            return q[step](tensor, training=training)
+        def on_grid(tensor, step, fixed_range=None, truncates=False):
+            quantizer = q[step]
+            if truncates and not (training or self._export_view or quantizer.calibrating):
+                tensor = tensor - 0.5 * quantizer.tflite_scale()  # the int8 op truncates: the code below, not nearest
+            return quantizer(tensor, training=training)
 
         return activation_steps.chain(self.activation, x, on_grid, **self._params)
 
     def get_config(self):
-        return {**super().get_config(), "activation": self.activation, "alpha": self.alpha}
+        return {**super().get_config(), "activation": self.activation, "alpha": self.alpha, "b": self.b}
