@@ -244,3 +244,22 @@ def test_export_traces_the_model_once_and_keeps_its_inputs_by_name(rng):
     np.testing.assert_allclose(tfl.predict(xs), model.predict([xs["image"], xs["extra"]], verbose=0), atol=1e-5)
     batch_one = te.TFLiteModel(te.to_tflite(model, quantize=False, batch_size=1))
     assert batch_one.fixed_batch == 1 and batch_one.input_names == tfl.input_names
+
+
+class _Private(keras.Model):
+    """A subclassed model whose class name starts with '_': Keras names it '__private', which TensorFlow refuses as a
+    scope name."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = layers.Dense(3)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_a_model_name_tensorflow_refuses_as_a_scope_is_named_with_the_fix():
+    model = _Private()
+    model(np.zeros((1, 4), np.float32))
+    with pytest.raises(te.TFLiteExportError, match=r"'__private'.*give the model another name"):
+        te.to_tflite(model, quantize=False)

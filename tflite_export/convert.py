@@ -295,8 +295,15 @@ def to_tflite(
             with _quiet_export(), export_view(model):
                 _write_saved_model(model, tmp, signature)
         except Exception as err:  # the cause is the useful part; the converter would hide it
+            hint = ""
+            if "root scope name" in str(err):  # TensorFlow's name scopes: a subclassed model's name is one
+                hint = (
+                    f". TensorFlow takes the model's name as a scope name, which must start with a letter, a digit "
+                    f"or '.': give the model another name (keras.Model(..., name='...'), or a class name that does "
+                    f"not start with '_')"
+                )
             raise TFLiteExportError(
-                f"Keras could not export model {model.name!r} as a SavedModel: {type(err).__name__}: {err}"
+                f"Keras could not export model {model.name!r} as a SavedModel: {type(err).__name__}: {err}{hint}"
             ) from err
         if quantize and rep is None and not _saved_model_has_fake_quant(tmp):
             raise TFLiteExportError(
