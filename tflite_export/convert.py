@@ -298,9 +298,9 @@ def to_tflite(
             hint = ""
             if "root scope name" in str(err):  # TensorFlow's name scopes: a subclassed model's name is one
                 hint = (
-                    f". TensorFlow takes the model's name as a scope name, which must start with a letter, a digit "
-                    f"or '.': give the model another name (keras.Model(..., name='...'), or a class name that does "
-                    f"not start with '_')"
+                    ". TensorFlow takes the model's name as a scope name, which must start with a letter, a digit "
+                    "or '.': give the model another name (keras.Model(..., name='...'), or a class name that does "
+                    "not start with '_')"
                 )
             raise TFLiteExportError(
                 f"Keras could not export model {model.name!r} as a SavedModel: {type(err).__name__}: {err}{hint}"
