@@ -180,10 +180,7 @@ def _walk(model, report):
                 "weight_symmetric": True,
                 "per_channel": False,
             }
-        elif isinstance(op, QuantizedDotAttention):
-            report.quantized.append(op.name)
-            report.settings[op.name] = {"activation_bits": op.bits, "activation_symmetric": op.symmetric}
-        elif isinstance(op, QuantizedActivation):
+        elif isinstance(op, (QuantizedDotAttention, QuantizedActivation)):
             report.quantized.append(op.name)
             report.settings[op.name] = {"activation_bits": op.bits, "activation_symmetric": op.symmetric}
         elif (
