@@ -402,6 +402,30 @@ def hard_swish(x, in_scale, out_scale):
     return ops.cast(out, "float32") * ops.cast(out_scale, "float32")
 
 
+def leaky_relu(x, slope, in_scale, in_zero_point, out_scale, out_zero_point, kernels="xnnpack"):
+    """A leaky ReLU from one grid onto another as LiteRT's int8 LEAKY_RELU computes it. XNNPACK: Q8 multipliers,
+    ``lrintf(256 · s_in/s_out)`` and ``lrintf(256 · s_in/s_out · slope)`` in float32, the output
+    ``(z_out·256 + 128 + (q − z_in)·m) >> 8`` (read in XNNPACK's ``qs8-vlrelu`` and ``microparams-init.c``: one or two
+    steps off a float requantization). The built-in kernels and TFLite Micro: TFLite's reference
+    ``QuantizeLeakyRelu``, gemmlowp multipliers of s_in/s_out and s_in·slope/s_out (computed in float32). ``x`` lies
+    on the input grid; returns the value on the output grid."""
+    v = integers(x, in_scale)
+    s_in, s_out = ops.cast(in_scale, "float32"), ops.cast(out_scale, "float32")
+    positive = s_in / s_out
+    if kernels == "xnnpack":
+        m_pos = ops.round(256.0 * positive)  # lrintf: half to even, as ops.round
+        m_neg = ops.round(256.0 * (positive * np.float32(slope)))
+        acc = _f64(out_zero_point) * 256.0 + 128.0 + v * ops.where(v >= 0, _f64(m_pos), _f64(m_neg))
+        out = ops.floor(acc / 256.0)
+    else:
+        negative = (s_in * np.float32(slope)) / s_out
+        above = gemmlowp_requantize(ops.maximum(v, 0.0), _f64(positive), "micro")
+        below = gemmlowp_requantize(ops.minimum(v, 0.0), _f64(negative), "micro")
+        out = _f64(out_zero_point) + ops.where(v >= 0, above, below)
+    out = ops.clip(out, -128.0, 127.0)
+    return ops.cast((out - _f64(out_zero_point)) * _f64(s_out), "float32")
+
+
 # -- ADD: XNNPACK's int8 addition -------------------------------------------------------------------------------------
 
 

@@ -353,6 +353,9 @@ class _Quantizer:
                 return self._chain(op, self.config._default, args[0], name, params, report=False)
             if facts.output_range == "inherit":  # on its input's grid, as the file computes it
                 return op(*args, **kwargs)
+            if type(op).__name__ == "LeakyRelu" and args:  # LEAKY_RELU, quantized as the layer (integer emulation)
+                leaky = layers.LeakyReLU(negative_slope=op.negative_slope, name=op.name, dtype="float32")
+                return self(rb, node, args[:1], {}, as_layer=leaky)
             layer = _op_as_layer(op, node.input_tensors[0].shape)
             if layer is not None:  # one grid for inputs and output: the layer's shared range
                 if type(op).__name__ == "Stack":  # ops.stack(xs, axis): concatenated along a new axis

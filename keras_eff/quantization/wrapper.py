@@ -74,6 +74,22 @@ def _moments(x, axes):
     return mean, ops.maximum(squares / count - ops.square(mean), 0.0)
 
 
+_LEAKY_DEFAULT = 0.2  # keras.activations.leaky_relu's negative_slope
+
+
+def _leaky_slope(layer):
+    """The negative slope of a layer the file runs as one LEAKY_RELU (LeakyReLU; ReLU with a slope and neither a cap
+    nor a threshold; Activation("leaky_relu")), else None."""
+    if isinstance(layer, layers.LeakyReLU):
+        return float(layer.negative_slope)
+    if isinstance(layer, layers.ReLU) and float(layer.negative_slope) != 0.0:
+        plain = layer.max_value is None and float(layer.threshold) == 0.0
+        return float(layer.negative_slope) if plain else None
+    if isinstance(layer, layers.Activation) and activation_name(layer.activation) == "leaky_relu":
+        return _LEAKY_DEFAULT
+    return None
+
+
 def _load(config):
     return None if config is None else keras.saving.deserialize_keras_object(config)
 
@@ -539,9 +555,25 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
             exact = self._softmax_integer(y, self._output_grid(), self.post_quantizer, training)
             if exact is not None:
                 return exact
+        if self._post_activation == "leaky_relu" and self._integer(
+            training, self.output_quantizer, self.post_quantizer
+        ):
+            return self._leaky_relu_integer(y, _LEAKY_DEFAULT, self.output_quantizer, self.post_quantizer)
         if self._post_activation:
             y = self.post_quantizer(self._activate(self.layer.activation, y, training), training=training)
         return y
+
+    def _leaky_relu_integer(self, x, slope, source, target):
+        """LEAKY_RELU from ``source``'s grid onto ``target``'s as the chosen kernels compute it."""
+        return integer.leaky_relu(
+            x,
+            slope,
+            source.tflite_scale(),
+            source.tflite_zero_point(),
+            target.tflite_scale(),
+            target.tflite_zero_point(),
+            self.integer_kernels,
+        )
 
     def _bilinear_size(self, x):
         """The output (height, width) of a plain bilinear resize (Resizing, UpSampling2D), else None."""
@@ -668,6 +700,11 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
             for x in inputs[1:]:
                 total = ops.add(total, x)
             return self.between_quantizer(total, training=training) / len(inputs)
+        slope = _leaky_slope(self.layer)
+        if slope is not None:
+            source = self._input_grid()
+            if self._integer(training, source, q):
+                return self._leaky_relu_integer(inputs, slope, source, q)
         if isinstance(self.layer, layers.Activation):
             source = self._input_grid()
             if facts.int8_kernel == "hard_swish" and self._integer(training, source, q):
