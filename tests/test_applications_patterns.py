@@ -419,6 +419,7 @@ OP_ACTIVATIONS = {
     "hard_tanh": lambda h: ops.hard_tanh(h),
     "log_softmax": lambda h: ops.log_softmax(h),
     "hard_sigmoid": lambda h: ops.hard_sigmoid(h),
+    "silu": lambda h: ops.silu(h),
 }
 
 
@@ -426,7 +427,8 @@ OP_ACTIVATIONS = {
 def test_activations_written_as_keras_ops(form):
     """Keras ops in a functional graph compute as the layers do: a ReLU, ReLU6 or clip to [-1, 1] after a Dense is
     fused into it (one rounding; the op node with a range of its own rounded twice, 2–3 LSB off), log_softmax takes
-    LOG_SOFTMAX's fixed grid (8 LSB off), hard_sigmoid is ReLU6(x + 3) × 1/6 (a float island before)."""
+    LOG_SOFTMAX's fixed grid (8 LSB off), hard_sigmoid is ReLU6(x + 3) × 1/6 (a float island before), silu is
+    quantized as the layer, its sigmoid on LOGISTIC's fixed grid (16 % of outputs 1–2 LSB off before)."""
     inputs = keras.Input((32,))
     model = keras.Model(inputs, layers.Dense(10)(OP_ACTIVATIONS[form](layers.Dense(48)(inputs))))
     x = np.random.default_rng(0).normal(0, 3, (2000, 32)).astype(np.float32)
@@ -435,7 +437,10 @@ def test_activations_written_as_keras_ops(form):
 
 
 # activations the converter splits into several ops: softplus into EXP, ADD, LOG (float islands before)
-CHAINED = ["tanh_shrink", "softsign", "sparse_sigmoid", "elu", "celu", "selu", "softplus", "mish", "squareplus"]
+CHAINED = [
+    "tanh_shrink", "softsign", "sparse_sigmoid", "elu", "celu", "selu", "softplus", "mish", "squareplus",
+    "log_sigmoid", "soft_shrink", "sparse_plus",  # the converter's own PTQ leaves these in float
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("activation", CHAINED)
@@ -463,6 +468,7 @@ CHAIN_FORMS = {
     "celu_op_alpha": lambda h: ops.celu(layers.Dense(48)(h), alpha=0.5),
     "elu_layer_alpha": lambda h: layers.ELU(alpha=0.7)(layers.Dense(48)(h)),
     "softplus_op": lambda h: ops.softplus(layers.Dense(48)(h)),
+    "soft_shrink_op_threshold": lambda h: ops.soft_shrink(layers.Dense(48)(h), threshold=1.5),
 }
 
 
@@ -473,7 +479,7 @@ def test_split_activations_in_every_form_users_write(form, tmp_path):
     inputs = keras.Input((32,))
     x = np.random.default_rng(1).normal(0, 3, (1000, 32)).astype(np.float32)
     qat, data = _qat_int8(keras.Model(inputs, layers.Dense(10)(CHAIN_FORMS[form](inputs))), x[:256])
-    assert "EXP" in _op_names(data) or "LOG" in _op_names(data), _op_names(data)
+    assert len(_op_names(data)) > 4, _op_names(data)  # the chain between the two FULLY_CONNECTED
     _assert_parity(qat, data, x)
     path = tmp_path / "chain.keras"
     qat.save(path)

@@ -95,6 +95,27 @@ def _positive_part(x, q):
     return q(ops.subtract(x, ops.minimum(x, 0.0)), "positive_part")
 
 
+def _log_sigmoid(x, q):
+    """min(x, 0) + log(sigmoid(|x|)) (= −softplus(−x)): MINIMUM on x's grid, ABS, LOGISTIC, LOG, ADD."""
+    log_sigmoid = q(ops.log(q(ops.sigmoid(q(ops.abs(x), "abs")), "sigmoid", FIXED_RANGES["sigmoid"])), "log")
+    return q(ops.add(ops.minimum(x, 0.0), log_sigmoid), "log_sigmoid")
+
+
+def _soft_shrink(x, q, threshold=0.5):
+    """relu(x − t) + min(x + t, 0): ADD with RELU fused, ADD, MINIMUM on that grid, ADD."""
+    above = q(ops.relu(ops.subtract(x, float(threshold))), "above")
+    below = ops.minimum(q(ops.add(x, float(threshold)), "shifted"), 0.0)
+    return q(ops.add(above, below), "soft_shrink")
+
+
+def _sparse_plus(x, q):
+    """(clip(x, −1, 1) + 1)² / 4 + relu(x − 1), the clip as ReLU6(3x + 3) (= 3·(clip + 1)) so that no clip is fused
+    into the op before: MUL, ADD with RELU6, MUL (u·u), MUL (1/36), ADD with RELU, ADD."""
+    u = q(ops.relu6(ops.add(q(ops.multiply(x, 3.0), "scaled"), 3.0)), "shifted")
+    square = q(ops.multiply(q(ops.multiply(u, u), "square"), 1.0 / 36.0), "quadratic")
+    return q(ops.add(square, q(ops.relu(ops.subtract(x, 1.0)), "linear_part")), "sparse_plus")
+
+
 def _squareplus(x, q, b=4.0):
     """(x + sqrt(x² + b)) / 2: MUL (x · x), ADD, SQRT (which truncates), ADD, MUL."""
     shifted = q(ops.add(q(ops.multiply(x, x), "square"), float(b)), "shifted")
@@ -119,6 +140,9 @@ CHAINS = {
     "softplus": _softplus,
     "mish": _mish,
     "squareplus": _squareplus,
+    "log_sigmoid": _log_sigmoid,
+    "soft_shrink": _soft_shrink,
+    "sparse_plus": _sparse_plus,
 }
 
 # the Keras ops of a functional graph (``ops.celu(x)``) by class name -> (activation, its parameters from the op)
@@ -133,6 +157,9 @@ OP_CHAINS = {
     "Softplus": ("softplus", ()),
     "Mish": ("mish", ()),
     "Squareplus": ("squareplus", ("b",)),
+    "LogSigmoid": ("log_sigmoid", ()),
+    "SoftShrink": ("soft_shrink", ("threshold",)),
+    "SparsePlus": ("sparse_plus", ()),
 }
 
 
@@ -145,7 +172,8 @@ def chain(name, x, q, **params):
         q: ``q(tensor, step, fixed_range=None, truncates=False) -> tensor``: puts ``tensor`` on the grid of the step
             ``step`` (a range learned or calibrated, or TFLite's fixed one; ``truncates``: the int8 op truncates
             onto it instead of rounding).
-        **params: The activation's parameters (ELU's and CELU's ``alpha``, squareplus's ``b``).
+        **params: The activation's parameters (ELU's and CELU's ``alpha``, squareplus's ``b``, soft_shrink's
+            ``threshold``).
 
     Returns:
         The activation's output, on the last step's grid (the step named after the activation).

@@ -356,6 +356,8 @@ class _Quantizer:
             if type(op).__name__ == "LeakyRelu" and args:  # LEAKY_RELU, quantized as the layer (integer emulation)
                 leaky = layers.LeakyReLU(negative_slope=op.negative_slope, name=op.name, dtype="float32")
                 return self(rb, node, args[:1], {}, as_layer=leaky)
+            if type(op).__name__ == "Silu" and args:  # LOGISTIC on its fixed grid, then MUL: as the layer
+                return self(rb, node, args[:1], {}, as_layer=layers.Activation("silu", name=op.name, dtype="float32"))
             layer = _op_as_layer(op, node.input_tensors[0].shape)
             if layer is not None:  # one grid for inputs and output: the layer's shared range
                 if type(op).__name__ == "Stack":  # ops.stack(xs, axis): concatenated along a new axis

@@ -32,9 +32,10 @@ class QuantizedActivation(CompositeQuantized):
     Args:
         activation: One of ``activation_steps.CHAINS``: ``"hard_sigmoid"``, ``"tanh_shrink"``, ``"softsign"``,
             ``"sparse_sigmoid"``, ``"elu"``, ``"celu"``, ``"selu"``, ``"softplus"``, ``"mish"``,
-            ``"squareplus"``.
+            ``"squareplus"``, ``"log_sigmoid"``, ``"soft_shrink"``, ``"sparse_plus"``.
         alpha: ELU's and CELU's α (None: Keras's default, 1.0); refused for the others.
         b: squareplus's b (None: Keras's default, 4); refused for the others.
+        threshold: soft_shrink's threshold (None: Keras's default, 0.5); refused for the others.
         bits: Bits of every step's range.
         symmetric: Symmetric ranges.
         ema_decay: Decay of the moving averages that train the ranges.
@@ -43,7 +44,7 @@ class QuantizedActivation(CompositeQuantized):
         **kwargs: Keras layer arguments (``name`` ...).
 
     Raises:
-        ValueError: If ``activation`` has no chain, or ``alpha`` or ``b`` is given for an activation without it.
+        ValueError: If ``activation`` has no chain, or a parameter is given for an activation without it.
 
     Example:
         ```python
@@ -63,6 +64,7 @@ class QuantizedActivation(CompositeQuantized):
         activation,
         alpha=None,
         b=None,
+        threshold=None,
         bits=8,
         symmetric=False,
         ema_decay=0.99,
@@ -80,10 +82,14 @@ class QuantizedActivation(CompositeQuantized):
             raise ValueError(f"QuantizedActivation: alpha applies to 'elu' and 'celu', not to {activation!r}")
         if b is not None and activation != "squareplus":
             raise ValueError(f"QuantizedActivation: b applies to 'squareplus', not to {activation!r}")
+        if threshold is not None and activation != "soft_shrink":
+            raise ValueError(f"QuantizedActivation: threshold applies to 'soft_shrink', not to {activation!r}")
         self.activation = activation
         self.alpha = None if alpha is None else float(alpha)
         self.b = None if b is None else float(b)
-        self._params = {k: v for k, v in (("alpha", self.alpha), ("b", self.b)) if v is not None}
+        self.threshold = None if threshold is None else float(threshold)
+        given = (("alpha", self.alpha), ("b", self.b), ("threshold", self.threshold))
+        self._params = {k: v for k, v in given if v is not None}
         self._step_names, fixed = _steps(activation, self._params)
         self._init_activation_steps(
             self._step_names, bits, symmetric, ema_decay, quantizers, integer_kernels, fixed=fixed
@@ -108,4 +114,10 @@ class QuantizedActivation(CompositeQuantized):
         return activation_steps.chain(self.activation, x, on_grid, **self._params)
 
     def get_config(self):
-        return {**super().get_config(), "activation": self.activation, "alpha": self.alpha, "b": self.b}
+        return {
+            **super().get_config(),
+            "activation": self.activation,
+            "alpha": self.alpha,
+            "b": self.b,
+            "threshold": self.threshold,
+        }
