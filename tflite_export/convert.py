@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import tempfile
 import warnings
 
@@ -156,6 +157,11 @@ def _input_signature(model, batch_size):
     return specs
 
 
+# TensorFlow's pattern for a root name scope: Keras's export enters one named after the model, and where TensorFlow
+# refuses the name the scope stays on Keras's stack, prefixing every variable the process creates afterwards
+_ROOT_SCOPE = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
+
+
 def _write_saved_model(model, folder, signature):
     """Writes the model's inference function to ``folder`` as a SavedModel: one trace, the variables it reads and
     nothing else, which is all the converter reads.
@@ -166,6 +172,8 @@ def _write_saved_model(model, folder, signature):
     call), go through ``model.export``, which handles those."""
     function = _serving_function(model, signature)
     if function is None:
+        if not _ROOT_SCOPE.fullmatch(model.name):  # checked here: Keras's export would leave its name scope open
+            raise ValueError(f"{model.name!r} is not a valid root scope name (TensorFlow's {_ROOT_SCOPE.pattern!r})")
         model.export(folder, format="tf_saved_model", verbose=False, input_signature=signature)
         return
     module = tf.Module()
