@@ -7,14 +7,14 @@ grid: the simulation rounds where the file rounds, and the file is full int8.
 The chains are chosen for int8, not copied from the converter's: an exponential only ever sees ``min(x, 0)`` (its
 output lies in (0, 1], where an int8 grid resolves it), and softplus is ``max(x, 0) − log(sigmoid(|x|))`` rather than
 ``log(1 + exp(x))``, whose EXP output spans up to e^max and rounds the exponential of every negative input to zero
-or one step. (The converter's own post-training quantization of that form agrees with the float model on 36–61 % of
-argmaxes; these chains, on 98 %.)
+or one step. (The converter's own post-training quantization agrees with the float model on 23 %, 23 % and 71 % of
+argmaxes for softplus, mish and selu; these chains, on 98 %: ``benchmarks/results/activation_forms.md``.)
 
 ``min(x, 0)`` keeps its input's grid (TFLite's MINIMUM computes on one grid) and takes no range of its own; every
 other step does. Measured after a Dense on 4,000 rows: every chain bit-exact on XNNPACK, and on LiteRT's built-in
-kernels with the integer kernels set so (mish within 1 LSB); on TFLite Micro the four without EXP or LOG. Micro has no
-int8 EXP or LOG: ELU, CELU, SELU, softplus and mish cannot run there (``tflite_export.unsupported_micro_ops`` names
-the op).
+kernels with the integer kernels set so (mish within 1 LSB); on TFLite Micro those without EXP, LOG or SQRT, which
+Micro has in float32 only: ELU, CELU, SELU, softplus, mish, log_sigmoid and squareplus cannot run there
+(``tflite_export.unsupported_micro_ops`` names the op).
 
 A step may be marked ``truncates``: int8 SQRT (squareplus's) truncates its output instead of rounding it
 (``static_cast<int>(sqrt(x) / scale) + zero_point``, read in LiteRT's ``elementwise.cc``); at inference the
