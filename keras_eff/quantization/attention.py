@@ -71,6 +71,16 @@ class _AttentionSteps:
         it): references, not sub-layers (the layers that own them train and save them)."""
         object.__setattr__(self, "_input_ranges", list(input_ranges))
 
+    def _place_saved(self, input_ranges):
+        """``place`` with the ranges of a saved config (the same objects their producers hold), or with none."""
+        self.place(*([_load(r) for r in input_ranges or ()] if _in_saving_scope() else []))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_ranges": [None if r is None else _shared_config(r) for r in self._input_ranges],
+        }
+
     def _source(self, index):
         """The range of the grid of input ``index`` (0 query, 1 value, 2 key: the value where no key was given)."""
         ranges = self._input_ranges
@@ -125,9 +135,7 @@ class QuantizedAttention(_AttentionSteps, CompositeQuantized):
         self.weight_bits = int(weight_bits)
         self._init_activation_steps(STEPS, bits, symmetric, ema_decay, quantizers, integer_kernels, _SOFTMAX_STEP)
         self.weight_quantizer = WeightQuantizer(weight_bits, True, False)
-        # the inputs' grids (placement.place_ranges); from a saved model, the same objects their producers hold
-        loaded = [_load(r) for r in input_ranges or ()] if _in_saving_scope() else []
-        self.place(*loaded)
+        self._place_saved(input_ranges)  # the inputs' grids (placement.place_ranges)
 
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
@@ -209,7 +217,6 @@ class QuantizedAttention(_AttentionSteps, CompositeQuantized):
             "output_dim": self.output_dim,
             "use_bias": self.use_bias,
             "weight_bits": self.weight_bits,
-            "input_ranges": [None if r is None else _shared_config(r) for r in self._input_ranges],
         }
 
 
@@ -248,12 +255,7 @@ class QuantizedDotAttention(_AttentionSteps, CompositeQuantized):
     ):
         super().__init__(**kw)
         self._init_activation_steps(DOT_STEPS, bits, symmetric, ema_decay, quantizers, integer_kernels, _SOFTMAX_STEP)
-        loaded = [_load(r) for r in input_ranges or ()] if _in_saving_scope() else []
-        self.place(*loaded)
-
-    def build(self, input_shape):
-        self._build_steps()
-        self.built = True
+        self._place_saved(input_ranges)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0][:-1]) + (input_shape[1][-1],)
@@ -266,12 +268,6 @@ class QuantizedDotAttention(_AttentionSteps, CompositeQuantized):
         scores = self._batch_matmul(query, kt, self._source(0), self._source(2), q["scores"], training)
         weights = self._softmax(scores, q["scores"], q["probabilities"], training)
         return self._batch_matmul(weights, value, q["probabilities"], self._source(1), q["output"], training)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "input_ranges": [None if r is None else _shared_config(r) for r in self._input_ranges],
-        }
 
 
 def from_attention(mha, spec_kwargs, weight_bits, shapes) -> QuantizedAttention:

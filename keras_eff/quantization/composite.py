@@ -58,6 +58,11 @@ class CompositeQuantized(ExportView, keras.layers.Layer):
             if not q.built:
                 q.build()
 
+    def build(self, input_shape):
+        """Builds the step quantizers (a layer that also holds weights builds them in its own ``build``)."""
+        self._build_steps()
+        self.built = True
+
     def unset_ranges(self) -> list:
         return [name for q in self.step_quantizers for name in q.unset_ranges()]
 

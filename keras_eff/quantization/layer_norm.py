@@ -54,10 +54,6 @@ class QuantizedNormalization(CompositeQuantized):
         (the layer that owns the range trains and saves it)."""
         object.__setattr__(self, "_input_range", input_range)
 
-    def build(self, input_shape):
-        self._build_steps()
-        self.built = True
-
     def compute_output_shape(self, input_shape):
         return input_shape
 

@@ -85,12 +85,17 @@ def _shared(op) -> bool:
 
 
 def _op_as_layer(op, node_shape):
-    """The Keras layer that computes what a shared-range op node computes (``ops.concatenate``, ``ops.average_pool``,
-    a bilinear ``ops.image.resize``), so that it is quantized as that layer is; None for other ops. ``node_shape``:
-    the shape of the node's first input."""
+    """The Keras layer that computes what an op node computes, so that it is quantized as that layer is: a
+    shared-range op (``ops.concatenate``, ``ops.average_pool``, a bilinear ``ops.image.resize``: one range for inputs
+    and output), ``ops.leaky_relu`` (LEAKY_RELU, computed as each kernel set does) and ``ops.silu`` (LOGISTIC on its
+    fixed grid, then MUL); None for other ops. ``node_shape``: the shape of the node's first input."""
+    name = type(op).__name__
+    if name == "LeakyRelu":
+        return layers.LeakyReLU(negative_slope=op.negative_slope, name=op.name, dtype="float32")
+    if name == "Silu":
+        return layers.Activation("silu", name=op.name, dtype="float32")
     if facts_for(op).output_range != "shared":
         return None
-    name = type(op).__name__
     if name in ("Concatenate", "Stack"):
         return layers.Concatenate(axis=op.axis, name=op.name, dtype="float32")
     if name == "AveragePool" and op.data_format == "channels_last":
@@ -353,13 +358,8 @@ class _Quantizer:
                 return self._chain(op, self.config._default, args[0], name, params, report=False)
             if facts.output_range == "inherit":  # on its input's grid, as the file computes it
                 return op(*args, **kwargs)
-            if type(op).__name__ == "LeakyRelu" and args:  # LEAKY_RELU, quantized as the layer (integer emulation)
-                leaky = layers.LeakyReLU(negative_slope=op.negative_slope, name=op.name, dtype="float32")
-                return self(rb, node, args[:1], {}, as_layer=leaky)
-            if type(op).__name__ == "Silu" and args:  # LOGISTIC on its fixed grid, then MUL: as the layer
-                return self(rb, node, args[:1], {}, as_layer=layers.Activation("silu", name=op.name, dtype="float32"))
             layer = _op_as_layer(op, node.input_tensors[0].shape)
-            if layer is not None:  # one grid for inputs and output: the layer's shared range
+            if layer is not None:  # quantized as that layer (a shared range: one grid for inputs and output)
                 if type(op).__name__ == "Stack":  # ops.stack(xs, axis): concatenated along a new axis
                     args = ([ops.expand_dims(t, op.axis) for t in args[0]],)
                 return self(rb, node, args[:1], {}, as_layer=layer)

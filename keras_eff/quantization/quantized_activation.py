@@ -95,10 +95,6 @@ class QuantizedActivation(CompositeQuantized):
             self._step_names, bits, symmetric, ema_decay, quantizers, integer_kernels, fixed=fixed
         )
 
-    def build(self, input_shape):
-        self._build_steps()
-        self.built = True
-
     def compute_output_shape(self, input_shape):
         return input_shape
 
