@@ -86,8 +86,8 @@ def read_tflite(path) -> bytes:
     return data
 
 
-def _from_npy(p: Path, names=None):
-    """The array of a .npy file, or of a one-array .npz (or its 'x'); with ``names``, every array of an .npz, by key."""
+def _from_npy(p: Path, every: bool = False):
+    """The array of a .npy file, or of a one-array .npz (or its 'x'); with ``every``, every array of an .npz, by key."""
     try:
         loaded = np.load(p, allow_pickle=False)
     except ValueError as err:
@@ -104,7 +104,7 @@ def _from_npy(p: Path, names=None):
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             keys = list(loaded.files)
-            if names is not None:
+            if every:
                 return {key: _npz_array(loaded, key, p) for key in keys}
             key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
             if key is None:
@@ -192,7 +192,7 @@ def load_inputs(spec, inputs, count: int = DEFAULT_REP_SAMPLES, what: str = "rep
         raise CliError(
             f"{what} for a model with {len(names)} inputs must be {several_inputs_hint(names)}, got {str(p)!r}"
         )
-    arrays = _from_npy(p, names)
+    arrays = _from_npy(p, every=True)
     missing, unknown = [n for n in names if n not in arrays], sorted(set(arrays) - set(names))
     if missing or unknown:
         raise CliError(
