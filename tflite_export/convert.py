@@ -173,7 +173,11 @@ def _write_saved_model(model, folder, signature):
     function = _serving_function(model, signature)
     if function is None:
         if not _ROOT_SCOPE.fullmatch(model.name):  # checked here: Keras's export would leave its name scope open
-            raise ValueError(f"{model.name!r} is not a valid root scope name (TensorFlow's {_ROOT_SCOPE.pattern!r})")
+            raise ValueError(
+                f"{model.name!r} is not a valid root scope name (TensorFlow's {_ROOT_SCOPE.pattern!r}): TensorFlow "
+                f"takes the model's name as a scope name, which must start with a letter, a digit or '.': give the "
+                f"model another name (keras.Model(..., name='...'), or a class name that does not start with '_')"
+            )
         model.export(folder, format="tf_saved_model", verbose=False, input_signature=signature)
         return
     module = tf.Module()
@@ -303,15 +307,8 @@ def to_tflite(
             with _quiet_export(), export_view(model):
                 _write_saved_model(model, tmp, signature)
         except Exception as err:  # the cause is the useful part; the converter would hide it
-            hint = ""
-            if "root scope name" in str(err):  # TensorFlow's name scopes: a subclassed model's name is one
-                hint = (
-                    ". TensorFlow takes the model's name as a scope name, which must start with a letter, a digit "
-                    "or '.': give the model another name (keras.Model(..., name='...'), or a class name that does "
-                    "not start with '_')"
-                )
             raise TFLiteExportError(
-                f"Keras could not export model {model.name!r} as a SavedModel: {type(err).__name__}: {err}{hint}"
+                f"Keras could not export model {model.name!r} as a SavedModel: {type(err).__name__}: {err}"
             ) from err
         if quantize and rep is None and not _saved_model_has_fake_quant(tmp):
             raise TFLiteExportError(
