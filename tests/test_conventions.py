@@ -337,7 +337,7 @@ def test_process_reports_go_with_their_model():
 
 
 def _mixed_model():
-    """BatchNorm folded, ReLU fused, a Lambda left float, a layer skipped, a max pool inheriting its range."""
+    """BatchNorm folded, ReLU fused, a Lambda traced, a layer skipped, a max pool inheriting its range."""
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 1), name="image")
     x = layers.Conv2D(6, 3, padding="same", use_bias=False, name="conv")(inp)
@@ -360,11 +360,8 @@ def test_quantization_report_is_read_from_the_model_and_survives_save_and_load(x
     assert report.quantized == seen.quantized == ["conv", "conv2", "logits"]
     assert report.folded_batchnorm == seen.folded_batchnorm == [("conv", "bn")]
     assert report.fused_activations == seen.fused_activations == [("conv", "relu")]
-    assert (
-        report.float_layers
-        == seen.float_layers
-        == [("half", "Lambda has no quantized implementation"), ("hidden", "skipped by QuantConfig")]
-    )
+    assert report.float_layers == seen.float_layers == [("hidden", "skipped by QuantConfig")]
+    assert report.traced == seen.traced == ["half"]  # the Lambda, quantized as its Keras op
     assert set(report.inherit_range) == set(seen.inherit_range) == {"pool", "flat"}
     assert report.settings["conv"] == {
         "activation_bits": 8,

@@ -52,8 +52,19 @@ class Clip(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="test_registry")
 class Undeclared(layers.Layer):
+    """A custom layer with a weight: quantize_model cannot trace it into Keras ops."""
+
+    def build(self, shape):
+        self.gain = self.add_weight(shape=(shape[-1],), initializer="ones")
+
     def call(self, x):
-        return x * 0.5
+        return x * 0.5 * self.gain
+
+
+@keras.saving.register_keras_serializable(package="test_layer_registry")
+class Stateless(layers.Layer):
+    def call(self, x):
+        return ops.maximum(x * 0.5, ops.tanh(x))
 
 
 class BadFacts(layers.Layer):
@@ -149,6 +160,24 @@ def test_unknown_layer_stays_float_and_the_warning_says_where_to_declare_it():
     text = "\n".join(str(w.message) for w in record)
     assert "Undeclared (half)" in text and "keras_eff_facts()" in text and "register_layer" in text
     assert ("half", "Undeclared has no quantized implementation") in quantization_report(qat).float_layers
+
+
+def test_stateless_custom_layer_is_quantized_as_its_keras_ops_and_loads_in_safe_mode(tmp_path):
+    keras.utils.set_random_seed(2)
+    model = _model(Stateless(name="gate"))
+    x = _data(seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not kept float: no warning
+        qat = ke.quantize_model(model)
+    report = quantization_report(qat)
+    assert report.traced == ["gate"] and report.float_layers == []
+    ke.calibrate(qat, x, progress=False)
+    data = _int8_parity(qat, x)  # full int8 (MUL, TANH, a requantize onto MAXIMUM's grid), within 1 LSB
+    assert {"MUL", "TANH", "MAXIMUM"} <= set(te.read_graph(data).op_names())
+    qat.save(tmp_path / "traced.keras")
+    loaded = keras.saving.load_model(tmp_path / "traced.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+    assert quantization_report(loaded).traced == ["gate"]
 
 
 def test_protocol_misuse_names_the_method_and_the_layer():

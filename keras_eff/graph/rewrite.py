@@ -381,6 +381,36 @@ class Rebuild:
             return out
         return op(*args, **kwargs)
 
+    def _run_nodes(self):
+        """Passes every node through the transform in order; returns the outputs, as tensors of the new graph."""
+        for node in self.info.nodes:
+            args, kwargs = node.arguments.fill_in(self.tensors)
+            if id(node) in self.absorbed:
+                outputs = args[0]
+            else:
+                outputs = self.transform(self, node, args, kwargs)
+                if outputs is None:
+                    outputs = self.keep(node, args, kwargs)
+            for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
+                self.tensors[id(old)] = new
+        return keras.tree.map_structure(lambda t: self.tensors[id(t)], self.info.model._outputs_struct)
+
+    def inline(self, model, inputs):
+        """Runs the nodes of another functional model through this rebuild's transform, on tensors of the new graph:
+        its operations become part of the new model instead of a nested one (a traced ``Lambda``).
+
+        Args:
+            model: A functional model (of Keras ops, say).
+            inputs: Tensors of the new graph, one per input of ``model``, in order.
+
+        Returns:
+            ``model``'s outputs in the new graph.
+        """
+        inner = Rebuild(model, self.transform)
+        for old, new in zip(model.inputs, inputs):
+            inner.tensors[id(old)] = new
+        return inner._run_nodes()
+
     def run(self, name=None) -> keras.Model:
         """Builds the new model: walks the nodes in order, then tells classes with an ``after_rebuild`` hook.
 
@@ -394,17 +424,7 @@ class Rebuild:
         new_inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=getattr(t, "name", None)) for t in fn.inputs]
         for old, new in zip(fn.inputs, new_inputs):
             self.tensors[id(old)] = new if self.on_input is None else self.on_input(new)
-        for node in self.info.nodes:
-            args, kwargs = node.arguments.fill_in(self.tensors)
-            if id(node) in self.absorbed:
-                outputs = args[0]
-            else:
-                outputs = self.transform(self, node, args, kwargs)
-                if outputs is None:
-                    outputs = self.keep(node, args, kwargs)
-            for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
-                self.tensors[id(old)] = new
-        outputs = keras.tree.map_structure(lambda t: self.tensors[id(t)], fn._outputs_struct)
+        outputs = self._run_nodes()
         inputs = keras.tree.pack_sequence_as(fn._inputs_struct, new_inputs)
         model = keras.Model(inputs, outputs, name=name or fn.name)
         hooks = {getattr(type(l), AFTER_REBUILD, None) for l in model._flatten_layers(include_self=False)}

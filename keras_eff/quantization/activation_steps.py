@@ -123,6 +123,11 @@ def _squareplus(x, q, b=4.0):
     return q(ops.multiply(q(ops.add(x, root), "sum"), 0.5), "squareplus")
 
 
+def _sqrt(x, q):
+    """SQRT, which truncates onto its output grid (an ``ops.sqrt`` in a functional graph or a traced Lambda)."""
+    return q(ops.sqrt(x), "sqrt", truncates=True)
+
+
 def _mish(x, q):
     """x · tanh(softplus(x)): softplus's chain, TANH on its fixed grid, MUL."""
     gate = q(ops.tanh(_softplus(x, q, "softplus")), "tanh", FIXED_RANGES["tanh"])
@@ -143,6 +148,7 @@ CHAINS = {
     "log_sigmoid": _log_sigmoid,
     "soft_shrink": _soft_shrink,
     "sparse_plus": _sparse_plus,
+    "sqrt": _sqrt,
 }
 
 # the Keras ops of a functional graph (``ops.celu(x)``) by class name -> (activation, its parameters from the op)
@@ -160,6 +166,7 @@ OP_CHAINS = {
     "LogSigmoid": ("log_sigmoid", ()),
     "SoftShrink": ("soft_shrink", ("threshold",)),
     "SparsePlus": ("sparse_plus", ()),
+    "Sqrt": ("sqrt", ()),
 }
 
 

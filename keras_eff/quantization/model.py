@@ -11,6 +11,7 @@ of its neighbours, once.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import keras
@@ -347,6 +348,37 @@ class _Quantizer:
         return not leaves
 
     def __call__(self, rb, node, args, kwargs, as_layer=None):
+        kept_float = len(self.report.float_layers)
+        out = self._transform(rb, node, args, kwargs, as_layer)
+        added = self.report.float_layers[kept_float:]
+        if out is None and added and added[-1][1].endswith(NO_IMPLEMENTATION):
+            return self._float_output_on_grid(rb, node, args, kwargs)
+        return out
+
+    def _float_output_on_grid(self, rb, node, args, kwargs):
+        """A layer with no quantized implementation (a custom layer with weights, a ``Lambda`` that cannot be
+        traced), its float outputs put on a grid of their own for its readers. The converter quantizes what it can of
+        such a layer whatever keras-eff does: without the range it folds a layer that scales by a constant into the
+        next convolution's fake-quant kernel, where the int8 codes saturate (96 LSB off), or calibrates it from
+        representative data. A layer skipped by `QuantConfig` or with settings int8 cannot hold gets no range: the
+        file computes it, and what reads it, in float."""
+        outputs = rb.keep(node, args, kwargs)
+        flat = keras.tree.flatten(outputs)
+        placed = [
+            (
+                ActivationQuantizer(
+                    **self.act_kwargs(self.config._default),
+                    after_float=True,
+                    name=f"{node.operation.name}_output_range" + (f"_{i}" if len(flat) > 1 else ""),
+                )(t)
+                if isinstance(t, keras.KerasTensor) and "float" in str(t.dtype)
+                else t
+            )
+            for i, t in enumerate(flat)
+        ]
+        return keras.tree.pack_sequence_as(outputs, placed)
+
+    def _transform(self, rb, node, args, kwargs, as_layer=None):
         op = as_layer or node.operation
         if isinstance(op, keras.Model):
             inner = quantize_model(op, self.config, _nested=True, _report=self.report)
@@ -362,7 +394,7 @@ class _Quantizer:
             if layer is not None:  # quantized as that layer (a shared range: one grid for inputs and output)
                 if type(op).__name__ == "Stack":  # ops.stack(xs, axis): concatenated along a new axis
                     args = ([ops.expand_dims(t, op.axis) for t in args[0]],)
-                return self(rb, node, args[:1], {}, as_layer=layer)
+                return self._transform(rb, node, args[:1], {}, as_layer=layer)
             if type(op).__name__ in _BINARY_OPS:  # a constant operand computes on its int8 grid, as in the file
                 args = tuple(
                     a if isinstance(a, keras.KerasTensor) else integer_inference.on_constant_grid(a) for a in args
@@ -464,6 +496,13 @@ class _Quantizer:
                 self.report.fused_activations.append((op.name, act))
             self.report.quantized.append(op.name)
             return out
+        traced = _ops_graph(op, args, kwargs)
+        if traced is not None:  # quantized op by op, as the converter sees it, in this graph
+            flat = keras.tree.flatten(args[0])
+            outputs = rb.inline(traced, flat)
+            if _mark_traced(outputs, flat, op.name):
+                self.report.traced.append(op.name)
+            return outputs
         self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
 
@@ -571,6 +610,64 @@ class _Quantizer:
 # A quantized layer computes in float32 under any mixed-precision policy: TensorFlow's FakeQuant ops are float32
 # only, and a float16 tensor between two int8 grids would reach the int8 file as CAST ops (a float island).
 _FLOAT32 = {"dtype": "float32"}
+
+
+def _ops_graph(op, args, kwargs):
+    """A functional model of the Keras ops a stateless layer computes (a ``Lambda``, a custom layer without
+    weights), traced by calling its function on symbolic inputs; None where that cannot be done (weights, a ``mask``
+    or ``training`` argument, TensorFlow calls that refuse symbolic tensors, an output that is not computed).
+
+    The converter sees such a layer as the ops it is made of and quantizes each one where TFLite has an int8 kernel;
+    quantized op by op here, the simulation reads the grids the file reads."""
+    if len(args) != 1 or any(v is not None for v in kwargs.values()) or op.weights or isinstance(op, keras.Model):
+        return None
+    if isinstance(op, layers.Lambda):
+        function, arguments = op.function, dict(op.arguments or {})
+    elif type(op).__module__.startswith("keras."):
+        return None  # a Keras layer with no quantized implementation: its call may not be plain ops
+    else:
+        function, arguments = op.call, {}
+    try:
+        params = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return None
+    if "mask" in params or "training" in params:
+        return None
+    symbolic = keras.tree.map_structure(
+        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype) if isinstance(t, keras.KerasTensor) else t, args[0]
+    )
+    inputs = [t for t in keras.tree.flatten(symbolic) if isinstance(t, keras.KerasTensor)]
+    if not inputs or len(inputs) != len(keras.tree.flatten(symbolic)):
+        return None
+    try:
+        outputs = function(symbolic, **arguments)
+        flat = keras.tree.flatten(outputs)
+        if not flat or not all(isinstance(t, keras.KerasTensor) for t in flat):
+            return None
+        if any(t is i for t in flat for i in inputs):  # an output that is an input: nothing computed
+            return None
+        return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=op.name)
+    except Exception:  # noqa: BLE001 (TensorFlow calls, Python control flow on tensors: left float as it is)
+        return None
+
+
+def _mark_traced(outputs, inputs, name) -> bool:
+    """Sets ``traced_from`` on the ranges between a traced layer's inputs and outputs (what ``quantization_report``
+    reads back); whether there was one."""
+    stop = {id(t) for t in inputs}
+    stack, seen, marked = list(keras.tree.flatten(outputs)), set(), False
+    while stack:
+        tensor = stack.pop()
+        history = getattr(tensor, "_keras_history", None)
+        if id(tensor) in stop or history is None or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        producer = history.operation
+        if isinstance(producer, ActivationQuantizer) and not producer.model_input:
+            producer.traced_from = name
+            marked = True
+        stack.extend(producer._inbound_nodes[history.node_index].input_tensors)
+    return marked
 
 
 def _in_float32(layer):

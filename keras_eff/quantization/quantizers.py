@@ -227,6 +227,10 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
             x / s in float64, half away from zero, clipped), not by TensorFlow's FakeQuant formula in float32, which
             settles near-ties the other way at times (1 of 49,152 inputs of a trained transformer, 0.8 % of its
             logits off through the network).
+        after_float: This range quantizes the output of a layer ``quantize_model`` kept float (it sets it), so that
+            the layer's readers read int8 as in the file; ``quantization_report`` still lists that layer as float.
+        traced_from: The name of the stateless layer (a ``Lambda``) whose traced Keras ops this range quantizes
+            (``quantize_model`` sets it; ``quantization_report`` lists the layer as traced); None otherwise.
         **kwargs: Passed to ``keras.layers.Layer`` (``name``, ...); ``dtype`` is always float32.
 
     Attributes:
@@ -253,6 +257,8 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         fixed_range=None,
         trainable_range: bool = False,
         model_input: bool = False,
+        after_float: bool = False,
+        traced_from: str | None = None,
         **kwargs,
     ):
         kwargs["dtype"] = "float32"
@@ -265,6 +271,8 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         self.fixed_range = None if fixed_range is None else tuple(float(v) for v in fixed_range)
         self.trainable_range = bool(trainable_range)
         self.model_input = bool(model_input)
+        self.after_float = bool(after_float)
+        self.traced_from = None if traced_from is None else str(traced_from)
         self.calibrating = False  # set by keras_eff.calibrate
         self._calibration = None
 
@@ -505,5 +513,7 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
             fixed_range=self.fixed_range,
             trainable_range=self.trainable_range,
             model_input=self.model_input,
+            after_float=self.after_float,
+            traced_from=self.traced_from,
         )
         return config

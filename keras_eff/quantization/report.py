@@ -49,6 +49,8 @@ class QuantizationReport:
             or clip to [-1, 1] fused in.
         inherit_range: Names of the layers that keep their input's range (max pooling, reshapes, padding, dropout).
         float_layers: ``(layer name, reason)`` for each layer kept float.
+        traced: Names of the stateless layers (a ``Lambda``, a custom layer without weights) quantized as the Keras
+            ops they compute, each op on its grid as in the file.
         preserved: ``(layer name, what is kept)`` for each layer whose pruned zeros or clusters QAT preserves
             (``"kernel sparsity 50.0%, kernel 16 clusters"``).
         settings: ``{layer name: {setting: value}}`` for each quantized layer: ``activation_bits`` and
@@ -61,6 +63,7 @@ class QuantizationReport:
     fused_activations: list = field(default_factory=list)
     inherit_range: list = field(default_factory=list)
     float_layers: list = field(default_factory=list)
+    traced: list = field(default_factory=list)
     preserved: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
 
@@ -83,13 +86,21 @@ class QuantizationReport:
                 other.append(f"{name} ({reason})")
         parts = [f"{cls} ({_names(names)})" for cls, names in by_class.items()]
         summary = (
-            f"quantize_model kept {len(self.float_layers)} layers float; the int8 file computes them in float "
-            "unless to_tflite gets representative_data for their outputs "
+            f"quantize_model kept {len(self.float_layers)} layers float "
             "(keras_eff.quantization.quantization_report(new_model) lists every layer)."
         )
         lines = [summary]
         if parts:
-            lines.append(f"Layer classes with no quantized implementation: {'; '.join(parts)}. {DECLARE_HINT}")
+            lines.append(
+                f"Layer classes with no quantized implementation: {'; '.join(parts)}. Each output has a range of "
+                "its own so that its readers read int8; the converter computes in int8 what it has kernels for inside "
+                f"such a layer, which the simulation may miss by a few LSB. {DECLARE_HINT}"
+            )
+        if other or skipped:
+            lines.append(
+                "The file computes these in float, and what reads them, unless to_tflite gets representative_data "
+                "for their outputs:"
+            )
         if other:
             lines.append(f"Layers of supported classes with settings int8 cannot quantize: {'; '.join(other)}.")
         if skipped:
@@ -114,6 +125,7 @@ class QuantizationReport:
         )
         lines = [summary]
         lines += [f"  kept float: {name} ({reason})" for name, reason in self.float_layers]
+        lines += [f"  quantized as its Keras ops: {name}" for name in self.traced]
         lines += [f"  preserved: {name} ({what})" for name, what in self.preserved]
         return "\n".join(lines)
 
@@ -152,13 +164,17 @@ def _feeds_only_ranges(info, node) -> bool:
     """Whether every reader of the node's output is an ActivationQuantizer: a layer ``quantize_model`` put in front
     of a range (the ReLU fused after a Keras op), part of the quantized computation."""
     readers = info.node_consumers(node)
-    return bool(readers) and all(isinstance(r.operation, ActivationQuantizer) for r in readers)
+    return bool(readers) and all(
+        isinstance(r.operation, ActivationQuantizer) and not r.operation.after_float for r in readers
+    )
 
 
 def _walk(model, report):
     info = GraphInfo.of(model)
     for node in info.nodes:
         op = node.operation
+        if isinstance(op, ActivationQuantizer) and op.traced_from and op.traced_from not in report.traced:
+            report.traced.append(op.traced_from)
         if isinstance(op, keras.Model):
             _walk(op, report)
         elif isinstance(op, QuantizeWrapper):
