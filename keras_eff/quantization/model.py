@@ -4,9 +4,9 @@ Quantizers sit where int8 TFLite materializes tensors, as the registry of layer 
 for each layer: the model input; the output of every conv/dense layer after its folded BatchNorm and fused
 ReLU/ReLU6; the output of Add, Multiply, standalone BatchNorm and activations (fixed ranges for softmax, sigmoid,
 tanh); one range shared by the inputs and output of a Concatenate or an average pooling (TFLite keeps them on one
-grid). Max pooling, reshaping, padding and dropout inherit their input's range. A layer the registry does not know
-stays float and is reported. Once the new graph is built, ``placement.place_ranges`` hands each wrapper the ranges
-of its neighbours, once.
+grid). Max pooling, reshaping, padding and dropout inherit their input's range. A stateless layer the registry does
+not know (a ``Lambda``) is traced into its Keras ops; any other it does not know stays float and is reported. Once
+the new graph is built, ``placement.place_ranges`` hands each wrapper the ranges of its neighbours, once.
 """
 
 from __future__ import annotations
@@ -696,10 +696,13 @@ def quantize_model(
     Quantizers are placed where int8 TFLite materializes tensors (see the module docstring): kernels fake-quantized,
     a following BatchNorm folded in, a following ReLU/ReLU6 fused, outputs quantized on the ranges TFLite gives them.
     Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed (layers without
-    state, a ``Lambda`` say, are shared with it as they are). Layers that cannot be quantized stay float: they are
-    listed by ``keras_eff.quantization.quantization_report(new_model)`` and warned about once (each class once, with
-    its layers' names), and exporting such a model needs representative data. The activation ranges start unset:
-    calibrate (``calibrate``) or train the result before exporting it.
+    state are shared with it as they are). A ``Lambda``, or a custom layer without weights whose ``call`` takes no
+    ``mask`` or ``training``, is traced on symbolic inputs into the Keras ops it computes, and those are quantized as
+    the converter sees them (``quantization_report(new_model).traced``). Layers that cannot be quantized stay float:
+    they are listed by ``keras_eff.quantization.quantization_report(new_model)`` and warned about once (each class
+    once, with its layers' names); one with no quantized implementation gets a range on its output, while a skipped
+    one is float in the file with what reads it. The activation ranges start unset: calibrate (``calibrate``) or train
+    the result before exporting it.
 
     Args:
         model: A float Functional or Sequential Keras 3 model (built). Not changed. Use ``keras_eff.quantize`` on
