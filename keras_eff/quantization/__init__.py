@@ -4,6 +4,7 @@ from ..options import deprecated_aliases as _deprecated_aliases
 from .calibration import activation_quantizers, calibrate
 from .callbacks import FreezeBatchNorm, FreezeRanges
 from .config import LayerQuantSpec, QuantConfig
+from .constant_op import QuantizedConstantOp
 from .mixed_precision import MixedPrecisionConfig, MixedPrecisionResult, layer_sensitivity, mixed_precision
 from .model import quantize, quantize_model, set_integer_kernels
 from .placement import place_ranges
@@ -23,6 +24,7 @@ __all__ = [
     "QuantConfig",
     "QuantizationReport",
     "QuantizedActivation",
+    "QuantizedConstantOp",
     "QuantizeWrapper",
     "WeightQuantizer",
     "activation_quantizers",

@@ -38,6 +38,7 @@ from . import activation_steps, attention, integer_inference, layer_ops
 from . import preserve as preserve_lib
 from .composite import CompositeQuantized
 from .config import QuantConfig
+from .constant_op import QuantizedConstantOp
 from .layer_norm import QuantizedNormalization
 from .placement import place_ranges
 from .quantized_activation import QuantizedActivation
@@ -48,6 +49,13 @@ from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
 _OP_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "HardTanh": "hard_tanh"}  # Keras op nodes, by class name
 _CLIPS = {(0.0, 6.0): "relu6", (-1.0, 1.0): "hard_tanh"}
 _BINARY_OPS = ("Add", "Subtract", "Multiply", "Maximum", "Minimum")
+_CONSTANT_OPS = {
+    "Add": "add",
+    "Subtract": "subtract",
+    "Multiply": "multiply",
+    "TrueDivide": "divide",
+    "Divide": "divide",
+}
 
 
 def _fusable_activation(layer, node=None) -> str | None:
@@ -395,6 +403,9 @@ class _Quantizer:
                 if type(op).__name__ == "Stack":  # ops.stack(xs, axis): concatenated along a new axis
                     args = ([ops.expand_dims(t, op.axis) for t in args[0]],)
                 return self._transform(rb, node, args[:1], {}, as_layer=layer)
+            with_constant = self._constant_op(rb, node, op, args, kwargs)
+            if with_constant is not None:
+                return with_constant
             if type(op).__name__ in _BINARY_OPS:  # a constant operand computes on its int8 grid, as in the file
                 args = tuple(
                     a if isinstance(a, keras.KerasTensor) else integer_inference.on_constant_grid(a) for a in args
@@ -505,6 +516,29 @@ class _Quantizer:
             return outputs
         self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
+
+    def _constant_op(self, rb, node, op, args, kwargs):
+        """An ADD, SUB or MUL of a tensor and a constant as a `QuantizedConstantOp` (the integer arithmetic of the
+        file at inference), a following ReLU fused; None for any other op."""
+        kind = _CONSTANT_OPS.get(type(op).__name__)
+        tensors = [a for a in args if isinstance(a, keras.KerasTensor)]
+        if kind is None or kwargs or len(args) != 2 or len(tensors) != 1:
+            return None
+        first = not isinstance(args[0], keras.KerasTensor)
+        constant = args[0] if first else args[1]
+        if not isinstance(constant, (int, float, np.ndarray, np.number, list, tuple)):
+            return None
+        if kind == "divide":  # the converter multiplies by the reciprocal, computed in float32
+            if first:
+                return None
+            kind, constant = "multiply", np.float32(1.0) / np.asarray(constant, np.float32)
+        readers, act = self._fusable_readers(rb, node)
+        layer = QuantizedConstantOp(
+            kind, constant, first, act or "linear", **self.act_kwargs(self.config._default), name=op.name
+        )
+        for reader in readers:
+            rb.absorb(reader)
+        return layer(tensors[0])
 
     def _chain(self, op, spec, x, name, params=None, report=True, suffix=""):
         """An activation TFLite has no single int8 op for (hard_sigmoid, softplus, mish, ELU ...; a layer, a Keras op,
@@ -663,11 +697,22 @@ def _mark_traced(outputs, inputs, name) -> bool:
             continue
         seen.add(id(tensor))
         producer = history.operation
-        if isinstance(producer, ActivationQuantizer) and not producer.model_input:
-            producer.traced_from = name
+        for q in _ranges_of(producer):
+            q.traced_from = name
             marked = True
         stack.extend(producer._inbound_nodes[history.node_index].input_tensors)
     return marked
+
+
+def _ranges_of(op) -> list:
+    """The activation ranges a layer of a quantized graph owns (none for a model's input range)."""
+    if isinstance(op, ActivationQuantizer):
+        return [] if op.model_input else [op]
+    if isinstance(op, CompositeQuantized):
+        return list(op.step_quantizers)
+    if isinstance(op, QuantizeWrapper):
+        return [q for q in (op.output_quantizer, op.post_quantizer) if q is not None]
+    return []
 
 
 def _in_float32(layer):

@@ -169,12 +169,24 @@ def _feeds_only_ranges(info, node) -> bool:
     )
 
 
+def _traced_from(op):
+    """The name of the traced layer whose ops ``op`` quantizes (``ActivationQuantizer.traced_from``), or None."""
+    if isinstance(op, CompositeQuantized):
+        ranges = op.step_quantizers
+    elif isinstance(op, QuantizeWrapper):
+        ranges = [q for q in (op.output_quantizer, op.post_quantizer) if q is not None]
+    else:
+        ranges = [op] if isinstance(op, ActivationQuantizer) else []
+    return next((q.traced_from for q in ranges if q.traced_from), None)
+
+
 def _walk(model, report):
     info = GraphInfo.of(model)
     for node in info.nodes:
         op = node.operation
-        if isinstance(op, ActivationQuantizer) and op.traced_from and op.traced_from not in report.traced:
-            report.traced.append(op.traced_from)
+        traced = _traced_from(op)
+        if traced and traced not in report.traced:
+            report.traced.append(traced)
         if isinstance(op, keras.Model):
             _walk(op, report)
         elif isinstance(op, QuantizeWrapper):

@@ -1,0 +1,121 @@
+"""A Keras op with one constant operand (``x + 1.0``, ``x * 2.0 - 1.0``, ``x - mean``) as the int8 file computes it.
+
+The converter keeps the constant as an int8 tensor on its own grid (``integer_inference.on_constant_grid``) and runs
+ADD, SUB or MUL on the integers. Computed in float and rounded onto the output grid, the result settles rounding ties
+otherwise than XNNPACK's ADD does: preprocessing written as ``x * 2.0 - 1.0`` at a model's input, whose grids
+align, was 2 LSB off at the model's output. At inference, with the input's grid known, this layer computes what the
+chosen kernels compute (``integer_inference.add``, ``multiply``)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from . import integer_inference as integer
+from .composite import CompositeQuantized
+from .wrapper import _in_saving_scope, _load, _shared_config
+
+OPS = ("add", "subtract", "multiply")
+# the fused activations a following ReLU, ReLU6 or clip to [-1, 1] become (quantize_model fuses them into the op)
+_FUSED = {"linear": None, "relu": (0.0, None), "relu6": (0.0, 6.0), "hard_tanh": (-1.0, 1.0)}
+
+
+@keras.saving.register_keras_serializable(package="keras_eff")
+class QuantizedConstantOp(CompositeQuantized):
+    """``x (op) constant`` or ``constant (op) x`` for ADD, SUB and MUL, its output on a range of its own.
+
+    Args:
+        op: ``"add"``, ``"subtract"`` or ``"multiply"``.
+        constant: The constant operand: a number or a (nested) list, broadcast against the input.
+        constant_first: The constant is the first operand (``1.0 - x``).
+        fused_activation: ``"linear"``, or ``"relu"``, ``"relu6"``, ``"hard_tanh"`` fused into the op as in the file.
+        bits: Bits of the output range.
+        symmetric: A symmetric output range.
+        ema_decay: Decay of the moving average that trains the range.
+        quantizers: The output quantizer, from a saved config (leave None).
+        integer_kernels: Whose integer arithmetic inference reproduces (``set_integer_kernels``).
+        input_range: The input's grid, from a saved config (``placement.place_ranges`` hands it in otherwise).
+        **kwargs: Keras layer arguments (``name`` ...).
+
+    Raises:
+        ValueError: If ``op`` or ``fused_activation`` is not one of those.
+
+    Example:
+        ```python
+        y = keras_eff.quantization.QuantizedConstantOp("multiply", 2.0, name="scale")(x)
+        ```
+    """
+
+    def __init__(
+        self,
+        op,
+        constant,
+        constant_first=False,
+        fused_activation="linear",
+        bits=8,
+        symmetric=False,
+        ema_decay=0.99,
+        quantizers=None,
+        integer_kernels="xnnpack",
+        input_range=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if op not in OPS:
+            raise ValueError(f"QuantizedConstantOp: op={op!r}; one of {', '.join(OPS)}")
+        if fused_activation not in _FUSED:
+            raise ValueError(f"QuantizedConstantOp: fused_activation={fused_activation!r}; one of {', '.join(_FUSED)}")
+        self.op = op
+        self.constant = np.asarray(constant, np.float32)
+        self.constant_first = bool(constant_first)
+        self.fused_activation = fused_activation
+        self._init_activation_steps(("output",), bits, symmetric, ema_decay, quantizers, integer_kernels)
+        self.place(_load(input_range) if input_range is not None and _in_saving_scope() else None)
+
+    def place(self, input_range=None):
+        """Takes the range of the input's grid (``placement.place_ranges`` calls it): a reference, not a sub-layer."""
+        object.__setattr__(self, "_input_range", input_range)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(np.broadcast_shapes(tuple(1 if d is None else d for d in input_shape), self.constant.shape))
+
+    def _float(self, x):
+        """The op on the constant as the file holds it (its int8 grid), in float."""
+        c = integer.on_constant_grid(self.constant)
+        a, b = (c, x) if self.constant_first else (x, c)
+        return {"add": ops.add, "subtract": ops.subtract, "multiply": ops.multiply}[self.op](a, b)
+
+    def _integer(self, x):
+        """The op on the integers as the chosen kernels compute it, onto the output grid."""
+        out = self.final_quantizer
+        grid, s_c = integer.constant_grid(self.constant)
+        c = ops.cast(grid, "float32") * ops.ones_like(x)
+        s_in = self._input_range.tflite_scale()
+        if self.op == "multiply":
+            return integer.multiply([x, c], [s_in, s_c], out.tflite_scale(), self.integer_kernels)
+        if self.op == "subtract":  # SUB: ADD with the second operand's multiplier negated
+            x, c = (-x, c) if self.constant_first else (x, -c)
+        return integer.add([x, c], [s_in, s_c], out.tflite_scale(), self.integer_kernels)
+
+    def call(self, x, training=None):
+        out = self.final_quantizer
+        if self._emulates(training, self._input_range, out) and not out.calibrating:
+            y = self._integer(x)
+        else:
+            y = self._float(x)
+        bounds = _FUSED[self.fused_activation]
+        if bounds is not None:
+            lo, hi = bounds
+            y = ops.maximum(y, lo) if hi is None else ops.clip(y, lo, hi)
+        return out(y, training=training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "op": self.op,
+            "constant": self.constant.tolist(),
+            "constant_first": self.constant_first,
+            "fused_activation": self.fused_activation,
+            "input_range": None if self._input_range is None else _shared_config(self._input_range),
+        }

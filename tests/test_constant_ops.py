@@ -1,0 +1,111 @@
+"""Keras ops with a constant operand (the preprocessing users write at a model's input) and Lambda layers traced into
+Keras ops: full int8, and the simulation computes what the file computes."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import layers, ops
+
+import keras_eff as ke
+import tflite_export as te
+from keras_eff.quantization import QuantizedConstantOp, quantization_report, set_integer_kernels
+
+MEAN = np.array([123.7, 116.8, 103.9], np.float32)
+STD = np.array([58.4, 57.1, 57.4], np.float32)
+
+PREPROCESSING = {  # name -> (the ops on the input, the input's scale)
+    "x*2-1": (lambda t: t * 2.0 - 1.0, 1.0),
+    "(x-0.5)/0.25": (lambda t: (t - 0.5) / 0.25, 1.0),
+    "x+1": (lambda t: t + 1.0, 1.0),
+    "1-x": (lambda t: 1.0 - t, 1.0),
+    "(x-mean)/std": (lambda t: (t - MEAN) / STD, 255.0),
+}
+
+
+def _model(head, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3), name="image")
+    h = layers.Conv2D(8, 3, activation="relu", name="conv1")(head(inputs))
+    h = layers.Conv2D(4, 3, name="conv2")(h)
+    return keras.Model(inputs, layers.Dense(5, name="fc")(layers.Flatten()(h)))
+
+
+def _data(scale, n=256, seed=0):
+    x = np.random.default_rng(seed).random((n, 8, 8, 3)) * scale
+    return (np.round(x) if scale > 1 else x).astype(np.float32)
+
+
+def _quantized(model, x):
+    q = ke.quantize_model(model)
+    ke.calibrate(q, x[:64], progress=False)
+    return q
+
+
+@pytest.mark.parametrize("name", list(PREPROCESSING))
+def test_preprocessing_at_the_input_is_bit_exact(name):
+    """Computed in float, x·2 − 1 and its kin settled the rounding ties of the file's ADD/SUB otherwise (2 LSB at
+    the output, where the input's grid and the op's align); now the integer arithmetic of XNNPACK's kernels."""
+    head, scale = PREPROCESSING[name]
+    x = _data(scale)
+    q = _quantized(_model(head), x)
+    assert any(isinstance(l, QuantizedConstantOp) for l in q.layers)
+    data = te.to_tflite(q)
+    assert te.find_float_islands(data) == []
+    cmp = te.compare(q, data, x)
+    assert cmp.max_lsb_diff == 0, cmp
+    set_integer_kernels(q, "builtin")
+    cmp = te.compare(q, data, x, kernels="builtin")
+    assert cmp.max_lsb_diff <= 1, cmp
+
+
+def test_a_relu_after_the_op_is_fused_and_the_layer_saves(tmp_path):
+    x = _data(1.0)
+    q = _quantized(_model(lambda t: ops.relu(t * 2.0 - 1.0)), x)
+    op = [l for l in q.layers if isinstance(l, QuantizedConstantOp)][-1]
+    assert op.op == "subtract" and op.fused_activation == "relu"
+    data = te.to_tflite(q)
+    names = te.read_graph(data).op_names()
+    assert "RELU" not in names and names.count("SUB") == 1  # fused into the SUB, as the converter does
+    assert te.compare(q, data, x).max_lsb_diff == 0
+    q.save(tmp_path / "q.keras")
+    loaded = keras.saving.load_model(tmp_path / "q.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), q.predict(x, verbose=0))
+
+
+def test_constant_op_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="op='divide'.*add, subtract, multiply"):
+        QuantizedConstantOp("divide", 2.0)
+    with pytest.raises(ValueError, match="fused_activation='gelu'"):
+        QuantizedConstantOp("add", 1.0, fused_activation="gelu")
+
+
+LAMBDAS = {
+    "tanh": lambda t: ops.tanh(t),
+    "abs": lambda t: ops.abs(t - 0.5),
+    "centered": lambda t: t - ops.mean(t, axis=-1, keepdims=True),
+    "sqrt": lambda t: ops.sqrt(t + 0.1),
+    "sin": lambda t: ops.sin(t),  # no int8 SIN: float, between ranges
+}
+
+
+@pytest.mark.parametrize("name", list(LAMBDAS))
+def test_a_lambda_between_convolutions_is_traced_and_bit_exact(name):
+    """Before, a Lambda stayed float and the converter quantized its ops from representative data: 3–5 LSB off."""
+    fn = LAMBDAS[name]
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = layers.Conv2D(8, 3, activation="relu")(inputs)
+    h = layers.Lambda(fn, name="user_fn")(h)
+    h = layers.Conv2D(4, 3)(h)
+    model = keras.Model(inputs, layers.Dense(5)(layers.Flatten()(h)))
+    x = _data(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = ke.quantize_model(model)
+    assert quantization_report(q).traced == ["user_fn"]
+    ke.calibrate(q, x[:64], progress=False)
+    data = te.to_tflite(q, allow_float=name == "sin")
+    assert (te.find_float_islands(data) != []) == (name == "sin")
+    assert te.compare(q, data, x).max_lsb_diff == 0
