@@ -64,16 +64,17 @@ def _converter_ptq(model, rep):
     return not te.find_float_islands(data), te.TFLiteModel(data)
 
 
-def measure(name, form, x) -> dict:
+def measure_model(model, x, calibration=CALIBRATION) -> dict:
+    """keras-eff's int8 file of ``model`` against its simulation and the float model, and the converter's own PTQ
+    beside it (the columns of this benchmark; ``benchmarks.user_ops`` reuses them)."""
     import keras_eff as ke
     import tflite_export as te
 
-    model = _model(name, form)
     reference = np.asarray(model.predict(x, verbose=0)).argmax(-1)
-    row = {"activation": name, "form": form}
+    row: dict = {}
     start = time.perf_counter()
     qat = ke.quantize_model(model)
-    ke.calibrate(qat, x[:CALIBRATION], progress=False)
+    ke.calibrate(qat, x[:calibration], progress=False)
     try:
         data = te.to_tflite(qat)
     except te.TFLiteExportError as err:
@@ -89,12 +90,16 @@ def measure(name, form, x) -> dict:
         row["max LSB"] = int(cmp.max_lsb_diff)
         row["keras-eff argmax vs float %"] = round(100 * float(np.mean(raw.argmax(-1) == reference)), 2)
     row["keras-eff s"] = round(time.perf_counter() - start, 2)
-    full, converted = _converter_ptq(model, x[:CALIBRATION])
+    full, converted = _converter_ptq(model, x[:calibration])
     row["converter PTQ int8"] = "full int8" if full else "float islands"
     row["converter argmax vs float %"] = round(
         100 * float(np.mean(np.asarray(converted.predict(x)).argmax(-1) == reference)), 2
     )
     return row
+
+
+def measure(name, form, x) -> dict:
+    return {"activation": name, "form": form, **measure_model(_model(name, form), x)}
 
 
 def main(argv=None):

@@ -1,0 +1,119 @@
+"""Code as users write it around convolutions: Lambda layers, a custom layer without weights, and the arithmetic on
+constants they put at a model's input (``x * 2.0 - 1.0``, ``(x - mean) / std``). Does keras-eff's int8 file compute
+what its simulation computes, and does it keep the float model's decisions, beside the converter's own post-training
+quantization of the float model?
+
+Each form sits in a small CNN (16×16×3 input → [form] → Conv 8 ReLU → [form] → Conv 4 → Dense 10): "input" rows
+put it on the model's input, "middle" rows between the two convolutions. The columns are those of
+``benchmarks.activation_forms`` (``measure_model``): keras-eff's ``quantize_model`` → ``calibrate`` (256 rows) →
+``to_tflite`` compared with LiteRT's XNNPACK on 2,000 rows; the converter's own full-int8 PTQ on the same 256 rows.
+Inputs are uniform in [0, 1], or whole pixel values in [0, 255] for the forms that scale pixels.
+
+    python -m benchmarks.user_ops        # about 3 min on 2 cores; results in user_ops.md/.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from .activation_forms import RESULTS, measure_model
+
+ROWS = 2000
+MEAN = [123.7, 116.8, 103.9]
+STD = [58.4, 57.1, 57.4]
+
+
+def _forms():
+    """name -> (where, pixels in [0, 255]?, a function of the tensor building the form)."""
+    import keras
+    from keras import layers, ops
+
+    @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
+    class Swish(layers.Layer):  # a user's layer without weights
+        def call(self, x):
+            return x * ops.sigmoid(x)
+
+    mean, std = np.array(MEAN, np.float32), np.array(STD, np.float32)
+    lam = layers.Lambda
+    return {
+        "x / 255": ("input", True, lambda t: t / 255.0),
+        "x / 127.5 - 1": ("input", True, lambda t: t / 127.5 - 1.0),
+        "x * 2 - 1": ("input", False, lambda t: t * 2.0 - 1.0),
+        "(x - 0.5) / 0.25": ("input", False, lambda t: (t - 0.5) / 0.25),
+        "(x - mean) / std, per channel": ("input", True, lambda t: (t - mean) / std),
+        "Lambda(x / 255)": ("input", True, lambda t: lam(lambda v: v / 255.0)(t)),
+        "Lambda(x * 2)": ("middle", False, lambda t: lam(lambda v: v * 2.0)(t)),
+        "Lambda(x + 1)": ("middle", False, lambda t: lam(lambda v: v + 1.0)(t)),
+        "Lambda(tanh)": ("middle", False, lambda t: lam(lambda v: ops.tanh(v))(t)),
+        "Lambda(|x - 0.5|)": ("middle", False, lambda t: lam(lambda v: ops.abs(v - 0.5))(t)),
+        "Lambda(x - mean over channels)": (
+            "middle",
+            False,
+            lambda t: lam(lambda v: v - ops.mean(v, axis=-1, keepdims=True))(t),
+        ),
+        "Lambda(sqrt(x + 0.1))": ("middle", False, lambda t: lam(lambda v: ops.sqrt(v + 0.1))(t)),
+        "Lambda(x * x)": ("middle", False, lambda t: lam(lambda v: v * v)(t)),
+        "Lambda(sin)": ("middle", False, lambda t: lam(lambda v: ops.sin(v))(t)),
+        "custom layer x * sigmoid(x)": ("middle", False, lambda t: Swish()(t)),
+    }
+
+
+def _model(where, form):
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    h = form(inputs) if where == "input" else inputs
+    h = layers.Conv2D(8, 3, activation="relu")(h)
+    h = form(h) if where == "middle" else h
+    h = layers.Conv2D(4, 3)(h)
+    return keras.Model(inputs, layers.Dense(10)(layers.Flatten()(h)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--forms", help="comma-separated names (default: all)")
+    args = parser.parse_args(argv)
+    forms = _forms()
+    names = [n.strip() for n in args.forms.split(",")] if args.forms else list(forms)
+    unknown = [n for n in names if n not in forms]
+    if unknown:
+        parser.error(f"unknown forms {unknown}; the forms: {list(forms)}")
+    uniform = np.random.default_rng(0).random((ROWS, 16, 16, 3))
+    rows = []
+    for name in names:
+        where, pixels, form = forms[name]
+        x = (np.round(uniform * 255.0) if pixels else uniform).astype(np.float32)
+        rows.append({"form": name, "where": where, **measure_model(_model(where, form), x)})
+        r = rows[-1]
+        print(
+            f"{name:32s} {where:6s} {r['keras-eff int8']:12s} bit-exact {r['bit-exact %']} max {r['max LSB']} "
+            f"argmax {r['keras-eff argmax vs float %']} | converter {r['converter PTQ int8']} "
+            f"{r['converter argmax vs float %']}",
+            flush=True,
+        )
+    from keras_eff.reporting import write_results
+
+    exact = [r for r in rows if r["bit-exact %"] is not None]
+    notes = (
+        f"{len(rows)} forms: {len(exact)} exported by keras-eff ({sum(r['max LSB'] == 0 for r in exact)} bit-exact "
+        f"on every output), {sum(r['converter PTQ int8'] == 'full int8' for r in rows)} full int8 by the "
+        "converter's own PTQ. keras-eff traces a Lambda or a custom layer without weights into its Keras ops and "
+        "computes an op with a constant operand as the file's integer ADD, SUB or MUL. `Lambda(sin)` is refused "
+        "without `allow_float` (TFLite has no int8 SIN). 'argmax vs float': agreement of the int8 file's "
+        f"predictions with the float model's (untrained layers: what int8 loses, not an accuracy). {ROWS:,} rows; "
+        "calibration and the converter's representative data: the first 256.\n\n"
+        "Generated by `python -m benchmarks.user_ops"
+        + (f" --forms '{','.join(names)}'`" if args.forms else "`")
+        + f" on {os.cpu_count()} CPU cores."
+    )
+    stem = RESULTS / ("user_ops_partial" if args.forms else "user_ops")
+    print(write_results(stem, "Code as users write it: keras-eff's int8 file vs its simulation", rows, notes=notes))
+
+
+if __name__ == "__main__":
+    main()
