@@ -98,6 +98,15 @@ def measure_model(model, x, calibration=CALIBRATION) -> dict:
     return row
 
 
+def row_line(r) -> str:
+    """A measured row as one line of progress."""
+    return (
+        f"{r['keras-eff int8']:12s} bit-exact {r['bit-exact %']} max {r['max LSB']} "
+        f"argmax {r['keras-eff argmax vs float %']} | converter {r['converter PTQ int8']} "
+        f"{r['converter argmax vs float %']}"
+    )
+
+
 def measure(name, form, x) -> dict:
     return {"activation": name, "form": form, **measure_model(_model(name, form), x)}
 
@@ -114,13 +123,7 @@ def main(argv=None):
             if form == "op" and _op(name) is None:
                 continue
             rows.append(measure(name, form, x))
-            r = rows[-1]
-            print(
-                f"{name:15s} {form:9s} {r['keras-eff int8']:12s} bit-exact {r['bit-exact %']} max {r['max LSB']} "
-                f"argmax {r['keras-eff argmax vs float %']} | converter {r['converter PTQ int8']} "
-                f"{r['converter argmax vs float %']}",
-                flush=True,
-            )
+            print(f"{name:15s} {form:9s} {row_line(rows[-1])}", flush=True)
     from keras_eff.reporting import write_results
 
     exact = [r for r in rows if r["bit-exact %"] is not None]

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from .activation_forms import RESULTS, measure_model
+from .activation_forms import RESULTS, measure_model, row_line
 
 ROWS = 2000
 MEAN = [123.7, 116.8, 103.9]
@@ -89,13 +89,7 @@ def main(argv=None):
         where, pixels, form = forms[name]
         x = (np.round(uniform * 255.0) if pixels else uniform).astype(np.float32)
         rows.append({"form": name, "where": where, **measure_model(_model(where, form), x)})
-        r = rows[-1]
-        print(
-            f"{name:32s} {where:6s} {r['keras-eff int8']:12s} bit-exact {r['bit-exact %']} max {r['max LSB']} "
-            f"argmax {r['keras-eff argmax vs float %']} | converter {r['converter PTQ int8']} "
-            f"{r['converter argmax vs float %']}",
-            flush=True,
-        )
+        print(f"{name:32s} {where:6s} {row_line(rows[-1])}", flush=True)
     from keras_eff.reporting import write_results
 
     exact = [r for r in rows if r["bit-exact %"] is not None]

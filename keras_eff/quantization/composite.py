@@ -8,7 +8,7 @@ import keras
 from . import integer_inference as integer
 from .export_view import ExportView
 from .quantizers import ActivationQuantizer
-from .wrapper import _shared_config
+from .wrapper import _in_saving_scope, _load, _shared_config
 
 
 class CompositeQuantized(ExportView, keras.layers.Layer):
@@ -74,4 +74,24 @@ class CompositeQuantized(ExportView, keras.layers.Layer):
             "bits": self.bits,
             "symmetric": self.symmetric,
             "ema_decay": self.ema_decay,
+        }
+
+
+class PlacedInput:
+    """For a composite layer that reads one input's grid (``QuantizedNormalization``, ``QuantizedConstantOp``): the
+    range ``placement.place_ranges`` hands in once, kept as a reference and saved as one."""
+
+    def _place_saved(self, input_range):
+        """``place`` with the range of a saved config (the same object its producer holds), or with none."""
+        self.place(_load(input_range) if input_range is not None and _in_saving_scope() else None)
+
+    def place(self, input_range=None):
+        """Takes the range of the input's grid (``placement.place_ranges`` calls it): a reference, not a sub-layer
+        (the layer that owns the range trains and saves it)."""
+        object.__setattr__(self, "_input_range", input_range)
+
+    def get_config(self):
+        return {
+            **super().get_config(),  # type: ignore[misc]
+            "input_range": None if self._input_range is None else _shared_config(self._input_range),
         }

@@ -13,8 +13,7 @@ import numpy as np
 from keras import ops
 
 from . import integer_inference as integer
-from .composite import CompositeQuantized
-from .wrapper import _in_saving_scope, _load, _shared_config
+from .composite import CompositeQuantized, PlacedInput
 
 OPS = ("add", "subtract", "multiply")
 # the fused activations a following ReLU, ReLU6 or clip to [-1, 1] become (quantize_model fuses them into the op)
@@ -22,7 +21,7 @@ _FUSED = {"linear": None, "relu": (0.0, None), "relu6": (0.0, 6.0), "hard_tanh":
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
-class QuantizedConstantOp(CompositeQuantized):
+class QuantizedConstantOp(PlacedInput, CompositeQuantized):
     """``x (op) constant`` or ``constant (op) x`` for ADD, SUB and MUL, its output on a range of its own.
 
     Args:
@@ -71,11 +70,7 @@ class QuantizedConstantOp(CompositeQuantized):
         self.constant_first = bool(constant_first)
         self.fused_activation = fused_activation
         self._init_activation_steps(("output",), bits, symmetric, ema_decay, quantizers, integer_kernels)
-        self.place(_load(input_range) if input_range is not None and _in_saving_scope() else None)
-
-    def place(self, input_range=None):
-        """Takes the range of the input's grid (``placement.place_ranges`` calls it): a reference, not a sub-layer."""
-        object.__setattr__(self, "_input_range", input_range)
+        self._place_saved(input_range)  # the input's grid (placement.place_ranges)
 
     def compute_output_shape(self, input_shape):
         return tuple(np.broadcast_shapes(tuple(1 if d is None else d for d in input_shape), self.constant.shape))
@@ -117,5 +112,4 @@ class QuantizedConstantOp(CompositeQuantized):
             "constant": self.constant.tolist(),
             "constant_first": self.constant_first,
             "fused_activation": self.fused_activation,
-            "input_range": None if self._input_range is None else _shared_config(self._input_range),
         }

@@ -22,14 +22,13 @@ import keras
 from keras import ops
 
 from . import integer_inference as integer
-from .composite import CompositeQuantized
-from .wrapper import _in_saving_scope, _load, _shared_config
+from .composite import CompositeQuantized, PlacedInput
 
 STEPS = ("mean", "centered", "squared", "variance", "variance_eps", "rsqrt", "normalized")
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
-class QuantizedNormalization(CompositeQuantized):
+class QuantizedNormalization(PlacedInput, CompositeQuantized):
     """(x − mean) · rsqrt(var + ε) over the last axis, every intermediate fake-quantized (γ, β come after it)."""
 
     def __init__(
@@ -46,13 +45,7 @@ class QuantizedNormalization(CompositeQuantized):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
         self._init_activation_steps(STEPS, bits, symmetric, ema_decay, quantizers, integer_kernels)
-        # the input's grid (placement.place_ranges); from a saved model, the same object its producer holds
-        self.place(_load(input_range) if input_range is not None and _in_saving_scope() else None)
-
-    def place(self, input_range=None):
-        """Takes the range of the input's grid (``placement.place_ranges`` calls it): a reference, not a sub-layer
-        (the layer that owns the range trains and saves it)."""
-        object.__setattr__(self, "_input_range", input_range)
+        self._place_saved(input_range)  # the input's grid (placement.place_ranges)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -124,5 +117,4 @@ class QuantizedNormalization(CompositeQuantized):
         return {
             **super().get_config(),
             "epsilon": self.epsilon,
-            "input_range": None if self._input_range is None else _shared_config(self._input_range),
         }
