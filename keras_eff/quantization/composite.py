@@ -92,6 +92,6 @@ class PlacedInput:
 
     def get_config(self):
         return {
-            **super().get_config(),  # type: ignore[misc]
+            **super().get_config(),
             "input_range": None if self._input_range is None else _shared_config(self._input_range),
         }
