@@ -9,7 +9,7 @@ put it on the model's input, "middle" rows between the two convolutions. The col
 ``to_tflite`` compared with LiteRT's XNNPACK on 2,000 rows; the converter's own full-int8 PTQ on the same 256 rows.
 Inputs are uniform in [0, 1], or whole pixel values in [0, 255] for the forms that scale pixels.
 
-    python -m benchmarks.user_ops        # about 3 min on 2 cores; results in user_ops.md/.json
+    python -m benchmarks.user_ops        # about 1 min on 2 cores; results in user_ops.md/.json
 """
 
 from __future__ import annotations

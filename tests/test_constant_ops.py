@@ -109,3 +109,43 @@ def test_a_lambda_between_convolutions_is_traced_and_bit_exact(name):
     data = te.to_tflite(q, allow_float=name == "sin")
     assert (te.find_float_islands(data) != []) == (name == "sin")
     assert te.compare(q, data, x).max_lsb_diff == 0
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
+class GatedTraining(layers.Layer):
+    """Takes ``training`` as Keras layers do, and computes the same either way: traced."""
+
+    def call(self, x, training=None):
+        return x * ops.sigmoid(x)
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
+class NoisyTraining(layers.Layer):
+    """Computes otherwise in training (Gaussian noise): a trace would lose that, so it stays float."""
+
+    def call(self, x, training=None):
+        if training:
+            return x + keras.random.normal(ops.shape(x), stddev=0.1, seed=1)
+        return x * 1.0
+
+
+@pytest.mark.parametrize("layer_class", [GatedTraining, NoisyTraining])
+def test_a_custom_layer_taking_training_is_traced_only_where_both_modes_agree(layer_class):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = layers.Conv2D(8, 3)(inputs)
+    h = layer_class(name="custom")(h)
+    model = keras.Model(inputs, layers.Dense(5)(layers.Flatten()(layers.Conv2D(4, 3)(h))))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q = ke.quantize_model(model)
+    report = quantization_report(q)
+    x = _data(1.0)
+    ke.calibrate(q, x[:64], progress=False)
+    if layer_class is GatedTraining:
+        assert report.traced == ["custom"] and not caught
+        assert te.compare(q, te.to_tflite(q), x).max_lsb_diff == 0
+    else:
+        assert report.float_layers == [("custom", "NoisyTraining has no quantized implementation")]
+        assert any("NoisyTraining (custom)" in str(w.message) for w in caught)
+        assert q.get_layer("custom_output_range").after_float  # its readers read int8

@@ -649,11 +649,12 @@ _FLOAT32 = {"dtype": "float32"}
 def _ops_graph(op, args, kwargs):
     """A functional model of the Keras ops a stateless layer computes (a ``Lambda``, a custom layer without
     weights), traced by calling its function on symbolic inputs; None where that cannot be done (weights, a ``mask``
-    or ``training`` argument, TensorFlow calls that refuse symbolic tensors, an output that is not computed).
+    argument, a ``training`` argument that changes what it computes, TensorFlow calls that refuse symbolic tensors,
+    an output that is not computed).
 
     The converter sees such a layer as the ops it is made of and quantizes each one where TFLite has an int8 kernel;
     quantized op by op here, the simulation reads the grids the file reads."""
-    if len(args) != 1 or any(v is not None for v in kwargs.values()) or op.weights or isinstance(op, keras.Model):
+    if len(args) != 1 or any(v is not None for v in kwargs.values()) or op.variables or isinstance(op, keras.Model):
         return None
     if isinstance(op, layers.Lambda):
         function, arguments = op.function, dict(op.arguments or {})
@@ -665,10 +666,34 @@ def _ops_graph(op, args, kwargs):
         params = inspect.signature(function).parameters
     except (TypeError, ValueError):
         return None
-    if "mask" in params or "training" in params:
+    if "mask" in params:
         return None
+    if "training" not in params:
+        return _trace(op.name, function, arguments, args[0])
+    # a call taking ``training``: traced both ways, used only where both compute the same (no dropout, no noise)
+    inference = _trace(op.name, function, {**arguments, "training": False}, args[0])
+    learning = _trace(op.name, function, {**arguments, "training": True}, args[0])
+    if inference is None or learning is None:
+        return None
+    probe = [
+        np.random.default_rng(0).normal(size=[2 if d is None else d for d in t.shape]).astype(t.dtype)
+        for t in inference.inputs
+    ]
+    same = all(
+        np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(
+            keras.tree.flatten(inference(probe if len(probe) > 1 else probe[0])),
+            keras.tree.flatten(learning(probe if len(probe) > 1 else probe[0])),
+        )
+    )
+    return inference if same else None
+
+
+def _trace(name, function, arguments, structure):
+    """``function`` called on symbolic inputs shaped as ``structure``, as a functional model, or None."""
     symbolic = keras.tree.map_structure(
-        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype) if isinstance(t, keras.KerasTensor) else t, args[0]
+        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype) if isinstance(t, keras.KerasTensor) else t,
+        structure,
     )
     inputs = [t for t in keras.tree.flatten(symbolic) if isinstance(t, keras.KerasTensor)]
     if not inputs or len(inputs) != len(keras.tree.flatten(symbolic)):
@@ -680,7 +705,7 @@ def _ops_graph(op, args, kwargs):
             return None
         if any(t is i for t in flat for i in inputs):  # an output that is an input: nothing computed
             return None
-        return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=op.name)
+        return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name)
     except Exception:  # noqa: BLE001 (TensorFlow calls, Python control flow on tensors: left float as it is)
         return None
 
@@ -742,12 +767,12 @@ def quantize_model(
     a following BatchNorm folded in, a following ReLU/ReLU6 fused, outputs quantized on the ranges TFLite gives them.
     Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed (layers without
     state are shared with it as they are). A ``Lambda``, or a custom layer without weights whose ``call`` takes no
-    ``mask`` or ``training``, is traced on symbolic inputs into the Keras ops it computes, and those are quantized as
-    the converter sees them (``quantization_report(new_model).traced``). Layers that cannot be quantized stay float:
-    they are listed by ``keras_eff.quantization.quantization_report(new_model)`` and warned about once (each class
-    once, with its layers' names); one with no quantized implementation gets a range on its output, while a skipped
-    one is float in the file with what reads it. The activation ranges start unset: calibrate (``calibrate``) or train
-    the result before exporting it.
+    ``mask`` (and computes the same whatever its ``training``), is traced on symbolic inputs into the Keras ops it
+    computes, and those are quantized as the converter sees them (``quantization_report(new_model).traced``).
+    Layers that cannot be quantized stay float: they are listed by ``quantization_report(new_model)`` and warned
+    about once (each class once, with its layers' names); one with no quantized implementation gets a range on its
+    output, while a skipped one is float in the file with what reads it. The activation ranges start unset:
+    calibrate (``calibrate``) or train the result before exporting it.
 
     Args:
         model: A float Functional or Sequential Keras 3 model (built). Not changed. Use ``keras_eff.quantize`` on
