@@ -439,7 +439,7 @@ def test_activations_written_as_keras_ops(form):
 # activations the converter splits into several ops: softplus into EXP, ADD, LOG (float islands before)
 CHAINED = [
     "tanh_shrink", "softsign", "sparse_sigmoid", "elu", "celu", "selu", "softplus", "mish", "squareplus",
-    "log_sigmoid", "soft_shrink", "sparse_plus",  # the converter's own PTQ leaves these in float
+    "log_sigmoid", "soft_shrink", "sparse_plus", "hard_shrink",  # the converter's own PTQ leaves these in float
 ]  # fmt: skip
 
 
@@ -469,6 +469,7 @@ CHAIN_FORMS = {
     "elu_layer_alpha": lambda h: layers.ELU(alpha=0.7)(layers.Dense(48)(h)),
     "softplus_op": lambda h: ops.softplus(layers.Dense(48)(h)),
     "soft_shrink_op_threshold": lambda h: ops.soft_shrink(layers.Dense(48)(h), threshold=1.5),
+    "hard_shrink_op_threshold": lambda h: ops.hard_shrink(layers.Dense(48)(h), threshold=2.0),
 }
 
 

@@ -123,6 +123,11 @@ def _squareplus(x, q, b=4.0):
     return q(ops.multiply(q(ops.add(x, root), "sum"), 0.5), "squareplus")
 
 
+def _hard_shrink(x, q, threshold=0.5):
+    """x where |x| > t, else 0: ABS, GREATER (ABS's integers against the threshold), SELECT_V2."""
+    return q(ops.where(ops.greater(q(ops.abs(x), "abs"), float(threshold)), x, 0.0), "hard_shrink")
+
+
 def _sqrt(x, q):
     """SQRT, which truncates onto its output grid (an ``ops.sqrt`` in a functional graph or a traced Lambda)."""
     return q(ops.sqrt(x), "sqrt", truncates=True)
@@ -148,6 +153,7 @@ CHAINS = {
     "log_sigmoid": _log_sigmoid,
     "soft_shrink": _soft_shrink,
     "sparse_plus": _sparse_plus,
+    "hard_shrink": _hard_shrink,
     "sqrt": _sqrt,
 }
 
@@ -166,6 +172,7 @@ OP_CHAINS = {
     "LogSigmoid": ("log_sigmoid", ()),
     "SoftShrink": ("soft_shrink", ("threshold",)),
     "SparsePlus": ("sparse_plus", ()),
+    "HardShrink": ("hard_shrink", ("threshold",)),
     "Sqrt": ("sqrt", ()),
 }
 
@@ -179,8 +186,8 @@ def chain(name, x, q, **params):
         q: ``q(tensor, step, fixed_range=None, truncates=False) -> tensor``: puts ``tensor`` on the grid of the step
             ``step`` (a range learned or calibrated, or TFLite's fixed one; ``truncates``: the int8 op truncates
             onto it instead of rounding).
-        **params: The activation's parameters (ELU's and CELU's ``alpha``, squareplus's ``b``, soft_shrink's
-            ``threshold``).
+        **params: The activation's parameters (ELU's and CELU's ``alpha``, squareplus's ``b``, soft_shrink's and
+            hard_shrink's ``threshold``).
 
     Returns:
         The activation's output, on the last step's grid (the step named after the activation).

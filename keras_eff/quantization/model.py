@@ -411,6 +411,8 @@ class _Quantizer:
                     a if isinstance(a, keras.KerasTensor) else integer_inference.on_constant_grid(a) for a in args
                 )
             out = op(*args, **kwargs)
+            if not all("float" in str(t.dtype) for t in keras.tree.flatten(out)):
+                return out  # a comparison's booleans, an argmax's indices: not on an int8 grid
             readers, act = ([], None) if facts.fixed_range else self._fusable_readers(rb, node)
             if act:
                 out = layers.Activation(act)(out)

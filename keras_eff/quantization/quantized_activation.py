@@ -32,10 +32,10 @@ class QuantizedActivation(CompositeQuantized):
     Args:
         activation: One of ``activation_steps.CHAINS``: ``"hard_sigmoid"``, ``"tanh_shrink"``, ``"softsign"``,
             ``"sparse_sigmoid"``, ``"elu"``, ``"celu"``, ``"selu"``, ``"softplus"``, ``"mish"``,
-            ``"squareplus"``, ``"log_sigmoid"``, ``"soft_shrink"``, ``"sparse_plus"``.
+            ``"squareplus"``, ``"log_sigmoid"``, ``"soft_shrink"``, ``"sparse_plus"``, ``"hard_shrink"``.
         alpha: ELU's and CELU's α (None: Keras's default, 1.0); refused for the others.
         b: squareplus's b (None: Keras's default, 4); refused for the others.
-        threshold: soft_shrink's threshold (None: Keras's default, 0.5); refused for the others.
+        threshold: soft_shrink's and hard_shrink's threshold (None: Keras's default, 0.5); refused for the others.
         bits: Bits of every step's range.
         symmetric: Symmetric ranges.
         ema_decay: Decay of the moving averages that train the ranges.
@@ -82,8 +82,10 @@ class QuantizedActivation(CompositeQuantized):
             raise ValueError(f"QuantizedActivation: alpha applies to 'elu' and 'celu', not to {activation!r}")
         if b is not None and activation != "squareplus":
             raise ValueError(f"QuantizedActivation: b applies to 'squareplus', not to {activation!r}")
-        if threshold is not None and activation != "soft_shrink":
-            raise ValueError(f"QuantizedActivation: threshold applies to 'soft_shrink', not to {activation!r}")
+        if threshold is not None and activation not in ("soft_shrink", "hard_shrink"):
+            raise ValueError(
+                f"QuantizedActivation: threshold applies to 'soft_shrink' and 'hard_shrink', not to {activation!r}"
+            )
         self.activation = activation
         self.alpha = None if alpha is None else float(alpha)
         self.b = None if b is None else float(b)
