@@ -10,7 +10,7 @@ from keras import layers, ops
 
 import keras_eff as ke
 import tflite_export as te
-from keras_eff.quantization import QuantizedConstantOp, quantization_report, set_integer_kernels
+from keras_eff.quantization import ClipOnInputGrid, QuantizedConstantOp, quantization_report, set_integer_kernels
 
 MEAN = np.array([123.7, 116.8, 103.9], np.float32)
 STD = np.array([58.4, 57.1, 57.4], np.float32)
@@ -149,3 +149,31 @@ def test_a_custom_layer_taking_training_is_traced_only_where_both_modes_agree(la
         assert report.float_layers == [("custom", "NoisyTraining has no quantized implementation")]
         assert any("NoisyTraining (custom)" in str(w.message) for w in caught)
         assert q.get_layer("custom_output_range").after_float  # its readers read int8
+
+
+BOUNDS = {
+    "ops.minimum(x, 0.5)": lambda t: ops.minimum(t, 0.5),
+    "ops.maximum(x, 0.3)": lambda t: ops.maximum(t, 0.3),
+    "ops.clip(x, 0.1, 0.9)": lambda t: ops.clip(t, 0.1, 0.9),
+}
+
+
+@pytest.mark.parametrize("name", list(BOUNDS))
+def test_constant_bounds_stay_on_their_inputs_grid(name, tmp_path):
+    """TFLite's int8 MAXIMUM and MINIMUM keep one grid for inputs and output: a range of their own made the file
+    requantize (ops.minimum(x, 0.5) was 3 LSB off, a clip 2 LSB with a QUANTIZE between its two ops)."""
+    q = _quantized(_model(BOUNDS[name]), _data(1.0))
+    assert any(isinstance(l, ClipOnInputGrid) for l in q.layers)
+    x = _data(1.0, seed=1)
+    data = te.to_tflite(q)
+    names = te.read_graph(data).op_names()
+    assert "QUANTIZE" not in names and te.find_float_islands(data) == []
+    assert te.compare(q, data, x).max_lsb_diff == 0
+    q.save(tmp_path / "q.keras")
+    loaded = keras.saving.load_model(tmp_path / "q.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), q.predict(x, verbose=0))
+
+
+def test_clip_on_input_grid_needs_a_bound():
+    with pytest.raises(ValueError, match="give low, high or both"):
+        ClipOnInputGrid()

@@ -4,7 +4,7 @@ from ..options import deprecated_aliases as _deprecated_aliases
 from .calibration import activation_quantizers, calibrate
 from .callbacks import FreezeBatchNorm, FreezeRanges
 from .config import LayerQuantSpec, QuantConfig
-from .constant_op import QuantizedConstantOp
+from .constant_op import ClipOnInputGrid, QuantizedConstantOp
 from .mixed_precision import MixedPrecisionConfig, MixedPrecisionResult, layer_sensitivity, mixed_precision
 from .model import quantize, quantize_model, set_integer_kernels
 from .placement import place_ranges
@@ -16,6 +16,7 @@ from .wrapper import QuantizeWrapper
 __all__ = [
     "FIXED_RANGES",
     "ActivationQuantizer",
+    "ClipOnInputGrid",
     "FreezeBatchNorm",
     "FreezeRanges",
     "LayerQuantSpec",

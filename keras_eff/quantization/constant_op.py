@@ -12,8 +12,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..layers import LayerFacts
 from . import integer_inference as integer
 from .composite import CompositeQuantized, PlacedInput
+from .export_view import ExportView
 
 OPS = ("add", "subtract", "multiply")
 # the fused activations a following ReLU, ReLU6 or clip to [-1, 1] become (quantize_model fuses them into the op)
@@ -112,4 +114,63 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
             "constant": self.constant.tolist(),
             "constant_first": self.constant_first,
             "fused_activation": self.fused_activation,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_eff")
+class ClipOnInputGrid(PlacedInput, ExportView, keras.layers.Layer):
+    """``ops.maximum(x, low)``, ``ops.minimum(x, high)`` or ``ops.clip(x, low, high)`` with constant bounds, on its
+    input's grid: TFLite's int8 MAXIMUM and MINIMUM keep one grid for inputs and output, the constant rounded onto
+    it. A range of its own made the file requantize (2–3 LSB off).
+
+    Args:
+        low: The lower bound (a number or a list broadcast against the input), or None.
+        high: The upper bound, or None.
+        input_range: The input's grid, from a saved config (``placement.place_ranges`` hands it in otherwise).
+        **kwargs: Keras layer arguments (``name`` ...).
+
+    Raises:
+        ValueError: If neither bound is given.
+
+    Example:
+        ```python
+        y = keras_eff.quantization.ClipOnInputGrid(high=0.5)(x)  # ops.minimum(x, 0.5) on x's grid
+        ```
+    """
+
+    on_input_grid = True  # placement hands it its input's range
+
+    def __init__(self, low=None, high=None, input_range=None, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        if low is None and high is None:
+            raise ValueError("ClipOnInputGrid: give low, high or both")
+        self.low = None if low is None else np.asarray(low, np.float32)
+        self.high = None if high is None else np.asarray(high, np.float32)
+        self._place_saved(input_range)
+
+    def keras_eff_facts(self):
+        return LayerFacts(output_range="inherit", channels="pass")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def _bound(self, value, training):
+        """A bound where the file holds it: rounded onto the input's grid once that grid is known."""
+        q = self._input_range
+        if value is None or q is None or q.calibrating or self._export_view:
+            return value
+        return q.fake_quantize(ops.convert_to_tensor(value), training=training)
+
+    def call(self, x, training=None):
+        high, low = self._bound(self.high, training), self._bound(self.low, training)
+        if high is not None:
+            x = ops.minimum(x, high)
+        return x if low is None else ops.maximum(x, low)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "low": None if self.low is None else self.low.tolist(),
+            "high": None if self.high is None else self.high.tolist(),
         }

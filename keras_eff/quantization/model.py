@@ -38,7 +38,7 @@ from . import activation_steps, attention, integer_inference, layer_ops
 from . import preserve as preserve_lib
 from .composite import CompositeQuantized
 from .config import QuantConfig
-from .constant_op import QuantizedConstantOp
+from .constant_op import ClipOnInputGrid, QuantizedConstantOp
 from .layer_norm import QuantizedNormalization
 from .placement import place_ranges
 from .quantized_activation import QuantizedActivation
@@ -403,6 +403,10 @@ class _Quantizer:
                 if type(op).__name__ == "Stack":  # ops.stack(xs, axis): concatenated along a new axis
                     args = ([ops.expand_dims(t, op.axis) for t in args[0]],)
                 return self._transform(rb, node, args[:1], {}, as_layer=layer)
+            bounds = _constant_bounds(op, args, kwargs)
+            if bounds is not None:  # MAXIMUM / MINIMUM with a constant: on the input's grid, as in the file
+                x, low, high = bounds
+                return ClipOnInputGrid(low=low, high=high, name=op.name)(x)
             with_constant = self._constant_op(rb, node, op, args, kwargs)
             if with_constant is not None:
                 return with_constant
@@ -528,7 +532,7 @@ class _Quantizer:
             return None
         first = not isinstance(args[0], keras.KerasTensor)
         constant = args[0] if first else args[1]
-        if not isinstance(constant, (int, float, np.ndarray, np.number, list, tuple)):
+        if not _is_constant(constant):
             return None
         if kind == "divide":  # the converter multiplies by the reciprocal, computed in float32
             if first:
@@ -646,6 +650,29 @@ class _Quantizer:
 # A quantized layer computes in float32 under any mixed-precision policy: TensorFlow's FakeQuant ops are float32
 # only, and a float16 tensor between two int8 grids would reach the int8 file as CAST ops (a float island).
 _FLOAT32 = {"dtype": "float32"}
+
+
+def _is_constant(value) -> bool:
+    return isinstance(value, (int, float, np.ndarray, np.number, list, tuple)) and not isinstance(value, bool)
+
+
+def _constant_bounds(op, args, kwargs):
+    """``(tensor, low, high)`` for ``ops.clip(x, low, high)``, ``ops.maximum(x, low)`` or ``ops.minimum(x, high)``
+    with constant bounds; else None."""
+    name = type(op).__name__
+    if kwargs:
+        return None
+    if name == "Clip" and len(args) == 1 and isinstance(args[0], keras.KerasTensor):
+        if _is_constant(op.x_min) and _is_constant(op.x_max):
+            return args[0], op.x_min, op.x_max
+        return None
+    if name not in ("Maximum", "Minimum") or len(args) != 2:
+        return None
+    tensors = [a for a in args if isinstance(a, keras.KerasTensor)]
+    constant = args[1] if isinstance(args[0], keras.KerasTensor) else args[0]
+    if len(tensors) != 1 or not _is_constant(constant):
+        return None
+    return (tensors[0], constant, None) if name == "Maximum" else (tensors[0], None, constant)
 
 
 def _ops_graph(op, args, kwargs):

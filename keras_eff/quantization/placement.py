@@ -163,6 +163,10 @@ class _Placer:
                 nodes = getattr(layer, "_inbound_nodes", None) or []  # a composite layer that emulates LiteRT
                 layer.place(*([self.tensor_range(t) for t in nodes[0].input_tensors] if nodes else []))
                 continue
+            if getattr(layer, "on_input_grid", False) and callable(getattr(layer, "place", None)):
+                nodes = getattr(layer, "_inbound_nodes", None) or []  # a clip on its input's grid
+                layer.place(self.tensor_range(nodes[0].input_tensors[0]) if nodes else None)
+                continue
             if not _is_wrapper(layer):
                 continue
             nodes = getattr(layer, "_inbound_nodes", None) or []
