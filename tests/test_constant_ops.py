@@ -58,6 +58,10 @@ def test_preprocessing_at_the_input_is_bit_exact(name):
     set_integer_kernels(q, "builtin")
     cmp = te.compare(q, data, x, kernels="builtin")
     assert cmp.max_lsb_diff <= 1, cmp
+    set_integer_kernels(q, "micro")  # TFLite Micro's reference ADD, SUB and MUL: bit-exact
+    scale_out, zp = te.TFLiteModel(data).outputs[0]["quantization"]
+    micro = np.asarray(te.run_micro(data, x[:100])[0])
+    np.testing.assert_array_equal(te.runtime.quantize(q.predict(x[:100], verbose=0), scale_out, zp), micro)
 
 
 def test_a_relu_after_the_op_is_fused_and_the_layer_saves(tmp_path):
