@@ -1,5 +1,5 @@
-"""Code as users write it around convolutions: Lambda layers, a custom layer without weights, and the arithmetic on
-constants they put at a model's input (``x * 2.0 - 1.0``, ``(x - mean) / std``). Does keras-eff's int8 file compute
+"""Code as users write it around convolutions: Lambda layers, a custom layer without weights, the arithmetic on
+constants they put at a model's input (``x * 2.0 - 1.0``, ``(x - mean) / std``) and constant bounds. Does keras-eff's int8 file compute
 what its simulation computes, and does it keep the float model's decisions, beside the converter's own post-training
 quantization of the float model?
 
@@ -45,6 +45,8 @@ def _forms():
         "(x - 0.5) / 0.25": ("input", False, lambda t: (t - 0.5) / 0.25),
         "(x - mean) / std, per channel": ("input", True, lambda t: (t - mean) / std),
         "Lambda(x / 255)": ("input", True, lambda t: lam(lambda v: v / 255.0)(t)),
+        "ops.minimum(x, 0.5)": ("middle", False, lambda t: ops.minimum(t, 0.5)),
+        "ops.clip(x, 0.1, 0.9)": ("middle", False, lambda t: ops.clip(t, 0.1, 0.9)),
         "Lambda(x * 2)": ("middle", False, lambda t: lam(lambda v: v * 2.0)(t)),
         "Lambda(x + 1)": ("middle", False, lambda t: lam(lambda v: v + 1.0)(t)),
         "Lambda(tanh)": ("middle", False, lambda t: lam(lambda v: ops.tanh(v))(t)),
@@ -96,8 +98,9 @@ def main(argv=None):
     notes = (
         f"{len(rows)} forms: {len(exact)} exported by keras-eff ({sum(r['max LSB'] == 0 for r in exact)} bit-exact "
         f"on every output), {sum(r['converter PTQ int8'] == 'full int8' for r in rows)} full int8 by the "
-        "converter's own PTQ. keras-eff traces a Lambda or a custom layer without weights into its Keras ops and "
-        "computes an op with a constant operand as the file's integer ADD, SUB or MUL. `Lambda(sin)` is refused "
+        "converter's own PTQ. keras-eff traces a Lambda or a custom layer without weights into its Keras ops, "
+        "computes an op with a constant operand as the file's integer ADD, SUB or MUL, and keeps a constant "
+        "minimum, maximum or clip on its input's grid. `Lambda(sin)` is refused "
         "without `allow_float` (TFLite has no int8 SIN). 'argmax vs float': agreement of the int8 file's "
         f"predictions with the float model's (untrained layers: what int8 loses, not an accuracy). {ROWS:,} rows; "
         "calibration and the converter's representative data: the first 256.\n\n"

@@ -43,6 +43,17 @@ def _quantized(model, x):
     return q
 
 
+def _exact_and_saved(q, x, tmp_path) -> list:
+    """Exports ``q`` full int8, checks it bit-exact on XNNPACK and its ``.keras`` round trip; the file's op names."""
+    data = te.to_tflite(q)
+    assert te.find_float_islands(data) == []
+    assert te.compare(q, data, x).max_lsb_diff == 0
+    q.save(tmp_path / "q.keras")
+    loaded = keras.saving.load_model(tmp_path / "q.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), q.predict(x, verbose=0))
+    return te.read_graph(data).op_names()
+
+
 @pytest.mark.parametrize("name", list(PREPROCESSING))
 def test_preprocessing_at_the_input_is_bit_exact(name):
     """Computed in float, x·2 − 1 and its kin settled the rounding ties of the file's ADD/SUB otherwise (2 LSB at
@@ -69,13 +80,8 @@ def test_a_relu_after_the_op_is_fused_and_the_layer_saves(tmp_path):
     q = _quantized(_model(lambda t: ops.relu(t * 2.0 - 1.0)), x)
     op = [l for l in q.layers if isinstance(l, QuantizedConstantOp)][-1]
     assert op.op == "subtract" and op.fused_activation == "relu"
-    data = te.to_tflite(q)
-    names = te.read_graph(data).op_names()
+    names = _exact_and_saved(q, x, tmp_path)
     assert "RELU" not in names and names.count("SUB") == 1  # fused into the SUB, as the converter does
-    assert te.compare(q, data, x).max_lsb_diff == 0
-    q.save(tmp_path / "q.keras")
-    loaded = keras.saving.load_model(tmp_path / "q.keras")
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), q.predict(x, verbose=0))
 
 
 def test_constant_op_refuses_what_it_cannot_compute():
@@ -168,14 +174,7 @@ def test_constant_bounds_stay_on_their_inputs_grid(name, tmp_path):
     requantize (ops.minimum(x, 0.5) was 3 LSB off, a clip 2 LSB with a QUANTIZE between its two ops)."""
     q = _quantized(_model(BOUNDS[name]), _data(1.0))
     assert any(isinstance(l, ClipOnInputGrid) for l in q.layers)
-    x = _data(1.0, seed=1)
-    data = te.to_tflite(q)
-    names = te.read_graph(data).op_names()
-    assert "QUANTIZE" not in names and te.find_float_islands(data) == []
-    assert te.compare(q, data, x).max_lsb_diff == 0
-    q.save(tmp_path / "q.keras")
-    loaded = keras.saving.load_model(tmp_path / "q.keras")
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), q.predict(x, verbose=0))
+    assert "QUANTIZE" not in _exact_and_saved(q, _data(1.0, seed=1), tmp_path)
 
 
 def test_clip_on_input_grid_needs_a_bound():
