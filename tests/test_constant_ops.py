@@ -68,7 +68,7 @@ def test_preprocessing_at_the_input_is_bit_exact(name):
     assert cmp.max_lsb_diff == 0, cmp
     set_integer_kernels(q, "builtin")
     cmp = te.compare(q, data, x, kernels="builtin")
-    assert cmp.max_lsb_diff <= 1, cmp
+    assert cmp.max_lsb_diff == 0, cmp
     set_integer_kernels(q, "micro")  # TFLite Micro's reference ADD, SUB and MUL: bit-exact
     scale_out, zp = te.TFLiteModel(data).outputs[0]["quantization"]
     micro = np.asarray(te.run_micro(data, x[:100])[0])

@@ -91,9 +91,13 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         s_in = self._input_range.tflite_scale()
         if self.op == "multiply":
             return integer.multiply([x, c], [s_in, s_c], out.tflite_scale(), self.integer_kernels)
+        kernels = self.integer_kernels
         if self.op == "subtract":  # SUB: ADD with the second operand's multiplier negated
             x, c = (-x, c) if self.constant_first else (x, -c)
-        return integer.add([x, c], [s_in, s_c], out.tflite_scale(), self.integer_kernels)
+            # LiteRT's int8 SUB is its reference kernel (rounding ties away from zero), also with the built-in
+            # kernels, whose ADD is the optimized one (ties upward)
+            kernels = "micro" if kernels == "builtin" else kernels
+        return integer.add([x, c], [s_in, s_c], out.tflite_scale(), kernels)
 
     def call(self, x, training=None):
         out = self.final_quantizer
