@@ -1,7 +1,7 @@
 """Code as users write it around convolutions: Lambda layers, a custom layer without weights, the arithmetic on
-constants they put at a model's input (``x * 2.0 - 1.0``, ``(x - mean) / std``) and constant bounds. Does keras-eff's int8 file compute
-what its simulation computes, and does it keep the float model's decisions, beside the converter's own post-training
-quantization of the float model?
+constants they put at a model's input (``x * 2.0 - 1.0``, ``(x - mean) / std``) and constant bounds. Does
+keras-eff's int8 file compute what its simulation computes, and does it keep the float model's decisions, beside the
+converter's own post-training quantization of the float model?
 
 Each form sits in a small CNN (16×16×3 input → [form] → Conv 8 ReLU → [form] → Conv 4 → Dense 10): "input" rows
 put it on the model's input, "middle" rows between the two convolutions. The columns are those of
