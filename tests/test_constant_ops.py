@@ -130,6 +130,14 @@ class GatedTraining(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="test_constant_ops")
+class WithMaskArgument(layers.Layer):
+    """Declares ``mask`` (for masking support), which no mask reaches here: traced."""
+
+    def call(self, x, mask=None, training=None):
+        return ops.tanh(x) * 0.5 + 0.5
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
 class NoisyTraining(layers.Layer):
     """Computes otherwise in training (Gaussian noise): a trace would lose that, so it stays float."""
 
@@ -139,8 +147,8 @@ class NoisyTraining(layers.Layer):
         return x * 1.0
 
 
-@pytest.mark.parametrize("layer_class", [GatedTraining, NoisyTraining])
-def test_a_custom_layer_taking_training_is_traced_only_where_both_modes_agree(layer_class):
+@pytest.mark.parametrize("layer_class", [GatedTraining, WithMaskArgument, NoisyTraining])
+def test_a_custom_layer_taking_training_or_mask_is_traced_only_where_both_modes_agree(layer_class):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
     h = layers.Conv2D(8, 3)(inputs)
@@ -152,7 +160,7 @@ def test_a_custom_layer_taking_training_is_traced_only_where_both_modes_agree(la
     report = quantization_report(q)
     x = _data(1.0)
     ke.calibrate(q, x[:64], progress=False)
-    if layer_class is GatedTraining:
+    if layer_class is not NoisyTraining:
         assert report.traced == ["custom"] and not caught
         assert te.compare(q, te.to_tflite(q), x).max_lsb_diff == 0
     else:

@@ -101,7 +101,7 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
 
     def call(self, x, training=None):
         out = self.final_quantizer
-        if self._emulates(training, self._input_range, out) and not out.calibrating:
+        if self._emulates(training, self._input_range, out):
             y = self._integer(x)
         else:
             y = self._float(x)

@@ -677,8 +677,8 @@ def _constant_bounds(op, args, kwargs):
 
 def _ops_graph(op, args, kwargs):
     """A functional model of the Keras ops a stateless layer computes (a ``Lambda``, a custom layer without
-    weights), traced by calling its function on symbolic inputs; None where that cannot be done (weights, a ``mask``
-    argument, a ``training`` argument that changes what it computes, TensorFlow calls that refuse symbolic tensors,
+    weights), traced by calling its function on symbolic inputs; None where that cannot be done (weights, a mask
+    passed to it, a ``training`` argument that changes what it computes, TensorFlow calls that refuse symbolic tensors,
     an output that is not computed).
 
     The converter sees such a layer as the ops it is made of and quantizes each one where TFLite has an int8 kernel;
@@ -695,8 +695,8 @@ def _ops_graph(op, args, kwargs):
         params = inspect.signature(function).parameters
     except (TypeError, ValueError):
         return None
-    if "mask" in params:
-        return None
+    if "mask" in params:  # no mask reaches the layer here (checked above): called with none
+        arguments = {**arguments, "mask": None}
     if "training" not in params:
         return _trace(op.name, function, arguments, args[0])
     # a call taking ``training``: traced both ways, used only where both compute the same (no dropout, no noise)
@@ -795,8 +795,8 @@ def quantize_model(
     Quantizers are placed where int8 TFLite materializes tensors (see the module docstring): kernels fake-quantized,
     a following BatchNorm folded in, a following ReLU/ReLU6 fused, outputs quantized on the ranges TFLite gives them.
     Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed (layers without
-    state are shared with it as they are). A ``Lambda``, or a custom layer without weights whose ``call`` takes no
-    ``mask`` (and computes the same whatever its ``training``), is traced on symbolic inputs into the Keras ops it
+    state are shared with it as they are). A ``Lambda``, or a custom layer without weights that no mask reaches
+    (and that computes the same whatever its ``training``), is traced on symbolic inputs into the Keras ops it
     computes, and those are quantized as the converter sees them (``quantization_report(new_model).traced``).
     Layers that cannot be quantized stay float: they are listed by ``quantization_report(new_model)`` and warned
     about once (each class once, with its layers' names); one with no quantized implementation gets a range on its
