@@ -142,8 +142,6 @@ class ClipOnInputGrid(PlacedInput, ExportView, keras.layers.Layer):
         ```
     """
 
-    on_input_grid = True  # placement hands it its input's range
-
     def __init__(self, low=None, high=None, input_range=None, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)

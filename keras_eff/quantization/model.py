@@ -43,7 +43,7 @@ from .layer_norm import QuantizedNormalization
 from .placement import place_ranges
 from .quantized_activation import QuantizedActivation
 from .quantizers import ActivationQuantizer
-from .report import NO_IMPLEMENTATION, SKIPPED, QuantizationReport
+from .report import NO_IMPLEMENTATION, SKIPPED, QuantizationReport, owned_ranges
 from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
 
 _OP_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "HardTanh": "hard_tanh"}  # Keras op nodes, by class name
@@ -751,22 +751,11 @@ def _mark_traced(outputs, inputs, name) -> bool:
             continue
         seen.add(id(tensor))
         producer = history.operation
-        for q in _ranges_of(producer):
+        for q in owned_ranges(producer):  # (the walk stops at the traced layer's inputs: no model input range)
             q.traced_from = name
             marked = True
         stack.extend(producer._inbound_nodes[history.node_index].input_tensors)
     return marked
-
-
-def _ranges_of(op) -> list:
-    """The activation ranges a layer of a quantized graph owns (none for a model's input range)."""
-    if isinstance(op, ActivationQuantizer):
-        return [] if op.model_input else [op]
-    if isinstance(op, CompositeQuantized):
-        return list(op.step_quantizers)
-    if isinstance(op, QuantizeWrapper):
-        return [q for q in (op.output_quantizer, op.post_quantizer) if q is not None]
-    return []
 
 
 def _in_float32(layer):

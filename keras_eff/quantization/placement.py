@@ -159,13 +159,10 @@ class _Placer:
                             self.outer[id(t_in._keras_history.operation)] = found
                 self.place(layer)
         for layer in model.layers:
-            if getattr(layer, "final_quantizer", None) is not None and callable(getattr(layer, "place", None)):
-                nodes = getattr(layer, "_inbound_nodes", None) or []  # a composite layer that emulates LiteRT
+            if not _is_wrapper(layer) and callable(getattr(layer, "place", None)):
+                # a composite layer that emulates LiteRT, a clip on its input's grid: each input's range, in order
+                nodes = getattr(layer, "_inbound_nodes", None) or []
                 layer.place(*([self.tensor_range(t) for t in nodes[0].input_tensors] if nodes else []))
-                continue
-            if getattr(layer, "on_input_grid", False) and callable(getattr(layer, "place", None)):
-                nodes = getattr(layer, "_inbound_nodes", None) or []  # a clip on its input's grid
-                layer.place(self.tensor_range(nodes[0].input_tensors[0]) if nodes else None)
                 continue
             if not _is_wrapper(layer):
                 continue

@@ -169,15 +169,21 @@ def _feeds_only_ranges(info, node) -> bool:
     )
 
 
+def owned_ranges(op) -> list:
+    """The activation ranges a layer of a quantized graph owns: itself for an `ActivationQuantizer`, a composite
+    layer's steps, a wrapper's own quantizers; none for other layers."""
+    if isinstance(op, ActivationQuantizer):
+        return [op]
+    if isinstance(op, CompositeQuantized):
+        return list(op.step_quantizers)
+    if isinstance(op, QuantizeWrapper):
+        return [q for q in op._owned() if q is not None]
+    return []
+
+
 def _traced_from(op):
     """The name of the traced layer whose ops ``op`` quantizes (``ActivationQuantizer.traced_from``), or None."""
-    if isinstance(op, CompositeQuantized):
-        ranges = op.step_quantizers
-    elif isinstance(op, QuantizeWrapper):
-        ranges = [q for q in (op.output_quantizer, op.post_quantizer) if q is not None]
-    else:
-        ranges = [op] if isinstance(op, ActivationQuantizer) else []
-    return next((q.traced_from for q in ranges if q.traced_from), None)
+    return next((q.traced_from for q in owned_ranges(op) if q.traced_from), None)
 
 
 def _walk(model, report):
