@@ -16,10 +16,9 @@ from ..layers import LayerFacts
 from . import integer_inference as integer
 from .composite import CompositeQuantized, PlacedInput
 from .export_view import ExportView
+from .wrapper import FUSED_ACTIVATIONS, _fused
 
 OPS = ("add", "subtract", "multiply")
-# the fused activations a following ReLU, ReLU6 or clip to [-1, 1] become (quantize_model fuses them into the op)
-_FUSED = {"linear": None, "relu": (0.0, None), "relu6": (0.0, 6.0), "hard_tanh": (-1.0, 1.0)}
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
@@ -65,8 +64,10 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         super().__init__(**kwargs)
         if op not in OPS:
             raise ValueError(f"QuantizedConstantOp: op={op!r}; one of {', '.join(OPS)}")
-        if fused_activation not in _FUSED:
-            raise ValueError(f"QuantizedConstantOp: fused_activation={fused_activation!r}; one of {', '.join(_FUSED)}")
+        if fused_activation not in FUSED_ACTIVATIONS:
+            raise ValueError(
+                f"QuantizedConstantOp: fused_activation={fused_activation!r}; one of {', '.join(FUSED_ACTIVATIONS)}"
+            )
         self.op = op
         self.constant = np.asarray(constant, np.float32)
         self.constant_first = bool(constant_first)
@@ -105,11 +106,7 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
             y = self._integer(x)
         else:
             y = self._float(x)
-        bounds = _FUSED[self.fused_activation]
-        if bounds is not None:
-            lo, hi = bounds
-            y = ops.maximum(y, lo) if hi is None else ops.clip(y, lo, hi)
-        return out(y, training=training)
+        return out(_fused(self.fused_activation, y), training=training)
 
     def get_config(self):
         return {
