@@ -84,6 +84,12 @@ def test_a_relu_after_the_op_is_fused_and_the_layer_saves(tmp_path):
     assert "RELU" not in names and names.count("SUB") == 1  # fused into the SUB, as the converter does
 
 
+def test_constant_op_keeps_the_batch_size_unknown():
+    inputs = keras.Input((8, 8, 3))
+    assert QuantizedConstantOp("subtract", MEAN)(inputs).shape == (None, 8, 8, 3)
+    assert QuantizedConstantOp("multiply", [[2.0]] * 8, constant_first=True)(inputs).shape == (None, 8, 8, 3)
+
+
 def test_constant_op_refuses_what_it_cannot_compute():
     with pytest.raises(ValueError, match="op='divide'.*add, subtract, multiply"):
         QuantizedConstantOp("divide", 2.0)

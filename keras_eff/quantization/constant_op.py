@@ -76,7 +76,12 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         self._place_saved(input_range)  # the input's grid (placement.place_ranges)
 
     def compute_output_shape(self, input_shape):
-        return tuple(np.broadcast_shapes(tuple(1 if d is None else d for d in input_shape), self.constant.shape))
+        shape = list(np.broadcast_shapes(tuple(1 if d is None else d for d in input_shape), self.constant.shape))
+        offset = len(shape) - len(input_shape)
+        for i, d in enumerate(input_shape):  # an unknown size (the batch) stays unknown where the constant is 1 wide
+            if d is None and shape[offset + i] == 1:
+                shape[offset + i] = None
+        return tuple(shape)
 
     def _float(self, x):
         """The op on the constant as the file holds it (its int8 grid), in float."""
