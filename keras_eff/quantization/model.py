@@ -527,13 +527,10 @@ class _Quantizer:
         """An ADD, SUB or MUL of a tensor and a constant as a `QuantizedConstantOp` (the integer arithmetic of the
         file at inference), a following ReLU fused; None for any other op."""
         kind = _CONSTANT_OPS.get(type(op).__name__)
-        tensors = [a for a in args if isinstance(a, keras.KerasTensor)]
-        if kind is None or kwargs or len(args) != 2 or len(tensors) != 1:
+        split = None if kind is None or kwargs else _tensor_and_constant(args)
+        if split is None:
             return None
-        first = not isinstance(args[0], keras.KerasTensor)
-        constant = args[0] if first else args[1]
-        if not _is_constant(constant):
-            return None
+        tensor, constant, first = split
         if kind == "divide":  # the converter multiplies by the reciprocal, computed in float32
             if first:
                 return None
@@ -544,7 +541,7 @@ class _Quantizer:
         )
         for reader in readers:
             rb.absorb(reader)
-        return layer(tensors[0])
+        return layer(tensor)
 
     def _chain(self, op, spec, x, name, params=None, report=True, suffix=""):
         """An activation TFLite has no single int8 op for (hard_sigmoid, softplus, mish, ELU ...; a layer, a Keras op,
@@ -666,13 +663,22 @@ def _constant_bounds(op, args, kwargs):
         if _is_constant(op.x_min) and _is_constant(op.x_max):
             return args[0], op.x_min, op.x_max
         return None
-    if name not in ("Maximum", "Minimum") or len(args) != 2:
+    split = _tensor_and_constant(args) if name in ("Maximum", "Minimum") else None
+    if split is None:
         return None
-    tensors = [a for a in args if isinstance(a, keras.KerasTensor)]
-    constant = args[1] if isinstance(args[0], keras.KerasTensor) else args[0]
-    if len(tensors) != 1 or not _is_constant(constant):
+    tensor, constant, _ = split
+    return (tensor, constant, None) if name == "Maximum" else (tensor, None, constant)
+
+
+def _tensor_and_constant(args):
+    """``(tensor, constant, constant first?)`` for a binary op node of one tensor and one constant; else None."""
+    if len(args) != 2:
         return None
-    return (tensors[0], constant, None) if name == "Maximum" else (tensors[0], None, constant)
+    first = not isinstance(args[0], keras.KerasTensor)
+    tensor, constant = (args[1], args[0]) if first else args
+    if not isinstance(tensor, keras.KerasTensor) or not _is_constant(constant):
+        return None
+    return tensor, constant, first
 
 
 def _ops_graph(op, args, kwargs):
