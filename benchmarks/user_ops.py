@@ -36,6 +36,25 @@ def _forms():
         def call(self, x):
             return x * ops.sigmoid(x)
 
+    @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
+    class ChannelAffine(layers.Layer):  # a user's layer whose weights are operands: x * gamma + beta
+        def build(self, input_shape):
+            init = keras.initializers
+            self.gamma = self.add_weight(name="gamma", shape=input_shape[-1:], initializer=init.RandomUniform(0.5, 2.0))
+            self.beta = self.add_weight(name="beta", shape=input_shape[-1:], initializer=init.RandomNormal(0.0, 0.3))
+
+        def call(self, x):
+            return x * self.gamma + self.beta
+
+    @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
+    class ChannelMix(layers.Layer):  # a user's layer whose weight feeds a matmul: not traced, kept float
+        def build(self, input_shape):
+            c = input_shape[-1]
+            self.mix = self.add_weight(name="mix", shape=(c, c), initializer=keras.initializers.Orthogonal(seed=0))
+
+        def call(self, x):
+            return ops.matmul(x, self.mix)
+
     mean, std = np.array(MEAN, np.float32), np.array(STD, np.float32)
     lam = layers.Lambda
     return {
@@ -60,6 +79,8 @@ def _forms():
         "Lambda(x * x)": ("middle", False, lambda t: lam(lambda v: v * v)(t)),
         "Lambda(sin)": ("middle", False, lambda t: lam(lambda v: ops.sin(v))(t)),
         "custom layer x * sigmoid(x)": ("middle", False, lambda t: Swish()(t)),
+        "custom layer x * gamma + beta (weights)": ("middle", False, lambda t: ChannelAffine()(t)),
+        "custom layer x @ w (weights)": ("middle", False, lambda t: ChannelMix()(t)),
     }
 
 
@@ -96,8 +117,9 @@ def main(argv=None):
     notes = (
         f"{len(rows)} forms: {len(exact)} exported by keras-eff ({sum(r['max LSB'] == 0 for r in exact)} bit-exact "
         f"on every output), {sum(r['converter PTQ int8'] == 'full int8' for r in rows)} full int8 by the "
-        "converter's own PTQ. keras-eff traces a Lambda or a custom layer without weights into its Keras ops, "
-        "computes an op with a constant operand as the file's integer ADD, SUB or MUL, and keeps a constant "
+        "converter's own PTQ. keras-eff traces a Lambda, or a custom layer without weights or whose weights are "
+        "operands of ADD, SUB or MUL or a matmul's kernel (they stay trainable), into its Keras ops, computes an op "
+        "with a constant operand as the file's integer ADD, SUB or MUL, and keeps a constant "
         "minimum, maximum or clip on its input's grid. `Lambda(sin)` is refused "
         "without `allow_float` (TFLite has no int8 SIN). 'argmax vs float': agreement of the int8 file's "
         f"predictions with the float model's (untrained layers: what int8 loses, not an accuracy). {ROWS:,} rows; "

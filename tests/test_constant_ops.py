@@ -10,7 +10,13 @@ from keras import layers, ops
 
 import keras_eff as ke
 import tflite_export as te
-from keras_eff.quantization import ClipOnInputGrid, QuantizedConstantOp, quantization_report, set_integer_kernels
+from keras_eff.quantization import (
+    ClipOnInputGrid,
+    QuantizedConstantOp,
+    integer_inference,
+    quantization_report,
+    set_integer_kernels,
+)
 
 MEAN = np.array([123.7, 116.8, 103.9], np.float32)
 STD = np.array([58.4, 57.1, 57.4], np.float32)
@@ -173,6 +179,108 @@ def test_a_custom_layer_taking_training_or_mask_is_traced_only_where_both_modes_
         assert report.float_layers == [("custom", "NoisyTraining has no quantized implementation")]
         assert any("NoisyTraining (custom)" in str(w.message) for w in caught)
         assert q.get_layer("custom_output_range").after_float  # its readers read int8
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
+class ChannelAffine(layers.Layer):
+    """x · γ + β per channel, its weights as operands: traced, the weights trainable in the quantized model."""
+
+    def build(self, input_shape):
+        init = keras.initializers
+        self.gamma = self.add_weight(name="gamma", shape=(input_shape[-1],), initializer=init.RandomUniform(0.5, 2.0))
+        self.beta = self.add_weight(name="beta", shape=(input_shape[-1],), initializer=init.RandomNormal(0.0, 0.3))
+
+    def call(self, x):
+        return x * self.gamma - self.beta  # (``self.beta - ...`` is not traced: Keras's Variable computes eagerly)
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
+class ChannelMix(layers.Layer):
+    """x @ W + b over the channels: the kernel a Dense's, the bias a trainable constant."""
+
+    def build(self, input_shape):
+        c = input_shape[-1]
+        self.mix = self.add_weight(name="mix", shape=(c, c), initializer=keras.initializers.Orthogonal(seed=0))
+        self.bias = self.add_weight(name="bias", shape=(c,), initializer=keras.initializers.RandomNormal(0.0, 0.3))
+
+    def call(self, x):
+        return ops.matmul(x, self.mix) + self.bias
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
+class ExpScale(layers.Layer):
+    """x · exp(w): the trace would hold exp(w) as a constant, which would not train: left float."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=(input_shape[-1],), initializer="zeros")
+
+    def call(self, x):
+        return x * ops.exp(self.w)
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
+class TiedScale(layers.Layer):
+    """x · w + w: one weight read twice, which two trainable copies would untie: left float."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.w + self.w
+
+
+def _with_custom(layer):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = layers.Conv2D(8, 3, activation="relu", name="conv1")(inputs)
+    h = layers.Conv2D(4, 3, name="conv2")(layer(h))
+    return keras.Model(inputs, layers.Dense(5, name="fc")(layers.Flatten()(h)))
+
+
+@pytest.mark.parametrize(
+    "layer_class, ops_in_file", [(ChannelAffine, ["MUL", "SUB"]), (ChannelMix, ["FULLY_CONNECTED"])]
+)
+def test_a_custom_layer_whose_weights_are_operands_is_traced_and_its_weights_train(layer_class, ops_in_file, tmp_path):
+    """The converter sees x·γ − β as a MUL and a SUB on int8 constants, x @ W + b as a FULLY_CONNECTED; kept float
+    between the convolutions, the file computed them otherwise than the simulation (x @ W: 2 LSB, 57 % of outputs
+    exact). Traced, each weight is a Dense kernel or a `QuantizedConstantOp`'s trainable constant: full int8,
+    bit-exact, a training step moves the weights (the user's layer keeps its values)."""
+    model = _with_custom(layer_class(name="custom"))
+    first = model.get_layer("custom").weights[0]
+    original = np.asarray(first).copy()
+    x = _data(1.0)
+    q = _quantized(model, x)
+    assert quantization_report(q).traced == ["custom"] and quantization_report(q).float_layers == []
+    copies = [w for w in q.trainable_weights if w.shape == first.shape and np.array_equal(np.asarray(w), original)]
+    assert len(copies) == 1 and copies[0] is not first
+    assert set(ops_in_file) <= set(_exact_and_saved(q, x, tmp_path))
+    q.compile(keras.optimizers.Adam(0.01), "mse")
+    q.fit(x, np.random.default_rng(1).normal(size=(len(x), 5)).astype(np.float32), epochs=1, verbose=0)
+    assert not np.array_equal(np.asarray(copies[0]), original)
+    np.testing.assert_array_equal(np.asarray(first), original)
+    assert te.compare(q, te.to_tflite(q), x).max_lsb_diff == 0  # the file holds the trained weights' grid
+
+
+@pytest.mark.parametrize("layer_class", [ExpScale, TiedScale])
+def test_a_custom_layer_using_its_weights_otherwise_stays_float(layer_class):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = ke.quantize_model(_with_custom(layer_class(name="custom")))
+    report = quantization_report(q)
+    assert report.traced == []
+    assert report.float_layers == [("custom", f"{layer_class.__name__} has no quantized implementation")]
+
+
+def test_a_learned_constant_grid_matches_the_files():
+    """The grid of a trainable constant, in tensor ops, is the converter's (``constant_grid``) value for value."""
+    rng = np.random.default_rng(0)
+    for k in range(50):
+        c = (rng.normal(size=int(rng.integers(2, 40))) * 10 ** rng.uniform(-3, 3)).astype(np.float32)
+        c = np.abs(c) if k % 5 == 0 else c
+        grid, step = integer_inference.constant_grid(c)
+        tensor_grid, tensor_step = integer_inference.constant_grid_tensor(c)
+        np.testing.assert_array_equal(np.asarray(tensor_grid), grid)
+        assert float(tensor_step) == step
 
 
 BOUNDS = {

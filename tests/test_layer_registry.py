@@ -52,13 +52,13 @@ class Clip(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="test_registry")
 class Undeclared(layers.Layer):
-    """A custom layer with a weight: quantize_model cannot trace it into Keras ops."""
+    """A custom layer gating by sigmoid(weight): traced, the gate would be a constant that does not train."""
 
     def build(self, shape):
-        self.gain = self.add_weight(shape=(shape[-1],), initializer="ones")
+        self.gate = self.add_weight(shape=(shape[-1],), initializer="zeros")
 
     def call(self, x):
-        return x * 0.5 * self.gain
+        return x * ops.sigmoid(self.gate)
 
 
 @keras.saving.register_keras_serializable(package="test_layer_registry")

@@ -29,6 +29,8 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         op: ``"add"``, ``"subtract"`` or ``"multiply"``.
         constant: The constant operand: a number or a (nested) list, broadcast against the input.
         constant_first: The constant is the first operand (``1.0 - x``).
+        learned: The constant is a trainable weight (from a custom layer's variable, ``x * self.gamma``): it trains
+            through its grid (a straight-through estimator), and the file holds its grid when exported.
         fused_activation: ``"linear"``, or ``"relu"``, ``"relu6"``, ``"hard_tanh"`` fused into the op as in the file.
         bits: Bits of the output range.
         symmetric: A symmetric output range.
@@ -53,6 +55,7 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         constant,
         constant_first=False,
         fused_activation="linear",
+        learned=False,
         bits=8,
         symmetric=False,
         ema_decay=0.99,
@@ -72,6 +75,7 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         self.constant = np.asarray(constant, np.float32)
         self.constant_first = bool(constant_first)
         self.fused_activation = fused_activation
+        self.learned = bool(learned)
         self._init_activation_steps(("output",), bits, symmetric, ema_decay, quantizers, integer_kernels)
         self._place_saved(input_range)  # the input's grid (placement.place_ranges)
 
@@ -83,16 +87,34 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
                 shape[offset + i] = None
         return tuple(shape)
 
+    def build(self, input_shape):
+        if self.learned:
+            self.learned_constant = self.add_weight(
+                name="constant", shape=self.constant.shape, initializer=keras.initializers.Constant(self.constant)
+            )
+        super().build(input_shape)
+
+    def _constant_on_grid(self):
+        """The constant as the file holds it (its int8 grid); a learned one trains through it (straight through)."""
+        if not self.learned:
+            return integer.on_constant_grid(self.constant)
+        c = self.learned_constant
+        if len(self.constant.shape) == 0 or self.constant.size <= 1:  # a scalar lands on its grid exactly
+            return c
+        return c + ops.stop_gradient(integer.constant_grid_tensor(c)[0] - c)
+
     def _float(self, x):
         """The op on the constant as the file holds it (its int8 grid), in float."""
-        c = integer.on_constant_grid(self.constant)
+        c = self._constant_on_grid()
         a, b = (c, x) if self.constant_first else (x, c)
         return {"add": ops.add, "subtract": ops.subtract, "multiply": ops.multiply}[self.op](a, b)
 
     def _integer(self, x):
         """The op on the integers as the chosen kernels compute it, onto the output grid."""
         out = self.final_quantizer
-        grid, s_c = integer.constant_grid(self.constant)
+        grid, s_c = (integer.constant_grid_tensor if self.learned else integer.constant_grid)(
+            self.learned_constant if self.learned else self.constant
+        )
         c = ops.cast(grid, "float32") * ops.ones_like(x)
         s_in = self._input_range.tflite_scale()
         if self.op == "multiply":
@@ -117,9 +139,11 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         return {
             **super().get_config(),
             "op": self.op,
-            "constant": self.constant.tolist(),
+            # a learned constant saves its current values (its weight, loaded after, holds the same)
+            "constant": (np.asarray(self.learned_constant) if self.learned and self.built else self.constant).tolist(),
             "constant_first": self.constant_first,
             "fused_activation": self.fused_activation,
+            "learned": self.learned,
         }
 
 

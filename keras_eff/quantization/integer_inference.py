@@ -347,6 +347,23 @@ def constant_grid(value) -> tuple:
     return ((q - zero) * scale).astype(np.float32), scale
 
 
+def constant_grid_tensor(value) -> tuple:
+    """``constant_grid`` of a tensor (a trainable constant: its values change as it trains), in float64 tensor ops
+    that round as numpy's do.
+
+    Returns:
+        ``(values on the grid as a float32 tensor, the grid step as a float64 scalar tensor)``.
+    """
+    c = ops.cast(value, "float64")
+    lo, hi = ops.minimum(ops.min(c), 0.0), ops.maximum(ops.max(c), 0.0)
+    narrow = hi - lo <= 1e-6
+    lo, hi = ops.where(narrow, ops.minimum(lo, -5e-7), lo), ops.where(narrow, ops.maximum(hi, 5e-7), hi)
+    scale = (hi - lo) / 255.0
+    zero = ops.clip(ops.floor(-128.0 - lo / scale + 0.5), -128.0, 127.0)
+    q = ops.clip(ops.sign(c) * ops.floor(ops.abs(c) / scale + 0.5) + zero, -128.0, 127.0)
+    return ops.cast((q - zero) * scale, "float32"), scale
+
+
 def on_constant_grid(value):
     """A constant operand on the grid the file holds it on (``constant_grid``); a scalar is returned as it is (it
     lands on its grid exactly)."""

@@ -48,6 +48,7 @@ from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
 
 _OP_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "HardTanh": "hard_tanh"}  # Keras op nodes, by class name
 _CLIPS = {(0.0, 6.0): "relu6", (-1.0, 1.0): "hard_tanh"}
+_VARIABLE_OPS = ("Add", "Subtract", "Multiply")  # a traced layer's variable as an operand (QuantizedConstantOp)
 _BINARY_OPS = ("Add", "Subtract", "Multiply", "Maximum", "Minimum")
 _CONSTANT_OPS = {
     "Add": "add",
@@ -403,6 +404,9 @@ class _Quantizer:
                 if type(op).__name__ == "Stack":  # ops.stack(xs, axis): concatenated along a new axis
                     args = ([ops.expand_dims(t, op.axis) for t in args[0]],)
                 return self._transform(rb, node, args[:1], {}, as_layer=layer)
+            dense = _matmul_as_dense(op, args, kwargs, node.input_tensors[0].shape)
+            if dense is not None:  # a traced layer's x @ w: a Dense, its kernel trainable (``_weights_as_operands``)
+                return self._wrap_kernel_layer(rb, node, dense, self.config._default, args[:1], {})
             bounds = _constant_bounds(op, args, kwargs)
             if bounds is not None:  # MAXIMUM / MINIMUM with a constant: on the input's grid, as in the file
                 x, low, high = bounds
@@ -531,13 +535,16 @@ class _Quantizer:
         if split is None:
             return None
         tensor, constant, first = split
+        # a traced layer's variable (``_weights_as_operands``) stays a trainable weight, copied
+        learned = isinstance(constant, keras.Variable) and constant.trainable
+        constant = np.asarray(constant, np.float32)
         if kind == "divide":  # the converter multiplies by the reciprocal, computed in float32
-            if first:
+            if first or learned:
                 return None
-            kind, constant = "multiply", np.float32(1.0) / np.asarray(constant, np.float32)
+            kind, constant = "multiply", np.float32(1.0) / constant
         readers, act = self._fusable_readers(rb, node)
         layer = QuantizedConstantOp(
-            kind, constant, first, act or "linear", **self.act_kwargs(self.config._default), name=op.name
+            kind, constant, first, act or "linear", learned, **self.act_kwargs(self.config._default), name=op.name
         )
         for reader in readers:
             rb.absorb(reader)
@@ -649,6 +656,31 @@ class _Quantizer:
 _FLOAT32 = {"dtype": "float32"}
 
 
+def _matmul_kernel(op, args, kwargs):
+    """The variable ``w`` of ``ops.matmul(x, w)`` where it is a layer's 2-D variable (a traced layer's kernel);
+    else None."""
+    if type(op).__name__ != "Matmul" or kwargs or len(args) != 2:
+        return None
+    x, w = args
+    if not isinstance(x, keras.KerasTensor) or not isinstance(w, keras.Variable) or len(w.shape) != 2:
+        return None
+    return w if len(x.shape) >= 2 and x.shape[-1] == w.shape[0] else None
+
+
+def _matmul_as_dense(op, args, kwargs, shape):
+    """``ops.matmul(x, w)`` (``_matmul_kernel``) as a Dense layer without bias, built on ``shape``, holding a copy of
+    ``w``, trainable as ``w`` is; else None. The converter sees such a matmul as a FULLY_CONNECTED on a constant,
+    quantized by its own rule; as a Dense its kernel is on the wrapper's grid, and the simulation computes what the
+    file does."""
+    w = _matmul_kernel(op, args, kwargs)
+    if w is None:
+        return None
+    dense = layers.Dense(w.shape[1], use_bias=False, name=op.name, trainable=w.trainable)
+    dense.build(shape)
+    dense.set_weights([np.asarray(w, np.float32)])
+    return dense
+
+
 def _is_constant(value) -> bool:
     return isinstance(value, (int, float, np.ndarray, np.number, list, tuple)) and not isinstance(value, bool)
 
@@ -676,20 +708,24 @@ def _tensor_and_constant(args):
         return None
     first = not isinstance(args[0], keras.KerasTensor)
     tensor, constant = (args[1], args[0]) if first else args
-    if not isinstance(tensor, keras.KerasTensor) or not _is_constant(constant):
+    if not isinstance(tensor, keras.KerasTensor) or not (
+        _is_constant(constant) or isinstance(constant, keras.Variable)
+    ):
         return None
     return tensor, constant, first
 
 
 def _ops_graph(op, args, kwargs):
-    """A functional model of the Keras ops a stateless layer computes (a ``Lambda``, a custom layer without
-    weights), traced by calling its function on symbolic inputs; None where that cannot be done (weights, a mask
-    passed to it, a ``training`` argument that changes what it computes, TensorFlow calls that refuse symbolic tensors,
-    an output that is not computed).
+    """A functional model of the Keras ops a layer computes (a ``Lambda``, a custom layer without weights or whose
+    weights are operands of ADD, SUB or MUL), traced by calling its function on symbolic inputs; None where that cannot
+    be done (other uses of weights, a mask passed to it, a ``training`` argument that changes what it computes,
+    TensorFlow calls that refuse symbolic tensors, an output that is not computed).
 
     The converter sees such a layer as the ops it is made of and quantizes each one where TFLite has an int8 kernel;
     quantized op by op here, the simulation reads the grids the file reads."""
-    if len(args) != 1 or any(v is not None for v in kwargs.values()) or op.variables or isinstance(op, keras.Model):
+    if len(args) != 1 or any(v is not None for v in kwargs.values()) or isinstance(op, keras.Model):
+        return None
+    if op.variables and isinstance(op, layers.Lambda):
         return None
     if isinstance(op, layers.Lambda):
         function, arguments = op.function, dict(op.arguments or {})
@@ -704,7 +740,7 @@ def _ops_graph(op, args, kwargs):
     if "mask" in params:  # no mask reaches the layer here (checked above): called with none
         arguments = {**arguments, "mask": None}
     if "training" not in params:
-        return _trace(op.name, function, arguments, args[0])
+        return _weights_as_operands(_trace(op.name, function, arguments, args[0]), op)
     # a call taking ``training``: traced both ways, used only where both compute the same (no dropout, no noise)
     inference = _trace(op.name, function, {**arguments, "training": False}, args[0])
     learning = _trace(op.name, function, {**arguments, "training": True}, args[0])
@@ -721,7 +757,30 @@ def _ops_graph(op, args, kwargs):
             keras.tree.flatten(learning(probe if len(probe) > 1 else probe[0])),
         )
     )
-    return inference if same else None
+    return _weights_as_operands(inference, op) if same else None
+
+
+def _weights_as_operands(traced, op):
+    """``traced`` where each of the layer's variables is read once, as the second operand of an ADD, SUB or MUL of a
+    tensor (``x * self.gamma + self.beta``: a `QuantizedConstantOp` that keeps it trainable) or as the 2-D kernel of a
+    matmul (``x @ self.w``: a Dense), and no op reads a value computed from one outside the trace (``ops.exp(self.w)``:
+    a constant that would stop training); else None."""
+    if traced is None or not op.variables:
+        return traced
+    wanted, used = {id(v) for v in op.variables}, set()
+    for node in (n for nodes in traced._nodes_by_depth.values() for n in nodes):
+        arguments = list(node.arguments.args) + list(node.arguments.kwargs.values())
+        for a in keras.tree.flatten(arguments):
+            if isinstance(a, keras.Variable):
+                split = _tensor_and_constant(node.arguments.args) if not node.arguments.kwargs else None
+                operand = split is not None and split[1] is a and type(node.operation).__name__ in _VARIABLE_OPS
+                kernel = _matmul_kernel(node.operation, node.arguments.args, node.arguments.kwargs) is a
+                if id(a) not in wanted or id(a) in used or not (operand or kernel):  # (read twice: copies would part)
+                    return None
+                used.add(id(a))
+            elif hasattr(a, "shape") and not isinstance(a, (keras.KerasTensor, np.ndarray, np.generic)):
+                return None  # a backend tensor computed when traced (from a variable, perhaps)
+    return traced if used == wanted else None
 
 
 def _trace(name, function, arguments, structure):
@@ -790,8 +849,9 @@ def quantize_model(
     Quantizers are placed where int8 TFLite materializes tensors (see the module docstring): kernels fake-quantized,
     a following BatchNorm folded in, a following ReLU/ReLU6 fused, outputs quantized on the ranges TFLite gives them.
     Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed (layers without
-    state are shared with it as they are). A ``Lambda``, or a custom layer without weights that no mask reaches
-    (and that computes the same whatever its ``training``), is traced on symbolic inputs into the Keras ops it
+    state are shared with it as they are). A ``Lambda``, or a custom layer that no mask reaches (and that computes the
+    same whatever its ``training``), without weights or whose weights are only operands of ADD, SUB, MUL or a
+    matmul's kernel (copied, trainable), is traced on symbolic inputs into the Keras ops it
     computes, and those are quantized as the converter sees them (``quantization_report(new_model).traced``).
     Layers that cannot be quantized stay float: they are listed by ``quantization_report(new_model)`` and warned
     about once (each class once, with its layers' names); one with no quantized implementation gets a range on its
