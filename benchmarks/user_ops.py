@@ -47,6 +47,26 @@ def _forms():
             return x * self.gamma + self.beta
 
     @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
+    class LeftScale(layers.Layer):  # the weight on the left of the operator
+        def build(self, input_shape):
+            self.scale = self.add_weight(
+                name="scale", shape=input_shape[-1:], initializer=keras.initializers.RandomUniform(0.5, 2.0)
+            )
+
+        def call(self, x):
+            return self.scale * x
+
+    @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
+    class Gate(layers.Layer):  # the weight read through another op: not traced, kept float
+        def build(self, input_shape):
+            self.gate = self.add_weight(
+                name="gate", shape=input_shape[-1:], initializer=keras.initializers.RandomNormal(0.0, 1.0)
+            )
+
+        def call(self, x):
+            return x * ops.sigmoid(self.gate)
+
+    @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
     class ChannelMix(layers.Layer):  # a user's layer whose weight feeds a matmul: not traced, kept float
         def build(self, input_shape):
             c = input_shape[-1]
@@ -80,7 +100,9 @@ def _forms():
         "Lambda(sin)": ("middle", False, lambda t: lam(lambda v: ops.sin(v))(t)),
         "custom layer x * sigmoid(x)": ("middle", False, lambda t: Swish()(t)),
         "custom layer x * gamma + beta (weights)": ("middle", False, lambda t: ChannelAffine()(t)),
+        "custom layer scale * x (weights)": ("middle", False, lambda t: LeftScale()(t)),
         "custom layer x @ w (weights)": ("middle", False, lambda t: ChannelMix()(t)),
+        "custom layer x * sigmoid(gate) (weights)": ("middle", False, lambda t: Gate()(t)),
     }
 
 
@@ -121,7 +143,9 @@ def main(argv=None):
         "operands of ADD, SUB or MUL or a matmul's kernel (they stay trainable), into its Keras ops, computes an op "
         "with a constant operand as the file's integer ADD, SUB or MUL, and keeps a constant "
         "minimum, maximum or clip on its input's grid. `Lambda(sin)` is refused "
-        "without `allow_float` (TFLite has no int8 SIN). 'argmax vs float': agreement of the int8 file's "
+        "without `allow_float` (TFLite has no int8 SIN). A weight read through another op (sigmoid(gate)) keeps its "
+        "layer float: the converter quantizes that layer's ops by its own rule, a few LSB from the simulation (the "
+        "quantize_model warning says so). 'argmax vs float': agreement of the int8 file's "
         f"predictions with the float model's (untrained layers: what int8 loses, not an accuracy). {ROWS:,} rows; "
         "calibration and the converter's representative data: the first 256."
     )

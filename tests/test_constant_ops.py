@@ -195,6 +195,20 @@ class ChannelAffine(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="test_constant_ops")
+class LeftAffine(layers.Layer):
+    """β − γ · x, the weights on the left (Keras's Variable computes such operators eagerly: traced through a
+    stand-in)."""
+
+    def build(self, input_shape):
+        init = keras.initializers
+        self.gamma = self.add_weight(name="gamma", shape=(input_shape[-1],), initializer=init.RandomUniform(0.5, 2.0))
+        self.beta = self.add_weight(name="beta", shape=(input_shape[-1],), initializer=init.RandomNormal(0.0, 0.3))
+
+    def call(self, x):
+        return self.beta - self.gamma * x
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
 class ChannelMix(layers.Layer):
     """x @ W + b over the channels: the kernel a Dense's, the bias a trainable constant."""
 
@@ -238,7 +252,8 @@ def _with_custom(layer):
 
 
 @pytest.mark.parametrize(
-    "layer_class, ops_in_file", [(ChannelAffine, ["MUL", "SUB"]), (ChannelMix, ["FULLY_CONNECTED"])]
+    "layer_class, ops_in_file",
+    [(ChannelAffine, ["MUL", "SUB"]), (LeftAffine, ["MUL", "SUB"]), (ChannelMix, ["FULLY_CONNECTED"])],
 )
 def test_a_custom_layer_whose_weights_are_operands_is_traced_and_its_weights_train(layer_class, ops_in_file, tmp_path):
     """The converter sees x·γ − β as a MUL and a SUB on int8 constants, x @ W + b as a FULLY_CONNECTED; kept float
@@ -246,10 +261,12 @@ def test_a_custom_layer_whose_weights_are_operands_is_traced_and_its_weights_tra
     exact). Traced, each weight is a Dense kernel or a `QuantizedConstantOp`'s trainable constant: full int8,
     bit-exact, a training step moves the weights (the user's layer keeps its values)."""
     model = _with_custom(layer_class(name="custom"))
-    first = model.get_layer("custom").weights[0]
+    custom = model.get_layer("custom")
+    first, held = custom.weights[0], dict(vars(custom))
     original = np.asarray(first).copy()
     x = _data(1.0)
     q = _quantized(model, x)
+    assert dict(vars(custom)) == held and custom.weights[0] is first  # its variables back in place
     assert quantization_report(q).traced == ["custom"] and quantization_report(q).float_layers == []
     copies = [w for w in q.trainable_weights if w.shape == first.shape and np.array_equal(np.asarray(w), original)]
     assert len(copies) == 1 and copies[0] is not first

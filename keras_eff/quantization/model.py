@@ -17,6 +17,7 @@ import warnings
 import keras
 import numpy as np
 from keras import layers, ops
+from keras.src.ops.symbolic_arguments import SymbolicArguments
 
 from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
@@ -740,10 +741,10 @@ def _ops_graph(op, args, kwargs):
     if "mask" in params:  # no mask reaches the layer here (checked above): called with none
         arguments = {**arguments, "mask": None}
     if "training" not in params:
-        return _weights_as_operands(_trace(op.name, function, arguments, args[0]), op)
+        return _weights_as_operands(_trace_layer(op, function, arguments, args[0]), op)
     # a call taking ``training``: traced both ways, used only where both compute the same (no dropout, no noise)
-    inference = _trace(op.name, function, {**arguments, "training": False}, args[0])
-    learning = _trace(op.name, function, {**arguments, "training": True}, args[0])
+    inference = _trace_layer(op, function, {**arguments, "training": False}, args[0])
+    learning = _trace_layer(op, function, {**arguments, "training": True}, args[0])
     if inference is None or learning is None:
         return None
     probe = [
@@ -758,6 +759,57 @@ def _ops_graph(op, args, kwargs):
         )
     )
     return _weights_as_operands(inference, op) if same else None
+
+
+class _TracedVariable:
+    """Stands for a layer's variable while its ``call`` is traced (``_variables_traced``): on the left of ``*``,
+    ``+``, ``-`` with a Keras tensor, it makes the Keras op node that reads the variable. Keras's own Variable computes
+    such an operator eagerly on its value, which fails on a symbolic tensor (``self.scale * x``); on the right
+    (``x * self.scale``) the Keras tensor's operator makes the node already. Anything else reads the variable."""
+
+    def __init__(self, variable):
+        self._variable = variable
+
+    def __getattr__(self, name):
+        return getattr(self._variable, name)
+
+    def __mul__(self, other):
+        return ops.multiply(self._variable, other)
+
+    def __add__(self, other):
+        return ops.add(self._variable, other)
+
+    def __sub__(self, other):
+        return ops.subtract(self._variable, other)
+
+    def __rmul__(self, other):
+        return ops.multiply(other, self._variable)
+
+    def __radd__(self, other):
+        return ops.add(other, self._variable)
+
+    def __rsub__(self, other):
+        return ops.subtract(other, self._variable)
+
+
+def _trace_layer(layer, function, arguments, structure):
+    """``_trace`` of a layer's function, the variables it holds as attributes standing in as `_TracedVariable`
+    meanwhile (set past Keras's attribute tracking, so that its weights lists are not touched, and put back after);
+    the nodes of the trace read the variables themselves."""
+    held = {k: v for k, v in vars(layer).items() if isinstance(v, keras.Variable)}
+    try:
+        for k, v in held.items():
+            object.__setattr__(layer, k, _TracedVariable(v))
+        traced = _trace(layer.name, function, arguments, structure)
+    finally:
+        for k, v in held.items():
+            object.__setattr__(layer, k, v)
+    if traced is not None and held:
+        unwrap = lambda a: a._variable if isinstance(a, _TracedVariable) else a  # noqa: E731
+        for node in (n for nodes in traced._nodes_by_depth.values() for n in nodes):
+            args, kwargs = node.arguments.convert(unwrap)
+            node.arguments = SymbolicArguments(*args, **kwargs)
+    return traced
 
 
 def _weights_as_operands(traced, op):
