@@ -57,7 +57,7 @@ def _forms():
             return self.scale * x
 
     @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
-    class Gate(layers.Layer):  # the weight read through another op: not traced, kept float
+    class Gate(layers.Layer):  # ops on the weight: the converter folds sigmoid(gate) into a constant
         def build(self, input_shape):
             self.gate = self.add_weight(
                 name="gate", shape=input_shape[-1:], initializer=keras.initializers.RandomNormal(0.0, 1.0)
@@ -139,13 +139,12 @@ def main(argv=None):
     notes = (
         f"{len(rows)} forms: {len(exact)} exported by keras-eff ({sum(r['max LSB'] == 0 for r in exact)} bit-exact "
         f"on every output), {sum(r['converter PTQ int8'] == 'full int8' for r in rows)} full int8 by the "
-        "converter's own PTQ. keras-eff traces a Lambda, or a custom layer without weights or whose weights are "
-        "operands of ADD, SUB or MUL or a matmul's kernel (they stay trainable), into its Keras ops, computes an op "
+        "converter's own PTQ. keras-eff traces a Lambda, or a custom layer without weights or whose weights (or Keras "
+        "ops on them) are operands of ADD, SUB, MUL, a division or a matmul's kernel (they stay trainable), into its "
+        "Keras ops, computes an op "
         "with a constant operand as the file's integer ADD, SUB or MUL, and keeps a constant "
         "minimum, maximum or clip on its input's grid. `Lambda(sin)` is refused "
-        "without `allow_float` (TFLite has no int8 SIN). A weight read through another op (sigmoid(gate)) keeps its "
-        "layer float: the converter quantizes that layer's ops by its own rule, a few LSB from the simulation (the "
-        "quantize_model warning says so). 'argmax vs float': agreement of the int8 file's "
+        "without `allow_float` (TFLite has no int8 SIN). 'argmax vs float': agreement of the int8 file's "
         f"predictions with the float model's (untrained layers: what int8 loses, not an accuracy). {ROWS:,} rows; "
         "calibration and the converter's representative data: the first 256."
     )

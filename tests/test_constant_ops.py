@@ -222,14 +222,38 @@ class ChannelMix(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="test_constant_ops")
-class ExpScale(layers.Layer):
-    """x · exp(w): the trace would hold exp(w) as a constant, which would not train: left float."""
+class Gate(layers.Layer):
+    """x · sigmoid(g): the converter folds sigmoid(g) into a constant; traced, the gate trains through it."""
 
     def build(self, input_shape):
-        self.w = self.add_weight(name="w", shape=(input_shape[-1],), initializer="zeros")
+        self.gate = self.add_weight(
+            name="gate", shape=(input_shape[-1],), initializer=keras.initializers.RandomNormal()
+        )
 
     def call(self, x):
-        return x * ops.exp(self.w)
+        return x * ops.sigmoid(self.gate)
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
+class Temperature(layers.Layer):
+    """x / exp(log t), a learned temperature: the converter multiplies by the folded reciprocal."""
+
+    def build(self, input_shape):
+        self.log_t = self.add_weight(name="log_t", shape=(), initializer=keras.initializers.Constant(0.3))
+
+    def call(self, x):
+        return x / ops.exp(self.log_t)
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
+class LearnedFloor(layers.Layer):
+    """max(x, floor): a MAXIMUM with a weight, not traced: left float."""
+
+    def build(self, input_shape):
+        self.floor = self.add_weight(name="floor", shape=(input_shape[-1],), initializer="zeros")
+
+    def call(self, x):
+        return ops.maximum(x, self.floor)
 
 
 @keras.saving.register_keras_serializable(package="test_constant_ops")
@@ -253,13 +277,20 @@ def _with_custom(layer):
 
 @pytest.mark.parametrize(
     "layer_class, ops_in_file",
-    [(ChannelAffine, ["MUL", "SUB"]), (LeftAffine, ["MUL", "SUB"]), (ChannelMix, ["FULLY_CONNECTED"])],
+    [
+        (ChannelAffine, ["MUL", "SUB"]),
+        (LeftAffine, ["MUL", "SUB"]),
+        (ChannelMix, ["FULLY_CONNECTED", "ADD"]),
+        (Gate, ["MUL"]),
+        (Temperature, ["MUL"]),
+    ],
 )
 def test_a_custom_layer_whose_weights_are_operands_is_traced_and_its_weights_train(layer_class, ops_in_file, tmp_path):
-    """The converter sees x·γ − β as a MUL and a SUB on int8 constants, x @ W + b as a FULLY_CONNECTED; kept float
-    between the convolutions, the file computed them otherwise than the simulation (x @ W: 2 LSB, 57 % of outputs
-    exact). Traced, each weight is a Dense kernel or a `QuantizedConstantOp`'s trainable constant: full int8,
-    bit-exact, a training step moves the weights (the user's layer keeps its values)."""
+    """The converter sees x·γ − β as a MUL and a SUB on int8 constants, x @ W + b as a FULLY_CONNECTED, x·sigmoid(g)
+    as a MUL by the folded sigmoid; kept float between the convolutions, the file computed them otherwise than the
+    simulation (x @ W: 2 LSB, 57 % of outputs exact; x·sigmoid(g): 3 LSB). Traced, each weight is a Dense kernel or
+    feeds a `QuantizedConstantOp`'s trainable constant: full int8, bit-exact, a training step moves the weights (the
+    user's layer keeps its values)."""
     model = _with_custom(layer_class(name="custom"))
     custom = model.get_layer("custom")
     first, held = custom.weights[0], dict(vars(custom))
@@ -278,7 +309,7 @@ def test_a_custom_layer_whose_weights_are_operands_is_traced_and_its_weights_tra
     assert te.compare(q, te.to_tflite(q), x).max_lsb_diff == 0  # the file holds the trained weights' grid
 
 
-@pytest.mark.parametrize("layer_class", [ExpScale, TiedScale])
+@pytest.mark.parametrize("layer_class", [LearnedFloor, TiedScale])
 def test_a_custom_layer_using_its_weights_otherwise_stays_float(layer_class):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

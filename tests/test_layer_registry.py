@@ -52,13 +52,13 @@ class Clip(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="test_registry")
 class Undeclared(layers.Layer):
-    """A custom layer gating by sigmoid(weight): traced, the gate would be a constant that does not train."""
+    """A custom layer with a learned floor: a MAXIMUM with a weight, which keras-eff does not trace."""
 
     def build(self, shape):
-        self.gate = self.add_weight(shape=(shape[-1],), initializer="zeros")
+        self.floor = self.add_weight(shape=(shape[-1],), initializer="zeros")
 
     def call(self, x):
-        return x * ops.sigmoid(self.gate)
+        return ops.maximum(x, self.floor)
 
 
 @keras.saving.register_keras_serializable(package="test_layer_registry")

@@ -29,8 +29,12 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         op: ``"add"``, ``"subtract"`` or ``"multiply"``.
         constant: The constant operand: a number or a (nested) list, broadcast against the input.
         constant_first: The constant is the first operand (``1.0 - x``).
-        learned: The constant is a trainable weight (from a custom layer's variable, ``x * self.gamma``): it trains
-            through its grid (a straight-through estimator), and the file holds its grid when exported.
+        learned: The constant is trainable (a custom layer's variable, ``x * self.gamma``, or what Keras ops compute
+            from its variables, ``function``): it trains through its grid (a straight-through estimator), and the
+            file holds its grid when exported.
+        function: With ``learned``, a functional model of Keras ops from weights of this layer (one per input, of
+            its input's shape, set with ``set_weights``) to the constant (``ops.sigmoid(gate)``); None: the constant
+            is one weight itself, starting at ``constant``.
         fused_activation: ``"linear"``, or ``"relu"``, ``"relu6"``, ``"hard_tanh"`` fused into the op as in the file.
         bits: Bits of the output range.
         symmetric: A symmetric output range.
@@ -56,6 +60,7 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         constant_first=False,
         fused_activation="linear",
         learned=False,
+        function=None,
         bits=8,
         symmetric=False,
         ema_decay=0.99,
@@ -76,6 +81,11 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         self.constant_first = bool(constant_first)
         self.fused_activation = fused_activation
         self.learned = bool(learned)
+        if isinstance(function, dict):
+            function = keras.saving.deserialize_keras_object(function)
+        if function is not None and not (self.learned and isinstance(function, keras.Model)):
+            raise ValueError("QuantizedConstantOp: function is a Keras functional model, and needs learned=True")
+        object.__setattr__(self, "function", function)  # not a sub-layer: no weights, saved in the config
         self._init_activation_steps(("output",), bits, symmetric, ema_decay, quantizers, integer_kernels)
         self._place_saved(input_range)  # the input's grid (placement.place_ranges)
 
@@ -88,18 +98,30 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         return tuple(shape)
 
     def build(self, input_shape):
-        if self.learned:
-            self.learned_constant = self.add_weight(
-                name="constant", shape=self.constant.shape, initializer=keras.initializers.Constant(self.constant)
-            )
+        if self.learned and self.function is None:
+            init = keras.initializers.Constant(self.constant)
+            self.learned_weights = [self.add_weight(name="constant", shape=self.constant.shape, initializer=init)]
+        elif self.learned:
+            self.learned_weights = [
+                self.add_weight(name=f"variable_{i}", shape=t.shape, initializer="zeros")
+                for i, t in enumerate(self.function.inputs)
+            ]
         super().build(input_shape)
+
+    @property
+    def learned_constant(self):
+        """A learned constant's value now (a tensor), from its weights."""
+        w = self.learned_weights
+        if self.function is None:
+            return w[0].value
+        return ops.cast(self.function(w if len(w) > 1 else w[0]), "float32")
 
     def _constant_on_grid(self):
         """The constant as the file holds it (its int8 grid); a learned one trains through it (straight through)."""
         if not self.learned:
             return integer.on_constant_grid(self.constant)
         c = self.learned_constant
-        if len(self.constant.shape) == 0 or self.constant.size <= 1:  # a scalar lands on its grid exactly
+        if self.constant.size <= 1:  # a scalar lands on its grid exactly
             return c
         return c + ops.stop_gradient(integer.constant_grid_tensor(c)[0] - c)
 
@@ -144,6 +166,7 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
             "constant_first": self.constant_first,
             "fused_activation": self.fused_activation,
             "learned": self.learned,
+            "function": None if self.function is None else keras.saving.serialize_keras_object(self.function),
         }
 
 

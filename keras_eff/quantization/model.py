@@ -11,13 +11,11 @@ the new graph is built, ``placement.place_ranges`` hands each wrapper the ranges
 
 from __future__ import annotations
 
-import inspect
 import warnings
 
 import keras
 import numpy as np
 from keras import layers, ops
-from keras.src.ops.symbolic_arguments import SymbolicArguments
 
 from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
@@ -35,7 +33,7 @@ from ..graph import (
 from ..layers import FIXED_RANGES as _ACTIVATION_RANGES
 from ..layers import facts_for
 from ..options import resolve_config
-from . import activation_steps, attention, integer_inference, layer_ops
+from . import activation_steps, attention, integer_inference, layer_ops, tracing
 from . import preserve as preserve_lib
 from .composite import CompositeQuantized
 from .config import QuantConfig
@@ -49,7 +47,6 @@ from .wrapper import FUSED_ACTIVATIONS, QuantizeWrapper, activation_name
 
 _OP_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "HardTanh": "hard_tanh"}  # Keras op nodes, by class name
 _CLIPS = {(0.0, 6.0): "relu6", (-1.0, 1.0): "hard_tanh"}
-_VARIABLE_OPS = ("Add", "Subtract", "Multiply")  # a traced layer's variable as an operand (QuantizedConstantOp)
 _BINARY_OPS = ("Add", "Subtract", "Multiply", "Maximum", "Minimum")
 _CONSTANT_OPS = {
     "Add": "add",
@@ -518,10 +515,10 @@ class _Quantizer:
                 self.report.fused_activations.append((op.name, act))
             self.report.quantized.append(op.name)
             return out
-        traced = _ops_graph(op, args, kwargs)
+        traced = tracing.trace_layer(op, args, kwargs)
         if traced is not None:  # quantized op by op, as the converter sees it, in this graph
             flat = keras.tree.flatten(args[0])
-            outputs = rb.inline(traced, flat)
+            outputs = rb.inline(traced.model, flat + traced.operands)
             if _mark_traced(outputs, flat, op.name):
                 self.report.traced.append(op.name)
             return outputs
@@ -536,17 +533,30 @@ class _Quantizer:
         if split is None:
             return None
         tensor, constant, first = split
-        # a traced layer's variable (``_weights_as_operands``) stays a trainable weight, copied
-        learned = isinstance(constant, keras.Variable) and constant.trainable
-        constant = np.asarray(constant, np.float32)
+        # what a traced layer's variables compute (``tracing.ConstantOperand``): copied, and trainable
+        operand = constant if isinstance(constant, tracing.ConstantOperand) else None
+        learned = operand is not None and operand.trainable
+        constant = operand.value() if operand is not None else np.asarray(constant, np.float32)
         if kind == "divide":  # the converter multiplies by the reciprocal, computed in float32
-            if first or learned:
+            if first:
                 return None
             kind, constant = "multiply", np.float32(1.0) / constant
+            operand = None if operand is None else tracing.reciprocal(operand)
         readers, act = self._fusable_readers(rb, node)
         layer = QuantizedConstantOp(
-            kind, constant, first, act or "linear", learned, **self.act_kwargs(self.config._default), name=op.name
+            kind,
+            constant,
+            first,
+            act or "linear",
+            learned,
+            function=operand.function if learned else None,
+            **self.act_kwargs(self.config._default),
+            name=op.name,
         )
+        if learned:
+            layer.build(tensor.shape)
+            for weight, value in zip(layer.learned_weights, operand.values()):
+                weight.assign(value)
         for reader in readers:
             rb.absorb(reader)
         return layer(tensor)
@@ -657,28 +667,18 @@ class _Quantizer:
 _FLOAT32 = {"dtype": "float32"}
 
 
-def _matmul_kernel(op, args, kwargs):
-    """The variable ``w`` of ``ops.matmul(x, w)`` where it is a layer's 2-D variable (a traced layer's kernel);
-    else None."""
-    if type(op).__name__ != "Matmul" or kwargs or len(args) != 2:
-        return None
-    x, w = args
-    if not isinstance(x, keras.KerasTensor) or not isinstance(w, keras.Variable) or len(w.shape) != 2:
-        return None
-    return w if len(x.shape) >= 2 and x.shape[-1] == w.shape[0] else None
-
-
 def _matmul_as_dense(op, args, kwargs, shape):
-    """``ops.matmul(x, w)`` (``_matmul_kernel``) as a Dense layer without bias, built on ``shape``, holding a copy of
-    ``w``, trainable as ``w`` is; else None. The converter sees such a matmul as a FULLY_CONNECTED on a constant,
-    quantized by its own rule; as a Dense its kernel is on the wrapper's grid, and the simulation computes what the
-    file does."""
-    w = _matmul_kernel(op, args, kwargs)
-    if w is None:
+    """``ops.matmul(x, w)`` (``tracing.matmul_kernel``) as a Dense layer without bias, built on ``shape``, holding a
+    copy of ``w``, trainable as ``w`` is; else None. The converter sees such a matmul as a FULLY_CONNECTED on a
+    constant, quantized by its own rule; as a Dense its kernel is on the wrapper's grid, and the simulation computes
+    what the file does."""
+    kernel = tracing.matmul_kernel(op, args, kwargs)
+    if kernel is None:
         return None
-    dense = layers.Dense(w.shape[1], use_bias=False, name=op.name, trainable=w.trainable)
+    (w,) = kernel.values()
+    dense = layers.Dense(w.shape[1], use_bias=False, name=op.name, trainable=kernel.trainable)
     dense.build(shape)
-    dense.set_weights([np.asarray(w, np.float32)])
+    dense.set_weights([w])
     return dense
 
 
@@ -710,150 +710,10 @@ def _tensor_and_constant(args):
     first = not isinstance(args[0], keras.KerasTensor)
     tensor, constant = (args[1], args[0]) if first else args
     if not isinstance(tensor, keras.KerasTensor) or not (
-        _is_constant(constant) or isinstance(constant, keras.Variable)
+        _is_constant(constant) or isinstance(constant, tracing.ConstantOperand)
     ):
         return None
     return tensor, constant, first
-
-
-def _ops_graph(op, args, kwargs):
-    """A functional model of the Keras ops a layer computes (a ``Lambda``, a custom layer without weights or whose
-    weights are operands of ADD, SUB or MUL), traced by calling its function on symbolic inputs; None where that cannot
-    be done (other uses of weights, a mask passed to it, a ``training`` argument that changes what it computes,
-    TensorFlow calls that refuse symbolic tensors, an output that is not computed).
-
-    The converter sees such a layer as the ops it is made of and quantizes each one where TFLite has an int8 kernel;
-    quantized op by op here, the simulation reads the grids the file reads."""
-    if len(args) != 1 or any(v is not None for v in kwargs.values()) or isinstance(op, keras.Model):
-        return None
-    if op.variables and isinstance(op, layers.Lambda):
-        return None
-    if isinstance(op, layers.Lambda):
-        function, arguments = op.function, dict(op.arguments or {})
-    elif type(op).__module__.startswith("keras."):
-        return None  # a Keras layer with no quantized implementation: its call may not be plain ops
-    else:
-        function, arguments = op.call, {}
-    try:
-        params = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return None
-    if "mask" in params:  # no mask reaches the layer here (checked above): called with none
-        arguments = {**arguments, "mask": None}
-    if "training" not in params:
-        return _weights_as_operands(_trace_layer(op, function, arguments, args[0]), op)
-    # a call taking ``training``: traced both ways, used only where both compute the same (no dropout, no noise)
-    inference = _trace_layer(op, function, {**arguments, "training": False}, args[0])
-    learning = _trace_layer(op, function, {**arguments, "training": True}, args[0])
-    if inference is None or learning is None:
-        return None
-    probe = [
-        np.random.default_rng(0).normal(size=[2 if d is None else d for d in t.shape]).astype(t.dtype)
-        for t in inference.inputs
-    ]
-    same = all(
-        np.array_equal(np.asarray(a), np.asarray(b))
-        for a, b in zip(
-            keras.tree.flatten(inference(probe if len(probe) > 1 else probe[0])),
-            keras.tree.flatten(learning(probe if len(probe) > 1 else probe[0])),
-        )
-    )
-    return _weights_as_operands(inference, op) if same else None
-
-
-class _TracedVariable:
-    """Stands for a layer's variable while its ``call`` is traced (``_variables_traced``): on the left of ``*``,
-    ``+``, ``-`` with a Keras tensor, it makes the Keras op node that reads the variable. Keras's own Variable computes
-    such an operator eagerly on its value, which fails on a symbolic tensor (``self.scale * x``); on the right
-    (``x * self.scale``) the Keras tensor's operator makes the node already. Anything else reads the variable."""
-
-    def __init__(self, variable):
-        self._variable = variable
-
-    def __getattr__(self, name):
-        return getattr(self._variable, name)
-
-    def __mul__(self, other):
-        return ops.multiply(self._variable, other)
-
-    def __add__(self, other):
-        return ops.add(self._variable, other)
-
-    def __sub__(self, other):
-        return ops.subtract(self._variable, other)
-
-    def __rmul__(self, other):
-        return ops.multiply(other, self._variable)
-
-    def __radd__(self, other):
-        return ops.add(other, self._variable)
-
-    def __rsub__(self, other):
-        return ops.subtract(other, self._variable)
-
-
-def _trace_layer(layer, function, arguments, structure):
-    """``_trace`` of a layer's function, the variables it holds as attributes standing in as `_TracedVariable`
-    meanwhile (set past Keras's attribute tracking, so that its weights lists are not touched, and put back after);
-    the nodes of the trace read the variables themselves."""
-    held = {k: v for k, v in vars(layer).items() if isinstance(v, keras.Variable)}
-    try:
-        for k, v in held.items():
-            object.__setattr__(layer, k, _TracedVariable(v))
-        traced = _trace(layer.name, function, arguments, structure)
-    finally:
-        for k, v in held.items():
-            object.__setattr__(layer, k, v)
-    if traced is not None and held:
-        unwrap = lambda a: a._variable if isinstance(a, _TracedVariable) else a  # noqa: E731
-        for node in (n for nodes in traced._nodes_by_depth.values() for n in nodes):
-            args, kwargs = node.arguments.convert(unwrap)
-            node.arguments = SymbolicArguments(*args, **kwargs)
-    return traced
-
-
-def _weights_as_operands(traced, op):
-    """``traced`` where each of the layer's variables is read once, as the second operand of an ADD, SUB or MUL of a
-    tensor (``x * self.gamma + self.beta``: a `QuantizedConstantOp` that keeps it trainable) or as the 2-D kernel of a
-    matmul (``x @ self.w``: a Dense), and no op reads a value computed from one outside the trace (``ops.exp(self.w)``:
-    a constant that would stop training); else None."""
-    if traced is None or not op.variables:
-        return traced
-    wanted, used = {id(v) for v in op.variables}, set()
-    for node in (n for nodes in traced._nodes_by_depth.values() for n in nodes):
-        arguments = list(node.arguments.args) + list(node.arguments.kwargs.values())
-        for a in keras.tree.flatten(arguments):
-            if isinstance(a, keras.Variable):
-                split = _tensor_and_constant(node.arguments.args) if not node.arguments.kwargs else None
-                operand = split is not None and split[1] is a and type(node.operation).__name__ in _VARIABLE_OPS
-                kernel = _matmul_kernel(node.operation, node.arguments.args, node.arguments.kwargs) is a
-                if id(a) not in wanted or id(a) in used or not (operand or kernel):  # (read twice: copies would part)
-                    return None
-                used.add(id(a))
-            elif hasattr(a, "shape") and not isinstance(a, (keras.KerasTensor, np.ndarray, np.generic)):
-                return None  # a backend tensor computed when traced (from a variable, perhaps)
-    return traced if used == wanted else None
-
-
-def _trace(name, function, arguments, structure):
-    """``function`` called on symbolic inputs shaped as ``structure``, as a functional model, or None."""
-    symbolic = keras.tree.map_structure(
-        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype) if isinstance(t, keras.KerasTensor) else t,
-        structure,
-    )
-    inputs = [t for t in keras.tree.flatten(symbolic) if isinstance(t, keras.KerasTensor)]
-    if not inputs or len(inputs) != len(keras.tree.flatten(symbolic)):
-        return None
-    try:
-        outputs = function(symbolic, **arguments)
-        flat = keras.tree.flatten(outputs)
-        if not flat or not all(isinstance(t, keras.KerasTensor) for t in flat):
-            return None
-        if any(t is i for t in flat for i in inputs):  # an output that is an input: nothing computed
-            return None
-        return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name)
-    except Exception:  # noqa: BLE001 (TensorFlow calls, Python control flow on tensors: left float as it is)
-        return None
 
 
 def _mark_traced(outputs, inputs, name) -> bool:
@@ -902,9 +762,10 @@ def quantize_model(
     a following BatchNorm folded in, a following ReLU/ReLU6 fused, outputs quantized on the ranges TFLite gives them.
     Works on Functional and Sequential models, nested ones included; ``model`` itself is not changed (layers without
     state are shared with it as they are). A ``Lambda``, or a custom layer that no mask reaches (and that computes the
-    same whatever its ``training``), without weights or whose weights are only operands of ADD, SUB, MUL or a
-    matmul's kernel (copied, trainable), is traced on symbolic inputs into the Keras ops it
-    computes, and those are quantized as the converter sees them (``quantization_report(new_model).traced``).
+    same whatever its ``training``), without weights or whose weights (or Keras ops on them) are only operands of
+    ADD, SUB, MUL, a division or a matmul's kernel (copied, trainable: ``tracing``), is traced on symbolic inputs
+    into the Keras ops it computes, and those are quantized as the converter sees them
+    (``quantization_report(new_model).traced``).
     Layers that cannot be quantized stay float: they are listed by ``quantization_report(new_model)`` and warned
     about once (each class once, with its layers' names); one with no quantized implementation gets a range on its
     output, while a skipped one is float in the file with what reads it. The activation ranges start unset:

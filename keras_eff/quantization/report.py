@@ -49,9 +49,9 @@ class QuantizationReport:
             or clip to [-1, 1] fused in.
         inherit_range: Names of the layers that keep their input's range (max pooling, reshapes, padding, dropout).
         float_layers: ``(layer name, reason)`` for each layer kept float.
-        traced: Names of the layers (a ``Lambda``, a custom layer without weights or whose weights are operands of
-            ADD, SUB, MUL or a matmul's kernel) quantized as the Keras ops they compute, each op on its grid as in the
-            file.
+        traced: Names of the layers (a ``Lambda``, a custom layer without weights or whose weights, or Keras ops on
+            them, are operands of ADD, SUB, MUL, a division or a matmul's kernel) quantized as the Keras ops they
+            compute, each op on its grid as in the file.
         preserved: ``(layer name, what is kept)`` for each layer whose pruned zeros or clusters QAT preserves
             (``"kernel sparsity 50.0%, kernel 16 clusters"``).
         settings: ``{layer name: {setting: value}}`` for each quantized layer: ``activation_bits`` and
