@@ -13,6 +13,7 @@ import keras_eff as ke
 import tflite_export as te
 from keras_eff.errors import UnsupportedModelError
 from keras_eff.quantization import ActivationQuantizer, QuantizeWrapper, WeightQuantizer, fake_quant
+from keras_eff.quantization.quantizers import MIN_WIDTH
 
 finite = st.floats(-50, 50, allow_nan=False, width=32)
 
@@ -419,6 +420,24 @@ def test_calibrate_takes_one_array_per_input_of_a_multi_input_model(rng):
         assert float(before.range_max.numpy()) == pytest.approx(float(after.range_max.numpy()))
     with pytest.raises(ValueError, match=r"inputs \['a', 'b'\]; calibration data is keyed \['a', 'c'\]"):
         ke.calibrate(q2, {"a": xa, "c": xb})
+
+
+def test_a_dead_activation_range_exports_a_file_xnnpack_loads(rng):
+    """A ReLU dead on the calibration data has the range [0, 0]: its grid's scale was about 4e-11, and the file came
+    out 138 LSB from the simulation here (in a squeeze-excite block, XNNPACK refused to load it). Its grid now spans
+    [0, MIN_WIDTH]; zero stays exact."""
+    inputs = keras.Input((6,))
+    h = layers.Dense(4, activation="relu", name="dead")(inputs)
+    model = keras.Model(inputs, layers.Dense(3, name="fc")(h))
+    model.get_layer("dead").set_weights([np.zeros((6, 4), np.float32), -np.ones(4, np.float32)])
+    model.get_layer("fc").set_weights([np.ones((4, 3), np.float32), np.array([0.5, -0.3, 0.2], np.float32)])
+    x = rng.random((64, 6)).astype(np.float32)
+    q = ke.quantize_model(model)
+    ke.calibrate(q, x, progress=False)
+    ranges = [r for r in ke.quantization.activation_quantizers(q) if float(r.range_max.numpy()) == 0.0]
+    assert len(ranges) == 1 and ranges[0].scale == pytest.approx(MIN_WIDTH / 255)
+    data = te.to_tflite(q)
+    assert te.compare(q, data, x).max_lsb_diff == 0  # loads with XNNPACK (the default) and computes as simulated
 
 
 def test_unknown_layer_is_kept_float_and_reported(rng):

@@ -128,9 +128,16 @@ def make_interpreter(
         interpreter = Interpreter(model_content=data, num_threads=num_threads, experimental_op_resolver_type=resolver)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
+        delegate = "XNNPACK" in str(err)
         raise InvalidTFLiteModel(
-            f"LiteRT cannot load the model ({len(data)} bytes): {err}. The file is corrupt or "
-            f"truncated; convert the model again"
+            f"LiteRT cannot load the model ({len(data)} bytes): {err}. "
+            + (
+                "XNNPACK refused an op of the file (an int8 op whose scales it cannot requantize, such as a tensor "
+                "with a scale near 0); the built-in kernels may run it (kernels='builtin'), or convert the model "
+                "again with that tensor's range widened"
+                if delegate
+                else "The file is corrupt or truncated; convert the model again"
+            )
         ) from err
     _check_tensor_names(interpreter, model)
     return interpreter

@@ -14,8 +14,7 @@ from ..quantization import QuantizeWrapper, activation_quantizers, layer_ops
 
 
 def _activation_encoding(q) -> dict:
-    lo = min(float(np.asarray(q.range_min)), 0.0)
-    hi = max(float(np.asarray(q.range_max)), lo + 1e-8)
+    lo, hi = (float(v) for v in q.bounds("float64"))
     levels = 2**q.bits - 1
     scale = (hi - lo) / levels
     qmin = -(2 ** (q.bits - 1))

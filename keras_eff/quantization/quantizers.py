@@ -21,6 +21,10 @@ from .export_view import ExportView
 
 MIN_BITS, MAX_BITS = 2, 16
 _EPS = 1e-8
+MIN_WIDTH = 1e-3
+"""The narrowest an activation range's grid spans. A range that saw nothing but zeros (a ReLU dead on the calibration
+data: [0, 0]) had a scale near 4e-11, and the layers around it requantized by ratios XNNPACK refuses (the file did
+not load) or the file's zero point came out otherwise than the simulation's (138 LSB). Zero stays exact."""
 
 
 def check_bits(bits, what: str = "bits") -> int:
@@ -360,8 +364,7 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
             ``x`` on the range's ``bits``-bit grid, as float32.
         """
         x = ops.cast(x, "float32")  # called directly by wrappers too, on a tensor of any float dtype
-        lo = ops.minimum(self.range_min, 0.0)
-        hi = ops.maximum(self.range_max, lo + _EPS)
+        lo, hi = self.bounds()
         if not (self._export_view or training):  # the converter nudges the exported range itself, in double
             tie, lo64, hi64 = self._converter_nudge()
             lo = ops.where(tie, ops.cast(lo64, "float32"), lo)
@@ -374,9 +377,25 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         Returns:
             A scalar float32 tensor.
         """
-        lo = ops.minimum(self.range_min, 0.0)
-        hi = ops.maximum(self.range_max, lo + _EPS)
+        lo, hi = self.bounds()
         return grid_scale(lo, hi, self.bits)
+
+    def bounds(self, dtype="float32"):
+        """The range the grid spans: widened to hold zero, and to `MIN_WIDTH` at least (about the middle, for a
+        symmetric range).
+
+        Args:
+            dtype: ``"float32"`` or ``"float64"`` (the converter reads the range in double).
+
+        Returns:
+            ``(min, max)`` as scalar tensors of ``dtype``.
+        """
+        lo = ops.minimum(ops.cast(self.range_min, dtype), 0.0)
+        hi = ops.maximum(ops.cast(self.range_max, dtype), 0.0)
+        if self.symmetric:
+            m = ops.maximum(ops.maximum(-lo, hi), MIN_WIDTH / 2)
+            return -m, m
+        return lo, ops.maximum(hi, lo + MIN_WIDTH)
 
     def call(self, x, training=None):
         if self.calibrating:
@@ -436,8 +455,7 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
     def _range64(self):
         """(min, max) in float64, widened to hold zero, as the converter reads them (the exported graph carries the
         range itself; ``tflite_zero_point`` rounds a tie as the converter does)."""
-        lo = ops.minimum(ops.cast(self.range_min, "float64"), 0.0)
-        return lo, ops.maximum(ops.cast(self.range_max, "float64"), lo + _EPS)
+        return self.bounds("float64")
 
     def tflite_scale(self):
         """Computes the scale the int8 file stores for this range.
@@ -469,8 +487,7 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
     @property
     def scale(self) -> float:
         """The current grid step as a Python float (read from the variables: eager only)."""
-        lo = min(float(self.range_min.numpy()), 0.0)
-        hi = max(float(self.range_max.numpy()), lo + _EPS)
+        lo, hi = (float(v) for v in self.bounds())
         return float(grid_scale(lo, hi, self.bits))
 
     def compute_output_shape(self, input_shape):
