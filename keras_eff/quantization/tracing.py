@@ -20,6 +20,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from ..errors import UnsupportedModelError
+from ..graph import clone_layer, copy_weights, rebuild
+
 OPERAND_OPS = ("Add", "Subtract", "Multiply", "TrueDivide")  # a constant operand: QuantizedConstantOp
 
 
@@ -111,25 +114,16 @@ def trace_layer(op, args, kwargs) -> Traced | None:
         return None
     if "mask" in params:  # no mask reaches the layer here (checked above): called with none
         arguments = {**arguments, "mask": None}
-    if "training" not in params:
-        return _trace(op, function, arguments, args[0])
-    # a call taking ``training``: traced both ways, used only where both compute the same (no dropout, no noise)
-    inference = _trace(op, function, {**arguments, "training": False}, args[0])
-    learning = _trace(op, function, {**arguments, "training": True}, args[0])
-    if inference is None or learning is None or len(inference.model.inputs) != len(learning.model.inputs):
-        return None
-    probe = [
-        np.random.default_rng(0).normal(size=[2 if d is None else d for d in t.shape]).astype(t.dtype)
-        for t in inference.model.inputs
-    ]
-    same = all(
-        np.array_equal(np.asarray(a), np.asarray(b))
-        for a, b in zip(
-            keras.tree.flatten(inference.model(probe if len(probe) > 1 else probe[0])),
-            keras.tree.flatten(learning.model(probe if len(probe) > 1 else probe[0])),
-        )
-    )
-    return inference if same else None
+    if "training" in params:
+        # traced both ways, used only where the layer's own code computes the same (no noise of its own); the
+        # ``training`` it hands its sublayers (a BatchNormalization, a Dropout) is Keras's at run time: traced with None
+        inference = _trace(op, function, {**arguments, "training": False}, args[0])
+        learning = _trace(op, function, {**arguments, "training": True}, args[0])
+        if inference is None or learning is None or not _same_graph(inference.model, learning.model):
+            return None
+        arguments = {**arguments, "training": None}
+    traced = _trace(op, function, arguments, args[0])
+    return None if traced is None else _own_sublayers(traced, op.name)
 
 
 def _trace(layer, function, arguments, structure) -> Traced | None:
@@ -144,8 +138,6 @@ def _trace(layer, function, arguments, structure) -> Traced | None:
     if not inputs or len(inputs) != len(keras.tree.flatten(symbolic)):
         return None
     held = {k: v for k, v in vars(layer).items() if isinstance(v, keras.Variable)}
-    if {id(v) for v in held.values()} != {id(v) for v in layer.variables}:
-        return None  # variables in lists or sub-layers: not traced
     stand_ins = {k: keras.Input(batch_shape=v.shape, dtype=v.dtype) for k, v in held.items()}
     try:
         for k, t in stand_ins.items():
@@ -163,9 +155,12 @@ def _trace(layer, function, arguments, structure) -> Traced | None:
         return None
     try:
         if not held:
-            return Traced(keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=layer.name), [])
+            model = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=layer.name)
+            return Traced(model, []) if _sublayers_cover(model, layer, held) else None
         model = keras.Model(inputs + list(stand_ins.values()), outputs, name=layer.name)
     except Exception:  # noqa: BLE001 (an output that does not depend on the inputs, say)
+        return None
+    if not _sublayers_cover(model, layer, held):
         return None
     return _constant_operands(model, inputs, {id(stand_ins[k]): v for k, v in held.items()}, outputs)
 
@@ -182,6 +177,8 @@ def _constant_operands(model, inputs, variables, outputs) -> Traced | None:
         if not ins or type(node.operation).__name__ == "InputLayer":
             continue
         if all(id(t) in constant for t in ins):
+            if getattr(node.operation, "variables", None):
+                return None  # a sublayer on the variables (its weights would hide in a constant's function)
             constant.update(id(t) for t in node.output_tensors)
             continue
         for t in ins:
@@ -208,6 +205,86 @@ def _constant_operands(model, inputs, variables, outputs) -> Traced | None:
         return None  # a variable that reaches no operand
     traced = keras.Model(inputs + list(operands.values()), outputs, name=model.name)
     return Traced(traced, found)
+
+
+def _sublayers_cover(model, layer, held) -> bool:
+    """Whether each of ``layer``'s variables is one it holds (``held``, standing in) or a weight of a sublayer called
+    once in the trace (``self.conv(x)``; called twice, its copies in the quantized model would part)."""
+    calls: dict = {}
+    for node in (n for nodes in model._nodes_by_depth.values() for n in nodes):
+        op = node.operation
+        if isinstance(op, layers.Layer) and op.variables:
+            calls[id(op)] = calls.get(id(op), 0) + 1
+            if calls[id(op)] > 1:
+                return False
+    owned = {id(v) for v in held.values()}
+    owned.update(id(v) for op in model.operations if id(op) in calls for v in op.variables)
+    return {id(v) for v in layer.variables} <= owned
+
+
+def _own_sublayers(traced: Traced, parent: str) -> Traced | None:
+    """``traced`` with each sublayer that holds weights replaced by a copy named ``<parent>_<name>`` (two blocks of one
+    class have sublayers of one name; the quantized model needs them apart); None where one cannot be copied."""
+    if not any(isinstance(op, layers.Layer) and op.variables for op in traced.model.operations):
+        return traced
+
+    def copy(rb, node, args, kwargs):
+        op = node.operation
+        if not (isinstance(op, layers.Layer) and op.variables) or isinstance(op, keras.Model):
+            return None
+        new = clone_layer(op, name=f"{parent}_{op.name}")
+        out = new(*args, **kwargs)
+        copy_weights(op, new)
+        return out
+
+    try:
+        return Traced(rebuild(traced.model, copy), traced.operands)
+    except UnsupportedModelError:
+        return None
+
+
+def _same_graph(a, b) -> bool:
+    """Whether two traces compute the same ops in the same order on the same constants, whatever the ``training``
+    they hand their sublayers."""
+    nodes = [[n for depth in sorted(m._nodes_by_depth, reverse=True) for n in m._nodes_by_depth[depth]] for m in (a, b)]
+    if len(nodes[0]) != len(nodes[1]):
+        return False
+    for x, y in zip(*nodes):
+        ox, oy = x.operation, y.operation
+        if type(ox) is not type(oy):
+            return False
+        if isinstance(ox, layers.Layer) and ox.variables and ox is not oy:
+            return False
+        if not isinstance(ox, layers.InputLayer) and _config(ox) != _config(oy):
+            return False
+        if not _same_constants(x.arguments, y.arguments):
+            return False
+    return True
+
+
+def _config(op) -> dict:
+    try:
+        config = dict(op.get_config())
+    except Exception:  # noqa: BLE001 (an op without a config: compared by class alone)
+        return {}
+    config.pop("name", None)
+    return config
+
+
+def _same_constants(x, y) -> bool:
+    """Whether two calls' arguments hold the same non-tensor values (``training`` left out)."""
+    kx = {k: v for k, v in x.kwargs.items() if k != "training"}
+    ky = {k: v for k, v in y.kwargs.items() if k != "training"}
+    fx, fy = keras.tree.flatten((x.args, kx)), keras.tree.flatten((y.args, ky))
+    if len(fx) != len(fy) or sorted(kx) != sorted(ky):
+        return False
+    for u, v in zip(fx, fy):
+        if isinstance(u, keras.KerasTensor) or isinstance(v, keras.KerasTensor):
+            if not (isinstance(u, keras.KerasTensor) and isinstance(v, keras.KerasTensor)):
+                return False
+        elif not np.array_equal(np.asarray(u), np.asarray(v)):
+            return False
+    return True
 
 
 def _operand_use(node, tensor, is_variable) -> bool:
