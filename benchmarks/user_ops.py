@@ -75,6 +75,27 @@ def _forms():
         def call(self, x):
             return ops.matmul(x, self.mix)
 
+    @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
+    class ResidualBlock(layers.Layer):  # a user's block of Keras layers
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = layers.Conv2D(8, 3, padding="same", name="conv")
+            self.bn = layers.BatchNormalization(name="bn")
+
+        def call(self, x, training=None):
+            return ops.relu(self.bn(self.conv(x), training=training)) + x
+
+    @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
+    class SqueezeExcite(layers.Layer):  # pooling, two Dense layers, a sigmoid gate on the input
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.pool = layers.GlobalAveragePooling2D(keepdims=True)
+            self.squeeze = layers.Dense(4, activation="relu")
+            self.excite = layers.Dense(8, activation="sigmoid")
+
+        def call(self, x):
+            return x * self.excite(self.squeeze(self.pool(x)))
+
     mean, std = np.array(MEAN, np.float32), np.array(STD, np.float32)
     lam = layers.Lambda
     return {
@@ -103,6 +124,8 @@ def _forms():
         "custom layer scale * x (weights)": ("middle", False, lambda t: LeftScale()(t)),
         "custom layer x @ w (weights)": ("middle", False, lambda t: ChannelMix()(t)),
         "custom layer x * sigmoid(gate) (weights)": ("middle", False, lambda t: Gate()(t)),
+        "custom residual block (Conv2D + BatchNormalization)": ("middle", False, lambda t: ResidualBlock()(t)),
+        "custom squeeze-excite block (Dense layers)": ("middle", False, lambda t: SqueezeExcite()(t)),
     }
 
 
@@ -139,9 +162,9 @@ def main(argv=None):
     notes = (
         f"{len(rows)} forms: {len(exact)} exported by keras-eff ({sum(r['max LSB'] == 0 for r in exact)} bit-exact "
         f"on every output), {sum(r['converter PTQ int8'] == 'full int8' for r in rows)} full int8 by the "
-        "converter's own PTQ. keras-eff traces a Lambda, or a custom layer without weights or whose weights (or Keras "
-        "ops on them) are operands of ADD, SUB, MUL, a division or a matmul's kernel (they stay trainable), into its "
-        "Keras ops, computes an op "
+        "converter's own PTQ. keras-eff traces a Lambda, a custom layer built from Keras layers, or one whose weights "
+        "(or Keras ops on them) are operands of ADD, SUB, MUL, a division or a matmul's kernel (they stay trainable), "
+        "into the layers and ops it computes, computes an op "
         "with a constant operand as the file's integer ADD, SUB or MUL, and keeps a constant "
         "minimum, maximum or clip on its input's grid. `Lambda(sin)` is refused "
         "without `allow_float` (TFLite has no int8 SIN). 'argmax vs float': agreement of the int8 file's "
