@@ -62,6 +62,24 @@ class SharedTwice(layers.Layer):
         return self.conv(ops.relu(self.conv(x)))
 
 
+@keras.saving.register_keras_serializable(package="test_tracing")
+class ScaledDepthwise(layers.Layer):
+    """x + γ · depthwise(x), ConvNeXt-like: a sublayer and a weight of its own in one layer."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dw = layers.DepthwiseConv2D(3, padding="same")
+
+    def build(self, input_shape):
+        self.dw.build(input_shape)
+        self.gamma = self.add_weight(
+            name="gamma", shape=(input_shape[-1],), initializer=keras.initializers.Constant(0.5)
+        )
+
+    def call(self, x):
+        return x + self.gamma * self.dw(x)
+
+
 def _model(*blocks):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12, 12, 3))
@@ -129,3 +147,13 @@ def test_a_sublayer_called_twice_keeps_the_block_float(x):
         q = ke.quantize_model(_model(SharedTwice(name="twice")))
     report = quantization_report(q)
     assert report.traced == [] and report.float_layers == [("twice", "SharedTwice has no quantized implementation")]
+
+
+def test_a_block_with_a_sublayer_and_a_weight_of_its_own(x):
+    model = _trained(_model(ScaledDepthwise(name="sdw")), x)
+    q = ke.quantize_model(model)
+    assert quantization_report(q).traced == ["sdw"]
+    ke.calibrate(q, x[:64], progress=False)
+    data = te.to_tflite(q)
+    assert {"DEPTHWISE_CONV_2D", "MUL", "ADD"} <= set(te.read_graph(data).op_names())
+    assert te.compare(q, data, x).max_lsb_diff == 0

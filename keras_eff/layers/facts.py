@@ -18,7 +18,8 @@ One record answers, for a layer class (or a Keras op in a functional graph):
   depthwise), ``"pass"`` (channel c in, channel c out: activations, pooling, dropout), ``"merge"`` (several inputs,
   channel by channel: Add), ``"concat"``, ``"flatten"`` or ``"block"`` (anything else: the analysis stops there).
 - ``int8_kernel``: whose integer arithmetic the simulation follows at inference (keras-eff's own kernels:
-  ``"linear"``, ``"mean"``, ``"average_pool"``, ``"add"``, ``"multiply"``, ``"hard_swish"``); None for a custom layer.
+  ``"linear"``, ``"mean"``, ``"average_pool"``, ``"add"``, ``"subtract"``, ``"multiply"``, ``"hard_swish"``); None for a
+  custom layer.
 
 Records are small frozen dataclasses that serialize (``get_config``/``from_config``): a quantized layer keeps the
 facts it was made with in its config, so a saved model loads without the registration that produced them.
@@ -33,7 +34,7 @@ import keras
 OUTPUT_RANGES = ("own", "inherit", "shared", "fixed", "float")
 LAYOUTS = ("last", "depthwise", "transpose")
 CHANNELS = ("produce", "follow", "pass", "merge", "concat", "flatten", "block")
-INT8_KERNELS = (None, "linear", "mean", "average_pool", "add", "multiply", "hard_swish")
+INT8_KERNELS = (None, "linear", "mean", "average_pool", "add", "subtract", "multiply", "hard_swish")
 
 
 class LayerFactsError(ValueError):

@@ -68,7 +68,7 @@ _BUILTIN: dict = {
     layers.BatchNormalization: LayerFacts(output_range="own", channels="follow"),
     layers.Add: _OWN_MERGE.replace(int8_kernel="add"),
     layers.Multiply: _OWN_MERGE.replace(int8_kernel="multiply"),
-    layers.Subtract: _OWN_MERGE,
+    layers.Subtract: _OWN_MERGE.replace(int8_kernel="subtract"),
     layers.Average: _OWN_MERGE,
     # int8 MAXIMUM / MINIMUM take inputs and output on one grid (max(clip a, clip b) = clip max(a, b): the range
     # learned from the output serves the inputs too)

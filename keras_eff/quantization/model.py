@@ -125,6 +125,17 @@ def _op_as_layer(op, node_shape):
     return None
 
 
+def _binary_as_merge(op, args, kwargs):
+    """``a + b``, ``a - b``, ``a * b`` of two tensors of one rank (Python operators on Keras tensors, ``ops.add``) as
+    the Add, Subtract or Multiply layer, quantized (and its integer arithmetic emulated) as that layer; else None."""
+    merge = {"Add": layers.Add, "Subtract": layers.Subtract, "Multiply": layers.Multiply}.get(type(op).__name__)
+    if merge is None or kwargs or len(args) != 2 or not all(isinstance(a, keras.KerasTensor) for a in args):
+        return None
+    if len(args[0].shape) != len(args[1].shape) or args[0] is args[1]:
+        return None
+    return merge(name=op.name, dtype="float32")
+
+
 def _windowed_average(op) -> bool:
     """An average pooling over a window (not a global mean): one grid for its input and output in TFLite."""
     facts = facts_for(op)
@@ -405,6 +416,9 @@ class _Quantizer:
             dense = _matmul_as_dense(op, args, kwargs, node.input_tensors[0].shape)
             if dense is not None:  # a traced layer's x @ w: a Dense, its kernel trainable (``_weights_as_operands``)
                 return self._wrap_kernel_layer(rb, node, dense, self.config._default, args[:1], {})
+            merge = _binary_as_merge(op, args, kwargs)
+            if merge is not None:  # ``a + b`` of two tensors: the Keras layer, whose integer arithmetic is emulated
+                return self._transform(rb, node, (list(args),), {}, as_layer=merge)
             bounds = _constant_bounds(op, args, kwargs)
             if bounds is not None:  # MAXIMUM / MINIMUM with a constant: on the input's grid, as in the file
                 x, low, high = bounds

@@ -1,8 +1,9 @@
-"""A layer with no quantized implementation (a ``Lambda``, a user's custom layer) traced into the Keras ops it computes.
+"""A layer with no quantized implementation (a ``Lambda``, a user's custom layer) traced into the Keras layers and ops
+it calls.
 
 The converter sees such a layer as the ops it is made of and quantizes each one where TFLite has an int8 kernel; traced
-on symbolic inputs here, its ops become nodes of the quantized model (``quantize_model`` inlines them), each on the
-grid the file gives it.
+on symbolic inputs here, its ops and sublayers become nodes of the quantized model (``quantize_model`` inlines them,
+the sublayers copied and named after the layer), each on the grid the file gives it.
 
 A layer's variables take part as symbolic inputs of the trace. What they compute on their own (``self.gamma``,
 ``ops.sigmoid(self.gate)``, ``ops.exp(self.log_scale)``) the converter folds into a constant; where such a constant
@@ -171,8 +172,7 @@ def _constant_operands(model, inputs, variables, outputs) -> Traced | None:
     constant = set(variables)  # ids of tensors computed from the variables alone
     operands: dict = {}  # id of an operand tensor -> the tensor
     reads: dict = {}  # id of an operand tensor -> how many times an op reads it
-    nodes = [n for depth in sorted(model._nodes_by_depth, reverse=True) for n in model._nodes_by_depth[depth]]
-    for node in nodes:
+    for node in _nodes(model):
         ins = node.arguments.keras_tensors
         if not ins or type(node.operation).__name__ == "InputLayer":
             continue
@@ -211,7 +211,7 @@ def _sublayers_cover(model, layer, held) -> bool:
     """Whether each of ``layer``'s variables is one it holds (``held``, standing in) or a weight of a sublayer called
     once in the trace (``self.conv(x)``; called twice, its copies in the quantized model would part)."""
     calls: dict = {}
-    for node in (n for nodes in model._nodes_by_depth.values() for n in nodes):
+    for node in _nodes(model):
         op = node.operation
         if isinstance(op, layers.Layer) and op.variables:
             calls[id(op)] = calls.get(id(op), 0) + 1
@@ -246,7 +246,7 @@ def _own_sublayers(traced: Traced, parent: str) -> Traced | None:
 def _same_graph(a, b) -> bool:
     """Whether two traces compute the same ops in the same order on the same constants, whatever the ``training``
     they hand their sublayers."""
-    nodes = [[n for depth in sorted(m._nodes_by_depth, reverse=True) for n in m._nodes_by_depth[depth]] for m in (a, b)]
+    nodes = [_nodes(a), _nodes(b)]
     if len(nodes[0]) != len(nodes[1]):
         return False
     for x, y in zip(*nodes):
@@ -260,6 +260,11 @@ def _same_graph(a, b) -> bool:
         if not _same_constants(x.arguments, y.arguments):
             return False
     return True
+
+
+def _nodes(model) -> list:
+    """A functional model's nodes, inputs first (each after the nodes it reads)."""
+    return [n for depth in sorted(model._nodes_by_depth, reverse=True) for n in model._nodes_by_depth[depth]]
 
 
 def _config(op) -> dict:

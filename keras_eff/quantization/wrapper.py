@@ -690,11 +690,17 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
                 resize = integer.resize_bilinear if xnnpack else integer.resize_bilinear_reference
                 return resize(xs, size, q.tflite_scale(), q.tflite_zero_point())
             return q.fake_quantize(self.layer(xs), training=training)
-        if facts.int8_kernel in ("add", "multiply") and isinstance(inputs, (list, tuple)) and len(inputs) == 2:
+        binary = ("add", "subtract", "multiply")
+        if facts.int8_kernel in binary and isinstance(inputs, (list, tuple)) and len(inputs) == 2:
             sources = self._input_ranges
             if len(sources) == 2 and self._integer(training, q, *sources):
-                fn = integer.add if facts.int8_kernel == "add" else integer.multiply
-                return fn(inputs, [r.tflite_scale() for r in sources], q.tflite_scale(), self.integer_kernels)
+                scales, kernels = [r.tflite_scale() for r in sources], self.integer_kernels
+                if facts.int8_kernel == "multiply":
+                    return integer.multiply(inputs, scales, q.tflite_scale(), kernels)
+                if facts.int8_kernel == "subtract":  # ADD with the second multiplier negated; LiteRT's int8 SUB is
+                    inputs = [inputs[0], -inputs[1]]  # its reference kernel (ties away from zero), built-in too
+                    kernels = "micro" if kernels == "builtin" else kernels
+                return integer.add(inputs, scales, q.tflite_scale(), kernels)
         if isinstance(self.layer, layers.Average) and isinstance(inputs, (list, tuple)):
             total = inputs[0]
             for x in inputs[1:]:
