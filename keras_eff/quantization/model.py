@@ -414,7 +414,7 @@ class _Quantizer:
                     args = ([ops.expand_dims(t, op.axis) for t in args[0]],)
                 return self._transform(rb, node, args[:1], {}, as_layer=layer)
             dense = _matmul_as_dense(op, args, kwargs, node.input_tensors[0].shape)
-            if dense is not None:  # a traced layer's x @ w: a Dense, its kernel trainable (``_weights_as_operands``)
+            if dense is not None:  # a traced layer's x @ w: a Dense, its kernel trainable (``tracing.matmul_kernel``)
                 return self._wrap_kernel_layer(rb, node, dense, self.config._default, args[:1], {})
             merge = _binary_as_merge(op, args, kwargs)
             if merge is not None:  # ``a + b`` of two tensors: the Keras layer, whose integer arithmetic is emulated
