@@ -319,14 +319,28 @@ def test_a_custom_layer_using_its_weights_otherwise_stays_float(layer_class):
     assert report.float_layers == [("custom", f"{layer_class.__name__} has no quantized implementation")]
 
 
-def test_a_learned_constant_grid_matches_the_files():
-    """The grid of a trainable constant, in tensor ops, is the converter's (``constant_grid``) value for value."""
+def _reference_constant_grid(c):
+    """The converter's int8 grid of a constant operand, written out in numpy: per tensor, the range widened to hold 0
+    (and to ±5e-7 where narrower than 1e-6), the zero point rounded half up, the values half away from zero."""
+    c = np.asarray(c, np.float64)
+    lo, hi = min(0.0, float(c.min())), max(0.0, float(c.max()))
+    if hi - lo <= 1e-6:
+        lo, hi = min(lo, -5e-7), max(hi, 5e-7)
+    scale = (hi - lo) / 255.0
+    zero = np.clip(np.floor(-128.0 - lo / scale + 0.5), -128, 127)
+    q = np.clip(np.sign(c) * np.floor(np.abs(c) / scale + 0.5) + zero, -128, 127)
+    return ((q - zero) * scale).astype(np.float32), scale
+
+
+def test_the_constant_grid_in_tensor_ops_is_the_converters():
+    """``constant_grid`` computes in tensor ops (a trainable constant's grid follows its weights) what the converter
+    computes in double, value for value."""
     rng = np.random.default_rng(0)
     for k in range(50):
         c = (rng.normal(size=int(rng.integers(2, 40))) * 10 ** rng.uniform(-3, 3)).astype(np.float32)
         c = np.abs(c) if k % 5 == 0 else c
-        grid, step = integer_inference.constant_grid(c)
-        tensor_grid, tensor_step = integer_inference.constant_grid_tensor(c)
+        grid, step = _reference_constant_grid(c)
+        tensor_grid, tensor_step = integer_inference.constant_grid(c)
         np.testing.assert_array_equal(np.asarray(tensor_grid), grid)
         assert float(tensor_step) == step
 

@@ -86,6 +86,7 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         if function is not None and not (self.learned and isinstance(function, keras.Model)):
             raise ValueError("QuantizedConstantOp: function is a Keras functional model, and needs learned=True")
         object.__setattr__(self, "function", function)  # not a sub-layer: no weights, saved in the config
+        self._on_grid = integer.on_constant_grid(self.constant)  # (a fixed constant's, computed once)
         self._init_activation_steps(("output",), bits, symmetric, ema_decay, quantizers, integer_kernels)
         self._place_saved(input_range)  # the input's grid (placement.place_ranges)
 
@@ -119,11 +120,11 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
     def _constant_on_grid(self):
         """The constant as the file holds it (its int8 grid); a learned one trains through it (straight through)."""
         if not self.learned:
-            return integer.on_constant_grid(self.constant)
+            return self._on_grid
         c = self.learned_constant
         if self.constant.size <= 1:  # a scalar lands on its grid exactly
             return c
-        return c + ops.stop_gradient(integer.constant_grid_tensor(c)[0] - c)
+        return c + ops.stop_gradient(integer.constant_grid(c)[0] - c)
 
     def _float(self, x):
         """The op on the constant as the file holds it (its int8 grid), in float."""
@@ -134,9 +135,7 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
     def _integer(self, x):
         """The op on the integers as the chosen kernels compute it, onto the output grid."""
         out = self.final_quantizer
-        grid, s_c = (integer.constant_grid_tensor if self.learned else integer.constant_grid)(
-            self.learned_constant if self.learned else self.constant
-        )
+        grid, s_c = integer.constant_grid(self.learned_constant if self.learned else self.constant)
         c = ops.cast(grid, "float32") * ops.ones_like(x)
         s_in = self._input_range.tflite_scale()
         if self.op == "multiply":

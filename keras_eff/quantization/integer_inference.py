@@ -332,24 +332,8 @@ def constant_scale(value: float) -> float:
 def constant_grid(value) -> tuple:
     """A constant tensor operand (of an ADD, SUB, MUL, MAXIMUM, MINIMUM) as the int8 file holds it, and its grid
     step: per tensor, its range widened to hold 0 (``constant_scale``), zero point rounded as the converter rounds
-    it, values half away from zero. A scalar lands on its grid exactly.
-
-    Returns:
-        ``(values on the grid as a float32 array, the grid step)``.
-    """
-    c = np.asarray(value, np.float64)
-    lo, hi = min(0.0, float(c.min())), max(0.0, float(c.max()))
-    if hi - lo <= 1e-6:
-        lo, hi = min(lo, -5e-7), max(hi, 5e-7)
-    scale = (hi - lo) / 255.0
-    zero = np.clip(np.floor(-128.0 - lo / scale + 0.5), -128, 127)
-    q = np.clip(np.sign(c) * np.floor(np.abs(c) / scale + 0.5) + zero, -128, 127)
-    return ((q - zero) * scale).astype(np.float32), scale
-
-
-def constant_grid_tensor(value) -> tuple:
-    """``constant_grid`` of a tensor (a trainable constant: its values change as it trains), in float64 tensor ops
-    that round as numpy's do.
+    it, values half away from zero. A scalar lands on its grid exactly. In float64 tensor ops, so that a trainable
+    constant (a weight, in a traced graph) gets it too.
 
     Returns:
         ``(values on the grid as a float32 tensor, the grid step as a float64 scalar tensor)``.
@@ -365,11 +349,11 @@ def constant_grid_tensor(value) -> tuple:
 
 
 def on_constant_grid(value):
-    """A constant operand on the grid the file holds it on (``constant_grid``); a scalar is returned as it is (it
-    lands on its grid exactly)."""
+    """A constant operand on the grid the file holds it on (``constant_grid``), as a float32 array (call it eagerly,
+    while a graph is built); a scalar is returned as it is (it lands on its grid exactly)."""
     if np.asarray(value).size <= 1:
         return value
-    return constant_grid(value)[0]
+    return np.asarray(constant_grid(value)[0])
 
 
 def gemmlowp_requantize(x, real_multiplier, kernels):
