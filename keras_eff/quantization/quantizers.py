@@ -444,18 +444,13 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         TensorFlow's fake-quant op nudges in float32, where the tie lands a hair below .5 and rounds down (zero point
         −1): the simulation's grid would be one step off the file's at both ends. Handing the op (and the file) the
         nudged range removes the tie for both."""
-        lo, hi = self._range64()
+        lo, hi = self.bounds("float64")  # as the converter reads the exported range
         levels = 2.0**self.bits - 1
         scale = (hi - lo) / levels
         t = -lo / scale
         tie = ops.less(ops.abs(t - ops.floor(t) - 0.5), 1e-4)
         zero = ops.clip(ops.floor(t + 0.5), 0.0, levels)
         return tie, -zero * scale, (levels - zero) * scale
-
-    def _range64(self):
-        """(min, max) in float64, widened to hold zero, as the converter reads them (the exported graph carries the
-        range itself; ``tflite_zero_point`` rounds a tie as the converter does)."""
-        return self.bounds("float64")
 
     def tflite_scale(self):
         """Computes the scale the int8 file stores for this range.
@@ -465,7 +460,7 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         Returns:
             A scalar float32 tensor.
         """
-        lo, hi = self._range64()
+        lo, hi = self.bounds("float64")  # as the converter reads the exported range
         return ops.cast((hi - lo) / (2**self.bits - 1), "float32")
 
     def tflite_zero_point(self):
@@ -479,7 +474,7 @@ class ActivationQuantizer(ExportView, keras.layers.Layer):
         Returns:
             A scalar float32 tensor holding an integer.
         """
-        lo, hi = self._range64()
+        lo, hi = self.bounds("float64")  # as the converter reads the exported range
         qmin = -(2.0 ** (self.bits - 1))
         z = ops.floor(qmin - lo / ((hi - lo) / (2**self.bits - 1)) + 0.5)
         return ops.cast(ops.clip(z, qmin, -qmin - 1.0), "float32")
