@@ -8,9 +8,11 @@ MultiHeadAttention and a GELU MLP):
   (a) ``quantize_model`` → ``calibrate`` (64 training images) → ``to_tflite`` (full int8, int8 I/O, float islands
       refused; peak memory read here) → one fit step (8 images, SGD 1e-4, ``FreezeBatchNorm(step=0)``) →
       ``to_tflite`` again → ``compare`` that file against LiteRT/XNNPACK on 64 test images;
-  (b) ``prune_model`` with ``ConstantSparsity(0.5)`` → one fit step with ``UpdatePruning`` → ``strip`` → int8 TFLite
-      by the converter's post-training quantization (``to_tflite(stripped, representative_data=...)``);
-  (c) ``cluster_model(16)`` → ``strip`` → int8 TFLite the same way;
+  (b) ``prune_model`` with ``ConstantSparsity(0.5)`` → one fit step with ``UpdatePruning`` → ``strip`` →
+      ``quantize_model(preserve="sparsity")`` → ``calibrate`` → ``to_tflite``; each pruned layer's zeros are
+      counted in the int8 file;
+  (c) ``cluster_model(16)`` → ``strip`` → ``quantize_model(preserve="clusters")`` → ``calibrate`` → ``to_tflite``;
+      each clustered layer's distinct values per output channel are counted in the int8 file;
   (d) ``ptq.equalize`` → ``quantize_model`` → ``calibrate`` → ``ptq.adaround`` (a few iterations on the first two
       layers it handles);
   and beside it the TFLite converter's own full-int8 PTQ of the float model (``to_tflite(float_model,
@@ -33,6 +35,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -221,6 +224,30 @@ def step_quantize(model, x_cal, y_cal, x_test, row):
     row["compare_s"] = round(time.perf_counter() - t, 2)
 
 
+def _keras_eff_int8(ke, te, stripped, x_cal, preserve, row, key):
+    """``quantize_model(stripped, preserve=...)`` → ``calibrate`` → strict full-int8 export; the bytes or None."""
+    q = ke.quantize_model(stripped, preserve=preserve)
+    ke.calibrate(q, x_cal, progress=False)
+    return _int8_export(te, q, None, row, key)
+
+
+def _kernels_in_file(ke, model, blob, layer_names) -> list:
+    """``(Keras kernel, its int8 filter in the file or None)`` for every kernel of the named layers of ``model``
+    (both kernels of a SeparableConv2D), as ``KernelStats`` of ``clustering_report``. A kernel's filter is the one
+    of equal size whose tensor name holds the layer's name (``model_1/quant_<layer>_1/convolution``; the size tells
+    a layer ``conv``, uniquified as ``conv_1``, from a layer ``conv_1``)."""
+    in_file = ke.clustering_report(blob).kernels  # every CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED filter
+    pairs = []
+    for kernel in ke.clustering_report(model).kernels:  # named "<layer>/<kernel>"
+        layer = kernel.name.rsplit("/", 1)[0]
+        if layer not in layer_names:
+            continue
+        size, pattern = int(np.prod(kernel.shape)), re.compile(rf"(^|/)(quant_)?{re.escape(layer)}(_\d+)?/")
+        match = (f for f in in_file if int(np.prod(f.shape)) == size and pattern.search(f.name.split(":", 1)[-1]))
+        pairs.append((kernel, next(match, None)))
+    return pairs
+
+
 def step_prune(model, x_cal, y_cal, x_test, row):
     import keras
 
@@ -232,11 +259,19 @@ def step_prune(model, x_cal, y_cal, x_test, row):
     pruned.fit(
         x_cal[:N_FIT], y_cal[:N_FIT], batch_size=N_FIT, epochs=1, verbose=0, callbacks=[ke.callbacks.UpdatePruning()]
     )
+    pruned_layers = {r["layer"] for r in ke.sparsity_report(pruned).rows if r["status"] == "pruned"}
     stripped = ke.strip(pruned)
     row["prune_sparsity"] = round(float(ke.sparsity_report(stripped).total_sparsity), 4)
-    blob = _int8_export(te, stripped, x_cal, row, "prune_export")
+    blob = _keras_eff_int8(ke, te, stripped, x_cal, "sparsity", row, "prune_export")
     if blob is not None:
         row["prune_bytes"] = len(blob)
+        # a pruned weight is an int8 zero (weights are symmetric); rounding may add zeros, never remove one
+        pairs = _kernels_in_file(ke, stripped, blob, pruned_layers)
+        row["prune_kernels"] = len(pairs)
+        row["prune_file_kernels"] = sum(
+            f is not None and round(f.sparsity * np.prod(f.shape)) >= round(k.sparsity * np.prod(k.shape))
+            for k, f in pairs
+        )
 
 
 def step_cluster(model, x_cal, y_cal, x_test, row):
@@ -247,15 +282,15 @@ def step_cluster(model, x_cal, y_cal, x_test, row):
     clustered_layers = set(ke.clustering_report(clustered).clustered_layers)
     row["cluster_layers"] = len(clustered_layers)
     stripped = ke.strip(clustered)
-    counts = [
-        len(np.unique(np.asarray(layer.kernel)))
-        for layer in stripped.layers
-        if layer.name in clustered_layers and hasattr(layer, "kernel")
-    ]
-    row["cluster_max_values"] = max(counts) if counts else None
-    blob = _int8_export(te, stripped, x_cal, row, "cluster_export")
+    kernels = [k for k in ke.clustering_report(stripped).kernels if k.name.rsplit("/", 1)[0] in clustered_layers]
+    row["cluster_max_values"] = max((k.distinct for k in kernels), default=None)
+    blob = _keras_eff_int8(ke, te, stripped, x_cal, "clusters", row, "cluster_export")
     if blob is not None:
         row["cluster_bytes"] = len(blob)
+        # per-channel scales (and a folded BatchNorm's per-channel factor) keep the 16 values in each output channel
+        pairs = _kernels_in_file(ke, stripped, blob, clustered_layers)
+        row["cluster_kernels"] = len(pairs)
+        row["cluster_file_kernels"] = sum(f is not None and f.max_distinct_per_channel <= 16 for _, f in pairs)
 
 
 def _adaround_layers(q, n):
@@ -429,6 +464,16 @@ def _ok(v):
     return "ok" if v == "ok" else f"**{_short(v, 70)}**" if v else "–"
 
 
+def _prune_kept(r) -> bool:
+    """Every pruned kernel's filter in the int8 file holds at least as many zeros as the kernel after strip."""
+    return r.get("prune_file_kernels", -1) == r.get("prune_kernels")
+
+
+def _clusters_kept(r) -> bool:
+    """Every clustered kernel's filter in the int8 file holds at most 16 values in each output channel."""
+    return r.get("cluster_file_kernels", -1) == r.get("cluster_kernels")
+
+
 def table_row(r):
     conv = r.get("converter", {})
     # the file of the calibrated model: the same weights as the float model the converter quantizes (after the fit
@@ -444,13 +489,23 @@ def table_row(r):
     prune = r.get("prune_ok")
     if prune == "ok":
         prune = (
-            "ok" if r.get("prune_export") == "full int8" else _short(r.get("prune_export"), 70)
-        ) + f" ({_pct(r.get('prune_sparsity'), 0)} zeros)"
+            ("ok" if _prune_kept(r) else "**zeros lost in the file**")
+            if r.get("prune_export") == "full int8"
+            else _short(r.get("prune_export"), 70)
+        ) + (
+            f" ({_pct(r.get('prune_sparsity'), 0)} zeros; int8 file: {r.get('prune_file_kernels')} of "
+            f"{r.get('prune_kernels')} kernels keep them)"
+        )
     cluster = r.get("cluster_ok")
     if cluster == "ok":
         cluster = (
-            "ok" if r.get("cluster_export") == "full int8" else _short(r.get("cluster_export"), 70)
-        ) + f" ({r.get('cluster_layers')} layers, ≤ {r.get('cluster_max_values')} values)"
+            ("ok" if _clusters_kept(r) else "**clusters lost in the file**")
+            if r.get("cluster_export") == "full int8"
+            else _short(r.get("cluster_export"), 70)
+        ) + (
+            f" ({r.get('cluster_layers')} layers, ≤ {r.get('cluster_max_values')} values; int8 file: "
+            f"{r.get('cluster_file_kernels')} of {r.get('cluster_kernels')} kernels ≤ 16 a channel)"
+        )
     ada = r.get("adaround_ok")
     if ada == "ok":
         ada = (
@@ -522,8 +577,12 @@ def summary(rows, wall_min=None):
         "keras_eff_full_int8": len(full),
         "converter_full_int8": len(conv_full),
         "parity_met (≥99.9 % bit-exact, max 1 LSB)": len(exact),
-        "prune_ok": sum(r.get("prune_ok") == "ok" and r.get("prune_export") == "full int8" for r in rows),
-        "cluster_ok": sum(r.get("cluster_ok") == "ok" and r.get("cluster_export") == "full int8" for r in rows),
+        "prune_ok (full int8, the zeros kept)": sum(
+            r.get("prune_ok") == "ok" and r.get("prune_export") == "full int8" and _prune_kept(r) for r in rows
+        ),
+        "cluster_ok (full int8, ≤ 16 values a channel kept)": sum(
+            r.get("cluster_ok") == "ok" and r.get("cluster_export") == "full int8" and _clusters_kept(r) for r in rows
+        ),
         "adaround_ok": sum(r.get("adaround_ok") == "ok" for r in rows),
     }
     if wall_min is not None:
@@ -660,10 +719,17 @@ Data: {N_CALIB} Fashion-MNIST training images (calibration, representative data)
   first export (its imports and the float model included: the target's scope, quantize + export); "peak MiB after
   fit": after the fit step and the second export. "size vs converter" compares the first file (the calibrated
   model: the same weights the converter quantizes) with the converter's.
-- **prune50**: `prune_model(ConstantSparsity(0.5))` → one fit step with `UpdatePruning` → `strip` → int8 TFLite by the
-  converter's PTQ (`to_tflite(stripped, representative_data=...)`); the share is the zeros over all prunable kernels.
-- **cluster16**: `cluster_model(16)` → `strip` → int8 TFLite the same way; "≤ N values": most distinct values in one
-  clustered kernel after strip.
+- **prune50**: `prune_model(ConstantSparsity(0.5))` → one fit step with `UpdatePruning` → `strip` →
+  `quantize_model(stripped, preserve="sparsity")` → `calibrate` → `to_tflite` (full int8, float islands refused); the
+  share is the zeros over all prunable kernels; "int8 file N× as many": the zeros of the file's int8 kernels over
+  the stripped model's (≥ 1: every pruned weight is an int8 zero; rounding adds a few).
+- **cluster16**: `cluster_model(16)` → `strip` → `quantize_model(stripped, preserve="clusters")` → `calibrate` →
+  `to_tflite`; "≤ N values": most distinct values in one clustered kernel after strip; "int8 file: K of N kernels
+  ≤ 16 a channel": the clustered layers' kernels whose filter in the file holds at most 16 int8 values in every
+  output channel.
+- (Up to commit e6a0f0f these two columns exported the stripped model by the converter's own PTQ,
+  `to_tflite(stripped, representative_data=...)`: full int8 for 13 families; ConvNeXtTiny's and the transformer's
+  LayerNormalization kept a float NEG, as the converter PTQ column shows for the float model.)
 - **equalize+adaround**: `ptq.equalize` → `quantize_model` → `calibrate` → `ptq.adaround` ({ADAROUND_ITERATIONS}
   iterations on the first {ADAROUND_LAYERS} layers it handles); pairs: layer pairs equalized.
 - **converter PTQ**: the TFLite converter's own full-int8 PTQ of the float model (`to_tflite(float_model,

@@ -128,3 +128,35 @@ def test_model_report_warning_names_the_float_op(quantized, xs):
     report = te.model_report(data, latency_runs=0, arena=False)
     warning = next(w for w in report.data["warnings"] if "not fully int8" in w)
     assert "CUMSUM (op #" in warning and "running_total" in warning, warning
+
+
+def _layer_norm_model():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 4))
+    x = layers.Dense(16, name="fc0")(inp)
+    x = layers.LayerNormalization(name="ln")(x)
+    x = layers.Flatten()(x)
+    return keras.Model(inp, layers.Dense(3, name="fc")(x), name="ln_model")
+
+
+def test_converter_ptq_float_op_points_to_quantize_model_which_exports_it_in_int8(xs):
+    """The converter's own PTQ leaves LayerNormalization's NEG float (no int8 kernel); the message says that this
+    is the converter's choice for a float model and names the keras-eff route, which is full int8. A quantized
+    model's float op (the CUMSUM above) gets no such advice: it was quantized already."""
+    model = _layer_norm_model()
+    with pytest.raises(te.FloatIslandError) as info:
+        te.to_tflite(model, representative_data=xs)
+    msg = str(info.value)
+    assert "NEG" in msg and "layer 'ln'" in msg, msg
+    assert "post-training quantization of a float model" in msg and "keras_eff.quantize_model" in msg, msg
+    assert any(op.op == "NEG" and op.bounded for op in info.value.float_ops)
+    q = ke.quantize_model(model)
+    ke.calibrate(q, xs, progress=False)
+    data = te.to_tflite(q)  # full int8: the float-island check passes
+    assert te.compare(q, data, xs).max_lsb_diff <= 1
+
+
+def test_quantized_model_float_op_gets_no_converter_ptq_advice(quantized, xs):
+    with pytest.raises(te.FloatIslandError) as info:
+        te.to_tflite(quantized, representative_data=xs)
+    assert "post-training quantization of a float model" not in str(info.value)

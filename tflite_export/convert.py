@@ -14,7 +14,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from .checks import check_int8
-from .errors import TFLiteExportError, UncalibratedModelError
+from .errors import FloatIslandError, TFLiteExportError, UncalibratedModelError
 from .export_mode import export_view
 from .ranges import find_unset_ranges
 from .samples import check_samples
@@ -310,7 +310,8 @@ def to_tflite(
             raise TFLiteExportError(
                 f"Keras could not export model {model.name!r} as a SavedModel: {type(err).__name__}: {err}"
             ) from err
-        if quantize and rep is None and not _saved_model_has_fake_quant(tmp):
+        post_training = quantize and not _saved_model_has_fake_quant(tmp)  # the converter picks every range
+        if post_training and rep is None:
             raise TFLiteExportError(
                 f"model {model.name!r} is a float model (it carries no fake-quant ranges), so int8 export needs "
                 f"representative_data (a few hundred typical inputs) to calibrate its ranges; or export it as "
@@ -344,5 +345,16 @@ def to_tflite(
             f"happens when a weight's shape is computed at run time)"
         )
     if quantize and not allow_float:
-        check_int8(data, int8_io=int8_io, keras_model=model)
+        try:
+            check_int8(data, int8_io=int8_io, keras_model=model)
+        except FloatIslandError as err:
+            if not post_training or not any(op.bounded for op in err.float_ops):
+                raise
+            raise FloatIslandError(
+                f"{err} These float ops are the converter's post-training quantization of a float model: "
+                f"keras_eff.quantize_model (then keras_eff.calibrate) builds some layers the converter leaves "
+                f"float, LayerNormalization among them, from ops with int8 kernels; export the model it returns.",
+                err.problems,
+                err.float_ops,
+            ) from None
     return data
