@@ -67,13 +67,23 @@ def _forms():
             return x * ops.sigmoid(self.gate)
 
     @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
-    class ChannelMix(layers.Layer):  # a user's layer whose weight feeds a matmul: not traced, kept float
+    class ChannelMix(layers.Layer):  # a user's layer whose weight is a matmul's kernel: traced into a Dense
         def build(self, input_shape):
             c = input_shape[-1]
             self.mix = self.add_weight(name="mix", shape=(c, c), initializer=keras.initializers.Orthogonal(seed=0))
 
         def call(self, x):
             return ops.matmul(x, self.mix)
+
+    @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
+    class LearnedClip(layers.Layer):  # a PACT-style learned clipping level: the bound of MINIMUM
+        def build(self, input_shape):
+            self.log_alpha = self.add_weight(
+                name="log_alpha", shape=input_shape[-1:], initializer=keras.initializers.Constant(-0.7)
+            )
+
+        def call(self, x):
+            return ops.minimum(x, ops.exp(self.log_alpha))
 
     @keras.saving.register_keras_serializable(package="benchmarks_user_ops")
     class ResidualBlock(layers.Layer):  # a user's block of Keras layers
@@ -124,6 +134,7 @@ def _forms():
         "custom layer scale * x (weights)": ("middle", False, lambda t: LeftScale()(t)),
         "custom layer x @ w (weights)": ("middle", False, lambda t: ChannelMix()(t)),
         "custom layer x * sigmoid(gate) (weights)": ("middle", False, lambda t: Gate()(t)),
+        "custom layer min(x, exp(log_alpha)) (weights)": ("middle", False, lambda t: LearnedClip()(t)),
         "custom residual block (Conv2D + BatchNormalization)": ("middle", False, lambda t: ResidualBlock()(t)),
         "custom squeeze-excite block (Dense layers)": ("middle", False, lambda t: SqueezeExcite()(t)),
     }
@@ -163,7 +174,8 @@ def main(argv=None):
         f"{len(rows)} forms: {len(exact)} exported by keras-eff ({sum(r['max LSB'] == 0 for r in exact)} bit-exact "
         f"on every output), {sum(r['converter PTQ int8'] == 'full int8' for r in rows)} full int8 by the "
         "converter's own PTQ. keras-eff traces a Lambda, a custom layer built from Keras layers, or one whose weights "
-        "(or Keras ops on them) are operands of ADD, SUB, MUL, a division or a matmul's kernel (they stay trainable), "
+        "(or Keras ops on them) are operands of ADD, SUB, MUL, a division, bounds of MINIMUM / MAXIMUM or a matmul's "
+        "kernel (they stay trainable), "
         "into the layers and ops it computes, computes an op "
         "with a constant operand as the file's integer ADD, SUB or MUL, and keeps a constant "
         "minimum, maximum or clip on its input's grid. `Lambda(sin)` is refused "

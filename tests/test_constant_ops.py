@@ -247,13 +247,28 @@ class Temperature(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="test_constant_ops")
 class LearnedFloor(layers.Layer):
-    """max(x, floor): a MAXIMUM with a weight, not traced: left float."""
+    """max(x, floor) per channel: a MAXIMUM whose bound the file holds on x's grid; traced, the floor trains."""
 
     def build(self, input_shape):
-        self.floor = self.add_weight(name="floor", shape=(input_shape[-1],), initializer="zeros")
+        init = keras.initializers.RandomUniform(0.05, 0.3, seed=1)
+        self.floor = self.add_weight(name="floor", shape=(input_shape[-1],), initializer=init)
 
     def call(self, x):
-        return ops.maximum(x, self.floor)
+        return ops.maximum(self.floor, x)  # the bound first: MAXIMUM is symmetric
+
+
+@keras.saving.register_keras_serializable(package="test_constant_ops")
+class LearnedClip(layers.Layer):
+    """min(x, exp(log α)): a learned clipping level as PACT trains it; the converter folds exp(log α) into MINIMUM's
+    bound."""
+
+    def build(self, input_shape):
+        self.log_alpha = self.add_weight(
+            name="log_alpha", shape=(input_shape[-1],), initializer=keras.initializers.RandomUniform(-1.5, -0.5, 2)
+        )
+
+    def call(self, x):
+        return ops.minimum(x, ops.exp(self.log_alpha))
 
 
 @keras.saving.register_keras_serializable(package="test_constant_ops")
@@ -283,6 +298,8 @@ def _with_custom(layer):
         (ChannelMix, ["FULLY_CONNECTED", "ADD"]),
         (Gate, ["MUL"]),
         (Temperature, ["MUL"]),
+        (LearnedFloor, ["MAXIMUM"]),
+        (LearnedClip, ["MINIMUM"]),
     ],
 )
 def test_a_custom_layer_whose_weights_are_operands_is_traced_and_its_weights_train(layer_class, ops_in_file, tmp_path):
@@ -309,7 +326,7 @@ def test_a_custom_layer_whose_weights_are_operands_is_traced_and_its_weights_tra
     assert te.compare(q, te.to_tflite(q), x).max_lsb_diff == 0  # the file holds the trained weights' grid
 
 
-@pytest.mark.parametrize("layer_class", [LearnedFloor, TiedScale])
+@pytest.mark.parametrize("layer_class", [TiedScale])
 def test_a_custom_layer_using_its_weights_otherwise_stays_float(layer_class):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -364,6 +381,10 @@ def test_constant_bounds_stay_on_their_inputs_grid(name, tmp_path):
 def test_clip_on_input_grid_needs_a_bound():
     with pytest.raises(ValueError, match="give low, high or both"):
         ClipOnInputGrid()
+    with pytest.raises(ValueError, match="learned=True takes one bound"):
+        ClipOnInputGrid(low=0.0, high=1.0, learned=True)
+    with pytest.raises(ValueError, match="ClipOnInputGrid: function .* needs learned=True"):
+        ClipOnInputGrid(low=0.0, function=keras.Sequential([layers.Activation("sigmoid")]))
 
 
 BINARY = {

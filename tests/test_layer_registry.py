@@ -52,13 +52,14 @@ class Clip(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="test_registry")
 class Undeclared(layers.Layer):
-    """A custom layer with a learned floor: a MAXIMUM with a weight, which keras-eff does not trace."""
+    """A custom layer whose weight is read twice (x · w + w), which keras-eff does not trace (two trainable copies
+    would part)."""
 
     def build(self, shape):
-        self.floor = self.add_weight(shape=(shape[-1],), initializer="zeros")
+        self.w = self.add_weight(shape=(shape[-1],), initializer="ones")
 
     def call(self, x):
-        return ops.maximum(x, self.floor)
+        return x * self.w + self.w
 
 
 @keras.saving.register_keras_serializable(package="test_layer_registry")

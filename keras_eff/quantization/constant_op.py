@@ -21,8 +21,65 @@ from .wrapper import FUSED_ACTIVATIONS, _fused
 OPS = ("add", "subtract", "multiply")
 
 
+class LearnedConstant:
+    """A constant operand that may be learned: a custom layer's variable (``x * self.gamma``), or what Keras ops
+    compute from its variables (``ops.sigmoid(self.gate)``), as ``quantize_model`` traces them. The converter folds
+    such a constant into the file; here it stays trainable, as weights of this layer.
+
+    ``constant`` is the operand's value (a learned one's start); with ``learned``, ``function`` (a functional model of
+    Keras ops, one input per weight, saved in the config) computes it from the weights, or, None, the one weight is the
+    constant itself."""
+
+    function: keras.Model | None
+    built: bool  # (the Keras layer's)
+
+    def _init_constant(self, constant, learned, function):
+        self.constant = np.asarray(constant, np.float32)
+        self.learned = bool(learned)
+        if isinstance(function, dict):
+            function = keras.saving.deserialize_keras_object(function)
+        if function is not None and not (self.learned and isinstance(function, keras.Model)):
+            raise ValueError(f"{type(self).__name__}: function is a Keras functional model, and needs learned=True")
+        object.__setattr__(self, "function", function)  # not a sub-layer: no weights, saved in the config
+
+    def _build_constant(self):
+        """A learned constant's weights (``learned_weights``)."""
+        if self.learned and self.function is None:
+            init = keras.initializers.Constant(self.constant)
+            self.learned_weights = [self.add_weight(name="constant", shape=self.constant.shape, initializer=init)]
+        elif self.learned:
+            self.learned_weights = [
+                self.add_weight(name=f"variable_{i}", shape=t.shape, initializer="zeros")
+                for i, t in enumerate(self.function.inputs)
+            ]
+
+    def start_learning_from(self, input_shape, values):
+        """Builds the layer for ``input_shape`` and sets its learned weights to ``values`` (copies of the traced
+        variables' values)."""
+        self.build(input_shape)
+        for weight, value in zip(self.learned_weights, values):
+            weight.assign(value)
+
+    @property
+    def learned_constant(self):
+        """A learned constant's value now (a tensor), from its weights."""
+        w = self.learned_weights
+        if self.function is None:
+            return w[0].value
+        return ops.cast(self.function(w if len(w) > 1 else w[0]), "float32")
+
+    def _constant_config(self) -> dict:
+        """The config fields of the constant (a learned one saves its current value; its weights load after)."""
+        value = np.asarray(self.learned_constant) if self.learned and self.built else self.constant
+        return {
+            "constant": value.tolist(),
+            "learned": self.learned,
+            "function": None if self.function is None else keras.saving.serialize_keras_object(self.function),
+        }
+
+
 @keras.saving.register_keras_serializable(package="keras_eff")
-class QuantizedConstantOp(PlacedInput, CompositeQuantized):
+class QuantizedConstantOp(LearnedConstant, PlacedInput, CompositeQuantized):
     """``x (op) constant`` or ``constant (op) x`` for ADD, SUB and MUL, its output on a range of its own.
 
     Args:
@@ -77,15 +134,9 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
                 f"QuantizedConstantOp: fused_activation={fused_activation!r}; one of {', '.join(FUSED_ACTIVATIONS)}"
             )
         self.op = op
-        self.constant = np.asarray(constant, np.float32)
+        self._init_constant(constant, learned, function)
         self.constant_first = bool(constant_first)
         self.fused_activation = fused_activation
-        self.learned = bool(learned)
-        if isinstance(function, dict):
-            function = keras.saving.deserialize_keras_object(function)
-        if function is not None and not (self.learned and isinstance(function, keras.Model)):
-            raise ValueError("QuantizedConstantOp: function is a Keras functional model, and needs learned=True")
-        object.__setattr__(self, "function", function)  # not a sub-layer: no weights, saved in the config
         self._on_grid = integer.on_constant_grid(self.constant)  # (a fixed constant's, computed once)
         self._init_activation_steps(("output",), bits, symmetric, ema_decay, quantizers, integer_kernels)
         self._place_saved(input_range)  # the input's grid (placement.place_ranges)
@@ -99,23 +150,8 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         return tuple(shape)
 
     def build(self, input_shape):
-        if self.learned and self.function is None:
-            init = keras.initializers.Constant(self.constant)
-            self.learned_weights = [self.add_weight(name="constant", shape=self.constant.shape, initializer=init)]
-        elif self.learned:
-            self.learned_weights = [
-                self.add_weight(name=f"variable_{i}", shape=t.shape, initializer="zeros")
-                for i, t in enumerate(self.function.inputs)
-            ]
+        self._build_constant()
         super().build(input_shape)
-
-    @property
-    def learned_constant(self):
-        """A learned constant's value now (a tensor), from its weights."""
-        w = self.learned_weights
-        if self.function is None:
-            return w[0].value
-        return ops.cast(self.function(w if len(w) > 1 else w[0]), "float32")
 
     def _constant_on_grid(self):
         """The constant as the file holds it (its int8 grid); a learned one trains through it (straight through)."""
@@ -160,17 +196,14 @@ class QuantizedConstantOp(PlacedInput, CompositeQuantized):
         return {
             **super().get_config(),
             "op": self.op,
-            # a learned constant saves its current values (its weight, loaded after, holds the same)
-            "constant": (np.asarray(self.learned_constant) if self.learned and self.built else self.constant).tolist(),
+            **self._constant_config(),
             "constant_first": self.constant_first,
             "fused_activation": self.fused_activation,
-            "learned": self.learned,
-            "function": None if self.function is None else keras.saving.serialize_keras_object(self.function),
         }
 
 
 @keras.saving.register_keras_serializable(package="keras_eff")
-class ClipOnInputGrid(PlacedInput, ExportView, keras.layers.Layer):
+class ClipOnInputGrid(LearnedConstant, PlacedInput, ExportView, keras.layers.Layer):
     """``ops.maximum(x, low)``, ``ops.minimum(x, high)`` or ``ops.clip(x, low, high)`` with constant bounds, on its
     input's grid: TFLite's int8 MAXIMUM and MINIMUM keep one grid for inputs and output, the constant rounded onto
     it. A range of its own made the file requantize (2–3 LSB off).
@@ -178,11 +211,18 @@ class ClipOnInputGrid(PlacedInput, ExportView, keras.layers.Layer):
     Args:
         low: The lower bound (a number or a list broadcast against the input), or None.
         high: The upper bound, or None.
+        learned: The one bound given is trainable (a custom layer's ``ops.maximum(x, self.floor)``, or a bound Keras
+            ops compute from its variables, ``function``): it trains through the input's grid (straight through),
+            and the file holds it on that grid.
+        function: With ``learned``, a functional model of Keras ops from weights of this layer to the bound, as for
+            `QuantizedConstantOp`; None: the bound is one weight itself, starting at its value.
+        traced_from: The name of the custom layer or ``Lambda`` whose op this is (``quantize_model`` sets it: with no
+            range of its own, the layer records it for ``quantization_report``).
         input_range: The input's grid, from a saved config (``placement.place_ranges`` hands it in otherwise).
         **kwargs: Keras layer arguments (``name`` ...).
 
     Raises:
-        ValueError: If neither bound is given.
+        ValueError: If neither bound is given, or both with ``learned``.
 
     Example:
         ```python
@@ -190,13 +230,17 @@ class ClipOnInputGrid(PlacedInput, ExportView, keras.layers.Layer):
         ```
     """
 
-    def __init__(self, low=None, high=None, input_range=None, **kwargs):
+    def __init__(self, low=None, high=None, learned=False, function=None, traced_from=None, input_range=None, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         if low is None and high is None:
             raise ValueError("ClipOnInputGrid: give low, high or both")
+        if learned and low is not None and high is not None:
+            raise ValueError("ClipOnInputGrid: learned=True takes one bound, low or high")
         self.low = None if low is None else np.asarray(low, np.float32)
         self.high = None if high is None else np.asarray(high, np.float32)
+        self._init_constant(self.high if self.low is None else self.low, learned, function)
+        self.traced_from = None if traced_from is None else str(traced_from)
         self._place_saved(input_range)
 
     def keras_eff_facts(self):
@@ -204,6 +248,10 @@ class ClipOnInputGrid(PlacedInput, ExportView, keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def build(self, input_shape):
+        self._build_constant()
+        self.built = True
 
     def _bound(self, value, training):
         """A bound where the file holds it: rounded onto the input's grid once that grid is known."""
@@ -213,14 +261,23 @@ class ClipOnInputGrid(PlacedInput, ExportView, keras.layers.Layer):
         return q.fake_quantize(ops.convert_to_tensor(value), training=training)
 
     def call(self, x, training=None):
-        high, low = self._bound(self.high, training), self._bound(self.low, training)
+        low, high = self.low, self.high
+        if self.learned and low is not None:
+            low = self.learned_constant
+        elif self.learned:
+            high = self.learned_constant
+        high, low = self._bound(high, training), self._bound(low, training)
         if high is not None:
             x = ops.minimum(x, high)
         return x if low is None else ops.maximum(x, low)
 
     def get_config(self):
+        config = {**super().get_config(), **self._constant_config()}
+        bound = config.pop("constant")  # a learned bound's current value
+        low, high = self.low, self.high
         return {
-            **super().get_config(),
-            "low": None if self.low is None else self.low.tolist(),
-            "high": None if self.high is None else self.high.tolist(),
+            **config,
+            "traced_from": self.traced_from,
+            "low": None if low is None else (bound if self.learned else low.tolist()),
+            "high": None if high is None else (bound if self.learned and low is None else high.tolist()),
         }

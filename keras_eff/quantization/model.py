@@ -421,8 +421,7 @@ class _Quantizer:
                 return self._transform(rb, node, (list(args),), {}, as_layer=merge)
             bounds = _constant_bounds(op, args, kwargs)
             if bounds is not None:  # MAXIMUM / MINIMUM with a constant: on the input's grid, as in the file
-                x, low, high = bounds
-                return ClipOnInputGrid(low=low, high=high, name=op.name)(x)
+                return _clip_on_input_grid(op.name, *bounds)
             with_constant = self._constant_op(rb, node, op, args, kwargs)
             if with_constant is not None:
                 return with_constant
@@ -568,9 +567,7 @@ class _Quantizer:
             name=op.name,
         )
         if learned:
-            layer.build(tensor.shape)
-            for weight, value in zip(layer.learned_weights, operand.values()):
-                weight.assign(value)
+            layer.start_learning_from(tensor.shape, operand.values())
         for reader in readers:
             rb.absorb(reader)
         return layer(tensor)
@@ -717,6 +714,20 @@ def _constant_bounds(op, args, kwargs):
     return (tensor, constant, None) if name == "Maximum" else (tensor, None, constant)
 
 
+def _clip_on_input_grid(name, x, low, high):
+    """A `ClipOnInputGrid` of ``x``; a bound a traced layer's variables compute (``tracing.ConstantOperand``) is
+    copied, and trainable."""
+    operand = next((b for b in (low, high) if isinstance(b, tracing.ConstantOperand)), None)
+    if operand is None:
+        return ClipOnInputGrid(low=low, high=high, name=name)(x)
+    value, learned = operand.value(), operand.trainable
+    low, high = (value, None) if low is operand else (None, value)
+    layer = ClipOnInputGrid(low, high, learned, operand.function if learned else None, name=name)
+    if learned:
+        layer.start_learning_from(x.shape, operand.values())
+    return layer(x)
+
+
 def _tensor_and_constant(args):
     """``(tensor, constant, constant first?)`` for a binary op node of one tensor and one constant; else None."""
     if len(args) != 2:
@@ -731,8 +742,8 @@ def _tensor_and_constant(args):
 
 
 def _mark_traced(outputs, inputs, name) -> bool:
-    """Sets ``traced_from`` on the ranges between a traced layer's inputs and outputs (what ``quantization_report``
-    reads back); whether there was one."""
+    """Sets ``traced_from`` on the ranges between a traced layer's inputs and outputs, and on a `ClipOnInputGrid`
+    there (what ``quantization_report`` reads back); whether there was one."""
     stop = {id(t) for t in inputs}
     stack, seen, marked = list(keras.tree.flatten(outputs)), set(), False
     while stack:
@@ -744,6 +755,9 @@ def _mark_traced(outputs, inputs, name) -> bool:
         producer = history.operation
         for q in owned_ranges(producer):  # (the walk stops at the traced layer's inputs: no model input range)
             q.traced_from = name
+            marked = True
+        if isinstance(producer, ClipOnInputGrid):  # on its input's grid: no range of its own to mark
+            producer.traced_from = name
             marked = True
         stack.extend(producer._inbound_nodes[history.node_index].input_tensors)
     return marked

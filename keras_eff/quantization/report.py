@@ -183,8 +183,10 @@ def owned_ranges(op) -> list:
 
 
 def _traced_from(op):
-    """The name of the traced layer whose ops ``op`` quantizes (``ActivationQuantizer.traced_from``), or None."""
-    return next((q.traced_from for q in owned_ranges(op) if q.traced_from), None)
+    """The name of the traced layer whose ops ``op`` quantizes (``ActivationQuantizer.traced_from``, or the op's own
+    for one on its input's grid, `ClipOnInputGrid`), or None."""
+    own = getattr(op, "traced_from", None)
+    return own or next((q.traced_from for q in owned_ranges(op) if q.traced_from), None)
 
 
 def _walk(model, report):

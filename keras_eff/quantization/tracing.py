@@ -7,9 +7,10 @@ the sublayers copied and named after the layer), each on the grid the file gives
 
 A layer's variables take part as symbolic inputs of the trace. What they compute on their own (``self.gamma``,
 ``ops.sigmoid(self.gate)``, ``ops.exp(self.log_scale)``) the converter folds into a constant; where such a constant
-is an operand of ADD, SUB, MUL or a division of a tensor, or a variable the kernel of a matmul, the trace hands it over
-as a `ConstantOperand` (the variables and the ops on them), which ``quantize_model`` turns into a trainable weight of a
-`QuantizedConstantOp` or a Dense kernel. Any other use of a variable leaves the layer float.
+is an operand of ADD, SUB, MUL or a division of a tensor, a bound of MAXIMUM or MINIMUM (``ops.maximum(x,
+self.floor)``), or a variable the kernel of a matmul, the trace hands it over as a `ConstantOperand` (the variables and
+the ops on them), which ``quantize_model`` turns into a trainable weight of a `QuantizedConstantOp`, a
+`ClipOnInputGrid` or a Dense kernel. Any other use of a variable leaves the layer float.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..errors import UnsupportedModelError
 from ..graph import clone_layer, copy_weights, rebuild
 
 OPERAND_OPS = ("Add", "Subtract", "Multiply", "TrueDivide")  # a constant operand: QuantizedConstantOp
+BOUND_OPS = ("Maximum", "Minimum")  # a bound: ClipOnInputGrid
 
 
 class ConstantOperand:
@@ -294,8 +296,8 @@ def _same_constants(x, y) -> bool:
 
 def _operand_use(node, tensor, is_variable) -> bool:
     """Whether ``node`` reads ``tensor`` (computed from variables alone) as the converter folds it into a constant
-    operand keras-eff holds: of ADD, SUB, MUL with a tensor, the divisor of a division, a variable as a matmul's
-    kernel."""
+    operand keras-eff holds: of ADD, SUB, MUL, MAXIMUM or MINIMUM with a tensor, the divisor of a division, a variable
+    as a matmul's kernel."""
     args, name = node.arguments.args, type(node.operation).__name__
     if node.arguments.kwargs or len(args) != 2 or not all(isinstance(a, keras.KerasTensor) for a in args):
         return False
@@ -303,7 +305,7 @@ def _operand_use(node, tensor, is_variable) -> bool:
         return is_variable and args[1] is tensor and args[0] is not tensor and len(tensor.shape) == 2
     if name == "TrueDivide":
         return args[1] is tensor and args[0] is not tensor
-    return name in OPERAND_OPS and (args[0] is tensor) != (args[1] is tensor)
+    return name in OPERAND_OPS + BOUND_OPS and (args[0] is tensor) != (args[1] is tensor)
 
 
 def _variables_read(tensor, variables) -> list:
