@@ -474,6 +474,16 @@ def _clusters_kept(r) -> bool:
     return r.get("cluster_file_kernels", -1) == r.get("cluster_kernels")
 
 
+def _export_cell(r, step, kept, lost, detail):
+    """The prune50 / cluster16 cell: "ok", what was lost in the int8 file, or the export's error; then ``detail``.
+    A step that failed before its export: its error alone."""
+    if r.get(f"{step}_ok") != "ok":
+        return r.get(f"{step}_ok")
+    export = r.get(f"{step}_export")
+    head = ("ok" if kept else f"**{lost}**") if export == "full int8" else _short(export, 70)
+    return f"{head} ({detail})"
+
+
 def table_row(r):
     conv = r.get("converter", {})
     # the file of the calibrated model: the same weights as the float model the converter quantizes (after the fit
@@ -486,26 +496,22 @@ def table_row(r):
     if c_export != "full int8" and conv.get("export_allow_float"):
         c_export = f"{c_export} [allow_float: {'file' if c_bytes else conv['export_allow_float']}]"
     size_vs = None if not (ke_bytes and c_bytes) else 100.0 * (ke_bytes / c_bytes - 1)
-    prune = r.get("prune_ok")
-    if prune == "ok":
-        prune = (
-            ("ok" if _prune_kept(r) else "**zeros lost in the file**")
-            if r.get("prune_export") == "full int8"
-            else _short(r.get("prune_export"), 70)
-        ) + (
-            f" ({_pct(r.get('prune_sparsity'), 0)} zeros; int8 file: {r.get('prune_file_kernels')} of "
-            f"{r.get('prune_kernels')} kernels keep them)"
-        )
-    cluster = r.get("cluster_ok")
-    if cluster == "ok":
-        cluster = (
-            ("ok" if _clusters_kept(r) else "**clusters lost in the file**")
-            if r.get("cluster_export") == "full int8"
-            else _short(r.get("cluster_export"), 70)
-        ) + (
-            f" ({r.get('cluster_layers')} layers, ≤ {r.get('cluster_max_values')} values; int8 file: "
-            f"{r.get('cluster_file_kernels')} of {r.get('cluster_kernels')} kernels ≤ 16 a channel)"
-        )
+    prune = _export_cell(
+        r,
+        "prune",
+        _prune_kept(r),
+        "zeros lost in the file",
+        f"{_pct(r.get('prune_sparsity'), 0)} zeros; int8 file: {r.get('prune_file_kernels')} of "
+        f"{r.get('prune_kernels')} kernels keep them",
+    )
+    cluster = _export_cell(
+        r,
+        "cluster",
+        _clusters_kept(r),
+        "clusters lost in the file",
+        f"{r.get('cluster_layers')} layers, ≤ {r.get('cluster_max_values')} values; int8 file: "
+        f"{r.get('cluster_file_kernels')} of {r.get('cluster_kernels')} kernels ≤ 16 a channel",
+    )
     ada = r.get("adaround_ok")
     if ada == "ok":
         ada = (
