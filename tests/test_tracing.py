@@ -157,3 +157,23 @@ def test_a_block_with_a_sublayer_and_a_weight_of_its_own(x):
     data = te.to_tflite(q)
     assert {"DEPTHWISE_CONV_2D", "MUL", "ADD"} <= set(te.read_graph(data).op_names())
     assert te.compare(q, data, x).max_lsb_diff == 0
+
+
+def test_adaround_with_the_float_model_rounds_the_layers_of_a_traced_block(x):
+    """A traced block's sublayers are copies named ``<block>_<sublayer>`` that the float model holds only inside the
+    block: AdaRound computes their targets from the quantized model (it refused ``float_model`` before, "no layer
+    named 'se_dense'"). A conv whose BatchNorm is folded inside the block is skipped, naming the block."""
+    model = _trained(_model(ResidualBlock(8, name="res"), SqueezeExcite(8, name="se")), x)
+    eq = ke.ptq.equalize(model)
+    q = ke.quantize_model(eq)
+    ke.calibrate(q, x[:64], progress=False)
+    rounded = ke.ptq.adaround(q, x[:64], iterations=5, float_model=eq)
+    report = ke.get_report(rounded, "adaround")
+    se_layers = {n for n in report.layers if n.startswith("se_")}
+    assert len(se_layers) == 2 and {"stem", "last", "fc"} <= set(report.layers), report.layers
+    (reason,) = [r for n, r in report.skipped if n == "res_conv"]
+    assert "custom layer 'res'" in reason, reason
+    for name in se_layers:  # on the int8 grid: re-quantizing the rounded kernel is the identity
+        (w,) = [l for l in rounded.layers if getattr(l, "layer", None) is not None and l.layer.name == name]
+        kernel = np.asarray(w.layer.kernel)
+        np.testing.assert_array_equal(np.asarray(w.quantized_kernels()[0]["kernel"]).reshape(kernel.shape), kernel)

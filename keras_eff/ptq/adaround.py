@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..layers import main_kernel
 from ..options import resolve_config
 from ..quantization import WeightQuantizer, layer_ops
+from ..quantization.report import traced_from
 from ..reporting import attach_report
 from . import common
 from .config import AdaRoundConfig
@@ -237,9 +238,12 @@ def _float_inputs(float_model, wrapper, x, batch_size=64):
     quantization), for the asymmetric reconstruction target. A layer inside nested models is reached model by model:
     each nested model's input from the model around it, then the layer's input inside it. None when that layer is
     not the one quantized (a LayerNormalization or standalone BatchNorm whose scale ``quantize_model`` runs as a
-    depthwise convolution of the same name): the caller then computes the targets from the quantized model with its
+    depthwise convolution of the same name), or not a layer of the float model's graph (the copy of a sublayer of a
+    custom layer ``quantize_model`` traced): the caller then computes the targets from the quantized model with its
     quantizers bypassed."""
     chain = _nesting(float_model, wrapper.layer.name)
+    if chain is None and traced_from(wrapper):
+        return None  # a copy of a sublayer of a traced custom layer: the float model holds it inside that layer
     if chain is None:
         raise ValueError(
             f"float_model {float_model.name!r} has no layer named {wrapper.layer.name!r}: give the "
@@ -272,8 +276,9 @@ def adaround(quantized_model, data, config: AdaRoundConfig | dict | None = None,
         float_model: The float model that was quantized (after equalize / fold_batchnorm), to compute the float
             targets from; None (default): ``quantized_model`` with its quantizers bypassed. It must hold layers of
             the same names, at the top level or inside nested models. A layer whose float counterpart is of another
-            class (the depthwise convolution ``quantize_model`` makes of a LayerNormalization's γ and β) takes the
-            default targets.
+            class (the depthwise convolution ``quantize_model`` makes of a LayerNormalization's γ and β), or that
+            is a sublayer of a custom layer ``quantize_model`` traced (``<block>_<sublayer>``), takes the default
+            targets.
         **kwargs: Fields of `AdaRoundConfig` (``iterations=500``, ``weight_bits=4``, ...), each overriding
             ``config``'s.
 
@@ -305,7 +310,13 @@ def adaround(quantized_model, data, config: AdaRoundConfig | dict | None = None,
     todo = []
     for w in wrappers:
         reason = common.supported_reason(w)
-        if reason is None and w.batchnorm is not None:
+        if reason is None and w.batchnorm is not None and traced_from(w):
+            reason = (
+                f"a BatchNorm is folded inside the quantized layer, so its kernel is not the exported one; both sit "
+                f"in custom layer {traced_from(w)!r}, where keras_eff.graph.fold_batchnorm does not reach: fold the "
+                f"BatchNorm into the conv in that layer's own code"
+            )
+        elif reason is None and w.batchnorm is not None:
             reason = (
                 "a BatchNorm is folded inside the quantized layer, so its kernel is not the exported one: "
                 "fold BatchNorm before quantize_model (keras_eff.ptq.equalize or keras_eff.graph.fold_batchnorm)"

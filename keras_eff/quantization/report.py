@@ -182,7 +182,7 @@ def owned_ranges(op) -> list:
     return []
 
 
-def _traced_from(op):
+def traced_from(op):
     """The name of the traced layer whose ops ``op`` quantizes (``ActivationQuantizer.traced_from``, or the op's own
     for one on its input's grid, `ClipOnInputGrid`), or None."""
     own = getattr(op, "traced_from", None)
@@ -193,7 +193,7 @@ def _walk(model, report):
     info = GraphInfo.of(model)
     for node in info.nodes:
         op = node.operation
-        traced = _traced_from(op)
+        traced = traced_from(op)
         if traced and traced not in report.traced:
             report.traced.append(traced)
         if isinstance(op, keras.Model):
