@@ -177,3 +177,20 @@ def test_adaround_with_the_float_model_rounds_the_layers_of_a_traced_block(x):
         (w,) = [l for l in rounded.layers if getattr(l, "layer", None) is not None and l.layer.name == name]
         kernel = np.asarray(w.layer.kernel)
         np.testing.assert_array_equal(np.asarray(w.quantized_kernels()[0]["kernel"]).reshape(kernel.shape), kernel)
+
+
+def test_a_quant_config_may_name_a_traced_blocks_sublayer_copy(x):
+    """The copies are named ``<block>_<sublayer>``; a `QuantConfig` naming one sets that copy (it was refused as
+    naming no layer, which broke ``layer_sensitivity`` on such a model: it names every quantized layer)."""
+    model = _model(ResidualBlock(8, name="res"))
+    q = ke.quantize_model(model, ke.QuantConfig(overrides={"res_conv": {"weight_bits": 4}}))
+    bits = {l.layer.name: l.weight_bits for l in q.layers if getattr(l, "layer", None) is not None}
+    assert bits["res_conv"] == 4 and bits["stem"] == 8
+    with pytest.raises(ValueError, match=r"\['res_conf'\], which match no layer"):
+        ke.quantize_model(model, ke.QuantConfig(overrides={"res_conf": {"weight_bits": 4}}))
+
+    def accuracy_proxy(m):
+        return -float(np.mean(np.square(m.predict(x[:32], verbose=0))))
+
+    sensitivity = ke.quantization.layer_sensitivity(model, x[:32], accuracy_proxy, candidate_bits=(4,))
+    assert "res_conv" in sensitivity and "stem" in sensitivity

@@ -763,6 +763,16 @@ def _mark_traced(outputs, inputs, name) -> bool:
     return marked
 
 
+def _copy_names(layer, prefix) -> list:
+    """The names the sublayers of ``layer`` get where ``quantize_model`` traces it (``<block>_<sublayer>``, and so on
+    down), which a `QuantConfig` may name (``layer_sensitivity`` does)."""
+    names = []
+    for sub in layer._flatten_layers(include_self=False, recursive=False):
+        name = f"{prefix}_{sub.name}"
+        names += [name, *_copy_names(sub, name)]
+    return names
+
+
 def _in_float32(layer):
     """``layer`` where it computes in float32, else a float32 copy of it (a stateless layer is shared with the user's
     model and must not be changed); itself where no copy can be made from its config (a ``Lambda``)."""
@@ -863,7 +873,9 @@ def quantize_model(
     report = _report if _report is not None else QuantizationReport()
     if not _nested:
         all_layers = list(functional._flatten_layers(include_self=False, recursive=True))
-        config.check_names([l.name for l in all_layers], [c.__name__ for l in all_layers for c in type(l).__mro__])
+        names = [l.name for l in all_layers]
+        names += [n for l in all_layers if not isinstance(l, keras.Model) for n in _copy_names(l, l.name)]
+        config.check_names(names, [c.__name__ for l in all_layers for c in type(l).__mro__])
     on_input = None
     if not _nested:
         kw = _Quantizer(config, report).act_kwargs(config._default)
