@@ -111,3 +111,38 @@ def test_undeclared_custom_layer_is_left_alone():
         ke.cluster(model.get_layer("custom"))
     with pytest.raises(ValueError, match=r"layer 'custom' \(ScaledDense\) has no kernel pruning can act on"):
         ke.prune(model.get_layer("custom"))
+
+
+class Block(layers.Layer):
+    """A custom layer calling Keras layers (a Dense with a residual), as users write blocks."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.fc = layers.Dense(units, name="fc")
+
+    def call(self, x):
+        return x + ops.relu(self.fc(x))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def test_a_custom_block_calling_prunable_layers_is_named_in_a_warning_and_the_report():
+    """prune_model and cluster_model rewrite the model's graph: the Dense a block calls stays as it is. That used to
+    be silent (the report did not even count its kernel); now a warning names the block and its layer, and
+    sparsity_report has a dense row with its kernel."""
+    inputs = keras.Input((16,))
+    x = Block(16, name="block")(layers.Dense(16, name="stem")(inputs))
+    model = keras.Model(inputs, layers.Dense(4, name="head")(x))
+    with pytest.warns(UserWarning, match=r"prune_model: layers block \(Block: fc\) call prunable layers"):
+        wrapped, stripped = _prune_and_strip(model)
+    assert wrapped == ["head", "stem"]
+    with pytest.warns(UserWarning, match="prune_model: layers block"):
+        report = ke.sparsity_report(ke.prune_model(model, 0.5, min_weights=0))
+    (row,) = [r for r in report.rows if r["layer"] == "block"]
+    assert row["weights"] == 16 * 16 and row["status"].startswith("dense: the layers it calls (fc)")
+    assert "block" in report.skipped
+    with pytest.warns(UserWarning, match=r"cluster_model: layers block \(Block: fc\) call clusterable"):
+        clustered_names, _ = _cluster_and_strip(model)
+    assert clustered_names == ["head", "stem"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import keras
 
 from ..checks import check_finite_weights
 from ..errors import UnsupportedModelError
-from ..graph import clone_layer, functional_of, rebuild, refuse_rewritten
+from ..graph import clone_layer, describe_hidden, functional_of, hidden_layers, rebuild, refuse_rewritten
 from ..options import config_keywords
 from .centroids import check_init
 from .wrapper import ClusterWrapper, check_n_clusters, is_clusterable
@@ -207,6 +208,16 @@ def cluster_model(
                 "; ".join(f"{layer.name}: skipped by request" for layer in candidates)
                 or "it has no clusterable layer (conv, dense or another layer with a kernel)"
             )
+        )
+
+    hidden = hidden_layers(functional, is_clusterable)
+    if hidden:
+        warnings.warn(
+            f"cluster_model: layers {describe_hidden(hidden)} call clusterable layers, which are not "
+            f"clustered: keras-eff clusters the layers of the model's graph. In the custom layer's code, wrap them "
+            f"with keras_eff.cluster(layer, n_clusters), or declare the custom layer clusterable (keras_eff_facts, "
+            f"docs/layers.md)",
+            stacklevel=2,
         )
 
     def transform(rb, node, args, kwargs):

@@ -2,7 +2,7 @@
 
 from .batchnorm import bn_affine, fold_batchnorm, folded_weights, is_foldable_bn, output_channel_shape
 from .channels import ChannelChain, ChannelGroup, channel_chains, channel_groups, channel_role
-from .layers import activation_kind, call_with_values
+from .layers import activation_kind, call_with_values, describe_hidden, graph_layers, hidden_layers
 from .rewrite import (
     GraphInfo,
     Rebuild,
@@ -31,12 +31,15 @@ __all__ = [
     "channel_role",
     "bn_affine",
     "call_with_values",
+    "describe_hidden",
     "clone",
     "clone_layer",
     "copy_weights",
     "fold_batchnorm",
     "folded_weights",
     "functional_of",
+    "graph_layers",
+    "hidden_layers",
     "holds_state",
     "is_foldable_bn",
     "layers_with",

@@ -1,10 +1,66 @@
-"""Facts about layers and calls that several techniques need: what an activation layer computes, and calling a layer
-with some of its weights replaced by other values."""
+"""Facts about layers and calls that several techniques need: the layers of a model's graph and those a custom layer
+hides inside, what an activation layer computes, and calling a layer with some of its weights replaced by other
+values."""
 
 from __future__ import annotations
 
 import keras
 from keras import layers
+
+from .rewrite import GraphInfo
+
+
+def graph_layers(model) -> list:
+    """The layers of the model's graph (nested models included, not the models themselves), each once.
+
+    Args:
+        model: A Functional or Sequential model.
+
+    Returns:
+        The layers in graph order.
+    """
+    out, seen = [], set()
+
+    def walk(m):
+        for node in GraphInfo.of(m).nodes:
+            op = node.operation
+            if isinstance(op, keras.Model):
+                walk(op)
+            elif isinstance(op, layers.Layer) and id(op) not in seen:
+                seen.add(id(op))
+                out.append(op)
+
+    walk(model)
+    return out
+
+
+def hidden_layers(model, predicate, reached=None) -> dict:
+    """The custom layers of a model's graph that call layers a graph rewrite does not reach: ``{custom layer name:
+    (its class name, [the names of its sublayers, at any depth, for which predicate holds])}``.
+
+    Args:
+        model: A Functional or Sequential model.
+        predicate: ``predicate(layer) -> bool``: a layer the technique acts on (``is_prunable``, say).
+        reached: ``reached(layer) -> bool`` for a graph layer the technique handles as a whole (by default
+            ``predicate``); such a layer's sublayers are not listed.
+
+    Returns:
+        The dict, in graph order; empty when every such layer is in the graph.
+    """
+    reached = reached or predicate
+    found = {}
+    for layer in graph_layers(model):
+        if reached(layer):
+            continue
+        inner = [s.name for s in layer._flatten_layers(include_self=False, recursive=True) if predicate(s)]
+        if inner:
+            found[layer.name] = (type(layer).__name__, inner)
+    return found
+
+
+def describe_hidden(hidden: dict) -> str:
+    """``"res (ResidualBlock: conv), se (SqueezeExcite: dense, dense_1)"`` for `hidden_layers`' dict."""
+    return ", ".join(f"{name} ({cls}: {', '.join(inner)})" for name, (cls, inner) in hidden.items())
 
 
 def activation_kind(layer) -> str | None:

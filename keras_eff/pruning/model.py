@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import keras
@@ -9,7 +10,16 @@ import numpy as np
 from keras import layers
 
 from ..checks import check_finite_weights
-from ..graph import GraphInfo, channel_groups, clone_layer, copy_weights, rebuild, refuse_rewritten
+from ..graph import (
+    channel_groups,
+    clone_layer,
+    copy_weights,
+    describe_hidden,
+    graph_layers,
+    hidden_layers,
+    rebuild,
+    refuse_rewritten,
+)
 from ..options import config_keywords
 from . import distribution as dist
 from .schedules import ConstantSparsity, PruningSchedule, as_schedule
@@ -68,23 +78,6 @@ class PruningConfig:
             config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
         config["skip"] = tuple(config.get("skip", ()))
         return cls(**config)
-
-
-def graph_layers(model):
-    """The layers of the model's graph (nested models included), each once."""
-    out, seen = [], set()
-
-    def walk(m):
-        for node in GraphInfo.of(m).nodes:
-            op = node.operation
-            if isinstance(op, keras.Model):
-                walk(op)
-            elif isinstance(op, layers.Layer) and id(op) not in seen:
-                seen.add(id(op))
-                out.append(op)
-
-    walk(model)
-    return out
 
 
 def _size(layer) -> int:
@@ -283,6 +276,15 @@ def prune_model(
         refuse_rewritten(model, "prune", "sparsity")
         check_finite_weights(model, "pruning it")
     plan, _ = _plan(model, cfg)
+    hidden = hidden_layers(model, is_prunable)
+    if hidden:
+        warnings.warn(
+            f"prune_model: layers {describe_hidden(hidden)} call prunable layers, which stay dense: "
+            f"keras-eff prunes the layers of the model's graph. In the custom layer's code, wrap them with "
+            f"keras_eff.prune(layer, schedule), or declare the custom layer prunable (keras_eff_facts, "
+            f"docs/layers.md); sparsity_report lists them",
+            stacklevel=2,
+        )
 
     def transform(rb, node, args, kwargs):
         op = node.operation

@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..graph import channel_groups, release
+from ..graph import channel_groups, graph_layers, hidden_layers, release
 from ..reporting import markdown_table
 from ..strip import strip
 from .callbacks import pruning_wrappers
-from .model import graph_layers
 from .structured import depthwise_only, format_structure, is_prunable, unprunable_reason, weight_names
 
 
@@ -21,7 +20,8 @@ class SparsityReport:
     ``str(report)`` is a Markdown table with the two totals.
 
     Attributes:
-        rows: One dict per prunable layer, with the keys layer, type, weights, zeros, sparsity, target (the
+        rows: One dict per prunable layer (and per custom layer calling prunable layers: their kernels), with the
+            keys layer, type, weights, zeros, sparsity, target (the
             schedule's final sparsity; None for a layer not wrapped), structure and status (``"pruned"``,
             ``"dense: <why>"`` in a pruned model, or ``"not wrapped"`` in a model without pruning wrappers).
         pruned_sparsity: The fraction of zeros over the pruned layers' weights.
@@ -91,14 +91,32 @@ def _dense_reason(layer, structure, size, groups) -> str:
     return f"not selected ({size:,} weights; {', '.join(rules[:-1])} or {rules[-1]}{joined})"
 
 
+def _kernel_counts(layer, sublayers) -> dict:
+    """A report row (without status) for a custom layer: the kernels of the prunable layers it calls."""
+    values = [np.asarray(v) for s in sublayers for v in s.weights if v.path.split("/")[-1] in weight_names(s)]
+    n = int(sum(v.size for v in values))
+    zeros = int(sum(np.count_nonzero(v == 0) for v in values))
+    return {
+        "layer": layer.name,
+        "type": type(layer).__name__,
+        "weights": n,
+        "zeros": zeros,
+        "sparsity": zeros / n if n else 0.0,
+        "target": None,
+        "structure": None,
+    }
+
+
 def sparsity_report(model) -> SparsityReport:
     """Counts the zeros of each prunable layer of a model and in total, for pruned and stripped models alike.
 
     For a pruned model the masked weights are counted (a channel-pruned layer's kernel only), for a plain one the
     kernels. In a pruned model, each prunable layer left unwrapped says why, read from the model: the layer registry's
     reason where the layer cannot take the model's structure, else that ``prune_model`` did not select it (below
-    ``min_weights``, a depthwise kernel under ``skip_depthwise``, named in ``skip``). Computed from the model alone,
-    so a pruned model saved and loaded again gives the same report.
+    ``min_weights``, a depthwise kernel under ``skip_depthwise``, named in ``skip``). A custom layer that calls
+    prunable layers (a residual block's conv) has a row of their kernels, dense: ``prune_model`` rewrites the model's
+    graph and does not reach inside it. Computed from the model alone, so a pruned model saved and loaded again gives
+    the same report.
 
     Args:
         model: A Functional or Sequential model, pruned (holding `PruneWrapper` layers) or plain. Not changed.
@@ -120,10 +138,22 @@ def sparsity_report(model) -> SparsityReport:
     skipped = {}
     groups = None
     rows, inner = [], {id(w.layer) for w in wrappers.values()}
+    wrapper_ids = {id(w) for w in wrappers.values()}
+    hidden = hidden_layers(model, is_prunable, reached=lambda l: is_prunable(l) or id(l) in wrapper_ids)
     for layer in graph_layers(model):
         w = layer if layer in wrappers.values() else None
         target = layer if w is None else w.layer
         if id(target) in inner and w is None:
+            continue
+        if layer.name in hidden:  # a custom layer calling prunable layers: prune_model does not reach them
+            row = _kernel_counts(layer, [s for s in layer._flatten_layers(include_self=False) if is_prunable(s)])
+            reason = (
+                f"the layers it calls ({', '.join(hidden[layer.name][1])}) are not pruned: prune_model rewrites the "
+                f"model's graph only"
+            )
+            if wrappers:
+                skipped[layer.name] = reason
+            rows.append({**row, "status": f"dense: {reason}" if wrappers else "not wrapped"})
             continue
         if not is_prunable(target) or (w is not None and w.is_follower):
             continue
