@@ -22,12 +22,17 @@ def _strip_transform(rb, node, args, kwargs):
     hook = getattr(node.operation, "strip_layer", None)
     if not callable(hook):
         return None
-    layer = hook()
-    if not isinstance(layer, keras.layers.Layer) or not layer.built:
-        raise TypeError(
-            f"{type(node.operation).__name__}.strip_layer() must return a built Keras layer, got {type(layer).__name__}"
-        )
-    return layer(*args, **kwargs)
+
+    def plain(a, k):  # once for a wrapper called several times: the calls keep sharing the plain layer
+        layer = hook()
+        if not isinstance(layer, keras.layers.Layer) or not layer.built:
+            raise TypeError(
+                f"{type(node.operation).__name__}.strip_layer() must return a built Keras layer, got "
+                f"{type(layer).__name__}"
+            )
+        return layer, layer(*a, **k)
+
+    return rb.call_shared(node.operation, args, kwargs, plain)
 
 
 def kept_channels(model) -> dict:

@@ -117,6 +117,10 @@ class ClusterConfig:
     ClusterConfig,
     ("n_clusters", "init", "per_channel", "preserve_sparsity", "reassign_every", "skip", "overrides", "seed"),
 )
+def _called(layer, args, kwargs):
+    return layer, layer(*args, **kwargs)
+
+
 def cluster_model(
     model,
     n_clusters=16,
@@ -222,18 +226,21 @@ def cluster_model(
 
     def transform(rb, node, args, kwargs):
         op = node.operation
-        if isinstance(op, keras.Model):
-            inner = rebuild(op, transform)
-            return inner(*args, **kwargs)
+        if isinstance(op, keras.Model):  # (one copy for all its calls, as every layer called several times)
+            return rb.call_shared(op, args, kwargs, lambda a, k: _called(rebuild(op, transform), a, k))
         if isinstance(op, ClusterWrapper) or not is_clusterable(op):
             return None
         settings = config.for_layer(op)
         if settings is None:
             return None
-        new = clone_layer(op, name=op.name)
-        new.build_from_config(op.get_build_config())
-        new.set_weights(op.get_weights())
-        wrapper = ClusterWrapper(new, **settings)
-        return wrapper(*args, **kwargs)
+
+        def wrap(a, k):
+            new = clone_layer(op, name=op.name)
+            new.build_from_config(op.get_build_config())
+            new.set_weights(op.get_weights())
+            wrapper = ClusterWrapper(new, **settings)
+            return wrapper, wrapper(*a, **k)
+
+        return rb.call_shared(op, args, kwargs, wrap)
 
     return rebuild(functional, transform, name=model.name)

@@ -101,8 +101,9 @@ def fold_batchnorm(model) -> keras.Model:
     """Makes a copy of a model with every foldable BatchNorm folded into the layer before it.
 
     A BatchNorm is folded where it directly follows a conv, depthwise, dense or transposed conv layer, is that layer's
-    only reader, and `is_foldable_bn` holds; the layer gets ``use_bias=True`` and the folded weights. Nested models
-    are folded too. Inference outputs are unchanged up to float rounding; training no longer uses batch statistics.
+    only reader, neither is called more than once (a shared layer), and `is_foldable_bn` holds; the layer gets
+    ``use_bias=True`` and the folded weights. Nested models are folded too. Inference outputs are unchanged up to
+    float rounding; training no longer uses batch statistics.
 
     Args:
         model: A Functional or Sequential model. Not changed.
@@ -125,6 +126,8 @@ def fold_batchnorm(model) -> keras.Model:
         nxt = rb.info.sole_consumer(node)
         if nxt is None or not is_foldable_bn(nxt.operation, layer):
             return None
+        if rb.info.calls(layer) != 1 or rb.info.calls(nxt.operation) != 1:
+            return None  # a layer called several times shares its kernel between the calls: folding would change all
         bn = nxt.operation
         new = clone_layer(layer, use_bias=True, name=layer.name)
         out = new(*args, **kwargs)

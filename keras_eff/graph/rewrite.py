@@ -344,6 +344,29 @@ class Rebuild:
         self.transform = transform
         self.absorbed = set()
         self.tensors = {}
+        self.made = {}  # id(op of the old graph) -> the layer made for its first call (see ``call_shared``)
+
+    def call_shared(self, op, args, kwargs, make):
+        """Calls what was made for ``op``'s first call in this graph again at its later calls: a layer called several
+        times (a shared Dense, an encoder model applied to two inputs) shares its weights between the calls, and
+        the new model's layer must too. A transform makes its layer once: ``make(args, kwargs) -> (layer,
+        outputs)`` runs at the first call only.
+
+        Args:
+            op: The operation of the old graph.
+            args: The call's positional arguments, as tensors of the new graph.
+            kwargs: The call's keyword arguments, as tensors of the new graph.
+            make: Makes the new layer for ``op`` and calls it on ``args``/``kwargs``; returns both.
+
+        Returns:
+            The call's outputs in the new graph.
+        """
+        made = self.made.get(id(op))
+        if made is not None:
+            return made(*args, **kwargs)
+        layer, outputs = make(args, kwargs)
+        self.made[id(op)] = layer
+        return outputs
 
     def absorb(self, node):
         """Marks ``node`` as fused into an earlier node: it will pass its first input through.
@@ -360,7 +383,8 @@ class Rebuild:
         """Calls the node as it is in the new graph: the default for nodes the transform leaves alone.
 
         A layer that holds state is copied (config and weights); a stateless layer or op is called as it is, the same
-        object in both models (nothing may be set on it); a nested model is rebuilt with the same transform.
+        object in both models (nothing may be set on it); a nested model is rebuilt with the same transform. A layer
+        or nested model called several times is copied once, and the copy called again (``call_shared``).
 
         Args:
             node: The node of the old graph.
@@ -372,13 +396,9 @@ class Rebuild:
         """
         op = node.operation
         if isinstance(op, keras.Model):
-            return rebuild(op, self.transform)(*args, **kwargs)
+            return self.call_shared(op, args, kwargs, lambda a, k: _called(rebuild(op, self.transform), a, k))
         if isinstance(op, keras.layers.Layer) and holds_state(op):
-            new = clone_layer(op)
-            out = new(*args, **kwargs)
-            if op.weights:
-                copy_weights(op, new)
-            return out
+            return self.call_shared(op, args, kwargs, lambda a, k: _copy_called(op, a, k))
         return op(*args, **kwargs)
 
     def _run_nodes(self):
@@ -431,6 +451,19 @@ class Rebuild:
         for hook in filter(None, hooks):  # once per class that asks
             hook(model)
         return model
+
+
+def _called(layer, args, kwargs):
+    return layer, layer(*args, **kwargs)
+
+
+def _copy_called(op, args, kwargs):
+    """A copy of a layer that holds state, called, with ``op``'s weights."""
+    new = clone_layer(op)
+    out = new(*args, **kwargs)
+    if op.weights:
+        copy_weights(op, new)
+    return new, out
 
 
 def rebuild(model, transform=None, name=None, on_input=None) -> keras.Model:

@@ -291,10 +291,14 @@ def prune_model(
         if not isinstance(op, layers.Layer) or isinstance(op, keras.Model) or op.name not in plan:
             return None
         layer_schedule, layer_structure, group = plan[op.name]
-        inner = clone_layer(op)
-        wrapper = PruneWrapper(inner, schedule=layer_schedule, structure=layer_structure, group=group)
-        out = wrapper(*args, **kwargs)
-        copy_weights(op, inner)
-        return out
+
+        def wrap(a, k):  # once for a layer called several times: its calls share the wrapper, weights and masks
+            inner = clone_layer(op)
+            wrapper = PruneWrapper(inner, schedule=layer_schedule, structure=layer_structure, group=group)
+            out = wrapper(*a, **k)
+            copy_weights(op, inner)
+            return wrapper, out
+
+        return rb.call_shared(op, args, kwargs, wrap)
 
     return rebuild(model, transform)

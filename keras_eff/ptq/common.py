@@ -187,8 +187,11 @@ def bias_variable(wrapper):
 def supported_reason(wrapper) -> str | None:
     """Why AdaRound and bias correction leave a quantized layer alone (None: they handle it). Both work on one
     kernel whose output channels lie on its last axis (or a depthwise kernel): from the registry, not a separable
-    convolution (two kernels) nor a transposed one (output channels on axis -2)."""
+    convolution (two kernels) nor a transposed one (output channels on axis -2), nor a layer called several times
+    (fitted to one call, its kernel would serve the others worse)."""
     layouts = list(facts_for(wrapper.layer).kernels.values())
     if len(layouts) != 1 or layouts[0] not in ("last", "depthwise"):
         return f"{type(wrapper.layer).__name__} is not handled"
+    if getattr(wrapper, "layer_calls", 1) > 1:
+        return f"the layer is called {wrapper.layer_calls} times: its one kernel and bias serve every call"
     return None

@@ -119,8 +119,8 @@ def _find_pairs(model, params, report) -> list:
     pairs = []
     for node in info.nodes:
         first = node.operation
-        if not isinstance(first, layers.Layer) or not lm.is_scalable(first):
-            continue
+        if not isinstance(first, layers.Layer) or not lm.is_scalable(first) or info.calls(first) != 1:
+            continue  # (a layer called several times shares its weights between calls: scaling one scales all)
         act = _own_activation(first)
         if act is None:
             continue
@@ -131,6 +131,10 @@ def _find_pairs(model, params, report) -> list:
             if nxt is None or not isinstance(nxt.operation, layers.Layer):
                 break
             op = nxt.operation
+            if info.calls(op) != 1:
+                if lm.is_scalable(op):
+                    report.skipped_pairs.append((first.name, op.name, f"{op.name} is called {info.calls(op)} times"))
+                break
             kind = activation_kind(op)
             if kind is not None and kind != "linear":
                 if act != "linear":
@@ -274,14 +278,18 @@ def equalize(model, config: EqualizeConfig | dict | None = None, **kwargs) -> ke
         if not isinstance(op, layers.Layer):
             return None
         if op.name in weights:
-            overrides = {"use_bias": True}
-            if op.name in relu6:
-                overrides["activation"] = "relu"
-            new = clone_layer(op, **overrides)
-            out = new(*args, **kwargs)
-            kernel, bias = weights[op.name]
-            new.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-            return out
+
+            def make(a, k):  # once for a layer called several times (left out of the pairs: not scaled)
+                overrides = {"use_bias": True}
+                if op.name in relu6:
+                    overrides["activation"] = "relu"
+                new = clone_layer(op, **overrides)
+                out = new(*a, **k)
+                kernel, bias = weights[op.name]
+                new.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+                return new, out
+
+            return rb.call_shared(op, args, kwargs, make)
         if op.name in relu6:
             return layers.ReLU(name=op.name)(*args, **kwargs)
         return None

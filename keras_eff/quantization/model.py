@@ -268,6 +268,24 @@ class _Quantizer:
         self.config = config
         self.report = report
         self._left_to_consumer: set[int] = set()  # ids of nodes whose output lies on a consumer's shared range
+        # a layer called several times (a shared Dense): one copy of it for all calls, each call a wrapper of its own
+        # (its own input, output and bias grids, as the file has them), named apart by ``_suffix``
+        self._copies: dict = {}
+        self._seen: dict = {}
+        self._suffix = ""
+        self._inlined_calls = 1  # the calls of the model being inlined (``_transform``), 1 elsewhere
+
+    def _calls_of(self, rb, op) -> int:
+        """How many wrappers will hold ``op``'s copy: its calls in this graph, times those of the model it is inlined
+        from where that model is called several times."""
+        return rb.info.calls(op) * self._inlined_calls
+
+    def _shared_copy(self, op, make):
+        """``make()`` (a copy of ``op``), made once for all of ``op``'s calls: a layer called several times, or
+        inside a model called several times (inlined at each call), keeps one set of weights."""
+        if id(op) not in self._copies:
+            self._copies[id(op)] = make()
+        return self._copies[id(op)]
 
     def act_kwargs(self, spec):
         return dict(bits=spec.activation_bits, symmetric=spec.activation_symmetric, ema_decay=self.config.ema_decay)
@@ -366,6 +384,9 @@ class _Quantizer:
         return not leaves
 
     def __call__(self, rb, node, args, kwargs, as_layer=None):
+        op = node.operation
+        calls = self._seen[id(op)] = self._seen.get(id(op), 0) + 1
+        self._suffix = "" if calls == 1 else f"_call{calls}"  # the layers made for a later call of a shared layer
         kept_float = len(self.report.float_layers)
         out = self._transform(rb, node, args, kwargs, as_layer)
         added = self.report.float_layers[kept_float:]
@@ -387,7 +408,7 @@ class _Quantizer:
                 ActivationQuantizer(
                     **self.act_kwargs(self.config._default),
                     after_float=True,
-                    name=f"{node.operation.name}_output_range" + (f"_{i}" if len(flat) > 1 else ""),
+                    name=f"{node.operation.name}_output_range{self._suffix}" + (f"_{i}" if len(flat) > 1 else ""),
                 )(t)
                 if isinstance(t, keras.KerasTensor) and "float" in str(t.dtype)
                 else t
@@ -399,6 +420,14 @@ class _Quantizer:
     def _transform(self, rb, node, args, kwargs, as_layer=None):
         op = as_layer or node.operation
         if isinstance(op, keras.Model):
+            if rb.info.calls(op) > 1 and len(args) == 1 and all(v is None for v in kwargs.values()):
+                # an encoder applied to two inputs: its layers inlined at each call, each call's wrappers holding the
+                # same layer copies (shared weights) on the grids of that call, as the file's copies of them compute
+                outer, self._inlined_calls = self._inlined_calls, self._inlined_calls * rb.info.calls(op)
+                try:
+                    return rb.inline(op, keras.tree.flatten(args[0]))
+                finally:
+                    self._inlined_calls = outer
             inner = quantize_model(op, self.config, _nested=True, _report=self.report)
             return inner(*args, **kwargs)
         facts = facts_for(op)
@@ -438,7 +467,9 @@ class _Quantizer:
                 for reader in readers:
                     rb.absorb(reader)
             return ActivationQuantizer(
-                **self.act_kwargs(self.config._default), fixed_range=facts.fixed_range, name=f"{op.name}_output_range"
+                **self.act_kwargs(self.config._default),
+                fixed_range=facts.fixed_range,
+                name=f"{op.name}_output_range{self._suffix}",
             )(out)
         spec = self.config.for_layer(op)
         if not spec.quantize:
@@ -491,9 +522,9 @@ class _Quantizer:
             if depthwise is not None:
                 return self._wrap_kernel_layer(rb, node, depthwise, spec, args, kwargs)
         if isinstance(op, layers.Activation) and activation_name(op.activation) in activation_steps.CHAINS and args:
-            return self._chain(op, spec, args[0], activation_name(op.activation))
+            return self._chain(op, spec, args[0], activation_name(op.activation), suffix=self._suffix)
         if isinstance(op, layers.ELU) and args:
-            return self._chain(op, spec, args[0], "elu", {"alpha": float(op.alpha)})
+            return self._chain(op, spec, args[0], "elu", {"alpha": float(op.alpha)}, suffix=self._suffix)
         if facts.kernels and facts.quantizable:
             reason = layer_ops.unsupported_reason(op) if isinstance(op, layer_ops.SUPPORTED) else None
             if reason:
@@ -512,7 +543,8 @@ class _Quantizer:
             fixed = _inherited_fixed_range(node) if shared else _fixed_range(op)
             inherits = fixed is None and self._pool_inherits(rb, node)
             wrapper = QuantizeWrapper(
-                _in_float32(reuse_or_clone(op)),
+                self._shared_copy(op, lambda: _in_float32(reuse_or_clone(op))),
+                name=f"quant_{op.name}{self._suffix}",
                 fused_activation=act or "linear",
                 quantize_output=self._decide_output(rb, readers or [node]) and not inherits,
                 fixed_output_range=fixed,
@@ -641,18 +673,28 @@ class _Quantizer:
             and own == "linear"
             and is_foldable_bn(nxt.operation, op)
             and self.config.for_layer(nxt.operation).quantize
+            and rb.info.calls(nxt.operation) == 1  # (a BatchNorm called twice keeps its statistics shared)
         ):
             bn, last = nxt, nxt
         readers, act = [], None
         if own in FUSED_ACTIVATIONS and facts_for(op).fuses_activation:
             readers, act = self._fusable_readers(rb, last)
+        shared = op is node.operation and own_bn is None  # (a substitute layer is made per call)
+        make = lambda: clone_layer(op, **_FLOAT32, **({"activation": "linear"} if split else {}))  # noqa: E731
+        inner = self._shared_copy(op, make) if shared else make()
+        calls = self._calls_of(rb, op) if shared else 1
+        # a wrapper's centroids are its own: the calls of a shared layer would train apart ("sparsity" masks the one
+        # kernel they share and is kept)
+        preserve = tuple(p for p in spec.preserve if calls == 1 or p != "clusters")
         wrapper = QuantizeWrapper(
-            clone_layer(op, **_FLOAT32, **({"activation": "linear"} if split else {})),
+            inner,
+            name=f"quant_{op.name}{self._suffix}",
+            layer_calls=calls,
             batchnorm=None if bn is None else clone_layer(bn.operation, **_FLOAT32),
             fused_activation=act or "linear",
             quantize_output=split or self._decide_output(rb, readers or [last]),
-            preserve=spec.preserve,
-            n_centroids=preserve_lib.centroid_counts(op, layer_ops.kernel_names(op), spec.preserve),
+            preserve=preserve,
+            n_centroids=preserve_lib.centroid_counts(op, layer_ops.kernel_names(op), preserve),
             **self._kernel_kwargs(spec, op, own_bn),
         )
         out = wrapper(*args, **kwargs)
@@ -670,7 +712,7 @@ class _Quantizer:
         if readers:
             self.report.fused_activations.append((op.name, act))
         self.report.quantized.append(op.name)
-        return self._chain(op, spec, out, own, report=False, suffix=f"_{own}") if split else out
+        return self._chain(op, spec, out, own, report=False, suffix=f"_{own}{self._suffix}") if split else out
 
 
 # A quantized layer computes in float32 under any mixed-precision policy: TensorFlow's FakeQuant ops are float32

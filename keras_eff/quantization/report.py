@@ -200,6 +200,8 @@ def _walk(model, report):
             _walk(op, report)
         elif isinstance(op, QuantizeWrapper):
             name = op.layer.name
+            if name in report.quantized:  # a layer called several times: a wrapper per call, all holding it
+                continue
             report.quantized.append(name)
             if op.batchnorm is not None and op.batchnorm.name != name:  # not a standalone BN run as a depthwise conv
                 report.folded_batchnorm.append((name, op.batchnorm.name))

@@ -123,6 +123,11 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
         weight_symmetric: Symmetric kernel ranges (what int8 TFLite stores) or asymmetric ones.
         per_channel: One kernel range per output channel; None: where int8 TFLite holds it (the layer registry's
             fact).
+        layer_calls: How many wrappers of the model hold ``layer`` (``quantize_model`` gives one wrapper to each call of
+            a layer called several times, all holding the one layer). The converter quantizes a weight that several
+            ops read per channel, whatever range a fake-quant gives it (a shared Dense came out 2 LSB off): with
+            ``layer_calls > 1`` a layer TFLite otherwise holds per tensor is simulated per channel, by the
+            converter's rule, and exported with its float kernel for the converter to quantize.
         activation_bits: Bits of the activation ranges the wrapper owns, 2 to 16 (int8 TFLite needs 8).
         activation_symmetric: Symmetric activation ranges instead of asymmetric ones.
         ema_decay: Decay of the moving average that trains those ranges, in [0, 1).
@@ -174,6 +179,7 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
         activation_bits=8,
         activation_symmetric=False,
         ema_decay=0.99,
+        layer_calls=1,
         quantize_inputs=False,
         quantize_output=True,
         fixed_output_range=None,
@@ -203,7 +209,10 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
         self.fused_activation = fused_activation
         self.weight_bits = check_bits(weight_bits, "weight_bits")
         self.weight_symmetric = bool(weight_symmetric)
+        self.layer_calls = int(layer_calls)
         self.per_channel = self.facts.per_channel if per_channel is None else bool(per_channel)
+        if self._converter_quantizes_kernel:
+            self.per_channel = True
         self.activation_bits = check_bits(activation_bits, "activation_bits")
         self.activation_symmetric = bool(activation_symmetric)
         self.ema_decay = float(ema_decay)
@@ -344,6 +353,12 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
 
     # -- computation -------------------------------------------------------------------------------------------
 
+    @property
+    def _converter_quantizes_kernel(self) -> bool:
+        """A kernel TFLite holds per tensor, read by several ops of the file (``layer_calls``): the converter
+        quantizes it per channel by its own rule (symmetric, max |w| / 127), ignoring a fake-quant."""
+        return self.layer_calls > 1 and self.has_kernel and self.builtin_kernel and not self.facts.per_channel
+
     def quantize_kernel(self, name, kernel):
         """Fake-quantizes one kernel of the wrapped layer with the wrapper's `WeightQuantizer`.
 
@@ -355,6 +370,8 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
         Returns:
             The kernel on its grid, in the layer's layout.
         """
+        if self._export_view and self._converter_quantizes_kernel:
+            return kernel  # (a per-channel fake-quant of this kernel does not convert: the converter quantizes it)
         shape = kernel.shape
         k = layer_ops.to_channels_last(self.layer, name, kernel)
         return layer_ops.from_channels_last(self.layer, name, self.weight_quantizer(k), shape)
@@ -747,7 +764,7 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
                 problems.append(f"layer {name!r}: weight_bits={self.weight_bits} (int8 TFLite holds at most 8)")
             if not self.weight_symmetric:
                 problems.append(f"layer {name!r}: weight_symmetric=False (int8 TFLite weights are symmetric)")
-            if self.per_channel and not self.facts.per_channel:
+            if self.per_channel and not self.facts.per_channel and not self._converter_quantizes_kernel:
                 problems.append(
                     f"layer {name!r}: per-channel weights on {type(self.layer).__name__} (the converter "
                     f"cannot hold them; use weight_granularity='per_tensor')"
@@ -767,11 +784,14 @@ class QuantizeWrapper(ExportView, layers.Wrapper):
     def get_config(self):
         config = super().get_config()
         config.update(
+            # (a layer called several times has one wrapper per call, all holding it: saved as one object)
+            layer=_shared_config(self.layer),
             batchnorm=None if self.batchnorm is None else keras.saving.serialize_keras_object(self.batchnorm),
             fused_activation=self.fused_activation,
             weight_bits=self.weight_bits,
             weight_symmetric=self.weight_symmetric,
             per_channel=self.per_channel,
+            layer_calls=self.layer_calls,
             activation_bits=self.activation_bits,
             activation_symmetric=self.activation_symmetric,
             ema_decay=self.ema_decay,
