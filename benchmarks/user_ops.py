@@ -137,7 +137,20 @@ def _forms():
         "custom layer min(x, exp(log_alpha)) (weights)": ("middle", False, lambda t: LearnedClip()(t)),
         "custom residual block (Conv2D + BatchNormalization)": ("middle", False, lambda t: ResidualBlock()(t)),
         "custom squeeze-excite block (Dense layers)": ("middle", False, lambda t: SqueezeExcite()(t)),
+        "a Conv2D called twice (shared weights)": ("middle", False, _twice(layers.Conv2D, 8, 3, padding="same")),
+        "a Dense called twice (shared weights)": ("middle", False, _twice(layers.Dense, 8)),
     }
+
+
+def _twice(cls, *args, **kwargs):
+    """A form that calls one new layer twice, a ReLU between: weights shared by the two calls."""
+    from keras import ops
+
+    def form(t):
+        layer = cls(*args, **kwargs)
+        return layer(ops.relu(layer(t)))
+
+    return form
 
 
 def _model(where, form):
