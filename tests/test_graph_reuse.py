@@ -399,3 +399,28 @@ def test_lambda_model_goes_through_ptq_and_compression(rng):
         assert result.model.get_layer("half") is half
         assert result.mac_ratio <= 0.85
     _assert_unchanged(model, snap, x, y)
+
+
+def test_quantizing_a_model_twice_places_the_second_models_ranges_from_its_own_graph():
+    """A stateless layer (this MaxPooling2D) is shared by the user's model and every model quantized from it, and its
+    ``_outbound_nodes`` list the calls of all of them: placing the second quantized model's ranges, the conv before
+    it found two Concatenates to leave its output to, placed none, and the file computed that conv in float (a
+    second quantize_model of InceptionV3 and DenseNet121 in one process)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    a = layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+    b = layers.Conv2D(8, 1, name="b")(inputs)
+    pooled = layers.MaxPooling2D(3, strides=1, padding="same", name="pool")(a)
+    h = layers.Concatenate(name="concat")([pooled, b])
+    model = keras.Model(inputs, layers.Dense(3, name="out")(layers.GlobalAveragePooling2D()(h)))
+    x = np.random.default_rng(0).normal(size=(32, 12, 12, 3)).astype(np.float32)
+    placed = []
+    for _ in range(2):
+        q = ke.quantize_model(model)
+        ke.calibrate(q, x, progress=False)
+        conv = q.get_layer("quant_a")
+        assert conv.output_quantizer is None  # its output lies on a consumer's grid ...
+        placed.append(conv._output_range.name if conv._output_range is not None else None)
+        data = te.to_tflite(q)  # a float island is refused
+        assert te.compare(q, data, x).max_lsb_diff == 0
+    assert placed[0] is not None and placed == [placed[0]] * 2  # ... found again in the second model's own graph

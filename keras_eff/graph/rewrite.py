@@ -513,6 +513,21 @@ def _graph_nodes(fn, out: dict) -> dict:
     return out
 
 
+def graph_node_ids(model) -> set:
+    """The ``id`` of every node of a model's graph and of the graphs of the models nested in it.
+
+    A layer reused by a rewrite is called in several models, and its ``_inbound_nodes``/``_outbound_nodes`` list the
+    calls of all of them: keep those of one model with this set.
+
+    Args:
+        model: A Functional or Sequential model.
+
+    Returns:
+        A set of ``id(node)``.
+    """
+    return set(_graph_nodes(functional_of(model), {}))
+
+
 def release(model) -> None:
     """Unhooks a model made by `rebuild` from the stateless layers it shares with the model it was made from.
 

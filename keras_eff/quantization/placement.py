@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import keras
 
+from ..graph.rewrite import graph_node_ids
 from ..layers import facts_for
 from . import integer_inference as integer
 from .quantizers import ActivationQuantizer
@@ -51,8 +52,20 @@ def _is_mean(op) -> bool:
 
 
 class _Placer:
-    def __init__(self):
+    def __init__(self, model):
         self.outer = {}  # id(input layer of a nested model) -> the range of the outer tensor it is called on
+        # the nodes of this model's graph: a stateless layer (a MaxPooling2D) is shared with the user's model and with
+        # every model quantized from it, and its ``_outbound_nodes`` list their calls too (a second quantize_model of
+        # InceptionV3 found two Concatenates after a pooling, placed no range, and its file had float CONV_2Ds)
+        self.nodes = graph_node_ids(model)
+
+    def outbound(self, op) -> list:
+        """``op``'s calls' readers in this model's graph."""
+        return [n for n in getattr(op, "_outbound_nodes", None) or [] if id(n) in self.nodes]
+
+    def inbound(self, op) -> list:
+        """``op``'s calls in this model's graph."""
+        return [n for n in getattr(op, "_inbound_nodes", None) or [] if id(n) in self.nodes]
 
     # -- graph questions -----------------------------------------------------------------------------------------
 
@@ -60,7 +73,7 @@ class _Placer:
         """Whether a wrapper without an output range of its own has readers other than one shared-range consumer
         (which quantizes it): it lies on a Concatenate's grid that others read, or it is an average pooling on its
         input's grid."""
-        nodes = getattr(w, "_outbound_nodes", None) or []
+        nodes = self.outbound(w)
         if len(nodes) == 1 and _shared(nodes[0].operation):
             return False
         return bool(nodes) or _is_average_pool(w)
@@ -69,7 +82,7 @@ class _Placer:
         """The Concatenate wrappers that read ``w``'s output directly or through range-inheriting layers."""
         found, stack, seen = [], [w], set()
         while stack:
-            for node in getattr(stack.pop(), "_outbound_nodes", None) or []:
+            for node in self.outbound(stack.pop()):
                 op = node.operation
                 if id(op) in seen:
                     continue
@@ -83,7 +96,7 @@ class _Placer:
     def consumer_range(self, w):
         """The shared range of the sole consumer that quantizes ``w``'s output, or of the one Concatenate that reads
         it beside other layers (``quantize_model`` left the output to it)."""
-        nodes = getattr(w, "_outbound_nodes", None)
+        nodes = self.outbound(w)
         if not nodes:
             return None
         consumer = nodes[0].operation
@@ -116,7 +129,7 @@ class _Placer:
         return None
 
     def producer_range(self, w, through_dropped: bool = True):
-        nodes = getattr(w, "_inbound_nodes", None)
+        nodes = self.inbound(w)
         if not nodes or not nodes[0].input_tensors:
             return None
         return self.tensor_range(nodes[0].input_tensors[0], through_dropped=through_dropped)
@@ -152,7 +165,7 @@ class _Placer:
     def place(self, model):
         for layer in model.layers:
             if isinstance(layer, keras.Model):
-                for node in layer._inbound_nodes:
+                for node in self.inbound(layer):
                     for t_in, t_out in zip(layer.inputs, node.input_tensors):
                         found = self.tensor_range(t_out)
                         if found is not None:
@@ -161,12 +174,12 @@ class _Placer:
         for layer in model.layers:
             if not _is_wrapper(layer) and callable(getattr(layer, "place", None)):
                 # a composite layer that emulates LiteRT, a clip on its input's grid: each input's range, in order
-                nodes = getattr(layer, "_inbound_nodes", None) or []
+                nodes = self.inbound(layer)
                 layer.place(*([self.tensor_range(t) for t in nodes[0].input_tensors] if nodes else []))
                 continue
             if not _is_wrapper(layer):
                 continue
-            nodes = getattr(layer, "_inbound_nodes", None) or []
+            nodes = self.inbound(layer)
             inputs = [self.tensor_range(t) for t in nodes[0].input_tensors] if nodes else []
             layer.place(
                 input_range=layer.input_quantizer or self.producer_range(layer),
@@ -204,4 +217,4 @@ def place_ranges(model) -> None:
         keras_eff.quantization.place_ranges(rewired_qat_model)
         ```
     """
-    _Placer().place(model)
+    _Placer(model).place(model)
