@@ -63,3 +63,28 @@ def test_prune_cluster_qat_keeps_zeros_and_clusters_in_int8(rng):
             assert len(np.unique(channel)) <= 8, name
     report = ke.clustering_report(data)
     assert report.max_distinct_per_channel <= 8
+
+
+def test_an_export_traces_a_clustered_kernel_as_a_constant_not_a_gather(rng):
+    """Held as centroids gathered by indices, a kernel reached the converter as a gather it folds only below its
+    constant-folding limit: VGG16's 4096 × 4096 fc2 was left a FakeQuant on a gather, and the conversion failed.
+    Under the export protocol the gathered kernel is computed before the trace: no gather in the traced graph, and
+    the file is what the simulation computes."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    x = rng.random((64, 12, 12, 1), dtype=np.float32)
+    plain = ke.strip(ke.cluster_model(_model(), 8))
+    qat = ke.quantize_model(plain, preserve="clusters")
+    ke.calibrate(qat, x, progress=False)
+
+    def gathers():
+        fn = tf.function(lambda t: qat(t, training=False)).get_concrete_function(tf.TensorSpec((1, 12, 12, 1)))
+        return [n.op for n in fn.graph.as_graph_def().node if "Gather" in n.op]
+
+    assert gathers()  # the simulation gathers (the centroids train)
+    with te.export_view(qat):
+        assert gathers() == []
+    assert gathers()  # and again after the export
+    data = te.to_tflite(qat)
+    assert te.compare(qat, data, x).max_lsb_diff == 0
