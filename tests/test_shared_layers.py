@@ -125,3 +125,27 @@ def test_adaround_and_bias_correction_leave_a_shared_layer_alone():
     assert any(n == "shared" and "called 2 times" in r for n, r in report.skipped)
     corrected = ptq.bias_correction(q, X12)
     assert te.compare(corrected, te.to_tflite(corrected), X12).max_lsb_diff == 0
+
+
+def test_a_custom_layer_with_weights_called_twice_stays_float_with_one_set_of_weights():
+    """Traced at each call, its weights' copies would train apart (and a constant two MULs read came out 4 LSB off):
+    it stays float, reported once, its output on a grid of its own, the two calls on one copy."""
+    from test_constant_ops import ChannelAffine
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((8, 8, 3))
+    block = ChannelAffine(name="aff")
+    h = layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    h = block(layers.ReLU()(block(h)))
+    model = keras.Model(inputs, layers.Dense(3, name="out")(layers.GlobalAveragePooling2D()(h)))
+    x = np.random.default_rng(4).normal(size=(32, 8, 8, 3)).astype(np.float32)
+    with pytest.warns(UserWarning, match="kept 1 layers float"):
+        q = ke.quantize_model(model)
+    report = quantization_report(q)
+    assert report.traced == [] and report.float_layers == [("aff", "ChannelAffine has no quantized implementation")]
+    copies = [l for l in q.layers if isinstance(l, ChannelAffine)]
+    assert len(copies) == 1 and copies[0] is not block  # one copy, called twice; the user's layer untouched
+    ke.calibrate(q, x, progress=False)
+    with pytest.raises(te.FloatIslandError, match="aff"):
+        te.to_tflite(q)
+    assert te.compare(q, te.to_tflite(q, allow_float=True), x).max_lsb_diff <= 1

@@ -389,7 +389,10 @@ class _Quantizer:
         self._suffix = "" if calls == 1 else f"_call{calls}"  # the layers made for a later call of a shared layer
         kept_float = len(self.report.float_layers)
         out = self._transform(rb, node, args, kwargs, as_layer)
-        added = self.report.float_layers[kept_float:]
+        added = self.report.float_layers[kept_float:] or (
+            # (a later call of a layer kept float: reported at its first call)
+            [r for r in self.report.float_layers if r[0] == op.name][-1:] if self._suffix else []
+        )
         if out is None and added and added[-1][1].endswith(NO_IMPLEMENTATION):
             return self._float_output_on_grid(rb, node, args, kwargs)
         return out
@@ -560,14 +563,19 @@ class _Quantizer:
                 self.report.fused_activations.append((op.name, act))
             self.report.quantized.append(op.name)
             return out
-        traced = tracing.trace_layer(op, args, kwargs)
+        # a custom layer with weights called several times is not traced: each call's copies of its weights would
+        # train apart (and the converter quantizes a constant several ops read by its own rule: 4 LSB off)
+        called_once = not op.variables or self._calls_of(rb, op) == 1
+        traced = tracing.trace_layer(op, args, kwargs) if called_once else None
         if traced is not None:  # quantized op by op, as the converter sees it, in this graph
             flat = keras.tree.flatten(args[0])
             outputs = rb.inline(traced.model, flat + traced.operands)
             if _mark_traced(outputs, flat, op.name):
                 self.report.traced.append(op.name)
             return outputs
-        self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
+        reason = (op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}")
+        if reason not in self.report.float_layers:  # (once for a layer called several times)
+            self.report.float_layers.append(reason)
         return None
 
     def _constant_op(self, rb, node, op, args, kwargs):

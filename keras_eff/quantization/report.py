@@ -229,8 +229,9 @@ def _walk(model, report):
         ):
             continue  # ranges, the steps of a LayerNormalization, Keras ops: parts of a quantized computation
         elif facts_for(op).output_range == "inherit":
-            report.inherit_range.append(op.name)
-        else:
+            if op.name not in report.inherit_range:
+                report.inherit_range.append(op.name)
+        elif not any(name == op.name for name, _ in report.float_layers):  # (a layer called several times: once)
             report.float_layers.append((op.name, float_reason(op, node)))
 
 
