@@ -149,3 +149,11 @@ def test_a_custom_layer_with_weights_called_twice_stays_float_with_one_set_of_we
     with pytest.raises(te.FloatIslandError, match="aff"):
         te.to_tflite(q)
     assert te.compare(q, te.to_tflite(q, allow_float=True), x).max_lsb_diff <= 1
+
+
+def test_channel_pruning_leaves_a_shared_layer_and_what_it_reads_dense_naming_why():
+    """Its output channels serve every call, and its input channels are those of every call's input: neither can be
+    removed (strip(remove_pruned_channels=True) used to stop at a duplicate name)."""
+    model = _shared_conv()
+    with pytest.raises(ValueError, match=r"shared \(Conv2D\) is called 2 times: its channels serve every call"):
+        ke.prune_model(model, 0.5, structure="channels", min_weights=0)

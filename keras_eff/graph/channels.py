@@ -232,6 +232,12 @@ def _unite(info: GraphInfo, producer_of, start_node):
                 refuse(f"the output channels of {src!r} are a model output{via}; they must stay")
         for consumer in info.node_consumers(node):
             k = channel_role(consumer.operation, consumer)
+            if k != "pass" and info.calls(consumer.operation) > 1:
+                refuse(
+                    f"the channels of {group.producers[0]!r} reach {_name(consumer)}, which is called "
+                    f"{info.calls(consumer.operation)} times: its weights serve every call"
+                )
+                continue
             if k == "producer":
                 continue
             if id(consumer) in seen_nodes:
@@ -261,6 +267,8 @@ def _unite(info: GraphInfo, producer_of, start_node):
             continue
         seen_producers.add(id(node))
         group.producers.append(node.operation.name)
+        if info.calls(node.operation) > 1:
+            refuse(f"{_name(node)} is called {info.calls(node.operation)} times: its channels serve every call")
         forward(node, False)
     return group
 
