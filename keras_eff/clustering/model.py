@@ -113,14 +113,14 @@ class ClusterConfig:
         return cls(**config)
 
 
-@config_keywords(
-    ClusterConfig,
-    ("n_clusters", "init", "per_channel", "preserve_sparsity", "reassign_every", "skip", "overrides", "seed"),
-)
 def _called(layer, args, kwargs):
     return layer, layer(*args, **kwargs)
 
 
+@config_keywords(
+    ClusterConfig,
+    ("n_clusters", "init", "per_channel", "preserve_sparsity", "reassign_every", "skip", "overrides", "seed"),
+)
 def cluster_model(
     model,
     n_clusters=16,

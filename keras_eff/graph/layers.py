@@ -59,7 +59,14 @@ def hidden_layers(model, predicate, reached=None) -> dict:
 
 
 def describe_hidden(hidden: dict) -> str:
-    """``"res (ResidualBlock: conv), se (SqueezeExcite: dense, dense_1)"`` for `hidden_layers`' dict."""
+    """Names the layers `hidden_layers` found, for a message.
+
+    Args:
+        hidden: `hidden_layers`' dict.
+
+    Returns:
+        ``"res (ResidualBlock: conv), se (SqueezeExcite: dense, dense_1)"``.
+    """
     return ", ".join(f"{name} ({cls}: {', '.join(inner)})" for name, (cls, inner) in hidden.items())
 
 
