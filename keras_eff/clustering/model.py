@@ -113,10 +113,6 @@ class ClusterConfig:
         return cls(**config)
 
 
-def _called(layer, args, kwargs):
-    return layer, layer(*args, **kwargs)
-
-
 @config_keywords(
     ClusterConfig,
     ("n_clusters", "init", "per_channel", "preserve_sparsity", "reassign_every", "skip", "overrides", "seed"),
@@ -226,10 +222,8 @@ def cluster_model(
 
     def transform(rb, node, args, kwargs):
         op = node.operation
-        if isinstance(op, keras.Model):  # (one copy for all its calls, as every layer called several times)
-            return rb.call_shared(op, args, kwargs, lambda a, k: _called(rebuild(op, transform), a, k))
         if isinstance(op, ClusterWrapper) or not is_clusterable(op):
-            return None
+            return None  # (a nested model too: rb.keep rebuilds it with this transform, once for all its calls)
         settings = config.for_layer(op)
         if settings is None:
             return None
