@@ -91,9 +91,8 @@ def _dense_reason(layer, structure, size, groups) -> str:
     return f"not selected ({size:,} weights; {', '.join(rules[:-1])} or {rules[-1]}{joined})"
 
 
-def _kernel_counts(layer, sublayers) -> dict:
-    """A report row (without status) for a custom layer: the kernels of the prunable layers it calls."""
-    values = [np.asarray(v) for s in sublayers for v in s.weights if v.path.split("/")[-1] in weight_names(s)]
+def _row(layer, values, status, wrapper=None) -> dict:
+    """One report row: the zeros of ``values`` (arrays) counted under ``layer``'s name."""
     n = int(sum(v.size for v in values))
     zeros = int(sum(np.count_nonzero(v == 0) for v in values))
     return {
@@ -102,8 +101,9 @@ def _kernel_counts(layer, sublayers) -> dict:
         "weights": n,
         "zeros": zeros,
         "sparsity": zeros / n if n else 0.0,
-        "target": None,
-        "structure": None,
+        "target": None if wrapper is None else float(wrapper.schedule.target),
+        "structure": None if wrapper is None else (format_structure(wrapper.structure) or "unstructured"),
+        "status": status,
     }
 
 
@@ -146,14 +146,15 @@ def sparsity_report(model) -> SparsityReport:
         if id(target) in inner and w is None:
             continue
         if layer.name in hidden:  # a custom layer calling prunable layers: prune_model does not reach them
-            row = _kernel_counts(layer, [s for s in layer._flatten_layers(include_self=False) if is_prunable(s)])
+            sublayers = [s for s in layer._flatten_layers(include_self=False) if is_prunable(s)]
+            kernels = [np.asarray(v) for s in sublayers for v in s.weights if v.path.split("/")[-1] in weight_names(s)]
             reason = (
                 f"the layers it calls ({', '.join(hidden[layer.name][1])}) are not pruned: prune_model rewrites the "
                 f"model's graph only"
             )
             if wrappers:
                 skipped[layer.name] = reason
-            rows.append({**row, "status": f"dense: {reason}" if wrappers else "not wrapped"})
+            rows.append(_row(layer, kernels, f"dense: {reason}" if wrappers else "not wrapped"))
             continue
         if not is_prunable(target) or (w is not None and w.is_follower):
             continue
@@ -164,29 +165,16 @@ def sparsity_report(model) -> SparsityReport:
         else:
             by_name = {v.path.split("/")[-1]: v for v in target.weights}
             values = {n: np.asarray(by_name[n]) for n in weight_names(target) if n in by_name}
-        n = int(sum(v.size for v in values.values()))
-        zeros = int(sum(np.count_nonzero(v == 0) for v in values.values()))
         if w is not None:
             status = "pruned"
         elif wrappers:
             if groups is None:
                 groups = _channel_groups(model) if structure == "channels" else {}
-            skipped[target.name] = _dense_reason(target, structure, n, groups)
+            skipped[target.name] = _dense_reason(target, structure, sum(v.size for v in values.values()), groups)
             status = f"dense: {skipped[target.name]}"
         else:
             status = "not wrapped"
-        rows.append(
-            {
-                "layer": target.name,
-                "type": type(target).__name__,
-                "weights": n,
-                "zeros": zeros,
-                "sparsity": zeros / n if n else 0.0,
-                "target": None if w is None else float(w.schedule.target),
-                "structure": None if w is None else (format_structure(w.structure) or "unstructured"),
-                "status": status,
-            }
-        )
+        rows.append(_row(target, list(values.values()), status, w))
     pruned = [r for r in rows if r["status"] == "pruned"]
 
     def frac(rs):
