@@ -274,6 +274,7 @@ class _Quantizer:
         self._seen: dict = {}
         self._suffix = ""
         self._inlined_calls = 1  # the calls of the model being inlined (``_transform``), 1 elsewhere
+        self._no_implementation: set[int] = set()  # ids of the layers kept float for want of a quantized version
 
     def _calls_of(self, rb, op) -> int:
         """How many wrappers will hold ``op``'s copy: its calls in this graph, times those of the model it is inlined
@@ -387,13 +388,8 @@ class _Quantizer:
         op = node.operation
         calls = self._seen[id(op)] = self._seen.get(id(op), 0) + 1
         self._suffix = "" if calls == 1 else f"_call{calls}"  # the layers made for a later call of a shared layer
-        kept_float = len(self.report.float_layers)
         out = self._transform(rb, node, args, kwargs, as_layer)
-        added = self.report.float_layers[kept_float:] or (
-            # (a later call of a layer kept float: reported at its first call)
-            [r for r in self.report.float_layers if r[0] == op.name][-1:] if self._suffix else []
-        )
-        if out is None and added and added[-1][1].endswith(NO_IMPLEMENTATION):
+        if out is None and id(op) in self._no_implementation:
             return self._float_output_on_grid(rb, node, args, kwargs)
         return out
 
@@ -573,9 +569,9 @@ class _Quantizer:
             if _mark_traced(outputs, flat, op.name):
                 self.report.traced.append(op.name)
             return outputs
-        reason = (op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}")
-        if reason not in self.report.float_layers:  # (once for a layer called several times)
-            self.report.float_layers.append(reason)
+        if id(op) not in self._no_implementation:  # (reported once for a layer called several times)
+            self._no_implementation.add(id(op))
+            self.report.float_layers.append((op.name, f"{type(op).__name__}{NO_IMPLEMENTATION}"))
         return None
 
     def _constant_op(self, rb, node, op, args, kwargs):
