@@ -115,7 +115,7 @@ def kernel_value(wrapper, name):
         return getattr(wrapper.layer, name)
     frozen = getattr(wrapper, "_frozen_kernels", None) or {}
     if name in frozen and wrapper._export_view:  # computed before an export's trace (``QuantizeWrapper.export_view``)
-        return ops.convert_to_tensor(frozen[name])
+        return frozen[name].value()
     kernel = ops.take(state["centroids"], state["indices"]) if "centroids" in state else getattr(wrapper.layer, name)
     return kernel * state["mask"] if "mask" in state else kernel
 
