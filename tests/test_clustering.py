@@ -97,6 +97,29 @@ def test_density_init_follows_the_distribution(rng):
     assert near_zero(dens) > near_zero(lin)
 
 
+def test_kmeans_on_a_histogram_of_a_large_kernel_fits_as_well_as_on_every_value(rng):
+    """Above HISTOGRAM_ABOVE values k-means runs on a weighted histogram: its error is that of k-means on the values
+    themselves (within their seed-to-seed spread), at a fraction of the time; with the unweighted variance's
+    tolerance it stopped early (4 % worse on a Laplace kernel)."""
+    from sklearn.cluster import KMeans
+
+    from keras_eff.clustering import centroids as cl
+
+    values = rng.laplace(0, 0.01, cl.HISTOGRAM_ABOVE + 1).astype("float32")
+
+    def error(c):
+        c = np.sort(np.asarray(c, np.float64).reshape(-1))
+        return float(np.mean((values - c[cl.nearest(values, c)]) ** 2))
+
+    exact = [
+        error(KMeans(16, n_init=1, random_state=s, max_iter=100).fit(values.reshape(-1, 1)).cluster_centers_)
+        for s in range(3)
+    ]
+    histogram = [error(fit_centroids(values, 16, seed=s)) for s in range(3)]
+    assert np.mean(histogram) <= np.mean(exact) * 1.01
+    assert np.mean(histogram) < error(fit_centroids(values, 16, "linear")) * 0.9
+
+
 def test_kmeans_beats_linear_on_quantization_error(rng):
     from keras_eff.clustering.centroids import nearest
 

@@ -21,12 +21,19 @@ def check_init(init, where: str = "") -> str:
     return init
 
 
+HISTOGRAM_ABOVE = 1 << 20
+HISTOGRAM_BINS = 1 << 16
+
+
 def fit_centroids(values, k: int, init: str = "kmeans++", seed: int = 0) -> np.ndarray:
     """Chooses ``k`` centroids for a set of weight values.
 
     ``"kmeans++"`` and ``"random"`` run scikit-learn's k-means (Lloyd, one run, at most 100 iterations) from those
-    seedings; ``"linear"`` spaces the centroids evenly over [min, max]; ``"density"`` puts them at evenly spaced
-    quantiles of the values, so dense regions get more centroids.
+    seedings. Above `HISTOGRAM_ABOVE` values (a 4096 × 4096 dense kernel: 16.8 M, 21 s of k-means) it runs on a
+    histogram of them instead, `HISTOGRAM_BINS` equal bins over [min, max] weighted by their counts (0.2 s): each
+    value counts at its bin's centre, at most 1/131,072 of the range away, and the fit's error is that on the values
+    within the seed-to-seed spread. ``"linear"`` spaces the centroids evenly over [min, max]; ``"density"`` puts them
+    at evenly spaced quantiles of the values, so dense regions get more centroids.
 
     Args:
         values: The weight values (any shape; flattened).
@@ -51,16 +58,23 @@ def fit_centroids(values, k: int, init: str = "kmeans++", seed: int = 0) -> np.n
     else:
         from sklearn.cluster import KMeans  # noqa: PLC0415 - start-up: scikit-learn (~1 s, -X importtime)
 
+        points, weights, tol = values, None, 1e-4  # (scikit-learn's default tolerance)
+        if values.size > HISTOGRAM_ABOVE:
+            counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
+            points, weights = ((edges[:-1] + edges[1:]) / 2)[counts > 0], counts[counts > 0]
+            # scikit-learn scales its tolerance by the points' variance, unweighted: the same stop as on the values
+            tol *= float(np.var(values)) / max(float(np.var(points)), 1e-30)
         km = KMeans(
             n_clusters=k,
             init="k-means++" if init == "kmeans++" else "random",
             n_init=1,
             random_state=seed,
             max_iter=100,
+            tol=tol,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning on near-duplicate values
-            km.fit(values.reshape(-1, 1))
+            km.fit(points.reshape(-1, 1), sample_weight=weights)
         c = np.clip(km.cluster_centers_.reshape(-1), values.min(), values.max())
     return np.sort(c).astype(np.float32)
 
