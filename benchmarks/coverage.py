@@ -633,7 +633,8 @@ def _tree_state():
     """Whether the code that ran is the commit's: "clean" or "with uncommitted changes"."""
     try:
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # (the results files are the run's own output)
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
             capture_output=True,
             text=True,
             cwd=Path(__file__).resolve().parent.parent,
