@@ -23,7 +23,7 @@ from ..graph import (
 from ..options import config_keywords
 from . import distribution as dist
 from .schedules import ConstantSparsity, PruningSchedule, as_schedule
-from .structured import depthwise_only, is_prunable, parse_structure, unprunable_reason, weight_names
+from .structured import depthwise_only, is_prunable, parse_structure, prunable_weights, unprunable_reason
 from .wrapper import PruneWrapper
 
 
@@ -81,8 +81,7 @@ class PruningConfig:
 
 
 def _size(layer) -> int:
-    by_name = {w.path.split("/")[-1]: w for w in layer.weights}
-    return int(sum(np.prod(by_name[n].shape) for n in weight_names(layer) if n in by_name))
+    return int(sum(np.prod(w.shape) for w in prunable_weights(layer).values()))
 
 
 def _plan(model, cfg: PruningConfig):

@@ -10,7 +10,7 @@ from ..graph import channel_groups, graph_layers, hidden_layers, release
 from ..reporting import markdown_table
 from ..strip import strip
 from .callbacks import pruning_wrappers
-from .structured import depthwise_only, format_structure, is_prunable, unprunable_reason, weight_names
+from .structured import depthwise_only, format_structure, is_prunable, prunable_weights, unprunable_reason
 
 
 @dataclass
@@ -147,7 +147,7 @@ def sparsity_report(model) -> SparsityReport:
             continue
         if layer.name in hidden:  # a custom layer calling prunable layers: prune_model does not reach them
             sublayers = [s for s in layer._flatten_layers(include_self=False) if is_prunable(s)]
-            kernels = [np.asarray(v) for s in sublayers for v in s.weights if v.path.split("/")[-1] in weight_names(s)]
+            kernels = [np.asarray(v) for s in sublayers for v in prunable_weights(s).values()]
             reason = (
                 f"the layers it calls ({', '.join(hidden[layer.name][1])}) are not pruned: prune_model rewrites the "
                 f"model's graph only"
@@ -163,8 +163,7 @@ def sparsity_report(model) -> SparsityReport:
             if w.structure == "channels":
                 values = {"kernel": values["kernel"]}
         else:
-            by_name = {v.path.split("/")[-1]: v for v in target.weights}
-            values = {n: np.asarray(by_name[n]) for n in weight_names(target) if n in by_name}
+            values = {n: np.asarray(v) for n, v in prunable_weights(target).items()}
         if w is not None:
             status = "pruned"
         elif wrappers:

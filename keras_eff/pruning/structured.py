@@ -75,6 +75,12 @@ def weight_names(layer) -> tuple:
     return kernel_names(layer)
 
 
+def prunable_weights(layer) -> dict:
+    """{name: variable} of the `weight_names` ``layer`` holds (an unbuilt layer holds none)."""
+    by_name = {w.path.split("/")[-1]: w for w in layer.weights}
+    return {n: by_name[n] for n in weight_names(layer) if n in by_name}
+
+
 def unprunable_reason(layer, structure=None) -> str | None:
     """Why ``layer`` cannot carry a mask of this structure (None: it can)."""
     parsed = parse_structure(structure)
