@@ -629,34 +629,25 @@ def _longest_first(families):
     return sorted(families, key=lambda f: -seconds.get(f, 0))
 
 
-def _tree_state():
-    """Whether the code that ran is the commit's: "clean" or "with uncommitted changes"."""
+def _git(*args) -> str | None:
+    """What ``git args`` prints in this checkout, stripped (None where git cannot run)."""
     try:
-        dirty = subprocess.run(
-            # (the results files are the run's own output)
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parent.parent,
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent
         ).stdout.strip()
     except OSError:
-        return "unknown"
-    return "with uncommitted changes" if dirty else "clean"
+        return None
+
+
+def _tree_state():
+    """Whether the code that ran is the commit's: "clean" or "with uncommitted changes"."""
+    # (the results files are the run's own output)
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
+    return "unknown" if dirty is None else "with uncommitted changes" if dirty else "clean"
 
 
 def _commit():
-    try:
-        return (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                cwd=Path(__file__).resolve().parent.parent,
-            ).stdout.strip()
-            or "unknown"
-        )
-    except OSError:
-        return "unknown"
+    return _git("rev-parse", "--short", "HEAD") or "unknown"
 
 
 def write(rows, stem, meta):
